@@ -1,0 +1,172 @@
+"""``cernvm-fixtures``: bring an instance up and keep it, list, log in, take down, sweep, build the appliance."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from . import config as configuration
+from .dirs import state_dir
+from .errors import CernvmError
+from .instance import launch
+from .ledger import Ledger, Resource, all_ledgers
+from .providers import get as get_provider
+from .run import Keep, Run
+
+
+def _config(args: argparse.Namespace) -> configuration.Config:
+    return configuration.load(Path(args.config) if args.config else None, Path.cwd())
+
+
+def _entries() -> list[tuple[Ledger, Resource]]:
+    return [(ledger, r) for ledger in all_ledgers(state_dir()) for r in ledger.entries()]
+
+
+def cmd_appliance_build(args: argparse.Namespace) -> int:
+    from . import appliance
+
+    variants = list(appliance.VARIANTS) if args.all else (args.variant or ["ok"])
+    for variant in variants:
+        started = time.monotonic()
+        built = appliance.build(variant, force=args.force, log=print if args.verbose else None)
+        print(f"{variant}: {built.directory} ({time.monotonic() - started:.1f} s)")
+        print(f"  iso:            {built.iso}")
+        print(f"  kernel, initrd: {built.kernel}, {built.initrd}")
+        print(f"  docker tarball: {built.docker_tarball}")
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    loaded = _config(args)
+    name = args.target or loaded.enabled[0]
+    if name not in loaded.targets:
+        raise configuration.ConfigError(f"unknown target {name!r}; {loaded.origin} declares {', '.join(loaded.targets)}")
+    target = loaded.targets[name].with_overrides(args.image, args.profile)
+    run = Run(keep=Keep.ALWAYS)
+    instance = launch(target, run)
+    instance.machine.keep()
+    print(f"{instance.name} is ready ({instance.ready_after:.1f} s); it stays up until you take it down.")
+    print(f"  log in:  {instance.login_command}")
+    print(f"  remove:  cernvm-fixtures down {instance.name}")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    rows = _entries()
+    if not rows:
+        print("nothing recorded")
+        return 0
+    now = time.time()
+    for _, r in rows:
+        state = "leftover" if r.leftover(now) else ("kept" if r.kept else "in use")
+        print(f"{r.name:<32} {r.provider:<8} {r.kind:<10} run {r.run}  {state}")
+    return 0
+
+
+def _named(name: str) -> list[tuple[Ledger, Resource]]:
+    found = [(ledger, r) for ledger, r in _entries() if r.name == name]
+    if not found:
+        known = sorted({r.name for _, r in _entries()})
+        raise CernvmError(f"no instance named {name!r}; recorded: {', '.join(known) or 'none'}")
+    return found
+
+
+def cmd_login(args: argparse.Namespace) -> int:
+    for _, r in _named(args.name):
+        if "login" in r.data:
+            command = shlex.split(r.data["login"])
+            os.execvp(command[0], command)
+    raise CernvmError(f"{args.name}: no login command recorded (only kept instances have one)")
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    for ledger, r in reversed(_named(args.name)):
+        get_provider(r.provider).destroy_resource(r)
+        ledger.forget(r)
+        print(f"destroyed {r.provider} {r.kind} {r.name}")
+        Run(r.run).finish()
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from .sweep import find_leftovers
+
+    found = find_leftovers(_config(args), include_kept=args.include_kept)
+    if not found:
+        print("no leftovers")
+        return 0
+    failed = 0
+    for ledger, r in found:
+        if args.dry_run:
+            print(f"would destroy {r.provider} {r.kind} {r.name} (run {r.run})")
+            continue
+        try:
+            get_provider(r.provider).destroy_resource(r)
+        except CernvmError as e:
+            failed += 1
+            print(f"could not destroy {r.provider} {r.kind} {r.name}: {e}", file=sys.stderr)
+            continue
+        if ledger is not None:
+            ledger.forget(r)
+            Run(r.run).finish()
+        print(f"destroyed {r.provider} {r.kind} {r.name} (run {r.run})")
+    return 1 if failed else 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cernvm-fixtures", description=__doc__)
+    p.add_argument("-v", "--verbose", action="store_true", help="log what happens")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    appliance = sub.add_parser("appliance", help="the project's test appliance").add_subparsers(dest="action", required=True)
+    build = appliance.add_parser("build", help="build (or find in the cache) the test appliance")
+    build.add_argument("--variant", action="append", help="variant to build (repeatable; default ok)")
+    build.add_argument("--all", action="store_true", help="build every variant")
+    build.add_argument("--force", action="store_true", help="rebuild even if cached")
+    build.set_defaults(func=cmd_appliance_build)
+
+    up = sub.add_parser("up", help="bring an instance up and keep it")
+    up.add_argument("target", nargs="?", help="target name (default: the first enabled one)")
+    up.add_argument("--config", help="config file (default: cernvm.toml or pyproject.toml here)")
+    up.add_argument("--image", help="image instead of the configured one")
+    up.add_argument("--profile", help="profile instead of the configured one")
+    up.set_defaults(func=cmd_up)
+
+    sub.add_parser("list", help="list recorded instances and resources").set_defaults(func=cmd_list)
+
+    login = sub.add_parser("login", help="open a shell on a kept instance")
+    login.add_argument("name")
+    login.set_defaults(func=cmd_login)
+
+    down = sub.add_parser("down", help="destroy an instance")
+    down.add_argument("name")
+    down.set_defaults(func=cmd_down)
+
+    sweep = sub.add_parser("sweep", help="destroy what crashed or cancelled runs left behind")
+    sweep.add_argument("--config", help="config file whose targets are scanned for unrecorded leftovers")
+    sweep.add_argument("--dry-run", action="store_true", help="only list what would be destroyed")
+    sweep.add_argument("--include-kept", action="store_true", help="also destroy instances kept on purpose")
+    sweep.set_defaults(func=cmd_sweep)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    try:
+        return args.func(args)
+    except CernvmError as e:
+        print(f"cernvm-fixtures: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("cernvm-fixtures: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,199 @@
+"""Configuration: the targets of a run, declared in one file and validated on load.
+
+Looked up in this order: an explicit path, ``cernvm.toml`` in the rootdir,
+``[tool.cernvm]`` in the rootdir's ``pyproject.toml``, the built-in defaults
+(the local targets booting the project's test appliance). A target's table holds
+the generic keys below plus its provider's own keys::
+
+    [targets.kvm]
+    provider = "kvm"
+    image = "/srv/images/ucernvm-prod.2021.05-1.cernvm.x86_64.iso"
+    profile = "cernvm4"
+    domain_type = "auto"
+
+Secrets never live here: each provider takes credentials from its ecosystem's chain.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from . import profile as profiles
+from . import providers
+from .errors import ConfigError
+
+APPLIANCE = "appliance"
+"""Image name of the project's own test appliance; ``appliance:<variant>`` picks a broken variant."""
+
+NAME = re.compile(r"^[a-z][a-z0-9-]{0,23}$")
+
+
+class Deadlines(BaseModel):
+    """Seconds allowed for each readiness step, before the provider's slowdown factor is applied."""
+
+    model_config = ConfigDict(extra="forbid")
+    running: float = Field(60, gt=0)
+    reachable: float = Field(30, gt=0)
+    login: float = Field(30, gt=0)
+    ready: float = Field(30, gt=0)
+
+
+class TargetKeys(BaseModel):
+    """Keys every target has, whatever its provider."""
+
+    model_config = ConfigDict(extra="forbid")
+    provider: str
+    image: str = APPLIANCE
+    profile: str | None = None
+    enabled: bool = True
+    shared_folders: dict[str, str] = {}
+    deadlines: Deadlines = Deadlines()
+
+
+@dataclass(frozen=True)
+class Target:
+    """A named, validated use of a provider."""
+
+    name: str
+    provider: str
+    image: str
+    profile: str
+    options: Any
+    enabled: bool = True
+    shared_folders: Mapping[str, str] = field(default_factory=dict)
+    deadlines: Deadlines = field(default_factory=Deadlines)
+    origin: str = "built-in defaults"
+
+    def with_overrides(self, image: str | None = None, profile: str | None = None) -> Target:
+        """The same target with a command-line image/profile; the profile follows the image if not given."""
+        if image is None and profile is None:
+            return self
+        image = image or self.image
+        return replace(self, image=image, profile=profile or default_profile(image, self.name, "--cernvm-image"))
+
+    def load_profile(self) -> profiles.Profile:
+        return profiles.load(self.profile)
+
+
+@dataclass(frozen=True)
+class Config:
+    """All declared targets, in declaration order."""
+
+    targets: Mapping[str, Target]
+    origin: str = "built-in defaults"
+
+    @property
+    def enabled(self) -> list[str]:
+        return [n for n, t in self.targets.items() if t.enabled]
+
+
+DEFAULT_TARGETS: dict[str, dict[str, Any]] = {
+    "kvm": {"provider": "kvm", "image": APPLIANCE, "shared_folders": {"data": ""}},
+}
+
+
+def default_profile(image: str, target: str, where: str) -> str:
+    """The appliance knows its profile; any other image must name one."""
+    if image == APPLIANCE or image.startswith(APPLIANCE + ":"):
+        return APPLIANCE
+    raise ConfigError(
+        f"{where}: target {target!r} boots image {image!r}, so it needs a profile "
+        f"(shipped: {', '.join(profiles.shipped())}, or a path to a .toml file)"
+    )
+
+
+def parse_target(name: str, raw: Mapping[str, Any], origin: str) -> Target:
+    """Validate one target table: generic keys first, then the provider's own."""
+    where = f"{origin}: targets.{name}"
+    if not NAME.match(name):
+        raise ConfigError(
+            f"{where}: invalid target name; use 1-24 lowercase letters, digits and '-', starting with a letter"
+        )
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where}: must be a table, got {raw!r}")
+    generic_names = list(TargetKeys.model_fields)
+    if "provider" not in raw:
+        raise ConfigError(f"{where}.provider: required key is missing; installed providers are {', '.join(providers.names())}")
+    try:
+        provider = providers.get(str(raw["provider"]))
+    except ConfigError as e:
+        raise ConfigError(f"{where}.provider: {e}") from None
+    option_names = list(provider.Options.model_fields)
+    valid = sorted(generic_names + option_names)
+    generic = {k: v for k, v in raw.items() if k in generic_names}
+    specific = {k: v for k, v in raw.items() if k not in generic_names}
+    try:
+        keys = TargetKeys.model_validate(generic)
+        options = provider.Options.model_validate(specific)
+    except ValidationError as e:
+        raise ConfigError(profiles.format_validation(origin, e, f"targets.{name}.", valid)) from None
+    if keys.shared_folders and not provider.shares_folders:
+        raise ConfigError(f"{where}.shared_folders: provider {provider.name!r} cannot share host folders")
+    for folder, path in keys.shared_folders.items():
+        if not NAME.match(folder):
+            raise ConfigError(f"{where}.shared_folders: invalid folder name {folder!r}; use lowercase letters, digits, '-'")
+        if path and not Path(path).expanduser().is_dir():
+            raise ConfigError(f"{where}.shared_folders.{folder}: {path!r} is not a directory (use \"\" for a fresh one)")
+    profile = keys.profile or default_profile(keys.image, name, where + ".profile")
+    return Target(
+        name=name,
+        provider=provider.name,
+        image=keys.image,
+        profile=profile,
+        options=options,
+        enabled=keys.enabled,
+        shared_folders=keys.shared_folders,
+        deadlines=keys.deadlines,
+        origin=origin,
+    )
+
+
+def parse(raw: Mapping[str, Any], origin: str) -> Config:
+    """Validate a whole config mapping (the file's top level, or ``[tool.cernvm]``)."""
+    unknown = sorted(set(raw) - {"targets"})
+    if unknown:
+        raise ConfigError(f"{origin}: unknown top-level key(s) {', '.join(unknown)}; valid keys are: targets")
+    targets = raw.get("targets")
+    if not isinstance(targets, Mapping) or not targets:
+        raise ConfigError(f"{origin}: no targets declared; add at least one [targets.<name>] table with a provider")
+    return Config({name: parse_target(name, table, origin) for name, table in targets.items()}, origin)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text())
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: invalid TOML: {e}") from None
+
+
+def load(path: Path | None = None, rootdir: Path | None = None) -> Config:
+    """Load the config from ``path``, else from the rootdir's files, else the defaults."""
+    if path is not None:
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        raw = _read_toml(path)
+        if path.name == "pyproject.toml":
+            raw = raw.get("tool", {}).get("cernvm")
+            if raw is None:
+                raise ConfigError(f"{path}: has no [tool.cernvm] table")
+            return parse(raw, f"{path} [tool.cernvm]")
+        return parse(raw, str(path))
+    if rootdir is not None:
+        candidate = rootdir / "cernvm.toml"
+        if candidate.is_file():
+            return parse(_read_toml(candidate), str(candidate))
+        pyproject = rootdir / "pyproject.toml"
+        if pyproject.is_file():
+            tool = _read_toml(pyproject).get("tool", {}).get("cernvm")
+            if tool is not None:
+                return parse(tool, f"{pyproject} [tool.cernvm]")
+    return parse({"targets": DEFAULT_TARGETS}, "built-in defaults")

@@ -1,0 +1,34 @@
+"""Errors a user can act on: each message names what is wrong and what would be valid."""
+
+from __future__ import annotations
+
+
+class CernvmError(Exception):
+    """Base class: the message is meant for a person, printed without a traceback."""
+
+
+class ConfigError(CernvmError):
+    """A config file, option or profile is invalid."""
+
+
+class ProviderError(CernvmError):
+    """A provider could not create, reach or destroy something."""
+
+
+class ReadinessError(ProviderError):
+    """An instance did not pass one readiness step before that step's deadline."""
+
+    def __init__(self, instance: str, step: str, waited: float, detail: str, console_tail: str = "") -> None:
+        self.instance = instance
+        self.step = step
+        self.waited = waited
+        self.detail = detail
+        self.console_tail = console_tail
+        message = f"{instance}: not ready: step '{step}' failed after {waited:.1f} s: {detail}"
+        if console_tail:
+            message += f"\n--- console log (tail) ---\n{console_tail}\n--- end of console log ---"
+        super().__init__(message)
+
+
+class CommandTimeout(CernvmError):
+    """A command on an instance ran past its timeout and was stopped."""

@@ -1,0 +1,199 @@
+"""The instance handle a test gets, and how one is brought up: launch, then readiness in layers.
+
+Readiness has four steps, each with its own deadline (scaled by the machine's
+slowdown, e.g. under software emulation): the platform says it is *running*,
+the instance is *reachable* (SSH banner / container answers), the harness can
+*log in*, and the image says it is *ready* (the profile's ready command). A
+failure names the step and carries the tail of the console log.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .config import Target
+from .context import Context, UserData
+from .errors import CernvmError, ReadinessError
+from .profile import Profile
+from .providers import get as get_provider
+from .providers.base import Machine
+from .run import Keep, Run
+from .transport.base import Result, Transport
+
+if TYPE_CHECKING:
+    import testinfra.host
+
+log = logging.getLogger(__name__)
+
+CONSOLE_TAIL = 40
+
+
+class Instance:
+    """One booted machine or container: run commands, move files, read its console, log in."""
+
+    def __init__(self, machine: Machine, target: Target, profile: Profile, context: Context) -> None:
+        self.machine = machine
+        self.target = target
+        self.profile = profile
+        self.context = context
+        self.failed = False
+        """Set by the plugin when a test using this instance failed (for the keep policy)."""
+        self.ready_after: float | None = None
+        """Seconds from launch to ready."""
+
+    def __repr__(self) -> str:
+        return f"<Instance {self.name} target={self.target.name}>"
+
+    @property
+    def name(self) -> str:
+        return self.machine.name
+
+    @property
+    def traits(self) -> Mapping[str, str]:
+        """What profile rules match on: provider, target, kind, instance type, NIC model, ..."""
+        return self.machine.traits
+
+    @property
+    def shared_folders(self) -> Mapping[str, Path]:
+        """Shared folder name -> host directory (local providers only)."""
+        return self.machine.shared_folders
+
+    @cached_property
+    def transport(self) -> Transport:
+        return self.machine.transport()
+
+    def run(self, command: str, *, timeout: float | None = 120, stdin: bytes | str | None = None) -> Result:
+        """Run a shell command; exit status, stdout and stderr come back separately."""
+        if isinstance(stdin, str):
+            stdin = stdin.encode()
+        return self.transport.run(command, timeout=timeout, stdin=stdin)
+
+    def put(self, data: bytes | str | Path, remote: str, mode: int | None = None) -> None:
+        """Write bytes, text or a local file's content to ``remote``."""
+        if isinstance(data, Path):
+            data = data.read_bytes()
+        elif isinstance(data, str):
+            data = data.encode()
+        self.transport.put(data, remote, mode)
+
+    def get(self, remote: str, local: Path | None = None) -> bytes:
+        """Read ``remote``; also write it to ``local`` if given."""
+        data = self.transport.get(remote)
+        if local is not None:
+            local.write_bytes(data)
+        return data
+
+    @cached_property
+    def host(self) -> testinfra.host.Host:
+        """A testinfra Host whose commands go through this instance's transport."""
+        from .testinfra_backend import host_for
+
+        return host_for(self)
+
+    def console_log(self) -> str:
+        return self.machine.console_log()
+
+    def console_tail(self, lines: int = CONSOLE_TAIL) -> str:
+        return "\n".join(self.console_log().rstrip().splitlines()[-lines:])
+
+    @property
+    def login_command(self) -> str:
+        return self.machine.login_command()
+
+    def wait_ready(self) -> Instance:
+        """Walk the readiness steps; raise ReadinessError naming the first one that misses its deadline."""
+        start = time.monotonic()
+        scale = self.machine.slowdown
+        deadlines = self.target.deadlines
+
+        def step(name: str, seconds: float, attempt: Callable[[], str | None]) -> None:
+            begun = time.monotonic()
+            deadline = begun + seconds * scale
+            while True:
+                try:
+                    problem = attempt()
+                except CernvmError as e:
+                    problem = str(e)
+                except (OSError, EOFError) as e:
+                    problem = f"{type(e).__name__}: {e}"
+                except Exception as e:  # noqa: BLE001 - e.g. paramiko's SSHException: keep trying until the deadline
+                    problem = f"{type(e).__name__}: {e}"
+                if problem is None:
+                    log.info("%s: %s after %.1f s", self.name, name, time.monotonic() - start)
+                    return
+                if time.monotonic() >= deadline:
+                    raise ReadinessError(self.name, name, time.monotonic() - begun, problem, self.console_tail())
+                time.sleep(0.25)
+
+        def running() -> str | None:
+            self.machine.wait_running(time.monotonic() + deadlines.running * scale)
+            return None
+
+        def login() -> str | None:
+            self.transport.connect()
+            return None
+
+        def ready() -> str | None:
+            result = self.run(self.profile.ready.command, timeout=30)
+            if result.succeeded:
+                return None
+            return f"ready command {self.profile.ready.command!r} exited {result.exit_status}"
+
+        step("running", deadlines.running, running)
+        step("reachable", deadlines.reachable, self.transport.unreachable)
+        step("login", deadlines.login, login)
+        step("ready", deadlines.ready, ready)
+        self.ready_after = time.monotonic() - start
+        return self
+
+    def destroy(self) -> None:
+        """Close the connection and destroy everything the instance owns (idempotent)."""
+        try:
+            if "transport" in self.__dict__:
+                self.transport.close()
+        finally:
+            self.machine.destroy()
+
+
+def launch(
+    target: Target, run: Run, *, user_data: UserData | None = None, profile: Profile | None = None
+) -> Instance:
+    """Create an instance for a target and wait until it is ready.
+
+    If anything fails (including KeyboardInterrupt/SystemExit) before the
+    instance is ready, it is destroyed right away, unless the keep policy keeps
+    failures, in which case it is marked kept and the error says how to log in.
+    """
+    provider = get_provider(target.provider)(target, run)
+    profile = profile or target.load_profile()
+    machine = provider.machine(run.name(target.name))
+    context = Context(hostname=machine.name, ssh_keys=(run.public_key,), user_data=user_data or UserData())
+    try:
+        provider.launch(machine, context)
+        return Instance(machine, target, profile, context).wait_ready()
+    except BaseException as error:
+        if run.keep is not Keep.NEVER and isinstance(error, CernvmError) and machine.resources:
+            machine.keep()
+            error.add_note(f"kept for debugging: {machine.login_command()}")
+            raise
+        try:
+            machine.destroy()
+        except BaseException as e:  # noqa: BLE001 - the original error matters more; the ledger still has it
+            log.error("%s: cleanup after failed launch did not finish: %s", machine.name, e)
+        raise
+
+
+def describe(instance: Instance) -> dict[str, Any]:
+    """A short record of an instance for reports and the CLI."""
+    return {
+        "name": instance.name,
+        "target": instance.target.name,
+        "profile": instance.profile.name,
+        "login": instance.login_command,
+        "ready_after": instance.ready_after,
+    }

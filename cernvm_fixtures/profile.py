@@ -1,0 +1,189 @@
+"""Profiles: what a correct instance of an image looks like, so scenarios never hard-code it.
+
+A profile is a TOML file. Any expectation may vary with the instance's traits
+(provider, instance type, NIC model, ...): instead of a plain value it is then a
+list of rules, the first whose conditions all match wins::
+
+    [network]
+    driver = [
+      { provider = "ec2", instance_type = ["t2.*"], expect = "vif" },
+      { provider = "docker", expect = false, why = "containers share the host's network" },
+      { expect = "virtio_net" },
+    ]
+
+``expect = false`` means "does not apply here": the scenario is skipped with ``why``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from .errors import ConfigError
+
+T = TypeVar("T")
+
+
+class Rule(BaseModel, Generic[T]):
+    """One case of a varying expectation: trait conditions (extra keys) plus the value."""
+
+    model_config = ConfigDict(extra="allow")
+    expect: T | bool
+    why: str = ""
+
+    def matches(self, traits: Mapping[str, str]) -> bool:
+        for trait, patterns in (self.model_extra or {}).items():
+            value = traits.get(trait)
+            if value is None:
+                return False
+            patterns = patterns if isinstance(patterns, list) else [patterns]
+            if not any(fnmatch.fnmatchcase(str(value), str(p)) for p in patterns):
+                return False
+        return True
+
+
+@dataclass(frozen=True)
+class Expectation(Generic[T]):
+    """A resolved expectation: ``value`` is None when it does not apply (``why`` says why)."""
+
+    value: T | None
+    why: str = ""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Ready(_Section):
+    command: str = "true"
+
+
+class Kernel(_Section):
+    release: str | list[Rule[str]] | None = None
+    cmdline: list[str] | list[Rule[list[str]]] = []
+
+
+class Cvmfs(_Section):
+    repositories: list[str] = []
+    fstype: str | list[Rule[str]] | None = None
+    os_mount: str | None = None
+    probe: bool = True
+
+
+class Scratch(_Section):
+    mountpoint: str | list[Rule[str]] | None = None
+    label: str | None = None
+    fstype: str | None = None
+    version_file: str | None = None
+    version: str | None = None
+
+
+class Shared(_Section):
+    mechanism: str | list[Rule[str]] | None = None
+    path: str = "/mnt/shared/{name}"
+
+
+class Network(_Section):
+    interface: str = "eth0"
+    driver: str | list[Rule[str]] | None = None
+
+
+class Context(_Section):
+    source_file: str | None = None
+    user_data_file: str | None = None
+    source: str | list[Rule[str]] | None = None
+
+
+class Profile(_Section):
+    """A validated profile; sections the image does not have stay at their empty defaults."""
+
+    name: str
+    summary: str = ""
+    ready: Ready = Ready()
+    kernel: Kernel = Kernel()
+    cvmfs: Cvmfs = Cvmfs()
+    scratch: Scratch = Scratch()
+    shared: Shared = Shared()
+    network: Network = Network()
+    context: Context = Context()
+    origin: str = ""
+
+    def expect(self, dotted: str, traits: Mapping[str, str]) -> Expectation[Any]:
+        """Resolve ``section.key`` for an instance with these traits."""
+        section, key = dotted.split(".", 1)
+        raw = getattr(getattr(self, section), key)
+        if isinstance(raw, list) and raw and isinstance(raw[0], Rule):
+            for rule in raw:
+                if rule.matches(traits):
+                    if rule.expect is False:
+                        return Expectation(None, rule.why or f"profile {self.name!r} says {dotted} does not apply")
+                    return Expectation(rule.expect, rule.why)
+            shown = ", ".join(f"{k}={v}" for k, v in sorted(traits.items()))
+            return Expectation(None, f"profile {self.name!r} has no rule for {dotted} matching {shown}")
+        if raw is None or raw == []:
+            return Expectation(None, f"profile {self.name!r} sets no {dotted}")
+        return Expectation(raw)
+
+
+def shipped() -> list[str]:
+    """Names of the profiles that come with the package."""
+    folder = resources.files(__package__) / "profiles"
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".toml"))
+
+
+def load(name_or_path: str) -> Profile:
+    """Load a shipped profile by name, or a profile file by path; errors name the file and key."""
+    if name_or_path in shipped():
+        ref = resources.files(__package__) / "profiles" / f"{name_or_path}.toml"
+        source, text = f"profile {name_or_path!r}", ref.read_text()
+    else:
+        path = Path(name_or_path).expanduser()
+        if not path.is_file():
+            raise ConfigError(
+                f"profile {name_or_path!r}: no such shipped profile or file; "
+                f"shipped profiles are {', '.join(shipped())}, or give a path to a .toml file"
+            )
+        source, text = str(path), path.read_text()
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{source}: invalid TOML: {e}") from None
+    try:
+        profile = Profile.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(format_validation(source, e)) from None
+    return profile.model_copy(update={"origin": source})
+
+
+_BRANCHES = {"str", "int", "float", "bool", "list", "dict", "constrained-str"}
+
+
+def format_validation(source: str, error: ValidationError, prefix: str = "", valid_keys: list[str] | None = None) -> str:
+    """Turn a pydantic error into lines naming the file, the dotted key, the bad value and what is valid."""
+    found: dict[str, list[str]] = {}
+    for err in error.errors():
+        parts = [str(p) for p in err["loc"] if str(p) not in _BRANCHES and "[" not in str(p)]
+        key = prefix + ".".join(parts)
+        if err["type"] == "extra_forbidden":
+            hint = f"; valid keys are {', '.join(valid_keys)}" if valid_keys else ""
+            found.setdefault(key, []).append(f"unknown key{hint}")
+        elif err["type"] == "missing":
+            found.setdefault(key, []).append("required key is missing")
+        else:
+            msg = err["msg"].removeprefix("Input should be ").removeprefix("Value error, ")
+            found.setdefault(key, []).append(f"expected {msg} (got {err['input']!r})")
+    lines = []
+    for key, messages in found.items():
+        messages = list(dict.fromkeys(messages))
+        if len(messages) > 1 and all(m.startswith("expected ") for m in messages):
+            got = messages[0][messages[0].rindex(" (got ") :]
+            messages = ["expected " + " or ".join(m[9 : m.rindex(" (got ")] for m in messages) + got]
+        lines.extend(f"{source}: {key}: {m}" for m in messages)
+    return "\n".join(lines)

@@ -1,0 +1,78 @@
+"""A run: one invocation of the harness, with its id, directory, ledger, key pair and keep policy."""
+
+from __future__ import annotations
+
+import enum
+import os
+import secrets
+import shutil
+from functools import cached_property
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from .dirs import state_dir
+from .ledger import Ledger
+
+
+class Keep(enum.StrEnum):
+    """When to leave an instance running after the run: never, when its tests failed, always."""
+
+    NEVER = "never"
+    ON_FAILURE = "on-failure"
+    ALWAYS = "always"
+
+
+class Run:
+    """Everything one harness invocation owns; xdist workers share the controller's run id."""
+
+    def __init__(self, run_id: str | None = None, *, state: Path | None = None, keep: Keep = Keep.NEVER) -> None:
+        self.id = run_id or secrets.token_hex(4)
+        self.directory = (state or state_dir()) / "runs" / self.id
+        self.ledger = Ledger(self.directory / "ledger")
+        self.keep = keep
+
+    def __repr__(self) -> str:
+        return f"Run({self.id})"
+
+    def name(self, target: str) -> str:
+        """A unique, greppable instance name: prefix, run id, target, random suffix."""
+        return f"cvmfx-{self.id}-{target}-{secrets.token_hex(2)}"
+
+    @cached_property
+    def key_file(self) -> Path:
+        """The run's ephemeral SSH private key (0600, created once, first writer wins; never printed)."""
+        path = self.directory / "id_ed25519"
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if not path.exists():
+            private = Ed25519PrivateKey.generate().private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+            )
+            tmp = path.with_name(f".{path.name}.{os.getpid()}")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(private)
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                pass
+            finally:
+                tmp.unlink()
+        return path
+
+    @cached_property
+    def public_key(self) -> str:
+        """The public half, derived from the private key file so the two can never disagree."""
+        key = serialization.load_ssh_private_key(self.key_file.read_bytes(), password=None)
+        public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        return f"{public.decode()} cernvm-fixtures-{self.id}"
+
+    def machine_dir(self, name: str) -> Path:
+        """Where one instance's files go (disks, seed, console log, shared folders); not created here."""
+        return self.directory / "machines" / name
+
+    def finish(self) -> None:
+        """Remove the run directory once nothing recorded in it is left (kept instances keep it)."""
+        if self.directory.exists() and not self.ledger.entries():
+            shutil.rmtree(self.directory, ignore_errors=True)

@@ -1,0 +1,37 @@
+"""A testinfra backend over an instance's own transport, so testinfra modules use the same channel."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import testinfra.host
+from testinfra.backend.base import BaseBackend, CommandResult
+
+if TYPE_CHECKING:
+    from .instance import Instance
+
+
+class InstanceBackend(BaseBackend):
+    """testinfra's backend contract (``run`` returning a CommandResult) on top of ``Instance.run``."""
+
+    NAME = "cernvm"
+
+    def __init__(self, instance: Instance, *args: Any, **kwargs: Any) -> None:
+        self.instance = instance
+        super().__init__(instance.name, *args, **kwargs)
+
+    def get_encoding(self) -> str:
+        return "utf-8"
+
+    def run(self, command: str, *args: str, **kwargs: Any) -> CommandResult:
+        command = self.get_command(command, *args)
+        result = self.instance.run(command)
+        return self.result(result.exit_status, self.encode(command), result.stdout_bytes, result.stderr_bytes)
+
+
+def host_for(instance: Instance) -> testinfra.host.Host:
+    """A testinfra Host for ``instance`` (``host.file(...)``, ``host.mount_point(...)``, ...)."""
+    backend = InstanceBackend(instance)
+    host = testinfra.host.Host(backend)
+    backend.set_host(host)
+    return host

@@ -1,0 +1,81 @@
+"""The transport contract: how commands reach an instance, whatever the platform."""
+
+from __future__ import annotations
+
+import shlex
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+from ..errors import CernvmError
+
+
+@dataclass(frozen=True)
+class Result:
+    """What a command did: exact exit status and both output streams as bytes (decoded on demand)."""
+
+    command: str
+    exit_status: int
+    stdout_bytes: bytes
+    stderr_bytes: bytes
+
+    @property
+    def stdout(self) -> str:
+        return self.stdout_bytes.decode("utf-8", "replace")
+
+    @property
+    def stderr(self) -> str:
+        return self.stderr_bytes.decode("utf-8", "replace")
+
+    @property
+    def rc(self) -> int:
+        return self.exit_status
+
+    @property
+    def succeeded(self) -> bool:
+        return self.exit_status == 0
+
+    def check(self) -> Result:
+        """Return self, or raise naming the command, its status and its stderr."""
+        if self.exit_status != 0:
+            raise CommandFailed(self)
+        return self
+
+
+class CommandFailed(CernvmError):
+    """A command that had to succeed exited non-zero."""
+
+    def __init__(self, result: Result) -> None:
+        self.result = result
+        detail = (result.stderr or result.stdout).strip()[-2000:]
+        super().__init__(f"command {result.command!r} exited {result.exit_status}: {detail}")
+
+
+class Transport(ABC):
+    """Runs commands on one instance; connects lazily and reconnects when the connection dropped."""
+
+    @abstractmethod
+    def unreachable(self) -> str | None:
+        """None if the instance answers at the network/API level, else why not (one cheap attempt)."""
+
+    @abstractmethod
+    def connect(self) -> None:
+        """Log in (or attach); raises with the reason on failure."""
+
+    @abstractmethod
+    def run(self, command: str, *, timeout: float | None = None, stdin: bytes | None = None) -> Result:
+        """Run a shell command; raises CommandTimeout if it runs past ``timeout`` seconds."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Drop the connection (idempotent)."""
+
+    def put(self, data: bytes, remote: str, mode: int | None = None) -> None:
+        """Write bytes to a file on the instance, through the command channel (binary safe)."""
+        command = f"cat > {shlex.quote(remote)}"
+        if mode is not None:
+            command += f" && chmod {mode:o} {shlex.quote(remote)}"
+        self.run(command, stdin=data, timeout=300).check()
+
+    def get(self, remote: str) -> bytes:
+        """Read a file from the instance (binary safe)."""
+        return self.run(f"cat {shlex.quote(remote)}", timeout=300).check().stdout_bytes

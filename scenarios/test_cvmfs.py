@@ -1,0 +1,55 @@
+"""cvmfs: every configured repository is mounted read-only, probes OK and can be read."""
+
+import shlex
+
+import pytest
+
+from cernvm_fixtures.plugin import expect
+
+
+def repositories(cernvm):
+    return expect(cernvm, "cvmfs.repositories")
+
+
+def test_repositories_mounted_read_only(cernvm, cernvm_host):
+    fstype = expect(cernvm, "cvmfs.fstype")
+    problems = []
+    for repo in repositories(cernvm):
+        mount = cernvm_host.mount_point(f"/cvmfs/{repo}")
+        if not mount.exists:
+            problems.append(f"/cvmfs/{repo} is not mounted")
+        elif mount.filesystem != fstype:
+            problems.append(f"/cvmfs/{repo} is mounted as {mount.filesystem}, expected {fstype}")
+        elif "ro" not in mount.options:
+            problems.append(f"/cvmfs/{repo} is mounted read-write ({','.join(mount.options)}), expected ro")
+    assert not problems, "; ".join(problems) + f" (profile {cernvm.profile.name!r})"
+
+
+def test_os_repository_is_the_root_source(cernvm, cernvm_host):
+    os_mount = expect(cernvm, "cvmfs.os_mount")
+    fstype = expect(cernvm, "cvmfs.fstype")
+    mount = cernvm_host.mount_point(os_mount)
+    assert mount.exists, f"the OS repository is not mounted at {os_mount}"
+    assert mount.filesystem == fstype, f"{os_mount} is {mount.filesystem}, expected the OS repository ({fstype})"
+
+
+def test_probe(cernvm):
+    if not cernvm.profile.cvmfs.probe:
+        pytest.skip(f"profile {cernvm.profile.name!r} does not expect cvmfs_config probe to work")
+    result = cernvm.run("cvmfs_config probe", timeout=300)
+    lines = result.stdout.strip().splitlines()
+    failed = [line for line in lines if not line.rstrip().endswith("OK")]
+    assert result.succeeded and not failed, (
+        f"cvmfs_config probe exited {result.exit_status}: {'; '.join(failed or lines) or result.stderr.strip()}"
+    )
+    for repo in repositories(cernvm):
+        assert any(f"/cvmfs/{repo}" in line for line in lines), f"cvmfs_config probe did not probe {repo}: {lines}"
+
+
+def test_content_readable(cernvm):
+    for repo in repositories(cernvm):
+        path = shlex.quote(f"/cvmfs/{repo}")
+        listing = cernvm.run(f"ls -A {path}", timeout=300)
+        assert listing.succeeded and listing.stdout.strip(), (
+            f"/cvmfs/{repo} cannot be listed or is empty: {listing.stderr.strip() or 'no entries'}"
+        )

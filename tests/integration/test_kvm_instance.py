@@ -1,0 +1,98 @@
+"""The instance handle on a real appliance booted by the kvm provider under libvirt (TCG here)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+
+import paramiko
+import pytest
+
+from cernvm_fixtures import config
+from cernvm_fixtures.errors import CommandTimeout
+from cernvm_fixtures.instance import launch
+from cernvm_fixtures.run import Run
+from cernvm_fixtures.transport.ssh import HostKeyMismatch, SSHTransport
+
+from ..conftest import domains_under
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def module_state(tmp_path_factory):
+    return tmp_path_factory.mktemp("kvm-instance-state")
+
+
+@pytest.fixture(scope="module")
+def vm(module_state):
+    target = config.load(None, module_state).targets["kvm"]
+    run = Run(state=module_state)
+    instance = launch(target, run)
+    yield instance
+    instance.destroy()
+    assert domains_under(module_state) == []
+    assert run.ledger.entries() == []
+
+
+def test_ready_with_verified_host_key(vm):
+    assert vm.ready_after is not None
+    assert vm.transport.verified is True, "the host key must be checked against the console's key block"
+    assert "cernvm-fixtures: contextualization complete" in vm.console_log()
+
+
+def test_exit_status_and_separate_streams(vm):
+    result = vm.run("echo out; echo err >&2; exit 7")
+    assert (result.exit_status, result.stdout, result.stderr) == (7, "out\n", "err\n")
+    assert vm.run("true").exit_status == 0
+
+
+def test_stdin_and_binary_round_trip(vm):
+    blob = bytes(range(256)) * 64
+    assert vm.run("cat", stdin=blob).stdout_bytes == blob
+    vm.put(blob, "/tmp/blob", mode=0o600)
+    assert vm.get("/tmp/blob") == blob
+    assert vm.run("stat -c %a /tmp/blob").stdout.strip() == "600"
+
+
+def test_large_output_does_not_deadlock(vm):
+    result = vm.run("dd if=/dev/zero bs=1M count=4 2>/dev/null; dd if=/dev/zero bs=1M count=4 >&2 2>/dev/null", timeout=120)
+    assert len(result.stdout_bytes) == 4 * 1024 * 1024
+
+
+def test_command_timeout_leaves_handle_usable(vm):
+    started = time.monotonic()
+    with pytest.raises(CommandTimeout, match="sleep 30"):
+        vm.run("sleep 30", timeout=1)
+    assert time.monotonic() - started < 10
+    assert vm.run("echo still here").stdout == "still here\n"
+
+
+def test_testinfra_host_goes_through_the_instance(vm):
+    host = vm.host
+    assert host.file("/mnt/.rw/aux/ucernvm-version").exists
+    assert host.mount_point("/mnt/.rw").filesystem == "ext4"
+    assert host.run("uname -s").stdout.strip() == "Linux"
+
+
+def test_host_key_mismatch_is_refused(vm):
+    wrong = paramiko.Ed25519Key.from_private_key_file(str(vm.machine.provider.run.key_file))
+    host, port = vm.machine.address()
+    transport = SSHTransport(host, port, "root", vm.machine.provider.run.key_file, lambda: [f"ssh-ed25519 {wrong.get_base64()}"])
+    with pytest.raises(HostKeyMismatch, match="not among the 1 key"):
+        transport.connect()
+
+
+def test_login_command_works_for_a_person(vm):
+    if shutil.which("ssh") is None:
+        pytest.skip("openssh-client is not installed")
+    command = vm.login_command.split() + ["-o", "BatchMode=yes", "hostname"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == vm.name
+    assert "StrictHostKeyChecking=accept-new" not in vm.login_command, "the announced host key must be pinned"
+
+
+def test_shared_folder_host_side_exists(vm):
+    assert vm.shared_folders["data"].is_dir()

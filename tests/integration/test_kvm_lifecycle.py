@@ -1,0 +1,193 @@
+"""Nothing leaks: readiness failures, Ctrl-C, SIGTERM, SIGKILL, keep policies and bad config on KVM."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from cernvm_fixtures import config
+from cernvm_fixtures.errors import ReadinessError
+from cernvm_fixtures.instance import launch
+from cernvm_fixtures.run import Run
+
+from ..conftest import domains_under, ledger_entries, subprocess_env
+
+pytestmark = pytest.mark.integration
+
+LOOPBACK = ["--allow-hosts=127.0.0.1,::1", "--allow-unix-socket"]
+
+A_TEST = """
+def test_uname(cernvm):
+    assert cernvm.run("uname -s").stdout.strip() == "Linux"
+"""
+
+FAILING_TEST = """
+def test_fails(cernvm):
+    assert cernvm.run("cat /etc/hostname").stdout == "something else", "deliberate failure"
+"""
+
+
+def pytest_process(tmp_path: Path, test: str, *args: str, config_text: str | None = None) -> subprocess.Popen:
+    work = tmp_path / "work"
+    work.mkdir(exist_ok=True)
+    (work / "test_it.py").write_text(textwrap.dedent(test))
+    if config_text:
+        (work / "cernvm.toml").write_text(textwrap.dedent(config_text))
+    return subprocess.Popen(
+        [sys.executable, "-m", "pytest", "test_it.py", "-p", "no:cacheprovider", "-rA", *LOOPBACK, *args],
+        cwd=work,
+        env=subprocess_env(tmp_path / "state"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def wait_for_domain(tmp_path: Path, process: subprocess.Popen, seconds: float = 120) -> str:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        names = domains_under(tmp_path)
+        if names:
+            return names[0]
+        assert process.poll() is None, process.stdout.read()
+        time.sleep(0.2)
+    raise AssertionError("the domain never appeared")
+
+
+def assert_nothing_left(tmp_path: Path) -> None:
+    assert domains_under(tmp_path) == []
+    assert ledger_entries(tmp_path / "state") == []
+    assert not list((tmp_path / "state").glob("runs/*/machines/*")), "machine files left behind"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_interrupt_during_boot_destroys_everything(tmp_path, signum):
+    process = pytest_process(tmp_path, A_TEST)
+    wait_for_domain(tmp_path, process)
+    time.sleep(1)
+    process.send_signal(signum)
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode != 0, output
+    assert_nothing_left(tmp_path)
+
+
+def test_sigkill_leaves_only_what_sweep_removes(tmp_path):
+    process = pytest_process(tmp_path, A_TEST)
+    name = wait_for_domain(tmp_path, process)
+    process.kill()
+    process.wait(timeout=30)
+    deadline = time.monotonic() + 30
+    while domains_under(tmp_path) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert domains_under(tmp_path) == [], "libvirt auto-destroys the domain of a killed run"
+    left = ledger_entries(tmp_path / "state")
+    assert {e["name"] for e in left} == {name}, "the ledger still knows what the killed run made"
+    sweep = subprocess.run(
+        [sys.executable, "-m", "cernvm_fixtures.cli", "sweep"],
+        env=subprocess_env(tmp_path / "state"), capture_output=True, text=True, timeout=120, cwd=tmp_path,
+    )
+    assert sweep.returncode == 0, sweep.stderr
+    assert f"destroyed kvm directory {name}" in sweep.stdout
+    assert_nothing_left(tmp_path)
+
+
+def test_keep_on_failure_keeps_and_explains(tmp_path):
+    process = pytest_process(tmp_path, FAILING_TEST, "--cernvm-keep=on-failure")
+    output, _ = process.communicate(timeout=600)
+    assert process.returncode == 1, output
+    kept = domains_under(tmp_path)
+    try:
+        assert len(kept) == 1, output
+        assert "cernvm: kept instances" in output and f"cernvm-fixtures down {kept[0]}" in output
+        assert "log in:  ssh -i" in output and "deliberate failure" in output
+        assert "console (tail)" in output, "the failing test's report carries the console log"
+        entries = ledger_entries(tmp_path / "state")
+        assert entries and all(e["kept"] for e in entries)
+    finally:
+        for name in kept:
+            down = subprocess.run(
+                [sys.executable, "-m", "cernvm_fixtures.cli", "down", name],
+                env=subprocess_env(tmp_path / "state"), capture_output=True, text=True, timeout=120,
+            )
+            assert down.returncode == 0, down.stderr
+    assert_nothing_left(tmp_path)
+
+
+def test_passing_run_with_keep_on_failure_keeps_nothing(tmp_path):
+    process = pytest_process(tmp_path, A_TEST, "--cernvm-keep=on-failure")
+    output, _ = process.communicate(timeout=600)
+    assert process.returncode == 0, output
+    assert "kept instances" not in output
+    assert_nothing_left(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "variant,step",
+    [("no-ssh", "reachable"), ("no-ready", "ready")],
+)
+def test_readiness_failure_names_the_step_and_cleans_up(tmp_path, monkeypatch, variant, step):
+    state = tmp_path / "state"
+    target = config.parse(
+        {"targets": {"kvm": {"provider": "kvm", "image": f"appliance:{variant}",
+                             "deadlines": {"reachable": 8, "ready": 3}}}},
+        "test",
+    ).targets["kvm"]
+    run = Run(state=state)
+    with pytest.raises(ReadinessError) as error:
+        launch(target, run)
+    assert error.value.step == step
+    assert f"step '{step}' failed" in str(error.value)
+    assert "console log (tail)" in str(error.value) and "cernvm-fixtures" in error.value.console_tail
+    assert_nothing_left(tmp_path)
+
+
+BAD_CONFIGS = {
+    "unknown key": ("[targets.kvm]\nprovider = 'kvm'\nmemroy = 1\n", "targets.kvm.memroy: unknown key; valid keys are"),
+    "bad choice": ("[targets.kvm]\nprovider = 'kvm'\nnetwork = 'bridge'\n", "targets.kvm.network: expected 'user' or 'nat'"),
+    "bad toml": ("[targets.kvm\n", "invalid TOML"),
+    "missing image": ("[targets.kvm]\nprovider = 'kvm'\nimage = '/nonexistent/ucernvm.iso'\nprofile = 'cernvm4'\n",
+                      "targets.kvm.image: '/nonexistent/ucernvm.iso' does not exist"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_CONFIGS))
+def test_bad_config_is_a_clear_error_and_starts_nothing(tmp_path, case):
+    text, message = BAD_CONFIGS[case]
+    process = pytest_process(tmp_path, A_TEST, config_text=text)
+    output, _ = process.communicate(timeout=300)
+    assert process.returncode != 0
+    assert message in output, output
+    assert "Traceback" not in output and "site-packages" not in output, output
+    assert_nothing_left(tmp_path)
+
+
+def test_unknown_target_selection(tmp_path):
+    process = pytest_process(tmp_path, A_TEST, "--cernvm-target=kvm,nope")
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode == 4
+    assert "--cernvm-target: unknown target(s) nope; built-in defaults declares kvm" in output
+
+
+def test_up_list_login_down(tmp_path):
+    env = subprocess_env(tmp_path / "state")
+    cli = [sys.executable, "-m", "cernvm_fixtures.cli"]
+    up = subprocess.run([*cli, "up", "kvm"], env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert up.returncode == 0, up.stderr
+    name = up.stdout.split()[0]
+    try:
+        listing = subprocess.run([*cli, "list"], env=env, capture_output=True, text=True, timeout=60).stdout
+        assert name in listing and "kept" in listing
+        login = json.loads(next((tmp_path / "state").glob("runs/*/ledger/*domain*.json")).read_text())["data"]["login"]
+        result = subprocess.run(login.split() + ["-o", "BatchMode=yes", "hostname"], capture_output=True, text=True, timeout=60)
+        assert result.stdout.strip() == name, result.stderr
+    finally:
+        down = subprocess.run([*cli, "down", name], env=env, capture_output=True, text=True, timeout=120)
+    assert down.returncode == 0, down.stderr
+    assert_nothing_left(tmp_path)

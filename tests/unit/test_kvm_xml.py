@@ -1,0 +1,97 @@
+"""The libvirt domain XML follows the documented CernVM layout and the loopback-only network rule."""
+
+import json
+from pathlib import Path
+from xml.etree import ElementTree
+
+import pytest
+
+from cernvm_fixtures.providers.kvm import NS, KvmOptions, domain_xml
+
+QEMU = "{http://libvirt.org/schemas/domain/qemu/1.0}"
+
+
+def render(**overrides):
+    options = KvmOptions(**overrides.pop("options", {}))
+    args = dict(
+        name="cvmfx-r-kvm-1",
+        domain_type="qemu",
+        options=options,
+        uri="qemu:///session",
+        iso=Path("/img/ucernvm.iso"),
+        kernel=None,
+        disk=Path("/run/vm/scratch.img"),
+        seed=Path("/run/vm/seed.iso"),
+        console=Path("/run/vm/console.log"),
+        shared={"data": Path("/run/vm/shared/data")},
+        ssh_port=40022,
+        metadata=json.dumps({"name": "cvmfx-r-kvm-1", "run": "r"}),
+    )
+    args.update(overrides)
+    return ElementTree.fromstring(domain_xml(**args))
+
+
+def test_documented_layout():
+    dom = render()
+    assert dom.get("type") == "qemu"
+    assert dom.find("os/type").get("arch") == "x86_64" and dom.find("os/type").text == "hvm"
+    assert dom.find("os/boot").get("dev") == "cdrom"
+    assert {f.tag for f in dom.find("features")} == {"acpi", "apic", "pae"}
+    assert dom.find("memory").text == "2048" and dom.find("memory").get("unit") == "MiB"
+    disks = dom.findall("devices/disk")
+    iso, scratch, seed = disks
+    assert (iso.get("device"), iso.find("target").get("dev"), iso.find("target").get("bus")) == ("cdrom", "hdc", "ide")
+    assert iso.find("readonly") is not None and iso.find("source").get("file") == "/img/ucernvm.iso"
+    assert (scratch.get("device"), scratch.find("target").get("bus")) == ("disk", "virtio")
+    assert (seed.get("device"), seed.find("target").get("dev")) == ("cdrom", "hdd")
+    assert dom.find("devices/serial/source").get("path") == "/run/vm/console.log"
+    assert dom.find("devices/graphics").get("listen") == "127.0.0.1"
+
+
+def test_user_network_forwards_ssh_from_loopback_only():
+    dom = render()
+    assert dom.find("devices/interface") is None
+    args = [a.get("value") for a in dom.find(f"{QEMU}commandline")]
+    netdev = args[args.index("-netdev") + 1]
+    assert "hostfwd=tcp:127.0.0.1:40022-:22" in netdev
+    assert "restrict=on" in netdev, "the guest must not reach anything beyond the host"
+    assert args[args.index("-device") + 1] == "virtio-net-pci,netdev=n0,bus=pci.0,addr=0x9"
+
+
+def test_nic_model_choice():
+    args = [a.get("value") for a in render(options={"nic_model": "e1000"}).find(f"{QEMU}commandline")]
+    assert args[args.index("-device") + 1].startswith("e1000,")
+
+
+def test_nat_network_uses_libvirt_network_and_no_forward():
+    dom = render(options={"network": "nat", "nat_network": "default"}, ssh_port=None)
+    interface = dom.find("devices/interface")
+    assert interface.get("type") == "network" and interface.find("source").get("network") == "default"
+    assert interface.find("model").get("type") == "virtio"
+    assert dom.find(f"{QEMU}commandline") is None
+
+
+def test_direct_kernel_boot():
+    dom = render(iso=None, kernel=(Path("/a/vmlinuz"), Path("/a/initrd"), "console=ttyS0 cvmfs_repos=x"))
+    assert dom.find("os/kernel").text == "/a/vmlinuz" and dom.find("os/initrd").text == "/a/initrd"
+    assert dom.find("os/cmdline").text == "console=ttyS0 cvmfs_repos=x"
+    assert dom.find("os/boot") is None
+    assert [d.get("device") for d in dom.findall("devices/disk")] == ["disk", "cdrom"]
+
+
+def test_shared_folders_are_9p_mounts():
+    fs = render(shared={"data": Path("/h/data"), "two": Path("/h/two")}).findall("devices/filesystem")
+    assert [(f.get("accessmode"), f.find("source").get("dir"), f.find("target").get("dir")) for f in fs] == [
+        ("passthrough", "/h/data", "data"),
+        ("passthrough", "/h/two", "two"),
+    ]
+
+
+def test_metadata_carries_the_ledger_entry_for_sweep():
+    element = render().find(f"metadata/{{{NS}}}resource")
+    assert json.loads(element.get("json")) == {"name": "cvmfx-r-kvm-1", "run": "r"}
+
+
+@pytest.mark.parametrize("path", ["/img/a'b\".iso", "/img/<x>&.iso"])
+def test_paths_are_escaped(path):
+    assert render(iso=Path(path)).find("devices/disk/source").get("file") == path
