@@ -10,6 +10,10 @@ import yaml
 
 from . import Context
 
+PAD = 150 * 2048
+"""Trailing zero sectors, as mkisofs/xorriso's default ``-pad`` adds: some label probes (busybox's
+volume_id) read beyond a tiny image's end and skip the device if that fails."""
+
 
 def write_seed(context: Context, path: Path) -> Path:
     """Write the seed ISO that cloud-init (and the test appliance) read as a NoCloud source."""
@@ -24,4 +28,6 @@ def write_seed(context: Context, path: Path) -> Path:
         iso.add_fp(io.BytesIO(data), len(data), iso_name, rr_name=name, joliet_path="/" + name)
     iso.write(str(path))
     iso.close()
+    with open(path, "ab") as f:
+        f.write(bytes(PAD))
     return path

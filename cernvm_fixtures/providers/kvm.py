@@ -13,6 +13,7 @@ address from the DHCP leases, for real hosts.
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
@@ -71,6 +72,17 @@ class KvmOptions(ProviderOptions):
 
 _connections: dict[str, object] = {}
 _connections_lock = threading.Lock()
+
+
+@atexit.register
+def _close_connections() -> None:
+    """Close while the interpreter is intact (libvirt's __del__ fails during shutdown)."""
+    while _connections:
+        _, conn = _connections.popitem()
+        try:
+            conn.close()
+        except Exception:  # noqa: BLE001 - best effort at exit
+            pass
 
 
 def _libvirt():

@@ -49,7 +49,7 @@ def outcomes(output: str) -> dict[str, str]:
     """test name -> PASSED/FAILED/SKIPPED/ERROR from pytest's -rA short summary."""
     found = {}
     for status, nodeid in re.findall(r"^(PASSED|FAILED|SKIPPED|ERROR) (\S+)", output, re.M):
-        found[nodeid.split("::")[-1]] = status
+        found[nodeid.split("::")[-1].split("[")[0]] = status
     for nodeid in re.findall(r"^SKIPPED \[\d+\] (\S+?):\d+:", output, re.M):
         found.setdefault(nodeid, "SKIPPED")
     return found
@@ -69,7 +69,7 @@ NEGATIVE = [
     ("appliance:no-cvmfs", "cvmfs", {"test_repositories_mounted_read_only", "test_probe", "test_content_readable"},
      "/cvmfs/cernvm-prod.cern.ch is not mounted"),
     ("appliance:no-scratch", "scratch", {"test_scratch_disk_mounted", "test_bootloader_version_file"},
-     "/mnt/.rw is tmpfs"),
+     "/mnt/.rw is a tmpfs mount of tmpfs, expected the ext4 scratch disk"),
     ("appliance:no-shared", "shared", {"test_shared_folders_mounted", "test_host_to_guest", "test_guest_to_host"},
      "shared folder 'data' is not mounted at /mnt/shared/data"),
     ("appliance:bad-cmdline", "kernel", {"test_kernel_command_line"},
