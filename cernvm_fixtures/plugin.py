@@ -34,6 +34,12 @@ RUN_KEY = pytest.StashKey["Harness"]()
 TARGET_PROPERTY = "cernvm_target"
 
 
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    from . import hookspecs
+
+    pluginmanager.add_hookspecs(hookspecs)
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("cernvm", "cernvm-fixtures: boot CernVM on each target and check it")
     group.addoption(
@@ -241,7 +247,11 @@ class Harness:
             target.load_profile()
         keep = Keep(getattr(option, "cernvm_keep", None) or config.getini("cernvm_keep") or "never")
         workerinput = getattr(config, "workerinput", None)
-        run = Run(workerinput["cernvm_run"] if workerinput else None, keep=keep)
+        run = Run(
+            workerinput["cernvm_run"] if workerinput else None,
+            keep=keep,
+            endpoint=lambda machine, host, port: config.hook.pytest_cernvm_endpoint(machine=machine, host=host, port=port),
+        )
         return cls(run=run, config=loaded, targets=targets, selected=wanted, is_worker=workerinput is not None)
 
     def instance(self, target: configuration.Target, user_data: UserData) -> Instance:

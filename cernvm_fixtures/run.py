@@ -6,14 +6,19 @@ import enum
 import os
 import secrets
 import shutil
+from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from .dirs import state_dir
 from .ledger import Ledger
+
+if TYPE_CHECKING:
+    from .providers.base import Machine
 
 
 class Keep(enum.StrEnum):
@@ -24,14 +29,34 @@ class Keep(enum.StrEnum):
     ALWAYS = "always"
 
 
+Endpoint = Callable[["Machine", str, int], "tuple[str, int] | None"]
+"""Maps a machine and the SSH address its platform gave to the address to use (None: keep it)."""
+
+
 class Run:
     """Everything one harness invocation owns; xdist workers share the controller's run id."""
 
-    def __init__(self, run_id: str | None = None, *, state: Path | None = None, keep: Keep = Keep.NEVER) -> None:
+    def __init__(
+        self,
+        run_id: str | None = None,
+        *,
+        state: Path | None = None,
+        keep: Keep = Keep.NEVER,
+        endpoint: Endpoint | None = None,
+    ) -> None:
         self.id = run_id or secrets.token_hex(4)
         self.directory = (state or state_dir()) / "runs" / self.id
         self.ledger = Ledger(self.directory / "ledger")
         self.keep = keep
+        self._endpoint = endpoint
+
+    def endpoint(self, machine: Machine, host: str, port: int) -> tuple[str, int]:
+        """Where to reach ``machine``'s SSH server: the platform's address unless a resolver redirects it."""
+        if self._endpoint is not None:
+            redirected = self._endpoint(machine, host, port)
+            if redirected is not None:
+                return redirected
+        return host, port
 
     def __repr__(self) -> str:
         return f"Run({self.id})"

@@ -465,7 +465,7 @@ class KvmMachine(Machine):
         raise ProviderError(f"{self.name}: no DHCP lease yet on network {self.options.nat_network!r}")
 
     def transport(self) -> SSHTransport:
-        host, port = self.address()
+        host, port = self.provider.run.endpoint(self, *self.address())
         return SSHTransport(host, port, self.options.user, self.provider.run.key_file, self.host_keys)
 
     def console_log(self) -> str:
