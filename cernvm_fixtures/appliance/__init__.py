@@ -1,0 +1,106 @@
+"""The cernvm-fixtures test appliance: a small CernVM look-alike built from
+Debian packages (kernel, busybox-static, dropbear-bin, e2fsprogs' mke2fs).
+
+``build(variant)`` returns an :class:`Appliance` with a bootable isolinux ISO
+(boots like the µCernVM ISO: from the CD drive, taking the first empty disk as
+its scratch disk), the same kernel, initrd and command line for direct kernel
+boot, and a CernVM-in-Docker root fs tarball. Results are cached per user and
+reused while their inputs (builder files, package versions, kernel package,
+variant) are unchanged.
+
+Variants other than ``ok`` each lack exactly one property, for negative tests
+(see :data:`VARIANTS`).
+
+Console lines the appliance prints on the serial console (ttyS0), besides the
+kernel's own messages:
+
+* progress lines, with the uptime like kernel messages:
+  ``[        3.98] cernvm-fixtures: bootloader: <message>`` (initramfs stage) and
+  ``[        5.19] cernvm-fixtures: <message>`` (OS stage); warnings contain
+  ``WARNING:``, a failed boot ``FATAL:`` (followed by a rescue shell);
+* the cloud-init style host key blocks, each written in one piece::
+
+    -----BEGIN SSH HOST KEY FINGERPRINTS-----
+    256 SHA256:<base64, no padding> root@<hostname> (ED25519)
+    -----END SSH HOST KEY FINGERPRINTS-----
+    -----BEGIN SSH HOST KEY KEYS-----
+    ssh-ed25519 AAAA... root@<hostname>
+    -----END SSH HOST KEY KEYS-----
+
+* ``cernvm-fixtures: contextualization complete`` (exactly, alone on its line)
+  once the appliance is ready: ``/run/cernvm-fixtures/ready`` exists and the
+  SSH server listens.
+
+The Docker image's ``/init`` prints ``cernvm-docker: debug: <message>`` lines
+on stderr when ``CERNVM_DEBUG=1``. The Docker tarball is the same for every
+variant (the variants are properties of a booted VM).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from ._builder import (CONSOLE_ARGS, CVMFS_ARGS, OS_PATH, OS_REPO, RELEASE,  # noqa: F401
+                       SOURCE_DATE_EPOCH, VARIANTS, VERSION)
+from ._errors import ApplianceError
+from ._host import HOST_PACKAGES
+
+__all__ = ["VARIANTS", "VERSION", "ApplianceError", "Appliance", "build",
+           "READY_LINE", "READY_FILE", "HOST_PACKAGES", "INSTALL_COMMAND"]
+
+#: how to install everything the builder needs on a Debian host
+INSTALL_COMMAND = "apt-get install " + " ".join(HOST_PACKAGES)
+
+#: the line the appliance prints on the serial console when it is ready
+READY_LINE = "cernvm-fixtures: contextualization complete"
+#: the file the appliance creates when it is ready
+READY_FILE = "/run/cernvm-fixtures/ready"
+
+_logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Appliance:
+    variant: str
+    key: str  # content hash of all inputs (builder files, package versions, variant)
+    directory: Path  # the cache entry
+    iso: Path
+    kernel: Path
+    initrd: Path
+    cmdline: str  # kernel command line used by the ISO, for direct kernel boot
+    docker_tarball: Path
+    version: str  # what aux/ucernvm-version and /UCVM/version contain
+
+
+def default_cache() -> Path:
+    from .. import dirs
+
+    return dirs.cache_dir() / "appliance"
+
+
+def build(variant: str = "ok", *, cache: Path | None = None, force: bool = False,
+          log: Callable[[str], None] | None = None) -> Appliance:
+    """Build (or find in the cache) the appliance ``variant``.
+
+    Raises :class:`ApplianceError` with an actionable message when a host tool,
+    a package or the kernel package is missing.
+    """
+    from . import _builder
+
+    _builder.check_variant(variant)
+    cache = Path(cache) if cache is not None else default_cache()
+    entry, manifest, key = _builder.build_entry(variant, cache, force, log or _logger.info)
+    return Appliance(
+        variant=variant,
+        key=key,
+        directory=entry,
+        iso=entry / manifest["iso"],
+        kernel=entry / manifest["kernel"],
+        initrd=entry / manifest["initrd"],
+        cmdline=manifest["cmdline"],
+        docker_tarball=entry / manifest["docker_tarball"],
+        version=manifest["version"],
+    )

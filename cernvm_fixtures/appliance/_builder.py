@@ -1,0 +1,547 @@
+"""Builds the appliance: a shared base (kernel, modules, OS repository, Docker
+root fs) and, per variant, a small initrd segment and an ISO.
+
+Cache layout (``cache`` is ``cache_dir()/"appliance"`` by default)::
+
+    downloads/<kernel>.deb           the kernel package, fetched with apt-get
+    kernel-package.json              apt's answer, with a fingerprint of apt's state
+    base-<key16>/                    shared by all variants (expensive to build)
+    <variant>-<key16>/               one per variant: everything a test needs
+    .lock-<entry>                    flock files serialising builders of one entry
+
+An entry is built in ``.tmp-<entry>-*`` and renamed into place when complete,
+so an interrupted build is never reused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import lzma
+import gzip
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from . import _archive, _host
+from ._errors import ApplianceError
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+FILES = PACKAGE_DIR / "files"
+
+#: bootloader version (bump when the appliance changes in a way users notice)
+RELEASE = "2026.11-1"
+VERSION = f"{RELEASE}.appliance.x86_64"
+#: timestamp of every file in every artifact (reproducible builds)
+SOURCE_DATE_EPOCH = 1793491200  # 2026-11-01T00:00:00Z
+OS_REPO = "cernvm-prod.cern.ch"
+OS_PATH = "cvm4"
+ISO_LABEL = "UCERNVM_APPLIANCE"
+
+CONSOLE_ARGS = "console=tty0 console=ttyS0,115200"
+CVMFS_ARGS = f"cvmfs_repos={OS_REPO} cernvm_path={OS_PATH}"
+
+# variant -> (description, flags that differ from the correct appliance)
+_VARIANTS: dict[str, tuple[str, dict[str, int]]] = {
+    "ok": ("the correct appliance", {}),
+    "no-cvmfs": ("the OS repository is not mounted on /cvmfs/cernvm-prod.cern.ch "
+                 "(cvmfs_config probe fails)", {"UCVM_CVMFS": 0}),
+    "no-scratch": ("the empty disk is left untouched; /mnt/.rw is a tmpfs "
+                   "(no UROOT, no aux/ucernvm-version)", {"UCVM_SCRATCH": 0}),
+    "no-shared": ("9p shared folders are not mounted", {"UCVM_SHARED": 0}),
+    "bad-cmdline": ("the kernel command line lacks cvmfs_repos= and cernvm_path=", {}),
+    "no-context": ("no host name from meta-data, no context/user-data or context/source "
+                   "(SSH keys are still installed)", {"UCVM_CONTEXT": 0}),
+    "no-ready": ("never creates the ready file nor prints the ready line "
+                 "(SSH still works)", {"UCVM_READY": 0}),
+    "no-ssh": ("no SSH server starts (the ready line is still printed)", {"UCVM_SSH": 0}),
+}
+VARIANTS: dict[str, str] = {name: desc for name, (desc, _) in _VARIANTS.items()}
+_FLAGS = ("UCVM_CVMFS", "UCVM_SCRATCH", "UCVM_SHARED", "UCVM_CONTEXT", "UCVM_READY",
+          "UCVM_SSH")
+
+# where the OS tree gets the host binaries (path in the tree)
+_BINARIES = {
+    "busybox": "bin/busybox",
+    "dropbear": "usr/sbin/dropbear",
+    "dropbearkey": "usr/bin/dropbearkey",
+    "mke2fs": "sbin/mke2fs",
+    "blkid": "sbin/blkid",  # util-linux: busybox-static has no blkid applet
+}
+
+Log = Callable[[str], None]
+
+
+def cmdline_for(variant: str) -> str:
+    if variant == "bad-cmdline":
+        return CONSOLE_ARGS
+    return f"{CONSOLE_ARGS} {CVMFS_ARGS}"
+
+
+def variant_conf(variant: str) -> str:
+    flags = {flag: 1 for flag in _FLAGS}
+    flags.update(_VARIANTS[variant][1])
+    lines = [f"UCVM_VARIANT={variant}"] + [f"{k}={v}" for k, v in flags.items()]
+    return "\n".join(lines) + "\n"
+
+
+def check_variant(variant: str) -> None:
+    if variant not in _VARIANTS:
+        raise ApplianceError(
+            f"unknown appliance variant {variant!r}; valid variants: "
+            + ", ".join(_VARIANTS))
+
+
+# --- inputs and keys ---------------------------------------------------------
+
+def _ignored(path: Path) -> bool:
+    """Editor droppings and caches, never part of the builder's inputs."""
+    return (path.name.startswith(".") or path.name.endswith("~")
+            or "__pycache__" in path.parts or path.suffix in (".pyc", ".pyo"))
+
+
+def builder_digest() -> str:
+    """Hash of the builder itself: its Python modules and files/ (not caches)."""
+    h = hashlib.sha256()
+    for path in sorted(PACKAGE_DIR.rglob("*")):
+        rel = path.relative_to(PACKAGE_DIR).as_posix()
+        if _ignored(path) or not path.is_file():
+            continue
+        h.update(rel.encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class Inputs:
+    tools: _host.HostTools
+    kernel: _host.KernelPackage
+    libraries: tuple[str, ...]  # absolute host paths of ld.so and shared libraries
+    material: dict  # everything that determines the output, for the key
+
+    @property
+    def base_key(self) -> str:
+        blob = json.dumps(self.material, sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()
+
+    def variant_key(self, variant: str) -> str:
+        return hashlib.sha256(f"{self.base_key}\0{variant}".encode()).hexdigest()
+
+
+def collect_inputs(cache: Path, log: Log) -> Inputs:
+    tools = _host.find_host_tools()
+    kernel = _host.resolve_kernel(tools, cache, log)
+    libraries: list[str] = []
+    for tool in ("dropbear", "dropbearkey", "mke2fs", "blkid"):
+        for lib in _host.ldd_libraries(tools[tool], tools["ldd"]):
+            if lib not in libraries:
+                libraries.append(lib)
+    hashed = [tools[t] for t in _BINARIES] + libraries + list(tools.files.values())
+    material = {
+        "builder": builder_digest(),
+        "kernel": [kernel.name, kernel.version, kernel.sha256],
+        "packages": _host.package_versions(tools),
+        "files": {path: _host.sha256_file(path) for path in hashed},
+        "python": list(sys.version_info[:2]),
+        "zlib": zlib.ZLIB_RUNTIME_VERSION,
+        "version": VERSION,
+        "epoch": SOURCE_DATE_EPOCH,
+    }
+    return Inputs(tools, kernel, tuple(libraries), material)
+
+
+# --- helpers -------------------------------------------------------------------
+
+def _run(argv: list, what: str, epoch: bool = True, **kw) -> subprocess.CompletedProcess:
+    env = dict(os.environ, LC_ALL="C")
+    env.pop("SOURCE_DATE_EPOCH", None)
+    if epoch:
+        env["SOURCE_DATE_EPOCH"] = str(SOURCE_DATE_EPOCH)
+    proc = subprocess.run([str(a) for a in argv], capture_output=True, text=True, env=env, **kw)
+    if proc.returncode != 0:
+        detail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
+        raise ApplianceError(f"{what} failed (exit {proc.returncode}): " + " / ".join(detail))
+    return proc
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def _copy(src: str | Path, dst: Path, mode: int) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, dst)  # follows symlinks: the real content under ldd's name
+    os.chmod(dst, mode)
+
+
+def _file_mode(path: Path) -> int:
+    if path.name == "shadow":
+        return 0o600
+    with open(path, "rb") as f:
+        return 0o755 if f.read(2) == b"#!" else 0o644
+
+
+def _copy_files_tree(src: Path, dst: Path) -> None:
+    for path in sorted(src.rglob("*")):
+        rel = path.relative_to(src)
+        if _ignored(path):
+            continue
+        if path.is_dir():
+            (dst / rel).mkdir(parents=True, exist_ok=True)
+            os.chmod(dst / rel, 0o755)
+        else:
+            _copy(path, dst / rel, _file_mode(path))
+
+
+class _Timer:
+    def __init__(self, log: Log):
+        self.log = log
+        self.t0 = time.monotonic()
+
+    def step(self, message: str) -> None:
+        self.log(f"[{time.monotonic() - self.t0:6.2f}s] {message}")
+
+
+# --- the base ------------------------------------------------------------------
+
+def _wanted_modules() -> list[tuple[str, bool]]:
+    wanted = []
+    for line in (FILES / "modules.txt").read_text().splitlines():
+        line = line.split("#", 1)[0].split()
+        if line:
+            wanted.append((line[0], "optional" in line[1:]))
+    return wanted
+
+
+def _module_order(tools: _host.HostTools, moddir_root: Path, kver: str, work: Path
+                  ) -> list[Path]:
+    """Absolute paths of the .ko files to insmod, in load order."""
+    confdir = work / "modprobe.d"  # keep the host's modprobe configuration out
+    confdir.mkdir(exist_ok=True)
+    order: list[Path] = []
+    missing = []
+    for name, optional in _wanted_modules():
+        proc = subprocess.run(
+            [tools["modprobe"], "-d", str(moddir_root), "-S", kver, "-C", str(confdir),
+             "--ignore-install", "--show-depends", name],
+            capture_output=True, text=True, env=dict(os.environ, LC_ALL="C"))
+        if proc.returncode != 0:
+            if not optional:
+                missing.append(name)
+            continue
+        for line in proc.stdout.splitlines():
+            parts = line.split()
+            if len(parts) >= 2 and parts[0] == "insmod":
+                path = Path(parts[1])
+                if path not in order:
+                    order.append(path)
+    if missing:
+        raise ApplianceError(
+            f"the kernel {kver} has no module(s) {', '.join(missing)} (neither built in "
+            "nor in its modules.dep); the appliance cannot boot with this kernel")
+    return order
+
+
+def _read_module(path: Path) -> tuple[bytes, str]:
+    """Module content, decompressed, and its name ending in .ko."""
+    name = path.name
+    if name.endswith(".ko.xz"):
+        return lzma.decompress(path.read_bytes()), name[:-3]
+    if name.endswith(".ko.gz"):
+        return gzip.decompress(path.read_bytes()), name[:-3]
+    if name.endswith(".ko.zst"):
+        zstd = shutil.which("zstd")
+        if not zstd:
+            raise ApplianceError("the kernel's modules are zstd-compressed; "
+                                 "install zstd: apt-get install zstd")
+        return subprocess.run([zstd, "-dc", str(path)], capture_output=True,
+                              check=True).stdout, name[:-4]
+    return path.read_bytes(), name
+
+
+def _stage_os_tree(inputs: Inputs, root: Path) -> None:
+    """The OS tree (cvm4): busybox, dropbear, mke2fs, libraries, /etc, scripts."""
+    tools = inputs.tools
+    for d, mode in [("bin", 0o755), ("sbin", 0o755), ("usr/bin", 0o755),
+                    ("usr/sbin", 0o755), ("usr/lib", 0o755), ("lib", 0o755),
+                    ("lib64", 0o755), ("etc/dropbear", 0o755), ("dev", 0o755),
+                    ("proc", 0o555), ("sys", 0o555), ("run", 0o755), ("tmp", 0o1777),
+                    ("root", 0o700), ("home", 0o755), ("mnt/.ro", 0o755),
+                    ("mnt/.rw", 0o755), ("mnt/shared", 0o755),
+                    (f"cvmfs/{OS_REPO}", 0o755), ("var/log", 0o755),
+                    ("var/tmp", 0o1777), ("var/lib", 0o755)]:
+        (root / d).mkdir(parents=True, exist_ok=True)
+        os.chmod(root / d, mode)
+    os.symlink("/run", root / "var/run")
+    for tool, dest in _BINARIES.items():
+        _copy(tools[tool], root / dest, 0o755)
+    os.symlink("mke2fs", root / "sbin/mkfs.ext4")
+    for lib in inputs.libraries:
+        _copy(lib, root / lib.lstrip("/"), 0o755)
+    _copy(tools["mke2fs.conf"], root / "etc/mke2fs.conf", 0o644)
+    proc = _run([tools["busybox"], "--list-full"], "busybox --list-full")
+    for applet in proc.stdout.split():
+        link = root / applet
+        if link.exists() or link.is_symlink():
+            continue  # a real program (mke2fs) wins over the applet
+        link.parent.mkdir(parents=True, exist_ok=True)
+        os.symlink("/bin/busybox", link)
+    _copy_files_tree(FILES / "os", root)
+
+
+def _build_base(inputs: Inputs, out: Path, cache: Path, log: Log) -> dict:
+    timer = _Timer(log)
+    tools = inputs.tools
+    deb = _host.ensure_kernel_deb(tools, inputs.kernel, cache, log)
+    timer.step(f"kernel package {deb.name}")
+    work = out / "work"
+    kroot = work / "kernel"
+    kroot.mkdir(parents=True)
+    _run([tools["dpkg-deb"], "-x", deb, kroot], f"dpkg-deb -x {deb.name}")
+    timer.step("kernel package unpacked")
+
+    moddir_root = kroot / "usr" if (kroot / "usr/lib/modules").is_dir() else kroot
+    kvers = sorted(p.name for p in (moddir_root / "lib/modules").iterdir()) \
+        if (moddir_root / "lib/modules").is_dir() else []
+    if len(kvers) != 1:
+        raise ApplianceError(f"{deb.name} holds {len(kvers)} module trees ({kvers}); expected one")
+    kver = kvers[0]
+    vmlinuz = next((p for p in [kroot / f"boot/vmlinuz-{kver}",
+                                kroot / f"usr/lib/modules/{kver}/vmlinuz"] if p.is_file()), None)
+    if vmlinuz is None:
+        raise ApplianceError(f"{deb.name} holds no vmlinuz for {kver}")
+    _copy(vmlinuz, out / "vmlinuz", 0o644)
+
+    _run([tools["depmod"], "-b", moddir_root, kver], "depmod")
+    modules = _module_order(tools, moddir_root, kver, work)
+    timer.step(f"{len(modules)} modules selected from modules.dep of {kver}")
+
+    # --- initramfs (bootloader stage) ---
+    initramfs = work / "initramfs"
+    for d in ("bin", "dev", "proc", "sys", "run", "tmp", "mnt/.ro", "mnt/.rw", "newroot",
+              "etc/ucvm", "ucvm"):
+        (initramfs / d).mkdir(parents=True, exist_ok=True)
+        os.chmod(initramfs / d, 0o755)
+    _copy(FILES / "initramfs/init", initramfs / "init", 0o755)
+    _copy(tools["busybox"], initramfs / "bin/busybox", 0o755)
+    moddir = moddir_root / "lib/modules" / kver
+    order_lines = []
+    for ko in modules:
+        content, name = _read_module(ko)
+        rel = ko.relative_to(moddir).parent / name
+        dest = initramfs / "lib/modules" / kver / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(content)
+        os.chmod(dest, 0o644)
+        order_lines.append(rel.as_posix())
+    for d in (initramfs / "lib").rglob("*"):
+        if d.is_dir():
+            os.chmod(d, 0o755)
+    (initramfs / "etc/ucvm/modules.order").write_text("\n".join(order_lines) + "\n")
+    lib_dirs = sorted({os.path.dirname(lib) for lib in inputs.libraries
+                       if "/ld-linux" not in lib})
+    ldso = next(lib for lib in inputs.libraries if "/ld-linux" in lib)
+    build_conf = {
+        "UCVM_VERSION": VERSION,
+        "UCVM_KVER": kver,
+        "UCVM_OS_REPO": OS_REPO,
+        "UCVM_OS_PATH": OS_PATH,
+        "UCVM_LDSO": ldso,
+        "UCVM_LIBPATH": ":".join(f"/mnt/.ro/{OS_PATH}{d}" for d in lib_dirs),
+        "UCVM_MKE2FS": "/" + _BINARIES["mke2fs"],
+    }
+    (initramfs / "etc/ucvm/build.conf").write_text(
+        "".join(f"{k}={v}\n" for k, v in build_conf.items()))
+    (initramfs / "etc/ucvm/version").write_text(VERSION + "\n")
+
+    # --- OS repository (squashfs) ---
+    repo = work / "repository"
+    os_tree = repo / OS_PATH
+    os_tree.mkdir(parents=True)
+    _stage_os_tree(inputs, os_tree)
+    _copy(FILES / "repository/README", repo / "README", 0o644)
+    (repo / ".cvmfs-repository").write_text(OS_REPO + "\n")
+    os.chmod(repo, 0o755)
+    timer.step("OS tree staged")
+    _run([tools["mksquashfs"], repo, initramfs / "ucvm/os.squashfs", "-noappend",
+          "-comp", "gzip", "-all-root", "-no-xattrs", "-mkfs-time", SOURCE_DATE_EPOCH,
+          "-all-time", SOURCE_DATE_EPOCH, "-quiet", "-no-progress"], "mksquashfs",
+         epoch=False)  # mksquashfs refuses SOURCE_DATE_EPOCH together with -all-time
+    os.chmod(initramfs / "ucvm/os.squashfs", 0o644)
+    timer.step("OS repository squashfs made")
+
+    entries = list(_archive.tree_entries(initramfs))
+    entries.append(_archive.Entry("dev/console", stat.S_IFCHR | 0o600, rdev=(5, 1)))
+    entries.append(_archive.Entry("dev/null", stat.S_IFCHR | 0o666, rdev=(1, 3)))
+    _archive.gzip_file(lambda s: _archive.write_cpio(s, entries, SOURCE_DATE_EPOCH),
+                       out / "initrd-base.img")
+    timer.step("base initrd written")
+
+    # --- Docker root fs ---
+    docker = [e for e in _archive.tree_entries(os_tree)]
+    docker.append(_archive.Entry("init", stat.S_IFREG | 0o755, source=FILES / "docker/init"))
+    docker.append(_archive.Entry("UCVM", stat.S_IFDIR | 0o755))
+    docker.append(_archive.Entry("UCVM/version", stat.S_IFREG | 0o644,
+                                 data=(VERSION + "\n").encode()))
+    docker.append(_archive.Entry("UCVM/keys", stat.S_IFDIR | 0o755))
+    for key in sorted(k for k in (FILES / "keys").iterdir() if not _ignored(k)):
+        docker.append(_archive.Entry(f"UCVM/keys/{key.name}", stat.S_IFREG | 0o644,
+                                     source=key))
+    docker.append(_archive.Entry(f"cvmfs/{OS_REPO}/README", stat.S_IFREG | 0o644,
+                                 source=FILES / "repository/README"))
+    docker.append(_archive.Entry(f"cvmfs/{OS_REPO}/.cvmfs-repository", stat.S_IFREG | 0o644,
+                                 data=(OS_REPO + "\n").encode()))
+    docker.append(_archive.Entry(f"cvmfs/{OS_REPO}/{OS_PATH}", stat.S_IFLNK | 0o777,
+                                 target="/"))
+    tarball = out / f"cvm-docker.{VERSION}.tar.gz"
+    _archive.gzip_file(lambda s: _archive.write_tar(s, docker, SOURCE_DATE_EPOCH), tarball)
+    timer.step("Docker root fs tarball written")
+
+    shutil.rmtree(work)
+    manifest = {
+        "kernel_package": f"{inputs.kernel.name} {inputs.kernel.version}",
+        "kernel_release": kver,
+        "modules": order_lines,
+        "docker_tarball": tarball.name,
+        "version": VERSION,
+    }
+    (out / "base.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+# --- one variant ---------------------------------------------------------------
+
+def _build_variant(inputs: Inputs, variant: str, base: Path, out: Path, log: Log) -> dict:
+    timer = _Timer(log)
+    tools = inputs.tools
+    manifest = json.loads((base / "base.json").read_text())
+    cmdline = cmdline_for(variant)
+
+    segment = [
+        _archive.Entry("etc", stat.S_IFDIR | 0o755),
+        _archive.Entry("etc/ucvm", stat.S_IFDIR | 0o755),
+        _archive.Entry("etc/ucvm/variant.conf", stat.S_IFREG | 0o644,
+                       data=variant_conf(variant).encode()),
+    ]
+    seg_path = out / "initrd-variant.img"
+    _archive.gzip_file(lambda s: _archive.write_cpio(s, segment, SOURCE_DATE_EPOCH), seg_path)
+    initrd = out / "initrd.img"
+    with open(initrd, "wb") as f:
+        f.write((base / "initrd-base.img").read_bytes())
+        f.write(seg_path.read_bytes())
+    _link_or_copy(base / "vmlinuz", out / "vmlinuz")
+    _link_or_copy(base / manifest["docker_tarball"], out / manifest["docker_tarball"])
+
+    stage = out / "iso-root"
+    _copy(tools["isolinux.bin"], stage / "isolinux/isolinux.bin", 0o644)
+    _copy(tools["ldlinux.c32"], stage / "isolinux/ldlinux.c32", 0o644)
+    cfg = (FILES / "iso/isolinux.cfg").read_text()
+    cfg = cfg.replace("@VERSION@", VERSION).replace("@VARIANT@", variant)
+    cfg = cfg.replace("@CMDLINE@", cmdline)
+    (stage / "isolinux/isolinux.cfg").write_text(cfg)
+    _link_or_copy(out / "vmlinuz", stage / "boot/vmlinuz")
+    _link_or_copy(initrd, stage / "boot/initrd.img")
+    (stage / "VERSION").write_text(f"{VERSION} {variant}\n")
+    for p in [stage, *stage.rglob("*")]:
+        os.utime(p, (SOURCE_DATE_EPOCH, SOURCE_DATE_EPOCH), follow_symlinks=False)
+    iso = out / f"ucernvm-{variant}.{VERSION}.iso"
+    _run([tools["xorriso"], "-as", "mkisofs", "-quiet", "-o", iso, "-V", ISO_LABEL,
+          "-J", "-r", "-b", "isolinux/isolinux.bin", "-c", "isolinux/boot.cat",
+          "-no-emul-boot", "-boot-load-size", "4", "-boot-info-table",
+          "-isohybrid-mbr", tools["isohdpfx.bin"], stage], "xorriso (ISO image)")
+    shutil.rmtree(stage)
+    timer.step(f"variant {variant}: initrd and ISO written")
+    return {
+        "variant": variant,
+        "version": VERSION,
+        "cmdline": cmdline,
+        "iso": iso.name,
+        "kernel": "vmlinuz",
+        "initrd": initrd.name,
+        "docker_tarball": manifest["docker_tarball"],
+        "kernel_release": manifest["kernel_release"],
+        "kernel_package": manifest["kernel_package"],
+    }
+
+
+# --- cache entries -------------------------------------------------------------
+
+def _entry_complete(entry: Path, marker: str) -> bool:
+    return (entry / marker).is_file()
+
+
+def _build_entry(cache: Path, name: str, marker: str, force: bool, log: Log,
+                 build: Callable[[Path], dict]) -> Path:
+    """Build ``cache/name`` with ``build(tmpdir)`` unless it exists complete."""
+    entry = cache / name
+    if not force and _entry_complete(entry, marker):
+        return entry
+    with _host.file_lock(cache / f".lock-{name}", log, name):
+        if not force and _entry_complete(entry, marker):
+            return entry  # another builder finished it while we waited
+        for stale in cache.glob(f".tmp-{name}-*"):
+            shutil.rmtree(stale, ignore_errors=True)  # an interrupted build of ours
+        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=cache))
+        try:
+            build(tmp)
+            os.chmod(tmp, 0o755)
+            if entry.exists():
+                old = Path(tempfile.mkdtemp(prefix=f".old-{name}-", dir=cache))
+                os.rename(entry, old / name)
+                os.rename(tmp, entry)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.rename(tmp, entry)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return entry
+
+
+def build_entry(variant: str, cache: Path, force: bool, log: Log) -> tuple[Path, dict, str]:
+    """Return (entry directory, its manifest, key), building what is missing."""
+    check_variant(variant)
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=cache, prefix=".write-test-")
+        probe.close()
+    except OSError as exc:
+        raise ApplianceError(
+            f"cannot write the appliance cache {cache}: {exc.strerror or exc}; set "
+            "CERNVM_FIXTURES_CACHE to a writable directory") from None
+    inputs = collect_inputs(cache, log)
+    key = inputs.variant_key(variant)
+    name = f"{variant}-{key[:16]}"
+    entry = cache / name
+    if not force and _entry_complete(entry, "appliance.json"):
+        return entry, json.loads((entry / "appliance.json").read_text()), key
+
+    base_name = f"base-{inputs.base_key[:16]}"
+
+    def make_base(tmp: Path) -> dict:
+        log(f"building the appliance base {base_name} "
+            f"(kernel {inputs.kernel.name} {inputs.kernel.version})")
+        return _build_base(inputs, tmp, cache, log)
+
+    def make_variant(tmp: Path) -> dict:
+        base = _build_entry(cache, base_name, "base.json", force, log, make_base)
+        log(f"building appliance variant {variant} ({name})")
+        manifest = _build_variant(inputs, variant, base, tmp, log)
+        manifest["key"] = key
+        manifest["inputs"] = inputs.material
+        (tmp / "appliance.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        return manifest
+
+    entry = _build_entry(cache, name, "appliance.json", force, log, make_variant)
+    return entry, json.loads((entry / "appliance.json").read_text()), key

@@ -1,0 +1,360 @@
+"""What the appliance is built from: host tools, Debian packages, the kernel.
+
+Everything here is cheap (a few subprocesses and hashes of small files), so
+that computing the cache key on a cache hit stays fast. The only expensive
+step, downloading the kernel package, happens in :func:`ensure_kernel_deb`
+and only when a build needs it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import functools
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+from . import _errors
+
+ApplianceError = _errors.ApplianceError
+
+# tool -> Debian package that provides it
+TOOLS: dict[str, str] = {
+    "dpkg-query": "dpkg",
+    "dpkg-deb": "dpkg",
+    "apt-cache": "apt",
+    "apt-get": "apt",
+    "ldd": "libc-bin",
+    "busybox": "busybox-static",
+    "dropbear": "dropbear-bin",
+    "dropbearkey": "dropbear-bin",
+    "mke2fs": "e2fsprogs",
+    "blkid": "util-linux",
+    "xorriso": "xorriso",
+    "mksquashfs": "squashfs-tools",
+    "modprobe": "kmod",
+    "depmod": "kmod",
+}
+
+# data file -> Debian package that provides it
+DATA_FILES: dict[str, tuple[str, str]] = {
+    "isolinux.bin": ("/usr/lib/ISOLINUX/isolinux.bin", "isolinux"),
+    "isohdpfx.bin": ("/usr/lib/ISOLINUX/isohdpfx.bin", "isolinux"),
+    "ldlinux.c32": ("/usr/lib/syslinux/modules/bios/ldlinux.c32", "syslinux-common"),
+    "mke2fs.conf": ("/etc/mke2fs.conf", "e2fsprogs"),
+}
+
+# the packages whose versions go into the cache key (tools change output bytes)
+KEY_PACKAGES = ("busybox-static", "dropbear-bin", "e2fsprogs", "util-linux", "xorriso",
+                "squashfs-tools", "kmod", "isolinux", "syslinux-common", "libc6")
+
+#: every Debian package the builder needs on the host (besides dpkg and apt)
+HOST_PACKAGES = ("busybox-static", "dropbear-bin", "xorriso", "isolinux",
+                 "syslinux-common", "squashfs-tools", "kmod", "e2fsprogs", "util-linux")
+
+# searched after $PATH: sbin directories are often missing from a user's PATH
+EXTRA_TOOL_DIRS: tuple[str, ...] = ("/usr/sbin", "/sbin")
+
+META_PACKAGE = "linux-image-amd64"
+KERNEL_DEB_GLOB = "linux-image-[0-9]*-amd64_*_amd64.deb"
+APT_LISTS = Path("/var/lib/apt/lists")
+APT_STATE_FILES = (Path("/etc/apt/sources.list"), Path("/etc/apt/sources.list.d"),
+                   Path("/etc/apt/preferences"), Path("/etc/apt/preferences.d"),
+                   Path("/var/lib/dpkg/status"))
+
+Log = Callable[[str], None]
+
+
+def install_command(packages) -> str:
+    return "apt-get install " + " ".join(dict.fromkeys(packages))
+
+
+def _search_path() -> str:
+    dirs = os.environ.get("PATH", os.defpath).split(os.pathsep)
+    dirs += [d for d in EXTRA_TOOL_DIRS if d not in dirs]
+    return os.pathsep.join(d for d in dirs if d)
+
+
+def _run(argv: list[str], **kw) -> subprocess.CompletedProcess:
+    env = dict(os.environ, LC_ALL="C", LANG="C")
+    env.pop("LANGUAGE", None)
+    return subprocess.run(argv, capture_output=True, text=True, env=env, **kw)
+
+
+def _is_dynamic_elf(path: Path) -> bool:
+    """True if the ELF file has a PT_INTERP program header (needs ld.so)."""
+    with open(path, "rb") as f:
+        head = f.read(64)
+        if head[:4] != b"\x7fELF" or head[4] != 2:  # 64-bit only
+            return True
+        little = head[5] == 1
+        order = "little" if little else "big"
+        phoff = int.from_bytes(head[32:40], order)
+        phentsize = int.from_bytes(head[54:56], order)
+        phnum = int.from_bytes(head[56:58], order)
+        f.seek(phoff)
+        table = f.read(phentsize * phnum)
+    for i in range(phnum):
+        p_type = int.from_bytes(table[i * phentsize:i * phentsize + 4], order)
+        if p_type == 3:  # PT_INTERP
+            return True
+    return False
+
+
+@dataclass(frozen=True)
+class HostTools:
+    tools: dict[str, str]  # tool name -> absolute path
+    files: dict[str, str]  # data file name -> absolute path
+
+    def __getitem__(self, name: str) -> str:
+        return self.tools[name] if name in self.tools else self.files[name]
+
+
+def find_host_tools() -> HostTools:
+    """Locate every host tool and data file, or raise one actionable error."""
+    search = _search_path()
+    tools: dict[str, str] = {}
+    missing: list[tuple[str, str]] = []
+    for tool, package in TOOLS.items():
+        found = shutil.which(tool, path=search)
+        if found:
+            tools[tool] = os.path.abspath(found)
+        else:
+            missing.append((tool, package))
+    files: dict[str, str] = {}
+    for name, (path, package) in DATA_FILES.items():
+        if os.path.isfile(path):
+            files[name] = path
+        else:
+            missing.append((path, package))
+    if any(pkg in ("dpkg", "apt") for _, pkg in missing):
+        raise ApplianceError(
+            "the appliance is built from Debian packages and needs a Debian or "
+            "Ubuntu host with dpkg and apt; missing: "
+            + ", ".join(t for t, p in missing if p in ("dpkg", "apt")))
+    if missing:
+        raise ApplianceError(
+            "cannot build the test appliance, missing host tools: "
+            + ", ".join(f"{t} (package {p})" for t, p in missing)
+            + f". Install them with: {install_command(p for _, p in missing)}")
+    if _is_dynamic_elf(Path(tools["busybox"])):
+        raise ApplianceError(
+            f"{tools['busybox']} is a dynamically linked busybox (package busybox); "
+            "the appliance needs the static one. Install it with: "
+            "apt-get install busybox-static")
+    return HostTools(tools, files)
+
+
+def ldd_libraries(binary: str, ldd: str) -> list[str]:
+    """Absolute paths of the shared libraries (and ld.so) ``binary`` needs."""
+    proc = _run([ldd, binary])
+    if proc.returncode != 0:
+        raise ApplianceError(f"ldd {binary} failed: {proc.stderr.strip() or proc.stdout.strip()}")
+    libs = []
+    for line in proc.stdout.splitlines():
+        line = line.strip()
+        if "not found" in line:
+            raise ApplianceError(f"{binary} needs a library that is not installed: {line}")
+        m = re.match(r"\S+\s+=>\s+(/\S+)", line) or re.match(r"(/\S+)\s+\(", line)
+        if m:
+            libs.append(m.group(1))
+    return libs
+
+
+def package_versions(tools: HostTools, packages=KEY_PACKAGES) -> dict[str, str]:
+    proc = _run([tools["dpkg-query"], "-W", "-f", "${Package}\t${Version}\n", *packages])
+    versions = {}
+    for line in proc.stdout.splitlines():
+        name, _, version = line.partition("\t")
+        versions[name.split(":")[0]] = version
+    return versions
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# --- the kernel package ------------------------------------------------------
+
+@dataclass(frozen=True)
+class KernelPackage:
+    name: str  # e.g. linux-image-6.1.0-56-amd64
+    version: str  # e.g. 6.1.192-2
+    sha256: str
+    filename: str  # the .deb's file name
+    origin: str  # "apt" (resolved through linux-image-amd64) or "cache"
+
+
+def _apt_fingerprint() -> str:
+    """Changes whenever apt's idea of the candidate kernel may have changed."""
+    h = hashlib.sha256()
+    paths: list[Path] = []
+    if APT_LISTS.is_dir():
+        paths += sorted(p for p in APT_LISTS.iterdir() if p.is_file())
+    for p in APT_STATE_FILES:
+        if p.is_dir():
+            paths += sorted(q for q in p.iterdir())
+        elif p.exists():
+            paths.append(p)
+    for p in paths:
+        try:
+            st = p.stat()
+        except OSError:
+            continue
+        h.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def _apt_show(tools: HostTools, spec: str) -> dict[str, str]:
+    proc = _run([tools["apt-cache"], "show", "--no-all-versions", spec])
+    if proc.returncode != 0 or not proc.stdout.strip():
+        return {}
+    fields: dict[str, str] = {}
+    key = None
+    for line in proc.stdout.splitlines():
+        if not line.strip():
+            break  # first record only
+        if line[:1].isspace() and key:
+            fields[key] += "\n" + line.strip()
+            continue
+        key, _, value = line.partition(":")
+        fields[key] = value.strip()
+    return fields
+
+
+def _kernel_from_apt(tools: HostTools) -> KernelPackage | None:
+    meta = _apt_show(tools, META_PACKAGE)
+    if not meta:
+        return None
+    dep = None
+    for alternative in re.split(r"[,|]", meta.get("Depends", "")):
+        m = re.match(r"\s*(linux-image-\d[^\s(]*-amd64)\s*(?:\(\s*=\s*([^)\s]+)\s*\))?",
+                     alternative)
+        if m:
+            dep = m
+            break
+    if dep is None:
+        raise ApplianceError(
+            f"{META_PACKAGE} {meta.get('Version', '?')} depends on no linux-image-*-amd64 "
+            f"package (Depends: {meta.get('Depends', '')!r}); cannot choose a kernel")
+    name, version = dep.group(1), dep.group(2)
+    record = _apt_show(tools, f"{name}={version}" if version else name)
+    if not record:
+        raise ApplianceError(
+            f"{META_PACKAGE} depends on {name} {version or ''} but apt knows no such "
+            "package; run `apt-get update` and try again")
+    filename = record.get("Filename", "").rsplit("/", 1)[-1] or \
+        f"{name}_{record['Version']}_amd64.deb"
+    return KernelPackage(name, record["Version"], record.get("SHA256", ""), filename, "apt")
+
+
+def _compare_versions(a: str, b: str) -> int:
+    dpkg = shutil.which("dpkg", path=_search_path()) or "dpkg"
+    if _run([dpkg, "--compare-versions", a, "lt", b]).returncode == 0:
+        return -1
+    return 0 if a == b else 1
+
+
+def _kernel_from_cache(tools: HostTools, downloads: Path) -> KernelPackage | None:
+    debs = []
+    for deb in downloads.glob(KERNEL_DEB_GLOB):
+        name, version, _arch = deb.name[:-len(".deb")].split("_")
+        debs.append((name, version.replace("%3a", ":"), deb))
+    if not debs:
+        return None
+    key = functools.cmp_to_key(lambda x, y: _compare_versions(x[1], y[1]))
+    name, version, deb = max(debs, key=key)
+    return KernelPackage(name, version, sha256_file(deb), deb.name, "cache")
+
+
+def resolve_kernel(tools: HostTools, cache: Path, log: Log) -> KernelPackage:
+    """The kernel package that linux-image-amd64 currently depends on.
+
+    apt's answer is remembered in the cache together with a fingerprint of
+    apt's state, so that a cache hit does not pay for apt-cache. Without
+    usable apt lists, the newest kernel package already downloaded into the
+    cache is used.
+    """
+    memo = cache / "kernel-package.json"
+    fingerprint = _apt_fingerprint()
+    try:
+        saved = json.loads(memo.read_text())
+        if saved.pop("fingerprint") == fingerprint:
+            return KernelPackage(**saved)
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    kernel = _kernel_from_apt(tools)
+    if kernel is not None:
+        cache.mkdir(parents=True, exist_ok=True)
+        tmp = memo.with_name(f".{memo.name}.{os.getpid()}")
+        tmp.write_text(json.dumps(dict(asdict(kernel), fingerprint=fingerprint)))
+        os.replace(tmp, memo)
+        return kernel
+    kernel = _kernel_from_cache(tools, cache / "downloads")
+    if kernel is not None:
+        log(f"apt knows no {META_PACKAGE}; using the kernel package already in the "
+            f"cache: {kernel.filename}")
+        return kernel
+    raise ApplianceError(
+        f"cannot find the Debian kernel package: apt knows no {META_PACKAGE} (the "
+        "package lists are missing or stale) and the appliance cache holds no kernel "
+        "package. Run `apt-get update` (as root) and try again.")
+
+
+@contextmanager
+def file_lock(path: Path, log: Log | None = None, what: str = "") -> Iterator[None]:
+    """An exclusive advisory lock (flock) on ``path``, waiting as long as needed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if log:
+                log(f"waiting for another builder of {what or path.name}")
+            fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def ensure_kernel_deb(tools: HostTools, kernel: KernelPackage, cache: Path, log: Log) -> Path:
+    """The kernel .deb in the cache's download folder, downloaded if needed."""
+    downloads = cache / "downloads"
+    target = downloads / kernel.filename
+    with file_lock(downloads / ".lock", log, "the download folder"):
+        if target.is_file():
+            if not kernel.sha256 or sha256_file(target) == kernel.sha256:
+                return target
+            log(f"{target.name} in the cache does not match apt's checksum; downloading again")
+            target.unlink()
+        log(f"downloading {kernel.name} {kernel.version} with apt-get download")
+        with tempfile.TemporaryDirectory(prefix=".download-", dir=downloads) as tmp:
+            proc = _run([tools["apt-get"], "download", f"{kernel.name}={kernel.version}"],
+                        cwd=tmp)
+            debs = list(Path(tmp).glob("*.deb"))
+            if proc.returncode != 0 or len(debs) != 1:
+                detail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+                raise ApplianceError(
+                    f"cannot download the kernel package {kernel.name} {kernel.version}: "
+                    + " / ".join(detail)
+                    + ". Run `apt-get update` (Debian's mirror keeps only recent kernel "
+                    "ABIs) and check that the Debian mirror is reachable.")
+            if kernel.sha256 and sha256_file(debs[0]) != kernel.sha256:
+                raise ApplianceError(
+                    f"the downloaded {debs[0].name} does not match apt's SHA256 checksum; "
+                    "run `apt-get update` and try again")
+            os.replace(debs[0], target)
+    return target
