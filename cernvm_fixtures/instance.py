@@ -45,6 +45,7 @@ class Instance:
         """Set by the plugin when a test using this instance failed (for the keep policy)."""
         self.ready_after: float | None = None
         """Seconds from launch to ready."""
+        self._host: tuple[str | None, testinfra.host.Host] | None = None
 
     def __repr__(self) -> str:
         return f"<Instance {self.name} target={self.target.name}>"
@@ -88,12 +89,33 @@ class Instance:
             local.write_bytes(data)
         return data
 
-    @cached_property
+    @property
     def host(self) -> testinfra.host.Host:
-        """A testinfra Host whose commands go through this instance's transport."""
+        """A testinfra Host whose commands go through this instance's transport (renewed after a reboot)."""
         from .testinfra_backend import host_for
 
-        return host_for(self)
+        boot_id = self.transport.boot_id
+        if self._host is None or self._host[0] != boot_id:
+            self._host = (boot_id, host_for(self))
+        return self._host[1]
+
+    def reboot(self) -> Instance:
+        """Reboot and wait until ready again; the boot id must change (so it really restarted)."""
+        self.transport.connect()
+        before = self.transport.boot_id
+        try:
+            self.transport.exec("(sleep 1; reboot) >/dev/null 2>&1 &", timeout=30)
+        finally:
+            self.transport.close()
+        deadline = time.monotonic() + self.target.deadlines.running * self.machine.slowdown
+        while True:
+            self.wait_ready()
+            if self.transport.boot_id != before:
+                return self
+            if time.monotonic() > deadline:
+                raise ReadinessError(self.name, "reboot", self.target.deadlines.running, "boot id did not change")
+            self.transport.close()
+            time.sleep(0.5)
 
     def console_log(self) -> str:
         return self.machine.console_log()

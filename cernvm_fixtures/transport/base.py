@@ -53,6 +53,9 @@ class CommandFailed(CernvmError):
 class Transport(ABC):
     """Runs commands on one instance; connects lazily and reconnects when the connection dropped."""
 
+    boot_id: str | None = None
+    """The instance's boot id as of the last (re)connect, if known: a change means it rebooted."""
+
     @abstractmethod
     def unreachable(self) -> str | None:
         """None if the instance answers at the network/API level, else why not (one cheap attempt)."""
@@ -64,6 +67,10 @@ class Transport(ABC):
     @abstractmethod
     def run(self, command: str, *, timeout: float | None = None, stdin: bytes | None = None) -> Result:
         """Run a shell command; raises CommandTimeout if it runs past ``timeout`` seconds."""
+
+    def exec(self, command: str, *, timeout: float | None = None, stdin: bytes | None = None) -> Result:
+        """Run a command in a process of its own, apart from any shared session (e.g. one that ends the connection)."""
+        return self.run(command, timeout=timeout, stdin=stdin)
 
     @abstractmethod
     def close(self) -> None:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import base64
 import shutil
 import subprocess
 import time
 
 import paramiko
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from cernvm_fixtures import config
 from cernvm_fixtures.errors import CommandTimeout
@@ -96,3 +99,62 @@ def test_login_command_works_for_a_person(vm):
 
 def test_shared_folder_host_side_exists(vm):
     assert vm.shared_folders["data"].is_dir()
+
+
+def test_fast_path_keeps_commands_apart(vm):
+    before = vm.run("pwd; umask; echo x${LEAK-unset}; set -o | grep -c 'errexit *on'; trap").stdout
+    vm.run("cd /tmp; umask 077; LEAK=1; export LEAK; set -e; trap 'echo trapped' EXIT")
+    assert vm.run("pwd; umask; echo x${LEAK-unset}; set -o | grep -c 'errexit *on'; trap").stdout == before
+    assert vm.run("cat; echo $?").stdout == "0\n", "stdin is closed unless given"
+    assert vm.run("echo 'unterminated").exit_status == 2
+    assert vm.run("echo fine").stdout == "fine\n"
+
+
+def test_timeout_stops_the_whole_command_tree(vm):
+    with pytest.raises(CommandTimeout):
+        vm.run("sh -c 'sleep 301' & sleep 302", timeout=1)
+    left = vm.run("ps -o args | grep -c '^sleep 30[12]'").stdout.strip()
+    assert left == "0", "the timed-out command's processes are still running"
+
+
+def test_many_threads_share_one_handle(vm):
+    import concurrent.futures
+
+    def work(n):
+        return [vm.run(f"echo {n}-{i}; echo e{n}-{i} >&2; exit {i}") for i in range(20)]
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        results = {n: pool.submit(work, n) for n in range(8)}
+    for n, future in results.items():
+        for i, result in enumerate(future.result()):
+            assert (result.stdout, result.stderr, result.exit_status) == (f"{n}-{i}\n", f"e{n}-{i}\n", i)
+
+
+def test_reconnects_after_the_connection_drops(vm):
+    import socket
+
+    vm.run("true")
+    vm.transport._client.sock.shutdown(socket.SHUT_RDWR)
+    time.sleep(0.2)
+    assert vm.run("echo again").stdout == "again\n"
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(out=st.binary(max_size=2048), err=st.binary(max_size=2048), status=st.integers(0, 255))
+def test_framing_properties_over_ssh(vm, out, err, status):
+    command = (
+        f"printf %s {base64.b64encode(out).decode()} | base64 -d; "
+        f"printf %s {base64.b64encode(err).decode()} | base64 -d >&2; exit {status}"
+    )
+    result = vm.run(command)
+    assert (result.stdout_bytes, result.stderr_bytes, result.exit_status) == (out, err, status)
+
+
+def test_reboot_is_confirmed_by_a_new_boot_id_and_renews_cached_facts(vm):
+    boot = vm.run("cat /proc/sys/kernel/random/boot_id").stdout.strip()
+    host = vm.host
+    vm.reboot()
+    assert vm.transport.boot_id != boot
+    assert vm.run("cat /proc/sys/kernel/random/boot_id").stdout.strip() == vm.transport.boot_id
+    assert vm.host is not host
+    assert vm.host.file("/mnt/.rw/aux/ucernvm-version").exists, "the scratch disk is reused after the reboot"

@@ -1,0 +1,108 @@
+"""Median command latency through the cernvm handle vs testinfra's backends, measured in one run.
+
+Boots the test appliance once per target (KVM; Docker when its provider is
+installed), then times ``true``, ``uname -r`` and ``cat /proc/mounts``:
+
+- KVM: the instance handle, testinfra ``paramiko://`` and ``ssh://`` (same guest, same key);
+- Docker: the instance handle and testinfra ``docker://`` (same container).
+
+Prints a table; the last line is the smallest speedup of the handle over
+testinfra's best backend for the same target and command, as ``speedup: N.N``.
+
+    .venv/bin/python benchmarks/exec_latency.py [--repeat 40] [--targets kvm,docker]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import testinfra
+
+from cernvm_fixtures import config, providers
+from cernvm_fixtures.instance import Instance, launch
+from cernvm_fixtures.run import Run
+
+COMMANDS = ["true", "uname -r", "cat /proc/mounts"]
+
+
+def median_ms(call: Callable[[], object], repeat: int) -> float:
+    call()
+    samples = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        call()
+        samples.append(time.perf_counter() - started)
+    return statistics.median(samples) * 1000
+
+
+def kvm_peers(instance: Instance, workdir: Path) -> dict[str, testinfra.host.Host]:
+    """testinfra hosts for the same guest: paramiko:// and ssh:// (its default ControlPersist)."""
+    host, port = instance.machine.address()
+    key = instance.machine.provider.run.key_file
+    instance.login_command  # writes the pinned known_hosts file
+    known = instance.machine.directory / "known_hosts"
+    ssh_config = workdir / "ssh_config"
+    ssh_config.write_text(
+        f"Host {host}\n  Port {port}\n  User root\n  IdentityFile {key}\n  IdentitiesOnly yes\n"
+        f"  UserKnownHostsFile {known}\n  StrictHostKeyChecking yes\n"
+    )
+    return {
+        "testinfra paramiko://": testinfra.get_host(f"paramiko://root@{host}:{port}", ssh_config=str(ssh_config)),
+        "testinfra ssh://": testinfra.get_host(f"ssh://root@{host}:{port}", ssh_config=str(ssh_config)),
+    }
+
+
+def docker_peers(instance: Instance, workdir: Path) -> dict[str, testinfra.host.Host]:
+    return {"testinfra docker://": testinfra.get_host(f"docker://{instance.machine.container_id}")}
+
+
+PEERS = {"kvm": kvm_peers, "docker": docker_peers}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=40)
+    parser.add_argument("--targets", default=",".join(t for t in PEERS if t in providers.names()))
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore", message="Unknown .* host key")  # testinfra's paramiko ignores known_hosts
+    defaults = config.load(None, None)
+    rows: list[tuple[str, str, str, float]] = []
+    speedups: list[tuple[float, str]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        run = Run(state=workdir / "state")
+        for name in args.targets.split(","):
+            instance = launch(defaults.targets[name], run)
+            try:
+                peers = PEERS[defaults.targets[name].provider](instance, workdir)
+                for command in COMMANDS:
+                    ours = median_ms(lambda: instance.run(command).check(), args.repeat)
+                    rows.append((name, command, "cernvm handle", ours))
+                    theirs = {}
+                    for peer, host in peers.items():
+                        theirs[peer] = median_ms(lambda: host.run(command), args.repeat)
+                        rows.append((name, command, peer, theirs[peer]))
+                    best = min(theirs, key=theirs.get)
+                    speedups.append((theirs[best] / ours, f"{name} {command!r} vs {best}"))
+            finally:
+                instance.destroy()
+        run.finish()
+    print(f"{'target':<8} {'command':<18} {'through':<24} {'median ms':>10}")
+    for target, command, through, ms in rows:
+        print(f"{target:<8} {command:<18} {through:<24} {ms:>10.2f}")
+    for ratio, what in sorted(speedups):
+        print(f"speedup {ratio:6.1f}x  {what}")
+    worst = min(speedups)
+    print(f"speedup: {worst[0]:.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,176 @@
+"""The framing of the long-lived shell, against real local shells (dash and busybox sh).
+
+The session only needs a byte pipe to a ``/bin/sh``; here that pipe is a local
+process, so the properties can be checked on thousands of inputs in seconds.
+The same properties run against the appliance over SSH in the integration tests.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import selectors
+import shutil
+import subprocess
+import threading
+import time
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from cernvm_fixtures.errors import CommandTimeout
+from cernvm_fixtures.transport.shell import STDERR, STDOUT, SessionLost, ShellSession, kill_tree_command
+
+SHELLS = [s for s in (["dash"], ["busybox", "sh"]) if shutil.which(s[0])]
+
+
+class LocalChannel:
+    """A local shell process as a Channel (stdout and stderr kept apart)."""
+
+    def __init__(self, argv: list[str]) -> None:
+        self.process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(self.process.stdout, selectors.EVENT_READ, STDOUT)
+        self.selector.register(self.process.stderr, selectors.EVENT_READ, STDERR)
+
+    def send(self, data: bytes) -> None:
+        self.process.stdin.write(data)
+        self.process.stdin.flush()
+
+    def recv(self, timeout):
+        events = self.selector.select(timeout)
+        if not events:
+            raise TimeoutError
+        key, _ = events[0]
+        return key.data, os.read(key.fileobj.fileno(), 1 << 16)
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+        for stream in (self.process.stdin, self.process.stdout, self.process.stderr):
+            stream.close()
+        self.selector.close()
+
+
+@pytest.fixture(params=SHELLS, ids=lambda s: s[0], scope="module")
+def session(request):
+    channel = LocalChannel(request.param)
+    session = ShellSession(channel)
+    yield session
+    session.close()
+
+
+def emit(data: bytes, fd: int = 1) -> str:
+    """A command writing exactly ``data`` to fd 1 or 2."""
+    encoded = base64.b64encode(data).decode()
+    return f"printf %s {encoded} | base64 -d" + (" >&2" if fd == 2 else "")
+
+
+SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+@SETTINGS
+@given(out=st.binary(max_size=4096), err=st.binary(max_size=4096), status=st.integers(0, 255))
+def test_arbitrary_bytes_and_status_round_trip(session, out, err, status):
+    result = session.run(f"{emit(out)}; {emit(err, 2)}; exit {status}", timeout=30)
+    assert (result.stdout_bytes, result.stderr_bytes, result.exit_status) == (out, err, status)
+
+
+MARKERISH = st.builds(
+    lambda hexes, n, pre: pre + b"\n" + hexes.encode() + (b" %d\n" % n),
+    st.text("0123456789abcdef", min_size=32, max_size=32),
+    st.integers(0, 255),
+    st.binary(max_size=64),
+)
+
+
+@SETTINGS
+@given(fake=MARKERISH, tail=st.binary(max_size=64))
+def test_output_that_looks_like_markers(session, fake, tail):
+    result = session.run(f"{emit(fake + tail)}; {emit(fake + tail, 2)}; exit 3", timeout=30)
+    assert (result.stdout_bytes, result.stderr_bytes, result.exit_status) == (fake + tail, fake + tail, 3)
+
+
+@pytest.mark.parametrize("size", [0, 1, 65535, 65536, 3 * 1024 * 1024 + 7])
+def test_huge_and_empty_outputs_on_both_streams_at_once(session, size):
+    command = f"head -c {size} /dev/zero | tr '\\0' a & head -c {size} /dev/zero | tr '\\0' b >&2; wait"
+    result = session.run(command, timeout=60)
+    assert result.stdout_bytes == b"a" * size and result.stderr_bytes == b"b" * size
+
+
+def test_no_state_leaks_between_commands(session):
+    before = session.run("pwd; umask; echo x${LEAK-unset}; set -o | grep -c 'errexit *on'; trap", timeout=10)
+    session.run("cd /; umask 077; LEAK=1; export LEAK; set -e; trap 'echo trapped' EXIT; alias ll=ls", timeout=10)
+    session.run("cd /tmp && exit 0", timeout=10)
+    after = session.run("pwd; umask; echo x${LEAK-unset}; set -o | grep -c 'errexit *on'; trap", timeout=10)
+    assert after.stdout == before.stdout and "xunset" in after.stdout
+    assert session.run("ll", timeout=10).exit_status == 127
+
+
+def test_commands_do_not_read_the_session(session):
+    result = session.run("cat; read line; echo read=$?", timeout=10)
+    assert result.stdout == "read=1\n"
+    assert session.run("echo next", timeout=10).stdout == "next\n"
+
+
+@pytest.mark.parametrize(
+    "command,status",
+    [("echo 'unterminated", 2), ("echo a ) ; cd /tmp ; ( echo b", 2), ("(", 2), ("fi", 2), ("exit 300", 44)],
+)
+def test_bad_syntax_fails_the_command_not_the_session(session, command, status):
+    assert session.run(command, timeout=10).exit_status == status
+    assert session.run("pwd", timeout=10).stdout.strip() == os.getcwd()
+
+
+def test_parentheses_cannot_escape_into_the_session(session):
+    session.run("echo ')' ; cd / ; echo '('", timeout=10)
+    session.run("x=$(cd /; echo y); cd /; (cd /)", timeout=10)
+    assert session.run("pwd", timeout=10).stdout.strip() == os.getcwd()
+
+
+def test_timeout_kills_the_command_tree():
+    channel = LocalChannel(["sh"])
+    session = ShellSession(channel)
+    marker = f"cvmfx-test-{os.getpid()}-{time.monotonic_ns()}"
+    started = time.monotonic()
+    with pytest.raises(CommandTimeout, match="still running after 0.5 s"):
+        session.run(f"sh -c 'sleep 300; : {marker}' & sleep 301; : {marker}", timeout=0.5)
+    assert time.monotonic() - started < 5
+    assert not session.alive
+    subprocess.run(["sh", "-c", kill_tree_command(session.pid)], check=True, timeout=10)
+    deadline = time.monotonic() + 5
+    while subprocess.run(["pgrep", "-f", marker], capture_output=True).returncode == 0:
+        assert time.monotonic() < deadline, "the timed-out command's processes survived"
+        time.sleep(0.05)
+    session.close()
+
+
+def test_a_dead_shell_is_reported():
+    session = ShellSession(LocalChannel(["sh"]))
+    session.channel.process.kill()
+    with pytest.raises(SessionLost):
+        session.run("true", timeout=5)
+    assert not session.alive
+    session.close()
+
+
+def test_sessions_do_not_share_state_across_threads():
+    sessions = [ShellSession(LocalChannel(["sh"])) for _ in range(4)]
+    failures = []
+
+    def work(session, n):
+        for i in range(50):
+            result = session.run(f"echo {n}-{i}; echo e{n}-{i} >&2; exit {(n + i) % 256}", timeout=10)
+            if (result.stdout, result.stderr, result.exit_status) != (f"{n}-{i}\n", f"e{n}-{i}\n", (n + i) % 256):
+                failures.append(result)
+
+    threads = [threading.Thread(target=work, args=(s, n)) for n, s in enumerate(sessions)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for session in sessions:
+        session.close()
+    assert not failures
