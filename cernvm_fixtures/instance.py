@@ -150,7 +150,7 @@ class Instance:
                     return
                 if time.monotonic() >= deadline:
                     raise ReadinessError(self.name, name, time.monotonic() - begun, problem, self.console_tail())
-                time.sleep(0.25)
+                time.sleep(0.1)
 
         def running() -> str | None:
             self.machine.wait_running(time.monotonic() + deadlines.running * scale)

@@ -187,7 +187,7 @@ def choose_domain_type(conn, uri: str, wait: float = 10.0) -> str:
                 break
             time.sleep(0.1)
     except libvirt.libvirtError as e:
-        log.info("KVM probe guest failed to start: %s", e.get_error_message())
+        log.warning("KVM probe guest failed to start (%s); using TCG", e.get_error_message())
     finally:
         if dom is not None:
             try:
@@ -195,7 +195,7 @@ def choose_domain_type(conn, uri: str, wait: float = 10.0) -> str:
             except libvirt.libvirtError:
                 pass
         shutil.rmtree(workdir, ignore_errors=True)
-    if chosen == "qemu":
+    if chosen == "qemu" and dom is not None:
         log.warning("KVM is advertised but a probe guest printed nothing in %.0f s; using TCG (domain type qemu)", wait)
     record.parent.mkdir(parents=True, exist_ok=True)
     record.write_text(json.dumps({"boot_id": _boot_id(), "uri": uri, "domain_type": chosen}))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -191,3 +192,102 @@ def test_up_list_login_down(tmp_path):
         down = subprocess.run([*cli, "down", name], env=env, capture_output=True, text=True, timeout=120)
     assert down.returncode == 0, down.stderr
     assert_nothing_left(tmp_path)
+
+
+def test_sweep_finds_a_domain_from_its_metadata_when_the_ledger_is_lost(tmp_path):
+    process = pytest_process(tmp_path, A_TEST, "--cernvm-keep=always")
+    name = wait_for_domain(tmp_path, process)
+    process.kill()
+    process.wait(timeout=30)
+    assert domains_under(tmp_path) == [name], "a kept run's domain is not auto-destroyed"
+    for ledger in (tmp_path / "state").glob("runs/*/ledger"):
+        shutil.rmtree(ledger)
+    env = subprocess_env(tmp_path / "state")
+    cli = [sys.executable, "-m", "cernvm_fixtures.cli"]
+    dry = subprocess.run([*cli, "sweep", "--dry-run"], env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert f"would destroy kvm domain {name}" in dry.stdout, dry.stdout + dry.stderr
+    assert domains_under(tmp_path) == [name], "--dry-run destroys nothing"
+    sweep = subprocess.run([*cli, "sweep"], env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert sweep.returncode == 0 and f"destroyed kvm domain {name}" in sweep.stdout, sweep.stdout + sweep.stderr
+    assert domains_under(tmp_path) == []
+    assert not list((tmp_path / "state").glob("runs/*/machines/*"))
+
+
+def test_keep_always_keeps_passing_instances(tmp_path):
+    process = pytest_process(tmp_path, A_TEST, "--cernvm-keep=always")
+    output, _ = process.communicate(timeout=600)
+    assert process.returncode == 0, output
+    kept = domains_under(tmp_path)
+    assert len(kept) == 1 and f"cernvm-fixtures down {kept[0]}" in output
+    down = subprocess.run(
+        [sys.executable, "-m", "cernvm_fixtures.cli", "down", kept[0]],
+        env=subprocess_env(tmp_path / "state"), capture_output=True, text=True, timeout=120,
+    )
+    assert down.returncode == 0, down.stderr
+    assert_nothing_left(tmp_path)
+
+
+FIXTURES_TEST = """
+import pytest
+
+NAMES = {}
+
+def test_shared_a(cernvm):
+    NAMES["shared"] = cernvm.name
+
+def test_shared_b(cernvm):
+    assert cernvm.name == NAMES["shared"], "the session instance is shared"
+
+@pytest.mark.cernvm_context(ucernvm={"x": "1"})
+def test_marked_a(cernvm):
+    assert cernvm.name != NAMES["shared"]
+    NAMES["marked"] = cernvm.name
+    assert "x=1" in cernvm.run("cat /mnt/.rw/context/user-data").stdout
+
+@pytest.mark.cernvm_context(ucernvm={"x": "1"})
+def test_marked_b(cernvm):
+    assert cernvm.name == NAMES["marked"], "same user data, same instance"
+
+def test_fresh(cernvm_fresh, cernvm_host):
+    assert cernvm_fresh.name not in NAMES.values()
+    NAMES["fresh"] = cernvm_fresh.name
+    assert cernvm_host.run("true").rc == 0
+
+def test_fresh_was_destroyed(cernvm):
+    import subprocess
+    names = subprocess.run(["virsh", "-c", "qemu:///system", "list", "--name"], capture_output=True, text=True).stdout
+    assert NAMES["fresh"] not in names.split()
+
+@pytest.mark.cernvm_targets("elsewhere")
+def test_not_for_this_target(cernvm):
+    raise AssertionError("must be skipped")
+"""
+
+
+def test_fixture_scopes_markers_and_skips(tmp_path):
+    process = pytest_process(tmp_path, FIXTURES_TEST, "-p", "no:randomly")
+    output, _ = process.communicate(timeout=900)
+    assert process.returncode == 0, output
+    assert "7 passed" not in output and "6 passed, 1 skipped" in output, output
+    assert "applies to targets elsewhere, not kvm" in output
+    assert_nothing_left(tmp_path)
+
+
+def test_auto_domain_type_falls_back_to_tcg_when_a_probe_guest_stays_silent(tmp_path, monkeypatch, caplog):
+    from cernvm_fixtures import appliance
+    from cernvm_fixtures.providers import kvm
+
+    kernel = appliance.build().kernel
+    monkeypatch.setenv("CERNVM_FIXTURES_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(kvm, "probe_kernel", lambda: kernel)
+    conn = kvm.connect("qemu:///system")
+    # wait=0: the guest starts, but cannot have printed anything yet, whatever the host's KVM can do
+    assert kvm.choose_domain_type(conn, "qemu:///system", wait=0) == "qemu"
+    assert "a probe guest printed nothing" in caplog.text and "failed to start" not in caplog.text
+    record = json.loads((tmp_path / "cache" / "kvm-probe.json").read_text())
+    assert record["domain_type"] == "qemu" and record["boot_id"] == kvm._boot_id()
+    monkeypatch.setattr(kvm, "probe_kernel", lambda: pytest.fail("a cached decision must not probe again"))
+    assert kvm.choose_domain_type(conn, "qemu:///system") == "qemu"
+    assert not list((tmp_path / "cache").glob("kvm-probe-*")), "probe files are removed"
+    names = subprocess.run(["virsh", "-c", "qemu:///system", "list", "--all", "--name"], capture_output=True, text=True)
+    assert not [n for n in names.stdout.split() if n.startswith("cvmfx-probe-")], "the probe guest is destroyed"

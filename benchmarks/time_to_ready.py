@@ -1,0 +1,99 @@
+"""Time from "boot it" to "a command ran": the harness's KVM launch vs raw ``virsh create`` + an SSH wait loop.
+
+Both boot the same appliance ISO with the same domain XML; the raw path is what
+a shell script does (``virsh create``, then retry ``ssh ... true`` until it
+works), the harness adds its layered readiness (running, SSH banner, login
+with host key verification, the profile's ready command). Runs alternate, and
+the medians are printed with their ratio.
+
+    .venv/bin/python benchmarks/time_to_ready.py [--runs 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from cernvm_fixtures import config
+from cernvm_fixtures.context import Context
+from cernvm_fixtures.context.nocloud import write_seed
+from cernvm_fixtures.instance import launch
+from cernvm_fixtures.providers.kvm import KvmProvider, choose_domain_type, connect, domain_xml, free_port
+from cernvm_fixtures.run import Run
+
+
+def harness(target: config.Target, run: Run) -> float:
+    started = time.monotonic()
+    instance = launch(target, run)
+    elapsed = time.monotonic() - started
+    instance.destroy()
+    return elapsed
+
+
+def raw_virsh(target: config.Target, run: Run, workdir: Path, domain_type: str) -> float:
+    """``virsh create`` of the same layout, then ``ssh true`` in a loop, as a shell script would."""
+    provider = KvmProvider(target, run)
+    iso, _ = provider._boot_source()
+    name = f"cvmfx-raw-{time.monotonic_ns()}"
+    machine = workdir / name
+    machine.mkdir()
+    disk = machine / "scratch.img"
+    with open(disk, "wb") as f:
+        f.truncate(20 * 1024**3)
+    write_seed(Context(name, (run.public_key,)), machine / "seed.iso")
+    port = free_port()
+    xml = machine / "domain.xml"
+    xml.write_text(
+        domain_xml(
+            name=name, domain_type=domain_type, options=target.options, uri=provider.uri, iso=iso, kernel=None,
+            disk=disk, seed=machine / "seed.iso", console=machine / "console.log", shared={}, ssh_port=port,
+            metadata="{}",
+        )
+    )
+    ssh = [
+        "ssh", "-i", str(run.key_file), "-p", str(port), "-o", "StrictHostKeyChecking=no",
+        "-o", f"UserKnownHostsFile={machine / 'known_hosts'}", "-o", "ConnectTimeout=2", "-o", "BatchMode=yes",
+        "root@127.0.0.1", "true",
+    ]
+    started = time.monotonic()
+    subprocess.run(["virsh", "-c", provider.uri, "create", str(xml)], check=True, capture_output=True)
+    try:
+        while subprocess.run(ssh, capture_output=True).returncode != 0:
+            if time.monotonic() - started > 300:
+                raise RuntimeError("raw boot never answered over SSH")
+            time.sleep(0.2)
+        return time.monotonic() - started
+    finally:
+        subprocess.run(["virsh", "-c", provider.uri, "destroy", name], capture_output=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    target = config.load(None, None).targets["kvm"]
+    ours, raw = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        run = Run(state=workdir / "state")
+        uri = KvmProvider(target, run).uri
+        domain_type = choose_domain_type(connect(uri), uri)
+        harness(target, run)  # warm-up: appliance cache, probe, page cache
+        for _ in range(args.runs):
+            ours.append(harness(target, run))
+            raw.append(raw_virsh(target, run, workdir, domain_type))
+        run.finish()
+    print(f"domain type {domain_type}, {args.runs} runs each")
+    print(f"harness launch() to ready:        median {statistics.median(ours):6.2f} s  (all: {', '.join(f'{t:.2f}' for t in ours)})")
+    print(f"raw virsh create + ssh true loop: median {statistics.median(raw):6.2f} s  (all: {', '.join(f'{t:.2f}' for t in raw)})")
+    print(f"ratio harness/raw: {statistics.median(ours) / statistics.median(raw):.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
