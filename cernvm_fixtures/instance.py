@@ -24,6 +24,7 @@ from .providers import get as get_provider
 from .providers.base import Machine
 from .run import Keep, Run
 from .transport.base import Result, Transport
+from .transport.ssh import HostKeyMismatch
 
 if TYPE_CHECKING:
     import testinfra.host
@@ -139,6 +140,8 @@ class Instance:
             while True:
                 try:
                     problem = attempt()
+                except HostKeyMismatch as e:
+                    raise ReadinessError(self.name, name, time.monotonic() - begun, str(e), self.console_tail()) from None
                 except CernvmError as e:
                     problem = str(e)
                 except (OSError, EOFError) as e:

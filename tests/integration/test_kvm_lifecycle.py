@@ -291,3 +291,19 @@ def test_auto_domain_type_falls_back_to_tcg_when_a_probe_guest_stays_silent(tmp_
     assert not list((tmp_path / "cache").glob("kvm-probe-*")), "probe files are removed"
     names = subprocess.run(["virsh", "-c", "qemu:///system", "list", "--all", "--name"], capture_output=True, text=True)
     assert not [n for n in names.stdout.split() if n.startswith("cvmfx-probe-")], "the probe guest is destroyed"
+
+
+def test_host_key_mismatch_stops_readiness_at_once(tmp_path, monkeypatch):
+    from cernvm_fixtures.providers.kvm import KvmMachine
+
+    forged = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOzWbSb0ugYWqPr0JvTqZqKq3c7Pq0Bx5GUcaKLBfmdH forged"
+    monkeypatch.setattr(KvmMachine, "host_keys", lambda self: [forged])
+    target = config.parse(
+        {"targets": {"kvm": {"provider": "kvm", "deadlines": {"login": 120}}}}, "test"
+    ).targets["kvm"]
+    started = time.monotonic()
+    with pytest.raises(ReadinessError) as error:
+        launch(target, Run(state=tmp_path / "state"))
+    assert error.value.step == "login" and "not among the 1 key(s) the instance announced" in str(error.value)
+    assert time.monotonic() - started < 60, "a forged host key is not retried until the deadline"
+    assert_nothing_left(tmp_path)
