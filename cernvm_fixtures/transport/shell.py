@@ -31,6 +31,10 @@ class SessionLost(CernvmError):
     """The shell went away in the middle of a command (connection dropped, instance rebooted)."""
 
 
+class SessionStale(SessionLost):
+    """The shell was already gone before the command could be sent: nothing ran, so it is safe to retry."""
+
+
 class Channel(Protocol):
     """A byte pipe to a freshly started ``/bin/sh``: its stdin in, its stdout and stderr out."""
 
@@ -91,7 +95,11 @@ class ShellSession:
             f"{wrap(command)} </dev/null; "
             f"printf '\\n%s %d\\n' {nonce.decode()} $?; printf '\\n%s\\n' {nonce.decode()} >&2\n"
         )
-        self.channel.send(script.encode())
+        try:
+            self.channel.send(script.encode())
+        except (OSError, EOFError) as e:
+            self.alive = False
+            raise SessionStale(f"the shell was gone before {command!r} could be sent: {e}") from None
         deadline = None if timeout is None else time.monotonic() + timeout
         out_marker, err_marker = b"\n" + nonce + b" ", b"\n" + nonce + b"\n"
         out, err = bytearray(), bytearray()

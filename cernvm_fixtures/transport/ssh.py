@@ -20,7 +20,7 @@ import paramiko
 
 from ..errors import CommandTimeout, ProviderError
 from .base import Result, Transport
-from .shell import STDERR, STDOUT, ShellSession, kill_tree_command
+from .shell import STDERR, STDOUT, SessionStale, ShellSession, kill_tree_command
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +172,12 @@ class SSHTransport(Transport):
             return self.exec(command, timeout=timeout, stdin=stdin)
         session = self._session()
         try:
-            result = session.run(command, timeout)
+            try:
+                result = session.run(command, timeout)
+            except SessionStale:
+                session.close()
+                session = self._session()
+                result = session.run(command, timeout)
         except CommandTimeout:
             self._kill(session)
             raise

@@ -8,6 +8,7 @@ The same properties run against the appliance over SSH in the integration tests.
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import selectors
 import shutil
@@ -20,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cernvm_fixtures.errors import CommandTimeout
-from cernvm_fixtures.transport.shell import STDERR, STDOUT, SessionLost, ShellSession, kill_tree_command
+from cernvm_fixtures.transport.shell import STDERR, STDOUT, SessionLost, SessionStale, ShellSession, kill_tree_command
 
 SHELLS = [s for s in (["dash"], ["busybox", "sh"]) if shutil.which(s[0])]
 
@@ -50,7 +51,8 @@ class LocalChannel:
             self.process.kill()
         self.process.wait()
         for stream in (self.process.stdin, self.process.stdout, self.process.stderr):
-            stream.close()
+            with contextlib.suppress(BrokenPipeError):
+                stream.close()
         self.selector.close()
 
 
@@ -150,9 +152,18 @@ def test_timeout_kills_the_command_tree():
 def test_a_dead_shell_is_reported():
     session = ShellSession(LocalChannel(["sh"]))
     session.channel.process.kill()
+    session.channel.process.wait()
     with pytest.raises(SessionLost):
         session.run("true", timeout=5)
     assert not session.alive
+    session.close()
+
+
+def test_a_shell_dying_mid_command_is_reported():
+    session = ShellSession(LocalChannel(["sh"]))
+    with pytest.raises(SessionLost) as error:
+        session.run("kill -9 $$; sleep 5", timeout=5)
+    assert not isinstance(error.value, SessionStale), "the command had been sent: retrying is not safe"
     session.close()
 
 
