@@ -162,7 +162,7 @@ def test_a_dead_shell_is_reported():
 def test_a_shell_dying_mid_command_is_reported():
     session = ShellSession(LocalChannel(["sh"]))
     with pytest.raises(SessionLost) as error:
-        session.run("kill -9 $$; sleep 5", timeout=5)
+        session.run("kill -9 $$", timeout=5)
     assert not isinstance(error.value, SessionStale), "the command had been sent: retrying is not safe"
     session.close()
 
