@@ -15,6 +15,10 @@ class ProviderError(CernvmError):
     """A provider could not create, reach or destroy something."""
 
 
+class PermanentError(ProviderError):
+    """A failure no retry can fix (the machine was terminated, a forged host key): readiness stops at once."""
+
+
 class ReadinessError(ProviderError):
     """An instance did not pass one readiness step before that step's deadline."""
 

@@ -18,13 +18,12 @@ from typing import TYPE_CHECKING, Any
 
 from .config import Target
 from .context import Context, UserData
-from .errors import CernvmError, ReadinessError
+from .errors import CernvmError, PermanentError, ReadinessError
 from .profile import Profile
 from .providers import get as get_provider
 from .providers.base import Machine
 from .run import Keep, Run
 from .transport.base import Result, Transport
-from .transport.ssh import HostKeyMismatch
 
 if TYPE_CHECKING:
     import testinfra.host
@@ -140,7 +139,7 @@ class Instance:
             while True:
                 try:
                     problem = attempt()
-                except HostKeyMismatch as e:
+                except PermanentError as e:
                     raise ReadinessError(self.name, name, time.monotonic() - begun, str(e), self.console_tail()) from None
                 except CernvmError as e:
                     problem = str(e)

@@ -292,7 +292,7 @@ class Harness:
     def reap(self, reason: str) -> None:
         """Destroy run resources nobody owns any more (not kept, owner gone or us); each is a leak to report."""
         me = Owner.current()
-        for resource in self.run.ledger.entries():
+        for resource in reversed(self.run.ledger.entries()):  # newest first: an instance before its network
             if resource.kept or (resource.owner != me and resource.owner.alive()):
                 continue
             log.warning("cernvm: destroying %s %s %s (%s)", resource.provider, resource.kind, resource.name, reason)

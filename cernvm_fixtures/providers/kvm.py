@@ -34,7 +34,7 @@ from ..config import APPLIANCE
 from ..context import Context
 from ..context.nocloud import write_seed
 from ..dirs import cache_dir
-from ..errors import ConfigError, ProviderError
+from ..errors import ConfigError, PermanentError, ProviderError
 from ..ledger import Resource
 from ..transport.ssh import SSHTransport
 from .base import Machine, Provider, ProviderOptions
@@ -447,7 +447,7 @@ class KvmMachine(Machine):
             if state == libvirt.VIR_DOMAIN_RUNNING:
                 return
             if state in (libvirt.VIR_DOMAIN_SHUTOFF, libvirt.VIR_DOMAIN_CRASHED):
-                raise ProviderError(f"domain stopped (state {state}, reason {reason})")
+                raise PermanentError(f"domain stopped (state {state}, reason {reason})")
             if time.monotonic() > deadline:
                 raise ProviderError(f"domain still in state {state} (reason {reason})")
             time.sleep(0.2)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import paramiko
 
-from ..errors import CommandTimeout, ProviderError
+from ..errors import CommandTimeout, PermanentError
 from .base import Result, Transport
 from .shell import STDERR, STDOUT, SessionStale, ShellSession, kill_tree_command
 
@@ -28,7 +28,7 @@ HostKeys = Callable[[], "list[str] | None"]
 """Returns the instance's host public keys (``ssh-ed25519 AAAA...``) as it announced them, or None if unknown."""
 
 
-class HostKeyMismatch(ProviderError):
+class HostKeyMismatch(PermanentError):
     """The server presented a key the instance did not announce: refuse to talk to it."""
 
 

@@ -1,0 +1,205 @@
+"""Import a raw µCernVM "HVM" image (``ucernvm-*.hvm``) into EC2, as the CernVM EC2 guide does.
+
+Steps (each recorded in the ledger before it happens, each resource tagged):
+upload the file to ``import_bucket`` in S3, ``import_snapshot`` it (format RAW),
+wait for the task, delete the upload, and register an HVM image from the
+snapshot with ``SriovNetSupport=simple`` (the guide's ``--sriov simple``),
+``EnaSupport=True`` and a scratch volume mapping (the guide maps a 25 GB scratch
+snapshot; an EBS mapping of ``scratch_size`` GiB without a snapshot gives the
+same empty disk without another snapshot to manage).
+
+VM Import needs the ``vmimport`` service role (or ``import_role``) with read
+access to the bucket; see AWS's VM Import/Export guide.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
+
+from ..errors import ConfigError, ProviderError
+from ..ledger import Resource
+from .ec2 import _ids, _pages, _tag_filters, call, call_until_free, error_code, tag_dict, tag_list
+
+if TYPE_CHECKING:
+    from .base import Machine
+    from .ec2 import Ec2Provider
+
+PREFIX = "cernvm-fixtures/"
+"""Key prefix of uploads in the import bucket (sweep looks there)."""
+ROOT_DEVICE = "/dev/xvda"
+
+
+def check_bucket(provider: Ec2Provider, where: str) -> None:
+    """The import bucket exists and we may use it (checked before anything is created)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    bucket = provider.options.import_bucket
+    try:
+        provider.s3().head_bucket(Bucket=bucket)
+    except ClientError as e:
+        code = error_code(e)
+        problem = "does not exist" if code in ("404", "NoSuchBucket", "NotFound") else f"is not accessible ({code})"
+        raise ConfigError(f"{where}: S3 bucket {bucket!r} {problem}") from None
+    except BotoCoreError as e:
+        raise ProviderError(f"{where}: S3 bucket {bucket!r}: {e}") from None
+
+
+def start_import(
+    ec2: Any, *, bucket: str, key: str, client_token: str, role: str | None, tags: list[dict[str, str]], description: str
+) -> str:
+    """Start ``import_snapshot`` of a RAW disk image in S3; returns the import task id."""
+    params: dict[str, Any] = {
+        "ClientToken": client_token,
+        "Description": description,
+        "DiskContainer": {
+            "Description": description,
+            "Format": "RAW",
+            "UserBucket": {"S3Bucket": bucket, "S3Key": key},
+        },
+        "TagSpecifications": [{"ResourceType": "import-snapshot-task", "Tags": tags}],
+    }
+    if role:
+        params["RoleName"] = role
+    made = call("import-snapshot", ec2.import_snapshot, **params)
+    return made["ImportTaskId"]
+
+
+def wait_import(ec2: Any, task_id: str, *, deadline: float, poll: float) -> str:
+    """Wait for an import task; returns the snapshot id, raises ProviderError if it failed or ran out of time."""
+    while True:
+        found = call(f"describe import task {task_id}", ec2.describe_import_snapshot_tasks, ImportTaskIds=[task_id])
+        tasks = found.get("ImportSnapshotTasks") or []
+        detail = (tasks[0].get("SnapshotTaskDetail") or {}) if tasks else {}
+        status = detail.get("Status", "unknown")
+        if status == "completed" and detail.get("SnapshotId"):
+            return detail["SnapshotId"]
+        if status in ("deleting", "deleted", "error", "failed"):
+            raise ProviderError(f"import task {task_id} {status}: {detail.get('StatusMessage') or 'no reason given'}")
+        if time.monotonic() > deadline:
+            progress = f" ({detail['Progress']}%)" if detail.get("Progress") else ""
+            raise ProviderError(f"import task {task_id} still {status}{progress} at the import_timeout")
+        time.sleep(max(0.0, min(poll, deadline - time.monotonic())))
+
+
+def registration(name: str, snapshot_id: str, arch: str, scratch_size: int, tags: list[dict[str, str]]) -> dict[str, Any]:
+    """The register_image parameters: HVM, SR-IOV (``simple``) and ENA, root from the snapshot, plus scratch."""
+    mappings: list[dict[str, Any]] = [
+        {"DeviceName": ROOT_DEVICE, "Ebs": {"SnapshotId": snapshot_id, "DeleteOnTermination": True, "VolumeType": "gp3"}}
+    ]
+    if scratch_size > 0:
+        mappings.append(
+            {"DeviceName": "/dev/sdb", "Ebs": {"VolumeSize": scratch_size, "VolumeType": "gp3", "DeleteOnTermination": True}}
+        )
+    return {
+        "Name": name,
+        "Description": f"cernvm-fixtures {name}",
+        "Architecture": "arm64" if arch == "aarch64" else "x86_64",
+        "VirtualizationType": "hvm",
+        "RootDeviceName": ROOT_DEVICE,
+        "SriovNetSupport": "simple",
+        "EnaSupport": True,
+        "BootMode": "uefi" if arch == "aarch64" else "legacy-bios",
+        "BlockDeviceMappings": mappings,
+        "TagSpecifications": [{"ResourceType": "image", "Tags": tags}],
+    }
+
+
+def import_image(provider: Ec2Provider, machine: Machine, path: Path, arch: str) -> dict[str, Any]:
+    """Upload, import and register ``path``; returns the image as describe_images would (the parts we use)."""
+    o = provider.options
+    ec2, s3 = provider.ec2(), provider.s3()
+    key = f"{PREFIX}{machine.name}/{path.name}"
+    upload = provider._record(machine, "s3-object", bucket=o.import_bucket, key=key)
+    _upload(s3, path, o.import_bucket, key, tag_dict(upload, extra=o.tags))
+
+    snapshot = provider._record(machine, "snapshot", client_token=f"{machine.name}-import")
+    snapshot_tags = tag_list(tag_dict(snapshot, extra=o.tags))
+    importer = provider.import_client()
+    task_id = start_import(
+        importer,
+        bucket=o.import_bucket,
+        key=key,
+        client_token=snapshot.data["client_token"],
+        role=o.import_role,
+        tags=snapshot_tags,
+        description=f"cernvm-fixtures {machine.name}: {path.name}",
+    )
+    provider._created(snapshot, import_task_id=task_id)
+    snapshot_id = wait_import(importer, task_id, deadline=time.monotonic() + o.import_timeout, poll=o.poll_interval)
+    provider._created(snapshot, id=snapshot_id)
+    call("tag snapshot", ec2.create_tags, Resources=[snapshot_id], Tags=snapshot_tags)
+    provider.drop(machine, upload)
+
+    image = provider._record(machine, "image")
+    image_tags = tag_list(tag_dict(image, extra=o.tags))
+    params = registration(machine.name, snapshot_id, arch, o.scratch_size, image_tags)
+    made = call("register-image", ec2.register_image, **params)
+    image_id = made["ImageId"]
+    provider._created(image, id=image_id)
+    call("tag image", ec2.create_tags, Resources=[image_id], Tags=image_tags)
+    deadline = time.monotonic() + o.import_timeout
+    while True:
+        found = call(f"describe {image_id}", ec2.describe_images, missing_ok=True, ImageIds=[image_id])
+        state = ((found or {}).get("Images") or [{}])[0].get("State", "pending")
+        if state == "available":
+            break
+        if state in ("failed", "invalid", "error", "deregistered"):
+            raise ProviderError(f"{machine.name}: image {image_id} is {state}")
+        if time.monotonic() > deadline:
+            raise ProviderError(f"{machine.name}: image {image_id} still {state} at the import_timeout")
+        time.sleep(o.poll_interval)
+    return {
+        "ImageId": image_id,
+        "RootDeviceName": ROOT_DEVICE,
+        "BlockDeviceMappings": params["BlockDeviceMappings"],
+        "Architecture": params["Architecture"],
+    }
+
+
+def _upload(s3: Any, path: Path, bucket: str, key: str, tags: dict[str, str]) -> None:
+    from boto3.exceptions import S3UploadFailedError
+
+    try:
+        call(
+            f"upload {path.name} to s3://{bucket}/{key}",
+            s3.upload_file,
+            Filename=str(path),
+            Bucket=bucket,
+            Key=key,
+            ExtraArgs={"Tagging": urlencode(tags)},
+        )
+    except S3UploadFailedError as e:
+        raise ProviderError(f"upload {path.name} to s3://{bucket}/{key}: {e}") from None
+
+
+def uploaded_objects(s3: Any, bucket: str) -> list[tuple[str, dict[str, str]]]:
+    """(key, tags) of every upload under our prefix in the import bucket (for sweep)."""
+    found = []
+    for item in _pages(s3, "list_objects_v2", "Contents", Bucket=bucket, Prefix=PREFIX):
+        tagging = call(f"tags of s3://{bucket}/{item['Key']}", s3.get_object_tagging, missing_ok=True,
+                       Bucket=bucket, Key=item["Key"])
+        tags = {t["Key"]: t["Value"] for t in (tagging or {}).get("TagSet", [])}
+        found.append((item["Key"], tags))
+    return found
+
+
+def destroy_snapshot(resource: Resource, ec2: Any) -> None:
+    """Delete the imported snapshot; an import still running is cancelled, a finished one's snapshot deleted."""
+    ids = _ids(resource)
+    task_id = resource.data.get("import_task_id")
+    if not ids and task_id:
+        found = call(f"describe import task {task_id}", ec2.describe_import_snapshot_tasks, missing_ok=True,
+                     ImportTaskIds=[task_id])
+        for task in (found or {}).get("ImportSnapshotTasks", []):
+            detail = task.get("SnapshotTaskDetail") or {}
+            if detail.get("SnapshotId"):
+                ids.append(detail["SnapshotId"])
+            elif detail.get("Status") == "active":
+                call(f"cancel import task {task_id}", ec2.cancel_import_task, missing_ok=True, ImportTaskId=task_id)
+    tagged = _pages(ec2, "describe_snapshots", "Snapshots", OwnerIds=["self"], Filters=_tag_filters(resource))
+    ids = list(dict.fromkeys(ids + [s["SnapshotId"] for s in tagged]))
+    for snapshot_id in ids:
+        call_until_free(f"delete snapshot {snapshot_id}", ec2.delete_snapshot, SnapshotId=snapshot_id)

@@ -1,0 +1,87 @@
+"""A moto server (server mode, HTTP on 127.0.0.1) standing in for the EC2 and S3 APIs, with fake credentials.
+
+Use it from a test module with ``from .moto_server import moto  # noqa: F401``.
+The fixture is session scoped: one server per pytest process (per xdist worker).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+REGION = "eu-west-1"
+FAKE_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "AKIAMOTOTESTING0000",
+    "AWS_SECRET_ACCESS_KEY": "moto-testing-secret",
+    "AWS_DEFAULT_REGION": REGION,
+    # Never ask the instance metadata service (169.254.169.254) for credentials, and ignore ~/.aws.
+    "AWS_EC2_METADATA_DISABLED": "true",
+    "AWS_CONFIG_FILE": "/nonexistent/cernvm-fixtures-tests/aws-config",
+    "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent/cernvm-fixtures-tests/aws-credentials",
+}
+UNSET = ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_ENDPOINT_URL",
+         "AWS_ENDPOINT_URL_EC2", "AWS_ENDPOINT_URL_S3", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE")
+TAG_KEY = "cernvm-fixtures:run"
+
+
+@dataclass(frozen=True)
+class Moto:
+    url: str
+    region: str = REGION
+
+    def client(self, service: str = "ec2") -> Any:
+        import boto3
+
+        return boto3.client(service, endpoint_url=self.url, region_name=self.region)
+
+    def tagged(self, key: str = TAG_KEY, value: str | None = None) -> dict[str, list[str]]:
+        """Everything moto holds that carries tag ``key`` (with ``value``), by kind; terminated instances excluded."""
+        ec2 = self.client()
+        flt = [{"Name": f"tag:{key}", "Values": [value]}] if value is not None else [{"Name": "tag-key", "Values": [key]}]
+        found: dict[str, list[str]] = {}
+
+        def put(kind: str, ids: list[str]) -> None:
+            if ids:
+                found[kind] = sorted(ids)
+
+        put("instance", [i["InstanceId"] for r in ec2.describe_instances(Filters=flt)["Reservations"]
+                         for i in r["Instances"] if i["State"]["Name"] != "terminated"])
+        put("vpc", [v["VpcId"] for v in ec2.describe_vpcs(Filters=flt)["Vpcs"]])
+        put("subnet", [s["SubnetId"] for s in ec2.describe_subnets(Filters=flt)["Subnets"]])
+        put("route-table", [t["RouteTableId"] for t in ec2.describe_route_tables(Filters=flt)["RouteTables"]])
+        put("internet-gateway", [g["InternetGatewayId"] for g in ec2.describe_internet_gateways(Filters=flt)["InternetGateways"]])
+        put("security-group", [g["GroupId"] for g in ec2.describe_security_groups(Filters=flt)["SecurityGroups"]])
+        put("key-pair", [k["KeyName"] for k in ec2.describe_key_pairs(Filters=flt)["KeyPairs"]])
+        put("volume", [v["VolumeId"] for v in ec2.describe_volumes(Filters=flt)["Volumes"]])
+        put("snapshot", [s["SnapshotId"] for s in ec2.describe_snapshots(OwnerIds=["self"], Filters=flt)["Snapshots"]])
+        put("image", [i["ImageId"] for i in ec2.describe_images(Owners=["self"], Filters=flt)["Images"]])
+        return found
+
+
+@pytest.fixture(scope="session")
+def moto() -> Iterator[Moto]:
+    """A ThreadedMotoServer on a free port of 127.0.0.1, with fake credentials in the environment."""
+    from moto.server import ThreadedMotoServer
+
+    from cernvm_fixtures.providers import ec2
+
+    patch = pytest.MonkeyPatch()
+    for name in UNSET:
+        patch.delenv(name, raising=False)
+    for name, value in FAKE_CREDENTIALS.items():
+        patch.setenv(name, value)
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    ec2.reset_clients()
+    try:
+        yield Moto(f"http://{host}:{port}")
+    finally:
+        server.stop()
+        patch.undo()
+        ec2.reset_clients()
