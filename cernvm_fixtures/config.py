@@ -96,6 +96,16 @@ class Config:
 
 DEFAULT_TARGETS: dict[str, dict[str, Any]] = {
     "kvm": {"provider": "kvm", "image": APPLIANCE, "shared_folders": {"data": ""}},
+    # CernVM in Docker, both documented ways: parrot inside the container, or the host's
+    # /cvmfs bind-mounted ("" = a copy of the appliance's repository standing in for it).
+    "docker": {"provider": "docker", "image": APPLIANCE, "mode": "parrot", "shared_folders": {"data": ""}},
+    "docker-bindmount": {
+        "provider": "docker",
+        "image": APPLIANCE,
+        "mode": "bindmount",
+        "repositories": {"cernvm-prod.cern.ch": ""},
+        "shared_folders": {"data": ""},
+    },
 }
 
 

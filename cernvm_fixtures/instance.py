@@ -59,6 +59,10 @@ class Instance:
         """What profile rules match on: provider, target, kind, instance type, NIC model, ..."""
         return self.machine.traits
 
+    def expected(self, key: str) -> Any:
+        """The profile's ``section.key`` for this instance's traits, or None where it does not apply."""
+        return self.profile.expect(key, self.traits).value
+
     @property
     def shared_folders(self) -> Mapping[str, Path]:
         """Shared folder name -> host directory (local providers only)."""
@@ -163,10 +167,11 @@ class Instance:
             return None
 
         def ready() -> str | None:
-            result = self.run(self.profile.ready.command, timeout=30)
+            command = self.profile.expect("ready.command", self.traits).value or "true"
+            result = self.run(command, timeout=30)
             if result.succeeded:
                 return None
-            return f"ready command {self.profile.ready.command!r} exited {result.exit_status}"
+            return f"ready command {command!r} exited {result.exit_status}"
 
         step("running", deadlines.running, running)
         step("reachable", deadlines.reachable, self.transport.unreachable)
@@ -210,14 +215,3 @@ def launch(
         except BaseException as e:  # noqa: BLE001 - the original error matters more; the ledger still has it
             log.error("%s: cleanup after failed launch did not finish: %s", machine.name, e)
         raise
-
-
-def describe(instance: Instance) -> dict[str, Any]:
-    """A short record of an instance for reports and the CLI."""
-    return {
-        "name": instance.name,
-        "target": instance.target.name,
-        "profile": instance.profile.name,
-        "login": instance.login_command,
-        "ready_after": instance.ready_after,
-    }

@@ -342,7 +342,10 @@ def _per_target(values: list[str] | None, ini: str, targets: list[str], option: 
 
 
 def expect(instance: Instance, key: str) -> Any:
-    """The profile's expectation ``section.key`` for this instance; skips the test if it does not apply."""
+    """The profile's expectation ``section.key`` for this instance; skips the test if it does not apply.
+
+    For an expectation a check can do without, use ``instance.expected(key)`` (None if not applicable).
+    """
     expectation = instance.profile.expect(key, instance.traits)
     if expectation.value is None:
         pytest.skip(f"{instance.target.name}: {expectation.why}")

@@ -61,44 +61,49 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+Text = str | list[Rule[str]] | None
+"""A text expectation, or rules choosing one by traits (every expectation key may vary)."""
+Words = list[str] | list[Rule[list[str]]]
+
+
 class Ready(_Section):
-    command: str = "true"
+    command: Text = "true"
 
 
 class Kernel(_Section):
-    release: str | list[Rule[str]] | None = None
-    cmdline: list[str] | list[Rule[list[str]]] = []
+    release: Text = None
+    cmdline: Words = []
 
 
 class Cvmfs(_Section):
-    repositories: list[str] = []
-    fstype: str | list[Rule[str]] | None = None
-    os_mount: str | None = None
+    repositories: Words = []
+    fstype: Text = None
+    os_mount: Text = None
     probe: bool = True
 
 
 class Scratch(_Section):
-    mountpoint: str | list[Rule[str]] | None = None
-    label: str | None = None
-    fstype: str | None = None
-    version_file: str | None = None
-    version: str | None = None
+    mountpoint: Text = None
+    label: Text = None
+    fstype: Text = None
+    version_file: Text = None
+    version: Text = None
 
 
 class Shared(_Section):
-    mechanism: str | list[Rule[str]] | None = None
-    path: str = "/mnt/shared/{name}"
+    mechanism: Text = None
+    path: Text = "/mnt/shared/{name}"
 
 
 class Network(_Section):
-    interface: str = "eth0"
-    driver: str | list[Rule[str]] | None = None
+    interface: Text = "eth0"
+    driver: Text = None
 
 
 class Context(_Section):
-    source_file: str | None = None
-    user_data_file: str | None = None
-    source: str | list[Rule[str]] | None = None
+    source_file: Text = None
+    user_data_file: Text = None
+    source: Text = None
 
 
 class Profile(_Section):

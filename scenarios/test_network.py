@@ -7,7 +7,7 @@ from cernvm_fixtures.plugin import expect
 
 def test_network_driver(cernvm):
     expected = expect(cernvm, "network.driver")
-    interface = cernvm.profile.network.interface
+    interface = cernvm.expected("network.interface") or "eth0"
     result = cernvm.run(f"readlink /sys/class/net/{interface}/device/driver")
     assert result.succeeded, f"interface {interface} has no device driver: {result.stderr.strip()}"
     driver = posixpath.basename(result.stdout.strip())

@@ -14,7 +14,7 @@ def folders(cernvm):
     mechanism = expect(cernvm, "shared.mechanism")
     if not cernvm.shared_folders:
         pytest.skip(f"target {cernvm.target.name!r} has no shared_folders configured")
-    return mechanism, {name: cernvm.profile.shared.path.format(name=name) for name in cernvm.shared_folders}
+    return mechanism, {name: expect(cernvm, "shared.path").format(name=name) for name in cernvm.shared_folders}
 
 
 def test_shared_folders_mounted(cernvm, cernvm_host):

@@ -300,6 +300,47 @@ def _stage_os_tree(inputs: Inputs, root: Path) -> None:
     _copy_files_tree(FILES / "os", root)
 
 
+#: where the Docker image carries the repositories its /init presents in parrot mode
+#: (a stand-in for parrot's cvmfs access; CernVM's image has /UCVM/parrot_preload.tar.xz)
+DOCKER_PRELOAD = "UCVM/parrot-preload"
+
+# directories of the Docker image's own root (the OS itself comes from CERNVM_ROOT)
+_DOCKER_DIRS = (("cvmfs", 0o755), ("dev", 0o755), ("etc", 0o755), ("home", 0o755),
+                ("mnt", 0o755), ("mnt/shared", 0o755), ("proc", 0o555), ("root", 0o700),
+                ("run", 0o755), ("sys", 0o555), ("tmp", 0o1777), ("usr", 0o755),
+                ("usr/local", 0o755), ("usr/local/bin", 0o755), ("var", 0o755),
+                ("var/cache", 0o755), ("var/lib", 0o755), ("var/log", 0o755),
+                ("var/tmp", 0o1777))
+
+
+def docker_entries(busybox: Path, repository: Path) -> list[_archive.Entry]:
+    """The CernVM-in-Docker root fs: /init, /UCVM (busybox for /init, version,
+    keys, the parrot preload holding ``repository``) and empty directories.
+
+    Like CernVM's image it does not carry the OS in its root: /init links it in
+    from CERNVM_ROOT, which lies in a bind-mounted or (stand-in) parrot-presented
+    repository.
+    """
+    entries = [_archive.Entry(path, stat.S_IFDIR | mode) for path, mode in _DOCKER_DIRS]
+    entries.append(_archive.Entry("var/run", stat.S_IFLNK | 0o777, target="/run"))
+    entries.append(_archive.Entry("init", stat.S_IFREG | 0o755, source=FILES / "docker/init"))
+    entries.append(_archive.Entry("UCVM", stat.S_IFDIR | 0o755))
+    entries.append(_archive.Entry("UCVM/busybox", stat.S_IFREG | 0o755, source=busybox))
+    entries.append(_archive.Entry("UCVM/version", stat.S_IFREG | 0o644,
+                                  data=(VERSION + "\n").encode()))
+    entries.append(_archive.Entry("UCVM/keys", stat.S_IFDIR | 0o755))
+    for key in sorted(k for k in (FILES / "keys").iterdir() if not _ignored(k)):
+        entries.append(_archive.Entry(f"UCVM/keys/{key.name}", stat.S_IFREG | 0o644,
+                                      source=key))
+    entries.append(_archive.Entry(DOCKER_PRELOAD, stat.S_IFDIR | 0o755))
+    entries.append(_archive.Entry(f"{DOCKER_PRELOAD}/{OS_REPO}", stat.S_IFDIR | 0o755))
+    entries.extend(_archive.tree_entries(repository, prefix=f"{DOCKER_PRELOAD}/{OS_REPO}"))
+    # the key the preloaded copy is "signed" with: /init checks pubkey= against it
+    entries.append(_archive.Entry(f"{DOCKER_PRELOAD}/{OS_REPO}.pub", stat.S_IFREG | 0o644,
+                                  source=FILES / "keys" / f"{OS_REPO}.pub"))
+    return entries
+
+
 def _build_base(inputs: Inputs, out: Path, cache: Path, log: Log) -> dict:
     timer = _Timer(log)
     tools = inputs.tools
@@ -389,21 +430,7 @@ def _build_base(inputs: Inputs, out: Path, cache: Path, log: Log) -> dict:
     timer.step("base initrd written")
 
     # --- Docker root fs ---
-    docker = [e for e in _archive.tree_entries(os_tree)]
-    docker.append(_archive.Entry("init", stat.S_IFREG | 0o755, source=FILES / "docker/init"))
-    docker.append(_archive.Entry("UCVM", stat.S_IFDIR | 0o755))
-    docker.append(_archive.Entry("UCVM/version", stat.S_IFREG | 0o644,
-                                 data=(VERSION + "\n").encode()))
-    docker.append(_archive.Entry("UCVM/keys", stat.S_IFDIR | 0o755))
-    for key in sorted(k for k in (FILES / "keys").iterdir() if not _ignored(k)):
-        docker.append(_archive.Entry(f"UCVM/keys/{key.name}", stat.S_IFREG | 0o644,
-                                     source=key))
-    docker.append(_archive.Entry(f"cvmfs/{OS_REPO}/README", stat.S_IFREG | 0o644,
-                                 source=FILES / "repository/README"))
-    docker.append(_archive.Entry(f"cvmfs/{OS_REPO}/.cvmfs-repository", stat.S_IFREG | 0o644,
-                                 data=(OS_REPO + "\n").encode()))
-    docker.append(_archive.Entry(f"cvmfs/{OS_REPO}/{OS_PATH}", stat.S_IFLNK | 0o777,
-                                 target="/"))
+    docker = docker_entries(Path(tools["busybox"]), repo)
     tarball = out / f"cvm-docker.{VERSION}.tar.gz"
     _archive.gzip_file(lambda s: _archive.write_tar(s, docker, SOURCE_DATE_EPOCH), tarball)
     timer.step("Docker root fs tarball written")

@@ -213,16 +213,25 @@ def test_iso_boot_configuration(appliances):
 
 
 def test_docker_tarball_layout(ok_appliance):
+    preload = f"{_builder.DOCKER_PRELOAD}/{_builder.OS_REPO}"
     with tarfile.open(ok_appliance.docker_tarball) as tar:
         members = {m.name: m for m in tar.getmembers()}
         assert members["init"].mode & 0o111
+        assert tar.extractfile("init").read().startswith(b"#!/UCVM/busybox sh\n")
         version = tar.extractfile("UCVM/version").read().decode().strip()
         assert any(n.startswith("UCVM/keys/") and n.endswith(".pub") for n in members)
+        signer = tar.extractfile(f"{preload}.pub").read()
+        assert signer == tar.extractfile(f"UCVM/keys/{_builder.OS_REPO}.pub").read()
     assert version == ok_appliance.version
-    assert members["cvmfs/cernvm-prod.cern.ch/cvm4"].issym()
     assert all(m.uid == 0 and m.mtime == _builder.SOURCE_DATE_EPOCH for m in members.values())
-    for path in ("bin/sh", "bin/busybox", "usr/bin/cvmfs_config", "usr/sbin/dropbear"):
-        assert path in members, path
+    assert members["UCVM/busybox"].mode & 0o111
+    # like CernVM's image, the root carries no OS: /init links it in from CERNVM_ROOT
+    assert not any(n == "bin" or n.startswith(("bin/", "lib/", "usr/bin/")) for n in members)
+    assert members["cvmfs"].isdir() and not any(n.startswith("cvmfs/") for n in members)
+    # the repository parrot (stand-in) presents, with the OS tree in cvm4
+    for path in ("README", ".cvmfs-repository", "cvm4/bin/sh", "cvm4/bin/busybox", "cvm4/usr/bin/cvmfs_config",
+                 "cvm4/usr/sbin/dropbear", "cvm4/etc/passwd", "cvm4/lib64/ld-linux-x86-64.so.2"):
+        assert f"{preload}/{path}" in members, path
 
 
 # --- Docker --------------------------------------------------------------------
@@ -240,17 +249,19 @@ def docker_client():
     client.close()
 
 
-def test_docker_tarball_runs(ok_appliance, docker_client):
+def test_docker_tarball_runs(ok_appliance, docker_client, tmp_path):
     repository = f"cernvm-fixtures-test-{uuid.uuid4().hex[:12]}"
     containers = []
+    unconfined = ["seccomp=unconfined"]  # parrot mode needs ptrace, as documented
     try:
         docker_client.api.import_image_from_file(str(ok_appliance.docker_tarball),
                                                  repository=repository, tag="latest")
         image = f"{repository}:latest"
 
-        def run(command, **env):
+        def run(command, security_opt=None, volumes=None, **env):
             container = docker_client.containers.create(
-                image, command, environment=env, network_mode="none")
+                image, command, environment=env, network_mode="none", security_opt=security_opt,
+                volumes=volumes)
             containers.append(container)
             container.start()
             status = container.wait(timeout=60)["StatusCode"]
@@ -258,21 +269,47 @@ def test_docker_tarball_runs(ok_appliance, docker_client):
             err = container.logs(stdout=False, stderr=True).decode()
             return status, out, err
 
-        status, out, err = run(["/init", "uname", "-r"])
+        status, out, err = run(["/init", "uname", "-r"], unconfined)
         assert status == 0, err
         assert out.strip() == os.uname().release  # a container runs the host's kernel
-        assert "debug" not in err
+        assert "debug" not in err and err == ""
 
-        status, out, err = run(["/init", "sh", "-c", "cat /UCVM/version; cvmfs_config probe"],
-                               CERNVM_DEBUG="1")
+        status, out, err = run(["/init", "sh", "-c", "cat /UCVM/version; cvmfs_config probe; readlink /bin"],
+                               unconfined, CERNVM_DEBUG="1")
         assert status == 0, err
         assert out.splitlines() == [ok_appliance.version,
-                                    "Probing /cvmfs/cernvm-prod.cern.ch... OK"]
+                                    "Probing /cvmfs/cernvm-prod.cern.ch... OK",
+                                    "/cvmfs/cernvm-prod.cern.ch/cvm4/bin"]
         debug = [line for line in err.splitlines() if line.startswith("cernvm-docker: debug: ")]
         assert any("CERNVM_ROOT=/cvmfs/cernvm-prod.cern.ch/cvm4" in line for line in debug)
+        assert any("parrot: /cvmfs/cernvm-prod.cern.ch from http" in line for line in debug)
 
-        status, out, err = run(["/init", "true"], CERNVM_ROOT="/cvmfs/nowhere")
+        # parrot needs ptrace: with Docker's default seccomp filter /init refuses, naming the fix
+        status, out, err = run(["/init", "true"])
+        assert status == 1 and out == ""
+        assert "a seccomp filter is active (Seccomp: 2 in /proc/self/status)" in err
+        assert "--security-opt seccomp=unconfined" in err and "fatal: could not trace child" in err
+
+        status, out, err = run(["/init", "true"], unconfined, CERNVM_ROOT="/cvmfs/nowhere")
         assert status != 0 and "CERNVM_ROOT=/cvmfs/nowhere" in err
+
+        status, out, err = run(["/init", "true"], unconfined,
+                               PARROT_CVMFS_REPO="cernvm-prod.cern.ch:url=http://x,pubkey=/UCVM/version")
+        assert status == 1 and "signature verification failed with public key(s) /UCVM/version" in err
+
+        # bind mount mode: the host's repository (here: the copy the image carries), no parrot, no seccomp change
+        host_repo = tmp_path / "cvmfs" / "cernvm-prod.cern.ch"
+        prefix = f"{_builder.DOCKER_PRELOAD}/{_builder.OS_REPO}/"
+        with tarfile.open(ok_appliance.docker_tarball) as tar:
+            members = [m.replace(name=m.name[len(prefix):]) for m in tar.getmembers()
+                       if m.name.startswith(prefix)]
+            tar.extractall(host_repo, members=members, filter="fully_trusted")
+        volumes = {str(host_repo): {"bind": "/cvmfs/cernvm-prod.cern.ch", "mode": "ro"}}
+        status, out, err = run(["/init", "sh", "-c", "cvmfs_config probe; grep -c ' /cvmfs/cernvm-prod.cern.ch ' /proc/mounts"],
+                               volumes=volumes, CERNVM_DEBUG="1")
+        assert status == 0, err
+        assert out.splitlines() == ["Probing /cvmfs/cernvm-prod.cern.ch... OK", "1"]
+        assert "bind mounted from the host: no parrot" in err
     finally:
         for container in containers:
             try:

@@ -42,7 +42,8 @@ def pytest_process(tmp_path: Path, test: str, *args: str, config_text: str | Non
     if config_text:
         (work / "cernvm.toml").write_text(textwrap.dedent(config_text))
     return subprocess.Popen(
-        [sys.executable, "-m", "pytest", "test_it.py", "-p", "no:cacheprovider", "-rA", *LOOPBACK, *args],
+        # the built-in defaults also declare docker targets: these tests are about kvm
+        [sys.executable, "-m", "pytest", "test_it.py", "-p", "no:cacheprovider", "-rA", *LOOPBACK, "--cernvm-target=kvm", *args],
         cwd=work,
         env=subprocess_env(tmp_path / "state"),
         stdout=subprocess.PIPE,

@@ -105,7 +105,7 @@ def test_wrong_nic_fails_the_network_scenario(tmp_path):
 def test_wrong_profile_fails_the_kernel_scenario(tmp_path):
     profile = (ROOT / "cernvm_fixtures/profiles/appliance.toml").read_text()
     broken = tmp_path / "cernvm-kernel.toml"
-    broken.write_text(profile.replace("release = '^\\d+\\.\\d+\\.\\d+-\\d+-amd64$'", "release = '^\\d+\\.\\d+\\.\\d+-\\d+\\.cernvm\\.x86_64$'"))
+    broken.write_text(profile.replace("{ expect = '^\\d+\\.\\d+\\.\\d+-\\d+-amd64$' }", "{ expect = '^\\d+\\.\\d+\\.\\d+-\\d+\\.cernvm\\.x86_64$' }"))
     assert broken.read_text() != profile
     result = run_suite(tmp_path, "-k", "kvm and kernel_release", f"--cernvm-profile={broken}")
     assert outcomes(result.output) == {"test_kernel_release": "FAILED"}, result.output[-4000:]

@@ -1,0 +1,718 @@
+"""Docker: CernVM's Docker image, imported from its tarball, every command run through ``/init``.
+
+As documented ("How to run on Docker"): the image comes from ``docker import`` of
+the CernVM Docker tarball (it cannot be pulled, nor be the base of a Dockerfile),
+and commands run as ``docker run ... my_cernvm /init CMD``. ``/init`` prepares the
+CernVM environment for the process it runs: in ``parrot`` mode it starts parrot,
+which presents /cvmfs (and the OS tree under CERNVM_ROOT) to the processes it
+traces only, and needs ptrace, hence ``--security-opt seccomp=unconfined``; in
+``bindmount`` mode the host's ``/cvmfs/<repo>`` directories are bind-mounted
+read-only and there is no parrot (and no seccomp relaxation).
+
+How commands run: the container's main process is ``/init`` followed by a sleep
+(so ``/init`` does its one-time preparation of the container, e.g. linking the OS
+tree, before the first command, and the harness sees it fail if it refuses), and
+every command is one ``docker exec`` of ``/init sh -c CMD`` (see
+:mod:`cernvm_fixtures.transport.docker`): what ``/init`` sets up per process
+(parrot, environment) exists only for processes it starts, exactly as with
+``docker run ... /init CMD``.
+
+Resources, each recorded in the run's ledger before it is created and labelled
+``cernvm-fixtures.run`` / ``cernvm-fixtures.resource`` (the ledger entry as JSON)
+so ``sweep`` finds them even without the ledger: the container, the machine's
+directory (shared folders, stand-in repositories), and the imported image. An
+image is imported once per run and content digest (``cvmfx-<run>:<digest>``),
+reused by every instance and target of the run, and removed when the last
+process of the run that used it exits (each instance records its use of it, so a
+crashed run's image is found from the ledger as well as by its labels).
+"""
+
+from __future__ import annotations
+
+import atexit
+import fcntl
+import hashlib
+import io
+import json
+import logging
+import lzma
+import os
+import re
+import shutil
+import signal
+import tarfile
+import threading
+import time
+import zlib
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationInfo, field_validator
+
+from ..config import APPLIANCE
+from ..context import Context
+from ..errors import ConfigError, PermanentError, ProviderError
+from ..ledger import Resource
+from ..transport.docker import DockerTransport
+from .base import Machine, Provider, ProviderOptions
+
+log = logging.getLogger(__name__)
+
+LABEL_RUN = "cernvm-fixtures.run"
+LABEL_RESOURCE = "cernvm-fixtures.resource"
+UP_LINE = "cernvm-fixtures: /init is up"
+"""What the container's main process prints once ``/init`` has prepared the container."""
+KEEPALIVE = ["/init", "sh", "-c", f"echo '{UP_LINE}'; exec sleep 2147483647"]
+KEYS_DIR = "/UCVM/keys"
+PRELOAD = "UCVM/parrot-preload"
+"""Where the appliance's image carries the repositories its parrot stand-in presents."""
+DEFAULT_CERNVM_ROOT = "/cvmfs/cernvm-prod.cern.ch/cvm4"
+ENV_KEYS = ("CERNVM_ROOT", "CERNVM_DEBUG", "PARROT_OPTIONS", "PARROT_CVMFS_REPO")
+EnvKey = Literal["CERNVM_ROOT", "CERNVM_DEBUG", "PARROT_OPTIONS", "PARROT_CVMFS_REPO"]
+TARBALL_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.xz", ".txz", ".tar.bz2", ".tbz2")
+REPOSITORY = re.compile(r"^[a-z0-9][a-z0-9.-]*[a-z0-9]$")
+NETWORK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class ContainerExited(PermanentError):
+    """The container's main process (/init) ended: waiting longer cannot help (readiness stops at once)."""
+
+
+def os_repository(cernvm_root: str) -> str | None:
+    """The repository CERNVM_ROOT lies in (``/cvmfs/<repo>/...``), if any."""
+    parts = cernvm_root.split("/")
+    return parts[2] if len(parts) > 2 and parts[0] == "" and parts[1] == "cvmfs" and parts[2] else None
+
+
+def parrot_repo_env(value: str) -> tuple[str, dict[str, Path]]:
+    """PARROT_CVMFS_REPO with host key paths rewritten to /UCVM/keys/<name>, and name -> host key file.
+
+    Entries are ``<repo>:<option>=<value>,...`` separated by blanks (or
+    ``<default-repositories>``); ``pubkey=`` holds one or more key files separated
+    by ``:``. A key under /UCVM/keys is the image's own and stays; any other is a
+    host path that must exist and is copied into the container. Raises ValueError.
+    """
+    keys: dict[str, Path] = {}
+    entries = []
+    for entry in value.split():
+        if entry == "<default-repositories>":
+            entries.append(entry)
+            continue
+        repo, sep, options = entry.partition(":")
+        if not sep or not repo or not options:
+            raise ValueError(f"entries '<repository>:url=<url>,pubkey=<key file>' separated by blanks, not {entry!r}")
+        rewritten = []
+        for option in options.split(","):
+            name, _, keyfiles = option.partition("=")
+            if name != "pubkey":
+                rewritten.append(option)
+                continue
+            paths = []
+            for keyfile in keyfiles.split(":"):
+                if keyfile.startswith(KEYS_DIR + "/"):
+                    paths.append(keyfile)
+                    continue
+                host = Path(keyfile).expanduser()
+                if not host.is_file() or not os.access(host, os.R_OK):
+                    raise ValueError(
+                        f"a readable public key file for repository {repo!r}, not {keyfile!r} "
+                        f"(pubkey= takes host paths, copied into the container's {KEYS_DIR})"
+                    )
+                other = keys.get(host.name)
+                if other is not None and other.resolve() != host.resolve():
+                    raise ValueError(f"key files with distinct names, but {other} and {host} are both {host.name!r} in {KEYS_DIR}")
+                keys[host.name] = host
+                paths.append(f"{KEYS_DIR}/{host.name}")
+            rewritten.append("pubkey=" + ":".join(paths))
+        entries.append(f"{repo}:{','.join(rewritten)}")
+    return " ".join(entries), keys
+
+
+class DockerOptions(ProviderOptions):
+    """Target keys of the ``docker`` provider."""
+
+    url: str | None = None
+    """Docker daemon, e.g. ``unix:///var/run/docker.sock``; default: DOCKER_HOST, else the local socket."""
+    mode: Literal["parrot", "bindmount"] = "parrot"
+    """``parrot``: /init mounts the repositories with parrot (container runs with seccomp unconfined);
+    ``bindmount``: the host's /cvmfs/<repo> directories are bind-mounted read-only, no parrot."""
+    network: str = "none"
+    """Docker network of the container (``none``: no network at all)."""
+    env: dict[EnvKey, str] = {}
+    """CERNVM_ROOT, CERNVM_DEBUG, PARROT_OPTIONS, PARROT_CVMFS_REPO (pubkey= as host paths)."""
+    repositories: dict[str, str] = Field(default_factory=dict, validate_default=True)
+    """bindmount: repository -> host directory mounted read-only on /cvmfs/<repository>
+    (default: cernvm-prod.cern.ch from /cvmfs/cernvm-prod.cern.ch); "" = the appliance's own copy."""
+
+    @field_validator("network")
+    @classmethod
+    def _network(cls, value: str) -> str:
+        if not NETWORK.match(value):
+            raise ValueError("a Docker network name such as 'none' (the default), 'bridge' or a network of yours")
+        return value
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, env: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        mode = info.data.get("mode")
+        parrot_only = sorted(k for k in env if k.startswith("PARROT_"))
+        if mode == "bindmount" and parrot_only:
+            raise ValueError(f"no {', '.join(parrot_only)} in mode 'bindmount' (there is no parrot); use mode = 'parrot'")
+        root = env.get("CERNVM_ROOT")
+        if root is not None and (not root.startswith("/") or "\n" in root):
+            raise ValueError(f"CERNVM_ROOT as an absolute path such as {DEFAULT_CERNVM_ROOT!r}")
+        if env.get("CERNVM_DEBUG", "1") not in ("0", "1"):
+            raise ValueError("CERNVM_DEBUG = '1' (debug lines from /init) or '0'")
+        if "PARROT_CVMFS_REPO" in env:
+            parrot_repo_env(env["PARROT_CVMFS_REPO"])
+        return env
+
+    @field_validator("repositories")
+    @classmethod
+    def _repositories(cls, repositories: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        mode = info.data.get("mode")
+        if mode != "bindmount":
+            if repositories:
+                raise ValueError("no repositories in mode 'parrot' (parrot fetches them); use mode = 'bindmount'")
+            return repositories
+        repositories = dict(repositories)
+        root = (info.data.get("env") or {}).get("CERNVM_ROOT", DEFAULT_CERNVM_ROOT)
+        os_repo = os_repository(root)
+        if not repositories and os_repo:
+            repositories[os_repo] = f"/cvmfs/{os_repo}"
+        for repo, path in repositories.items():
+            if not REPOSITORY.match(repo):
+                raise ValueError(f"repository names such as 'cernvm-prod.cern.ch', not {repo!r}")
+            if path and not Path(path).expanduser().is_dir():
+                raise ValueError(
+                    f"an existing host directory for repository {repo!r}, not {path!r}: mount cvmfs on the host "
+                    f"(CVMFS_CLAIM_OWNERSHIP=no) and give its /cvmfs/{repo}, use \"\" with the appliance, "
+                    "or use mode = 'parrot'"
+                )
+        if os_repo and os_repo not in repositories:
+            raise ValueError(
+                f"the OS repository {os_repo!r} (from CERNVM_ROOT={root!r}) among them: /init takes the OS from it"
+            )
+        return repositories
+
+
+# --- the Docker SDK, imported lazily ---------------------------------------------------------------------
+
+def _docker():
+    try:
+        import docker
+    except ImportError:
+        raise ConfigError("the docker provider needs the Docker SDK: pip install 'cernvm-fixtures[docker]'") from None
+    return docker
+
+
+_clients: dict[str, Any] = {}
+_clients_lock = threading.Lock()
+
+
+def daemon_address(url: str | None) -> str:
+    return url or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+
+
+def connect(url: str | None = None) -> Any:
+    """One Docker client per daemon for the process; ProviderError naming the daemon if it does not answer."""
+    docker = _docker()
+    key = url or ""
+    with _clients_lock:
+        client = _clients.get(key)
+        if client is not None:
+            return client
+        try:
+            client = docker.DockerClient(base_url=url) if url else docker.from_env()
+            client.ping()
+        except docker.errors.DockerException as e:
+            raise ProviderError(
+                f"cannot reach the Docker daemon at {daemon_address(url)}: {e}. Is dockerd running? "
+                "(Debian: apt-get install docker.io, then start dockerd; ./dev does both.) "
+                "If it listens elsewhere, set DOCKER_HOST or the target's url."
+            ) from None
+        _clients[key] = client
+        return client
+
+
+# --- images -------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Tarball:
+    """A checked CernVM Docker tarball."""
+
+    path: Path
+    digest: str  # sha256 of the file
+
+
+_tarballs: dict[tuple[str, int, int], Tarball] = {}
+
+
+def member_path(name: str) -> str:
+    """A tar member's path relative to the root fs ("./init" and "/init" are "init")."""
+    while name.startswith("./"):
+        name = name[2:]
+    return name.lstrip("/")
+
+
+def inspect_tarball(path: Path, where: str) -> Tarball:
+    """The tarball's digest, after checking it is a root fs with an executable /init (cached per file version)."""
+    try:
+        st = path.stat()
+    except OSError as e:
+        raise ConfigError(f"{where}: {str(path)!r} does not exist ({e.strerror})") from None
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key in _tarballs:
+        return _tarballs[key]
+    if not path.is_file():
+        raise ConfigError(f"{where}: {str(path)!r} is not a file")
+    hint = (
+        "a CernVM Docker tarball is a root fs with /init and /UCVM (cvm-docker.<V>-<R>.cernvm.x86_64.tar); "
+        "give one, 'appliance', or the name of an image already imported with docker import"
+    )
+    init = None
+    try:
+        with tarfile.open(path, "r:*") as tar:
+            for member in tar:
+                if member_path(member.name) == "init":
+                    init = member
+                    break
+    except (tarfile.TarError, OSError, EOFError, zlib.error, lzma.LZMAError) as e:
+        raise ConfigError(f"{where}: {str(path)!r} is not a readable tar archive ({e}); {hint}") from None
+    if init is None:
+        raise ConfigError(f"{where}: {str(path)!r} has no /init, so it is not a CernVM Docker root fs; {hint}")
+    if not (init.issym() or (init.isfile() and init.mode & 0o111)):
+        raise ConfigError(f"{where}: /init in {str(path)!r} is not an executable file; {hint}")
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    found = _tarballs[key] = Tarball(path.resolve(), h.hexdigest())
+    return found
+
+
+def image_ref(run_id: str, digest: str) -> str:
+    """The name an imported tarball gets in a run: one per run and content."""
+    return f"cvmfx-{run_id}:{digest[:16]}"
+
+
+def label_json(resource: Resource) -> str:
+    return json.dumps(asdict(resource), sort_keys=True, separators=(",", ":"))
+
+
+def resource_labels(resource: Resource) -> dict[str, str]:
+    """The labels that let ``sweep`` find and judge a resource without the ledger."""
+    return {LABEL_RUN: resource.run, LABEL_RESOURCE: label_json(resource)}
+
+
+def import_changes(resource: Resource) -> list[str]:
+    """The same labels as Dockerfile instructions for ``docker import --change``."""
+    quoted = label_json(resource).replace("\\", "\\\\").replace('"', '\\"')
+    return [f'LABEL {LABEL_RUN}={resource.run} {LABEL_RESOURCE}="{quoted}"']
+
+
+def _resource_from_labels(labels: Mapping[str, str] | None) -> Resource | None:
+    try:
+        return Resource.from_json((labels or {})[LABEL_RESOURCE])
+    except (KeyError, ValueError, TypeError):
+        return None
+
+
+_held: dict[tuple[str, str], str] = {}
+"""Images this process imported or reused: (daemon url, ref) -> run directory; removed when the process exits."""
+_held_lock = threading.Lock()
+
+
+@contextmanager
+def run_lock(directory: Path) -> Iterator[None]:
+    """Serialise image import/use/removal between the processes of one run (xdist workers)."""
+    if not directory.is_dir():
+        yield  # the run is over (its directory removed): no other process of it is left
+        return
+    with open(directory / "docker.lock", "a+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def remove_image(client: Any, ref: str, image_id: str | None = None) -> None:
+    """Remove an image unless a container still uses it (the last user removes it); gone already is fine."""
+    docker = _docker()
+    for name in [ref, image_id] if image_id else [ref]:
+        try:
+            client.images.remove(name)
+            return
+        except docker.errors.ImageNotFound:
+            continue
+        except docker.errors.APIError as e:
+            if e.status_code == 409:
+                log.debug("image %s is still used by a container; its last user removes it", name)
+                return
+            raise ProviderError(f"cannot remove image {name}: {e.explanation or e}") from None
+
+
+@atexit.register
+def _release_held() -> None:
+    """Remove the images this process used, once it is done with everything (signals held meanwhile)."""
+    if not _held:
+        return
+    main = threading.current_thread() is threading.main_thread()
+    if main:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        while _held:
+            (url, ref), run_dir = _held.popitem()
+            try:
+                with run_lock(Path(run_dir)):
+                    remove_image(connect(url or None), ref)
+            except Exception as e:  # noqa: BLE001 - at exit: report, cernvm-fixtures sweep finds it by its labels
+                log.warning("cernvm: could not remove image %s (cernvm-fixtures sweep will): %s", ref, e)
+    finally:
+        if main:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+
+
+# --- containers -----------------------------------------------------------------------------------------------
+
+def container_spec(
+    *,
+    name: str,
+    image: str,
+    mode: str,
+    network: str,
+    environment: Mapping[str, str],
+    repositories: Mapping[str, Path],
+    shared: Mapping[str, Path],
+    labels: Mapping[str, str],
+    hostname: str | None = None,
+) -> dict[str, Any]:
+    """Keyword arguments of ``client.containers.create`` for one machine (pure; unit-tested).
+
+    Equivalent to ``docker create [--security-opt seccomp=unconfined] --network N
+    -v /cvmfs/REPO:/cvmfs/REPO:ro -v DIR:/mnt/shared/NAME -e ... IMAGE /init sh -c
+    'echo ...; exec sleep ...'``.
+    """
+    mounts = [
+        {"Type": "bind", "Source": str(path), "Target": f"/cvmfs/{repo}", "ReadOnly": True}
+        for repo, path in repositories.items()
+    ]
+    mounts += [
+        {"Type": "bind", "Source": str(path), "Target": f"/mnt/shared/{folder}", "ReadOnly": False}
+        for folder, path in shared.items()
+    ]
+    spec: dict[str, Any] = {
+        "image": image,
+        "command": list(KEEPALIVE),
+        "name": name,
+        "hostname": hostname or name,
+        "environment": dict(environment),
+        "labels": dict(labels),
+        "network_mode": network,
+        "mounts": mounts,
+        "detach": True,
+        "tty": False,
+        "stdin_open": False,
+    }
+    if mode == "parrot":
+        spec["security_opt"] = ["seccomp=unconfined"]  # parrot needs ptrace; only in this mode
+    return spec
+
+
+def extract_repository(tarball: Path, repo: str, destination: Path) -> None:
+    """Unpack the copy of ``repo`` the appliance's image carries (its parrot preload) into ``destination``."""
+    prefix = f"{PRELOAD}/{repo}/"
+    with tarfile.open(tarball, "r:*") as tar:
+        members = []
+        for member in tar.getmembers():
+            name = member_path(member.name)
+            if name.startswith(prefix) and len(name) > len(prefix):
+                members.append(member.replace(name=name[len(prefix):], deep=False))
+        if not members:
+            raise ProviderError(f"{tarball} carries no copy of repository {repo} (no {prefix})")
+        destination.mkdir(parents=True, exist_ok=True)
+        extra = {"filter": "fully_trusted"} if hasattr(tarfile, "fully_trusted_filter") else {}
+        tar.extractall(destination, members=members, **extra)
+
+
+def _keys_archive(keys: Mapping[str, Path]) -> bytes:
+    """A tar of the repository keys, to unpack at / (UCVM/keys/<name>)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, path in sorted(keys.items()):
+            data = path.read_bytes()
+            info = tarfile.TarInfo(f"{KEYS_DIR.lstrip('/')}/{name}")
+            info.size, info.mode, info.mtime = len(data), 0o644, int(time.time())
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+@dataclass(frozen=True)
+class ImageSource:
+    """Where the container's image comes from: a tarball to import, or a local image."""
+
+    tarball: Tarball | None = None
+    local: str | None = None
+    appliance: bool = False
+
+
+class DockerProvider(Provider):
+    """Runs CernVM's Docker image on a Docker daemon (local, or the one DOCKER_HOST names)."""
+
+    name = "docker"
+    Options = DockerOptions
+    shares_folders = True
+
+    @property
+    def where(self) -> str:
+        return f"{self.target.origin}: targets.{self.target.name}"
+
+    def machine(self, name: str) -> DockerMachine:
+        return DockerMachine(self, name)
+
+    def image_source(self, client: Any) -> ImageSource:
+        """Check the target's image before anything is created: tarball, appliance or local image."""
+        image = self.target.image
+        if image == APPLIANCE or image.startswith(APPLIANCE + ":"):
+            variant = image.partition(":")[2]
+            if variant and variant != "ok":
+                raise ConfigError(
+                    f"{self.where}.image: {image!r}: the appliance's Docker tarball has no broken variants "
+                    "(they are properties of a booted VM); use 'appliance', or give a tarball's path"
+                )
+            from .. import appliance
+
+            built = appliance.build()
+            return ImageSource(tarball=inspect_tarball(built.docker_tarball, f"{self.where}.image"), appliance=True)
+        path = Path(image).expanduser()
+        looks_like_path = image.startswith(("/", "./", "../", "~")) or image.endswith(TARBALL_SUFFIXES)
+        if path.is_file() or looks_like_path:
+            return ImageSource(tarball=inspect_tarball(path, f"{self.where}.image"))
+        docker = _docker()
+        try:
+            client.images.get(image)
+        except docker.errors.ImageNotFound:
+            raise ConfigError(
+                f"{self.where}.image: {image!r} is neither a file nor a local Docker image; import the CernVM "
+                f"Docker tarball first (cat cvm-docker.<V>-<R>.cernvm.x86_64.tar | docker import - {image}) "
+                "or give the tarball's path (images cannot be pulled)"
+            ) from None
+        except docker.errors.APIError as e:
+            raise ConfigError(f"{self.where}.image: {image!r} is not a valid Docker image name: {e.explanation or e}") from None
+        return ImageSource(local=image)
+
+    def launch(self, machine: Machine, context: Context) -> None:
+        assert isinstance(machine, DockerMachine)
+        options: DockerOptions = self.options
+        # --- checks: nothing is created until all of them passed
+        client = connect(options.url)
+        source = self.image_source(client)
+        for repo, path in options.repositories.items():
+            if not path and not source.appliance:
+                raise ConfigError(
+                    f"{self.where}.repositories.{repo}: \"\" (the appliance's own copy) needs image = 'appliance'; "
+                    f"give the host directory of /cvmfs/{repo}"
+                )
+        environment = dict(options.env)
+        keys: dict[str, Path] = {}
+        if "PARROT_CVMFS_REPO" in environment:
+            environment["PARROT_CVMFS_REPO"], keys = parrot_repo_env(environment["PARROT_CVMFS_REPO"])
+        if options.network not in ("none", "bridge", "host"):
+            try:
+                client.networks.get(options.network)
+            except _docker().errors.NotFound:
+                raise ConfigError(f"{self.where}.network: no Docker network {options.network!r} (docker network ls)") from None
+        try:
+            info = client.info()
+        except _docker().errors.DockerException as e:
+            raise ProviderError(f"{machine.name}: the Docker daemon did not answer: {e}") from None
+        machine.traits["host_kernel"] = str(info.get("KernelVersion", ""))
+        if context.user_data:
+            log.info("%s: CernVM in Docker is not contextualized; the requested user data is not delivered", machine.name)
+
+        # --- creation, each resource recorded first
+        directory = machine.directory
+        self.record(machine, "directory", machine.name, path=str(directory))
+        directory.mkdir(parents=True)
+        mounted: dict[str, Path] = {}
+        for repo, path in options.repositories.items():
+            if path:
+                mounted[repo] = Path(path).expanduser().resolve()
+            else:
+                assert source.tarball is not None
+                mounted[repo] = directory / "cvmfs" / repo
+                extract_repository(source.tarball.path, repo, mounted[repo])
+        for folder, path in self.target.shared_folders.items():
+            host = Path(path).expanduser().resolve() if path else directory / "shared" / folder
+            host.mkdir(parents=True, exist_ok=True)
+            machine.shared_folders[folder] = host
+        docker = _docker()
+        with run_lock(self.run.directory):
+            image = self._image(machine, client, source)
+            resource = self.record(
+                machine, "container", machine.name, url=options.url, directory=str(directory), image=image
+            )
+            spec = container_spec(
+                name=machine.name,
+                image=image,
+                mode=options.mode,
+                network=options.network,
+                environment=environment,
+                repositories=mounted,
+                shared=machine.shared_folders,
+                labels=resource_labels(resource),
+                hostname=context.hostname,
+            )
+            try:
+                machine.container = client.containers.create(**spec)
+            except docker.errors.APIError as e:
+                raise ProviderError(f"{machine.name}: Docker could not create the container: {e.explanation or e}") from None
+        try:
+            if keys:
+                machine.container.put_archive("/", _keys_archive(keys))
+            machine.container.start()
+        except docker.errors.APIError as e:
+            raise ProviderError(f"{machine.name}: Docker could not start the container: {e.explanation or e}") from None
+
+    def _image(self, machine: DockerMachine, client: Any, source: ImageSource) -> str:
+        """The image to run: a local one as is, a tarball imported once per run (call with the run lock)."""
+        if source.local is not None:
+            return source.local
+        assert source.tarball is not None
+        docker = _docker()
+        url = self.options.url
+        ref = image_ref(self.run.id, source.tarball.digest)
+        resource = self.record(
+            machine, "image", machine.name, url=url, image=ref, digest=source.tarball.digest,
+            tarball=str(source.tarball.path), run_dir=str(self.run.directory),
+        )
+        try:
+            client.images.get(ref)
+        except docker.errors.ImageNotFound:
+            log.info("%s: importing %s as %s", machine.name, source.tarball.path, ref)
+            repository, _, tag = ref.partition(":")
+            try:
+                client.api.import_image_from_file(
+                    str(source.tarball.path), repository=repository, tag=tag, changes=import_changes(resource)
+                )
+                client.images.get(ref)
+            except docker.errors.DockerException as e:
+                raise ProviderError(f"{machine.name}: docker import of {source.tarball.path} failed: {e}") from None
+        with _held_lock:
+            _held[(url or "", ref)] = str(self.run.directory)
+        return ref
+
+    @classmethod
+    def destroy_resource(cls, resource: Resource) -> None:
+        if resource.kind == "directory":
+            shutil.rmtree(resource.data["path"], ignore_errors=True)
+            return
+        url = resource.data.get("url")
+        if resource.kind == "image":
+            ref = resource.data["image"]
+            if (url or "", ref) in _held:
+                return  # this process may still start containers from it; removed when it exits
+            remove_image(connect(url), ref, resource.data.get("id"))
+            return
+        docker = _docker()
+        client = connect(url)
+        try:
+            if resource.kind == "container":
+                client.containers.get(resource.name).remove(force=True, v=True)
+            elif resource.kind == "volume":
+                client.volumes.get(resource.name).remove(force=True)
+            else:
+                raise ProviderError(f"docker cannot destroy unknown resource kind {resource.kind!r}")
+        except docker.errors.NotFound:
+            return
+        except docker.errors.APIError as e:
+            if e.status_code == 409 and "already in progress" in str(e.explanation):
+                return
+            raise ProviderError(f"{resource.kind} {resource.name}: {e.explanation or e}") from None
+
+    @classmethod
+    def leftovers(cls, target, recorded: set[str]) -> list[Resource]:
+        """Containers, images and volumes labelled by cernvm-fixtures that no ledger entry covers."""
+        client = connect(target.options.url)
+        found: list[Resource] = []
+        selector = {"label": LABEL_RUN}
+        for container in client.containers.list(all=True, filters=selector):
+            resource = _resource_from_labels(container.labels)
+            if resource is None or resource.name in recorded:
+                continue
+            found.append(replace(resource, kind="container", name=container.name))
+            if "directory" in resource.data:
+                found.append(replace(resource, kind="directory", data={"path": resource.data["directory"]}))
+        for image in client.images.list(filters=selector):
+            resource = _resource_from_labels(image.labels)
+            if resource is None or resource.name in recorded:
+                continue
+            found.append(replace(resource, kind="image", data={**resource.data, "id": image.id}))
+        for volume in client.volumes.list(filters=selector):
+            resource = _resource_from_labels(volume.attrs.get("Labels"))
+            if resource is None or resource.name in recorded:
+                continue
+            found.append(replace(resource, kind="volume", name=volume.name))
+        return found
+
+
+class DockerMachine(Machine):
+    """A container whose main process is /init plus a sleep; commands are execs through /init."""
+
+    def __init__(self, provider: DockerProvider, name: str) -> None:
+        super().__init__(provider, name)
+        self.options: DockerOptions = provider.options
+        self.container: Any = None
+        self.directory = provider.run.machine_dir(name)
+        self._transport: DockerTransport | None = None
+        self.traits.update(kind="container", cvmfs_mode=self.options.mode, network=self.options.network)
+
+    def _logs(self) -> str:
+        if self.container is None:
+            return ""
+        try:
+            raw = self.container.logs(stdout=True, stderr=True)
+        except Exception:  # noqa: BLE001 - a console log is best effort
+            return ""
+        return raw.decode("utf-8", "replace")
+
+    def wait_running(self, deadline: float) -> None:
+        """Running, and the main process's /init prepared the container (it prints UP_LINE), or why not."""
+        docker = _docker()
+        while True:
+            try:
+                self.container.reload()
+            except docker.errors.NotFound:
+                raise ContainerExited("the container disappeared") from None
+            state = self.container.attrs.get("State", {})
+            status = state.get("Status")
+            if status == "running" and UP_LINE in self._logs():
+                return
+            if status in ("exited", "dead"):
+                tail = "\n".join(self._logs().strip().splitlines()[-15:])
+                raise ContainerExited(
+                    f"the container's /init exited with status {state.get('ExitCode')} before it was up: {tail}"
+                )
+            if time.monotonic() > deadline:
+                raise ProviderError(f"container is {status}; /init has not said {UP_LINE!r}")
+            time.sleep(0.05)
+
+    def transport(self) -> DockerTransport:
+        if self._transport is None:
+            self._transport = DockerTransport(connect(self.options.url).api, self.name)
+        return self._transport
+
+    def login_command(self) -> str:
+        prefix = f"DOCKER_HOST={self.options.url} " if self.options.url else ""
+        return f"{prefix}docker exec -it {self.name} /init"
+
+    def console_log(self) -> str:
+        """The main process's output (/init's own lines), then what /init printed before recent commands."""
+        parts = [self._logs()]
+        if self._transport is not None:
+            parts += [f"[/init before a command]\n{text}" for text in self._transport.preambles]
+        return "\n".join(p.rstrip("\n") for p in parts if p)
