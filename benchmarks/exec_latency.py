@@ -60,7 +60,8 @@ def kvm_peers(instance: Instance, workdir: Path) -> dict[str, testinfra.host.Hos
 
 
 def docker_peers(instance: Instance, workdir: Path) -> dict[str, testinfra.host.Host]:
-    return {"testinfra docker://": testinfra.get_host(f"docker://{instance.machine.container_id}")}
+    """testinfra's docker:// (``docker exec NAME /bin/sh -c CMD``; note: it bypasses CernVM's /init)."""
+    return {"testinfra docker://": testinfra.get_host(f"docker://{instance.name}")}
 
 
 PEERS = {"kvm": kvm_peers, "docker": docker_peers}

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import secrets
 import shlex
+import threading
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 from ..errors import CernvmError, CommandTimeout
@@ -78,11 +80,14 @@ class ShellSession:
         self.channel = channel
         self.alive = True
         try:
-            started = self.run("printf %s $$", connect_timeout)
+            started = self.run("printf '\\n%s' $$", connect_timeout)
         except CommandTimeout:
             raise SessionLost(f"the shell did not answer within {connect_timeout} s") from None
-        self.pid = int(started.stdout_bytes)
+        head, _, pid = started.stdout_bytes.rpartition(b"\n")
+        self.pid = int(pid)
         """The shell's pid on the instance, so a stuck command's process tree can be killed."""
+        self.preamble = (head + started.stderr_bytes).decode("utf-8", "replace")
+        """What the shell's launcher printed before the shell took over (e.g. CernVM's /init banner)."""
 
     def close(self) -> None:
         self.alive = False
@@ -116,7 +121,8 @@ class ShellSession:
                 continue
             if not chunk:
                 self.alive = False
-                raise SessionLost(f"the shell went away while running {command!r}")
+                said = (bytes(out) + bytes(err)).decode("utf-8", "replace").strip()[-1500:]
+                raise SessionLost(f"the shell went away while running {command!r}" + (f"; it said: {said}" if said else ""))
             if stream == STDOUT:
                 out += chunk
                 if out_end < 0:
@@ -131,3 +137,51 @@ class ShellSession:
                     err_from = max(0, len(err) - len(err_marker))
         status = out[out_end + len(out_marker) :].split(b"\n", 1)[0]
         return Result(command, int(status), bytes(out[:out_end]), bytes(err[:err_end]))
+
+
+class SessionPool:
+    """Idle shell sessions of one transport: one per concurrent caller, reused, replaced when stale or stuck."""
+
+    def __init__(self, open_session: Callable[[], ShellSession], kill: Callable[[ShellSession], None]) -> None:
+        self._open = open_session
+        self._kill = kill
+        self._idle: list[ShellSession] = []
+        self._lock = threading.Lock()
+
+    def run(self, command: str, timeout: float | None) -> Result:
+        session = self._take()
+        try:
+            try:
+                result = session.run(command, timeout)
+            except SessionStale:
+                session.close()
+                session = self._open()
+                result = session.run(command, timeout)
+        except CommandTimeout:
+            try:
+                self._kill(session)
+            finally:
+                session.close()
+            raise
+        except BaseException:
+            session.close()
+            raise
+        with self._lock:
+            self._idle.append(session)
+        return result
+
+    def _take(self) -> ShellSession:
+        with self._lock:
+            while self._idle:
+                session = self._idle.pop()
+                if session.alive:
+                    return session
+                session.close()
+        return self._open()
+
+    def clear(self) -> None:
+        """Close every idle session (e.g. their connection is gone)."""
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for session in idle:
+            session.close()

@@ -20,7 +20,7 @@ import paramiko
 
 from ..errors import CommandTimeout, PermanentError
 from .base import Result, Transport
-from .shell import STDERR, STDOUT, SessionStale, ShellSession, kill_tree_command
+from .shell import STDERR, STDOUT, SessionPool, ShellSession, kill_tree_command
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ class SSHTransport(Transport):
         self.verified: bool | None = None
         """True: host key matched what the instance announced; False: trusted on first use."""
         self._pinned: str | None = None
-        self._idle: list[ShellSession] = []
+        self._sessions = SessionPool(self._new_session, self._kill)
         self.boot_id: str | None = None
         """The instance's boot id, read at each (re)connect: a change means it rebooted."""
 
@@ -131,9 +131,7 @@ class SSHTransport(Transport):
         self.verified = True
 
     def _drop(self) -> None:
-        for session in self._idle:
-            session.close()
-        self._idle.clear()
+        self._sessions.clear()
         if self._client is not None:
             self._client.close()
             self._client = None
@@ -155,14 +153,7 @@ class SSHTransport(Transport):
                 assert self._client is not None
                 return self._client.open_session(timeout=self.connect_timeout)
 
-    def _session(self) -> ShellSession:
-        """An idle shell session of the current connection, or a new one."""
-        with self._lock:
-            while self._idle:
-                session = self._idle.pop()
-                if session.alive and self._client is not None and self._client.is_active():
-                    return session
-                session.close()
+    def _new_session(self) -> ShellSession:
         channel = self._open_channel()
         channel.exec_command("exec /bin/sh")
         return ShellSession(_ParamikoChannel(channel), self.connect_timeout)
@@ -170,30 +161,11 @@ class SSHTransport(Transport):
     def run(self, command: str, *, timeout: float | None = None, stdin: bytes | None = None) -> Result:
         if stdin is not None:
             return self.exec(command, timeout=timeout, stdin=stdin)
-        session = self._session()
-        try:
-            try:
-                result = session.run(command, timeout)
-            except SessionStale:
-                session.close()
-                session = self._session()
-                result = session.run(command, timeout)
-        except CommandTimeout:
-            self._kill(session)
-            raise
-        except BaseException:
-            session.close()
-            raise
-        with self._lock:
-            self._idle.append(session)
-        return result
+        return self._sessions.run(command, timeout)
 
     def _kill(self, session: ShellSession) -> None:
         """Stop a stuck command: kill its shell and every descendant, from a second channel."""
-        try:
-            self.exec(kill_tree_command(session.pid), timeout=self.connect_timeout)
-        finally:
-            session.close()
+        self.exec(kill_tree_command(session.pid), timeout=self.connect_timeout)
 
     def exec(self, command: str, *, timeout: float | None = None, stdin: bytes | None = None) -> Result:
         """Run a command on a channel of its own (the slow path: for stdin, and when the shell is stuck)."""

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import base64
 import subprocess
 import threading
 import time
 import uuid
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from cernvm_fixtures import appliance, config
 from cernvm_fixtures.errors import CommandTimeout, ProviderError
@@ -15,6 +18,7 @@ from cernvm_fixtures.instance import launch
 from cernvm_fixtures.providers import docker as provider
 from cernvm_fixtures.run import Run
 from cernvm_fixtures.transport.docker import DockerTransport
+from cernvm_fixtures.transport.shell import SessionLost
 
 from .test_docker_suite import docker_objects_under
 
@@ -79,7 +83,13 @@ def test_exit_status_and_separate_streams(parrot):
     result = parrot.run("echo out; echo err >&2; exit 7")
     assert (result.exit_status, result.stdout, result.stderr) == (7, "out\n", "err\n")
     assert parrot.run("true").exit_status == 0
-    assert parrot.run("kill -9 $$").exit_status == 137
+    assert parrot.transport.exec("kill -9 $$").exit_status == 137, "in an exec of its own, $$ is the command's shell"
+
+
+def test_a_command_killing_its_session_shell_costs_only_that_command(parrot):
+    with pytest.raises(SessionLost):
+        parrot.run("kill -9 $$")  # in the session, $$ is the session's shell (POSIX subshell semantics)
+    assert parrot.run("echo next").stdout == "next\n"
 
 
 def test_init_output_is_kept_out_of_the_commands_output(parrot):
@@ -156,9 +166,11 @@ def test_parrot_mode_settings(parrot):
 def test_init_refusal_is_the_result(parrot):
     api = provider.connect().api
     refused = DockerTransport(api, parrot.name, entry=("env", "CERNVM_ROOT=/cvmfs/nowhere", "/init"))
-    result = refused.run("echo never")
+    result = refused.exec("echo never")
     assert result.exit_status == 1 and result.stdout == ""
     assert "fatal: cannot access CERNVM_ROOT=/cvmfs/nowhere" in result.stderr
+    with pytest.raises(ProviderError, match="(?s)did not start a shell: .*fatal: cannot access CERNVM_ROOT=/cvmfs/nowhere"):
+        refused.run("echo never")
     with pytest.raises(ProviderError, match="CERNVM_ROOT=/cvmfs/nowhere"):
         refused.connect()
 
@@ -169,7 +181,7 @@ def test_wrong_repository_key_is_refused(parrot, module_state):
     try:
         api = provider.connect().api
         transport = DockerTransport(api, parrot.name, entry=("env", f"PARROT_CVMFS_REPO={wrong}", "/init"))
-        result = transport.run("true")
+        result = transport.exec("true")
         assert result.exit_status == 1
         assert "signature verification failed with public key(s) /UCVM/keys/cernvm-prod.cern.ch.pub" in result.stderr
     finally:
@@ -215,3 +227,31 @@ def test_local_image_by_name(module_state):
     finally:
         client.images.remove(name)
         client.close()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(out=st.binary(max_size=4096), err=st.binary(max_size=4096), status=st.integers(0, 255))
+def test_framing_properties_through_the_session(parrot, out, err, status):
+    command = (
+        f"printf %s {base64.b64encode(out).decode()} | base64 -d; "
+        f"printf %s {base64.b64encode(err).decode()} | base64 -d >&2; exit {status}"
+    )
+    result = parrot.run(command)
+    assert (result.stdout_bytes, result.stderr_bytes, result.exit_status) == (out, err, status)
+
+
+def test_session_keeps_commands_apart_and_threads_share_it(parrot):
+    import concurrent.futures
+
+    before = parrot.run("pwd; umask; echo x${LEAK-unset}; trap").stdout
+    parrot.run("cd /tmp; umask 077; LEAK=1; export LEAK; trap 'echo trapped' EXIT")
+    assert parrot.run("pwd; umask; echo x${LEAK-unset}; trap").stdout == before
+
+    def work(n):
+        return [parrot.run(f"echo {n}-{i}; echo e{n}-{i} >&2; exit {i}") for i in range(25)]
+
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        futures = {n: pool.submit(work, n) for n in range(6)}
+    for n, future in futures.items():
+        for i, result in enumerate(future.result()):
+            assert (result.stdout, result.stderr, result.exit_status) == (f"{n}-{i}\n", f"e{n}-{i}\n", i)
