@@ -81,6 +81,19 @@ class Target:
     def load_profile(self) -> profiles.Profile:
         return profiles.load(self.profile)
 
+    def where(self, key: str = "") -> str:
+        """Where a key of this target is declared, to start an error message with."""
+        return f"{self.origin}: targets.{self.name}" + (f".{key}" if key else "")
+
+    def image_file(self, suffix: str, boots: str) -> Path:
+        """The target's image as an existing file with ``suffix``; else an error saying what ``boots``."""
+        path = Path(self.image).expanduser()
+        if path.suffix.lower() != suffix:
+            raise ConfigError(f"{self.where('image')}: {self.image!r}: the {self.provider} provider boots {boots}")
+        if not path.is_file():
+            raise ConfigError(f"{self.where('image')}: {self.image!r} does not exist")
+        return path.resolve()
+
 
 @dataclass(frozen=True)
 class Config:

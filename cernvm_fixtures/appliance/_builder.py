@@ -536,6 +536,28 @@ def _build_entry(cache: Path, name: str, marker: str, force: bool, log: Log,
     return entry
 
 
+PRUNE_AGE = 3600.0
+"""Entries of other inputs untouched for this long are removed when a new base is built."""
+
+
+def prune(cache: Path, current: set[str], kernel_deb: str, log: Log) -> None:
+    """Drop cache entries and kernel packages of other builder inputs (each edit makes new ones).
+
+    Only those older than PRUNE_AGE: a concurrent run of another checkout may still be using its own.
+    """
+    limit = time.time() - PRUNE_AGE
+    entries = [p for p in cache.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name != "downloads"]
+    entries += [p for p in (cache / "downloads").glob("*.deb") if p.name != kernel_deb]
+    for path in entries:
+        if path.name in current or path.stat().st_mtime > limit:
+            continue
+        log(f"removing the outdated cache entry {path.name}")
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+
 def build_entry(variant: str, cache: Path, force: bool, log: Log) -> tuple[Path, dict, str]:
     """Return (entry directory, its manifest, key), building what is missing."""
     check_variant(variant)
@@ -559,6 +581,8 @@ def build_entry(variant: str, cache: Path, force: bool, log: Log) -> tuple[Path,
     def make_base(tmp: Path) -> dict:
         log(f"building the appliance base {base_name} "
             f"(kernel {inputs.kernel.name} {inputs.kernel.version})")
+        current = {base_name} | {f"{v}-{inputs.variant_key(v)[:16]}" for v in _VARIANTS}
+        prune(cache, current, inputs.kernel.filename, log)
         return _build_base(inputs, tmp, cache, log)
 
     def make_variant(tmp: Path) -> dict:

@@ -104,6 +104,13 @@ class Machine(ABC):
         """The serial console (or closest equivalent) so far; empty if the platform has none."""
         return ""
 
+    def make_shared_folders(self, directory: Path) -> None:
+        """Host side of the target's shared folders: its directories, or fresh ones under ``directory``."""
+        for folder, path in self.provider.target.shared_folders.items():
+            host = Path(path).expanduser().resolve() if path else directory / "shared" / folder
+            host.mkdir(parents=True, exist_ok=True)
+            self.shared_folders[folder] = host
+
     def destroy(self) -> None:
         """Destroy every recorded resource, newest first; idempotent, and keeps going past errors."""
         errors = []

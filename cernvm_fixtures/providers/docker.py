@@ -467,10 +467,6 @@ class DockerProvider(Provider):
     Options = DockerOptions
     shares_folders = True
 
-    @property
-    def where(self) -> str:
-        return f"{self.target.origin}: targets.{self.target.name}"
-
     def machine(self, name: str) -> DockerMachine:
         return DockerMachine(self, name)
 
@@ -481,28 +477,28 @@ class DockerProvider(Provider):
             variant = image.partition(":")[2]
             if variant and variant != "ok":
                 raise ConfigError(
-                    f"{self.where}.image: {image!r}: the appliance's Docker tarball has no broken variants "
+                    f"{self.target.where()}.image: {image!r}: the appliance's Docker tarball has no broken variants "
                     "(they are properties of a booted VM); use 'appliance', or give a tarball's path"
                 )
             from .. import appliance
 
             built = appliance.build()
-            return ImageSource(tarball=inspect_tarball(built.docker_tarball, f"{self.where}.image"), appliance=True)
+            return ImageSource(tarball=inspect_tarball(built.docker_tarball, f"{self.target.where()}.image"), appliance=True)
         path = Path(image).expanduser()
         looks_like_path = image.startswith(("/", "./", "../", "~")) or image.endswith(TARBALL_SUFFIXES)
         if path.is_file() or looks_like_path:
-            return ImageSource(tarball=inspect_tarball(path, f"{self.where}.image"))
+            return ImageSource(tarball=inspect_tarball(path, f"{self.target.where()}.image"))
         docker = _docker()
         try:
             client.images.get(image)
         except docker.errors.ImageNotFound:
             raise ConfigError(
-                f"{self.where}.image: {image!r} is neither a file nor a local Docker image; import the CernVM "
+                f"{self.target.where()}.image: {image!r} is neither a file nor a local Docker image; import the CernVM "
                 f"Docker tarball first (cat cvm-docker.<V>-<R>.cernvm.x86_64.tar | docker import - {image}) "
                 "or give the tarball's path (images cannot be pulled)"
             ) from None
         except docker.errors.APIError as e:
-            raise ConfigError(f"{self.where}.image: {image!r} is not a valid Docker image name: {e.explanation or e}") from None
+            raise ConfigError(f"{self.target.where()}.image: {image!r} is not a valid Docker image name: {e.explanation or e}") from None
         return ImageSource(local=image)
 
     def launch(self, machine: Machine, context: Context) -> None:
@@ -514,7 +510,7 @@ class DockerProvider(Provider):
         for repo, path in options.repositories.items():
             if not path and not source.appliance:
                 raise ConfigError(
-                    f"{self.where}.repositories.{repo}: \"\" (the appliance's own copy) needs image = 'appliance'; "
+                    f"{self.target.where()}.repositories.{repo}: \"\" (the appliance's own copy) needs image = 'appliance'; "
                     f"give the host directory of /cvmfs/{repo}"
                 )
         environment = dict(options.env)
@@ -525,7 +521,7 @@ class DockerProvider(Provider):
             try:
                 client.networks.get(options.network)
             except _docker().errors.NotFound:
-                raise ConfigError(f"{self.where}.network: no Docker network {options.network!r} (docker network ls)") from None
+                raise ConfigError(f"{self.target.where()}.network: no Docker network {options.network!r} (docker network ls)") from None
         try:
             info = client.info()
         except _docker().errors.DockerException as e:
@@ -546,10 +542,7 @@ class DockerProvider(Provider):
                 assert source.tarball is not None
                 mounted[repo] = directory / "cvmfs" / repo
                 extract_repository(source.tarball.path, repo, mounted[repo])
-        for folder, path in self.target.shared_folders.items():
-            host = Path(path).expanduser().resolve() if path else directory / "shared" / folder
-            host.mkdir(parents=True, exist_ok=True)
-            machine.shared_folders[folder] = host
+        machine.make_shared_folders(directory)
         docker = _docker()
         with run_lock(self.run.directory):
             image = self._image(machine, client, source)

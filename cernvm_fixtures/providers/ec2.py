@@ -467,12 +467,9 @@ class Ec2Provider(Provider):
 
     # -- configuration checks, all before anything is created
 
-    def _where(self, key: str) -> str:
-        return f"{self.target.origin}: targets.{self.target.name}.{key}"
-
     @functools.cached_property
     def region(self) -> str:
-        return resolve_region(self.options.region, self._where("region"))
+        return resolve_region(self.options.region, self.target.where("region"))
 
     def ec2(self) -> Any:
         return client("ec2", self.region, self.options.endpoint_url)
@@ -490,18 +487,11 @@ class Ec2Provider(Provider):
         if AMI_ID.match(image):
             return "ami", image
         if image.startswith("ami-"):
-            raise ConfigError(f"{self._where('image')}: {image!r} is not a valid AMI id (ami- and 8 or 17 hex digits)")
-        path = Path(image).expanduser()
-        if path.suffix.lower() != ".hvm":
-            raise ConfigError(
-                f"{self._where('image')}: {image!r}: the ec2 provider boots an AMI id (ami-...) or imports a raw "
-                "HVM image file (ucernvm-<branch>.<V>-<R>.cernvm.x86_64.hvm)"
-            )
-        if not path.is_file():
-            raise ConfigError(f"{self._where('image')}: {image!r} does not exist")
+            raise ConfigError(f"{self.target.where('image')}: {image!r} is not a valid AMI id (ami- and 8 or 17 hex digits)")
+        path = self.target.image_file(".hvm", "an AMI id (ami-...) or imports a raw HVM image file (ucernvm-<branch>.<V>-<R>.cernvm.x86_64.hvm)")
         if not self.options.import_bucket:
             raise ConfigError(
-                f"{self._where('import_bucket')}: required to import {path.name}: the S3 bucket to upload it to"
+                f"{self.target.where('import_bucket')}: required to import {path.name}: the S3 bucket to upload it to"
             )
         return "file", path.resolve()
 
@@ -509,7 +499,7 @@ class Ec2Provider(Provider):
         session = _boto3().session.Session(region_name=self.region)
         if session.get_credentials() is None:
             raise ProviderError(
-                f"targets.{self.target.name}: boto3 found no AWS credentials (it looks at AWS_ACCESS_KEY_ID/"
+                f"{self.target.where()}: boto3 found no AWS credentials (it looks at AWS_ACCESS_KEY_ID/"
                 "AWS_SECRET_ACCESS_KEY, AWS_PROFILE and ~/.aws/credentials, SSO and instance roles); "
                 "cernvm-fixtures never reads them from its own config"
             )
@@ -519,12 +509,12 @@ class Ec2Provider(Provider):
         images = (found or {}).get("Images") or []
         if not images:
             raise ConfigError(
-                f"{self._where('image')}: AMI {ami} not found in region {self.region} "
+                f"{self.target.where('image')}: AMI {ami} not found in region {self.region} "
                 "(describe-images found nothing; check the id, the region and that the image is shared with you)"
             )
         image = images[0]
         if image.get("State", "available") != "available":
-            raise ConfigError(f"{self._where('image')}: AMI {ami} is {image['State']}, not available")
+            raise ConfigError(f"{self.target.where('image')}: AMI {ami} is {image['State']}, not available")
         return image
 
     def check_instance_type(self, ec2: Any) -> None:
@@ -535,7 +525,7 @@ class Ec2Provider(Provider):
         except ClientError as e:
             if error_code(e) in ("InvalidInstanceType", "InvalidParameterValue"):
                 raise ConfigError(
-                    f"{self._where('instance_type')}: {self.options.instance_type!r} is not an EC2 instance type "
+                    f"{self.target.where('instance_type')}: {self.options.instance_type!r} is not an EC2 instance type "
                     f"offered in {self.region} (aws ec2 describe-instance-types lists them)"
                 ) from None
             log.debug("cannot check the instance type: %s", error_code(e))
@@ -547,7 +537,7 @@ class Ec2Provider(Provider):
         if o.subnet_id:
             subnets = call("describe-subnets", ec2.describe_subnets, missing_ok=True, SubnetIds=[o.subnet_id])
             if not subnets or not subnets.get("Subnets"):
-                raise ConfigError(f"{self._where('subnet_id')}: subnet {o.subnet_id} not found in {self.region}")
+                raise ConfigError(f"{self.target.where('subnet_id')}: subnet {o.subnet_id} not found in {self.region}")
             vpc_id = subnets["Subnets"][0]["VpcId"]
         if o.security_group_id:
             groups = call(
@@ -555,17 +545,17 @@ class Ec2Provider(Provider):
             )
             if not groups or not groups.get("SecurityGroups"):
                 raise ConfigError(
-                    f"{self._where('security_group_id')}: security group {o.security_group_id} not found in {self.region}"
+                    f"{self.target.where('security_group_id')}: security group {o.security_group_id} not found in {self.region}"
                 )
             if groups["SecurityGroups"][0].get("VpcId") != vpc_id:
                 raise ConfigError(
-                    f"{self._where('security_group_id')}: {o.security_group_id} belongs to "
+                    f"{self.target.where('security_group_id')}: {o.security_group_id} belongs to "
                     f"{groups['SecurityGroups'][0].get('VpcId')}, but subnet {o.subnet_id} to {vpc_id}"
                 )
         if o.key_name:
             keys = call("describe-key-pairs", ec2.describe_key_pairs, missing_ok=True, KeyNames=[o.key_name])
             if not keys or not keys.get("KeyPairs"):
-                raise ConfigError(f"{self._where('key_name')}: key pair {o.key_name!r} not found in {self.region}")
+                raise ConfigError(f"{self.target.where('key_name')}: key pair {o.key_name!r} not found in {self.region}")
         return vpc_id
 
     # -- creation
@@ -607,7 +597,7 @@ class Ec2Provider(Provider):
         else:
             from .ec2_image import check_bucket
 
-            check_bucket(self, self._where("import_bucket"))
+            check_bucket(self, self.target.where("import_bucket"))
         self.check_instance_type(ec2)
         vpc_id = self.check_network(ec2)
 
@@ -719,7 +709,7 @@ class Ec2Provider(Provider):
         o = self.options
         cidr = o.ssh_cidr
         if cidr is None:  # the options validator requires it; keep the promise even for hand-made options
-            raise ConfigError(f"{self._where('ssh_cidr')}: required when the provider creates the security group")
+            raise ConfigError(f"{self.target.where('ssh_cidr')}: required when the provider creates the security group")
         group = self._record(machine, "security-group", vpc_id=vpc_id)
         params: dict[str, Any] = {
             "GroupName": machine.name,

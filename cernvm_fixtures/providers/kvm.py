@@ -312,16 +312,9 @@ class KvmProvider(Provider):
                 return None, (built.kernel, built.initrd, built.cmdline)
             return built.iso, None
         if self.options.boot == "kernel":
-            raise ConfigError(f"{self.target.origin}: targets.{self.target.name}.boot: 'kernel' needs the appliance image")
-        path = Path(image).expanduser()
-        if path.suffix.lower() != ".iso":
-            raise ConfigError(
-                f"{self.target.origin}: targets.{self.target.name}.image: {image!r}: the kvm provider boots "
-                "ISO images (e.g. ucernvm-prod.<V>-<R>.cernvm.x86_64.iso) or 'appliance[:variant]'"
-            )
-        if not path.is_file():
-            raise ConfigError(f"{self.target.origin}: targets.{self.target.name}.image: {image!r} does not exist")
-        return path.resolve(), None
+            raise ConfigError(f"{self.target.where('boot')}: 'kernel' needs the appliance image")
+        iso = self.target.image_file(".iso", "ISO images (e.g. ucernvm-prod.<V>-<R>.cernvm.x86_64.iso) or 'appliance[:variant]'")
+        return iso, None
 
     def machine(self, name: str) -> KvmMachine:
         return KvmMachine(self, name)
@@ -342,10 +335,7 @@ class KvmProvider(Provider):
         with open(disk, "wb") as f:
             f.truncate(self.options.disk_size * 1024**3)
         write_seed(context, directory / "seed.iso")
-        for folder, path in self.target.shared_folders.items():
-            host = Path(path).expanduser().resolve() if path else directory / "shared" / folder
-            host.mkdir(parents=True, exist_ok=True)
-            machine.shared_folders[folder] = host
+        machine.make_shared_folders(directory)
         keep = self.run.keep.value != "never"
         resource = self.record(machine, "domain", name, uri=self.uri, directory=str(directory))
         for attempt in range(5):

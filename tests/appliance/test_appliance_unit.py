@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import io
 import os
+import time
 import shutil
 import stat
 import subprocess
@@ -395,3 +396,24 @@ not a setting
 outside=1
 """
     assert _awk("ucontext.awk", text) == ["resize_rootfs=off", "cvmfs_branch = devel"]
+
+
+def test_prune_drops_old_entries_of_other_inputs_only(tmp_path):
+    from cernvm_fixtures.appliance import _builder
+
+    old = time.time() - 2 * _builder.PRUNE_AGE
+    (tmp_path / "downloads").mkdir()
+    names = ["base-new", "ok-new", "base-old", "ok-old", "no-ssh-recent"]
+    for name in names:
+        (tmp_path / name).mkdir()
+    for deb in ("linux-image-new.deb", "linux-image-old.deb"):
+        (tmp_path / "downloads" / deb).write_bytes(b"deb")
+    for path in [tmp_path / n for n in ("base-new", "ok-new", "base-old", "ok-old")] + list((tmp_path / "downloads").iterdir()):
+        os.utime(path, (old, old))
+    (tmp_path / ".lock-ok-new").write_text("")
+    removed = []
+    _builder.prune(tmp_path, {"base-new", "ok-new"}, "linux-image-new.deb", removed.append)
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == [".lock-ok-new", "base-new", "downloads", "no-ssh-recent", "ok-new"], "recent entries may be in use"
+    assert [p.name for p in (tmp_path / "downloads").iterdir()] == ["linux-image-new.deb"]
+    assert len(removed) == 3
