@@ -167,10 +167,11 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     if matrix:
         terminalreporter.section("cernvm: target x scenario")
         width = max(len(s) for s in matrix)
-        terminalreporter.write_line(" " * width + "  " + "  ".join(f"{t:<8}" for t in targets))
+        columns = [max(len(t), len("SKIPPED")) for t in targets]
+        terminalreporter.write_line(" " * width + "  " + "  ".join(f"{t:<{c}}" for t, c in zip(targets, columns)))
         for scenario in sorted(matrix):
-            cells = "  ".join(f"{matrix[scenario].get(t, '-'):<8}" for t in targets)
-            terminalreporter.write_line(f"{scenario:<{width}}  {cells}")
+            cells = "  ".join(f"{matrix[scenario].get(t, '-'):<{c}}" for t, c in zip(targets, columns))
+            terminalreporter.write_line(f"{scenario:<{width}}  {cells}".rstrip())
     kept = harness.kept + [k for node_kept in harness.workers_kept for k in node_kept]
     if kept:
         terminalreporter.section("cernvm: kept instances")

@@ -12,7 +12,8 @@ read-only and there is no parrot (and no seccomp relaxation).
 How commands run: the container's main process is ``/init`` followed by a sleep
 (so ``/init`` does its one-time preparation of the container, e.g. linking the OS
 tree, before the first command, and the harness sees it fail if it refuses), and
-every command is one ``docker exec`` of ``/init sh -c CMD`` (see
+commands run in a long-lived ``docker exec`` of ``/init sh``, or, with stdin, in
+an exec of ``/init sh -c CMD`` of their own (see
 :mod:`cernvm_fixtures.transport.docker`): what ``/init`` sets up per process
 (parrot, environment) exists only for processes it starts, exactly as with
 ``docker run ... /init CMD``.
