@@ -147,9 +147,7 @@ class Instance:
                     raise ReadinessError(self.name, name, time.monotonic() - begun, str(e), self.console_tail()) from None
                 except CernvmError as e:
                     problem = str(e)
-                except (OSError, EOFError) as e:
-                    problem = f"{type(e).__name__}: {e}"
-                except Exception as e:  # noqa: BLE001 - e.g. paramiko's SSHException: keep trying until the deadline
+                except Exception as e:  # noqa: BLE001 - OSError, paramiko's SSHException, ...: retry until the deadline
                     problem = f"{type(e).__name__}: {e}"
                 if problem is None:
                     log.info("%s: %s after %.1f s", self.name, name, time.monotonic() - start)
@@ -167,7 +165,7 @@ class Instance:
             return None
 
         def ready() -> str | None:
-            command = self.profile.expect("ready.command", self.traits).value or "true"
+            command = self.expected("ready.command") or "true"
             result = self.run(command, timeout=30)
             if result.succeeded:
                 return None
