@@ -9,7 +9,6 @@ name as test id, so ``pytest -k kvm`` selects a target.
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import threading
 from collections import defaultdict

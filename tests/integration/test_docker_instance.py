@@ -20,7 +20,7 @@ from cernvm_fixtures.run import Run
 from cernvm_fixtures.transport.docker import DockerTransport
 from cernvm_fixtures.transport.shell import SessionLost
 
-from .test_docker_suite import docker_objects_under
+from ..helpers import docker_objects_under
 
 pytestmark = pytest.mark.integration
 

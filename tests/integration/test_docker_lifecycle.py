@@ -6,7 +6,6 @@ import io
 import shutil
 import signal
 import subprocess
-import sys
 import tarfile
 import textwrap
 import time
@@ -21,12 +20,10 @@ from cernvm_fixtures.instance import launch
 from cernvm_fixtures.providers import docker as provider
 from cernvm_fixtures.run import Run
 
-from ..conftest import ledger_entries, subprocess_env
-from .test_docker_suite import assert_nothing_left, docker_objects_under
+from ..helpers import cli, docker_objects_under, ledger_entries, pytest_command, start_pytest, subprocess_env
+from .test_docker_suite import assert_nothing_left
 
 pytestmark = pytest.mark.integration
-
-LOOPBACK = ["--allow-hosts=127.0.0.1,::1", "--allow-unix-socket"]
 
 SLOW_TEST = """
 def test_slow(cernvm):
@@ -40,20 +37,7 @@ def test_fails(cernvm):
 
 
 def pytest_process(tmp_path: Path, test: str, *args: str, config_text: str | None = None) -> subprocess.Popen:
-    work = tmp_path / "work"
-    work.mkdir(exist_ok=True)
-    (work / "test_it.py").write_text(textwrap.dedent(test))
-    if config_text:
-        (work / "cernvm.toml").write_text(textwrap.dedent(config_text))
-    return subprocess.Popen(
-        [sys.executable, "-m", "pytest", "test_it.py", "-p", "no:cacheprovider", "-rA", *LOOPBACK,
-         "--cernvm-target=docker", *args],
-        cwd=work,
-        env=subprocess_env(tmp_path / "state"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    return start_pytest(tmp_path, test, "--cernvm-target=docker", *args, config=config_text)
 
 
 def wait_for_command(tmp_path: Path, process: subprocess.Popen, seconds: float = 60) -> str:
@@ -76,10 +60,7 @@ def wait_for_command(tmp_path: Path, process: subprocess.Popen, seconds: float =
 
 
 def sweep(tmp_path: Path, state: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "cernvm_fixtures.cli", "sweep"],
-        env=subprocess_env(state), capture_output=True, text=True, timeout=120, cwd=tmp_path,
-    )
+    return cli(state, "sweep", cwd=tmp_path)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
@@ -139,10 +120,7 @@ def test_keep_on_failure_keeps_container_and_image_until_down(tmp_path):
         assert shell.stdout.strip() == names[0], "the login command's container answers"
     finally:
         for name in names:
-            down = subprocess.run(
-                [sys.executable, "-m", "cernvm_fixtures.cli", "down", name],
-                env=subprocess_env(tmp_path / "state"), capture_output=True, text=True, timeout=120,
-            )
+            down = cli(tmp_path / "state", "down", name)
             assert down.returncode == 0, down.stderr
             assert f"destroyed docker image {name}" in down.stdout
     assert_nothing_left(tmp_path)
@@ -200,7 +178,7 @@ def test_no_docker_daemon_through_the_plugin(tmp_path):
     env = subprocess_env(tmp_path / "state")
     env["DOCKER_HOST"] = "unix:///nonexistent/docker.sock"
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "test_it.py", "-p", "no:cacheprovider", *LOOPBACK, "--cernvm-target=docker"],
+        pytest_command("test_it.py", "--cernvm-target=docker"),
         cwd=tmp_path / "work", env=env, capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 1

@@ -12,45 +12,17 @@ from __future__ import annotations
 
 import gzip
 import re
-import shutil
 import subprocess
-import sys
 import tarfile
-import textwrap
 from pathlib import Path
 
 import pytest
 
 from cernvm_fixtures import appliance
-from cernvm_fixtures.providers.docker import LABEL_RESOURCE, LABEL_RUN
 
-from ..conftest import ROOT, ledger_entries, subprocess_env
+from ..helpers import ROOT, docker_objects_under, ledger_entries, outcomes, run_scenarios, skip_reasons
 
 pytestmark = pytest.mark.integration
-
-LOOPBACK = ["--allow-hosts=127.0.0.1,::1", "--allow-unix-socket"]
-
-
-def docker_objects_under(directory: Path) -> list[str]:
-    """Containers, images and volumes labelled by cernvm-fixtures whose ledger entry points under ``directory``."""
-    import docker
-
-    client = docker.from_env()
-    try:
-        found = []
-        selector = {"label": LABEL_RUN}
-        for container in client.containers.list(all=True, filters=selector):
-            if str(directory) in container.labels.get(LABEL_RESOURCE, ""):
-                found.append(f"container {container.name}")
-        for image in client.images.list(filters=selector):
-            if str(directory) in (image.labels or {}).get(LABEL_RESOURCE, ""):
-                found.append(f"image {image.tags or image.id}")
-        for volume in client.volumes.list(filters=selector):
-            if str(directory) in (volume.attrs.get("Labels") or {}).get(LABEL_RESOURCE, ""):
-                found.append(f"volume {volume.name}")
-        return found
-    finally:
-        client.close()
 
 
 def assert_nothing_left(tmp_path: Path, output: str = "") -> None:
@@ -60,41 +32,12 @@ def assert_nothing_left(tmp_path: Path, output: str = "") -> None:
     assert not list(state.glob("runs/*/machines/*")), "machine directories left behind"
 
 
-def run_suite(
-    tmp_path: Path, *args: str, config: str | None = None, conftest: str | None = None, timeout: float = 300
-) -> subprocess.CompletedProcess:
-    """Run the real scenario files with the plugin in a fresh process; nothing may be left afterwards."""
-    work = tmp_path / "work"
-    shutil.copytree(ROOT / "scenarios", work / "scenarios")
-    if config is not None:
-        (work / "cernvm.toml").write_text(textwrap.dedent(config))
-    if conftest is not None:
-        (work / "scenarios" / "conftest.py").write_text(textwrap.dedent(conftest))
-    state = tmp_path / "state"
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "scenarios", "-p", "no:cacheprovider", "-rA", *LOOPBACK, *args],
-        cwd=work,
-        env=subprocess_env(state),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    result.output = result.stdout + result.stderr
+def run_suite(tmp_path: Path, *args: str, config: str | None = None, conftest: str | None = None) -> subprocess.CompletedProcess:
+    """The scenario suite in a fresh process; nothing may be left afterwards."""
+    result = run_scenarios(tmp_path, *args, config=config, conftest=conftest, timeout=300)
     assert_nothing_left(tmp_path, result.output)
-    assert not list(state.glob("runs/*")), "run directory left behind"
+    assert not list((tmp_path / "state").glob("runs/*")), "run directory left behind"
     return result
-
-
-def outcomes(output: str) -> dict[str, str]:
-    """'test_name[target]' -> PASSED/FAILED/ERROR/SKIPPED, from pytest's -rA short summary."""
-    found = {}
-    for status, nodeid in re.findall(r"^(PASSED|FAILED|ERROR) (\S+)", output, re.M):
-        found[nodeid.split("::")[-1]] = status
-    return found
-
-
-def skip_reasons(output: str) -> list[str]:
-    return re.findall(r"^SKIPPED \[\d+\] \S+:\d+: (.*)$", output, re.M)
 
 
 def test_scenario_suite_passes_on_the_appliance_in_both_modes(tmp_path):

@@ -36,12 +36,11 @@ from cernvm_fixtures.providers import ec2 as ec2mod
 from cernvm_fixtures.providers.ec2 import Ec2Provider
 from cernvm_fixtures.run import Keep, Run
 
-from ..conftest import ROOT, domains_under, ledger_entries, subprocess_env
+from ..helpers import ROOT, cli, domains_under, ledger_entries, pytest_command, subprocess_env
 from .moto_server import Moto, moto  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.integration
 
-LOOPBACK = ["--allow-hosts=127.0.0.1,::1", "--allow-unix-socket"]
 CIDR = "203.0.113.7/32"
 HERE = Path(__file__).resolve().parent
 
@@ -435,8 +434,7 @@ def test_sweep_removes_what_a_killed_run_left(moto, ami, tmp_path, ledger):
     assert len(ledger_entries(state)) == 7
     if ledger == "lost":
         shutil.rmtree(state)
-    sweep = subprocess.run([sys.executable, "-m", "cernvm_fixtures.cli", "sweep", "--config", str(cfg)],
-                           env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    sweep = cli(state, "sweep", "--config", str(cfg), cwd=tmp_path)
     assert sweep.returncode == 0, sweep.stdout + sweep.stderr
     assert "destroyed ec2 instance" in sweep.stdout and "destroyed ec2 vpc" in sweep.stdout
     assert moto.tagged(value=run_id) == {}, sweep.stdout
@@ -744,8 +742,7 @@ def test_scenario_suite_end_to_end_against_moto_with_standins(moto, ami, tmp_pat
     marker = "SECRET-" + secrets.token_hex(12)
     env = dict(subprocess_env(state), AWS_SECRET_ACCESS_KEY=marker)
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "scenarios", "-p", "no:cacheprovider", "-rA", *LOOPBACK,
-         "--junitxml", str(tmp_path / "report.xml")],
+        pytest_command("scenarios", "--junitxml", str(tmp_path / "report.xml")),
         cwd=work, env=env, capture_output=True, text=True, timeout=600,
     )
     output = result.stdout + result.stderr
@@ -780,8 +777,8 @@ def test_bad_config_in_a_pytest_run_is_one_clear_error(moto, tmp_path):
     work.mkdir()
     (work / "test_it.py").write_text("def test_it(cernvm):\n    pass\n")
     config_file(work / "cernvm.toml", moto, "ami-0123456789abcdef0", tags={"test-case": "bad-ami"})
-    result = subprocess.run([sys.executable, "-m", "pytest", "test_it.py", "-p", "no:cacheprovider", *LOOPBACK],
-                            cwd=work, env=subprocess_env(tmp_path / "state"), capture_output=True, text=True, timeout=120)
+    result = subprocess.run(pytest_command("test_it.py"), cwd=work, env=subprocess_env(tmp_path / "state"),
+                            capture_output=True, text=True, timeout=120)
     output = result.stdout + result.stderr
     assert result.returncode == 1
     assert "targets.ec2.image: AMI ami-0123456789abcdef0 not found in region eu-west-1" in output, output

@@ -18,7 +18,7 @@ from cernvm_fixtures.instance import launch
 from cernvm_fixtures.run import Run
 from cernvm_fixtures.transport.ssh import HostKeyMismatch, SSHTransport
 
-from ..conftest import domains_under
+from ..helpers import domains_under
 
 pytestmark = pytest.mark.integration
 

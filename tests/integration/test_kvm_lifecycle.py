@@ -6,8 +6,6 @@ import json
 import shutil
 import signal
 import subprocess
-import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -18,11 +16,9 @@ from cernvm_fixtures.errors import ReadinessError
 from cernvm_fixtures.instance import launch
 from cernvm_fixtures.run import Run
 
-from ..conftest import domains_under, ledger_entries, subprocess_env
+from ..helpers import cli, domains_under, ledger_entries, start_pytest
 
 pytestmark = pytest.mark.integration
-
-LOOPBACK = ["--allow-hosts=127.0.0.1,::1", "--allow-unix-socket"]
 
 A_TEST = """
 def test_uname(cernvm):
@@ -36,20 +32,8 @@ def test_fails(cernvm):
 
 
 def pytest_process(tmp_path: Path, test: str, *args: str, config_text: str | None = None) -> subprocess.Popen:
-    work = tmp_path / "work"
-    work.mkdir(exist_ok=True)
-    (work / "test_it.py").write_text(textwrap.dedent(test))
-    if config_text:
-        (work / "cernvm.toml").write_text(textwrap.dedent(config_text))
-    return subprocess.Popen(
-        # the built-in defaults also declare docker targets: these tests are about kvm
-        [sys.executable, "-m", "pytest", "test_it.py", "-p", "no:cacheprovider", "-rA", *LOOPBACK, "--cernvm-target=kvm", *args],
-        cwd=work,
-        env=subprocess_env(tmp_path / "state"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    # the built-in defaults also declare docker targets: these tests are about kvm
+    return start_pytest(tmp_path, test, "--cernvm-target=kvm", *args, config=config_text)
 
 
 def wait_for_domain(tmp_path: Path, process: subprocess.Popen, seconds: float = 120) -> str:
@@ -91,10 +75,7 @@ def test_sigkill_leaves_only_what_sweep_removes(tmp_path):
     assert domains_under(tmp_path) == [], "libvirt auto-destroys the domain of a killed run"
     left = ledger_entries(tmp_path / "state")
     assert {e["name"] for e in left} == {name}, "the ledger still knows what the killed run made"
-    sweep = subprocess.run(
-        [sys.executable, "-m", "cernvm_fixtures.cli", "sweep"],
-        env=subprocess_env(tmp_path / "state"), capture_output=True, text=True, timeout=120, cwd=tmp_path,
-    )
+    sweep = cli(tmp_path / "state", "sweep", cwd=tmp_path)
     assert sweep.returncode == 0, sweep.stderr
     assert f"destroyed kvm directory {name}" in sweep.stdout
     assert_nothing_left(tmp_path)
@@ -114,10 +95,7 @@ def test_keep_on_failure_keeps_and_explains(tmp_path):
         assert entries and all(e["kept"] for e in entries)
     finally:
         for name in kept:
-            down = subprocess.run(
-                [sys.executable, "-m", "cernvm_fixtures.cli", "down", name],
-                env=subprocess_env(tmp_path / "state"), capture_output=True, text=True, timeout=120,
-            )
+            down = cli(tmp_path / "state", "down", name)
             assert down.returncode == 0, down.stderr
     assert_nothing_left(tmp_path)
 
@@ -178,19 +156,18 @@ def test_unknown_target_selection(tmp_path):
 
 
 def test_up_list_login_down(tmp_path):
-    env = subprocess_env(tmp_path / "state")
-    cli = [sys.executable, "-m", "cernvm_fixtures.cli"]
-    up = subprocess.run([*cli, "up", "kvm"], env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    state = tmp_path / "state"
+    up = cli(state, "up", "kvm", timeout=600, cwd=tmp_path)
     assert up.returncode == 0, up.stderr
     name = up.stdout.split()[0]
     try:
-        listing = subprocess.run([*cli, "list"], env=env, capture_output=True, text=True, timeout=60).stdout
+        listing = cli(state, "list").stdout
         assert name in listing and "kept" in listing
         login = json.loads(next((tmp_path / "state").glob("runs/*/ledger/*domain*.json")).read_text())["data"]["login"]
         result = subprocess.run(login.split() + ["-o", "BatchMode=yes", "hostname"], capture_output=True, text=True, timeout=60)
         assert result.stdout.strip() == name, result.stderr
     finally:
-        down = subprocess.run([*cli, "down", name], env=env, capture_output=True, text=True, timeout=120)
+        down = cli(state, "down", name)
     assert down.returncode == 0, down.stderr
     assert_nothing_left(tmp_path)
 
@@ -203,12 +180,10 @@ def test_sweep_finds_a_domain_from_its_metadata_when_the_ledger_is_lost(tmp_path
     assert domains_under(tmp_path) == [name], "a kept run's domain is not auto-destroyed"
     for ledger in (tmp_path / "state").glob("runs/*/ledger"):
         shutil.rmtree(ledger)
-    env = subprocess_env(tmp_path / "state")
-    cli = [sys.executable, "-m", "cernvm_fixtures.cli"]
-    dry = subprocess.run([*cli, "sweep", "--dry-run"], env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    dry = cli(tmp_path / "state", "sweep", "--dry-run", cwd=tmp_path)
     assert f"would destroy kvm domain {name}" in dry.stdout, dry.stdout + dry.stderr
     assert domains_under(tmp_path) == [name], "--dry-run destroys nothing"
-    sweep = subprocess.run([*cli, "sweep"], env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    sweep = cli(tmp_path / "state", "sweep", cwd=tmp_path)
     assert sweep.returncode == 0 and f"destroyed kvm domain {name}" in sweep.stdout, sweep.stdout + sweep.stderr
     assert domains_under(tmp_path) == []
     assert not list((tmp_path / "state").glob("runs/*/machines/*"))
@@ -220,10 +195,7 @@ def test_keep_always_keeps_passing_instances(tmp_path):
     assert process.returncode == 0, output
     kept = domains_under(tmp_path)
     assert len(kept) == 1 and f"cernvm-fixtures down {kept[0]}" in output
-    down = subprocess.run(
-        [sys.executable, "-m", "cernvm_fixtures.cli", "down", kept[0]],
-        env=subprocess_env(tmp_path / "state"), capture_output=True, text=True, timeout=120,
-    )
+    down = cli(tmp_path / "state", "down", kept[0])
     assert down.returncode == 0, down.stderr
     assert_nothing_left(tmp_path)
 

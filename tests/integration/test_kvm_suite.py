@@ -8,51 +8,23 @@ its scenario fail, with a message naming what is wrong.
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 
-from ..conftest import ROOT, domains_under, ledger_entries, subprocess_env
+from ..helpers import ROOT, domains_under, ledger_entries, outcomes, run_scenarios
 
 pytestmark = pytest.mark.integration
 
-LOOPBACK = ["--allow-hosts=127.0.0.1,::1", "--allow-unix-socket"]
 
-
-def run_suite(tmp_path: Path, *args: str, config: str | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
-    """Run the real scenario files with the plugin in a fresh process; nothing may be left afterwards."""
-    work = tmp_path / "work"
-    shutil.copytree(ROOT / "scenarios", work / "scenarios")
-    if config is not None:
-        (work / "cernvm.toml").write_text(textwrap.dedent(config))
-    state = tmp_path / "state"
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "scenarios", "-p", "no:cacheprovider", "-rA", *LOOPBACK, *args],
-        cwd=work,
-        env=subprocess_env(state),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    result.output = result.stdout + result.stderr
+def run_suite(tmp_path: Path, *args: str, config: str | None = None) -> subprocess.CompletedProcess:
+    """The scenario suite in a fresh process; no domain, ledger entry or run directory may be left."""
+    result = run_scenarios(tmp_path, *args, config=config)
     assert domains_under(tmp_path) == [], f"domains left behind:\n{result.output[-3000:]}"
-    assert ledger_entries(state) == [], "ledger entries left behind"
-    assert not list(state.glob("runs/*")), "run directory left behind"
+    assert ledger_entries(tmp_path / "state") == [], "ledger entries left behind"
+    assert not list((tmp_path / "state").glob("runs/*")), "run directory left behind"
     return result
-
-
-def outcomes(output: str) -> dict[str, str]:
-    """test name -> PASSED/FAILED/SKIPPED/ERROR from pytest's -rA short summary."""
-    found = {}
-    for status, nodeid in re.findall(r"^(PASSED|FAILED|SKIPPED|ERROR) (\S+)", output, re.M):
-        found[nodeid.split("::")[-1].split("[")[0]] = status
-    for nodeid in re.findall(r"^SKIPPED \[\d+\] (\S+?):\d+:", output, re.M):
-        found.setdefault(nodeid, "SKIPPED")
-    return found
 
 
 def test_scenario_suite_passes_on_the_appliance(tmp_path):
@@ -60,7 +32,7 @@ def test_scenario_suite_passes_on_the_appliance(tmp_path):
     assert result.returncode == 0, result.output[-6000:]
     found = outcomes(result.output)
     assert found and all(status == "PASSED" for status in found.values()), found
-    assert len(found) == 16
+    assert len(found) == 16 and all(name.endswith("[kvm]") for name in found)
     assert "cernvm: target x scenario" in result.output
 
 
@@ -83,7 +55,7 @@ NEGATIVE = [
 def test_broken_variant_fails_its_scenario(tmp_path, image, selection, failing, message):
     result = run_suite(tmp_path, "-k", f"kvm and ({selection})", f"--cernvm-image={image}")
     found = outcomes(result.output)
-    assert {name for name, status in found.items() if status == "FAILED"} == failing, result.output[-6000:]
+    assert {name for name, status in found.items() if status == "FAILED"} == {f"{n}[kvm]" for n in failing}, result.output[-6000:]
     assert message in result.output
     assert result.returncode == 1
 
@@ -98,7 +70,7 @@ def test_wrong_nic_fails_the_network_scenario(tmp_path):
             nic_model = "e1000"
         """,
     )
-    assert outcomes(result.output) == {"test_network_driver": "FAILED"}, result.output[-4000:]
+    assert outcomes(result.output) == {"test_network_driver[kvm-e1000]": "FAILED"}, result.output[-4000:]
     assert "eth0 is driven by e1000, expected virtio_net" in result.output
 
 
@@ -108,5 +80,5 @@ def test_wrong_profile_fails_the_kernel_scenario(tmp_path):
     broken.write_text(profile.replace("{ expect = '^\\d+\\.\\d+\\.\\d+-\\d+-amd64$' }", "{ expect = '^\\d+\\.\\d+\\.\\d+-\\d+\\.cernvm\\.x86_64$' }"))
     assert broken.read_text() != profile
     result = run_suite(tmp_path, "-k", "kvm and kernel_release", f"--cernvm-profile={broken}")
-    assert outcomes(result.output) == {"test_kernel_release": "FAILED"}, result.output[-4000:]
+    assert outcomes(result.output) == {"test_kernel_release[kvm]": "FAILED"}, result.output[-4000:]
     assert re.search(r"kernel release is '\d+\.\d+\.\d+-\d+-amd64', but profile 'appliance' expects", result.output)

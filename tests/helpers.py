@@ -1,0 +1,129 @@
+"""Helpers of the harness's own tests: run pytest with the plugin in a separate process, read what it did,
+and find what it left behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+LOOPBACK = ["--allow-hosts=127.0.0.1,::1", "--allow-unix-socket"]
+"""The test command's network rule, passed on to every pytest these tests start."""
+
+
+def subprocess_env(state: Path) -> dict[str, str]:
+    env = dict(os.environ, CERNVM_FIXTURES_STATE=str(state))
+    env.pop("PYTEST_ADDOPTS", None)
+    return env
+
+
+def ledger_entries(state: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in state.glob("runs/*/ledger/*.json")]
+
+
+def domains_under(directory: Path) -> list[str]:
+    """libvirt domains whose recorded machine directory lies under ``directory`` (i.e. made by that test)."""
+    names = subprocess.run(
+        ["virsh", "-c", "qemu:///system", "list", "--all", "--name"], capture_output=True, text=True, check=True
+    ).stdout.split()
+    found = []
+    for name in names:
+        if not name.startswith("cvmfx-"):
+            continue
+        xml = subprocess.run(["virsh", "-c", "qemu:///system", "dumpxml", name], capture_output=True, text=True).stdout
+        if str(directory) in xml:
+            found.append(name)
+    return found
+
+
+def docker_objects_under(directory: Path) -> list[str]:
+    """Containers, images and volumes labelled by cernvm-fixtures whose ledger entry points under ``directory``."""
+    import docker
+
+    from cernvm_fixtures.providers.docker import LABEL_RESOURCE, LABEL_RUN
+
+    client = docker.from_env()
+    try:
+        found = []
+        selector = {"label": LABEL_RUN}
+        for container in client.containers.list(all=True, filters=selector):
+            if str(directory) in container.labels.get(LABEL_RESOURCE, ""):
+                found.append(f"container {container.name}")
+        for image in client.images.list(filters=selector):
+            if str(directory) in (image.labels or {}).get(LABEL_RESOURCE, ""):
+                found.append(f"image {image.tags or image.id}")
+        for volume in client.volumes.list(filters=selector):
+            if str(directory) in (volume.attrs.get("Labels") or {}).get(LABEL_RESOURCE, ""):
+                found.append(f"volume {volume.name}")
+        return found
+    finally:
+        client.close()
+
+
+def pytest_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rA", *LOOPBACK, *args]
+
+
+def write_work(tmp_path: Path, *, config: str | None = None, tests: dict[str, str] | None = None) -> Path:
+    """A work directory with the given cernvm.toml and test files (text is dedented)."""
+    work = tmp_path / "work"
+    work.mkdir(exist_ok=True)
+    for name, text in {"cernvm.toml": config, **(tests or {})}.items():
+        if text is not None:
+            (work / name).write_text(textwrap.dedent(text))
+    return work
+
+
+def run_scenarios(tmp_path: Path, *args: str, config: str | None = None, conftest: str | None = None,
+                  timeout: float = 900) -> subprocess.CompletedProcess:
+    """The real scenario files, run by the plugin in a fresh process with a private state directory.
+
+    The result carries ``output`` (stdout and stderr); callers assert that nothing was left behind.
+    """
+    work = write_work(tmp_path, config=config)
+    shutil.copytree(ROOT / "scenarios", work / "scenarios")
+    if conftest is not None:
+        (work / "scenarios" / "conftest.py").write_text(textwrap.dedent(conftest))
+    result = subprocess.run(
+        pytest_command("scenarios", *args), cwd=work, env=subprocess_env(tmp_path / "state"),
+        capture_output=True, text=True, timeout=timeout,
+    )
+    result.output = result.stdout + result.stderr
+    return result
+
+
+def start_pytest(tmp_path: Path, test: str, *args: str, config: str | None = None) -> subprocess.Popen:
+    """One test file run by the plugin in a process of its own (to signal, kill or wait for)."""
+    work = write_work(tmp_path, config=config, tests={"test_it.py": test})
+    return subprocess.Popen(
+        pytest_command("test_it.py", *args), cwd=work, env=subprocess_env(tmp_path / "state"),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+
+
+def outcomes(output: str) -> dict[str, str]:
+    """'test_name[params]' -> PASSED/FAILED/ERROR, from pytest's -rA short summary (skips: skip_reasons)."""
+    found = {}
+    for status, nodeid in re.findall(r"^(PASSED|FAILED|ERROR) (\S+)", output, re.M):
+        found[nodeid.split("::")[-1]] = status
+    return found
+
+
+def skip_reasons(output: str) -> list[str]:
+    """The reasons of the skipped tests, from pytest's -rA short summary."""
+    return re.findall(r"^SKIPPED \[\d+\] \S+:\d+: (.*)$", output, re.M)
+
+
+def cli(state: Path, *args: str, timeout: float = 120, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """``cernvm-fixtures ARGS`` with a private state directory."""
+    return subprocess.run(
+        [sys.executable, "-m", "cernvm_fixtures.cli", *args], env=subprocess_env(state),
+        capture_output=True, text=True, timeout=timeout, cwd=cwd,
+    )
