@@ -8,6 +8,7 @@ ledger alone, by this process, the plugin's end-of-run check, or ``sweep``.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -25,6 +26,15 @@ if TYPE_CHECKING:
     from ..transport.base import Transport
 
 log = logging.getLogger(__name__)
+
+KEYS_BLOCK = re.compile(r"-----BEGIN SSH HOST KEY KEYS-----\r?\n(.*?)-----END SSH HOST KEY KEYS-----", re.S)
+"""The block of host public keys cloud-init (and the test appliance) print on the console."""
+ANSI = re.compile(r"\x1b(\[[0-9;?]*[A-Za-z]|c)")
+
+
+def console_text(text: str) -> str:
+    """Console output as plain text: terminal escape sequences dropped, CRLF as LF."""
+    return ANSI.sub("", text).replace("\r\n", "\n")
 
 
 class ProviderOptions(BaseModel):
@@ -103,6 +113,13 @@ class Machine(ABC):
     def console_log(self) -> str:
         """The serial console (or closest equivalent) so far; empty if the platform has none."""
         return ""
+
+    def host_keys(self) -> list[str] | None:
+        """The host keys from the last ``SSH HOST KEY KEYS`` block on the console, None if none was printed."""
+        blocks = KEYS_BLOCK.findall(self.console_log())
+        if not blocks:
+            return None
+        return [line.strip() for line in blocks[-1].splitlines() if line.strip()]
 
     def make_shared_folders(self, directory: Path) -> None:
         """Host side of the target's shared folders: its directories, or fresh ones under ``directory``."""

@@ -44,7 +44,7 @@ from pydantic import Field, ValidationInfo, field_validator
 from ..errors import ConfigError, PermanentError, ProviderError
 from ..ledger import DEFAULT_LIFETIME, Owner, Resource
 from ..transport.ssh import SSHTransport
-from .base import Machine, Provider, ProviderOptions
+from .base import Machine, Provider, ProviderOptions, console_text
 
 if TYPE_CHECKING:
     from ..context import Context
@@ -107,8 +107,6 @@ SHORT = {
 AMI_ID = re.compile(r"^ami-[0-9a-f]{8}(?:[0-9a-f]{9})?$")
 TAG_TEXT = re.compile(r"^[\w\s+\-=.:/@]*$")
 JUMP = re.compile(r"^(?:(?P<user>[^@\s]+)@)?(?P<host>\[[0-9A-Fa-f:.]+\]|[^\s:@\[\]]+)(?::(?P<port>\d{1,5}))?$")
-KEYS_BLOCK = re.compile(r"-----BEGIN SSH HOST KEY KEYS-----\r?\n(.*?)-----END SSH HOST KEY KEYS-----", re.S)
-ANSI = re.compile(r"\x1b(\[[0-9;?]*[A-Za-z]|c)")
 USER_DATA_LIMIT = 16 * 1024
 """Bytes of user data EC2 accepts (before base64)."""
 
@@ -453,7 +451,7 @@ def decode_console(output: str) -> str:
         text = base64.b64decode(output, validate=True).decode("utf-8", "replace")
     except ValueError:
         pass
-    return ANSI.sub("", text).replace("\r\n", "\n")
+    return console_text(text)
 
 
 # --- the provider ---------------------------------------------------------------------------------
@@ -1190,13 +1188,6 @@ class Ec2Machine(Machine):
         if text:
             self._console = text
         return self._console
-
-    def host_keys(self) -> list[str] | None:
-        """Host keys from the last ``SSH HOST KEY KEYS`` block on the console (cloud-init prints one), if any."""
-        blocks = KEYS_BLOCK.findall(self.console_log())
-        if not blocks:
-            return None
-        return [line.strip() for line in blocks[-1].splitlines() if line.strip()]
 
     def login_command(self) -> str:
         if self._endpoint is not None:

@@ -17,7 +17,6 @@ import atexit
 import json
 import logging
 import os
-import re
 import shutil
 import socket
 import threading
@@ -37,15 +36,13 @@ from ..dirs import cache_dir
 from ..errors import ConfigError, PermanentError, ProviderError
 from ..ledger import Resource
 from ..transport.ssh import SSHTransport
-from .base import Machine, Provider, ProviderOptions
+from .base import Machine, Provider, ProviderOptions, console_text
 
 log = logging.getLogger(__name__)
 
 NS = "https://cernvm-fixtures.invalid/ns/libvirt/1"
 """XML namespace of the metadata element that lets sweep recognise our domains."""
 
-KEYS_BLOCK = re.compile(r"-----BEGIN SSH HOST KEY KEYS-----\r?\n(.*?)-----END SSH HOST KEY KEYS-----", re.S)
-ANSI = re.compile(r"\x1b(\[[0-9;?]*[A-Za-z]|c)")
 
 
 class KvmOptions(ProviderOptions):
@@ -463,14 +460,7 @@ class KvmMachine(Machine):
             raw = self.console_file.read_bytes()
         except OSError:
             return ""
-        return ANSI.sub("", raw.decode("utf-8", "replace")).replace("\r\n", "\n")
-
-    def host_keys(self) -> list[str] | None:
-        """The host keys from the last ``SSH HOST KEY KEYS`` block on the console, if printed."""
-        blocks = KEYS_BLOCK.findall(self.console_log())
-        if not blocks:
-            return None
-        return [line.strip() for line in blocks[-1].splitlines() if line.strip()]
+        return console_text(raw.decode("utf-8", "replace"))
 
     def login_command(self) -> str:
         host, port = ("127.0.0.1", self.ssh_port) if self.options.network == "user" else (f"<{self.name} address>", 22)
