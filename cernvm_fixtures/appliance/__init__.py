@@ -46,18 +46,8 @@ from typing import Callable
 from ._builder import (CONSOLE_ARGS, CVMFS_ARGS, OS_PATH, OS_REPO, RELEASE,  # noqa: F401
                        SOURCE_DATE_EPOCH, VARIANTS, VERSION)
 from ._errors import ApplianceError
-from ._host import HOST_PACKAGES
 
-__all__ = ["VARIANTS", "VERSION", "ApplianceError", "Appliance", "build",
-           "READY_LINE", "READY_FILE", "HOST_PACKAGES", "INSTALL_COMMAND"]
-
-#: how to install everything the builder needs on a Debian host
-INSTALL_COMMAND = "apt-get install " + " ".join(HOST_PACKAGES)
-
-#: the line the appliance prints on the serial console when it is ready
-READY_LINE = "cernvm-fixtures: contextualization complete"
-#: the file the appliance creates when it is ready
-READY_FILE = "/run/cernvm-fixtures/ready"
+__all__ = ["VARIANTS", "VERSION", "ApplianceError", "Appliance", "build"]
 
 _logger = logging.getLogger(__name__)
 
