@@ -28,9 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from . import profile as profiles
 from . import providers
 from .errors import ConfigError
-
-APPLIANCE = "appliance"
-"""Image name of the project's own test appliance; ``appliance:<variant>`` picks a broken variant."""
+from .images import APPLIANCE, appliance_variant
 
 NAME = re.compile(r"^[a-z][a-z0-9-]{0,23}$")
 
@@ -124,7 +122,7 @@ DEFAULT_TARGETS: dict[str, dict[str, Any]] = {
 
 def default_profile(image: str, target: str, where: str) -> str:
     """The appliance knows its profile; any other image must name one."""
-    if image == APPLIANCE or image.startswith(APPLIANCE + ":"):
+    if appliance_variant(image) is not None:
         return APPLIANCE
     raise ConfigError(
         f"{where}: target {target!r} boots image {image!r}, so it needs a profile "

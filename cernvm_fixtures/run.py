@@ -62,8 +62,9 @@ class Run:
         return f"Run({self.id})"
 
     def name(self, target: str) -> str:
-        """A unique, greppable instance name: prefix, run id, target, random suffix."""
-        return f"cvmfx-{self.id}-{target}-{secrets.token_hex(2)}"
+        """A unique, greppable instance name: prefix, run id, target, 64 random bits (at most 56 characters:
+        within GCE's 63 and every other platform's limit for instance names and labels)."""
+        return f"cvmfx-{self.id}-{target}-{secrets.token_hex(8)}"
 
     @cached_property
     def key_file(self) -> Path:

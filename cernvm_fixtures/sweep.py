@@ -9,12 +9,13 @@ from .config import Config
 from .dirs import state_dir
 from .errors import CernvmError
 from .ledger import Ledger, Resource, all_ledgers
+from .providers.base import teardown_rank
 
 log = logging.getLogger(__name__)
 
 
 def find_leftovers(config: Config, *, include_kept: bool = False) -> list[tuple[Ledger | None, Resource]]:
-    """Resources nobody is responsible for, newest first (the order to destroy them in).
+    """Resources nobody is responsible for, in the order to destroy them in (dependents first, newest first).
 
     Ledger entries count when expired or when their owner process is gone;
     resources found on a platform with no ledger entry (the state directory was
@@ -22,10 +23,16 @@ def find_leftovers(config: Config, *, include_kept: bool = False) -> list[tuple[
     """
     found: list[tuple[Ledger | None, Resource]] = []
     recorded: set[str] = set()
+
+    def wanted(resource: Resource) -> bool:
+        if resource.leftover():
+            return True
+        return include_kept and resource.kept and owned_by_caller(resource)
+
     for ledger in all_ledgers(state_dir()):
         for resource in ledger.entries():
             recorded.add(resource.name)
-            if resource.leftover() or (include_kept and resource.kept):
+            if wanted(resource):
                 found.append((ledger, resource))
     scanned: set[tuple[str, str, str]] = set()
     for target in config.targets.values():
@@ -36,8 +43,25 @@ def find_leftovers(config: Config, *, include_kept: bool = False) -> list[tuple[
             continue
         for resource in platform:
             key = (resource.provider, resource.kind, resource.name)
-            if key not in scanned and (resource.leftover() or (include_kept and resource.kept)):
+            if key not in scanned and wanted(resource):
                 scanned.add(key)
                 found.append((None, resource))
-    found.sort(key=lambda pair: pair[1].created, reverse=True)
+    found.sort(key=lambda pair: teardown_key(pair[1]), reverse=True)
     return found
+
+
+def owned_by_caller(resource: Resource) -> bool:
+    """Whether the resource's provider says the caller made it (False for a provider not installed)."""
+    try:
+        return providers.get(resource.provider).owned_by_caller(resource)
+    except CernvmError:
+        return False
+
+
+def teardown_key(resource: Resource) -> tuple[int, float]:
+    """Destroy in the reverse of the provider's declared creation order, newest first."""
+    try:
+        order = providers.get(resource.provider).creation_order
+    except CernvmError:
+        order = ()
+    return teardown_rank(order, resource)

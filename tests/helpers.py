@@ -44,23 +44,27 @@ def domains_under(directory: Path) -> list[str]:
 
 
 def docker_objects_under(directory: Path) -> list[str]:
-    """Containers, images and volumes labelled by cernvm-fixtures whose ledger entry points under ``directory``."""
+    """Containers, images and volumes labelled by cernvm-fixtures whose state directory lies under ``directory``."""
     import docker
 
-    from cernvm_fixtures.providers.docker import LABEL_RESOURCE, LABEL_RUN
+    from cernvm_fixtures.providers.docker import LABEL_RUN, labelled_state
 
     client = docker.from_env()
+
+    def ours(labels: dict[str, str] | None) -> bool:
+        return (labelled_state(labels) or "").startswith(str(directory))
+
     try:
         found = []
         selector = {"label": LABEL_RUN}
         for container in client.containers.list(all=True, filters=selector):
-            if str(directory) in container.labels.get(LABEL_RESOURCE, ""):
+            if ours(container.labels):
                 found.append(f"container {container.name}")
         for image in client.images.list(filters=selector):
-            if str(directory) in (image.labels or {}).get(LABEL_RESOURCE, ""):
+            if ours(image.labels):
                 found.append(f"image {image.tags or image.id}")
         for volume in client.volumes.list(filters=selector):
-            if str(directory) in (volume.attrs.get("Labels") or {}).get(LABEL_RESOURCE, ""):
+            if ours(volume.attrs.get("Labels")):
                 found.append(f"volume {volume.name}")
         return found
     finally:

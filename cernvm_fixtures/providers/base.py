@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import logging
 import re
+import socket
 import time
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -43,31 +44,48 @@ class ProviderOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class Provider(ABC):
+OptionsT = TypeVar("OptionsT", bound=ProviderOptions)
+MachineT = TypeVar("MachineT", bound="Machine")
+
+
+def teardown_rank(order: tuple[str, ...], resource: Resource) -> tuple[int, float]:
+    """Sort key for destroying: a kind later in ``order`` (or unknown) first, then the newest first (reverse=True)."""
+    return (order.index(resource.kind) if resource.kind in order else len(order), resource.created)
+
+
+class Provider(ABC, Generic[OptionsT, MachineT]):
     """Knows one platform: launches machines for a target and destroys what it recorded."""
 
     name: ClassVar[str]
     Options: ClassVar[type[ProviderOptions]] = ProviderOptions
     shares_folders: ClassVar[bool] = False
     """Whether the provider can hand host folders to instances (target key ``shared_folders``)."""
+    creation_order: ClassVar[tuple[str, ...]] = ()
+    """Resource kinds in the order they depend on each other; teardown and sweep go the other way."""
 
     def __init__(self, target: Target, run: Run) -> None:
         self.target = target
         self.run = run
-        self.options: Any = target.options
+        self.options: OptionsT = target.options
 
     @abstractmethod
-    def machine(self, name: str) -> Machine:
+    def machine(self, name: str) -> MachineT:
         """A machine object for ``name``, with nothing created yet (so a failed launch can still be cleaned up)."""
 
     @abstractmethod
-    def launch(self, machine: Machine, context: Context) -> None:
+    def launch(self, machine: MachineT, context: Context) -> None:
         """Record, then create the machine booted with this context; returns once it was started."""
 
     @classmethod
     @abstractmethod
     def destroy_resource(cls, resource: Resource) -> None:
         """Destroy one recorded resource from its ledger data alone; a resource already gone is fine."""
+
+    @classmethod
+    def owned_by_caller(cls, resource: Resource) -> bool:
+        """Whether whoever runs this process made the resource (``sweep --include-kept`` touches only those):
+        by default, a process on this host; a cloud compares its own account principal."""
+        return resource.owner.host == socket.gethostname()
 
     @classmethod
     def leftovers(cls, target: Target, recorded: set[str]) -> list[Resource]:
@@ -81,6 +99,27 @@ class Provider(ABC):
         machine.resources.append(resource)
         return resource
 
+    def record_directory(self, machine: Machine, directory: Path) -> Resource:
+        """Create the machine's own directory exclusively, then record it: a name that collides with another
+        machine's fails here, before anything of the other machine could be recorded as ours and deleted."""
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            directory.mkdir()
+        except FileExistsError:
+            raise ProviderError(f"{machine.name}: {directory} exists already (a name collision); nothing created") from None
+        return self.record(machine, "directory", machine.name, path=str(directory))
+
+    def created(self, resource: Resource, **data: Any) -> None:
+        """Add what the platform returned (its id...) to a recorded entry, durably."""
+        resource.data.update(data)
+        self.run.ledger.update(resource)
+
+    def drop(self, machine: Machine, resource: Resource) -> None:
+        """Destroy one resource now (e.g. an upload once imported) and forget it."""
+        type(self).destroy_resource(resource)
+        self.run.ledger.forget(resource)
+        machine.resources.remove(resource)
+
 
 class Machine(ABC):
     """One created machine or container, as its provider sees it."""
@@ -88,7 +127,7 @@ class Machine(ABC):
     slowdown: float = 1.0
     """Factor applied to readiness deadlines (e.g. software emulation is several times slower)."""
 
-    def __init__(self, provider: Provider, name: str) -> None:
+    def __init__(self, provider: Provider[Any, Any], name: str) -> None:
         self.provider = provider
         self.name = name
         self.resources: list[Resource] = []
@@ -129,9 +168,11 @@ class Machine(ABC):
             self.shared_folders[folder] = host
 
     def destroy(self) -> None:
-        """Destroy every recorded resource, newest first; idempotent, and keeps going past errors."""
+        """Destroy every recorded resource in the reverse of the provider's ``creation_order``, newest first;
+        idempotent, and keeps going past errors."""
         errors = []
-        for resource in reversed(list(self.resources)):
+        order = type(self.provider).creation_order
+        for resource in sorted(self.resources, key=lambda r: teardown_rank(order, r), reverse=True):
             try:
                 type(self.provider).destroy_resource(resource)
             except Exception as e:  # noqa: BLE001 - finish the others, report all at the end

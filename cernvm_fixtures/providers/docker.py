@@ -34,7 +34,6 @@ import atexit
 import fcntl
 import hashlib
 import io
-import json
 import logging
 import lzma
 import os
@@ -47,23 +46,26 @@ import time
 import zlib
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from ..config import APPLIANCE
 from ..context import Context
+from ..dirs import state_dir
 from ..errors import ConfigError, PermanentError, ProviderError
+from ..images import appliance_variant
 from ..ledger import Resource
 from ..transport.docker import DockerTransport
 from .base import Machine, Provider, ProviderOptions
+from .kit import FIELD_PREFIX, ClientCache, decode_fields, encode_fields, field, machine_directory, owned_directory
+from .kit import wait_until
 
 log = logging.getLogger(__name__)
 
-LABEL_RUN = "cernvm-fixtures.run"
-LABEL_RESOURCE = "cernvm-fixtures.resource"
+LABEL_RUN = FIELD_PREFIX + "run"
+"""Every container, image and volume cernvm-fixtures creates carries this label (sweep filters on it)."""
 UP_LINE = "cernvm-fixtures: /init is up"
 """What the container's main process prints once ``/init`` has prepared the container."""
 KEEPALIVE = ["/init", "sh", "-c", f"echo '{UP_LINE}'; exec sleep 2147483647"]
@@ -210,33 +212,32 @@ def _docker():
     return docker
 
 
-_clients: dict[str, Any] = {}
-_clients_lock = threading.Lock()
-
-
 def daemon_address(url: str | None) -> str:
+    """The daemon a client for ``url`` talks to (DOCKER_HOST, else the local socket)."""
     return url or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+
+
+def _client(key: str) -> Any:
+    docker = _docker()
+    url = key or None
+    try:
+        client = docker.DockerClient(base_url=url) if url else docker.from_env()
+        client.ping()
+    except docker.errors.DockerException as e:
+        raise ProviderError(
+            f"cannot reach the Docker daemon at {daemon_address(url)}: {e}. Is dockerd running? "
+            "(Debian: apt-get install docker.io, then start dockerd; ./dev does both.) "
+            "If it listens elsewhere, set DOCKER_HOST or the target's url."
+        ) from None
+    return client
+
+
+_clients: ClientCache[str, Any] = ClientCache(_client)
 
 
 def connect(url: str | None = None) -> Any:
     """One Docker client per daemon for the process; ProviderError naming the daemon if it does not answer."""
-    docker = _docker()
-    key = url or ""
-    with _clients_lock:
-        client = _clients.get(key)
-        if client is not None:
-            return client
-        try:
-            client = docker.DockerClient(base_url=url) if url else docker.from_env()
-            client.ping()
-        except docker.errors.DockerException as e:
-            raise ProviderError(
-                f"cannot reach the Docker daemon at {daemon_address(url)}: {e}. Is dockerd running? "
-                "(Debian: apt-get install docker.io, then start dockerd; ./dev does both.) "
-                "If it listens elsewhere, set DOCKER_HOST or the target's url."
-            ) from None
-        _clients[key] = client
-        return client
+    return _clients.get(url or "")
 
 
 # --- images -------------------------------------------------------------------------------------------------
@@ -300,26 +301,26 @@ def image_ref(run_id: str, digest: str) -> str:
     return f"cvmfx-{run_id}:{digest[:16]}"
 
 
-def label_json(resource: Resource) -> str:
-    return json.dumps(asdict(resource), sort_keys=True, separators=(",", ":"))
+def resource_labels(resource: Resource, state: Path | None = None) -> dict[str, str]:
+    """The labels that let ``sweep`` find and judge a resource without the ledger: its entry's fields, plus
+    the state directory it was made under (for people and tests; sweep never trusts a path from a label)."""
+    return encode_fields(resource, state=str(state or state_dir()))
 
 
-def resource_labels(resource: Resource) -> dict[str, str]:
-    """The labels that let ``sweep`` find and judge a resource without the ledger."""
-    return {LABEL_RUN: resource.run, LABEL_RESOURCE: label_json(resource)}
+def import_changes(labels: Mapping[str, str]) -> list[str]:
+    """Labels as a Dockerfile instruction for ``docker import --change`` (field values need no quoting)."""
+    return ["LABEL " + " ".join(f"{key}={value}" for key, value in labels.items())]
 
 
-def import_changes(resource: Resource) -> list[str]:
-    """The same labels as Dockerfile instructions for ``docker import --change``."""
-    quoted = label_json(resource).replace("\\", "\\\\").replace('"', '\\"')
-    return [f'LABEL {LABEL_RUN}={resource.run} {LABEL_RESOURCE}="{quoted}"']
+def resource_from_labels(labels: Mapping[str, str] | None) -> Resource | None:
+    """The docker ledger entry the labels carry; None if they are not ours."""
+    found = decode_fields(labels or {})
+    return found if found is not None and found.provider == "docker" else None
 
 
-def _resource_from_labels(labels: Mapping[str, str] | None) -> Resource | None:
-    try:
-        return Resource.from_json((labels or {})[LABEL_RESOURCE])
-    except (KeyError, ValueError, TypeError):
-        return None
+def labelled_state(labels: Mapping[str, str] | None) -> str | None:
+    """The state directory recorded in the labels (informational only)."""
+    return field(labels or {}, "state")
 
 
 _held: dict[tuple[str, str], str] = {}
@@ -461,12 +462,13 @@ class ImageSource:
     appliance: bool = False
 
 
-class DockerProvider(Provider):
+class DockerProvider(Provider[DockerOptions, "DockerMachine"]):
     """Runs CernVM's Docker image on a Docker daemon (local, or the one DOCKER_HOST names)."""
 
     name = "docker"
     Options = DockerOptions
     shares_folders = True
+    creation_order = ("directory", "image", "container", "volume")
 
     def machine(self, name: str) -> DockerMachine:
         return DockerMachine(self, name)
@@ -474,9 +476,9 @@ class DockerProvider(Provider):
     def image_source(self, client: Any) -> ImageSource:
         """Check the target's image before anything is created: tarball, appliance or local image."""
         image = self.target.image
-        if image == APPLIANCE or image.startswith(APPLIANCE + ":"):
-            variant = image.partition(":")[2]
-            if variant and variant != "ok":
+        variant = appliance_variant(image)
+        if variant is not None:
+            if variant != "ok":
                 raise ConfigError(
                     f"{self.target.where()}.image: {image!r}: the appliance's Docker tarball has no broken variants "
                     "(they are properties of a booted VM); use 'appliance', or give a tarball's path"
@@ -502,8 +504,7 @@ class DockerProvider(Provider):
             raise ConfigError(f"{self.target.where()}.image: {image!r} is not a valid Docker image name: {e.explanation or e}") from None
         return ImageSource(local=image)
 
-    def launch(self, machine: Machine, context: Context) -> None:
-        assert isinstance(machine, DockerMachine)
+    def launch(self, machine: DockerMachine, context: Context) -> None:
         options: DockerOptions = self.options
         # --- checks: nothing is created until all of them passed
         client = connect(options.url)
@@ -533,8 +534,7 @@ class DockerProvider(Provider):
 
         # --- creation, each resource recorded first
         directory = machine.directory
-        self.record(machine, "directory", machine.name, path=str(directory))
-        directory.mkdir(parents=True)
+        self.record_directory(machine, directory)
         mounted: dict[str, Path] = {}
         for repo, path in options.repositories.items():
             if path:
@@ -558,7 +558,7 @@ class DockerProvider(Provider):
                 environment=environment,
                 repositories=mounted,
                 shared=machine.shared_folders,
-                labels=resource_labels(resource),
+                labels=resource_labels(resource, self.run.directory.parent.parent),
                 hostname=context.hostname,
             )
             try:
@@ -591,7 +591,7 @@ class DockerProvider(Provider):
             repository, _, tag = ref.partition(":")
             try:
                 client.api.import_image_from_file(
-                    str(source.tarball.path), repository=repository, tag=tag, changes=import_changes(resource)
+                    str(source.tarball.path), repository=repository, tag=tag, changes=import_changes(resource_labels(resource, self.run.directory.parent.parent))
                 )
                 client.images.get(ref)
             except docker.errors.DockerException as e:
@@ -603,7 +603,10 @@ class DockerProvider(Provider):
     @classmethod
     def destroy_resource(cls, resource: Resource) -> None:
         if resource.kind == "directory":
-            shutil.rmtree(resource.data["path"], ignore_errors=True)
+            path = resource.data["path"]
+            if not owned_directory(path, resource.run, resource.name):
+                raise ProviderError(f"{path} is not a machine directory runs/{resource.run}/machines/{resource.name}")
+            shutil.rmtree(path, ignore_errors=True)
             return
         url = resource.data.get("url")
         if resource.kind == "image":
@@ -630,27 +633,42 @@ class DockerProvider(Provider):
 
     @classmethod
     def leftovers(cls, target, recorded: set[str]) -> list[Resource]:
-        """Containers, images and volumes labelled by cernvm-fixtures that no ledger entry covers."""
-        client = connect(target.options.url)
+        """Containers, images and volumes labelled by cernvm-fixtures that no ledger entry covers.
+
+        Only what is provably ours counts: a container whose own name is the recorded name (not one started
+        from our image, which inherits its labels), an image tagged with its run's own name (not a
+        ``docker commit`` of a container), and as the machine's directory only ``runs/<run>/machines/<name>``
+        under this state directory, never a path taken from a label.
+        """
+        url = target.options.url
+        client = connect(url)
         found: list[Resource] = []
         selector = {"label": LABEL_RUN}
         for container in client.containers.list(all=True, filters=selector):
-            resource = _resource_from_labels(container.labels)
-            if resource is None or resource.name in recorded:
+            resource = resource_from_labels(container.labels)
+            if resource is None or resource.name in recorded or resource.kind != "container":
                 continue
-            found.append(replace(resource, kind="container", name=container.name))
-            if "directory" in resource.data:
-                found.append(replace(resource, kind="directory", data={"path": resource.data["directory"]}))
+            if container.name != resource.name:
+                continue
+            found.append(replace(resource, data={"url": url}))
+            directory = machine_directory(state_dir(), resource.run, resource.name)
+            if directory is not None:
+                found.append(replace(resource, kind="directory", data={"path": str(directory)}))
         for image in client.images.list(filters=selector):
-            resource = _resource_from_labels(image.labels)
-            if resource is None or resource.name in recorded:
+            resource = resource_from_labels(image.labels)
+            if resource is None or resource.name in recorded or resource.kind != "image":
                 continue
-            found.append(replace(resource, kind="image", data={**resource.data, "id": image.id}))
+            own = [tag for tag in image.tags if tag.startswith(f"cvmfx-{resource.run}:")]
+            if not own:
+                continue
+            found.append(replace(resource, data={"url": url, "image": own[0], "id": image.id}))
         for volume in client.volumes.list(filters=selector):
-            resource = _resource_from_labels(volume.attrs.get("Labels"))
-            if resource is None or resource.name in recorded:
+            resource = resource_from_labels(volume.attrs.get("Labels"))
+            if resource is None or resource.name in recorded or resource.kind != "volume":
                 continue
-            found.append(replace(resource, kind="volume", name=volume.name))
+            if volume.name != resource.name:
+                continue
+            found.append(replace(resource, data={"url": url}))
         return found
 
 
@@ -677,23 +695,28 @@ class DockerMachine(Machine):
     def wait_running(self, deadline: float) -> None:
         """Running, and the main process's /init prepared the container (it prints UP_LINE), or why not."""
         docker = _docker()
-        while True:
+        seen = {"status": "unknown"}
+
+        def up() -> bool | None:
             try:
                 self.container.reload()
             except docker.errors.NotFound:
                 raise ContainerExited("the container disappeared") from None
             state = self.container.attrs.get("State", {})
-            status = state.get("Status")
+            status = seen["status"] = state.get("Status")
             if status == "running" and UP_LINE in self._logs():
-                return
+                return True
             if status in ("exited", "dead"):
                 tail = "\n".join(self._logs().strip().splitlines()[-15:])
                 raise ContainerExited(
                     f"the container's /init exited with status {state.get('ExitCode')} before it was up: {tail}"
                 )
-            if time.monotonic() > deadline:
-                raise ProviderError(f"container is {status}; /init has not said {UP_LINE!r}")
-            time.sleep(0.05)
+            return None
+
+        wait_until(
+            "container up", up, deadline, 0.05,
+            status=lambda: f"container is {seen['status']}; /init has not said {UP_LINE!r}",
+        )
 
     def transport(self) -> DockerTransport:
         if self._transport is None:

@@ -13,30 +13,28 @@ address from the DHCP leases, for real hosts.
 
 from __future__ import annotations
 
-import atexit
 import json
 import logging
 import os
 import shutil
 import socket
-import threading
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from xml.etree import ElementTree
-from xml.sax.saxutils import quoteattr
 
 from pydantic import Field
 
-from ..config import APPLIANCE
 from ..context import Context
 from ..context.nocloud import write_seed
-from ..dirs import cache_dir
+from ..dirs import cache_dir, state_dir
+from ..images import appliance_variant
 from ..errors import ConfigError, PermanentError, ProviderError
 from ..ledger import Resource
 from ..transport.ssh import SSHTransport
 from .base import Machine, Provider, ProviderOptions, console_text
+from .kit import ClientCache, decode_fields, encode_fields, machine_directory, owned_directory, wait_until
 
 log = logging.getLogger(__name__)
 
@@ -60,26 +58,11 @@ class KvmOptions(ProviderOptions):
     nic_model: Literal["virtio", "e1000", "rtl8139"] = "virtio"
     boot: Literal["cdrom", "kernel"] = "cdrom"
     """``kernel``: direct kernel boot (appliance only), faster than the documented CD boot."""
-    graphics: bool = True
-    """A VNC display bound to 127.0.0.1, as in the documented layout."""
+    graphics: bool = False
+    """A VNC display on 127.0.0.1 (it has no password; the harness uses the serial console), off unless asked."""
     slowdown: float = Field(4.0, ge=1.0)
     """Readiness deadlines are multiplied by this under software emulation (domain type qemu)."""
     user: str = "root"
-
-
-_connections: dict[str, object] = {}
-_connections_lock = threading.Lock()
-
-
-@atexit.register
-def _close_connections() -> None:
-    """Close while the interpreter is intact (libvirt's __del__ fails during shutdown)."""
-    while _connections:
-        _, conn = _connections.popitem()
-        try:
-            conn.close()
-        except Exception:  # noqa: BLE001 - best effort at exit
-            pass
 
 
 def _libvirt():
@@ -95,22 +78,25 @@ def default_uri() -> str:
     return "qemu:///system" if os.geteuid() == 0 else "qemu:///session"
 
 
-def connect(uri: str):
-    """One libvirt connection per URI for the whole process (auto-destroyed domains live as long as it)."""
+def _open(uri: str) -> Any:
     libvirt = _libvirt()
-    with _connections_lock:
-        conn = _connections.get(uri)
-        if conn is None or not conn.isAlive():
-            try:
-                conn = libvirt.open(uri)
-            except libvirt.libvirtError as e:
-                raise ProviderError(
-                    f"cannot connect to libvirt at {uri}: {e.get_error_message()}; "
-                    "is libvirtd running (and virtlogd)? On Debian: apt-get install libvirt-daemon-system; "
-                    "virtlogd -d; libvirtd -d"
-                ) from None
-            _connections[uri] = conn
-        return conn
+    try:
+        return libvirt.open(uri)
+    except libvirt.libvirtError as e:
+        raise ProviderError(
+            f"cannot connect to libvirt at {uri}: {e.get_error_message()}; "
+            "is libvirtd running (and virtlogd)? On Debian: apt-get install libvirt-daemon-system; "
+            "virtlogd -d; libvirtd -d"
+        ) from None
+
+
+# Closed at exit while the interpreter is intact (libvirt's __del__ fails during shutdown).
+_connections: ClientCache[str, Any] = ClientCache(_open, alive=lambda conn: conn.isAlive(), close=lambda c: c.close())
+
+
+def connect(uri: str) -> Any:
+    """One libvirt connection per URI for the whole process (auto-destroyed domains live as long as it)."""
+    return _connections.get(uri)
 
 
 def free_port() -> int:
@@ -166,13 +152,7 @@ def choose_domain_type(conn, uri: str, wait: float = 10.0) -> str:
     workdir = cache_dir() / f"kvm-probe-{os.getpid()}"
     workdir.mkdir(parents=True, exist_ok=True)
     console = workdir / "console.log"
-    xml = f"""<domain type='kvm'>
-  <name>cvmfx-probe-{os.getpid()}</name><memory unit='MiB'>256</memory><vcpu>1</vcpu>
-  <os><type arch='x86_64'>hvm</type><kernel>{kernel}</kernel><cmdline>console=ttyS0 panic=-1</cmdline></os>
-  <on_poweroff>destroy</on_poweroff><on_reboot>destroy</on_reboot><on_crash>destroy</on_crash>
-  <devices><serial type='file'><source path='{console}'/></serial></devices>
-  {_seclabel(uri)}
-</domain>"""
+    xml = probe_xml(name=f"cvmfx-probe-{os.getpid()}", kernel=kernel, console=console, uri=uri)
     chosen = "qemu"
     dom = None
     try:
@@ -199,11 +179,54 @@ def choose_domain_type(conn, uri: str, wait: float = 10.0) -> str:
     return chosen
 
 
-def _seclabel(uri: str) -> str:
-    """As root on the system URI, run QEMU as root so it can use the run's files where they are."""
+QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
+ElementTree.register_namespace("qemu", QEMU_NS)
+ElementTree.register_namespace("cvmfx", NS)
+
+
+def _element(parent: ElementTree.Element, tag: str, text: str | None = None, **attributes: str) -> ElementTree.Element:
+    """A child element; ElementTree escapes every text and attribute value."""
+    child = ElementTree.SubElement(parent, tag, attributes)
+    if text is not None:
+        child.text = text
+    return child
+
+
+def _seclabel(parent: ElementTree.Element, uri: str) -> None:
+    """As root on the system URI, run QEMU as root so it can use the run's files where they are.
+
+    QEMU stays root there because the run's files live in root's state directory (~/.local/state under
+    /root, mode 0700), which libvirt's unprivileged ``libvirt-qemu`` user cannot reach without relabelling
+    (``dynamic_ownership``) the user's own files; 9p shares use ``mapped`` so the guest cannot create
+    setuid files on the host whoever QEMU runs as.
+    """
     if os.geteuid() == 0 and uri.startswith("qemu:///system"):
-        return "<seclabel type='static' model='dac' relabel='no'><label>+0:+0</label></seclabel>"
-    return ""
+        label = _element(parent, "seclabel", type="static", model="dac", relabel="no")
+        _element(label, "label", "+0:+0")
+
+
+def _serialize(domain: ElementTree.Element) -> str:
+    ElementTree.indent(domain)
+    return ElementTree.tostring(domain, encoding="unicode") + "\n"
+
+
+def probe_xml(*, name: str, kernel: Path, console: Path, uri: str) -> str:
+    """The acceleration probe: a 256 MiB KVM guest booting ``kernel`` with its console in a file."""
+    domain = ElementTree.Element("domain", type="kvm")
+    _element(domain, "name", name)
+    _element(domain, "memory", "256", unit="MiB")
+    _element(domain, "vcpu", "1")
+    os_ = _element(domain, "os")
+    _element(os_, "type", "hvm", arch="x86_64")
+    _element(os_, "kernel", str(kernel))
+    _element(os_, "cmdline", "console=ttyS0 panic=-1")
+    for event in ("on_poweroff", "on_reboot", "on_crash"):
+        _element(domain, event, "destroy")
+    devices = _element(domain, "devices")
+    serial = _element(devices, "serial", type="file")
+    _element(serial, "source", path=str(console))
+    _seclabel(domain, uri)
+    return _serialize(domain)
 
 
 def domain_xml(
@@ -219,44 +242,60 @@ def domain_xml(
     console: Path,
     shared: dict[str, Path],
     ssh_port: int | None,
-    metadata: str,
+    metadata: dict[str, str],
 ) -> str:
-    """The libvirt domain XML for one machine (pure function, unit-tested)."""
-    q = quoteattr
+    """The libvirt domain XML for one machine (pure function, unit-tested); every value is escaped."""
+    domain = ElementTree.Element("domain", type=domain_type)
+    _element(domain, "name", name)
+    _element(_element(domain, "metadata"), f"{{{NS}}}resource", **metadata)
+    _element(domain, "memory", str(options.memory), unit="MiB")
+    _element(domain, "vcpu", str(options.vcpus))
+    os_ = _element(domain, "os")
+    _element(os_, "type", "hvm", arch="x86_64")
     if kernel is not None:
         vmlinuz, initrd, cmdline = kernel
-        boot = f"<kernel>{vmlinuz}</kernel><initrd>{initrd}</initrd><cmdline>{cmdline}</cmdline>"
+        _element(os_, "kernel", str(vmlinuz))
+        _element(os_, "initrd", str(initrd))
+        _element(os_, "cmdline", cmdline)
     else:
-        boot = "<boot dev='cdrom'/>"
-    devices = []
+        _element(os_, "boot", dev="cdrom")
+    features = _element(domain, "features")
+    for feature in ("acpi", "apic", "pae"):
+        _element(features, feature)
+    _element(domain, "on_poweroff", "destroy")
+    _element(domain, "on_reboot", "restart")
+    _element(domain, "on_crash", "destroy")
+    devices = _element(domain, "devices")
+
+    def disk_device(device: str, path: Path, target: str, bus: str, readonly: bool) -> None:
+        element = _element(devices, "disk", type="file", device=device)
+        _element(element, "driver", name="qemu", type="raw")
+        _element(element, "source", file=str(path))
+        _element(element, "target", dev=target, bus=bus)
+        if readonly:
+            _element(element, "readonly")
+
     if iso is not None:
-        devices.append(
-            f"<disk type='file' device='cdrom'><driver name='qemu' type='raw'/><source file={q(str(iso))}/>"
-            "<target dev='hdc' bus='ide'/><readonly/></disk>"
-        )
-    devices.append(
-        f"<disk type='file' device='disk'><driver name='qemu' type='raw'/><source file={q(str(disk))}/>"
-        "<target dev='vda' bus='virtio'/></disk>"
-    )
-    devices.append(
-        f"<disk type='file' device='cdrom'><driver name='qemu' type='raw'/><source file={q(str(seed))}/>"
-        "<target dev='hdd' bus='ide'/><readonly/></disk>"
-    )
+        disk_device("cdrom", iso, "hdc", "ide", True)
+    disk_device("disk", disk, "vda", "virtio", False)
+    disk_device("cdrom", seed, "hdd", "ide", True)
     for tag, path in shared.items():
-        devices.append(
-            f"<filesystem type='mount' accessmode='passthrough'><source dir={q(str(path))}/>"
-            f"<target dir={q(tag)}/></filesystem>"
-        )
+        # mapped (QEMU's security_model=mapped-xattr): guest owners and modes live in xattrs, so root in
+        # the guest cannot create setuid-root files on the host (passthrough would let it).
+        filesystem = _element(devices, "filesystem", type="mount", accessmode="mapped")
+        _element(filesystem, "source", dir=str(path))
+        _element(filesystem, "target", dir=tag)
     if options.network == "nat":
-        devices.append(
-            f"<interface type='network'><source network={q(options.nat_network)}/>"
-            f"<model type={q(options.nic_model)}/></interface>"
-        )
-    devices.append(f"<serial type='file'><source path={q(str(console))}/><target port='0'/></serial>")
+        interface = _element(devices, "interface", type="network")
+        _element(interface, "source", network=options.nat_network)
+        _element(interface, "model", type=options.nic_model)
+    serial = _element(devices, "serial", type="file")
+    _element(serial, "source", path=str(console))
+    _element(serial, "target", port="0")
     if options.graphics:
-        devices.append("<graphics type='vnc' autoport='yes' listen='127.0.0.1'/>")
-    devices.append("<memballoon model='none'/>")
-    commandline = ""
+        _element(devices, "graphics", type="vnc", autoport="yes", listen="127.0.0.1")
+    _element(devices, "memballoon", model="none")
+    _seclabel(domain, uri)
     if options.network == "user":
         device = {"virtio": "virtio-net-pci", "e1000": "e1000", "rtl8139": "rtl8139"}[options.nic_model]
         args = [
@@ -265,33 +304,29 @@ def domain_xml(
             "-device",
             f"{device},netdev=n0,bus=pci.0,addr=0x9",
         ]
-        commandline = (
-            "<qemu:commandline>" + "".join(f"<qemu:arg value={q(a)}/>" for a in args) + "</qemu:commandline>"
-        )
-    nl = "\n    "
-    return f"""<domain type={q(domain_type)} xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'>
-  <name>{name}</name>
-  <metadata><cvmfx:resource xmlns:cvmfx={q(NS)} json={q(metadata)}/></metadata>
-  <memory unit='MiB'>{options.memory}</memory>
-  <vcpu>{options.vcpus}</vcpu>
-  <os><type arch='x86_64'>hvm</type>{boot}</os>
-  <features><acpi/><apic/><pae/></features>
-  <on_poweroff>destroy</on_poweroff><on_reboot>restart</on_reboot><on_crash>destroy</on_crash>
-  <devices>
-    {nl.join(devices)}
-  </devices>
-  {_seclabel(uri)}
-  {commandline}
-</domain>
-"""
+        commandline = _element(domain, f"{{{QEMU_NS}}}commandline")
+        for arg in args:
+            _element(commandline, f"{{{QEMU_NS}}}arg", value=arg)
+    return _serialize(domain)
 
 
-class KvmProvider(Provider):
+def domain_fields(dom: Any) -> dict[str, str]:
+    """The ledger fields in a domain's metadata element (empty if it has none)."""
+    libvirt = _libvirt()
+    try:
+        text = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, NS)
+        return dict(ElementTree.fromstring(text).attrib)
+    except (libvirt.libvirtError, ElementTree.ParseError):
+        return {}
+
+
+class KvmProvider(Provider[KvmOptions, "KvmMachine"]):
     """Boots images under libvirt/QEMU on this host."""
 
     name = "kvm"
     Options = KvmOptions
     shares_folders = True
+    creation_order = ("directory", "domain")
 
     @property
     def uri(self) -> str:
@@ -299,11 +334,10 @@ class KvmProvider(Provider):
 
     def _boot_source(self) -> tuple[Path | None, tuple[Path, Path, str] | None]:
         """ISO to boot from the CD drive, or kernel+initrd+cmdline; validated before anything is created."""
-        image = self.target.image
-        if image == APPLIANCE or image.startswith(APPLIANCE + ":"):
+        variant = appliance_variant(self.target.image)
+        if variant is not None:
             from .. import appliance
 
-            variant = image.partition(":")[2] or "ok"
             built = appliance.build(variant)
             if self.options.boot == "kernel":
                 return None, (built.kernel, built.initrd, built.cmdline)
@@ -316,8 +350,7 @@ class KvmProvider(Provider):
     def machine(self, name: str) -> KvmMachine:
         return KvmMachine(self, name)
 
-    def launch(self, machine: Machine, context: Context) -> None:
-        assert isinstance(machine, KvmMachine)
+    def launch(self, machine: KvmMachine, context: Context) -> None:
         libvirt = _libvirt()
         iso, kernel = self._boot_source()
         conn = connect(self.uri)
@@ -326,8 +359,7 @@ class KvmProvider(Provider):
             domain_type = choose_domain_type(conn, self.uri)
         machine.set_domain_type(domain_type)
         name, directory = machine.name, machine.directory
-        self.record(machine, "directory", name, path=str(directory))
-        directory.mkdir(parents=True)
+        self.record_directory(machine, directory)
         disk = directory / "scratch.img"
         with open(disk, "wb") as f:
             f.truncate(self.options.disk_size * 1024**3)
@@ -349,7 +381,7 @@ class KvmProvider(Provider):
                 console=machine.console_file,
                 shared=machine.shared_folders,
                 ssh_port=port,
-                metadata=resource.to_json(),
+                metadata=encode_fields(resource),
             )
             try:
                 machine.domain = conn.createXML(xml, 0 if keep else libvirt.VIR_DOMAIN_START_AUTODESTROY)
@@ -366,7 +398,10 @@ class KvmProvider(Provider):
     @classmethod
     def destroy_resource(cls, resource: Resource) -> None:
         if resource.kind == "directory":
-            shutil.rmtree(resource.data["path"], ignore_errors=True)
+            path = resource.data["path"]
+            if not owned_directory(path, resource.run, resource.name):
+                raise ProviderError(f"{path} is not a machine directory runs/{resource.run}/machines/{resource.name}")
+            shutil.rmtree(path, ignore_errors=True)
             return
         if resource.kind != "domain":
             raise ProviderError(f"kvm cannot destroy unknown resource kind {resource.kind!r}")
@@ -389,24 +424,25 @@ class KvmProvider(Provider):
 
     @classmethod
     def leftovers(cls, target, recorded: set[str]) -> list[Resource]:
-        """Domains named ``cvmfx-*`` that carry our metadata but no ledger entry covers."""
-        libvirt = _libvirt()
+        """Domains named ``cvmfx-*`` that carry our metadata but no ledger entry covers.
+
+        Only a domain whose own name is the recorded name counts, and as its directory only
+        ``runs/<run>/machines/<name>`` under this state directory, never a path from the metadata.
+        """
         uri = target.options.uri or default_uri()
         found = []
         for dom in connect(uri).listAllDomains():
             if not dom.name().startswith("cvmfx-") or dom.name() in recorded:
                 continue
-            try:
-                text = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, NS)
-            except libvirt.libvirtError:
+            resource = decode_fields(domain_fields(dom))
+            if resource is None or resource.provider != "kvm" or resource.kind != "domain":
                 continue
-            try:
-                resource = Resource.from_json(ElementTree.fromstring(text).get("json", ""))
-            except (ElementTree.ParseError, ValueError, TypeError, KeyError):
+            if resource.name != dom.name():
                 continue
-            found.append(resource)
-            if "directory" in resource.data:
-                found.append(replace(resource, kind="directory", data={"path": resource.data["directory"]}))
+            found.append(replace(resource, data={"uri": uri}))
+            directory = machine_directory(state_dir(), resource.run, resource.name)
+            if directory is not None:
+                found.append(replace(resource, kind="directory", data={"path": str(directory)}))
         return found
 
 
@@ -429,15 +465,16 @@ class KvmMachine(Machine):
 
     def wait_running(self, deadline: float) -> None:
         libvirt = _libvirt()
-        while True:
+        seen = {"state": "unknown"}
+
+        def running() -> bool | None:
             state, reason = self.domain.state()
-            if state == libvirt.VIR_DOMAIN_RUNNING:
-                return
+            seen["state"] = f"state {state}, reason {reason}"
             if state in (libvirt.VIR_DOMAIN_SHUTOFF, libvirt.VIR_DOMAIN_CRASHED):
                 raise PermanentError(f"domain stopped (state {state}, reason {reason})")
-            if time.monotonic() > deadline:
-                raise ProviderError(f"domain still in state {state} (reason {reason})")
-            time.sleep(0.2)
+            return True if state == libvirt.VIR_DOMAIN_RUNNING else None
+
+        wait_until("domain running", running, deadline, 0.2, status=lambda: f"domain still in {seen['state']}")
 
     def address(self) -> tuple[str, int]:
         """Where SSH listens: the 127.0.0.1 forward, or the NAT address from the DHCP leases."""

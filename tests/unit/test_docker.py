@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import json
 import struct
 import tarfile
 import textwrap
@@ -269,15 +268,15 @@ def test_keepalive_runs_init_then_sleeps():
     assert provider.UP_LINE in KEEPALIVE[3] and "exec sleep" in KEEPALIVE[3]
 
 
-def test_labels_carry_the_ledger_entry():
-    resource = Resource(provider="docker", kind="container", name="cvmfx-r-docker-1", run="r", data={"directory": "/x y/\"z\""})
-    labels = resource_labels(resource)
-    assert labels["cernvm-fixtures.run"] == "r"
-    assert Resource.from_json(labels["cernvm-fixtures.resource"]) == resource
-    (change,) = import_changes(resource)
-    assert change.startswith("LABEL cernvm-fixtures.run=r cernvm-fixtures.resource=\"")
-    quoted = change.split("cernvm-fixtures.resource=", 1)[1]
-    assert json.loads(json.loads(quoted)) == json.loads(labels["cernvm-fixtures.resource"])
+def test_labels_carry_the_ledger_entry(tmp_path):
+    resource = Resource(provider="docker", kind="container", name="cvmfx-r-docker-1", run="r")
+    labels = resource_labels(resource, tmp_path / "st ate")
+    assert labels["cvmfx-run"] == "r" and provider.labelled_state(labels) == str(tmp_path / "st ate")
+    back = provider.resource_from_labels(labels)
+    assert (back.kind, back.name, back.run, back.owner) == (resource.kind, resource.name, resource.run, resource.owner)
+    (change,) = import_changes(labels)
+    assert change == "LABEL " + " ".join(f"{k}={v}" for k, v in labels.items())
+    assert provider.resource_from_labels({**labels, "cvmfx-provider": "kvm"}) is None, "another provider's entry"
 
 
 def test_image_names_are_per_run_and_content():

@@ -15,7 +15,10 @@ from botocore.stub import Stubber
 from cernvm_fixtures import config
 from cernvm_fixtures.errors import ConfigError, PermanentError, ProviderError
 from cernvm_fixtures.ledger import Owner, Resource
-from cernvm_fixtures.providers import ec2, ec2_image
+from cernvm_fixtures.providers import ec2
+from cernvm_fixtures.providers.ec2 import aws, network
+from cernvm_fixtures.providers.ec2 import tags as ec2_tags
+from cernvm_fixtures.providers.ec2 import image as ec2_image
 from cernvm_fixtures.providers.ec2 import Ec2Provider
 from cernvm_fixtures.run import Run
 
@@ -98,9 +101,9 @@ def test_unknown_key_is_rejected_with_the_valid_ones():
         ({"": "v"}, "is 0 characters, AWS allows 1-128"),
         ({"team": "v" * 257}, "value of 'team' is 257 characters, AWS allows 256"),
         ({"Name": "mine"}, "key 'Name' is set by cernvm-fixtures itself"),
-        ({"cernvm-fixtures:run": "x"}, "is set by cernvm-fixtures itself"),
+        ({"cvmfx-run": "x"}, "is set by cernvm-fixtures itself"),
         ({"team": "a;b"}, "has characters AWS does not allow"),
-        ({f"t{i}": "v" for i in range(42)}, "42 tags, at most 41"),
+        ({f"t{i}": "v" for i in range(30)}, "30 tags, at most 29"),
     ],
 )
 def test_malformed_tags(tags, problem):
@@ -217,23 +220,27 @@ def resource(kind="vpc", created=1_700_000_000.0, **data) -> Resource:
 
 def test_tags_carry_run_owner_expiry_and_cannot_be_overridden():
     r = resource()
-    tags = ec2.tag_dict(r, extra={"team": "sft", "Name": "sneaky", "cernvm-fixtures:run": "other"})
+    tags = ec2.tag_dict(r, extra={"team": "sft", "Name": "sneaky", "cvmfx-run": "other"})
     assert tags == {
         "team": "sft",
         "Name": "cvmfx-ab12cd34-ec2-beef-vpc",
-        "cernvm-fixtures:run": "ab12cd34",
-        "cernvm-fixtures:machine": "cvmfx-ab12cd34-ec2-beef",
-        "cernvm-fixtures:target": "ec2",
-        "cernvm-fixtures:kind": "vpc",
-        "cernvm-fixtures:owner": "runner-1/4242/987654",
-        "cernvm-fixtures:created": "1700000000.000000",
-        "cernvm-fixtures:expires": "2023-11-15T04:13:20Z",
+        "cvmfx-provider": "ec2",
+        "cvmfx-run": "ab12cd34",
+        "cvmfx-name": "cvmfx-ab12cd34-ec2-beef",
+        "cvmfx-target": "ec2",
+        "cvmfx-kind": "vpc",
+        "cvmfx-owner-host": "runner-1",
+        "cvmfx-owner-pid": "4242",
+        "cvmfx-owner-start": "987654",
+        "cvmfx-created": "1700000000000000",
+        "cvmfx-expires": "1700021600000000",
+        "cvmfx-kept": "false",
     }
     kept = resource()
     kept.kept = True
-    assert len(ec2.tag_dict(kept)) == ec2.OUR_TAGS and ec2.tag_dict(kept)["cernvm-fixtures:kept"] == "true"
+    assert len(ec2.tag_dict(kept)) <= ec2_tags.OUR_TAGS and ec2.tag_dict(kept)["cvmfx-kept"] == "true"
     assert ec2.tag_dict(resource("instance"))["Name"] == "cvmfx-ab12cd34-ec2-beef"
-    assert ec2._tag_problems({k: v for k, v in tags.items() if k != "team"}, reserved=0) != []
+    assert ec2.tag_problems({k: v for k, v in tags.items() if k != "team"}, reserved=0) != []
 
 
 def test_a_resource_is_rebuilt_from_its_tags_alone():
@@ -244,8 +251,8 @@ def test_a_resource_is_rebuilt_from_its_tags_alone():
         r.name, r.run, r.target, r.owner, True, {"ids": ["sg-1"]})
     assert back.expires == r.expires and r.created - 1 < back.created < r.created
     assert ec2.resource_from_tags("vpc", {"Name": "someone-elses"}, {}) is None
-    mangled = ec2.resource_from_tags("vpc", {**ec2.tag_dict(r), "cernvm-fixtures:owner": "??", "cernvm-fixtures:expires": "soon"}, {})
-    assert mangled.leftover(), "an unreadable expiry counts from the creation time (long past here)"
+    mangled = {**ec2.tag_dict(r), "cvmfx-owner-pid": "??", "cvmfx-expires": "soon"}
+    assert ec2.resource_from_tags("vpc", mangled, {}) is None, "unreadable fields: not provably ours, left alone"
 
 
 def test_found_by_tag_sorts_before_its_ledger_twin_and_by_dependency():
@@ -301,10 +308,10 @@ def test_destroy_unknown_kind_and_missing_region():
 
 
 def test_security_group_rule_is_ssh_from_one_address():
-    assert ec2.ssh_permission("203.0.113.7/32") == {
+    assert network.ssh_permission("203.0.113.7/32") == {
         "IpProtocol": "tcp", "FromPort": 22, "ToPort": 22,
         "IpRanges": [{"CidrIp": "203.0.113.7/32", "Description": "cernvm-fixtures: SSH from the test runner"}]}
-    assert ec2.ssh_permission("2001:db8::1/128")["Ipv6Ranges"][0]["CidrIpv6"] == "2001:db8::1/128"
+    assert network.ssh_permission("2001:db8::1/128")["Ipv6Ranges"][0]["CidrIpv6"] == "2001:db8::1/128"
 
 
 def test_scratch_mapping():
@@ -345,7 +352,7 @@ def test_aws_errors_become_provider_errors_without_secrets():
 
 
 def test_busy_resources_are_retried_until_free(monkeypatch):
-    monkeypatch.setattr(ec2, "DESTROY_POLL", 0.0)
+    monkeypatch.setattr(aws, "DESTROY_POLL", 0.0)
     client, stub = stubbed_ec2()
     stub.add_client_error("delete_security_group", "DependencyViolation", "resource sg-1 has a dependent object")
     stub.add_client_error("delete_security_group", "DependencyViolation", "resource sg-1 has a dependent object")
@@ -455,7 +462,7 @@ def test_wait_import_failure_and_timeout():
     with stub, pytest.raises(ProviderError, match=f"import task {TASK} deleted: ClientError: Unsupported kernel version"):
         ec2_image.wait_import(client, TASK, deadline=time.monotonic() + 10, poll=0)
     stub.add_response("describe_import_snapshot_tasks", task_state(Status="active", Progress="42"))
-    with stub, pytest.raises(ProviderError, match=r"still active \(42%\) at the import_timeout"):
+    with stub, pytest.raises(ProviderError, match=r"import_timeout.*still active \(42%\)"):
         ec2_image.wait_import(client, TASK, deadline=time.monotonic() - 1, poll=0)
 
 
@@ -479,9 +486,9 @@ def test_an_interrupted_import_is_cancelled_on_teardown():
     r = resource("snapshot", region="eu-west-1", import_task_id=TASK)
     stub.add_response("describe_import_snapshot_tasks", task_state(Status="active"), {"ImportTaskIds": [TASK]})
     stub.add_response("cancel_import_task", {"ImportTaskId": TASK}, {"ImportTaskId": TASK})
-    stub.add_response("describe_snapshots", {"Snapshots": []}, {"OwnerIds": ["self"], "Filters": ec2._tag_filters(r)})
+    stub.add_response("describe_snapshots", {"Snapshots": []}, {"OwnerIds": ["self"], "Filters": ec2_tags.tag_filters(r)})
     with stub:
-        ec2_image.destroy_snapshot(r, client)
+        ec2_image.remove_snapshot(r, client)
         stub.assert_no_pending_responses()
 
 
@@ -497,3 +504,26 @@ def test_uploads_in_the_import_bucket_are_found_for_sweep():
         assert ec2_image.uploaded_objects(s3, "my-bucket") == [(key, tags)]
     found = ec2.resource_from_tags("s3-object", tags, {"bucket": "my-bucket", "key": key})
     assert (found.kind, found.name, found.run) == ("s3-object", "cvmfx-ab12cd34-ec2-beef", "ab12cd34")
+
+
+def test_include_kept_touches_only_resources_of_the_callers_own_principal(monkeypatch):
+    from moto import mock_aws
+
+    for name, value in {"AWS_ACCESS_KEY_ID": "AKIAUNIT", "AWS_SECRET_ACCESS_KEY": "unit",
+                        "AWS_CONFIG_FILE": "/nonexistent", "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent"}.items():
+        monkeypatch.setenv(name, value)
+    ec2.reset_clients()
+    try:
+        with mock_aws():
+            arn = boto3.client("sts", region_name="eu-west-1").get_caller_identity()["Arn"]
+            mine = resource("vpc", region="eu-west-1", principal=ec2_tags.principal_digest(arn))
+            assert Ec2Provider.owned_by_caller(mine)
+            assert ec2.tag_dict(mine)["cvmfx-principal"] == ec2_tags.principal_digest(arn)
+            back = ec2.resource_from_tags("vpc", ec2.tag_dict(mine), {"region": "eu-west-1"})
+            assert Ec2Provider.owned_by_caller(back), "found by its tags alone, still provably the caller's"
+            theirs = resource("vpc", region="eu-west-1",
+                              principal=ec2_tags.principal_digest("arn:aws:iam::999999999999:user/someone-else"))
+            assert not Ec2Provider.owned_by_caller(theirs)
+            assert not Ec2Provider.owned_by_caller(resource("vpc", region="eu-west-1")), "no principal: not provable"
+    finally:
+        ec2.reset_clients()

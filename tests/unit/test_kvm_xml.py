@@ -1,12 +1,11 @@
 """The libvirt domain XML follows the documented CernVM layout and the loopback-only network rule."""
 
-import json
 from pathlib import Path
 from xml.etree import ElementTree
 
 import pytest
 
-from cernvm_fixtures.providers.kvm import NS, KvmOptions, domain_xml
+from cernvm_fixtures.providers.kvm import NS, KvmOptions, domain_xml, probe_xml
 
 QEMU = "{http://libvirt.org/schemas/domain/qemu/1.0}"
 
@@ -25,7 +24,7 @@ def render(**overrides):
         console=Path("/run/vm/console.log"),
         shared={"data": Path("/run/vm/shared/data")},
         ssh_port=40022,
-        metadata=json.dumps({"name": "cvmfx-r-kvm-1", "run": "r"}),
+        metadata={"cvmfx-name": "cvmfx-r-kvm-1", "cvmfx-run": "r"},
     )
     args.update(overrides)
     return ElementTree.fromstring(domain_xml(**args))
@@ -45,7 +44,9 @@ def test_documented_layout():
     assert (scratch.get("device"), scratch.find("target").get("bus")) == ("disk", "virtio")
     assert (seed.get("device"), seed.find("target").get("dev")) == ("cdrom", "hdd")
     assert dom.find("devices/serial/source").get("path") == "/run/vm/console.log"
-    assert dom.find("devices/graphics").get("listen") == "127.0.0.1"
+    assert dom.find("devices/graphics") is None, "no VNC unless asked for (it has no password)"
+    graphics = render(options={"graphics": True}).find("devices/graphics")
+    assert (graphics.get("type"), graphics.get("listen")) == ("vnc", "127.0.0.1")
 
 
 def test_user_network_forwards_ssh_from_loopback_only():
@@ -79,19 +80,37 @@ def test_direct_kernel_boot():
     assert [d.get("device") for d in dom.findall("devices/disk")] == ["disk", "cdrom"]
 
 
-def test_shared_folders_are_9p_mounts():
+def test_shared_folders_are_9p_mounts_that_cannot_create_host_setuid_files():
     fs = render(shared={"data": Path("/h/data"), "two": Path("/h/two")}).findall("devices/filesystem")
     assert [(f.get("accessmode"), f.find("source").get("dir"), f.find("target").get("dir")) for f in fs] == [
-        ("passthrough", "/h/data", "data"),
-        ("passthrough", "/h/two", "two"),
-    ]
+        ("mapped", "/h/data", "data"),
+        ("mapped", "/h/two", "two"),
+    ], "passthrough would let root in the guest create setuid-root files in the host folder"
 
 
 def test_metadata_carries_the_ledger_entry_for_sweep():
     element = render().find(f"metadata/{{{NS}}}resource")
-    assert json.loads(element.get("json")) == {"name": "cvmfx-r-kvm-1", "run": "r"}
+    assert dict(element.attrib) == {"cvmfx-name": "cvmfx-r-kvm-1", "cvmfx-run": "r"}
 
 
-@pytest.mark.parametrize("path", ["/img/a'b\".iso", "/img/<x>&.iso"])
+WEIRD = ["/img/a'b\".iso", "/img/<x>&.iso", "/tmp/R&D's dir/x"]
+
+
+@pytest.mark.parametrize("path", WEIRD)
 def test_paths_are_escaped(path):
-    assert render(iso=Path(path)).find("devices/disk/source").get("file") == path
+    dom = render(
+        iso=Path(path), disk=Path(path) / "scratch.img", console=Path(path) / "console.log",
+        shared={"data": Path(path)}, kernel=None,
+    )
+    assert dom.find("devices/disk/source").get("file") == path
+    assert dom.find("devices/serial/source").get("path") == f"{path}/console.log"
+    assert dom.find("devices/filesystem/source").get("dir") == path
+
+
+@pytest.mark.parametrize("path", WEIRD)
+def test_kernel_paths_are_escaped_in_the_domain_and_the_probe(path):
+    dom = render(iso=None, kernel=(Path(path), Path(path + ".initrd"), "console=ttyS0 a=<&>"))
+    assert dom.find("os/kernel").text == path and dom.find("os/initrd").text == path + ".initrd"
+    assert dom.find("os/cmdline").text == "console=ttyS0 a=<&>"
+    probe = ElementTree.fromstring(probe_xml(name="cvmfx-probe-1", kernel=Path(path), console=Path(path), uri="x"))
+    assert probe.find("os/kernel").text == path and probe.find("devices/serial/source").get("path") == path

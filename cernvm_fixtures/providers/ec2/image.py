@@ -19,13 +19,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
-from ..errors import ConfigError, ProviderError
-from ..ledger import Resource
-from .ec2 import _ids, _pages, _tag_filters, call, call_until_free, error_code, tag_dict, tag_list
+from ...errors import ConfigError, PermanentError, ProviderError
+from ...ledger import Resource
+from ..kit import wait_until
+from .aws import call, call_until_free, client, error_code, pages, translate
+from .tags import ids, tag_dict, tag_filters, tag_list
 
 if TYPE_CHECKING:
-    from .base import Machine
-    from .ec2 import Ec2Provider
+    from ..base import Machine
+    from .provider import Ec2Provider
 
 PREFIX = "cernvm-fixtures/"
 """Key prefix of uploads in the import bucket (sweep looks there)."""
@@ -44,7 +46,7 @@ def check_bucket(provider: Ec2Provider, where: str) -> None:
         problem = "does not exist" if code in ("404", "NoSuchBucket", "NotFound") else f"is not accessible ({code})"
         raise ConfigError(f"{where}: S3 bucket {bucket!r} {problem}") from None
     except BotoCoreError as e:
-        raise ProviderError(f"{where}: S3 bucket {bucket!r}: {e}") from None
+        raise translate(f"{where}: S3 bucket {bucket!r}", e) from None
 
 
 def start_import(
@@ -69,19 +71,24 @@ def start_import(
 
 def wait_import(ec2: Any, task_id: str, *, deadline: float, poll: float) -> str:
     """Wait for an import task; returns the snapshot id, raises ProviderError if it failed or ran out of time."""
-    while True:
+    seen = {"status": "unknown", "progress": ""}
+
+    def snapshot() -> str | None:
         found = call(f"describe import task {task_id}", ec2.describe_import_snapshot_tasks, ImportTaskIds=[task_id])
         tasks = found.get("ImportSnapshotTasks") or []
         detail = (tasks[0].get("SnapshotTaskDetail") or {}) if tasks else {}
-        status = detail.get("Status", "unknown")
+        status = seen["status"] = detail.get("Status", "unknown")
+        seen["progress"] = f" ({detail['Progress']}%)" if detail.get("Progress") else ""
         if status == "completed" and detail.get("SnapshotId"):
             return detail["SnapshotId"]
         if status in ("deleting", "deleted", "error", "failed"):
-            raise ProviderError(f"import task {task_id} {status}: {detail.get('StatusMessage') or 'no reason given'}")
-        if time.monotonic() > deadline:
-            progress = f" ({detail['Progress']}%)" if detail.get("Progress") else ""
-            raise ProviderError(f"import task {task_id} still {status}{progress} at the import_timeout")
-        time.sleep(max(0.0, min(poll, deadline - time.monotonic())))
+            raise PermanentError(f"import task {task_id} {status}: {detail.get('StatusMessage') or 'no reason given'}")
+        return None
+
+    return wait_until(
+        f"import task {task_id} (import_timeout)", snapshot, deadline, poll,
+        status=lambda: f"still {seen['status']}{seen['progress']}",
+    )
 
 
 def registration(name: str, snapshot_id: str, arch: str, scratch_size: int, tags: list[dict[str, str]]) -> dict[str, Any]:
@@ -112,10 +119,10 @@ def import_image(provider: Ec2Provider, machine: Machine, path: Path, arch: str)
     o = provider.options
     ec2, s3 = provider.ec2(), provider.s3()
     key = f"{PREFIX}{machine.name}/{path.name}"
-    upload = provider._record(machine, "s3-object", bucket=o.import_bucket, key=key)
+    upload = provider.entry(machine, "s3-object", bucket=o.import_bucket, key=key)
     _upload(s3, path, o.import_bucket, key, tag_dict(upload, extra=o.tags))
 
-    snapshot = provider._record(machine, "snapshot", client_token=f"{machine.name}-import")
+    snapshot = provider.entry(machine, "snapshot", client_token=f"{machine.name}-import")
     snapshot_tags = tag_list(tag_dict(snapshot, extra=o.tags))
     importer = provider.import_client()
     task_id = start_import(
@@ -127,30 +134,32 @@ def import_image(provider: Ec2Provider, machine: Machine, path: Path, arch: str)
         tags=snapshot_tags,
         description=f"cernvm-fixtures {machine.name}: {path.name}",
     )
-    provider._created(snapshot, import_task_id=task_id)
+    provider.created(snapshot, import_task_id=task_id)
     snapshot_id = wait_import(importer, task_id, deadline=time.monotonic() + o.import_timeout, poll=o.poll_interval)
-    provider._created(snapshot, id=snapshot_id)
+    provider.created(snapshot, id=snapshot_id)
     call("tag snapshot", ec2.create_tags, Resources=[snapshot_id], Tags=snapshot_tags)
     provider.drop(machine, upload)
 
-    image = provider._record(machine, "image")
+    image = provider.entry(machine, "image")
     image_tags = tag_list(tag_dict(image, extra=o.tags))
     params = registration(machine.name, snapshot_id, arch, o.scratch_size, image_tags)
     made = call("register-image", ec2.register_image, **params)
     image_id = made["ImageId"]
-    provider._created(image, id=image_id)
+    provider.created(image, id=image_id)
     call("tag image", ec2.create_tags, Resources=[image_id], Tags=image_tags)
-    deadline = time.monotonic() + o.import_timeout
-    while True:
+    state = {"now": "pending"}
+
+    def available() -> bool | None:
         found = call(f"describe {image_id}", ec2.describe_images, missing_ok=True, ImageIds=[image_id])
-        state = ((found or {}).get("Images") or [{}])[0].get("State", "pending")
-        if state == "available":
-            break
-        if state in ("failed", "invalid", "error", "deregistered"):
-            raise ProviderError(f"{machine.name}: image {image_id} is {state}")
-        if time.monotonic() > deadline:
-            raise ProviderError(f"{machine.name}: image {image_id} still {state} at the import_timeout")
-        time.sleep(o.poll_interval)
+        state["now"] = ((found or {}).get("Images") or [{}])[0].get("State", "pending")
+        if state["now"] in ("failed", "invalid", "error", "deregistered"):
+            raise PermanentError(f"{machine.name}: image {image_id} is {state['now']}")
+        return True if state["now"] == "available" else None
+
+    wait_until(
+        f"{machine.name}: image {image_id} (import_timeout)", available, time.monotonic() + o.import_timeout,
+        o.poll_interval, status=lambda: f"still {state['now']}",
+    )
     return {
         "ImageId": image_id,
         "RootDeviceName": ROOT_DEVICE,
@@ -178,7 +187,7 @@ def _upload(s3: Any, path: Path, bucket: str, key: str, tags: dict[str, str]) ->
 def uploaded_objects(s3: Any, bucket: str) -> list[tuple[str, dict[str, str]]]:
     """(key, tags) of every upload under our prefix in the import bucket (for sweep)."""
     found = []
-    for item in _pages(s3, "list_objects_v2", "Contents", Bucket=bucket, Prefix=PREFIX):
+    for item in pages(s3, "list_objects_v2", "Contents", Bucket=bucket, Prefix=PREFIX):
         tagging = call(f"tags of s3://{bucket}/{item['Key']}", s3.get_object_tagging, missing_ok=True,
                        Bucket=bucket, Key=item["Key"])
         tags = {t["Key"]: t["Value"] for t in (tagging or {}).get("TagSet", [])}
@@ -186,20 +195,46 @@ def uploaded_objects(s3: Any, bucket: str) -> list[tuple[str, dict[str, str]]]:
     return found
 
 
-def destroy_snapshot(resource: Resource, ec2: Any) -> None:
+def destroy_snapshot(resource: Resource, region: str, endpoint: str | None) -> None:
+    """Delete the imported snapshot of a ledger entry (see :func:`remove_snapshot`)."""
+    remove_snapshot(resource, client("ec2", region, endpoint))
+
+
+def remove_snapshot(resource: Resource, ec2: Any) -> None:
     """Delete the imported snapshot; an import still running is cancelled, a finished one's snapshot deleted."""
-    ids = _ids(resource)
+    found_ids = ids(resource)
     task_id = resource.data.get("import_task_id")
-    if not ids and task_id:
+    if not found_ids and task_id:
         found = call(f"describe import task {task_id}", ec2.describe_import_snapshot_tasks, missing_ok=True,
                      ImportTaskIds=[task_id])
         for task in (found or {}).get("ImportSnapshotTasks", []):
             detail = task.get("SnapshotTaskDetail") or {}
             if detail.get("SnapshotId"):
-                ids.append(detail["SnapshotId"])
+                found_ids.append(detail["SnapshotId"])
             elif detail.get("Status") == "active":
                 call(f"cancel import task {task_id}", ec2.cancel_import_task, missing_ok=True, ImportTaskId=task_id)
-    tagged = _pages(ec2, "describe_snapshots", "Snapshots", OwnerIds=["self"], Filters=_tag_filters(resource))
-    ids = list(dict.fromkeys(ids + [s["SnapshotId"] for s in tagged]))
-    for snapshot_id in ids:
+    tagged = pages(ec2, "describe_snapshots", "Snapshots", OwnerIds=["self"], Filters=tag_filters(resource))
+    found_ids = list(dict.fromkeys(found_ids + [s["SnapshotId"] for s in tagged]))
+    for snapshot_id in found_ids:
         call_until_free(f"delete snapshot {snapshot_id}", ec2.delete_snapshot, SnapshotId=snapshot_id)
+
+
+def destroy_image(resource: Resource, region: str, endpoint: str | None) -> None:
+    """Deregister the image, found by id, by tag or by its name."""
+    ec2 = client("ec2", region, endpoint)
+    found = call("describe-images", ec2.describe_images, Owners=["self"], Filters=tag_filters(resource))
+    named = call(
+        "describe-images", ec2.describe_images, Owners=["self"], Filters=[{"Name": "name", "Values": [resource.name]}]
+    )
+    listed = found.get("Images", []) + named.get("Images", [])
+    image_ids = list(dict.fromkeys(ids(resource) + [i["ImageId"] for i in listed]))
+    for image_id in image_ids:
+        call(f"deregister {image_id}", ec2.deregister_image, missing_ok=True, ImageId=image_id)
+
+
+def destroy_s3_object(resource: Resource, region: str, endpoint: str | None) -> None:
+    """Delete the upload from the import bucket."""
+    s3 = client("s3", region, endpoint)
+    bucket, key = resource.data.get("bucket"), resource.data.get("key")
+    if bucket and key:
+        call(f"delete s3://{bucket}/{key}", s3.delete_object, missing_ok=True, Bucket=bucket, Key=key)

@@ -1,0 +1,632 @@
+"""The provider and the machine: configuration checks, launch, wait, console, login, keep, teardown."""
+
+from __future__ import annotations
+
+import base64
+import functools
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ...errors import ConfigError, PermanentError, ProviderError
+from ...ledger import Resource
+from ...transport.ssh import SSHTransport
+from ..base import Machine, Provider, console_text
+from ..kit import FIELD_PREFIX, encode_fields, field, wait_until
+from . import image as images
+from . import network
+from .aws import DESTROY_POLL, DESTROY_TIMEOUT, boto3_module, call, call_until_free, client, error_code, pages
+from .aws import resolve_region
+from .options import AMI_ID, Ec2Options, parse_jump
+from .tags import AWS_TYPE, CREATION_ORDER, RUN_TAG, find, ids, resource_from_tags, tag_dict, tag_filters, tag_list
+from .tags import principal_digest, teardown_order
+
+if TYPE_CHECKING:
+    from ...context import Context
+
+log = logging.getLogger(__name__)
+
+USER_DATA_LIMIT = 16 * 1024
+"""Bytes of user data EC2 accepts (before base64)."""
+
+
+def decode_console(output: str) -> str:
+    """EC2 returns the console base64-encoded (some emulators return plain text)."""
+    text = output
+    try:
+        text = base64.b64decode(output, validate=True).decode("utf-8", "replace")
+    except ValueError:
+        pass
+    return console_text(text)
+
+
+
+class Ec2Provider(Provider[Ec2Options, "Ec2Machine"]):
+    """Launches CernVM on Amazon EC2 (or any endpoint speaking its API)."""
+
+    name = "ec2"
+    Options = Ec2Options
+    creation_order = CREATION_ORDER
+
+    # -- configuration checks, all before anything is created
+
+    @functools.cached_property
+    def region(self) -> str:
+        return resolve_region(self.options.region, self.target.where("region"))
+
+    def ec2(self) -> Any:
+        return client("ec2", self.region, self.options.endpoint_url)
+
+    def s3(self) -> Any:
+        return client("s3", self.region, self.options.endpoint_url)
+
+    def import_client(self) -> Any:
+        """The client for VM Import calls (import_snapshot, describe_import_snapshot_tasks); a seam for tests."""
+        return self.ec2()
+
+    def image_source(self) -> tuple[str, str | Path]:
+        """("ami", id) or ("file", path), from the generic ``image`` key; local checks only."""
+        image = self.target.image
+        if AMI_ID.match(image):
+            return "ami", image
+        if image.startswith("ami-"):
+            raise ConfigError(f"{self.target.where('image')}: {image!r} is not a valid AMI id (ami- and 8 or 17 hex digits)")
+        path = self.target.image_file(".hvm", "an AMI id (ami-...) or imports a raw HVM image file (ucernvm-<branch>.<V>-<R>.cernvm.x86_64.hvm)")
+        if not self.options.import_bucket:
+            raise ConfigError(
+                f"{self.target.where('import_bucket')}: required to import {path.name}: the S3 bucket to upload it to"
+            )
+        return "file", path.resolve()
+
+    def check_credentials(self) -> None:
+        session = boto3_module().session.Session(region_name=self.region)
+        if session.get_credentials() is None:
+            raise ProviderError(
+                f"{self.target.where()}: boto3 found no AWS credentials (it looks at AWS_ACCESS_KEY_ID/"
+                "AWS_SECRET_ACCESS_KEY, AWS_PROFILE and ~/.aws/credentials, SSO and instance roles); "
+                "cernvm-fixtures never reads them from its own config"
+            )
+
+    def check_ami(self, ec2: Any, ami: str) -> dict[str, Any]:
+        found = call("describe-images", ec2.describe_images, missing_ok=True, ImageIds=[ami])
+        images = (found or {}).get("Images") or []
+        if not images:
+            raise ConfigError(
+                f"{self.target.where('image')}: AMI {ami} not found in region {self.region} "
+                "(describe-images found nothing; check the id, the region and that the image is shared with you)"
+            )
+        image = images[0]
+        if image.get("State", "available") != "available":
+            raise ConfigError(f"{self.target.where('image')}: AMI {ami} is {image['State']}, not available")
+        return image
+
+    def check_instance_type(self, ec2: Any) -> None:
+        from botocore.exceptions import ClientError
+
+        try:
+            ec2.describe_instance_types(InstanceTypes=[self.options.instance_type])
+        except ClientError as e:
+            if error_code(e) in ("InvalidInstanceType", "InvalidParameterValue"):
+                raise ConfigError(
+                    f"{self.target.where('instance_type')}: {self.options.instance_type!r} is not an EC2 instance type "
+                    f"offered in {self.region} (aws ec2 describe-instance-types lists them)"
+                ) from None
+            log.debug("cannot check the instance type: %s", error_code(e))
+
+    def check_network(self, ec2: Any) -> str | None:
+        """The VPC of the configured subnet (and check the group belongs to it); None when we create one."""
+        o = self.options
+        vpc_id = None
+        if o.subnet_id:
+            subnets = call("describe-subnets", ec2.describe_subnets, missing_ok=True, SubnetIds=[o.subnet_id])
+            if not subnets or not subnets.get("Subnets"):
+                raise ConfigError(f"{self.target.where('subnet_id')}: subnet {o.subnet_id} not found in {self.region}")
+            vpc_id = subnets["Subnets"][0]["VpcId"]
+        if o.security_group_id:
+            groups = call(
+                "describe-security-groups", ec2.describe_security_groups, missing_ok=True, GroupIds=[o.security_group_id]
+            )
+            if not groups or not groups.get("SecurityGroups"):
+                raise ConfigError(
+                    f"{self.target.where('security_group_id')}: security group {o.security_group_id} not found in {self.region}"
+                )
+            if groups["SecurityGroups"][0].get("VpcId") != vpc_id:
+                raise ConfigError(
+                    f"{self.target.where('security_group_id')}: {o.security_group_id} belongs to "
+                    f"{groups['SecurityGroups'][0].get('VpcId')}, but subnet {o.subnet_id} to {vpc_id}"
+                )
+        if o.key_name:
+            keys = call("describe-key-pairs", ec2.describe_key_pairs, missing_ok=True, KeyNames=[o.key_name])
+            if not keys or not keys.get("KeyPairs"):
+                raise ConfigError(f"{self.target.where('key_name')}: key pair {o.key_name!r} not found in {self.region}")
+        return vpc_id
+
+    # -- creation
+
+    def machine(self, name: str) -> Ec2Machine:
+        return Ec2Machine(self, name)
+
+    @functools.cached_property
+    def principal(self) -> str:
+        """The digest of the caller's AWS principal, tagged on everything created (``sweep --include-kept``)."""
+        return caller_principal(self.region, self.options.endpoint_url)
+
+    def entry(self, machine: Machine, kind: str, **data: Any) -> Resource:
+        """Record a resource of ``machine`` about to be created in this region (and endpoint)."""
+        return self.record(
+            machine, kind, machine.name, region=self.region, endpoint_url=self.options.endpoint_url,
+            principal=self.principal, **data,
+        )
+
+    @classmethod
+    def owned_by_caller(cls, resource: Resource) -> bool:
+        """Whether the resource's ``principal`` tag is the caller's own (sts get-caller-identity)."""
+        recorded, region = resource.data.get("principal"), resource.data.get("region")
+        if not recorded or not region:
+            return False
+        return recorded == caller_principal(region, resource.data.get("endpoint_url"))
+
+    def tag_spec(self, resource: Resource, kind: str | None = None) -> dict[str, Any]:
+        """The TagSpecification of a create call: the entry's fields plus the target's tags."""
+        kind = kind or resource.kind
+        return {"ResourceType": AWS_TYPE[kind], "Tags": tag_list(tag_dict(resource, kind, self.options.tags))}
+
+    def launch(self, machine: Ec2Machine, context: Context) -> None:
+        o = self.options
+        source, image = self.image_source()
+        ec2 = self.ec2()
+        self.check_credentials()
+        log.debug("%s: creating as AWS principal %s", machine.name, self.principal)
+        user_data = context.render()
+        if len(user_data) > USER_DATA_LIMIT:
+            raise ProviderError(f"{machine.name}: user data is {len(user_data)} bytes; EC2 accepts {USER_DATA_LIMIT}")
+        ami_info: dict[str, Any] = {}
+        if source == "ami":
+            ami_info = self.check_ami(ec2, str(image))
+        else:
+            images.check_bucket(self, self.target.where("import_bucket"))
+        self.check_instance_type(ec2)
+        vpc_id = self.check_network(ec2)
+
+        arch = {"arm64": "aarch64"}.get(ami_info.get("Architecture") or "", "x86_64")
+        if source == "file":
+            arch = "aarch64" if "aarch64" in Path(image).name else "x86_64"
+            ami_info = images.import_image(self, machine, Path(image), arch)
+        machine.traits["arch"] = arch
+        ami = ami_info["ImageId"]
+
+        key_name = o.key_name
+        if key_name is None:
+            key_name = machine.name
+            key = self.entry(machine, "key-pair", key_name=key_name)
+            made = call(
+                "import-key-pair",
+                ec2.import_key_pair,
+                KeyName=key_name,
+                PublicKeyMaterial=self.run.public_key.encode(),
+                TagSpecifications=[self.tag_spec(key)],
+            )
+            self.created(key, id=made.get("KeyPairId"))
+
+        subnet_id = o.subnet_id
+        if subnet_id is None:
+            vpc_id, subnet_id = network.create_network(self, machine, ec2)
+        group_id = o.security_group_id or network.create_security_group(self, machine, ec2, vpc_id)
+
+        instance = self.entry(machine, "instance", client_token=f"{machine.name}-run")
+        params: dict[str, Any] = {
+            "ImageId": ami,
+            "InstanceType": o.instance_type,
+            "MinCount": 1,
+            "MaxCount": 1,
+            "KeyName": key_name,
+            "UserData": user_data,
+            "ClientToken": instance.data["client_token"],
+            "InstanceInitiatedShutdownBehavior": "terminate",
+            "MetadataOptions": {"HttpEndpoint": "enabled", "HttpTokens": o.metadata_tokens},
+            "NetworkInterfaces": [
+                {
+                    "DeviceIndex": 0,
+                    "SubnetId": subnet_id,
+                    "Groups": [group_id],
+                    "AssociatePublicIpAddress": o.address == "public",
+                    "DeleteOnTermination": True,
+                }
+            ],
+            "TagSpecifications": [self.tag_spec(instance), self.tag_spec(instance, "volume")],
+        }
+        if o.availability_zone:
+            params["Placement"] = {"AvailabilityZone": o.availability_zone}
+        scratch = scratch_mapping(ami_info, o.scratch_size)
+        if scratch:
+            params["BlockDeviceMappings"] = [scratch]
+        made = call("run-instances", ec2.run_instances, **params)
+        machine.instance_id = made["Instances"][0]["InstanceId"]
+        self.created(instance, id=machine.instance_id)
+        log.info("%s: launched %s (%s, %s) in %s", machine.name, machine.instance_id, o.instance_type, ami, self.region)
+
+    # -- teardown
+
+    @classmethod
+    def destroy_resource(cls, resource: Resource) -> None:
+        handler = DESTROY.get(resource.kind)
+        if handler is None:
+            raise ProviderError(f"ec2 cannot destroy unknown resource kind {resource.kind!r}")
+        region = resource.data.get("region")
+        if not region:
+            raise ProviderError(f"{resource.name}: ledger entry for {resource.kind} has no region")
+        handler(resource, region, resource.data.get("endpoint_url"))
+
+    @classmethod
+    def leftovers(cls, target: Any, recorded: set[str]) -> list[Resource]:
+        """Resources tagged by cernvm-fixtures in the target's region whose machine no ledger entry names."""
+        options: Ec2Options = target.options
+        region = resolve_region(options.region, f"{target.origin}: targets.{target.name}.region")
+        endpoint = options.endpoint_url
+        ec2 = client("ec2", region, endpoint)
+        ours = [{"Name": "tag-key", "Values": [RUN_TAG]}]
+        found: dict[tuple[str, str], tuple[dict[str, str], list[str]]] = {}
+
+        def add(kind: str, tags: list[dict[str, str]] | None, ident: str) -> None:
+            tags_ = {t["Key"]: t["Value"] for t in tags or []}
+            machine = field(tags_, "name")
+            if machine and machine not in recorded:
+                found.setdefault((kind, machine), (tags_, []))[1].append(ident)
+
+        listed = functools.partial(pages, ec2)
+        for reservation in listed("describe_instances", "Reservations", Filters=ours):
+            for inst in reservation["Instances"]:
+                if inst["State"]["Name"] != "terminated":
+                    add("instance", inst.get("Tags"), inst["InstanceId"])
+        for item in pages("describe_volumes", "Volumes", Filters=ours):
+            add("volume", item.get("Tags"), item["VolumeId"])
+        for item in pages("describe_security_groups", "SecurityGroups", Filters=ours):
+            add("security-group", item.get("Tags"), item["GroupId"])
+        for item in pages("describe_route_tables", "RouteTables", Filters=ours):
+            add("route-table", item.get("Tags"), item["RouteTableId"])
+        for item in pages("describe_subnets", "Subnets", Filters=ours):
+            add("subnet", item.get("Tags"), item["SubnetId"])
+        for item in pages("describe_internet_gateways", "InternetGateways", Filters=ours):
+            add("internet-gateway", item.get("Tags"), item["InternetGatewayId"])
+        for item in pages("describe_vpcs", "Vpcs", Filters=ours):
+            add("vpc", item.get("Tags"), item["VpcId"])
+        for item in call("describe-key-pairs", ec2.describe_key_pairs, Filters=ours).get("KeyPairs", []):
+            add("key-pair", item.get("Tags"), item["KeyName"])
+        for item in call("describe-images", ec2.describe_images, Owners=["self"], Filters=ours).get("Images", []):
+            add("image", item.get("Tags"), item["ImageId"])
+        for item in pages("describe_snapshots", "Snapshots", OwnerIds=["self"], Filters=ours):
+            add("snapshot", item.get("Tags"), item["SnapshotId"])
+        if options.import_bucket:
+            for key, tags in images.uploaded_objects(client("s3", region, endpoint), options.import_bucket):
+                add("s3-object", [{"Key": k, "Value": v} for k, v in tags.items()], key)
+
+        resources = []
+        for (kind, _machine), (tags, idents) in found.items():
+            data: dict[str, Any] = {"region": region, "endpoint_url": endpoint, "ids": sorted(set(idents))}
+            if kind == "key-pair":
+                data["key_name"] = idents[0]
+            if kind == "s3-object":
+                data.update(bucket=options.import_bucket, key=idents[0])
+            resource = resource_from_tags(kind, tags, data)
+            if resource is not None:
+                resources.append(resource)
+        return teardown_order(resources)
+
+
+
+def _device_key(name: str) -> str:
+    """/dev/sdb and /dev/xvdb are the same slot."""
+    base = name.rsplit("/", 1)[-1]
+    return base[2:] if base.startswith("xv") else base[1:] if base.startswith("s") else base
+
+
+def scratch_mapping(image: dict[str, Any], size: int) -> dict[str, Any] | None:
+    """An empty EBS scratch volume for µCernVM, unless the image maps a data volume itself or size is 0."""
+    if size <= 0:
+        return None
+    root = image.get("RootDeviceName")
+    mappings = image.get("BlockDeviceMappings") or []
+    if any("Ebs" in m and m.get("DeviceName") != root for m in mappings):
+        return None
+    taken = {_device_key(m.get("DeviceName", "")) for m in mappings} | ({_device_key(root)} if root else set())
+    device = next(f"/dev/sd{c}" for c in "bcdefghijklmnop" if _device_key(f"/dev/sd{c}") not in taken)
+    return {"DeviceName": device, "Ebs": {"VolumeSize": size, "VolumeType": "gp3", "DeleteOnTermination": True}}
+
+
+
+def caller_principal(region: str, endpoint_url: str | None) -> str:
+    """The digest of the ARN sts get-caller-identity reports for the credentials in use."""
+    sts = client("sts", region, endpoint_url)
+    return principal_digest(call("sts get-caller-identity", sts.get_caller_identity)["Arn"])
+
+
+def destroy_instance(resource: Resource, region: str, endpoint: str | None) -> None:
+    ec2 = client("ec2", region, endpoint)
+    reservations = pages(ec2, "describe_instances", "Reservations", Filters=tag_filters(resource))
+    tagged = [i["InstanceId"] for r in reservations for i in r["Instances"] if i["State"]["Name"] != "terminated"]
+    instance_ids = list(dict.fromkeys(ids(resource) + tagged))
+    for instance_id in instance_ids:
+        call(f"terminate {instance_id}", ec2.terminate_instances, missing_ok=True, InstanceIds=[instance_id])
+    pending = set(instance_ids)
+
+    def terminated() -> bool | None:
+        for instance_id in sorted(pending):
+            found = call(f"describe {instance_id}", ec2.describe_instances, missing_ok=True, InstanceIds=[instance_id])
+            states = [i["State"]["Name"] for r in (found or {}).get("Reservations", []) for i in r["Instances"]]
+            if not states or all(s == "terminated" for s in states):
+                pending.discard(instance_id)
+        return True if not pending else None
+
+    wait_until(
+        f"{resource.name}: terminate", terminated, time.monotonic() + DESTROY_TIMEOUT, DESTROY_POLL,
+        status=lambda: f"{', '.join(sorted(pending))} not terminated",
+    )
+    # The scratch disk goes with the instance (DeleteOnTermination); delete any volume of it that did not.
+    volumes = pages(ec2, "describe_volumes", "Volumes", Filters=tag_filters(resource, "volume"))
+    for volume in volumes:
+        if volume.get("State") not in ("deleting", "deleted"):
+            call_until_free(f"delete volume {volume['VolumeId']}", ec2.delete_volume, VolumeId=volume["VolumeId"])
+
+
+def destroy_volume(resource: Resource, region: str, endpoint: str | None) -> None:
+    ec2 = client("ec2", region, endpoint)
+    for volume_id in find(resource, ec2, "describe_volumes", "Volumes", "VolumeId"):
+        call_until_free(f"delete volume {volume_id}", ec2.delete_volume, VolumeId=volume_id)
+
+
+def destroy_key_pair(resource: Resource, region: str, endpoint: str | None) -> None:
+    ec2 = client("ec2", region, endpoint)
+    name = resource.data.get("key_name") or resource.name
+    call(f"delete key pair {name}", ec2.delete_key_pair, missing_ok=True, KeyName=name)
+
+
+
+
+DESTROY = {
+    "instance": destroy_instance,
+    "volume": destroy_volume,
+    "security-group": network.destroy_security_group,
+    "route-table": network.destroy_route_table,
+    "subnet": network.destroy_subnet,
+    "internet-gateway": network.destroy_internet_gateway,
+    "vpc": network.destroy_vpc,
+    "key-pair": destroy_key_pair,
+    "image": images.destroy_image,
+    "snapshot": images.destroy_snapshot,
+    "s3-object": images.destroy_s3_object,
+}
+
+
+class Ec2Machine(Machine):
+    """One EC2 instance plus what was created for it."""
+
+    def __init__(self, provider: Ec2Provider, name: str) -> None:
+        super().__init__(provider, name)
+        self.provider: Ec2Provider = provider
+        self.options: Ec2Options = provider.options
+        self.instance_id: str | None = None
+        self.slowdown = self.options.slowdown
+        self.traits.update(
+            kind="vm", instance_type=self.options.instance_type, region=provider.region, address=self.options.address
+        )
+        self._described: dict[str, Any] | None = None
+        self._console = ""
+        self._endpoint: tuple[str, int] | None = None
+        self._jump: Any = None
+        self._jump_lock = threading.Lock()
+
+    def _ec2(self) -> Any:
+        return self.provider.ec2()
+
+    def describe(self) -> dict[str, Any] | None:
+        """The instance as EC2 describes it now (None while EC2 does not know it yet: eventual consistency)."""
+        if self.instance_id is None:
+            raise ProviderError(f"{self.name}: no instance was created")
+        found = call(
+            f"describe {self.instance_id}", self._ec2().describe_instances, missing_ok=True, InstanceIds=[self.instance_id]
+        )
+        for reservation in (found or {}).get("Reservations", []):
+            for instance in reservation["Instances"]:
+                self._described = instance
+                return instance
+        return None
+
+    def wait_running(self, deadline: float) -> None:
+        seen = {"state": "unknown", "checks": "no status yet"}
+
+        def running() -> bool | None:
+            instance = self.describe()
+            if instance is None:
+                return None
+            state = seen["state"] = instance["State"]["Name"]
+            if state in ("shutting-down", "terminated", "stopping", "stopped"):
+                reason = (instance.get("StateReason") or {}).get("Message") or instance.get("StateTransitionReason")
+                raise PermanentError(f"{self.instance_id} is {state}" + (f": {reason}" if reason else ""))
+            return True if state == "running" else None
+
+        def checks_passed() -> bool | None:
+            found = call(
+                f"describe status of {self.instance_id}",
+                self._ec2().describe_instance_status,
+                InstanceIds=[self.instance_id],
+                IncludeAllInstances=True,
+            )
+            for status in found.get("InstanceStatuses", []):
+                system = status.get("SystemStatus", {}).get("Status", "initializing")
+                instance_status = status.get("InstanceStatus", {}).get("Status", "initializing")
+                if system in ("ok", "not-applicable") and instance_status in ("ok", "not-applicable"):
+                    return True
+                if "impaired" in (system, instance_status):
+                    raise ProviderError(
+                        f"{self.instance_id} failed its status checks (system {system}, instance {instance_status})"
+                    )
+                seen["checks"] = f"system status {system}, instance status {instance_status}"
+            return None
+
+        poll = self.options.poll_interval
+        wait_until(f"{self.instance_id} running", running, deadline, poll, status=lambda: f"still {seen['state']}")
+        if self.options.status_checks:
+            wait_until(f"{self.instance_id} status checks", checks_passed, deadline, poll, status=lambda: seen["checks"])
+
+    def platform_address(self) -> str:
+        """The public or private IP address EC2 gave the instance (``address`` option)."""
+        instance = self._described or self.describe()
+        if instance is None or (self.options.address == "public" and not instance.get("PublicIpAddress")):
+            instance = self.describe()
+        key = "PublicIpAddress" if self.options.address == "public" else "PrivateIpAddress"
+        value = (instance or {}).get(key)
+        if not value:
+            hint = (
+                "; use a subnet that maps public addresses, or address = \"private\" with a jump_host"
+                if self.options.address == "public"
+                else ""
+            )
+            raise ProviderError(f"{self.name}: {self.instance_id} has no {self.options.address} address{hint}")
+        return value
+
+    def transport(self) -> SSHTransport:
+        host, port = self.provider.run.endpoint(self, self.platform_address(), 22)
+        self._endpoint = (host, port)
+        factory = None
+        if self.options.jump_host:
+            factory = functools.partial(self._jump_channel, host, port)
+        return SSHTransport(
+            host,
+            port,
+            self.options.user,
+            self.provider.run.key_file,
+            self.host_keys,
+            connect_timeout=self.options.connect_timeout,
+            sock_factory=factory,
+        )
+
+    # -- jump host
+
+    def _open_jump(self) -> Any:
+        import paramiko
+
+        user, host, port = parse_jump(self.options.jump_host or "")
+        known = Path(self.options.jump_known_hosts or "~/.ssh/known_hosts").expanduser()
+        jump = paramiko.SSHClient()
+        if known.is_file():
+            jump.load_host_keys(str(known))
+        jump.set_missing_host_key_policy(paramiko.RejectPolicy())
+        key = self.options.jump_key
+        try:
+            jump.connect(
+                host,
+                port,
+                username=user or self.options.user,
+                key_filename=str(Path(key).expanduser()) if key else None,
+                look_for_keys=key is None,
+                allow_agent=key is None,
+                timeout=self.options.connect_timeout,
+                banner_timeout=self.options.connect_timeout,
+                auth_timeout=self.options.connect_timeout,
+            )
+        except paramiko.SSHException as e:
+            jump.close()
+            raise ProviderError(
+                f"{self.name}: jump host {self.options.jump_host}: {e} (its host key must be in {known})"
+            ) from None
+        transport = jump.get_transport()
+        if transport is not None:
+            transport.set_keepalive(30)
+        return jump
+
+    def _jump_channel(self, host: str, port: int) -> Any:
+        """A direct-tcpip channel from the jump host to the instance's SSH port (used as SSHTransport's socket)."""
+        with self._jump_lock:
+            transport = self._jump.get_transport() if self._jump is not None else None
+            if transport is None or not transport.is_active():
+                if self._jump is not None:
+                    self._jump.close()
+                self._jump = self._open_jump()
+                transport = self._jump.get_transport()
+        return transport.open_channel(
+            "direct-tcpip", (host, port), ("127.0.0.1", 0), timeout=self.options.connect_timeout
+        )
+
+    def _close_jump(self) -> None:
+        with self._jump_lock:
+            if self._jump is not None:
+                self._jump.close()
+                self._jump = None
+
+    # -- console, login, keep, destroy
+
+    def console_log(self) -> str:
+        """The instance's console output as EC2 last captured it (kept after the instance is gone)."""
+        if self.instance_id is None:
+            return self._console
+        try:
+            from botocore.exceptions import ClientError
+
+            ec2 = self._ec2()
+            try:
+                found = ec2.get_console_output(InstanceId=self.instance_id, Latest=True)
+            except ClientError:
+                found = ec2.get_console_output(InstanceId=self.instance_id)
+            text = decode_console(found.get("Output") or "")
+        except Exception as e:  # noqa: BLE001 - the console is diagnostics; never fail because of it
+            log.debug("%s: no console output: %s", self.name, e)
+            return self._console
+        if text:
+            self._console = text
+        return self._console
+
+    def login_command(self) -> str:
+        if self._endpoint is not None:
+            host, port = self._endpoint
+        else:
+            try:
+                host, port = self.platform_address(), 22
+            except Exception:  # noqa: BLE001 - a login hint must not fail
+                host, port = f"<{self.name} address>", 22
+        keys = self.host_keys() if self.instance_id else None
+        if keys:
+            known = self.provider.run.machine_dir(self.name) / "known_hosts"
+            known.parent.mkdir(parents=True, exist_ok=True)
+            shown = host if port == 22 else f"[{host}]:{port}"
+            known.write_text("".join(f"{shown} {' '.join(k.split()[:2])}\n" for k in keys))
+            check = f"-o UserKnownHostsFile={known}"
+        else:
+            check = "-o StrictHostKeyChecking=accept-new"
+        jump = ""
+        if self.options.jump_host:
+            user, jhost, jport = parse_jump(self.options.jump_host)
+            inner = f"ssh -p {jport} -W %h:%p"
+            if self.options.jump_key:
+                inner += f" -i {self.options.jump_key}"
+            if self.options.jump_known_hosts:
+                inner += f" -o UserKnownHostsFile={self.options.jump_known_hosts}"
+            jump = f" -o 'ProxyCommand={inner} {user or self.options.user}@{jhost}'"
+        port_flag = f" -p {port}" if port != 22 else ""
+        return (
+            f"ssh -i {self.provider.run.key_file}{port_flag} {check}{jump} -o IdentitiesOnly=yes "
+            f"{self.options.user}@{host}"
+        )
+
+    def keep(self) -> None:
+        """Mark kept in the ledger and on AWS (a tag-based sweep then leaves it alone until it expires)."""
+        super().keep()
+        ec2 = self._ec2()
+        for resource in self.resources:
+            found = ids(resource)
+            if resource.kind == "s3-object" or not found:
+                continue
+            fields = encode_fields(resource)
+            tags = [{"Key": k, "Value": fields[k]} for k in (FIELD_PREFIX + "kept", FIELD_PREFIX + "expires")]
+            try:
+                call(f"tag {resource.kind}", ec2.create_tags, Resources=found, Tags=tags)
+            except ProviderError as e:
+                log.warning("%s: could not tag %s as kept: %s", self.name, resource.kind, e)
+
+    def destroy(self) -> None:
+        """Destroy in dependency order (instance first, VPC last), then close the jump host connection."""
+        try:
+            super().destroy()
+        finally:
+            self._close_jump()

@@ -1,0 +1,240 @@
+"""What every provider needs, written once: waits, client caches, the ledger entry as flat platform fields.
+
+A leaf module (it imports only errors and the ledger), so any provider module may use it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import threading
+import time
+from collections.abc import Callable, Hashable, Mapping
+from pathlib import Path
+from typing import Generic, TypeVar
+
+from ..errors import ProviderError
+from ..ledger import Owner, Resource
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+# --- waiting --------------------------------------------------------------------------------------
+
+
+def wait_until(
+    what: str,
+    check: Callable[[], T | None],
+    deadline: float,
+    interval: float,
+    *,
+    status: Callable[[], str] | None = None,
+) -> T:
+    """Call ``check`` every ``interval`` s until it returns a value other than None, and return that value.
+
+    At the monotonic ``deadline`` raise ProviderError naming the step ``what`` (and ``status()``, what was
+    last seen); a PermanentError from ``check`` ends the wait at once (waiting longer cannot help).
+    """
+    while True:
+        value = check()
+        if value is not None:
+            return value
+        now = time.monotonic()
+        if now >= deadline:
+            seen = status() if status is not None else ""
+            raise ProviderError(f"{what}: not done by the deadline" + (f" ({seen})" if seen else ""))
+        time.sleep(max(0.0, min(interval, deadline - now)))
+
+
+# --- one client per key, per process ---------------------------------------------------------------
+
+
+class ClientCache(Generic[K, V]):
+    """One SDK client or connection per key for the whole process, made on first use under a lock.
+
+    ``alive`` says whether a cached client can still be used (else a new one is made); ``close`` is
+    called for each client on :meth:`clear` and at interpreter exit (while the interpreter is intact).
+    """
+
+    def __init__(
+        self,
+        make: Callable[[K], V],
+        *,
+        alive: Callable[[V], bool] | None = None,
+        close: Callable[[V], None] | None = None,
+    ) -> None:
+        self._make = make
+        self._alive = alive
+        self._close = close
+        self._clients: dict[K, V] = {}
+        self._lock = threading.Lock()
+        if close is not None:
+            atexit.register(self.clear)
+
+    def get(self, key: K) -> V:
+        """The client for ``key``; errors from making one propagate and nothing is cached."""
+        with self._lock:
+            found = self._clients.get(key)
+            if found is None or (self._alive is not None and not self._alive(found)):
+                found = self._clients[key] = self._make(key)
+            return found
+
+    def clear(self) -> None:
+        """Forget (and close) every client, e.g. after the credentials in the environment changed."""
+        with self._lock:
+            clients, self._clients = list(self._clients.values()), {}
+        for found in clients:
+            if self._close is not None:
+                try:
+                    self._close(found)
+                except Exception as e:  # noqa: BLE001 - closing is best effort
+                    log.debug("closing a client failed: %s", e)
+
+
+# --- the ledger entry as flat key/value fields ------------------------------------------------------
+
+FIELD_PREFIX = "cvmfx-"
+"""Every field key starts with this (a lowercase letter first, as GCE label keys must)."""
+FIELD_LIMIT = 63
+"""Characters per key and per value: GCE labels, the strictest platform we store fields on."""
+FIELD_BUDGET = 20
+"""Fields one entry may take at most (EC2 and Azure allow 50 tags per resource; the rest are the user's)."""
+SAFE = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")
+FORBIDDEN_NAME = frozenset('<>%&\\?/')
+"""Characters Azure forbids in tag names (our keys never contain them)."""
+
+
+def escape(text: str) -> str:
+    """``text`` in GCE label value characters: [a-z0-9-] as is, every other UTF-8 byte as ``_xx`` (hex)."""
+    return "".join(c if c in SAFE else "".join(f"_{b:02x}" for b in c.encode()) for c in text)
+
+
+def unescape(text: str) -> str:
+    """The inverse of :func:`escape`; ValueError if ``text`` is not an escaped string."""
+    out = bytearray()
+    i = 0
+    while i < len(text):
+        if text[i] == "_":
+            digits = text[i + 1 : i + 3]
+            if len(digits) != 2 or not all(c in "0123456789abcdef" for c in digits):
+                raise ValueError(f"bad escape in {text!r}")
+            out.append(int(digits, 16))
+            i += 3
+        else:
+            out += text[i].encode()
+            i += 1
+    return out.decode()
+
+
+def _chunks(value: str) -> list[str]:
+    """``value`` in pieces of at most FIELD_LIMIT characters, never splitting an ``_xx`` escape."""
+    pieces = []
+    while len(value) > FIELD_LIMIT:
+        cut = FIELD_LIMIT
+        if "_" in value[cut - 2 : cut]:
+            cut = value.rindex("_", cut - 2, cut)
+        pieces.append(value[:cut])
+        value = value[cut:]
+    return [*pieces, value]
+
+
+def _put(fields: dict[str, str], name: str, value: str) -> None:
+    for i, piece in enumerate(_chunks(escape(value))):
+        fields[f"{FIELD_PREFIX}{name}" + (f"_{i + 1}" if i else "")] = piece
+
+
+def _get(fields: Mapping[str, str], name: str) -> str | None:
+    key = FIELD_PREFIX + name
+    if key not in fields:
+        return None
+    value, i = fields[key], 2
+    while f"{key}_{i}" in fields:
+        value += fields[f"{key}_{i}"]
+        i += 1
+    return unescape(value)
+
+
+def encode_fields(resource: Resource, **extra: str) -> dict[str, str]:
+    """A ledger entry as flat fields within every platform's label/tag limits (plus ``extra`` fields).
+
+    Keys: ``cvmfx-<field>`` of lowercase letters, digits, ``-`` and ``_``; values: at most 63 characters
+    of [a-z0-9_-] (long values continue in ``<key>_2``, ``<key>_3``...). Decoded by :func:`decode_fields`.
+    """
+    fields: dict[str, str] = {}
+    owner = resource.owner
+    for name, value in (
+        ("provider", resource.provider),
+        ("kind", resource.kind),
+        ("name", resource.name),
+        ("run", resource.run),
+        ("target", resource.target),
+        ("owner-host", owner.host),
+        ("owner-pid", str(owner.pid)),
+        ("created", str(round(resource.created * 1e6))),
+        ("expires", str(round(resource.expires * 1e6))),
+        ("kept", "true" if resource.kept else "false"),
+        *(() if owner.start is None else (("owner-start", owner.start),)),
+        *extra.items(),
+    ):
+        _put(fields, name, value)
+    if len(fields) > FIELD_BUDGET:
+        raise ProviderError(f"{resource.name}: its ledger entry needs {len(fields)} fields, at most {FIELD_BUDGET}")
+    return fields
+
+
+def decode_fields(fields: Mapping[str, str]) -> Resource | None:
+    """The ledger entry :func:`encode_fields` stored (without provider data), None if the fields are not ours."""
+    try:
+        values = {
+            name: _get(fields, name)
+            for name in ("provider", "kind", "name", "run", "target", "owner-host", "owner-pid", "owner-start",
+                         "created", "expires", "kept")
+        }
+        required = ("provider", "kind", "name", "run", "owner-host", "owner-pid", "created", "expires")
+        if any(values[name] is None for name in required):
+            return None
+        return Resource(
+            provider=str(values["provider"]),
+            kind=str(values["kind"]),
+            name=str(values["name"]),
+            run=str(values["run"]),
+            target=values["target"] or "",
+            owner=Owner(str(values["owner-host"]), int(str(values["owner-pid"])), values["owner-start"]),
+            created=int(str(values["created"])) / 1e6,
+            expires=int(str(values["expires"])) / 1e6,
+            kept=values["kept"] == "true",
+        )
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+def field(fields: Mapping[str, str], name: str) -> str | None:
+    """One (extra) field of an encoded entry, decoded; None if absent."""
+    try:
+        return _get(fields, name)
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+def plain(text: str) -> bool:
+    """Whether ``text`` is a plain name (lowercase letters, digits, ``-``): safe as one path component."""
+    return bool(text) and set(text) <= SAFE and not text.startswith("-")
+
+
+def machine_directory(state: Path, run: str, name: str) -> Path | None:
+    """``<state>/runs/<run>/machines/<name>``, the only host path a provider may delete; None if either
+    name is not plain (a forged label such as ``../..`` must not reach outside the state directory)."""
+    if not (plain(run) and plain(name)):
+        return None
+    return state / "runs" / run / "machines" / name
+
+
+def owned_directory(path: str | Path, run: str, name: str) -> bool:
+    """Whether ``path`` is a machine directory ``.../runs/<run>/machines/<name>`` of this run and machine."""
+    parts = Path(path).parts
+    ours = len(parts) > 4 and parts[-4:] == ("runs", run, "machines", name) and ".." not in parts
+    return ours and plain(run) and plain(name)
