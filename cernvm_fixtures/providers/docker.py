@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import atexit
 import fcntl
+import functools
 import hashlib
 import io
 import logging
@@ -60,7 +61,7 @@ from ..ledger import Resource
 from ..transport.docker import DockerTransport
 from .base import Machine, Provider, ProviderOptions
 from .kit import FIELD_PREFIX, ClientCache, decode_fields, encode_fields, field, machine_directory, owned_directory
-from .kit import wait_until
+from .kit import interruptible, wait_until
 
 log = logging.getLogger(__name__)
 
@@ -590,8 +591,16 @@ class DockerProvider(Provider[DockerOptions, "DockerMachine"]):
             log.info("%s: importing %s as %s", machine.name, source.tarball.path, ref)
             repository, _, tag = ref.partition(":")
             try:
-                client.api.import_image_from_file(
-                    str(source.tarball.path), repository=repository, tag=tag, changes=import_changes(resource_labels(resource, self.run.directory.parent.parent))
+                changes = import_changes(resource_labels(resource, self.run.directory.parent.parent))
+                # In a worker thread so Ctrl-C is taken at once; an import the interrupt left running is removed
+                # when it returns (or, if the process is gone by then, by sweep: the image carries its labels).
+                interruptible(
+                    f"{machine.name}: docker import",
+                    functools.partial(
+                        client.api.import_image_from_file,
+                        str(source.tarball.path), repository=repository, tag=tag, changes=changes,
+                    ),
+                    undo=lambda _: remove_image(client, ref),
                 )
                 client.images.get(ref)
             except docker.errors.DockerException as e:

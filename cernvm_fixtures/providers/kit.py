@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Hashable, Mapping
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from ..errors import ProviderError
 from ..ledger import Owner, Resource
@@ -48,6 +48,76 @@ def wait_until(
             seen = status() if status is not None else ""
             raise ProviderError(f"{what}: not done by the deadline" + (f" ({seen})" if seen else ""))
         time.sleep(max(0.0, min(interval, deadline - now)))
+
+
+# --- blocking engine calls that Ctrl-C does not wait for -------------------------------------------
+
+_in_flight = 0
+_in_flight_lock = threading.Lock()
+
+
+def calls_in_flight() -> int:
+    """How many :func:`interruptible` calls are still running in worker threads."""
+    return _in_flight
+
+
+def interruptible(
+    what: str, call: Callable[[], T], *, undo: Callable[[T], None] | None = None, poll: float = 0.05
+) -> T:
+    """Run a blocking engine call (libvirt ``createXML``, ``docker import``...) in a worker thread while the
+    calling thread waits in short joins, so a signal's KeyboardInterrupt (or SystemExit) is raised at once.
+
+    If the caller is interrupted, the call keeps running in the (daemon) worker, and whatever it returns
+    is handed to ``undo`` as soon as it returns, so nothing created after the interrupt outlives it while
+    this process lives; what the process's exit cuts short must be covered by the engine itself (libvirt's
+    auto-destroy) or by the ledger entry recorded before the call.
+    """
+    global _in_flight
+    outcome: dict[str, Any] = {}
+    lock = threading.Lock()
+    done = threading.Event()
+    abandoned = False
+
+    def work() -> None:
+        global _in_flight
+        try:
+            outcome["value"] = call()
+        except BaseException as e:  # noqa: BLE001 - handed to the caller (or logged if it left)
+            outcome["error"] = e
+        with lock:
+            done.set()
+            late = abandoned
+        with _in_flight_lock:
+            _in_flight -= 1
+        if late:
+            _undo(what, outcome, undo)
+
+    with _in_flight_lock:
+        _in_flight += 1
+    threading.Thread(target=work, name=f"cernvm-fixtures: {what}", daemon=True).start()
+    try:
+        while not done.wait(poll):
+            pass
+    except BaseException:
+        with lock:
+            abandoned = not done.is_set()
+        if not abandoned:  # finished just as the signal came: undo here, the interrupt still wins
+            _undo(what, outcome, undo)
+        else:
+            log.warning("%s: interrupted; what it creates is destroyed as soon as the engine returns", what)
+        raise
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+def _undo(what: str, outcome: dict[str, Any], undo: Callable[[Any], None] | None) -> None:
+    if undo is None or "value" not in outcome:
+        return
+    try:
+        undo(outcome["value"])
+    except Exception as e:  # noqa: BLE001 - nobody is left to raise to; the ledger still has the entry
+        log.warning("%s: could not undo after an interrupt: %s", what, e)
 
 
 # --- one client per key, per process ---------------------------------------------------------------
@@ -87,6 +157,8 @@ class ClientCache(Generic[K, V]):
         """Forget (and close) every client, e.g. after the credentials in the environment changed."""
         with self._lock:
             clients, self._clients = list(self._clients.values()), {}
+        if calls_in_flight():
+            return  # closing would wait for a blocking call an interrupt left running; exit closes them
         for found in clients:
             if self._close is not None:
                 try:

@@ -13,6 +13,7 @@ address from the DHCP leases, for real hosts.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -34,7 +35,8 @@ from ..errors import ConfigError, PermanentError, ProviderError
 from ..ledger import Resource
 from ..transport.ssh import SSHTransport
 from .base import Machine, Provider, ProviderOptions, console_text
-from .kit import ClientCache, decode_fields, encode_fields, machine_directory, owned_directory, wait_until
+from .kit import ClientCache, decode_fields, encode_fields, interruptible, machine_directory, owned_directory
+from .kit import wait_until
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +158,10 @@ def choose_domain_type(conn, uri: str, wait: float = 10.0) -> str:
     chosen = "qemu"
     dom = None
     try:
-        dom = conn.createXML(xml, libvirt.VIR_DOMAIN_START_AUTODESTROY)
+        dom = interruptible(
+            "KVM probe: libvirt createXML", lambda: conn.createXML(xml, libvirt.VIR_DOMAIN_START_AUTODESTROY),
+            undo=_destroy_domain,
+        )
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
             if console.exists() and b"Linux version" in console.read_bytes():
@@ -310,6 +315,16 @@ def domain_xml(
     return _serialize(domain)
 
 
+def _destroy_domain(dom: Any) -> None:
+    """Destroy a domain a createXML call started after its caller was interrupted."""
+    libvirt = _libvirt()
+    try:
+        dom.destroy()
+    except libvirt.libvirtError as e:
+        if e.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+            raise
+
+
 def domain_fields(dom: Any) -> dict[str, str]:
     """The ledger fields in a domain's metadata element (empty if it has none)."""
     libvirt = _libvirt()
@@ -384,7 +399,10 @@ class KvmProvider(Provider[KvmOptions, "KvmMachine"]):
                 metadata=encode_fields(resource),
             )
             try:
-                machine.domain = conn.createXML(xml, 0 if keep else libvirt.VIR_DOMAIN_START_AUTODESTROY)
+                flags = 0 if keep else libvirt.VIR_DOMAIN_START_AUTODESTROY
+                machine.domain = interruptible(
+                    f"{name}: libvirt createXML", functools.partial(conn.createXML, xml, flags), undo=_destroy_domain
+                )
             except libvirt.libvirtError as e:
                 message = e.get_error_message()
                 if "hostfwd" in message or "host forwarding" in message:
@@ -498,6 +516,21 @@ class KvmMachine(Machine):
         except OSError:
             return ""
         return console_text(raw.decode("utf-8", "replace"))
+
+    def keep(self) -> None:
+        """Mark kept in the ledger and in the domain's own metadata (a sweep from metadata alone leaves it)."""
+        super().keep()
+        entry = next((r for r in self.resources if r.kind == "domain"), None)
+        if self.domain is None or entry is None:
+            return
+        libvirt = _libvirt()
+        xml = ElementTree.tostring(ElementTree.Element("resource", encode_fields(entry)), encoding="unicode")
+        try:
+            self.domain.setMetadata(
+                libvirt.VIR_DOMAIN_METADATA_ELEMENT, xml, "cvmfx", NS, libvirt.VIR_DOMAIN_AFFECT_LIVE
+            )
+        except libvirt.libvirtError as e:
+            log.warning("%s: could not mark the domain kept in its metadata: %s", self.name, e.get_error_message())
 
     def login_command(self) -> str:
         host, port = ("127.0.0.1", self.ssh_port) if self.options.network == "user" else (f"<{self.name} address>", 22)

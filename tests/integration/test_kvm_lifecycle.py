@@ -64,6 +64,35 @@ def test_interrupt_during_boot_destroys_everything(tmp_path, signum):
     assert_nothing_left(tmp_path)
 
 
+def test_ctrl_c_during_libvirt_create_answers_within_two_seconds(tmp_path):
+    """SIGINT while libvirt's createXML blocks (seconds to a minute on a host whose /dev/kvm is not set up):
+    pytest ends within 2 s, and once libvirt returns nothing is left (no domain, no qemu, no run directory)."""
+    process = pytest_process(tmp_path, A_TEST)
+    deadline = time.monotonic() + 120
+    while not list((tmp_path / "state").glob("runs/*/machines/*/seed.iso")):
+        assert time.monotonic() < deadline and process.poll() is None, "the launch never reached createXML"
+        time.sleep(0.05)
+    time.sleep(0.3)  # inside createXML now (writing the seed is the last step before it)
+    sent = time.monotonic()
+    process.send_signal(signal.SIGINT)
+    output, _ = process.communicate(timeout=60)
+    answered = time.monotonic() - sent
+    assert process.returncode != 0, output
+    assert answered <= 2.0, f"pytest took {answered:.1f} s to end after Ctrl-C:\n{output}"
+    deadline = time.monotonic() + 180
+    while domains_under(tmp_path) or qemu_processes_under(tmp_path):
+        assert time.monotonic() < deadline, "a domain started after the interrupt was not destroyed"
+        time.sleep(0.5)
+    assert_nothing_left(tmp_path)
+    assert not list((tmp_path / "state").glob("runs/*")), "the run directory is left"
+
+
+def qemu_processes_under(directory: Path) -> list[str]:
+    """QEMU command lines that name a file under ``directory``."""
+    found = subprocess.run(["pgrep", "-a", "qemu-system"], capture_output=True, text=True).stdout.splitlines()
+    return [line for line in found if str(directory) in line]
+
+
 def test_sigkill_leaves_only_what_sweep_removes(tmp_path):
     process = pytest_process(tmp_path, A_TEST)
     name = wait_for_domain(tmp_path, process)

@@ -34,7 +34,7 @@ def resources(draw) -> Resource:
         kind=draw(names),
         name=draw(names),
         run=draw(names),
-        target=draw(st.text(max_size=24)),
+        target=draw(st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-", max_size=24)),
         owner=Owner(draw(hosts), draw(st.integers(0, 2**22)), draw(st.none() | st.text("0123456789", max_size=20))),
         created=created,
         expires=created + draw(st.floats(min_value=1, max_value=1e6)),
@@ -272,3 +272,39 @@ def test_a_colliding_machine_directory_is_neither_recorded_nor_deleted(tmp_path)
         provider.record_directory(Owner_(), sibling)
     assert run.ledger.entries() == [] and Owner_.resources == []
     assert (sibling / "disk").read_text() == "the live sibling's"
+
+
+# --- interruptible blocking calls ---------------------------------------------------------------------
+
+
+def test_ctrl_c_is_taken_at_once_and_a_late_result_is_undone():
+    import os
+    import signal
+    import threading
+
+    undone = threading.Event()
+    release = threading.Event()
+
+    def blocking_create():
+        release.wait(10)  # an engine call that ignores signals, like libvirt's createXML
+        return "domain-1"
+
+    timer = threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT))
+    start = time.monotonic()
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        kit.interruptible("create", blocking_create, undo=lambda value: value == "domain-1" and undone.set())
+    assert time.monotonic() - start < 1.0, "the interrupt waited for the blocking call"
+    assert not undone.is_set() and kit.calls_in_flight() == 1
+    release.set()
+    assert undone.wait(5), "what the call created after the interrupt is destroyed as soon as it returns"
+    deadline = time.monotonic() + 5
+    while kit.calls_in_flight() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert kit.calls_in_flight() == 0
+
+
+def test_interruptible_returns_and_raises_like_the_call():
+    assert kit.interruptible("ok", lambda: 42) == 42
+    with pytest.raises(ProviderError, match="engine says no"):
+        kit.interruptible("fails", lambda: (_ for _ in ()).throw(ProviderError("engine says no")))
