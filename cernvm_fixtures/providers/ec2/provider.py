@@ -280,23 +280,23 @@ class Ec2Provider(Provider[Ec2Options, "Ec2Machine"]):
             for inst in reservation["Instances"]:
                 if inst["State"]["Name"] != "terminated":
                     add("instance", inst.get("Tags"), inst["InstanceId"])
-        for item in pages("describe_volumes", "Volumes", Filters=ours):
+        for item in listed("describe_volumes", "Volumes", Filters=ours):
             add("volume", item.get("Tags"), item["VolumeId"])
-        for item in pages("describe_security_groups", "SecurityGroups", Filters=ours):
+        for item in listed("describe_security_groups", "SecurityGroups", Filters=ours):
             add("security-group", item.get("Tags"), item["GroupId"])
-        for item in pages("describe_route_tables", "RouteTables", Filters=ours):
+        for item in listed("describe_route_tables", "RouteTables", Filters=ours):
             add("route-table", item.get("Tags"), item["RouteTableId"])
-        for item in pages("describe_subnets", "Subnets", Filters=ours):
+        for item in listed("describe_subnets", "Subnets", Filters=ours):
             add("subnet", item.get("Tags"), item["SubnetId"])
-        for item in pages("describe_internet_gateways", "InternetGateways", Filters=ours):
+        for item in listed("describe_internet_gateways", "InternetGateways", Filters=ours):
             add("internet-gateway", item.get("Tags"), item["InternetGatewayId"])
-        for item in pages("describe_vpcs", "Vpcs", Filters=ours):
+        for item in listed("describe_vpcs", "Vpcs", Filters=ours):
             add("vpc", item.get("Tags"), item["VpcId"])
         for item in call("describe-key-pairs", ec2.describe_key_pairs, Filters=ours).get("KeyPairs", []):
             add("key-pair", item.get("Tags"), item["KeyName"])
         for item in call("describe-images", ec2.describe_images, Owners=["self"], Filters=ours).get("Images", []):
             add("image", item.get("Tags"), item["ImageId"])
-        for item in pages("describe_snapshots", "Snapshots", OwnerIds=["self"], Filters=ours):
+        for item in listed("describe_snapshots", "Snapshots", OwnerIds=["self"], Filters=ours):
             add("snapshot", item.get("Tags"), item["SnapshotId"])
         if options.import_bucket:
             for key, tags in images.uploaded_objects(client("s3", region, endpoint), options.import_bucket):
