@@ -106,7 +106,7 @@ class Provider(ABC, Generic[OptionsT, MachineT]):
         try:
             directory.mkdir()
         except FileExistsError:
-            raise ProviderError(f"{machine.name}: {directory} exists already (a name collision); nothing created") from None
+            raise ProviderError(f"{machine.name}: {directory} exists already (a name collision)") from None
         return self.record(machine, "directory", machine.name, path=str(directory))
 
     def created(self, resource: Resource, **data: Any) -> None:

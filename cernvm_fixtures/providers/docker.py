@@ -39,7 +39,6 @@ import logging
 import lzma
 import os
 import re
-import shutil
 import signal
 import tarfile
 import threading
@@ -60,7 +59,7 @@ from ..images import appliance_variant
 from ..ledger import Resource
 from ..transport.docker import DockerTransport
 from .base import Machine, Provider, ProviderOptions
-from .kit import FIELD_PREFIX, ClientCache, decode_fields, encode_fields, field, machine_directory, owned_directory
+from .kit import FIELD_PREFIX, ClientCache, decode_fields, encode_fields, field, machine_directory, remove_machine_directory
 from .kit import interruptible, wait_until
 
 log = logging.getLogger(__name__)
@@ -612,10 +611,7 @@ class DockerProvider(Provider[DockerOptions, "DockerMachine"]):
     @classmethod
     def destroy_resource(cls, resource: Resource) -> None:
         if resource.kind == "directory":
-            path = resource.data["path"]
-            if not owned_directory(path, resource.run, resource.name):
-                raise ProviderError(f"{path} is not a machine directory runs/{resource.run}/machines/{resource.name}")
-            shutil.rmtree(path, ignore_errors=True)
+            remove_machine_directory(resource)
             return
         url = resource.data.get("url")
         if resource.kind == "image":

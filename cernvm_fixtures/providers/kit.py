@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import shutil
 import threading
 import time
 from collections.abc import Callable, Hashable, Mapping
@@ -303,6 +304,14 @@ def machine_directory(state: Path, run: str, name: str) -> Path | None:
     if not (plain(run) and plain(name)):
         return None
     return state / "runs" / run / "machines" / name
+
+
+def remove_machine_directory(resource: Resource) -> None:
+    """Delete a recorded machine directory, only if it is ``.../runs/<run>/machines/<name>`` of that entry."""
+    path = resource.data["path"]
+    if not owned_directory(path, resource.run, resource.name):
+        raise ProviderError(f"{path} is not a machine directory runs/{resource.run}/machines/{resource.name}")
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def owned_directory(path: str | Path, run: str, name: str) -> bool:

@@ -35,7 +35,7 @@ from ..errors import ConfigError, PermanentError, ProviderError
 from ..ledger import Resource
 from ..transport.ssh import SSHTransport
 from .base import Machine, Provider, ProviderOptions, console_text
-from .kit import ClientCache, decode_fields, encode_fields, interruptible, machine_directory, owned_directory
+from .kit import ClientCache, decode_fields, encode_fields, interruptible, machine_directory, remove_machine_directory
 from .kit import wait_until
 
 log = logging.getLogger(__name__)
@@ -416,10 +416,7 @@ class KvmProvider(Provider[KvmOptions, "KvmMachine"]):
     @classmethod
     def destroy_resource(cls, resource: Resource) -> None:
         if resource.kind == "directory":
-            path = resource.data["path"]
-            if not owned_directory(path, resource.run, resource.name):
-                raise ProviderError(f"{path} is not a machine directory runs/{resource.run}/machines/{resource.name}")
-            shutil.rmtree(path, ignore_errors=True)
+            remove_machine_directory(resource)
             return
         if resource.kind != "domain":
             raise ProviderError(f"kvm cannot destroy unknown resource kind {resource.kind!r}")

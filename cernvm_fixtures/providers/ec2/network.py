@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from ...errors import ConfigError
 from ...ledger import Resource
 from .aws import call, call_until_free, client
-from .tags import find
+from .tags import deleter, find
 
 if TYPE_CHECKING:
     from ..base import Machine
@@ -98,10 +98,11 @@ def ssh_permission(cidr: str) -> dict[str, Any]:
     return rule
 
 
-def destroy_security_group(resource: Resource, region: str, endpoint: str | None) -> None:
-    ec2 = client("ec2", region, endpoint)
-    for group_id in find(resource, ec2, "describe_security_groups", "SecurityGroups", "GroupId"):
-        call_until_free(f"delete security group {group_id}", ec2.delete_security_group, GroupId=group_id)
+destroy_security_group = deleter(
+    "security group", "describe_security_groups", "SecurityGroups", "GroupId", "delete_security_group"
+)
+destroy_subnet = deleter("subnet", "describe_subnets", "Subnets", "SubnetId", "delete_subnet")
+destroy_vpc = deleter("vpc", "describe_vpcs", "Vpcs", "VpcId", "delete_vpc")
 
 
 def destroy_route_table(resource: Resource, region: str, endpoint: str | None) -> None:
@@ -120,12 +121,6 @@ def destroy_route_table(resource: Resource, region: str, endpoint: str | None) -
         call_until_free(f"delete route table {table_id}", ec2.delete_route_table, RouteTableId=table_id)
 
 
-def destroy_subnet(resource: Resource, region: str, endpoint: str | None) -> None:
-    ec2 = client("ec2", region, endpoint)
-    for subnet_id in find(resource, ec2, "describe_subnets", "Subnets", "SubnetId"):
-        call_until_free(f"delete subnet {subnet_id}", ec2.delete_subnet, SubnetId=subnet_id)
-
-
 def destroy_internet_gateway(resource: Resource, region: str, endpoint: str | None) -> None:
     ec2 = client("ec2", region, endpoint)
     for igw_id in find(resource, ec2, "describe_internet_gateways", "InternetGateways", "InternetGatewayId"):
@@ -136,10 +131,4 @@ def destroy_internet_gateway(resource: Resource, region: str, endpoint: str | No
                     f"detach {igw_id}", ec2.detach_internet_gateway, InternetGatewayId=igw_id, VpcId=attachment["VpcId"]
                 )
         call_until_free(f"delete internet gateway {igw_id}", ec2.delete_internet_gateway, InternetGatewayId=igw_id)
-
-
-def destroy_vpc(resource: Resource, region: str, endpoint: str | None) -> None:
-    ec2 = client("ec2", region, endpoint)
-    for vpc_id in find(resource, ec2, "describe_vpcs", "Vpcs", "VpcId"):
-        call_until_free(f"delete vpc {vpc_id}", ec2.delete_vpc, VpcId=vpc_id)
 

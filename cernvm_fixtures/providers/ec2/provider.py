@@ -20,7 +20,7 @@ from . import network
 from .aws import DESTROY_POLL, DESTROY_TIMEOUT, boto3_module, call, call_until_free, client, error_code, pages
 from .aws import resolve_region
 from .options import AMI_ID, Ec2Options, parse_jump
-from .tags import AWS_TYPE, CREATION_ORDER, RUN_TAG, find, ids, resource_from_tags, tag_dict, tag_filters, tag_list
+from .tags import AWS_TYPE, CREATION_ORDER, RUN_TAG, deleter, ids, resource_from_tags, tag_dict, tag_filters, tag_list
 from .tags import principal_digest, teardown_order
 
 if TYPE_CHECKING:
@@ -280,18 +280,16 @@ class Ec2Provider(Provider[Ec2Options, "Ec2Machine"]):
             for inst in reservation["Instances"]:
                 if inst["State"]["Name"] != "terminated":
                     add("instance", inst.get("Tags"), inst["InstanceId"])
-        for item in listed("describe_volumes", "Volumes", Filters=ours):
-            add("volume", item.get("Tags"), item["VolumeId"])
-        for item in listed("describe_security_groups", "SecurityGroups", Filters=ours):
-            add("security-group", item.get("Tags"), item["GroupId"])
-        for item in listed("describe_route_tables", "RouteTables", Filters=ours):
-            add("route-table", item.get("Tags"), item["RouteTableId"])
-        for item in listed("describe_subnets", "Subnets", Filters=ours):
-            add("subnet", item.get("Tags"), item["SubnetId"])
-        for item in listed("describe_internet_gateways", "InternetGateways", Filters=ours):
-            add("internet-gateway", item.get("Tags"), item["InternetGatewayId"])
-        for item in listed("describe_vpcs", "Vpcs", Filters=ours):
-            add("vpc", item.get("Tags"), item["VpcId"])
+        for kind, operation, key, ident in (
+            ("volume", "describe_volumes", "Volumes", "VolumeId"),
+            ("security-group", "describe_security_groups", "SecurityGroups", "GroupId"),
+            ("route-table", "describe_route_tables", "RouteTables", "RouteTableId"),
+            ("subnet", "describe_subnets", "Subnets", "SubnetId"),
+            ("internet-gateway", "describe_internet_gateways", "InternetGateways", "InternetGatewayId"),
+            ("vpc", "describe_vpcs", "Vpcs", "VpcId"),
+        ):
+            for item in listed(operation, key, Filters=ours):
+                add(kind, item.get("Tags"), item[ident])
         for item in call("describe-key-pairs", ec2.describe_key_pairs, Filters=ours).get("KeyPairs", []):
             add("key-pair", item.get("Tags"), item["KeyName"])
         for item in call("describe-images", ec2.describe_images, Owners=["self"], Filters=ours).get("Images", []):
@@ -370,10 +368,7 @@ def destroy_instance(resource: Resource, region: str, endpoint: str | None) -> N
             call_until_free(f"delete volume {volume['VolumeId']}", ec2.delete_volume, VolumeId=volume["VolumeId"])
 
 
-def destroy_volume(resource: Resource, region: str, endpoint: str | None) -> None:
-    ec2 = client("ec2", region, endpoint)
-    for volume_id in find(resource, ec2, "describe_volumes", "Volumes", "VolumeId"):
-        call_until_free(f"delete volume {volume_id}", ec2.delete_volume, VolumeId=volume_id)
+destroy_volume = deleter("volume", "describe_volumes", "Volumes", "VolumeId", "delete_volume")
 
 
 def destroy_key_pair(resource: Resource, region: str, endpoint: str | None) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 from ...ledger import Resource
 from ..kit import FIELD_BUDGET, FIELD_PREFIX, decode_fields, encode_fields, escape, field
-from .aws import pages
+from .aws import call_until_free, client, pages
 
 RUN_TAG = FIELD_PREFIX + "run"
 """Every resource cernvm-fixtures creates carries this tag (sweep filters on it)."""
@@ -109,6 +109,18 @@ def tag_filters(resource: Resource, kind: str | None = None) -> list[dict[str, A
         {"Name": f"tag:{RUN_TAG}", "Values": [escape(resource.run)]},
         {"Name": f"tag:{FIELD_PREFIX}kind", "Values": [escape(kind or resource.kind)]},
     ]
+
+
+def deleter(what: str, describe: str, key: str, ident: str, delete: str) -> Any:
+    """A teardown function for a kind whose resources are deleted by id alone (``delete(<ident>=id)``),
+    each found from the ledger and by its tags, retried while something still depends on it."""
+
+    def destroy(resource: Resource, region: str, endpoint: str | None) -> None:
+        ec2 = client("ec2", region, endpoint)
+        for found in find(resource, ec2, describe, key, ident):
+            call_until_free(f"delete {what} {found}", getattr(ec2, delete), **{ident: found})
+
+    return destroy
 
 
 def find(resource: Resource, ec2: Any, operation: str, key: str, ident: str, **params: Any) -> list[str]:
