@@ -527,3 +527,26 @@ def test_include_kept_touches_only_resources_of_the_callers_own_principal(monkey
             assert not Ec2Provider.owned_by_caller(resource("vpc", region="eu-west-1")), "no principal: not provable"
     finally:
         ec2.reset_clients()
+
+
+def test_leftovers_finds_only_whole_entries_by_their_tags(monkeypatch):
+    from moto import mock_aws
+
+    for name, value in {"AWS_ACCESS_KEY_ID": "AKIAUNIT", "AWS_SECRET_ACCESS_KEY": "unit",
+                        "AWS_CONFIG_FILE": "/nonexistent", "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent"}.items():
+        monkeypatch.setenv(name, value)
+    ec2.reset_clients()
+    try:
+        with mock_aws():
+            client = boto3.client("ec2", region_name="eu-west-1")
+            ours = resource("vpc", region="eu-west-1")
+            vpc = client.create_vpc(CidrBlock="10.9.0.0/16", TagSpecifications=[
+                {"ResourceType": "vpc", "Tags": ec2.tag_list(ec2.tag_dict(ours))}])["Vpc"]["VpcId"]
+            forged = {**ec2.tag_dict(resource("subnet")), "cvmfx-owner-pid": "not-a-pid"}
+            client.create_vpc(CidrBlock="10.8.0.0/16", TagSpecifications=[
+                {"ResourceType": "vpc", "Tags": ec2.tag_list(forged)}])
+            found = Ec2Provider.leftovers(target(), set())
+            assert [(r.kind, r.name, r.data["ids"]) for r in found] == [("vpc", ours.name, [vpc])]
+            assert Ec2Provider.leftovers(target(), {ours.name}) == [], "a machine the ledger covers is not a leftover"
+    finally:
+        ec2.reset_clients()

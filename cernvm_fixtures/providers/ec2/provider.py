@@ -14,7 +14,7 @@ from ...errors import ConfigError, PermanentError, ProviderError
 from ...ledger import Resource
 from ...transport.ssh import SSHTransport
 from ..base import Machine, Provider, console_text
-from ..kit import FIELD_PREFIX, encode_fields, field, wait_until
+from ..kit import FIELD_PREFIX, encode_fields, wait_until
 from . import image as images
 from . import network
 from .aws import DESTROY_POLL, DESTROY_TIMEOUT, boto3_module, call, call_until_free, client, error_code, pages
@@ -267,13 +267,14 @@ class Ec2Provider(Provider[Ec2Options, "Ec2Machine"]):
         endpoint = options.endpoint_url
         ec2 = client("ec2", region, endpoint)
         ours = [{"Name": "tag-key", "Values": [RUN_TAG]}]
-        found: dict[tuple[str, str], tuple[dict[str, str], list[str]]] = {}
+        found: dict[tuple[Any, ...], tuple[dict[str, str], list[str]]] = {}
 
         def add(kind: str, tags: list[dict[str, str]] | None, ident: str) -> None:
             tags_ = {t["Key"]: t["Value"] for t in tags or []}
-            machine = field(tags_, "name")
-            if machine and machine not in recorded:
-                found.setdefault((kind, machine), (tags_, []))[1].append(ident)
+            entry = resource_from_tags(kind, tags_, {})
+            if entry is None or entry.name in recorded:
+                return  # not a whole entry of ours: never grouped with one that is
+            found.setdefault((kind, entry.name, entry.run, entry.owner), (tags_, []))[1].append(ident)
 
         listed = functools.partial(pages, ec2)
         for reservation in listed("describe_instances", "Reservations", Filters=ours):
@@ -301,7 +302,7 @@ class Ec2Provider(Provider[Ec2Options, "Ec2Machine"]):
                 add("s3-object", [{"Key": k, "Value": v} for k, v in tags.items()], key)
 
         resources = []
-        for (kind, _machine), (tags, idents) in found.items():
+        for (kind, *_), (tags, idents) in found.items():
             data: dict[str, Any] = {"region": region, "endpoint_url": endpoint, "ids": sorted(set(idents))}
             if kind == "key-pair":
                 data["key_name"] = idents[0]
