@@ -177,8 +177,6 @@ FIELD_LIMIT = 63
 FIELD_BUDGET = 20
 """Fields one entry may take at most (EC2 and Azure allow 50 tags per resource; the rest are the user's)."""
 SAFE = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")
-FORBIDDEN_NAME = frozenset('<>%&\\?/')
-"""Characters Azure forbids in tag names (our keys never contain them)."""
 
 
 def escape(text: str) -> str:
