@@ -372,6 +372,11 @@ class OpenStackProvider(Provider):
         resource.data.update(data)
         self.run.ledger.update(resource)
 
+    def forget(self, machine: Machine, resource: Resource) -> None:
+        """Drop a ledger entry for something the cloud refused to create (nothing of ours to destroy)."""
+        self.run.ledger.forget(resource)
+        machine.resources.remove(resource)
+
     def launch(self, machine: Machine, context: Context) -> None:
         assert isinstance(machine, OpenStackMachine)
         o = self.options
@@ -391,7 +396,14 @@ class OpenStackProvider(Provider):
         image_id = glance.id
 
         key = self._record(machine, "keypair", key_name=machine.name)
-        call("create key pair", conn.compute.create_keypair, name=machine.name, public_key=self.run.public_key)
+        try:
+            conn.compute.create_keypair(name=machine.name, public_key=self.run.public_key)
+        except _openstack().exceptions.ConflictException as e:
+            # A key pair of that name exists and is not ours (it has no tags to tell): never delete it.
+            self.forget(machine, key)
+            raise ProviderError(f"create key pair: HTTP 409: {e.details or e.message}") from None
+        except _openstack().exceptions.SDKException as e:
+            raise ProviderError(f"create key pair: {e}") from None
         self.created(key, id=machine.name)
 
         group_id = self.create_security_group(machine)
@@ -423,7 +435,7 @@ class OpenStackProvider(Provider):
         conn = self.conn()
         digest = sha512(path)
         for found in call("list images", conn.image.images):
-            if found.os_hash_value == digest and found.status == "active":
+            if found.hash_value == digest and found.status == "active":
                 log.info("%s: reusing image %s (same sha512 as %s)", machine.name, found.id, path.name)
                 return found
         resource = self._record(machine, "image", file=str(path))
@@ -444,8 +456,8 @@ class OpenStackProvider(Provider):
         _openstack().exceptions.raise_from_response(response)
         done = call("wait for image", conn.image.wait_for_status, made, "active", failures=["killed"],
                     interval=self.options.poll_interval, wait=3600)
-        if done.os_hash_value not in (None, digest):
-            raise ProviderError(f"{machine.name}: Glance computed sha512 {done.os_hash_value} for {path.name}, "
+        if done.hash_value not in (None, digest):
+            raise ProviderError(f"{machine.name}: Glance computed sha512 {done.hash_value} for {path.name}, "
                                 f"expected {digest}")
         return done
 

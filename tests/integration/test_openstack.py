@@ -152,3 +152,298 @@ def test_create_labels_and_remove_everything(openstack_cloud, cern_image, tmp_pa
     assert_nothing_left(fake, run)
     for resource in entries.values():  # again, from the ledger alone: all gone, that is fine
         OpenStackProvider.destroy_resource(resource)
+
+
+# --- the fake is held to upstream's shapes --------------------------------------------------------------
+
+
+def upstream(module: str, name: str, *args) -> dict:
+    """An example body from openstacksdk's own unit tests (shipped in its wheel), read without importing them."""
+    import ast
+    import hashlib
+    import importlib.util
+
+    spec = importlib.util.find_spec("openstack")
+    path = Path(spec.origin).parent / "tests" / "unit" / module
+    tree = ast.parse(path.read_text())
+    namespace = {"json": json, "hashlib": hashlib, "PROJECT_ID": "p", "IDENTIFIER": "i", "COMPUTE_ENDPOINT": "c",
+                 "FAKE_PUBLIC_KEY": "k", "NO_MD5": "m", "NO_SHA256": "s", "Any": object, "datetime": __import__("datetime"),
+                 "fakes": type("fakes", (), {"PROJECT_ID": "p"})}
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef) and node.name == name:
+            exec(compile(ast.Module([node], []), str(path), "exec"), namespace)
+            return namespace[name](*args)
+        if isinstance(node, (ast.Assign, ast.AnnAssign)):
+            target = node.targets[0] if isinstance(node, ast.Assign) else node.target
+            if isinstance(target, ast.Name) and target.id == name:
+                return eval(compile(ast.Expression(node.value), str(path), "eval"), namespace)
+    raise AssertionError(f"{name} not found in {path}")
+
+
+NEUTRON_EXTENSION_ONLY = {
+    "binding:host_id": "binding", "binding:profile": "binding", "binding:vif_details": "binding",
+    "binding:vif_type": "binding", "binding:vnic_type": "binding", "data_plane_status": "data-plane-status",
+    "device_profile": "port-device-profile", "dns_assignment": "dns-integration", "dns_domain": "dns-domain-ports",
+    "dns_name": "dns-integration", "hardware_offload_type": "port-hardware-offload-type",
+    "numa_affinity_policy": "port-numa-affinity-policy", "pvlan_type": "port-pvlan", "pvlan_community": "port-pvlan",
+    "qos_network_policy_id": "qos-port-network-policy", "qos_policy_id": "qos", "propagate_uplink_status":
+    "uplink-status-propagation", "resource_request": "port-resource-request", "trunk_details": "trunk-details",
+    "trusted": "port-trusted-vif", "extra_dhcp_opts": "extra_dhcp_opt",
+}
+"""Keys of upstream's example port that only a Neutron extension adds; the fake does not list those extensions."""
+
+
+def test_fake_serves_upstream_documents_and_shapes(openstack_cloud, cern_image, tmp_path):
+    fake = openstack_cloud
+    conn = osmod.connection(CLOUD)
+    fixtures = Path(osmod._openstack().__file__).parent / "tests" / "unit" / "fixtures"
+    served = requests.get(f"{fake.base}/compute", timeout=10).json()
+    upstream_doc = json.loads((fixtures / "compute-version.json").read_text())
+    assert json.dumps(served).replace(fake.base + "/compute", "https://compute.example.com") == json.dumps(upstream_doc)
+    assert requests.get(f"{fake.base}/image", timeout=10).status_code == 300
+    assert conn.compute.get_endpoint_data().max_microversion.__str__() == "(2, 53)"
+
+    run = run_for(tmp_path)
+    machine, _ = create_only(target_for(), run)
+    try:
+        session = conn.compute
+        server = session.get(f"/servers/{machine.server_id}", microversion="2.53").json()["server"]
+        missing = set(upstream("base.py", "make_fake_server", "id", "name")) - set(server)
+        assert not missing, f"the fake's server lacks keys upstream's example has: {missing}"
+        keypair = session.get(f"/os-keypairs/{machine.name}", microversion="2.53").json()["keypair"]
+        assert not set(upstream("cloud/test_keypair.py", "make_fake_keypair", "n")) - set(keypair)
+        flavor = session.get("/flavors/1").json()["flavor"]
+        assert not set(upstream("cloud/fakes.py", "make_fake_flavor", "1", "f")) - set(flavor)
+        network = conn.network
+        group = network.get(f"/security-groups/{run.ledger.entries()[1].data['id']}").json()["security_group"]
+        assert not set(upstream("cloud/test_security_groups.py", "make_fake_neutron_security_group",
+                                "1", "n", "d", [])) - set(group)
+        port = network.get("/ports").json()["ports"][0]
+        expected = set(upstream("network/v2/test_port.py", "EXAMPLE")) - set(NEUTRON_EXTENSION_ONLY)
+        assert not expected - set(port), expected - set(port)
+        listed = {e["alias"] for e in network.get("/extensions").json()["extensions"]}
+        assert not listed & set(NEUTRON_EXTENSION_ONLY.values()), "the fake lists an extension it does not implement"
+        image = conn.image.get(f"/images/{cern_image}").json()
+        wanted = set(upstream("cloud/fakes.py", "make_fake_image", "i"))
+        sdk_only = {"image_state", "image_type", "ramdisk_id", "owner_specified.openstack.md5",
+                    "owner_specified.openstack.sha256", "owner_specified.openstack.object"}
+        assert not wanted - sdk_only - set(image), wanted - sdk_only - set(image)
+    finally:
+        machine.destroy()
+    assert_nothing_left(fake, run)
+
+
+def test_fake_errors_come_in_the_services_shapes(openstack_cloud):
+    conn = osmod.connection(CLOUD)
+    nova = conn.compute.get("/servers/00000000-0000-0000-0000-000000000000")
+    assert nova.status_code == 404 and set(nova.json()) == {"itemNotFound"}
+    assert nova.json()["itemNotFound"]["code"] == 404
+    neutron = conn.network.get("/security-groups/nope")
+    assert neutron.status_code == 404 and neutron.json()["NeutronError"]["type"] == "SecurityGroupNotFound"
+    from openstack import exceptions
+
+    with pytest.raises(exceptions.NotFoundException, match="could not be found"):
+        conn.compute.get_server("00000000-0000-0000-0000-000000000000")
+    too_new = conn.compute.get("/servers", microversion="2.99")
+    assert too_new.status_code == 406
+
+
+# --- the ledger is written first ------------------------------------------------------------------------
+
+
+CREATES = {
+    ("POST", "/compute/v2.1/os-keypairs"): "keypair",
+    ("POST", "/network/v2.0/security-groups"): "security-group",
+    ("POST", "/compute/v2.1/servers"): "server",
+    ("POST", "/image/v2/images"): "image",
+}
+
+
+def test_every_create_call_finds_its_ledger_entry_already_written(openstack_cloud, image_file, tmp_path,
+                                                                   monkeypatch):
+    """An interceptor on the SDK's own HTTP (requests under keystoneauth) looks at the ledger on disk."""
+    run = run_for(tmp_path)
+    seen: dict[str, list[tuple[str, bool]]] = {}
+    original = requests.Session.send
+
+    def send(session, request, **kwargs):
+        path = re.sub(r"^https?://[^/]+", "", request.url).split("?")[0].rstrip("/")
+        kind = CREATES.get((request.method, path))
+        if kind is not None:
+            on_disk = [json.loads(p.read_text()) for p in (run.directory / "ledger").glob("*.json")]
+            seen[kind] = [(e["kind"], bool(e["data"].get("id"))) for e in on_disk]
+            if kind == "server":
+                raise RuntimeError("injected failure of the server create")
+        return original(session, request, **kwargs)
+
+    monkeypatch.setattr(requests.Session, "send", send)
+    with pytest.raises(RuntimeError, match="injected"):
+        create_only(target_for(str(image_file)), run)
+    monkeypatch.undo()
+    assert set(seen) == set(CREATES.values())
+    for kind, entries in seen.items():
+        assert (kind, False) in entries, f"no ledger entry for the {kind} before its create call"
+    assert_nothing_left(openstack_cloud, run)
+
+
+@pytest.mark.parametrize("create", ["/compute/v2.1/os-keypairs", "/network/v2.0/security-groups",
+                                    "/compute/v2.1/servers"])
+def test_interrupted_between_create_and_ledger_update(openstack_cloud, cern_image, tmp_path, monkeypatch, create):
+    """Ctrl-C right after the cloud created something, before its id reached the ledger: found, removed."""
+    run = run_for(tmp_path)
+    original = requests.Session.send
+
+    def send(session, request, **kwargs):
+        response = original(session, request, **kwargs)
+        if request.method == "POST" and request.url.split("?")[0].rstrip("/").endswith(create):
+            raise KeyboardInterrupt
+        return response
+
+    monkeypatch.setattr(requests.Session, "send", send)
+    with pytest.raises(KeyboardInterrupt):
+        create_only(target_for(), run)
+    monkeypatch.undo()
+    assert_nothing_left(openstack_cloud, run)
+
+
+# --- image upload ---------------------------------------------------------------------------------------
+
+
+def test_local_image_is_uploaded_reused_by_checksum_and_deleted(openstack_cloud, image_file, tmp_path):
+    import hashlib
+
+    fake = openstack_cloud
+    run = run_for(tmp_path)
+    first, _ = create_only(target_for(str(image_file)), run)
+    second = None
+    try:
+        uploaded = [i for i in fake.images.values() if not i.get("seeded")]
+        assert len(uploaded) == 1
+        image = uploaded[0]
+        assert (image["disk_format"], image["container_format"], image["status"]) == ("iso", "bare", "active")
+        assert image["os_hash_value"] == hashlib.sha512(image_file.read_bytes()).hexdigest()
+        assert fake.image_data[image["id"]] == image_file.read_bytes()
+        assert f"cernvm-fixtures:machine={first.name}" in image["tags"]
+        assert fake.servers[first.server_id].body["image"]["id"] == image["id"]
+        second, _ = create_only(target_for(str(image_file)), run)
+        assert fake.servers[second.server_id].body["image"]["id"] == image["id"], "reused by checksum"
+        assert "image" not in {r.kind for r in second.resources}
+    finally:
+        if second is not None:
+            second.destroy()
+        first.destroy()
+    assert_nothing_left(fake, run)
+
+
+# --- failures -------------------------------------------------------------------------------------------
+
+
+def test_server_going_to_error_reports_the_fault(openstack_cloud, cern_image, tmp_path):
+    fake = openstack_cloud
+    fake.fail_next_build = "No valid host was found. There are not enough hosts available."
+    run = run_for(tmp_path)
+    with pytest.raises(PermanentError, match=r"is ERROR: No valid host was found"):
+        create_only(target_for(), run)
+    assert_nothing_left(fake, run)
+
+
+def test_quota_exceeded_on_create(openstack_cloud, cern_image, tmp_path):
+    fake = openstack_cloud
+    fake.quota_instances = 0
+    run = run_for(tmp_path)
+    with pytest.raises(ProviderError, match=r"create server: HTTP 403: Quota exceeded for instances"):
+        create_only(target_for(), run)
+    assert_nothing_left(fake, run)
+
+
+def test_image_not_found_or_ambiguous_lists_what_exists(openstack_cloud, cern_image, tmp_path):
+    fake = openstack_cloud
+    run = run_for(tmp_path)
+    with pytest.raises(ConfigError) as error:
+        create_only(target_for("CernVM 4 - Bootloader v2020.04-1"), run)
+    assert "targets.os.image: no image named 'CernVM 4 - Bootloader v2020.04-1' (exact match" in str(error.value)
+    assert repr(CERN_IMAGE) in str(error.value)
+    twin = "CernVM 3 [twin]"
+    a, b = fake.add_image(twin, b"a"), fake.add_image(twin, b"b")
+    try:
+        with pytest.raises(ConfigError, match=rf"2 images are named 'CernVM 3 \[twin\]': .*{a['id']}.*use the id"):
+            create_only(target_for(twin), run)
+        machine, _ = create_only(target_for(b["id"]), run)
+        assert fake.servers[machine.server_id].body["image"]["id"] == b["id"]
+        machine.destroy()
+    finally:
+        del fake.images[a["id"]], fake.images[b["id"]]
+    assert_nothing_left(fake, run)
+
+
+def test_keypair_name_clash_is_an_error_and_leaves_the_other_key(openstack_cloud, cern_image, tmp_path):
+    fake = openstack_cloud
+    run = run_for(tmp_path)
+    name = run.name("os")
+    conn = osmod.connection(CLOUD)
+    conn.compute.create_keypair(name=name, public_key=run.public_key)
+    try:
+        with pytest.raises(ProviderError, match=rf"create key pair: HTTP 409: Key pair '{name}' already exists"):
+            create_only(target_for(), run, name=name)
+        assert name in fake.keypairs, "the clashing key pair is not ours: left alone"
+        assert run.ledger.entries() == []
+    finally:
+        conn.compute.delete_keypair(name)
+    assert_nothing_left(fake, run)
+
+
+def test_console_output_empty_for_a_while(openstack_cloud, cern_image, tmp_path):
+    fake = openstack_cloud
+    fake.console_after = 0.5
+    run = run_for(tmp_path)
+    machine, _ = create_only(target_for(), run)
+    try:
+        keys = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGnn1W3ivGTtDKBYHd8J3C6i3hGmBJxcCwmz8HUE0GDp root@cvm"
+        fake.set_console(machine.server_id, f"Linux version 6.1\r\n-----BEGIN SSH HOST KEY KEYS-----\r\n{keys}\r\n"
+                                            "-----END SSH HOST KEY KEYS-----\r\n")
+        assert machine.console_log() == "" and machine.host_keys() is None
+        time.sleep(0.6)
+        assert "Linux version 6.1" in machine.console_log()
+        assert machine.host_keys() == [keys]
+    finally:
+        machine.destroy()
+    assert machine.console_log().startswith("Linux version"), "the console is kept after the server is gone"
+    assert_nothing_left(fake, run)
+
+
+def test_security_group_delete_409_then_success(openstack_cloud, cern_image, tmp_path):
+    fake = openstack_cloud
+    fake.port_release_seconds = 1.5
+    run = run_for(tmp_path)
+    machine, _ = create_only(target_for(), run)
+    conflicts = []
+    original = requests.Session.send
+
+    def send(session, request, **kwargs):
+        response = original(session, request, **kwargs)
+        if request.method == "DELETE" and "/security-groups/" in request.url and response.status_code == 409:
+            conflicts.append(response.json()["NeutronError"]["type"])
+        return response
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(requests.Session, "send", send)
+        machine.destroy()
+    assert conflicts and set(conflicts) == {"SecurityGroupInUse"}
+    assert_nothing_left(fake, run)
+
+
+def test_bad_options_are_one_clear_error(openstack_cloud):
+    cases = [
+        ({"ssh_cidr": "0.0.0.0/0"}, "not the whole internet"),
+        ({"address": "floating"}, "needs floating_ip_pool"),
+        ({"properties": {"cernvm-fixtures:run": "x"}}, "set by cernvm-fixtures itself"),
+        ({"password": "hunter2"}, "password"),
+        ({"jump_host": "a b"}, "[user@]host[:port]"),
+    ]
+    for options, message in cases:
+        with pytest.raises(ConfigError) as error:
+            target_for(**options)
+        assert message in str(error.value) and "targets.os" in str(error.value), str(error.value)
+    target = target_for(flavor="m9.huge")
+    with pytest.raises(ConfigError, match=r"targets.os.flavor: 0 flavors match 'm9.huge'; flavors: cvm.medium"):
+        OpenStackProvider(target, Run()).find_flavor()
