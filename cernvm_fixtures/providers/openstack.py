@@ -521,13 +521,24 @@ class OpenStackProvider(Provider):
         machines = {r.name: r for r in found}
         for key in call("list key pairs", conn.compute.keypairs):
             if RUN_NAME.match(key.name) and key.name not in recorded:
-                twin = machines.get(key.name)
-                run = key.name.split("-")[1]
-                found.append(Resource(provider="openstack", kind="keypair", name=key.name, run=run,
-                                      target=twin.target if twin else target.name,
-                                      data={**data, "id": key.name, "key_name": key.name},
-                                      created=(twin.created if twin else 0.0) - 1e-3))
+                found.append(keypair_leftover(key, machines.get(key.name), target.name, data))
         return sorted(found, key=lambda r: (RANK.get(r.kind, len(RANK)), r.created), reverse=True)
+
+
+def keypair_leftover(key: Any, twin: Resource | None, target: str, data: dict[str, Any]) -> Resource:
+    """A key pair of ours has only its name: it shares owner and expiry with its machine's other resources, or
+    without any, expires a lifetime after Nova's created_at (so a live run elsewhere keeps its key)."""
+    base = {"provider": "openstack", "kind": "keypair", "name": key.name, "run": key.name.split("-")[1],
+            "data": {**data, "id": key.name, "key_name": key.name}}
+    if twin is not None:
+        return Resource(**base, target=twin.target, owner=twin.owner, created=twin.created - 1e-3,
+                        expires=twin.expires, kept=twin.kept)
+    try:
+        created = datetime.fromisoformat(str(key.created_at).replace("Z", "+00:00")).replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        created = 0.0
+    return Resource(**base, target=target, owner=Owner("unknown", 0, None), created=created,
+                    expires=created + DEFAULT_LIFETIME if created else 1.0)
 
 
 # --- teardown, one function per kind ----------------------------------------------------------------

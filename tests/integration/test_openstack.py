@@ -447,3 +447,152 @@ def test_bad_options_are_one_clear_error(openstack_cloud):
     target = target_for(flavor="m9.huge")
     with pytest.raises(ConfigError, match=r"targets.os.flavor: 0 flavors match 'm9.huge'; flavors: cvm.medium"):
         OpenStackProvider(target, Run()).find_flavor()
+
+
+# --- a floating IP --------------------------------------------------------------------------------------
+
+
+def test_floating_address_is_allocated_tagged_and_released_first(openstack_cloud, cern_image, tmp_path):
+    fake = openstack_cloud
+    run = run_for(tmp_path)
+    order: list[str] = []
+    original = requests.Session.send
+
+    def send(session, request, **kwargs):
+        if request.method == "DELETE":
+            order.append(re.sub(r"^https?://[^/]+/(\w+)/[^/]+/([\w-]+)/.*$", r"\2", request.url))
+        return original(session, request, **kwargs)
+
+    machine, _ = create_only(target_for(address="floating", floating_ip_pool="public"), run)
+    try:
+        held = fake.holds()
+        assert len(held["floating-ip"]) == 1
+        ip = fake.floating_ips[held["floating-ip"][0]]
+        assert machine.platform_address() == ip["floating_ip_address"] and ip["port_id"] == held["port"][0]
+        assert f"cernvm-fixtures:run={run.id}" in ip["tags"]
+        assert [r.kind for r in run.ledger.entries()][-1] == "floating-ip"
+    finally:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(requests.Session, "send", send)
+            machine.destroy()
+    assert order[:2] == ["floatingips", "servers"] and order.index("security-groups") > 1
+    assert order[-1] == "os-keypairs", order
+    assert_nothing_left(fake, run)
+
+
+# --- sweep after SIGKILL --------------------------------------------------------------------------------
+
+
+KILLED = """
+import sys, time
+from pathlib import Path
+from cernvm_fixtures import config
+from cernvm_fixtures.context import Context
+from cernvm_fixtures.providers.openstack import OpenStackProvider
+from cernvm_fixtures.run import Run
+
+target = config.load(Path(sys.argv[1])).targets["os"]
+run = Run()
+provider = OpenStackProvider(target, run)
+machine = provider.machine(run.name("os"))
+provider.launch(machine, Context(hostname=machine.name, ssh_keys=(run.public_key,)))
+print(run.id, flush=True)
+time.sleep(600)
+"""
+
+
+def config_file(path: Path, image: str, **extra) -> Path:
+    options = {"provider": "openstack", "image": image, "profile": "appliance", "cloud": CLOUD, "ssh_cidr": CIDR,
+               "poll_interval": 0.1, "slowdown": 1, **extra}
+
+    def value(v):
+        if isinstance(v, dict):
+            return "{ " + ", ".join(f"{json.dumps(k)} = {value(x)}" for k, x in v.items()) + " }"
+        return json.dumps(v)
+
+    path.write_text("[targets.os]\n" + "".join(f"{k} = {value(v)}\n" for k, v in options.items()))
+    return path
+
+
+@pytest.mark.parametrize("ledger", ["kept", "lost"])
+def test_sweep_removes_what_a_killed_run_left(openstack_cloud, image_file, tmp_path, ledger):
+    fake = openstack_cloud
+    state = tmp_path / "state"
+    cfg = config_file(tmp_path / "cernvm.toml", str(image_file))
+    process = subprocess.Popen([sys.executable, "-c", KILLED, str(cfg)], env=subprocess_env(state),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        run_id = process.stdout.readline().strip()
+        assert run_id, process.stderr.read()
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+    held = fake.holds()
+    assert held.keys() >= {"server", "security-group", "keypair", "image"}
+    assert len(ledger_entries(state)) == 4
+    if ledger == "lost":
+        shutil.rmtree(state)
+    sweep = cli(state, "sweep", "--config", str(cfg), cwd=tmp_path)
+    assert sweep.returncode == 0, sweep.stdout + sweep.stderr
+    assert fake.holds() == {}, sweep.stdout + sweep.stderr
+    assert ledger_entries(state) == [] and not list(state.glob("runs/*"))
+    order = re.findall(r"destroyed openstack (\S+)", sweep.stdout)
+    assert order.index("server") < order.index("security-group") < order.index("image"), order
+    assert order.index("server") < order.index("keypair"), order
+    assert fake.errors == []
+
+
+# --- with SSH: a KVM stand-in reached through the endpoint hook -----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def standin(tmp_path_factory):
+    """One test appliance under KVM that stands in for every server of the lifecycle tests (SSH only)."""
+    from cernvm_fixtures.instance import launch as launch_instance
+
+    state = tmp_path_factory.mktemp("openstack-standin")
+    target = config.parse({"targets": {"standin": {"provider": "kvm"}}}, "openstack stand-in").targets["standin"]
+    run = Run(state=state)
+    instance = launch_instance(target, run)
+    yield instance
+    instance.destroy()
+    run.finish()
+    assert domains_under(state) == []
+
+
+def test_lifecycle_through_ssh_and_the_console_keys(openstack_cloud, cern_image, standin, tmp_path):
+    """Readiness end to end; the fake's console carries the stand-in's host-key block, so the keys are checked."""
+    fake = openstack_cloud
+    fake.build_seconds = 0.3
+
+    def endpoint(machine, host, port):
+        assert host.startswith("192.0.2."), "the platform address is the fake's, and is never connected to"
+        fake.set_console(machine.server_id, standin.console_log())
+        return "127.0.0.1", standin.machine.ssh_port
+
+    run = run_for(tmp_path, standin, endpoint=endpoint)
+    instance = launch(target_for(), run)
+    try:
+        assert instance.run("hostname").stdout.strip() == standin.name
+        assert instance.machine.host_keys() == standin.machine.host_keys()
+        assert "127.0.0.1" in instance.login_command and "UserKnownHostsFile" in instance.login_command
+    finally:
+        instance.destroy()
+    assert_nothing_left(fake, run)
+
+
+def test_forged_host_key_on_the_console_is_refused(openstack_cloud, cern_image, standin, tmp_path):
+    from cernvm_fixtures.errors import ReadinessError
+
+    fake = openstack_cloud
+    forged = ("-----BEGIN SSH HOST KEY KEYS-----\nssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGnn1W3ivGTtDKBYHd8J3C6i3hGmBJxc"
+              "Cwmz8HUE0GDp root@forged\n-----END SSH HOST KEY KEYS-----\n")
+
+    def endpoint(machine, host, port):
+        fake.set_console(machine.server_id, forged)
+        return "127.0.0.1", standin.machine.ssh_port
+
+    run = run_for(tmp_path, standin, endpoint=endpoint)
+    with pytest.raises(ReadinessError, match="not among the 1 key"):
+        launch(target_for(deadlines={"running": 10, "reachable": 5, "login": 5, "ready": 5}), run)
+    assert_nothing_left(fake, run)
