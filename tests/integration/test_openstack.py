@@ -596,3 +596,121 @@ def test_forged_host_key_on_the_console_is_refused(openstack_cloud, cern_image, 
     with pytest.raises(ReadinessError, match="not among the 1 key"):
         launch(target_for(deadlines={"running": 10, "reachable": 5, "login": 5, "ready": 5}), run)
     assert_nothing_left(fake, run)
+
+
+# --- the scenario suite end to end: the fake + one stand-in per server, booted from the fake's user data
+
+
+STANDIN_CONFTEST = '''
+"""Stand-ins for OpenStack servers that the local fake only records.
+
+Each server's SSH goes to a test appliance booted under KVM *from the user data
+the fake holds for that server* (read back through openstacksdk as Nova's
+OS-EXT-SRV-ATTR:user_data), with the host name that user data asks for.
+Stand-ins are destroyed when the session ends.
+"""
+import base64
+import email
+from dataclasses import dataclass
+
+import yaml
+
+from cernvm_fixtures import config
+from cernvm_fixtures.context import Context
+from cernvm_fixtures.providers import openstack
+from cernvm_fixtures.providers.kvm import KvmProvider
+from cernvm_fixtures.run import Run
+
+STANDINS = {}
+RUN = []
+
+
+@dataclass(frozen=True)
+class FromTheFake(Context):
+    blob: bytes = b""
+
+    def render(self):
+        return self.blob
+
+
+def cloud_config(blob):
+    message = email.message_from_bytes(blob)
+    parts = [p.get_payload(decode=True) for p in message.walk() if not p.is_multipart()] if message.is_multipart() else [blob]
+    for part in parts:
+        if part.startswith(b"#cloud-config"):
+            return yaml.safe_load(part)
+    raise AssertionError("the user data the fake holds has no cloud-config part")
+
+
+def boot(machine):
+    server = openstack.connection(machine.options.cloud).compute.get_server(machine.server_id)
+    blob = base64.b64decode(server.user_data)
+    if not RUN:
+        RUN.append(Run())
+    target = config.parse({"targets": {"standin": {"provider": "kvm"}}}, "openstack stand-in").targets["standin"]
+    provider = KvmProvider(target, RUN[0])
+    standin = provider.machine(RUN[0].name("standin"))
+    try:
+        provider.launch(standin, FromTheFake(hostname=cloud_config(blob)["hostname"], blob=blob))
+    except BaseException:
+        standin.destroy()
+        raise
+    return standin
+
+
+def pytest_cernvm_endpoint(machine, host, port):
+    if machine.provider.name != "openstack":
+        return None
+    assert host.startswith("192.0.2."), host
+    if machine.name not in STANDINS:
+        STANDINS[machine.name] = boot(machine)
+        with open("standins.log", "a") as log:
+            print(machine.name, machine.server_id, host, "->", STANDINS[machine.name].name, file=log)
+    return "127.0.0.1", STANDINS[machine.name].ssh_port
+
+
+def pytest_sessionfinish(session):
+    while STANDINS:
+        STANDINS.popitem()[1].destroy()
+    for run in RUN:
+        run.finish()
+'''
+
+
+def test_scenario_suite_end_to_end_against_the_fake_with_standins(openstack_cloud, image_file, tmp_path):
+    from xml.etree import ElementTree
+
+    from ..helpers import ROOT, pytest_command
+
+    fake = openstack_cloud
+    work = tmp_path / "work"
+    shutil.copytree(ROOT / "scenarios", work / "scenarios")
+    (work / "conftest.py").write_text(STANDIN_CONFTEST)
+    config_file(work / "cernvm.toml", str(image_file), profile=str(HERE / "openstack_standin.toml"),
+                deadlines={"running": 30, "reachable": 300, "login": 60, "ready": 120})
+    state = tmp_path / "state"
+    result = subprocess.run(
+        pytest_command("scenarios", "--junitxml", str(tmp_path / "report.xml")),
+        cwd=work, env=subprocess_env(state), capture_output=True, text=True, timeout=1500,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-6000:]
+    cases = {c.get("name").split("[")[0]: c for c in ElementTree.parse(tmp_path / "report.xml").iter("testcase")}
+    skipped = {name: c.find("skipped").get("message") for name, c in cases.items() if c.find("skipped") is not None}
+    failed = [name for name, c in cases.items() if c.find("failure") is not None or c.find("error") is not None]
+    assert not failed and cases, output[-6000:]
+    assert set(cases) - set(skipped) >= {
+        "test_kernel_release", "test_kernel_command_line", "test_repositories_mounted_read_only",
+        "test_os_repository_is_the_root_source", "test_probe", "test_content_readable", "test_scratch_disk_mounted",
+        "test_bootloader_version_file", "test_hostname", "test_user_data_recorded", "test_ucernvm_block_delivered",
+    }, skipped
+    assert "stand-in" in skipped.pop("test_network_driver") and "stand-in" in skipped.pop("test_user_data_source")
+    assert set(skipped) == {"test_shared_folders_mounted", "test_host_to_guest", "test_guest_to_host"}
+    assert all("no shared folders" in why for why in skipped.values())
+    standins = (work / "standins.log").read_text().splitlines()
+    assert len(standins) == 2, "two servers (plain and ucernvm context), each with its own stand-in"
+    assert "fake-openstack-password" not in output
+    assert domains_under(tmp_path) == [], "stand-in domains left behind"
+    assert ledger_entries(state) == [] and not list(state.glob("runs/*"))
+    assert fake.holds() == {}, "the fake still holds resources of the run"
+    assert fake.errors == []
