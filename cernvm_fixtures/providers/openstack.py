@@ -80,7 +80,8 @@ def _openstack() -> Any:
     try:
         import openstack
     except ImportError:
-        raise ConfigError("the openstack provider needs openstacksdk: pip install 'cernvm-fixtures[openstack]'") from None
+        raise ConfigError("the openstack provider needs openstacksdk: "
+                          "pip install 'cernvm-fixtures[openstack]'") from None
     return openstack
 
 

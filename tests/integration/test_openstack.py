@@ -8,7 +8,6 @@ hook sends it to the project's test appliance booted under KVM on 127.0.0.1
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 import secrets
@@ -167,7 +166,8 @@ def upstream(module: str, name: str, *args) -> dict:
     path = Path(spec.origin).parent / "tests" / "unit" / module
     tree = ast.parse(path.read_text())
     namespace = {"json": json, "hashlib": hashlib, "PROJECT_ID": "p", "IDENTIFIER": "i", "COMPUTE_ENDPOINT": "c",
-                 "FAKE_PUBLIC_KEY": "k", "NO_MD5": "m", "NO_SHA256": "s", "Any": object, "datetime": __import__("datetime"),
+                 "FAKE_PUBLIC_KEY": "k", "NO_MD5": "m", "NO_SHA256": "s", "Any": object,
+                 "datetime": __import__("datetime"),
                  "fakes": type("fakes", (), {"PROJECT_ID": "p"})}
     for node in tree.body:
         if isinstance(node, ast.FunctionDef) and node.name == name:
@@ -635,7 +635,9 @@ class FromTheFake(Context):
 
 def cloud_config(blob):
     message = email.message_from_bytes(blob)
-    parts = [p.get_payload(decode=True) for p in message.walk() if not p.is_multipart()] if message.is_multipart() else [blob]
+    if not message.is_multipart():
+        return yaml.safe_load(blob)
+    parts = [p.get_payload(decode=True) for p in message.walk() if not p.is_multipart()]
     for part in parts:
         if part.startswith(b"#cloud-config"):
             return yaml.safe_load(part)

@@ -82,4 +82,5 @@ def test_missing_local_image_file_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match=r"targets.cern.image: .*nope.iso' does not exist"):
         provider.image_source()
     name = "CernVM 4 - Bootloader v2020.04-1 [2020-04-01]"
-    assert osmod.OpenStackProvider(target(image=name), run=None).image_source() == ("glance", name)  # type: ignore[arg-type]
+    found = osmod.OpenStackProvider(target(image=name), run=None).image_source()  # type: ignore[arg-type]
+    assert found == ("glance", name)

@@ -258,12 +258,14 @@ class FakeOpenStack:
             port = self.ports[pid]
             net = self.networks[port["network_id"]]["name"]
             for ip in port["fixed_ips"]:
-                addresses.setdefault(net, []).append({"version": 4, "addr": ip["ip_address"], "OS-EXT-IPS:type": "fixed",
+                addresses.setdefault(net, []).append({"version": 4, "addr": ip["ip_address"],
+                                                      "OS-EXT-IPS:type": "fixed",
                                                       "OS-EXT-IPS-MAC:mac_addr": port["mac_address"]})
             for fip in self.floating_ips.values():
                 if fip["port_id"] == pid:
                     addresses[net].append({"version": 4, "addr": fip["floating_ip_address"],
-                                           "OS-EXT-IPS:type": "floating", "OS-EXT-IPS-MAC:mac_addr": port["mac_address"]})
+                                           "OS-EXT-IPS:type": "floating",
+                                           "OS-EXT-IPS-MAC:mac_addr": port["mac_address"]})
         return addresses
 
     # -- Keystone
@@ -312,7 +314,7 @@ class FakeOpenStack:
         if image is None or image["status"] != "active":
             raise nova_error(400, f"Image {req.get('imageRef')} could not be found.")
         if req.get("key_name") and req["key_name"] not in self.keypairs:
-            raise nova_error(400, f"Invalid key_name provided.")
+            raise nova_error(400, "Invalid key_name provided.")
         tags = req.get("tags", [])
         if tags and microversion < (2, 52):
             raise nova_error(400, "Additional properties are not allowed ('tags' was unexpected)")
@@ -321,7 +323,8 @@ class FakeOpenStack:
         self._check_metadata(metadata)
         user_data = base64.b64decode(req["user_data"], validate=True) if req.get("user_data") else b""
         if len(req.get("user_data") or "") > 65535:
-            raise nova_error(400, "User data too large. User data must be no larger than 65535 bytes once base64 encoded.")
+            raise nova_error(400, "User data too large. User data must be no larger than 65535 bytes once "
+                                  "base64 encoded.")
         group_ids = []
         for ref in req.get("security_groups", [{"name": "default"}]):
             found = [g for g in self.groups.values() if ref["name"] in (g["id"], g["name"])]
@@ -420,7 +423,8 @@ class FakeOpenStack:
         self.ports[pid] = {
             "id": pid, "name": "", "network_id": network_id, "device_id": device_id, "device_owner": "compute:nova",
             "mac_address": f"fa:16:3e:00:{n // 256:02x}:{n % 256:02x}", "admin_state_up": True, "status": "ACTIVE",
-            "fixed_ips": [{"subnet_id": self.networks[network_id]["subnets"][0], "ip_address": f"192.0.2.{n % 250 + 2}"}],
+            "fixed_ips": [{"subnet_id": self.networks[network_id]["subnets"][0],
+                           "ip_address": f"192.0.2.{n % 250 + 2}"}],
             "security_groups": groups, "allowed_address_pairs": [], "extra_dhcp_opts": [], "description": "",
             "project_id": PROJECT_ID, "tenant_id": PROJECT_ID, "port_security_enabled": True, "tags": [],
             "created_at": now(), "updated_at": now(), "revision_number": 1, "ip_allocation": "immediate",
@@ -535,7 +539,8 @@ class FakeOpenStack:
 
 def _microversion(headers: Any) -> tuple[int, int]:
     value = headers.get("OpenStack-API-Version", "") or ""
-    match = re.match(r"compute\s+(\d+)\.(\d+)", value) or re.match(r"(\d+)\.(\d+)", headers.get("X-OpenStack-Nova-API-Version", ""))
+    legacy = headers.get("X-OpenStack-Nova-API-Version", "") or ""
+    match = re.match(r"compute\s+(\d+)\.(\d+)", value) or re.match(r"(\d+)\.(\d+)", legacy)
     if value.strip().endswith("latest"):
         return tuple(int(x) for x in MAX_MICROVERSION.split("."))  # type: ignore[return-value]
     if not match:
@@ -543,7 +548,9 @@ def _microversion(headers: Any) -> tuple[int, int]:
     wanted = (int(match[1]), int(match[2]))
     top = tuple(int(x) for x in MAX_MICROVERSION.split("."))
     if wanted > top or wanted < (2, 1):
-        raise Fault(406, {"computeFault": {"code": 406, "message": f"Version {wanted[0]}.{wanted[1]} is not supported by the API. Minimum is 2.1 and maximum is {MAX_MICROVERSION}."}})
+        message = (f"Version {wanted[0]}.{wanted[1]} is not supported by the API. Minimum is 2.1 and maximum "
+                   f"is {MAX_MICROVERSION}.")
+        raise Fault(406, {"computeFault": {"code": 406, "message": message}})
     return wanted
 
 
@@ -631,7 +638,6 @@ def route(cloud: FakeOpenStack, method: str, path: str, query: dict[str, list[st
     req: Any = {}
     if raw and "json" in (headers.get("Content-Type") or ""):
         req = json.loads(raw)
-    one = lambda key: (query.get(key) or [None])[0]  # noqa: E731
 
     # Keystone
     if path == "/identity" and method == "GET":
@@ -798,8 +804,8 @@ def _neutron(cloud: FakeOpenStack, method: str, path: str, req: Any,
     if path == "/extensions" and method == "GET":
         return 200, {"extensions": [{"alias": a, "name": a, "description": "", "links": [],
                                      "updated": "2016-01-01T00:00:00-00:00"} for a in NEUTRON_EXTENSIONS]}, {}
-    m = re.match(r"^/(networks|security-groups|security-group-rules|ports|floatingips)(?:/([^/]+))?(?:/tags(?:/([^/]+))?)?$",
-                 path)
+    collections = "networks|security-groups|security-group-rules|ports|floatingips"
+    m = re.match(rf"^/({collections})(?:/([^/]+))?(?:/tags(?:/([^/]+))?)?$", path)
     if not m:
         raise neutron_error(404, "HTTPNotFound", f"The resource could not be found: {method} {path}")
     collection, rid, tag = m.groups()
