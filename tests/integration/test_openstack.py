@@ -716,3 +716,28 @@ def test_scenario_suite_end_to_end_against_the_fake_with_standins(openstack_clou
     assert ledger_entries(state) == [] and not list(state.glob("runs/*"))
     assert fake.holds() == {}, "the fake still holds resources of the run"
     assert fake.errors == []
+
+
+def test_image_lookup_follows_glance_pages(openstack_cloud, tmp_path):
+    """More images than one Glance page: the SDK follows ``next`` and the exact name on the last page is found."""
+    fake = openstack_cloud
+    seeded = [fake.add_image(f"CernVM 4 - Bootloader v2019.{i:02d}-1 [2019-{i:02d}-01]", b"x")["id"]
+              for i in range(1, 31)]
+    pages = []
+    original = requests.Session.send
+
+    def send(session, request, **kwargs):
+        if request.method == "GET" and "/image/v2/images" in request.url:
+            pages.append(request.url)
+        return original(session, request, **kwargs)
+
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(requests.Session, "send", send)
+            found = OpenStackProvider(target_for(), run_for(tmp_path)).find_image(
+                "CernVM 4 - Bootloader v2019.30-1 [2019-30-01]")
+        assert found.id == seeded[-1]
+        assert len(pages) >= 2 and "marker=" in pages[-1], pages
+    finally:
+        for image_id in seeded:
+            del fake.images[image_id]

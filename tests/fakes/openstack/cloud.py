@@ -42,6 +42,8 @@ MAX_SERVER_TAGS = 50
 MAX_TAG_LENGTH = 60
 """Nova's limits on server tags (nova.objects.instance / the API schema: no ',' or '/', 1-60 characters)."""
 MAX_METADATA_ITEMS = 128
+GLANCE_PAGE = 25
+"""Glance's default page size (limit_param_default): a longer image list comes in pages linked by ``next``."""
 NEUTRON_EXTENSIONS = ("security-group", "standard-attr-tag", "standard-attr-description", "standard-attr-timestamp",
                       "standard-attr-revisions", "router", "external-net", "project-id", "port-security",
                       "stateful-security-group")
@@ -881,8 +883,13 @@ def _glance(cloud: FakeOpenStack, method: str, path: str, req: Any, raw: bytes,
         items = _filtered(items, query, ("name", "status", "os_hash_value", "checksum", "disk_format", "id"))
         for tag in query.get("tag", []):
             items = [i for i in items if tag in i["tags"]]
-        items = _paged(items, query, "id")
-        return 200, {"images": items, "schema": "/v2/schemas/images", "first": "/v2/images"}, {}
+        limit = int((query.get("limit") or [GLANCE_PAGE])[0])
+        page = _paged(items, {**query, "limit": [str(limit)]}, "id")
+        body = {"images": page, "schema": "/v2/schemas/images", "first": "/v2/images"}
+        if page and page[-1] is not items[-1]:
+            rest = "&".join(f"{k}={v[0]}" for k, v in query.items() if k not in ("marker", "limit"))
+            body["next"] = f"/v2/images?marker={page[-1]['id']}&limit={limit}" + (f"&{rest}" if rest else "")
+        return 200, body, {}
     if path.startswith("/schemas/"):
         return 200, {"name": path.rsplit("/", 1)[-1], "properties": {}, "additionalProperties": {"type": "string"}}, {}
     m = re.match(r"^/images/([^/]+)(/file|/tags/[^/]+)?$", path)
