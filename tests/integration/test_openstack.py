@@ -551,7 +551,9 @@ def standin(tmp_path_factory):
     from cernvm_fixtures.instance import launch as launch_instance
 
     state = tmp_path_factory.mktemp("openstack-standin")
-    target = config.parse({"targets": {"standin": {"provider": "kvm"}}}, "openstack stand-in").targets["standin"]
+    # TCG on two shared cores: the default deadlines are too tight when other tests boot guests at the same time.
+    raw = {"provider": "kvm", "deadlines": {"running": 120, "reachable": 300, "login": 60, "ready": 120}}
+    target = config.parse({"targets": {"standin": raw}}, "openstack stand-in").targets["standin"]
     run = Run(state=state)
     instance = launch_instance(target, run)
     yield instance
