@@ -1,0 +1,920 @@
+"""A stateful OpenStack (Keystone v3, Nova, Neutron, Glance v2) on 127.0.0.1 for the openstack provider's tests.
+
+The real openstacksdk talks to it over HTTP: version discovery, token auth with a
+catalog, microversion negotiation, pagination, waiters and error mapping all run
+as against a cloud. The version documents are the ones openstacksdk's own unit
+tests use (``openstack/tests/unit/fixtures/*.json``, shipped in its wheel), with
+their example hosts replaced by this server; the token is keystoneauth's own
+``fixture.v3.Token``. Resource bodies follow the API reference; a test checks
+them against the SDK's own example bodies. Errors come in Nova's
+(``{"itemNotFound": {...}}``) and Neutron's (``{"NeutronError": {...}}``) shapes.
+
+Nothing here runs a machine: servers are records. Addresses are taken from the
+documentation ranges (192.0.2.0/24, 198.51.100.0/24) and must never be
+connected to; a test that needs SSH sends it to a stand-in.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+import threading
+import time
+import traceback
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import openstack
+
+FIXTURES = Path(openstack.__file__).parent / "tests" / "unit" / "fixtures"
+PROJECT_ID = uuid.uuid4().hex
+USER_ID = uuid.uuid4().hex
+MAX_MICROVERSION = "2.53"
+"""What compute-version.json (upstream) announces; the fake serves no newer microversion."""
+MAX_SERVER_TAGS = 50
+MAX_TAG_LENGTH = 60
+"""Nova's limits on server tags (nova.objects.instance / the API schema: no ',' or '/', 1-60 characters)."""
+MAX_METADATA_ITEMS = 128
+GLANCE_PAGE = 25
+"""Glance's default page size (limit_param_default): a longer image list comes in pages linked by ``next``."""
+NEUTRON_EXTENSIONS = ("security-group", "standard-attr-tag", "standard-attr-description", "standard-attr-timestamp",
+                      "standard-attr-revisions", "router", "external-net", "project-id", "port-security",
+                      "stateful-security-group")
+"""The Neutron extensions the fake implements (and lists at /v2.0/extensions)."""
+
+
+def now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Fault(Exception):
+    """An API error: status, and the body in the service's documented shape."""
+
+    def __init__(self, status: int, body: dict[str, Any]) -> None:
+        super().__init__(json.dumps(body))
+        self.status = status
+        self.body = body
+
+
+NOVA_ERRORS = {400: "badRequest", 403: "forbidden", 404: "itemNotFound", 409: "conflictingRequest"}
+
+
+def nova_error(status: int, message: str) -> Fault:
+    return Fault(status, {NOVA_ERRORS[status]: {"code": status, "message": message}})
+
+
+def neutron_error(status: int, kind: str, message: str) -> Fault:
+    return Fault(status, {"NeutronError": {"type": kind, "message": message, "detail": ""}})
+
+
+def glance_error(status: int, message: str) -> Fault:
+    title = {400: "Bad Request", 404: "Not Found", 409: "Conflict"}[status]
+    return Fault(status, {"code": status, "title": title, "message": message})
+
+
+@dataclass
+class Server:
+    id: str
+    body: dict[str, Any]
+    user_data: bytes
+    ports: list[str]
+    ready_at: float
+    fails_with: str | None = None
+    deleting_since: float | None = None
+    console: str = ""
+
+
+@dataclass
+class FakeOpenStack:
+    """The cloud's state and its knobs; ``url`` is the Keystone endpoint once started."""
+
+    build_seconds: float = 0.3
+    delete_seconds: float = 0.3
+    port_release_seconds: float = 0.0
+    """Ports (and so security groups) stay in use this long after their server is gone, as with Neutron's
+    asynchronous unbinding: deleting the group in that window is a 409."""
+    quota_instances: int = 10
+    url: str = ""
+    lock: threading.RLock = field(default_factory=threading.RLock)
+    servers: dict[str, Server] = field(default_factory=dict)
+    keypairs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    flavors: dict[str, dict[str, Any]] = field(default_factory=dict)
+    images: dict[str, dict[str, Any]] = field(default_factory=dict)
+    image_data: dict[str, bytes] = field(default_factory=dict)
+    networks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    groups: dict[str, dict[str, Any]] = field(default_factory=dict)
+    rules: dict[str, dict[str, Any]] = field(default_factory=dict)
+    ports: dict[str, dict[str, Any]] = field(default_factory=dict)
+    released: dict[str, float] = field(default_factory=dict)
+    floating_ips: dict[str, dict[str, Any]] = field(default_factory=dict)
+    fail_next_build: str | None = None
+    """A fault message: the next server created goes BUILD -> ERROR with it."""
+    console_after: float = 0.0
+    """Seconds after ACTIVE before a server's console output appears (empty until then)."""
+    requests: list[tuple[str, str]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    """Tracebacks of requests the fake itself failed on (a test asserts there are none)."""
+    _http: ThreadingHTTPServer | None = None
+    _counter: int = 0
+
+    # -- lifecycle
+
+    def start(self) -> FakeOpenStack:
+        self._http = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+        self._http.daemon_threads = True
+        host, port = self._http.server_address[:2]
+        self.base = f"http://{host}:{port}"
+        self.url = f"{self.base}/identity"
+        threading.Thread(target=self._http.serve_forever, name="fake-openstack", daemon=True).start()
+        self.flavor("cvm.medium", vcpus=2, ram=4096, disk=20, ephemeral=20)
+        self.flavor("m1.small", vcpus=1, ram=2048, disk=20)
+        self.network("private")
+        self.network("public", external=True)
+        return self
+
+    def stop(self) -> None:
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+
+    def cloud_config(self) -> dict[str, Any]:
+        """A clouds.yaml entry for this fake (password auth, as a real user's would be)."""
+        return {
+            "auth": {
+                "auth_url": self.url,
+                "username": "cernvm",
+                "password": "fake-openstack-password",
+                "project_name": "cernvm-fixtures",
+                "user_domain_name": "Default",
+                "project_domain_name": "Default",
+            },
+            "region_name": "RegionOne",
+            "identity_api_version": 3,
+        }
+
+    # -- seeding (what an operator has set up)
+
+    def _next(self) -> int:
+        self._counter += 1
+        return self._counter
+
+    def flavor(self, name: str, *, vcpus: int, ram: int, disk: int, ephemeral: int = 0) -> dict[str, Any]:
+        fid = str(len(self.flavors) + 1)
+        self.flavors[fid] = {
+            "id": fid, "name": name, "vcpus": vcpus, "ram": ram, "disk": disk, "swap": 0,
+            "OS-FLV-EXT-DATA:ephemeral": ephemeral, "OS-FLV-DISABLED:disabled": False, "rxtx_factor": 1.0,
+            "os-flavor-access:is_public": True, "description": None, "extra_specs": {},
+            "links": [{"href": f"{self.base}/compute/v2.1/flavors/{fid}", "rel": "self"},
+                      {"href": f"{self.base}/compute/flavors/{fid}", "rel": "bookmark"}],
+        }
+        return self.flavors[fid]
+
+    def network(self, name: str, *, external: bool = False) -> dict[str, Any]:
+        nid = str(uuid.uuid4())
+        self.networks[nid] = {
+            "id": nid, "name": name, "status": "ACTIVE", "admin_state_up": True, "shared": False,
+            "router:external": external, "subnets": [str(uuid.uuid4())], "mtu": 1450,
+            "project_id": PROJECT_ID, "tenant_id": PROJECT_ID, "description": "", "tags": [],
+            "port_security_enabled": True, "availability_zones": ["nova"], "availability_zone_hints": [],
+            "ipv4_address_scope": None, "ipv6_address_scope": None, "is_default": False,
+            "created_at": now(), "updated_at": now(), "revision_number": 1,
+        }
+        return self.networks[nid]
+
+    def add_image(self, name: str, data: bytes = b"", **properties: Any) -> dict[str, Any]:
+        """An image as an operator uploaded it (e.g. CERN's "CernVM 4 - Bootloader ..." images)."""
+        image = self._image_record({"name": name, "disk_format": "iso", "container_format": "bare", **properties})
+        image["seeded"] = True
+        self._store_image(image["id"], data)
+        return image
+
+    # -- what tests look at
+
+    def holds(self) -> dict[str, list[str]]:
+        """Everything the fake holds that a run creates, by kind (seeded flavors, networks and images excluded)."""
+        with self.lock:
+            self._settle()
+            found = {
+                "server": sorted(self.servers),
+                "keypair": sorted(self.keypairs),
+                "security-group": sorted(g for g, v in self.groups.items() if v["name"] != "default"),
+                "port": sorted(self.ports),
+                "floating-ip": sorted(self.floating_ips),
+                "image": sorted(i for i, v in self.images.items() if not v.get("seeded")),
+            }
+        return {k: v for k, v in found.items() if v}
+
+    def set_console(self, server_id: str, text: str) -> None:
+        with self.lock:
+            self.servers[server_id].console = text
+
+    def user_data(self, server_id: str) -> bytes:
+        with self.lock:
+            return self.servers[server_id].user_data
+
+    # -- time passes
+
+    def _settle(self) -> None:
+        """Apply what time has done: builds finish or fail, deletions complete, ports are released."""
+        t = time.monotonic()
+        for sid, server in list(self.servers.items()):
+            body = server.body
+            if server.deleting_since is not None and t - server.deleting_since >= self.delete_seconds:
+                del self.servers[sid]
+                for pid in server.ports:
+                    if self.port_release_seconds > 0:
+                        self.released[pid] = t + self.port_release_seconds
+                    else:
+                        self._drop_port(pid)
+                continue
+            if body["status"] == "BUILD" and t >= server.ready_at:
+                if server.fails_with:
+                    body.update(status="ERROR", **{"OS-EXT-STS:vm_state": "error", "OS-EXT-STS:task_state": None})
+                    body["fault"] = {"code": 500, "created": now(), "message": server.fails_with}
+                else:
+                    body.update(status="ACTIVE", progress=100, addresses=self._addresses(server))
+                    body.update({"OS-EXT-STS:vm_state": "active", "OS-EXT-STS:task_state": None,
+                                 "OS-EXT-STS:power_state": 1, "OS-SRV-USG:launched_at": now()})
+                body["updated"] = now()
+        for pid, until in list(self.released.items()):
+            if t >= until:
+                del self.released[pid]
+                self._drop_port(pid)
+
+    def _drop_port(self, pid: str) -> None:
+        self.ports.pop(pid, None)
+        for fip in self.floating_ips.values():
+            if fip["port_id"] == pid:
+                fip.update(port_id=None, fixed_ip_address=None, status="DOWN")
+
+    def _addresses(self, server: Server) -> dict[str, list[dict[str, Any]]]:
+        addresses: dict[str, list[dict[str, Any]]] = {}
+        for pid in server.ports:
+            port = self.ports[pid]
+            net = self.networks[port["network_id"]]["name"]
+            for ip in port["fixed_ips"]:
+                addresses.setdefault(net, []).append({"version": 4, "addr": ip["ip_address"],
+                                                      "OS-EXT-IPS:type": "fixed",
+                                                      "OS-EXT-IPS-MAC:mac_addr": port["mac_address"]})
+            for fip in self.floating_ips.values():
+                if fip["port_id"] == pid:
+                    addresses[net].append({"version": 4, "addr": fip["floating_ip_address"],
+                                           "OS-EXT-IPS:type": "floating",
+                                           "OS-EXT-IPS-MAC:mac_addr": port["mac_address"]})
+        return addresses
+
+    # -- Keystone
+
+    def token(self, request: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        from keystoneauth1.fixture import v3
+
+        identity = request.get("auth", {}).get("identity", {})
+        user = identity.get("password", {}).get("user", {})
+        if identity.get("methods") != ["password"] or user.get("password") != "fake-openstack-password":
+            raise Fault(401, {"error": {"code": 401, "title": "Unauthorized",
+                                        "message": "The request you have made requires authentication."}})
+        token = v3.Token(user_id=USER_ID, user_name=user.get("name"), project_id=PROJECT_ID,
+                         project_name="cernvm-fixtures", project_domain_name="Default", user_domain_name="Default")
+        token.add_role(name="member")
+        for service_type, name, path in (("compute", "nova", "/compute/v2.1"), ("network", "neutron", "/network"),
+                                         ("image", "glance", "/image"), ("identity", "keystone", "/identity")):
+            url = self.base + path
+            token.add_service(service_type, name=name).add_standard_endpoints(
+                public=url, internal=url, admin=url, region="RegionOne")
+        return uuid.uuid4().hex, token
+
+    # -- Nova
+
+    def server_view(self, server: Server, microversion: tuple[int, int]) -> dict[str, Any]:
+        body = dict(server.body)
+        if microversion < (2, 26):
+            body.pop("tags", None)
+        if microversion < (2, 3):
+            body = {k: v for k, v in body.items() if not k.startswith("OS-EXT-SRV-ATTR:") or k.endswith("host")}
+        return body
+
+    def create_server(self, req: dict[str, Any], microversion: tuple[int, int]) -> Server:
+        live = [s for s in self.servers.values() if s.deleting_since is None]
+        if len(live) >= self.quota_instances:
+            raise nova_error(403, f"Quota exceeded for instances: Requested 1, but already used {len(live)} of "
+                                  f"{self.quota_instances} instances")
+        for key in ("name", "flavorRef"):
+            if not req.get(key):
+                raise nova_error(400, f"Invalid input for field/attribute server. Value: {json.dumps(req)}. "
+                                      f"'{key}' is a required property")
+        flavor = self.flavors.get(str(req["flavorRef"]))
+        if flavor is None:
+            raise nova_error(400, f"Flavor {req['flavorRef']} could not be found.")
+        image = self.images.get(req.get("imageRef", ""))
+        if image is None or image["status"] != "active":
+            raise nova_error(400, f"Image {req.get('imageRef')} could not be found.")
+        if req.get("key_name") and req["key_name"] not in self.keypairs:
+            raise nova_error(400, "Invalid key_name provided.")
+        tags = req.get("tags", [])
+        if tags and microversion < (2, 52):
+            raise nova_error(400, "Additional properties are not allowed ('tags' was unexpected)")
+        self._check_tags(tags)
+        metadata = req.get("metadata", {})
+        self._check_metadata(metadata)
+        user_data = base64.b64decode(req["user_data"], validate=True) if req.get("user_data") else b""
+        if len(req.get("user_data") or "") > 65535:
+            raise nova_error(400, "User data too large. User data must be no larger than 65535 bytes once "
+                                  "base64 encoded.")
+        group_ids = []
+        for ref in req.get("security_groups", [{"name": "default"}]):
+            found = [g for g in self.groups.values() if ref["name"] in (g["id"], g["name"])]
+            if len(found) != 1:
+                raise nova_error(400, f"Security group {ref['name']} not found for project {PROJECT_ID}.")
+            group_ids.append(found[0]["id"])
+        networks = req.get("networks", "auto")
+        if networks in ("auto", "none"):
+            networks = [{"uuid": next(n for n in self.networks.values() if not n["router:external"])["id"]}]
+        sid = str(uuid.uuid4())
+        port_ids = []
+        for net in networks:
+            if net.get("uuid") not in self.networks:
+                raise nova_error(400, f"Network {net.get('uuid')} could not be found.")
+            port_ids.append(self._port(net["uuid"], sid, group_ids)["id"])
+        failure, self.fail_next_build = self.fail_next_build, None
+        body = {
+            "id": sid, "name": req["name"], "status": "BUILD", "tenant_id": PROJECT_ID, "user_id": USER_ID,
+            "metadata": metadata, "tags": tags, "hostId": hashlib.sha224(sid.encode()).hexdigest(),
+            "image": {"id": image["id"], "links": [{"href": f"{self.base}/compute/images/{image['id']}",
+                                                    "rel": "bookmark"}]},
+            "flavor": {"vcpus": flavor["vcpus"], "ram": flavor["ram"], "disk": flavor["disk"],
+                       "ephemeral": flavor["OS-FLV-EXT-DATA:ephemeral"], "swap": 0,
+                       "original_name": flavor["name"], "extra_specs": {}},
+            "created": now(), "updated": now(), "addresses": {}, "accessIPv4": "", "accessIPv6": "",
+            "links": [{"href": f"{self.base}/compute/v2.1/servers/{sid}", "rel": "self"},
+                      {"href": f"{self.base}/compute/servers/{sid}", "rel": "bookmark"}],
+            "OS-DCF:diskConfig": "MANUAL", "progress": 0, "OS-EXT-AZ:availability_zone": "nova",
+            "config_drive": "True" if req.get("config_drive") else "", "key_name": req.get("key_name"),
+            "OS-SRV-USG:launched_at": None, "OS-SRV-USG:terminated_at": None,
+            "security_groups": [{"name": self.groups[g]["name"]} for g in group_ids],
+            "OS-EXT-STS:task_state": "spawning", "OS-EXT-STS:vm_state": "building", "OS-EXT-STS:power_state": 0,
+            "os-extended-volumes:volumes_attached": [], "locked": False, "description": None,
+            "host_status": "UP", "OS-EXT-SRV-ATTR:host": "fake-compute-1",
+            "OS-EXT-SRV-ATTR:hypervisor_hostname": "fake-compute-1.localdomain",
+            "OS-EXT-SRV-ATTR:instance_name": f"instance-{self._next():08x}", "OS-EXT-SRV-ATTR:hostname": req["name"],
+            "OS-EXT-SRV-ATTR:reservation_id": f"r-{uuid.uuid4().hex[:8]}", "OS-EXT-SRV-ATTR:launch_index": 0,
+            "OS-EXT-SRV-ATTR:kernel_id": "", "OS-EXT-SRV-ATTR:ramdisk_id": "",
+            "OS-EXT-SRV-ATTR:root_device_name": "/dev/vda",
+            "OS-EXT-SRV-ATTR:user_data": req.get("user_data"), "trusted_image_certificates": None,
+        }
+        server = Server(sid, body, user_data, port_ids, time.monotonic() + self.build_seconds, failure)
+        self.servers[sid] = server
+        return server
+
+    def _check_tags(self, tags: list[str]) -> None:
+        if len(tags) > MAX_SERVER_TAGS:
+            raise nova_error(400, f"The number of tags exceeded the per-server limit {MAX_SERVER_TAGS}")
+        for tag in tags:
+            if not 1 <= len(tag) <= MAX_TAG_LENGTH or "," in tag or "/" in tag:
+                raise nova_error(400, f"Invalid input for field/attribute tags. Value: {tag}. "
+                                      f"'{tag}' does not match '^[^,/]*$' or is longer than {MAX_TAG_LENGTH}")
+
+    def _check_metadata(self, metadata: dict[str, Any]) -> None:
+        if len(metadata) > MAX_METADATA_ITEMS:
+            raise nova_error(403, f"Quota exceeded for metadata_items: allowed {MAX_METADATA_ITEMS}")
+        for key, value in metadata.items():
+            if not isinstance(value, str) or not 1 <= len(key) <= 255 or len(value) > 255:
+                raise nova_error(400, f"Invalid input for field/attribute metadata. Value: {key}={value!r}")
+
+    def keypair_view(self, kp: dict[str, Any], microversion: tuple[int, int]) -> dict[str, Any]:
+        body = dict(kp)
+        if microversion < (2, 2):
+            body.pop("type")
+        return body
+
+    def create_keypair(self, req: dict[str, Any]) -> dict[str, Any]:
+        name = req.get("name", "")
+        if not re.match(r"^[\w\-. @]{1,255}$", name):
+            raise nova_error(400, "Keypair data is invalid: Keypair name contains unsafe characters")
+        if name in self.keypairs:
+            raise nova_error(409, f"Key pair '{name}' already exists.")
+        public = req.get("public_key")
+        if not public:
+            raise nova_error(400, "the fake only imports public keys (no key generation)")
+        from cryptography.hazmat.primitives import serialization
+
+        try:
+            key = serialization.load_ssh_public_key(public.encode())
+        except ValueError:
+            raise nova_error(400, "Keypair data is invalid: failed to generate fingerprint") from None
+        raw = key.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).split()[1]
+        digest = hashlib.md5(base64.b64decode(raw), usedforsecurity=False).hexdigest()
+        self.keypairs[name] = {
+            "name": name, "public_key": public, "type": req.get("type", "ssh"), "user_id": USER_ID,
+            "fingerprint": ":".join(digest[i:i + 2] for i in range(0, 32, 2)), "created_at": now(),
+            "deleted": False, "id": self._next(),
+        }
+        return self.keypairs[name]
+
+    # -- Neutron
+
+    def _port(self, network_id: str, device_id: str, groups: list[str]) -> dict[str, Any]:
+        pid = str(uuid.uuid4())
+        n = self._next()
+        self.ports[pid] = {
+            "id": pid, "name": "", "network_id": network_id, "device_id": device_id, "device_owner": "compute:nova",
+            "mac_address": f"fa:16:3e:00:{n // 256:02x}:{n % 256:02x}", "admin_state_up": True, "status": "ACTIVE",
+            "fixed_ips": [{"subnet_id": self.networks[network_id]["subnets"][0],
+                           "ip_address": f"192.0.2.{n % 250 + 2}"}],
+            "security_groups": groups, "allowed_address_pairs": [], "extra_dhcp_opts": [], "description": "",
+            "project_id": PROJECT_ID, "tenant_id": PROJECT_ID, "port_security_enabled": True, "tags": [],
+            "created_at": now(), "updated_at": now(), "revision_number": 1, "ip_allocation": "immediate",
+        }
+        return self.ports[pid]
+
+    def default_group(self) -> None:
+        if not any(g["name"] == "default" for g in self.groups.values()):
+            self.create_group({"name": "default", "description": "Default security group"})
+
+    def create_group(self, req: dict[str, Any]) -> dict[str, Any]:
+        gid = str(uuid.uuid4())
+        group = {
+            "id": gid, "name": req.get("name", ""), "description": req.get("description", ""),
+            "project_id": PROJECT_ID, "tenant_id": PROJECT_ID, "stateful": req.get("stateful", True),
+            "shared": False, "tags": list(req.get("tags", [])), "created_at": now(), "updated_at": now(),
+            "revision_number": 1, "security_group_rules": [],
+        }
+        self.groups[gid] = group
+        for ethertype in ("IPv4", "IPv6"):
+            self.create_rule({"security_group_id": gid, "direction": "egress", "ethertype": ethertype})
+        return group
+
+    def group_view(self, group: dict[str, Any]) -> dict[str, Any]:
+        rules = [r for r in self.rules.values() if r["security_group_id"] == group["id"]]
+        return {**group, "security_group_rules": rules}
+
+    def create_rule(self, req: dict[str, Any]) -> dict[str, Any]:
+        gid = req.get("security_group_id")
+        if gid not in self.groups:
+            raise neutron_error(404, "SecurityGroupNotFound", f"Security group {gid} does not exist")
+        if req.get("direction") not in ("ingress", "egress"):
+            raise neutron_error(400, "HTTPBadRequest", f"Invalid input for direction. Reason: '{req.get('direction')}' "
+                                                       "is not in ['ingress', 'egress'].")
+        rule = {
+            "id": str(uuid.uuid4()), "security_group_id": gid, "direction": req["direction"],
+            "ethertype": req.get("ethertype", "IPv4"), "protocol": req.get("protocol"),
+            "port_range_min": req.get("port_range_min"), "port_range_max": req.get("port_range_max"),
+            "remote_ip_prefix": req.get("remote_ip_prefix"), "remote_group_id": req.get("remote_group_id"),
+            "remote_address_group_id": None, "normalized_cidr": req.get("remote_ip_prefix"),
+            "description": req.get("description", ""), "project_id": PROJECT_ID, "tenant_id": PROJECT_ID,
+            "tags": [], "created_at": now(), "updated_at": now(), "revision_number": 0, "belongs_to_default_sg": False,
+        }
+        self.rules[rule["id"]] = rule
+        return rule
+
+    def delete_group(self, gid: str) -> None:
+        if gid not in self.groups:
+            raise neutron_error(404, "SecurityGroupNotFound", f"Security group {gid} does not exist")
+        users = [p for p in self.ports.values() if gid in p["security_groups"]]
+        if users:
+            raise neutron_error(409, "SecurityGroupInUse",
+                                f"Security Group {gid} in use. Ports: {', '.join(p['id'] for p in users)}.")
+        del self.groups[gid]
+        for rid in [r for r, v in self.rules.items() if v["security_group_id"] == gid]:
+            del self.rules[rid]
+
+    def create_floating_ip(self, req: dict[str, Any]) -> dict[str, Any]:
+        net = self.networks.get(req.get("floating_network_id", ""))
+        if net is None or not net["router:external"]:
+            raise neutron_error(404, "ExternalNetworkNotFound" if net is None else "BadRequest",
+                                f"Network {req.get('floating_network_id')} is not a valid external network")
+        fid = str(uuid.uuid4())
+        port = self.ports.get(req.get("port_id") or "")
+        self.floating_ips[fid] = {
+            "id": fid, "floating_network_id": net["id"], "floating_ip_address": f"198.51.100.{self._next() % 250 + 2}",
+            "port_id": port and port["id"], "fixed_ip_address": port and port["fixed_ips"][0]["ip_address"],
+            "router_id": None, "status": "ACTIVE" if port else "DOWN", "description": req.get("description", ""),
+            "project_id": PROJECT_ID, "tenant_id": PROJECT_ID, "tags": list(req.get("tags", [])),
+            "created_at": now(), "updated_at": now(), "revision_number": 0, "port_details": None,
+            "qos_policy_id": None, "dns_domain": "", "dns_name": "", "subnet_id": None,
+        }
+        for server in self.servers.values():
+            if port and port["id"] in server.ports and server.body["status"] == "ACTIVE":
+                server.body["addresses"] = self._addresses(server)
+        return self.floating_ips[fid]
+
+    # -- Glance
+
+    def _image_record(self, req: dict[str, Any]) -> dict[str, Any]:
+        iid = req.get("id") or str(uuid.uuid4())
+        core = {"name", "disk_format", "container_format", "visibility", "protected", "min_disk", "min_ram", "tags",
+                "id", "os_hidden"}
+        if req.get("disk_format") not in (None, "ami", "ari", "aki", "vhd", "vhdx", "vmdk", "raw", "qcow2", "vdi",
+                                          "iso", "ploop"):
+            raise glance_error(400, f"Invalid value '{req['disk_format']}' for parameter 'disk_format'")
+        image = {
+            "id": iid, "name": req.get("name"), "status": "queued", "visibility": req.get("visibility", "shared"),
+            "protected": req.get("protected", False), "os_hidden": req.get("os_hidden", False),
+            "disk_format": req.get("disk_format"), "container_format": req.get("container_format"),
+            "min_disk": req.get("min_disk", 0), "min_ram": req.get("min_ram", 0), "size": None,
+            "virtual_size": None, "checksum": None, "os_hash_algo": None, "os_hash_value": None,
+            "owner": PROJECT_ID, "tags": list(req.get("tags", [])), "created_at": now(), "updated_at": now(),
+            "self": f"/v2/images/{iid}", "file": f"/v2/images/{iid}/file", "schema": "/v2/schemas/image",
+            "locations": [], "stores": "",
+            **{k: v for k, v in req.items() if k not in core},
+        }
+        self.images[iid] = image
+        return image
+
+    def _store_image(self, iid: str, data: bytes) -> None:
+        self.image_data[iid] = data
+        self.images[iid].update(
+            status="active", size=len(data), checksum=hashlib.md5(data, usedforsecurity=False).hexdigest(),
+            os_hash_algo="sha512", os_hash_value=hashlib.sha512(data).hexdigest(), updated_at=now(),
+            stores="file",
+        )
+
+    def image_view(self, image: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in image.items() if k != "seeded"}
+
+
+def _microversion(headers: Any) -> tuple[int, int]:
+    value = headers.get("OpenStack-API-Version", "") or ""
+    legacy = headers.get("X-OpenStack-Nova-API-Version", "") or ""
+    match = re.match(r"compute\s+(\d+)\.(\d+)", value) or re.match(r"(\d+)\.(\d+)", legacy)
+    if value.strip().endswith("latest"):
+        return tuple(int(x) for x in MAX_MICROVERSION.split("."))  # type: ignore[return-value]
+    if not match:
+        return (2, 1)
+    wanted = (int(match[1]), int(match[2]))
+    top = tuple(int(x) for x in MAX_MICROVERSION.split("."))
+    if wanted > top or wanted < (2, 1):
+        message = (f"Version {wanted[0]}.{wanted[1]} is not supported by the API. Minimum is 2.1 and maximum "
+                   f"is {MAX_MICROVERSION}.")
+        raise Fault(406, {"computeFault": {"code": 406, "message": message}})
+    return wanted
+
+
+def _version_doc(name: str, base: str, service: str) -> str:
+    """An upstream fixture with its example host replaced by this server's."""
+    text = (FIXTURES / name).read_text()
+    return re.sub(rf"https?://{service}\.example\.com", f"{base}/{service}", text)
+
+
+def _handler(cloud: FakeOpenStack) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def _body(self) -> bytes:
+            length = int(self.headers.get("Content-Length") or 0)
+            return self.rfile.read(length) if length else b""
+
+        def _send(self, status: int, body: Any = None, headers: dict[str, str] | None = None) -> None:
+            data = b"" if body is None else body if isinstance(body, bytes) else json.dumps(body).encode()
+            self.send_response(status)
+            ctype = "application/octet-stream" if isinstance(body, bytes) else "application/json"
+            if status != 204:
+                self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(data)))
+            for k, v in (headers or {}).items():
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.write(data)
+
+        def _handle(self, method: str) -> None:
+            parts = urlsplit(self.path)
+            path = parts.path.rstrip("/") or "/"
+            query = parse_qs(parts.query)
+            raw = self._body()
+            with cloud.lock:
+                cloud.requests.append((method, parts.path))
+                try:
+                    if not path.startswith("/identity") and self.headers.get("X-Auth-Token") is None and path not in (
+                            "/compute", "/compute/v2.1", "/network", "/image"):
+                        raise Fault(401, {"error": {"code": 401, "message": "no token"}})
+                    cloud._settle()
+                    status, body, headers = route(cloud, method, path, query, raw, self.headers)
+                except Fault as fault:
+                    status, body, headers = fault.status, fault.body, {}
+                except Exception as e:  # noqa: BLE001 - a bug in the fake answers 500, as a cloud would
+                    cloud.errors.append(traceback.format_exc())
+                    status, body, headers = 500, {"computeFault": {"code": 500, "message": repr(e)}}, {}
+            if path.startswith("/compute"):
+                headers = {"OpenStack-API-Version": f"compute {'.'.join(map(str, _safe_mv(self.headers)))}",
+                           "Vary": "OpenStack-API-Version", **headers}
+            self._send(status, body, headers)
+
+        def do_GET(self) -> None:  # noqa: N802
+            self._handle("GET")
+
+        def do_POST(self) -> None:  # noqa: N802
+            self._handle("POST")
+
+        def do_PUT(self) -> None:  # noqa: N802
+            self._handle("PUT")
+
+        def do_DELETE(self) -> None:  # noqa: N802
+            self._handle("DELETE")
+
+        def do_PATCH(self) -> None:  # noqa: N802
+            self._handle("PATCH")
+
+    return Handler
+
+
+def _safe_mv(headers: Any) -> tuple[int, int]:
+    try:
+        return _microversion(headers)
+    except Fault:
+        return (2, 1)
+
+
+def route(cloud: FakeOpenStack, method: str, path: str, query: dict[str, list[str]], raw: bytes,
+          headers: Any) -> tuple[int, Any, dict[str, str]]:
+    """Dispatch one request; returns (status, body, extra headers)."""
+    base = cloud.base
+    req: Any = {}
+    if raw and "json" in (headers.get("Content-Type") or ""):
+        req = json.loads(raw)
+
+    # Keystone
+    if path == "/identity" and method == "GET":
+        return 300, json.loads(_version_doc("discovery.json", base, "identity")), {}
+    if path == "/identity/v3" and method == "GET":
+        doc = json.loads(_version_doc("discovery.json", base, "identity"))["versions"]["values"][0]
+        return 200, {"version": doc}, {}
+    if path == "/identity/v3/auth/tokens" and method == "POST":
+        token_id, token = cloud.token(req)
+        return 201, token, {"X-Subject-Token": token_id}
+
+    # Nova
+    if path == "/compute" and method == "GET":
+        return 200, json.loads(_version_doc("compute-version.json", base, "compute")), {}
+    if path.startswith("/compute/v2.1"):
+        return _nova(cloud, method, path[len("/compute/v2.1"):] or "/", req, query, _microversion(headers))
+
+    # Neutron
+    if path == "/network" and method == "GET":
+        return 200, {"versions": [{"id": "v2.0", "status": "CURRENT",
+                                   "links": [{"href": f"{base}/network/v2.0/", "rel": "self"}]}]}, {}
+    if path.startswith("/network/v2.0"):
+        return _neutron(cloud, method, path[len("/network/v2.0"):] or "/", req, query)
+
+    # Glance
+    if path == "/image" and method == "GET":
+        return 300, json.loads(_version_doc("image-version.json", base, "image")), {}
+    if path.startswith("/image/v2"):
+        return _glance(cloud, method, path[len("/image/v2"):] or "/", req, raw, query)
+    raise Fault(404, {"error": {"code": 404, "message": f"{method} {path}: no such resource"}})
+
+
+def _filtered(items: list[dict[str, Any]], query: dict[str, list[str]], keys: tuple[str, ...]) -> list[dict[str, Any]]:
+    for key in keys:
+        if key in query:
+            items = [i for i in items if str(i.get(key)) in query[key]]
+    return items
+
+
+def _paged(items: list[dict[str, Any]], query: dict[str, list[str]], key: str) -> list[dict[str, Any]]:
+    marker = (query.get("marker") or [None])[0]
+    if marker is not None:
+        ids = [i[key] for i in items]
+        if marker not in ids:
+            raise nova_error(400, f"marker [{marker}] not found")
+        items = items[ids.index(marker) + 1:]
+    limit = (query.get("limit") or [None])[0]
+    return items[: int(limit)] if limit else items
+
+
+def _nova(cloud: FakeOpenStack, method: str, path: str, req: Any, query: dict[str, list[str]],
+          mv: tuple[int, int]) -> tuple[int, Any, dict[str, str]]:
+    base = cloud.base
+    if path == "/" and method == "GET":
+        doc = json.loads(_version_doc("compute-version.json", base, "compute"))["versions"][1]
+        return 200, {"version": doc}, {}
+    m = re.match(r"^/servers(?:/(detail|[^/]+))?(?:/(action|tags|metadata|os-interface))?(?:/([^/]+))?$", path)
+    if m:
+        sid, sub, item = m.groups()
+        if sid in (None, "detail"):
+            if method == "POST" and sid is None:
+                server = cloud.create_server(req.get("server", {}), mv)
+                return 202, {"server": {"id": server.id, "links": server.body["links"], "OS-DCF:diskConfig": "MANUAL",
+                                        "security_groups": server.body["security_groups"]}}, {
+                    "Location": f"{base}/compute/v2.1/servers/{server.id}"}
+            if method == "GET":
+                servers = [cloud.server_view(s, mv) for s in cloud.servers.values()]
+                servers = _filtered(servers, query, ("status",))
+                if "name" in query:  # Nova matches the name as a regular expression
+                    servers = [s for s in servers if re.search(query["name"][0], s["name"])]
+                for tag in (query.get("tags") or [""])[0].split(",") if "tags" in query else []:
+                    servers = [s for s in servers if tag in s.get("tags", [])]
+                if "tags-any" in query:
+                    wanted = set(query["tags-any"][0].split(","))
+                    servers = [s for s in servers if wanted & set(s.get("tags", []))]
+                servers = _paged(servers, query, "id")
+                if sid is None:
+                    servers = [{"id": s["id"], "name": s["name"], "links": s["links"]} for s in servers]
+                return 200, {"servers": servers}, {}
+        server = cloud.servers.get(sid or "")
+        if server is None:
+            raise nova_error(404, f"Instance {sid} could not be found.")
+        if sub is None:
+            if method == "GET":
+                return 200, {"server": cloud.server_view(server, mv)}, {}
+            if method == "DELETE":
+                if server.deleting_since is None:
+                    server.deleting_since = time.monotonic()
+                    server.body["OS-EXT-STS:task_state"] = "deleting"
+                return 204, None, {}
+        if sub == "action" and method == "POST":
+            if "os-getConsoleOutput" in req:
+                if server.body["status"] != "ACTIVE":
+                    raise nova_error(409, f"Cannot 'get_console_output' instance {sid} while it is in vm_state "
+                                          f"{server.body['OS-EXT-STS:vm_state']}")
+                launched = cloud.servers[sid].ready_at
+                text = server.console if time.monotonic() - launched >= cloud.console_after else ""
+                length = req["os-getConsoleOutput"].get("length")
+                if length is not None:
+                    text = "\n".join(text.splitlines()[-int(length):])
+                return 200, {"output": text}, {}
+            raise nova_error(400, f"unsupported action {list(req)}")
+        if sub == "tags":
+            if mv < (2, 26):
+                raise nova_error(404, "tags need microversion 2.26")
+            if method == "GET" and item is None:
+                return 200, {"tags": server.body["tags"]}, {}
+            if method == "PUT" and item is None:
+                cloud._check_tags(req.get("tags", []))
+                server.body["tags"] = list(req.get("tags", []))
+                return 200, {"tags": server.body["tags"]}, {}
+            if method == "PUT":
+                cloud._check_tags(server.body["tags"] + [item])
+                if item not in server.body["tags"]:
+                    server.body["tags"].append(item)
+                return 201, None, {}
+        if sub == "metadata":
+            if method == "GET":
+                return 200, {"metadata": server.body["metadata"]}, {}
+            if method == "POST":
+                merged = {**server.body["metadata"], **req.get("metadata", {})}
+                cloud._check_metadata(merged)
+                server.body["metadata"] = merged
+                return 200, {"metadata": merged}, {}
+    m = re.match(r"^/os-keypairs(?:/([^/]+))?$", path)
+    if m:
+        name = m.group(1)
+        if name is None and method == "POST":
+            return 200, {"keypair": cloud.keypair_view(cloud.create_keypair(req.get("keypair", {})), mv)}, {}
+        if name is None and method == "GET":
+            return 200, {"keypairs": [{"keypair": cloud.keypair_view(k, mv)} for k in cloud.keypairs.values()]}, {}
+        from urllib.parse import unquote
+
+        name = unquote(name or "")
+        if name not in cloud.keypairs:
+            raise nova_error(404, f"Keypair {name} not found for user {USER_ID}")
+        if method == "GET":
+            return 200, {"keypair": cloud.keypair_view(cloud.keypairs[name], mv)}, {}
+        if method == "DELETE":
+            del cloud.keypairs[name]
+            return 202, None, {}
+    m = re.match(r"^/flavors(?:/(detail|[^/]+))?(/os-extra_specs)?$", path)
+    if m and method == "GET":
+        fid, specs = m.groups()
+        if fid in (None, "detail"):
+            flavors = _paged(list(cloud.flavors.values()), query, "id")
+            return 200, {"flavors": flavors if fid else [{"id": f["id"], "name": f["name"], "links": f["links"],
+                                                           "description": None} for f in flavors]}, {}
+        if fid not in cloud.flavors:
+            raise nova_error(404, f"Flavor {fid} could not be found.")
+        if specs:
+            return 200, {"extra_specs": {}}, {}
+        return 200, {"flavor": cloud.flavors[fid]}, {}
+    if path == "/limits" and method == "GET":
+        used = len([s for s in cloud.servers.values() if s.deleting_since is None])
+        return 200, {"limits": {"rate": [], "absolute": {"maxTotalInstances": cloud.quota_instances,
+                                                         "totalInstancesUsed": used}}}, {}
+    raise nova_error(404, f"The resource could not be found: {method} {path}")
+
+
+def _neutron(cloud: FakeOpenStack, method: str, path: str, req: Any,
+             query: dict[str, list[str]]) -> tuple[int, Any, dict[str, str]]:
+    cloud.default_group()
+    if path == "/extensions" and method == "GET":
+        return 200, {"extensions": [{"alias": a, "name": a, "description": "", "links": [],
+                                     "updated": "2016-01-01T00:00:00-00:00"} for a in NEUTRON_EXTENSIONS]}, {}
+    collections = "networks|security-groups|security-group-rules|ports|floatingips"
+    m = re.match(rf"^/({collections})(?:/([^/]+))?(?:/tags(?:/([^/]+))?)?$", path)
+    if not m:
+        raise neutron_error(404, "HTTPNotFound", f"The resource could not be found: {method} {path}")
+    collection, rid, tag = m.groups()
+    tables = {"networks": (cloud.networks, "network", "NetworkNotFound"),
+              "security-groups": (cloud.groups, "security_group", "SecurityGroupNotFound"),
+              "security-group-rules": (cloud.rules, "security_group_rule", "SecurityGroupRuleNotFound"),
+              "ports": (cloud.ports, "port", "PortNotFound"),
+              "floatingips": (cloud.floating_ips, "floatingip", "FloatingIPNotFound")}
+    table, key, missing = tables[collection]
+    view = cloud.group_view if collection == "security-groups" else dict
+    if rid is None:
+        if method == "GET":
+            items = [view(v) for v in table.values()]
+            items = _filtered(items, query, ("name", "id", "network_id", "device_id", "security_group_id",
+                                             "router:external", "floating_network_id", "port_id", "description"))
+            if "router:external" in query:
+                wanted = query["router:external"][0].lower() == "true"
+                items = [i for i in cloud.networks.values() if i["router:external"] == wanted]
+            for tag_ in (query.get("tags") or [""])[0].split(",") if "tags" in query else []:
+                items = [i for i in items if tag_ in i.get("tags", [])]
+            if "tags-any" in query:
+                wanted_tags = set(query["tags-any"][0].split(","))
+                items = [i for i in items if wanted_tags & set(i.get("tags", []))]
+            return 200, {collection.replace("-", "_"): items}, {}
+        if method == "POST":
+            body = req.get(key, {})
+            if collection == "security-groups":
+                made = cloud.create_group(body)
+            elif collection == "security-group-rules":
+                made = cloud.create_rule(body)
+            elif collection == "floatingips":
+                made = cloud.create_floating_ip(body)
+            else:
+                raise neutron_error(400, "HTTPBadRequest", f"the fake does not create {collection}")
+            return 201, {key: view(made)}, {}
+    if rid not in table:
+        raise neutron_error(404, missing, f"{key.replace('_', ' ').title()} {rid} could not be found.")
+    if tag is not None or path.endswith("/tags"):
+        if method == "PUT" and tag is None:
+            for t in req.get("tags", []):
+                if len(t) > 255 or "," in t or "/" in t:
+                    raise neutron_error(400, "InvalidInput", f"Invalid input for operation: '{t}' is not a valid tag.")
+            table[rid]["tags"] = list(req.get("tags", []))
+            return 200, {"tags": table[rid]["tags"]}, {}
+        if method == "GET" and tag is None:
+            return 200, {"tags": table[rid]["tags"]}, {}
+    if method == "GET":
+        return 200, {key: view(table[rid])}, {}
+    if method == "PUT":
+        allowed = {"floatingips": {"port_id", "description"}, "security-groups": {"name", "description"}}
+        extra = set(req.get(key, {})) - allowed.get(collection, set())
+        if extra:
+            raise neutron_error(400, "HTTPBadRequest", f"Cannot update read-only attribute {sorted(extra)}")
+        table[rid].update(req.get(key, {}))
+        return 200, {key: view(table[rid])}, {}
+    if method == "DELETE":
+        if collection == "security-groups":
+            cloud.delete_group(rid)
+        elif collection in ("security-group-rules", "floatingips"):
+            del table[rid]
+        else:
+            raise neutron_error(409, "Conflict", f"the fake does not delete {collection}")
+        return 204, None, {}
+    raise neutron_error(405, "HTTPMethodNotAllowed", f"{method} not allowed on {path}")
+
+
+def _glance(cloud: FakeOpenStack, method: str, path: str, req: Any, raw: bytes,
+            query: dict[str, list[str]]) -> tuple[int, Any, dict[str, str]]:
+    if path == "/images" and method == "POST":
+        return 201, cloud.image_view(cloud._image_record(req)), {}
+    if path == "/images" and method == "GET":
+        items = [cloud.image_view(i) for i in cloud.images.values()]
+        items = _filtered(items, query, ("name", "status", "os_hash_value", "checksum", "disk_format", "id"))
+        for tag in query.get("tag", []):
+            items = [i for i in items if tag in i["tags"]]
+        limit = int((query.get("limit") or [GLANCE_PAGE])[0])
+        page = _paged(items, {**query, "limit": [str(limit)]}, "id")
+        body = {"images": page, "schema": "/v2/schemas/images", "first": "/v2/images"}
+        if page and page[-1] is not items[-1]:
+            rest = "&".join(f"{k}={v[0]}" for k, v in query.items() if k not in ("marker", "limit"))
+            body["next"] = f"/v2/images?marker={page[-1]['id']}&limit={limit}" + (f"&{rest}" if rest else "")
+        return 200, body, {}
+    if path.startswith("/schemas/"):
+        return 200, {"name": path.rsplit("/", 1)[-1], "properties": {}, "additionalProperties": {"type": "string"}}, {}
+    m = re.match(r"^/images/([^/]+)(/file|/tags/[^/]+)?$", path)
+    if not m:
+        raise glance_error(404, f"{method} {path}: not found")
+    iid, sub = m.groups()
+    image = cloud.images.get(iid)
+    if image is None:
+        raise glance_error(404, f"No image found with ID {iid}")
+    if sub == "/file" and method == "PUT":
+        if image["status"] != "queued":
+            raise glance_error(409, f"Image status transition from {image['status']} to saving is not allowed")
+        cloud._store_image(iid, raw)
+        return 204, None, {}
+    if sub == "/file" and method == "GET":
+        return 200, cloud.image_data.get(iid, b""), {}
+    if sub and sub.startswith("/tags/") and method == "PUT":
+        image["tags"].append(sub[len("/tags/"):])
+        return 204, None, {}
+    if sub is None and method == "GET":
+        return 200, cloud.image_view(image), {}
+    if sub is None and method == "DELETE":
+        if image.get("protected"):
+            raise glance_error(409, f"Image {iid} is protected and cannot be deleted.")
+        del cloud.images[iid]
+        cloud.image_data.pop(iid, None)
+        return 204, None, {}
+    raise glance_error(404, f"{method} {path}: not found")

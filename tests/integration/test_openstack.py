@@ -1,0 +1,745 @@
+"""The openstack provider through the real openstacksdk against the local OpenStack in tests/fakes/openstack.
+
+The fake holds servers as records: their addresses come from documentation
+ranges and are never connected to. Where a test needs SSH, the run's endpoint
+hook sends it to the project's test appliance booted under KVM on 127.0.0.1
+(the stand-in), as the EC2 tests do.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from cernvm_fixtures import config
+from cernvm_fixtures.context import Context
+from cernvm_fixtures.errors import ConfigError, PermanentError, ProviderError
+from cernvm_fixtures.instance import launch
+from cernvm_fixtures.providers import openstack as osmod
+from cernvm_fixtures.providers.openstack import OpenStackProvider
+from cernvm_fixtures.run import Keep, Run
+
+from ..fakes.openstack import CLOUD, openstack_cloud  # noqa: F401 - the fixture
+from ..fakes.openstack.cloud import FakeOpenStack
+from ..helpers import cli, domains_under, ledger_entries, subprocess_env
+
+pytestmark = pytest.mark.integration
+
+CIDR = "203.0.113.7/32"
+CERN_IMAGE = "CernVM 4 - Bootloader v2020.04-1 [2020-04-01]"
+HERE = Path(__file__).resolve().parent
+
+
+# --- fixtures and helpers -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def image_file(tmp_path_factory) -> Path:
+    """A small stand-in for a CernVM ISO to upload (the appliance ISO goes through the same path)."""
+    path = tmp_path_factory.mktemp("images") / "ucernvm-prod.2020.04-1.cernvm.x86_64.iso"
+    path.write_bytes(secrets.token_bytes(64 * 1024))
+    return path
+
+
+@pytest.fixture(scope="module")
+def cern_image(openstack_cloud: FakeOpenStack) -> str:
+    """An image as CERN's cloud offers it, under its documented kind of name."""
+    return openstack_cloud.add_image(CERN_IMAGE, b"cernvm-bootloader")["id"]
+
+
+def target_for(image: str = CERN_IMAGE, name: str = "os", **options) -> config.Target:
+    raw = {
+        "provider": "openstack",
+        "image": image,
+        "profile": "appliance",
+        "cloud": CLOUD,
+        "ssh_cidr": CIDR,
+        "poll_interval": 0.05,
+        "slowdown": 1,
+        "deadlines": {"running": 10, "reachable": 20, "login": 20, "ready": 20},
+        **options,
+    }
+    return config.parse({"targets": {name: raw}}, "test").targets[name]
+
+
+def run_for(tmp_path: Path, standin=None, *, keep: Keep = Keep.NEVER, endpoint=None) -> Run:
+    if endpoint is None and standin is not None:
+        port = standin.machine.ssh_port
+        endpoint = lambda machine, host, p: ("127.0.0.1", port)  # noqa: E731
+    run = Run(state=tmp_path / "state", keep=keep, endpoint=endpoint)
+    if standin is not None:
+        run.directory.mkdir(parents=True, mode=0o700)
+        shutil.copy2(standin.machine.provider.run.key_file, run.directory / "id_ed25519")
+    return run
+
+
+def create_only(target: config.Target, run: Run, name: str | None = None):
+    """Provider launch plus wait_running, without readiness (no SSH): returns the machine."""
+    provider = OpenStackProvider(target, run)
+    machine = provider.machine(name or run.name(target.name))
+    context = Context(hostname=machine.name, ssh_keys=(run.public_key,))
+    try:
+        provider.launch(machine, context)
+        machine.wait_running(time.monotonic() + 10)
+    except BaseException:
+        machine.destroy()
+        raise
+    return machine, context
+
+
+def assert_nothing_left(fake: FakeOpenStack, run: Run) -> None:
+    assert fake.holds() == {}, "the fake still holds resources of the run"
+    assert run.ledger.entries() == []
+    assert fake.errors == [], fake.errors
+
+
+@pytest.fixture(autouse=True)
+def _clean(openstack_cloud):
+    yield
+    openstack_cloud.fail_next_build = None
+    openstack_cloud.quota_instances = 10
+    openstack_cloud.console_after = 0.0
+    openstack_cloud.port_release_seconds = 0.0
+
+
+# --- lifecycle ----------------------------------------------------------------------------------------
+
+
+def test_create_labels_and_remove_everything(openstack_cloud, cern_image, tmp_path):
+    fake = openstack_cloud
+    run = run_for(tmp_path)
+    machine, context = create_only(target_for(), run)
+    try:
+        entries = {r.kind: r for r in run.ledger.entries()}
+        assert set(entries) == {"keypair", "security-group", "server"}
+        assert all(r.data.get("id") and r.data["cloud"] == CLOUD for r in entries.values())
+        held = fake.holds()
+        assert held.keys() == {"server", "keypair", "security-group", "port"}
+        server = fake.servers[machine.server_id]
+        body = server.body
+        assert body["status"] == "ACTIVE" and body["image"]["id"] == cern_image
+        assert server.user_data == context.render(), "the context is the user data, byte for byte"
+        assert body["metadata"]["cern-services"] == "false"
+        assert body["metadata"]["cernvm-fixtures:run"] == run.id
+        assert body["metadata"]["cernvm-fixtures:machine"] == machine.name
+        assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$", body["metadata"]["cernvm-fixtures:expires"])
+        assert body["tags"] == ["cernvm-fixtures", f"run={run.id}", f"machine={machine.name}"]
+        assert body["key_name"] == machine.name
+        assert fake.keypairs[machine.name]["public_key"] == run.public_key
+        # least privilege: one ingress rule, tcp/22 from the configured CIDR
+        group = fake.groups[held["security-group"][0]]
+        rules = [r for r in fake.rules.values() if r["security_group_id"] == group["id"]]
+        ingress = [(r["protocol"], r["port_range_min"], r["port_range_max"], r["remote_ip_prefix"])
+                   for r in rules if r["direction"] == "ingress"]
+        assert ingress == [("tcp", 22, 22, CIDR)]
+        assert f"cernvm-fixtures:run={run.id}" in group["tags"]
+        port = fake.ports[held["port"][0]]
+        assert port["security_groups"] == [group["id"]]
+        assert machine.platform_address().startswith("192.0.2.")
+    finally:
+        machine.destroy()
+    assert_nothing_left(fake, run)
+    for resource in entries.values():  # again, from the ledger alone: all gone, that is fine
+        OpenStackProvider.destroy_resource(resource)
+
+
+# --- the fake is held to upstream's shapes --------------------------------------------------------------
+
+
+def upstream(module: str, name: str, *args) -> dict:
+    """An example body from openstacksdk's own unit tests (shipped in its wheel), read without importing them."""
+    import ast
+    import hashlib
+    import importlib.util
+
+    spec = importlib.util.find_spec("openstack")
+    path = Path(spec.origin).parent / "tests" / "unit" / module
+    tree = ast.parse(path.read_text())
+    namespace = {"json": json, "hashlib": hashlib, "PROJECT_ID": "p", "IDENTIFIER": "i", "COMPUTE_ENDPOINT": "c",
+                 "FAKE_PUBLIC_KEY": "k", "NO_MD5": "m", "NO_SHA256": "s", "Any": object,
+                 "datetime": __import__("datetime"),
+                 "fakes": type("fakes", (), {"PROJECT_ID": "p"})}
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef) and node.name == name:
+            exec(compile(ast.Module([node], []), str(path), "exec"), namespace)
+            return namespace[name](*args)
+        if isinstance(node, (ast.Assign, ast.AnnAssign)):
+            target = node.targets[0] if isinstance(node, ast.Assign) else node.target
+            if isinstance(target, ast.Name) and target.id == name:
+                return eval(compile(ast.Expression(node.value), str(path), "eval"), namespace)
+    raise AssertionError(f"{name} not found in {path}")
+
+
+NEUTRON_EXTENSION_ONLY = {
+    "binding:host_id": "binding", "binding:profile": "binding", "binding:vif_details": "binding",
+    "binding:vif_type": "binding", "binding:vnic_type": "binding", "data_plane_status": "data-plane-status",
+    "device_profile": "port-device-profile", "dns_assignment": "dns-integration", "dns_domain": "dns-domain-ports",
+    "dns_name": "dns-integration", "hardware_offload_type": "port-hardware-offload-type",
+    "numa_affinity_policy": "port-numa-affinity-policy", "pvlan_type": "port-pvlan", "pvlan_community": "port-pvlan",
+    "qos_network_policy_id": "qos-port-network-policy", "qos_policy_id": "qos", "propagate_uplink_status":
+    "uplink-status-propagation", "resource_request": "port-resource-request", "trunk_details": "trunk-details",
+    "trusted": "port-trusted-vif", "extra_dhcp_opts": "extra_dhcp_opt",
+}
+"""Keys of upstream's example port that only a Neutron extension adds; the fake does not list those extensions."""
+
+
+def test_fake_serves_upstream_documents_and_shapes(openstack_cloud, cern_image, tmp_path):
+    fake = openstack_cloud
+    conn = osmod.connection(CLOUD)
+    fixtures = Path(osmod._openstack().__file__).parent / "tests" / "unit" / "fixtures"
+    served = requests.get(f"{fake.base}/compute", timeout=10).json()
+    upstream_doc = json.loads((fixtures / "compute-version.json").read_text())
+    assert json.dumps(served).replace(fake.base + "/compute", "https://compute.example.com") == json.dumps(upstream_doc)
+    assert requests.get(f"{fake.base}/image", timeout=10).status_code == 300
+    assert conn.compute.get_endpoint_data().max_microversion.__str__() == "(2, 53)"
+
+    run = run_for(tmp_path)
+    machine, _ = create_only(target_for(), run)
+    try:
+        session = conn.compute
+        server = session.get(f"/servers/{machine.server_id}", microversion="2.53").json()["server"]
+        missing = set(upstream("base.py", "make_fake_server", "id", "name")) - set(server)
+        assert not missing, f"the fake's server lacks keys upstream's example has: {missing}"
+        keypair = session.get(f"/os-keypairs/{machine.name}", microversion="2.53").json()["keypair"]
+        assert not set(upstream("cloud/test_keypair.py", "make_fake_keypair", "n")) - set(keypair)
+        flavor = session.get("/flavors/1").json()["flavor"]
+        assert not set(upstream("cloud/fakes.py", "make_fake_flavor", "1", "f")) - set(flavor)
+        network = conn.network
+        group = network.get(f"/security-groups/{run.ledger.entries()[1].data['id']}").json()["security_group"]
+        assert not set(upstream("cloud/test_security_groups.py", "make_fake_neutron_security_group",
+                                "1", "n", "d", [])) - set(group)
+        port = network.get("/ports").json()["ports"][0]
+        expected = set(upstream("network/v2/test_port.py", "EXAMPLE")) - set(NEUTRON_EXTENSION_ONLY)
+        assert not expected - set(port), expected - set(port)
+        listed = {e["alias"] for e in network.get("/extensions").json()["extensions"]}
+        assert not listed & set(NEUTRON_EXTENSION_ONLY.values()), "the fake lists an extension it does not implement"
+        image = conn.image.get(f"/images/{cern_image}").json()
+        wanted = set(upstream("cloud/fakes.py", "make_fake_image", "i"))
+        sdk_only = {"image_state", "image_type", "ramdisk_id", "owner_specified.openstack.md5",
+                    "owner_specified.openstack.sha256", "owner_specified.openstack.object"}
+        assert not wanted - sdk_only - set(image), wanted - sdk_only - set(image)
+    finally:
+        machine.destroy()
+    assert_nothing_left(fake, run)
+
+
+def test_fake_errors_come_in_the_services_shapes(openstack_cloud):
+    conn = osmod.connection(CLOUD)
+    nova = conn.compute.get("/servers/00000000-0000-0000-0000-000000000000")
+    assert nova.status_code == 404 and set(nova.json()) == {"itemNotFound"}
+    assert nova.json()["itemNotFound"]["code"] == 404
+    neutron = conn.network.get("/security-groups/nope")
+    assert neutron.status_code == 404 and neutron.json()["NeutronError"]["type"] == "SecurityGroupNotFound"
+    from openstack import exceptions
+
+    with pytest.raises(exceptions.NotFoundException, match="could not be found"):
+        conn.compute.get_server("00000000-0000-0000-0000-000000000000")
+    too_new = conn.compute.get("/servers", microversion="2.99")
+    assert too_new.status_code == 406
+
+
+# --- the ledger is written first ------------------------------------------------------------------------
+
+
+CREATES = {
+    ("POST", "/compute/v2.1/os-keypairs"): "keypair",
+    ("POST", "/network/v2.0/security-groups"): "security-group",
+    ("POST", "/compute/v2.1/servers"): "server",
+    ("POST", "/image/v2/images"): "image",
+}
+
+
+def test_every_create_call_finds_its_ledger_entry_already_written(openstack_cloud, image_file, tmp_path,
+                                                                   monkeypatch):
+    """An interceptor on the SDK's own HTTP (requests under keystoneauth) looks at the ledger on disk."""
+    run = run_for(tmp_path)
+    seen: dict[str, list[tuple[str, bool]]] = {}
+    original = requests.Session.send
+
+    def send(session, request, **kwargs):
+        path = re.sub(r"^https?://[^/]+", "", request.url).split("?")[0].rstrip("/")
+        kind = CREATES.get((request.method, path))
+        if kind is not None:
+            on_disk = [json.loads(p.read_text()) for p in (run.directory / "ledger").glob("*.json")]
+            seen[kind] = [(e["kind"], bool(e["data"].get("id"))) for e in on_disk]
+            if kind == "server":
+                raise RuntimeError("injected failure of the server create")
+        return original(session, request, **kwargs)
+
+    monkeypatch.setattr(requests.Session, "send", send)
+    with pytest.raises(RuntimeError, match="injected"):
+        create_only(target_for(str(image_file)), run)
+    monkeypatch.undo()
+    assert set(seen) == set(CREATES.values())
+    for kind, entries in seen.items():
+        assert (kind, False) in entries, f"no ledger entry for the {kind} before its create call"
+    assert_nothing_left(openstack_cloud, run)
+
+
+@pytest.mark.parametrize("create", ["/compute/v2.1/os-keypairs", "/network/v2.0/security-groups",
+                                    "/compute/v2.1/servers"])
+def test_interrupted_between_create_and_ledger_update(openstack_cloud, cern_image, tmp_path, monkeypatch, create):
+    """Ctrl-C right after the cloud created something, before its id reached the ledger: found, removed."""
+    run = run_for(tmp_path)
+    original = requests.Session.send
+
+    def send(session, request, **kwargs):
+        response = original(session, request, **kwargs)
+        if request.method == "POST" and request.url.split("?")[0].rstrip("/").endswith(create):
+            raise KeyboardInterrupt
+        return response
+
+    monkeypatch.setattr(requests.Session, "send", send)
+    with pytest.raises(KeyboardInterrupt):
+        create_only(target_for(), run)
+    monkeypatch.undo()
+    assert_nothing_left(openstack_cloud, run)
+
+
+# --- image upload ---------------------------------------------------------------------------------------
+
+
+def test_local_image_is_uploaded_reused_by_checksum_and_deleted(openstack_cloud, image_file, tmp_path):
+    import hashlib
+
+    fake = openstack_cloud
+    run = run_for(tmp_path)
+    first, _ = create_only(target_for(str(image_file)), run)
+    second = None
+    try:
+        uploaded = [i for i in fake.images.values() if not i.get("seeded")]
+        assert len(uploaded) == 1
+        image = uploaded[0]
+        assert (image["disk_format"], image["container_format"], image["status"]) == ("iso", "bare", "active")
+        assert image["os_hash_value"] == hashlib.sha512(image_file.read_bytes()).hexdigest()
+        assert fake.image_data[image["id"]] == image_file.read_bytes()
+        assert f"cernvm-fixtures:machine={first.name}" in image["tags"]
+        assert fake.servers[first.server_id].body["image"]["id"] == image["id"]
+        second, _ = create_only(target_for(str(image_file)), run)
+        assert fake.servers[second.server_id].body["image"]["id"] == image["id"], "reused by checksum"
+        assert "image" not in {r.kind for r in second.resources}
+    finally:
+        if second is not None:
+            second.destroy()
+        first.destroy()
+    assert_nothing_left(fake, run)
+
+
+# --- failures -------------------------------------------------------------------------------------------
+
+
+def test_server_going_to_error_reports_the_fault(openstack_cloud, cern_image, tmp_path):
+    fake = openstack_cloud
+    fake.fail_next_build = "No valid host was found. There are not enough hosts available."
+    run = run_for(tmp_path)
+    with pytest.raises(PermanentError, match=r"is ERROR: No valid host was found"):
+        create_only(target_for(), run)
+    assert_nothing_left(fake, run)
+
+
+def test_quota_exceeded_on_create(openstack_cloud, cern_image, tmp_path):
+    fake = openstack_cloud
+    fake.quota_instances = 0
+    run = run_for(tmp_path)
+    with pytest.raises(ProviderError, match=r"create server: HTTP 403: Quota exceeded for instances"):
+        create_only(target_for(), run)
+    assert_nothing_left(fake, run)
+
+
+def test_image_not_found_or_ambiguous_lists_what_exists(openstack_cloud, cern_image, tmp_path):
+    fake = openstack_cloud
+    run = run_for(tmp_path)
+    with pytest.raises(ConfigError) as error:
+        create_only(target_for("CernVM 4 - Bootloader v2020.04-1"), run)
+    assert "targets.os.image: no image named 'CernVM 4 - Bootloader v2020.04-1' (exact match" in str(error.value)
+    assert repr(CERN_IMAGE) in str(error.value)
+    twin = "CernVM 3 [twin]"
+    a, b = fake.add_image(twin, b"a"), fake.add_image(twin, b"b")
+    try:
+        with pytest.raises(ConfigError, match=rf"2 images are named 'CernVM 3 \[twin\]': .*{a['id']}.*use the id"):
+            create_only(target_for(twin), run)
+        machine, _ = create_only(target_for(b["id"]), run)
+        assert fake.servers[machine.server_id].body["image"]["id"] == b["id"]
+        machine.destroy()
+    finally:
+        del fake.images[a["id"]], fake.images[b["id"]]
+    assert_nothing_left(fake, run)
+
+
+def test_keypair_name_clash_is_an_error_and_leaves_the_other_key(openstack_cloud, cern_image, tmp_path):
+    fake = openstack_cloud
+    run = run_for(tmp_path)
+    name = run.name("os")
+    conn = osmod.connection(CLOUD)
+    conn.compute.create_keypair(name=name, public_key=run.public_key)
+    try:
+        with pytest.raises(ProviderError, match=rf"create key pair: HTTP 409: Key pair '{name}' already exists"):
+            create_only(target_for(), run, name=name)
+        assert name in fake.keypairs, "the clashing key pair is not ours: left alone"
+        assert run.ledger.entries() == []
+    finally:
+        conn.compute.delete_keypair(name)
+    assert_nothing_left(fake, run)
+
+
+def test_console_output_empty_for_a_while(openstack_cloud, cern_image, tmp_path):
+    fake = openstack_cloud
+    fake.console_after = 0.5
+    run = run_for(tmp_path)
+    machine, _ = create_only(target_for(), run)
+    try:
+        keys = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGnn1W3ivGTtDKBYHd8J3C6i3hGmBJxcCwmz8HUE0GDp root@cvm"
+        fake.set_console(machine.server_id, f"Linux version 6.1\r\n-----BEGIN SSH HOST KEY KEYS-----\r\n{keys}\r\n"
+                                            "-----END SSH HOST KEY KEYS-----\r\n")
+        assert machine.console_log() == "" and machine.host_keys() is None
+        time.sleep(0.6)
+        assert "Linux version 6.1" in machine.console_log()
+        assert machine.host_keys() == [keys]
+    finally:
+        machine.destroy()
+    assert machine.console_log().startswith("Linux version"), "the console is kept after the server is gone"
+    assert_nothing_left(fake, run)
+
+
+def test_security_group_delete_409_then_success(openstack_cloud, cern_image, tmp_path):
+    fake = openstack_cloud
+    fake.port_release_seconds = 1.5
+    run = run_for(tmp_path)
+    machine, _ = create_only(target_for(), run)
+    conflicts = []
+    original = requests.Session.send
+
+    def send(session, request, **kwargs):
+        response = original(session, request, **kwargs)
+        if request.method == "DELETE" and "/security-groups/" in request.url and response.status_code == 409:
+            conflicts.append(response.json()["NeutronError"]["type"])
+        return response
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(requests.Session, "send", send)
+        machine.destroy()
+    assert conflicts and set(conflicts) == {"SecurityGroupInUse"}
+    assert_nothing_left(fake, run)
+
+
+def test_bad_options_are_one_clear_error(openstack_cloud):
+    cases = [
+        ({"ssh_cidr": "0.0.0.0/0"}, "not the whole internet"),
+        ({"address": "floating"}, "needs floating_ip_pool"),
+        ({"properties": {"cernvm-fixtures:run": "x"}}, "set by cernvm-fixtures itself"),
+        ({"password": "hunter2"}, "password"),
+        ({"jump_host": "a b"}, "[user@]host[:port]"),
+    ]
+    for options, message in cases:
+        with pytest.raises(ConfigError) as error:
+            target_for(**options)
+        assert message in str(error.value) and "targets.os" in str(error.value), str(error.value)
+    target = target_for(flavor="m9.huge")
+    with pytest.raises(ConfigError, match=r"targets.os.flavor: 0 flavors match 'm9.huge'; flavors: cvm.medium"):
+        OpenStackProvider(target, Run()).find_flavor()
+
+
+# --- a floating IP --------------------------------------------------------------------------------------
+
+
+def test_floating_address_is_allocated_tagged_and_released_first(openstack_cloud, cern_image, tmp_path):
+    fake = openstack_cloud
+    run = run_for(tmp_path)
+    order: list[str] = []
+    original = requests.Session.send
+
+    def send(session, request, **kwargs):
+        if request.method == "DELETE":
+            order.append(re.sub(r"^https?://[^/]+/(\w+)/[^/]+/([\w-]+)/.*$", r"\2", request.url))
+        return original(session, request, **kwargs)
+
+    machine, _ = create_only(target_for(address="floating", floating_ip_pool="public"), run)
+    try:
+        held = fake.holds()
+        assert len(held["floating-ip"]) == 1
+        ip = fake.floating_ips[held["floating-ip"][0]]
+        assert machine.platform_address() == ip["floating_ip_address"] and ip["port_id"] == held["port"][0]
+        assert f"cernvm-fixtures:run={run.id}" in ip["tags"]
+        assert [r.kind for r in run.ledger.entries()][-1] == "floating-ip"
+    finally:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(requests.Session, "send", send)
+            machine.destroy()
+    assert order[:2] == ["floatingips", "servers"] and order.index("security-groups") > 1
+    assert order[-1] == "os-keypairs", order
+    assert_nothing_left(fake, run)
+
+
+# --- sweep after SIGKILL --------------------------------------------------------------------------------
+
+
+KILLED = """
+import sys, time
+from pathlib import Path
+from cernvm_fixtures import config
+from cernvm_fixtures.context import Context
+from cernvm_fixtures.providers.openstack import OpenStackProvider
+from cernvm_fixtures.run import Run
+
+target = config.load(Path(sys.argv[1])).targets["os"]
+run = Run()
+provider = OpenStackProvider(target, run)
+machine = provider.machine(run.name("os"))
+provider.launch(machine, Context(hostname=machine.name, ssh_keys=(run.public_key,)))
+print(run.id, flush=True)
+time.sleep(600)
+"""
+
+
+def config_file(path: Path, image: str, **extra) -> Path:
+    options = {"provider": "openstack", "image": image, "profile": "appliance", "cloud": CLOUD, "ssh_cidr": CIDR,
+               "poll_interval": 0.1, "slowdown": 1, **extra}
+
+    def value(v):
+        if isinstance(v, dict):
+            return "{ " + ", ".join(f"{json.dumps(k)} = {value(x)}" for k, x in v.items()) + " }"
+        return json.dumps(v)
+
+    path.write_text("[targets.os]\n" + "".join(f"{k} = {value(v)}\n" for k, v in options.items()))
+    return path
+
+
+@pytest.mark.parametrize("ledger", ["kept", "lost"])
+def test_sweep_removes_what_a_killed_run_left(openstack_cloud, image_file, tmp_path, ledger):
+    fake = openstack_cloud
+    state = tmp_path / "state"
+    cfg = config_file(tmp_path / "cernvm.toml", str(image_file))
+    process = subprocess.Popen([sys.executable, "-c", KILLED, str(cfg)], env=subprocess_env(state),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        run_id = process.stdout.readline().strip()
+        assert run_id, process.stderr.read()
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+    held = fake.holds()
+    assert held.keys() >= {"server", "security-group", "keypair", "image"}
+    assert len(ledger_entries(state)) == 4
+    if ledger == "lost":
+        shutil.rmtree(state)
+    sweep = cli(state, "sweep", "--config", str(cfg), cwd=tmp_path)
+    assert sweep.returncode == 0, sweep.stdout + sweep.stderr
+    assert fake.holds() == {}, sweep.stdout + sweep.stderr
+    assert ledger_entries(state) == [] and not list(state.glob("runs/*"))
+    order = re.findall(r"destroyed openstack (\S+)", sweep.stdout)
+    assert order.index("server") < order.index("security-group") < order.index("image"), order
+    assert order.index("server") < order.index("keypair"), order
+    assert fake.errors == []
+
+
+# --- with SSH: a KVM stand-in reached through the endpoint hook -----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def standin(tmp_path_factory):
+    """One test appliance under KVM that stands in for every server of the lifecycle tests (SSH only)."""
+    from cernvm_fixtures.instance import launch as launch_instance
+
+    state = tmp_path_factory.mktemp("openstack-standin")
+    # TCG on two shared cores: the default deadlines are too tight when other tests boot guests at the same time.
+    raw = {"provider": "kvm", "deadlines": {"running": 120, "reachable": 300, "login": 60, "ready": 120}}
+    target = config.parse({"targets": {"standin": raw}}, "openstack stand-in").targets["standin"]
+    run = Run(state=state)
+    instance = launch_instance(target, run)
+    yield instance
+    instance.destroy()
+    run.finish()
+    assert domains_under(state) == []
+
+
+def test_lifecycle_through_ssh_and_the_console_keys(openstack_cloud, cern_image, standin, tmp_path):
+    """Readiness end to end; the fake's console carries the stand-in's host-key block, so the keys are checked."""
+    fake = openstack_cloud
+    fake.build_seconds = 0.3
+
+    def endpoint(machine, host, port):
+        assert host.startswith("192.0.2."), "the platform address is the fake's, and is never connected to"
+        fake.set_console(machine.server_id, standin.console_log())
+        return "127.0.0.1", standin.machine.ssh_port
+
+    run = run_for(tmp_path, standin, endpoint=endpoint)
+    instance = launch(target_for(), run)
+    try:
+        assert instance.run("hostname").stdout.strip() == standin.name
+        assert instance.machine.host_keys() == standin.machine.host_keys()
+        assert "127.0.0.1" in instance.login_command and "UserKnownHostsFile" in instance.login_command
+    finally:
+        instance.destroy()
+    assert_nothing_left(fake, run)
+
+
+def test_forged_host_key_on_the_console_is_refused(openstack_cloud, cern_image, standin, tmp_path):
+    from cernvm_fixtures.errors import ReadinessError
+
+    fake = openstack_cloud
+    forged = ("-----BEGIN SSH HOST KEY KEYS-----\nssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGnn1W3ivGTtDKBYHd8J3C6i3hGmBJxc"
+              "Cwmz8HUE0GDp root@forged\n-----END SSH HOST KEY KEYS-----\n")
+
+    def endpoint(machine, host, port):
+        fake.set_console(machine.server_id, forged)
+        return "127.0.0.1", standin.machine.ssh_port
+
+    run = run_for(tmp_path, standin, endpoint=endpoint)
+    with pytest.raises(ReadinessError, match="not among the 1 key"):
+        launch(target_for(deadlines={"running": 10, "reachable": 5, "login": 5, "ready": 5}), run)
+    assert_nothing_left(fake, run)
+
+
+# --- the scenario suite end to end: the fake + one stand-in per server, booted from the fake's user data
+
+
+STANDIN_CONFTEST = '''
+"""Stand-ins for OpenStack servers that the local fake only records.
+
+Each server's SSH goes to a test appliance booted under KVM *from the user data
+the fake holds for that server* (read back through openstacksdk as Nova's
+OS-EXT-SRV-ATTR:user_data), with the host name that user data asks for.
+Stand-ins are destroyed when the session ends.
+"""
+import base64
+import email
+from dataclasses import dataclass
+
+import yaml
+
+from cernvm_fixtures import config
+from cernvm_fixtures.context import Context
+from cernvm_fixtures.providers import openstack
+from cernvm_fixtures.providers.kvm import KvmProvider
+from cernvm_fixtures.run import Run
+
+STANDINS = {}
+RUN = []
+
+
+@dataclass(frozen=True)
+class FromTheFake(Context):
+    blob: bytes = b""
+
+    def render(self):
+        return self.blob
+
+
+def cloud_config(blob):
+    message = email.message_from_bytes(blob)
+    if not message.is_multipart():
+        return yaml.safe_load(blob)
+    parts = [p.get_payload(decode=True) for p in message.walk() if not p.is_multipart()]
+    for part in parts:
+        if part.startswith(b"#cloud-config"):
+            return yaml.safe_load(part)
+    raise AssertionError("the user data the fake holds has no cloud-config part")
+
+
+def boot(machine):
+    server = openstack.connection(machine.options.cloud).compute.get_server(machine.server_id)
+    blob = base64.b64decode(server.user_data)
+    if not RUN:
+        RUN.append(Run())
+    target = config.parse({"targets": {"standin": {"provider": "kvm"}}}, "openstack stand-in").targets["standin"]
+    provider = KvmProvider(target, RUN[0])
+    standin = provider.machine(RUN[0].name("standin"))
+    try:
+        provider.launch(standin, FromTheFake(hostname=cloud_config(blob)["hostname"], blob=blob))
+    except BaseException:
+        standin.destroy()
+        raise
+    return standin
+
+
+def pytest_cernvm_endpoint(machine, host, port):
+    if machine.provider.name != "openstack":
+        return None
+    assert host.startswith("192.0.2."), host
+    if machine.name not in STANDINS:
+        STANDINS[machine.name] = boot(machine)
+        with open("standins.log", "a") as log:
+            print(machine.name, machine.server_id, host, "->", STANDINS[machine.name].name, file=log)
+    return "127.0.0.1", STANDINS[machine.name].ssh_port
+
+
+def pytest_sessionfinish(session):
+    while STANDINS:
+        STANDINS.popitem()[1].destroy()
+    for run in RUN:
+        run.finish()
+'''
+
+
+def test_scenario_suite_end_to_end_against_the_fake_with_standins(openstack_cloud, image_file, tmp_path):
+    from xml.etree import ElementTree
+
+    from ..helpers import ROOT, pytest_command
+
+    fake = openstack_cloud
+    work = tmp_path / "work"
+    shutil.copytree(ROOT / "scenarios", work / "scenarios")
+    (work / "conftest.py").write_text(STANDIN_CONFTEST)
+    config_file(work / "cernvm.toml", str(image_file), profile=str(HERE / "openstack_standin.toml"),
+                deadlines={"running": 30, "reachable": 300, "login": 60, "ready": 120})
+    state = tmp_path / "state"
+    result = subprocess.run(
+        pytest_command("scenarios", "--junitxml", str(tmp_path / "report.xml")),
+        cwd=work, env=subprocess_env(state), capture_output=True, text=True, timeout=1500,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-6000:]
+    cases = {c.get("name").split("[")[0]: c for c in ElementTree.parse(tmp_path / "report.xml").iter("testcase")}
+    skipped = {name: c.find("skipped").get("message") for name, c in cases.items() if c.find("skipped") is not None}
+    failed = [name for name, c in cases.items() if c.find("failure") is not None or c.find("error") is not None]
+    assert not failed and cases, output[-6000:]
+    assert set(cases) - set(skipped) >= {
+        "test_kernel_release", "test_kernel_command_line", "test_repositories_mounted_read_only",
+        "test_os_repository_is_the_root_source", "test_probe", "test_content_readable", "test_scratch_disk_mounted",
+        "test_bootloader_version_file", "test_hostname", "test_user_data_recorded", "test_ucernvm_block_delivered",
+    }, skipped
+    assert "stand-in" in skipped.pop("test_network_driver") and "stand-in" in skipped.pop("test_user_data_source")
+    assert set(skipped) == {"test_shared_folders_mounted", "test_host_to_guest", "test_guest_to_host"}
+    assert all("no shared folders" in why for why in skipped.values())
+    standins = (work / "standins.log").read_text().splitlines()
+    assert len(standins) == 2, "two servers (plain and ucernvm context), each with its own stand-in"
+    assert "fake-openstack-password" not in output
+    assert domains_under(tmp_path) == [], "stand-in domains left behind"
+    assert ledger_entries(state) == [] and not list(state.glob("runs/*"))
+    assert fake.holds() == {}, "the fake still holds resources of the run"
+    assert fake.errors == []
+
+
+def test_image_lookup_follows_glance_pages(openstack_cloud, tmp_path):
+    """More images than one Glance page: the SDK follows ``next`` and the exact name on the last page is found."""
+    fake = openstack_cloud
+    seeded = [fake.add_image(f"CernVM 4 - Bootloader v2019.{i:02d}-1 [2019-{i:02d}-01]", b"x")["id"]
+              for i in range(1, 31)]
+    pages = []
+    original = requests.Session.send
+
+    def send(session, request, **kwargs):
+        if request.method == "GET" and "/image/v2/images" in request.url:
+            pages.append(request.url)
+        return original(session, request, **kwargs)
+
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(requests.Session, "send", send)
+            found = OpenStackProvider(target_for(), run_for(tmp_path)).find_image(
+                "CernVM 4 - Bootloader v2019.30-1 [2019-30-01]")
+        assert found.id == seeded[-1]
+        assert len(pages) >= 2 and "marker=" in pages[-1], pages
+    finally:
+        for image_id in seeded:
+            del fake.images[image_id]
