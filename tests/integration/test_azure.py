@@ -1,0 +1,325 @@
+"""The azure provider through the real Azure SDK over HTTPS against a local fake ARM, with blobs in Azurite.
+
+No Azure Resource Manager emulator exists: ``tests/fakes/azure/arm.py`` is a stateful fake that checks every
+request body against the SDK's own models. Blob storage is Azurite, Microsoft's emulator. The VMs the fake
+"runs" do not exist: where a test needs SSH, the run's endpoint hook sends it to a KVM stand-in on
+127.0.0.1, and the fake serves the stand-in's console as the VM's serial log (so host keys are checked
+strictly, as on Azure).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cernvm_fixtures import config
+from cernvm_fixtures.context import Context
+from cernvm_fixtures.errors import ConfigError, ProviderError, ReadinessError
+from cernvm_fixtures.instance import launch
+from cernvm_fixtures.providers import azure as azmod
+from cernvm_fixtures.providers.azure import AzureProvider
+from cernvm_fixtures.run import Keep, Run
+
+from ..fakes.azure import wire
+from ..fakes.azure.fixtures import CONTAINER, SUBSCRIPTION, AzureCloud, azure_cloud  # noqa: F401 - the fixture
+from ..helpers import ROOT, domains_under, ledger_entries, pytest_command, subprocess_env
+
+pytestmark = pytest.mark.integration
+
+CIDR = "203.0.113.7/32"
+HERE = Path(__file__).resolve().parent
+IMAGE_GROUP = "cernvm-images"
+
+
+def make_vhd(path: Path, mib: int = 2, *, fixed: bool = True, size: int | None = None) -> Path:
+    """A fixed-size VHD: data with a few non-empty pages, then the 512-byte footer."""
+    data = bytearray(mib * 1024 * 1024)
+    data[0:512] = b"\x55" * 512
+    data[1024 * 1024:1024 * 1024 + 1536] = b"\xaa" * 1536
+    footer = bytearray(512)
+    footer[0:8] = b"conectix"
+    footer[8:12] = (2).to_bytes(4, "big")
+    footer[12:16] = (0x00010000).to_bytes(4, "big")
+    footer[16:24] = b"\xff" * 8
+    footer[40:48] = (size or len(data)).to_bytes(8, "big")
+    footer[48:56] = (size or len(data)).to_bytes(8, "big")
+    footer[60:64] = (2 if fixed else 3).to_bytes(4, "big")
+    footer[64:68] = ((~sum(footer)) & 0xFFFFFFFF).to_bytes(4, "big")
+    path.write_bytes(bytes(data) + bytes(footer))
+    return path
+
+
+@pytest.fixture(scope="module")
+def image_id(azure_cloud: AzureCloud, tmp_path_factory) -> str:
+    """A managed image in the fake, made from a VHD page blob in Azurite (as a user's existing image)."""
+    from azure.mgmt.compute import models
+
+    vhd = make_vhd(tmp_path_factory.mktemp("vhd") / "existing.vhd")
+    blob = azure_cloud.blobs().get_blob_client(CONTAINER, "existing.vhd")
+    blob.create_page_blob(vhd.stat().st_size)
+    blob.upload_page(vhd.read_bytes()[-512:], offset=vhd.stat().st_size - 512, length=512)
+    azure_cloud.client("resource").resource_groups.create_or_update(IMAGE_GROUP, {"location": "westeurope"})
+    image = models.Image(location="westeurope", properties=models.ImageProperties(
+        storage_profile=models.ImageStorageProfile(os_disk=models.ImageOSDisk(
+            os_type="Linux", os_state="Generalized", blob_uri=blob.url))))
+    return azure_cloud.client("compute").images.begin_create_or_update(IMAGE_GROUP, "cernvm", image).result().id
+
+
+@pytest.fixture(scope="module")
+def standin(tmp_path_factory):
+    """One test appliance under KVM standing in for the VMs of the lifecycle tests (SSH and console)."""
+    state = tmp_path_factory.mktemp("azure-standin")
+    target = config.parse({"targets": {"standin": {"provider": "kvm"}}}, "azure stand-in").targets["standin"]
+    run = Run(state=state)
+    instance = launch(target, run)
+    yield instance
+    instance.destroy()
+    run.finish()
+    assert domains_under(state) == []
+
+
+def target_for(cloud: AzureCloud, image: str, name: str = "azure", **options) -> config.Target:
+    raw = {
+        "provider": "azure",
+        "image": image,
+        "profile": "appliance",
+        "location": "westeurope",
+        "endpoint": cloud.url,
+        "instance_discovery": False,
+        "ssh_cidr": CIDR,
+        "vm_size": "Standard_B2s",
+        "poll_interval": 0.05,
+        "slowdown": 1,
+        "tags": {"project": "cernvm-fixtures-tests"},
+        "deadlines": {"running": 20, "reachable": 30, "login": 20, "ready": 30},
+        **options,
+    }
+    return config.parse({"targets": {name: raw}}, "test").targets[name]
+
+
+def run_for(tmp_path: Path, standin=None, *, keep: Keep = Keep.NEVER) -> Run:
+    endpoint = None
+    if standin is not None:
+        port = standin.machine.ssh_port
+        endpoint = lambda machine, host, p: ("127.0.0.1", port)  # noqa: E731
+    run = Run(state=tmp_path / "state", keep=keep, endpoint=endpoint)
+    if standin is not None:
+        run.directory.mkdir(parents=True, mode=0o700)
+        shutil.copy2(standin.machine.provider.run.key_file, run.directory / "id_ed25519")
+    return run
+
+
+def create_only(target: config.Target, run: Run):
+    provider = AzureProvider(target, run)
+    machine = provider.machine(run.name(target.name))
+    context = Context(hostname=machine.name, ssh_keys=(run.public_key,))
+    try:
+        provider.launch(machine, context)
+    except BaseException:
+        machine.destroy()
+        raise
+    return machine, context
+
+
+def assert_nothing_left(cloud: AzureCloud, run: Run) -> None:
+    assert cloud.arm.tagged("cernvm-fixtures:run", run.id) == [], "the fake still holds resources of the run"
+    assert [b for b in cloud.blob_names() if run.id in b] == [], "Azurite still holds blobs of the run"
+    assert run.ledger.entries() == []
+
+
+def ledger_before_create(cloud: AzureCloud, run: Run) -> list[str]:
+    """Install a hook in the fake: every create request must find its resource id in the ledger already."""
+    missing: list[str] = []
+
+    def check(method: str, path: str) -> None:
+        if method == "PUT":
+            ids = {str(r.data.get("id", "")).lower() for r in run.ledger.entries()}
+            ids |= {f"/subscriptions/{SUBSCRIPTION}/resourcegroups/{r.data.get('group', '')}".lower()
+                    for r in run.ledger.entries()}
+            if path.split("?")[0].lower() not in ids:
+                missing.append(path)
+
+    cloud.arm.on_request = check
+    return missing
+
+
+# --- the wire format is the SDK's ---------------------------------------------------------------------
+
+
+def test_fake_rejects_a_snake_case_dict_where_a_model_belongs(azure_cloud):
+    from azure.core.exceptions import HttpResponseError
+    from azure.mgmt.compute import models
+
+    vm = models.VirtualMachine(location="westeurope", properties=models.VirtualMachineProperties(
+        hardware_profile=models.HardwareProfile(vm_size="Standard_B2s"),
+        os_profile={"admin_username": "cernvm", "computer_name": "x"}))
+    azure_cloud.client("resource").resource_groups.create_or_update("wire-check", {"location": "westeurope"})
+    with pytest.raises(HttpResponseError, match="admin_username: unknown field of OSProfile .*adminUsername"):
+        azure_cloud.client("compute").virtual_machines.begin_create_or_update("wire-check", "vm", vm)
+    azure_cloud.client("resource").resource_groups.begin_delete("wire-check").result()
+
+
+def test_fake_rejects_api_versions_the_sdk_does_not_send(azure_cloud, image_id):
+    from azure.core.exceptions import HttpResponseError
+
+    compute = azure_cloud.client("compute")
+    with pytest.raises(HttpResponseError, match="NoRegisteredProviderFound"):
+        compute.images.get(IMAGE_GROUP, "cernvm", params={"api-version": "2015-06-15"})
+
+
+def test_responses_deserialize_into_the_sdk_models(azure_cloud, image_id):
+    from azure.mgmt.compute import models
+
+    group, name = azmod.split_id(image_id)
+    raw = azure_cloud.client("compute").images.get(group, name, cls=lambda pipeline, body, headers: body)
+    body = json.loads(json.dumps(raw.as_dict() if hasattr(raw, "as_dict") else raw))
+    assert wire.model_problems(body, models.Image, request=False) == []
+    assert models.Image(body).properties.storage_profile.os_disk.blob_uri.endswith("/existing.vhd")
+    assert wire.model_problems({"properties": {"storageProfile": {"osDisk": {"blobUri": 7}}}}, models.Image) == [
+        "properties.storageProfile.osDisk.blobUri: 7 is not a string"]
+
+
+# --- lifecycle -----------------------------------------------------------------------------------------
+
+
+def test_create_records_first_and_teardown_removes_everything(azure_cloud, image_id, tmp_path):
+    run = run_for(tmp_path)
+    missing = ledger_before_create(azure_cloud, run)
+    try:
+        machine, context = create_only(target_for(azure_cloud, image_id), run)
+    finally:
+        azure_cloud.arm.on_request = None
+    try:
+        assert missing == [], "created before the ledger had it"
+        kinds = [r.kind for r in run.ledger.entries()]
+        assert kinds == ["resource-group", "virtual-network", "security-group", "public-ip", "network-interface",
+                         "disk", "vm"]
+        machine.wait_running(time.monotonic() + 20)
+        vm = azure_cloud.arm.get(machine.resources[-1].data["id"])
+        props = vm["properties"]
+        assert base64.b64decode(props["osProfile"]["customData"]) == context.render()
+        linux = props["osProfile"]["linuxConfiguration"]
+        assert linux["disablePasswordAuthentication"] is True and "adminPassword" not in props["osProfile"]
+        assert [k["keyData"] for k in linux["ssh"]["publicKeys"]] == [run.public_key]
+        assert props["diagnosticsProfile"]["bootDiagnostics"]["enabled"] is True
+        assert vm["tags"]["cernvm-fixtures:run"] == run.id and vm["tags"]["project"] == "cernvm-fixtures-tests"
+        nsg = azure_cloud.arm.get(machine.resources[2].data["id"])
+        rules = [(r["properties"]["direction"], r["properties"]["access"], r["properties"]["protocol"],
+                  r["properties"]["destinationPortRange"], r["properties"]["sourceAddressPrefix"])
+                 for r in nsg["properties"]["securityRules"]]
+        assert rules == [("Inbound", "Allow", "Tcp", "22", CIDR)]
+        assert not machine.platform_address().startswith("127.")
+    finally:
+        machine.destroy()
+    assert_nothing_left(azure_cloud, run)
+    assert azure_cloud.arm.get(f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{machine.name}-rg") is None
+
+
+def test_vhd_upload_as_page_blob_then_image_then_gone(azure_cloud, tmp_path):
+    vhd = make_vhd(tmp_path / "ucernvm-prod.2021.05-1.cernvm.x86_64.vhd")
+    run = run_for(tmp_path)
+    machine, _ = create_only(target_for(azure_cloud, str(vhd), blob_endpoint=azure_cloud.azurite.account_url), run)
+    try:
+        blob = next(r for r in machine.resources if r.kind == "blob")
+        assert blob.data["sent"] == 512 + 1536 + 512, "only the non-empty pages were sent"
+        props = azure_cloud.blobs().get_blob_client(CONTAINER, blob.data["blob"]).get_blob_properties()
+        assert props.blob_type == "PageBlob" and props.size == vhd.stat().st_size
+        downloaded = azure_cloud.blobs().get_blob_client(CONTAINER, blob.data["blob"]).download_blob().readall()
+        assert downloaded == vhd.read_bytes(), "the page blob is the VHD, byte for byte"
+        image = azure_cloud.arm.get(next(r for r in machine.resources if r.kind == "image").data["id"])
+        assert image["properties"]["storageProfile"]["osDisk"]["blobUri"] == blob.data["url"]
+    finally:
+        machine.destroy()
+    assert_nothing_left(azure_cloud, run)
+
+
+@pytest.mark.parametrize("problem, message", [
+    ("dynamic", "is a dynamic VHD; Azure takes fixed-size VHDs only"),
+    ("no footer", "has no VHD footer"),
+    ("odd size", "is not a whole number of MiB"),
+])
+def test_bad_vhd_is_a_clear_error_before_anything_exists(azure_cloud, tmp_path, problem, message):
+    vhd = tmp_path / "bad.vhd"
+    if problem == "dynamic":
+        make_vhd(vhd, fixed=False)
+    elif problem == "no footer":
+        vhd.write_bytes(b"\1" * (2 * 1024 * 1024 + 512))
+    else:
+        make_vhd(vhd, size=2 * 1024 * 1024 - 512)
+    run = run_for(tmp_path)
+    with pytest.raises(ConfigError, match=message):
+        create_only(target_for(azure_cloud, str(vhd), blob_endpoint=azure_cloud.azurite.account_url), run)
+    assert run.ledger.entries() == []
+
+
+# --- failures ------------------------------------------------------------------------------------------
+
+
+def test_quota_exceeded_is_reported_and_nothing_is_left(azure_cloud, image_id, tmp_path):
+    azure_cloud.arm.faults.cores = 1
+    run = run_for(tmp_path)
+    try:
+        with pytest.raises(ProviderError, match="OperationNotAllowed: .*exceeding approved Total Regional Cores"):
+            create_only(target_for(azure_cloud, image_id), run)
+    finally:
+        azure_cloud.arm.faults.cores = 100
+    assert_nothing_left(azure_cloud, run)
+
+
+def test_size_not_offered_is_a_config_error_before_anything_exists(azure_cloud, image_id, tmp_path):
+    run = run_for(tmp_path)
+    with pytest.raises(ConfigError, match="vm_size: 'Standard_NC96' is not offered in westeurope"):
+        create_only(target_for(azure_cloud, image_id, vm_size="Standard_NC96"), run)
+    assert run.ledger.entries() == []
+
+
+def test_sku_not_available_at_create_is_reported(azure_cloud, image_id, tmp_path, monkeypatch):
+    monkeypatch.setattr(AzureProvider, "check_size", lambda self: None)
+    run = run_for(tmp_path)
+    with pytest.raises(ProviderError, match="SkuNotAvailable"):
+        create_only(target_for(azure_cloud, image_id, vm_size="Standard_NC96"), run)
+    assert_nothing_left(azure_cloud, run)
+
+
+def test_provisioning_failed_stops_readiness_at_once(azure_cloud, image_id, tmp_path, monkeypatch):
+    monkeypatch.setattr(Run, "name", lambda self, target: f"cvmfx-{self.id}-{target}-fail")
+    run = run_for(tmp_path)
+    azure_cloud.arm.faults.fail_provisioning.add(f"cvmfx-{run.id}-azure-fail")
+    with pytest.raises(ReadinessError, match="provisioning failed: OSProvisioningTimedOut"):
+        launch(target_for(azure_cloud, image_id), run)
+    assert_nothing_left(azure_cloud, run)
+
+
+def test_nsg_still_in_use_on_delete_is_retried(azure_cloud, image_id, tmp_path, monkeypatch):
+    monkeypatch.setattr(time, "sleep", lambda seconds: None)
+    run = run_for(tmp_path)
+    machine, _ = create_only(target_for(azure_cloud, image_id), run)
+    azure_cloud.arm.faults.nsg_busy = 2
+    machine.destroy()
+    assert azure_cloud.arm.faults.nsg_busy == 0, "both refusals were seen and retried"
+    assert_nothing_left(azure_cloud, run)
+
+
+def test_leftovers_are_found_by_tags_alone_and_swept(azure_cloud, image_id, tmp_path):
+    run = run_for(tmp_path)
+    machine, _ = create_only(target_for(azure_cloud, image_id), run)
+    target = target_for(azure_cloud, image_id)
+    found = AzureProvider.leftovers(target, set())
+    ours = [r for r in found if r.run == run.id]
+    assert [r.kind for r in ours] == ["vm", "network-interface", "public-ip", "security-group", "virtual-network",
+                                      "resource-group"]
+    assert AzureProvider.leftovers(target, {machine.name}) == [r for r in found if r.name != machine.name]
+    for resource in ours:
+        AzureProvider.destroy_resource(resource)
+    for resource in list(machine.resources):
+        run.ledger.forget(resource)
+    assert azure_cloud.arm.tagged("cernvm-fixtures:run", run.id) == []
+    machine.destroy()  # idempotent: everything is gone already
