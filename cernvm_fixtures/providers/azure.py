@@ -542,9 +542,10 @@ class AzureProvider(Provider):
         group, name = split_id(vnet.data["id"])
         prefix = max(24, int(o.vnet_cidr.split("/")[1]))
         subnet_cidr = str(next(ipaddress.IPv4Network(o.vnet_cidr).subnets(new_prefix=prefix)))
-        body = models.VirtualNetwork(location=o.location, tags=self.tags(vnet), properties=models.VirtualNetworkPropertiesFormat(
-            address_space=models.AddressSpace(address_prefixes=[o.vnet_cidr]),
-            subnets=[models.Subnet(name="default", properties=models.SubnetPropertiesFormat(address_prefix=subnet_cidr))]))
+        subnet = models.Subnet(name="default", properties=models.SubnetPropertiesFormat(address_prefix=subnet_cidr))
+        properties = models.VirtualNetworkPropertiesFormat(
+            address_space=models.AddressSpace(address_prefixes=[o.vnet_cidr]), subnets=[subnet])
+        body = models.VirtualNetwork(location=o.location, tags=self.tags(vnet), properties=properties)
         poller = self._begin(vnet, f"create virtual network {name}", network.virtual_networks.begin_create_or_update,
                              group, name, body)
         call(f"create virtual network {name}", poller.result)
@@ -561,8 +562,8 @@ class AzureProvider(Provider):
             description="cernvm-fixtures: SSH from the test runner", protocol="Tcp", source_port_range="*",
             destination_port_range="22", source_address_prefix=o.ssh_cidr, destination_address_prefix="*",
             access="Allow", priority=1000, direction="Inbound"))
-        body = models.NetworkSecurityGroup(location=o.location, tags=self.tags(nsg),
-                                           properties=models.NetworkSecurityGroupPropertiesFormat(security_rules=[rule]))
+        properties = models.NetworkSecurityGroupPropertiesFormat(security_rules=[rule])
+        body = models.NetworkSecurityGroup(location=o.location, tags=self.tags(nsg), properties=properties)
         poller = self._begin(nsg, f"create network security group {name}",
                              network.network_security_groups.begin_create_or_update, group, name, body)
         call(f"create network security group {name}", poller.result)
@@ -602,7 +603,7 @@ class AzureProvider(Provider):
         vm = self._record(machine, "vm", id=self.arm_id(machine, "vm"))
         group, name = split_id(vm.data["id"])
         key = models.SshPublicKey(path=f"/home/{o.admin_user}/.ssh/authorized_keys", key_data=self.run.public_key)
-        body = models.VirtualMachine(location=o.location, tags=self.tags(vm), properties=models.VirtualMachineProperties(
+        properties = models.VirtualMachineProperties(
             hardware_profile=models.HardwareProfile(vm_size=o.vm_size),
             storage_profile=models.StorageProfile(
                 image_reference=models.ImageReference(id=image_id),
@@ -616,8 +617,10 @@ class AzureProvider(Provider):
                                                               ssh=models.SshConfiguration(public_keys=[key]))),
             network_profile=models.NetworkProfile(network_interfaces=[models.NetworkInterfaceReference(
                 id=nic_id, properties=models.NetworkInterfaceReferenceProperties(primary=True))]),
-            diagnostics_profile=models.DiagnosticsProfile(boot_diagnostics=models.BootDiagnostics(enabled=True))))
-        machine.poller = self._begin(vm, f"create VM {name}", self.client("compute").virtual_machines.begin_create_or_update,
+            diagnostics_profile=models.DiagnosticsProfile(boot_diagnostics=models.BootDiagnostics(enabled=True)))
+        body = models.VirtualMachine(location=o.location, tags=self.tags(vm), properties=properties)
+        compute = self.client("compute")
+        machine.poller = self._begin(vm, f"create VM {name}", compute.virtual_machines.begin_create_or_update,
                                      group, name, body)
         log.info("%s: creating VM %s (%s) in %s", machine.name, name, o.vm_size, o.location)
 
@@ -703,6 +706,7 @@ class AzureMachine(Machine):
                            address=self.options.address)
         self._console = ""
         self._endpoint: tuple[str, int] | None = None
+        self._jumps: list[Any] = []
 
     @property
     def group(self) -> str:
@@ -755,12 +759,15 @@ class AzureMachine(Machine):
         jump.set_missing_host_key_policy(paramiko.RejectPolicy())
         key = self.options.jump_key
         try:
-            jump.connect(match["host"].strip("[]"), int(match["port"] or 22), username=match["user"] or self.options.user,
+            jump.connect(match["host"].strip("[]"), int(match["port"] or 22),
+                         username=match["user"] or self.options.user,
                          key_filename=str(Path(key).expanduser()) if key else None, look_for_keys=key is None,
                          allow_agent=key is None, timeout=self.options.connect_timeout)
         except paramiko.SSHException as e:
             jump.close()
-            raise ProviderError(f"{self.name}: jump host {self.options.jump_host}: {e} (its key must be in {known})") from None
+            raise ProviderError(
+                f"{self.name}: jump host {self.options.jump_host}: {e} (its key must be in {known})") from None
+        self._jumps.append(jump)
         transport = jump.get_transport()
         assert transport is not None
         return transport.open_channel("direct-tcpip", (host, port), ("127.0.0.1", 0),
@@ -807,4 +814,8 @@ class AzureMachine(Machine):
     def destroy(self) -> None:
         """Destroy in dependency order (VM first, resource group last), whatever order things were recorded in."""
         self.resources.sort(key=lambda r: (RANK.get(r.kind, len(RANK)), r.created))
-        super().destroy()
+        try:
+            super().destroy()
+        finally:
+            while self._jumps:
+                self._jumps.pop().close()

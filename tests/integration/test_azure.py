@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import shutil
 import signal
 import subprocess
@@ -29,6 +30,7 @@ from cernvm_fixtures.providers.azure import AzureProvider
 from cernvm_fixtures.run import Keep, Run
 
 from ..fakes.azure import wire
+from ..fakes.azure.vhd import make_vhd
 from ..fakes.azure.fixtures import CONTAINER, SUBSCRIPTION, AzureCloud, azure_cloud  # noqa: F401 - the fixture
 from ..helpers import ROOT, domains_under, ledger_entries, pytest_command, subprocess_env
 
@@ -37,24 +39,6 @@ pytestmark = pytest.mark.integration
 CIDR = "203.0.113.7/32"
 HERE = Path(__file__).resolve().parent
 IMAGE_GROUP = "cernvm-images"
-
-
-def make_vhd(path: Path, mib: int = 2, *, fixed: bool = True, size: int | None = None) -> Path:
-    """A fixed-size VHD: data with a few non-empty pages, then the 512-byte footer."""
-    data = bytearray(mib * 1024 * 1024)
-    data[0:512] = b"\x55" * 512
-    data[1024 * 1024:1024 * 1024 + 1536] = b"\xaa" * 1536
-    footer = bytearray(512)
-    footer[0:8] = b"conectix"
-    footer[8:12] = (2).to_bytes(4, "big")
-    footer[12:16] = (0x00010000).to_bytes(4, "big")
-    footer[16:24] = b"\xff" * 8
-    footer[40:48] = (size or len(data)).to_bytes(8, "big")
-    footer[48:56] = (size or len(data)).to_bytes(8, "big")
-    footer[60:64] = (2 if fixed else 3).to_bytes(4, "big")
-    footer[64:68] = ((~sum(footer)) & 0xFFFFFFFF).to_bytes(4, "big")
-    path.write_bytes(bytes(data) + bytes(footer))
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +61,9 @@ def image_id(azure_cloud: AzureCloud, tmp_path_factory) -> str:
 def standin(tmp_path_factory):
     """One test appliance under KVM standing in for the VMs of the lifecycle tests (SSH and console)."""
     state = tmp_path_factory.mktemp("azure-standin")
-    target = config.parse({"targets": {"standin": {"provider": "kvm"}}}, "azure stand-in").targets["standin"]
+    slow = {"running": 120, "reachable": 300, "login": 120, "ready": 120}  # TCG on a shared 2-core machine
+    raw = {"standin": {"provider": "kvm", "deadlines": slow}}
+    target = config.parse({"targets": raw}, "azure stand-in").targets["standin"]
     run = Run(state=state)
     instance = launch(target, run)
     yield instance
@@ -99,7 +85,7 @@ def target_for(cloud: AzureCloud, image: str, name: str = "azure", **options) ->
         "poll_interval": 0.05,
         "slowdown": 1,
         "tags": {"project": "cernvm-fixtures-tests"},
-        "deadlines": {"running": 20, "reachable": 30, "login": 20, "ready": 30},
+        "deadlines": {"running": 20, "reachable": 60, "login": 60, "ready": 60},
         **options,
     }
     return config.parse({"targets": {name: raw}}, "test").targets[name]
@@ -323,3 +309,108 @@ def test_leftovers_are_found_by_tags_alone_and_swept(azure_cloud, image_id, tmp_
         run.ledger.forget(resource)
     assert azure_cloud.arm.tagged("cernvm-fixtures:run", run.id) == []
     machine.destroy()  # idempotent: everything is gone already
+
+
+# --- SSH through a KVM stand-in, host keys from the serial log -----------------------------------------
+
+
+def run_with_standin(tmp_path: Path, cloud: AzureCloud, standin, console=None) -> Run:
+    """A run whose SSH goes to the stand-in; the fake serves ``console`` (default: the stand-in's) as serial log."""
+    port = standin.machine.ssh_port
+
+    def endpoint(machine, host, p):
+        cloud.arm.consoles[machine.name.lower()] = console or standin.console_log
+        return "127.0.0.1", port
+
+    run = Run(state=tmp_path / "state", endpoint=endpoint)
+    run.directory.mkdir(parents=True, mode=0o700)
+    shutil.copy2(standin.machine.provider.run.key_file, run.directory / "id_ed25519")
+    return run
+
+
+def test_lifecycle_over_ssh_with_host_keys_from_the_serial_log(azure_cloud, image_id, standin, tmp_path):
+    run = run_with_standin(tmp_path, azure_cloud, standin)
+    instance = launch(target_for(azure_cloud, image_id), run)
+    try:
+        assert instance.run("hostname").stdout.strip() == standin.name, "SSH went through the endpoint hook"
+        assert instance.transport.verified is True, "the host key matched the serial log's block"
+        assert "Linux version" in instance.console_log(), "retrieve_boot_diagnostics_data -> serial log"
+        assert "UserKnownHostsFile" in instance.login_command and "127.0.0.1" in instance.login_command
+        assert {k: instance.machine.traits[k] for k in ("provider", "kind", "vm_size", "location")} == {
+            "provider": "azure", "kind": "vm", "vm_size": "Standard_B2s", "location": "westeurope"}
+    finally:
+        instance.destroy()
+    assert_nothing_left(azure_cloud, run)
+
+
+def test_a_host_key_the_serial_log_did_not_announce_is_refused(azure_cloud, image_id, standin, tmp_path):
+    forged = ("-----BEGIN SSH HOST KEY KEYS-----\n"
+              "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl root@forged\n"
+              "-----END SSH HOST KEY KEYS-----\n")
+    run = run_with_standin(tmp_path, azure_cloud, standin, console=lambda: forged)
+    with pytest.raises(ReadinessError, match="not among the 1 key"):
+        launch(target_for(azure_cloud, image_id, deadlines={"running": 20, "reachable": 30, "login": 5,
+                                                            "ready": 10}), run)
+    assert_nothing_left(azure_cloud, run)
+
+
+# --- sweep after SIGKILL -------------------------------------------------------------------------------
+
+
+KILLED = """
+import sys, time
+from pathlib import Path
+from cernvm_fixtures import config
+from cernvm_fixtures.context import Context
+from cernvm_fixtures.providers.azure import AzureProvider
+from cernvm_fixtures.run import Run
+
+target = config.load(Path(sys.argv[1])).targets["azure"]
+run = Run()
+provider = AzureProvider(target, run)
+machine = provider.machine(run.name("azure"))
+provider.launch(machine, Context(hostname=machine.name, ssh_keys=(run.public_key,)))
+print(run.id, flush=True)
+time.sleep(600)
+"""
+
+
+def config_file(path: Path, cloud: AzureCloud, image: str, **extra) -> Path:
+    options = {"provider": "azure", "image": image, "profile": "appliance", "location": "westeurope",
+               "endpoint": cloud.url, "instance_discovery": False, "ssh_cidr": CIDR, "vm_size": "Standard_B2s",
+               "poll_interval": 0.05, "slowdown": 1, **extra}
+
+    def value(v):
+        if isinstance(v, dict):
+            return "{ " + ", ".join(f"{json.dumps(k)} = {value(x)}" for k, x in v.items()) + " }"
+        return json.dumps(v)
+
+    path.write_text("[targets.azure]\n" + "".join(f"{k} = {value(v)}\n" for k, v in options.items()))
+    return path
+
+
+@pytest.mark.parametrize("ledger", ["kept", "lost"])
+def test_sweep_removes_what_a_killed_run_left(azure_cloud, image_id, tmp_path, ledger):
+    from ..helpers import cli
+
+    state = tmp_path / "state"
+    cfg = config_file(tmp_path / "cernvm.toml", azure_cloud, image_id)
+    process = subprocess.Popen([sys.executable, "-c", KILLED, str(cfg)], env=subprocess_env(state),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        run_id = process.stdout.readline().strip()
+        assert run_id, process.stderr.read()
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+    assert len(azure_cloud.arm.tagged("cernvm-fixtures:run", run_id)) == 6
+    assert len(ledger_entries(state)) == 7
+    if ledger == "lost":
+        shutil.rmtree(state)
+    sweep = cli(state, "sweep", "--config", str(cfg), cwd=tmp_path)
+    assert sweep.returncode == 0, sweep.stdout + sweep.stderr
+    assert azure_cloud.arm.tagged("cernvm-fixtures:run", run_id) == [], sweep.stdout
+    assert ledger_entries(state) == [] and not list(state.glob("runs/*"))
+    order = re.findall(r"destroyed azure (\S+)", sweep.stdout)
+    assert order.index("vm") < order.index("network-interface") < order.index("security-group") \
+        < order.index("virtual-network") < order.index("resource-group"), sweep.stdout

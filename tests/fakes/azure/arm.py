@@ -102,6 +102,7 @@ class Arm:
         self.groups: dict[str, dict[str, Any]] = {}
         self.operations: dict[str, Operation] = {}
         self.consoles: dict[str, Callable[[], str]] = {}
+        """Serial log source per VM name (lowercase); a test points it at the VM's KVM stand-in."""
         self.faults = Faults()
         self.requests: list[tuple[str, str, Any]] = []
         self.blob_exists: Callable[[str], bool] | None = None
@@ -222,7 +223,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             base = f"{arm.url}/{tenant}"
             return self.send(200, {"token_endpoint": f"{base}/oauth2/v2.0/token",
                                    "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",
-                                   "issuer": f"{base}/v2.0", "device_authorization_endpoint": f"{base}/oauth2/v2.0/devicecode",
+                                   "issuer": f"{base}/v2.0",
+                                   "device_authorization_endpoint": f"{base}/oauth2/v2.0/devicecode",
                                    "token_endpoint_auth_methods_supported": ["client_secret_post"]})
         if len(parts) == 4 and lower[1:] == ["oauth2", "v2.0", "token"] and method == "POST":
             form = {k: v[0] for k, v in urllib.parse.parse_qs(raw.decode()).items()}
@@ -480,7 +482,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             if props.get("networkSecurityGroup"):
                 self.ref(props["networkSecurityGroup"], f"NIC {name}")
         elif type_path == "microsoft.network/publicipaddresses":
-            props["ipAddress"] = f"20.{secrets.randbelow(200) + 20}.{secrets.randbelow(250)}.{secrets.randbelow(250) + 1}"
+            octets = (secrets.randbelow(200) + 20, secrets.randbelow(250), secrets.randbelow(250) + 1)
+            props["ipAddress"] = "20.{}.{}.{}".format(*octets)  # made up: never to be connected to
         elif type_path == "microsoft.network/networksecuritygroups":
             for rule in props.get("securityRules") or []:
                 rule["id"] = f"{rid}/securityRules/{rule.get('name')}"
@@ -610,7 +613,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                     found["properties"].pop("virtualMachine", None)
                     if (nic.get("properties") or {}).get("deleteOption", "Detach").lower() == "delete":
                         del arm.resources[nic["id"].lower()]
-            arm.consoles.pop(item["properties"].get("vmId", ""), None)
+            arm.consoles.pop(item["name"].lower(), None)
 
     def vm_action(self, sub: str, group: str, namespace: str, name: str, action: str, query: dict[str, str]) -> None:
         arm = self.arm
@@ -625,7 +628,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         diagnostics = (vm["properties"].get("diagnosticsProfile") or {}).get("bootDiagnostics") or {}
         if not diagnostics.get("enabled"):
             raise ArmError(409, "OperationNotAllowed", "Boot diagnostics are not enabled for this VM.")
-        token = vm["properties"]["vmId"]
+        token = vm["name"].lower()
         arm.consoles.setdefault(token, lambda: "")
         cls = wire.model("Microsoft.Compute", "RetrieveBootDiagnosticsDataResult")
         sas = "sv=2021-08-06&sr=b&sp=r&sig=fake"

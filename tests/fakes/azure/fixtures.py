@@ -38,7 +38,8 @@ class AzureCloud:
     def credential(self):
         from azure.identity import ClientSecretCredential
 
-        return ClientSecretCredential(TENANT, CLIENT, self.secret, authority=self.arm.url, disable_instance_discovery=True)
+        return ClientSecretCredential(TENANT, CLIENT, self.secret, authority=self.arm.url,
+                                      disable_instance_discovery=True)
 
     def client(self, kind: str):
         from azure.mgmt.compute import ComputeManagementClient
