@@ -229,6 +229,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if len(parts) == 4 and lower[1:] == ["oauth2", "v2.0", "token"] and method == "POST":
             form = {k: v[0] for k, v in urllib.parse.parse_qs(raw.decode()).items()}
             return self.send(200, arm.token(form, parts[0]))
+        if lower[:2] == ["_test", "consoles"] and method == "PUT" and len(parts) == 3:
+            # Not ARM: the tests' control channel (like moto's /moto-api), used by a stand-in conftest in
+            # another process to make a KVM stand-in's console file the VM's serial log.
+            console = Path(json.loads(raw)["file"])
+            arm.consoles[parts[2].lower()] = lambda: console.read_text(errors="replace") if console.exists() else ""
+            return self.send(204)
         if lower[:1] == ["consoles"] and method == "GET":
             source = arm.consoles.get(parts[1].lower())
             if source is None:
