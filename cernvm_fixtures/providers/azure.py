@@ -1,0 +1,821 @@
+"""Microsoft Azure through the Azure SDK: the CernVM "How to run on Azure" recipe done with ARM, leak-proof.
+
+What a launch creates, each recorded in the ledger (with its full, deterministic ARM id) *before* its
+create call and tagged at creation with run id, machine, kind, owner, creation time and expiry:
+
+* unless ``resource_group`` names an existing group: a resource group for the machine, deleted at the end;
+* if ``image`` is a local ``.vhd``: a page blob in ``storage_account``/``container`` (a fixed-size VHD,
+  checked first; empty 512-byte pages are not sent) and a managed image made from it;
+* unless ``subnet_id`` is given: a virtual network with one subnet;
+* a network security group whose only inbound rule admits tcp/22 from ``ssh_cidr``;
+* a public IP address (``address = "public"``) and a network interface;
+* the VM: custom data = the context (base64), the admin user with the run's SSH public key, password
+  authentication disabled (the old CLI's throw-away password is not needed with ARM), boot diagnostics on
+  (managed storage) so the serial log is readable, OS disk deleted with the VM.
+
+Teardown goes in dependency order (VM, OS disk, NIC, public IP, NSG, VNet, image, blob, group), waits
+for each long-running operation, treats "not found" as done and retries while Azure still reports a
+resource in use. ``leftovers`` finds our resources by their tags alone, for ``sweep``.
+
+Credentials come only from azure-identity's DefaultAzureCredential chain (environment, workload
+identity, managed identity, Azure CLI, ...); nothing secret is logged, recorded or written.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import hashlib
+import ipaddress
+import logging
+import os
+import re
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from pydantic import Field, field_validator
+
+from ..errors import ConfigError, PermanentError, ProviderError
+from ..ledger import DEFAULT_LIFETIME, Owner, Resource
+from ..transport.ssh import SSHTransport
+from .base import Machine, Provider, ProviderOptions, console_text
+
+if TYPE_CHECKING:
+    from ..context import Context
+
+log = logging.getLogger(__name__)
+
+TAG_PREFIX = "cernvm-fixtures:"
+RUN_TAG, MACHINE_TAG, TARGET_TAG, KIND_TAG = (TAG_PREFIX + k for k in ("run", "machine", "target", "kind"))
+OWNER_TAG, CREATED_TAG, EXPIRES_TAG, KEPT_TAG = (TAG_PREFIX + k for k in ("owner", "created", "expires", "kept"))
+OUR_TAGS = 8
+"""Tags cernvm-fixtures sets on every resource; Azure allows 50."""
+BLOB_RUN, BLOB_MACHINE = "cernvm_fixtures_run", "cernvm_fixtures_machine"
+"""Blob metadata names carrying the ledger entry (metadata names must be identifiers)."""
+
+CREATION_ORDER: tuple[str, ...] = (
+    "resource-group", "blob", "image", "virtual-network", "security-group", "public-ip", "network-interface", "disk",
+    "vm",
+)
+"""Resource kinds in the order they depend on each other; teardown goes the other way."""
+RANK = {kind: i for i, kind in enumerate(CREATION_ORDER)}
+ARM_TYPE = {
+    "vm": "Microsoft.Compute/virtualMachines",
+    "disk": "Microsoft.Compute/disks",
+    "image": "Microsoft.Compute/images",
+    "network-interface": "Microsoft.Network/networkInterfaces",
+    "public-ip": "Microsoft.Network/publicIPAddresses",
+    "security-group": "Microsoft.Network/networkSecurityGroups",
+    "virtual-network": "Microsoft.Network/virtualNetworks",
+}
+KIND_OF_TYPE = {v.lower(): k for k, v in ARM_TYPE.items()}
+SUFFIX = {"resource-group": "rg", "image": "image", "virtual-network": "vnet", "security-group": "nsg",
+          "public-ip": "ip", "network-interface": "nic", "disk": "osdisk", "vm": ""}
+BUSY_CODES = {"InUseNetworkSecurityGroupCannotBeDeleted", "InUseSubnetCannotBeDeleted", "NicInUse",
+              "PublicIPAddressCannotBeDeleted", "OperationNotAllowed", "AnotherOperationInProgress",
+              "RetryableError", "InUseNicCannotBeDeleted"}
+RESERVED_USERS = {"administrator", "admin", "user", "user1", "test", "user2", "test1", "user3", "admin1", "1", "123",
+                  "a", "actuser", "adm", "admin2", "aspnet", "backup", "console", "david", "guest", "john", "owner",
+                  "root", "server", "sql", "support", "support_388945a0", "sys", "test2", "test3", "user4", "user5"}
+"""Admin user names Azure refuses for Linux VMs."""
+CUSTOM_DATA_LIMIT = 64 * 1024
+"""Bytes of custom data Azure accepts (before base64)."""
+VHD_FOOTER = 512
+PAGE = 512
+CHUNK = 4 * 1024 * 1024
+"""Largest page range one Put Page call may write."""
+BUSY_TIMEOUT = 600.0
+"""How long teardown retries a delete Azure refuses because something still uses the resource."""
+JUMP = re.compile(r"^(?:(?P<user>[^@\s]+)@)?(?P<host>\[[0-9A-Fa-f:.]+\]|[^\s:@\[\]]+)(?::(?P<port>\d{1,5}))?$")
+IMAGE_ID = re.compile(r"^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.Compute/"
+                      r"(images|galleries/[^/]+/images/[^/]+(/versions/[^/]+)?)(/[^/]+)?$", re.I)
+
+
+# --- the SDK, lazily ------------------------------------------------------------------------------
+
+
+def _sdk() -> None:
+    try:
+        import azure.identity  # noqa: F401
+        import azure.mgmt.compute  # noqa: F401
+        import azure.mgmt.network  # noqa: F401
+        import azure.mgmt.resource.resources  # noqa: F401
+    except ImportError:
+        raise ConfigError("the azure provider needs the Azure SDK: pip install 'cernvm-fixtures[azure]'") from None
+
+
+_credentials: dict[bool, Any] = {}
+_lock = threading.Lock()
+
+
+def credential(instance_discovery: bool = True) -> Any:
+    """One DefaultAzureCredential for the process (it caches tokens); the only source of credentials."""
+    with _lock:
+        found = _credentials.get(instance_discovery)
+        if found is None:
+            _sdk()
+            from azure.identity import DefaultAzureCredential
+
+            found = DefaultAzureCredential(disable_instance_discovery=not instance_discovery)
+            _credentials[instance_discovery] = found
+        return found
+
+
+def reset_clients() -> None:
+    """Forget cached credentials and clients (e.g. after the environment changed)."""
+    with _lock:
+        _credentials.clear()
+    _client.cache_clear()
+
+
+@functools.lru_cache(maxsize=32)
+def _client(kind: str, subscription: str, endpoint: str | None, instance_discovery: bool, poll: float) -> Any:
+    _sdk()
+    from azure.mgmt.compute import ComputeManagementClient
+    from azure.mgmt.network import NetworkManagementClient
+    from azure.mgmt.resource.resources import ResourceManagementClient
+
+    cls = {"compute": ComputeManagementClient, "network": NetworkManagementClient,
+           "resource": ResourceManagementClient}[kind]
+    extra: dict[str, Any] = {"polling_interval": poll}
+    if endpoint:
+        extra.update(base_url=endpoint, credential_scopes=["https://management.azure.com/.default"])
+    return cls(credential(instance_discovery), subscription, **extra)
+
+
+def client(kind: str, data: dict[str, Any]) -> Any:
+    """A management client for a ledger entry's (or the options') subscription and endpoint."""
+    return _client(kind, data["subscription"], data.get("endpoint"), data.get("instance_discovery", True),
+                   float(data.get("poll_interval", 5.0)))
+
+
+def error_code(error: Exception) -> str:
+    code = getattr(getattr(error, "error", None), "code", None)
+    return str(code or getattr(error, "status_code", "") or "")
+
+
+def call(what: str, fn: Any, *args: Any, missing_ok: bool = False, **kwargs: Any) -> Any:
+    """Call the SDK; its errors become ProviderError naming ``what`` (never secrets). ``missing_ok``: 404 -> None."""
+    from azure.core.exceptions import AzureError, HttpResponseError, ResourceNotFoundError
+
+    try:
+        return fn(*args, **kwargs)
+    except ResourceNotFoundError:
+        if missing_ok:
+            return None
+        raise ProviderError(f"{what}: not found") from None
+    except HttpResponseError as e:
+        message = getattr(getattr(e, "error", None), "message", None) or e.message or str(e)
+        raise ProviderError(f"{what}: {error_code(e)}: {message}") from None
+    except AzureError as e:
+        raise ProviderError(f"{what}: {e}") from None
+
+
+def delete_until_free(what: str, begin: Any, *args: Any) -> None:
+    """Start a delete and wait for it; "not found" is done, "in use" is retried until BUSY_TIMEOUT."""
+    from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+
+    deadline = time.monotonic() + BUSY_TIMEOUT
+    while True:
+        try:
+            begin(*args).result()
+            return
+        except ResourceNotFoundError:
+            return
+        except HttpResponseError as e:
+            code = error_code(e)
+            if code in ("ResourceGroupNotFound", "ResourceNotFound", "NotFound"):
+                return
+            if code in BUSY_CODES and time.monotonic() < deadline:
+                log.debug("%s: still in use (%s), retrying", what, code)
+                time.sleep(2.0)
+                continue
+            raise ProviderError(f"{what}: {code}: {getattr(e.error, 'message', None) or e.message}") from None
+
+
+# --- options --------------------------------------------------------------------------------------
+
+
+class AzureOptions(ProviderOptions):
+    """Target keys of the ``azure`` provider. The generic ``image`` key is an image id or a local ``.vhd``."""
+
+    subscription: str | None = None
+    """Subscription id; default: AZURE_SUBSCRIPTION_ID from the environment."""
+    location: str = "westeurope"
+    resource_group: str | None = None
+    """An existing resource group (only our own resources in it are deleted); default: one per machine, deleted."""
+    vm_size: str = "Standard_D2s_v3"
+    """The profile's NIC rules depend on it (hv_netvsc; Mellanox VF drivers with accelerated networking)."""
+    storage_account: str | None = None
+    """Storage account a local ``.vhd`` image is uploaded to (needed when ``image`` is a file)."""
+    container: str = "cernvm-images"
+    blob_endpoint: str | None = None
+    """The blob service URL; default ``https://<storage_account>.blob.core.windows.net`` (tests: an emulator)."""
+    endpoint: str | None = None
+    """Another Azure Resource Manager endpoint (a sovereign cloud, or a local fake in tests)."""
+    instance_discovery: bool = True
+    """Microsoft Entra instance discovery; false for an authority it does not know (Azure Stack, a test endpoint)."""
+    subnet_id: str | None = None
+    """An existing subnet to attach the NIC to; default: a virtual network with one subnet per machine."""
+    vnet_cidr: str = "10.77.0.0/16"
+    ssh_cidr: str
+    """The runner's own public address (``203.0.113.7/32``): the NSG admits tcp/22 from it alone."""
+    address: Literal["public", "private"] = "public"
+    jump_host: str | None = None
+    """``[user@]host[:port]`` of an SSH server to reach the VM through (with ``address = "private"``)."""
+    jump_key: str | None = None
+    jump_known_hosts: str | None = None
+    admin_user: str = "cernvm"
+    """The VM's admin account (Azure requires one; it gets the run's key, no password)."""
+    user: str = "root"
+    """Who to log in as over SSH (the context installs the run's key for root as well)."""
+    tags: dict[str, str] = {}
+    poll_interval: float = Field(5.0, gt=0)
+    """Seconds between Azure polls of long-running operations."""
+    slowdown: float = Field(5.0, ge=1.0)
+    connect_timeout: float = Field(10.0, gt=0)
+
+    @field_validator("ssh_cidr")
+    @classmethod
+    def _cidr(cls, value: str) -> str:
+        try:
+            network = ipaddress.ip_network(value, strict=True)
+        except ValueError as e:
+            raise ValueError(f"an IPv4/IPv6 address or network such as '203.0.113.7/32' ({e})") from None
+        if network.prefixlen == 0:
+            raise ValueError("the runner's own address range, not the whole internet")
+        return str(network)
+
+    @field_validator("admin_user")
+    @classmethod
+    def _admin(cls, value: str) -> str:
+        if value.lower() in RESERVED_USERS or not re.match(r"^[a-z_][a-z0-9_-]{0,31}$", value):
+            raise ValueError("a Linux user name of 1-32 lowercase letters, digits, _ and - that Azure does not "
+                             "reserve (root, admin, administrator, ... are refused)")
+        return value
+
+    @field_validator("endpoint", "blob_endpoint")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https://[^\s/]+", value):
+            raise ValueError("an https:// URL (Azure's clients send bearer tokens over HTTPS only)")
+        return value.rstrip("/") if value else value
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, value: dict[str, str]) -> dict[str, str]:
+        problems = []
+        if len(value) > 50 - OUR_TAGS:
+            problems.append(f"{len(value)} tags, at most {50 - OUR_TAGS} (Azure allows 50, cernvm-fixtures sets 8)")
+        for key, text in value.items():
+            if not 1 <= len(key) <= 512 or re.search(r"[<>%&\\?/]", key):
+                problems.append(f"name {key!r}: 1-512 characters without < > % & \\ ? /")
+            if len(text) > 256:
+                problems.append(f"value of {key!r} is {len(text)} characters, Azure allows 256")
+            if key.startswith(TAG_PREFIX) or key.lower().startswith(("azure", "microsoft", "windows")):
+                problems.append(f"name {key!r} is reserved (by Azure or cernvm-fixtures)")
+        if problems:
+            raise ValueError("valid Azure tags: " + "; ".join(problems))
+        return value
+
+    @field_validator("jump_host")
+    @classmethod
+    def _jump(cls, value: str | None) -> str | None:
+        if value is not None and not JUMP.match(value):
+            raise ValueError("[user@]host[:port]")
+        return value
+
+
+# --- tags and ids ---------------------------------------------------------------------------------
+
+
+def iso(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def tag_dict(resource: Resource, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The tags of one resource: user tags, then cernvm-fixtures' own (which always win)."""
+    owner = resource.owner
+    tags = dict(extra or {})
+    tags.update({RUN_TAG: resource.run, MACHINE_TAG: resource.name, TARGET_TAG: resource.target,
+                 KIND_TAG: resource.kind, OWNER_TAG: f"{owner.host}/{owner.pid}/{owner.start or '-'}",
+                 CREATED_TAG: f"{resource.created:.6f}", EXPIRES_TAG: iso(resource.expires)})
+    if resource.kept:
+        tags[KEPT_TAG] = "true"
+    return tags
+
+
+def resource_from_tags(kind: str, tags: dict[str, str], data: dict[str, Any]) -> Resource | None:
+    """Rebuild a ledger-like entry from a resource's tags alone (None if it is not ours)."""
+    machine, run = tags.get(MACHINE_TAG), tags.get(RUN_TAG)
+    if not machine or not run:
+        return None
+    host, _, rest = tags.get(OWNER_TAG, "").partition("/")
+    pid, _, start = rest.partition("/")
+    owner = Owner(host or "unknown", int(pid) if pid.isdigit() else 0, None if start in ("", "-") else start)
+    try:
+        created = float(tags.get(CREATED_TAG, ""))
+    except ValueError:
+        created = 0.0
+    try:
+        expires = datetime.strptime(tags.get(EXPIRES_TAG, ""), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        expires = created + DEFAULT_LIFETIME if created else 1.0
+    created -= (len(CREATION_ORDER) - RANK.get(kind, 0)) * 1e-4
+    return Resource(provider="azure", kind=kind, name=machine, run=run, target=tags.get(TARGET_TAG, ""), data=data,
+                    owner=owner, created=created, expires=expires, kept=tags.get(KEPT_TAG) == "true")
+
+
+def teardown_order(resources: list[Resource]) -> list[Resource]:
+    """The order to destroy resources in: the reverse of their dependencies, newest first."""
+    return sorted(resources, key=lambda r: (RANK.get(r.kind, len(RANK)), r.created), reverse=True)
+
+
+def split_id(resource_id: str) -> tuple[str, str]:
+    """(resource group, name) of an ARM resource id."""
+    parts = resource_id.strip("/").split("/")
+    return parts[3], parts[-1]
+
+
+# --- VHD ------------------------------------------------------------------------------------------
+
+
+def check_vhd(path: Path, where: str) -> int:
+    """The size of a fixed-size VHD Azure accepts (footer ``conectix``, whole MiB of data); else a clear error."""
+    size = path.stat().st_size
+    if size < VHD_FOOTER + 1024 * 1024:
+        raise ConfigError(f"{where}: {path} is {size} bytes: too small for a VHD (at least 1 MiB and a footer)")
+    with open(path, "rb") as f:
+        f.seek(size - VHD_FOOTER)
+        footer = f.read(VHD_FOOTER)
+    if footer[:8] != b"conectix":
+        raise ConfigError(f"{where}: {path} has no VHD footer ('conectix' in its last 512 bytes); convert it with "
+                          "qemu-img convert -f raw -O vpc -o subformat=fixed,force_size")
+    disk_type = int.from_bytes(footer[60:64], "big")
+    if disk_type != 2:
+        raise ConfigError(f"{where}: {path} is a {'dynamic' if disk_type == 3 else f'type {disk_type}'} VHD; Azure "
+                          "takes fixed-size VHDs only (qemu-img convert -O vpc -o subformat=fixed,force_size)")
+    virtual = int.from_bytes(footer[48:56], "big")
+    if virtual != size - VHD_FOOTER or virtual % (1024 * 1024):
+        raise ConfigError(f"{where}: {path}: virtual size {virtual} bytes is not a whole number of MiB matching the "
+                          f"file ({size - VHD_FOOTER} bytes of data); Azure requires that (qemu-img resize, then "
+                          "convert with force_size)")
+    return size
+
+
+def pages(path: Path) -> Any:
+    """(offset, data) of the non-empty runs of 512-byte pages, at most CHUNK bytes each."""
+    with open(path, "rb") as f:
+        offset = 0
+        while chunk := f.read(CHUNK):
+            start = None
+            for i in range(0, len(chunk), PAGE):
+                empty = not chunk[i:i + PAGE].strip(b"\0")
+                if not empty and start is None:
+                    start = i
+                elif empty and start is not None:
+                    yield offset + start, chunk[start:i]
+                    start = None
+            if start is not None:
+                yield offset + start, chunk[start:]
+            offset += len(chunk)
+
+
+# --- the provider ---------------------------------------------------------------------------------
+
+
+class AzureProvider(Provider):
+    """Launches CernVM on Microsoft Azure (or any endpoint speaking ARM)."""
+
+    name = "azure"
+    Options = AzureOptions
+    creation_order: ClassVar[tuple[str, ...]] = CREATION_ORDER
+
+    @functools.cached_property
+    def subscription(self) -> str:
+        found = self.options.subscription or os.environ.get("AZURE_SUBSCRIPTION_ID")
+        if not found:
+            raise ConfigError(f"{self.target.where('subscription')}: not set, and AZURE_SUBSCRIPTION_ID is not in "
+                              "the environment")
+        return found
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """What every ledger entry carries to reach Azure again without the config."""
+        o = self.options
+        return {"subscription": self.subscription, "endpoint": o.endpoint, "instance_discovery": o.instance_discovery,
+                "poll_interval": o.poll_interval}
+
+    def client(self, kind: str) -> Any:
+        return client(kind, self.data)
+
+    def group_name(self, machine: Machine) -> str:
+        return self.options.resource_group or f"{machine.name}-rg"
+
+    def arm_id(self, machine: Machine, kind: str) -> str:
+        name = machine.name + (f"-{SUFFIX[kind]}" if SUFFIX[kind] else "")
+        return f"/subscriptions/{self.subscription}/resourceGroups/{self.group_name(machine)}/providers/" \
+               f"{ARM_TYPE[kind]}/{name}"
+
+    def machine(self, name: str) -> AzureMachine:
+        return AzureMachine(self, name)
+
+    def _record(self, machine: Machine, kind: str, **data: Any) -> Resource:
+        return self.record(machine, kind, machine.name, **self.data, **data)
+
+    def created(self, resource: Resource, **data: Any) -> None:
+        resource.data.update(data)
+        self.run.ledger.update(resource)
+
+    def tags(self, resource: Resource) -> dict[str, str]:
+        return tag_dict(resource, self.options.tags)
+
+    # -- configuration checks, all before anything is created
+
+    def check_credentials(self) -> None:
+        from azure.core.exceptions import ClientAuthenticationError
+
+        try:
+            credential(self.options.instance_discovery).get_token("https://management.azure.com/.default")
+        except ClientAuthenticationError as e:
+            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise ProviderError(
+                f"{self.target.where()}: azure-identity's DefaultAzureCredential found no usable credentials "
+                f"({first}); log in with 'az login' or set AZURE_TENANT_ID/AZURE_CLIENT_ID/AZURE_CLIENT_SECRET; "
+                "cernvm-fixtures never reads them from its own config") from None
+
+    def check_size(self) -> None:
+        skus = call("list VM sizes", lambda: list(self.client("compute").resource_skus.list(
+            filter=f"location eq '{self.options.location}'")))
+        names = {s.name for s in skus if s.resource_type == "virtualMachines" and not s.restrictions}
+        if names and self.options.vm_size not in names:
+            raise ConfigError(f"{self.target.where('vm_size')}: {self.options.vm_size!r} is not offered in "
+                              f"{self.options.location} (available: {', '.join(sorted(names))})")
+
+    def image_source(self) -> tuple[str, str | Path]:
+        image = self.target.image
+        if IMAGE_ID.match(image):
+            return "id", image
+        if image.lower().startswith("/subscriptions/"):
+            raise ConfigError(f"{self.target.where('image')}: {image!r} is not a managed image or gallery image id")
+        path = self.target.image_file(".vhd", "an image id (/subscriptions/.../images/...) or uploads a fixed-size "
+                                               "VHD (ucernvm-<branch>.<V>-<R>.cernvm.x86_64.vhd)")
+        check_vhd(path, self.target.where("image"))
+        if not self.options.storage_account and not self.options.blob_endpoint:
+            raise ConfigError(f"{self.target.where('storage_account')}: required to upload {path.name}")
+        return "file", path
+
+    # -- creation
+
+    def launch(self, machine: Machine, context: Context) -> None:
+        assert isinstance(machine, AzureMachine)
+        o = self.options
+        source, image = self.image_source()
+        custom_data = context.render()
+        if len(custom_data) > CUSTOM_DATA_LIMIT:
+            raise ProviderError(f"{machine.name}: custom data is {len(custom_data)} bytes; Azure accepts "
+                                f"{CUSTOM_DATA_LIMIT}")
+        self.check_credentials()
+        self.check_size()
+        resource_client = self.client("resource")
+        group = self.group_name(machine)
+        if o.resource_group:
+            if not call("check resource group", resource_client.resource_groups.check_existence, group):
+                raise ConfigError(f"{self.target.where('resource_group')}: resource group {group!r} does not exist")
+        else:
+            rg = self._record(machine, "resource-group", group=group)
+            call(f"create resource group {group}", resource_client.resource_groups.create_or_update, group,
+                 {"location": o.location, "tags": self.tags(rg)})
+            self.created(rg, id=f"/subscriptions/{self.subscription}/resourceGroups/{group}")
+        image_id = str(image) if source == "id" else self._upload_image(machine, Path(image))
+        subnet_id = o.subnet_id or self._create_network(machine)
+        nic_id = self._create_nic(machine, subnet_id)
+        self._create_vm(machine, image_id, nic_id, custom_data)
+
+    def _begin(self, resource: Resource, what: str, begin: Any, *args: Any) -> Any:
+        poller = call(what, begin, *args)
+        self.created(resource, id=resource.data["id"])
+        return poller
+
+    def _upload_image(self, machine: Machine, path: Path) -> str:
+        from azure.storage.blob import BlobServiceClient
+
+        o = self.options
+        size = path.stat().st_size
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        url = o.blob_endpoint or f"https://{o.storage_account}.blob.core.windows.net"
+        blob_name = f"{machine.name}/{digest[:16]}-{path.name}"
+        blob = self._record(machine, "blob", account_url=url, container=o.container, blob=blob_name)
+        service = BlobServiceClient(url, credential=credential(o.instance_discovery))
+        blob_client = service.get_blob_client(o.container, blob_name)
+        metadata = {BLOB_RUN: self.run.id, BLOB_MACHINE: machine.name, "sha256": digest}
+        call(f"create page blob {blob_name}", blob_client.create_page_blob, size, metadata=metadata)
+        sent = 0
+        for offset, data in pages(path):
+            call(f"upload {blob_name} at {offset}", blob_client.upload_page, data, offset=offset, length=len(data))
+            sent += len(data)
+        log.info("%s: uploaded %s (%d of %d bytes not empty)", machine.name, path.name, sent, size)
+        self.created(blob, url=blob_client.url.split("?")[0], sent=sent)
+
+        from azure.mgmt.compute import models
+
+        image = self._record(machine, "image", id=self.arm_id(machine, "image"))
+        group, name = split_id(image.data["id"])
+        body = models.Image(location=o.location, tags=self.tags(image), properties=models.ImageProperties(
+            hyper_v_generation="V1",
+            storage_profile=models.ImageStorageProfile(os_disk=models.ImageOSDisk(
+                os_type="Linux", os_state="Generalized", blob_uri=blob.data["url"], caching="ReadWrite"))))
+        poller = self._begin(image, f"create image {name}", self.client("compute").images.begin_create_or_update,
+                             group, name, body)
+        call(f"create image {name}", poller.result)
+        return image.data["id"]
+
+    def _create_network(self, machine: Machine) -> str:
+        from azure.mgmt.network import models
+
+        o = self.options
+        network = self.client("network")
+        vnet = self._record(machine, "virtual-network", id=self.arm_id(machine, "virtual-network"))
+        group, name = split_id(vnet.data["id"])
+        prefix = max(24, int(o.vnet_cidr.split("/")[1]))
+        subnet_cidr = str(next(ipaddress.IPv4Network(o.vnet_cidr).subnets(new_prefix=prefix)))
+        subnet = models.Subnet(name="default", properties=models.SubnetPropertiesFormat(address_prefix=subnet_cidr))
+        properties = models.VirtualNetworkPropertiesFormat(
+            address_space=models.AddressSpace(address_prefixes=[o.vnet_cidr]), subnets=[subnet])
+        body = models.VirtualNetwork(location=o.location, tags=self.tags(vnet), properties=properties)
+        poller = self._begin(vnet, f"create virtual network {name}", network.virtual_networks.begin_create_or_update,
+                             group, name, body)
+        call(f"create virtual network {name}", poller.result)
+        return f"{vnet.data['id']}/subnets/default"
+
+    def _create_nic(self, machine: Machine, subnet_id: str) -> str:
+        from azure.mgmt.network import models
+
+        o = self.options
+        network = self.client("network")
+        nsg = self._record(machine, "security-group", id=self.arm_id(machine, "security-group"))
+        group, name = split_id(nsg.data["id"])
+        rule = models.SecurityRule(name="ssh-from-runner", properties=models.SecurityRulePropertiesFormat(
+            description="cernvm-fixtures: SSH from the test runner", protocol="Tcp", source_port_range="*",
+            destination_port_range="22", source_address_prefix=o.ssh_cidr, destination_address_prefix="*",
+            access="Allow", priority=1000, direction="Inbound"))
+        properties = models.NetworkSecurityGroupPropertiesFormat(security_rules=[rule])
+        body = models.NetworkSecurityGroup(location=o.location, tags=self.tags(nsg), properties=properties)
+        poller = self._begin(nsg, f"create network security group {name}",
+                             network.network_security_groups.begin_create_or_update, group, name, body)
+        call(f"create network security group {name}", poller.result)
+
+        public = None
+        if o.address == "public":
+            ip = self._record(machine, "public-ip", id=self.arm_id(machine, "public-ip"))
+            group, name = split_id(ip.data["id"])
+            body = models.PublicIPAddress(location=o.location, tags=self.tags(ip),
+                                          sku=models.PublicIPAddressSku(name="Standard"),
+                                          properties=models.PublicIPAddressPropertiesFormat(
+                                              public_ip_allocation_method="Static"))
+            poller = self._begin(ip, f"create public IP {name}", network.public_ip_addresses.begin_create_or_update,
+                                 group, name, body)
+            call(f"create public IP {name}", poller.result)
+            public = models.PublicIPAddress(id=ip.data["id"])
+
+        nic = self._record(machine, "network-interface", id=self.arm_id(machine, "network-interface"))
+        group, name = split_id(nic.data["id"])
+        config = models.NetworkInterfaceIPConfiguration(
+            name="ipconfig1", properties=models.NetworkInterfaceIPConfigurationPropertiesFormat(
+                subnet=models.Subnet(id=subnet_id), public_ip_address=public, primary=True))
+        body = models.NetworkInterface(location=o.location, tags=self.tags(nic),
+                                       properties=models.NetworkInterfacePropertiesFormat(
+                                           ip_configurations=[config],
+                                           network_security_group=models.NetworkSecurityGroup(id=nsg.data["id"])))
+        poller = self._begin(nic, f"create network interface {name}",
+                             network.network_interfaces.begin_create_or_update, group, name, body)
+        call(f"create network interface {name}", poller.result)
+        return nic.data["id"]
+
+    def _create_vm(self, machine: AzureMachine, image_id: str, nic_id: str, custom_data: bytes) -> None:
+        from azure.mgmt.compute import models
+
+        o = self.options
+        disk = self._record(machine, "disk", id=self.arm_id(machine, "disk"))
+        vm = self._record(machine, "vm", id=self.arm_id(machine, "vm"))
+        group, name = split_id(vm.data["id"])
+        key = models.SshPublicKey(path=f"/home/{o.admin_user}/.ssh/authorized_keys", key_data=self.run.public_key)
+        properties = models.VirtualMachineProperties(
+            hardware_profile=models.HardwareProfile(vm_size=o.vm_size),
+            storage_profile=models.StorageProfile(
+                image_reference=models.ImageReference(id=image_id),
+                os_disk=models.OSDisk(name=split_id(disk.data["id"])[1], create_option="FromImage",
+                                      delete_option="Delete", caching="ReadWrite",
+                                      managed_disk=models.ManagedDiskParameters(storage_account_type="Standard_LRS"))),
+            os_profile=models.OSProfile(
+                computer_name=name[:64], admin_username=o.admin_user,
+                custom_data=base64.b64encode(custom_data).decode(),
+                linux_configuration=models.LinuxConfiguration(disable_password_authentication=True,
+                                                              ssh=models.SshConfiguration(public_keys=[key]))),
+            network_profile=models.NetworkProfile(network_interfaces=[models.NetworkInterfaceReference(
+                id=nic_id, properties=models.NetworkInterfaceReferenceProperties(primary=True))]),
+            diagnostics_profile=models.DiagnosticsProfile(boot_diagnostics=models.BootDiagnostics(enabled=True)))
+        body = models.VirtualMachine(location=o.location, tags=self.tags(vm), properties=properties)
+        compute = self.client("compute")
+        machine.poller = self._begin(vm, f"create VM {name}", compute.virtual_machines.begin_create_or_update,
+                                     group, name, body)
+        log.info("%s: creating VM %s (%s) in %s", machine.name, name, o.vm_size, o.location)
+
+    # -- teardown
+
+    @classmethod
+    def destroy_resource(cls, resource: Resource) -> None:
+        data = resource.data
+        if resource.kind == "blob":
+            return _destroy_blob(resource)
+        if not data.get("subscription") or not data.get("id") and not data.get("group"):
+            raise ProviderError(f"{resource.name}: ledger entry for {resource.kind} has no subscription or id")
+        if resource.kind == "resource-group":
+            group = data.get("group") or split_id(data["id"] + "/x")[0]
+            return delete_until_free(f"delete resource group {group}",
+                                     client("resource", data).resource_groups.begin_delete, group)
+        group, name = split_id(data["id"])
+        compute, network = client("compute", data), client("network", data)
+        begin = {
+            "vm": compute.virtual_machines.begin_delete,
+            "disk": compute.disks.begin_delete,
+            "image": compute.images.begin_delete,
+            "network-interface": network.network_interfaces.begin_delete,
+            "public-ip": network.public_ip_addresses.begin_delete,
+            "security-group": network.network_security_groups.begin_delete,
+            "virtual-network": network.virtual_networks.begin_delete,
+        }.get(resource.kind)
+        if begin is None:
+            raise ProviderError(f"azure cannot destroy unknown resource kind {resource.kind!r}")
+        delete_until_free(f"delete {resource.kind} {name}", begin, group, name)
+
+    @classmethod
+    def leftovers(cls, target: Any, recorded: set[str]) -> list[Resource]:
+        """Resources and groups tagged by cernvm-fixtures whose machine no ledger entry names."""
+        options: AzureOptions = target.options
+        subscription = options.subscription or os.environ.get("AZURE_SUBSCRIPTION_ID")
+        if not subscription:
+            raise ConfigError(f"{target.origin}: targets.{target.name}.subscription: not set, and "
+                              "AZURE_SUBSCRIPTION_ID is not in the environment")
+        data = {"subscription": subscription, "endpoint": options.endpoint,
+                "instance_discovery": options.instance_discovery, "poll_interval": options.poll_interval}
+        resources = client("resource", data)
+        found = []
+        ours = f"tagName eq '{RUN_TAG}'"
+        for group in call("list resource groups", lambda: list(resources.resource_groups.list(filter=ours))):
+            tags = group.tags or {}
+            if tags.get(MACHINE_TAG) not in recorded:
+                entry = resource_from_tags("resource-group", tags, {**data, "id": group.id, "group": group.name})
+                found.append(entry)
+        for item in call("list resources", lambda: list(resources.resources.list(filter=ours))):
+            tags = item.tags or {}
+            kind = KIND_OF_TYPE.get((item.type or "").lower())
+            if kind and tags.get(MACHINE_TAG) not in recorded:
+                found.append(resource_from_tags(kind, tags, {**data, "id": item.id}))
+        return teardown_order([r for r in found if r is not None])
+
+
+def _destroy_blob(resource: Resource) -> None:
+    from azure.core.exceptions import ResourceNotFoundError
+    from azure.storage.blob import BlobServiceClient
+
+    data = resource.data
+    service = BlobServiceClient(data["account_url"], credential=credential(data.get("instance_discovery", True)))
+    try:
+        service.get_blob_client(data["container"], data["blob"]).delete_blob()
+    except ResourceNotFoundError:
+        pass
+
+
+# --- the machine ----------------------------------------------------------------------------------
+
+
+class AzureMachine(Machine):
+    """One Azure VM plus what was created for it."""
+
+    def __init__(self, provider: AzureProvider, name: str) -> None:
+        super().__init__(provider, name)
+        self.provider: AzureProvider = provider
+        self.options: AzureOptions = provider.options
+        self.slowdown = self.options.slowdown
+        self.poller: Any = None
+        self.traits.update(kind="vm", vm_size=self.options.vm_size, location=self.options.location,
+                           address=self.options.address)
+        self._console = ""
+        self._endpoint: tuple[str, int] | None = None
+        self._jumps: list[Any] = []
+
+    @property
+    def group(self) -> str:
+        return self.provider.group_name(self)
+
+    def wait_running(self, deadline: float) -> None:
+        """The VM's create operation finished with provisioning state Succeeded (Failed stops at once)."""
+        if self.poller is None:
+            raise ProviderError(f"{self.name}: no VM was created")
+        from azure.core.exceptions import HttpResponseError
+
+        try:
+            self.poller.result(timeout=max(0.0, deadline - time.monotonic()))
+        except HttpResponseError as e:
+            message = getattr(getattr(e, "error", None), "message", None) or e.message
+            raise PermanentError(f"VM {self.name} provisioning failed: {error_code(e)}: {message}") from None
+        if not self.poller.done():
+            raise ProviderError(f"VM {self.name} still {self.poller.status()}")
+
+    def platform_address(self) -> str:
+        network = self.provider.client("network")
+        if self.options.address == "public":
+            ip = call("get public IP", network.public_ip_addresses.get, self.group, f"{self.name}-ip")
+            address = ip.properties.ip_address if ip.properties else None
+        else:
+            nic = call("get network interface", network.network_interfaces.get, self.group, f"{self.name}-nic")
+            configs = nic.properties.ip_configurations or []
+            address = configs[0].properties.private_ip_address if configs and configs[0].properties else None
+        if not address:
+            raise ProviderError(f"{self.name}: the VM has no {self.options.address} address")
+        return address
+
+    def transport(self) -> SSHTransport:
+        host, port = self.provider.run.endpoint(self, self.platform_address(), 22)
+        self._endpoint = (host, port)
+        factory = functools.partial(self._jump_channel, host, port) if self.options.jump_host else None
+        return SSHTransport(host, port, self.options.user, self.provider.run.key_file, self.host_keys,
+                            connect_timeout=self.options.connect_timeout, sock_factory=factory)
+
+    def _jump_channel(self, host: str, port: int) -> Any:
+        """A direct-tcpip channel from the jump host to the VM's SSH port."""
+        import paramiko
+
+        match = JUMP.match(self.options.jump_host or "")
+        assert match is not None
+        known = Path(self.options.jump_known_hosts or "~/.ssh/known_hosts").expanduser()
+        jump = paramiko.SSHClient()
+        if known.is_file():
+            jump.load_host_keys(str(known))
+        jump.set_missing_host_key_policy(paramiko.RejectPolicy())
+        key = self.options.jump_key
+        try:
+            jump.connect(match["host"].strip("[]"), int(match["port"] or 22),
+                         username=match["user"] or self.options.user,
+                         key_filename=str(Path(key).expanduser()) if key else None, look_for_keys=key is None,
+                         allow_agent=key is None, timeout=self.options.connect_timeout)
+        except paramiko.SSHException as e:
+            jump.close()
+            raise ProviderError(
+                f"{self.name}: jump host {self.options.jump_host}: {e} (its key must be in {known})") from None
+        self._jumps.append(jump)
+        transport = jump.get_transport()
+        assert transport is not None
+        return transport.open_channel("direct-tcpip", (host, port), ("127.0.0.1", 0),
+                                      timeout=self.options.connect_timeout)
+
+    def console_log(self) -> str:
+        """The serial log from boot diagnostics (kept after the VM is gone)."""
+        try:
+            import requests
+
+            compute = self.provider.client("compute")
+            found = compute.virtual_machines.retrieve_boot_diagnostics_data(self.group, self.name)
+            uri = found.serial_console_log_blob_uri
+            if uri:
+                response = requests.get(uri, timeout=30)
+                response.raise_for_status()
+                self._console = console_text(response.text) or self._console
+        except Exception as e:  # noqa: BLE001 - the console is diagnostics; never fail because of it
+            log.debug("%s: no serial log: %s", self.name, type(e).__name__)
+        return self._console
+
+    def login_command(self) -> str:
+        if self._endpoint is not None:
+            host, port = self._endpoint
+        else:
+            try:
+                host, port = self.platform_address(), 22
+            except Exception:  # noqa: BLE001 - a login hint must not fail
+                host, port = f"<{self.name} address>", 22
+        keys = self.host_keys() if self.poller is not None else None
+        if keys:
+            known = self.provider.run.machine_dir(self.name) / "known_hosts"
+            known.parent.mkdir(parents=True, exist_ok=True)
+            shown = host if port == 22 else f"[{host}]:{port}"
+            known.write_text("".join(f"{shown} {' '.join(k.split()[:2])}\n" for k in keys))
+            check = f"-o UserKnownHostsFile={known}"
+        else:
+            check = "-o StrictHostKeyChecking=accept-new"
+        jump = f" -J {self.options.jump_host}" if self.options.jump_host else ""
+        port_flag = f" -p {port}" if port != 22 else ""
+        return (f"ssh -i {self.provider.run.key_file}{port_flag} {check}{jump} -o IdentitiesOnly=yes "
+                f"{self.options.user}@{host}")
+
+    def destroy(self) -> None:
+        """Destroy in dependency order (VM first, resource group last), whatever order things were recorded in."""
+        self.resources.sort(key=lambda r: (RANK.get(r.kind, len(RANK)), r.created))
+        try:
+            super().destroy()
+        finally:
+            while self._jumps:
+                self._jumps.pop().close()

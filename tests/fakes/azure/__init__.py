@@ -1,0 +1,1 @@
+"""A local Azure Resource Manager and Azurite for the azure provider's tests."""

@@ -1,0 +1,642 @@
+"""A stateful local Azure Resource Manager over HTTPS on 127.0.0.1, for tests only (no ARM emulator exists).
+
+What it serves, as the real azure-mgmt-* and azure-identity clients call it:
+
+* a Microsoft Entra token endpoint (``{authority}/{tenant}/oauth2/v2.0/token`` plus the OpenID
+  configuration MSAL reads), checking the client id and secret, issuing JWTs Azurite's
+  ``--oauth basic`` accepts;
+* resource groups, managed images and disks, virtual machines (with boot diagnostics), network
+  interfaces, public IP addresses, network security groups, virtual networks and subnets; tag
+  filtered listing (``/resources?$filter=tagName eq ...``);
+* long-running operations: PUT and DELETE answer with ``Azure-AsyncOperation`` and complete after
+  ``polls`` status reads;
+* ARM's error shape (``{"error": {"code", "message"}}``) with the codes Azure uses: ResourceNotFound,
+  ResourceGroupNotFound, InUseSubnetCannotBeDeleted, InUseNetworkSecurityGroupCannotBeDeleted,
+  NicInUse, OperationNotAllowed (core quota), SkuNotAvailable, InvalidRequestContent;
+* resource paths matched case-insensitively, as ARM does.
+
+Every request body is checked against the installed SDK's model of the resource
+(:mod:`.wire`) for the api-version in the URL, which must be one that SDK sends; every response body
+is checked against the same model before it leaves (a fake that drifts from the SDK fails loudly).
+"""
+
+from __future__ import annotations
+
+import base64
+import http.server
+import json
+import secrets
+import ssl
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import wire
+
+TYPES = {
+    "microsoft.compute/virtualmachines": ("Microsoft.Compute", "VirtualMachine", "virtualMachines"),
+    "microsoft.compute/images": ("Microsoft.Compute", "Image", "images"),
+    "microsoft.compute/disks": ("Microsoft.Compute", "Disk", "disks"),
+    "microsoft.network/networkinterfaces": ("Microsoft.Network", "NetworkInterface", "networkInterfaces"),
+    "microsoft.network/publicipaddresses": ("Microsoft.Network", "PublicIPAddress", "publicIPAddresses"),
+    "microsoft.network/networksecuritygroups": ("Microsoft.Network", "NetworkSecurityGroup", "networkSecurityGroups"),
+    "microsoft.network/virtualnetworks": ("Microsoft.Network", "VirtualNetwork", "virtualNetworks"),
+    "microsoft.network/virtualnetworks/subnets": ("Microsoft.Network", "Subnet", "subnets"),
+}
+SKUS = {"Standard_B2s": 2, "Standard_D2s_v3": 2, "Standard_D4s_v3": 4, "Standard_DS1_v2": 1}
+"""VM sizes the fake offers in every location, with their vCPUs."""
+
+
+class ArmError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.status, self.code, self.message = status, code, message
+
+
+@dataclass
+class Operation:
+    id: str
+    polls: int
+    done: Callable[[], None]
+    error: dict[str, str] | None = None
+    status: str = "InProgress"
+
+
+@dataclass
+class Faults:
+    """Failures a test switches on; each names what real Azure does in that case."""
+
+    cores: int = 100
+    """Regional vCPU quota: a VM beyond it is refused with OperationNotAllowed."""
+    fail_provisioning: set[str] = field(default_factory=set)
+    """VM names whose creation ends in provisioning state Failed (an OS provisioning time-out)."""
+    nsg_busy: int = 0
+    """How many NSG deletes are refused as in use although nothing refers to it any more (Azure releases a
+    deleted NIC's references a while after the NIC is gone)."""
+    skus: dict[str, int] = field(default_factory=lambda: dict(SKUS))
+
+
+class Arm:
+    """The fake's state and its HTTPS server."""
+
+    def __init__(self, directory: Path, *, tenant: str, client_id: str, secret: str, polls: int = 1) -> None:
+        import trustme
+
+        self.ca = trustme.CA()
+        cert = self.ca.issue_cert("127.0.0.1", "localhost")
+        self.ca_file = directory / "ca.pem"
+        self.ca.cert_pem.write_to_path(str(self.ca_file))
+        self.cert_file, self.key_file = directory / "cert.pem", directory / "key.pem"
+        cert.private_key_and_cert_chain_pem.write_to_path(str(self.cert_file))
+        cert.private_key_pem.write_to_path(str(self.key_file))
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        cert.configure_cert(context)
+        self.tenant, self.client_id, self.secret = tenant, client_id, secret
+        self.polls = polls
+        self.lock = threading.RLock()
+        self.resources: dict[str, dict[str, Any]] = {}
+        self.groups: dict[str, dict[str, Any]] = {}
+        self.operations: dict[str, Operation] = {}
+        self.consoles: dict[str, Callable[[], str]] = {}
+        """Serial log source per VM name (lowercase); a test points it at the VM's KVM stand-in."""
+        self.faults = Faults()
+        self.requests: list[tuple[str, str, Any]] = []
+        self.blob_exists: Callable[[str], bool] | None = None
+        self.on_request: Callable[[str, str], None] | None = None
+        """Called with method and path before an ARM request is handled (tests: ledger-before-create)."""
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self.server.daemon_threads = True
+        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+        self.server.arm = self  # type: ignore[attr-defined]
+        self.url = f"https://127.0.0.1:{self.server.server_address[1]}"
+        self._thread = threading.Thread(target=self.server.serve_forever, name="fake-arm", daemon=True)
+
+    def start(self) -> Arm:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    # -- tokens
+
+    def token(self, form: dict[str, str], tenant: str) -> dict[str, Any]:
+        if form.get("client_id") != self.client_id or form.get("client_secret") != self.secret or tenant != self.tenant:
+            raise ArmError(401, "invalid_client", "AADSTS7000215: Invalid client secret provided.")
+        scope = form.get("scope", "").split()[0] if form.get("scope") else ""
+        audience = scope.removesuffix("/.default")
+        now = int(time.time())
+        claims = {"aud": audience, "iss": f"https://sts.windows.net/{tenant}/", "iat": now, "nbf": now,
+                  "exp": now + 3600, "appid": self.client_id, "tid": tenant, "oid": self.client_id}
+
+        def part(data: dict[str, Any]) -> str:
+            return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
+
+        jwt = f"{part({'typ': 'JWT', 'alg': 'RS256'})}.{part(claims)}.{part({'fake': 'signature'})}"
+        return {"token_type": "Bearer", "expires_in": 3600, "ext_expires_in": 3600, "access_token": jwt}
+
+    # -- state helpers
+
+    def get(self, resource_id: str) -> dict[str, Any] | None:
+        return self.resources.get(resource_id.lower())
+
+    def tagged(self, key: str, value: str | None = None) -> list[str]:
+        """Ids of resources and resource groups carrying tag ``key`` (with ``value``)."""
+        with self.lock:
+            found = [*self.resources.values(), *self.groups.values()]
+            return sorted(r["id"] for r in found if key in (r.get("tags") or {})
+                          and (value is None or r["tags"][key] == value))
+
+    def operation(self, namespace: str, location: str, done: Callable[[], None],
+                  error: dict[str, str] | None = None) -> str:
+        op = Operation(secrets.token_hex(8), self.polls, done, error)
+        self.operations[op.id] = op
+        return f"{self.url}/subscriptions/{{sub}}/providers/{namespace}/locations/{location}/operations/{op.id}"
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: Any
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+        pass
+
+    @property
+    def arm(self) -> Arm:
+        return self.server.arm
+
+    def do_GET(self) -> None:
+        self.dispatch("GET")
+
+    def do_PUT(self) -> None:
+        self.dispatch("PUT")
+
+    def do_PATCH(self) -> None:
+        self.dispatch("PATCH")
+
+    def do_DELETE(self) -> None:
+        self.dispatch("DELETE")
+
+    def do_POST(self) -> None:
+        self.dispatch("POST")
+
+    def do_HEAD(self) -> None:
+        self.dispatch("HEAD")
+
+    def send(self, status: int, body: Any = None, headers: dict[str, str] | None = None, raw: bytes | None = None,
+             content_type: str = "application/json") -> None:
+        data = raw if raw is not None else (b"" if body is None else json.dumps(body).encode())
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("x-ms-request-id", secrets.token_hex(8))
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+
+    def dispatch(self, method: str) -> None:
+        parsed = urllib.parse.urlsplit(self.path)
+        query = {k.lower(): v[0] for k, v in urllib.parse.parse_qs(parsed.query).items()}
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        try:
+            self.route(method, parsed.path, query, raw)
+        except ArmError as e:
+            body = {"error": {"code": e.code, "message": e.message}}
+            if e.code.startswith("invalid_"):
+                body = {"error": e.code, "error_description": e.message}
+            self.send(e.status, body)
+
+    def route(self, method: str, path: str, query: dict[str, str], raw: bytes) -> None:
+        arm = self.arm
+        parts = [p for p in path.split("/") if p]
+        lower = [p.lower() for p in parts]
+        if path.endswith("/.well-known/openid-configuration"):
+            tenant = parts[0]
+            base = f"{arm.url}/{tenant}"
+            return self.send(200, {"token_endpoint": f"{base}/oauth2/v2.0/token",
+                                   "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",
+                                   "issuer": f"{base}/v2.0",
+                                   "device_authorization_endpoint": f"{base}/oauth2/v2.0/devicecode",
+                                   "token_endpoint_auth_methods_supported": ["client_secret_post"]})
+        if len(parts) == 4 and lower[1:] == ["oauth2", "v2.0", "token"] and method == "POST":
+            form = {k: v[0] for k, v in urllib.parse.parse_qs(raw.decode()).items()}
+            return self.send(200, arm.token(form, parts[0]))
+        if lower[:2] == ["_test", "consoles"] and method == "PUT" and len(parts) == 3:
+            # Not ARM: the tests' control channel (like moto's /moto-api), used by a stand-in conftest in
+            # another process to make a KVM stand-in's console file the VM's serial log.
+            console = Path(json.loads(raw)["file"])
+            arm.consoles[parts[2].lower()] = lambda: console.read_text(errors="replace") if console.exists() else ""
+            return self.send(204)
+        if lower[:1] == ["consoles"] and method == "GET":
+            source = arm.consoles.get(parts[1].lower())
+            if source is None:
+                raise ArmError(404, "BlobNotFound", "The specified blob does not exist.")
+            return self.send(200, raw=source().encode(), content_type="text/plain")
+        if self.headers.get("Authorization", "").split(" ")[0] != "Bearer":
+            raise ArmError(401, "AuthenticationFailed", "Authentication failed. The 'Authorization' header is missing.")
+        if len(parts) < 2 or lower[0] != "subscriptions":
+            raise ArmError(404, "NotFound", f"no route for {path}")
+        with arm.lock:
+            arm.requests.append((method, path, json.loads(raw) if raw else None))
+            if arm.on_request is not None:
+                arm.on_request(method, path)
+            return self.route_subscription(method, parts, lower, query, raw)
+
+    def route_subscription(self, method: str, parts: list[str], lower: list[str], query: dict[str, str],
+                           raw: bytes) -> None:
+        arm = self.arm
+        sub = parts[1]
+        rest, lrest = parts[2:], lower[2:]
+        if lrest[:1] == ["providers"] and len(rest) >= 5 and lrest[2] == "locations" and lrest[4] == "operations":
+            return self.operation_status(rest[5] if len(rest) > 5 else "")
+        if lrest == ["providers", "microsoft.compute", "skus"]:
+            self.check_version("Microsoft.Compute", query)
+            return self.send(200, {"value": self.skus(query.get("$filter", ""))})
+        if lrest == ["resources"]:
+            self.check_version("Microsoft.Resources", query)
+            return self.send(200, {"value": self.list_resources(query.get("$filter", ""), None)})
+        if lrest == ["resourcegroups"] and method == "GET":
+            self.check_version("Microsoft.Resources", query)
+            groups = [g for g in arm.groups.values() if self.matches(g, query.get("$filter", ""))]
+            return self.send(200, {"value": groups})
+        if lrest[:1] == ["resourcegroups"] and len(rest) == 2:
+            return self.resource_group(method, sub, rest[1], query, raw)
+        if lrest[:1] == ["resourcegroups"] and len(rest) == 3 and lrest[2] == "resources":
+            self.need_group(rest[1])
+            return self.send(200, {"value": self.list_resources(query.get("$filter", ""), rest[1])})
+        if lrest[:1] == ["resourcegroups"] and len(rest) >= 6 and lrest[2] == "providers":
+            group, namespace, kinds = rest[1], rest[3], rest[4:]
+            return self.resource(method, sub, group, namespace, kinds, query, raw)
+        raise ArmError(404, "NotFound", f"no route for /{'/'.join(parts)}")
+
+    # -- helpers
+
+    def check_version(self, namespace: str, query: dict[str, str]) -> str:
+        version = query.get("api-version")
+        known = wire.api_versions(namespace)
+        if version not in known:
+            raise ArmError(400, "NoRegisteredProviderFound",
+                           f"No registered resource provider found for API version '{version}' of {namespace}. "
+                           f"The supported api-versions are '{', '.join(sorted(known))}'.")
+        return version
+
+    def body(self, raw: bytes, cls: type) -> dict[str, Any]:
+        try:
+            body = json.loads(raw or b"null")
+        except ValueError as e:
+            raise ArmError(400, "InvalidRequestContent", f"The request content was invalid JSON: {e}") from None
+        found = wire.model_problems(body, cls)
+        if found:
+            raise ArmError(400, "InvalidRequestContent",
+                           f"The request content was invalid and could not be deserialized as {cls.__name__}: "
+                           + "; ".join(found))
+        return body
+
+    def reply(self, status: int, body: dict[str, Any], cls: type, headers: dict[str, str] | None = None) -> None:
+        found = wire.model_problems(body, cls, request=False)
+        if found:
+            raise ArmError(500, "FakeResponseInvalid", f"the fake's own {cls.__name__} is not the SDK's: {found}")
+        self.send(status, body, headers)
+
+    def need_group(self, name: str) -> dict[str, Any]:
+        group = self.arm.groups.get(name.lower())
+        if group is None or group["properties"]["provisioningState"] == "Deleting":
+            raise ArmError(404, "ResourceGroupNotFound", f"Resource group '{name}' could not be found.")
+        return group
+
+    @staticmethod
+    def matches(item: dict[str, Any], expression: str) -> bool:
+        if not expression:
+            return True
+        terms = dict(
+            (k.strip().lower(), v.strip().strip("'")) for k, v in
+            (t.split(" eq ", 1) for t in expression.split(" and ") if " eq " in t)
+        )
+        tags = item.get("tags") or {}
+        name = terms.get("tagname")
+        if name is not None and name not in tags:
+            return False
+        if "tagvalue" in terms and tags.get(name) != terms["tagvalue"]:
+            return False
+        if "resourcetype" in terms and item.get("type", "").lower() != terms["resourcetype"].lower():
+            return False
+        return True
+
+    def list_resources(self, expression: str, group: str | None) -> list[dict[str, Any]]:
+        found = []
+        for item in self.arm.resources.values():
+            if group is not None and f"/resourcegroups/{group.lower()}/" not in item["id"].lower():
+                continue
+            if item["type"].lower().count("/") > 1:
+                continue
+            if self.matches(item, expression):
+                found.append({k: item[k] for k in ("id", "name", "type", "location", "tags") if k in item})
+        return found
+
+    def skus(self, expression: str) -> list[dict[str, Any]]:
+        location = expression.split("eq", 1)[1].strip().strip("'") if "location" in expression else "westeurope"
+        return [{"resourceType": "virtualMachines", "name": name, "tier": "Standard", "locations": [location],
+                 "capabilities": [{"name": "vCPUs", "value": str(cores)}], "restrictions": []}
+                for name, cores in self.arm.faults.skus.items()]
+
+    def operation_status(self, op_id: str) -> None:
+        op = self.arm.operations.get(op_id)
+        if op is None:
+            raise ArmError(404, "ResourceNotFound", f"operation {op_id} not found")
+        if op.status == "InProgress":
+            op.polls -= 1
+            if op.polls <= 0:
+                op.done()
+                op.status = "Failed" if op.error else "Succeeded"
+        body: dict[str, Any] = {"name": op.id, "status": op.status}
+        if op.error:
+            body["error"] = op.error
+        self.send(200, body)
+
+    def async_headers(self, namespace: str, location: str, sub: str, version: str, done: Callable[[], None],
+                      error: dict[str, str] | None = None) -> dict[str, str]:
+        url = self.arm.operation(namespace, location, done, error).replace("{sub}", sub)
+        return {"Azure-AsyncOperation": f"{url}?api-version={version}"}
+
+    # -- resource groups
+
+    def resource_group(self, method: str, sub: str, name: str, query: dict[str, str], raw: bytes) -> None:
+        arm = self.arm
+        version = self.check_version("Microsoft.Resources", query)
+        cls = wire.model("Microsoft.Resources", "ResourceGroup")
+        key = name.lower()
+        if method == "PUT":
+            body = self.body(raw, cls)
+            existing = arm.groups.get(key)
+            group = {"id": f"/subscriptions/{sub}/resourceGroups/{name}", "name": name,
+                     "type": "Microsoft.Resources/resourceGroups", "location": body.get("location"),
+                     "tags": body.get("tags") or {}, "properties": {"provisioningState": "Succeeded"}}
+            if existing is not None:
+                group["name"], group["id"] = existing["name"], existing["id"]
+            arm.groups[key] = group
+            return self.reply(200 if existing else 201, group, cls)
+        if method == "HEAD":
+            return self.send(204 if key in arm.groups else 404)
+        group = self.need_group(name)
+        if method == "GET":
+            return self.reply(200, group, cls)
+        if method == "DELETE":
+            group["properties"]["provisioningState"] = "Deleting"
+
+            def done() -> None:
+                prefix = f"/subscriptions/{sub}/resourcegroups/{key}/".lower()
+                for rid in [r for r in arm.resources if r.startswith(prefix)]:
+                    del arm.resources[rid]
+                arm.groups.pop(key, None)
+
+            headers = self.async_headers("Microsoft.Resources", group["location"], sub, version, done)
+            headers["Location"] = headers["Azure-AsyncOperation"]
+            return self.send(202, None, headers)
+        raise ArmError(405, "MethodNotAllowed", method)
+
+    # -- provider resources
+
+    def resource(self, method: str, sub: str, group: str, namespace: str, kinds: list[str], query: dict[str, str],
+                 raw: bytes) -> None:
+        arm = self.arm
+        self.need_group(group)
+        if len(kinds) == 3 and kinds[0].lower() == "virtualmachines" and method == "POST":
+            return self.vm_action(sub, group, namespace, kinds[1], kinds[2], query)
+        type_path = "/".join([namespace, *kinds[0::2]]).lower()
+        if type_path not in TYPES:
+            raise ArmError(400, "InvalidResourceType", f"The resource type '{type_path}' could not be found.")
+        ns, model_name, _ = TYPES[type_path]
+        version = self.check_version(ns, query)
+        cls = wire.model(ns, model_name)
+        base = f"/subscriptions/{sub}/resourceGroups/{arm.groups[group.lower()]['name']}/providers/{ns}"
+        if len(kinds) % 2 == 1:  # a collection
+            prefix = (base + "/" + "/".join(kinds)).lower() + "/"
+            items = [r for r in arm.resources.values() if r["id"].lower().startswith(prefix)
+                     and "/" not in r["id"].lower()[len(prefix):]]
+            return self.send(200, {"value": items})
+        rid = base + "/" + "/".join(kinds)
+        item = arm.get(rid)
+        if method == "GET":
+            if item is None:
+                raise ArmError(404, "ResourceNotFound", f"The Resource '{ns}/{'/'.join(kinds)}' under resource "
+                                                        f"group '{group}' was not found.")
+            return self.reply(200, item, cls)
+        if method == "PUT":
+            body = self.body(raw, cls)
+            return self.create(sub, group, ns, type_path, rid, kinds, body, item, version, cls)
+        if method == "PATCH":
+            if item is None:
+                raise ArmError(404, "ResourceNotFound", f"The Resource '{ns}/{'/'.join(kinds)}' was not found.")
+            patch = json.loads(raw or b"{}")
+            if "tags" in patch:
+                item["tags"] = patch["tags"]
+            return self.reply(200, item, cls)
+        if method == "DELETE":
+            if item is None:
+                return self.send(204)
+            self.check_delete(type_path, item)
+            item["properties"]["provisioningState"] = "Deleting"
+
+            def done() -> None:
+                self.forget(type_path, item)
+
+            headers = self.async_headers(ns, item.get("location") or "westeurope", sub, version, done)
+            headers["Location"] = headers["Azure-AsyncOperation"]
+            return self.send(202, None, headers)
+        raise ArmError(405, "MethodNotAllowed", method)
+
+    def ref(self, value: dict[str, Any] | None, what: str) -> dict[str, Any]:
+        rid = (value or {}).get("id", "")
+        found = self.arm.get(rid)
+        if found is None:
+            raise ArmError(400, "InvalidResourceReference", f"Resource {rid or '(none)'} referenced by {what} "
+                                                             "was not found.")
+        return found
+
+    def create(self, sub: str, group: str, ns: str, type_path: str, rid: str, kinds: list[str], body: dict[str, Any],
+               existing: dict[str, Any] | None, version: str, cls: type) -> None:
+        arm = self.arm
+        props = body.setdefault("properties", {})
+        rg = arm.groups[group.lower()]
+        location = body.get("location") or rg["location"]
+        name = kinds[-1]
+        error = None
+        if type_path == "microsoft.compute/virtualmachines":
+            error = self.check_vm(rid, name, location, props)
+        elif type_path == "microsoft.compute/images":
+            blob = ((props.get("storageProfile") or {}).get("osDisk") or {}).get("blobUri", "")
+            if not blob or (arm.blob_exists is not None and not arm.blob_exists(blob)):
+                raise ArmError(400, "InvalidParameter", f"The blob {blob or '(none)'} does not exist or is not "
+                                                        "readable (properties.storageProfile.osDisk.blobUri).")
+        elif type_path == "microsoft.network/networkinterfaces":
+            for config in props.get("ipConfigurations") or []:
+                cprops = config.setdefault("properties", {})
+                self.ref(cprops.get("subnet"), f"NIC {name}")
+                if cprops.get("publicIPAddress"):
+                    self.ref(cprops["publicIPAddress"], f"NIC {name}")
+                cprops.setdefault("privateIPAddress", f"10.0.0.{4 + len(arm.resources) % 250}")
+                cprops["privateIPAllocationMethod"] = cprops.get("privateIPAllocationMethod") or "Dynamic"
+                config["id"] = f"{rid}/ipConfigurations/{config.get('name', 'ipconfig1')}"
+            if props.get("networkSecurityGroup"):
+                self.ref(props["networkSecurityGroup"], f"NIC {name}")
+        elif type_path == "microsoft.network/publicipaddresses":
+            octets = (secrets.randbelow(200) + 20, secrets.randbelow(250), secrets.randbelow(250) + 1)
+            props["ipAddress"] = "20.{}.{}.{}".format(*octets)  # made up: never to be connected to
+        elif type_path == "microsoft.network/networksecuritygroups":
+            for rule in props.get("securityRules") or []:
+                rule["id"] = f"{rid}/securityRules/{rule.get('name')}"
+                rule.setdefault("properties", {})["provisioningState"] = "Succeeded"
+        elif type_path == "microsoft.network/virtualnetworks":
+            for subnet in props.get("subnets") or []:
+                subnet["id"] = f"{rid}/subnets/{subnet.get('name')}"
+                subnet["type"] = "Microsoft.Network/virtualNetworks/subnets"
+                subnet.setdefault("properties", {})["provisioningState"] = "Succeeded"
+        item = {**body, "id": rid, "name": name, "type": f"{ns}/{'/'.join(kinds[0::2])}", "location": location}
+        if type_path.endswith("/subnets"):
+            item.pop("location")
+        props["provisioningState"] = "Creating" if existing is None else "Updating"
+        arm.resources[rid.lower()] = item
+        if type_path == "microsoft.network/virtualnetworks":
+            for subnet in props.get("subnets") or []:
+                arm.resources[subnet["id"].lower()] = subnet
+        final = "Failed" if error else "Succeeded"
+
+        def done() -> None:
+            props["provisioningState"] = final
+            if type_path == "microsoft.compute/virtualmachines" and not error:
+                self.link_vm(item)
+
+        headers = self.async_headers(ns, location, sub, version, done, error)
+        self.reply(201 if existing is None else 200, item, cls, headers)
+
+    def check_vm(self, rid: str, name: str, location: str, props: dict[str, Any]) -> dict[str, str] | None:
+        arm = self.arm
+        size = (props.get("hardwareProfile") or {}).get("vmSize")
+        if size not in arm.faults.skus:
+            raise ArmError(409, "SkuNotAvailable", f"The requested VM size '{size}' is currently not available in "
+                                                   f"location '{location}'. Please try another size or deploy to a "
+                                                   "different location or different zone.")
+        used = sum(arm.faults.skus.get(r["properties"]["hardwareProfile"]["vmSize"], 0)
+                   for r in arm.resources.values() if r["type"] == "Microsoft.Compute/virtualMachines")
+        if used + arm.faults.skus[size] > arm.faults.cores:
+            raise ArmError(409, "OperationNotAllowed", f"Operation could not be completed as it results in exceeding "
+                                                       f"approved Total Regional Cores quota. Location: {location}, "
+                                                       f"Current Limit: {arm.faults.cores}, Current Usage: {used}, "
+                                                       f"Additional Required: {arm.faults.skus[size]}.")
+        for nic in (props.get("networkProfile") or {}).get("networkInterfaces") or []:
+            self.ref(nic, f"VM {name}")
+        image = ((props.get("storageProfile") or {}).get("imageReference") or {})
+        if image.get("id"):
+            self.ref(image, f"VM {name}")
+        linux = ((props.get("osProfile") or {}).get("linuxConfiguration") or {})
+        if linux.get("disablePasswordAuthentication") and (props.get("osProfile") or {}).get("adminPassword"):
+            raise ArmError(400, "InvalidParameter", "adminPassword must not be set with password authentication "
+                                                    "disabled.")
+        props["vmId"] = secrets.token_hex(16)
+        if name in arm.faults.fail_provisioning:
+            return {"code": "OSProvisioningTimedOut", "message": f"OS Provisioning for VM '{name}' did not finish "
+                                                                 "in the allotted time."}
+        return None
+
+    def link_vm(self, vm: dict[str, Any]) -> None:
+        """What Azure does once a VM exists: its OS disk becomes a resource, its NICs point back to it."""
+        arm = self.arm
+        props = vm["properties"]
+        os_disk = props.setdefault("storageProfile", {}).setdefault("osDisk", {})
+        disk_name = os_disk.get("name") or f"{vm['name']}_OsDisk_1_{secrets.token_hex(16)}"
+        group_id = vm["id"].split("/providers/")[0]
+        disk_id = f"{group_id}/providers/Microsoft.Compute/disks/{disk_name}"
+        os_disk.update(name=disk_name, managedDisk={"id": disk_id})
+        arm.resources[disk_id.lower()] = {"id": disk_id, "name": disk_name, "type": "Microsoft.Compute/disks",
+                                          "location": vm["location"], "managedBy": vm["id"],
+                                          "properties": {"provisioningState": "Succeeded", "diskState": "Attached",
+                                                         "creationData": {"createOption": "FromImage"}}}
+        for nic in (props.get("networkProfile") or {}).get("networkInterfaces") or []:
+            found = arm.get(nic["id"])
+            if found is not None:
+                found["properties"]["virtualMachine"] = {"id": vm["id"]}
+
+    def referrers(self, rid: str, parent: str = "") -> list[str]:
+        """Ids of resources whose body mentions ``rid`` (ARM's own dependency check, simplified)."""
+        needle = json.dumps(rid.lower())[1:-1]
+        return [r["id"] for key, r in self.arm.resources.items()
+                if key not in (rid.lower(), parent.lower()) and not key.startswith(rid.lower() + "/")
+                and r["properties"].get("provisioningState") != "Deleting"
+                and needle in json.dumps(r).lower()]
+
+    def check_delete(self, type_path: str, item: dict[str, Any]) -> None:
+        arm = self.arm
+        users = self.referrers(item["id"])
+        if type_path == "microsoft.network/networksecuritygroups":
+            if arm.faults.nsg_busy > 0 and not users:
+                arm.faults.nsg_busy -= 1
+                users = ["a network interface being released"]
+            if users:
+                raise ArmError(400, "InUseNetworkSecurityGroupCannotBeDeleted",
+                               f"Network security group {item['id']} cannot be deleted because it is in use by "
+                               f"the following resources: {users}.")
+        elif type_path in ("microsoft.network/virtualnetworks", "microsoft.network/virtualnetworks/subnets"):
+            for subnet in [item] if type_path.endswith("subnets") else item["properties"].get("subnets") or []:
+                users = self.referrers(subnet["id"], subnet["id"].rsplit("/subnets/", 1)[0])
+                if users:
+                    raise ArmError(400, "InUseSubnetCannotBeDeleted",
+                                   f"Subnet {subnet['name']} is in use by {users} and cannot be deleted.")
+        elif type_path == "microsoft.network/networkinterfaces" and item["properties"].get("virtualMachine"):
+            vm = item["properties"]["virtualMachine"]["id"]
+            if arm.get(vm) is not None:
+                raise ArmError(400, "NicInUse", f"Network Interface {item['id']} is used by existing resource {vm}.")
+        elif type_path == "microsoft.network/publicipaddresses" and users:
+            raise ArmError(400, "PublicIPAddressCannotBeDeleted",
+                           f"Public IP address {item['id']} can not be deleted since it is still allocated to "
+                           f"resource {users[0]}.")
+        elif type_path in ("microsoft.compute/disks", "microsoft.compute/images") and users:
+            raise ArmError(409, "OperationNotAllowed", f"{item['name']} is in use by {users[0]}.")
+
+    def forget(self, type_path: str, item: dict[str, Any]) -> None:
+        arm = self.arm
+        rid = item["id"].lower()
+        for key in [k for k in arm.resources if k == rid or k.startswith(rid + "/")]:
+            del arm.resources[key]
+        if type_path == "microsoft.compute/virtualmachines":
+            os_disk = item["properties"].get("storageProfile", {}).get("osDisk", {})
+            disk = os_disk.get("managedDisk", {}).get("id")
+            if disk and arm.get(disk) is not None:
+                if os_disk.get("deleteOption", "Detach").lower() == "delete":
+                    del arm.resources[disk.lower()]
+                else:
+                    arm.get(disk).pop("managedBy", None)
+            for nic in item["properties"].get("networkProfile", {}).get("networkInterfaces") or []:
+                found = arm.get(nic["id"])
+                if found is not None:
+                    found["properties"].pop("virtualMachine", None)
+                    if (nic.get("properties") or {}).get("deleteOption", "Detach").lower() == "delete":
+                        del arm.resources[nic["id"].lower()]
+            arm.consoles.pop(item["name"].lower(), None)
+
+    def vm_action(self, sub: str, group: str, namespace: str, name: str, action: str, query: dict[str, str]) -> None:
+        arm = self.arm
+        self.check_version("Microsoft.Compute", query)
+        rid = f"/subscriptions/{sub}/resourceGroups/{group}/providers/Microsoft.Compute/virtualMachines/{name}"
+        vm = arm.get(rid)
+        if vm is None:
+            raise ArmError(404, "ResourceNotFound", f"The Resource 'Microsoft.Compute/virtualMachines/{name}' under "
+                                                    f"resource group '{group}' was not found.")
+        if action.lower() != "retrievebootdiagnosticsdata":
+            raise ArmError(400, "InvalidResourceType", f"unknown action {action}")
+        diagnostics = (vm["properties"].get("diagnosticsProfile") or {}).get("bootDiagnostics") or {}
+        if not diagnostics.get("enabled"):
+            raise ArmError(409, "OperationNotAllowed", "Boot diagnostics are not enabled for this VM.")
+        token = vm["name"].lower()
+        arm.consoles.setdefault(token, lambda: "")
+        cls = wire.model("Microsoft.Compute", "RetrieveBootDiagnosticsDataResult")
+        sas = "sv=2021-08-06&sr=b&sp=r&sig=fake"
+        self.reply(200, {"consoleScreenshotBlobUri": f"{arm.url}/consoles/{token}.bmp?{sas}",
+                         "serialConsoleLogBlobUri": f"{arm.url}/consoles/{token}?{sas}"}, cls)

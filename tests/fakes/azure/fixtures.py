@@ -1,0 +1,102 @@
+"""pytest fixtures: the fake ARM and Azurite on 127.0.0.1 over HTTPS, with service-principal credentials in the
+environment, so the provider's DefaultAzureCredential takes the environment path to the fake's token endpoint.
+
+Use from a test module with ``from ..fakes.azure.fixtures import azure_cloud  # noqa: F401``.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from . import azurite as azurite_mod
+from .arm import Arm
+
+SUBSCRIPTION = "00000000-0000-4000-8000-00000000c0de"
+TENANT = "11111111-1111-4111-8111-11111111c0de"
+CLIENT = "22222222-2222-4222-8222-22222222c0de"
+UNSET = ("AZURE_USERNAME", "AZURE_PASSWORD", "AZURE_CLIENT_CERTIFICATE_PATH", "AZURE_FEDERATED_TOKEN_FILE",
+         "IDENTITY_ENDPOINT", "IDENTITY_HEADER", "MSI_ENDPOINT", "MSI_SECRET", "AZURE_CLIENT_CERTIFICATE_PASSWORD")
+CONTAINER = "cernvm-images"
+
+
+@dataclass
+class AzureCloud:
+    arm: Arm
+    azurite: azurite_mod.Azurite
+    secret: str
+    env: dict[str, str]
+
+    @property
+    def url(self) -> str:
+        return self.arm.url
+
+    def credential(self):
+        from azure.identity import ClientSecretCredential
+
+        return ClientSecretCredential(TENANT, CLIENT, self.secret, authority=self.arm.url,
+                                      disable_instance_discovery=True)
+
+    def client(self, kind: str):
+        from azure.mgmt.compute import ComputeManagementClient
+        from azure.mgmt.network import NetworkManagementClient
+        from azure.mgmt.resource.resources import ResourceManagementClient
+
+        cls = {"compute": ComputeManagementClient, "network": NetworkManagementClient,
+               "resource": ResourceManagementClient}[kind]
+        return cls(self.credential(), SUBSCRIPTION, base_url=self.arm.url, polling_interval=0.05,
+                   credential_scopes=["https://management.azure.com/.default"])
+
+    def blobs(self):
+        from azure.storage.blob import BlobServiceClient
+
+        return BlobServiceClient(self.azurite.account_url, credential=self.credential())
+
+    def blob_names(self) -> list[str]:
+        return sorted(b.name for b in self.blobs().get_container_client(CONTAINER).list_blobs())
+
+
+def _blob_exists(cloud_credential, url: str) -> bool:
+    from azure.storage.blob import BlobClient
+
+    return BlobClient.from_blob_url(url, credential=cloud_credential).exists()
+
+
+@pytest.fixture(scope="session")
+def azure_cloud(tmp_path_factory) -> Iterator[AzureCloud]:
+    """The fake ARM and Azurite, each on a free port of 127.0.0.1 with one trustme CA; credentials in the env."""
+    directory: Path = tmp_path_factory.mktemp("azure-cloud")
+    secret = "fake-secret-" + secrets.token_hex(8)
+    arm = Arm(directory, tenant=TENANT, client_id=CLIENT, secret=secret, polls=1).start()
+    patch = pytest.MonkeyPatch()
+    for name in UNSET:
+        patch.delenv(name, raising=False)
+    env = {"AZURE_TENANT_ID": TENANT, "AZURE_CLIENT_ID": CLIENT, "AZURE_CLIENT_SECRET": secret,
+           "AZURE_AUTHORITY_HOST": arm.url, "AZURE_SUBSCRIPTION_ID": SUBSCRIPTION,
+           "REQUESTS_CA_BUNDLE": str(arm.ca_file)}
+    for name, value in env.items():
+        patch.setenv(name, value)
+    try:
+        emulator = azurite_mod.start(directory, arm.cert_file, arm.key_file)
+    except azurite_mod.AzuriteUnavailable as e:
+        arm.stop()
+        patch.undo()
+        pytest.fail(str(e))
+    cloud = AzureCloud(arm, emulator, secret, env)
+    checker = cloud.credential()
+    arm.blob_exists = lambda url: _blob_exists(checker, url)
+    cloud.blobs().create_container(CONTAINER)
+    from cernvm_fixtures.providers import azure
+
+    azure.reset_clients()
+    try:
+        yield cloud
+    finally:
+        emulator.stop()
+        arm.stop()
+        patch.undo()
+        azure.reset_clients()

@@ -1,0 +1,536 @@
+"""The azure provider through the real Azure SDK over HTTPS against a local fake ARM, with blobs in Azurite.
+
+No Azure Resource Manager emulator exists: ``tests/fakes/azure/arm.py`` is a stateful fake that checks every
+request body against the SDK's own models. Blob storage is Azurite, Microsoft's emulator. The VMs the fake
+"runs" do not exist: where a test needs SSH, the run's endpoint hook sends it to a KVM stand-in on
+127.0.0.1, and the fake serves the stand-in's console as the VM's serial log (so host keys are checked
+strictly, as on Azure).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cernvm_fixtures import config
+from cernvm_fixtures.context import Context
+from cernvm_fixtures.errors import ConfigError, ProviderError, ReadinessError
+from cernvm_fixtures.instance import launch
+from cernvm_fixtures.providers import azure as azmod
+from cernvm_fixtures.providers.azure import AzureProvider
+from cernvm_fixtures.run import Keep, Run
+
+from ..fakes.azure import wire
+from ..fakes.azure.vhd import make_vhd
+from ..fakes.azure.fixtures import CONTAINER, SUBSCRIPTION, AzureCloud, azure_cloud  # noqa: F401 - the fixture
+from ..helpers import ROOT, domains_under, ledger_entries, pytest_command, subprocess_env
+
+pytestmark = pytest.mark.integration
+
+CIDR = "203.0.113.7/32"
+HERE = Path(__file__).resolve().parent
+IMAGE_GROUP = "cernvm-images"
+
+
+@pytest.fixture(scope="module")
+def image_id(azure_cloud: AzureCloud, tmp_path_factory) -> str:
+    """A managed image in the fake, made from a VHD page blob in Azurite (as a user's existing image)."""
+    from azure.mgmt.compute import models
+
+    vhd = make_vhd(tmp_path_factory.mktemp("vhd") / "existing.vhd")
+    blob = azure_cloud.blobs().get_blob_client(CONTAINER, "existing.vhd")
+    blob.create_page_blob(vhd.stat().st_size)
+    blob.upload_page(vhd.read_bytes()[-512:], offset=vhd.stat().st_size - 512, length=512)
+    azure_cloud.client("resource").resource_groups.create_or_update(IMAGE_GROUP, {"location": "westeurope"})
+    image = models.Image(location="westeurope", properties=models.ImageProperties(
+        storage_profile=models.ImageStorageProfile(os_disk=models.ImageOSDisk(
+            os_type="Linux", os_state="Generalized", blob_uri=blob.url))))
+    return azure_cloud.client("compute").images.begin_create_or_update(IMAGE_GROUP, "cernvm", image).result().id
+
+
+@pytest.fixture(scope="module")
+def standin(tmp_path_factory):
+    """One test appliance under KVM standing in for the VMs of the lifecycle tests (SSH and console)."""
+    state = tmp_path_factory.mktemp("azure-standin")
+    slow = {"running": 120, "reachable": 300, "login": 120, "ready": 120}  # TCG on a shared 2-core machine
+    raw = {"standin": {"provider": "kvm", "domain_type": "qemu", "deadlines": slow}}  # KVM hangs when nested
+    target = config.parse({"targets": raw}, "azure stand-in").targets["standin"]
+    run = Run(state=state)
+    instance = launch(target, run)
+    yield instance
+    instance.destroy()
+    run.finish()
+    assert domains_under(state) == []
+
+
+def target_for(cloud: AzureCloud, image: str, name: str = "azure", **options) -> config.Target:
+    raw = {
+        "provider": "azure",
+        "image": image,
+        "profile": "appliance",
+        "location": "westeurope",
+        "endpoint": cloud.url,
+        "instance_discovery": False,
+        "ssh_cidr": CIDR,
+        "vm_size": "Standard_B2s",
+        "poll_interval": 0.05,
+        "slowdown": 1,
+        "tags": {"project": "cernvm-fixtures-tests"},
+        "deadlines": {"running": 20, "reachable": 60, "login": 60, "ready": 60},
+        **options,
+    }
+    return config.parse({"targets": {name: raw}}, "test").targets[name]
+
+
+def run_for(tmp_path: Path, standin=None, *, keep: Keep = Keep.NEVER) -> Run:
+    endpoint = None
+    if standin is not None:
+        port = standin.machine.ssh_port
+        endpoint = lambda machine, host, p: ("127.0.0.1", port)  # noqa: E731
+    run = Run(state=tmp_path / "state", keep=keep, endpoint=endpoint)
+    if standin is not None:
+        run.directory.mkdir(parents=True, mode=0o700)
+        shutil.copy2(standin.machine.provider.run.key_file, run.directory / "id_ed25519")
+    return run
+
+
+def create_only(target: config.Target, run: Run):
+    provider = AzureProvider(target, run)
+    machine = provider.machine(run.name(target.name))
+    context = Context(hostname=machine.name, ssh_keys=(run.public_key,))
+    try:
+        provider.launch(machine, context)
+    except BaseException:
+        machine.destroy()
+        raise
+    return machine, context
+
+
+def assert_nothing_left(cloud: AzureCloud, run: Run) -> None:
+    assert cloud.arm.tagged("cernvm-fixtures:run", run.id) == [], "the fake still holds resources of the run"
+    assert [b for b in cloud.blob_names() if run.id in b] == [], "Azurite still holds blobs of the run"
+    assert run.ledger.entries() == []
+
+
+def ledger_before_create(cloud: AzureCloud, run: Run) -> list[str]:
+    """Install a hook in the fake: every create request must find its resource id in the ledger already."""
+    missing: list[str] = []
+
+    def check(method: str, path: str) -> None:
+        if method == "PUT":
+            ids = {str(r.data.get("id", "")).lower() for r in run.ledger.entries()}
+            ids |= {f"/subscriptions/{SUBSCRIPTION}/resourcegroups/{r.data.get('group', '')}".lower()
+                    for r in run.ledger.entries()}
+            if path.split("?")[0].lower() not in ids:
+                missing.append(path)
+
+    cloud.arm.on_request = check
+    return missing
+
+
+# --- the wire format is the SDK's ---------------------------------------------------------------------
+
+
+def test_fake_rejects_a_snake_case_dict_where_a_model_belongs(azure_cloud):
+    from azure.core.exceptions import HttpResponseError
+    from azure.mgmt.compute import models
+
+    vm = models.VirtualMachine(location="westeurope", properties=models.VirtualMachineProperties(
+        hardware_profile=models.HardwareProfile(vm_size="Standard_B2s"),
+        os_profile={"admin_username": "cernvm", "computer_name": "x"}))
+    azure_cloud.client("resource").resource_groups.create_or_update("wire-check", {"location": "westeurope"})
+    with pytest.raises(HttpResponseError, match="admin_username: unknown field of OSProfile .*adminUsername"):
+        azure_cloud.client("compute").virtual_machines.begin_create_or_update("wire-check", "vm", vm)
+    azure_cloud.client("resource").resource_groups.begin_delete("wire-check").result()
+
+
+def test_fake_rejects_api_versions_the_sdk_does_not_send(azure_cloud, image_id):
+    from azure.core.exceptions import HttpResponseError
+
+    compute = azure_cloud.client("compute")
+    with pytest.raises(HttpResponseError, match="NoRegisteredProviderFound"):
+        compute.images.get(IMAGE_GROUP, "cernvm", params={"api-version": "2015-06-15"})
+
+
+def test_responses_deserialize_into_the_sdk_models(azure_cloud, image_id):
+    from azure.mgmt.compute import models
+
+    group, name = azmod.split_id(image_id)
+    raw = azure_cloud.client("compute").images.get(group, name, cls=lambda pipeline, body, headers: body)
+    body = json.loads(json.dumps(raw.as_dict() if hasattr(raw, "as_dict") else raw))
+    assert wire.model_problems(body, models.Image, request=False) == []
+    assert models.Image(body).properties.storage_profile.os_disk.blob_uri.endswith("/existing.vhd")
+    assert wire.model_problems({"properties": {"storageProfile": {"osDisk": {"blobUri": 7}}}}, models.Image) == [
+        "properties.storageProfile.osDisk.blobUri: 7 is not a string"]
+
+
+# --- lifecycle -----------------------------------------------------------------------------------------
+
+
+def test_create_records_first_and_teardown_removes_everything(azure_cloud, image_id, tmp_path):
+    run = run_for(tmp_path)
+    missing = ledger_before_create(azure_cloud, run)
+    try:
+        machine, context = create_only(target_for(azure_cloud, image_id), run)
+    finally:
+        azure_cloud.arm.on_request = None
+    try:
+        assert missing == [], "created before the ledger had it"
+        kinds = [r.kind for r in run.ledger.entries()]
+        assert kinds == ["resource-group", "virtual-network", "security-group", "public-ip", "network-interface",
+                         "disk", "vm"]
+        machine.wait_running(time.monotonic() + 20)
+        vm = azure_cloud.arm.get(machine.resources[-1].data["id"])
+        props = vm["properties"]
+        assert base64.b64decode(props["osProfile"]["customData"]) == context.render()
+        linux = props["osProfile"]["linuxConfiguration"]
+        assert linux["disablePasswordAuthentication"] is True and "adminPassword" not in props["osProfile"]
+        assert [k["keyData"] for k in linux["ssh"]["publicKeys"]] == [run.public_key]
+        assert props["diagnosticsProfile"]["bootDiagnostics"]["enabled"] is True
+        assert vm["tags"]["cernvm-fixtures:run"] == run.id and vm["tags"]["project"] == "cernvm-fixtures-tests"
+        nsg = azure_cloud.arm.get(machine.resources[2].data["id"])
+        rules = [(r["properties"]["direction"], r["properties"]["access"], r["properties"]["protocol"],
+                  r["properties"]["destinationPortRange"], r["properties"]["sourceAddressPrefix"])
+                 for r in nsg["properties"]["securityRules"]]
+        assert rules == [("Inbound", "Allow", "Tcp", "22", CIDR)]
+        assert not machine.platform_address().startswith("127.")
+    finally:
+        machine.destroy()
+    assert_nothing_left(azure_cloud, run)
+    assert azure_cloud.arm.get(f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{machine.name}-rg") is None
+
+
+def test_vhd_upload_as_page_blob_then_image_then_gone(azure_cloud, tmp_path):
+    vhd = make_vhd(tmp_path / "ucernvm-prod.2021.05-1.cernvm.x86_64.vhd")
+    run = run_for(tmp_path)
+    machine, _ = create_only(target_for(azure_cloud, str(vhd), blob_endpoint=azure_cloud.azurite.account_url), run)
+    try:
+        blob = next(r for r in machine.resources if r.kind == "blob")
+        assert blob.data["sent"] == 512 + 1536 + 512, "only the non-empty pages were sent"
+        props = azure_cloud.blobs().get_blob_client(CONTAINER, blob.data["blob"]).get_blob_properties()
+        assert props.blob_type == "PageBlob" and props.size == vhd.stat().st_size
+        downloaded = azure_cloud.blobs().get_blob_client(CONTAINER, blob.data["blob"]).download_blob().readall()
+        assert downloaded == vhd.read_bytes(), "the page blob is the VHD, byte for byte"
+        image = azure_cloud.arm.get(next(r for r in machine.resources if r.kind == "image").data["id"])
+        assert image["properties"]["storageProfile"]["osDisk"]["blobUri"] == blob.data["url"]
+    finally:
+        machine.destroy()
+    assert_nothing_left(azure_cloud, run)
+
+
+@pytest.mark.parametrize("problem, message", [
+    ("dynamic", "is a dynamic VHD; Azure takes fixed-size VHDs only"),
+    ("no footer", "has no VHD footer"),
+    ("odd size", "is not a whole number of MiB"),
+])
+def test_bad_vhd_is_a_clear_error_before_anything_exists(azure_cloud, tmp_path, problem, message):
+    vhd = tmp_path / "bad.vhd"
+    if problem == "dynamic":
+        make_vhd(vhd, fixed=False)
+    elif problem == "no footer":
+        vhd.write_bytes(b"\1" * (2 * 1024 * 1024 + 512))
+    else:
+        make_vhd(vhd, size=2 * 1024 * 1024 - 512)
+    run = run_for(tmp_path)
+    with pytest.raises(ConfigError, match=message):
+        create_only(target_for(azure_cloud, str(vhd), blob_endpoint=azure_cloud.azurite.account_url), run)
+    assert run.ledger.entries() == []
+
+
+# --- failures ------------------------------------------------------------------------------------------
+
+
+def test_quota_exceeded_is_reported_and_nothing_is_left(azure_cloud, image_id, tmp_path):
+    azure_cloud.arm.faults.cores = 1
+    run = run_for(tmp_path)
+    try:
+        with pytest.raises(ProviderError, match="OperationNotAllowed: .*exceeding approved Total Regional Cores"):
+            create_only(target_for(azure_cloud, image_id), run)
+    finally:
+        azure_cloud.arm.faults.cores = 100
+    assert_nothing_left(azure_cloud, run)
+
+
+def test_size_not_offered_is_a_config_error_before_anything_exists(azure_cloud, image_id, tmp_path):
+    run = run_for(tmp_path)
+    with pytest.raises(ConfigError, match="vm_size: 'Standard_NC96' is not offered in westeurope"):
+        create_only(target_for(azure_cloud, image_id, vm_size="Standard_NC96"), run)
+    assert run.ledger.entries() == []
+
+
+def test_sku_not_available_at_create_is_reported(azure_cloud, image_id, tmp_path, monkeypatch):
+    monkeypatch.setattr(AzureProvider, "check_size", lambda self: None)
+    run = run_for(tmp_path)
+    with pytest.raises(ProviderError, match="SkuNotAvailable"):
+        create_only(target_for(azure_cloud, image_id, vm_size="Standard_NC96"), run)
+    assert_nothing_left(azure_cloud, run)
+
+
+def test_provisioning_failed_stops_readiness_at_once(azure_cloud, image_id, tmp_path, monkeypatch):
+    monkeypatch.setattr(Run, "name", lambda self, target: f"cvmfx-{self.id}-{target}-fail")
+    run = run_for(tmp_path)
+    azure_cloud.arm.faults.fail_provisioning.add(f"cvmfx-{run.id}-azure-fail")
+    with pytest.raises(ReadinessError, match="provisioning failed: OSProvisioningTimedOut"):
+        launch(target_for(azure_cloud, image_id), run)
+    assert_nothing_left(azure_cloud, run)
+
+
+def test_nsg_still_in_use_on_delete_is_retried(azure_cloud, image_id, tmp_path, monkeypatch):
+    monkeypatch.setattr(time, "sleep", lambda seconds: None)
+    run = run_for(tmp_path)
+    machine, _ = create_only(target_for(azure_cloud, image_id), run)
+    azure_cloud.arm.faults.nsg_busy = 2
+    machine.destroy()
+    assert azure_cloud.arm.faults.nsg_busy == 0, "both refusals were seen and retried"
+    assert_nothing_left(azure_cloud, run)
+
+
+def test_leftovers_are_found_by_tags_alone_and_swept(azure_cloud, image_id, tmp_path):
+    run = run_for(tmp_path)
+    machine, _ = create_only(target_for(azure_cloud, image_id), run)
+    target = target_for(azure_cloud, image_id)
+    found = AzureProvider.leftovers(target, set())
+    ours = [r for r in found if r.run == run.id]
+    assert [r.kind for r in ours] == ["vm", "network-interface", "public-ip", "security-group", "virtual-network",
+                                      "resource-group"]
+    assert AzureProvider.leftovers(target, {machine.name}) == [r for r in found if r.name != machine.name]
+    for resource in ours:
+        AzureProvider.destroy_resource(resource)
+    for resource in list(machine.resources):
+        run.ledger.forget(resource)
+    assert azure_cloud.arm.tagged("cernvm-fixtures:run", run.id) == []
+    machine.destroy()  # idempotent: everything is gone already
+
+
+# --- SSH through a KVM stand-in, host keys from the serial log -----------------------------------------
+
+
+def run_with_standin(tmp_path: Path, cloud: AzureCloud, standin, console=None) -> Run:
+    """A run whose SSH goes to the stand-in; the fake serves ``console`` (default: the stand-in's) as serial log."""
+    port = standin.machine.ssh_port
+
+    def endpoint(machine, host, p):
+        cloud.arm.consoles[machine.name.lower()] = console or standin.console_log
+        return "127.0.0.1", port
+
+    run = Run(state=tmp_path / "state", endpoint=endpoint)
+    run.directory.mkdir(parents=True, mode=0o700)
+    shutil.copy2(standin.machine.provider.run.key_file, run.directory / "id_ed25519")
+    return run
+
+
+def test_lifecycle_over_ssh_with_host_keys_from_the_serial_log(azure_cloud, image_id, standin, tmp_path):
+    run = run_with_standin(tmp_path, azure_cloud, standin)
+    instance = launch(target_for(azure_cloud, image_id), run)
+    try:
+        assert instance.run("hostname").stdout.strip() == standin.name, "SSH went through the endpoint hook"
+        assert instance.transport.verified is True, "the host key matched the serial log's block"
+        assert "Linux version" in instance.console_log(), "retrieve_boot_diagnostics_data -> serial log"
+        assert "UserKnownHostsFile" in instance.login_command and "127.0.0.1" in instance.login_command
+        assert {k: instance.machine.traits[k] for k in ("provider", "kind", "vm_size", "location")} == {
+            "provider": "azure", "kind": "vm", "vm_size": "Standard_B2s", "location": "westeurope"}
+    finally:
+        instance.destroy()
+    assert_nothing_left(azure_cloud, run)
+
+
+def test_a_host_key_the_serial_log_did_not_announce_is_refused(azure_cloud, image_id, standin, tmp_path):
+    forged = ("-----BEGIN SSH HOST KEY KEYS-----\n"
+              "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl root@forged\n"
+              "-----END SSH HOST KEY KEYS-----\n")
+    run = run_with_standin(tmp_path, azure_cloud, standin, console=lambda: forged)
+    with pytest.raises(ReadinessError, match="not among the 1 key"):
+        launch(target_for(azure_cloud, image_id, deadlines={"running": 20, "reachable": 30, "login": 5,
+                                                            "ready": 10}), run)
+    assert_nothing_left(azure_cloud, run)
+
+
+# --- sweep after SIGKILL -------------------------------------------------------------------------------
+
+
+KILLED = """
+import sys, time
+from pathlib import Path
+from cernvm_fixtures import config
+from cernvm_fixtures.context import Context
+from cernvm_fixtures.providers.azure import AzureProvider
+from cernvm_fixtures.run import Run
+
+target = config.load(Path(sys.argv[1])).targets["azure"]
+run = Run()
+provider = AzureProvider(target, run)
+machine = provider.machine(run.name("azure"))
+provider.launch(machine, Context(hostname=machine.name, ssh_keys=(run.public_key,)))
+print(run.id, flush=True)
+time.sleep(600)
+"""
+
+
+def config_file(path: Path, cloud: AzureCloud, image: str, **extra) -> Path:
+    options = {"provider": "azure", "image": image, "profile": "appliance", "location": "westeurope",
+               "endpoint": cloud.url, "instance_discovery": False, "ssh_cidr": CIDR, "vm_size": "Standard_B2s",
+               "poll_interval": 0.05, "slowdown": 1, **extra}
+
+    def value(v):
+        if isinstance(v, dict):
+            return "{ " + ", ".join(f"{json.dumps(k)} = {value(x)}" for k, x in v.items()) + " }"
+        return json.dumps(v)
+
+    path.write_text("[targets.azure]\n" + "".join(f"{k} = {value(v)}\n" for k, v in options.items()))
+    return path
+
+
+@pytest.mark.parametrize("ledger", ["kept", "lost"])
+def test_sweep_removes_what_a_killed_run_left(azure_cloud, image_id, tmp_path, ledger):
+    from ..helpers import cli
+
+    state = tmp_path / "state"
+    cfg = config_file(tmp_path / "cernvm.toml", azure_cloud, image_id)
+    process = subprocess.Popen([sys.executable, "-c", KILLED, str(cfg)], env=subprocess_env(state),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        run_id = process.stdout.readline().strip()
+        assert run_id, process.stderr.read()
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+    assert len(azure_cloud.arm.tagged("cernvm-fixtures:run", run_id)) == 6
+    assert len(ledger_entries(state)) == 7
+    if ledger == "lost":
+        shutil.rmtree(state)
+    sweep = cli(state, "sweep", "--config", str(cfg), cwd=tmp_path)
+    assert sweep.returncode == 0, sweep.stdout + sweep.stderr
+    assert azure_cloud.arm.tagged("cernvm-fixtures:run", run_id) == [], sweep.stdout
+    assert ledger_entries(state) == [] and not list(state.glob("runs/*"))
+    order = re.findall(r"destroyed azure (\S+)", sweep.stdout)
+    assert order.index("vm") < order.index("network-interface") < order.index("security-group") \
+        < order.index("virtual-network") < order.index("resource-group"), sweep.stdout
+
+
+# --- the scenario suite end to end: the fake + one stand-in per VM, booted from the fake's custom data ---
+
+
+STANDIN_CONFTEST = '''
+"""Stand-ins for Azure VMs that the fake ARM only pretends to run.
+
+Each VM's SSH goes to a test appliance booted under KVM *from the custom data the fake holds for that VM*
+(read back through the SDK with a service principal from the environment), with the host name it asks
+for; the stand-in's console file becomes the VM's serial log in the fake, so host keys are checked
+strictly. Stand-ins are destroyed when the session ends.
+"""
+import base64
+import email
+import json
+import os
+from dataclasses import dataclass
+
+import requests
+import yaml
+from azure.identity import ClientSecretCredential
+from azure.mgmt.compute import ComputeManagementClient
+
+from cernvm_fixtures import config
+from cernvm_fixtures.context import Context
+from cernvm_fixtures.providers.kvm import KvmProvider
+from cernvm_fixtures.run import Run
+
+STANDINS = {}
+RUN = []
+
+
+@dataclass(frozen=True)
+class FromFake(Context):
+    blob: bytes = b""
+
+    def render(self):
+        return self.blob
+
+
+def cloud_config(blob):
+    message = email.message_from_bytes(blob)
+    parts = [p.get_payload(decode=True) for p in message.walk() if not p.is_multipart()] if message.is_multipart() else [blob]
+    for part in parts:
+        if part.startswith(b"#cloud-config"):
+            return yaml.safe_load(part)
+    raise AssertionError("the custom data the fake holds has no cloud-config part")
+
+
+def boot(machine):
+    url = machine.options.endpoint
+    credential = ClientSecretCredential(os.environ["AZURE_TENANT_ID"], os.environ["AZURE_CLIENT_ID"],
+                                        os.environ["AZURE_CLIENT_SECRET"], authority=url,
+                                        disable_instance_discovery=True)
+    compute = ComputeManagementClient(credential, os.environ["AZURE_SUBSCRIPTION_ID"], base_url=url,
+                                      credential_scopes=["https://management.azure.com/.default"])
+    vm = compute.virtual_machines.get(machine.group, machine.name)
+    blob = base64.b64decode(vm.properties.os_profile.custom_data)
+    if not RUN:
+        RUN.append(Run())
+    slow = {"running": 120, "reachable": 300, "login": 120, "ready": 120}
+    raw = {"standin": {"provider": "kvm", "domain_type": "qemu", "deadlines": slow}}
+    target = config.parse({"targets": raw}, "azure stand-in").targets["standin"]
+    provider = KvmProvider(target, RUN[0])
+    standin = provider.machine(RUN[0].name("standin"))
+    try:
+        provider.launch(standin, FromFake(hostname=cloud_config(blob)["hostname"], blob=blob))
+    except BaseException:
+        standin.destroy()
+        raise
+    requests.put(f"{url}/_test/consoles/{machine.name}", json={"file": str(standin.console_file)}, timeout=10)
+    return standin
+
+
+def pytest_cernvm_endpoint(machine, host, port):
+    if machine.provider.name != "azure":
+        return None
+    if machine.name not in STANDINS:
+        STANDINS[machine.name] = boot(machine)
+        with open("standins.log", "a") as log:
+            print(machine.name, host, "->", STANDINS[machine.name].name, file=log)
+    return "127.0.0.1", STANDINS[machine.name].ssh_port
+
+
+def pytest_sessionfinish(session):
+    while STANDINS:
+        STANDINS.popitem()[1].destroy()
+    for run in RUN:
+        run.finish()
+'''
+
+
+def test_scenario_suite_end_to_end_against_the_fake_with_standins(azure_cloud, image_id, tmp_path):
+    from xml.etree import ElementTree
+
+    work = tmp_path / "work"
+    shutil.copytree(ROOT / "scenarios", work / "scenarios")
+    (work / "conftest.py").write_text(STANDIN_CONFTEST)
+    config_file(work / "cernvm.toml", azure_cloud, image_id, profile=str(HERE / "azure_standin.toml"),
+                deadlines={"running": 30, "reachable": 300, "login": 120, "ready": 120})
+    state = tmp_path / "state"
+    result = subprocess.run(pytest_command("scenarios", "--junitxml", str(tmp_path / "report.xml")),
+                            cwd=work, env=subprocess_env(state), capture_output=True, text=True, timeout=1500)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-6000:]
+    cases = {c.get("name").split("[")[0]: c for c in ElementTree.parse(tmp_path / "report.xml").iter("testcase")}
+    skipped = {name: c.find("skipped").get("message") for name, c in cases.items() if c.find("skipped") is not None}
+    failed = [name for name, c in cases.items() if c.find("failure") is not None or c.find("error") is not None]
+    assert not failed and cases, output[-6000:]
+    assert set(cases) - set(skipped) >= {
+        "test_kernel_release", "test_kernel_command_line", "test_repositories_mounted_read_only",
+        "test_scratch_disk_mounted", "test_hostname", "test_user_data_recorded", "test_ucernvm_block_delivered",
+    }, skipped
+    assert "stand-in" in skipped.pop("test_network_driver") and "stand-in" in skipped.pop("test_user_data_source")
+    assert all("no shared folders" in why for why in skipped.values()), skipped
+    assert azure_cloud.env["AZURE_CLIENT_SECRET"] not in output
+    assert domains_under(tmp_path) == [], "stand-in domains left behind"
+    assert ledger_entries(state) == [] and not list(state.glob("runs/*"))
+    assert azure_cloud.arm.tagged("cernvm-fixtures:target", "azure") == [], "the fake still holds resources"
