@@ -55,6 +55,8 @@ class TargetKeys(BaseModel):
     enabled: bool = True
     shared_folders: dict[str, str] = {}
     deadlines: Deadlines = Deadlines()
+    command_timeout: float | None = Field(120, gt=0)
+    """Seconds a command may run when the caller gives no timeout (``Instance.run``, testinfra); none: no limit."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,7 @@ class Target:
     enabled: bool = True
     shared_folders: Mapping[str, str] = field(default_factory=dict)
     deadlines: Deadlines = field(default_factory=Deadlines)
+    command_timeout: float | None = 120
     origin: str = "built-in defaults"
 
     def with_overrides(self, image: str | None = None, profile: str | None = None) -> Target:
@@ -174,6 +177,7 @@ def parse_target(name: str, raw: Mapping[str, Any], origin: str) -> Target:
         enabled=keys.enabled,
         shared_folders=keys.shared_folders,
         deadlines=keys.deadlines,
+        command_timeout=keys.command_timeout,
         origin=origin,
     )
 

@@ -9,6 +9,7 @@ failure names the step and carries the tail of the console log.
 
 from __future__ import annotations
 
+import enum
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -31,6 +32,15 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CONSOLE_TAIL = 40
+
+
+class Default(enum.Enum):
+    """Marks an argument left to the target's configuration."""
+
+    TIMEOUT = "the target's command_timeout"
+
+
+TIMEOUT = Default.TIMEOUT
 
 
 class Instance:
@@ -72,10 +82,17 @@ class Instance:
     def transport(self) -> Transport:
         return self.machine.transport()
 
-    def run(self, command: str, *, timeout: float | None = 120, stdin: bytes | str | None = None) -> Result:
-        """Run a shell command; exit status, stdout and stderr come back separately."""
+    def run(
+        self, command: str, *, timeout: float | Default | None = TIMEOUT, stdin: bytes | str | None = None
+    ) -> Result:
+        """Run a shell command as ``sh -c`` would; exit status, stdout and stderr come back separately.
+
+        ``timeout``: seconds (None: no limit), by default the target's ``command_timeout``.
+        """
         if isinstance(stdin, str):
             stdin = stdin.encode()
+        if timeout is TIMEOUT:
+            timeout = self.target.command_timeout
         return self.transport.run(command, timeout=timeout, stdin=stdin)
 
     def put(self, data: bytes | str | Path, remote: str, mode: int | None = None) -> None:

@@ -2,16 +2,25 @@
 
 Starting a process per command (a new SSH channel, a new ``docker exec``) costs
 tens of milliseconds; writing the command to a shell that is already running
-costs about one. Each command runs as::
+costs about one. Each command runs as ``sh -c CMD`` does over SSH (see
+:func:`script` for the exact form)::
 
-    ( eval '<command>' ) </dev/null; printf '<nonce> %d\\n' $? ; printf '<nonce>\\n' >&2
+    sh -c '<command>' </dev/null & wait $!; printf '<nonce> %d\\n' $?; printf '<nonce>\\n' >&2
 
-(see :func:`wrap` for the exact form), so it gets a subshell (no cwd,
-variable, option or trap leaks into the next command), no stdin (it cannot eat the commands that follow), its own exit
-status, and separate stdout and stderr, each ended by a fresh 128-bit random
-marker that output cannot predict. A command that runs past its timeout is
-killed together with the shell and its descendants; the next command gets a
-new shell.
+so it is a process of its own (``$$`` is its own pid; it may ``exit``, ``exec``
+or kill itself: the session only sees an exit status, 128 + the signal number
+when a signal ended it), has no stdin (it cannot eat the commands that follow),
+cannot leak cwd, variables, options or traps into the next command, reports
+errors as ``sh -c`` does (``sh: 1: x: not found``), and its text reaches the
+session shell only as one single-quoted word, never parsed there. stdout and
+stderr are kept apart, each ended by a fresh 128-bit random marker that output
+cannot predict. A command that runs past its timeout is killed together with
+the session shell and its descendants; the next command gets a new shell.
+
+One difference from ``sh -c`` over SSH remains: the command is an asynchronous
+list of the session shell, so POSIX has it start with SIGINT and SIGQUIT
+ignored (they cannot be trapped back); use ``Transport.exec`` where a command
+must be interruptible by those two.
 """
 
 from __future__ import annotations
@@ -59,18 +68,17 @@ def kill_tree_command(pid: int) -> str:
     )
 
 
-def wrap(command: str) -> str:
-    """The command as a subshell the session's shell parses safely (a syntax error only fails it).
+def script(command: str, nonce: str) -> str:
+    """What the session shell is sent for one command: ``sh -c`` in a child, then both end markers.
 
-    ``command eval '( CMD )'`` lets the subshell exec its last command instead of
-    forking once more (a millisecond per command under emulation); ``command``
-    keeps a syntax error from ending the session's shell. A ``)`` in the command
-    could close that subshell early, so such commands take ``( eval 'CMD' )``,
-    which forks once more but parses the command only inside the subshell.
+    The command is one single-quoted word to the session shell (data, never
+    parsed there); ``wait`` reports its exit status (128 + signal if a signal
+    ended it) and stays quiet about the signal (no ``Terminated`` line).
     """
-    if ")" in command:
-        return f"( eval {shlex.quote(command)}\n)"
-    return f"command eval {shlex.quote('( ' + command + chr(10) + ')')}"
+    return (
+        f"sh -c {shlex.quote(command)} </dev/null & wait $! 2>/dev/null; "
+        f"printf '\\n%s %d\\n' {nonce} $?; printf '\\n%s\\n' {nonce} >&2\n"
+    )
 
 
 class ShellSession:
@@ -79,8 +87,10 @@ class ShellSession:
     def __init__(self, channel: Channel, connect_timeout: float = 30.0) -> None:
         self.channel = channel
         self.alive = True
+        nonce = secrets.token_hex(16)
+        handshake = f"printf '\\n%s' $$; printf '\\n%s %d\\n' {nonce} 0; printf '\\n%s\\n' {nonce} >&2\n"
         try:
-            started = self.run("printf '\\n%s' $$", connect_timeout)
+            started = self._exchange("(session start)", handshake, nonce, connect_timeout)
         except CommandTimeout:
             raise SessionLost(f"the shell did not answer within {connect_timeout} s") from None
         head, _, pid = started.stdout_bytes.rpartition(b"\n")
@@ -94,19 +104,19 @@ class ShellSession:
         self.channel.close()
 
     def run(self, command: str, timeout: float | None) -> Result:
-        """Run one command; raises CommandTimeout (the session is then dead) or SessionLost."""
-        nonce = secrets.token_hex(16).encode()
-        script = (
-            f"{wrap(command)} </dev/null; "
-            f"printf '\\n%s %d\\n' {nonce.decode()} $?; printf '\\n%s\\n' {nonce.decode()} >&2\n"
-        )
+        """Run one command as ``sh -c`` would; raises CommandTimeout (the session is then dead) or SessionLost."""
+        nonce = secrets.token_hex(16)
+        return self._exchange(command, script(command, nonce), nonce, timeout)
+
+    def _exchange(self, command: str, text: str, nonce: str, timeout: float | None) -> Result:
+        """Send ``text`` and read both streams up to their ``nonce`` markers."""
         try:
-            self.channel.send(script.encode())
+            self.channel.send(text.encode())
         except (OSError, EOFError) as e:
             self.alive = False
             raise SessionStale(f"the shell was gone before {command!r} could be sent: {e}") from None
         deadline = None if timeout is None else time.monotonic() + timeout
-        out_marker, err_marker = b"\n" + nonce + b" ", b"\n" + nonce + b"\n"
+        out_marker, err_marker = b"\n" + nonce.encode() + b" ", b"\n" + nonce.encode() + b"\n"
         out, err = bytearray(), bytearray()
         out_end = err_end = -1
         out_from = err_from = 0

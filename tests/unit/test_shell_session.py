@@ -162,7 +162,7 @@ def test_a_dead_shell_is_reported():
 def test_a_shell_dying_mid_command_is_reported():
     session = ShellSession(LocalChannel(["sh"]))
     with pytest.raises(SessionLost) as error:
-        session.run("kill -9 $$", timeout=5)
+        session.run(f"kill -9 {session.pid}", timeout=5)
     assert not isinstance(error.value, SessionStale), "the command had been sent: retrying is not safe"
     session.close()
 
@@ -185,3 +185,40 @@ def test_sessions_do_not_share_state_across_threads():
     for session in sessions:
         session.close()
     assert not failures
+
+
+def sh_c(shell: list[str], command: str) -> subprocess.CompletedProcess:
+    """What ``sh -c COMMAND`` does on its own (as sshd runs a command), with ``sh`` being ``shell``."""
+    return subprocess.run([*shell, "-c", command], capture_output=True, stdin=subprocess.DEVNULL, timeout=30)
+
+
+def test_dollar_dollar_is_the_command_s_own_process(session):
+    result = session.run("echo $$; exec cut -d' ' -f1 /proc/self/stat", timeout=10)
+    first, second = result.stdout.split()
+    assert first == second, f"$$ is {first}, but the command runs as {second}"
+    assert int(first) != session.pid
+    assert session.run("echo $$", timeout=10).stdout != result.stdout.split()[0] + "\n"
+
+
+@pytest.mark.parametrize("signal,status", [("", 143), ("-9", 137), ("-USR1", 138)])
+def test_a_command_that_kills_itself_gets_an_exit_status(session, signal, status):
+    result = session.run(f"echo before; kill {signal} $$; echo after", timeout=10)
+    assert (result.exit_status, result.stdout, result.stderr) == (status, "before\n", "")
+    assert session.alive and session.run("echo still here", timeout=10).stdout == "still here\n"
+
+
+@pytest.mark.parametrize(
+    "command",
+    ["no-such-command-cvmfx", "echo a \\", "echo $- $LINENO; false", "echo ok\nno-such-command-cvmfx", "exit 3"],
+)
+def test_same_output_as_sh_c(session, command):
+    """Messages, flags and a trailing backslash exactly as ``sh -c`` gives them, the same on every run."""
+    shell = ["busybox", "sh"] if "busybox" in str(session.channel.process.args) else ["sh"]
+    expected = sh_c(shell, command)
+    for _ in range(2):
+        result = session.run(command, timeout=10)
+        assert (result.exit_status, result.stdout_bytes, result.stderr_bytes) == (
+            expected.returncode,
+            expected.stdout,
+            expected.stderr,
+        )
