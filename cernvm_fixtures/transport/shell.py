@@ -15,7 +15,15 @@ errors as ``sh -c`` does (``sh: 1: x: not found``), and its text reaches the
 session shell only as one single-quoted word, never parsed there. stdout and
 stderr are kept apart, each ended by a fresh 128-bit random marker that output
 cannot predict. A command that runs past its timeout is killed together with
-the session shell and its descendants; the next command gets a new shell.
+the session shell, its descendants and their sessions (double-forked processes
+included); the next command gets a new shell.
+
+Background jobs: each command leads a session of its own (``setsid``). When it
+returns, what is left of that session and still holds the session's stdout or
+stderr is killed (over SSH, ``sh -c`` would not return until they ended); a job
+that redirected its output keeps running. Output that still arrives between
+commands (from a process that left the session on its own) is dropped, with a
+warning, before the next command is sent.
 
 One difference from ``sh -c`` over SSH remains: the command is an asynchronous
 list of the session shell, so POSIX has it start with SIGINT and SIGQUIT
@@ -25,6 +33,7 @@ must be interruptible by those two.
 
 from __future__ import annotations
 
+import logging
 import secrets
 import shlex
 import threading
@@ -36,6 +45,8 @@ from ..errors import CernvmError, CommandTimeout
 from .base import Result
 
 STDOUT, STDERR = 1, 2
+
+log = logging.getLogger(__name__)
 
 
 class SessionLost(CernvmError):
@@ -59,25 +70,70 @@ class Channel(Protocol):
         """Tear the pipe down (idempotent)."""
 
 
+KILL_TREE = r"""
+all=" $1 "
+pairs=
+for f in /proc/[0-9]*/stat; do
+    read -r line 2>/dev/null < "$f" || continue
+    set -- ${line##*) }
+    p=${f#/proc/}; p=${p%/stat}
+    pairs="$pairs $p:$2:$3:$4"
+done
+changed=1
+while [ -n "$changed" ]; do
+    changed=
+    for pair in $pairs; do
+        p=${pair%%:*}; rest=${pair#*:}
+        case "$all" in *" $p "*) continue ;; esac
+        for up in $(IFS=:; echo $rest); do
+            case "$all" in *" $up "*) all="$all$p "; changed=1; break ;; esac
+        done
+    done
+done
+kill -KILL $all 2>/dev/null
+true
+"""
+"""Kills process ``$1``, its descendants, and every process in a process group or session one of them leads
+(so a double-forked process, reparented away from the tree, dies too)."""
+
+REAP = r"""cvmfx_reap() {
+    cvmfx_s=$1
+    for cvmfx_f in /proc/[0-9]*/stat; do
+        read -r cvmfx_l 2>/dev/null < "$cvmfx_f" || continue
+        set -- ${cvmfx_l##*) }
+        [ "$4" = "$cvmfx_s" ] || continue
+        cvmfx_q=${cvmfx_f#/proc/}; cvmfx_q=${cvmfx_q%/stat}
+        for cvmfx_d in /proc/$cvmfx_q/fd/*; do
+            if [ "$cvmfx_d" -ef /proc/$$/fd/1 ] || [ "$cvmfx_d" -ef /proc/$$/fd/2 ]; then
+                kill -KILL "$cvmfx_q" 2>/dev/null; break
+            fi
+        done
+    done
+}
+"""
+"""Defined once in the session shell: kills what is left in session ``$1`` and still holds the session's output."""
+
+
 def kill_tree_command(pid: int) -> str:
-    """A shell command that kills ``pid`` and all its descendants (found through /proc)."""
-    return (
-        "tree() { echo $1; for c in $(grep -l \"^[0-9]* ([^)]*) [A-Za-z] $1 \" /proc/[0-9]*/stat 2>/dev/null"
-        " | cut -d/ -f3); do tree $c; done; }; "
-        f"kill -KILL $(tree {int(pid)}) 2>/dev/null; true"
-    )
+    """A shell command that kills ``pid``, its descendants and their sessions (found through /proc)."""
+    return f"sh -c {shlex.quote(KILL_TREE)} kill {int(pid)}"
 
 
-def script(command: str, nonce: str) -> str:
+def script(command: str, nonce: str, setsid: bool = True) -> str:
     """What the session shell is sent for one command: ``sh -c`` in a child, then both end markers.
 
     The command is one single-quoted word to the session shell (data, never
     parsed there); ``wait`` reports its exit status (128 + signal if a signal
-    ended it) and stays quiet about the signal (no ``Terminated`` line).
+    ended it) and stays quiet about the signal (no ``Terminated`` line). With
+    ``setsid`` the command leads a session of its own; whatever is left in that
+    session and still holds the session's stdout or stderr is killed once the
+    command returns (a job that redirected its output, ``nohup x >log 2>&1 &``,
+    keeps running, as it would after ``sh -c`` over SSH).
     """
+    reap = "kill -0 -$! 2>/dev/null && cvmfx_reap $!; " if setsid else ""
     return (
-        f"sh -c {shlex.quote(command)} </dev/null & wait $! 2>/dev/null; "
-        f"printf '\\n%s %d\\n' {nonce} $?; printf '\\n%s\\n' {nonce} >&2\n"
+        f"{'setsid ' if setsid else ''}sh -c {shlex.quote(command)} </dev/null & wait $! 2>/dev/null; s=$?; {reap}"
+        f"printf '\\n%s %d\\n' {nonce} $s; printf '\\n%s\\n' {nonce} >&2\n"
     )
 
 
@@ -88,7 +144,10 @@ class ShellSession:
         self.channel = channel
         self.alive = True
         nonce = secrets.token_hex(16)
-        handshake = f"printf '\\n%s' $$; printf '\\n%s %d\\n' {nonce} 0; printf '\\n%s\\n' {nonce} >&2\n"
+        handshake = (
+            f"{REAP}printf '\\n%s' $$; command -v setsid >/dev/null; "
+            f"printf '\\n%s %d\\n' {nonce} $?; printf '\\n%s\\n' {nonce} >&2\n"
+        )
         try:
             started = self._exchange("(session start)", handshake, nonce, connect_timeout)
         except CommandTimeout:
@@ -98,6 +157,8 @@ class ShellSession:
         """The shell's pid on the instance, so a stuck command's process tree can be killed."""
         self.preamble = (head + started.stderr_bytes).decode("utf-8", "replace")
         """What the shell's launcher printed before the shell took over (e.g. CernVM's /init banner)."""
+        self.setsid = started.exit_status == 0
+        """Whether each command gets a session of its own (``setsid`` exists on the instance)."""
 
     def close(self) -> None:
         self.alive = False
@@ -105,8 +166,21 @@ class ShellSession:
 
     def run(self, command: str, timeout: float | None) -> Result:
         """Run one command as ``sh -c`` would; raises CommandTimeout (the session is then dead) or SessionLost."""
+        self._drain(command)
         nonce = secrets.token_hex(16)
-        return self._exchange(command, script(command, nonce), nonce, timeout)
+        return self._exchange(command, script(command, nonce, self.setsid), nonce, timeout)
+
+    def _drain(self, command: str) -> None:
+        """Drop output that arrived after the previous command ended, so it cannot reach this one."""
+        while True:
+            try:
+                stream, chunk = self.channel.recv(0)
+            except TimeoutError:
+                return
+            if not chunk:
+                self.alive = False
+                raise SessionStale(f"the shell was gone before {command!r} could be sent")
+            log.warning("dropped %d stray byte(s) on %s between commands: %r", len(chunk), stream, chunk[:200])
 
     def _exchange(self, command: str, text: str, nonce: str, timeout: float | None) -> Result:
         """Send ``text`` and read both streams up to their ``nonce`` markers."""

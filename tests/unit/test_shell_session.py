@@ -222,3 +222,43 @@ def test_same_output_as_sh_c(session, command):
             expected.stdout,
             expected.stderr,
         )
+
+
+def test_background_jobs_holding_the_output_die_with_their_command(session):
+    """Jobs still writing to the command's output are killed when it returns, double-forked ones included."""
+    result = session.run("(sleep 1; echo late1) & (sh -c 'sleep 1; echo late2 >&2' &); echo early", timeout=10)
+    assert (result.stdout, result.stderr) == ("early\n", "")
+    time.sleep(1.5)
+    after = session.run("echo next", timeout=10)
+    assert (after.stdout, after.stderr) == ("next\n", "")
+
+
+def test_a_job_that_redirected_its_output_keeps_running(session, tmp_path):
+    done = tmp_path / f"done-{session.pid}"
+    session.run(f"nohup sh -c 'sleep 0.5; echo ok > {done}' >/dev/null 2>&1 &", timeout=10).check()
+    deadline = time.monotonic() + 10
+    while not done.exists():
+        assert time.monotonic() < deadline, "a job with its own output files was killed with its command"
+        time.sleep(0.05)
+
+
+def test_output_of_an_escaped_process_is_dropped_before_the_next_command(session):
+    """A process in a session of its own still holding the pipes: what it printed meanwhile is drained."""
+    session.run("setsid sh -c 'sleep 0.3; echo stray; echo stray >&2' &", timeout=10)
+    time.sleep(1)
+    after = session.run("echo next", timeout=10)
+    assert (after.stdout, after.stderr) == ("next\n", "")
+
+
+@pytest.mark.parametrize("shell", SHELLS, ids=lambda s: s[0])
+def test_timeout_kills_double_forked_processes(shell):
+    session = ShellSession(LocalChannel(shell))
+    marker = f"cvmfx-test-{os.getpid()}-{time.monotonic_ns()}"
+    with pytest.raises(CommandTimeout):
+        session.run(f"(sh -c 'sleep 300; : {marker}' &); sleep 301; : {marker}", timeout=0.5)
+    subprocess.run(["sh", "-c", kill_tree_command(session.pid)], check=True, timeout=10)
+    deadline = time.monotonic() + 5
+    while subprocess.run(["pgrep", "-f", marker], capture_output=True).returncode == 0:
+        assert time.monotonic() < deadline, "a double-forked process survived the timeout kill"
+        time.sleep(0.05)
+    session.close()
