@@ -9,7 +9,10 @@ with stdin get a channel of their own.
 from __future__ import annotations
 
 import logging
+import re
+import secrets
 import select
+import shlex
 import socket
 import threading
 import time
@@ -165,16 +168,23 @@ class SSHTransport(Transport):
 
     def _kill(self, session: ShellSession) -> None:
         """Stop a stuck command: kill its shell and every descendant, from a second channel."""
-        self.exec(kill_tree_command(session.pid), timeout=self.connect_timeout)
+        problem = self._kill_pid(session.pid)
+        if problem:
+            log.warning("%s: a timed-out command's processes may survive%s", self, problem)
 
     def exec(self, command: str, *, timeout: float | None = None, stdin: bytes | None = None) -> Result:
-        """Run a command on a channel of its own (the slow path: for stdin, and when the shell is stuck)."""
+        """Run a command on a channel of its own (the slow path: for stdin, and when the shell is stuck).
+
+        stdin is written from a thread, so a command that never reads it still ends at ``timeout``; a
+        command that runs past it is killed with its descendants and their sessions (from another channel).
+        """
+        tag = secrets.token_hex(8)
         chan = self._open_channel()
+        writer = None
         try:
-            chan.exec_command(command)
-            if stdin:
-                chan.sendall(stdin)
-            chan.shutdown_write()
+            chan.exec_command(f"printf 'cvmfx:{tag}:%d:' $$ >&2; exec sh -c {shlex.quote(command)}")
+            writer = threading.Thread(target=_feed, args=(chan, stdin), name=f"stdin {self}", daemon=True)
+            writer.start()
             out, err = bytearray(), bytearray()
             reader = _ParamikoChannel(chan)
             deadline = None if timeout is None else time.monotonic() + timeout
@@ -182,7 +192,9 @@ class SSHTransport(Transport):
             while open_streams:
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
-                    raise CommandTimeout(f"{self}: command {command!r} still running after {timeout} s; stopped it")
+                    pid = _announced_pid(err, tag)
+                    problem = self._kill_pid(pid) if pid else "; its pid was not known, so it may still run"
+                    raise CommandTimeout(f"{self}: command {command!r} still running after {timeout} s; stopped it{problem}")
                 try:
                     stream, chunk = reader.recv(left)
                 except TimeoutError:
@@ -191,9 +203,36 @@ class SSHTransport(Transport):
                     open_streams.clear()
                     continue
                 (out if stream == STDOUT else err).extend(chunk)
-            return Result(command, chan.recv_exit_status(), bytes(out), bytes(err))
+            prefix = re.match(rb"cvmfx:" + tag.encode() + rb":\d+:", err)
+            return Result(command, chan.recv_exit_status(), bytes(out), bytes(err[prefix.end() if prefix else 0 :]))
         finally:
             chan.close()
+            if writer is not None:
+                writer.join(timeout=5)
+
+    def _kill_pid(self, pid: int) -> str:
+        """Kill a command run by :meth:`exec` and everything it started; '' or why that failed."""
+        try:
+            result = self.exec(kill_tree_command(pid), timeout=self.connect_timeout)
+        except Exception as e:  # noqa: BLE001 - only for the message
+            return f" (could not kill it: {e})"
+        return "" if result.succeeded else f" (could not kill it: exit {result.exit_status}: {result.stderr[-300:]})"
+
+
+def _announced_pid(err: bytes | bytearray, tag: str) -> int | None:
+    """The pid :meth:`SSHTransport.exec`'s prefix printed at the start of stderr, if it came."""
+    match = re.match(rb"cvmfx:" + tag.encode() + rb":(\d+):", err)
+    return int(match.group(1)) if match else None
+
+
+def _feed(chan: paramiko.Channel, data: bytes | None) -> None:
+    """Write a command's stdin, then end it (runs in a thread of its own: the command may never read it)."""
+    try:
+        if data:
+            chan.sendall(data)
+        chan.shutdown_write()
+    except (OSError, EOFError, paramiko.SSHException):
+        pass  # the command exited or was killed before reading everything
 
 
 class _ParamikoChannel:
