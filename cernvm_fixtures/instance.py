@@ -25,6 +25,7 @@ from .providers import get as get_provider
 from .providers.base import Machine
 from .run import Keep, Run
 from .transport.base import Result, Transport
+from .transport.ssh import SSHTransport
 
 if TYPE_CHECKING:
     import testinfra.host
@@ -80,7 +81,16 @@ class Instance:
 
     @cached_property
     def transport(self) -> Transport:
-        return self.machine.transport()
+        transport = self.machine.transport()
+        if self.target.host_key == "trust-first" and isinstance(transport, SSHTransport):
+            transport.trust_first = True
+        return transport
+
+    @property
+    def host_key_trust(self) -> str | None:
+        """How the SSH host key was accepted, for reports: 'verified', 'trusted on first use', or None (no SSH yet)."""
+        verified = getattr(self.__dict__.get("transport"), "verified", None)
+        return None if verified is None else "verified" if verified else "trusted on first use"
 
     def run(
         self, command: str, *, timeout: float | Default | None = TIMEOUT, stdin: bytes | str | None = None

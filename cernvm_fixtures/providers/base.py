@@ -27,7 +27,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-KEYS_BLOCK = re.compile(r"-----BEGIN SSH HOST KEY KEYS-----\r?\n(.*?)-----END SSH HOST KEY KEYS-----", re.S)
+KEYS_BLOCK = re.compile(
+    r"^-----BEGIN SSH HOST KEY KEYS-----\r?\n(.*?)^-----END SSH HOST KEY KEYS-----\r?$", re.S | re.M
+)
 """The block of host public keys cloud-init (and the test appliance) print on the console."""
 ANSI = re.compile(r"\x1b(\[[0-9;?]*[A-Za-z]|c)")
 
@@ -115,11 +117,15 @@ class Machine(ABC):
         return ""
 
     def host_keys(self) -> list[str] | None:
-        """The host keys from the last ``SSH HOST KEY KEYS`` block on the console, None if none was printed."""
-        blocks = KEYS_BLOCK.findall(self.console_log())
-        if not blocks:
+        """The host keys from the first ``SSH HOST KEY KEYS`` block on the console, None if none was printed.
+
+        The first: anything printed later (a process writing to the console) cannot replace the keys the
+        image announced at boot; the markers must start their lines.
+        """
+        block = KEYS_BLOCK.search(self.console_log())
+        if block is None:
             return None
-        return [line.strip() for line in blocks[-1].splitlines() if line.strip()]
+        return [line.strip() for line in block.group(1).splitlines() if line.strip()]
 
     def make_shared_folders(self, directory: Path) -> None:
         """Host side of the target's shared folders: its directories, or fresh ones under ``directory``."""

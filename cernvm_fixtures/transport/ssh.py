@@ -21,7 +21,7 @@ from pathlib import Path
 
 import paramiko
 
-from ..errors import CommandTimeout, PermanentError
+from ..errors import CernvmError, CommandTimeout, PermanentError
 from .base import Result, Transport
 from .shell import STDERR, STDOUT, SessionPool, ShellSession, kill_tree_command
 
@@ -33,6 +33,10 @@ HostKeys = Callable[[], "list[str] | None"]
 
 class HostKeyMismatch(PermanentError):
     """The server presented a key the instance did not announce: refuse to talk to it."""
+
+
+class HostKeyUnknown(CernvmError):
+    """The instance has not announced its host keys yet: nothing to check the server's key against (retried)."""
 
 
 class SSHTransport(Transport):
@@ -48,6 +52,7 @@ class SSHTransport(Transport):
         *,
         connect_timeout: float = 10.0,
         sock_factory: Callable[[], socket.socket] | None = None,
+        trust_first: bool = False,
     ) -> None:
         self.host, self.port, self.user = host, port, user
         self.key_file = key_file
@@ -56,8 +61,10 @@ class SSHTransport(Transport):
         self._sock_factory = sock_factory
         self._client: paramiko.Transport | None = None
         self._lock = threading.Lock()
+        self.trust_first = trust_first
+        """Accept the first key offered when the instance announced none (target key ``host_key = "trust-first"``)."""
         self.verified: bool | None = None
-        """True: host key matched what the instance announced; False: trusted on first use."""
+        """True: host key matched what the instance announced; False: trusted on first use (only with trust_first)."""
         self._pinned: str | None = None
         self._sessions = SessionPool(self._new_session, self._kill)
         self.boot_id: str | None = None
@@ -116,22 +123,38 @@ class SSHTransport(Transport):
             chan.close()
 
     def _verify(self, key: paramiko.PKey) -> None:
+        """Accept only a key the instance announced (or, with ``trust_first``, the first one offered), then pin it."""
         offered = f"{key.get_name()} {key.get_base64()}"
+        if self._pinned is not None:
+            if offered != self._pinned:
+                raise HostKeyMismatch(
+                    f"{self}: server offered host key {key.fingerprint}, not the key pinned at the first login"
+                    " (a reconnect must present the same key for the instance's lifetime)"
+                )
+            return
         announced = self._host_keys()
         if announced is None:
-            if self.verified is None:
-                log.warning("%s: no host keys announced on the console; trusting %s on first use", self, key.fingerprint)
+            if not self.trust_first:
+                raise HostKeyUnknown(
+                    f"{self}: the instance has not printed its host keys on the console yet"
+                    " (-----BEGIN SSH HOST KEY KEYS-----); not trusting the key offered"
+                    " (set host_key = \"trust-first\" on the target for images that never print them)"
+                )
+            log.warning("%s: host key %s trusted on first use (host_key = \"trust-first\")", self, key.fingerprint)
             self.verified = False
-            self._pinned = self._pinned or offered
-            if offered != self._pinned:
-                raise HostKeyMismatch(f"{self}: host key changed within the run ({key.fingerprint})")
-            return
-        if not any(" ".join(k.split()[:2]) == offered for k in announced):
+        elif any(" ".join(k.split()[:2]) == offered for k in announced):
+            self.verified = True
+        else:
             raise HostKeyMismatch(
                 f"{self}: server offered host key {key.fingerprint}, "
                 f"which is not among the {len(announced)} key(s) the instance announced on its console"
             )
-        self.verified = True
+        self._pinned = offered
+
+    @property
+    def pinned_key(self) -> str | None:
+        """The host key (``type base64``) every connection to this instance must present, once one was accepted."""
+        return self._pinned
 
     def _drop(self) -> None:
         self._sessions.clear()
