@@ -156,7 +156,8 @@ class Instance:
 
     @property
     def login_command(self) -> str:
-        return self.machine.login_command()
+        """What a person types to get a shell (display form; the ledger keeps the argv)."""
+        return str(self.machine.login_command())
 
     def wait_ready(self) -> Instance:
         """Walk the readiness steps; raise ReadinessError naming the first one that misses its deadline."""

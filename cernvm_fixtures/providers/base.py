@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict
 
 from ..errors import ProviderError
 from ..ledger import Resource
+from ..transport.base import Login
 
 if TYPE_CHECKING:
     from ..config import Target
@@ -109,8 +110,8 @@ class Machine(ABC):
         """The transport that reaches this machine (not yet connected)."""
 
     @abstractmethod
-    def login_command(self) -> str:
-        """What a person types to get a shell on the machine."""
+    def login_command(self) -> Login:
+        """How a person gets a shell on the machine: argv and environment (``str()`` shows it as a command)."""
 
     def console_log(self) -> str:
         """The serial console (or closest equivalent) so far; empty if the platform has none."""
@@ -153,6 +154,6 @@ class Machine(ABC):
         login = self.login_command()
         for resource in self.resources:
             resource.kept = True
-            resource.data["login"] = login
+            resource.data.update(login.as_data() if isinstance(login, Login) else {"login": login})
             resource.expires = time.time() + 24 * 3600
             self.provider.run.ledger.update(resource)

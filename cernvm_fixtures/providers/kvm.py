@@ -35,7 +35,8 @@ from ..context.nocloud import write_seed
 from ..dirs import cache_dir
 from ..errors import ConfigError, PermanentError, ProviderError
 from ..ledger import Resource
-from ..transport.ssh import SSHTransport
+from ..transport.base import Login
+from ..transport.ssh import SSHTransport, ssh_login
 from .base import Machine, Provider, ProviderOptions, console_text
 
 log = logging.getLogger(__name__)
@@ -462,13 +463,6 @@ class KvmMachine(Machine):
             return ""
         return console_text(raw.decode("utf-8", "replace"))
 
-    def login_command(self) -> str:
+    def login_command(self) -> Login:
         host, port = ("127.0.0.1", self.ssh_port) if self.options.network == "user" else (f"<{self.name} address>", 22)
-        known = self.directory / "known_hosts"
-        keys = self.host_keys()
-        if keys:
-            known.write_text("".join(f"[{host}]:{port} {' '.join(k.split()[:2])}\n" for k in keys))
-            check = f"-o UserKnownHostsFile={known}"
-        else:
-            check = "-o StrictHostKeyChecking=accept-new"
-        return f"ssh -i {self.provider.run.key_file} -p {port} {check} -o IdentitiesOnly=yes {self.options.user}@{host}"
+        return ssh_login(self.options.user, host, port, self.provider.run.key_file, self.host_keys() or [], self.directory)

@@ -16,13 +16,13 @@ import shlex
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import paramiko
 
 from ..errors import CernvmError, CommandTimeout, PermanentError
-from .base import Result, Transport
+from .base import Login, Result, Transport
 from .shell import STDERR, STDOUT, SessionPool, ShellSession, kill_tree_command
 
 log = logging.getLogger(__name__)
@@ -256,6 +256,50 @@ def _feed(chan: paramiko.Channel, data: bytes | None) -> None:
         chan.shutdown_write()
     except (OSError, EOFError, paramiko.SSHException):
         pass  # the command exited or was killed before reading everything
+
+
+def ssh_login(
+    user: str,
+    host: str,
+    port: int,
+    key_file: Path,
+    host_keys: Sequence[str],
+    directory: Path,
+    *,
+    jump_host: str | None = None,
+    jump_key: Path | None = None,
+    jump_known_hosts: Path | None = None,
+) -> Login:
+    """The ``ssh`` a person runs to log in: key auth, and only the host keys given (``StrictHostKeyChecking=yes``).
+
+    Writes ``directory/known_hosts`` with ``host_keys`` (``type base64 [comment]``, as the instance announced
+    them; none: ssh refuses, nothing is trusted silently). A jump host (``[user@]host[:port]``) goes to ``-J``;
+    its key and known_hosts, if given, to ``directory/ssh_config`` (``-F``): no ProxyCommand, no shell.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    known = directory / "known_hosts"
+    shown = host if port == 22 else f"[{host}]:{port}"
+    known.write_text("".join(f"{shown} {' '.join(k.split()[:2])}\n" for k in host_keys))
+    argv = ["ssh"]
+    if jump_host:
+        if jump_host.startswith("-") or any(c.isspace() or c == "," for c in jump_host):
+            raise ValueError(f"jump host {jump_host!r}: expected [user@]host[:port]")
+        if jump_key or jump_known_hosts:
+            config = directory / "ssh_config"
+            address = jump_host.rpartition("@")[2]
+            lines = [f"Host {address.rsplit(':', 1)[0] if address.count(':') == 1 else address}"]
+            if jump_key:
+                lines += [f'  IdentityFile "{jump_key}"', "  IdentitiesOnly yes"]
+            if jump_known_hosts:
+                lines += [f'  UserKnownHostsFile "{jump_known_hosts}"', "  StrictHostKeyChecking yes"]
+            config.write_text("\n".join(lines) + "\n")
+            argv += ["-F", str(config)]
+        argv += ["-J", jump_host]
+    argv += ["-i", str(key_file), "-o", "IdentitiesOnly=yes", "-o", f'UserKnownHostsFile="{known}"']
+    argv += ["-o", "StrictHostKeyChecking=yes"]
+    if port != 22:
+        argv += ["-p", str(port)]
+    return Login([*argv, f"{user}@{host}"])
 
 
 class _ParamikoChannel:
