@@ -96,22 +96,22 @@ true
 """Kills process ``$1``, its descendants, and every process in a process group or session one of them leads
 (so a double-forked process, reparented away from the tree, dies too)."""
 
-REAP = r"""cvmfx_reap() {
-    cvmfx_s=$1
-    for cvmfx_f in /proc/[0-9]*/stat; do
-        read -r cvmfx_l 2>/dev/null < "$cvmfx_f" || continue
-        set -- ${cvmfx_l##*) }
-        [ "$4" = "$cvmfx_s" ] || continue
-        cvmfx_q=${cvmfx_f#/proc/}; cvmfx_q=${cvmfx_q%/stat}
+REAP = r"""cvmfx_holders() {
+    for cvmfx_q in $(awk -v s="$1" '{ p = $1; sub(/.*\) /, ""); if ($4 == s) print p }' /proc/[0-9]*/stat 2>/dev/null)
+    do
         for cvmfx_d in /proc/$cvmfx_q/fd/*; do
-            if [ "$cvmfx_d" -ef /proc/$$/fd/1 ] || [ "$cvmfx_d" -ef /proc/$$/fd/2 ]; then
-                kill -KILL "$cvmfx_q" 2>/dev/null; break
-            fi
+            if [ "$cvmfx_d" -ef /proc/$$/fd/1 ] || [ "$cvmfx_d" -ef /proc/$$/fd/2 ]; then echo "$cvmfx_q"; break; fi
         done
     done
 }
+cvmfx_reap() {
+    [ -n "$(cvmfx_holders "$1")" ] || return 0
+    sleep 0.1
+    kill -KILL $(cvmfx_holders "$1") 2>/dev/null
+}
 """
-"""Defined once in the session shell: kills what is left in session ``$1`` and still holds the session's output."""
+"""Defined once in the session shell: kills what is left in session ``$1`` and still holds the session's output
+a moment (0.1 s) after the command returned (a job just starting, ``nohup x >log &``, is given time to redirect)."""
 
 
 def kill_tree_command(pid: int) -> str:
@@ -126,9 +126,9 @@ def script(command: str, nonce: str, setsid: bool = True) -> str:
     parsed there); ``wait`` reports its exit status (128 + signal if a signal
     ended it) and stays quiet about the signal (no ``Terminated`` line). With
     ``setsid`` the command leads a session of its own; whatever is left in that
-    session and still holds the session's stdout or stderr is killed once the
-    command returns (a job that redirected its output, ``nohup x >log 2>&1 &``,
-    keeps running, as it would after ``sh -c`` over SSH).
+    session and still holds the session's stdout or stderr 0.1 s after the
+    command returned is killed (a job that redirected its output,
+    ``nohup x >log 2>&1 &``, keeps running, as it would after ``sh -c`` over SSH).
     """
     reap = "kill -0 -$! 2>/dev/null && cvmfx_reap $!; " if setsid else ""
     return (
