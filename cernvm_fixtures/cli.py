@@ -80,7 +80,9 @@ def cmd_login(args: argparse.Namespace) -> int:
         if "login_argv" in r.data:
             Login.from_data(r.data).exec()
         if "login" in r.data:
-            raise CernvmError(f"{args.name}: recorded by an older version as text only; run it yourself: {r.data['login']}")
+            raise CernvmError(
+                f"{args.name}: recorded by an older version as text only; run it yourself: {r.data['login']}"
+            )
     raise CernvmError(f"{args.name}: no login command recorded (only kept instances have one)")
 
 

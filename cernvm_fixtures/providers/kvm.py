@@ -465,4 +465,5 @@ class KvmMachine(Machine):
 
     def login_command(self) -> Login:
         host, port = ("127.0.0.1", self.ssh_port) if self.options.network == "user" else (f"<{self.name} address>", 22)
-        return ssh_login(self.options.user, host, port, self.provider.run.key_file, self.host_keys() or [], self.directory)
+        key_file = self.provider.run.key_file
+        return ssh_login(self.options.user, host, port, key_file, self.host_keys() or [], self.directory)

@@ -217,7 +217,9 @@ class SSHTransport(Transport):
                 if left is not None and left <= 0:
                     pid = _announced_pid(err, tag)
                     problem = self._kill_pid(pid) if pid else "; its pid was not known, so it may still run"
-                    raise CommandTimeout(f"{self}: command {command!r} still running after {timeout} s; stopped it{problem}")
+                    raise CommandTimeout(
+                        f"{self}: command {command!r} still running after {timeout} s; stopped it{problem}"
+                    )
                 try:
                     stream, chunk = reader.recv(left)
                 except TimeoutError:
