@@ -15,7 +15,7 @@ Prints a table, then ``speedup: N.N`` (the handle against testinfra's best
 backend for ``true``, the smallest over targets) and, last, ``overhead_ms: N``
 (the largest per-command overhead of the handle above the in-guest cost).
 
-    .venv/bin/python benchmarks/exec_latency.py [--repeat 40] [--targets kvm,docker]
+    .venv/bin/python benchmarks/exec_latency.py [--repeat 40] [--targets kvm,docker] [--config cernvm.toml]
 """
 
 from __future__ import annotations
@@ -92,9 +92,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=40)
     parser.add_argument("--targets", default=",".join(t for t in PEERS if t in providers.names()))
+    parser.add_argument("--config", type=Path, help="a cernvm.toml (e.g. longer deadlines on a busy host)")
     args = parser.parse_args()
     warnings.filterwarnings("ignore", message="Unknown .* host key")  # testinfra's paramiko ignores known_hosts
-    defaults = config.load(None, None)
+    defaults = config.load(args.config, None)
     rows: list[tuple[str, str, str, float]] = []
     speedups: list[tuple[float, str]] = []
     overheads: list[tuple[float, str]] = []
