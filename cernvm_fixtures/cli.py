@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -17,6 +15,7 @@ from .instance import launch
 from .ledger import Ledger, Resource, all_ledgers
 from .providers import get as get_provider
 from .run import Keep, Run
+from .transport.base import Login
 
 
 def _config(args: argparse.Namespace) -> configuration.Config:
@@ -78,9 +77,12 @@ def _named(name: str) -> list[tuple[Ledger, Resource]]:
 
 def cmd_login(args: argparse.Namespace) -> int:
     for _, r in _named(args.name):
+        if "login_argv" in r.data:
+            Login.from_data(r.data).exec()
         if "login" in r.data:
-            command = shlex.split(r.data["login"])
-            os.execvp(command[0], command)
+            raise CernvmError(
+                f"{args.name}: recorded by an older version as text only; run it yourself: {r.data['login']}"
+            )
     raise CernvmError(f"{args.name}: no login command recorded (only kept instances have one)")
 
 

@@ -21,7 +21,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -53,6 +53,11 @@ class TargetKeys(BaseModel):
     enabled: bool = True
     shared_folders: dict[str, str] = {}
     deadlines: Deadlines = Deadlines()
+    command_timeout: float | None = Field(120, gt=0)
+    """Seconds a command may run when the caller gives no timeout (``Instance.run``, testinfra); none: no limit."""
+    host_key: Literal["console", "trust-first"] = "console"
+    """How the SSH host key is checked: against the key block the instance prints on its console, or trusted on
+    first use (then pinned, and reported), for images that print no such block."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +72,8 @@ class Target:
     enabled: bool = True
     shared_folders: Mapping[str, str] = field(default_factory=dict)
     deadlines: Deadlines = field(default_factory=Deadlines)
+    command_timeout: float | None = 120
+    host_key: str = "console"
     origin: str = "built-in defaults"
 
     def with_overrides(self, image: str | None = None, profile: str | None = None) -> Target:
@@ -172,6 +179,8 @@ def parse_target(name: str, raw: Mapping[str, Any], origin: str) -> Target:
         enabled=keys.enabled,
         shared_folders=keys.shared_folders,
         deadlines=keys.deadlines,
+        command_timeout=keys.command_timeout,
+        host_key=keys.host_key,
         origin=origin,
     )
 

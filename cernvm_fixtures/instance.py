@@ -23,7 +23,8 @@ from .profile import Profile
 from .providers import get as get_provider
 from .providers.base import Machine
 from .run import Keep, Run
-from .transport.base import Result, Transport
+from .transport.base import TIMEOUT, Default, Result, Transport
+from .transport.ssh import SSHTransport
 
 if TYPE_CHECKING:
     import testinfra.host
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CONSOLE_TAIL = 40
+
 
 
 class Instance:
@@ -70,12 +72,28 @@ class Instance:
 
     @cached_property
     def transport(self) -> Transport:
-        return self.machine.transport()
+        transport = self.machine.transport()
+        if self.target.host_key == "trust-first" and isinstance(transport, SSHTransport):
+            transport.trust_first = True
+        return transport
 
-    def run(self, command: str, *, timeout: float | None = 120, stdin: bytes | str | None = None) -> Result:
-        """Run a shell command; exit status, stdout and stderr come back separately."""
+    @property
+    def host_key_trust(self) -> str | None:
+        """How the SSH host key was accepted, for reports: 'verified', 'trusted on first use', or None (no SSH yet)."""
+        verified = getattr(self.__dict__.get("transport"), "verified", None)
+        return None if verified is None else "verified" if verified else "trusted on first use"
+
+    def run(
+        self, command: str, *, timeout: float | Default | None = TIMEOUT, stdin: bytes | str | None = None
+    ) -> Result:
+        """Run a shell command as ``sh -c`` would; exit status, stdout and stderr come back separately.
+
+        ``timeout``: seconds (None: no limit), by default the target's ``command_timeout``.
+        """
         if isinstance(stdin, str):
             stdin = stdin.encode()
+        if timeout is TIMEOUT:
+            timeout = self.target.command_timeout
         return self.transport.run(command, timeout=timeout, stdin=stdin)
 
     def put(self, data: bytes | str | Path, remote: str, mode: int | None = None) -> None:
@@ -129,7 +147,8 @@ class Instance:
 
     @property
     def login_command(self) -> str:
-        return self.machine.login_command()
+        """What a person types to get a shell (display form; the ledger keeps the argv)."""
+        return str(self.machine.login_command())
 
     def wait_ready(self) -> Instance:
         """Walk the readiness steps; raise ReadinessError naming the first one that misses its deadline."""

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Any
 import testinfra.host
 from testinfra.backend.base import BaseBackend, CommandResult
 
+from .transport.base import TIMEOUT, Default
+
 if TYPE_CHECKING:
     from .instance import Instance
 
@@ -23,9 +25,12 @@ class InstanceBackend(BaseBackend):
     def get_encoding(self) -> str:
         return "utf-8"
 
-    def run(self, command: str, *args: str, **kwargs: Any) -> CommandResult:
+    def run(
+        self, command: str, *args: str, timeout: float | Default | None = TIMEOUT, stdin: bytes | str | None = None
+    ) -> CommandResult:
+        """``host.run(cmd, *args, timeout=..., stdin=...)``: the target's command_timeout unless given."""
         command = self.get_command(command, *args)
-        result = self.instance.run(command)
+        result = self.instance.run(command, timeout=timeout, stdin=stdin)
         return self.result(result.exit_status, self.encode(command), result.stdout_bytes, result.stderr_bytes)
 
 

@@ -40,8 +40,10 @@ from pydantic import Field, field_validator
 
 from ..errors import ConfigError, PermanentError, ProviderError
 from ..ledger import DEFAULT_LIFETIME, Owner, Resource
+from ..transport.base import Login
 from ..transport.ssh import SSHTransport
-from .base import Machine, Provider, ProviderOptions, console_text
+from .base import Machine, Provider, ProviderOptions, console_text, remote_login
+from .kit import JUMP
 
 if TYPE_CHECKING:
     from ..context import Context
@@ -89,7 +91,6 @@ CHUNK = 4 * 1024 * 1024
 """Largest page range one Put Page call may write."""
 BUSY_TIMEOUT = 600.0
 """How long teardown retries a delete Azure refuses because something still uses the resource."""
-JUMP = re.compile(r"^(?:(?P<user>[^@\s]+)@)?(?P<host>\[[0-9A-Fa-f:.]+\]|[^\s:@\[\]]+)(?::(?P<port>\d{1,5}))?$")
 IMAGE_ID = re.compile(r"^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.Compute/"
                       r"(images|galleries/[^/]+/images/[^/]+(/versions/[^/]+)?)(/[^/]+)?$", re.I)
 
@@ -789,27 +790,9 @@ class AzureMachine(Machine):
             log.debug("%s: no serial log: %s", self.name, type(e).__name__)
         return self._console
 
-    def login_command(self) -> str:
-        if self._endpoint is not None:
-            host, port = self._endpoint
-        else:
-            try:
-                host, port = self.platform_address(), 22
-            except Exception:  # noqa: BLE001 - a login hint must not fail
-                host, port = f"<{self.name} address>", 22
-        keys = self.host_keys() if self.poller is not None else None
-        if keys:
-            known = self.provider.run.machine_dir(self.name) / "known_hosts"
-            known.parent.mkdir(parents=True, exist_ok=True)
-            shown = host if port == 22 else f"[{host}]:{port}"
-            known.write_text("".join(f"{shown} {' '.join(k.split()[:2])}\n" for k in keys))
-            check = f"-o UserKnownHostsFile={known}"
-        else:
-            check = "-o StrictHostKeyChecking=accept-new"
-        jump = f" -J {self.options.jump_host}" if self.options.jump_host else ""
-        port_flag = f" -p {port}" if port != 22 else ""
-        return (f"ssh -i {self.provider.run.key_file}{port_flag} {check}{jump} -o IdentitiesOnly=yes "
-                f"{self.options.user}@{host}")
+    def login_command(self) -> Login:
+        return remote_login(self, lambda: self._endpoint or (self.platform_address(), 22), self.options,
+                            self.poller is not None)
 
     def destroy(self) -> None:
         """Destroy in dependency order (VM first, resource group last), whatever order things were recorded in."""

@@ -13,12 +13,14 @@ import socket
 import time
 from abc import ABC, abstractmethod
 from pathlib import Path
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
 from ..errors import ProviderError
 from ..ledger import Resource
+from ..transport.base import Login
 
 if TYPE_CHECKING:
     from ..config import Target
@@ -28,7 +30,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-KEYS_BLOCK = re.compile(r"-----BEGIN SSH HOST KEY KEYS-----\r?\n(.*?)-----END SSH HOST KEY KEYS-----", re.S)
+KEYS_BLOCK = re.compile(
+    r"^-----BEGIN SSH HOST KEY KEYS-----\r?\n(.*?)^-----END SSH HOST KEY KEYS-----\r?$", re.S | re.M
+)
 """The block of host public keys cloud-init (and the test appliance) print on the console."""
 ANSI = re.compile(r"\x1b(\[[0-9;?]*[A-Za-z]|c)")
 
@@ -146,19 +150,23 @@ class Machine(ABC):
         """The transport that reaches this machine (not yet connected)."""
 
     @abstractmethod
-    def login_command(self) -> str:
-        """What a person types to get a shell on the machine."""
+    def login_command(self) -> Login:
+        """How a person gets a shell on the machine: argv and environment (``str()`` shows it as a command)."""
 
     def console_log(self) -> str:
         """The serial console (or closest equivalent) so far; empty if the platform has none."""
         return ""
 
     def host_keys(self) -> list[str] | None:
-        """The host keys from the last ``SSH HOST KEY KEYS`` block on the console, None if none was printed."""
-        blocks = KEYS_BLOCK.findall(self.console_log())
-        if not blocks:
+        """The host keys from the first ``SSH HOST KEY KEYS`` block on the console, None if none was printed.
+
+        The first: anything printed later (a process writing to the console) cannot replace the keys the
+        image announced at boot; the markers must start their lines.
+        """
+        block = KEYS_BLOCK.search(self.console_log())
+        if block is None:
             return None
-        return [line.strip() for line in blocks[-1].splitlines() if line.strip()]
+        return [line.strip() for line in block.group(1).splitlines() if line.strip()]
 
     def make_shared_folders(self, directory: Path) -> None:
         """Host side of the target's shared folders: its directories, or fresh ones under ``directory``."""
@@ -188,6 +196,31 @@ class Machine(ABC):
         login = self.login_command()
         for resource in self.resources:
             resource.kept = True
-            resource.data["login"] = login
+            resource.data.update(login.as_data() if isinstance(login, Login) else {"login": login})
             resource.expires = time.time() + 24 * 3600
             self.provider.run.ledger.update(resource)
+
+
+def remote_login(machine: Machine, address: Callable[[], tuple[str, int]], options: Any, announced: bool) -> Login:
+    """The ``ssh`` command for a cloud machine: its address (or a placeholder while it has none), the host keys
+    it announced (``announced``: it exists, so its console counts) and the target's jump host keys."""
+    from ..transport.ssh import ssh_login
+    from .kit import parse_jump
+
+    try:
+        host, port = address()
+    except Exception:  # noqa: BLE001 - a login hint must not fail
+        host, port = f"<{machine.name} address>", 22
+    jump = None
+    if getattr(options, "jump_host", None):
+        user, jhost, jport = parse_jump(options.jump_host)
+        jump = f"{user or options.user}@{jhost}:{jport}"
+    jump_key, jump_known = getattr(options, "jump_key", None), getattr(options, "jump_known_hosts", None)
+    return ssh_login(
+        options.user, host, port, machine.provider.run.key_file,
+        (machine.host_keys() if announced else None) or [],
+        machine.provider.run.machine_dir(machine.name),
+        jump_host=jump,
+        jump_key=Path(jump_key).expanduser() if jump_key else None,
+        jump_known_hosts=Path(jump_known).expanduser() if jump_known else None,
+    )

@@ -57,6 +57,7 @@ from ..dirs import state_dir
 from ..errors import ConfigError, PermanentError, ProviderError
 from ..images import appliance_variant
 from ..ledger import Resource
+from ..transport.base import Login
 from ..transport.docker import DockerTransport
 from .base import Machine, Provider, ProviderOptions
 from .kit import FIELD_PREFIX, ClientCache, decode_fields, encode_fields, field, machine_directory, remove_machine_directory
@@ -728,9 +729,9 @@ class DockerMachine(Machine):
             self._transport = DockerTransport(connect(self.options.url).api, self.name)
         return self._transport
 
-    def login_command(self) -> str:
-        prefix = f"DOCKER_HOST={self.options.url} " if self.options.url else ""
-        return f"{prefix}docker exec -it {self.name} /init"
+    def login_command(self) -> Login:
+        env = {"DOCKER_HOST": self.options.url} if self.options.url else {}
+        return Login(["docker", "exec", "-it", self.name, "/init"], env)
 
     def console_log(self) -> str:
         """The main process's output (/init's own lines), then what /init printed before recent commands."""

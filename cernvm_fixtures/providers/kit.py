@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import re
 import shutil
 import threading
 import time
@@ -317,3 +318,17 @@ def owned_directory(path: str | Path, run: str, name: str) -> bool:
     parts = Path(path).parts
     ours = len(parts) > 4 and parts[-4:] == ("runs", run, "machines", name) and ".." not in parts
     return ours and plain(run) and plain(name)
+
+
+# --- jump hosts ------------------------------------------------------------------------------------
+
+JUMP = re.compile(r"^(?:(?P<user>[^@\s]+)@)?(?P<host>\[[0-9A-Fa-f:.]+\]|[^\s:@\[\]]+)(?::(?P<port>\d{1,5}))?$")
+"""A ``jump_host`` value: ``[user@]host[:port]`` (IPv6 in brackets)."""
+
+
+def parse_jump(value: str) -> tuple[str | None, str, int]:
+    """(user, host, port) of a ``jump_host`` value (validated by the options)."""
+    match = JUMP.match(value)
+    if match is None:
+        raise ValueError(f"jump host {value!r}: expected [user@]host[:port]")
+    return match["user"], match["host"].strip("[]"), int(match["port"] or 22)

@@ -33,7 +33,8 @@ from ..dirs import cache_dir, state_dir
 from ..images import appliance_variant
 from ..errors import ConfigError, PermanentError, ProviderError
 from ..ledger import Resource
-from ..transport.ssh import SSHTransport
+from ..transport.base import Login
+from ..transport.ssh import SSHTransport, ssh_login
 from .base import Machine, Provider, ProviderOptions, console_text
 from .kit import ClientCache, decode_fields, encode_fields, interruptible, machine_directory, remove_machine_directory
 from .kit import wait_until
@@ -529,13 +530,7 @@ class KvmMachine(Machine):
         except libvirt.libvirtError as e:
             log.warning("%s: could not mark the domain kept in its metadata: %s", self.name, e.get_error_message())
 
-    def login_command(self) -> str:
+    def login_command(self) -> Login:
         host, port = ("127.0.0.1", self.ssh_port) if self.options.network == "user" else (f"<{self.name} address>", 22)
-        known = self.directory / "known_hosts"
-        keys = self.host_keys()
-        if keys:
-            known.write_text("".join(f"[{host}]:{port} {' '.join(k.split()[:2])}\n" for k in keys))
-            check = f"-o UserKnownHostsFile={known}"
-        else:
-            check = "-o StrictHostKeyChecking=accept-new"
-        return f"ssh -i {self.provider.run.key_file} -p {port} {check} -o IdentitiesOnly=yes {self.options.user}@{host}"
+        key_file = self.provider.run.key_file
+        return ssh_login(self.options.user, host, port, key_file, self.host_keys() or [], self.directory)

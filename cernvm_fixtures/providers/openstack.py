@@ -43,9 +43,11 @@ from pydantic import Field, field_validator, model_validator
 from ..config import APPLIANCE
 from ..errors import ConfigError, PermanentError, ProviderError
 from ..ledger import DEFAULT_LIFETIME, Owner, Resource
+from ..transport.base import Login
 from ..transport.ssh import SSHTransport
-from .base import Machine, Provider, ProviderOptions, console_text
-from .ec2 import JUMP, Ec2Machine, parse_jump
+from .base import Machine, Provider, ProviderOptions, console_text, remote_login
+from .ec2 import Ec2Machine
+from .kit import JUMP, parse_jump
 
 if TYPE_CHECKING:
     from ..config import Target
@@ -680,31 +682,9 @@ class OpenStackMachine(Machine):
             self._console = text
         return self._console
 
-    def login_command(self) -> str:
-        if self._endpoint is not None:
-            host, port = self._endpoint
-        else:
-            try:
-                host, port = self.platform_address(), 22
-            except Exception:  # noqa: BLE001 - a login hint must not fail
-                host, port = f"<{self.name} address>", 22
-        keys = self.host_keys() if self.server_id else None
-        if keys:
-            known = self.provider.run.machine_dir(self.name) / "known_hosts"
-            known.parent.mkdir(parents=True, exist_ok=True)
-            shown = host if port == 22 else f"[{host}]:{port}"
-            known.write_text("".join(f"{shown} {' '.join(k.split()[:2])}\n" for k in keys))
-            check = f"-o UserKnownHostsFile={known}"
-        else:
-            check = "-o StrictHostKeyChecking=accept-new"
-        jump = ""
-        if self.options.jump_host:
-            user, jhost, jport = parse_jump(self.options.jump_host)
-            inner = f"ssh -p {jport} -W %h:%p" + (f" -i {self.options.jump_key}" if self.options.jump_key else "")
-            jump = f" -o 'ProxyCommand={inner} {user or self.options.user}@{jhost}'"
-        port_flag = f" -p {port}" if port != 22 else ""
-        return (f"ssh -i {self.provider.run.key_file}{port_flag} {check}{jump} -o IdentitiesOnly=yes "
-                f"{self.options.user}@{host}")
+    def login_command(self) -> Login:
+        return remote_login(self, lambda: self._endpoint or (self.platform_address(), 22), self.options,
+                            self.server_id is not None)
 
     def keep(self) -> None:
         """Mark kept in the ledger and on the server's metadata (a tag-based sweep then leaves it alone)."""

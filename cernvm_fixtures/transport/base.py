@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import enum
+import os
 import shlex
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
 
 from ..errors import CernvmError
 
+
+
+class Default(enum.Enum):
+    """Marks an argument left to the target's configuration."""
+
+    TIMEOUT = "the target's command_timeout"
+
+
+TIMEOUT = Default.TIMEOUT
 
 @dataclass(frozen=True)
 class Result:
@@ -39,6 +52,36 @@ class Result:
         if self.exit_status != 0:
             raise CommandFailed(self)
         return self
+
+
+@dataclass(frozen=True)
+class Login:
+    """How a person gets a shell on an instance: an argv and extra environment, run as is, never re-split."""
+
+    argv: tuple[str, ...]
+    env: Mapping[str, str] = field(default_factory=dict)
+
+    def __init__(self, argv: Sequence[str], env: Mapping[str, str] | None = None) -> None:
+        object.__setattr__(self, "argv", tuple(argv))
+        object.__setattr__(self, "env", dict(env or {}))
+
+    def __str__(self) -> str:
+        """For display only: what to paste into a POSIX shell."""
+        assignments = [f"{name}={shlex.quote(value)}" for name, value in self.env.items()]
+        return " ".join([*assignments, shlex.join(self.argv)])
+
+    def as_data(self) -> dict[str, Any]:
+        """For the ledger: ``login`` (the display form) plus ``login_argv`` and ``login_env``, which are used."""
+        return {"login": str(self), "login_argv": list(self.argv), "login_env": dict(self.env)}
+
+    @classmethod
+    def from_data(cls, data: Mapping[str, Any]) -> Login:
+        """The login a ledger entry recorded (see :meth:`as_data`)."""
+        return cls(data["login_argv"], data.get("login_env") or {})
+
+    def exec(self) -> NoReturn:
+        """Replace this process with the login (argv[0] looked up on PATH)."""
+        os.execvpe(self.argv[0], list(self.argv), {**os.environ, **self.env})
 
 
 class CommandFailed(CernvmError):

@@ -2,20 +2,38 @@
 
 Starting a process per command (a new SSH channel, a new ``docker exec``) costs
 tens of milliseconds; writing the command to a shell that is already running
-costs about one. Each command runs as::
+costs about one. Each command runs as ``sh -c CMD`` does over SSH (see
+:func:`script` for the exact form)::
 
-    ( eval '<command>' ) </dev/null; printf '<nonce> %d\\n' $? ; printf '<nonce>\\n' >&2
+    sh -c '<command>' </dev/null & wait $!; printf '<nonce> %d\\n' $?; printf '<nonce>\\n' >&2
 
-(see :func:`wrap` for the exact form), so it gets a subshell (no cwd,
-variable, option or trap leaks into the next command), no stdin (it cannot eat the commands that follow), its own exit
-status, and separate stdout and stderr, each ended by a fresh 128-bit random
-marker that output cannot predict. A command that runs past its timeout is
-killed together with the shell and its descendants; the next command gets a
-new shell.
+so it is a process of its own (``$$`` is its own pid; it may ``exit``, ``exec``
+or kill itself: the session only sees an exit status, 128 + the signal number
+when a signal ended it), has no stdin (it cannot eat the commands that follow),
+cannot leak cwd, variables, options or traps into the next command, reports
+errors as ``sh -c`` does (``sh: 1: x: not found``), and its text reaches the
+session shell only as one single-quoted word, never parsed there. stdout and
+stderr are kept apart, each ended by a fresh 128-bit random marker that output
+cannot predict. A command that runs past its timeout is killed together with
+the session shell, its descendants and their sessions (double-forked processes
+included); the next command gets a new shell.
+
+Background jobs: each command leads a session of its own (``setsid``). When it
+returns, what is left of that session and still holds the session's stdout or
+stderr is killed (over SSH, ``sh -c`` would not return until they ended); a job
+that redirected its output keeps running. Output that still arrives between
+commands (from a process that left the session on its own) is dropped, with a
+warning, before the next command is sent.
+
+One difference from ``sh -c`` over SSH remains: the command is an asynchronous
+list of the session shell, so POSIX has it start with SIGINT and SIGQUIT
+ignored (they cannot be trapped back); use ``Transport.exec`` where a command
+must be interruptible by those two.
 """
 
 from __future__ import annotations
 
+import logging
 import secrets
 import shlex
 import threading
@@ -27,6 +45,8 @@ from ..errors import CernvmError, CommandTimeout
 from .base import Result
 
 STDOUT, STDERR = 1, 2
+
+log = logging.getLogger(__name__)
 
 
 class SessionLost(CernvmError):
@@ -50,27 +70,71 @@ class Channel(Protocol):
         """Tear the pipe down (idempotent)."""
 
 
+KILL_TREE = r"""
+all=" $1 "
+pairs=
+for f in /proc/[0-9]*/stat; do
+    read -r line 2>/dev/null < "$f" || continue
+    set -- ${line##*) }
+    p=${f#/proc/}; p=${p%/stat}
+    pairs="$pairs $p:$2:$3:$4"
+done
+changed=1
+while [ -n "$changed" ]; do
+    changed=
+    for pair in $pairs; do
+        p=${pair%%:*}; rest=${pair#*:}
+        case "$all" in *" $p "*) continue ;; esac
+        for up in $(IFS=:; echo $rest); do
+            case "$all" in *" $up "*) all="$all$p "; changed=1; break ;; esac
+        done
+    done
+done
+kill -KILL $all 2>/dev/null
+true
+"""
+"""Kills process ``$1``, its descendants, and every process in a process group or session one of them leads
+(so a double-forked process, reparented away from the tree, dies too)."""
+
+REAP = r"""cvmfx_holders() {
+    for cvmfx_q in $(awk -v s="$1" '{ p = $1; sub(/.*\) /, ""); if ($4 == s) print p }' /proc/[0-9]*/stat 2>/dev/null)
+    do
+        for cvmfx_d in /proc/$cvmfx_q/fd/*; do
+            if [ "$cvmfx_d" -ef /proc/$$/fd/1 ] || [ "$cvmfx_d" -ef /proc/$$/fd/2 ]; then echo "$cvmfx_q"; break; fi
+        done
+    done
+}
+cvmfx_reap() {
+    [ -n "$(cvmfx_holders "$1")" ] || return 0
+    sleep 0.1
+    kill -KILL $(cvmfx_holders "$1") 2>/dev/null
+}
+"""
+"""Defined once in the session shell: kills what is left in session ``$1`` and still holds the session's output
+a moment (0.1 s) after the command returned (a job just starting, ``nohup x >log &``, is given time to redirect)."""
+
+
 def kill_tree_command(pid: int) -> str:
-    """A shell command that kills ``pid`` and all its descendants (found through /proc)."""
-    return (
-        "tree() { echo $1; for c in $(grep -l \"^[0-9]* ([^)]*) [A-Za-z] $1 \" /proc/[0-9]*/stat 2>/dev/null"
-        " | cut -d/ -f3); do tree $c; done; }; "
-        f"kill -KILL $(tree {int(pid)}) 2>/dev/null; true"
-    )
+    """A shell command that kills ``pid``, its descendants and their sessions (found through /proc)."""
+    return f"sh -c {shlex.quote(KILL_TREE)} kill {int(pid)}"
 
 
-def wrap(command: str) -> str:
-    """The command as a subshell the session's shell parses safely (a syntax error only fails it).
+def script(command: str, nonce: str, setsid: bool = True) -> str:
+    """What the session shell is sent for one command: ``sh -c`` in a child, then both end markers.
 
-    ``command eval '( CMD )'`` lets the subshell exec its last command instead of
-    forking once more (a millisecond per command under emulation); ``command``
-    keeps a syntax error from ending the session's shell. A ``)`` in the command
-    could close that subshell early, so such commands take ``( eval 'CMD' )``,
-    which forks once more but parses the command only inside the subshell.
+    The command is one single-quoted word to the session shell (data, never
+    parsed there); ``wait`` reports its exit status (128 + signal if a signal
+    ended it) and stays quiet about the signal (no ``Terminated`` line). With
+    ``setsid`` the command leads a session of its own; whatever is left in that
+    session and still holds the session's stdout or stderr 0.1 s after the
+    command returned is killed (a job that redirected its output,
+    ``nohup x >log 2>&1 &``, keeps running, as it would after ``sh -c`` over SSH).
     """
-    if ")" in command:
-        return f"( eval {shlex.quote(command)}\n)"
-    return f"command eval {shlex.quote('( ' + command + chr(10) + ')')}"
+    reap = "kill -0 -$! 2>/dev/null && cvmfx_reap $!; " if setsid else ""
+    return (
+        f"{'setsid ' if setsid else ''}sh -c {shlex.quote(command)} </dev/null & wait $! 2>/dev/null; s=$?; {reap}"
+        f"printf '\\n%s %d\\n' {nonce} $s; printf '\\n%s\\n' {nonce} >&2\n"
+    )
 
 
 class ShellSession:
@@ -79,8 +143,13 @@ class ShellSession:
     def __init__(self, channel: Channel, connect_timeout: float = 30.0) -> None:
         self.channel = channel
         self.alive = True
+        nonce = secrets.token_hex(16)
+        handshake = (
+            f"{REAP}printf '\\n%s' $$; command -v setsid >/dev/null; "
+            f"printf '\\n%s %d\\n' {nonce} $?; printf '\\n%s\\n' {nonce} >&2\n"
+        )
         try:
-            started = self.run("printf '\\n%s' $$", connect_timeout)
+            started = self._exchange("(session start)", handshake, nonce, connect_timeout)
         except CommandTimeout:
             raise SessionLost(f"the shell did not answer within {connect_timeout} s") from None
         head, _, pid = started.stdout_bytes.rpartition(b"\n")
@@ -88,25 +157,40 @@ class ShellSession:
         """The shell's pid on the instance, so a stuck command's process tree can be killed."""
         self.preamble = (head + started.stderr_bytes).decode("utf-8", "replace")
         """What the shell's launcher printed before the shell took over (e.g. CernVM's /init banner)."""
+        self.setsid = started.exit_status == 0
+        """Whether each command gets a session of its own (``setsid`` exists on the instance)."""
 
     def close(self) -> None:
         self.alive = False
         self.channel.close()
 
     def run(self, command: str, timeout: float | None) -> Result:
-        """Run one command; raises CommandTimeout (the session is then dead) or SessionLost."""
-        nonce = secrets.token_hex(16).encode()
-        script = (
-            f"{wrap(command)} </dev/null; "
-            f"printf '\\n%s %d\\n' {nonce.decode()} $?; printf '\\n%s\\n' {nonce.decode()} >&2\n"
-        )
+        """Run one command as ``sh -c`` would; raises CommandTimeout (the session is then dead) or SessionLost."""
+        self._drain(command)
+        nonce = secrets.token_hex(16)
+        return self._exchange(command, script(command, nonce, self.setsid), nonce, timeout)
+
+    def _drain(self, command: str) -> None:
+        """Drop output that arrived after the previous command ended, so it cannot reach this one."""
+        while True:
+            try:
+                stream, chunk = self.channel.recv(0)
+            except TimeoutError:
+                return
+            if not chunk:
+                self.alive = False
+                raise SessionStale(f"the shell was gone before {command!r} could be sent")
+            log.warning("dropped %d stray byte(s) on %s between commands: %r", len(chunk), stream, chunk[:200])
+
+    def _exchange(self, command: str, text: str, nonce: str, timeout: float | None) -> Result:
+        """Send ``text`` and read both streams up to their ``nonce`` markers."""
         try:
-            self.channel.send(script.encode())
+            self.channel.send(text.encode())
         except (OSError, EOFError) as e:
             self.alive = False
             raise SessionStale(f"the shell was gone before {command!r} could be sent: {e}") from None
         deadline = None if timeout is None else time.monotonic() + timeout
-        out_marker, err_marker = b"\n" + nonce + b" ", b"\n" + nonce + b"\n"
+        out_marker, err_marker = b"\n" + nonce.encode() + b" ", b"\n" + nonce.encode() + b"\n"
         out, err = bytearray(), bytearray()
         out_end = err_end = -1
         out_from = err_from = 0

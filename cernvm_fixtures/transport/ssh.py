@@ -9,17 +9,20 @@ with stdin get a channel of their own.
 from __future__ import annotations
 
 import logging
+import re
+import secrets
 import select
+import shlex
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import paramiko
 
-from ..errors import CommandTimeout, PermanentError
-from .base import Result, Transport
+from ..errors import CernvmError, CommandTimeout, PermanentError
+from .base import Login, Result, Transport
 from .shell import STDERR, STDOUT, SessionPool, ShellSession, kill_tree_command
 
 log = logging.getLogger(__name__)
@@ -30,6 +33,10 @@ HostKeys = Callable[[], "list[str] | None"]
 
 class HostKeyMismatch(PermanentError):
     """The server presented a key the instance did not announce: refuse to talk to it."""
+
+
+class HostKeyUnknown(CernvmError):
+    """The instance has not announced its host keys yet: nothing to check the server's key against (retried)."""
 
 
 class SSHTransport(Transport):
@@ -45,6 +52,7 @@ class SSHTransport(Transport):
         *,
         connect_timeout: float = 10.0,
         sock_factory: Callable[[], socket.socket] | None = None,
+        trust_first: bool = False,
     ) -> None:
         self.host, self.port, self.user = host, port, user
         self.key_file = key_file
@@ -53,8 +61,10 @@ class SSHTransport(Transport):
         self._sock_factory = sock_factory
         self._client: paramiko.Transport | None = None
         self._lock = threading.Lock()
+        self.trust_first = trust_first
+        """Accept the first key offered when the instance announced none (target key ``host_key = "trust-first"``)."""
         self.verified: bool | None = None
-        """True: host key matched what the instance announced; False: trusted on first use."""
+        """True: host key matched what the instance announced; False: trusted on first use (only with trust_first)."""
         self._pinned: str | None = None
         self._sessions = SessionPool(self._new_session, self._kill)
         self.boot_id: str | None = None
@@ -113,22 +123,38 @@ class SSHTransport(Transport):
             chan.close()
 
     def _verify(self, key: paramiko.PKey) -> None:
+        """Accept only a key the instance announced (or, with ``trust_first``, the first one offered), then pin it."""
         offered = f"{key.get_name()} {key.get_base64()}"
+        if self._pinned is not None:
+            if offered != self._pinned:
+                raise HostKeyMismatch(
+                    f"{self}: server offered host key {key.fingerprint}, not the key pinned at the first login"
+                    " (a reconnect must present the same key for the instance's lifetime)"
+                )
+            return
         announced = self._host_keys()
         if announced is None:
-            if self.verified is None:
-                log.warning("%s: no host keys announced on the console; trusting %s on first use", self, key.fingerprint)
+            if not self.trust_first:
+                raise HostKeyUnknown(
+                    f"{self}: the instance has not printed its host keys on the console yet"
+                    " (-----BEGIN SSH HOST KEY KEYS-----); not trusting the key offered"
+                    " (set host_key = \"trust-first\" on the target for images that never print them)"
+                )
+            log.warning("%s: host key %s trusted on first use (host_key = \"trust-first\")", self, key.fingerprint)
             self.verified = False
-            self._pinned = self._pinned or offered
-            if offered != self._pinned:
-                raise HostKeyMismatch(f"{self}: host key changed within the run ({key.fingerprint})")
-            return
-        if not any(" ".join(k.split()[:2]) == offered for k in announced):
+        elif any(" ".join(k.split()[:2]) == offered for k in announced):
+            self.verified = True
+        else:
             raise HostKeyMismatch(
                 f"{self}: server offered host key {key.fingerprint}, "
                 f"which is not among the {len(announced)} key(s) the instance announced on its console"
             )
-        self.verified = True
+        self._pinned = offered
+
+    @property
+    def pinned_key(self) -> str | None:
+        """The host key (``type base64``) every connection to this instance must present, once one was accepted."""
+        return self._pinned
 
     def _drop(self) -> None:
         self._sessions.clear()
@@ -165,16 +191,23 @@ class SSHTransport(Transport):
 
     def _kill(self, session: ShellSession) -> None:
         """Stop a stuck command: kill its shell and every descendant, from a second channel."""
-        self.exec(kill_tree_command(session.pid), timeout=self.connect_timeout)
+        problem = self._kill_pid(session.pid)
+        if problem:
+            log.warning("%s: a timed-out command's processes may survive%s", self, problem)
 
     def exec(self, command: str, *, timeout: float | None = None, stdin: bytes | None = None) -> Result:
-        """Run a command on a channel of its own (the slow path: for stdin, and when the shell is stuck)."""
+        """Run a command on a channel of its own (the slow path: for stdin, and when the shell is stuck).
+
+        stdin is written from a thread, so a command that never reads it still ends at ``timeout``; a
+        command that runs past it is killed with its descendants and their sessions (from another channel).
+        """
+        tag = secrets.token_hex(8)
         chan = self._open_channel()
+        writer = None
         try:
-            chan.exec_command(command)
-            if stdin:
-                chan.sendall(stdin)
-            chan.shutdown_write()
+            chan.exec_command(f"printf 'cvmfx:{tag}:%d:' $$ >&2; exec sh -c {shlex.quote(command)}")
+            writer = threading.Thread(target=_feed, args=(chan, stdin), name=f"stdin {self}", daemon=True)
+            writer.start()
             out, err = bytearray(), bytearray()
             reader = _ParamikoChannel(chan)
             deadline = None if timeout is None else time.monotonic() + timeout
@@ -182,7 +215,11 @@ class SSHTransport(Transport):
             while open_streams:
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
-                    raise CommandTimeout(f"{self}: command {command!r} still running after {timeout} s; stopped it")
+                    pid = _announced_pid(err, tag)
+                    problem = self._kill_pid(pid) if pid else "; its pid was not known, so it may still run"
+                    raise CommandTimeout(
+                        f"{self}: command {command!r} still running after {timeout} s; stopped it{problem}"
+                    )
                 try:
                     stream, chunk = reader.recv(left)
                 except TimeoutError:
@@ -191,9 +228,80 @@ class SSHTransport(Transport):
                     open_streams.clear()
                     continue
                 (out if stream == STDOUT else err).extend(chunk)
-            return Result(command, chan.recv_exit_status(), bytes(out), bytes(err))
+            prefix = re.match(rb"cvmfx:" + tag.encode() + rb":\d+:", err)
+            return Result(command, chan.recv_exit_status(), bytes(out), bytes(err[prefix.end() if prefix else 0 :]))
         finally:
             chan.close()
+            if writer is not None:
+                writer.join(timeout=5)
+
+    def _kill_pid(self, pid: int) -> str:
+        """Kill a command run by :meth:`exec` and everything it started; '' or why that failed."""
+        try:
+            result = self.exec(kill_tree_command(pid), timeout=self.connect_timeout)
+        except Exception as e:  # noqa: BLE001 - only for the message
+            return f" (could not kill it: {e})"
+        return "" if result.succeeded else f" (could not kill it: exit {result.exit_status}: {result.stderr[-300:]})"
+
+
+def _announced_pid(err: bytes | bytearray, tag: str) -> int | None:
+    """The pid :meth:`SSHTransport.exec`'s prefix printed at the start of stderr, if it came."""
+    match = re.match(rb"cvmfx:" + tag.encode() + rb":(\d+):", err)
+    return int(match.group(1)) if match else None
+
+
+def _feed(chan: paramiko.Channel, data: bytes | None) -> None:
+    """Write a command's stdin, then end it (runs in a thread of its own: the command may never read it)."""
+    try:
+        if data:
+            chan.sendall(data)
+        chan.shutdown_write()
+    except (OSError, EOFError, paramiko.SSHException):
+        pass  # the command exited or was killed before reading everything
+
+
+def ssh_login(
+    user: str,
+    host: str,
+    port: int,
+    key_file: Path,
+    host_keys: Sequence[str],
+    directory: Path,
+    *,
+    jump_host: str | None = None,
+    jump_key: Path | None = None,
+    jump_known_hosts: Path | None = None,
+) -> Login:
+    """The ``ssh`` a person runs to log in: key auth, and only the host keys given (``StrictHostKeyChecking=yes``).
+
+    Writes ``directory/known_hosts`` with ``host_keys`` (``type base64 [comment]``, as the instance announced
+    them; none: ssh refuses, nothing is trusted silently). A jump host (``[user@]host[:port]``) goes to ``-J``;
+    its key and known_hosts, if given, to ``directory/ssh_config`` (``-F``): no ProxyCommand, no shell.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    known = directory / "known_hosts"
+    shown = host if port == 22 else f"[{host}]:{port}"
+    known.write_text("".join(f"{shown} {' '.join(k.split()[:2])}\n" for k in host_keys))
+    argv = ["ssh"]
+    if jump_host:
+        if jump_host.startswith("-") or any(c.isspace() or c == "," for c in jump_host):
+            raise ValueError(f"jump host {jump_host!r}: expected [user@]host[:port]")
+        if jump_key or jump_known_hosts:
+            config = directory / "ssh_config"
+            address = jump_host.rpartition("@")[2]
+            lines = [f"Host {address.rsplit(':', 1)[0] if address.count(':') == 1 else address}"]
+            if jump_key:
+                lines += [f'  IdentityFile "{jump_key}"', "  IdentitiesOnly yes"]
+            if jump_known_hosts:
+                lines += [f'  UserKnownHostsFile "{jump_known_hosts}"', "  StrictHostKeyChecking yes"]
+            config.write_text("\n".join(lines) + "\n")
+            argv += ["-F", str(config)]
+        argv += ["-J", jump_host]
+    argv += ["-i", str(key_file), "-o", "IdentitiesOnly=yes", "-o", f'UserKnownHostsFile="{known}"']
+    argv += ["-o", "StrictHostKeyChecking=yes"]
+    if port != 22:
+        argv += ["-p", str(port)]
+    return Login([*argv, f"{user}@{host}"])
 
 
 class _ParamikoChannel:

@@ -87,8 +87,9 @@ def test_exit_status_and_separate_streams(parrot):
 
 
 def test_a_command_killing_its_session_shell_costs_only_that_command(parrot):
+    assert parrot.run("kill -9 $$").exit_status == 137, "as with sh -c, $$ is the command's own process"
     with pytest.raises(SessionLost):
-        parrot.run("kill -9 $$")  # in the session, $$ is the session's shell (POSIX subshell semantics)
+        parrot.run("kill -9 $PPID")  # the session's shell itself
     assert parrot.run("echo next").stdout == "next\n"
 
 

@@ -162,7 +162,7 @@ def test_a_dead_shell_is_reported():
 def test_a_shell_dying_mid_command_is_reported():
     session = ShellSession(LocalChannel(["sh"]))
     with pytest.raises(SessionLost) as error:
-        session.run("kill -9 $$", timeout=5)
+        session.run(f"kill -9 {session.pid}", timeout=5)
     assert not isinstance(error.value, SessionStale), "the command had been sent: retrying is not safe"
     session.close()
 
@@ -185,3 +185,80 @@ def test_sessions_do_not_share_state_across_threads():
     for session in sessions:
         session.close()
     assert not failures
+
+
+def sh_c(shell: list[str], command: str) -> subprocess.CompletedProcess:
+    """What ``sh -c COMMAND`` does on its own (as sshd runs a command), with ``sh`` being ``shell``."""
+    return subprocess.run([*shell, "-c", command], capture_output=True, stdin=subprocess.DEVNULL, timeout=30)
+
+
+def test_dollar_dollar_is_the_command_s_own_process(session):
+    result = session.run("echo $$; exec cut -d' ' -f1 /proc/self/stat", timeout=10)
+    first, second = result.stdout.split()
+    assert first == second, f"$$ is {first}, but the command runs as {second}"
+    assert int(first) != session.pid
+    assert session.run("echo $$", timeout=10).stdout != result.stdout.split()[0] + "\n"
+
+
+@pytest.mark.parametrize("signal,status", [("", 143), ("-9", 137), ("-USR1", 138)])
+def test_a_command_that_kills_itself_gets_an_exit_status(session, signal, status):
+    result = session.run(f"echo before; kill {signal} $$; echo after", timeout=10)
+    assert (result.exit_status, result.stdout, result.stderr) == (status, "before\n", "")
+    assert session.alive and session.run("echo still here", timeout=10).stdout == "still here\n"
+
+
+@pytest.mark.parametrize(
+    "command",
+    ["no-such-command-cvmfx", "echo a \\", "echo $- $LINENO; false", "echo ok\nno-such-command-cvmfx", "exit 3"],
+)
+def test_same_output_as_sh_c(session, command):
+    """Messages, flags and a trailing backslash exactly as ``sh -c`` gives them, the same on every run."""
+    shell = ["busybox", "sh"] if "busybox" in str(session.channel.process.args) else ["sh"]
+    expected = sh_c(shell, command)
+    for _ in range(2):
+        result = session.run(command, timeout=10)
+        assert (result.exit_status, result.stdout_bytes, result.stderr_bytes) == (
+            expected.returncode,
+            expected.stdout,
+            expected.stderr,
+        )
+
+
+def test_background_jobs_holding_the_output_die_with_their_command(session):
+    """Jobs still writing to the command's output are killed when it returns, double-forked ones included."""
+    result = session.run("(sleep 1; echo late1) & (sh -c 'sleep 1; echo late2 >&2' &); echo early", timeout=10)
+    assert (result.stdout, result.stderr) == ("early\n", "")
+    time.sleep(1.5)
+    after = session.run("echo next", timeout=10)
+    assert (after.stdout, after.stderr) == ("next\n", "")
+
+
+def test_a_job_that_redirected_its_output_keeps_running(session, tmp_path):
+    done = tmp_path / f"done-{session.pid}"
+    session.run(f"nohup sh -c 'sleep 0.5; echo ok > {done}' >/dev/null 2>&1 &", timeout=10).check()
+    deadline = time.monotonic() + 10
+    while not done.exists():
+        assert time.monotonic() < deadline, "a job with its own output files was killed with its command"
+        time.sleep(0.05)
+
+
+def test_output_of_an_escaped_process_is_dropped_before_the_next_command(session):
+    """A process in a session of its own still holding the pipes: what it printed meanwhile is drained."""
+    session.run("setsid sh -c 'sleep 0.3; echo stray; echo stray >&2' &", timeout=10)
+    time.sleep(1)
+    after = session.run("echo next", timeout=10)
+    assert (after.stdout, after.stderr) == ("next\n", "")
+
+
+@pytest.mark.parametrize("shell", SHELLS, ids=lambda s: s[0])
+def test_timeout_kills_double_forked_processes(shell):
+    session = ShellSession(LocalChannel(shell))
+    marker = f"cvmfx-test-{os.getpid()}-{time.monotonic_ns()}"
+    with pytest.raises(CommandTimeout):
+        session.run(f"(sh -c 'sleep 300; : {marker}' &); sleep 301; : {marker}", timeout=0.5)
+    subprocess.run(["sh", "-c", kill_tree_command(session.pid)], check=True, timeout=10)
+    deadline = time.monotonic() + 5
+    while subprocess.run(["pgrep", "-f", marker], capture_output=True).returncode == 0:
+        assert time.monotonic() < deadline, "a double-forked process survived the timeout kill"
+        time.sleep(0.05)
+    session.close()

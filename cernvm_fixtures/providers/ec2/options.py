@@ -9,13 +9,12 @@ from typing import Literal
 from pydantic import Field, ValidationInfo, field_validator
 
 from ..base import ProviderOptions
-from ..kit import FIELD_PREFIX
+from ..kit import FIELD_PREFIX, JUMP, parse_jump
 from .aws import known_regions
 from .tags import OUR_TAGS
 
 AMI_ID = re.compile(r"^ami-[0-9a-f]{8}(?:[0-9a-f]{9})?$")
 TAG_TEXT = re.compile(r"^[\w\s+\-=.:/@]*$")
-JUMP = re.compile(r"^(?:(?P<user>[^@\s]+)@)?(?P<host>\[[0-9A-Fa-f:.]+\]|[^\s:@\[\]]+)(?::(?P<port>\d{1,5}))?$")
 
 
 def tag_problems(tags: dict[str, str], reserved: int = OUR_TAGS) -> list[str]:
@@ -154,10 +153,3 @@ class Ec2Options(ProviderOptions):
             if not match or (match["port"] and not 0 < int(match["port"]) < 65536):
                 raise ValueError("[user@]host[:port]")
         return value
-
-
-def parse_jump(value: str) -> tuple[str | None, str, int]:
-    """(user, host, port) of a ``jump_host`` value (validated by the options)."""
-    match = JUMP.match(value)
-    assert match is not None
-    return match["user"], match["host"].strip("[]"), int(match["port"] or 22)

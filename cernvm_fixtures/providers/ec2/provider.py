@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 from ...errors import ConfigError, PermanentError, ProviderError
 from ...ledger import Resource
+from ...transport.base import Login
 from ...transport.ssh import SSHTransport
-from ..base import Machine, Provider, console_text
+from ..base import Machine, Provider, console_text, remote_login
 from ..kit import FIELD_PREFIX, encode_fields, wait_until
 from . import image as images
 from . import network
@@ -573,37 +574,9 @@ class Ec2Machine(Machine):
             self._console = text
         return self._console
 
-    def login_command(self) -> str:
-        if self._endpoint is not None:
-            host, port = self._endpoint
-        else:
-            try:
-                host, port = self.platform_address(), 22
-            except Exception:  # noqa: BLE001 - a login hint must not fail
-                host, port = f"<{self.name} address>", 22
-        keys = self.host_keys() if self.instance_id else None
-        if keys:
-            known = self.provider.run.machine_dir(self.name) / "known_hosts"
-            known.parent.mkdir(parents=True, exist_ok=True)
-            shown = host if port == 22 else f"[{host}]:{port}"
-            known.write_text("".join(f"{shown} {' '.join(k.split()[:2])}\n" for k in keys))
-            check = f"-o UserKnownHostsFile={known}"
-        else:
-            check = "-o StrictHostKeyChecking=accept-new"
-        jump = ""
-        if self.options.jump_host:
-            user, jhost, jport = parse_jump(self.options.jump_host)
-            inner = f"ssh -p {jport} -W %h:%p"
-            if self.options.jump_key:
-                inner += f" -i {self.options.jump_key}"
-            if self.options.jump_known_hosts:
-                inner += f" -o UserKnownHostsFile={self.options.jump_known_hosts}"
-            jump = f" -o 'ProxyCommand={inner} {user or self.options.user}@{jhost}'"
-        port_flag = f" -p {port}" if port != 22 else ""
-        return (
-            f"ssh -i {self.provider.run.key_file}{port_flag} {check}{jump} -o IdentitiesOnly=yes "
-            f"{self.options.user}@{host}"
-        )
+    def login_command(self) -> Login:
+        return remote_login(self, lambda: self._endpoint or (self.platform_address(), 22), self.options,
+                            self.instance_id is not None)
 
     def keep(self) -> None:
         """Mark kept in the ledger and on AWS (a tag-based sweep then leaves it alone until it expires)."""
