@@ -97,6 +97,8 @@ class Harness:
         keep = self.run.keep is Keep.ALWAYS or (self.run.keep is Keep.ON_FAILURE and instance.failed)
         if keep:
             instance.machine.keep()
+            if "transport" in instance.__dict__:  # the machine stays; this process's connection to it does not
+                instance.transport.close()
             self.kept.append({"name": instance.name, "target": instance.target.name, "login": instance.login_command})
             return
         with _signals_deferred():

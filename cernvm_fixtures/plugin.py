@@ -101,6 +101,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     metafunc.parametrize("cernvm_target", names, indirect=True, scope="session", ids=names)
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the xdist_group markers (--dist loadgroup)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     grouped = config.pluginmanager.hasplugin("xdist")  # xdist registers its marker; without it, add none
     for item in items:
@@ -112,6 +113,32 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         marker = item.get_closest_marker("cernvm_targets")
         if marker and target not in marker.args:
             item.add_marker(pytest.mark.skip(reason=f"applies to targets {', '.join(marker.args)}, not {target}"))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """xdist controller, ``--dist loadgroup``: each target's tests on one worker (they share its instances).
+
+    xdist marks a group by renaming the test (``nodeid@group``), which pytest 9 no longer lets it do, so the
+    scheduler finds the target in the test id itself.
+    """
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadGroupScheduling
+
+    targets = sorted(config.stash[RUN_KEY].selected, key=len, reverse=True)
+
+    class TargetScheduling(LoadGroupScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            if nodeid.rfind("@") > nodeid.rfind("]") or not nodeid.endswith("]"):
+                return super()._split_scope(nodeid)
+            ids = nodeid[nodeid.rfind("[") + 1 : -1]
+            for target in targets:
+                if f"-{ids}-".find(f"-{target}-") >= 0:
+                    return f"cernvm-{target}"
+            return nodeid
+
+    return TargetScheduling(config, log)
 
 
 def _item_target(item: pytest.Item) -> str | None:
