@@ -101,7 +101,7 @@ class Harness:
                 instance.transport.close()
             self.kept.append({"name": instance.name, "target": instance.target.name, "login": instance.login_command})
             return
-        with _signals_deferred():
+        with signals_deferred():
             instance.destroy()
 
     def release(self, target: str) -> None:
@@ -129,26 +129,42 @@ class Harness:
 
 
 def _destroy(resource: Resource, run: Run) -> None:
-    try:
-        with _signals_deferred():
+    with signals_deferred():
+        try:
             get_provider(resource.provider).destroy_resource(resource)
-    except CernvmError as e:
-        log.error("cernvm: could not destroy %s %s: %s (cernvm-fixtures sweep retries)", resource.kind, resource.name, e)
-        return
-    run.ledger.forget(resource)
+        except CernvmError as e:
+            log.error("cernvm: could not destroy %s %s: %s (cernvm-fixtures sweep retries)", resource.kind, resource.name, e)
+            return
+        run.ledger.forget(resource)
 
 
-class _signals_deferred:
-    """Hold SIGINT/SIGTERM while destroying, so a second Ctrl-C cannot cut a cleanup in half."""
+class signals_deferred:
+    """Hold SIGINT/SIGTERM while destroying, so a second Ctrl-C cannot cut a cleanup in half.
 
-    def __enter__(self) -> None:
-        self.blocked = threading.current_thread() is threading.main_thread()
-        if self.blocked:
-            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    Python runs signal handlers in the main thread whichever thread the signal reached (xdist's execnet
+    thread, paramiko's, pytest-timeout's), so a handler that only records the signal defers it in every
+    case; the signals are raised again, in order, once the block is done. Outside the main thread (where
+    handlers cannot be changed) a signal cannot interrupt the block anyway: it is handled in the main thread.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __enter__(self) -> signals_deferred:
+        self.pending: list[int] = []
+        self.previous: dict[int, Any] = {}
+        if threading.current_thread() is threading.main_thread():
+            self.previous = {signum: signal.signal(signum, self._record) for signum in self.SIGNALS}
+        return self
+
+    def _record(self, signum: int, frame: Any) -> None:
+        log.warning("cernvm: %s deferred until the cleanup is done", signal.Signals(signum).name)
+        self.pending.append(signum)
 
     def __exit__(self, *exc: object) -> None:
-        if self.blocked:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+        for signum, handler in self.previous.items():
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+        for signum in self.pending:
+            signal.raise_signal(signum)
 
 
 def _per_target(values: list[str] | None, ini: str, targets: list[str], option: str) -> dict[str, str]:

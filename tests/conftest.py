@@ -27,15 +27,23 @@ profile = "{PROFILE}"
 """Two targets of the local provider, for the plugin's tests."""
 
 
+@pytest.fixture(scope="session")
+def local_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The ``local`` provider installed (an entry point on sys.path and PYTHONPATH) for the rest of the session."""
+    site = register_provider(tmp_path_factory.mktemp("site"), "local", "cernvm_fixtures.testing.local:LocalProvider")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.syspath_prepend(str(site))
+        patch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")])))
+        yield site
+
+
 @pytest.fixture
-def local_provider(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """The ``local`` provider installed (entry point) for this test and the processes it starts; yields the state dir.
+def local_provider(local_site: Path, tmp_path_factory: pytest.TempPathFactory,
+                   monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """The ``local`` provider with a state directory of this test's own; yields that directory.
 
     Fails the test if a local machine of its state directory is still running at the end.
     """
-    site = register_provider(tmp_path_factory.mktemp("site"), "local", "cernvm_fixtures.testing.local:LocalProvider")
-    monkeypatch.syspath_prepend(str(site))
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")])))
     state = tmp_path_factory.mktemp("state")
     monkeypatch.setenv("CERNVM_FIXTURES_STATE", str(state))
     monkeypatch.delenv("PYTEST_ADDOPTS", raising=False)

@@ -67,6 +67,10 @@ class LocalProvider(Provider):
         (bin_dir / "reboot").chmod(0o755)
         env = machine.environment()
         env[RESOURCE_ENV] = resource.to_json()
+        self.start(directory, env)
+
+    def start(self, directory: Path, env: dict[str, str]) -> None:
+        """The create call of this platform: start the machine's init process (it detaches)."""
         subprocess.run(
             [sys.executable, "-m", "cernvm_fixtures.testing._init", str(directory), str(self.options.boot_seconds)],
             cwd=directory, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -109,7 +113,8 @@ class LocalMachine(Machine):
     def environment(self) -> dict[str, str]:
         """The environment every process of the machine starts with (its name marks it as the machine's)."""
         path = f"{self.directory / 'bin'}:{os.environ.get('PATH', '/usr/bin:/bin')}"
-        return {"PATH": path, "HOME": str(self.directory), MACHINE_ENV: self.name, "CVMFX_DIRECTORY": str(self.directory)}
+        directory = str(self.directory)
+        return {"PATH": path, "HOME": directory, MACHINE_ENV: self.name, "CVMFX_DIRECTORY": directory}
 
     def init_pid(self) -> int | None:
         """The pid of the machine's init process while it runs, else None."""
@@ -186,7 +191,15 @@ class LocalTransport(Transport):
 
     def __init__(self, machine: LocalMachine) -> None:
         self.machine = machine
-        self.pool = SessionPool(lambda: ShellSession(PipeChannel(machine)), self._kill)
+        self.pool = SessionPool(self._open, self._kill)
+
+    def _open(self) -> ShellSession:
+        channel = PipeChannel(self.machine)
+        try:
+            return ShellSession(channel)
+        except BaseException:
+            channel.close()
+            raise
 
     @staticmethod
     def _kill(session: ShellSession) -> None:
