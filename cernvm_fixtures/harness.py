@@ -6,8 +6,10 @@ The plugin (``plugin.py``) only translates pytest's hooks and fixtures into call
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +26,9 @@ from .providers import get as get_provider
 from .run import Keep, Run
 
 log = logging.getLogger(__name__)
+
+WORKER_TEARDOWN = 120.0
+"""Seconds an xdist controller given SIGTERM waits for its workers' teardown before reaping what is left."""
 
 
 def _sigterm(signum: int, frame: Any) -> None:
@@ -46,6 +51,8 @@ class Harness:
     kept: list[dict[str, str]] = field(default_factory=list)
     workers_kept: list[list[dict[str, str]]] = field(default_factory=list)
     previous_sigterm: Any = None
+    workers: list[int] = field(default_factory=list)
+    """xdist controller: the pids of its workers, to pass SIGTERM on to."""
 
     @classmethod
     def from_pytest(cls, config: pytest.Config) -> Harness:
@@ -122,10 +129,35 @@ class Harness:
             log.warning("cernvm: destroying %s %s %s (%s)", resource.provider, resource.kind, resource.name, reason)
             _destroy(resource, self.run)
 
+    def forward_sigterm(self) -> None:
+        """xdist controller: on SIGTERM, signal every worker, wait (bounded) for their teardown, then unwind."""
+        if self.previous_sigterm is None and threading.current_thread() is threading.main_thread():
+            self.previous_sigterm = signal.signal(signal.SIGTERM, self._forward)
+
+    def _forward(self, signum: int, frame: Any) -> None:
+        for pid in self.workers:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + WORKER_TEARDOWN
+        while any(_running(pid) for pid in self.workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        raise KeyboardInterrupt("SIGTERM")
+
     def _launch(self, target: configuration.Target, user_data: UserData) -> Instance:
         if self.previous_sigterm is None and threading.current_thread() is threading.main_thread():
             self.previous_sigterm = signal.signal(signal.SIGTERM, _sigterm)
         return launch(target, self.run, user_data=user_data)
+
+
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` still runs (a zombie has finished)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def _destroy(resource: Resource, run: Run) -> None:

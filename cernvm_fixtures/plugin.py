@@ -198,6 +198,14 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
 
 
 @pytest.hookimpl(optionalhook=True)
+def pytest_testnodeready(node: Any) -> None:
+    """xdist controller: note the worker's pid, so a SIGTERM to the controller reaches the worker's teardown."""
+    harness = node.config.stash[RUN_KEY]
+    harness.workers.append(node.gateway._rinfo().pid)
+    harness.forward_sigterm()
+
+
+@pytest.hookimpl(optionalhook=True)
 def pytest_testnodedown(node: Any, error: Any) -> None:
     """xdist controller: collect what a worker kept; reap what a crashed worker left."""
     harness = node.config.stash[RUN_KEY]
