@@ -67,7 +67,9 @@ class Harness:
                 f"--cernvm-target: unknown target(s) {', '.join(unknown)}; "
                 f"{loaded.origin} declares {', '.join(loaded.targets)}"
             )
-        images = _per_target(getattr(option, "cernvm_images", None), config.getini("cernvm_image"), wanted, "--cernvm-image")
+        images = _per_target(
+            getattr(option, "cernvm_images", None), config.getini("cernvm_image"), wanted, "--cernvm-image"
+        )
         profiles = _per_target(
             getattr(option, "cernvm_profiles", None), config.getini("cernvm_profile"), wanted, "--cernvm-profile"
         )
@@ -79,7 +81,9 @@ class Harness:
         run = Run(
             workerinput["cernvm_run"] if workerinput else None,
             keep=keep,
-            endpoint=lambda machine, host, port: config.hook.pytest_cernvm_endpoint(machine=machine, host=host, port=port),
+            endpoint=lambda machine, host, port: config.hook.pytest_cernvm_endpoint(
+                machine=machine, host=host, port=port
+            ),
         )
         return cls(run=run, config=loaded, targets=targets, selected=wanted, is_worker=workerinput is not None)
 
@@ -87,7 +91,10 @@ class Harness:
         """The shared instance of a target for this user data, launched on first use."""
         key = (target.name, user_data.key)
         if key in self.broken:
-            pytest.fail(f"instance for target {target.name!r} failed to come up earlier in this run:\n{self.broken[key]}", pytrace=False)
+            pytest.fail(
+                f"instance for target {target.name!r} failed to come up earlier in this run:\n{self.broken[key]}",
+                pytrace=False,
+            )
         if key not in self.shared:
             try:
                 self.shared[key] = self._launch(target, user_data)
@@ -165,7 +172,9 @@ def _destroy(resource: Resource, run: Run) -> None:
         try:
             get_provider(resource.provider).destroy_resource(resource)
         except CernvmError as e:
-            log.error("cernvm: could not destroy %s %s: %s (cernvm-fixtures sweep retries)", resource.kind, resource.name, e)
+            log.error(
+                "cernvm: could not destroy %s %s: %s (cernvm-fixtures sweep retries)", resource.kind, resource.name, e
+            )
             return
         run.ledger.forget(resource)
 
@@ -211,5 +220,3 @@ def _per_target(values: list[str] | None, ini: str, targets: list[str], option: 
         else:
             found.update(dict.fromkeys(targets, value))
     return found
-
-

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import signal
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import Any
 
 import pytest
@@ -147,7 +147,9 @@ def _item_target(item: pytest.Item) -> str | None:
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report: pytest.TestReport = yield
     target = _item_target(item)
     if target is None:
@@ -159,7 +161,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         for instance in harness.used_by.get(item.nodeid, []):
             instance.failed = True
             report.sections.append((f"cernvm {instance.name}: console (tail)", instance.console_tail()))
-            note = "" if harness.run.keep is not Keep.NEVER else " (destroyed at the end; --cernvm-keep on-failure keeps it)"
+            note = (
+                ""
+                if harness.run.keep is not Keep.NEVER
+                else " (destroyed at the end; --cernvm-keep on-failure keeps it)"
+            )
             report.sections.append((f"cernvm {instance.name}: log in", instance.login_command + note))
     return report
 
@@ -184,9 +190,10 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         terminalreporter.section("cernvm: target x scenario")
         width = max(len(s) for s in matrix)
         columns = [max(len(t), len("SKIPPED")) for t in targets]
-        terminalreporter.write_line(" " * width + "  " + "  ".join(f"{t:<{c}}" for t, c in zip(targets, columns)))
+        header = "  ".join(f"{t:<{c}}" for t, c in zip(targets, columns, strict=True))
+        terminalreporter.write_line(" " * width + "  " + header)
         for scenario in sorted(matrix):
-            cells = "  ".join(f"{matrix[scenario].get(t, '-'):<{c}}" for t, c in zip(targets, columns))
+            cells = "  ".join(f"{matrix[scenario].get(t, '-'):<{c}}" for t, c in zip(targets, columns, strict=True))
             terminalreporter.write_line(f"{scenario:<{width}}  {cells}".rstrip())
     kept = harness.kept + [k for node_kept in harness.workers_kept for k in node_kept]
     if kept:
@@ -255,7 +262,9 @@ def _user_data(request: pytest.FixtureRequest) -> UserData:
     try:
         return UserData(**marker.kwargs)
     except TypeError as e:
-        raise pytest.UsageError(f"{request.node.nodeid}: cernvm_context marker: {e}; valid keys: {', '.join(UserData.__dataclass_fields__)}") from None
+        raise pytest.UsageError(
+            f"{request.node.nodeid}: cernvm_context marker: {e}; valid keys: {', '.join(UserData.__dataclass_fields__)}"
+        ) from None
 
 
 @pytest.fixture

@@ -38,8 +38,9 @@ def local_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 @pytest.fixture
-def local_provider(local_site: Path, tmp_path_factory: pytest.TempPathFactory,
-                   monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+def local_provider(
+    local_site: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Path]:
     """The ``local`` provider with a state directory of this test's own; yields that directory.
 
     Fails the test if a local machine of its state directory is still running at the end.

@@ -18,7 +18,8 @@ it) and fills in three fixtures; pytest then runs every contract test on that pr
         def contract_intercept(self) -> Callable[[Callable[[], None]], ContextManager[None]]:
             ...  # a context manager calling its argument right before each create call reaches the engine
 
-Optional: ``contract_child`` (config text and environment for a child pytest: SIGKILL then ``sweep``).
+Optional: ``contract_child`` (config text and environment for a child pytest: SIGKILL then ``sweep``) and
+``contract_skips`` (test name -> why it cannot apply to the platform).
 Every test ends by checking that the run left nothing: no engine object, no ledger entry.
 """
 
@@ -26,7 +27,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -35,6 +35,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -43,6 +44,7 @@ from ..context import UserData
 from ..errors import CommandTimeout
 from ..harness import Harness
 from ..instance import Instance, launch
+from ..providers import get as get_provider
 from ..run import Keep, Run
 
 Objects = Callable[[Run], set[str]]
@@ -58,8 +60,13 @@ OUTPUTS = {
     "both-streams": ("printf out; printf err >&2; exit 3", b"out", b"err", 3),
     "status-255": ("exit 255", b"", b"", 255),
     "binary": ("printf '\\000\\001\\377\\n\\r'", b"\x00\x01\xff\n\r", b"", 0),
-    "marker-like": ("printf '\\n%s 0\\n' deadbeef; printf '\\n%s\\n' deadbeef >&2", b"\ndeadbeef 0\n", b"\ndeadbeef\n", 0),
-    "quotes": ("""printf '%s' "it's \\"quoted\\" \\$HOME" """, b"it's \"quoted\" $HOME", b"", 0),
+    "marker-like": (
+        "printf '\\n%s 0\\n' deadbeef; printf '\\n%s\\n' deadbeef >&2",
+        b"\ndeadbeef 0\n",
+        b"\ndeadbeef\n",
+        0,
+    ),
+    "quotes": ("""printf '%s' "it's \\"quoted\\" \\$HOME" """, b'it\'s "quoted" $HOME', b"", 0),
     "unbalanced-paren": ("echo ')'", b")\n", b"", 0),
     "syntax-error-then-ok": ("if then", None, None, 2),
 }
@@ -67,6 +74,15 @@ OUTPUTS = {
 
 class ProviderContract:
     """Base class of a provider's contract tests; subclasses provide the fixtures named in the module docstring."""
+
+    contract_skips: ClassVar[dict[str, str]] = {}
+    """Contract test name -> why it cannot apply to this platform (e.g. a container does not reboot)."""
+
+    @pytest.fixture(autouse=True)
+    def _contract_skip(self, request: pytest.FixtureRequest) -> None:
+        why = self.contract_skips.get(request.function.__name__)
+        if why:
+            pytest.skip(why)
 
     @pytest.fixture(scope="class")
     @classmethod
@@ -92,12 +108,14 @@ class ProviderContract:
         """A run of its own per test, checked for leftovers at the end."""
         run = Run(state=tmp_path / "state")
         yield run
+        end_of_run(run)
         assert_nothing_left(run, contract_objects)
 
     @pytest.fixture(scope="class")
     @classmethod
-    def instance(cls, tmp_path_factory: pytest.TempPathFactory, contract_target: Target,
-                 contract_objects: Objects) -> Iterator[Instance]:
+    def instance(
+        cls, tmp_path_factory: pytest.TempPathFactory, contract_target: Target, contract_objects: Objects
+    ) -> Iterator[Instance]:
         """One instance shared by the read-only tests of the class."""
         run = Run(state=tmp_path_factory.mktemp("state"))
         instance = launch(contract_target, run)
@@ -105,9 +123,12 @@ class ProviderContract:
             yield instance
         finally:
             instance.destroy()
+            end_of_run(run)
             assert_nothing_left(run, contract_objects)
 
-    def test_readiness_steps_in_order(self, run: Run, contract_target: Target, caplog: pytest.LogCaptureFixture) -> None:
+    def test_readiness_steps_in_order(
+        self, run: Run, contract_target: Target, caplog: pytest.LogCaptureFixture
+    ) -> None:
         with caplog.at_level(logging.INFO, logger="cernvm_fixtures.instance"):
             instance = launch(contract_target, run)
         try:
@@ -139,7 +160,8 @@ class ProviderContract:
         pid = instance.run(f"cat {marker}", timeout=30).check().stdout.strip()
         assert pid.isdigit(), pid
         deadline = time.monotonic() + 10
-        while instance.run(f"kill -0 {pid}", timeout=30).succeeded:
+        alive = f"[ -r /proc/{pid}/stat ] && [ \"$(cut -d' ' -f3 /proc/{pid}/stat)\" != Z ]"  # a zombie is dead
+        while instance.run(alive, timeout=30).succeeded:
             assert time.monotonic() < deadline, f"background process {pid} of the timed-out command still runs"
             time.sleep(0.2)
         instance.run(f"rm -f {marker}", timeout=30)
@@ -175,8 +197,9 @@ class ProviderContract:
         [("never", True, False), ("on-failure", True, True), ("on-failure", False, False), ("always", False, True)],
         ids=["never", "on-failure-failed", "on-failure-passed", "always"],
     )
-    def test_keep_policy(self, run: Run, contract_target: Target, contract_objects: Objects,
-                         keep: str, failed: bool, kept: bool) -> None:
+    def test_keep_policy(
+        self, run: Run, contract_target: Target, contract_objects: Objects, keep: str, failed: bool, kept: bool
+    ) -> None:
         run.keep = Keep(keep)
         harness = self._harness(run, contract_target)
         instance = harness.fresh(contract_target, UserData())
@@ -239,8 +262,9 @@ class ProviderContract:
             _restore(harness)
             destroy()
 
-    def test_ledger_entry_precedes_every_create(self, run: Run, contract_target: Target,
-                                                contract_intercept: Intercept) -> None:
+    def test_ledger_entry_precedes_every_create(
+        self, run: Run, contract_target: Target, contract_intercept: Intercept
+    ) -> None:
         counts: list[int] = []
         with contract_intercept(lambda: counts.append(len(run.ledger.entries()))):
             instance = launch(contract_target, run)
@@ -250,23 +274,38 @@ class ProviderContract:
         finally:
             instance.destroy()
 
-    def test_sigkill_then_sweep(self, tmp_path: Path, contract_child: tuple[str, dict[str, str]] | None,
-                                contract_objects: Objects) -> None:
+    def test_sigkill_then_sweep(
+        self, tmp_path: Path, contract_child: tuple[str, dict[str, str]] | None, contract_objects: Objects
+    ) -> None:
         if contract_child is None:
             pytest.skip("the provider's contract test gives no contract_child (config for a child pytest)")
         text, extra = contract_child
         work = tmp_path / "work"
         work.mkdir()
         (work / "cernvm.toml").write_text(text)
-        (work / "test_it.py").write_text("import time\n\ndef test_wait(cernvm):\n    print('READY', flush=True)\n"
-                                         "    time.sleep(600)\n")
+        (work / "test_it.py").write_text(
+            "import time\n\ndef test_wait(cernvm):\n    print('READY', flush=True)\n    time.sleep(600)\n"
+        )
         state = tmp_path / "state"
         env = {**os.environ, **extra, "CERNVM_FIXTURES_STATE": str(state)}
         env.pop("PYTEST_ADDOPTS", None)
         child = subprocess.Popen(
-            [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-s", "--allow-hosts=127.0.0.1,::1",
-             "--allow-unix-socket", "test_it.py"],
-            cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "-p",
+                "no:cacheprovider",
+                "-s",
+                "--allow-hosts=127.0.0.1,::1",
+                "--allow-unix-socket",
+                "test_it.py",
+            ],
+            cwd=work,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
             preexec_fn=_default_sigint,
         )
         assert child.stdout is not None
@@ -278,16 +317,31 @@ class ProviderContract:
         child.stdout.close()
         runs = [Run(p.name, state=state) for p in (state / "runs").iterdir()]
         assert [r.ledger.entries() for r in runs if r.ledger.entries()], "the killed run recorded nothing"
-        sweep = subprocess.run([sys.executable, "-m", "cernvm_fixtures.cli", "sweep"], cwd=work, env=env,
-                               capture_output=True, text=True, timeout=600)
+        sweep = subprocess.run(
+            [sys.executable, "-m", "cernvm_fixtures.cli", "sweep"],
+            cwd=work,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert sweep.returncode == 0, sweep.stdout + sweep.stderr
         for left in runs:
             assert_nothing_left(left, contract_objects)
 
     @staticmethod
     def _harness(run: Run, target: Target) -> Harness:
-        return Harness(run=run, config=Config({target.name: target}), targets={target.name: target},
-                       selected=[target.name])
+        return Harness(
+            run=run, config=Config({target.name: target}), targets={target.name: target}, selected=[target.name]
+        )
+
+
+def end_of_run(run: Run) -> None:
+    """What the plugin does when a run ends: reap what the run still holds (e.g. an image its machines shared)."""
+    for resource in reversed(run.ledger.entries()):
+        if not resource.kept:
+            get_provider(resource.provider).destroy_resource(resource)
+            run.ledger.forget(resource)
 
 
 def assert_nothing_left(run: Run, objects: Objects) -> None:

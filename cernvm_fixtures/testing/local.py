@@ -28,6 +28,7 @@ from pydantic import Field
 
 from ..context import Context
 from ..errors import CommandTimeout, PermanentError, ProviderError
+from ..harness import signals_deferred
 from ..ledger import Resource
 from ..providers.base import Machine, Provider, ProviderOptions
 from ..transport.base import Result, Transport
@@ -71,11 +72,17 @@ class LocalProvider(Provider):
 
     def start(self, directory: Path, env: dict[str, str]) -> None:
         """The create call of this platform: start the machine's init process (it detaches)."""
-        subprocess.run(
-            [sys.executable, "-m", "cernvm_fixtures.testing._init", str(directory), str(self.options.boot_seconds)],
-            cwd=directory, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            start_new_session=True, check=True,
-        )
+        with signals_deferred():  # a Ctrl-C inside Popen would leave a child no object holds
+            subprocess.run(
+                [sys.executable, "-m", "cernvm_fixtures.testing._init", str(directory), str(self.options.boot_seconds)],
+                cwd=directory,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+                check=True,
+            )
 
     @classmethod
     def destroy_resource(cls, resource: Resource) -> None:
@@ -150,10 +157,16 @@ class PipeChannel:
     """A local ``/bin/sh`` on pipes: the :class:`~cernvm_fixtures.transport.shell.Channel` of the local transport."""
 
     def __init__(self, machine: LocalMachine) -> None:
-        self.process = subprocess.Popen(
-            ["/bin/sh"], cwd=machine.directory, env=machine.environment(), start_new_session=True,
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        )
+        with signals_deferred():  # a Ctrl-C inside Popen would leave a shell no object holds
+            self.process = subprocess.Popen(
+                ["/bin/sh"],
+                cwd=machine.directory,
+                env=machine.environment(),
+                start_new_session=True,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
         assert self.process.stdin and self.process.stdout and self.process.stderr
         self._stdin = self.process.stdin
         self._open = {self.process.stdout.fileno(): STDOUT, self.process.stderr.fileno(): STDERR}
@@ -225,8 +238,13 @@ class LocalTransport(Transport):
 
     def _run_with_stdin(self, command: str, timeout: float | None, stdin: bytes) -> Result:
         process = subprocess.Popen(
-            ["/bin/sh", "-c", command], cwd=self.machine.directory, env=self.machine.environment(),
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+            ["/bin/sh", "-c", command],
+            cwd=self.machine.directory,
+            env=self.machine.environment(),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
         )
         try:
             out, err = process.communicate(stdin, timeout=timeout)

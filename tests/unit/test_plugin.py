@@ -52,13 +52,16 @@ def test_k_selects_a_target(project):
 
 
 def test_summary_grid_names_targets_and_scenarios(project):
-    project.makepyfile(test_it=A_TEST + """
+    project.makepyfile(
+        test_it=A_TEST
+        + """
 import pytest
 
 @pytest.mark.cernvm_targets("alpha")
 def test_only_alpha(cernvm):
     assert False, "deliberate"
-""")
+"""
+    )
     result = run(project)
     result.assert_outcomes(passed=4, failed=1, skipped=1)
     grid = result.stdout.str().split("cernvm: target x scenario", 1)[1].splitlines()[1:5]
@@ -72,13 +75,15 @@ def test_only_alpha(cernvm):
 
 
 def test_cernvm_targets_marker_skips_other_targets_with_a_reason(project):
-    project.makepyfile(test_it="""
+    project.makepyfile(
+        test_it="""
 import pytest
 
 @pytest.mark.cernvm_targets("beta")
 def test_beta(cernvm):
     pass
-""")
+"""
+    )
     result = run(project)
     result.assert_outcomes(passed=1, skipped=1)
     result.stdout.fnmatch_lines(["*applies to targets beta, not alpha*"])
@@ -169,13 +174,15 @@ def test_bad_config_key_is_a_usage_error_naming_file_and_key(pytester, local_pro
 
 
 def test_bad_context_marker_names_the_test_and_valid_keys(project):
-    project.makepyfile(test_it="""
+    project.makepyfile(
+        test_it="""
 import pytest
 
 @pytest.mark.cernvm_context(user_data="x")
 def test_it(cernvm):
     pass
-""")
+"""
+    )
     result = run(project, "--cernvm-target=alpha")
     assert result.ret != 0
     result.stdout.fnmatch_lines(["*test_it.py::test_it[[]alpha[]]: cernvm_context marker:*valid keys:*"])
@@ -198,8 +205,9 @@ def where(cernvm):
     print("WHERE", os.environ["PYTEST_XDIST_WORKER"], cernvm.target.name, cernvm.name)
 """)
     project.makepyfile(test_it=A_TEST + "\ndef test_third(cernvm):\n    pass\n")
-    result = project.runpytest_subprocess("-W", "error", "-p", "no:cacheprovider", "-rA", *LOOPBACK,
-                                          "-n", "2", "--dist", "loadgroup")
+    result = project.runpytest_subprocess(
+        "-W", "error", "-p", "no:cacheprovider", "-rA", *LOOPBACK, "-n", "2", "--dist", "loadgroup"
+    )
     result.assert_outcomes(passed=6)
     seen = re.findall(r"^WHERE (gw\d) (alpha|beta) (\S+)$", result.stdout.str(), re.M)
     assert len(seen) == 6, result.stdout.str()

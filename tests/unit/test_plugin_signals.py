@@ -30,9 +30,23 @@ def test_sigterm_to_the_xdist_controller_tears_down_every_worker(pytester: pytes
     base = pytester.path / "base"
     base.mkdir()
     controller = subprocess.Popen(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *LOOPBACK, "-n", "2", "--dist", "loadgroup",
-         f"--basetemp={base / 'temp'}"],
-        cwd=pytester.path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            *LOOPBACK,
+            "-n",
+            "2",
+            "--dist",
+            "loadgroup",
+            f"--basetemp={base / 'temp'}",
+        ],
+        cwd=pytester.path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     deadline = time.monotonic() + 120
     while not all((base / f"ready-{t}").exists() for t in ("alpha", "beta")):
@@ -51,12 +65,15 @@ def test_a_child_pytest_gets_sigint_back_when_started_with_it_ignored(tmp_path):
     """A background job of a non-interactive shell starts with SIGINT ignored; the Ctrl-C tests' children must not."""
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        process = start_pytest(tmp_path, """
+        process = start_pytest(
+            tmp_path,
+            """
 import signal
 
 def test_sigint_raises_keyboardinterrupt():
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-""")
+""",
+        )
     finally:
         signal.signal(signal.SIGINT, previous)
     output, _ = process.communicate(timeout=120)
