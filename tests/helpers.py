@@ -114,6 +114,15 @@ def start_pytest(tmp_path: Path, test: str, *args: str, config: str | None = Non
     )
 
 
+def scenario_ids(*targets: str) -> set[str]:
+    """'test_name[target]' of every scenario the plugin collects for these targets (built-in defaults)."""
+    listed = subprocess.run(
+        pytest_command("--collect-only", "-q", "scenarios", *(f"--cernvm-target={t}" for t in targets)),
+        cwd=ROOT, env=subprocess_env(ROOT / ".no-state"), capture_output=True, text=True, timeout=300, check=True,
+    ).stdout
+    return {line.split("::")[-1] for line in listed.splitlines() if line.startswith("scenarios/")}
+
+
 def outcomes(output: str) -> dict[str, str]:
     """'test_name[params]' -> PASSED/FAILED/ERROR, from pytest's -rA short summary (skips: skip_reasons)."""
     found = {}
