@@ -4,7 +4,7 @@ import shlex
 
 import pytest
 
-from cernvm_fixtures.plugin import expect
+from cernvm_fixtures import expect
 
 
 def test_hostname(cernvm):

@@ -10,7 +10,7 @@ import shlex
 
 import pytest
 
-from cernvm_fixtures.plugin import expect
+from cernvm_fixtures import expect
 
 
 def repositories(cernvm):

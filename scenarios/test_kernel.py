@@ -8,7 +8,7 @@ matched literally).
 import re
 from string import Template
 
-from cernvm_fixtures.plugin import expect
+from cernvm_fixtures import expect
 
 
 def test_kernel_release(cernvm):

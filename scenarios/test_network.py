@@ -2,7 +2,7 @@
 
 import posixpath
 
-from cernvm_fixtures.plugin import expect
+from cernvm_fixtures import expect
 
 
 def test_network_driver(cernvm):

@@ -3,7 +3,7 @@
 import re
 import shlex
 
-from cernvm_fixtures.plugin import expect
+from cernvm_fixtures import expect
 
 
 def test_scratch_disk_mounted(cernvm, cernvm_host):

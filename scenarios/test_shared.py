@@ -5,7 +5,7 @@ import shlex
 
 import pytest
 
-from cernvm_fixtures.plugin import expect
+from cernvm_fixtures import expect
 
 FSTYPES = {"9p": "9p", "vboxsf": "vboxsf", "sshfs": "fuse.sshfs", "virtiofs": "virtiofs"}
 

@@ -7,6 +7,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -103,13 +104,27 @@ def run_scenarios(tmp_path: Path, *args: str, config: str | None = None, conftes
     return result
 
 
+def default_sigint() -> None:
+    """In a child: SIGINT at its default disposition (a background job of a non-interactive shell inherits it ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_pytest(tmp_path: Path, test: str, *args: str, config: str | None = None) -> subprocess.Popen:
     """One test file run by the plugin in a process of its own (to signal, kill or wait for)."""
     work = write_work(tmp_path, config=config, tests={"test_it.py": test})
     return subprocess.Popen(
         pytest_command("test_it.py", *args), cwd=work, env=subprocess_env(tmp_path / "state"),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=default_sigint,
     )
+
+
+def scenario_ids(*targets: str) -> set[str]:
+    """'test_name[target]' of every scenario the plugin collects for these targets (built-in defaults)."""
+    listed = subprocess.run(
+        pytest_command("--collect-only", "-q", "scenarios", *(f"--cernvm-target={t}" for t in targets)),
+        cwd=ROOT, env=subprocess_env(ROOT / ".no-state"), capture_output=True, text=True, timeout=300, check=True,
+    ).stdout
+    return {line.split("::")[-1] for line in listed.splitlines() if line.startswith("scenarios/")}
 
 
 def outcomes(output: str) -> dict[str, str]:

@@ -1,0 +1,222 @@
+"""The run inside a pytest process: selected targets, shared instances, keep policy, reaping, signal safety.
+
+The plugin (``plugin.py``) only translates pytest's hooks and fixtures into calls on the :class:`Harness`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from . import config as configuration
+from .context import UserData
+from .errors import CernvmError
+from .instance import Instance, launch
+from .ledger import Owner, Resource
+from .providers import get as get_provider
+from .run import Keep, Run
+
+log = logging.getLogger(__name__)
+
+WORKER_TEARDOWN = 120.0
+"""Seconds an xdist controller given SIGTERM waits for its workers' teardown before reaping what is left."""
+
+
+def _sigterm(signum: int, frame: Any) -> None:
+    """SIGTERM (a cancelled CI job) unwinds like Ctrl-C, so every teardown runs."""
+    raise KeyboardInterrupt("SIGTERM")
+
+
+@dataclass
+class Harness:
+    """Per-process state: the run, the selected targets and the instances launched so far."""
+
+    run: Run
+    config: configuration.Config
+    targets: dict[str, configuration.Target]
+    selected: list[str]
+    is_worker: bool = False
+    shared: dict[tuple[str, str], Instance] = field(default_factory=dict)
+    broken: dict[tuple[str, str], str] = field(default_factory=dict)
+    used_by: dict[str, list[Instance]] = field(default_factory=lambda: defaultdict(list))
+    kept: list[dict[str, str]] = field(default_factory=list)
+    workers_kept: list[list[dict[str, str]]] = field(default_factory=list)
+    previous_sigterm: Any = None
+    workers: list[int] = field(default_factory=list)
+    """xdist controller: the pids of its workers, to pass SIGTERM on to."""
+
+    @classmethod
+    def from_pytest(cls, config: pytest.Config) -> Harness:
+        option = config.option
+        path = getattr(option, "cernvm_config", None) or config.getini("cernvm_config") or None
+        loaded = configuration.load(Path(path) if path else None, config.rootpath)
+        wanted = [n for arg in (getattr(option, "cernvm_targets", None) or []) for n in arg.split(",") if n]
+        wanted = wanted or config.getini("cernvm_targets") or loaded.enabled
+        unknown = [n for n in wanted if n not in loaded.targets]
+        if unknown:
+            raise configuration.ConfigError(
+                f"--cernvm-target: unknown target(s) {', '.join(unknown)}; "
+                f"{loaded.origin} declares {', '.join(loaded.targets)}"
+            )
+        images = _per_target(
+            getattr(option, "cernvm_images", None), config.getini("cernvm_image"), wanted, "--cernvm-image"
+        )
+        profiles = _per_target(
+            getattr(option, "cernvm_profiles", None), config.getini("cernvm_profile"), wanted, "--cernvm-profile"
+        )
+        targets = {n: loaded.targets[n].with_overrides(images.get(n), profiles.get(n)) for n in wanted}
+        for target in targets.values():
+            target.load_profile()
+        keep = Keep(getattr(option, "cernvm_keep", None) or config.getini("cernvm_keep") or "never")
+        workerinput = getattr(config, "workerinput", None)
+        run = Run(
+            workerinput["cernvm_run"] if workerinput else None,
+            keep=keep,
+            endpoint=lambda machine, host, port: config.hook.pytest_cernvm_endpoint(
+                machine=machine, host=host, port=port
+            ),
+        )
+        return cls(run=run, config=loaded, targets=targets, selected=wanted, is_worker=workerinput is not None)
+
+    def instance(self, target: configuration.Target, user_data: UserData) -> Instance:
+        """The shared instance of a target for this user data, launched on first use."""
+        key = (target.name, user_data.key)
+        if key in self.broken:
+            pytest.fail(
+                f"instance for target {target.name!r} failed to come up earlier in this run:\n{self.broken[key]}",
+                pytrace=False,
+            )
+        if key not in self.shared:
+            try:
+                self.shared[key] = self._launch(target, user_data)
+            except CernvmError as e:
+                self.broken[key] = str(e)
+                raise
+        return self.shared[key]
+
+    def fresh(self, target: configuration.Target, user_data: UserData) -> Instance:
+        return self._launch(target, user_data)
+
+    def finish(self, instance: Instance) -> None:
+        """Keep or destroy an instance according to the keep policy."""
+        keep = self.run.keep is Keep.ALWAYS or (self.run.keep is Keep.ON_FAILURE and instance.failed)
+        if keep:
+            instance.machine.keep()
+            if "transport" in instance.__dict__:  # the machine stays; this process's connection to it does not
+                instance.transport.close()
+            self.kept.append({"name": instance.name, "target": instance.target.name, "login": instance.login_command})
+            return
+        with signals_deferred():
+            instance.destroy()
+
+    def release(self, target: str) -> None:
+        """Done with a target (pytest moved on): finish its shared instances."""
+        for key in [k for k in self.shared if k[0] == target]:
+            self.finish(self.shared.pop(key))
+
+    def release_all(self) -> None:
+        for target in {k[0] for k in self.shared}:
+            self.release(target)
+
+    def reap(self, reason: str) -> None:
+        """Destroy run resources nobody owns any more (not kept, owner gone or us); each is a leak to report."""
+        me = Owner.current()
+        for resource in reversed(self.run.ledger.entries()):  # newest first: an instance before its network
+            if resource.kept or (resource.owner != me and resource.owner.alive()):
+                continue
+            log.warning("cernvm: destroying %s %s %s (%s)", resource.provider, resource.kind, resource.name, reason)
+            _destroy(resource, self.run)
+
+    def forward_sigterm(self) -> None:
+        """xdist controller: on SIGTERM, signal every worker, wait (bounded) for their teardown, then unwind."""
+        if self.previous_sigterm is None and threading.current_thread() is threading.main_thread():
+            self.previous_sigterm = signal.signal(signal.SIGTERM, self._forward)
+
+    def _forward(self, signum: int, frame: Any) -> None:
+        for pid in self.workers:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + WORKER_TEARDOWN
+        while any(_running(pid) for pid in self.workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        raise KeyboardInterrupt("SIGTERM")
+
+    def _launch(self, target: configuration.Target, user_data: UserData) -> Instance:
+        if self.previous_sigterm is None and threading.current_thread() is threading.main_thread():
+            self.previous_sigterm = signal.signal(signal.SIGTERM, _sigterm)
+        return launch(target, self.run, user_data=user_data)
+
+
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` still runs (a zombie has finished)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _destroy(resource: Resource, run: Run) -> None:
+    with signals_deferred():
+        try:
+            get_provider(resource.provider).destroy_resource(resource)
+        except CernvmError as e:
+            log.error(
+                "cernvm: could not destroy %s %s: %s (cernvm-fixtures sweep retries)", resource.kind, resource.name, e
+            )
+            return
+        run.ledger.forget(resource)
+
+
+class signals_deferred:
+    """Hold SIGINT/SIGTERM while destroying, so a second Ctrl-C cannot cut a cleanup in half.
+
+    Python runs signal handlers in the main thread whichever thread the signal reached (xdist's execnet
+    thread, paramiko's, pytest-timeout's), so a handler that only records the signal defers it in every
+    case; the signals are raised again, in order, once the block is done. Outside the main thread (where
+    handlers cannot be changed) a signal cannot interrupt the block anyway: it is handled in the main thread.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __enter__(self) -> signals_deferred:
+        self.pending: list[int] = []
+        self.previous: dict[int, Any] = {}
+        if threading.current_thread() is threading.main_thread():
+            self.previous = {signum: signal.signal(signum, self._record) for signum in self.SIGNALS}
+        return self
+
+    def _record(self, signum: int, frame: Any) -> None:
+        log.warning("cernvm: %s deferred until the cleanup is done", signal.Signals(signum).name)
+        self.pending.append(signum)
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+        for signum in self.pending:
+            signal.raise_signal(signum)
+
+
+def _per_target(values: list[str] | None, ini: str, targets: list[str], option: str) -> dict[str, str]:
+    """Parse repeated ``[TARGET=]VALUE`` options into a per-target mapping."""
+    found: dict[str, str] = {}
+    for value in ([ini] if ini else []) + (values or []):
+        name, sep, rest = value.partition("=")
+        if sep and name in targets:
+            found[name] = rest
+        elif sep and configuration.NAME.match(name) and "/" not in name:
+            raise configuration.ConfigError(f"{option}: {name!r} is not a selected target ({', '.join(targets)})")
+        else:
+            found.update(dict.fromkeys(targets, value))
+    return found

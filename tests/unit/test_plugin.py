@@ -1,0 +1,219 @@
+"""The plugin in a pytest run of its own (pytester), on the local provider: warnings are errors in every run."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+
+import pytest
+
+from ..conftest import LOCAL_TARGETS
+from ..helpers import LOOPBACK
+
+A_TEST = """
+def test_uname(cernvm):
+    assert cernvm.run("uname -s").stdout.strip() == "Linux"
+
+def test_hostname(cernvm_host):
+    assert cernvm_host.run("echo $CVMFX_MACHINE").stdout.startswith("cvmfx-")
+"""
+
+
+@pytest.fixture
+def project(pytester: pytest.Pytester, local_provider):
+    """A project declaring two local targets; runs see warnings as errors."""
+    pytester.makefile(".toml", cernvm=LOCAL_TARGETS)
+    return pytester
+
+
+def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    return pytester.runpytest_inprocess("-W", "error", "-p", "no:cacheprovider", "-rA", *LOOPBACK, *args)
+
+
+def ledger(state) -> list[dict]:
+    return [json.loads(p.read_text()) for p in state.glob("runs/*/ledger/*.json")]
+
+
+def test_every_test_runs_on_every_target_with_the_target_as_id(project, local_provider):
+    project.makepyfile(test_it=A_TEST)
+    result = run(project, "-v")
+    result.assert_outcomes(passed=4)
+    result.stdout.fnmatch_lines(["*test_uname[[]alpha[]] PASSED*", "*test_hostname[[]beta[]] PASSED*"])
+    assert ledger(local_provider) == []
+    assert not list(local_provider.glob("runs/*")), "run directory left behind"
+
+
+def test_k_selects_a_target(project):
+    project.makepyfile(test_it=A_TEST)
+    result = run(project, "-k", "beta", "-v")
+    result.assert_outcomes(passed=2, deselected=2)
+    assert "[alpha]" not in result.stdout.str().split("short test summary")[0].split("collected")[1].split("PASSED")[-1]
+
+
+def test_summary_grid_names_targets_and_scenarios(project):
+    project.makepyfile(
+        test_it=A_TEST
+        + """
+import pytest
+
+@pytest.mark.cernvm_targets("alpha")
+def test_only_alpha(cernvm):
+    assert False, "deliberate"
+"""
+    )
+    result = run(project)
+    result.assert_outcomes(passed=4, failed=1, skipped=1)
+    grid = result.stdout.str().split("cernvm: target x scenario", 1)[1].splitlines()[1:5]
+    assert re.split(r"\s+", grid[0].strip()) == ["alpha", "beta"]
+    rows = {line.split()[0]: line.split()[1:] for line in grid[1:]}
+    assert rows == {
+        "test_it.py::test_hostname": ["PASSED", "PASSED"],
+        "test_it.py::test_only_alpha": ["FAILED", "SKIPPED"],
+        "test_it.py::test_uname": ["PASSED", "PASSED"],
+    }
+
+
+def test_cernvm_targets_marker_skips_other_targets_with_a_reason(project):
+    project.makepyfile(
+        test_it="""
+import pytest
+
+@pytest.mark.cernvm_targets("beta")
+def test_beta(cernvm):
+    pass
+"""
+    )
+    result = run(project)
+    result.assert_outcomes(passed=1, skipped=1)
+    result.stdout.fnmatch_lines(["*applies to targets beta, not alpha*"])
+
+
+FAILING = """
+def test_fails(cernvm):
+    assert cernvm.run("true").succeeded
+    assert False, "deliberate"
+"""
+
+
+@pytest.mark.parametrize(
+    "keep,kept", [("never", False), ("on-failure", True), ("always", True)], ids=["never", "on-failure", "always"]
+)
+def test_keep_policy_on_a_failing_test(project, local_provider, keep, kept):
+    project.makepyfile(test_it=FAILING)
+    result = run(project, f"--cernvm-keep={keep}", "--cernvm-target=alpha")
+    result.assert_outcomes(failed=1)
+    entries = ledger(local_provider)
+    output = result.stdout.str()
+    try:
+        if kept:
+            assert [e["kept"] for e in entries] == [True], entries
+            assert "cernvm: kept instances" in output and "cernvm-fixtures down" in output
+            assert "log in:" in output
+        else:
+            assert entries == []
+            assert "--cernvm-keep on-failure keeps it" in output
+            assert "kept instances" not in output
+    finally:
+        _destroy_kept(local_provider)
+
+
+def test_keep_on_failure_destroys_what_passed(project, local_provider):
+    project.makepyfile(test_it=A_TEST)
+    run(project, "--cernvm-keep=on-failure").assert_outcomes(passed=4)
+    assert ledger(local_provider) == []
+
+
+def test_keep_always_keeps_what_passed(project, local_provider):
+    project.makepyfile(test_it=A_TEST)
+    result = run(project, "--cernvm-keep=always", "--cernvm-target=beta")
+    result.assert_outcomes(passed=2)
+    try:
+        assert [(e["target"], e["kept"]) for e in ledger(local_provider)] == [("beta", True)]
+    finally:
+        _destroy_kept(local_provider)
+
+
+def _destroy_kept(state) -> None:
+    from cernvm_fixtures.ledger import Resource
+    from cernvm_fixtures.testing.local import LocalProvider
+
+    for path in state.glob("runs/*/ledger/*.json"):
+        LocalProvider.destroy_resource(Resource.from_json(path.read_text()))
+    shutil.rmtree(state / "runs", ignore_errors=True)
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--cernvm-target=gamma"], "--cernvm-target: unknown target(s) gamma; * declares alpha, beta"),
+        (["--cernvm-profile=nosuch"], "*profile 'nosuch': no such shipped profile or file*"),
+        (["--cernvm-image=delta=x.iso"], "--cernvm-image: 'delta' is not a selected target (alpha, beta)"),
+    ],
+    ids=["target", "profile", "image-target"],
+)
+def test_bad_options_are_a_usage_error(project, args, message):
+    project.makepyfile(test_it=A_TEST)
+    result = run(project, *args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*{message}*"])
+
+
+def test_bad_keep_value_is_rejected_by_the_option_parser(project):
+    result = run(project, "--cernvm-keep=sometimes")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--cernvm-keep: invalid choice: 'sometimes'*"])
+
+
+def test_bad_config_key_is_a_usage_error_naming_file_and_key(pytester, local_provider):
+    pytester.makefile(".toml", cernvm=LOCAL_TARGETS + "boot_secs = 1\n")
+    pytester.makepyfile(test_it=A_TEST)
+    result = run(pytester)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*cernvm.toml: targets.beta.boot_secs: unknown key; valid keys are boot_seconds, *"])
+
+
+def test_bad_context_marker_names_the_test_and_valid_keys(project):
+    project.makepyfile(
+        test_it="""
+import pytest
+
+@pytest.mark.cernvm_context(user_data="x")
+def test_it(cernvm):
+    pass
+"""
+    )
+    result = run(project, "--cernvm-target=alpha")
+    assert result.ret != 0
+    result.stdout.fnmatch_lines(["*test_it.py::test_it[[]alpha[]]: cernvm_context marker:*valid keys:*"])
+
+
+def test_no_unknown_marker_warning_without_xdist(project):
+    project.makepyfile(test_it=A_TEST)
+    result = run(project, "-p", "no:xdist", "--cernvm-target=alpha")
+    result.assert_outcomes(passed=2)
+    assert "PytestUnknownMarkWarning" not in result.stdout.str()
+
+
+def test_xdist_groups_each_target_on_one_worker(project, local_provider):
+    project.makeconftest("""
+import os
+import pytest
+
+@pytest.fixture(autouse=True)
+def where(cernvm):
+    print("WHERE", os.environ["PYTEST_XDIST_WORKER"], cernvm.target.name, cernvm.name)
+""")
+    project.makepyfile(test_it=A_TEST + "\ndef test_third(cernvm):\n    pass\n")
+    result = project.runpytest_subprocess(
+        "-W", "error", "-p", "no:cacheprovider", "-rA", *LOOPBACK, "-n", "2", "--dist", "loadgroup"
+    )
+    result.assert_outcomes(passed=6)
+    seen = re.findall(r"^WHERE (gw\d) (alpha|beta) (\S+)$", result.stdout.str(), re.M)
+    assert len(seen) == 6, result.stdout.str()
+    for target in ("alpha", "beta"):
+        workers = {w for w, t, _ in seen if t == target}
+        instances = {i for _, t, i in seen if t == target}
+        assert len(workers) == 1 and len(instances) == 1, f"{target} ran on {workers} with {instances}"
+    assert ledger(local_provider) == []
+    assert not list(local_provider.glob("runs/*")), "run directory left behind"
