@@ -1,4 +1,5 @@
-"""``cernvm-fixtures``: bring an instance up and keep it, list, log in, take down, sweep, build the appliance."""
+"""``cernvm-fixtures``: check the host, bring an instance up and keep it, list, log in, take down, sweep, build the
+appliance."""
 
 from __future__ import annotations
 
@@ -39,6 +40,19 @@ def cmd_appliance_build(args: argparse.Namespace) -> int:
         print(f"  kernel, initrd: {built.kernel}, {built.initrd}")
         print(f"  docker tarball: {built.docker_tarball}")
     return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from .doctor import report
+
+    loaded = _config(args)
+    unknown = [n for n in args.targets if n not in loaded.targets]
+    if unknown:
+        declared = ", ".join(loaded.targets)
+        raise configuration.ConfigError(f"unknown target(s) {', '.join(unknown)}; {loaded.origin} declares {declared}")
+    lines, broken = report(loaded.targets[n] for n in (args.targets or list(loaded.targets)))
+    print("\n".join(lines))
+    return 1 if broken else 0
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -129,6 +143,11 @@ def parser() -> argparse.ArgumentParser:
     build.add_argument("--all", action="store_true", help="build every variant")
     build.add_argument("--force", action="store_true", help="rebuild even if cached")
     build.set_defaults(func=cmd_appliance_build)
+
+    doctor = sub.add_parser("doctor", help="check each prerequisite of the targets on this host, with the fix")
+    doctor.add_argument("targets", nargs="*", metavar="TARGET", help="targets to check (default: all declared)")
+    doctor.add_argument("--config", help="config file (default: cernvm.toml or pyproject.toml here)")
+    doctor.set_defaults(func=cmd_doctor)
 
     up = sub.add_parser("up", help="bring an instance up and keep it")
     up.add_argument("target", nargs="?", help="target name (default: the first enabled one)")
