@@ -19,9 +19,20 @@ from .ledger import Ledger, Resource, all_ledgers
 from .providers import get as get_provider
 from .run import Keep, Run
 
+STEPS = ("prepare", "engine create", "running", "reachable", "login", "ready")
+"""The steps of ``up``, in order; ``prepare`` is everything before the engine's create call, from process start."""
+
 
 def _config(args: argparse.Namespace) -> configuration.Config:
     return configuration.load(Path(args.config) if args.config else None, Path.cwd())
+
+
+def _since_start() -> float:
+    """Wall seconds since this process started (imports included), from /proc."""
+    with open("/proc/self/stat") as f:
+        ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+    with open("/proc/uptime") as f:
+        return float(f.read().split()[0]) - ticks / os.sysconf("SC_CLK_TCK")
 
 
 def _entries() -> list[tuple[Ledger, Resource]]:
@@ -64,7 +75,11 @@ def cmd_up(args: argparse.Namespace) -> int:
     run = Run(keep=Keep.ALWAYS)
     instance = launch(target, run)
     instance.machine.keep()
-    print(f"{instance.name} is ready ({instance.ready_after:.1f} s); it stays up until you take it down.")
+    total = _since_start()
+    steps = dict(instance.timings)
+    steps["prepare"] = total - sum(t for step, t in steps.items() if step != "prepare")
+    split = ", ".join(f"{step} {steps[step]:.1f}" for step in STEPS if step in steps)
+    print(f"{instance.name} is ready after {total:.1f} s ({split} s); it stays up until you take it down.")
     print(f"  log in:  {instance.login_command}")
     print(f"  remove:  cernvm-fixtures down {instance.name}")
     return 0
