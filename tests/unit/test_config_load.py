@@ -20,8 +20,7 @@ def load(tmp_path: Path, text: str, name: str = "cernvm.toml") -> config.Config:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("[tool]\ncernvm = 5\n", r"pyproject.toml \[tool.cernvm\]: must be a table holding \[targets.<name>\] tables, got 5"
-         ),
+        ("[tool]\ncernvm = 5\n", r"\[tool.cernvm\]: must be a table holding \[targets.<name>\] tables, got 5"),
         ("tool = 3\n", r"pyproject.toml: tool: must be a table, got 3"),
         ("[tool.cernvm]\ntargets = 'kvm'\n", r"\[tool.cernvm\]: no targets declared"),
     ],
