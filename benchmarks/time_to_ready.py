@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from cernvm_fixtures import config
@@ -94,8 +95,11 @@ def raw_virsh(target: config.Target, run: Run, workdir: Path, domain_type: str) 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--slowdown", type=float, help="stretch the readiness deadlines (a host shared with others)")
     args = parser.parse_args()
     target = config.load(None, None).targets["kvm"]
+    if args.slowdown:
+        target = replace(target, options=target.options.model_copy(update={"slowdown": args.slowdown}))
     ours, raw, small = [], [], []
     steps: dict[str, list[float]] = {}
     device = Path("/dev/kvm")
