@@ -1,4 +1,5 @@
-"""``cernvm-fixtures``: bring an instance up and keep it, list, log in, take down, sweep, build the appliance."""
+"""``cernvm-fixtures``: check the host, bring an instance up and keep it, list, log in, take down, sweep, build the
+appliance."""
 
 from __future__ import annotations
 
@@ -17,9 +18,20 @@ from .providers import get as get_provider
 from .run import Keep, Run
 from .transport.base import Login
 
+STEPS = ("prepare", "engine create", "running", "reachable", "login", "ready")
+"""The steps of ``up``, in order; ``prepare`` is everything before the engine's create call, from process start."""
+
 
 def _config(args: argparse.Namespace) -> configuration.Config:
     return configuration.load(Path(args.config) if args.config else None, Path.cwd())
+
+
+def _since_start() -> float:
+    """Wall seconds since this process started (imports included), from /proc."""
+    with open("/proc/self/stat") as f:
+        ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+    with open("/proc/uptime") as f:
+        return float(f.read().split()[0]) - ticks / os.sysconf("SC_CLK_TCK")
 
 
 def _entries() -> list[tuple[Ledger, Resource]]:
@@ -40,6 +52,19 @@ def cmd_appliance_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from .doctor import report
+
+    loaded = _config(args)
+    unknown = [n for n in args.targets if n not in loaded.targets]
+    if unknown:
+        declared = ", ".join(loaded.targets)
+        raise configuration.ConfigError(f"unknown target(s) {', '.join(unknown)}; {loaded.origin} declares {declared}")
+    lines, broken = report(loaded.targets[n] for n in (args.targets or list(loaded.targets)))
+    print("\n".join(lines))
+    return 1 if broken else 0
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     loaded = _config(args)
     name = args.target or loaded.enabled[0]
@@ -49,7 +74,11 @@ def cmd_up(args: argparse.Namespace) -> int:
     run = Run(keep=Keep.ALWAYS)
     instance = launch(target, run)
     instance.machine.keep()
-    print(f"{instance.name} is ready ({instance.ready_after:.1f} s); it stays up until you take it down.")
+    total = _since_start()
+    steps = dict(instance.timings)
+    steps["prepare"] = total - sum(t for step, t in steps.items() if step != "prepare")
+    split = ", ".join(f"{step} {steps[step]:.1f}" for step in STEPS if step in steps)
+    print(f"{instance.name} is ready after {total:.1f} s ({split} s); it stays up until you take it down.")
     print(f"  log in:  {instance.login_command}")
     print(f"  remove:  cernvm-fixtures down {instance.name}")
     return 0
@@ -131,6 +160,11 @@ def parser() -> argparse.ArgumentParser:
     build.add_argument("--all", action="store_true", help="build every variant")
     build.add_argument("--force", action="store_true", help="rebuild even if cached")
     build.set_defaults(func=cmd_appliance_build)
+
+    doctor = sub.add_parser("doctor", help="check each prerequisite of the targets on this host, with the fix")
+    doctor.add_argument("targets", nargs="*", metavar="TARGET", help="targets to check (default: all declared)")
+    doctor.add_argument("--config", help="config file (default: cernvm.toml or pyproject.toml here)")
+    doctor.set_defaults(func=cmd_doctor)
 
     up = sub.add_parser("up", help="bring an instance up and keep it")
     up.add_argument("target", nargs="?", help="target name (default: the first enabled one)")

@@ -81,7 +81,9 @@ class Target:
         if image is None and profile is None:
             return self
         image = image or self.image
-        return replace(self, image=image, profile=profile or default_profile(image, self.name, "--cernvm-image"))
+        profile = profile or default_profile(image, self.name, "--cernvm-image")
+        check_image(image, f"--cernvm-image (target {self.name})")
+        return replace(self, image=image, profile=profile)
 
     def load_profile(self) -> profiles.Profile:
         return profiles.load(self.profile)
@@ -127,6 +129,37 @@ DEFAULT_TARGETS: dict[str, dict[str, Any]] = {
 }
 
 
+IMAGE_FILES = (".iso", ".hvm", ".hdd", ".img", ".raw", ".qcow2", ".vhd", ".vdi", ".vmdk", ".tar", ".tar.gz", ".tgz",
+               ".tar.xz", ".txz", ".tar.bz2", ".tbz2")
+"""Suffixes that make an ``image`` value a file (anything else may be a cloud image id or a local image name)."""
+ISO_MAGIC = (32769, b"CD001")
+"""ISO 9660: the primary volume descriptor's identifier, at byte 32769 (sector 16, after the type byte)."""
+
+
+def check_image(image: str, where: str) -> None:
+    """An image that names a file must exist, and a ``.iso`` must be one; caught at load, not per test."""
+    if image == APPLIANCE or image.startswith(APPLIANCE + ":"):
+        return
+    path = Path(image).expanduser()
+    if not image.lower().endswith(IMAGE_FILES):
+        return
+    if not path.is_file():
+        raise ConfigError(f"{where}: {image!r} does not exist (or is not a file)")
+    if path.suffix.lower() == ".iso":
+        offset, magic = ISO_MAGIC
+        try:
+            with open(path, "rb") as f:
+                f.seek(offset)
+                found = f.read(len(magic))
+        except OSError as e:
+            raise ConfigError(f"{where}: {image!r}: cannot read: {e.strerror}") from None
+        if found != magic:
+            raise ConfigError(
+                f"{where}: {image!r} is not an ISO 9660 image (no 'CD001' at byte {offset}); "
+                "give a CernVM ISO such as ucernvm-prod.<V>-<R>.cernvm.x86_64.iso"
+            )
+
+
 def default_profile(image: str, target: str, where: str) -> str:
     """The appliance knows its profile; any other image must name one."""
     if appliance_variant(image) is not None:
@@ -170,6 +203,7 @@ def parse_target(name: str, raw: Mapping[str, Any], origin: str) -> Target:
         if path and not Path(path).expanduser().is_dir():
             raise ConfigError(f"{where}.shared_folders.{folder}: {path!r} is not a directory (use \"\" for a fresh one)")
     profile = keys.profile or default_profile(keys.image, name, where + ".profile")
+    check_image(keys.image, where + ".image")
     return Target(
         name=name,
         provider=provider.name,
@@ -187,6 +221,8 @@ def parse_target(name: str, raw: Mapping[str, Any], origin: str) -> Target:
 
 def parse(raw: Mapping[str, Any], origin: str) -> Config:
     """Validate a whole config mapping (the file's top level, or ``[tool.cernvm]``)."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{origin}: must be a table holding [targets.<name>] tables, got {raw!r}")
     unknown = sorted(set(raw) - {"targets"})
     if unknown:
         raise ConfigError(f"{origin}: unknown top-level key(s) {', '.join(unknown)}; valid keys are: targets")
@@ -205,6 +241,14 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: invalid TOML: {e}") from None
 
 
+def _tool_table(raw: Mapping[str, Any], path: Path) -> Any:
+    """``[tool.cernvm]`` of a pyproject.toml (None if absent); a ``tool`` that is not a table is an error."""
+    tool = raw.get("tool", {})
+    if not isinstance(tool, Mapping):
+        raise ConfigError(f"{path}: tool: must be a table, got {tool!r}")
+    return tool.get("cernvm")
+
+
 def load(path: Path | None = None, rootdir: Path | None = None) -> Config:
     """Load the config from ``path``, else from the rootdir's files, else the defaults."""
     if path is not None:
@@ -212,7 +256,7 @@ def load(path: Path | None = None, rootdir: Path | None = None) -> Config:
             raise ConfigError(f"{path}: config file not found")
         raw = _read_toml(path)
         if path.name == "pyproject.toml":
-            raw = raw.get("tool", {}).get("cernvm")
+            raw = _tool_table(raw, path)
             if raw is None:
                 raise ConfigError(f"{path}: has no [tool.cernvm] table")
             return parse(raw, f"{path} [tool.cernvm]")
@@ -223,7 +267,7 @@ def load(path: Path | None = None, rootdir: Path | None = None) -> Config:
             return parse(_read_toml(candidate), str(candidate))
         pyproject = rootdir / "pyproject.toml"
         if pyproject.is_file():
-            tool = _read_toml(pyproject).get("tool", {}).get("cernvm")
+            tool = _tool_table(_read_toml(pyproject), pyproject)
             if tool is not None:
                 return parse(tool, f"{pyproject} [tool.cernvm]")
     return parse({"targets": DEFAULT_TARGETS}, "built-in defaults")

@@ -47,6 +47,8 @@ class Instance:
         """Set by the plugin when a test using this instance failed (for the keep policy)."""
         self.ready_after: float | None = None
         """Seconds from launch to ready."""
+        self.timings: dict[str, float] = {}
+        """Seconds per step of the last bring-up: prepare, engine create, running, reachable, login, ready."""
         self._host: tuple[str | None, testinfra.host.Host] | None = None
 
     def __repr__(self) -> str:
@@ -170,6 +172,7 @@ class Instance:
                     problem = f"{type(e).__name__}: {e}"
                 if problem is None:
                     log.info("%s: %s after %.1f s", self.name, name, time.monotonic() - start)
+                    self.timings[name] = time.monotonic() - begun
                     return
                 if time.monotonic() >= deadline:
                     raise ReadinessError(self.name, name, time.monotonic() - begun, problem, self.console_tail())
@@ -215,13 +218,18 @@ def launch(
     instance is ready, it is destroyed right away, unless the keep policy keeps
     failures, in which case it is marked kept and the error says how to log in.
     """
+    began = time.time()
     provider = get_provider(target.provider)(target, run)
     profile = profile or target.load_profile()
     machine = provider.machine(run.name(target.name))
     context = Context(hostname=machine.name, ssh_keys=(run.public_key,), user_data=user_data or UserData())
     try:
         provider.launch(machine, context)
-        return Instance(machine, target, profile, context).wait_ready()
+        created = time.time()
+        engine = max((r.created for r in machine.resources), default=created)  # the last record precedes the create
+        instance = Instance(machine, target, profile, context)
+        instance.timings.update({"prepare": engine - began, "engine create": created - engine})
+        return instance.wait_ready()
     except BaseException as error:
         if run.keep is not Keep.NEVER and isinstance(error, CernvmError) and machine.resources:
             machine.keep()

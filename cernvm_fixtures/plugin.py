@@ -113,6 +113,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         marker = item.get_closest_marker("cernvm_targets")
         if marker and target not in marker.args:
             item.add_marker(pytest.mark.skip(reason=f"applies to targets {', '.join(marker.args)}, not {target}"))
+    used = [t for t in dict.fromkeys(map(_item_target, items)) if t]
+    if used and not config.option.collectonly:  # the doctor's checks: stop once instead of failing every test
+        from .doctor import blocking
+
+        stop, warnings = blocking(config.stash[RUN_KEY].targets[t] for t in used)
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        for line in warnings if reporter else ():
+            reporter.write_line(f"cernvm-fixtures doctor: {line}", yellow=True)
+        if stop:
+            raise pytest.UsageError(stop)
 
 
 @pytest.hookimpl(optionalhook=True)

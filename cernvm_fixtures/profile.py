@@ -24,9 +24,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from .errors import ConfigError
+from .netcheck import interface_name
 
 T = TypeVar("T")
 
@@ -98,6 +99,16 @@ class Shared(_Section):
 class Network(_Section):
     interface: Text = "eth0"
     driver: Text = None
+
+    @field_validator("interface")
+    @classmethod
+    def _interface(cls, value: Text) -> Text:
+        """Scenarios put the name in a guest shell command, so it must be a plain interface name."""
+        for rule in value if isinstance(value, list) else [value]:
+            name = rule.expect if isinstance(rule, Rule) else rule
+            if isinstance(name, str):
+                interface_name(name)
+        return value
 
 
 class Context(_Section):

@@ -53,7 +53,8 @@ log = logging.getLogger(__name__)
 TAG_PREFIX = "cernvm-fixtures:"
 RUN_TAG, MACHINE_TAG, TARGET_TAG, KIND_TAG = (TAG_PREFIX + k for k in ("run", "machine", "target", "kind"))
 OWNER_TAG, CREATED_TAG, EXPIRES_TAG, KEPT_TAG = (TAG_PREFIX + k for k in ("owner", "created", "expires", "kept"))
-OUR_TAGS = 8
+OWNER_MACHINE_TAG = TAG_PREFIX + "owner-machine"
+OUR_TAGS = 9
 """Tags cernvm-fixtures sets on every resource; Azure allows 50."""
 BLOB_RUN, BLOB_MACHINE = "cernvm_fixtures_run", "cernvm_fixtures_machine"
 """Blob metadata names carrying the ledger entry (metadata names must be identifiers)."""
@@ -270,7 +271,7 @@ class AzureOptions(ProviderOptions):
     def _tags(cls, value: dict[str, str]) -> dict[str, str]:
         problems = []
         if len(value) > 50 - OUR_TAGS:
-            problems.append(f"{len(value)} tags, at most {50 - OUR_TAGS} (Azure allows 50, cernvm-fixtures sets 8)")
+            problems.append(f"{len(value)} tags, at most {50 - OUR_TAGS} (Azure allows 50, cernvm-fixtures sets 9)")
         for key, text in value.items():
             if not 1 <= len(key) <= 512 or re.search(r"[<>%&\\?/]", key):
                 problems.append(f"name {key!r}: 1-512 characters without < > % & \\ ? /")
@@ -304,6 +305,8 @@ def tag_dict(resource: Resource, extra: dict[str, str] | None = None) -> dict[st
     tags.update({RUN_TAG: resource.run, MACHINE_TAG: resource.name, TARGET_TAG: resource.target,
                  KIND_TAG: resource.kind, OWNER_TAG: f"{owner.host}/{owner.pid}/{owner.start or '-'}",
                  CREATED_TAG: f"{resource.created:.6f}", EXPIRES_TAG: iso(resource.expires)})
+    if owner.machine:
+        tags[OWNER_MACHINE_TAG] = owner.machine
     if resource.kept:
         tags[KEPT_TAG] = "true"
     return tags
@@ -316,7 +319,8 @@ def resource_from_tags(kind: str, tags: dict[str, str], data: dict[str, Any]) ->
         return None
     host, _, rest = tags.get(OWNER_TAG, "").partition("/")
     pid, _, start = rest.partition("/")
-    owner = Owner(host or "unknown", int(pid) if pid.isdigit() else 0, None if start in ("", "-") else start)
+    owner = Owner(host or "unknown", int(pid) if pid.isdigit() else 0, None if start in ("", "-") else start,
+                  tags.get(OWNER_MACHINE_TAG))
     try:
         created = float(tags.get(CREATED_TAG, ""))
     except ValueError:

@@ -25,6 +25,7 @@ from ..transport.base import Login
 if TYPE_CHECKING:
     from ..config import Target
     from ..context import Context
+    from ..doctor import Check
     from ..run import Run
     from ..transport.base import Transport
 
@@ -94,6 +95,11 @@ class Provider(ABC, Generic[OptionsT, MachineT]):
     @classmethod
     def leftovers(cls, target: Target, recorded: set[str]) -> list[Resource]:
         """Resources found on the target's platform by name or tag whose names are not in ``recorded``."""
+        return []
+
+    @classmethod
+    def checks(cls, target: Target) -> list[Check]:
+        """This host's prerequisites for ``target`` (``cernvm-fixtures doctor``); cheap, and never changes the host."""
         return []
 
     def record(self, machine: Machine, kind: str, name: str, **data: Any) -> Resource:

@@ -54,6 +54,7 @@ from pydantic import Field, ValidationInfo, field_validator
 
 from ..context import Context
 from ..dirs import state_dir
+from ..doctor import Check
 from ..errors import ConfigError, PermanentError, ProviderError
 from ..images import appliance_variant
 from ..ledger import Resource
@@ -676,6 +677,54 @@ class DockerProvider(Provider[DockerOptions, "DockerMachine"]):
                 continue
             found.append(replace(resource, data={"url": url}))
         return found
+
+    @classmethod
+    def checks(cls, target) -> list[Check]:
+        """The daemon answers, supports seccomp profiles (parrot mode relaxes one), and has room for the import."""
+        options: DockerOptions = target.options
+        address = daemon_address(options.url)
+        try:
+            client = connect(options.url)
+            info = client.info()
+        except (ProviderError, _docker().errors.DockerException) as e:
+            return [Check.problem("daemon", str(e), "start dockerd (nohup dockerd & as root; ./dev setup does it), "
+                                  f"or point DOCKER_HOST / targets.{target.name}.url at one")]
+        found = [Check.ok("daemon", f"{address}: Docker {info.get('ServerVersion', '?')}")]
+        security = [o for o in info.get("SecurityOptions") or [] if o.startswith("name=seccomp")]
+        found.append(
+            Check.ok("seccomp", security[0].removeprefix("name="))
+            if security
+            else Check.warning("seccomp", "the daemon reports no seccomp support: containers run unfiltered",
+                               "a kernel with CONFIG_SECCOMP and a dockerd built with libseccomp")
+        )
+        found.append(cls._space_check(target, info.get("DockerRootDir") or "/var/lib/docker", address))
+        return found
+
+    @staticmethod
+    def _space_check(target, root: str, address: str) -> Check:
+        """Free space under the daemon's root for the tarball the run imports (its unpacked size, estimated)."""
+        image = target.image
+        if image == APPLIANCE or image.startswith(APPLIANCE + ":"):
+            needed, what = 256 * 1024**2, "the appliance's root fs"
+        else:
+            path = Path(image).expanduser()
+            if not path.is_file():
+                return Check.ok("free space", f"nothing to import ({image!r} is a local image)")
+            needed, what = path.stat().st_size, str(path)
+            if path.name.endswith((".gz", ".tgz")):
+                with open(path, "rb") as f:
+                    f.seek(-4, os.SEEK_END)
+                    needed = max(needed, int.from_bytes(f.read(4), "little"))  # gzip's ISIZE: unpacked size mod 4 GiB
+            elif not path.name.endswith(".tar"):
+                needed *= 4
+        if not address.startswith("unix://") or not Path(root).is_dir():
+            return Check.ok("free space", f"not checked: {root} of {address} is not on this host")
+        free = shutil.disk_usage(root).free
+        have = f"{free / 1024**3:.1f} GiB free under {root}"
+        if free < needed * 1.2:
+            return Check.problem("free space", f"{have}, importing {what} needs about {needed * 1.2 / 1024**3:.1f} GiB",
+                                 f"free space under {root} (docker system prune)")
+        return Check.ok("free space", f"{have} (import needs {needed / 1024**2:.0f} MiB)")
 
 
 class DockerMachine(Machine):

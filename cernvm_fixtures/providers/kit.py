@@ -250,6 +250,7 @@ def encode_fields(resource: Resource, **extra: str) -> dict[str, str]:
         ("expires", str(round(resource.expires * 1e6))),
         ("kept", "true" if resource.kept else "false"),
         *(() if owner.start is None else (("owner-start", owner.start),)),
+        *(() if owner.machine is None else (("owner-machine", owner.machine),)),
         *extra.items(),
     ):
         _put(fields, name, value)
@@ -264,7 +265,7 @@ def decode_fields(fields: Mapping[str, str]) -> Resource | None:
         values = {
             name: _get(fields, name)
             for name in ("provider", "kind", "name", "run", "target", "owner-host", "owner-pid", "owner-start",
-                         "created", "expires", "kept")
+                         "owner-machine", "created", "expires", "kept")
         }
         required = ("provider", "kind", "name", "run", "owner-host", "owner-pid", "created", "expires")
         if any(values[name] is None for name in required):
@@ -275,7 +276,8 @@ def decode_fields(fields: Mapping[str, str]) -> Resource | None:
             name=str(values["name"]),
             run=str(values["run"]),
             target=values["target"] or "",
-            owner=Owner(str(values["owner-host"]), int(str(values["owner-pid"])), values["owner-start"]),
+            owner=Owner(str(values["owner-host"]), int(str(values["owner-pid"])), values["owner-start"],
+                        values["owner-machine"]),
             created=int(str(values["created"])) / 1e6,
             expires=int(str(values["expires"])) / 1e6,
             kept=values["kept"] == "true",

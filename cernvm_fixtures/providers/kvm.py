@@ -30,6 +30,7 @@ from pydantic import Field
 from ..context import Context
 from ..context.nocloud import write_seed
 from ..dirs import cache_dir, state_dir
+from ..doctor import Check, device_access, running
 from ..images import appliance_variant
 from ..errors import ConfigError, PermanentError, ProviderError
 from ..ledger import Resource
@@ -460,6 +461,96 @@ class KvmProvider(Provider[KvmOptions, "KvmMachine"]):
             if directory is not None:
                 found.append(replace(resource, kind="directory", data={"path": str(directory)}))
         return found
+
+    @classmethod
+    def checks(cls, target) -> list[Check]:
+        """CernVM's KVM prerequisites (CPU, module, /dev/kvm access), then what the harness needs from libvirt."""
+        options: KvmOptions = target.options
+        tcg = "guests run under software emulation (TCG), several times slower"
+        found = [*cls._cpu_checks(tcg), cls._device_check(tcg)]
+        uri = options.uri or default_uri()
+        if uri.startswith("qemu:///system"):
+            for daemons in (("virtlogd",), ("libvirtd", "virtqemud")):
+                name = running(*daemons)
+                fix = f"{daemons[0]} -d (as root), or systemctl start {daemons[0]}"
+                found.append(Check.ok(daemons[0], f"{name} is running") if name else
+                             Check.problem(daemons[0], "not running", fix))
+        try:
+            conn = connect(uri)
+        except ProviderError as e:
+            fix = f"start libvirtd and virtlogd, or set targets.{target.name}.uri"
+            return [*found, Check.problem("libvirt", str(e), fix)]
+
+        def version(number: int) -> str:
+            return f"{number // 1000000}.{number // 1000 % 1000}.{number % 1000}"
+
+        versions = f"libvirt {version(conn.getLibVersion())}, QEMU {version(conn.getVersion())}"
+        found.append(Check.ok("libvirt", f"{uri}: {versions}"))
+        if options.network == "nat":
+            found.append(cls._nat_check(conn, options.nat_network))
+        if options.domain_type != "qemu":
+            what = "hardware acceleration"
+            if choose_domain_type(conn, uri) == "kvm":
+                found.append(Check.ok(what, "a KVM probe guest booted (domain type kvm)"))
+            elif options.domain_type == "kvm":
+                found.append(Check.problem(what, f"a KVM probe guest did not boot, but targets.{target.name}."
+                                           "domain_type = 'kvm'", "domain_type = 'auto' or 'qemu'"))
+            else:
+                found.append(Check.warning(what, f"a KVM probe guest did not boot: {tcg} (deadlines "
+                                           f"x{options.slowdown:g})", "a host where KVM works (see the lines above)"))
+        return found
+
+    @staticmethod
+    def _cpu_checks(tcg: str) -> list[Check]:
+        """The CPU offers virtualization (vmx/svm) and its vendor's KVM module is loaded."""
+        try:
+            cpu = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            cpu = ""
+        flags = {f for line in cpu.splitlines() if line.startswith("flags") for f in line.split(":", 1)[1].split()}
+        offered = sorted(flags & {"vmx", "svm"})
+        modules = sorted(p.name for p in Path("/sys/module").glob("kvm_*"))
+        vendor = [m for m in modules if m in ("kvm_intel", "kvm_amd")]
+        return [
+            Check.ok("CPU virtualization", f"flag {offered[0]}") if offered else
+            Check.warning("CPU virtualization", f"no vmx/svm CPU flag: {tcg}",
+                          "enable VT-x/AMD-V in the firmware, or nested virtualization on the hypervisor"),
+            Check.ok("KVM module", vendor[0]) if vendor else
+            Check.warning("KVM module", f"neither kvm_intel nor kvm_amd is loaded (have: {', '.join(modules) or '-'})",
+                          "modprobe kvm_intel (Intel CPU) or modprobe kvm_amd (AMD CPU)"),
+        ]
+
+    @staticmethod
+    def _device_check(tcg: str) -> Check:
+        """/dev/kvm as CernVM documents it: root:kvm 0660 or more open (else libvirt re-probes QEMU endlessly)."""
+        device = Path("/dev/kvm")
+        if not device.exists():
+            return Check.warning("/dev/kvm", f"missing: {tcg}", "modprobe kvm_intel or kvm_amd")
+        access, usable = device_access(device, "kvm")
+        if usable:
+            return Check.ok("/dev/kvm", f"{access} (documented: root:kvm 0660 or more open)")
+        return Check.warning(
+            "/dev/kvm",
+            f"{access}, documented root:kvm 0660: libvirt then re-probes QEMU on every lookup and each domain start "
+            "takes about a minute",
+            'chgrp kvm /dev/kvm && chmod 0660 /dev/kvm, and KERNEL=="kvm", GROUP="kvm", MODE="0660" in '
+            "/etc/udev/rules.d/65-kvm.rules (./dev setup does both)",
+        )
+
+    @staticmethod
+    def _nat_check(conn, network: str) -> Check:
+        """The libvirt network ``network = "nat"`` attaches to must exist and be active."""
+        libvirt = _libvirt()
+        what = f"network {network}"
+        try:
+            net = conn.networkLookupByName(network)
+        except libvirt.libvirtError:
+            return Check.problem(what, "not defined in libvirt", f"virsh net-define "
+                                 f"/usr/share/libvirt/networks/{network}.xml && virsh net-start {network}")
+        if not net.isActive():
+            return Check.problem(what, "defined but not active", f"virsh net-start {network} && "
+                                 f"virsh net-autostart {network}")
+        return Check.ok(what, f"active (bridge {net.bridgeName()})")
 
 
 class KvmMachine(Machine):

@@ -127,7 +127,9 @@ def test_unknown_top_level_key_and_no_targets(tmp_path):
 
 def test_command_line_image_override_brings_its_profile(tmp_path):
     kvm = config.load(None, tmp_path).targets["kvm"]
+    iso = tmp_path / "x.iso"
+    iso.write_bytes(bytes(32769) + b"CD001")
     assert kvm.with_overrides("appliance:no-shared").profile == "appliance"
-    assert kvm.with_overrides("/x.iso", "cernvm4").profile == "cernvm4"
+    assert kvm.with_overrides(str(iso), "cernvm4").profile == "cernvm4"
     with pytest.raises(ConfigError, match="--cernvm-image"):
-        kvm.with_overrides("/x.iso")
+        kvm.with_overrides(str(iso))

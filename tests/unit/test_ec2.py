@@ -169,8 +169,6 @@ def test_endpoint_url():
     "image,problem",
     [
         ("ami-12", "'ami-12' is not a valid AMI id"),
-        ("/srv/ucernvm.iso", "the ec2 provider boots an AMI id (ami-...) or imports a raw HVM image file"),
-        ("/nonexistent/ucernvm-prod.hvm", "targets.ec2.image: '/nonexistent/ucernvm-prod.hvm' does not exist"),
     ],
 )
 def test_image_source_errors(tmp_path, image, problem):

@@ -77,10 +77,8 @@ def test_disk_formats(name, fmt):
 
 
 def test_missing_local_image_file_is_a_config_error(tmp_path):
-    t = target(image=str(tmp_path / "nope.iso"))
-    provider = osmod.OpenStackProvider(t, run=None)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match=r"targets.cern.image: .*nope.iso' does not exist"):
-        provider.image_source()
+        target(image=str(tmp_path / "nope.iso"))
     name = "CernVM 4 - Bootloader v2020.04-1 [2020-04-01]"
     found = osmod.OpenStackProvider(target(image=name), run=None).image_source()  # type: ignore[arg-type]
     assert found == ("glance", name)

@@ -25,7 +25,9 @@ from .tags import AWS_TYPE, CREATION_ORDER, RUN_TAG, deleter, ids, resource_from
 from .tags import principal_digest, teardown_order
 
 if TYPE_CHECKING:
+    from ...config import Target
     from ...context import Context
+    from ...doctor import Check
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +147,13 @@ class Ec2Provider(Provider[Ec2Options, "Ec2Machine"]):
         return vpc_id
 
     # -- creation
+
+    @classmethod
+    def checks(cls, target: Target) -> list[Check]:
+        """Credentials, region, image and VPC quota, through boto3's own chain (nothing secret printed)."""
+        from .checks import ec2_checks
+
+        return ec2_checks(target)
 
     def machine(self, name: str) -> Ec2Machine:
         return Ec2Machine(self, name)

@@ -1,0 +1,41 @@
+"""Validators for network values that reach a cloud's firewall or a guest's shell (a leaf: imports no sibling).
+
+Used by option and profile models as ``field_validator`` bodies; each raises ValueError
+saying what would be valid, which pydantic turns into an error naming the file and key.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+WIDEST_SSH = {4: 24, 6: 48}
+"""The broadest SSH source network accepted without ``allow_wide_ssh``: an IPv4 /24, an IPv6 /48 (one site)."""
+INTERFACE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}$")
+"""A Linux network interface name: 1-15 characters, no '/', ':', whitespace or shell metacharacters."""
+
+
+def ssh_cidr(value: str, allow_wide: bool = False) -> str:
+    """An SSH source network no broader than a /24 (IPv4) or /48 (IPv6) unless ``allow_wide``; never /0."""
+    try:
+        network = ipaddress.ip_network(value, strict=True)
+    except ValueError as e:
+        raise ValueError(f"an IPv4/IPv6 address or network such as '203.0.113.7/32' ({e})") from None
+    if network.prefixlen == 0:
+        raise ValueError("the runner's own address range, not the whole internet")
+    widest = WIDEST_SSH[network.version]
+    if network.prefixlen < widest and not allow_wide:
+        raise ValueError(
+            f"{value} admits {network.num_addresses} addresses to SSH; give the runner's own address or range "
+            f"(/{widest} or narrower, e.g. '203.0.113.7/32'), or set allow_wide_ssh = true to mean it"
+        )
+    return value
+
+
+def interface_name(value: str) -> str:
+    """A network interface name safe to put in a guest's shell command unquoted."""
+    if not INTERFACE.match(value) or value in (".", ".."):
+        raise ValueError(
+            f"{value!r} is not a network interface name: use 1-15 letters, digits, '_', '.', '-' (e.g. 'eth0')"
+        )
+    return value

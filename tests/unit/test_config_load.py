@@ -1,0 +1,84 @@
+"""Bad input caught when the config is loaded, not per test at launch: tables, image files, ISO signatures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cernvm_fixtures import config
+from cernvm_fixtures.errors import ConfigError
+
+ISO = bytes(32769) + b"CD001" + bytes(100)
+
+
+def load(tmp_path: Path, text: str, name: str = "cernvm.toml") -> config.Config:
+    (tmp_path / name).write_text(text)
+    return config.load(None, tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[tool]\ncernvm = 5\n", r"\[tool.cernvm\]: must be a table holding \[targets.<name>\] tables, got 5"),
+        ("tool = 3\n", r"pyproject.toml: tool: must be a table, got 3"),
+        ("[tool.cernvm]\ntargets = 'kvm'\n", r"\[tool.cernvm\]: no targets declared"),
+    ],
+)
+def test_pyproject_tables_of_the_wrong_type(tmp_path, text, message):
+    with pytest.raises(ConfigError, match=message):
+        load(tmp_path, text, "pyproject.toml")
+
+
+def test_an_explicit_pyproject_with_a_scalar_tool_table(tmp_path):
+    path = tmp_path / "pyproject.toml"
+    path.write_text("[tool]\ncernvm = 'yes'\n")
+    with pytest.raises(ConfigError, match="must be a table holding"):
+        config.load(path)
+
+
+@pytest.mark.parametrize("image", ["/nonexistent/ucernvm-prod.iso", "/nonexistent/ucernvm-prod.hvm", "./cvm.tar"])
+def test_a_missing_image_file_is_refused_at_load(tmp_path, image):
+    with pytest.raises(ConfigError, match=rf"cernvm.toml: targets.t.image: '{image}' does not exist"):
+        load(tmp_path, f"[targets.t]\nprovider = 'kvm'\nprofile = 'cernvm4'\nimage = '{image}'\n")
+
+
+def test_a_file_without_the_iso9660_signature_is_refused_at_load(tmp_path):
+    fake = tmp_path / "ucernvm.iso"
+    fake.write_bytes(b"\x7fELF" + bytes(40000))
+    with pytest.raises(ConfigError, match=r"targets.t.image: '.*ucernvm.iso' is not an ISO 9660 image \(no 'CD001'"):
+        load(tmp_path, f"[targets.t]\nprovider = 'kvm'\nprofile = 'cernvm4'\nimage = '{fake}'\n")
+    fake.write_bytes(ISO)
+    assert load(tmp_path, f"[targets.t]\nprovider = 'kvm'\nprofile = 'cernvm4'\nimage = '{fake}'\n").targets["t"]
+
+
+def test_a_short_file_is_not_an_iso_either(tmp_path):
+    fake = tmp_path / "empty.iso"
+    fake.touch()
+    with pytest.raises(ConfigError, match="is not an ISO 9660 image"):
+        load(tmp_path, f"[targets.t]\nprovider = 'kvm'\nprofile = 'cernvm4'\nimage = '{fake}'\n")
+
+
+def test_a_command_line_image_is_checked_the_same_way(tmp_path):
+    kvm = config.load(None, tmp_path).targets["kvm"]
+    with pytest.raises(ConfigError, match=r"--cernvm-image \(target kvm\): '/nonexistent.iso' does not exist"):
+        kvm.with_overrides("/nonexistent.iso", "cernvm4")
+
+
+@pytest.mark.parametrize("image", ["ami-0123456789abcdef0", "my_cernvm", "cernvm/cvm:4", "appliance:no-shared"])
+def test_names_that_are_not_files_are_left_to_the_provider(tmp_path, image):
+    profile = "" if image.startswith("appliance") else "profile = 'cernvm4'\n"
+    assert load(tmp_path, f"[targets.t]\nprovider = 'docker'\n{profile}image = '{image}'\n").targets["t"].image == image
+
+
+def test_ec2_refuses_an_existing_iso_at_launch_naming_what_it_boots(tmp_path):
+    from cernvm_fixtures.providers.ec2 import Ec2Provider
+    from cernvm_fixtures.run import Run
+
+    iso = tmp_path / "ucernvm.iso"
+    iso.write_bytes(ISO)
+    raw = {"provider": "ec2", "image": str(iso), "profile": "cernvm4", "region": "eu-west-1",
+           "ssh_cidr": "203.0.113.7/32"}
+    target = config.parse({"targets": {"ec2": raw}}, "cernvm.toml").targets["ec2"]
+    with pytest.raises(ConfigError, match="the ec2 provider boots an AMI id"):
+        Ec2Provider(target, Run(state=tmp_path)).image_source()
