@@ -75,7 +75,7 @@ def test_tags_round_trip_and_teardown_order():
     for kind in azure.CREATION_ORDER:
         resource = Resource(provider="azure", kind=kind, name="cvmfx-abc-azure-1", run="abc", target="azure")
         tags = azure.tag_dict(resource, {"project": "p"})
-        assert len(tags) == 7 + 1 and tags["project"] == "p"
+        assert len(tags) == 8 + 1 and tags["project"] == "p"
         back = azure.resource_from_tags(kind, tags, {})
         assert (back.kind, back.name, back.run, back.owner) == (kind, resource.name, "abc", resource.owner)
         resources.append(back)
