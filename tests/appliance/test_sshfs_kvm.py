@@ -42,6 +42,14 @@ CONFTEST = """
 """
 
 
+CONFIG = """
+    [targets.kvm]
+    provider = "kvm"
+    slowdown = 15  # TCG on a shared 2-core machine: boots of several minutes are normal there
+    shared_folders = { data = "" }
+"""
+
+
 def sshfs_profile(tmp_path):
     text = (ROOT / "cernvm_fixtures/profiles/appliance.toml").read_text()
     text = text.replace('  { expect = "9p" },', '  { expect = "sshfs" },')
@@ -53,7 +61,7 @@ def sshfs_profile(tmp_path):
 
 def run_shared(tmp_path, image):
     result = run_scenarios(tmp_path, "-k", "kvm and shared", f"--cernvm-image={image}",
-                           f"--cernvm-profile={sshfs_profile(tmp_path)}", conftest=CONFTEST)
+                           f"--cernvm-profile={sshfs_profile(tmp_path)}", config=CONFIG, conftest=CONFTEST)
     assert domains_under(tmp_path) == [], f"domains left behind:\n{result.output[-3000:]}"
     assert ledger_entries(tmp_path / "state") == [], "ledger entries left behind"
     return result
