@@ -89,6 +89,15 @@ class Scratch(_Section):
     fstype: Text = None
     version_file: Text = None
     version: Text = None
+    files: Words = []
+
+
+class Root(_Section):
+    """The root file system: a union of a writable branch over the OS tree from the repository."""
+
+    fstype: Text = None
+    lower: Text = None
+    upper: Text = None
 
 
 class Shared(_Section):
@@ -115,6 +124,7 @@ class Context(_Section):
     source_file: Text = None
     user_data_file: Text = None
     source: Text = None
+    ucontext_file: Text = None
 
 
 class Profile(_Section):
@@ -126,6 +136,7 @@ class Profile(_Section):
     kernel: Kernel = Kernel()
     cvmfs: Cvmfs = Cvmfs()
     scratch: Scratch = Scratch()
+    root: Root = Root()
     shared: Shared = Shared()
     network: Network = Network()
     context: Context = Context()

@@ -1,5 +1,6 @@
 """Contextualization: the user data arrived, was recorded with its source, and took effect."""
 
+import re
 import shlex
 
 import pytest
@@ -16,10 +17,12 @@ def test_hostname(cernvm):
 
 def test_user_data_source(cernvm):
     path = expect(cernvm, "context.source_file")
-    expected = expect(cernvm, "context.source")
+    expected = expect(cernvm, "context.source")  # a regular expression: "ConfigDrive|OpenStack"
     result = cernvm.run(f"cat {shlex.quote(path)}")
     assert result.succeeded, f"no record of where the user data came from: {path} is missing"
-    assert result.stdout.strip() == expected, f"user data source is {result.stdout.strip()!r}, expected {expected!r}"
+    assert re.fullmatch(expected, result.stdout.strip()), (
+        f"user data source is {result.stdout.strip()!r}, expected {expected!r}"
+    )
 
 
 def test_user_data_recorded(cernvm):
@@ -39,3 +42,10 @@ def test_ucernvm_block_delivered(cernvm):
     assert "[ucernvm-begin]" in recorded and "cvmfs_branch=cernvm-fixtures-check" in recorded, (
         f"the [ucernvm-begin] block asked for by the test is not in the recorded user data at {path}"
     )
+    ucontext = cernvm.expected("context.ucontext_file")
+    if ucontext:
+        parsed = cernvm.run(f"cat {shlex.quote(ucontext)}")
+        assert "cvmfs_branch=cernvm-fixtures-check" in parsed.stdout.splitlines(), (
+            f"the bootloader did not parse the [ucernvm-begin] block into {ucontext}: "
+            f"{parsed.stderr.strip() or parsed.stdout.strip() or 'empty'}"
+        )

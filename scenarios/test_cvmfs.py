@@ -39,6 +39,16 @@ def test_os_repository_is_the_root_source(cernvm, cernvm_host):
     assert fnmatch.fnmatchcase(mount.filesystem, fstype), (
         f"{os_mount} is {mount.filesystem}, expected the OS repository ({fstype})"
     )
+    root_fstype = cernvm.expected("root.fstype")
+    if root_fstype:
+        root = cernvm_host.mount_point("/")
+        assert root.filesystem == root_fstype, f"/ is a {root.filesystem} mount, expected {root_fstype} (the union)"
+    for branch in ("lower", "upper"):
+        path = cernvm.expected(f"root.{branch}")
+        if path:
+            assert cernvm.run(f"test -d {shlex.quote(path)}").succeeded, (
+                f"the root's {branch} branch {path} is not a directory (profile {cernvm.profile.name!r})"
+            )
 
 
 def test_probe(cernvm):

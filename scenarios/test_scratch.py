@@ -20,6 +20,9 @@ def test_scratch_disk_mounted(cernvm, cernvm_host):
         assert f'LABEL="{label}"' in blkid.stdout, (
             f"scratch disk {mount.device} on {mountpoint} is not labelled {label}: {blkid.stdout.strip() or blkid.stderr.strip()}"
         )
+    files = cernvm.expected("scratch.files") or []
+    missing = [path for path in files if not cernvm.run(f"test -s {shlex.quote(path)}").succeeded]
+    assert not missing, f"the bootloader left no (or an empty) {', '.join(missing)} on the scratch disk {mountpoint}"
 
 
 def test_bootloader_version_file(cernvm):

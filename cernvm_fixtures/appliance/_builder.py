@@ -60,13 +60,17 @@ _VARIANTS: dict[str, tuple[str, dict[str, int]]] = {
     "bad-cmdline": ("the kernel command line lacks cvmfs_repos= and cernvm_path=", {}),
     "no-context": ("no host name from meta-data, no context/user-data or context/source "
                    "(SSH keys are still installed)", {"UCVM_CONTEXT": 0}),
+    "nocloud-only": ("reads the NoCloud files at the context ISO's root instead of the config drive's "
+                     "openstack/latest/user_data, and records NoCloud as context source", {"UCVM_CONFIGDRIVE": 0}),
     "no-ready": ("never creates the ready file nor prints the ready line "
                  "(SSH still works)", {"UCVM_READY": 0}),
     "no-ssh": ("no SSH server starts (the ready line is still printed)", {"UCVM_SSH": 0}),
+    "sshfs": ("no 9p (its modules are not loaded), like a real CernVM 4 kernel; sshfs and FUSE instead, for "
+              "shared folders by reverse SSHFS over the instance's SSH connection", {"UCVM_9P": 0}),
 }
 VARIANTS: dict[str, str] = {name: desc for name, (desc, _) in _VARIANTS.items()}
 _FLAGS = ("UCVM_CVMFS", "UCVM_SCRATCH", "UCVM_SHARED", "UCVM_CONTEXT", "UCVM_READY",
-          "UCVM_SSH")
+          "UCVM_SSH", "UCVM_CONFIGDRIVE", "UCVM_9P")
 
 # where the OS tree gets the host binaries (path in the tree)
 _BINARIES = {
@@ -75,6 +79,7 @@ _BINARIES = {
     "dropbearkey": "usr/bin/dropbearkey",
     "mke2fs": "sbin/mke2fs",
     "blkid": "sbin/blkid",  # util-linux: busybox-static has no blkid applet
+    "sshfs": "usr/lib/cernvm-fixtures/sshfs",  # on PATH only in the sshfs variant (rc.sysinit links it)
 }
 
 Log = Callable[[str], None]
@@ -139,7 +144,7 @@ def collect_inputs(cache: Path, log: Log) -> Inputs:
     tools = _host.find_host_tools()
     kernel = _host.resolve_kernel(tools, cache, log)
     libraries: list[str] = []
-    for tool in ("dropbear", "dropbearkey", "mke2fs", "blkid"):
+    for tool in ("dropbear", "dropbearkey", "mke2fs", "blkid", "sshfs"):
         for lib in _host.ldd_libraries(tools[tool], tools["ldd"]):
             if lib not in libraries:
                 libraries.append(lib)

@@ -37,6 +37,7 @@ TOOLS: dict[str, str] = {
     "dropbear": "dropbear-bin",
     "dropbearkey": "dropbear-bin",
     "mke2fs": "e2fsprogs",
+    "sshfs": "sshfs",  # the sshfs variant: shared folders by reverse SSHFS
     "blkid": "util-linux",
     "xorriso": "xorriso",
     "mksquashfs": "squashfs-tools",
@@ -53,11 +54,11 @@ DATA_FILES: dict[str, tuple[str, str]] = {
 }
 
 # the packages whose versions go into the cache key (tools change output bytes)
-KEY_PACKAGES = ("busybox-static", "dropbear-bin", "e2fsprogs", "util-linux", "xorriso",
+KEY_PACKAGES = ("busybox-static", "dropbear-bin", "e2fsprogs", "util-linux", "xorriso", "sshfs", "libfuse3-3",
                 "squashfs-tools", "kmod", "isolinux", "syslinux-common", "libc6")
 
 #: every Debian package the builder needs on the host (besides dpkg and apt)
-HOST_PACKAGES = ("busybox-static", "dropbear-bin", "xorriso", "isolinux",
+HOST_PACKAGES = ("busybox-static", "dropbear-bin", "sshfs", "xorriso", "isolinux",
                  "syslinux-common", "squashfs-tools", "kmod", "e2fsprogs", "util-linux")
 
 # searched after $PATH: sbin directories are often missing from a user's PATH

@@ -29,7 +29,7 @@ def test_variants_ok_first_and_described():
     names = list(appliance.VARIANTS)
     assert names[0] == "ok"
     assert set(names) == {"ok", "no-cvmfs", "no-scratch", "no-shared", "bad-cmdline",
-                          "no-context", "no-ready", "no-ssh"}
+                          "no-context", "nocloud-only", "no-ready", "no-ssh", "sshfs"}
     assert all(isinstance(d, str) and d and "\n" not in d for d in appliance.VARIANTS.values())
 
 
@@ -382,6 +382,8 @@ def test_meta_data_hostname_yaml_and_json():
     assert _awk("meta-data.awk", "local-hostname: 'q-vm'  # c\n") == ["q-vm"]
     assert _awk("meta-data.awk", '{"instance-id": "i", "local-hostname": "json-vm"}') == \
         ["json-vm"]
+    assert _awk("meta-data.awk", '{"hostname": "os-vm", "name": "n", "uuid": "u"}') == ["os-vm"]
+    assert _awk("meta-data.awk", '{"uuid": "u", "name": "n"}') == []
     assert _awk("meta-data.awk", "instance-id: i\n") == []
 
 

@@ -48,6 +48,8 @@ NEGATIVE = [
      "kernel command line lacks cvmfs_repos=cernvm-prod.cern.ch cernvm_path=cvm4"),
     ("appliance:no-context", "context and not ucernvm", {"test_hostname", "test_user_data_source", "test_user_data_recorded"},
      "no record of where the user data came from"),
+    ("appliance:nocloud-only", "context and not ucernvm", {"test_user_data_source"},
+     "user data source is 'NoCloud', expected 'ConfigDrive'"),
 ]
 
 

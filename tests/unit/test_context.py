@@ -1,8 +1,10 @@
-"""Context rendering and the NoCloud seed."""
+"""Context rendering and the context ISO (config drive + NoCloud files)."""
 
 import email
+import json
 
 import pycdlib
+import pytest
 import yaml
 
 from cernvm_fixtures.context import Context, UserData
@@ -52,15 +54,12 @@ def test_user_data_key_identifies_equal_requests():
     assert not UserData() and UserData(raw="x")
 
 
-def test_seed_is_a_cidata_iso_with_user_and_meta_data(tmp_path):
-    context = Context("vm-3", ("ssh-ed25519 AAAA k1",), UserData(ucernvm={"a": "b"}))
-    path = write_seed(context, tmp_path / "seed.iso")
+def _read_iso(path, names):
     iso = pycdlib.PyCdlib()
     iso.open(str(path))
+    found = {}
     try:
-        assert iso.pvd.volume_identifier.decode().strip() == "cidata"
-        found = {}
-        for name in ("user-data", "meta-data"):
+        for name in names:
             data = bytearray()
 
             class Sink:
@@ -69,7 +68,28 @@ def test_seed_is_a_cidata_iso_with_user_and_meta_data(tmp_path):
 
             iso.get_file_from_iso_fp(Sink(), rr_path="/" + name)
             found[name] = bytes(data)
+        label = iso.pvd.volume_identifier.decode().strip()
     finally:
         iso.close()
-    assert found["user-data"] == context.render()
+    return label, found
+
+
+def test_seed_carries_the_config_drive_layout_and_the_nocloud_files(tmp_path):
+    context = Context("vm-3", ("ssh-ed25519 AAAA k1",), UserData(ucernvm={"a": "b"}))
+    path = write_seed(context, tmp_path / "seed.iso")
+    names = ["openstack/latest/user_data", "openstack/latest/meta_data.json", "ec2/latest/user-data",
+             "ec2/latest/meta-data.json", "user-data", "meta-data"]
+    label, found = _read_iso(path, names)
+    assert label == "config-2", "cloud-init's ConfigDrive datasource looks for label config-2"
+    for name in ("openstack/latest/user_data", "ec2/latest/user-data", "user-data"):
+        assert found[name] == context.render(), f"{name} is not the rendered user data"
+    assert b"[ucernvm-begin]\na=b\n[ucernvm-end]" in found["openstack/latest/user_data"]
+    assert json.loads(found["openstack/latest/meta_data.json"]) == {"uuid": "vm-3", "hostname": "vm-3", "name": "vm-3"}
+    assert json.loads(found["ec2/latest/meta-data.json"]) == {"instance-id": "vm-3", "local-hostname": "vm-3"}
     assert yaml.safe_load(found["meta-data"]) == {"instance-id": "vm-3", "local-hostname": "vm-3"}
+
+
+def test_seed_without_a_file_is_noticed(tmp_path):
+    path = write_seed(Context("vm-4"), tmp_path / "seed.iso")
+    with pytest.raises(pycdlib.pycdlibexception.PyCdlibInvalidInput):
+        _read_iso(path, ["openstack/latest/userdata"])

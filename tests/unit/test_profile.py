@@ -71,3 +71,147 @@ def test_errors_name_file_and_key(tmp_path):
 def test_unknown_profile_lists_shipped_ones():
     with pytest.raises(ConfigError, match="shipped profiles are appliance, cernvm4, cernvm5"):
         profile.load("cernvm3")
+
+
+VM = {"kind": "vm"}
+
+
+def _matches_words(patterns, words):
+    import fnmatch
+
+    return [p for p in patterns if not fnmatch.filter(words, p)]
+
+
+# The command line of the µCernVM ISO (cernvm-micro isolinux.cfg, bootloader 2021.05-1), with the values
+# of cvmfs_server/cvmfs_cdn shortened: the unit fixture for the cernvm4 command-line rules.
+ISOLINUX = (
+    "root=first noresume crashkernel=1M@16M divider=10 selinux=0 consoleblank=0 log_buf_len=4M cernvm_path=cvm4 "
+    "cvmfs_repos=cernvm-prod.cern.ch cvmfs_server=cvmfs-stratum-one.cern.ch cvmfs_cdn=cvmfs-s1.example "
+    "cvmfs_repository_tag=HEAD4 quiet systemd.show_status=1 loglevel=3"
+).split()
+AZURE = [w for w in ISOLINUX if w not in ("quiet", "loglevel=3")] + [
+    "console=ttyS0", "earlyprintk=ttyS0", "rootdelay=300", "numa=off"]
+
+
+@pytest.mark.parametrize("provider,cmdline", [
+    ("kvm", ISOLINUX), ("virtualbox", ISOLINUX), ("openstack", ISOLINUX),
+    ("ec2", ISOLINUX + ["console=ttyS0"]), ("gce", ISOLINUX + ["console=ttyS0"]), ("azure", AZURE),
+])
+def test_cernvm4_cmdline_per_format(provider, cmdline):
+    wanted = profile.load("cernvm4").expect("kernel.cmdline", {"provider": provider, **VM}).value
+    assert _matches_words(wanted, cmdline) == []
+    assert "cvmfs_repository_tag=HEAD4" in wanted and "cvmfs_server=*" in wanted
+
+
+def test_cernvm4_cmdline_rules_can_fail():
+    p = profile.load("cernvm4")
+    ec2 = p.expect("kernel.cmdline", {"provider": "ec2", **VM}).value
+    assert _matches_words(ec2, ISOLINUX) == ["console=ttyS0"], "an ISO command line is not an EC2 hvm one"
+    assert "quiet" not in p.expect("kernel.cmdline", {"provider": "azure", **VM}).value
+    no_tag = [w for w in ISOLINUX if w != "cvmfs_repository_tag=HEAD4"]
+    kvm = p.expect("kernel.cmdline", {"provider": "kvm"}).value
+    assert _matches_words(kvm, no_tag) == ["cvmfs_repository_tag=HEAD4"]
+    arm = p.expect("kernel.cmdline", {"provider": "kvm", "arch": "aarch64"}).value
+    assert "cvmfs_repos=cernvm-aarch64.cern.ch" in arm and "cernvm_path=cvm4-aarch64" in arm
+
+
+@pytest.mark.parametrize("release,ok", [
+    ("4.14.232-19.cernvm.x86_64", True), ("5.10.50-3.cernvm.aarch64", True),
+    ("6.1.0-27-amd64", False), ("5.14.0-427.13.1.el9_4.x86_64", False),
+])
+def test_cernvm4_kernel_release(release, ok):
+    import re
+
+    pattern = profile.load("cernvm4").expect("kernel.release", {"provider": "kvm", **VM}).value
+    assert bool(re.match(pattern, release)) is ok
+
+
+@pytest.mark.parametrize("release,ok", [
+    ("5.14.0-427.13.1.el9_4.x86_64", True), ("5.14.0-70.13.1.el9_0.aarch64", True), ("5.14.0-362.el9.x86_64", True),
+    ("4.14.232-19.cernvm.x86_64", False), ("6.1.0-27-amd64", False),
+])
+def test_cernvm5_kernel_release_is_the_el9_distro_kernel(release, ok):
+    import re
+
+    pattern = profile.load("cernvm5").expect("kernel.release", {"provider": "kvm", **VM}).value
+    assert bool(re.match(pattern, release)) is ok
+
+
+def test_cernvm4_scratch_root_and_context_layout():
+    p = profile.load("cernvm4")
+    traits = {"provider": "kvm", **VM}
+    assert p.expect("scratch.files", traits).value == ["/mnt/.rw/aux/ucernvm-version", "/mnt/.rw/aux/cvmfs_snapshot"]
+    assert p.expect("root.fstype", traits).value == "aufs"
+    assert p.expect("root.lower", traits).value == "/mnt/.ro/cvm4"
+    assert p.expect("root.upper", traits).value == "/mnt/.rw/persistent"
+    assert p.expect("context.ucontext_file", traits).value == "/mnt/.rw/context/ucontext"
+    assert p.expect("root.fstype", {"kind": "container"}).value is None
+
+
+@pytest.mark.parametrize("provider,recorded,ok", [
+    ("kvm", "ConfigDrive", True), ("virtualbox", "ConfigDrive", True), ("ec2", "EC2", True), ("gce", "GCE", True),
+    ("azure", "Azure", True), ("openstack", "ConfigDrive", True), ("openstack", "OpenStack", True),
+    ("kvm", "NoCloud", False), ("ec2", "ConfigDrive", False), ("openstack", "EC2", False),
+])
+def test_cernvm4_context_source_per_provider(provider, recorded, ok):
+    import re
+
+    pattern = profile.load("cernvm4").expect("context.source", {"provider": provider, **VM}).value
+    assert bool(re.fullmatch(pattern, recorded)) is ok
+
+
+def _ready(tmp_path, ucontext, marker):
+    """Run the cernvm4 ready command against a fake root: (ucontext present?, marker present?)."""
+    import subprocess
+
+    command = profile.load("cernvm4").expect("ready.command", VM).value
+    root = tmp_path / "root"
+    (root / "mnt/.rw/context").mkdir(parents=True)
+    if ucontext:
+        (root / "mnt/.rw/context/ucontext").write_text("cvmfs_branch=x\n")
+    if marker:
+        (root / marker.lstrip("/")).parent.mkdir(parents=True)
+        (root / marker.lstrip("/")).write_text("")
+    rooted = command.replace("/mnt/", f"{root}/mnt/").replace("/var/", f"{root}/var/")
+    return subprocess.run(["sh", "-c", rooted]).returncode == 0
+
+
+def test_cernvm4_ready_without_user_data_does_not_wait_for_contextualization(tmp_path):
+    assert _ready(tmp_path / "a", ucontext=False, marker=None), "no ucontext: amiconfig/cloud-init never run"
+    assert not _ready(tmp_path / "b", ucontext=True, marker=None), "ucontext but no marker: not ready yet"
+    assert _ready(tmp_path / "c", ucontext=True, marker="/var/lib/amiconfig/user.done")
+    assert _ready(tmp_path / "d", ucontext=True, marker="/var/lib/cloud/instance/boot-finished")
+
+
+@pytest.mark.parametrize("traits,driver", [
+    ({"provider": "openstack"}, "virtio_net"), ({"provider": "gce"}, "virtio_net"),
+    ({"provider": "azure"}, "hv_netvsc"), ({"provider": "virtualbox", "nic_model": "virtio"}, "virtio_net"),
+    ({"provider": "virtualbox", "nic_model": "e1000"}, "e1000"), ({"provider": "kvm"}, "virtio_net"),
+    ({"provider": "ec2", "instance_type": "c4.large"}, "ixgbevf"),
+])
+def test_cernvm4_nic_table(traits, driver):
+    assert profile.load("cernvm4").expect("network.driver", {**traits, **VM}).value == driver
+
+
+def test_cernvm4_shared_folders_by_provider():
+    p = profile.load("cernvm4")
+    assert p.expect("shared.mechanism", {"provider": "kvm", **VM}).value == "sshfs"
+    assert p.expect("shared.mechanism", {"provider": "virtualbox", **VM}).value == "vboxsf"
+    assert p.expect("shared.mechanism", {"provider": "ec2", **VM}).value is None
+
+
+def test_cernvm5_container_and_vm():
+    p = profile.load("cernvm5")
+    container = {"provider": "docker", "kind": "container"}
+    assert p.expect("cvmfs.repositories", container).value == ["cernvm-five.cern.ch"]
+    assert p.expect("ready.command", container).value == "test -d /cvmfs/cernvm-five.cern.ch"
+    assert p.expect("scratch.mountpoint", {"provider": "kvm", **VM}).value is None, "no µCernVM scratch disk"
+    assert p.expect("shared.mechanism", {"provider": "kvm", **VM}).value == "virtiofs"
+
+
+def test_every_cernvm_rule_cites_a_source():
+    from importlib import resources
+
+    for name in ("cernvm4", "cernvm5"):
+        text = (resources.files("cernvm_fixtures") / "profiles" / f"{name}.toml").read_text()
+        assert "Sources" in text and "[inferred]" in text, name

@@ -1,9 +1,9 @@
-# Print local-hostname from NoCloud meta-data (YAML "local-hostname: name"
-# or JSON "local-hostname": "name").
+# Print the host name from meta data: NoCloud YAML "local-hostname: name", or JSON
+# "local-hostname": "name" (EC2 flavour) or "hostname": "name" (OpenStack meta_data.json).
 { sub(/\r$/, "") }
-match($0, /"local-hostname"[ \t]*:[ \t]*"[^"]*"/) {
+match($0, /"(local-)?hostname"[ \t]*:[ \t]*"[^"]*"/) {
     v = substr($0, RSTART, RLENGTH)
-    sub(/^"local-hostname"[ \t]*:[ \t]*"/, "", v)
+    sub(/^"(local-)?hostname"[ \t]*:[ \t]*"/, "", v)
     sub(/"$/, "", v)
     print v
     exit
