@@ -620,23 +620,25 @@ class GceProvider(Provider):
             raise ConfigError(f"{target.where('project')}: not set, and the credentials name no project")
         data = {"project": project, "zone": options.zone, "endpoint": options.endpoint,
                 "storage_endpoint": options.storage_endpoint}
+        compute_v1 = _import("google.cloud.compute_v1")
         ledger_filter = "labels.cvmfx-run:*"
         found: list[tuple[dict[str, str], str]] = []
         instances = client("InstancesClient", options.endpoint)
-        for item in call("list instances", instances.list, project=project, zone=options.zone, filter=ledger_filter) or []:
+        request = compute_v1.ListInstancesRequest(project=project, zone=options.zone, filter=ledger_filter)
+        for item in call("list instances", lambda: list(instances.list(request=request))) or []:
             found.append((dict(item.labels), item.name))
         images = client("ImagesClient", options.endpoint)
-        for item in call("list images", images.list, project=project, filter=ledger_filter) or []:
+        request = compute_v1.ListImagesRequest(project=project, filter=ledger_filter)
+        for item in call("list images", lambda: list(images.list(request=request))) or []:
             found.append((dict(item.labels), item.name))
         firewalls = client("FirewallsClient", options.endpoint)
-        for item in call("list firewalls", firewalls.list, project=project) or []:
+        for item in call("list firewalls", lambda: list(firewalls.list(project=project))) or []:
             labels = labels_in_description(item.description)
             if labels:
                 found.append((labels, item.name))
         if options.bucket:
             storage = client("storage", options.storage_endpoint)
-            for blob in call("list objects", storage.list_blobs, bucket_or_name=options.bucket,
-                             prefix=OBJECT_PREFIX) or []:
+            for blob in call("list objects", lambda: list(storage.list_blobs(options.bucket, prefix=OBJECT_PREFIX))) or []:
                 found.append((dict(blob.metadata or {}), blob.name))
         resources = []
         for labels, name in found:

@@ -41,7 +41,7 @@ class Gce:
     def env(self) -> dict[str, str]:
         """The environment a process needs to find these credentials (and never Google's metadata server)."""
         return {"GOOGLE_APPLICATION_CREDENTIALS": str(self.credentials), "GOOGLE_CLOUD_PROJECT": self.project,
-                "NO_GCE_CHECK": "True", "CLOUDSDK_CONFIG": str(self.credentials.parent / "gcloud")}
+                "NO_GCE_CHECK": "true", "CLOUDSDK_CONFIG": str(self.credentials.parent / "gcloud")}
 
     def storage_client(self) -> Any:
         from google.auth.credentials import AnonymousCredentials

@@ -112,6 +112,10 @@ class FakeCompute:
         """Public keys (PEM, by key id) of the service account whose credentials the tests hand out."""
         self.problems: list[str] = []
         self.calls: list[tuple[str, dict[str, Any] | None]] = []
+        self.queries: list[dict[str, str]] = []
+        """Each call's query parameters, with the method id under ``__method``."""
+        self.answers: list[tuple[int, str]] = []
+        """Each call's HTTP status and method id."""
         self.before: list[Callable[[str, dict[str, str], dict[str, Any] | None], None]] = []
         """Hooks run before a method is carried out (a test's interception point)."""
         self.http_failures: dict[str, list[Failure]] = {}
@@ -275,25 +279,31 @@ class FakeCompute:
         params = {k: v[0] for k, v in query.items()}
         with self.lock:
             self.calls.append((method.id, body))
-            try:
-                for hook in self.before:
-                    hook(method.id, path, body)
-                failures = self.http_failures.get(method.id)
-                if failures:
-                    raise failures.pop(0)
-                handler = getattr(self, "_" + method.id.split(".", 1)[1].replace(".", "_"), None)
-                if handler is None:
-                    self.problems.append(f"{method.id}: called, but the fake does not implement it")
-                    raise Failure(501, "notImplemented", f"{method.id} is not implemented by the test API")
-                self._tick()
-                answer = handler(path, params, body)
-            except Failure as failure:
-                return failure.code, failure.body()
-        if method.response:
+            self.queries.append({"__method": method.id, **params})
+            code, answer = self._carry_out(method, path, params, body)
+            self.answers.append((code, method.id))
+        if code == 200 and method.response:
             found = discovery.check_body(answer, method.response, None, method.response)
             if found:
                 self.problems += [f"response of {method.id}: {p}" for p in found]
-        return 200, answer
+        return code, answer
+
+    def _carry_out(self, method: discovery.Method, path: dict[str, str], params: dict[str, str],
+                   body: Any) -> tuple[int, dict[str, Any]]:
+        try:
+            for hook in self.before:
+                hook(method.id, path, body)
+            failures = self.http_failures.get(method.id)
+            if failures:
+                raise failures.pop(0)
+            handler = getattr(self, "_" + method.id.split(".", 1)[1].replace(".", "_"), None)
+            if handler is None:
+                self.problems.append(f"{method.id}: called, but the fake does not implement it")
+                raise Failure(501, "notImplemented", f"{method.id} is not implemented by the test API")
+            self._tick()
+            return 200, handler(path, params, body)
+        except Failure as failure:
+            return failure.code, failure.body()
 
     def _signed(self, assertion: str) -> bool:
         """Whether a JWT is signed by the service account key the tests handed out."""
