@@ -152,7 +152,8 @@ def check_value(value: Any, spec: dict[str, Any], where: str, method: str | None
         low, high = INTEGER.get(spec.get("format", "int32"), INTEGER["int32"])
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
             return [f"{where}: expected an {spec.get('format', 'int32')} integer, got {value!r}"]
-        return []
+        low, high = int(spec.get("minimum", low)), int(spec.get("maximum", high))
+        return [] if low <= value <= high else [f"{where}: {value} is outside {low}..{high}"]
     if kind == "number":
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         return [] if ok else [f"{where}: expected a number, got {value!r}"]
