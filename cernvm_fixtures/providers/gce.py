@@ -598,8 +598,8 @@ class GceProvider(Provider):
         except api.GoogleAPICallError as e:
             raise ProviderError(f"insert instance {machine.name}: {e.code} {reason(e)}: {e.message}") from None
         self.created(instance, operation=operation.name)
-        wait_operation(f"create instance {machine.name}", operation, project, o.zone, o.endpoint, self.deadline())
         machine.project = project
+        wait_operation(f"create instance {machine.name}", operation, project, o.zone, o.endpoint, self.deadline())
         log.info("%s: launched in %s/%s (%s, %s)", machine.name, project, o.zone, o.machine_type, source)
 
     # -- teardown

@@ -90,7 +90,7 @@ def assert_nothing_left(gce: Gce, run: Run) -> None:
 
 def test_lifecycle_with_an_uploaded_image(gce, tmp_path):
     tarball = tmp_path / "cernvm4-micro-2020.07-1.tar.gz"
-    tarball.write_bytes(b"\x1f\x8b" + bytes(range(256)) * 64)
+    tarball.write_bytes(b"\x1f\x8b" + bytes(range(256)) * (36 << 10))  # > 8 MiB: a resumable upload
     run = Run(state=tmp_path / "state")
     machine = create_only(target_for(gce, str(tarball)), run)
     try:
@@ -102,6 +102,9 @@ def test_lifecycle_with_an_uploaded_image(gce, tmp_path):
         assert held == {"instance": [machine.name], "image": [image_name], "firewall": [f"{machine.name}-ssh"],
                         "object": [f"cernvm-fixtures/{image_name}.tar.gz"]}
         assert image_name == "cvmfx-" + gcemod.content_hash(tarball)[:24], "the image is named by content"
+        made = gce.api.images[(gce.project, image_name)]
+        assert made["archiveSizeBytes"] == str(tarball.stat().st_size), "images.insert read the whole upload"
+        assert made["rawDisk"]["source"].endswith(f"/{gce.bucket}/cernvm-fixtures/{image_name}.tar.gz")
 
         instance = gce.api.instance(machine.name)
         metadata = gce.api.metadata(machine.name)
