@@ -250,6 +250,12 @@ class FakeCompute:
         parsed = urllib.parse.urlsplit(url)
         if parsed.path == "/token":
             return self._token(raw)
+        if parsed.path.startswith("/_test/serial/"):  # not Compute: what a stand-in guest prints on its ttyS0
+            try:
+                self.write_serial(parsed.path.rsplit("/", 1)[-1], raw)
+            except KeyError as e:
+                return 404, Failure(404, "notFound", str(e)).body()
+            return 200, {}
         routed = discovery.route(http, parsed.path)
         if routed is None:
             self.problems.append(f"{http} {parsed.path}: no such method in the Compute v1 discovery document")
