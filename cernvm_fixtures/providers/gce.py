@@ -39,7 +39,7 @@ from ..errors import ConfigError, PermanentError, ProviderError
 from ..ledger import Owner, Resource
 from ..transport.ssh import SSHTransport
 from .base import Machine, Provider, ProviderOptions, console_text
-from .ec2 import JUMP, Ec2Machine, parse_jump
+from .ec2 import JUMP, Ec2Machine
 
 if TYPE_CHECKING:
     from ..context import Context
@@ -107,9 +107,11 @@ def client(kind: str, endpoint: str | None = None) -> Any:
         found = _clients.get(key)
         if found is None:
             creds, project = credentials()
-            options = _import("google.api_core.client_options").ClientOptions(api_endpoint=endpoint) if endpoint else None
+            client_options = _import("google.api_core.client_options")
+            options = client_options.ClientOptions(api_endpoint=endpoint) if endpoint else None
             if kind == "storage":
-                found = _import("google.cloud.storage").Client(project=project, credentials=creds, client_options=options)
+                storage = _import("google.cloud.storage")
+                found = storage.Client(project=project, credentials=creds, client_options=options)
             else:
                 found = getattr(_import("google.cloud.compute_v1"), kind)(
                     credentials=creds, transport="rest", client_options=options
@@ -192,7 +194,8 @@ def wait_operation(what: str, operation: Any, project: str, zone: str | None, en
 def _label_problems(labels: dict[str, str], reserved: int = OUR_LABELS) -> list[str]:
     problems = []
     if len(labels) > 64 - reserved:
-        problems.append(f"{len(labels)} labels, at most {64 - reserved} (GCE allows 64, cernvm-fixtures sets {reserved})")
+        problems.append(
+            f"{len(labels)} labels, at most {64 - reserved} (GCE allows 64, cernvm-fixtures sets {reserved})")
     for key, value in labels.items():
         if not LABEL_KEY.match(key):
             problems.append(f"key {key!r} is not a lowercase letter followed by up to 62 of a-z 0-9 _ -")
@@ -362,7 +365,8 @@ def labels_in_description(description: str) -> dict[str, str]:
 
 def ours(labels: dict[str, str], resource: Resource) -> bool:
     """Whether a resource found by name carries this ledger entry's run and machine (else it is someone else's)."""
-    return decode(labels.get("cvmfx-run", "")) == resource.run and decode(labels.get("cvmfx-machine", "")) == resource.name
+    run, machine = decode(labels.get("cvmfx-run", "")), decode(labels.get("cvmfx-machine", ""))
+    return run == resource.run and machine == resource.name
 
 
 # --- images ---------------------------------------------------------------------------------------
@@ -460,7 +464,8 @@ class GceProvider(Provider):
             found = call(f"get image family {match['family']}", images.get_from_family, missing_ok=True,
                          project=match[1], family=match["family"])
         else:
-            found = call(f"get image {match['name']}", images.get, missing_ok=True, project=match[1], image=match["name"])
+            found = call(f"get image {match['name']}", images.get, missing_ok=True, project=match[1],
+                         image=match["name"])
         if found is None:
             raise ConfigError(f"{self.target.where('image')}: image {link} not found (check the name, the project and "
                               "that the image is shared with you)")
@@ -568,7 +573,8 @@ class GceProvider(Provider):
             network=o.network if "/" in o.network else f"projects/{project}/global/networks/{o.network}")
         if o.subnetwork:
             region = o.zone.rsplit("-", 1)[0]
-            interface.subnetwork = o.subnetwork if "/" in o.subnetwork else f"regions/{region}/subnetworks/{o.subnetwork}"
+            subnetwork = o.subnetwork
+            interface.subnetwork = subnetwork if "/" in subnetwork else f"regions/{region}/subnetworks/{subnetwork}"
         if o.address == "external":
             interface.access_configs = [compute_v1.AccessConfig(name="External NAT", type_="ONE_TO_ONE_NAT")]
         body = compute_v1.Instance(
@@ -591,10 +597,12 @@ class GceProvider(Provider):
         )
         api = _import("google.api_core.exceptions")
         try:
-            operation = self.compute("InstancesClient").insert_unary(project=project, zone=o.zone, instance_resource=body)
+            instances = self.compute("InstancesClient")
+            operation = instances.insert_unary(project=project, zone=o.zone, instance_resource=body)
         except api.Conflict:
             self.drop(machine, instance)
-            raise ProviderError(f"{machine.name}: an instance of that name already exists in {o.zone}; left alone") from None
+            raise ProviderError(
+                f"{machine.name}: an instance of that name already exists in {o.zone}; left alone") from None
         except api.GoogleAPICallError as e:
             raise ProviderError(f"insert instance {machine.name}: {e.code} {reason(e)}: {e.message}") from None
         self.created(instance, operation=operation.name)
@@ -638,7 +646,8 @@ class GceProvider(Provider):
                 found.append((labels, item.name))
         if options.bucket:
             storage = client("storage", options.storage_endpoint)
-            for blob in call("list objects", lambda: list(storage.list_blobs(options.bucket, prefix=OBJECT_PREFIX))) or []:
+            blobs = call("list objects", lambda: list(storage.list_blobs(options.bucket, prefix=OBJECT_PREFIX)))
+            for blob in blobs or []:
                 found.append((dict(blob.metadata or {}), blob.name))
         resources = []
         for labels, name in found:
@@ -874,4 +883,4 @@ class GceMachine(Machine):
             self._close_jump()
 
 
-__all__ = ["GceMachine", "GceOptions", "GceProvider", "parse_jump"]
+__all__ = ["GceMachine", "GceOptions", "GceProvider"]

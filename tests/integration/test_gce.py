@@ -184,6 +184,20 @@ def test_every_create_call_finds_its_ledger_entry_already_written(gce, tmp_path)
     assert_nothing_left(gce, run)
 
 
+def test_keep_labels_the_instance_kept(gce, image, tmp_path):
+    run = Run(state=tmp_path / "state")
+    machine = create_only(target_for(gce, image), run)
+    try:
+        machine.keep()
+        labels = gce.api.instance(machine.name).body["labels"]
+        assert labels["cvmfx-kept"] == "true" and labels["project"] == "cernvm-fixtures-tests"
+        assert gcemod.resource_from_labels(labels, {}).kept, "a label-only sweep sees it as kept"
+        assert all(r.kept and "login" in r.data for r in run.ledger.entries())
+    finally:
+        machine.destroy()
+    assert_nothing_left(gce, run)
+
+
 # --- failures -------------------------------------------------------------------------------------
 
 
@@ -322,11 +336,13 @@ def test_bad_configs_fail_before_anything_is_created(gce, image, tmp_path):
     tarball = tmp_path / "cernvm4.tar.gz"
     tarball.write_bytes(b"\x1f\x8b")
     cases = [
-        ({"image": "no-such-image"}, "targets.gce.image: image projects/cvmfx-tests/global/images/no-such-image not found"),
+        ({"image": "no-such-image"},
+         "targets.gce.image: image projects/cvmfx-tests/global/images/no-such-image not found"),
         ({"image": "family/nope"}, "targets.gce.image: image projects/cvmfx-tests/global/images/family/nope not found"),
         ({"image": "/nonexistent/cernvm.tar.gz"}, "targets.gce.image: '/nonexistent/cernvm.tar.gz' does not exist"),
         ({"image": str(tarball), "bucket": None}, "targets.gce.bucket: required to upload cernvm4.tar.gz"),
-        ({"image": str(tarball), "bucket": "no-such-bucket"}, "targets.gce.bucket: Cloud Storage bucket 'no-such-bucket'"),
+        ({"image": str(tarball), "bucket": "no-such-bucket"},
+         "targets.gce.bucket: Cloud Storage bucket 'no-such-bucket'"),
         ({"machine_type": "e2-huge"}, "targets.gce.machine_type: 'e2-huge' is not a machine type of zone"),
         ({"network": "nowhere"}, "targets.gce.network: network 'nowhere' not found"),
     ]

@@ -9,7 +9,8 @@ What it models: instances (PROVISIONING -> STAGING -> RUNNING on a clock, serial
 ``start``/``next`` offsets and 1 MiB buffer), images (from a ``rawDisk`` object that must exist in the Cloud
 Storage emulator; families; 409 while an instance uses one), firewalls, zone and global operations with numeric
 ids (PENDING -> RUNNING -> DONE, ``wait``), label filters on list, a token endpoint for the service account the tests
-hand out as ADC (every Compute call must carry a token it issued or a JWT that account signed), and failures a test injects.
+hand out as ADC (every Compute call must carry a token it issued or a JWT that account signed), and failures a
+test injects.
 """
 
 from __future__ import annotations
@@ -33,7 +34,9 @@ from . import discovery
 
 SERIAL_BUFFER = 1024 * 1024
 """Bytes of serial output Compute keeps per port; older output is discarded."""
-MACHINE_TYPES = {"e2-small": (2, 2048), "e2-standard-2": (2, 8192), "n2-standard-2": (2, 8192), "n1-standard-1": (1, 3840)}
+MACHINE_TYPES = {
+    "e2-small": (2, 2048), "e2-standard-2": (2, 8192), "n2-standard-2": (2, 8192), "n1-standard-1": (1, 3840),
+}
 REGIONS = {"europe-west1": ("europe-west1-b", "europe-west1-c"), "us-central1": ("us-central1-a", "us-central1-f")}
 ZONES = {zone: region for region, zones in REGIONS.items() for zone in zones}
 
@@ -339,8 +342,8 @@ class FakeCompute:
 
     def _resolve(self, link: str, project: str, kind: str) -> str:
         """The name in a full or partial resource URL of ``kind`` (``global/images/x``), checked to exist."""
-        match = re.search(rf"(?:projects/(?P<project>[^/]+)/)?(?:global|regions/[^/]+|zones/[^/]+)/{kind}/(?P<name>[^/]+)$",
-                          link)
+        scope = r"(?:projects/(?P<project>[^/]+)/)?(?:global|regions/[^/]+|zones/[^/]+)"
+        match = re.search(rf"{scope}/{kind}/(?P<name>[^/]+)$", link)
         if not match:
             raise Failure(400, "invalid", f"Invalid value for field: '{link}' is not a {kind} URL")
         return match["name"]
@@ -396,11 +399,13 @@ class FakeCompute:
                           labelFingerprint=secrets.token_urlsafe(8))
             for i, disk in enumerate(stored.get("disks", [])):
                 disk.pop("initializeParams", None)
-                disk.update(kind="compute#attachedDisk", index=i, deviceName=disk.get("deviceName", f"persistent-disk-{i}"),
+                disk.update(kind="compute#attachedDisk", index=i,
+                            deviceName=disk.get("deviceName", f"persistent-disk-{i}"),
                             source=self.link(f"projects/{project}/zones/{zone}/disks/{name}" + (f"-{i}" if i else "")))
             stored["disks"][0]["licenses"] = image.get("licenses", [])
             for i, nic in enumerate(stored.get("networkInterfaces", [])):
-                nic.update(kind="compute#networkInterface", name=f"nic{i}", networkIP=f"10.128.0.{2 + len(self.instances)}")
+                nic.update(kind="compute#networkInterface", name=f"nic{i}",
+                           networkIP=f"10.128.0.{2 + len(self.instances)}")
                 for config in nic.get("accessConfigs", []):
                     config.update(kind="compute#accessConfig", natIP=f"203.0.113.{10 + len(self.instances)}")
             if "metadata" in stored:
@@ -424,7 +429,8 @@ class FakeCompute:
         instance.status = instance.held = "STOPPING"
         key = (path["project"], path["zone"], path["instance"])
         target = f"projects/{key[0]}/zones/{key[1]}/instances/{key[2]}"
-        return self._operation("compute.instances.delete", key[0], key[1], target, lambda: self.instances.pop(key, None))
+        return self._operation("compute.instances.delete", key[0], key[1], target,
+                               lambda: self.instances.pop(key, None))
 
     def _instances_setLabels(self, path: dict[str, str], params: dict[str, str], body: dict[str, Any]) -> dict:
         instance = self._instance(path)
@@ -465,10 +471,12 @@ class FakeCompute:
     def _images_insert(self, path: dict[str, str], params: dict[str, str], body: dict[str, Any]) -> dict:
         project, name = path["project"], body["name"]
         if (project, name) in self.images:
-            raise Failure(409, "alreadyExists", f"The resource 'projects/{project}/global/images/{name}' already exists")
+            raise Failure(409, "alreadyExists",
+                          f"The resource 'projects/{project}/global/images/{name}' already exists")
         source = (body.get("rawDisk") or {}).get("source")
         if not source:
-            raise Failure(400, "invalid", "Invalid value for field 'resource.rawDisk.source': required for this test API")
+            raise Failure(400, "invalid",
+                          "Invalid value for field 'resource.rawDisk.source': required for this test API")
         size = self._object_size(source)
         for key, value in (body.get("labels") or {}).items():
             self._check_label(key, value)
@@ -525,7 +533,8 @@ class FakeCompute:
     def _firewalls_insert(self, path: dict[str, str], params: dict[str, str], body: dict[str, Any]) -> dict:
         project, name = path["project"], body["name"]
         if (project, name) in self.firewalls:
-            raise Failure(409, "alreadyExists", f"The resource 'projects/{project}/global/firewalls/{name}' already exists")
+            raise Failure(409, "alreadyExists",
+                          f"The resource 'projects/{project}/global/firewalls/{name}' already exists")
         network = self._resolve(body.get("network", "global/networks/default"), project, "networks")
         if (project, network) not in self.networks:
             raise self._missing(f"projects/{project}/global/networks/{network}")
