@@ -1,9 +1,9 @@
 """The scenario suite end to end on the gce provider: local Compute API + one KVM stand-in per instance.
 
 The instances the local Compute API holds do not run; where the suite needs SSH, the run's endpoint hook
-boots the test appliance under KVM from the ``user-data`` metadata the API holds for the instance, with the
-``ssh-keys`` metadata as its only authorized keys (as GCE's guest agent would install them), and copies the
-stand-in's serial console to the instance's serial port 1, where the provider reads the host keys from.
+boots the test appliance under KVM from the ``user-data`` metadata the API holds for the instance (only if the
+``ssh-keys`` metadata names exactly the keys it will admit, as GCE's guest agent would install them), and copies
+the stand-in's serial console to the instance's serial port 1, where the provider reads the host keys from.
 """
 
 from __future__ import annotations
@@ -53,21 +53,12 @@ class FromGce(Context):
         return self.blob
 
 
-def with_keys(blob, keys):
-    """The user data with the ssh-keys metadata as the cloud-config's only authorized keys."""
+def cloud_config(blob):
     message = email.message_from_bytes(blob)
-    parts = [p for p in message.walk() if not p.is_multipart()] if message.is_multipart() else [None]
-    for part in parts:
-        text = (part.get_payload(decode=True) if part is not None else blob).decode()
-        if text.startswith("#cloud-config"):
-            data = yaml.safe_load(text)
-            data["ssh_authorized_keys"] = keys
-            new = "#cloud-config\\n" + yaml.safe_dump(data)
-            if part is None:
-                return yaml.safe_load(new)["hostname"], new.encode()
-            part.set_payload(new)
-            del part["Content-Transfer-Encoding"]
-            return data["hostname"], message.as_bytes()
+    parts = [p.get_payload(decode=True) for p in message.walk() if not p.is_multipart()]
+    for part in parts if message.is_multipart() else [blob]:
+        if part.startswith(b"#cloud-config"):
+            return yaml.safe_load(part)
     raise AssertionError("the user-data metadata has no cloud-config part")
 
 
@@ -89,7 +80,14 @@ def boot(machine):
     instance = machine._instances().get(project=machine.project, zone=machine.options.zone, instance=machine.name)
     metadata = {item.key: item.value for item in instance.metadata.items}
     keys = [line.split(":", 1)[1] for line in metadata["ssh-keys"].splitlines() if line.startswith("root:")]
-    hostname, blob = with_keys(metadata["user-data"].encode(), keys)
+    blob = metadata["user-data"].encode()
+    data = cloud_config(blob)
+    # The appliance installs keys from the cloud-config only; the user data must stay byte for byte what the
+    # instance holds (a scenario compares it), so the stand-in is booted only if it would admit exactly the
+    # keys of the instance's ssh-keys metadata, as GCE's guest agent would install them.
+    assert keys and keys == data.get("ssh_authorized_keys"), (keys, data.get("ssh_authorized_keys"))
+    assert metadata.get("block-project-ssh-keys") == "true"
+    hostname = data["hostname"]
     if not RUN:
         RUN.append(Run())
     target = config.parse({"targets": {"standin": {"provider": "kvm"}}}, "gce stand-in").targets["standin"]
