@@ -1,1 +1,1 @@
-"""Local stand-ins for cloud APIs that have no emulator, driven by the vendors' own SDKs (tests only)."""
+"""Local stand-ins for cloud APIs that have no emulator, driven by the vendors' real SDKs over loopback."""

@@ -1,0 +1,409 @@
+"""The gce provider through the real google-cloud-compute and google-cloud-storage clients, on 127.0.0.1.
+
+Compute has no emulator: its calls go to the local Compute API of ``tests/fakes/gce`` (every request and
+response checked against Google's discovery document), uploads to fake-gcs-server. Credentials are a service
+account key made for the session, found by ``google.auth.default()`` like any ADC.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cernvm_fixtures import config
+from cernvm_fixtures.context import Context
+from cernvm_fixtures.errors import ConfigError, PermanentError, ProviderError
+from cernvm_fixtures.providers import gce as gcemod
+from cernvm_fixtures.providers.gce import GceProvider
+from cernvm_fixtures.run import Run
+
+from ..fakes.gce.fixtures import Gce, gce, gce_session  # noqa: F401 - the fixtures
+from ..helpers import cli, ledger_entries, subprocess_env
+
+pytestmark = pytest.mark.integration
+
+CIDR = "203.0.113.7/32"
+
+
+@pytest.fixture(scope="module")
+def image(gce_session: Gce) -> str:
+    """An existing "CernVM" image in the project, made the way a user's would be: from an object in a bucket."""
+    from google.cloud import compute_v1
+
+    blob = gce_session.storage_client().bucket(gce_session.bucket).blob("user/cernvm4-micro.tar.gz")
+    blob.upload_from_string(b"\x1f\x8b" + b"\0" * 4096)
+    images = gcemod.client("ImagesClient", gce_session.api.url)
+    body = compute_v1.Image(name="cernvm4-micro-2020-07-1", family="cernvm4",
+                            raw_disk=compute_v1.RawDisk(source=f"https://storage.googleapis.com/{gce_session.bucket}/"
+                                                        "user/cernvm4-micro.tar.gz"))
+    operation = images.insert_unary(project=gce_session.project, image_resource=body)
+    gcemod.wait_operation("test image", operation, gce_session.project, None, gce_session.api.url,
+                          time.monotonic() + 10)
+    return "cernvm4-micro-2020-07-1"
+
+
+def target_for(gce: Gce, image: str, name: str = "gce", **options) -> config.Target:
+    raw = {
+        "provider": "gce", "image": image, "profile": "appliance", "zone": gce.zone, "endpoint": gce.api.url,
+        "storage_endpoint": gce.storage, "bucket": gce.bucket, "ssh_cidr": CIDR, "poll_interval": 0.05,
+        "slowdown": 1, "labels": {"project": "cernvm-fixtures-tests"},
+        "deadlines": {"running": 10, "reachable": 10, "login": 10, "ready": 10}, **options,
+    }
+    return config.parse({"targets": {name: raw}}, "test").targets[name]
+
+
+def create_only(target: config.Target, run: Run):
+    """Provider launch without readiness (no SSH needed): returns the machine."""
+    provider = GceProvider(target, run)
+    machine = provider.machine(run.name(target.name))
+    try:
+        provider.launch(machine, Context(hostname=machine.name, ssh_keys=(run.public_key,)))
+    except BaseException:
+        machine.destroy()
+        raise
+    return machine
+
+
+def ours(gce: Gce) -> dict[str, list[str]]:
+    """What the APIs hold that cernvm-fixtures made (the module's user image and its object excepted)."""
+    held = gce.api.held()
+    held["image"] = [i for i in held.get("image", []) if i.startswith("cvmfx-")]
+    objects = [o for o in gce.objects() if o.startswith("cernvm-fixtures/")]
+    return {k: v for k, v in {**held, "object": objects}.items() if v}
+
+
+def assert_nothing_left(gce: Gce, run: Run) -> None:
+    assert ours(gce) == {}, "the APIs still hold what the run made"
+    assert run.ledger.entries() == []
+
+
+# --- lifecycle ------------------------------------------------------------------------------------
+
+
+def test_lifecycle_with_an_uploaded_image(gce, tmp_path):
+    tarball = tmp_path / "cernvm4-micro-2020.07-1.tar.gz"
+    tarball.write_bytes(b"\x1f\x8b" + bytes(range(256)) * (36 << 10))  # > 8 MiB: a resumable upload
+    run = Run(state=tmp_path / "state")
+    machine = create_only(target_for(gce, str(tarball)), run)
+    try:
+        machine.wait_running(time.monotonic() + 5)
+        entries = {r.kind: r for r in run.ledger.entries()}
+        assert set(entries) == {"object", "image", "firewall", "instance"}
+        held = ours(gce)
+        image_name = entries["image"].data["gce_name"]
+        assert held == {"instance": [machine.name], "image": [image_name], "firewall": [f"{machine.name}-ssh"],
+                        "object": [f"cernvm-fixtures/{image_name}.tar.gz"]}
+        assert image_name == "cvmfx-" + gcemod.content_hash(tarball)[:24], "the image is named by content"
+        made = gce.api.images[(gce.project, image_name)]
+        assert made["archiveSizeBytes"] == str(tarball.stat().st_size), "images.insert read the whole upload"
+        assert made["rawDisk"]["source"].endswith(f"/{gce.bucket}/cernvm-fixtures/{image_name}.tar.gz")
+
+        instance = gce.api.instance(machine.name)
+        metadata = gce.api.metadata(machine.name)
+        assert metadata["ssh-keys"] == f"root:{run.public_key}", "the key goes to the instance's own metadata"
+        assert metadata["block-project-ssh-keys"] == "true"
+        assert set(metadata) == {"ssh-keys", "block-project-ssh-keys", "user-data"}
+        assert metadata["user-data"].encode() == Context(hostname=machine.name, ssh_keys=(run.public_key,)).render()
+        assert instance.body["tags"]["items"] == [machine.name]
+        labels = instance.body["labels"]
+        assert labels["cvmfx-run"] == run.id and labels["project"] == "cernvm-fixtures-tests"
+        assert gcemod.resource_from_labels(labels, {}).name == machine.name
+
+        rule = gce.api.firewalls[(gce.project, f"{machine.name}-ssh")]
+        assert (rule["allowed"], rule["sourceRanges"], rule["targetTags"], rule["direction"]) == (
+            [{"IPProtocol": "tcp", "ports": ["22"]}], [CIDR], [machine.name], "INGRESS")
+        assert gcemod.ours(gcemod.labels_in_description(rule["description"]), entries["firewall"])
+        assert machine.platform_address().startswith("203.0.113.")
+
+        # the serial console is read on from Google's `next` offset: nothing twice, nothing missed
+        gce.api.write_serial(machine.name, "Linux version 6.1\n")
+        assert machine.console_log() == "Linux version 6.1\n"
+        gce.api.write_serial(machine.name, "-----BEGIN SSH HOST KEY KEYS-----\nssh-ed25519 AAAAC3 root@x\n"
+                                           "-----END SSH HOST KEY KEYS-----\n")
+        assert machine.console_log().count("Linux version") == 1
+        assert machine.host_keys() == ["ssh-ed25519 AAAAC3 root@x"]
+        starts = [int(dict(p)["start"]) for p in serial_queries(gce)]
+        assert starts == [0, 18, 110], "each read starts where the last one ended"
+
+        # a second machine of the same tarball reuses the image and uploads nothing
+        second = create_only(target_for(gce, str(tarball)), run)
+        assert {r.kind for r in second.resources} == {"firewall", "instance"}
+        second.destroy()
+    finally:
+        machine.destroy()
+    assert_nothing_left(gce, run)
+
+
+def serial_queries(gce: Gce) -> list[list[tuple[str, str]]]:
+    return [sorted(q.items()) for q in gce.api.queries if q.get("__method") == "compute.instances.getSerialPortOutput"]
+
+
+def test_lifecycle_with_an_existing_image_family(gce, image, tmp_path):
+    run = Run(state=tmp_path / "state")
+    machine = create_only(target_for(gce, "family/cernvm4", address="internal"), run)
+    try:
+        assert {r.kind for r in machine.resources} == {"firewall", "instance"}
+        assert gce.api.instance(machine.name).image.endswith(f"/global/images/{image}")
+        assert "accessConfigs" not in gce.api.instance(machine.name).body["networkInterfaces"][0]
+        machine.wait_running(time.monotonic() + 5)
+        assert machine.platform_address().startswith("10.")
+    finally:
+        machine.destroy()
+    assert_nothing_left(gce, run)
+    assert (gce.project, image) in gce.api.images, "an image the run did not make is never deleted"
+
+
+def test_every_create_call_finds_its_ledger_entry_already_written(gce, tmp_path):
+    tarball = tmp_path / "cernvm4-micro-2020.07-2.tar.gz"
+    tarball.write_bytes(b"\x1f\x8b" + b"ledger" * 100)
+    run = Run(state=tmp_path / "state")
+    seen: dict[str, list[tuple[str, bool]]] = {}
+    creates = {"compute.images.insert": "image", "compute.firewalls.insert": "firewall",
+               "compute.instances.insert": "instance"}
+
+    def before(method: str, path: dict, body: dict | None) -> None:
+        if method in creates:
+            on_disk = [json.loads(p.read_text()) for p in (run.directory / "ledger").glob("*.json")]
+            seen[method] = [(e["kind"], "operation" in e["data"]) for e in on_disk]
+
+    gce.api.before.append(before)
+    machine = create_only(target_for(gce, str(tarball)), run)
+    machine.destroy()
+    assert set(seen) == set(creates)
+    for method, kind in creates.items():
+        assert (kind, False) in seen[method], f"{method}: no ledger entry for the {kind} before the call"
+    assert ("object", False) in seen["compute.images.insert"] or ("object", True) in seen["compute.images.insert"]
+    assert_nothing_left(gce, run)
+
+
+def test_keep_labels_the_instance_kept(gce, image, tmp_path):
+    run = Run(state=tmp_path / "state")
+    machine = create_only(target_for(gce, image), run)
+    try:
+        machine.keep()
+        labels = gce.api.instance(machine.name).body["labels"]
+        assert labels["cvmfx-kept"] == "true" and labels["project"] == "cernvm-fixtures-tests"
+        assert gcemod.resource_from_labels(labels, {}).kept, "a label-only sweep sees it as kept"
+        assert all(r.kept and "login" in r.data for r in run.ledger.entries())
+    finally:
+        machine.destroy()
+    assert_nothing_left(gce, run)
+
+
+# --- failures -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("code", ["QUOTA_EXCEEDED", "ZONE_RESOURCE_POOL_EXHAUSTED"])
+def test_instance_insert_operation_ending_in_error(gce, image, tmp_path, code):
+    run = Run(state=tmp_path / "state")
+    gce.api.fail_operation("compute.instances.insert", code, f"injected: {code.lower()}")
+    with pytest.raises(ProviderError, match=rf"create instance \S+: {code}: injected"):
+        create_only(target_for(gce, image), run)
+    assert_nothing_left(gce, run)
+
+
+def test_image_creation_ending_in_error(gce, tmp_path):
+    tarball = tmp_path / "cernvm4-micro-2020.07-3.tar.gz"
+    tarball.write_bytes(b"\x1f\x8b" + b"broken" * 100)
+    run = Run(state=tmp_path / "state")
+    gce.api.fail_operation("compute.images.insert", "INVALID_IMAGE_FILE", "injected: not a disk.raw tarball")
+    with pytest.raises(ProviderError, match=r"create image cvmfx-\w+: INVALID_IMAGE_FILE"):
+        create_only(target_for(gce, str(tarball)), run)
+    assert_nothing_left(gce, run)
+
+
+def test_instance_terminated_during_boot_is_permanent(gce, image, tmp_path):
+    run = Run(state=tmp_path / "state")
+    machine = create_only(target_for(gce, image), run)
+    try:
+        gce.api.set_status(machine.name, "TERMINATED", "Instance was preempted.")
+        with pytest.raises(PermanentError, match="is TERMINATED: Instance was preempted"):
+            machine.wait_running(time.monotonic() + 5)
+    finally:
+        machine.destroy()
+    assert_nothing_left(gce, run)
+
+
+def test_firewall_name_clash_leaves_the_other_rule_alone(gce, image, tmp_path):
+    from google.cloud import compute_v1
+
+    run = Run(state=tmp_path / "state")
+    target = target_for(gce, image)
+    provider = GceProvider(target, run)
+    machine = provider.machine(run.name(target.name))
+    foreign = compute_v1.Firewall(name=f"{machine.name}-ssh", network="global/networks/default",
+                                  allowed=[compute_v1.Allowed(I_p_protocol="tcp", ports=["443"])],
+                                  source_ranges=["198.51.100.0/24"])
+    firewalls = gcemod.client("FirewallsClient", gce.api.url)
+    operation = firewalls.insert_unary(project=gce.project, firewall_resource=foreign)
+    gcemod.wait_operation("foreign rule", operation, gce.project, None, gce.api.url, time.monotonic() + 10)
+    try:
+        with pytest.raises(ProviderError, match="already exists .* not this run's; it was left alone"):
+            try:
+                provider.launch(machine, Context(hostname=machine.name, ssh_keys=(run.public_key,)))
+            finally:
+                machine.destroy()
+        assert (gce.project, f"{machine.name}-ssh") in gce.api.firewalls, "the other rule is still there"
+        assert run.ledger.entries() == [] and "instance" not in gce.api.held()
+    finally:
+        firewalls.delete_unary(project=gce.project, firewall=f"{machine.name}-ssh")
+
+
+def test_teardown_survives_resources_already_gone_and_retries_an_image_in_use(gce, tmp_path, monkeypatch):
+    tarball = tmp_path / "cernvm4-micro-2020.07-4.tar.gz"
+    tarball.write_bytes(b"\x1f\x8b" + b"gone" * 100)
+    run = Run(state=tmp_path / "state")
+    machine = create_only(target_for(gce, str(tarball)), run)
+    entries = run.ledger.entries()
+    image = next(r for r in entries if r.kind == "image")
+    with pytest.raises(ProviderError, match=r"delete image \S+ \(still in use\)"):
+        monkeypatch.setattr(gcemod, "BUSY_TIMEOUT", 0.5)
+        GceProvider.destroy_resource(image)
+    assert any(code == 409 for code, _ in gce.api.answers), "the API refused to delete an image in use"
+    gce.api.firewalls.clear()
+    machine.destroy()
+    assert_nothing_left(gce, run)
+    for resource in entries:  # again, from the ledger data alone: everything is gone, that is fine
+        GceProvider.destroy_resource(resource)
+
+
+# --- sweep after SIGKILL ----------------------------------------------------------------------------
+
+
+KILLED = """
+import sys, time
+from pathlib import Path
+from cernvm_fixtures import config
+from cernvm_fixtures.context import Context
+from cernvm_fixtures.providers.gce import GceProvider
+from cernvm_fixtures.run import Run
+
+target = config.load(Path(sys.argv[1])).targets["gce"]
+run = Run()
+provider = GceProvider(target, run)
+machine = provider.machine(run.name("gce"))
+provider.launch(machine, Context(hostname=machine.name, ssh_keys=(run.public_key,)))
+print(run.id, flush=True)
+time.sleep(600)
+"""
+
+
+def config_file(path: Path, gce: Gce, image: str) -> Path:
+    options = {"provider": "gce", "image": image, "profile": "appliance", "zone": gce.zone, "endpoint": gce.api.url,
+               "storage_endpoint": gce.storage, "bucket": gce.bucket, "ssh_cidr": CIDR, "poll_interval": 0.1}
+    path.write_text("[targets.gce]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in options.items()))
+    return path
+
+
+@pytest.mark.parametrize("ledger", ["kept", "lost"])
+def test_sweep_removes_what_a_killed_run_left(gce, tmp_path, ledger):
+    tarball = tmp_path / f"cernvm4-micro-2020.07-{ledger}.tar.gz"
+    tarball.write_bytes(b"\x1f\x8b" + ledger.encode() * 100)
+    state = tmp_path / "state"
+    env = {**subprocess_env(state), **gce.env}
+    cfg = config_file(tmp_path / "cernvm.toml", gce, str(tarball))
+    process = subprocess.Popen([sys.executable, "-c", KILLED, str(cfg)], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        run_id = process.stdout.readline().strip()
+        assert run_id, process.stderr.read()
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+    assert set(ours(gce)) == {"instance", "image", "firewall", "object"}
+    assert len(ledger_entries(state)) == 4
+    if ledger == "lost":
+        shutil.rmtree(state)
+    sweep = cli(state, "sweep", "--config", str(cfg), cwd=tmp_path)
+    assert sweep.returncode == 0, sweep.stdout + sweep.stderr
+    assert ours(gce) == {}, sweep.stdout
+    order = re.findall(r"destroyed gce (\S+)", sweep.stdout)
+    assert order == ["instance", "firewall", "image", "object"], sweep.stdout
+
+
+# --- configuration and credentials ----------------------------------------------------------------
+
+
+def test_bad_configs_fail_before_anything_is_created(gce, image, tmp_path):
+    tarball = tmp_path / "cernvm4.tar.gz"
+    tarball.write_bytes(b"\x1f\x8b")
+    cases = [
+        ({"image": "no-such-image"},
+         "targets.gce.image: image projects/cvmfx-tests/global/images/no-such-image not found"),
+        ({"image": "family/nope"}, "targets.gce.image: image projects/cvmfx-tests/global/images/family/nope not found"),
+        ({"image": "/nonexistent/cernvm.tar.gz"}, "targets.gce.image: '/nonexistent/cernvm.tar.gz' does not exist"),
+        ({"image": str(tarball), "bucket": None}, "targets.gce.bucket: required to upload cernvm4.tar.gz"),
+        ({"image": str(tarball), "bucket": "no-such-bucket"},
+         "targets.gce.bucket: Cloud Storage bucket 'no-such-bucket'"),
+        ({"machine_type": "e2-huge"}, "targets.gce.machine_type: 'e2-huge' is not a machine type of zone"),
+        ({"network": "nowhere"}, "targets.gce.network: network 'nowhere' not found"),
+    ]
+    for options, message in cases:
+        run = Run(state=tmp_path / "state")
+        if options.get("bucket", "") is None:
+            target = _without_bucket(gce, str(tarball))
+        else:
+            target = target_for(gce, options.pop("image", image), **options)
+        with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(".", r"\.")):
+            create_only(target, run)
+        assert_nothing_left(gce, run)
+
+
+def _raw(gce: Gce, image: str) -> dict:
+    return {"provider": "gce", "image": image, "profile": "appliance", "zone": gce.zone, "endpoint": gce.api.url,
+            "storage_endpoint": gce.storage, "ssh_cidr": CIDR}
+
+
+def _without_bucket(gce: Gce, image: str) -> config.Target:
+    return config.parse({"targets": {"gce": _raw(gce, image)}}, "test").targets["gce"]
+
+
+def test_options_are_checked_with_clear_errors(gce):
+    cases = [
+        ({"ssh_cidr": "0.0.0.0/0"}, "not the whole internet"),
+        ({"zone": "Europe"}, "a GCE zone such as"),
+        ({"labels": {"Bad": "x"}}, "key 'Bad' is not a lowercase letter"),
+        ({"labels": {"cvmfx-run": "x"}}, "which cernvm-fixtures sets itself"),
+        ({"address": "public"}, "external"),
+    ]
+    for options, message in cases:
+        with pytest.raises(ConfigError, match=message):
+            config.parse({"targets": {"gce": {**_raw(gce, "x"), **options}}}, "test")
+
+
+def test_no_credentials_is_a_clear_error(gce, image, tmp_path, monkeypatch):
+    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS")
+    monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path / "empty-gcloud"))
+    # google.auth reads NO_GCE_CHECK once at import: without it, it would ask 169.254.169.254 (blocked here)
+    monkeypatch.setattr("google.auth.compute_engine._metadata._NO_GCE_CHECK", True)
+    gcemod.reset_clients()
+    try:
+        with pytest.raises(ProviderError, match="found no Application Default Credentials"):
+            create_only(target_for(gce, image), Run(state=tmp_path / "state"))
+    finally:
+        gcemod.reset_clients()
+
+
+def test_the_local_api_rejects_what_the_discovery_document_does_not_allow(gce, image):
+    """The checks can fail: a body with an unknown field and a wrong type is answered 400 and reported."""
+    import requests
+
+    token = next(iter(gce.api.tokens))
+    answer = requests.post(f"{gce.api.url}/compute/v1/projects/{gce.project}/global/firewalls",
+                           json={"name": "x", "sourceRange": ["1.2.3.4/32"], "priority": "high"},
+                           headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    assert answer.status_code == 400 and answer.json()["error"]["errors"][0]["reason"] == "invalid"
+    problems = list(gce.api.problems)
+    gce.api.problems.clear()
+    assert any("unknown field 'sourceRange'" in p for p in problems), problems
+    assert any("priority: expected an int32 integer, got 'high'" in p for p in problems), problems
+    unauthenticated = requests.get(f"{gce.api.url}/compute/v1/projects/{gce.project}/global/images/{image}", timeout=10)
+    assert unauthenticated.status_code == 401

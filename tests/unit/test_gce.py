@@ -1,0 +1,98 @@
+"""The gce provider's pure parts: the ledger entry as GCE labels, options, image links; the discovery checks."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from cernvm_fixtures import config
+from cernvm_fixtures.errors import ConfigError
+from cernvm_fixtures.ledger import Owner, Resource
+from cernvm_fixtures.providers import gce
+
+from ..fakes.gce import discovery
+
+
+@given(st.text(max_size=12))
+def test_label_values_round_trip_and_keep_gce_rules(text):
+    value = gce.encode(text)
+    assert gce.LABEL_VALUE.match(value), value
+    if len(value) < 63:
+        assert gce.decode(value) == text
+
+
+def test_a_ledger_entry_survives_the_trip_through_labels():
+    resource = Resource(provider="gce", kind="firewall", name="cvmfx-0a1b2c3d-gce-9f9f", run="0a1b2c3d",
+                        target="gce", owner=Owner("Build.Host-7", 4242, "98765"), created=1796160000.123456)
+    labels = gce.labels_for(resource, {"team": "cernvm"})
+    assert all(gce.LABEL_KEY.match(k) and gce.LABEL_VALUE.match(v) for k, v in labels.items()), labels
+    assert len(labels) <= gce.OUR_LABELS + 1 and labels["team"] == "cernvm"
+    back = gce.resource_from_labels(labels, {"project": "p"})
+    assert back is not None
+    assert (back.kind, back.name, back.run, back.target, back.owner, back.expires) == (
+        "firewall", resource.name, "0a1b2c3d", "gce", Owner("Build.Host-7", 4242, "98765"), int(resource.expires))
+    assert resource.created - 1e-3 < back.created < resource.created, "sorts just before its ledger twin"
+    assert gce.ours(gce.labels_in_description(gce.description_for(resource)), resource)
+    other = Resource(provider="gce", kind="firewall", name=resource.name, run="ffffffff")
+    assert not gce.ours(labels, other), "another run's resource of the same name is not ours"
+    assert gce.resource_from_labels({"team": "cernvm"}, {}) is None
+
+
+@pytest.mark.parametrize(
+    ("image", "link"),
+    [
+        ("cernvm4-micro", "projects/p/global/images/cernvm4-micro"),
+        ("family/cernvm4", "projects/p/global/images/family/cernvm4"),
+        ("projects/cernvm/global/images/x", "projects/cernvm/global/images/x"),
+    ],
+)
+def test_image_links(image, link):
+    assert gce.image_link(image, "p") == link
+
+
+def raw(**options):
+    return {"provider": "gce", "image": "x", "profile": "appliance", "zone": "europe-west1-b",
+            "ssh_cidr": "203.0.113.7/32", **options}
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"ssh_cidr": "0.0.0.0/0"}, "targets.gce.ssh_cidr.*not the whole internet"),
+        ({"ssh_cidr": None}, "targets.gce.ssh_cidr"),
+        ({"zone": "mars"}, "targets.gce.zone.*a GCE zone such as"),
+        ({"labels": {"x" * 64: "v"}}, "targets.gce.labels.*is not a lowercase letter"),
+        ({"labels": {"cvmfx-kind": "v"}}, "targets.gce.labels.*cernvm-fixtures sets itself"),
+        ({"address": "public"}, "targets.gce.address"),
+        ({"endpoint": "127.0.0.1:1"}, "targets.gce.endpoint.*http"),
+        ({"bogus": 1}, "targets.gce.bogus"),
+    ],
+)
+def test_bad_options_name_key_and_what_is_valid(options, message):
+    target = raw(**options)
+    if options.get("ssh_cidr", "") is None:
+        del target["ssh_cidr"]
+    with pytest.raises(ConfigError, match=message):
+        config.parse({"targets": {"gce": target}}, "test")
+
+
+def test_discovery_checks_can_fail():
+    problems = discovery.check_body(
+        {"name": "Bad_Name", "labels": {"a": 1}, "disks": [{"boot": "yes"}], "metadata": {"items": [{"key": "k"}]},
+         "sourceImage": "x"},
+        "Instance", "compute.instances.insert", "Instance")
+    assert any("'Bad_Name' does not match" in p for p in problems)
+    assert any("labels['a']: expected a string" in p for p in problems)
+    assert any("disks[0].boot: expected a boolean" in p for p in problems)
+    assert any("required field 'value' missing for compute.instances.insert" in p for p in problems)
+    assert any("unknown field 'sourceImage'" in p for p in problems)
+    assert len(problems) == 5, problems
+    assert discovery.check_body({"name": "ok"}, "Instance", "compute.instances.insert", "Instance") == []
+    method, path = discovery.route("GET", "/compute/v1/projects/p/zones/z-1/instances/i/serialPort")
+    assert method.id == "compute.instances.getSerialPortOutput"
+    assert discovery.check_parameters(method, path, {"start": ["x"], "port": ["9"], "nope": ["1"]}) == [
+        "compute.instances.getSerialPortOutput query start: expected an int64 as a decimal string, got 'x'",
+        "compute.instances.getSerialPortOutput query port: 9 is outside 1..4",
+        "compute.instances.getSerialPortOutput: unknown query parameter 'nope'",
+    ]
