@@ -37,9 +37,11 @@ from pydantic import Field, field_validator
 
 from ..errors import ConfigError, PermanentError, ProviderError
 from ..ledger import Owner, Resource
+from ..transport.base import Login
 from ..transport.ssh import SSHTransport
-from .base import Machine, Provider, ProviderOptions, console_text
-from .ec2 import JUMP, Ec2Machine
+from .base import Machine, Provider, ProviderOptions, console_text, remote_login
+from .ec2 import Ec2Machine
+from .kit import JUMP
 
 if TYPE_CHECKING:
     from ..context import Context
@@ -755,11 +757,14 @@ _DESTROY: dict[str, Callable[[Resource], None]] = {
 class GceMachine(Machine):
     """One GCE instance plus what was created for it."""
 
-    # The jump host and login command are EC2's, unchanged: the provider kit moves them to the SSH transport.
+    # The jump host's paramiko channel is EC2's, unchanged (one implementation for every cloud).
     _open_jump = Ec2Machine._open_jump
     _jump_channel = Ec2Machine._jump_channel
     _close_jump = Ec2Machine._close_jump
-    login_command = Ec2Machine.login_command
+
+    def login_command(self) -> Login:
+        return remote_login(self, lambda: self._endpoint or (self.platform_address(), 22), self.options,
+                            self.instance_id is not None)
 
     def __init__(self, provider: GceProvider, name: str) -> None:
         super().__init__(provider, name)
