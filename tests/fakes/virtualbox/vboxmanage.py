@@ -1,0 +1,134 @@
+"""A VBoxManage for hosts without VirtualBox's kernel driver: the real VBoxManage for everything but running.
+
+Every command goes to the real VBoxManage (VirtualBox 7.2 from Debian unstable, in
+the chroot ``./dev setup`` builds), except the three that need the hypervisor:
+``startvm`` reads the ``.vbox`` file the real VBoxManage wrote and boots the same
+media under QEMU (TCG) instead: the boot ISO, the scratch VDI (QEMU reads and
+writes VDI), the context ISO, the NAT rule's 127.0.0.1 forward, the serial port's
+file and the shared folders (as 9p, standing in for vboxsf); ``controlvm NAME
+poweroff`` stops that QEMU; ``showvminfo`` reports ``VMState="running"`` while it
+runs. So everything up to VirtualBox's own hypervisor is the real thing.
+
+    vboxmanage = ["python3", "tests/fakes/virtualbox/vboxmanage.py"]
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from xml.etree import ElementTree
+
+CHROOT = os.environ.get("CERNVM_FIXTURES_VBOX_ROOT", "/var/cache/cernvm-fixtures/vbox-sid")
+REAL = ["chroot", CHROOT, "/usr/lib/virtualbox/VBoxManage"]
+NS = {"vb": "http://www.virtualbox.org/"}
+NIC = {"virtio": "virtio-net-pci", "82540EM": "e1000", "82543GC": "e1000", "82545EM": "e1000"}
+
+
+def real(args: list[str], capture: bool = False) -> subprocess.CompletedProcess:
+    return subprocess.run([*REAL, *args], capture_output=capture, text=True)
+
+
+def info(name: str) -> dict[str, str]:
+    done = real(["showvminfo", name, "--machinereadable"], capture=True)
+    if done.returncode != 0:
+        sys.stderr.write(done.stderr)
+        sys.exit(done.returncode)
+    found = {}
+    for line in done.stdout.splitlines():
+        key, sep, value = line.partition("=")
+        if sep:
+            found[key.strip('"')] = value.strip().strip('"')
+    return found
+
+
+def pidfile(config: str) -> Path:
+    return Path(config).parent / "standin-qemu.pid"
+
+
+def running(config: str) -> int | None:
+    try:
+        pid = int(pidfile(config).read_text())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return None
+    return pid
+
+
+def qemu_argv(config: str) -> list[str]:
+    """QEMU booting what the .vbox file describes."""
+    machine = ElementTree.parse(config).getroot().find("vb:Machine", NS)
+    hardware = machine.find("vb:Hardware", NS)
+    images = {i.get("uuid"): i.get("location") for i in machine.iterfind("vb:MediaRegistry//vb:Image", NS)}
+    images |= {d.get("uuid"): d.get("location") for d in machine.iterfind("vb:MediaRegistry//vb:HardDisk", NS)}
+    argv = ["qemu-system-x86_64", "-machine", "pc,accel=tcg", "-nodefaults", "-display", "none", "-no-user-config",
+            "-m", hardware.find("vb:Memory", NS).get("RAMSize"),
+            "-smp", (hardware.find("vb:CPU", NS).get("count") or "1") if hardware.find("vb:CPU", NS) is not None else "1",
+            "-daemonize", "-pidfile", str(pidfile(config)), "-boot", "order=dc"]
+    for controller in hardware.iterfind("vb:StorageControllers/vb:StorageController", NS):
+        bus = "ahci" if controller.get("type") == "AHCI" else None
+        if bus:
+            argv += ["-device", "ahci,id=ahci"]
+        for dev in controller.iterfind("vb:AttachedDevice", NS):
+            path = images[dev.find("vb:Image", NS).get("uuid")]
+            port, unit = int(dev.get("port")), int(dev.get("device"))
+            ident = f"{controller.get('name')}{port}{unit}".lower()
+            if dev.get("type") == "HardDisk":
+                argv += ["-drive", f"id={ident},file={path},format=vdi,if=none"]
+                device = "ide-hd"
+            else:
+                argv += ["-drive", f"id={ident},file={path},format=raw,if=none,media=cdrom,readonly=on"]
+                device = "ide-cd"
+            where = f"bus=ahci.{port}" if bus else f"bus=ide.{port},unit={unit}"
+            argv += ["-device", f"{device},drive={ident},{where}"]
+    for adapter in hardware.iterfind("vb:Network/vb:Adapter", NS):
+        if adapter.get("enabled") != "true" or adapter.find("vb:NAT", NS) is None:
+            continue
+        forwards = [f"hostfwd=tcp:{f.get('hostip')}:{f.get('hostport')}-:{f.get('guestport')}"
+                    for f in adapter.iterfind("vb:NAT/vb:Forwarding", NS) if f.get("proto") == "1"]
+        slot = int(adapter.get("slot"))
+        argv += ["-netdev", ",".join([f"user,id=n{slot},restrict=on", *forwards]),
+                 "-device", f"{NIC.get(adapter.get('type'), 'e1000')},netdev=n{slot}"]
+    for port in hardware.iterfind("vb:UART/vb:Port", NS):
+        if port.get("enabled") == "true" and port.get("hostMode") == "RawFile":
+            argv += ["-serial", f"file:{port.get('path')}"]
+    for folder in hardware.iterfind("vb:SharedFolders/vb:SharedFolder", NS):
+        argv += ["-virtfs", f"local,path={folder.get('hostPath')},mount_tag={folder.get('name')},security_model=mapped-xattr"]
+    return argv
+
+
+def main(args: list[str]) -> int:
+    if args[:1] == ["startvm"]:
+        config = info(args[1])["CfgFile"]
+        done = subprocess.run(qemu_argv(config), capture_output=True, text=True)
+        if done.returncode != 0:
+            sys.stderr.write(f"VBoxManage: error: stand-in QEMU failed: {done.stderr}")
+            return 1
+        print(f'Waiting for VM "{args[1]}" to power on...\nVM "{args[1]}" has been successfully started.')
+        return 0
+    if args[:1] == ["controlvm"] and args[2:3] == ["poweroff"]:
+        pid = running(info(args[1])["CfgFile"])
+        if pid is None:
+            sys.stderr.write(f"VBoxManage: error: Machine '{args[1]}' is not currently running\n")
+            return 1
+        os.kill(pid, signal.SIGKILL)
+        for _ in range(100):
+            if running(info(args[1])["CfgFile"]) is None:
+                break
+            time.sleep(0.05)
+        return 0
+    if args[:1] == ["showvminfo"] and "--machinereadable" in args:
+        found = info(args[1])
+        if running(found["CfgFile"]) is not None:
+            found["VMState"] = "running"
+        for key, value in found.items():
+            print(f'"{key}"="{value}"' if not key.isidentifier() else f'{key}="{value}"')
+        return 0
+    return real(args).returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

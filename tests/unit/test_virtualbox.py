@@ -1,0 +1,159 @@
+"""The virtualbox provider's VBoxManage steps, for both version families, without VirtualBox."""
+
+from pathlib import Path
+
+import pytest
+
+from cernvm_fixtures.errors import ConfigError, ProviderError
+from cernvm_fixtures.ledger import Owner, Resource
+from cernvm_fixtures.providers import virtualbox as vb
+
+SIX, SEVEN = vb.SPELLING[6], vb.SPELLING[7]
+
+
+def opts(**kw) -> vb.VirtualBoxOptions:
+    return vb.VirtualBoxOptions(**kw)
+
+
+@pytest.mark.parametrize(
+    ("text", "family"),
+    [("6.1.50r161033", 6), ("7.0.20r163906", 7), ("7.2.22_Debianr175245", 7), ("8.0.0", 7)],
+)
+def test_version_family(text, family):
+    assert vb.family(text) == family
+
+
+@pytest.mark.parametrize("text", ["6.0.24r139119", "5.2.44", "WARNING: The vboxdrv kernel module is not loaded"])
+def test_unsupported_or_unreadable_version(text):
+    with pytest.raises(ProviderError, match="too old|cannot read"):
+        vb.family(text)
+
+
+def pairs(argv: list[str]) -> dict[str, str]:
+    return {argv[i]: argv[i + 1] for i in range(len(argv) - 1) if argv[i].startswith("--")}
+
+
+@pytest.mark.parametrize(("spell", "names"), [
+    (SIX, ["--natpf1", "--nictype1", "--uartmode1", "--clipboard", "--draganddrop", "--cpuexecutioncap", "--audio"]),
+    (SEVEN, ["--nat-pf1", "--nic-type1", "--uart-mode1", "--clipboard-mode", "--drag-and-drop", "--cpu-execution-cap",
+             "--audio-enabled"]),
+])
+def test_modifyvm_spells_the_documented_machine_per_version(spell, names):
+    argv = vb.modifyvm("m", opts(), ssh_port=40222, console=Path("/r/console.log"), spell=spell)
+    got = pairs(argv)
+    assert all(name in got for name in names), set(names) - set(got)
+    other = SEVEN if spell is SIX else SIX
+    assert not any(n in argv for n in other.values() if n.startswith("--") and n not in spell.values())
+    assert got["--memory"] == "2048" and got["--cpus"] == "1"
+    assert got["--graphicscontroller"] == "vboxsvga"
+    assert got["--nic1"] == "nat"
+    nat = got[names[0]]
+    assert nat == "guestssh,tcp,127.0.0.1,40222,,22", "SSH must be forwarded from 127.0.0.1 only"
+    assert got[names[1]] == "virtio"
+    assert argv[argv.index(names[2]) + 1 : argv.index(names[2]) + 3] == ["file", "/r/console.log"]
+    assert got[names[3]] == got[names[4]] == "bidirectional"
+    assert "--nic2" not in got, "no host-only adapter unless the target names an existing one"
+
+
+def test_host_only_adapter_only_when_named():
+    argv = vb.modifyvm("m", opts(host_only_adapter="vboxnet0"), ssh_port=1, console=Path("/c"), spell=SEVEN)
+    got = pairs(argv)
+    assert got["--nic2"] == "hostonly" and got["--host-only-adapter2"] == "vboxnet0"
+    assert got["--nic-type2"] == "virtio"
+
+
+def test_no_graphical_extensions_when_off():
+    argv = vb.modifyvm("m", opts(graphical=False), ssh_port=1, console=Path("/c"), spell=SIX)
+    assert "--clipboard" not in argv and "--draganddrop" not in argv
+
+
+def test_storage_follows_cernvm_launch():
+    assert vb.storageattach("m", vb.IDE, 0, 0, "dvddrive", Path("/i.iso"))[2:] == [
+        "--storagectl", "IDE", "--port", "0", "--device", "0", "--type", "dvddrive", "--medium", "/i.iso"]
+    assert vb.createmedium(Path("/d.vdi"), 20) == [
+        "createmedium", "disk", "--filename", "/d.vdi", "--size", "20480", "--format", "VDI", "--variant", "Standard"]
+    assert vb.createvm("m", "Linux26_64", Path("/b")) == [
+        "createvm", "--name", "m", "--ostype", "Linux26_64", "--basefolder", "/b", "--register"]
+    assert vb.storagectl("m", vb.SATA)[-4:] == ["--controller", "IntelAhci", "--portcount", "2"]
+
+
+def test_shared_folders_are_not_auto_mounted():
+    argv = vb.sharedfolder("m", "data", Path("/h/data"))
+    assert argv == ["sharedfolder", "add", "m", "--name", "data", "--hostpath", "/h/data"]
+    assert "--automount" not in argv
+
+
+def test_startvm_headless_or_gui():
+    assert vb.startvm("m", True)[-2:] == ["--type", "headless"]
+    assert vb.startvm("m", False)[-2:] == ["--type", "gui"]
+
+
+def test_ledger_entry_round_trips_through_extradata():
+    resource = Resource("virtualbox", "vm", "cvmfx-r-vb-1", "r", target="vb",
+                        data={"directory": "/s/runs/r/machines/cvmfx-r-vb-1", "vboxmanage": ["/usr/bin/VBoxManage"]},
+                        owner=Owner("host", 42, "777"), kept=True)
+    back = vb.resource_from_fields(vb.ledger_fields(resource))
+    assert back == resource
+
+
+def test_extradata_that_is_not_ours_is_ignored():
+    fields = vb.ledger_fields(Resource("virtualbox", "vm", "n", "r"))
+    del fields["owner"]
+    assert vb.resource_from_fields(fields) is None
+    assert vb.resource_from_fields({**vb.ledger_fields(Resource("virtualbox", "vm", "n", "r")), "created": "x"}) is None
+
+
+def test_machinereadable_parsing():
+    text = 'name="m"\nVMState="poweroff"\n"IDE-0-0"="/i.iso"\nForwarding(0)="guestssh,tcp,127.0.0.1,2,,22"\n'
+    assert vb.parse_machinereadable(text) == {
+        "name": "m", "VMState": "poweroff", "IDE-0-0": "/i.iso", "Forwarding(0)": "guestssh,tcp,127.0.0.1,2,,22"}
+
+
+def test_errors_tell_syntax_from_runtime_and_not_found():
+    syntax = vb.VBoxError(["modifyvm", "m"], 2, "VBoxManage: error: Unknown option: --nat-pf1\nUsage: ...")
+    assert "syntax error" in str(syntax) and "Unknown option" in str(syntax)
+    gone = vb.VBoxError(["showvminfo", "m"], 1,
+                        "VBoxManage: error: Could not find a registered machine named 'm'\n"
+                        "VBoxManage: error: Details: code VBOX_E_OBJECT_NOT_FOUND (0x80bb0001)")
+    assert gone.not_found and "failed (rc 1)" in str(gone)
+    assert not vb.VBoxError(["startvm", "m"], 1, "VBoxManage: error: VT-x is being used by another hypervisor").not_found
+
+
+def write(tmp_path, text):
+    path = tmp_path / "launch.conf"
+    path.write_text(text)
+    return str(path)
+
+
+def test_cernvm_launch_config_maps_to_options(tmp_path):
+    path = write(tmp_path, "# a CernVM Launch machine\nname=myvm\napiPort=22\ncpus=2\nmemory=4096\ndisk=20000\n"
+                           "executionCap=80\nflags=49\ncernvmVersion=latest\n")
+    options = vb.LaunchConfig.read(path, "t").apply(opts())
+    assert (options.cpus, options.memory, options.execution_cap, options.disk_size) == (2, 4096, 80, 20)
+    assert options.headless is False, "flag 16 (headful) is set in 49"
+    assert options.graphical is True
+
+
+def test_cernvm_launch_headless_without_flag_16(tmp_path):
+    options = vb.LaunchConfig.read(write(tmp_path, "flags=33\n"), "t").apply(opts())
+    assert options.headless is True and options.graphical is True
+
+
+def test_cernvm_launch_bad_files(tmp_path):
+    with pytest.raises(ConfigError, match=r"launch.conf:2: 'colour=red' is not a CernVM Launch setting; valid keys"):
+        vb.LaunchConfig.read(write(tmp_path, "cpus=1\ncolour=red\n"), "t")
+    with pytest.raises(ConfigError, match=r"memory='lots' is not a whole number"):
+        vb.LaunchConfig.read(write(tmp_path, "memory=lots\n"), "t").apply(opts())
+    with pytest.raises(ConfigError, match=r"host-only second adapter \(64\).*host_only_adapter"):
+        vb.LaunchConfig.read(write(tmp_path, "flags=113\n"), "t").apply(opts())
+    with pytest.raises(ConfigError, match="memory"):
+        vb.LaunchConfig.read(write(tmp_path, "memory=512\n"), "t").apply(opts())
+    with pytest.raises(ConfigError, match=r"t: cannot read CernVM Launch config"):
+        vb.LaunchConfig.read(str(tmp_path / "missing.conf"), "t")
+
+
+def test_config_rejects_a_vboxmanage_that_does_not_exist():
+    from cernvm_fixtures import config
+
+    with pytest.raises(ConfigError, match=r"targets\.vb\.vboxmanage.*not an executable"):
+        config.parse({"targets": {"vb": {"provider": "virtualbox", "vboxmanage": ["/nonexistent/VBoxManage"]}}}, "f")
