@@ -124,3 +124,23 @@ def test_unreadable_junit_is_one_clear_error(tmp_path, capsys):
         report.read([bad])
     assert cli.main(["report", "merge", str(bad)]) == 2
     assert "bad.xml: not a readable JUnit XML file" in capsys.readouterr().err
+
+
+CHROMIUM = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.mark.integration
+def test_html_report_in_a_real_browser(nights, tmp_path):
+    """Chromium renders the page: the grid is there and a failing cell opens its details."""
+    page = tmp_path / "report.html"
+    page.write_text(report.to_html(report.read([nights["new"]])).replace("<details>", "<details open>", 1))
+    done = subprocess.run([*CHROMIUM, f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", page.as_uri()],
+                          capture_output=True, text=True, timeout=120)
+    dom = done.stdout
+    assert '<table id="grid">' in dom, done.stderr[-2000:]
+    assert dom.count('<td class="failed">') == 2 and "expected *.cernvm.x86_64" in dom
+    shot = tmp_path / "report.png"
+    subprocess.run([*CHROMIUM, f"--user-data-dir={tmp_path / 'profile2'}", f"--screenshot={shot}",
+                    "--window-size=900,500", page.as_uri()], capture_output=True, timeout=120)
+    assert shot.stat().st_size > 5000
