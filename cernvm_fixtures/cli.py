@@ -149,6 +149,37 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_report_merge(args: argparse.Namespace) -> int:
+    from . import report
+
+    paths = [Path(p) for p in args.junit]
+    cells = report.read(paths)
+    if args.out_junit:
+        report.merge_junit(paths, Path(args.out_junit))
+    if args.markdown:
+        Path(args.markdown).write_text(report.markdown(cells))
+    summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if summary and args.step_summary:
+        with open(summary, "a") as f:
+            f.write(report.markdown(cells))
+    comparison = ""
+    if args.previous:
+        comparison = report.compare(report.read([Path(p) for p in args.previous]), cells).html()
+    if args.html:
+        Path(args.html).write_text(report.to_html(cells, comparison))
+    print(report.summary_line(cells))
+    for cell in report.failures(cells):
+        print(f"  {cell.column}  {cell.scenario}: {cell.reason}")
+    return 1 if report.failures(cells) and args.fail_on_failures else 0
+
+
+def cmd_report_compare(args: argparse.Namespace) -> int:
+    from . import report
+
+    print(report.compare(report.read([Path(args.old)]), report.read([Path(args.new)])).text(), end="")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cernvm-fixtures", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true", help="log what happens")
@@ -188,6 +219,21 @@ def parser() -> argparse.ArgumentParser:
     sweep.add_argument("--dry-run", action="store_true", help="only list what would be destroyed")
     sweep.add_argument("--include-kept", action="store_true", help="also destroy instances kept on purpose")
     sweep.set_defaults(func=cmd_sweep)
+
+    reports = sub.add_parser("report", help="join and compare JUnit reports").add_subparsers(dest="action", required=True)
+    merge = reports.add_parser("merge", help="one target x scenario grid from the JUnit files of one or more jobs")
+    merge.add_argument("junit", nargs="+", help="JUnit XML files (pytest --junitxml)")
+    merge.add_argument("--out-junit", metavar="PATH", help="write the merged JUnit file here")
+    merge.add_argument("--markdown", metavar="PATH", help="write the Markdown summary here")
+    merge.add_argument("--html", metavar="PATH", help="write the self-contained HTML report here")
+    merge.add_argument("--previous", action="append", metavar="JUNIT", help="the previous run's JUnit, to compare")
+    merge.add_argument("--step-summary", action="store_true", help="append the Markdown to $GITHUB_STEP_SUMMARY")
+    merge.add_argument("--fail-on-failures", action="store_true", help="exit 1 if any cell failed")
+    merge.set_defaults(func=cmd_report_merge)
+    compare = reports.add_parser("compare", help="what changed between two runs: new failures, fixed, still failing")
+    compare.add_argument("old")
+    compare.add_argument("new")
+    compare.set_defaults(func=cmd_report_compare)
     return p
 
 

@@ -1,0 +1,231 @@
+"""Reports people read in the morning: one target x scenario grid from any number of JUnit files.
+
+A nightly matrix runs as one CI job per target (or target x image); each writes
+plain JUnit XML whose test cases carry the plugin's properties (target, image,
+profile, readiness times). This module reads those files back, joins them into
+one grid, and writes it as Markdown (for ``$GITHUB_STEP_SUMMARY`` or a GitLab
+page), as a self-contained HTML page, and as one merged JUnit file; ``compare``
+says what changed from one night to the next.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from xml.etree import ElementTree
+
+from .errors import CernvmError
+
+TARGET = "cernvm_target"
+"""The test case property naming the target (the plugin sets it on every test that used an instance)."""
+OUTCOMES = ("failed", "error", "passed", "skipped")
+MARK = {"passed": "PASS", "failed": "FAIL", "error": "ERROR", "skipped": "skip"}
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One scenario on one column (target, or target x image): its outcome and why."""
+
+    scenario: str
+    column: str
+    outcome: str
+    message: str = ""
+    detail: str = ""
+    properties: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
+    source: str = ""
+
+    @property
+    def reason(self) -> str:
+        """The first line that says what went wrong (or why it was skipped)."""
+        for line in (self.message or self.detail).splitlines():
+            line = line.strip()
+            if line and not line.startswith(("def ", "@", ">")):
+                return line[:240]
+        return ""
+
+
+def _column(properties: dict[str, str]) -> str | None:
+    target = properties.get(TARGET)
+    if not target:
+        return None
+    image = properties.get("cernvm_image_label")
+    return f"{target} / {image}" if image else target
+
+
+def read(paths: Iterable[Path]) -> list[Cell]:
+    """Every target test case of the JUnit files; an unreadable file is one clear error naming it."""
+    cells = []
+    for path in paths:
+        try:
+            root = ElementTree.parse(path).getroot()
+        except (OSError, ElementTree.ParseError) as e:
+            raise CernvmError(f"{path}: not a readable JUnit XML file: {e}") from None
+        for case in root.iter("testcase"):
+            properties = {p.get("name", ""): p.get("value", "") for p in case.iterfind("properties/property")}
+            column = _column(properties)
+            if column is None:
+                continue
+            outcome, message, detail = "passed", "", ""
+            for tag in ("failure", "error", "skipped"):
+                found = case.find(tag)
+                if found is not None:
+                    outcome = {"failure": "failed", "error": "error", "skipped": "skipped"}[tag]
+                    message, detail = found.get("message", ""), found.text or ""
+                    break
+            name = re.sub(r"\[.*\]$", "", case.get("name", ""))
+            module = (case.get("classname") or "").rsplit(".", 1)[-1]
+            scenario = f"{module}::{name}" if module else name
+            cells.append(Cell(scenario, column, outcome, message, detail, properties, str(path)))
+    return cells
+
+
+def grid(cells: Sequence[Cell]) -> tuple[list[str], list[str], dict[tuple[str, str], Cell]]:
+    """Columns in first-seen order, scenarios with failures first, and the cell at each (scenario, column)."""
+    columns = list(dict.fromkeys(c.column for c in cells))
+    at = {(c.scenario, c.column): c for c in cells}
+    failing = {c.scenario for c in cells if c.outcome in ("failed", "error")}
+    scenarios = sorted({c.scenario for c in cells}, key=lambda s: (s not in failing, s))
+    return columns, scenarios, at
+
+
+def failures(cells: Sequence[Cell]) -> list[Cell]:
+    return [c for c in cells if c.outcome in ("failed", "error")]
+
+
+def summary_line(cells: Sequence[Cell]) -> str:
+    counts = {o: sum(c.outcome == o for c in cells) for o in OUTCOMES}
+    return ", ".join(f"{n} {o}" for o, n in counts.items() if n) or "no target tests"
+
+
+def markdown(cells: Sequence[Cell]) -> str:
+    """The grid as a Markdown page: failures first, each with its one-line reason."""
+    columns, scenarios, at = grid(cells)
+    lines = [f"# cernvm-fixtures: {summary_line(cells)}", ""]
+    failed = failures(cells)
+    if failed:
+        lines += ["## Failures", ""]
+        lines += [f"- **{c.column}** `{c.scenario}`: {c.reason or c.outcome}" for c in failed]
+        lines.append("")
+    lines += ["## Target x scenario", "", "| scenario | " + " | ".join(columns) + " |",
+              "|---|" + "---|" * len(columns)]
+    for scenario in scenarios:
+        row = [MARK[at[scenario, col].outcome] if (scenario, col) in at else "-" for col in columns]
+        lines.append(f"| `{scenario}` | " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+STYLE = """
+body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.25em .5em}
+td.passed{background:#d7f5d7}td.failed,td.error{background:#f8d0d0}td.skipped{background:#eee;color:#666}
+details pre{white-space:pre-wrap;max-width:60em;font-size:.85em}svg text{font-size:11px}
+"""
+
+
+def _timings(cells: Sequence[Cell]) -> str:
+    """Readiness seconds per column as a small bar chart (inline SVG: the page needs nothing else)."""
+    per: dict[str, float] = {}
+    for cell in cells:
+        value = cell.properties.get("cernvm_ready_s")
+        if value:
+            try:
+                per.setdefault(cell.column, float(value))
+            except ValueError:
+                continue
+    if not per:
+        return ""
+    most = max(per.values()) or 1.0
+    rows = []
+    for i, (column, seconds) in enumerate(per.items()):
+        width = 300 * seconds / most
+        rows.append(
+            f'<text x="0" y="{i * 20 + 14}">{html.escape(column)}</text>'
+            f'<rect x="160" y="{i * 20 + 3}" width="{width:.1f}" height="14" fill="#4a7"/>'
+            f'<text x="{165 + width:.1f}" y="{i * 20 + 14}">{seconds:.1f} s</text>'
+        )
+    return (f'<h2>Boot to ready</h2><svg id="timings" width="560" height="{len(per) * 20 + 6}">'
+            + "".join(rows) + "</svg>")
+
+
+def to_html(cells: Sequence[Cell], comparison: str = "") -> str:
+    """A self-contained page: the grid, every failing cell opening its message, console tail and login."""
+    columns, scenarios, at = grid(cells)
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = []
+    for scenario in scenarios:
+        tds = []
+        for column in columns:
+            cell = at.get((scenario, column))
+            if cell is None:
+                tds.append("<td>-</td>")
+            elif cell.outcome in ("failed", "error"):
+                tds.append(
+                    f'<td class="{cell.outcome}"><details><summary>{MARK[cell.outcome]}</summary>'
+                    f"<p>{html.escape(cell.reason)}</p><pre>{html.escape(cell.detail or cell.message)}</pre>"
+                    "</details></td>"
+                )
+            else:
+                title = f' title="{html.escape(cell.reason)}"' if cell.reason else ""
+                tds.append(f'<td class="{cell.outcome}"{title}>{MARK[cell.outcome]}</td>')
+        body.append(f"<tr><th><code>{html.escape(scenario)}</code></th>{''.join(tds)}</tr>")
+    return (
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>cernvm-fixtures report</title>"
+        f"<style>{STYLE}</style></head><body><h1>cernvm-fixtures: {html.escape(summary_line(cells))}</h1>"
+        f"{comparison}<table id='grid'><tr><th>scenario</th>{head}</tr>{''.join(body)}</table>"
+        f"{_timings(cells)}</body></html>\n"
+    )
+
+
+def merge_junit(paths: Sequence[Path], out: Path) -> None:
+    """One JUnit file holding every job's test suites, unchanged (so each cell keeps its properties)."""
+    root = ElementTree.Element("testsuites")
+    for path in paths:
+        top = ElementTree.parse(path).getroot()
+        root.extend(top.iter("testsuite") if top.tag == "testsuites" else [top])
+    ElementTree.ElementTree(root).write(out, encoding="utf-8", xml_declaration=True)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """What changed between two runs of the same matrix."""
+
+    new_failures: list[Cell]
+    fixed: list[Cell]
+    still_failing: list[Cell]
+    appeared: list[Cell]
+    vanished: list[tuple[str, str]]
+
+    def text(self) -> str:
+        parts = []
+        for title, items in (("new failures", self.new_failures), ("fixed", self.fixed),
+                             ("still failing", self.still_failing), ("new cells", self.appeared)):
+            parts.append(f"{title}: {len(items)}")
+            parts += [f"  {c.column}  {c.scenario}" + (f": {c.reason}" if c.outcome != "passed" else "")
+                      for c in items]
+        parts.append(f"gone: {len(self.vanished)}")
+        parts += [f"  {column}  {scenario}" for scenario, column in self.vanished]
+        return "\n".join(parts) + "\n"
+
+    def html(self) -> str:
+        def items(cells: list[Cell]) -> str:
+            return "".join(f"<li>{html.escape(c.column)} <code>{html.escape(c.scenario)}</code></li>" for c in cells)
+
+        return (f"<h2>Since the previous run</h2><ul id='comparison'><li>new failures: {len(self.new_failures)}"
+                f"<ul>{items(self.new_failures)}</ul></li><li>fixed: {len(self.fixed)}<ul>{items(self.fixed)}</ul></li>"
+                f"<li>still failing: {len(self.still_failing)}</li></ul>")
+
+
+def compare(old: Sequence[Cell], new: Sequence[Cell]) -> Comparison:
+    bad = ("failed", "error")
+    before = {(c.scenario, c.column): c for c in old}
+    after = {(c.scenario, c.column): c for c in new}
+    return Comparison(
+        new_failures=[c for k, c in after.items() if c.outcome in bad and k in before and before[k].outcome not in bad]
+        + [c for k, c in after.items() if c.outcome in bad and k not in before],
+        fixed=[c for k, c in after.items() if c.outcome == "passed" and k in before and before[k].outcome in bad],
+        still_failing=[c for k, c in after.items() if c.outcome in bad and k in before and before[k].outcome in bad],
+        appeared=[c for k, c in after.items() if k not in before],
+        vanished=[k for k in before if k not in after],
+    )

@@ -1,0 +1,146 @@
+"""Reports from JUnit files pytest itself wrote: grid, Markdown, HTML, merge, night-to-night comparison."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cernvm_fixtures import cli, report
+from cernvm_fixtures.errors import CernvmError
+
+NIGHT = """
+import pytest
+
+@pytest.fixture(params={targets!r})
+def target(request, record_property):
+    record_property("cernvm_target", request.param)
+    record_property("cernvm_ready_s", {{"kvm": "12.5", "docker": "1.5"}}.get(request.param, "3"))
+    return request.param
+
+def test_kernel(target):
+    assert target not in {broken_kernel!r}, f"uname -r on {{target}} is 4.14.0, expected *.cernvm.x86_64"
+
+def test_cvmfs(target):
+    if target == "docker":
+        pytest.skip("no kernel mount in a container")
+
+def test_plain():
+    pass
+"""
+
+
+@pytest.fixture(scope="module")
+def nights(tmp_path_factory):
+    """Four JUnit files (one pytest run each, made once for the module)."""
+    tmp = tmp_path_factory.mktemp("nights")
+    return {
+        "kvm": night(tmp, "kvm", ["kvm"], broken_kernel=["kvm"]),
+        "docker": night(tmp, "docker", ["docker"], broken_kernel=[]),
+        "old": night(tmp, "old", ["kvm", "docker"], broken_kernel=["kvm"]),
+        "new": night(tmp, "new", ["kvm", "docker", "ec2"], broken_kernel=["docker", "ec2"]),
+    }
+
+
+def night(tmp_path: Path, name: str, targets: list[str], broken_kernel: list[str]) -> Path:
+    """A JUnit file written by pytest itself, its target tests carrying the plugin's property."""
+    folder = tmp_path / name
+    folder.mkdir()
+    (folder / "test_night.py").write_text(NIGHT.format(targets=targets, broken_kernel=broken_kernel))
+    out = folder / "junit.xml"
+    subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:cernvm",
+                    f"--junitxml={out}", "test_night.py"], cwd=folder, capture_output=True)
+    return out
+
+
+def test_grid_from_two_jobs(nights):
+    kvm, docker = nights["kvm"], nights["docker"]
+    cells = report.read([kvm, docker])
+    columns, scenarios, at = report.grid(cells)
+    assert columns == ["kvm", "docker"]
+    assert scenarios[0] == "test_night::test_kernel", "failing scenarios come first"
+    assert at["test_night::test_kernel", "kvm"].outcome == "failed"
+    assert "expected *.cernvm.x86_64" in at["test_night::test_kernel", "kvm"].reason
+    assert at["test_night::test_cvmfs", "docker"].outcome == "skipped"
+    assert not any(c.scenario.endswith("test_plain") for c in cells), "tests without a target are not cells"
+
+
+def test_markdown_lists_failures_first(nights):
+    cells = report.read([nights["old"]])
+    text = report.markdown(cells)
+    assert text.startswith("# cernvm-fixtures: 1 failed, 2 passed, 1 skipped")
+    assert text.index("## Failures") < text.index("## Target x scenario")
+    assert "- **kvm** `test_night::test_kernel`: " in text and "expected *.cernvm.x86_64" in text
+    assert "| `test_night::test_kernel` | FAIL | PASS |" in text
+
+
+def test_html_is_self_contained(nights):
+    cells = report.read([nights["new"]])
+    page = report.to_html(cells)
+    assert not re.search(r"<(script|link|img)\b|\bsrc=", page), "no external resources"
+    assert "<details><summary>FAIL</summary>" in page and "expected *.cernvm.x86_64" in page
+    assert 'id="timings"' in page and "12.5 s" in page
+
+
+def test_merge_keeps_every_case_and_its_properties(nights, tmp_path):
+    a, b = nights["kvm"], nights["docker"]
+    out = tmp_path / "merged.xml"
+    report.merge_junit([a, b], out)
+    assert sorted((c.column, c.scenario) for c in report.read([out])) == sorted(
+        (c.column, c.scenario) for c in report.read([a, b]))
+
+
+def test_compare_two_nights(nights):
+    old, new = report.read([nights["old"]]), report.read([nights["new"]])
+    diff = report.compare(old, new)
+    assert {(c.column, c.scenario) for c in diff.new_failures} == {
+        ("docker", "test_night::test_kernel"), ("ec2", "test_night::test_kernel")}
+    assert [(c.column, c.scenario) for c in diff.fixed] == [("kvm", "test_night::test_kernel")]
+    assert diff.still_failing == []
+    assert {c.column for c in diff.appeared} == {"ec2"}
+    assert "new failures: 2" in diff.text() and "fixed: 1" in diff.text()
+
+
+def test_cli_merge_and_compare(nights, tmp_path, capsys, monkeypatch):
+    a, b = nights["kvm"], nights["docker"]
+    summary = tmp_path / "step-summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    code = cli.main(["report", "merge", str(a), str(b), "--markdown", str(tmp_path / "r.md"), "--html",
+                     str(tmp_path / "r.html"), "--out-junit", str(tmp_path / "all.xml"), "--previous", str(b),
+                     "--step-summary", "--fail-on-failures"])
+    out = capsys.readouterr().out
+    assert code == 1 and "1 failed" in out and "kvm  test_night::test_kernel" in out
+    assert summary.read_text() == (tmp_path / "r.md").read_text()
+    assert "Since the previous run" in (tmp_path / "r.html").read_text()
+    assert cli.main(["report", "compare", str(b), str(tmp_path / "all.xml")]) == 0
+    assert "new failures: 1" in capsys.readouterr().out
+
+
+def test_unreadable_junit_is_one_clear_error(tmp_path, capsys):
+    bad = tmp_path / "bad.xml"
+    bad.write_text("<testsuite><testcase")
+    with pytest.raises(CernvmError, match=r"bad.xml: not a readable JUnit XML file"):
+        report.read([bad])
+    assert cli.main(["report", "merge", str(bad)]) == 2
+    assert "bad.xml: not a readable JUnit XML file" in capsys.readouterr().err
+
+
+CHROMIUM = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.mark.integration
+def test_html_report_in_a_real_browser(nights, tmp_path):
+    """Chromium renders the page: the grid is there and a failing cell opens its details."""
+    page = tmp_path / "report.html"
+    page.write_text(report.to_html(report.read([nights["new"]])).replace("<details>", "<details open>", 1))
+    done = subprocess.run([*CHROMIUM, f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", page.as_uri()],
+                          capture_output=True, text=True, timeout=120)
+    dom = done.stdout
+    assert '<table id="grid">' in dom, done.stderr[-2000:]
+    assert dom.count('<td class="failed">') == 2 and "expected *.cernvm.x86_64" in dom
+    shot = tmp_path / "report.png"
+    subprocess.run([*CHROMIUM, f"--user-data-dir={tmp_path / 'profile2'}", f"--screenshot={shot}",
+                    "--window-size=900,500", page.as_uri()], capture_output=True, timeout=120)
+    assert shot.stat().st_size > 5000
