@@ -166,7 +166,7 @@ def test_concurrent_fetches_download_once(server):
 
 
 def test_offline_without_the_file_names_it(server):
-    with pytest.raises(download.DownloadError, match=rf"{NAME}: not in the cache .* --cernvm-offline"):
+    with pytest.raises(download.DownloadError, match=rf"{NAME}: not in the cache .* offline mode \(--cernvm-offline"):
         download.fetch(download.parse(f"{server.url}/{NAME}"), offline=True)
     assert server.requests == []
 
