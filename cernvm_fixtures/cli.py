@@ -180,6 +180,38 @@ def cmd_report_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_image_fetch(args: argparse.Namespace) -> int:
+    from . import download
+
+    for image in args.url:
+        reference = download.parse(image)
+        path = download.fetch(reference, offline=args.offline, progress=download.progress_printer(reference.name))
+        print(path)
+    return 0
+
+
+def cmd_image_list(args: argparse.Namespace) -> int:
+    from . import download
+
+    items = download.entries()
+    for path, size, used in items:
+        print(f"{size / 1e6:10.1f} MB  {time.strftime('%Y-%m-%d %H:%M', time.localtime(used))}  {path}")
+    print(f"{len(items)} image(s), {sum(s for _, s, _ in items) / 1e6:.1f} MB in {download.images_dir()}")
+    return 0
+
+
+def cmd_image_prune(args: argparse.Namespace) -> int:
+    from . import download
+
+    removed = download.prune(
+        older_than=args.older_than * 86400 if args.older_than is not None else None,
+        max_bytes=int(args.max_size * 1e9) if args.max_size is not None else None,
+    )
+    for path in removed:
+        print(f"removed {path}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cernvm-fixtures", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true", help="log what happens")
@@ -234,6 +266,18 @@ def parser() -> argparse.ArgumentParser:
     compare.add_argument("old")
     compare.add_argument("new")
     compare.set_defaults(func=cmd_report_compare)
+
+    image = sub.add_parser("image", help="images downloaded once, verified and cached").add_subparsers(
+        dest="action", required=True)
+    fetch = image.add_parser("fetch", help="download and verify images (URL[#sha256=HEX]; else URL.sha256)")
+    fetch.add_argument("url", nargs="+")
+    fetch.add_argument("--offline", action="store_true", help="only use the cache")
+    fetch.set_defaults(func=cmd_image_fetch)
+    image.add_parser("list", help="what is cached, how big, last used").set_defaults(func=cmd_image_list)
+    prune = image.add_parser("prune", help="remove cached images by age or total size")
+    prune.add_argument("--older-than", type=float, metavar="DAYS")
+    prune.add_argument("--max-size", type=float, metavar="GB")
+    prune.set_defaults(func=cmd_image_prune)
     return p
 
 

@@ -16,6 +16,7 @@ Secrets never live here: each provider takes credentials from its ecosystem's ch
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
 from collections.abc import Mapping
@@ -93,7 +94,18 @@ class Target:
         return f"{self.origin}: targets.{self.name}" + (f".{key}" if key else "")
 
     def image_file(self, suffix: str, boots: str) -> Path:
-        """The target's image as an existing file with ``suffix``; else an error saying what ``boots``."""
+        """The target's image as an existing file with ``suffix`` (a URL is fetched into the cache, verified)."""
+        from . import download
+
+        if download.is_url(self.image):
+            reference = download.parse(self.image)
+            if not reference.name.lower().endswith(suffix):
+                raise ConfigError(f"{self.where('image')}: {self.image!r}: the {self.provider} provider boots {boots}")
+            try:
+                return download.fetch(reference, offline=bool(os.environ.get("CERNVM_FIXTURES_OFFLINE")),
+                                      progress=download.progress_printer(reference.name))
+            except download.DownloadError as e:
+                raise ConfigError(f"{self.where('image')}: {e}") from None
         path = Path(self.image).expanduser()
         if path.suffix.lower() != suffix:
             raise ConfigError(f"{self.where('image')}: {self.image!r}: the {self.provider} provider boots {boots}")

@@ -1,0 +1,259 @@
+"""Images from a URL: downloaded once, verified against a SHA-256, cached, with progress, safe to interrupt.
+
+An image reference is a URL with its digest (``https://.../file.iso#sha256=<hex>``) or
+without one, in which case the checksum file CernVM publishes beside every image
+(``<url>.sha256``) says what the file must hash to. Files land in a per-user cache
+keyed by digest; a download goes to ``<name>.part`` (resumed with an HTTP range
+request after an interruption) and is renamed into place only once its digest
+matched, so an unverified file is never used. Concurrent runs and xdist workers
+fetch a file once (a file lock per digest). ``HTTPS_PROXY``/``NO_PROXY`` are honoured
+(urllib's own handling); offline, only the cache is used.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import re
+import shutil
+import socket
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urldefrag, urlsplit
+
+from .dirs import cache_dir
+from .errors import CernvmError
+
+CHUNK = 1 << 20
+DIGEST = re.compile(r"^[0-9a-f]{64}$")
+
+
+class DownloadError(CernvmError):
+    """An image could not be fetched or did not verify; the message names the URL and what went wrong."""
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A downloadable image: where it is and the SHA-256 it must have (or where that digest is published)."""
+
+    url: str
+    sha256: str | None = None
+
+    @property
+    def name(self) -> str:
+        return Path(urlsplit(self.url).path).name or "image"
+
+    @property
+    def checksum_url(self) -> str:
+        return self.url + ".sha256"
+
+
+def is_url(image: str) -> bool:
+    return image.startswith(("http://", "https://"))
+
+
+def parse(image: str) -> Reference:
+    """``URL[#sha256=HEX]``; a clear error for a fragment that is not a SHA-256."""
+    url, fragment = urldefrag(image)
+    if not fragment:
+        return Reference(url)
+    key, _, value = fragment.partition("=")
+    if key != "sha256" or not DIGEST.match(value.lower()):
+        raise DownloadError(f"{image!r}: the fragment must be #sha256=<64 hex digits>, got #{fragment}")
+    return Reference(url, value.lower())
+
+
+def images_dir() -> Path:
+    return cache_dir() / "images"
+
+
+def cached(ref: Reference) -> Path | None:
+    """The verified file in the cache, if it is there (found by digest, or by URL record when none is given)."""
+    digest = ref.sha256 or _recorded_digest(ref.url)
+    if digest is None:
+        return None
+    path = images_dir() / digest / ref.name
+    return path if path.is_file() else None
+
+
+def _recorded_digest(url: str) -> str | None:
+    """The digest a URL had when its checksum file was last read (so offline runs find it)."""
+    record = images_dir() / "urls" / hashlib.sha256(url.encode()).hexdigest()
+    try:
+        value = record.read_text().strip()
+    except OSError:
+        return None
+    return value if DIGEST.match(value) else None
+
+
+def _record_digest(url: str, digest: str) -> None:
+    record = images_dir() / "urls" / hashlib.sha256(url.encode()).hexdigest()
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.write_text(digest + "\n")
+
+
+Progress = Callable[[int, int | None], None]
+"""Called with (bytes so far, total bytes or None) as data arrives."""
+
+
+def progress_printer(name: str, stream=None) -> Progress:
+    """A bar on a terminal (bytes, rate, ETA); on a log (CI), one line per 10 %."""
+    out = stream or sys.stderr
+    tty = out.isatty()
+    started = time.monotonic()
+    last = {"tenth": -1, "drawn": 0.0}
+
+    def show(done: int, total: int | None) -> None:
+        elapsed = max(time.monotonic() - started, 1e-6)
+        rate = done / elapsed
+        if tty:
+            now = time.monotonic()
+            if now - last["drawn"] < 0.1 and done != total:
+                return
+            last["drawn"] = now
+            if total:
+                width = 30
+                filled = int(width * done / total)
+                eta = (total - done) / rate if rate else 0
+                out.write(f"\r{name}: [{'#' * filled}{'.' * (width - filled)}] {done / 1e6:.1f}/{total / 1e6:.1f} MB "
+                          f"{rate / 1e6:.1f} MB/s ETA {eta:.0f} s ")
+            else:
+                out.write(f"\r{name}: {done / 1e6:.1f} MB {rate / 1e6:.1f} MB/s ")
+            if done == total:
+                out.write("\n")
+            out.flush()
+        elif total:
+            tenth = done * 10 // total
+            if tenth > last["tenth"]:
+                last["tenth"] = tenth
+                out.write(f"{name}: {tenth * 10} % of {total / 1e6:.1f} MB ({rate / 1e6:.1f} MB/s)\n")
+                out.flush()
+
+    return show
+
+
+def _open(url: str, timeout: float, start: int = 0):
+    request = urllib.request.Request(url, headers={"User-Agent": "cernvm-fixtures"})
+    if start:
+        request.add_header("Range", f"bytes={start}-")
+    try:
+        return urllib.request.urlopen(request, timeout=timeout)
+    except urllib.error.HTTPError as e:
+        raise DownloadError(f"{url}: HTTP {e.code} {e.reason}") from None
+    except (urllib.error.URLError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        raise DownloadError(f"{url}: cannot connect: {reason}") from None
+
+
+def published_digest(ref: Reference, timeout: float) -> str:
+    """The SHA-256 from the checksum file beside the image (``<hex>  <name>`` or just ``<hex>``)."""
+    with _open(ref.checksum_url, timeout) as response:
+        text = response.read(4096).decode("utf-8", "replace")
+    for line in text.splitlines():
+        words = line.split()
+        if words and DIGEST.match(words[0].lower()) and (len(words) == 1 or words[-1].lstrip("*") == ref.name):
+            return words[0].lower()
+    raise DownloadError(f"{ref.checksum_url}: no SHA-256 for {ref.name} in the checksum file")
+
+
+def fetch(ref: Reference, *, offline: bool = False, timeout: float = 30.0, progress: Progress | None = None) -> Path:
+    """The image as a verified file in the cache, downloading (or resuming) it if needed."""
+    found = cached(ref)
+    if found is not None:
+        return found
+    if offline:
+        raise DownloadError(f"{ref.url}: not in the cache ({images_dir()}) and offline mode (--cernvm-offline, --offline) forbids downloading it")
+    digest = ref.sha256 or published_digest(ref, timeout)
+    final = images_dir() / digest / ref.name
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with open(final.parent / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not final.is_file():
+            _download(ref, digest, final, timeout, progress)
+    if ref.sha256 is None:
+        _record_digest(ref.url, digest)
+    return final
+
+
+def _download(ref: Reference, digest: str, final: Path, timeout: float, progress: Progress | None) -> None:
+    part = final.with_name(final.name + ".part")
+    hasher = hashlib.sha256()
+    have = part.stat().st_size if part.exists() else 0
+    if have:
+        with open(part, "rb") as f:
+            while chunk := f.read(CHUNK):
+                hasher.update(chunk)
+    response = _open(ref.url, timeout, start=have)
+    with response:
+        if have and response.status != 206:  # the server ignored the range: start again
+            have, hasher = 0, hashlib.sha256()
+        length = response.headers.get("Content-Length")
+        total = have + int(length) if length and length.isdigit() else None
+        with open(part, "ab" if have else "wb") as out:
+            done = have
+            while True:
+                try:
+                    chunk = response.read1(CHUNK)
+                except (TimeoutError, socket.timeout):
+                    raise DownloadError(
+                        f"{ref.url}: the server sent nothing for {timeout:.0f} s after {done} bytes "
+                        "(the partial file is kept and resumed next time)"
+                    ) from None
+                except OSError as e:
+                    raise DownloadError(f"{ref.url}: connection lost after {done} bytes: {e}") from None
+                if not chunk:
+                    break
+                out.write(chunk)
+                hasher.update(chunk)
+                done += len(chunk)
+                if progress:
+                    progress(done, total)
+    if total is not None and done < total:
+        raise DownloadError(f"{ref.url}: connection closed after {done} of {total} bytes (resumed next time)")
+    actual = hasher.hexdigest()
+    if actual != digest:
+        part.unlink(missing_ok=True)
+        raise DownloadError(f"{ref.url}: checksum mismatch: expected sha256 {digest}, got {actual}; file discarded")
+    os.replace(part, final)
+
+
+def entries() -> list[tuple[Path, int, float]]:
+    """Cached images: path, size in bytes, last use (mtime)."""
+    found = []
+    root = images_dir()
+    if not root.is_dir():
+        return found
+    for folder in root.iterdir():
+        if not DIGEST.match(folder.name):
+            continue
+        for path in folder.iterdir():
+            if path.is_file() and not path.name.startswith(".") and not path.name.endswith(".part"):
+                stat = path.stat()
+                found.append((path, stat.st_size, stat.st_mtime))
+    return sorted(found, key=lambda e: e[2])
+
+
+def prune(*, older_than: float | None = None, max_bytes: int | None = None) -> list[Path]:
+    """Remove cached images unused for ``older_than`` seconds, then the oldest until ``max_bytes`` remain."""
+    removed = []
+    now = time.time()
+    items = entries()
+    for path, _size, used in list(items):
+        if older_than is not None and now - used > older_than:
+            shutil.rmtree(path.parent, ignore_errors=True)
+            removed.append(path)
+    items = [e for e in items if e[0] not in removed]
+    total = sum(size for _, size, _ in items)
+    for path, size, _ in items:
+        if max_bytes is None or total <= max_bytes:
+            break
+        shutil.rmtree(path.parent, ignore_errors=True)
+        removed.append(path)
+        total -= size
+    return removed

@@ -1,0 +1,218 @@
+"""Image downloads against a local HTTP server on 127.0.0.1: once, verified, resumable, locked, honest errors."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from cernvm_fixtures import download
+
+DATA = os.urandom(3 * 1024 * 1024 + 123)
+DIGEST = hashlib.sha256(DATA).hexdigest()
+NAME = "ucernvm-prod.2021.05-1.cernvm.x86_64.iso"
+
+
+class Server:
+    """Serves DATA under CernVM's published name with its .sha256, range requests, and faults on demand."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, str | None]] = []
+        self.drop_after: int | None = None
+        self.stall = False
+        self.ignore_range = False
+        self.body = DATA
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                outer.requests.append((self.path, self.headers.get("Range")))
+                if self.path == f"/{NAME}.sha256":
+                    body = f"{DIGEST}  {NAME}\n".encode()
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                    return
+                if self.path != f"/{NAME}":
+                    self.send_error(404)
+                    return
+                start = 0
+                header = self.headers.get("Range")
+                if header and not outer.ignore_range:
+                    start = int(header.removeprefix("bytes=").rstrip("-"))
+                    self.send_response(206)
+                    self.send_header("Content-Range", f"bytes {start}-{len(outer.body) - 1}/{len(outer.body)}")
+                else:
+                    self.send_response(200)
+                body = outer.body[start:]
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if outer.stall:
+                    self.wfile.write(body[:1000])
+                    self.wfile.flush()
+                    time.sleep(3)
+                    return
+                if outer.drop_after is not None:
+                    cut, outer.drop_after = outer.drop_after, None
+                    self.wfile.write(body[:cut])
+                    self.wfile.flush()
+                    self.connection.shutdown(2)
+                    return
+                self.wfile.write(body)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def gets(self) -> list[tuple[str, str | None]]:
+        return [r for r in self.requests if r[0] == f"/{NAME}"]
+
+
+@pytest.fixture
+def server():
+    s = Server()
+    yield s
+    s.httpd.shutdown()
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("CERNVM_FIXTURES_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def leftovers(cache) -> list[str]:
+    return sorted(p.name for p in cache.rglob("*.part"))
+
+
+def test_first_fetch_verifies_against_the_published_checksum_then_hits_the_cache(server):
+    ref = download.parse(f"{server.url}/{NAME}")
+    path = download.fetch(ref)
+    assert path.read_bytes() == DATA and path.name == NAME and path.parent.name == DIGEST
+    assert download.fetch(ref) == path
+    assert len(server.gets()) == 1, "the second fetch is a cache hit"
+    assert download.fetch(ref, offline=True) == path, "offline finds it through the URL's recorded digest"
+
+
+def test_digest_in_the_reference(server):
+    path = download.fetch(download.parse(f"{server.url}/{NAME}#sha256={DIGEST}"))
+    assert path.read_bytes() == DATA
+    assert not any(r[0].endswith(".sha256") for r in server.requests), "a given digest needs no checksum file"
+
+
+def test_resume_after_a_dropped_connection(server, cache):
+    server.drop_after = 1024 * 1024
+    ref = download.parse(f"{server.url}/{NAME}")
+    with pytest.raises(download.DownloadError, match="connection closed after 1048576 of|connection lost after"):
+        download.fetch(ref)
+    assert leftovers(cache) == [NAME + ".part"] and download.cached(ref) is None, "never used unverified"
+    path = download.fetch(ref)
+    assert path.read_bytes() == DATA
+    assert server.gets()[-1][1] == "bytes=1048576-", "the second request resumes where the first stopped"
+    assert leftovers(cache) == []
+
+
+def test_server_ignoring_the_range_restarts_cleanly(server):
+    server.drop_after = 5000
+    ref = download.parse(f"{server.url}/{NAME}")
+    with pytest.raises(download.DownloadError):
+        download.fetch(ref)
+    server.ignore_range = True
+    assert download.fetch(ref).read_bytes() == DATA
+
+
+def test_checksum_mismatch_is_one_clear_error_and_leaves_no_partial_file(server, cache):
+    server.body = DATA[:-1] + b"X"
+    with pytest.raises(download.DownloadError) as error:
+        download.fetch(download.parse(f"{server.url}/{NAME}"))
+    message = str(error.value)
+    assert f"{server.url}/{NAME}" in message and f"expected sha256 {DIGEST}" in message
+    assert hashlib.sha256(server.body).hexdigest() in message
+    assert leftovers(cache) == [] and not list(cache.rglob(NAME))
+
+
+def test_not_found(server):
+    with pytest.raises(download.DownloadError, match=r"missing.iso.sha256: HTTP 404"):
+        download.fetch(download.parse(f"{server.url}/missing.iso"))
+    with pytest.raises(download.DownloadError, match=r"missing.iso: HTTP 404"):
+        download.fetch(download.parse(f"{server.url}/missing.iso#sha256={DIGEST}"))
+
+
+def test_a_stalled_server_times_out_with_a_clear_message(server):
+    server.stall = True
+    with pytest.raises(download.DownloadError, match=r"sent nothing for 1 s after 1000 bytes"):
+        download.fetch(download.parse(f"{server.url}/{NAME}#sha256={DIGEST}"), timeout=1)
+
+
+def test_concurrent_fetches_download_once(server):
+    ref = download.parse(f"{server.url}/{NAME}#sha256={DIGEST}")
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(download.fetch(ref))) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(results)) == 1 and len(results) == 4
+    assert len(server.gets()) == 1
+
+
+def test_offline_without_the_file_names_it(server):
+    with pytest.raises(download.DownloadError, match=rf"{NAME}: not in the cache .* offline mode \(--cernvm-offline"):
+        download.fetch(download.parse(f"{server.url}/{NAME}"), offline=True)
+    assert server.requests == []
+
+
+def test_bad_fragment():
+    with pytest.raises(download.DownloadError, match="#sha256=<64 hex digits>"):
+        download.parse("https://example.invalid/x.iso#md5=abc")
+
+
+def test_progress_one_line_per_tenth_on_a_log(server):
+    log = io.StringIO()
+    download.fetch(download.parse(f"{server.url}/{NAME}"), progress=download.progress_printer(NAME, log))
+    lines = log.getvalue().splitlines()
+    percents = [int(line.split(": ")[1].split(" %")[0]) for line in lines]
+    assert percents == sorted(set(percents)) and all(p % 10 == 0 for p in percents) and percents[-1] == 100
+
+
+def test_prune(server):
+    path = download.fetch(download.parse(f"{server.url}/{NAME}"))
+    assert [e[0] for e in download.entries()] == [path]
+    assert download.prune(max_bytes=10**9) == []
+    os.utime(path, (time.time() - 3 * 86400,) * 2)
+    assert download.prune(older_than=2 * 86400) == [path] and download.entries() == []
+
+
+def test_a_target_image_url_is_fetched_once_and_booted_from_the_cache(server):
+    from cernvm_fixtures import config
+
+    target = config.parse({"targets": {"kvm": {"provider": "kvm", "image": f"{server.url}/{NAME}",
+                                                "profile": "cernvm4"}}}, "t").targets["kvm"]
+    path = target.image_file(".iso", "ISO images")
+    assert path.read_bytes() == DATA and target.image_file(".iso", "ISO images") == path
+    assert len(server.gets()) == 1
+    broken = config.parse({"targets": {"kvm": {"provider": "kvm", "image": f"{server.url}/gone.iso",
+                                                "profile": "cernvm4"}}}, "t").targets["kvm"]
+    with pytest.raises(config.ConfigError, match=r"t: targets.kvm.image: .*gone.iso.sha256: HTTP 404"):
+        broken.image_file(".iso", "ISO images")
+
+
+def test_cli_fetch_list_prune(server, capsys):
+    from cernvm_fixtures import cli
+
+    assert cli.main(["image", "fetch", f"{server.url}/{NAME}"]) == 0
+    path = capsys.readouterr().out.strip().splitlines()[-1]
+    assert path.endswith(NAME)
+    assert cli.main(["image", "list"]) == 0 and "1 image(s)" in capsys.readouterr().out
+    assert cli.main(["image", "prune", "--max-size", "0"]) == 0 and f"removed {path}" in capsys.readouterr().out
+    assert cli.main(["image", "fetch", "--offline", f"{server.url}/{NAME}"]) == 2
+    assert "--cernvm-offline" in capsys.readouterr().err
