@@ -150,7 +150,7 @@ ISO_MAGIC = (32769, b"CD001")
 
 def check_image(image: str, where: str) -> None:
     """An image that names a file must exist, and a ``.iso`` must be one; caught at load, not per test."""
-    if image == APPLIANCE or image.startswith(APPLIANCE + ":"):
+    if image == APPLIANCE or image.startswith(APPLIANCE + ":") or image.startswith(("http://", "https://")):
         return
     path = Path(image).expanduser()
     if not image.lower().endswith(IMAGE_FILES):
