@@ -8,6 +8,7 @@ name as test id, so ``pytest -k kvm`` selects a target.
 
 from __future__ import annotations
 
+import os
 import signal
 from collections import defaultdict
 from collections.abc import Generator, Iterator
@@ -62,6 +63,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="leave instances running after the run: never (default), on-failure, always",
     )
     group.addoption("--cernvm-config", dest="cernvm_config", metavar="PATH", help="config file declaring the targets")
+    group.addoption(
+        "--cernvm-offline",
+        dest="cernvm_offline",
+        action="store_true",
+        help="use only cached images: an image URL not in the cache is an error instead of a download",
+    )
     parser.addini("cernvm_targets", "targets to run (default: all enabled)", type="args", default=[])
     parser.addini("cernvm_image", "image for all selected targets", default="")
     parser.addini("cernvm_profile", "profile for all selected targets", default="")
@@ -80,6 +87,8 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     if config.option.help or config.option.version:
         return
+    if getattr(config.option, "cernvm_offline", False):
+        os.environ["CERNVM_FIXTURES_OFFLINE"] = "1"  # read where an image URL is resolved (workers inherit it)
     try:
         harness = Harness.from_pytest(config)
     except CernvmError as e:
@@ -165,7 +174,11 @@ def pytest_runtest_makereport(
     if target is None:
         return report
     if report.when == "call" or (report.when == "setup" and not report.passed):
-        report.user_properties.append((TARGET_PROPERTY, target))
+        found = [(TARGET_PROPERTY, target)]
+        for instance in item.config.stash[RUN_KEY].used_by.get(item.nodeid, [])[:1]:
+            found += _properties(instance)
+        report.user_properties.extend(found)  # the summary grid reads this report
+        item.user_properties.extend(found)  # JUnit XML takes the item's properties from the teardown report
     if report.failed:
         harness = item.config.stash[RUN_KEY]
         for instance in harness.used_by.get(item.nodeid, []):
@@ -178,6 +191,21 @@ def pytest_runtest_makereport(
             )
             report.sections.append((f"cernvm {instance.name}: log in", instance.login_command + note))
     return report
+
+
+def _properties(instance: Instance) -> list[tuple[str, str]]:
+    """What a JUnit reader (``cernvm-fixtures report``) shows of the instance a test ran on."""
+    found = [
+        ("cernvm_provider", instance.target.provider),
+        ("cernvm_image", instance.target.image),
+        ("cernvm_profile", instance.profile.name),
+    ]
+    if instance.ready_after is not None:
+        found.append(("cernvm_ready_s", f"{instance.ready_after:.2f}"))
+    found += [(f"cernvm_ready_{step.replace(' ', '_')}_s", f"{seconds:.2f}") for step, seconds in instance.timings.items()]
+    if instance.host_key_trust:
+        found.append(("cernvm_host_key", instance.host_key_trust))
+    return found
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:

@@ -551,7 +551,7 @@ def test_through_a_jump_host(moto, ami, standin, tmp_path):
     instance = launch(target, run)
     try:
         assert instance.run("hostname").stdout.strip() == standin.name
-        login = instance.login_command
+        login = instance.machine.login_command()
         assert login.argv[login.argv.index("-J") + 1] == f"root@127.0.0.1:{port}"
         config = Path(login.argv[login.argv.index("-F") + 1]).read_text()
         assert f'IdentityFile "{key}"' in config and "ProxyCommand" not in " ".join(login.argv) + config
