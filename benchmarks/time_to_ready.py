@@ -43,8 +43,10 @@ def harness(target: config.Target, run: Run, steps: dict[str, list[float]] | Non
 def raw_small(uri: str) -> float:
     """``virsh create`` of a 64 MiB domain with no disks: libvirt's own start cost, whatever the guest does."""
     name = f"cvmfx-raw-small-{time.monotonic_ns()}"
-    xml = f"<domain type='qemu'><name>{name}</name><memory unit='MiB'>64</memory><vcpu>1</vcpu>" \
-          "<os><type arch='x86_64'>hvm</type></os></domain>"
+    xml = (
+        f"<domain type='qemu'><name>{name}</name><memory unit='MiB'>64</memory><vcpu>1</vcpu>"
+        "<os><type arch='x86_64'>hvm</type></os></domain>"
+    )
     with tempfile.NamedTemporaryFile("w", suffix=".xml") as f:
         f.write(xml)
         f.flush()
@@ -70,15 +72,36 @@ def raw_virsh(target: config.Target, run: Run, workdir: Path, domain_type: str) 
     xml = machine / "domain.xml"
     xml.write_text(
         domain_xml(
-            name=name, domain_type=domain_type, options=target.options, uri=provider.uri, iso=iso, kernel=None,
-            disk=disk, seed=machine / "seed.iso", console=machine / "console.log", shared={}, ssh_port=port,
+            name=name,
+            domain_type=domain_type,
+            options=target.options,
+            uri=provider.uri,
+            iso=iso,
+            kernel=None,
+            disk=disk,
+            seed=machine / "seed.iso",
+            console=machine / "console.log",
+            shared={},
+            ssh_port=port,
             metadata="{}",
         )
     )
     ssh = [
-        "ssh", "-i", str(run.key_file), "-p", str(port), "-o", "StrictHostKeyChecking=no",
-        "-o", f"UserKnownHostsFile={machine / 'known_hosts'}", "-o", "ConnectTimeout=2", "-o", "BatchMode=yes",
-        "root@127.0.0.1", "true",
+        "ssh",
+        "-i",
+        str(run.key_file),
+        "-p",
+        str(port),
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        f"UserKnownHostsFile={machine / 'known_hosts'}",
+        "-o",
+        "ConnectTimeout=2",
+        "-o",
+        "BatchMode=yes",
+        "root@127.0.0.1",
+        "true",
     ]
     started = time.monotonic()
     subprocess.run(["virsh", "-c", provider.uri, "create", str(xml)], check=True, capture_output=True)
@@ -117,8 +140,11 @@ def main() -> int:
         run.finish()
     print(f"domain type {domain_type}, {args.runs} runs each")
     print("harness steps (median s): " + ", ".join(f"{k} {statistics.median(v):.2f}" for k, v in steps.items()))
-    for label, values in (("raw virsh create, 64 MiB, no disk", small), ("harness launch() to ready", ours),
-                          ("raw virsh create + ssh true loop", raw)):
+    for label, values in (
+        ("raw virsh create, 64 MiB, no disk", small),
+        ("harness launch() to ready", ours),
+        ("raw virsh create + ssh true loop", raw),
+    ):
         every = ", ".join(f"{t:.2f}" for t in values)
         print(f"{label + ':':<35} median {statistics.median(values):6.2f} s  (all: {every})")
     print(f"ratio harness/raw: {statistics.median(ours) / statistics.median(raw):.2f}")

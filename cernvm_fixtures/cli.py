@@ -70,7 +70,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     loaded = _config(args)
     name = args.target or loaded.enabled[0]
     if name not in loaded.targets:
-        raise configuration.ConfigError(f"unknown target {name!r}; {loaded.origin} declares {', '.join(loaded.targets)}")
+        raise configuration.ConfigError(
+            f"unknown target {name!r}; {loaded.origin} declares {', '.join(loaded.targets)}"
+        )
     target = loaded.targets[name].with_overrides(args.image, args.profile)
     run = Run(keep=Keep.ALWAYS)
     instance = launch(target, run)
@@ -218,7 +220,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="log what happens")
     sub = p.add_subparsers(dest="command", required=True)
 
-    appliance = sub.add_parser("appliance", help="the project's test appliance").add_subparsers(dest="action", required=True)
+    appliance = sub.add_parser("appliance", help="the project's test appliance").add_subparsers(
+        dest="action", required=True
+    )
     build = appliance.add_parser("build", help="build (or find in the cache) the test appliance")
     build.add_argument("--variant", action="append", help="variant to build (repeatable; default ok)")
     build.add_argument("--all", action="store_true", help="build every variant")
@@ -253,7 +257,9 @@ def parser() -> argparse.ArgumentParser:
     sweep.add_argument("--include-kept", action="store_true", help="also destroy instances kept on purpose")
     sweep.set_defaults(func=cmd_sweep)
 
-    reports = sub.add_parser("report", help="join and compare JUnit reports").add_subparsers(dest="action", required=True)
+    reports = sub.add_parser("report", help="join and compare JUnit reports").add_subparsers(
+        dest="action", required=True
+    )
     merge = reports.add_parser("merge", help="one target x scenario grid from the JUnit files of one or more jobs")
     merge.add_argument("junit", nargs="+", help="JUnit XML files (pytest --junitxml)")
     merge.add_argument("--out-junit", metavar="PATH", help="write the merged JUnit file here")
@@ -269,7 +275,8 @@ def parser() -> argparse.ArgumentParser:
     compare.set_defaults(func=cmd_report_compare)
 
     image = sub.add_parser("image", help="images downloaded once, verified and cached").add_subparsers(
-        dest="action", required=True)
+        dest="action", required=True
+    )
     fetch = image.add_parser("fetch", help="download and verify images (URL[#sha256=HEX]; else URL.sha256)")
     fetch.add_argument("url", nargs="+")
     fetch.add_argument("--offline", action="store_true", help="only use the cache")

@@ -87,7 +87,10 @@ class Target:
         return replace(self, image=image, profile=profile)
 
     def load_profile(self) -> profiles.Profile:
-        return profiles.load(self.profile)
+        """The target's profile, checked against the provider's options (e.g. a kernel the instance type cannot boot)."""
+        profile = profiles.load(self.profile)
+        providers.get(self.provider).check_profile(self, profile)
+        return profile
 
     def where(self, key: str = "") -> str:
         """Where a key of this target is declared, to start an error message with."""
@@ -102,8 +105,11 @@ class Target:
             if not reference.name.lower().endswith(suffix):
                 raise ConfigError(f"{self.where('image')}: {self.image!r}: the {self.provider} provider boots {boots}")
             try:
-                return download.fetch(reference, offline=bool(os.environ.get("CERNVM_FIXTURES_OFFLINE")),
-                                      progress=download.progress_printer(reference.name))
+                return download.fetch(
+                    reference,
+                    offline=bool(os.environ.get("CERNVM_FIXTURES_OFFLINE")),
+                    progress=download.progress_printer(reference.name),
+                )
             except download.DownloadError as e:
                 raise ConfigError(f"{self.where('image')}: {e}") from None
         path = Path(self.image).expanduser()
@@ -141,8 +147,24 @@ DEFAULT_TARGETS: dict[str, dict[str, Any]] = {
 }
 
 
-IMAGE_FILES = (".iso", ".hvm", ".hdd", ".img", ".raw", ".qcow2", ".vhd", ".vdi", ".vmdk", ".tar", ".tar.gz", ".tgz",
-               ".tar.xz", ".txz", ".tar.bz2", ".tbz2")
+IMAGE_FILES = (
+    ".iso",
+    ".hvm",
+    ".hdd",
+    ".img",
+    ".raw",
+    ".qcow2",
+    ".vhd",
+    ".vdi",
+    ".vmdk",
+    ".tar",
+    ".tar.gz",
+    ".tgz",
+    ".tar.xz",
+    ".txz",
+    ".tar.bz2",
+    ".tbz2",
+)
 """Suffixes that make an ``image`` value a file (anything else may be a cloud image id or a local image name)."""
 ISO_MAGIC = (32769, b"CD001")
 """ISO 9660: the primary volume descriptor's identifier, at byte 32769 (sector 16, after the type byte)."""
@@ -193,7 +215,9 @@ def parse_target(name: str, raw: Mapping[str, Any], origin: str) -> Target:
         raise ConfigError(f"{where}: must be a table, got {raw!r}")
     generic_names = list(TargetKeys.model_fields)
     if "provider" not in raw:
-        raise ConfigError(f"{where}.provider: required key is missing; installed providers are {', '.join(providers.names())}")
+        raise ConfigError(
+            f"{where}.provider: required key is missing; installed providers are {', '.join(providers.names())}"
+        )
     try:
         provider = providers.get(str(raw["provider"]))
     except ConfigError as e:
@@ -211,9 +235,11 @@ def parse_target(name: str, raw: Mapping[str, Any], origin: str) -> Target:
         raise ConfigError(f"{where}.shared_folders: provider {provider.name!r} cannot share host folders")
     for folder, path in keys.shared_folders.items():
         if not NAME.match(folder):
-            raise ConfigError(f"{where}.shared_folders: invalid folder name {folder!r}; use lowercase letters, digits, '-'")
+            raise ConfigError(
+                f"{where}.shared_folders: invalid folder name {folder!r}; use lowercase letters, digits, '-'"
+            )
         if path and not Path(path).expanduser().is_dir():
-            raise ConfigError(f"{where}.shared_folders.{folder}: {path!r} is not a directory (use \"\" for a fresh one)")
+            raise ConfigError(f'{where}.shared_folders.{folder}: {path!r} is not a directory (use "" for a fresh one)')
     profile = keys.profile or default_profile(keys.image, name, where + ".profile")
     check_image(keys.image, where + ".image")
     return Target(

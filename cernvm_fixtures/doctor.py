@@ -122,4 +122,3 @@ def blocking(targets: Iterable[Target]) -> tuple[str, list[str]]:
         return "", warnings
     head = "cernvm-fixtures doctor: these targets cannot work on this host (`cernvm-fixtures doctor` shows all checks):"
     return "\n".join([head, *stop]), warnings
-

@@ -17,7 +17,6 @@ import hashlib
 import os
 import re
 import shutil
-import socket
 import sys
 import time
 import urllib.error
@@ -121,8 +120,10 @@ def progress_printer(name: str, stream=None) -> Progress:
                 width = 30
                 filled = int(width * done / total)
                 eta = (total - done) / rate if rate else 0
-                out.write(f"\r{name}: [{'#' * filled}{'.' * (width - filled)}] {done / 1e6:.1f}/{total / 1e6:.1f} MB "
-                          f"{rate / 1e6:.1f} MB/s ETA {eta:.0f} s ")
+                out.write(
+                    f"\r{name}: [{'#' * filled}{'.' * (width - filled)}] {done / 1e6:.1f}/{total / 1e6:.1f} MB "
+                    f"{rate / 1e6:.1f} MB/s ETA {eta:.0f} s "
+                )
             else:
                 out.write(f"\r{name}: {done / 1e6:.1f} MB {rate / 1e6:.1f} MB/s ")
             if done == total:
@@ -168,7 +169,9 @@ def fetch(ref: Reference, *, offline: bool = False, timeout: float = 30.0, progr
     if found is not None:
         return found
     if offline:
-        raise DownloadError(f"{ref.url}: not in the cache ({images_dir()}) and offline mode (--cernvm-offline, --offline) forbids downloading it")
+        raise DownloadError(
+            f"{ref.url}: not in the cache ({images_dir()}) and offline mode (--cernvm-offline, --offline) forbids downloading it"
+        )
     digest = ref.sha256 or published_digest(ref, timeout)
     final = images_dir() / digest / ref.name
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -200,7 +203,7 @@ def _download(ref: Reference, digest: str, final: Path, timeout: float, progress
             while True:
                 try:
                     chunk = response.read1(CHUNK)
-                except (TimeoutError, socket.timeout):
+                except TimeoutError:
                     raise DownloadError(
                         f"{ref.url}: the server sent nothing for {timeout:.0f} s after {done} bytes "
                         "(the partial file is kept and resumed next time)"

@@ -34,7 +34,6 @@ log = logging.getLogger(__name__)
 CONSOLE_TAIL = 40
 
 
-
 class Instance:
     """One booted machine or container: run commands, move files, read its console, log in."""
 
@@ -165,7 +164,9 @@ class Instance:
                 try:
                     problem = attempt()
                 except PermanentError as e:
-                    raise ReadinessError(self.name, name, time.monotonic() - begun, str(e), self.console_tail()) from None
+                    raise ReadinessError(
+                        self.name, name, time.monotonic() - begun, str(e), self.console_tail()
+                    ) from None
                 except CernvmError as e:
                     problem = str(e)
                 except Exception as e:  # noqa: BLE001 - OSError, paramiko's SSHException, ...: retry until the deadline
@@ -209,9 +210,7 @@ class Instance:
             self.machine.destroy()
 
 
-def launch(
-    target: Target, run: Run, *, user_data: UserData | None = None, profile: Profile | None = None
-) -> Instance:
+def launch(target: Target, run: Run, *, user_data: UserData | None = None, profile: Profile | None = None) -> Instance:
     """Create an instance for a target and wait until it is ready.
 
     If anything fails (including KeyboardInterrupt/SystemExit) before the

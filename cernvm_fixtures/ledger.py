@@ -149,8 +149,9 @@ class Ledger:
         key = str(self.heartbeat_file)
         with _beating_lock:
             if key not in _beating:
-                thread = threading.Thread(target=_keep_beating, args=(self.heartbeat_file,), name="cernvm-heartbeat",
-                                          daemon=True)
+                thread = threading.Thread(
+                    target=_keep_beating, args=(self.heartbeat_file,), name="cernvm-heartbeat", daemon=True
+                )
                 _beating[key] = thread
                 thread.start()
 

@@ -202,7 +202,9 @@ def _properties(instance: Instance) -> list[tuple[str, str]]:
     ]
     if instance.ready_after is not None:
         found.append(("cernvm_ready_s", f"{instance.ready_after:.2f}"))
-    found += [(f"cernvm_ready_{step.replace(' ', '_')}_s", f"{seconds:.2f}") for step, seconds in instance.timings.items()]
+    found += [
+        (f"cernvm_ready_{step.replace(' ', '_')}_s", f"{seconds:.2f}") for step, seconds in instance.timings.items()
+    ]
     if instance.host_key_trust:
         found.append(("cernvm_host_key", instance.host_key_trust))
     return found

@@ -74,6 +74,8 @@ class Ready(_Section):
 class Kernel(_Section):
     release: Text = None
     cmdline: Words = []
+    nvme: bool = True
+    """Whether the kernel has an NVMe driver (EC2's Nitro instance types present every EBS disk as NVMe)."""
 
 
 class Cvmfs(_Section):
@@ -192,7 +194,9 @@ def load(name_or_path: str) -> Profile:
 _BRANCHES = {"str", "int", "float", "bool", "list", "dict", "constrained-str"}
 
 
-def format_validation(source: str, error: ValidationError, prefix: str = "", valid_keys: list[str] | None = None) -> str:
+def format_validation(
+    source: str, error: ValidationError, prefix: str = "", valid_keys: list[str] | None = None
+) -> str:
     """Turn a pydantic error into lines naming the file, the dotted key, the bad value and what is valid."""
     found: dict[str, list[str]] = {}
     for err in error.errors():

@@ -109,8 +109,7 @@ def markdown(cells: Sequence[Cell]) -> str:
         lines += ["## Failures", ""]
         lines += [f"- **{c.column}** `{c.scenario}`: {c.reason or c.outcome}" for c in failed]
         lines.append("")
-    lines += ["## Target x scenario", "", "| scenario | " + " | ".join(columns) + " |",
-              "|---|" + "---|" * len(columns)]
+    lines += ["## Target x scenario", "", "| scenario | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
     for scenario in scenarios:
         row = [MARK[at[scenario, col].outcome] if (scenario, col) in at else "-" for col in columns]
         lines.append(f"| `{scenario}` | " + " | ".join(row) + " |")
@@ -145,8 +144,9 @@ def _timings(cells: Sequence[Cell]) -> str:
             f'<rect x="160" y="{i * 20 + 3}" width="{width:.1f}" height="14" fill="#4a7"/>'
             f'<text x="{165 + width:.1f}" y="{i * 20 + 14}">{seconds:.1f} s</text>'
         )
-    return (f'<h2>Boot to ready</h2><svg id="timings" width="560" height="{len(per) * 20 + 6}">'
-            + "".join(rows) + "</svg>")
+    return (
+        f'<h2>Boot to ready</h2><svg id="timings" width="560" height="{len(per) * 20 + 6}">' + "".join(rows) + "</svg>"
+    )
 
 
 def to_html(cells: Sequence[Cell], comparison: str = "") -> str:
@@ -199,11 +199,14 @@ class Comparison:
 
     def text(self) -> str:
         parts = []
-        for title, items in (("new failures", self.new_failures), ("fixed", self.fixed),
-                             ("still failing", self.still_failing), ("new cells", self.appeared)):
+        for title, items in (
+            ("new failures", self.new_failures),
+            ("fixed", self.fixed),
+            ("still failing", self.still_failing),
+            ("new cells", self.appeared),
+        ):
             parts.append(f"{title}: {len(items)}")
-            parts += [f"  {c.column}  {c.scenario}" + (f": {c.reason}" if c.outcome != "passed" else "")
-                      for c in items]
+            parts += [f"  {c.column}  {c.scenario}" + (f": {c.reason}" if c.outcome != "passed" else "") for c in items]
         parts.append(f"gone: {len(self.vanished)}")
         parts += [f"  {column}  {scenario}" for scenario, column in self.vanished]
         return "\n".join(parts) + "\n"
@@ -212,9 +215,11 @@ class Comparison:
         def items(cells: list[Cell]) -> str:
             return "".join(f"<li>{html.escape(c.column)} <code>{html.escape(c.scenario)}</code></li>" for c in cells)
 
-        return (f"<h2>Since the previous run</h2><ul id='comparison'><li>new failures: {len(self.new_failures)}"
-                f"<ul>{items(self.new_failures)}</ul></li><li>fixed: {len(self.fixed)}<ul>{items(self.fixed)}</ul></li>"
-                f"<li>still failing: {len(self.still_failing)}</li></ul>")
+        return (
+            f"<h2>Since the previous run</h2><ul id='comparison'><li>new failures: {len(self.new_failures)}"
+            f"<ul>{items(self.new_failures)}</ul></li><li>fixed: {len(self.fixed)}<ul>{items(self.fixed)}</ul></li>"
+            f"<li>still failing: {len(self.still_failing)}</li></ul>"
+        )
 
 
 def compare(old: Sequence[Cell], new: Sequence[Cell]) -> Comparison:

@@ -23,8 +23,12 @@ from .errors import CernvmError
 
 log = logging.getLogger(__name__)
 
-SFTP_SERVERS = ("/usr/lib/openssh/sftp-server", "/usr/libexec/openssh/sftp-server", "/usr/lib/ssh/sftp-server",
-                "/usr/libexec/sftp-server")
+SFTP_SERVERS = (
+    "/usr/lib/openssh/sftp-server",
+    "/usr/libexec/openssh/sftp-server",
+    "/usr/lib/ssh/sftp-server",
+    "/usr/libexec/sftp-server",
+)
 """Where distributions install OpenSSH's sftp-server (Debian: package openssh-sftp-server)."""
 
 
@@ -138,8 +142,9 @@ def mount_sshfs(instance: Any, name: str, host_dir: Path, guest_path: str, *, ti
         f"mkdir -p {guest} && if sshfs --help 2>&1 | grep -q -- '-o passive'; then mode=passive; else mode=slave; fi"
         f" && exec sshfs -f -o $mode {remote} {guest}"
     )
-    process = subprocess.Popen([server, "-e"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                               stderr=subprocess.DEVNULL, cwd=host_dir)
+    process = subprocess.Popen(
+        [server, "-e"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=host_dir
+    )
     mount = SshfsMount(name, guest_path, process, channel)
     mount.threads = [
         threading.Thread(target=_pump_to_channel, args=(process.stdout, channel), daemon=True),

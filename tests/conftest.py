@@ -11,7 +11,11 @@ import pytest
 from cernvm_fixtures.testing import register_provider
 from cernvm_fixtures.testing.local import PROFILE, machines_under
 
-from .integration.moto_server import Moto, moto  # noqa: F401 - the moto fixture, for every test module
+# Fixtures of the emulators and fakes, for every test module that asks for them.
+from .fakes.azure.fixtures import azure_cloud  # noqa: F401
+from .fakes.gce.fixtures import gce, gce_session  # noqa: F401
+from .fakes.openstack import openstack_cloud  # noqa: F401
+from .integration.moto_server import moto  # noqa: F401
 
 pytest_plugins = ["pytester"]
 

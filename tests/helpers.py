@@ -86,8 +86,9 @@ def write_work(tmp_path: Path, *, config: str | None = None, tests: dict[str, st
     return work
 
 
-def run_scenarios(tmp_path: Path, *args: str, config: str | None = None, conftest: str | None = None,
-                  timeout: float = 900) -> subprocess.CompletedProcess:
+def run_scenarios(
+    tmp_path: Path, *args: str, config: str | None = None, conftest: str | None = None, timeout: float = 900
+) -> subprocess.CompletedProcess:
     """The real scenario files, run by the plugin in a fresh process with a private state directory.
 
     The result carries ``output`` (stdout and stderr); callers assert that nothing was left behind.
@@ -97,8 +98,12 @@ def run_scenarios(tmp_path: Path, *args: str, config: str | None = None, conftes
     if conftest is not None:
         (work / "scenarios" / "conftest.py").write_text(textwrap.dedent(conftest))
     result = subprocess.run(
-        pytest_command("scenarios", *args), cwd=work, env=subprocess_env(tmp_path / "state"),
-        capture_output=True, text=True, timeout=timeout,
+        pytest_command("scenarios", *args),
+        cwd=work,
+        env=subprocess_env(tmp_path / "state"),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
     result.output = result.stdout + result.stderr
     return result
@@ -113,8 +118,13 @@ def start_pytest(tmp_path: Path, test: str, *args: str, config: str | None = Non
     """One test file run by the plugin in a process of its own (to signal, kill or wait for)."""
     work = write_work(tmp_path, config=config, tests={"test_it.py": test})
     return subprocess.Popen(
-        pytest_command("test_it.py", *args), cwd=work, env=subprocess_env(tmp_path / "state"),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=default_sigint,
+        pytest_command("test_it.py", *args),
+        cwd=work,
+        env=subprocess_env(tmp_path / "state"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=default_sigint,
     )
 
 
@@ -122,7 +132,12 @@ def scenario_ids(*targets: str) -> set[str]:
     """'test_name[target]' of every scenario the plugin collects for these targets (built-in defaults)."""
     listed = subprocess.run(
         pytest_command("--collect-only", "-q", "scenarios", *(f"--cernvm-target={t}" for t in targets)),
-        cwd=ROOT, env=subprocess_env(ROOT / ".no-state"), capture_output=True, text=True, timeout=300, check=True,
+        cwd=ROOT,
+        env=subprocess_env(ROOT / ".no-state"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
     ).stdout
     return {line.split("::")[-1] for line in listed.splitlines() if line.startswith("scenarios/")}
 
@@ -143,6 +158,10 @@ def skip_reasons(output: str) -> list[str]:
 def cli(state: Path, *args: str, timeout: float = 120, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """``cernvm-fixtures ARGS`` with a private state directory."""
     return subprocess.run(
-        [sys.executable, "-m", "cernvm_fixtures.cli", *args], env=subprocess_env(state),
-        capture_output=True, text=True, timeout=timeout, cwd=cwd,
+        [sys.executable, "-m", "cernvm_fixtures.cli", *args],
+        env=subprocess_env(state),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
     )

@@ -39,12 +39,11 @@ variant (the variants are properties of a booted VM).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
-from ._builder import (CONSOLE_ARGS, CVMFS_ARGS, OS_PATH, OS_REPO, RELEASE,  # noqa: F401
-                       SOURCE_DATE_EPOCH, VARIANTS, VERSION)
+from ._builder import CONSOLE_ARGS, CVMFS_ARGS, OS_PATH, OS_REPO, RELEASE, SOURCE_DATE_EPOCH, VARIANTS, VERSION  # noqa: F401
 from ._errors import ApplianceError
 
 __all__ = ["VARIANTS", "VERSION", "ApplianceError", "Appliance", "build"]
@@ -71,8 +70,9 @@ def default_cache() -> Path:
     return dirs.cache_dir() / "appliance"
 
 
-def build(variant: str = "ok", *, cache: Path | None = None, force: bool = False,
-          log: Callable[[str], None] | None = None) -> Appliance:
+def build(
+    variant: str = "ok", *, cache: Path | None = None, force: bool = False, log: Callable[[str], None] | None = None
+) -> Appliance:
     """Build (or find in the cache) the appliance ``variant``.
 
     Raises :class:`ApplianceError` with an actionable message when a host tool,

@@ -12,9 +12,10 @@ import io
 import os
 import stat
 import tarfile
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterable, Iterator
+from typing import BinaryIO
 
 
 @dataclass(frozen=True)
@@ -72,10 +73,8 @@ def _sorted_unique(entries: Iterable[Entry]) -> list[Entry]:
 def write_cpio(out: BinaryIO, entries: Iterable[Entry], mtime: int) -> None:
     """Write a newc ("070701") cpio archive as the kernel's initramfs reads it."""
 
-    def header(ino: int, mode: int, nlink: int, size: int, name: bytes,
-               rdev: tuple[int, int] = (0, 0)) -> bytes:
-        fields = (ino, mode, 0, 0, nlink, mtime, size, 0, 0, rdev[0], rdev[1],
-                  len(name) + 1, 0)
+    def header(ino: int, mode: int, nlink: int, size: int, name: bytes, rdev: tuple[int, int] = (0, 0)) -> bytes:
+        fields = (ino, mode, 0, 0, nlink, mtime, size, 0, 0, rdev[0], rdev[1], len(name) + 1, 0)
         head = b"070701" + b"".join(b"%08X" % f for f in fields) + name + b"\0"
         return head + b"\0" * (-len(head) % 4)
 
@@ -103,15 +102,15 @@ def read_cpio(data: bytes) -> list[tuple[str, int, bytes]]:
     members = []
     pos = 0
     while pos < len(data):
-        if data[pos:pos + 6] != b"070701":
+        if data[pos : pos + 6] != b"070701":
             pos += 1  # zero padding between archives
             continue
-        fields = [int(data[pos + 6 + 8 * i:pos + 14 + 8 * i], 16) for i in range(13)]
+        fields = [int(data[pos + 6 + 8 * i : pos + 14 + 8 * i], 16) for i in range(13)]
         mode, size, namesize = fields[1], fields[6], fields[11]
         name_start = pos + 110
-        name = data[name_start:name_start + namesize - 1].decode()
+        name = data[name_start : name_start + namesize - 1].decode()
         body_start = name_start + namesize + (-(110 + namesize) % 4)
-        body = data[body_start:body_start + size]
+        body = data[body_start : body_start + size]
         pos = body_start + size + (-size % 4)
         if name != "TRAILER!!!":
             members.append((name, mode, body))
@@ -149,6 +148,5 @@ def write_tar(out: BinaryIO, entries: Iterable[Entry], mtime: int) -> None:
 def gzip_file(data_writer, path: Path, level: int = 9) -> None:
     """Call ``data_writer(stream)`` into a gzip file without name or time."""
     with open(path, "wb") as raw:
-        with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0,
-                           compresslevel=level) as gz:
+        with gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=level) as gz:
             data_writer(gz)

@@ -15,10 +15,10 @@ so an interrupted build is never reused.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import lzma
-import gzip
 import os
 import shutil
 import stat
@@ -27,9 +27,9 @@ import sys
 import tempfile
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from . import _archive, _host
 from ._errors import ApplianceError
@@ -52,25 +52,44 @@ CVMFS_ARGS = f"cvmfs_repos={OS_REPO} cernvm_path={OS_PATH}"
 # variant -> (description, flags that differ from the correct appliance)
 _VARIANTS: dict[str, tuple[str, dict[str, int]]] = {
     "ok": ("the correct appliance", {}),
-    "no-cvmfs": ("the OS repository is not mounted on /cvmfs/cernvm-prod.cern.ch "
-                 "(cvmfs_config probe fails)", {"UCVM_CVMFS": 0}),
-    "no-scratch": ("the empty disk is left untouched; /mnt/.rw is a tmpfs "
-                   "(no UROOT, no aux/ucernvm-version)", {"UCVM_SCRATCH": 0}),
+    "no-cvmfs": (
+        "the OS repository is not mounted on /cvmfs/cernvm-prod.cern.ch (cvmfs_config probe fails)",
+        {"UCVM_CVMFS": 0},
+    ),
+    "no-scratch": (
+        "the empty disk is left untouched; /mnt/.rw is a tmpfs (no UROOT, no aux/ucernvm-version)",
+        {"UCVM_SCRATCH": 0},
+    ),
     "no-shared": ("9p shared folders are not mounted", {"UCVM_SHARED": 0}),
     "bad-cmdline": ("the kernel command line lacks cvmfs_repos= and cernvm_path=", {}),
-    "no-context": ("no host name from meta-data, no context/user-data or context/source "
-                   "(SSH keys are still installed)", {"UCVM_CONTEXT": 0}),
-    "nocloud-only": ("reads the NoCloud files at the context ISO's root instead of the config drive's "
-                     "openstack/latest/user_data, and records NoCloud as context source", {"UCVM_CONFIGDRIVE": 0}),
-    "no-ready": ("never creates the ready file nor prints the ready line "
-                 "(SSH still works)", {"UCVM_READY": 0}),
+    "no-context": (
+        "no host name from meta-data, no context/user-data or context/source (SSH keys are still installed)",
+        {"UCVM_CONTEXT": 0},
+    ),
+    "nocloud-only": (
+        "reads the NoCloud files at the context ISO's root instead of the config drive's "
+        "openstack/latest/user_data, and records NoCloud as context source",
+        {"UCVM_CONFIGDRIVE": 0},
+    ),
+    "no-ready": ("never creates the ready file nor prints the ready line (SSH still works)", {"UCVM_READY": 0}),
     "no-ssh": ("no SSH server starts (the ready line is still printed)", {"UCVM_SSH": 0}),
-    "sshfs": ("no 9p (its modules are not loaded), like a real CernVM 4 kernel; sshfs and FUSE instead, for "
-              "shared folders by reverse SSHFS over the instance's SSH connection", {"UCVM_9P": 0}),
+    "sshfs": (
+        "no 9p (its modules are not loaded), like a real CernVM 4 kernel; sshfs and FUSE instead, for "
+        "shared folders by reverse SSHFS over the instance's SSH connection",
+        {"UCVM_9P": 0},
+    ),
 }
 VARIANTS: dict[str, str] = {name: desc for name, (desc, _) in _VARIANTS.items()}
-_FLAGS = ("UCVM_CVMFS", "UCVM_SCRATCH", "UCVM_SHARED", "UCVM_CONTEXT", "UCVM_READY",
-          "UCVM_SSH", "UCVM_CONFIGDRIVE", "UCVM_9P")
+_FLAGS = (
+    "UCVM_CVMFS",
+    "UCVM_SCRATCH",
+    "UCVM_SHARED",
+    "UCVM_CONTEXT",
+    "UCVM_READY",
+    "UCVM_SSH",
+    "UCVM_CONFIGDRIVE",
+    "UCVM_9P",
+)
 
 # where the OS tree gets the host binaries (path in the tree)
 _BINARIES = {
@@ -100,17 +119,20 @@ def variant_conf(variant: str) -> str:
 
 def check_variant(variant: str) -> None:
     if variant not in _VARIANTS:
-        raise ApplianceError(
-            f"unknown appliance variant {variant!r}; valid variants: "
-            + ", ".join(_VARIANTS))
+        raise ApplianceError(f"unknown appliance variant {variant!r}; valid variants: " + ", ".join(_VARIANTS))
 
 
 # --- inputs and keys ---------------------------------------------------------
 
+
 def _ignored(path: Path) -> bool:
     """Editor droppings and caches, never part of the builder's inputs."""
-    return (path.name.startswith(".") or path.name.endswith("~")
-            or "__pycache__" in path.parts or path.suffix in (".pyc", ".pyo"))
+    return (
+        path.name.startswith(".")
+        or path.name.endswith("~")
+        or "__pycache__" in path.parts
+        or path.suffix in (".pyc", ".pyo")
+    )
 
 
 def builder_digest() -> str:
@@ -163,6 +185,7 @@ def collect_inputs(cache: Path, log: Log) -> Inputs:
 
 
 # --- helpers -------------------------------------------------------------------
+
 
 def _run(argv: list, what: str, epoch: bool = True, **kw) -> subprocess.CompletedProcess:
     env = dict(os.environ, LC_ALL="C")
@@ -220,6 +243,7 @@ class _Timer:
 
 # --- the base ------------------------------------------------------------------
 
+
 def _wanted_modules() -> list[tuple[str, bool]]:
     wanted = []
     for line in (FILES / "modules.txt").read_text().splitlines():
@@ -229,8 +253,7 @@ def _wanted_modules() -> list[tuple[str, bool]]:
     return wanted
 
 
-def _module_order(tools: _host.HostTools, moddir_root: Path, kver: str, work: Path
-                  ) -> list[Path]:
+def _module_order(tools: _host.HostTools, moddir_root: Path, kver: str, work: Path) -> list[Path]:
     """Absolute paths of the .ko files to insmod, in load order."""
     confdir = work / "modprobe.d"  # keep the host's modprobe configuration out
     confdir.mkdir(exist_ok=True)
@@ -238,9 +261,22 @@ def _module_order(tools: _host.HostTools, moddir_root: Path, kver: str, work: Pa
     missing = []
     for name, optional in _wanted_modules():
         proc = subprocess.run(
-            [tools["modprobe"], "-d", str(moddir_root), "-S", kver, "-C", str(confdir),
-             "--ignore-install", "--show-depends", name],
-            capture_output=True, text=True, env=dict(os.environ, LC_ALL="C"))
+            [
+                tools["modprobe"],
+                "-d",
+                str(moddir_root),
+                "-S",
+                kver,
+                "-C",
+                str(confdir),
+                "--ignore-install",
+                "--show-depends",
+                name,
+            ],
+            capture_output=True,
+            text=True,
+            env=dict(os.environ, LC_ALL="C"),
+        )
         if proc.returncode != 0:
             if not optional:
                 missing.append(name)
@@ -254,7 +290,8 @@ def _module_order(tools: _host.HostTools, moddir_root: Path, kver: str, work: Pa
     if missing:
         raise ApplianceError(
             f"the kernel {kver} has no module(s) {', '.join(missing)} (neither built in "
-            "nor in its modules.dep); the appliance cannot boot with this kernel")
+            "nor in its modules.dep); the appliance cannot boot with this kernel"
+        )
     return order
 
 
@@ -268,24 +305,38 @@ def _read_module(path: Path) -> tuple[bytes, str]:
     if name.endswith(".ko.zst"):
         zstd = shutil.which("zstd")
         if not zstd:
-            raise ApplianceError("the kernel's modules are zstd-compressed; "
-                                 "install zstd: apt-get install zstd")
-        return subprocess.run([zstd, "-dc", str(path)], capture_output=True,
-                              check=True).stdout, name[:-4]
+            raise ApplianceError("the kernel's modules are zstd-compressed; install zstd: apt-get install zstd")
+        return subprocess.run([zstd, "-dc", str(path)], capture_output=True, check=True).stdout, name[:-4]
     return path.read_bytes(), name
 
 
 def _stage_os_tree(inputs: Inputs, root: Path) -> None:
     """The OS tree (cvm4): busybox, dropbear, mke2fs, libraries, /etc, scripts."""
     tools = inputs.tools
-    for d, mode in [("bin", 0o755), ("sbin", 0o755), ("usr/bin", 0o755),
-                    ("usr/sbin", 0o755), ("usr/lib", 0o755), ("lib", 0o755),
-                    ("lib64", 0o755), ("etc/dropbear", 0o755), ("dev", 0o755),
-                    ("proc", 0o555), ("sys", 0o555), ("run", 0o755), ("tmp", 0o1777),
-                    ("root", 0o700), ("home", 0o755), ("mnt/.ro", 0o755),
-                    ("mnt/.rw", 0o755), ("mnt/shared", 0o755),
-                    (f"cvmfs/{OS_REPO}", 0o755), ("var/log", 0o755),
-                    ("var/tmp", 0o1777), ("var/lib", 0o755)]:
+    for d, mode in [
+        ("bin", 0o755),
+        ("sbin", 0o755),
+        ("usr/bin", 0o755),
+        ("usr/sbin", 0o755),
+        ("usr/lib", 0o755),
+        ("lib", 0o755),
+        ("lib64", 0o755),
+        ("etc/dropbear", 0o755),
+        ("dev", 0o755),
+        ("proc", 0o555),
+        ("sys", 0o555),
+        ("run", 0o755),
+        ("tmp", 0o1777),
+        ("root", 0o700),
+        ("home", 0o755),
+        ("mnt/.ro", 0o755),
+        ("mnt/.rw", 0o755),
+        ("mnt/shared", 0o755),
+        (f"cvmfs/{OS_REPO}", 0o755),
+        ("var/log", 0o755),
+        ("var/tmp", 0o1777),
+        ("var/lib", 0o755),
+    ]:
         (root / d).mkdir(parents=True, exist_ok=True)
         os.chmod(root / d, mode)
     os.symlink("/run", root / "var/run")
@@ -310,12 +361,27 @@ def _stage_os_tree(inputs: Inputs, root: Path) -> None:
 DOCKER_PRELOAD = "UCVM/parrot-preload"
 
 # directories of the Docker image's own root (the OS itself comes from CERNVM_ROOT)
-_DOCKER_DIRS = (("cvmfs", 0o755), ("dev", 0o755), ("etc", 0o755), ("home", 0o755),
-                ("mnt", 0o755), ("mnt/shared", 0o755), ("proc", 0o555), ("root", 0o700),
-                ("run", 0o755), ("sys", 0o555), ("tmp", 0o1777), ("usr", 0o755),
-                ("usr/local", 0o755), ("usr/local/bin", 0o755), ("var", 0o755),
-                ("var/cache", 0o755), ("var/lib", 0o755), ("var/log", 0o755),
-                ("var/tmp", 0o1777))
+_DOCKER_DIRS = (
+    ("cvmfs", 0o755),
+    ("dev", 0o755),
+    ("etc", 0o755),
+    ("home", 0o755),
+    ("mnt", 0o755),
+    ("mnt/shared", 0o755),
+    ("proc", 0o555),
+    ("root", 0o700),
+    ("run", 0o755),
+    ("sys", 0o555),
+    ("tmp", 0o1777),
+    ("usr", 0o755),
+    ("usr/local", 0o755),
+    ("usr/local/bin", 0o755),
+    ("var", 0o755),
+    ("var/cache", 0o755),
+    ("var/lib", 0o755),
+    ("var/log", 0o755),
+    ("var/tmp", 0o1777),
+)
 
 
 def docker_entries(busybox: Path, repository: Path) -> list[_archive.Entry]:
@@ -331,18 +397,19 @@ def docker_entries(busybox: Path, repository: Path) -> list[_archive.Entry]:
     entries.append(_archive.Entry("init", stat.S_IFREG | 0o755, source=FILES / "docker/init"))
     entries.append(_archive.Entry("UCVM", stat.S_IFDIR | 0o755))
     entries.append(_archive.Entry("UCVM/busybox", stat.S_IFREG | 0o755, source=busybox))
-    entries.append(_archive.Entry("UCVM/version", stat.S_IFREG | 0o644,
-                                  data=(VERSION + "\n").encode()))
+    entries.append(_archive.Entry("UCVM/version", stat.S_IFREG | 0o644, data=(VERSION + "\n").encode()))
     entries.append(_archive.Entry("UCVM/keys", stat.S_IFDIR | 0o755))
     for key in sorted(k for k in (FILES / "keys").iterdir() if not _ignored(k)):
-        entries.append(_archive.Entry(f"UCVM/keys/{key.name}", stat.S_IFREG | 0o644,
-                                      source=key))
+        entries.append(_archive.Entry(f"UCVM/keys/{key.name}", stat.S_IFREG | 0o644, source=key))
     entries.append(_archive.Entry(DOCKER_PRELOAD, stat.S_IFDIR | 0o755))
     entries.append(_archive.Entry(f"{DOCKER_PRELOAD}/{OS_REPO}", stat.S_IFDIR | 0o755))
     entries.extend(_archive.tree_entries(repository, prefix=f"{DOCKER_PRELOAD}/{OS_REPO}"))
     # the key the preloaded copy is "signed" with: /init checks pubkey= against it
-    entries.append(_archive.Entry(f"{DOCKER_PRELOAD}/{OS_REPO}.pub", stat.S_IFREG | 0o644,
-                                  source=FILES / "keys" / f"{OS_REPO}.pub"))
+    entries.append(
+        _archive.Entry(
+            f"{DOCKER_PRELOAD}/{OS_REPO}.pub", stat.S_IFREG | 0o644, source=FILES / "keys" / f"{OS_REPO}.pub"
+        )
+    )
     return entries
 
 
@@ -358,13 +425,17 @@ def _build_base(inputs: Inputs, out: Path, cache: Path, log: Log) -> dict:
     timer.step("kernel package unpacked")
 
     moddir_root = kroot / "usr" if (kroot / "usr/lib/modules").is_dir() else kroot
-    kvers = sorted(p.name for p in (moddir_root / "lib/modules").iterdir()) \
-        if (moddir_root / "lib/modules").is_dir() else []
+    kvers = (
+        sorted(p.name for p in (moddir_root / "lib/modules").iterdir())
+        if (moddir_root / "lib/modules").is_dir()
+        else []
+    )
     if len(kvers) != 1:
         raise ApplianceError(f"{deb.name} holds {len(kvers)} module trees ({kvers}); expected one")
     kver = kvers[0]
-    vmlinuz = next((p for p in [kroot / f"boot/vmlinuz-{kver}",
-                                kroot / f"usr/lib/modules/{kver}/vmlinuz"] if p.is_file()), None)
+    vmlinuz = next(
+        (p for p in [kroot / f"boot/vmlinuz-{kver}", kroot / f"usr/lib/modules/{kver}/vmlinuz"] if p.is_file()), None
+    )
     if vmlinuz is None:
         raise ApplianceError(f"{deb.name} holds no vmlinuz for {kver}")
     _copy(vmlinuz, out / "vmlinuz", 0o644)
@@ -375,8 +446,7 @@ def _build_base(inputs: Inputs, out: Path, cache: Path, log: Log) -> dict:
 
     # --- initramfs (bootloader stage) ---
     initramfs = work / "initramfs"
-    for d in ("bin", "dev", "proc", "sys", "run", "tmp", "mnt/.ro", "mnt/.rw", "newroot",
-              "etc/ucvm", "ucvm"):
+    for d in ("bin", "dev", "proc", "sys", "run", "tmp", "mnt/.ro", "mnt/.rw", "newroot", "etc/ucvm", "ucvm"):
         (initramfs / d).mkdir(parents=True, exist_ok=True)
         os.chmod(initramfs / d, 0o755)
     _copy(FILES / "initramfs/init", initramfs / "init", 0o755)
@@ -395,8 +465,7 @@ def _build_base(inputs: Inputs, out: Path, cache: Path, log: Log) -> dict:
         if d.is_dir():
             os.chmod(d, 0o755)
     (initramfs / "etc/ucvm/modules.order").write_text("\n".join(order_lines) + "\n")
-    lib_dirs = sorted({os.path.dirname(lib) for lib in inputs.libraries
-                       if "/ld-linux" not in lib})
+    lib_dirs = sorted({os.path.dirname(lib) for lib in inputs.libraries if "/ld-linux" not in lib})
     ldso = next(lib for lib in inputs.libraries if "/ld-linux" in lib)
     build_conf = {
         "UCVM_VERSION": VERSION,
@@ -407,8 +476,7 @@ def _build_base(inputs: Inputs, out: Path, cache: Path, log: Log) -> dict:
         "UCVM_LIBPATH": ":".join(f"/mnt/.ro/{OS_PATH}{d}" for d in lib_dirs),
         "UCVM_MKE2FS": "/" + _BINARIES["mke2fs"],
     }
-    (initramfs / "etc/ucvm/build.conf").write_text(
-        "".join(f"{k}={v}\n" for k, v in build_conf.items()))
+    (initramfs / "etc/ucvm/build.conf").write_text("".join(f"{k}={v}\n" for k, v in build_conf.items()))
     (initramfs / "etc/ucvm/version").write_text(VERSION + "\n")
 
     # --- OS repository (squashfs) ---
@@ -420,18 +488,33 @@ def _build_base(inputs: Inputs, out: Path, cache: Path, log: Log) -> dict:
     (repo / ".cvmfs-repository").write_text(OS_REPO + "\n")
     os.chmod(repo, 0o755)
     timer.step("OS tree staged")
-    _run([tools["mksquashfs"], repo, initramfs / "ucvm/os.squashfs", "-noappend",
-          "-comp", "gzip", "-all-root", "-no-xattrs", "-mkfs-time", SOURCE_DATE_EPOCH,
-          "-all-time", SOURCE_DATE_EPOCH, "-quiet", "-no-progress"], "mksquashfs",
-         epoch=False)  # mksquashfs refuses SOURCE_DATE_EPOCH together with -all-time
+    _run(
+        [
+            tools["mksquashfs"],
+            repo,
+            initramfs / "ucvm/os.squashfs",
+            "-noappend",
+            "-comp",
+            "gzip",
+            "-all-root",
+            "-no-xattrs",
+            "-mkfs-time",
+            SOURCE_DATE_EPOCH,
+            "-all-time",
+            SOURCE_DATE_EPOCH,
+            "-quiet",
+            "-no-progress",
+        ],
+        "mksquashfs",
+        epoch=False,
+    )  # mksquashfs refuses SOURCE_DATE_EPOCH together with -all-time
     os.chmod(initramfs / "ucvm/os.squashfs", 0o644)
     timer.step("OS repository squashfs made")
 
     entries = list(_archive.tree_entries(initramfs))
     entries.append(_archive.Entry("dev/console", stat.S_IFCHR | 0o600, rdev=(5, 1)))
     entries.append(_archive.Entry("dev/null", stat.S_IFCHR | 0o666, rdev=(1, 3)))
-    _archive.gzip_file(lambda s: _archive.write_cpio(s, entries, SOURCE_DATE_EPOCH),
-                       out / "initrd-base.img")
+    _archive.gzip_file(lambda s: _archive.write_cpio(s, entries, SOURCE_DATE_EPOCH), out / "initrd-base.img")
     timer.step("base initrd written")
 
     # --- Docker root fs ---
@@ -454,6 +537,7 @@ def _build_base(inputs: Inputs, out: Path, cache: Path, log: Log) -> dict:
 
 # --- one variant ---------------------------------------------------------------
 
+
 def _build_variant(inputs: Inputs, variant: str, base: Path, out: Path, log: Log) -> dict:
     timer = _Timer(log)
     tools = inputs.tools
@@ -463,8 +547,7 @@ def _build_variant(inputs: Inputs, variant: str, base: Path, out: Path, log: Log
     segment = [
         _archive.Entry("etc", stat.S_IFDIR | 0o755),
         _archive.Entry("etc/ucvm", stat.S_IFDIR | 0o755),
-        _archive.Entry("etc/ucvm/variant.conf", stat.S_IFREG | 0o644,
-                       data=variant_conf(variant).encode()),
+        _archive.Entry("etc/ucvm/variant.conf", stat.S_IFREG | 0o644, data=variant_conf(variant).encode()),
     ]
     seg_path = out / "initrd-variant.img"
     _archive.gzip_file(lambda s: _archive.write_cpio(s, segment, SOURCE_DATE_EPOCH), seg_path)
@@ -488,10 +571,32 @@ def _build_variant(inputs: Inputs, variant: str, base: Path, out: Path, log: Log
     for p in [stage, *stage.rglob("*")]:
         os.utime(p, (SOURCE_DATE_EPOCH, SOURCE_DATE_EPOCH), follow_symlinks=False)
     iso = out / f"ucernvm-{variant}.{VERSION}.iso"
-    _run([tools["xorriso"], "-as", "mkisofs", "-quiet", "-o", iso, "-V", ISO_LABEL,
-          "-J", "-r", "-b", "isolinux/isolinux.bin", "-c", "isolinux/boot.cat",
-          "-no-emul-boot", "-boot-load-size", "4", "-boot-info-table",
-          "-isohybrid-mbr", tools["isohdpfx.bin"], stage], "xorriso (ISO image)")
+    _run(
+        [
+            tools["xorriso"],
+            "-as",
+            "mkisofs",
+            "-quiet",
+            "-o",
+            iso,
+            "-V",
+            ISO_LABEL,
+            "-J",
+            "-r",
+            "-b",
+            "isolinux/isolinux.bin",
+            "-c",
+            "isolinux/boot.cat",
+            "-no-emul-boot",
+            "-boot-load-size",
+            "4",
+            "-boot-info-table",
+            "-isohybrid-mbr",
+            tools["isohdpfx.bin"],
+            stage,
+        ],
+        "xorriso (ISO image)",
+    )
     shutil.rmtree(stage)
     timer.step(f"variant {variant}: initrd and ISO written")
     return {
@@ -509,12 +614,12 @@ def _build_variant(inputs: Inputs, variant: str, base: Path, out: Path, log: Log
 
 # --- cache entries -------------------------------------------------------------
 
+
 def _entry_complete(entry: Path, marker: str) -> bool:
     return (entry / marker).is_file()
 
 
-def _build_entry(cache: Path, name: str, marker: str, force: bool, log: Log,
-                 build: Callable[[Path], dict]) -> Path:
+def _build_entry(cache: Path, name: str, marker: str, force: bool, log: Log, build: Callable[[Path], dict]) -> Path:
     """Build ``cache/name`` with ``build(tmpdir)`` unless it exists complete."""
     entry = cache / name
     if not force and _entry_complete(entry, marker):
@@ -573,7 +678,8 @@ def build_entry(variant: str, cache: Path, force: bool, log: Log) -> tuple[Path,
     except OSError as exc:
         raise ApplianceError(
             f"cannot write the appliance cache {cache}: {exc.strerror or exc}; set "
-            "CERNVM_FIXTURES_CACHE to a writable directory") from None
+            "CERNVM_FIXTURES_CACHE to a writable directory"
+        ) from None
     inputs = collect_inputs(cache, log)
     key = inputs.variant_key(variant)
     name = f"{variant}-{key[:16]}"
@@ -584,8 +690,7 @@ def build_entry(variant: str, cache: Path, force: bool, log: Log) -> tuple[Path,
     base_name = f"base-{inputs.base_key[:16]}"
 
     def make_base(tmp: Path) -> dict:
-        log(f"building the appliance base {base_name} "
-            f"(kernel {inputs.kernel.name} {inputs.kernel.version})")
+        log(f"building the appliance base {base_name} (kernel {inputs.kernel.name} {inputs.kernel.version})")
         current = {base_name} | {f"{v}-{inputs.variant_key(v)[:16]}" for v in _VARIANTS}
         prune(cache, current, inputs.kernel.filename, log)
         return _build_base(inputs, tmp, cache, log)

@@ -17,10 +17,10 @@ import re
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 from . import _errors
 
@@ -54,12 +54,34 @@ DATA_FILES: dict[str, tuple[str, str]] = {
 }
 
 # the packages whose versions go into the cache key (tools change output bytes)
-KEY_PACKAGES = ("busybox-static", "dropbear-bin", "e2fsprogs", "util-linux", "xorriso", "sshfs", "libfuse3-3",
-                "squashfs-tools", "kmod", "isolinux", "syslinux-common", "libc6")
+KEY_PACKAGES = (
+    "busybox-static",
+    "dropbear-bin",
+    "e2fsprogs",
+    "util-linux",
+    "xorriso",
+    "sshfs",
+    "libfuse3-3",
+    "squashfs-tools",
+    "kmod",
+    "isolinux",
+    "syslinux-common",
+    "libc6",
+)
 
 #: every Debian package the builder needs on the host (besides dpkg and apt)
-HOST_PACKAGES = ("busybox-static", "dropbear-bin", "sshfs", "xorriso", "isolinux",
-                 "syslinux-common", "squashfs-tools", "kmod", "e2fsprogs", "util-linux")
+HOST_PACKAGES = (
+    "busybox-static",
+    "dropbear-bin",
+    "sshfs",
+    "xorriso",
+    "isolinux",
+    "syslinux-common",
+    "squashfs-tools",
+    "kmod",
+    "e2fsprogs",
+    "util-linux",
+)
 
 # searched after $PATH: sbin directories are often missing from a user's PATH
 EXTRA_TOOL_DIRS: tuple[str, ...] = ("/usr/sbin", "/sbin")
@@ -67,9 +89,13 @@ EXTRA_TOOL_DIRS: tuple[str, ...] = ("/usr/sbin", "/sbin")
 META_PACKAGE = "linux-image-amd64"
 KERNEL_DEB_GLOB = "linux-image-[0-9]*-amd64_*_amd64.deb"
 APT_LISTS = Path("/var/lib/apt/lists")
-APT_STATE_FILES = (Path("/etc/apt/sources.list"), Path("/etc/apt/sources.list.d"),
-                   Path("/etc/apt/preferences"), Path("/etc/apt/preferences.d"),
-                   Path("/var/lib/dpkg/status"))
+APT_STATE_FILES = (
+    Path("/etc/apt/sources.list"),
+    Path("/etc/apt/sources.list.d"),
+    Path("/etc/apt/preferences"),
+    Path("/etc/apt/preferences.d"),
+    Path("/var/lib/dpkg/status"),
+)
 
 Log = Callable[[str], None]
 
@@ -104,7 +130,7 @@ def _is_dynamic_elf(path: Path) -> bool:
         f.seek(phoff)
         table = f.read(phentsize * phnum)
     for i in range(phnum):
-        p_type = int.from_bytes(table[i * phentsize:i * phentsize + 4], order)
+        p_type = int.from_bytes(table[i * phentsize : i * phentsize + 4], order)
         if p_type == 3:  # PT_INTERP
             return True
     return False
@@ -139,18 +165,20 @@ def find_host_tools() -> HostTools:
     if any(pkg in ("dpkg", "apt") for _, pkg in missing):
         raise ApplianceError(
             "the appliance is built from Debian packages and needs a Debian or "
-            "Ubuntu host with dpkg and apt; missing: "
-            + ", ".join(t for t, p in missing if p in ("dpkg", "apt")))
+            "Ubuntu host with dpkg and apt; missing: " + ", ".join(t for t, p in missing if p in ("dpkg", "apt"))
+        )
     if missing:
         raise ApplianceError(
             "cannot build the test appliance, missing host tools: "
             + ", ".join(f"{t} (package {p})" for t, p in missing)
-            + f". Install them with: {install_command(p for _, p in missing)}")
+            + f". Install them with: {install_command(p for _, p in missing)}"
+        )
     if _is_dynamic_elf(Path(tools["busybox"])):
         raise ApplianceError(
             f"{tools['busybox']} is a dynamically linked busybox (package busybox); "
             "the appliance needs the static one. Install it with: "
-            "apt-get install busybox-static")
+            "apt-get install busybox-static"
+        )
     return HostTools(tools, files)
 
 
@@ -188,6 +216,7 @@ def sha256_file(path: str | Path) -> str:
 
 
 # --- the kernel package ------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class KernelPackage:
@@ -241,23 +270,23 @@ def _kernel_from_apt(tools: HostTools) -> KernelPackage | None:
         return None
     dep = None
     for alternative in re.split(r"[,|]", meta.get("Depends", "")):
-        m = re.match(r"\s*(linux-image-\d[^\s(]*-amd64)\s*(?:\(\s*=\s*([^)\s]+)\s*\))?",
-                     alternative)
+        m = re.match(r"\s*(linux-image-\d[^\s(]*-amd64)\s*(?:\(\s*=\s*([^)\s]+)\s*\))?", alternative)
         if m:
             dep = m
             break
     if dep is None:
         raise ApplianceError(
             f"{META_PACKAGE} {meta.get('Version', '?')} depends on no linux-image-*-amd64 "
-            f"package (Depends: {meta.get('Depends', '')!r}); cannot choose a kernel")
+            f"package (Depends: {meta.get('Depends', '')!r}); cannot choose a kernel"
+        )
     name, version = dep.group(1), dep.group(2)
     record = _apt_show(tools, f"{name}={version}" if version else name)
     if not record:
         raise ApplianceError(
             f"{META_PACKAGE} depends on {name} {version or ''} but apt knows no such "
-            "package; run `apt-get update` and try again")
-    filename = record.get("Filename", "").rsplit("/", 1)[-1] or \
-        f"{name}_{record['Version']}_amd64.deb"
+            "package; run `apt-get update` and try again"
+        )
+    filename = record.get("Filename", "").rsplit("/", 1)[-1] or f"{name}_{record['Version']}_amd64.deb"
     return KernelPackage(name, record["Version"], record.get("SHA256", ""), filename, "apt")
 
 
@@ -271,7 +300,7 @@ def _compare_versions(a: str, b: str) -> int:
 def _kernel_from_cache(tools: HostTools, downloads: Path) -> KernelPackage | None:
     debs = []
     for deb in downloads.glob(KERNEL_DEB_GLOB):
-        name, version, _arch = deb.name[:-len(".deb")].split("_")
+        name, version, _arch = deb.name[: -len(".deb")].split("_")
         debs.append((name, version.replace("%3a", ":"), deb))
     if not debs:
         return None
@@ -305,13 +334,13 @@ def resolve_kernel(tools: HostTools, cache: Path, log: Log) -> KernelPackage:
         return kernel
     kernel = _kernel_from_cache(tools, cache / "downloads")
     if kernel is not None:
-        log(f"apt knows no {META_PACKAGE}; using the kernel package already in the "
-            f"cache: {kernel.filename}")
+        log(f"apt knows no {META_PACKAGE}; using the kernel package already in the cache: {kernel.filename}")
         return kernel
     raise ApplianceError(
         f"cannot find the Debian kernel package: apt knows no {META_PACKAGE} (the "
         "package lists are missing or stale) and the appliance cache holds no kernel "
-        "package. Run `apt-get update` (as root) and try again.")
+        "package. Run `apt-get update` (as root) and try again."
+    )
 
 
 @contextmanager
@@ -343,8 +372,7 @@ def ensure_kernel_deb(tools: HostTools, kernel: KernelPackage, cache: Path, log:
             target.unlink()
         log(f"downloading {kernel.name} {kernel.version} with apt-get download")
         with tempfile.TemporaryDirectory(prefix=".download-", dir=downloads) as tmp:
-            proc = _run([tools["apt-get"], "download", f"{kernel.name}={kernel.version}"],
-                        cwd=tmp)
+            proc = _run([tools["apt-get"], "download", f"{kernel.name}={kernel.version}"], cwd=tmp)
             debs = list(Path(tmp).glob("*.deb"))
             if proc.returncode != 0 or len(debs) != 1:
                 detail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
@@ -352,10 +380,12 @@ def ensure_kernel_deb(tools: HostTools, kernel: KernelPackage, cache: Path, log:
                     f"cannot download the kernel package {kernel.name} {kernel.version}: "
                     + " / ".join(detail)
                     + ". Run `apt-get update` (Debian's mirror keeps only recent kernel "
-                    "ABIs) and check that the Debian mirror is reachable.")
+                    "ABIs) and check that the Debian mirror is reachable."
+                )
             if kernel.sha256 and sha256_file(debs[0]) != kernel.sha256:
                 raise ApplianceError(
                     f"the downloaded {debs[0].name} does not match apt's SHA256 checksum; "
-                    "run `apt-get update` and try again")
+                    "run `apt-get update` and try again"
+                )
             os.replace(debs[0], target)
     return target

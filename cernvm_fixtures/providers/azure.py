@@ -60,7 +60,14 @@ BLOB_RUN, BLOB_MACHINE = "cernvm_fixtures_run", "cernvm_fixtures_machine"
 """Blob metadata names carrying the ledger entry (metadata names must be identifiers)."""
 
 CREATION_ORDER: tuple[str, ...] = (
-    "resource-group", "blob", "image", "virtual-network", "security-group", "public-ip", "network-interface", "disk",
+    "resource-group",
+    "blob",
+    "image",
+    "virtual-network",
+    "security-group",
+    "public-ip",
+    "network-interface",
+    "disk",
     "vm",
 )
 """Resource kinds in the order they depend on each other; teardown goes the other way."""
@@ -75,14 +82,60 @@ ARM_TYPE = {
     "virtual-network": "Microsoft.Network/virtualNetworks",
 }
 KIND_OF_TYPE = {v.lower(): k for k, v in ARM_TYPE.items()}
-SUFFIX = {"resource-group": "rg", "image": "image", "virtual-network": "vnet", "security-group": "nsg",
-          "public-ip": "ip", "network-interface": "nic", "disk": "osdisk", "vm": ""}
-BUSY_CODES = {"InUseNetworkSecurityGroupCannotBeDeleted", "InUseSubnetCannotBeDeleted", "NicInUse",
-              "PublicIPAddressCannotBeDeleted", "OperationNotAllowed", "AnotherOperationInProgress",
-              "RetryableError", "InUseNicCannotBeDeleted"}
-RESERVED_USERS = {"administrator", "admin", "user", "user1", "test", "user2", "test1", "user3", "admin1", "1", "123",
-                  "a", "actuser", "adm", "admin2", "aspnet", "backup", "console", "david", "guest", "john", "owner",
-                  "root", "server", "sql", "support", "support_388945a0", "sys", "test2", "test3", "user4", "user5"}
+SUFFIX = {
+    "resource-group": "rg",
+    "image": "image",
+    "virtual-network": "vnet",
+    "security-group": "nsg",
+    "public-ip": "ip",
+    "network-interface": "nic",
+    "disk": "osdisk",
+    "vm": "",
+}
+BUSY_CODES = {
+    "InUseNetworkSecurityGroupCannotBeDeleted",
+    "InUseSubnetCannotBeDeleted",
+    "NicInUse",
+    "PublicIPAddressCannotBeDeleted",
+    "OperationNotAllowed",
+    "AnotherOperationInProgress",
+    "RetryableError",
+    "InUseNicCannotBeDeleted",
+}
+RESERVED_USERS = {
+    "administrator",
+    "admin",
+    "user",
+    "user1",
+    "test",
+    "user2",
+    "test1",
+    "user3",
+    "admin1",
+    "1",
+    "123",
+    "a",
+    "actuser",
+    "adm",
+    "admin2",
+    "aspnet",
+    "backup",
+    "console",
+    "david",
+    "guest",
+    "john",
+    "owner",
+    "root",
+    "server",
+    "sql",
+    "support",
+    "support_388945a0",
+    "sys",
+    "test2",
+    "test3",
+    "user4",
+    "user5",
+}
 """Admin user names Azure refuses for Linux VMs."""
 CUSTOM_DATA_LIMIT = 64 * 1024
 """Bytes of custom data Azure accepts (before base64)."""
@@ -92,8 +145,11 @@ CHUNK = 4 * 1024 * 1024
 """Largest page range one Put Page call may write."""
 BUSY_TIMEOUT = 600.0
 """How long teardown retries a delete Azure refuses because something still uses the resource."""
-IMAGE_ID = re.compile(r"^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.Compute/"
-                      r"(images|galleries/[^/]+/images/[^/]+(/versions/[^/]+)?)(/[^/]+)?$", re.I)
+IMAGE_ID = re.compile(
+    r"^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.Compute/"
+    r"(images|galleries/[^/]+/images/[^/]+(/versions/[^/]+)?)(/[^/]+)?$",
+    re.I,
+)
 
 
 # --- the SDK, lazily ------------------------------------------------------------------------------
@@ -140,8 +196,11 @@ def _client(kind: str, subscription: str, endpoint: str | None, instance_discove
     from azure.mgmt.network import NetworkManagementClient
     from azure.mgmt.resource.resources import ResourceManagementClient
 
-    cls = {"compute": ComputeManagementClient, "network": NetworkManagementClient,
-           "resource": ResourceManagementClient}[kind]
+    cls = {
+        "compute": ComputeManagementClient,
+        "network": NetworkManagementClient,
+        "resource": ResourceManagementClient,
+    }[kind]
     extra: dict[str, Any] = {"polling_interval": poll}
     if endpoint:
         extra.update(base_url=endpoint, credential_scopes=["https://management.azure.com/.default"])
@@ -150,8 +209,13 @@ def _client(kind: str, subscription: str, endpoint: str | None, instance_discove
 
 def client(kind: str, data: dict[str, Any]) -> Any:
     """A management client for a ledger entry's (or the options') subscription and endpoint."""
-    return _client(kind, data["subscription"], data.get("endpoint"), data.get("instance_discovery", True),
-                   float(data.get("poll_interval", 5.0)))
+    return _client(
+        kind,
+        data["subscription"],
+        data.get("endpoint"),
+        data.get("instance_discovery", True),
+        float(data.get("poll_interval", 5.0)),
+    )
 
 
 def error_code(error: Exception) -> str:
@@ -255,8 +319,10 @@ class AzureOptions(ProviderOptions):
     @classmethod
     def _admin(cls, value: str) -> str:
         if value.lower() in RESERVED_USERS or not re.match(r"^[a-z_][a-z0-9_-]{0,31}$", value):
-            raise ValueError("a Linux user name of 1-32 lowercase letters, digits, _ and - that Azure does not "
-                             "reserve (root, admin, administrator, ... are refused)")
+            raise ValueError(
+                "a Linux user name of 1-32 lowercase letters, digits, _ and - that Azure does not "
+                "reserve (root, admin, administrator, ... are refused)"
+            )
         return value
 
     @field_validator("endpoint", "blob_endpoint")
@@ -302,9 +368,17 @@ def tag_dict(resource: Resource, extra: dict[str, str] | None = None) -> dict[st
     """The tags of one resource: user tags, then cernvm-fixtures' own (which always win)."""
     owner = resource.owner
     tags = dict(extra or {})
-    tags.update({RUN_TAG: resource.run, MACHINE_TAG: resource.name, TARGET_TAG: resource.target,
-                 KIND_TAG: resource.kind, OWNER_TAG: f"{owner.host}/{owner.pid}/{owner.start or '-'}",
-                 CREATED_TAG: f"{resource.created:.6f}", EXPIRES_TAG: iso(resource.expires)})
+    tags.update(
+        {
+            RUN_TAG: resource.run,
+            MACHINE_TAG: resource.name,
+            TARGET_TAG: resource.target,
+            KIND_TAG: resource.kind,
+            OWNER_TAG: f"{owner.host}/{owner.pid}/{owner.start or '-'}",
+            CREATED_TAG: f"{resource.created:.6f}",
+            EXPIRES_TAG: iso(resource.expires),
+        }
+    )
     if owner.machine:
         tags[OWNER_MACHINE_TAG] = owner.machine
     if resource.kept:
@@ -319,8 +393,12 @@ def resource_from_tags(kind: str, tags: dict[str, str], data: dict[str, Any]) ->
         return None
     host, _, rest = tags.get(OWNER_TAG, "").partition("/")
     pid, _, start = rest.partition("/")
-    owner = Owner(host or "unknown", int(pid) if pid.isdigit() else 0, None if start in ("", "-") else start,
-                  tags.get(OWNER_MACHINE_TAG))
+    owner = Owner(
+        host or "unknown",
+        int(pid) if pid.isdigit() else 0,
+        None if start in ("", "-") else start,
+        tags.get(OWNER_MACHINE_TAG),
+    )
     try:
         created = float(tags.get(CREATED_TAG, ""))
     except ValueError:
@@ -330,8 +408,18 @@ def resource_from_tags(kind: str, tags: dict[str, str], data: dict[str, Any]) ->
     except ValueError:
         expires = created + DEFAULT_LIFETIME if created else 1.0
     created -= (len(CREATION_ORDER) - RANK.get(kind, 0)) * 1e-4
-    return Resource(provider="azure", kind=kind, name=machine, run=run, target=tags.get(TARGET_TAG, ""), data=data,
-                    owner=owner, created=created, expires=expires, kept=tags.get(KEPT_TAG) == "true")
+    return Resource(
+        provider="azure",
+        kind=kind,
+        name=machine,
+        run=run,
+        target=tags.get(TARGET_TAG, ""),
+        data=data,
+        owner=owner,
+        created=created,
+        expires=expires,
+        kept=tags.get(KEPT_TAG) == "true",
+    )
 
 
 def teardown_order(resources: list[Resource]) -> list[Resource]:
@@ -357,17 +445,23 @@ def check_vhd(path: Path, where: str) -> int:
         f.seek(size - VHD_FOOTER)
         footer = f.read(VHD_FOOTER)
     if footer[:8] != b"conectix":
-        raise ConfigError(f"{where}: {path} has no VHD footer ('conectix' in its last 512 bytes); convert it with "
-                          "qemu-img convert -f raw -O vpc -o subformat=fixed,force_size")
+        raise ConfigError(
+            f"{where}: {path} has no VHD footer ('conectix' in its last 512 bytes); convert it with "
+            "qemu-img convert -f raw -O vpc -o subformat=fixed,force_size"
+        )
     disk_type = int.from_bytes(footer[60:64], "big")
     if disk_type != 2:
-        raise ConfigError(f"{where}: {path} is a {'dynamic' if disk_type == 3 else f'type {disk_type}'} VHD; Azure "
-                          "takes fixed-size VHDs only (qemu-img convert -O vpc -o subformat=fixed,force_size)")
+        raise ConfigError(
+            f"{where}: {path} is a {'dynamic' if disk_type == 3 else f'type {disk_type}'} VHD; Azure "
+            "takes fixed-size VHDs only (qemu-img convert -O vpc -o subformat=fixed,force_size)"
+        )
     virtual = int.from_bytes(footer[48:56], "big")
     if virtual != size - VHD_FOOTER or virtual % (1024 * 1024):
-        raise ConfigError(f"{where}: {path}: virtual size {virtual} bytes is not a whole number of MiB matching the "
-                          f"file ({size - VHD_FOOTER} bytes of data); Azure requires that (qemu-img resize, then "
-                          "convert with force_size)")
+        raise ConfigError(
+            f"{where}: {path}: virtual size {virtual} bytes is not a whole number of MiB matching the "
+            f"file ({size - VHD_FOOTER} bytes of data); Azure requires that (qemu-img resize, then "
+            "convert with force_size)"
+        )
     return size
 
 
@@ -378,7 +472,7 @@ def pages(path: Path) -> Any:
         while chunk := f.read(CHUNK):
             start = None
             for i in range(0, len(chunk), PAGE):
-                empty = not chunk[i:i + PAGE].strip(b"\0")
+                empty = not chunk[i : i + PAGE].strip(b"\0")
                 if not empty and start is None:
                     start = i
                 elif empty and start is not None:
@@ -403,16 +497,21 @@ class AzureProvider(Provider):
     def subscription(self) -> str:
         found = self.options.subscription or os.environ.get("AZURE_SUBSCRIPTION_ID")
         if not found:
-            raise ConfigError(f"{self.target.where('subscription')}: not set, and AZURE_SUBSCRIPTION_ID is not in "
-                              "the environment")
+            raise ConfigError(
+                f"{self.target.where('subscription')}: not set, and AZURE_SUBSCRIPTION_ID is not in the environment"
+            )
         return found
 
     @property
     def data(self) -> dict[str, Any]:
         """What every ledger entry carries to reach Azure again without the config."""
         o = self.options
-        return {"subscription": self.subscription, "endpoint": o.endpoint, "instance_discovery": o.instance_discovery,
-                "poll_interval": o.poll_interval}
+        return {
+            "subscription": self.subscription,
+            "endpoint": o.endpoint,
+            "instance_discovery": o.instance_discovery,
+            "poll_interval": o.poll_interval,
+        }
 
     def client(self, kind: str) -> Any:
         return client(kind, self.data)
@@ -422,8 +521,10 @@ class AzureProvider(Provider):
 
     def arm_id(self, machine: Machine, kind: str) -> str:
         name = machine.name + (f"-{SUFFIX[kind]}" if SUFFIX[kind] else "")
-        return f"/subscriptions/{self.subscription}/resourceGroups/{self.group_name(machine)}/providers/" \
-               f"{ARM_TYPE[kind]}/{name}"
+        return (
+            f"/subscriptions/{self.subscription}/resourceGroups/{self.group_name(machine)}/providers/"
+            f"{ARM_TYPE[kind]}/{name}"
+        )
 
     def machine(self, name: str) -> AzureMachine:
         return AzureMachine(self, name)
@@ -450,15 +551,20 @@ class AzureProvider(Provider):
             raise ProviderError(
                 f"{self.target.where()}: azure-identity's DefaultAzureCredential found no usable credentials "
                 f"({first}); log in with 'az login' or set AZURE_TENANT_ID/AZURE_CLIENT_ID/AZURE_CLIENT_SECRET; "
-                "cernvm-fixtures never reads them from its own config") from None
+                "cernvm-fixtures never reads them from its own config"
+            ) from None
 
     def check_size(self) -> None:
-        skus = call("list VM sizes", lambda: list(self.client("compute").resource_skus.list(
-            filter=f"location eq '{self.options.location}'")))
+        skus = call(
+            "list VM sizes",
+            lambda: list(self.client("compute").resource_skus.list(filter=f"location eq '{self.options.location}'")),
+        )
         names = {s.name for s in skus if s.resource_type == "virtualMachines" and not s.restrictions}
         if names and self.options.vm_size not in names:
-            raise ConfigError(f"{self.target.where('vm_size')}: {self.options.vm_size!r} is not offered in "
-                              f"{self.options.location} (available: {', '.join(sorted(names))})")
+            raise ConfigError(
+                f"{self.target.where('vm_size')}: {self.options.vm_size!r} is not offered in "
+                f"{self.options.location} (available: {', '.join(sorted(names))})"
+            )
 
     def image_source(self) -> tuple[str, str | Path]:
         image = self.target.image
@@ -466,8 +572,11 @@ class AzureProvider(Provider):
             return "id", image
         if image.lower().startswith("/subscriptions/"):
             raise ConfigError(f"{self.target.where('image')}: {image!r} is not a managed image or gallery image id")
-        path = self.target.image_file(".vhd", "an image id (/subscriptions/.../images/...) or uploads a fixed-size "
-                                               "VHD (ucernvm-<branch>.<V>-<R>.cernvm.x86_64.vhd)")
+        path = self.target.image_file(
+            ".vhd",
+            "an image id (/subscriptions/.../images/...) or uploads a fixed-size "
+            "VHD (ucernvm-<branch>.<V>-<R>.cernvm.x86_64.vhd)",
+        )
         check_vhd(path, self.target.where("image"))
         if not self.options.storage_account and not self.options.blob_endpoint:
             raise ConfigError(f"{self.target.where('storage_account')}: required to upload {path.name}")
@@ -481,8 +590,9 @@ class AzureProvider(Provider):
         source, image = self.image_source()
         custom_data = context.render()
         if len(custom_data) > CUSTOM_DATA_LIMIT:
-            raise ProviderError(f"{machine.name}: custom data is {len(custom_data)} bytes; Azure accepts "
-                                f"{CUSTOM_DATA_LIMIT}")
+            raise ProviderError(
+                f"{machine.name}: custom data is {len(custom_data)} bytes; Azure accepts {CUSTOM_DATA_LIMIT}"
+            )
         self.check_credentials()
         self.check_size()
         resource_client = self.client("resource")
@@ -492,8 +602,12 @@ class AzureProvider(Provider):
                 raise ConfigError(f"{self.target.where('resource_group')}: resource group {group!r} does not exist")
         else:
             rg = self._record(machine, "resource-group", group=group)
-            call(f"create resource group {group}", resource_client.resource_groups.create_or_update, group,
-                 {"location": o.location, "tags": self.tags(rg)})
+            call(
+                f"create resource group {group}",
+                resource_client.resource_groups.create_or_update,
+                group,
+                {"location": o.location, "tags": self.tags(rg)},
+            )
             self.created(rg, id=f"/subscriptions/{self.subscription}/resourceGroups/{group}")
         image_id = str(image) if source == "id" else self._upload_image(machine, Path(image))
         subnet_id = o.subnet_id or self._create_network(machine)
@@ -529,12 +643,21 @@ class AzureProvider(Provider):
 
         image = self._record(machine, "image", id=self.arm_id(machine, "image"))
         group, name = split_id(image.data["id"])
-        body = models.Image(location=o.location, tags=self.tags(image), properties=models.ImageProperties(
-            hyper_v_generation="V1",
-            storage_profile=models.ImageStorageProfile(os_disk=models.ImageOSDisk(
-                os_type="Linux", os_state="Generalized", blob_uri=blob.data["url"], caching="ReadWrite"))))
-        poller = self._begin(image, f"create image {name}", self.client("compute").images.begin_create_or_update,
-                             group, name, body)
+        body = models.Image(
+            location=o.location,
+            tags=self.tags(image),
+            properties=models.ImageProperties(
+                hyper_v_generation="V1",
+                storage_profile=models.ImageStorageProfile(
+                    os_disk=models.ImageOSDisk(
+                        os_type="Linux", os_state="Generalized", blob_uri=blob.data["url"], caching="ReadWrite"
+                    )
+                ),
+            ),
+        )
+        poller = self._begin(
+            image, f"create image {name}", self.client("compute").images.begin_create_or_update, group, name, body
+        )
         call(f"create image {name}", poller.result)
         return image.data["id"]
 
@@ -549,10 +672,12 @@ class AzureProvider(Provider):
         subnet_cidr = str(next(ipaddress.IPv4Network(o.vnet_cidr).subnets(new_prefix=prefix)))
         subnet = models.Subnet(name="default", properties=models.SubnetPropertiesFormat(address_prefix=subnet_cidr))
         properties = models.VirtualNetworkPropertiesFormat(
-            address_space=models.AddressSpace(address_prefixes=[o.vnet_cidr]), subnets=[subnet])
+            address_space=models.AddressSpace(address_prefixes=[o.vnet_cidr]), subnets=[subnet]
+        )
         body = models.VirtualNetwork(location=o.location, tags=self.tags(vnet), properties=properties)
-        poller = self._begin(vnet, f"create virtual network {name}", network.virtual_networks.begin_create_or_update,
-                             group, name, body)
+        poller = self._begin(
+            vnet, f"create virtual network {name}", network.virtual_networks.begin_create_or_update, group, name, body
+        )
         call(f"create virtual network {name}", poller.result)
         return f"{vnet.data['id']}/subnets/default"
 
@@ -563,40 +688,71 @@ class AzureProvider(Provider):
         network = self.client("network")
         nsg = self._record(machine, "security-group", id=self.arm_id(machine, "security-group"))
         group, name = split_id(nsg.data["id"])
-        rule = models.SecurityRule(name="ssh-from-runner", properties=models.SecurityRulePropertiesFormat(
-            description="cernvm-fixtures: SSH from the test runner", protocol="Tcp", source_port_range="*",
-            destination_port_range="22", source_address_prefix=o.ssh_cidr, destination_address_prefix="*",
-            access="Allow", priority=1000, direction="Inbound"))
+        rule = models.SecurityRule(
+            name="ssh-from-runner",
+            properties=models.SecurityRulePropertiesFormat(
+                description="cernvm-fixtures: SSH from the test runner",
+                protocol="Tcp",
+                source_port_range="*",
+                destination_port_range="22",
+                source_address_prefix=o.ssh_cidr,
+                destination_address_prefix="*",
+                access="Allow",
+                priority=1000,
+                direction="Inbound",
+            ),
+        )
         properties = models.NetworkSecurityGroupPropertiesFormat(security_rules=[rule])
         body = models.NetworkSecurityGroup(location=o.location, tags=self.tags(nsg), properties=properties)
-        poller = self._begin(nsg, f"create network security group {name}",
-                             network.network_security_groups.begin_create_or_update, group, name, body)
+        poller = self._begin(
+            nsg,
+            f"create network security group {name}",
+            network.network_security_groups.begin_create_or_update,
+            group,
+            name,
+            body,
+        )
         call(f"create network security group {name}", poller.result)
 
         public = None
         if o.address == "public":
             ip = self._record(machine, "public-ip", id=self.arm_id(machine, "public-ip"))
             group, name = split_id(ip.data["id"])
-            body = models.PublicIPAddress(location=o.location, tags=self.tags(ip),
-                                          sku=models.PublicIPAddressSku(name="Standard"),
-                                          properties=models.PublicIPAddressPropertiesFormat(
-                                              public_ip_allocation_method="Static"))
-            poller = self._begin(ip, f"create public IP {name}", network.public_ip_addresses.begin_create_or_update,
-                                 group, name, body)
+            body = models.PublicIPAddress(
+                location=o.location,
+                tags=self.tags(ip),
+                sku=models.PublicIPAddressSku(name="Standard"),
+                properties=models.PublicIPAddressPropertiesFormat(public_ip_allocation_method="Static"),
+            )
+            poller = self._begin(
+                ip, f"create public IP {name}", network.public_ip_addresses.begin_create_or_update, group, name, body
+            )
             call(f"create public IP {name}", poller.result)
             public = models.PublicIPAddress(id=ip.data["id"])
 
         nic = self._record(machine, "network-interface", id=self.arm_id(machine, "network-interface"))
         group, name = split_id(nic.data["id"])
         config = models.NetworkInterfaceIPConfiguration(
-            name="ipconfig1", properties=models.NetworkInterfaceIPConfigurationPropertiesFormat(
-                subnet=models.Subnet(id=subnet_id), public_ip_address=public, primary=True))
-        body = models.NetworkInterface(location=o.location, tags=self.tags(nic),
-                                       properties=models.NetworkInterfacePropertiesFormat(
-                                           ip_configurations=[config],
-                                           network_security_group=models.NetworkSecurityGroup(id=nsg.data["id"])))
-        poller = self._begin(nic, f"create network interface {name}",
-                             network.network_interfaces.begin_create_or_update, group, name, body)
+            name="ipconfig1",
+            properties=models.NetworkInterfaceIPConfigurationPropertiesFormat(
+                subnet=models.Subnet(id=subnet_id), public_ip_address=public, primary=True
+            ),
+        )
+        body = models.NetworkInterface(
+            location=o.location,
+            tags=self.tags(nic),
+            properties=models.NetworkInterfacePropertiesFormat(
+                ip_configurations=[config], network_security_group=models.NetworkSecurityGroup(id=nsg.data["id"])
+            ),
+        )
+        poller = self._begin(
+            nic,
+            f"create network interface {name}",
+            network.network_interfaces.begin_create_or_update,
+            group,
+            name,
+            body,
+        )
         call(f"create network interface {name}", poller.result)
         return nic.data["id"]
 
@@ -612,21 +768,36 @@ class AzureProvider(Provider):
             hardware_profile=models.HardwareProfile(vm_size=o.vm_size),
             storage_profile=models.StorageProfile(
                 image_reference=models.ImageReference(id=image_id),
-                os_disk=models.OSDisk(name=split_id(disk.data["id"])[1], create_option="FromImage",
-                                      delete_option="Delete", caching="ReadWrite",
-                                      managed_disk=models.ManagedDiskParameters(storage_account_type="Standard_LRS"))),
+                os_disk=models.OSDisk(
+                    name=split_id(disk.data["id"])[1],
+                    create_option="FromImage",
+                    delete_option="Delete",
+                    caching="ReadWrite",
+                    managed_disk=models.ManagedDiskParameters(storage_account_type="Standard_LRS"),
+                ),
+            ),
             os_profile=models.OSProfile(
-                computer_name=name[:64], admin_username=o.admin_user,
+                computer_name=name[:64],
+                admin_username=o.admin_user,
                 custom_data=base64.b64encode(custom_data).decode(),
-                linux_configuration=models.LinuxConfiguration(disable_password_authentication=True,
-                                                              ssh=models.SshConfiguration(public_keys=[key]))),
-            network_profile=models.NetworkProfile(network_interfaces=[models.NetworkInterfaceReference(
-                id=nic_id, properties=models.NetworkInterfaceReferenceProperties(primary=True))]),
-            diagnostics_profile=models.DiagnosticsProfile(boot_diagnostics=models.BootDiagnostics(enabled=True)))
+                linux_configuration=models.LinuxConfiguration(
+                    disable_password_authentication=True, ssh=models.SshConfiguration(public_keys=[key])
+                ),
+            ),
+            network_profile=models.NetworkProfile(
+                network_interfaces=[
+                    models.NetworkInterfaceReference(
+                        id=nic_id, properties=models.NetworkInterfaceReferenceProperties(primary=True)
+                    )
+                ]
+            ),
+            diagnostics_profile=models.DiagnosticsProfile(boot_diagnostics=models.BootDiagnostics(enabled=True)),
+        )
         body = models.VirtualMachine(location=o.location, tags=self.tags(vm), properties=properties)
         compute = self.client("compute")
-        machine.poller = self._begin(vm, f"create VM {name}", compute.virtual_machines.begin_create_or_update,
-                                     group, name, body)
+        machine.poller = self._begin(
+            vm, f"create VM {name}", compute.virtual_machines.begin_create_or_update, group, name, body
+        )
         log.info("%s: creating VM %s (%s) in %s", machine.name, name, o.vm_size, o.location)
 
     # -- teardown
@@ -640,8 +811,9 @@ class AzureProvider(Provider):
             raise ProviderError(f"{resource.name}: ledger entry for {resource.kind} has no subscription or id")
         if resource.kind == "resource-group":
             group = data.get("group") or split_id(data["id"] + "/x")[0]
-            return delete_until_free(f"delete resource group {group}",
-                                     client("resource", data).resource_groups.begin_delete, group)
+            return delete_until_free(
+                f"delete resource group {group}", client("resource", data).resource_groups.begin_delete, group
+            )
         group, name = split_id(data["id"])
         compute, network = client("compute", data), client("network", data)
         begin = {
@@ -663,10 +835,16 @@ class AzureProvider(Provider):
         options: AzureOptions = target.options
         subscription = options.subscription or os.environ.get("AZURE_SUBSCRIPTION_ID")
         if not subscription:
-            raise ConfigError(f"{target.origin}: targets.{target.name}.subscription: not set, and "
-                              "AZURE_SUBSCRIPTION_ID is not in the environment")
-        data = {"subscription": subscription, "endpoint": options.endpoint,
-                "instance_discovery": options.instance_discovery, "poll_interval": options.poll_interval}
+            raise ConfigError(
+                f"{target.origin}: targets.{target.name}.subscription: not set, and "
+                "AZURE_SUBSCRIPTION_ID is not in the environment"
+            )
+        data = {
+            "subscription": subscription,
+            "endpoint": options.endpoint,
+            "instance_discovery": options.instance_discovery,
+            "poll_interval": options.poll_interval,
+        }
         resources = client("resource", data)
         found = []
         ours = f"tagName eq '{RUN_TAG}'"
@@ -707,8 +885,9 @@ class AzureMachine(Machine):
         self.options: AzureOptions = provider.options
         self.slowdown = self.options.slowdown
         self.poller: Any = None
-        self.traits.update(kind="vm", vm_size=self.options.vm_size, location=self.options.location,
-                           address=self.options.address)
+        self.traits.update(
+            kind="vm", vm_size=self.options.vm_size, location=self.options.location, address=self.options.address
+        )
         self._console = ""
         self._endpoint: tuple[str, int] | None = None
         self._jumps: list[Any] = []
@@ -748,8 +927,15 @@ class AzureMachine(Machine):
         host, port = self.provider.run.endpoint(self, self.platform_address(), 22)
         self._endpoint = (host, port)
         factory = functools.partial(self._jump_channel, host, port) if self.options.jump_host else None
-        return SSHTransport(host, port, self.options.user, self.provider.run.key_file, self.host_keys,
-                            connect_timeout=self.options.connect_timeout, sock_factory=factory)
+        return SSHTransport(
+            host,
+            port,
+            self.options.user,
+            self.provider.run.key_file,
+            self.host_keys,
+            connect_timeout=self.options.connect_timeout,
+            sock_factory=factory,
+        )
 
     def _jump_channel(self, host: str, port: int) -> Any:
         """A direct-tcpip channel from the jump host to the VM's SSH port."""
@@ -764,19 +950,26 @@ class AzureMachine(Machine):
         jump.set_missing_host_key_policy(paramiko.RejectPolicy())
         key = self.options.jump_key
         try:
-            jump.connect(match["host"].strip("[]"), int(match["port"] or 22),
-                         username=match["user"] or self.options.user,
-                         key_filename=str(Path(key).expanduser()) if key else None, look_for_keys=key is None,
-                         allow_agent=key is None, timeout=self.options.connect_timeout)
+            jump.connect(
+                match["host"].strip("[]"),
+                int(match["port"] or 22),
+                username=match["user"] or self.options.user,
+                key_filename=str(Path(key).expanduser()) if key else None,
+                look_for_keys=key is None,
+                allow_agent=key is None,
+                timeout=self.options.connect_timeout,
+            )
         except paramiko.SSHException as e:
             jump.close()
             raise ProviderError(
-                f"{self.name}: jump host {self.options.jump_host}: {e} (its key must be in {known})") from None
+                f"{self.name}: jump host {self.options.jump_host}: {e} (its key must be in {known})"
+            ) from None
         self._jumps.append(jump)
         transport = jump.get_transport()
         assert transport is not None
-        return transport.open_channel("direct-tcpip", (host, port), ("127.0.0.1", 0),
-                                      timeout=self.options.connect_timeout)
+        return transport.open_channel(
+            "direct-tcpip", (host, port), ("127.0.0.1", 0), timeout=self.options.connect_timeout
+        )
 
     def console_log(self) -> str:
         """The serial log from boot diagnostics (kept after the VM is gone)."""
@@ -795,8 +988,9 @@ class AzureMachine(Machine):
         return self._console
 
     def login_command(self) -> Login:
-        return remote_login(self, lambda: self._endpoint or (self.platform_address(), 22), self.options,
-                            self.poller is not None)
+        return remote_login(
+            self, lambda: self._endpoint or (self.platform_address(), 22), self.options, self.poller is not None
+        )
 
     def destroy(self) -> None:
         """Destroy in dependency order (VM first, resource group last), whatever order things were recorded in."""

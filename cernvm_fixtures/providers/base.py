@@ -12,8 +12,8 @@ import re
 import socket
 import time
 from abc import ABC, abstractmethod
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict
@@ -25,6 +25,7 @@ from ..transport.base import Login
 if TYPE_CHECKING:
     from ..config import Target
     from ..context import Context
+    from ..profile import Profile
     from ..doctor import Check
     from ..run import Run
     from ..transport.base import Transport
@@ -98,13 +99,19 @@ class Provider(ABC, Generic[OptionsT, MachineT]):
         return []
 
     @classmethod
+    def check_profile(cls, target: Target, profile: Profile) -> None:
+        """Refuse (ConfigError) a profile this target's options cannot boot, before anything is created."""
+
+    @classmethod
     def checks(cls, target: Target) -> list[Check]:
         """This host's prerequisites for ``target`` (``cernvm-fixtures doctor``); cheap, and never changes the host."""
         return []
 
     def record(self, machine: Machine, kind: str, name: str, **data: Any) -> Resource:
         """Write a ledger entry for something about to be created and attach it to the machine."""
-        resource = Resource(provider=self.name, kind=kind, name=name, run=self.run.id, target=self.target.name, data=data)
+        resource = Resource(
+            provider=self.name, kind=kind, name=name, run=self.run.id, target=self.target.name, data=data
+        )
         self.run.ledger.record(resource)
         machine.resources.append(resource)
         return resource
@@ -223,7 +230,10 @@ def remote_login(machine: Machine, address: Callable[[], tuple[str, int]], optio
         jump = f"{user or options.user}@{jhost}:{jport}"
     jump_key, jump_known = getattr(options, "jump_key", None), getattr(options, "jump_known_hosts", None)
     return ssh_login(
-        options.user, host, port, machine.provider.run.key_file,
+        options.user,
+        host,
+        port,
+        machine.provider.run.key_file,
         (machine.host_keys() if announced else None) or [],
         machine.provider.run.machine_dir(machine.name),
         jump_host=jump,

@@ -39,6 +39,7 @@ import logging
 import lzma
 import os
 import re
+import shutil
 import signal
 import tarfile
 import threading
@@ -61,8 +62,17 @@ from ..ledger import Resource
 from ..transport.base import Login
 from ..transport.docker import DockerTransport
 from .base import Machine, Provider, ProviderOptions
-from .kit import FIELD_PREFIX, ClientCache, decode_fields, encode_fields, field, machine_directory, remove_machine_directory
-from .kit import interruptible, wait_until
+from .kit import (
+    FIELD_PREFIX,
+    ClientCache,
+    decode_fields,
+    encode_fields,
+    field,
+    interruptible,
+    machine_directory,
+    remove_machine_directory,
+    wait_until,
+)
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +138,9 @@ def parrot_repo_env(value: str) -> tuple[str, dict[str, Path]]:
                     )
                 other = keys.get(host.name)
                 if other is not None and other.resolve() != host.resolve():
-                    raise ValueError(f"key files with distinct names, but {other} and {host} are both {host.name!r} in {KEYS_DIR}")
+                    raise ValueError(
+                        f"key files with distinct names, but {other} and {host} are both {host.name!r} in {KEYS_DIR}"
+                    )
                 keys[host.name] = host
                 paths.append(f"{KEYS_DIR}/{host.name}")
             rewritten.append("pubkey=" + ":".join(paths))
@@ -165,7 +177,9 @@ class DockerOptions(ProviderOptions):
         mode = info.data.get("mode")
         parrot_only = sorted(k for k in env if k.startswith("PARROT_"))
         if mode == "bindmount" and parrot_only:
-            raise ValueError(f"no {', '.join(parrot_only)} in mode 'bindmount' (there is no parrot); use mode = 'parrot'")
+            raise ValueError(
+                f"no {', '.join(parrot_only)} in mode 'bindmount' (there is no parrot); use mode = 'parrot'"
+            )
         root = env.get("CERNVM_ROOT")
         if root is not None and (not root.startswith("/") or "\n" in root):
             raise ValueError(f"CERNVM_ROOT as an absolute path such as {DEFAULT_CERNVM_ROOT!r}")
@@ -194,7 +208,7 @@ class DockerOptions(ProviderOptions):
             if path and not Path(path).expanduser().is_dir():
                 raise ValueError(
                     f"an existing host directory for repository {repo!r}, not {path!r}: mount cvmfs on the host "
-                    f"(CVMFS_CLAIM_OWNERSHIP=no) and give its /cvmfs/{repo}, use \"\" with the appliance, "
+                    f'(CVMFS_CLAIM_OWNERSHIP=no) and give its /cvmfs/{repo}, use "" with the appliance, '
                     "or use mode = 'parrot'"
                 )
         if os_repo and os_repo not in repositories:
@@ -205,6 +219,7 @@ class DockerOptions(ProviderOptions):
 
 
 # --- the Docker SDK, imported lazily ---------------------------------------------------------------------
+
 
 def _docker():
     try:
@@ -243,6 +258,7 @@ def connect(url: str | None = None) -> Any:
 
 
 # --- images -------------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Tarball:
@@ -383,6 +399,7 @@ def _release_held() -> None:
 
 # --- containers -----------------------------------------------------------------------------------------------
 
+
 def container_spec(
     *,
     name: str,
@@ -435,7 +452,7 @@ def extract_repository(tarball: Path, repo: str, destination: Path) -> None:
         for member in tar.getmembers():
             name = member_path(member.name)
             if name.startswith(prefix) and len(name) > len(prefix):
-                members.append(member.replace(name=name[len(prefix):], deep=False))
+                members.append(member.replace(name=name[len(prefix) :], deep=False))
         if not members:
             raise ProviderError(f"{tarball} carries no copy of repository {repo} (no {prefix})")
         destination.mkdir(parents=True, exist_ok=True)
@@ -488,7 +505,9 @@ class DockerProvider(Provider[DockerOptions, "DockerMachine"]):
             from .. import appliance
 
             built = appliance.build()
-            return ImageSource(tarball=inspect_tarball(built.docker_tarball, f"{self.target.where()}.image"), appliance=True)
+            return ImageSource(
+                tarball=inspect_tarball(built.docker_tarball, f"{self.target.where()}.image"), appliance=True
+            )
         path = Path(image).expanduser()
         looks_like_path = image.startswith(("/", "./", "../", "~")) or image.endswith(TARBALL_SUFFIXES)
         if path.is_file() or looks_like_path:
@@ -503,7 +522,9 @@ class DockerProvider(Provider[DockerOptions, "DockerMachine"]):
                 "or give the tarball's path (images cannot be pulled)"
             ) from None
         except docker.errors.APIError as e:
-            raise ConfigError(f"{self.target.where()}.image: {image!r} is not a valid Docker image name: {e.explanation or e}") from None
+            raise ConfigError(
+                f"{self.target.where()}.image: {image!r} is not a valid Docker image name: {e.explanation or e}"
+            ) from None
         return ImageSource(local=image)
 
     def launch(self, machine: DockerMachine, context: Context) -> None:
@@ -525,14 +546,18 @@ class DockerProvider(Provider[DockerOptions, "DockerMachine"]):
             try:
                 client.networks.get(options.network)
             except _docker().errors.NotFound:
-                raise ConfigError(f"{self.target.where()}.network: no Docker network {options.network!r} (docker network ls)") from None
+                raise ConfigError(
+                    f"{self.target.where()}.network: no Docker network {options.network!r} (docker network ls)"
+                ) from None
         try:
             info = client.info()
         except _docker().errors.DockerException as e:
             raise ProviderError(f"{machine.name}: the Docker daemon did not answer: {e}") from None
         machine.traits["host_kernel"] = str(info.get("KernelVersion", ""))
         if context.user_data:
-            log.info("%s: CernVM in Docker is not contextualized; the requested user data is not delivered", machine.name)
+            log.info(
+                "%s: CernVM in Docker is not contextualized; the requested user data is not delivered", machine.name
+            )
 
         # --- creation, each resource recorded first
         directory = machine.directory
@@ -566,7 +591,9 @@ class DockerProvider(Provider[DockerOptions, "DockerMachine"]):
             try:
                 machine.container = client.containers.create(**spec)
             except docker.errors.APIError as e:
-                raise ProviderError(f"{machine.name}: Docker could not create the container: {e.explanation or e}") from None
+                raise ProviderError(
+                    f"{machine.name}: Docker could not create the container: {e.explanation or e}"
+                ) from None
         try:
             if keys:
                 machine.container.put_archive("/", _keys_archive(keys))
@@ -583,8 +610,14 @@ class DockerProvider(Provider[DockerOptions, "DockerMachine"]):
         url = self.options.url
         ref = image_ref(self.run.id, source.tarball.digest)
         resource = self.record(
-            machine, "image", machine.name, url=url, image=ref, digest=source.tarball.digest,
-            tarball=str(source.tarball.path), run_dir=str(self.run.directory),
+            machine,
+            "image",
+            machine.name,
+            url=url,
+            image=ref,
+            digest=source.tarball.digest,
+            tarball=str(source.tarball.path),
+            run_dir=str(self.run.directory),
         )
         try:
             client.images.get(ref)
@@ -599,7 +632,10 @@ class DockerProvider(Provider[DockerOptions, "DockerMachine"]):
                     f"{machine.name}: docker import",
                     functools.partial(
                         client.api.import_image_from_file,
-                        str(source.tarball.path), repository=repository, tag=tag, changes=changes,
+                        str(source.tarball.path),
+                        repository=repository,
+                        tag=tag,
+                        changes=changes,
                     ),
                     undo=lambda _: remove_image(client, ref),
                 )
@@ -687,15 +723,24 @@ class DockerProvider(Provider[DockerOptions, "DockerMachine"]):
             client = connect(options.url)
             info = client.info()
         except (ProviderError, _docker().errors.DockerException) as e:
-            return [Check.problem("daemon", str(e), "start dockerd (nohup dockerd & as root; ./dev setup does it), "
-                                  f"or point DOCKER_HOST / targets.{target.name}.url at one")]
+            return [
+                Check.problem(
+                    "daemon",
+                    str(e),
+                    "start dockerd (nohup dockerd & as root; ./dev setup does it), "
+                    f"or point DOCKER_HOST / targets.{target.name}.url at one",
+                )
+            ]
         found = [Check.ok("daemon", f"{address}: Docker {info.get('ServerVersion', '?')}")]
         security = [o for o in info.get("SecurityOptions") or [] if o.startswith("name=seccomp")]
         found.append(
             Check.ok("seccomp", security[0].removeprefix("name="))
             if security
-            else Check.warning("seccomp", "the daemon reports no seccomp support: containers run unfiltered",
-                               "a kernel with CONFIG_SECCOMP and a dockerd built with libseccomp")
+            else Check.warning(
+                "seccomp",
+                "the daemon reports no seccomp support: containers run unfiltered",
+                "a kernel with CONFIG_SECCOMP and a dockerd built with libseccomp",
+            )
         )
         found.append(cls._space_check(target, info.get("DockerRootDir") or "/var/lib/docker", address))
         return found
@@ -704,7 +749,7 @@ class DockerProvider(Provider[DockerOptions, "DockerMachine"]):
     def _space_check(target, root: str, address: str) -> Check:
         """Free space under the daemon's root for the tarball the run imports (its unpacked size, estimated)."""
         image = target.image
-        if image == APPLIANCE or image.startswith(APPLIANCE + ":"):
+        if appliance_variant(image) is not None:
             needed, what = 256 * 1024**2, "the appliance's root fs"
         else:
             path = Path(image).expanduser()
@@ -722,8 +767,11 @@ class DockerProvider(Provider[DockerOptions, "DockerMachine"]):
         free = shutil.disk_usage(root).free
         have = f"{free / 1024**3:.1f} GiB free under {root}"
         if free < needed * 1.2:
-            return Check.problem("free space", f"{have}, importing {what} needs about {needed * 1.2 / 1024**3:.1f} GiB",
-                                 f"free space under {root} (docker system prune)")
+            return Check.problem(
+                "free space",
+                f"{have}, importing {what} needs about {needed * 1.2 / 1024**3:.1f} GiB",
+                f"free space under {root} (docker system prune)",
+            )
         return Check.ok("free space", f"{have} (import needs {needed / 1024**2:.0f} MiB)")
 
 
@@ -769,7 +817,10 @@ class DockerMachine(Machine):
             return None
 
         wait_until(
-            "container up", up, deadline, 0.05,
+            "container up",
+            up,
+            deadline,
+            0.05,
             status=lambda: f"container is {seen['status']}; /init has not said {UP_LINE!r}",
         )
 

@@ -168,8 +168,9 @@ def wait_until(what: str, check: Callable[[], T | None], deadline: float, interv
         time.sleep(max(0.0, min(interval, deadline - time.monotonic())))
 
 
-def wait_operation(what: str, operation: Any, project: str, zone: str | None, endpoint: str | None,
-                   deadline: float) -> None:
+def wait_operation(
+    what: str, operation: Any, project: str, zone: str | None, endpoint: str | None, deadline: float
+) -> None:
     """Wait for a zone or global operation on ``endpoint`` (never ``operation.result()``, which polls Google's
     public endpoint whatever the client was built with); an operation ending in error raises naming its codes."""
     kind = "ZoneOperationsClient" if zone else "GlobalOperationsClient"
@@ -197,7 +198,8 @@ def _label_problems(labels: dict[str, str], reserved: int = OUR_LABELS) -> list[
     problems = []
     if len(labels) > 64 - reserved:
         problems.append(
-            f"{len(labels)} labels, at most {64 - reserved} (GCE allows 64, cernvm-fixtures sets {reserved})")
+            f"{len(labels)} labels, at most {64 - reserved} (GCE allows 64, cernvm-fixtures sets {reserved})"
+        )
     for key, value in labels.items():
         if not LABEL_KEY.match(key):
             problems.append(f"key {key!r} is not a lowercase letter followed by up to 62 of a-z 0-9 _ -")
@@ -312,17 +314,19 @@ def labels_for(resource: Resource, extra: dict[str, str] | None = None) -> dict[
     """The labels of one resource: the user's, then the ledger entry's (which always win)."""
     owner = resource.owner
     labels = dict(extra or {})
-    labels.update({
-        "cvmfx-run": encode(resource.run),
-        "cvmfx-machine": encode(resource.name),
-        "cvmfx-target": encode(resource.target),
-        "cvmfx-kind": encode(resource.kind),
-        "cvmfx-owner-host": encode(owner.host),
-        "cvmfx-owner-pid": str(owner.pid),
-        "cvmfx-owner-start": owner.start or "",
-        "cvmfx-created": f"{resource.created:.6f}".replace(".", "_"),
-        "cvmfx-expires": str(int(resource.expires)),
-    })
+    labels.update(
+        {
+            "cvmfx-run": encode(resource.run),
+            "cvmfx-machine": encode(resource.name),
+            "cvmfx-target": encode(resource.target),
+            "cvmfx-kind": encode(resource.kind),
+            "cvmfx-owner-host": encode(owner.host),
+            "cvmfx-owner-pid": str(owner.pid),
+            "cvmfx-owner-start": owner.start or "",
+            "cvmfx-created": f"{resource.created:.6f}".replace(".", "_"),
+            "cvmfx-expires": str(int(resource.expires)),
+        }
+    )
     if resource.kept:
         labels["cvmfx-kept"] = "true"
     return labels
@@ -333,8 +337,11 @@ def resource_from_labels(labels: dict[str, str], data: dict[str, Any]) -> Resour
     if not labels.get("cvmfx-run") or not labels.get("cvmfx-machine") or labels.get("cvmfx-kind") not in RANK:
         return None
     pid = labels.get("cvmfx-owner-pid", "")
-    owner = Owner(decode(labels.get("cvmfx-owner-host", "")) or "unknown", int(pid) if pid.isdigit() else 0,
-                  labels.get("cvmfx-owner-start") or None)
+    owner = Owner(
+        decode(labels.get("cvmfx-owner-host", "")) or "unknown",
+        int(pid) if pid.isdigit() else 0,
+        labels.get("cvmfx-owner-start") or None,
+    )
     try:
         created = float(labels.get("cvmfx-created", "").replace("_", "."))
     except ValueError:
@@ -342,11 +349,17 @@ def resource_from_labels(labels: dict[str, str], data: dict[str, Any]) -> Resour
     expires = labels.get("cvmfx-expires", "")
     kind = decode(labels["cvmfx-kind"])
     return Resource(
-        provider="gce", kind=kind, name=decode(labels["cvmfx-machine"]), run=decode(labels["cvmfx-run"]),
-        target=decode(labels.get("cvmfx-target", "")), data=data, owner=owner,
+        provider="gce",
+        kind=kind,
+        name=decode(labels["cvmfx-machine"]),
+        run=decode(labels["cvmfx-run"]),
+        target=decode(labels.get("cvmfx-target", "")),
+        data=data,
+        owner=owner,
         # found by label, a resource sorts just before its ledger twin and by dependency within a machine
         created=created - (len(CREATION_ORDER) - RANK[kind]) * 1e-4,
-        expires=float(expires) if expires.isdigit() else 1.0, kept=labels.get("cvmfx-kept") == "true",
+        expires=float(expires) if expires.isdigit() else 1.0,
+        kept=labels.get("cvmfx-kept") == "true",
     )
 
 
@@ -411,8 +424,10 @@ class GceProvider(Provider):
             return self.options.project
         _, project = credentials()
         if not project:
-            raise ConfigError(f"{self.target.where('project')}: not set, and the Application Default Credentials name "
-                              "no project (set project = \"my-project\" or GOOGLE_CLOUD_PROJECT)")
+            raise ConfigError(
+                f"{self.target.where('project')}: not set, and the Application Default Credentials name "
+                'no project (set project = "my-project" or GOOGLE_CLOUD_PROJECT)'
+            )
         return project
 
     def compute(self, kind: str) -> Any:
@@ -423,8 +438,17 @@ class GceProvider(Provider):
 
     def _record(self, machine: Machine, kind: str, name: str, **data: Any) -> Resource:
         o = self.options
-        return self.record(machine, kind, machine.name, gce_name=name, project=self.project, zone=o.zone,
-                           endpoint=o.endpoint, storage_endpoint=o.storage_endpoint, **data)
+        return self.record(
+            machine,
+            kind,
+            machine.name,
+            gce_name=name,
+            project=self.project,
+            zone=o.zone,
+            endpoint=o.endpoint,
+            storage_endpoint=o.storage_endpoint,
+            **data,
+        )
 
     def created(self, resource: Resource, **data: Any) -> None:
         resource.data.update(data)
@@ -448,29 +472,46 @@ class GceProvider(Provider):
             if not path.is_file():
                 raise ConfigError(f"{self.target.where('image')}: {image!r} does not exist")
             if not self.options.bucket:
-                raise ConfigError(f"{self.target.where('bucket')}: required to upload {path.name}: the Cloud Storage "
-                                  "bucket images.insert reads it from")
-            bucket = call("get bucket", client("storage", self.options.storage_endpoint).lookup_bucket,
-                          bucket_name=self.options.bucket)
+                raise ConfigError(
+                    f"{self.target.where('bucket')}: required to upload {path.name}: the Cloud Storage "
+                    "bucket images.insert reads it from"
+                )
+            bucket = call(
+                "get bucket",
+                client("storage", self.options.storage_endpoint).lookup_bucket,
+                bucket_name=self.options.bucket,
+            )
             if bucket is None:
-                raise ConfigError(f"{self.target.where('bucket')}: Cloud Storage bucket {self.options.bucket!r} "
-                                  "does not exist (or you may not read it)")
+                raise ConfigError(
+                    f"{self.target.where('bucket')}: Cloud Storage bucket {self.options.bucket!r} "
+                    "does not exist (or you may not read it)"
+                )
             return f"cvmfx-{content_hash(path)[:24]}", path.resolve()
         link = image_link(image, project)
         match = re.match(r"^projects/([^/]+)/global/images/(?:family/(?P<family>[^/]+)|(?P<name>[^/]+))$", link)
         if not match:
-            raise ConfigError(f"{self.target.where('image')}: {image!r}: the gce provider boots an image name, "
-                              "family/FAMILY, projects/P/global/images/[family/]NAME, or uploads a local .tar.gz")
+            raise ConfigError(
+                f"{self.target.where('image')}: {image!r}: the gce provider boots an image name, "
+                "family/FAMILY, projects/P/global/images/[family/]NAME, or uploads a local .tar.gz"
+            )
         images = self.compute("ImagesClient")
         if match["family"]:
-            found = call(f"get image family {match['family']}", images.get_from_family, missing_ok=True,
-                         project=match[1], family=match["family"])
+            found = call(
+                f"get image family {match['family']}",
+                images.get_from_family,
+                missing_ok=True,
+                project=match[1],
+                family=match["family"],
+            )
         else:
-            found = call(f"get image {match['name']}", images.get, missing_ok=True, project=match[1],
-                         image=match["name"])
+            found = call(
+                f"get image {match['name']}", images.get, missing_ok=True, project=match[1], image=match["name"]
+            )
         if found is None:
-            raise ConfigError(f"{self.target.where('image')}: image {link} not found (check the name, the project and "
-                              "that the image is shared with you)")
+            raise ConfigError(
+                f"{self.target.where('image')}: image {link} not found (check the name, the project and "
+                "that the image is shared with you)"
+            )
         if found.status and found.status != "READY":
             raise ConfigError(f"{self.target.where('image')}: image {link} is {found.status}, not READY")
         return link, None
@@ -478,25 +519,39 @@ class GceProvider(Provider):
     def check_placement(self, project: str) -> None:
         o = self.options
         machine_type = o.machine_type.rsplit("/", 1)[-1]
-        if call("get machine type", self.compute("MachineTypesClient").get, missing_ok=True, project=project,
-                zone=o.zone, machine_type=machine_type) is None:
-            raise ConfigError(f"{self.target.where('machine_type')}: {machine_type!r} is not a machine type of zone "
-                              f"{o.zone} in project {project} (gcloud compute machine-types list --zones {o.zone})")
+        if (
+            call(
+                "get machine type",
+                self.compute("MachineTypesClient").get,
+                missing_ok=True,
+                project=project,
+                zone=o.zone,
+                machine_type=machine_type,
+            )
+            is None
+        ):
+            raise ConfigError(
+                f"{self.target.where('machine_type')}: {machine_type!r} is not a machine type of zone "
+                f"{o.zone} in project {project} (gcloud compute machine-types list --zones {o.zone})"
+            )
         network = o.network.rsplit("/", 1)[-1]
-        if call("get network", self.compute("NetworksClient").get, missing_ok=True, project=project,
-                network=network) is None:
+        if (
+            call("get network", self.compute("NetworksClient").get, missing_ok=True, project=project, network=network)
+            is None
+        ):
             raise ConfigError(f"{self.target.where('network')}: network {network!r} not found in project {project}")
 
     # -- creation
 
     def launch(self, machine: Machine, context: Context) -> None:
         assert isinstance(machine, GceMachine)
-        o = self.options
         project = self.project
         user_data = context.render().decode()
         if len(user_data.encode()) > METADATA_LIMIT:
-            raise ProviderError(f"{machine.name}: user data is {len(user_data.encode())} bytes; GCE accepts "
-                                f"{METADATA_LIMIT} in one metadata value")
+            raise ProviderError(
+                f"{machine.name}: user data is {len(user_data.encode())} bytes; GCE accepts "
+                f"{METADATA_LIMIT} in one metadata value"
+            )
         source, tarball = self.check_image(project)
         self.check_placement(project)
         if tarball is not None:
@@ -519,8 +574,12 @@ class GceProvider(Provider):
         blob = client("storage", self.options.storage_endpoint).bucket(bucket_name).blob(key, chunk_size=8 << 20)
         blob.metadata = labels_for(upload, self.options.labels)
         log.info("%s: uploading %s to gs://%s/%s", machine.name, tarball.name, bucket_name, key)
-        call(f"upload gs://{bucket_name}/{key}", blob.upload_from_filename, filename=str(tarball),
-             content_type="application/gzip")
+        call(
+            f"upload gs://{bucket_name}/{key}",
+            blob.upload_from_filename,
+            filename=str(tarball),
+            content_type="application/gzip",
+        )
         self.created(upload, id=key)
 
         image = self._record(machine, "image", name)
@@ -559,8 +618,10 @@ class GceProvider(Provider):
             operation = self.compute("FirewallsClient").insert_unary(project=project, firewall_resource=body)
         except api.Conflict:
             self.drop(machine, rule)
-            raise ProviderError(f"{machine.name}: a firewall rule named {name} already exists in project {project} "
-                                "and is not this run's; it was left alone") from None
+            raise ProviderError(
+                f"{machine.name}: a firewall rule named {name} already exists in project {project} "
+                "and is not this run's; it was left alone"
+            ) from None
         except api.GoogleAPICallError as e:
             raise ProviderError(f"insert firewall {name}: {e.code} {reason(e)}: {e.message}") from None
         self.created(rule, operation=operation.name)
@@ -572,7 +633,8 @@ class GceProvider(Provider):
         instance = self._record(machine, "instance", machine.name)
         labels = labels_for(instance, o.labels)
         interface = compute_v1.NetworkInterface(
-            network=o.network if "/" in o.network else f"projects/{project}/global/networks/{o.network}")
+            network=o.network if "/" in o.network else f"projects/{project}/global/networks/{o.network}"
+        )
         if o.subnetwork:
             region = o.zone.rsplit("-", 1)[0]
             subnetwork = o.subnetwork
@@ -582,17 +644,24 @@ class GceProvider(Provider):
         body = compute_v1.Instance(
             name=machine.name,
             machine_type=f"zones/{o.zone}/machineTypes/{o.machine_type.rsplit('/', 1)[-1]}",
-            disks=[compute_v1.AttachedDisk(
-                boot=True, auto_delete=True, type_="PERSISTENT",
-                initialize_params=compute_v1.AttachedDiskInitializeParams(
-                    source_image=source, disk_size_gb=o.disk_size_gb, labels=labels),
-            )],
+            disks=[
+                compute_v1.AttachedDisk(
+                    boot=True,
+                    auto_delete=True,
+                    type_="PERSISTENT",
+                    initialize_params=compute_v1.AttachedDiskInitializeParams(
+                        source_image=source, disk_size_gb=o.disk_size_gb, labels=labels
+                    ),
+                )
+            ],
             network_interfaces=[interface],
-            metadata=compute_v1.Metadata(items=[
-                compute_v1.Items(key="ssh-keys", value=f"{o.user}:{self.run.public_key}"),
-                compute_v1.Items(key="block-project-ssh-keys", value="true"),
-                compute_v1.Items(key="user-data", value=user_data),
-            ]),
+            metadata=compute_v1.Metadata(
+                items=[
+                    compute_v1.Items(key="ssh-keys", value=f"{o.user}:{self.run.public_key}"),
+                    compute_v1.Items(key="block-project-ssh-keys", value="true"),
+                    compute_v1.Items(key="user-data", value=user_data),
+                ]
+            ),
             tags=compute_v1.Tags(items=[tag]),
             labels=labels,
             scheduling=compute_v1.Scheduling(automatic_restart=False, on_host_maintenance="TERMINATE"),
@@ -604,7 +673,8 @@ class GceProvider(Provider):
         except api.Conflict:
             self.drop(machine, instance)
             raise ProviderError(
-                f"{machine.name}: an instance of that name already exists in {o.zone}; left alone") from None
+                f"{machine.name}: an instance of that name already exists in {o.zone}; left alone"
+            ) from None
         except api.GoogleAPICallError as e:
             raise ProviderError(f"insert instance {machine.name}: {e.code} {reason(e)}: {e.message}") from None
         self.created(instance, operation=operation.name)
@@ -628,8 +698,12 @@ class GceProvider(Provider):
         project = options.project or credentials()[1]
         if not project:
             raise ConfigError(f"{target.where('project')}: not set, and the credentials name no project")
-        data = {"project": project, "zone": options.zone, "endpoint": options.endpoint,
-                "storage_endpoint": options.storage_endpoint}
+        data = {
+            "project": project,
+            "zone": options.zone,
+            "endpoint": options.endpoint,
+            "storage_endpoint": options.storage_endpoint,
+        }
         compute_v1 = _import("google.cloud.compute_v1")
         ledger_filter = "labels.cvmfx-run:*"
         found: list[tuple[dict[str, str], str]] = []
@@ -667,18 +741,31 @@ def _destroy_instance(resource: Resource) -> None:
     d = resource.data
     instances = client("InstancesClient", d.get("endpoint"))
     name = d.get("gce_name") or resource.name
-    found = call(f"get instance {name}", instances.get, missing_ok=True, project=d["project"], zone=d["zone"],
-                 instance=name)
+    found = call(
+        f"get instance {name}", instances.get, missing_ok=True, project=d["project"], zone=d["zone"], instance=name
+    )
     if found is None:
         return
     if not ours(dict(found.labels), resource):
         log.warning("%s: instance %s does not carry this run's labels; left alone", resource.name, name)
         return
-    operation = call(f"delete instance {name}", instances.delete_unary, missing_ok=True, project=d["project"],
-                     zone=d["zone"], instance=name)
+    operation = call(
+        f"delete instance {name}",
+        instances.delete_unary,
+        missing_ok=True,
+        project=d["project"],
+        zone=d["zone"],
+        instance=name,
+    )
     if operation is not None:
-        wait_operation(f"delete instance {name}", operation, d["project"], d["zone"], d.get("endpoint"),
-                       time.monotonic() + DESTROY_TIMEOUT)
+        wait_operation(
+            f"delete instance {name}",
+            operation,
+            d["project"],
+            d["zone"],
+            d.get("endpoint"),
+            time.monotonic() + DESTROY_TIMEOUT,
+        )
 
 
 def _destroy_firewall(resource: Resource) -> None:
@@ -691,11 +778,18 @@ def _destroy_firewall(resource: Resource) -> None:
     if not ours(labels_in_description(found.description), resource):
         log.warning("%s: firewall rule %s does not carry this run's labels; left alone", resource.name, name)
         return
-    operation = call(f"delete firewall {name}", firewalls.delete_unary, missing_ok=True, project=d["project"],
-                     firewall=name)
+    operation = call(
+        f"delete firewall {name}", firewalls.delete_unary, missing_ok=True, project=d["project"], firewall=name
+    )
     if operation is not None:
-        wait_operation(f"delete firewall {name}", operation, d["project"], None, d.get("endpoint"),
-                       time.monotonic() + DESTROY_TIMEOUT)
+        wait_operation(
+            f"delete firewall {name}",
+            operation,
+            d["project"],
+            None,
+            d.get("endpoint"),
+            time.monotonic() + DESTROY_TIMEOUT,
+        )
 
 
 def _destroy_image(resource: Resource) -> None:
@@ -725,8 +819,9 @@ def _destroy_image(resource: Resource) -> None:
 
     operation = wait_until(f"delete image {name} (still in use)", delete, time.monotonic() + BUSY_TIMEOUT, 2.0)
     if operation is not False:
-        wait_operation(f"delete image {name}", operation, d["project"], None, d.get("endpoint"),
-                       time.monotonic() + DESTROY_TIMEOUT)
+        wait_operation(
+            f"delete image {name}", operation, d["project"], None, d.get("endpoint"), time.monotonic() + DESTROY_TIMEOUT
+        )
 
 
 def _destroy_object(resource: Resource) -> None:
@@ -763,8 +858,9 @@ class GceMachine(Machine):
     _close_jump = Ec2Machine._close_jump
 
     def login_command(self) -> Login:
-        return remote_login(self, lambda: self._endpoint or (self.platform_address(), 22), self.options,
-                            self.instance_id is not None)
+        return remote_login(
+            self, lambda: self._endpoint or (self.platform_address(), 22), self.options, self.instance_id is not None
+        )
 
     def __init__(self, provider: GceProvider, name: str) -> None:
         super().__init__(provider, name)
@@ -774,8 +870,9 @@ class GceMachine(Machine):
         self.instance_id: str | None = None
         """The instance's name once created (kept under EC2's attribute name, which the login command reads)."""
         self.slowdown = self.options.slowdown
-        self.traits.update(kind="vm", machine_type=self.options.machine_type, zone=self.options.zone,
-                           address=self.options.address)
+        self.traits.update(
+            kind="vm", machine_type=self.options.machine_type, zone=self.options.zone, address=self.options.address
+        )
         self._described: Any = None
         self._console = ""
         self._console_next = 0
@@ -791,8 +888,14 @@ class GceMachine(Machine):
         """The instance as GCE describes it now (None if it does not exist)."""
         if self.project is None:
             raise ProviderError(f"{self.name}: no instance was created")
-        found = call(f"get instance {self.name}", self._instances().get, missing_ok=True, project=self.project,
-                     zone=self.options.zone, instance=self.name)
+        found = call(
+            f"get instance {self.name}",
+            self._instances().get,
+            missing_ok=True,
+            project=self.project,
+            zone=self.options.zone,
+            instance=self.name,
+        )
         if found is not None:
             self._described = found
             self.instance_id = self.name
@@ -838,8 +941,15 @@ class GceMachine(Machine):
         host, port = self.provider.run.endpoint(self, self.platform_address(), 22)
         self._endpoint = (host, port)
         factory = functools.partial(self._jump_channel, host, port) if self.options.jump_host else None
-        return SSHTransport(host, port, self.options.user, self.provider.run.key_file, self.host_keys,
-                            connect_timeout=self.options.connect_timeout, sock_factory=factory)
+        return SSHTransport(
+            host,
+            port,
+            self.options.user,
+            self.provider.run.key_file,
+            self.host_keys,
+            connect_timeout=self.options.connect_timeout,
+            sock_factory=factory,
+        )
 
     def console_log(self) -> str:
         """Serial port 1 so far, read on from the last ``next`` offset (nothing read twice, gaps marked)."""
@@ -848,14 +958,17 @@ class GceMachine(Machine):
         with self._console_lock:
             try:
                 request = _import("google.cloud.compute_v1").GetSerialPortOutputInstanceRequest(
-                    project=self.project, zone=self.options.zone, instance=self.name, port=1, start=self._console_next)
+                    project=self.project, zone=self.options.zone, instance=self.name, port=1, start=self._console_next
+                )
                 found = self._instances().get_serial_port_output(request=request)
             except Exception as e:  # noqa: BLE001 - the console is diagnostics; never fail because of it
                 log.debug("%s: no serial output: %s", self.name, e)
                 return self._console
             if found.start > self._console_next:
-                self._console += f"\n[cernvm-fixtures: {found.start - self._console_next} bytes of serial output " \
-                                 "were discarded by GCE before they could be read]\n"
+                self._console += (
+                    f"\n[cernvm-fixtures: {found.start - self._console_next} bytes of serial output "
+                    "were discarded by GCE before they could be read]\n"
+                )
             self._console += console_text(found.contents)
             self._console_next = max(self._console_next, found.next_)
             return self._console
@@ -872,10 +985,22 @@ class GceMachine(Machine):
         compute_v1 = _import("google.cloud.compute_v1")
         request = compute_v1.InstancesSetLabelsRequest(labels=labels, label_fingerprint=instance.label_fingerprint)
         try:
-            operation = call(f"label {self.name} kept", self._instances().set_labels_unary, project=self.project,
-                             zone=self.options.zone, instance=self.name, instances_set_labels_request_resource=request)
-            wait_operation(f"label {self.name} kept", operation, self.project, self.options.zone,
-                           self.options.endpoint, self.provider.deadline())
+            operation = call(
+                f"label {self.name} kept",
+                self._instances().set_labels_unary,
+                project=self.project,
+                zone=self.options.zone,
+                instance=self.name,
+                instances_set_labels_request_resource=request,
+            )
+            wait_operation(
+                f"label {self.name} kept",
+                operation,
+                self.project,
+                self.options.zone,
+                self.options.endpoint,
+                self.provider.deadline(),
+            )
         except ProviderError as e:
             log.warning("%s: could not label as kept: %s", self.name, e)
 

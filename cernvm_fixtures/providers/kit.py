@@ -264,8 +264,20 @@ def decode_fields(fields: Mapping[str, str]) -> Resource | None:
     try:
         values = {
             name: _get(fields, name)
-            for name in ("provider", "kind", "name", "run", "target", "owner-host", "owner-pid", "owner-start",
-                         "owner-machine", "created", "expires", "kept")
+            for name in (
+                "provider",
+                "kind",
+                "name",
+                "run",
+                "target",
+                "owner-host",
+                "owner-pid",
+                "owner-start",
+                "owner-machine",
+                "created",
+                "expires",
+                "kept",
+            )
         }
         required = ("provider", "kind", "name", "run", "owner-host", "owner-pid", "created", "expires")
         if any(values[name] is None for name in required):
@@ -276,8 +288,9 @@ def decode_fields(fields: Mapping[str, str]) -> Resource | None:
             name=str(values["name"]),
             run=str(values["run"]),
             target=values["target"] or "",
-            owner=Owner(str(values["owner-host"]), int(str(values["owner-pid"])), values["owner-start"],
-                        values["owner-machine"]),
+            owner=Owner(
+                str(values["owner-host"]), int(str(values["owner-pid"])), values["owner-start"], values["owner-machine"]
+            ),
             created=int(str(values["created"])) / 1e6,
             expires=int(str(values["expires"])) / 1e6,
             kept=values["kept"] == "true",

@@ -31,20 +31,26 @@ from ..context import Context
 from ..context.nocloud import write_seed
 from ..dirs import cache_dir, state_dir
 from ..doctor import Check, device_access, running
-from ..images import appliance_variant
 from ..errors import ConfigError, PermanentError, ProviderError
+from ..images import appliance_variant
 from ..ledger import Resource
 from ..transport.base import Login
 from ..transport.ssh import SSHTransport, ssh_login
 from .base import Machine, Provider, ProviderOptions, console_text
-from .kit import ClientCache, decode_fields, encode_fields, interruptible, machine_directory, remove_machine_directory
-from .kit import wait_until
+from .kit import (
+    ClientCache,
+    decode_fields,
+    encode_fields,
+    interruptible,
+    machine_directory,
+    remove_machine_directory,
+    wait_until,
+)
 
 log = logging.getLogger(__name__)
 
 NS = "https://cernvm-fixtures.invalid/ns/libvirt/1"
 """XML namespace of the metadata element that lets sweep recognise our domains."""
-
 
 
 class KvmOptions(ProviderOptions):
@@ -151,7 +157,9 @@ def choose_domain_type(conn, uri: str, wait: float = 10.0) -> str:
         pass
     kernel = probe_kernel()
     if kernel is None:
-        log.warning("cannot prove that KVM works here (no kernel to probe with); using TCG. Set domain_type = 'kvm' to force.")
+        log.warning(
+            "cannot prove that KVM works here (no kernel to probe with); using TCG. Set domain_type = 'kvm' to force."
+        )
         return "qemu"
     workdir = cache_dir() / f"kvm-probe-{os.getpid()}"
     workdir.mkdir(parents=True, exist_ok=True)
@@ -161,7 +169,8 @@ def choose_domain_type(conn, uri: str, wait: float = 10.0) -> str:
     dom = None
     try:
         dom = interruptible(
-            "KVM probe: libvirt createXML", lambda: conn.createXML(xml, libvirt.VIR_DOMAIN_START_AUTODESTROY),
+            "KVM probe: libvirt createXML",
+            lambda: conn.createXML(xml, libvirt.VIR_DOMAIN_START_AUTODESTROY),
             undo=_destroy_domain,
         )
         deadline = time.monotonic() + wait
@@ -361,7 +370,9 @@ class KvmProvider(Provider[KvmOptions, "KvmMachine"]):
             return built.iso, None
         if self.options.boot == "kernel":
             raise ConfigError(f"{self.target.where('boot')}: 'kernel' needs the appliance image")
-        iso = self.target.image_file(".iso", "ISO images (e.g. ucernvm-prod.<V>-<R>.cernvm.x86_64.iso) or 'appliance[:variant]'")
+        iso = self.target.image_file(
+            ".iso", "ISO images (e.g. ucernvm-prod.<V>-<R>.cernvm.x86_64.iso) or 'appliance[:variant]'"
+        )
         return iso, None
 
     def machine(self, name: str) -> KvmMachine:
@@ -384,7 +395,7 @@ class KvmProvider(Provider[KvmOptions, "KvmMachine"]):
         machine.make_shared_folders(directory)
         keep = self.run.keep.value != "never"
         resource = self.record(machine, "domain", name, uri=self.uri, directory=str(directory))
-        for attempt in range(5):
+        for _attempt in range(5):
             port = free_port() if self.options.network == "user" else None
             xml = domain_xml(
                 name=name,
@@ -473,8 +484,11 @@ class KvmProvider(Provider[KvmOptions, "KvmMachine"]):
             for daemons in (("virtlogd",), ("libvirtd", "virtqemud")):
                 name = running(*daemons)
                 fix = f"{daemons[0]} -d (as root), or systemctl start {daemons[0]}"
-                found.append(Check.ok(daemons[0], f"{name} is running") if name else
-                             Check.problem(daemons[0], "not running", fix))
+                found.append(
+                    Check.ok(daemons[0], f"{name} is running")
+                    if name
+                    else Check.problem(daemons[0], "not running", fix)
+                )
         try:
             conn = connect(uri)
         except ProviderError as e:
@@ -493,11 +507,21 @@ class KvmProvider(Provider[KvmOptions, "KvmMachine"]):
             if choose_domain_type(conn, uri) == "kvm":
                 found.append(Check.ok(what, "a KVM probe guest booted (domain type kvm)"))
             elif options.domain_type == "kvm":
-                found.append(Check.problem(what, f"a KVM probe guest did not boot, but targets.{target.name}."
-                                           "domain_type = 'kvm'", "domain_type = 'auto' or 'qemu'"))
+                found.append(
+                    Check.problem(
+                        what,
+                        f"a KVM probe guest did not boot, but targets.{target.name}.domain_type = 'kvm'",
+                        "domain_type = 'auto' or 'qemu'",
+                    )
+                )
             else:
-                found.append(Check.warning(what, f"a KVM probe guest did not boot: {tcg} (deadlines "
-                                           f"x{options.slowdown:g})", "a host where KVM works (see the lines above)"))
+                found.append(
+                    Check.warning(
+                        what,
+                        f"a KVM probe guest did not boot: {tcg} (deadlines x{options.slowdown:g})",
+                        "a host where KVM works (see the lines above)",
+                    )
+                )
         return found
 
     @staticmethod
@@ -512,12 +536,20 @@ class KvmProvider(Provider[KvmOptions, "KvmMachine"]):
         modules = sorted(p.name for p in Path("/sys/module").glob("kvm_*"))
         vendor = [m for m in modules if m in ("kvm_intel", "kvm_amd")]
         return [
-            Check.ok("CPU virtualization", f"flag {offered[0]}") if offered else
-            Check.warning("CPU virtualization", f"no vmx/svm CPU flag: {tcg}",
-                          "enable VT-x/AMD-V in the firmware, or nested virtualization on the hypervisor"),
-            Check.ok("KVM module", vendor[0]) if vendor else
-            Check.warning("KVM module", f"neither kvm_intel nor kvm_amd is loaded (have: {', '.join(modules) or '-'})",
-                          "modprobe kvm_intel (Intel CPU) or modprobe kvm_amd (AMD CPU)"),
+            Check.ok("CPU virtualization", f"flag {offered[0]}")
+            if offered
+            else Check.warning(
+                "CPU virtualization",
+                f"no vmx/svm CPU flag: {tcg}",
+                "enable VT-x/AMD-V in the firmware, or nested virtualization on the hypervisor",
+            ),
+            Check.ok("KVM module", vendor[0])
+            if vendor
+            else Check.warning(
+                "KVM module",
+                f"neither kvm_intel nor kvm_amd is loaded (have: {', '.join(modules) or '-'})",
+                "modprobe kvm_intel (Intel CPU) or modprobe kvm_amd (AMD CPU)",
+            ),
         ]
 
     @staticmethod
@@ -545,11 +577,15 @@ class KvmProvider(Provider[KvmOptions, "KvmMachine"]):
         try:
             net = conn.networkLookupByName(network)
         except libvirt.libvirtError:
-            return Check.problem(what, "not defined in libvirt", f"virsh net-define "
-                                 f"/usr/share/libvirt/networks/{network}.xml && virsh net-start {network}")
+            return Check.problem(
+                what,
+                "not defined in libvirt",
+                f"virsh net-define /usr/share/libvirt/networks/{network}.xml && virsh net-start {network}",
+            )
         if not net.isActive():
-            return Check.problem(what, "defined but not active", f"virsh net-start {network} && "
-                                 f"virsh net-autostart {network}")
+            return Check.problem(
+                what, "defined but not active", f"virsh net-start {network} && virsh net-autostart {network}"
+            )
         return Check.ok(what, f"active (bridge {net.bridgeName()})")
 
 

@@ -47,7 +47,7 @@ from ..transport.base import Login
 from ..transport.ssh import SSHTransport
 from .base import Machine, Provider, ProviderOptions, console_text, remote_login
 from .ec2 import Ec2Machine
-from .kit import JUMP, parse_jump
+from .kit import JUMP
 
 if TYPE_CHECKING:
     from ..config import Target
@@ -82,8 +82,9 @@ def _openstack() -> Any:
     try:
         import openstack
     except ImportError:
-        raise ConfigError("the openstack provider needs openstacksdk: "
-                          "pip install 'cernvm-fixtures[openstack]'") from None
+        raise ConfigError(
+            "the openstack provider needs openstacksdk: pip install 'cernvm-fixtures[openstack]'"
+        ) from None
     return openstack
 
 
@@ -101,8 +102,10 @@ def connection(cloud: str | None) -> Any:
                 found = openstack.connect(cloud=cloud) if cloud else openstack.connect()
             except openstack.exceptions.ConfigException as e:
                 where = f"cloud {cloud!r}" if cloud else "OS_CLOUD / OS_* variables"
-                raise ConfigError(f"openstacksdk cannot configure {where}: {e} (it reads clouds.yaml, "
-                                  "OS_CLOUD and OS_* variables; cernvm-fixtures never holds a password)") from None
+                raise ConfigError(
+                    f"openstacksdk cannot configure {where}: {e} (it reads clouds.yaml, "
+                    "OS_CLOUD and OS_* variables; cernvm-fixtures never holds a password)"
+                ) from None
             _connections[cloud] = found
         return found
 
@@ -200,8 +203,11 @@ class OpenStackOptions(ProviderOptions):
     @field_validator("properties")
     @classmethod
     def _properties(cls, value: dict[str, str]) -> dict[str, str]:
-        problems = [f"{k!r}: keys and values are 1-255 and 0-255 characters" for k, v in value.items()
-                    if not 1 <= len(k) <= 255 or len(v) > 255]
+        problems = [
+            f"{k!r}: keys and values are 1-255 and 0-255 characters"
+            for k, v in value.items()
+            if not 1 <= len(k) <= 255 or len(v) > 255
+        ]
         problems += [f"{k!r} is set by cernvm-fixtures itself" for k in value if k.startswith(PREFIX)]
         if problems:
             raise ValueError("server metadata Nova accepts: " + "; ".join(problems))
@@ -219,7 +225,7 @@ class OpenStackOptions(ProviderOptions):
     @model_validator(mode="after")
     def _floating_needs_pool(self) -> OpenStackOptions:
         if self.address == "floating" and not self.floating_ip_pool:
-            raise ValueError("address = \"floating\" needs floating_ip_pool (the external network to allocate from)")
+            raise ValueError('address = "floating" needs floating_ip_pool (the external network to allocate from)')
         return self
 
 
@@ -271,13 +277,24 @@ def resource_from_labels(kind: str, found: dict[str, str], data: dict[str, Any])
     except ValueError:
         created = 0.0
     try:
-        expires = datetime.strptime(found.get(PREFIX + "expires", ""), "%Y-%m-%dT%H:%M:%SZ").replace(
-            tzinfo=UTC).timestamp()
+        expires = (
+            datetime.strptime(found.get(PREFIX + "expires", ""), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+        )
     except ValueError:
         expires = created + DEFAULT_LIFETIME if created else 1.0
     created -= (len(CREATION_ORDER) - RANK.get(kind, 0)) * 1e-4
-    return Resource(provider="openstack", kind=kind, name=machine, run=run, target=found.get(PREFIX + "target", ""),
-                    data=data, owner=owner, created=created, expires=expires, kept=found.get(PREFIX + "kept") == "true")
+    return Resource(
+        provider="openstack",
+        kind=kind,
+        name=machine,
+        run=run,
+        target=found.get(PREFIX + "target", ""),
+        data=data,
+        owner=owner,
+        created=created,
+        expires=expires,
+        kept=found.get(PREFIX + "kept") == "true",
+    )
 
 
 def labels_from_tags(found: list[str]) -> dict[str, str]:
@@ -334,8 +351,10 @@ class OpenStackProvider(Provider):
         where = self.target.where("image")
         if not matches:
             names = sorted({f"{i.name!r}" for i in images if i.status == "active"})
-            raise ConfigError(f"{where}: no image named {wanted!r} (exact match; names contain spaces, brackets "
-                              f"and dates). Images: {', '.join(names) or 'none'}")
+            raise ConfigError(
+                f"{where}: no image named {wanted!r} (exact match; names contain spaces, brackets "
+                f"and dates). Images: {', '.join(names) or 'none'}"
+            )
         if len(matches) > 1:
             listed = ", ".join(f"{i.id} ({i.status}, created {i.created_at})" for i in matches)
             raise ConfigError(f"{where}: {len(matches)} images are named {wanted!r}: {listed}; use the id")
@@ -348,8 +367,10 @@ class OpenStackProvider(Provider):
         flavors = list(call("list flavors", conn.compute.flavors))
         found = [f for f in flavors if self.options.flavor in (f.id, f.name)]
         if len(found) != 1:
-            raise ConfigError(f"{self.target.where('flavor')}: {len(found)} flavors match {self.options.flavor!r}; "
-                              f"flavors: {', '.join(sorted(f.name for f in flavors))}")
+            raise ConfigError(
+                f"{self.target.where('flavor')}: {len(found)} flavors match {self.options.flavor!r}; "
+                f"flavors: {', '.join(sorted(f.name for f in flavors))}"
+            )
         return found[0]
 
     def find_network(self, wanted: str | None, key: str, external: bool) -> Any:
@@ -358,8 +379,10 @@ class OpenStackProvider(Provider):
         found = [n for n in networks if wanted in (n.id, n.name)] if wanted else networks
         if len(found) != 1:
             what = "external networks" if external else "networks"
-            raise ConfigError(f"{self.target.where(key)}: {len(found)} {what} match {wanted or '(any)'}; "
-                              f"{what}: {', '.join(sorted(n.name for n in networks)) or 'none'}")
+            raise ConfigError(
+                f"{self.target.where(key)}: {len(found)} {what} match {wanted or '(any)'}; "
+                f"{what}: {', '.join(sorted(n.name for n in networks)) or 'none'}"
+            )
         return found[0]
 
     # -- creation
@@ -387,8 +410,9 @@ class OpenStackProvider(Provider):
         source, image = self.image_source()
         user_data = base64.b64encode(context.render()).decode()
         if len(user_data) > USER_DATA_LIMIT:
-            raise ProviderError(f"{machine.name}: user data is {len(user_data)} bytes base64; Nova accepts "
-                                f"{USER_DATA_LIMIT}")
+            raise ProviderError(
+                f"{machine.name}: user data is {len(user_data)} bytes base64; Nova accepts {USER_DATA_LIMIT}"
+            )
         glance = self.find_image(str(image)) if source == "glance" else None
         flavor = self.find_flavor()
         network = self.find_network(o.network, "network", external=False)
@@ -457,11 +481,19 @@ class OpenStackProvider(Provider):
             made.data = data
             response = call(f"upload {path.name}", made.upload, conn.image)
         _openstack().exceptions.raise_from_response(response)
-        done = call("wait for image", conn.image.wait_for_status, made, "active", failures=["killed"],
-                    interval=self.options.poll_interval, wait=3600)
+        done = call(
+            "wait for image",
+            conn.image.wait_for_status,
+            made,
+            "active",
+            failures=["killed"],
+            interval=self.options.poll_interval,
+            wait=3600,
+        )
         if done.hash_value not in (None, digest):
-            raise ProviderError(f"{machine.name}: Glance computed sha512 {done.hash_value} for {path.name}, "
-                                f"expected {digest}")
+            raise ProviderError(
+                f"{machine.name}: Glance computed sha512 {done.hash_value} for {path.name}, expected {digest}"
+            )
         return done
 
     def create_security_group(self, machine: Machine) -> str:
@@ -469,13 +501,26 @@ class OpenStackProvider(Provider):
         conn = self.conn()
         cidr = ipaddress.ip_network(self.options.ssh_cidr)
         resource = self._record(machine, "security-group")
-        group = call("create security group", conn.network.create_security_group, name=machine.name,
-                     description=f"cernvm-fixtures {machine.name}: SSH from {cidr} only")
+        group = call(
+            "create security group",
+            conn.network.create_security_group,
+            name=machine.name,
+            description=f"cernvm-fixtures {machine.name}: SSH from {cidr} only",
+        )
         self.created(resource, id=group.id)
         call("tag security group", conn.network.set_tags, group, tags(resource))
-        call("create security group rule", conn.network.create_security_group_rule, security_group_id=group.id,
-             direction="ingress", ethertype=f"IPv{cidr.version}", protocol="tcp", port_range_min=22,
-             port_range_max=22, remote_ip_prefix=str(cidr), description="cernvm-fixtures: SSH from the test runner")
+        call(
+            "create security group rule",
+            conn.network.create_security_group_rule,
+            security_group_id=group.id,
+            direction="ingress",
+            ethertype=f"IPv{cidr.version}",
+            protocol="tcp",
+            port_range_min=22,
+            port_range_max=22,
+            remote_ip_prefix=str(cidr),
+            description="cernvm-fixtures: SSH from the test runner",
+        )
         return group.id
 
     def attach_floating_ip(self, machine: OpenStackMachine) -> str:
@@ -485,8 +530,13 @@ class OpenStackProvider(Provider):
         if not ports:
             raise ProviderError(f"{machine.name}: server {machine.server_id} has no port to attach a floating IP to")
         resource = self._record(machine, "floating-ip")
-        ip = call("create floating ip", conn.network.create_ip, floating_network_id=machine.pool_id,
-                  port_id=ports[0].id, description=machine.name)
+        ip = call(
+            "create floating ip",
+            conn.network.create_ip,
+            floating_network_id=machine.pool_id,
+            port_id=ports[0].id,
+            description=machine.name,
+        )
         self.created(resource, id=ip.id, address=ip.floating_ip_address)
         call("tag floating ip", conn.network.set_tags, ip, tags(resource))
         return ip.floating_ip_address
@@ -531,17 +581,33 @@ class OpenStackProvider(Provider):
 def keypair_leftover(key: Any, twin: Resource | None, target: str, data: dict[str, Any]) -> Resource:
     """A key pair of ours has only its name: it shares owner and expiry with its machine's other resources, or
     without any, expires a lifetime after Nova's created_at (so a live run elsewhere keeps its key)."""
-    base = {"provider": "openstack", "kind": "keypair", "name": key.name, "run": key.name.split("-")[1],
-            "data": {**data, "id": key.name, "key_name": key.name}}
+    base = {
+        "provider": "openstack",
+        "kind": "keypair",
+        "name": key.name,
+        "run": key.name.split("-")[1],
+        "data": {**data, "id": key.name, "key_name": key.name},
+    }
     if twin is not None:
-        return Resource(**base, target=twin.target, owner=twin.owner, created=twin.created - 1e-3,
-                        expires=twin.expires, kept=twin.kept)
+        return Resource(
+            **base,
+            target=twin.target,
+            owner=twin.owner,
+            created=twin.created - 1e-3,
+            expires=twin.expires,
+            kept=twin.kept,
+        )
     try:
         created = datetime.fromisoformat(str(key.created_at).replace("Z", "+00:00")).replace(tzinfo=UTC).timestamp()
     except ValueError:
         created = 0.0
-    return Resource(**base, target=target, owner=Owner("unknown", 0, None), created=created,
-                    expires=created + DEFAULT_LIFETIME if created else 1.0)
+    return Resource(
+        **base,
+        target=target,
+        owner=Owner("unknown", 0, None),
+        created=created,
+        expires=created + DEFAULT_LIFETIME if created else 1.0,
+    )
 
 
 # --- teardown, one function per kind ----------------------------------------------------------------
@@ -574,8 +640,10 @@ def _destroy_floating_ip(resource: Resource, conn: Any) -> None:
 def _destroy_security_group(resource: Resource, conn: Any) -> None:
     named = call("list security groups", conn.network.security_groups, name=resource.name)
     for group_id in _ids(resource, list(named)):
-        call_until_free(f"delete security group {group_id}",
-                        functools.partial(conn.network.delete_security_group, group_id, ignore_missing=False))
+        call_until_free(
+            f"delete security group {group_id}",
+            functools.partial(conn.network.delete_security_group, group_id, ignore_missing=False),
+        )
 
 
 def _destroy_keypair(resource: Resource, conn: Any) -> None:
@@ -661,8 +729,15 @@ class OpenStackMachine(Machine):
         host, port = self.provider.run.endpoint(self, self.platform_address(), 22)
         self._endpoint = (host, port)
         factory = functools.partial(self._jump_channel, host, port) if self.options.jump_host else None
-        return SSHTransport(host, port, self.options.user, self.provider.run.key_file, self.host_keys,
-                            connect_timeout=self.options.connect_timeout, sock_factory=factory)
+        return SSHTransport(
+            host,
+            port,
+            self.options.user,
+            self.provider.run.key_file,
+            self.host_keys,
+            connect_timeout=self.options.connect_timeout,
+            sock_factory=factory,
+        )
 
     _open_jump = Ec2Machine._open_jump
     _jump_channel = Ec2Machine._jump_channel
@@ -683,8 +758,9 @@ class OpenStackMachine(Machine):
         return self._console
 
     def login_command(self) -> Login:
-        return remote_login(self, lambda: self._endpoint or (self.platform_address(), 22), self.options,
-                            self.server_id is not None)
+        return remote_login(
+            self, lambda: self._endpoint or (self.platform_address(), 22), self.options, self.server_id is not None
+        )
 
     def keep(self) -> None:
         """Mark kept in the ledger and on the server's metadata (a tag-based sweep then leaves it alone)."""
@@ -694,8 +770,12 @@ class OpenStackMachine(Machine):
         server = next((r for r in self.resources if r.kind == "server"), None)
         if server is not None:
             try:
-                call("mark server kept", self._conn().compute.set_server_metadata, self.server_id,
-                     **{PREFIX + "kept": "true", PREFIX + "expires": iso(server.expires)})
+                call(
+                    "mark server kept",
+                    self._conn().compute.set_server_metadata,
+                    self.server_id,
+                    **{PREFIX + "kept": "true", PREFIX + "expires": iso(server.expires)},
+                )
             except ProviderError as e:
                 log.warning("%s: could not mark the server kept: %s", self.name, e)
 

@@ -74,8 +74,10 @@ class VBoxError(ProviderError):
     def not_found(self) -> bool:
         """The object the command named does not exist (any more)."""
         text = self.stderr
-        return "VBOX_E_OBJECT_NOT_FOUND" in text or "Could not find a registered machine" in text or (
-            "Could not find file" in text
+        return (
+            "VBOX_E_OBJECT_NOT_FOUND" in text
+            or "Could not find a registered machine" in text
+            or ("Could not find file" in text)
         )
 
 
@@ -179,8 +181,20 @@ class VirtualBoxOptions(ProviderOptions):
         return self
 
 
-LAUNCH_KEYS = {"name", "apiPort", "cernvmVersion", "cpus", "memory", "disk", "diskPath", "diskURL", "diskChecksum",
-               "sharedFolder", "executionCap", "flags"}
+LAUNCH_KEYS = {
+    "name",
+    "apiPort",
+    "cernvmVersion",
+    "cpus",
+    "memory",
+    "disk",
+    "diskPath",
+    "diskURL",
+    "diskChecksum",
+    "sharedFolder",
+    "executionCap",
+    "flags",
+}
 """Keys of a CernVM Launch configuration file (cernvm-launch's defaults and README)."""
 FLAG_HEADFUL, FLAG_GRAPHICAL, FLAG_DUAL_NIC = 16, 32, 64
 """libcernvm's HVF_HEADFUL, HVF_GRAPHICAL and HVF_DUAL_NIC session flags."""
@@ -324,31 +338,77 @@ def createvm(name: str, os_type: str, basefolder: Path) -> list[str]:
     return ["createvm", "--name", name, "--ostype", os_type, "--basefolder", str(basefolder), "--register"]
 
 
-def modifyvm(name: str, options: VirtualBoxOptions, *, ssh_port: int, console: Path,
-             spell: Mapping[str, str]) -> list[str]:
+def modifyvm(
+    name: str, options: VirtualBoxOptions, *, ssh_port: int, console: Path, spell: Mapping[str, str]
+) -> list[str]:
     argv = [
-        "modifyvm", name,
-        "--memory", str(options.memory), "--cpus", str(options.cpus),
-        spell["cpuexecutioncap"], str(options.execution_cap),
-        "--ioapic", "on", "--pae", "on",
-        "--boot1", "dvd", "--boot2", "disk", "--boot3", "none", "--boot4", "none",
-        "--graphicscontroller", "vboxsvga", "--vram", "16", spell["audio"], spell["audio_off"],
-        "--nic1", "nat", f"{spell['nictype']}1", options.nic_type,
-        spell["natpf1"], f"{RULE},tcp,127.0.0.1,{ssh_port},,22",
-        "--uart1", "0x3f8", "4", spell["uartmode1"], "file", str(console),
+        "modifyvm",
+        name,
+        "--memory",
+        str(options.memory),
+        "--cpus",
+        str(options.cpus),
+        spell["cpuexecutioncap"],
+        str(options.execution_cap),
+        "--ioapic",
+        "on",
+        "--pae",
+        "on",
+        "--boot1",
+        "dvd",
+        "--boot2",
+        "disk",
+        "--boot3",
+        "none",
+        "--boot4",
+        "none",
+        "--graphicscontroller",
+        "vboxsvga",
+        "--vram",
+        "16",
+        spell["audio"],
+        spell["audio_off"],
+        "--nic1",
+        "nat",
+        f"{spell['nictype']}1",
+        options.nic_type,
+        spell["natpf1"],
+        f"{RULE},tcp,127.0.0.1,{ssh_port},,22",
+        "--uart1",
+        "0x3f8",
+        "4",
+        spell["uartmode1"],
+        "file",
+        str(console),
     ]
     if options.graphical:
         argv += [spell["clipboard"], "bidirectional", spell["draganddrop"], "bidirectional"]
     if options.host_only_adapter:
-        argv += ["--nic2", "hostonly", f"{spell['nictype']}2", options.nic_type,
-                 spell["hostonlyadapter2"], options.host_only_adapter]
+        argv += [
+            "--nic2",
+            "hostonly",
+            f"{spell['nictype']}2",
+            options.nic_type,
+            spell["hostonlyadapter2"],
+            options.host_only_adapter,
+        ]
     return argv
 
 
 def createmedium(path: Path, size_gib: int) -> list[str]:
     """A dynamically allocated VDI (``--variant Standard``), as the guide asks."""
-    return ["createmedium", "disk", "--filename", str(path), "--size", str(size_gib * 1024),
-            "--format", "VDI", "--variant", "Standard"]
+    return [
+        "createmedium",
+        "disk",
+        "--filename",
+        str(path),
+        "--size",
+        str(size_gib * 1024),
+        "--format",
+        "VDI",
+        "--variant",
+        "Standard",
+    ]
 
 
 def storagectl(name: str, controller: str) -> list[str]:
@@ -358,8 +418,20 @@ def storagectl(name: str, controller: str) -> list[str]:
 
 
 def storageattach(name: str, controller: str, port: int, device: int, kind: str, medium: Path) -> list[str]:
-    return ["storageattach", name, "--storagectl", controller, "--port", str(port), "--device", str(device),
-            "--type", kind, "--medium", str(medium)]
+    return [
+        "storageattach",
+        name,
+        "--storagectl",
+        controller,
+        "--port",
+        str(port),
+        "--device",
+        str(device),
+        "--type",
+        kind,
+        "--medium",
+        str(medium),
+    ]
 
 
 def sharedfolder(name: str, folder: str, path: Path) -> list[str]:
@@ -430,7 +502,9 @@ class VirtualBoxProvider(Provider):
             from .. import appliance
 
             return appliance.build(image.partition(":")[2] or "ok").iso
-        return self.target.image_file(".iso", "ISO images (ucernvm-prod.<V>-<R>.cernvm.x86_64.iso) or 'appliance[:variant]'")
+        return self.target.image_file(
+            ".iso", "ISO images (ucernvm-prod.<V>-<R>.cernvm.x86_64.iso) or 'appliance[:variant]'"
+        )
 
     def machine(self, name: str) -> VirtualBoxMachine:
         return VirtualBoxMachine(self, name)
@@ -543,7 +617,11 @@ def wait_unlocked(vbox: VBoxManage, name: str, deadline: float) -> None:
                 return
             raise
         if info.get("SessionState", info.get("SessionName", "")) in ("Unlocked", "") and info.get("VMState") in (
-            "poweroff", "aborted", "saved", "aborted-saved", None
+            "poweroff",
+            "aborted",
+            "saved",
+            "aborted-saved",
+            None,
         ):
             return
         if time.monotonic() > deadline:

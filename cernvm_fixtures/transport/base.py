@@ -13,7 +13,6 @@ from typing import Any, NoReturn
 from ..errors import CernvmError
 
 
-
 class Default(enum.Enum):
     """Marks an argument left to the target's configuration."""
 
@@ -21,6 +20,7 @@ class Default(enum.Enum):
 
 
 TIMEOUT = Default.TIMEOUT
+
 
 @dataclass(frozen=True)
 class Result:

@@ -372,7 +372,9 @@ class _DockerChannel:
             if not data:
                 return STDOUT, b""
             self.buffer += data
-            self.frames.extend((STDOUT if kind == STDOUT else STDERR, payload) for kind, payload in split_frames(self.buffer))
+            self.frames.extend(
+                (STDOUT if kind == STDOUT else STDERR, payload) for kind, payload in split_frames(self.buffer)
+            )
         return self.frames.popleft()
 
     def close(self) -> None:

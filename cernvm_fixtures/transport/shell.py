@@ -206,7 +206,9 @@ class ShellSession:
             if not chunk:
                 self.alive = False
                 said = (bytes(out) + bytes(err)).decode("utf-8", "replace").strip()[-1500:]
-                raise SessionLost(f"the shell went away while running {command!r}" + (f"; it said: {said}" if said else ""))
+                raise SessionLost(
+                    f"the shell went away while running {command!r}" + (f"; it said: {said}" if said else "")
+                )
             if stream == STDOUT:
                 out += chunk
                 if out_end < 0:

@@ -138,9 +138,9 @@ class SSHTransport(Transport):
                 raise HostKeyUnknown(
                     f"{self}: the instance has not printed its host keys on the console yet"
                     " (-----BEGIN SSH HOST KEY KEYS-----); not trusting the key offered"
-                    " (set host_key = \"trust-first\" on the target for images that never print them)"
+                    ' (set host_key = "trust-first" on the target for images that never print them)'
                 )
-            log.warning("%s: host key %s trusted on first use (host_key = \"trust-first\")", self, key.fingerprint)
+            log.warning('%s: host key %s trusted on first use (host_key = "trust-first")', self, key.fingerprint)
             self.verified = False
         elif any(" ".join(k.split()[:2]) == offered for k in announced):
             self.verified = True

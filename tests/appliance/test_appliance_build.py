@@ -23,9 +23,22 @@ from cernvm_fixtures.appliance import _archive, _builder, _host
 pytestmark = [pytest.mark.appliance, pytest.mark.integration]
 
 MB = 1000 * 1000
-REQUIRED_MODULES = ("virtio_pci", "virtio_net", "virtio_blk", "e1000", "9p", "9pnet_virtio",
-                    "ata_piix", "sr_mod", "cdrom", "isofs", "squashfs", "loop", "overlay",
-                    "ext4")
+REQUIRED_MODULES = (
+    "virtio_pci",
+    "virtio_net",
+    "virtio_blk",
+    "e1000",
+    "9p",
+    "9pnet_virtio",
+    "ata_piix",
+    "sr_mod",
+    "cdrom",
+    "isofs",
+    "squashfs",
+    "loop",
+    "overlay",
+    "ext4",
+)
 
 
 def _members(initrd: Path) -> list[tuple[str, int, bytes]]:
@@ -39,6 +52,7 @@ def _last(members, name: str) -> bytes:
 
 
 # --- cache ---------------------------------------------------------------------
+
 
 def test_cache_hit_is_fast_and_builds_nothing(ok_appliance, monkeypatch):
     def boom(*args, **kwargs):
@@ -95,8 +109,7 @@ def test_reproducible_and_concurrent_builds(ok_appliance, tmp_path):
         _seed_downloads(ok_appliance.directory, cache)
     ctx = multiprocessing.get_context("fork")
     with ctx.Pool(3) as pool:
-        results = pool.starmap(_build_in, [(str(cache_a), "ok"), (str(cache_a), "ok"),
-                                           (str(cache_b), "ok")])
+        results = pool.starmap(_build_in, [(str(cache_a), "ok"), (str(cache_a), "ok"), (str(cache_b), "ok")])
     assert results[0] == results[1]
     a = appliance.build("ok", cache=cache_a)
     b = appliance.build("ok", cache=cache_b)
@@ -129,6 +142,7 @@ def test_interrupted_build_is_not_reused(ok_appliance, tmp_path, monkeypatch):
 
 # --- contents ------------------------------------------------------------------
 
+
 def test_initrd_variant_segment(appliances):
     base = None
     for variant, app in appliances.items():
@@ -145,8 +159,14 @@ def test_initrd_variant_segment(appliances):
 def test_initrd_bootloader_and_modules(ok_appliance):
     members = _members(ok_appliance.initrd)
     names = {name for name, _, _ in members}
-    assert {"init", "bin/busybox", "dev/console", "ucvm/os.squashfs",
-            "etc/ucvm/build.conf", "etc/ucvm/modules.order"} <= names
+    assert {
+        "init",
+        "bin/busybox",
+        "dev/console",
+        "ucvm/os.squashfs",
+        "etc/ucvm/build.conf",
+        "etc/ucvm/modules.order",
+    } <= names
     build_conf = _last(members, "etc/ucvm/build.conf").decode()
     kver = re.search(r"^UCVM_KVER=(\S+)$", build_conf, re.M).group(1)
     assert re.match(r"^\d+\.\d+\.\d+-\d+-amd64$", kver)
@@ -157,9 +177,16 @@ def test_initrd_bootloader_and_modules(ok_appliance):
     for module in order:
         assert f"lib/modules/{kver}/{module}" in names
     # dependencies first (from the kernel package's own modules.dep)
-    for dep, user in (("virtio", "virtio_pci"), ("virtio_ring", "virtio_net"),
-                      ("scsi_mod", "sr_mod"), ("cdrom", "sr_mod"), ("libata", "ata_piix"),
-                      ("jbd2", "ext4"), ("9pnet", "9pnet_virtio"), ("failover", "net_failover")):
+    for dep, user in (
+        ("virtio", "virtio_pci"),
+        ("virtio_ring", "virtio_net"),
+        ("scsi_mod", "sr_mod"),
+        ("cdrom", "sr_mod"),
+        ("libata", "ata_piix"),
+        ("jbd2", "ext4"),
+        ("9pnet", "9pnet_virtio"),
+        ("failover", "net_failover"),
+    ):
         assert loaded.index(dep) < loaded.index(user), (dep, user)
 
 
@@ -168,16 +195,30 @@ def test_os_repository(ok_appliance, tmp_path):
     assert unsquashfs, "squashfs-tools is a build dependency, so unsquashfs must exist"
     image = tmp_path / "os.squashfs"
     image.write_bytes(_last(_members(ok_appliance.initrd), "ucvm/os.squashfs"))
-    listing = subprocess.run([unsquashfs, "-lls", str(image)], capture_output=True,
-                             text=True, check=True).stdout
-    paths = {line.split()[-1] if " -> " not in line else line.split(" -> ")[0].split()[-1]
-             for line in listing.splitlines() if line.startswith(("-", "d", "l"))}
-    for path in ("README", ".cvmfs-repository", "cvm4/bin/busybox", "cvm4/bin/sh",
-                 "cvm4/usr/sbin/dropbear", "cvm4/usr/bin/dropbearkey", "cvm4/sbin/mke2fs",
-                 "cvm4/sbin/blkid", "cvm4/sbin/init", "cvm4/usr/bin/cvmfs_config",
-                 "cvm4/etc/inittab", "cvm4/etc/cvmfs/default.local",
-                 "cvm4/lib64/ld-linux-x86-64.so.2", "cvm4/lib/x86_64-linux-gnu/libc.so.6",
-                 "cvm4/lib/x86_64-linux-gnu/libext2fs.so.2", "cvm4/cvmfs/cernvm-prod.cern.ch"):
+    listing = subprocess.run([unsquashfs, "-lls", str(image)], capture_output=True, text=True, check=True).stdout
+    paths = {
+        line.split()[-1] if " -> " not in line else line.split(" -> ")[0].split()[-1]
+        for line in listing.splitlines()
+        if line.startswith(("-", "d", "l"))
+    }
+    for path in (
+        "README",
+        ".cvmfs-repository",
+        "cvm4/bin/busybox",
+        "cvm4/bin/sh",
+        "cvm4/usr/sbin/dropbear",
+        "cvm4/usr/bin/dropbearkey",
+        "cvm4/sbin/mke2fs",
+        "cvm4/sbin/blkid",
+        "cvm4/sbin/init",
+        "cvm4/usr/bin/cvmfs_config",
+        "cvm4/etc/inittab",
+        "cvm4/etc/cvmfs/default.local",
+        "cvm4/lib64/ld-linux-x86-64.so.2",
+        "cvm4/lib/x86_64-linux-gnu/libc.so.6",
+        "cvm4/lib/x86_64-linux-gnu/libext2fs.so.2",
+        "cvm4/cvmfs/cernvm-prod.cern.ch",
+    ):
         assert f"squashfs-root/{path}" in paths, path
     assert re.search(r"^drwx------ root/root .* squashfs-root/cvm4/root$", listing, re.M)
 
@@ -229,12 +270,21 @@ def test_docker_tarball_layout(ok_appliance):
     assert not any(n == "bin" or n.startswith(("bin/", "lib/", "usr/bin/")) for n in members)
     assert members["cvmfs"].isdir() and not any(n.startswith("cvmfs/") for n in members)
     # the repository parrot (stand-in) presents, with the OS tree in cvm4
-    for path in ("README", ".cvmfs-repository", "cvm4/bin/sh", "cvm4/bin/busybox", "cvm4/usr/bin/cvmfs_config",
-                 "cvm4/usr/sbin/dropbear", "cvm4/etc/passwd", "cvm4/lib64/ld-linux-x86-64.so.2"):
+    for path in (
+        "README",
+        ".cvmfs-repository",
+        "cvm4/bin/sh",
+        "cvm4/bin/busybox",
+        "cvm4/usr/bin/cvmfs_config",
+        "cvm4/usr/sbin/dropbear",
+        "cvm4/etc/passwd",
+        "cvm4/lib64/ld-linux-x86-64.so.2",
+    ):
         assert f"{preload}/{path}" in members, path
 
 
 # --- Docker --------------------------------------------------------------------
+
 
 @pytest.fixture
 def docker_client():
@@ -254,14 +304,13 @@ def test_docker_tarball_runs(ok_appliance, docker_client, tmp_path):
     containers = []
     unconfined = ["seccomp=unconfined"]  # parrot mode needs ptrace, as documented
     try:
-        docker_client.api.import_image_from_file(str(ok_appliance.docker_tarball),
-                                                 repository=repository, tag="latest")
+        docker_client.api.import_image_from_file(str(ok_appliance.docker_tarball), repository=repository, tag="latest")
         image = f"{repository}:latest"
 
         def run(command, security_opt=None, volumes=None, **env):
             container = docker_client.containers.create(
-                image, command, environment=env, network_mode="none", security_opt=security_opt,
-                volumes=volumes)
+                image, command, environment=env, network_mode="none", security_opt=security_opt, volumes=volumes
+            )
             containers.append(container)
             container.start()
             status = container.wait(timeout=60)["StatusCode"]
@@ -274,12 +323,15 @@ def test_docker_tarball_runs(ok_appliance, docker_client, tmp_path):
         assert out.strip() == os.uname().release  # a container runs the host's kernel
         assert "debug" not in err and err == ""
 
-        status, out, err = run(["/init", "sh", "-c", "cat /UCVM/version; cvmfs_config probe; readlink /bin"],
-                               unconfined, CERNVM_DEBUG="1")
+        status, out, err = run(
+            ["/init", "sh", "-c", "cat /UCVM/version; cvmfs_config probe; readlink /bin"], unconfined, CERNVM_DEBUG="1"
+        )
         assert status == 0, err
-        assert out.splitlines() == [ok_appliance.version,
-                                    "Probing /cvmfs/cernvm-prod.cern.ch... OK",
-                                    "/cvmfs/cernvm-prod.cern.ch/cvm4/bin"]
+        assert out.splitlines() == [
+            ok_appliance.version,
+            "Probing /cvmfs/cernvm-prod.cern.ch... OK",
+            "/cvmfs/cernvm-prod.cern.ch/cvm4/bin",
+        ]
         debug = [line for line in err.splitlines() if line.startswith("cernvm-docker: debug: ")]
         assert any("CERNVM_ROOT=/cvmfs/cernvm-prod.cern.ch/cvm4" in line for line in debug)
         assert any("parrot: /cvmfs/cernvm-prod.cern.ch from http" in line for line in debug)
@@ -293,20 +345,23 @@ def test_docker_tarball_runs(ok_appliance, docker_client, tmp_path):
         status, out, err = run(["/init", "true"], unconfined, CERNVM_ROOT="/cvmfs/nowhere")
         assert status != 0 and "CERNVM_ROOT=/cvmfs/nowhere" in err
 
-        status, out, err = run(["/init", "true"], unconfined,
-                               PARROT_CVMFS_REPO="cernvm-prod.cern.ch:url=http://x,pubkey=/UCVM/version")
+        status, out, err = run(
+            ["/init", "true"], unconfined, PARROT_CVMFS_REPO="cernvm-prod.cern.ch:url=http://x,pubkey=/UCVM/version"
+        )
         assert status == 1 and "signature verification failed with public key(s) /UCVM/version" in err
 
         # bind mount mode: the host's repository (here: the copy the image carries), no parrot, no seccomp change
         host_repo = tmp_path / "cvmfs" / "cernvm-prod.cern.ch"
         prefix = f"{_builder.DOCKER_PRELOAD}/{_builder.OS_REPO}/"
         with tarfile.open(ok_appliance.docker_tarball) as tar:
-            members = [m.replace(name=m.name[len(prefix):]) for m in tar.getmembers()
-                       if m.name.startswith(prefix)]
+            members = [m.replace(name=m.name[len(prefix) :]) for m in tar.getmembers() if m.name.startswith(prefix)]
             tar.extractall(host_repo, members=members, filter="fully_trusted")
         volumes = {str(host_repo): {"bind": "/cvmfs/cernvm-prod.cern.ch", "mode": "ro"}}
-        status, out, err = run(["/init", "sh", "-c", "cvmfs_config probe; grep -c ' /cvmfs/cernvm-prod.cern.ch ' /proc/mounts"],
-                               volumes=volumes, CERNVM_DEBUG="1")
+        status, out, err = run(
+            ["/init", "sh", "-c", "cvmfs_config probe; grep -c ' /cvmfs/cernvm-prod.cern.ch ' /proc/mounts"],
+            volumes=volumes,
+            CERNVM_DEBUG="1",
+        )
         assert status == 0, err
         assert out.splitlines() == ["Probing /cvmfs/cernvm-prod.cern.ch... OK", "1"]
         assert "bind mounted from the host: no parrot" in err

@@ -7,11 +7,11 @@ from __future__ import annotations
 import gzip
 import io
 import os
-import time
 import shutil
 import stat
 import subprocess
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -25,11 +25,22 @@ AWK_DIR = FILES / "os/usr/libexec/cernvm-fixtures"
 
 # --- variants ----------------------------------------------------------------
 
+
 def test_variants_ok_first_and_described():
     names = list(appliance.VARIANTS)
     assert names[0] == "ok"
-    assert set(names) == {"ok", "no-cvmfs", "no-scratch", "no-shared", "bad-cmdline",
-                          "no-context", "nocloud-only", "no-ready", "no-ssh", "sshfs"}
+    assert set(names) == {
+        "ok",
+        "no-cvmfs",
+        "no-scratch",
+        "no-shared",
+        "bad-cmdline",
+        "no-context",
+        "nocloud-only",
+        "no-ready",
+        "no-ssh",
+        "sshfs",
+    }
     assert all(isinstance(d, str) and d and "\n" not in d for d in appliance.VARIANTS.values())
 
 
@@ -81,15 +92,21 @@ def test_version_matches_profile_regex():
 
 # --- cache keys ----------------------------------------------------------------
 
+
 def _inputs(material: dict) -> _builder.Inputs:
-    kernel = _host.KernelPackage("linux-image-1.2.3-4-amd64", "1.2.3-4", "ab" * 32,
-                                 "linux-image-1.2.3-4-amd64_1.2.3-4_amd64.deb", "apt")
+    kernel = _host.KernelPackage(
+        "linux-image-1.2.3-4-amd64", "1.2.3-4", "ab" * 32, "linux-image-1.2.3-4-amd64_1.2.3-4_amd64.deb", "apt"
+    )
     return _builder.Inputs(_host.HostTools({}, {}), kernel, (), material)
 
 
 def test_keys_depend_on_every_input_and_variant():
-    base = {"builder": "b", "kernel": ["k", "1", "s"], "packages": {"busybox-static": "1"},
-            "files": {"/bin/busybox": "h"}}
+    base = {
+        "builder": "b",
+        "kernel": ["k", "1", "s"],
+        "packages": {"busybox-static": "1"},
+        "files": {"/bin/busybox": "h"},
+    }
     ref = _inputs(base)
     keys = {ref.variant_key(v) for v in appliance.VARIANTS}
     assert len(keys) == len(appliance.VARIANTS)
@@ -108,8 +125,7 @@ def test_keys_depend_on_every_input_and_variant():
 
 def test_builder_digest_covers_files_but_not_bytecode(tmp_path, monkeypatch):
     copy = tmp_path / "appliance"
-    shutil.copytree(_builder.PACKAGE_DIR, copy,
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(_builder.PACKAGE_DIR, copy, ignore=shutil.ignore_patterns("__pycache__"))
     monkeypatch.setattr(_builder, "PACKAGE_DIR", copy)
     first = _builder.builder_digest()
     (copy / "__pycache__").mkdir(exist_ok=True)
@@ -121,6 +137,7 @@ def test_builder_digest_covers_files_but_not_bytecode(tmp_path, monkeypatch):
 
 
 # --- host checks and error messages ------------------------------------------
+
 
 def _fake_path(tmp_path: Path, monkeypatch, tools: dict[str, str]) -> Path:
     """A PATH holding only ``tools`` (name -> shell script body or a real path)."""
@@ -186,26 +203,40 @@ def _tools(bindir: Path) -> _host.HostTools:
 
 
 def test_no_apt_lists_says_apt_get_update(tmp_path, monkeypatch):
-    bindir = _fake_path(tmp_path, monkeypatch, {
-        "apt-cache": 'echo "E: No packages found" >&2; exit 100',
-        "dpkg": "exit 1",
-    })
+    bindir = _fake_path(
+        tmp_path,
+        monkeypatch,
+        {
+            "apt-cache": 'echo "E: No packages found" >&2; exit 100',
+            "dpkg": "exit 1",
+        },
+    )
     with pytest.raises(ApplianceError) as err:
         _host.resolve_kernel(_tools(bindir), tmp_path / "cache", lambda m: None)
     assert "apt-get update" in str(err.value)
 
 
 def test_kernel_resolved_through_metapackage(tmp_path, monkeypatch):
-    bindir = _fake_path(tmp_path, monkeypatch, {"apt-cache": r'''
+    bindir = _fake_path(
+        tmp_path,
+        monkeypatch,
+        {
+            "apt-cache": r"""
 case "$3" in
   linux-image-amd64) printf 'Package: linux-image-amd64\nVersion: 6.1.99-1\nDepends: linux-image-6.1.0-99-amd64 (= 6.1.99-1)\n\n' ;;
   linux-image-6.1.0-99-amd64=6.1.99-1) printf 'Package: linux-image-6.1.0-99-amd64\nVersion: 6.1.99-1\nFilename: pool/main/l/linux-signed-amd64/linux-image-6.1.0-99-amd64_6.1.99-1_amd64.deb\nSHA256: %s\n\n' 0123 ;;
   *) exit 100 ;;
-esac'''})
+esac"""
+        },
+    )
     monkeypatch.setattr(_host, "APT_LISTS", tmp_path / "lists")
     kernel = _host.resolve_kernel(_tools(bindir), tmp_path / "cache", lambda m: None)
-    assert (kernel.name, kernel.version, kernel.sha256, kernel.origin) == \
-        ("linux-image-6.1.0-99-amd64", "6.1.99-1", "0123", "apt")
+    assert (kernel.name, kernel.version, kernel.sha256, kernel.origin) == (
+        "linux-image-6.1.0-99-amd64",
+        "6.1.99-1",
+        "0123",
+        "apt",
+    )
     assert kernel.filename == "linux-image-6.1.0-99-amd64_6.1.99-1_amd64.deb"
     # remembered: a second call must not need apt-cache while apt's state is unchanged
     (bindir / "apt-cache").write_text("#!/bin/sh\nexit 100\n")
@@ -213,10 +244,14 @@ esac'''})
 
 
 def test_kernel_falls_back_to_cached_package(tmp_path, monkeypatch):
-    bindir = _fake_path(tmp_path, monkeypatch, {
-        "apt-cache": "exit 100",
-        "dpkg": '[ "$1" = --compare-versions ] && case "$2/$4" in 6.1.5-1/6.1.10-1) exit 0;; esac; exit 1',
-    })
+    bindir = _fake_path(
+        tmp_path,
+        monkeypatch,
+        {
+            "apt-cache": "exit 100",
+            "dpkg": '[ "$1" = --compare-versions ] && case "$2/$4" in 6.1.5-1/6.1.10-1) exit 0;; esac; exit 1',
+        },
+    )
     downloads = tmp_path / "cache/downloads"
     downloads.mkdir(parents=True)
     for version, abi in (("6.1.5-1", 5), ("6.1.10-1", 10)):
@@ -228,9 +263,13 @@ def test_kernel_falls_back_to_cached_package(tmp_path, monkeypatch):
 
 
 def test_download_failure_is_actionable(tmp_path, monkeypatch):
-    bindir = _fake_path(tmp_path, monkeypatch, {
-        "apt-get": 'echo "E: Failed to fetch http://mirror/x.deb  404  Not Found" >&2; exit 100',
-    })
+    bindir = _fake_path(
+        tmp_path,
+        monkeypatch,
+        {
+            "apt-get": 'echo "E: Failed to fetch http://mirror/x.deb  404  Not Found" >&2; exit 100',
+        },
+    )
     kernel = _host.KernelPackage("linux-image-6.1.0-1-amd64", "6.1.1-1", "", "k.deb", "apt")
     with pytest.raises(ApplianceError) as err:
         _host.ensure_kernel_deb(_tools(bindir), kernel, tmp_path / "cache", lambda m: None)
@@ -248,14 +287,20 @@ def test_unwritable_cache(tmp_path):
 
 
 def test_ldd_parsing(tmp_path, monkeypatch):
-    bindir = _fake_path(tmp_path, monkeypatch, {"ldd": r'''
-printf '\tlinux-vdso.so.1 (0x00007ffd)\n\tlibz.so.1 => /lib/x86_64-linux-gnu/libz.so.1 (0x00007f)\n\tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f)\n\t/lib64/ld-linux-x86-64.so.2 (0x00007f)\n' '''})
+    bindir = _fake_path(
+        tmp_path,
+        monkeypatch,
+        {
+            "ldd": r"""
+printf '\tlinux-vdso.so.1 (0x00007ffd)\n\tlibz.so.1 => /lib/x86_64-linux-gnu/libz.so.1 (0x00007f)\n\tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f)\n\t/lib64/ld-linux-x86-64.so.2 (0x00007f)\n' """
+        },
+    )
     libs = _host.ldd_libraries("/usr/sbin/dropbear", str(bindir / "ldd"))
-    assert libs == ["/lib/x86_64-linux-gnu/libz.so.1", "/lib/x86_64-linux-gnu/libc.so.6",
-                    "/lib64/ld-linux-x86-64.so.2"]
+    assert libs == ["/lib/x86_64-linux-gnu/libz.so.1", "/lib/x86_64-linux-gnu/libc.so.6", "/lib64/ld-linux-x86-64.so.2"]
 
 
 # --- archives ------------------------------------------------------------------
+
 
 def test_cpio_is_sorted_reproducible_and_kernel_readable(tmp_path):
     root = tmp_path / "tree"
@@ -279,8 +324,11 @@ def test_cpio_is_sorted_reproducible_and_kernel_readable(tmp_path):
     assert stat.S_ISLNK(by_name["b/link"][1]) and by_name["b/link"][2] == b"/bin/busybox"
     assert stat.S_ISCHR(by_name["dev/console"][1])
     if shutil.which("cpio"):
-        listing = subprocess.run(["cpio", "-t", "--quiet"], input=out1.getvalue(),
-                                 capture_output=True, check=True).stdout.decode().split()
+        listing = (
+            subprocess.run(["cpio", "-t", "--quiet"], input=out1.getvalue(), capture_output=True, check=True)
+            .stdout.decode()
+            .split()
+        )
         assert listing == names
 
 
@@ -305,6 +353,7 @@ def test_tar_is_reproducible_and_root_owned(tmp_path):
 
 # --- guest scripts -------------------------------------------------------------
 
+
 def test_guest_scripts_are_executable_shell():
     for path in FILES.rglob("*"):
         if path.is_file() and path.read_bytes()[:2] == b"#!":
@@ -324,8 +373,9 @@ needs_busybox = pytest.mark.skipif(not BUSYBOX, reason="busybox is not installed
 
 
 def _awk(script: str, text: str) -> list[str]:
-    proc = subprocess.run([BUSYBOX, "awk", "-f", str(AWK_DIR / script)], input=text,
-                          capture_output=True, text=True, check=True)
+    proc = subprocess.run(
+        [BUSYBOX, "awk", "-f", str(AWK_DIR / script)], input=text, capture_output=True, text=True, check=True
+    )
     return proc.stdout.splitlines()
 
 
@@ -370,9 +420,12 @@ users:
 other_keys: [x]
 """
     assert _awk("ssh-keys.awk", text) == [
-        "ssh-ed25519 AAAA1 one@host", "ssh-rsa AAAA2 two@host", "ssh-ed25519 AAAA3",
-        "ssh-ed25519 AAAA4 four"]
-    flow = "ssh_authorized_keys: [ssh-ed25519 AAAA5 five, \"ssh-rsa AAAA6\"]\n"
+        "ssh-ed25519 AAAA1 one@host",
+        "ssh-rsa AAAA2 two@host",
+        "ssh-ed25519 AAAA3",
+        "ssh-ed25519 AAAA4 four",
+    ]
+    flow = 'ssh_authorized_keys: [ssh-ed25519 AAAA5 five, "ssh-rsa AAAA6"]\n'
     assert _awk("ssh-keys.awk", flow) == ["ssh-ed25519 AAAA5 five", "ssh-rsa AAAA6"]
 
 
@@ -380,8 +433,7 @@ other_keys: [x]
 def test_meta_data_hostname_yaml_and_json():
     assert _awk("meta-data.awk", "instance-id: i-1\nlocal-hostname: my-vm\n") == ["my-vm"]
     assert _awk("meta-data.awk", "local-hostname: 'q-vm'  # c\n") == ["q-vm"]
-    assert _awk("meta-data.awk", '{"instance-id": "i", "local-hostname": "json-vm"}') == \
-        ["json-vm"]
+    assert _awk("meta-data.awk", '{"instance-id": "i", "local-hostname": "json-vm"}') == ["json-vm"]
     assert _awk("meta-data.awk", '{"hostname": "os-vm", "name": "n", "uuid": "u"}') == ["os-vm"]
     assert _awk("meta-data.awk", '{"uuid": "u", "name": "n"}') == []
     assert _awk("meta-data.awk", "instance-id: i\n") == []
@@ -410,7 +462,9 @@ def test_prune_drops_old_entries_of_other_inputs_only(tmp_path):
         (tmp_path / name).mkdir()
     for deb in ("linux-image-new.deb", "linux-image-old.deb"):
         (tmp_path / "downloads" / deb).write_bytes(b"deb")
-    for path in [tmp_path / n for n in ("base-new", "ok-new", "base-old", "ok-old")] + list((tmp_path / "downloads").iterdir()):
+    for path in [tmp_path / n for n in ("base-new", "ok-new", "base-old", "ok-old")] + list(
+        (tmp_path / "downloads").iterdir()
+    ):
         os.utime(path, (old, old))
     (tmp_path / ".lock-ok-new").write_text("")
     removed = []

@@ -60,8 +60,15 @@ def sshfs_profile(tmp_path):
 
 
 def run_shared(tmp_path, image):
-    result = run_scenarios(tmp_path, "-k", "kvm and shared", f"--cernvm-image={image}",
-                           f"--cernvm-profile={sshfs_profile(tmp_path)}", config=CONFIG, conftest=CONFTEST)
+    result = run_scenarios(
+        tmp_path,
+        "-k",
+        "kvm and shared",
+        f"--cernvm-image={image}",
+        f"--cernvm-profile={sshfs_profile(tmp_path)}",
+        config=CONFIG,
+        conftest=CONFTEST,
+    )
     assert domains_under(tmp_path) == [], f"domains left behind:\n{result.output[-3000:]}"
     assert ledger_entries(tmp_path / "state") == [], "ledger entries left behind"
     return result

@@ -23,8 +23,17 @@ FAKE_CREDENTIALS = {
     "AWS_CONFIG_FILE": "/nonexistent/cernvm-fixtures-tests/aws-config",
     "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent/cernvm-fixtures-tests/aws-credentials",
 }
-UNSET = ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_ENDPOINT_URL",
-         "AWS_ENDPOINT_URL_EC2", "AWS_ENDPOINT_URL_S3", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE")
+UNSET = (
+    "AWS_PROFILE",
+    "AWS_DEFAULT_PROFILE",
+    "AWS_SESSION_TOKEN",
+    "AWS_REGION",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_EC2",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_ROLE_ARN",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+)
 TAG_KEY = "cvmfx-run"
 
 
@@ -41,19 +50,31 @@ class Moto:
     def tagged(self, key: str = TAG_KEY, value: str | None = None) -> dict[str, list[str]]:
         """Everything moto holds that carries tag ``key`` (with ``value``), by kind; terminated instances excluded."""
         ec2 = self.client()
-        flt = [{"Name": f"tag:{key}", "Values": [value]}] if value is not None else [{"Name": "tag-key", "Values": [key]}]
+        flt = (
+            [{"Name": f"tag:{key}", "Values": [value]}] if value is not None else [{"Name": "tag-key", "Values": [key]}]
+        )
         found: dict[str, list[str]] = {}
 
         def put(kind: str, ids: list[str]) -> None:
             if ids:
                 found[kind] = sorted(ids)
 
-        put("instance", [i["InstanceId"] for r in ec2.describe_instances(Filters=flt)["Reservations"]
-                         for i in r["Instances"] if i["State"]["Name"] != "terminated"])
+        put(
+            "instance",
+            [
+                i["InstanceId"]
+                for r in ec2.describe_instances(Filters=flt)["Reservations"]
+                for i in r["Instances"]
+                if i["State"]["Name"] != "terminated"
+            ],
+        )
         put("vpc", [v["VpcId"] for v in ec2.describe_vpcs(Filters=flt)["Vpcs"]])
         put("subnet", [s["SubnetId"] for s in ec2.describe_subnets(Filters=flt)["Subnets"]])
         put("route-table", [t["RouteTableId"] for t in ec2.describe_route_tables(Filters=flt)["RouteTables"]])
-        put("internet-gateway", [g["InternetGatewayId"] for g in ec2.describe_internet_gateways(Filters=flt)["InternetGateways"]])
+        put(
+            "internet-gateway",
+            [g["InternetGatewayId"] for g in ec2.describe_internet_gateways(Filters=flt)["InternetGateways"]],
+        )
         put("security-group", [g["GroupId"] for g in ec2.describe_security_groups(Filters=flt)["SecurityGroups"]])
         put("key-pair", [k["KeyName"] for k in ec2.describe_key_pairs(Filters=flt)["KeyPairs"]])
         put("volume", [v["VolumeId"] for v in ec2.describe_volumes(Filters=flt)["Volumes"]])

@@ -30,8 +30,8 @@ from cernvm_fixtures.providers.azure import AzureProvider
 from cernvm_fixtures.run import Keep, Run
 
 from ..fakes.azure import wire
+from ..fakes.azure.fixtures import CONTAINER, SUBSCRIPTION, AzureCloud
 from ..fakes.azure.vhd import make_vhd
-from ..fakes.azure.fixtures import CONTAINER, SUBSCRIPTION, AzureCloud, azure_cloud  # noqa: F401 - the fixture
 from ..helpers import ROOT, domains_under, ledger_entries, pytest_command, subprocess_env
 
 pytestmark = pytest.mark.integration
@@ -51,9 +51,14 @@ def image_id(azure_cloud: AzureCloud, tmp_path_factory) -> str:
     blob.create_page_blob(vhd.stat().st_size)
     blob.upload_page(vhd.read_bytes()[-512:], offset=vhd.stat().st_size - 512, length=512)
     azure_cloud.client("resource").resource_groups.create_or_update(IMAGE_GROUP, {"location": "westeurope"})
-    image = models.Image(location="westeurope", properties=models.ImageProperties(
-        storage_profile=models.ImageStorageProfile(os_disk=models.ImageOSDisk(
-            os_type="Linux", os_state="Generalized", blob_uri=blob.url))))
+    image = models.Image(
+        location="westeurope",
+        properties=models.ImageProperties(
+            storage_profile=models.ImageStorageProfile(
+                os_disk=models.ImageOSDisk(os_type="Linux", os_state="Generalized", blob_uri=blob.url)
+            )
+        ),
+    )
     return azure_cloud.client("compute").images.begin_create_or_update(IMAGE_GROUP, "cernvm", image).result().id
 
 
@@ -128,8 +133,10 @@ def ledger_before_create(cloud: AzureCloud, run: Run) -> list[str]:
     def check(method: str, path: str) -> None:
         if method == "PUT":
             ids = {str(r.data.get("id", "")).lower() for r in run.ledger.entries()}
-            ids |= {f"/subscriptions/{SUBSCRIPTION}/resourcegroups/{r.data.get('group', '')}".lower()
-                    for r in run.ledger.entries()}
+            ids |= {
+                f"/subscriptions/{SUBSCRIPTION}/resourcegroups/{r.data.get('group', '')}".lower()
+                for r in run.ledger.entries()
+            }
             if path.split("?")[0].lower() not in ids:
                 missing.append(path)
 
@@ -144,9 +151,13 @@ def test_fake_rejects_a_snake_case_dict_where_a_model_belongs(azure_cloud):
     from azure.core.exceptions import HttpResponseError
     from azure.mgmt.compute import models
 
-    vm = models.VirtualMachine(location="westeurope", properties=models.VirtualMachineProperties(
-        hardware_profile=models.HardwareProfile(vm_size="Standard_B2s"),
-        os_profile={"admin_username": "cernvm", "computer_name": "x"}))
+    vm = models.VirtualMachine(
+        location="westeurope",
+        properties=models.VirtualMachineProperties(
+            hardware_profile=models.HardwareProfile(vm_size="Standard_B2s"),
+            os_profile={"admin_username": "cernvm", "computer_name": "x"},
+        ),
+    )
     azure_cloud.client("resource").resource_groups.create_or_update("wire-check", {"location": "westeurope"})
     with pytest.raises(HttpResponseError, match="admin_username: unknown field of OSProfile .*adminUsername"):
         azure_cloud.client("compute").virtual_machines.begin_create_or_update("wire-check", "vm", vm)
@@ -170,7 +181,8 @@ def test_responses_deserialize_into_the_sdk_models(azure_cloud, image_id):
     assert wire.model_problems(body, models.Image, request=False) == []
     assert models.Image(body).properties.storage_profile.os_disk.blob_uri.endswith("/existing.vhd")
     assert wire.model_problems({"properties": {"storageProfile": {"osDisk": {"blobUri": 7}}}}, models.Image) == [
-        "properties.storageProfile.osDisk.blobUri: 7 is not a string"]
+        "properties.storageProfile.osDisk.blobUri: 7 is not a string"
+    ]
 
 
 # --- lifecycle -----------------------------------------------------------------------------------------
@@ -186,8 +198,15 @@ def test_create_records_first_and_teardown_removes_everything(azure_cloud, image
     try:
         assert missing == [], "created before the ledger had it"
         kinds = [r.kind for r in run.ledger.entries()]
-        assert kinds == ["resource-group", "virtual-network", "security-group", "public-ip", "network-interface",
-                         "disk", "vm"]
+        assert kinds == [
+            "resource-group",
+            "virtual-network",
+            "security-group",
+            "public-ip",
+            "network-interface",
+            "disk",
+            "vm",
+        ]
         machine.wait_running(time.monotonic() + 20)
         vm = azure_cloud.arm.get(machine.resources[-1].data["id"])
         props = vm["properties"]
@@ -198,9 +217,16 @@ def test_create_records_first_and_teardown_removes_everything(azure_cloud, image
         assert props["diagnosticsProfile"]["bootDiagnostics"]["enabled"] is True
         assert vm["tags"]["cernvm-fixtures:run"] == run.id and vm["tags"]["project"] == "cernvm-fixtures-tests"
         nsg = azure_cloud.arm.get(machine.resources[2].data["id"])
-        rules = [(r["properties"]["direction"], r["properties"]["access"], r["properties"]["protocol"],
-                  r["properties"]["destinationPortRange"], r["properties"]["sourceAddressPrefix"])
-                 for r in nsg["properties"]["securityRules"]]
+        rules = [
+            (
+                r["properties"]["direction"],
+                r["properties"]["access"],
+                r["properties"]["protocol"],
+                r["properties"]["destinationPortRange"],
+                r["properties"]["sourceAddressPrefix"],
+            )
+            for r in nsg["properties"]["securityRules"]
+        ]
         assert rules == [("Inbound", "Allow", "Tcp", "22", CIDR)]
         assert not machine.platform_address().startswith("127.")
     finally:
@@ -227,11 +253,14 @@ def test_vhd_upload_as_page_blob_then_image_then_gone(azure_cloud, tmp_path):
     assert_nothing_left(azure_cloud, run)
 
 
-@pytest.mark.parametrize("problem, message", [
-    ("dynamic", "is a dynamic VHD; Azure takes fixed-size VHDs only"),
-    ("no footer", "has no VHD footer"),
-    ("odd size", "is not a whole number of MiB"),
-])
+@pytest.mark.parametrize(
+    "problem, message",
+    [
+        ("dynamic", "is a dynamic VHD; Azure takes fixed-size VHDs only"),
+        ("no footer", "has no VHD footer"),
+        ("odd size", "is not a whole number of MiB"),
+    ],
+)
 def test_bad_vhd_is_a_clear_error_before_anything_exists(azure_cloud, tmp_path, problem, message):
     vhd = tmp_path / "bad.vhd"
     if problem == "dynamic":
@@ -300,8 +329,14 @@ def test_leftovers_are_found_by_tags_alone_and_swept(azure_cloud, image_id, tmp_
     target = target_for(azure_cloud, image_id)
     found = AzureProvider.leftovers(target, set())
     ours = [r for r in found if r.run == run.id]
-    assert [r.kind for r in ours] == ["vm", "network-interface", "public-ip", "security-group", "virtual-network",
-                                      "resource-group"]
+    assert [r.kind for r in ours] == [
+        "vm",
+        "network-interface",
+        "public-ip",
+        "security-group",
+        "virtual-network",
+        "resource-group",
+    ]
     assert AzureProvider.leftovers(target, {machine.name}) == [r for r in found if r.name != machine.name]
     for resource in ours:
         AzureProvider.destroy_resource(resource)
@@ -337,20 +372,27 @@ def test_lifecycle_over_ssh_with_host_keys_from_the_serial_log(azure_cloud, imag
         assert "Linux version" in instance.console_log(), "retrieve_boot_diagnostics_data -> serial log"
         assert "UserKnownHostsFile" in instance.login_command and "127.0.0.1" in instance.login_command
         assert {k: instance.machine.traits[k] for k in ("provider", "kind", "vm_size", "location")} == {
-            "provider": "azure", "kind": "vm", "vm_size": "Standard_B2s", "location": "westeurope"}
+            "provider": "azure",
+            "kind": "vm",
+            "vm_size": "Standard_B2s",
+            "location": "westeurope",
+        }
     finally:
         instance.destroy()
     assert_nothing_left(azure_cloud, run)
 
 
 def test_a_host_key_the_serial_log_did_not_announce_is_refused(azure_cloud, image_id, standin, tmp_path):
-    forged = ("-----BEGIN SSH HOST KEY KEYS-----\n"
-              "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl root@forged\n"
-              "-----END SSH HOST KEY KEYS-----\n")
+    forged = (
+        "-----BEGIN SSH HOST KEY KEYS-----\n"
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl root@forged\n"
+        "-----END SSH HOST KEY KEYS-----\n"
+    )
     run = run_with_standin(tmp_path, azure_cloud, standin, console=lambda: forged)
     with pytest.raises(ReadinessError, match="not among the 1 key"):
-        launch(target_for(azure_cloud, image_id, deadlines={"running": 20, "reachable": 30, "login": 5,
-                                                            "ready": 10}), run)
+        launch(
+            target_for(azure_cloud, image_id, deadlines={"running": 20, "reachable": 30, "login": 5, "ready": 10}), run
+        )
     assert_nothing_left(azure_cloud, run)
 
 
@@ -376,9 +418,19 @@ time.sleep(600)
 
 
 def config_file(path: Path, cloud: AzureCloud, image: str, **extra) -> Path:
-    options = {"provider": "azure", "image": image, "profile": "appliance", "location": "westeurope",
-               "endpoint": cloud.url, "instance_discovery": False, "ssh_cidr": CIDR, "vm_size": "Standard_B2s",
-               "poll_interval": 0.05, "slowdown": 1, **extra}
+    options = {
+        "provider": "azure",
+        "image": image,
+        "profile": "appliance",
+        "location": "westeurope",
+        "endpoint": cloud.url,
+        "instance_discovery": False,
+        "ssh_cidr": CIDR,
+        "vm_size": "Standard_B2s",
+        "poll_interval": 0.05,
+        "slowdown": 1,
+        **extra,
+    }
 
     def value(v):
         if isinstance(v, dict):
@@ -395,8 +447,13 @@ def test_sweep_removes_what_a_killed_run_left(azure_cloud, image_id, tmp_path, l
 
     state = tmp_path / "state"
     cfg = config_file(tmp_path / "cernvm.toml", azure_cloud, image_id)
-    process = subprocess.Popen([sys.executable, "-c", KILLED, str(cfg)], env=subprocess_env(state),
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-c", KILLED, str(cfg)],
+        env=subprocess_env(state),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         run_id = process.stdout.readline().strip()
         assert run_id, process.stderr.read()
@@ -412,8 +469,13 @@ def test_sweep_removes_what_a_killed_run_left(azure_cloud, image_id, tmp_path, l
     assert azure_cloud.arm.tagged("cernvm-fixtures:run", run_id) == [], sweep.stdout
     assert ledger_entries(state) == [] and not list(state.glob("runs/*"))
     order = re.findall(r"destroyed azure (\S+)", sweep.stdout)
-    assert order.index("vm") < order.index("network-interface") < order.index("security-group") \
-        < order.index("virtual-network") < order.index("resource-group"), sweep.stdout
+    assert (
+        order.index("vm")
+        < order.index("network-interface")
+        < order.index("security-group")
+        < order.index("virtual-network")
+        < order.index("resource-group")
+    ), sweep.stdout
 
 
 # --- the scenario suite end to end: the fake + one stand-in per VM, booted from the fake's custom data ---
@@ -513,11 +575,22 @@ def test_scenario_suite_end_to_end_against_the_fake_with_standins(azure_cloud, i
     work = tmp_path / "work"
     shutil.copytree(ROOT / "scenarios", work / "scenarios")
     (work / "conftest.py").write_text(STANDIN_CONFTEST)
-    config_file(work / "cernvm.toml", azure_cloud, image_id, profile=str(HERE / "azure_standin.toml"),
-                deadlines={"running": 30, "reachable": 300, "login": 120, "ready": 120})
+    config_file(
+        work / "cernvm.toml",
+        azure_cloud,
+        image_id,
+        profile=str(HERE / "azure_standin.toml"),
+        deadlines={"running": 30, "reachable": 300, "login": 120, "ready": 120},
+    )
     state = tmp_path / "state"
-    result = subprocess.run(pytest_command("scenarios", "--junitxml", str(tmp_path / "report.xml")),
-                            cwd=work, env=subprocess_env(state), capture_output=True, text=True, timeout=1500)
+    result = subprocess.run(
+        pytest_command("scenarios", "--junitxml", str(tmp_path / "report.xml")),
+        cwd=work,
+        env=subprocess_env(state),
+        capture_output=True,
+        text=True,
+        timeout=1500,
+    )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-6000:]
     cases = {c.get("name").split("[")[0]: c for c in ElementTree.parse(tmp_path / "report.xml").iter("testcase")}
@@ -525,8 +598,13 @@ def test_scenario_suite_end_to_end_against_the_fake_with_standins(azure_cloud, i
     failed = [name for name, c in cases.items() if c.find("failure") is not None or c.find("error") is not None]
     assert not failed and cases, output[-6000:]
     assert set(cases) - set(skipped) >= {
-        "test_kernel_release", "test_kernel_command_line", "test_repositories_mounted_read_only",
-        "test_scratch_disk_mounted", "test_hostname", "test_user_data_recorded", "test_ucernvm_block_delivered",
+        "test_kernel_release",
+        "test_kernel_command_line",
+        "test_repositories_mounted_read_only",
+        "test_scratch_disk_mounted",
+        "test_hostname",
+        "test_user_data_recorded",
+        "test_ucernvm_block_delivered",
     }, skipped
     assert "stand-in" in skipped.pop("test_network_driver") and "stand-in" in skipped.pop("test_user_data_source")
     assert all("no shared folders" in why for why in skipped.values()), skipped

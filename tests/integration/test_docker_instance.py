@@ -95,7 +95,9 @@ def test_a_command_killing_its_session_shell_costs_only_that_command(parrot):
 
 def test_init_output_is_kept_out_of_the_commands_output(parrot):
     result = parrot.run("echo only this")
-    assert result.stderr == "" and result.stdout == "only this\n", "CERNVM_DEBUG=1 lines belong to /init, not the command"
+    assert result.stderr == "" and result.stdout == "only this\n", (
+        "CERNVM_DEBUG=1 lines belong to /init, not the command"
+    )
     assert "cernvm-docker: debug: parrot mode; running: sh -c" in parrot.console_log()
 
 
@@ -111,7 +113,9 @@ def test_stdin_and_binary_round_trip(parrot):
 
 def test_large_output_and_input_do_not_deadlock(parrot):
     started = time.monotonic()
-    result = parrot.run("dd if=/dev/zero bs=1M count=8 2>/dev/null; dd if=/dev/zero bs=1M count=8 >&2 2>/dev/null", timeout=120)
+    result = parrot.run(
+        "dd if=/dev/zero bs=1M count=8 2>/dev/null; dd if=/dev/zero bs=1M count=8 >&2 2>/dev/null", timeout=120
+    )
     assert len(result.stdout_bytes) == len(result.stderr_bytes) == 8 * 1024 * 1024
     blob = b"x" * (8 * 1024 * 1024)
     echoed = parrot.run("cat; cat /dev/zero | head -c 1048576 >&2", stdin=blob, timeout=120)
@@ -158,8 +162,11 @@ def test_parrot_mode_settings(parrot):
     assert parrot.run("ls /sys/class/net").stdout.split() == ["lo"], "network none"
     assert parrot.run("cat /UCVM/keys/test-signer.pub").stdout.startswith("-----BEGIN PUBLIC KEY-----")
     env = parrot.run("echo $PARROT_CVMFS_REPO; echo $CERNVM_DEBUG").stdout.split()
-    assert env == ["cernvm-prod.cern.ch:url=http://stratum-one.invalid/cvmfs/cernvm-prod.cern.ch,"
-                   "pubkey=/UCVM/keys/test-signer.pub", "1"]
+    assert env == [
+        "cernvm-prod.cern.ch:url=http://stratum-one.invalid/cvmfs/cernvm-prod.cern.ch,"
+        "pubkey=/UCVM/keys/test-signer.pub",
+        "1",
+    ]
     assert "key /UCVM/keys/test-signer.pub" in parrot.console_log()
     assert "/cvmfs/cernvm-prod.cern.ch" not in parrot.run("cat /proc/mounts").stdout, "parrot: no kernel mount"
 
@@ -170,7 +177,9 @@ def test_init_refusal_is_the_result(parrot):
     result = refused.exec("echo never")
     assert result.exit_status == 1 and result.stdout == ""
     assert "fatal: cannot access CERNVM_ROOT=/cvmfs/nowhere" in result.stderr
-    with pytest.raises(ProviderError, match="(?s)did not start a shell: .*fatal: cannot access CERNVM_ROOT=/cvmfs/nowhere"):
+    with pytest.raises(
+        ProviderError, match="(?s)did not start a shell: .*fatal: cannot access CERNVM_ROOT=/cvmfs/nowhere"
+    ):
         refused.run("echo never")
     with pytest.raises(ProviderError, match="CERNVM_ROOT=/cvmfs/nowhere"):
         refused.connect()
@@ -178,7 +187,9 @@ def test_init_refusal_is_the_result(parrot):
 
 def test_wrong_repository_key_is_refused(parrot, module_state):
     wrong = "cernvm-prod.cern.ch:url=http://x,pubkey=/UCVM/keys/cernvm-prod.cern.ch.pub"
-    parrot.run("cp /UCVM/keys/cernvm-prod.cern.ch.pub /tmp/saved.pub && echo nope > /UCVM/keys/cernvm-prod.cern.ch.pub").check()
+    parrot.run(
+        "cp /UCVM/keys/cernvm-prod.cern.ch.pub /tmp/saved.pub && echo nope > /UCVM/keys/cernvm-prod.cern.ch.pub"
+    ).check()
     try:
         api = provider.connect().api
         transport = DockerTransport(api, parrot.name, entry=("env", f"PARROT_CVMFS_REPO={wrong}", "/init"))
@@ -192,7 +203,13 @@ def test_wrong_repository_key_is_refused(parrot, module_state):
 def test_banner_before_the_command_is_not_its_output(parrot):
     """CernVM's /init prints a banner and [INF] lines on stdout before the command: not the command's output."""
     api = provider.connect().api
-    entry = ("/init", "sh", "-c", 'echo "*** Welcome to CernVM in Docker ***"; echo "[INF] mounting" >&2; exec "$@"', "init")
+    entry = (
+        "/init",
+        "sh",
+        "-c",
+        'echo "*** Welcome to CernVM in Docker ***"; echo "[INF] mounting" >&2; exec "$@"',
+        "init",
+    )
     result = DockerTransport(api, parrot.name, entry=entry).run("printf 'x'")
     assert (result.exit_status, result.stdout, result.stderr) == (0, "x", "")
 
@@ -205,7 +222,9 @@ def test_bindmount_mode(bindmount, parrot):
     assert "ro" in repo[3].split(",")
     result = bindmount.run("touch /cvmfs/cernvm-prod.cern.ch/x")
     assert result.exit_status != 0 and "Read-only file system" in result.stderr
-    assert bindmount.run("readlink /bin").stdout.strip() == "/cvmfs/cernvm-prod.cern.ch/cvm4/bin", "the OS from the mount"
+    assert bindmount.run("readlink /bin").stdout.strip() == "/cvmfs/cernvm-prod.cern.ch/cvm4/bin", (
+        "the OS from the mount"
+    )
     image = bindmount.machine.resources[1].data["image"]
     assert image == parrot.machine.resources[1].data["image"], "one image per run and tarball"
 
@@ -221,7 +240,9 @@ def test_local_image_by_name(module_state):
         instance = launch(docker_target(module_state, "docker", image=name, profile="appliance"), run)
         try:
             assert instance.run("cvmfs_config probe").succeeded
-            assert [r.kind for r in instance.machine.resources] == ["directory", "container"], "a local image is not ours"
+            assert [r.kind for r in instance.machine.resources] == ["directory", "container"], (
+                "a local image is not ours"
+            )
         finally:
             instance.destroy()
         client.images.get(name)  # still there: it belongs to the user

@@ -82,7 +82,9 @@ def test_sigkill_leaves_only_what_sweep_removes(tmp_path):
     left = docker_objects_under(tmp_path)
     assert f"container {name}" in left and any(o.startswith("image ") for o in left), left
     assert {(e["kind"], e["name"]) for e in ledger_entries(tmp_path / "state")} == {
-        ("directory", name), ("image", name), ("container", name)
+        ("directory", name),
+        ("image", name),
+        ("container", name),
     }, "the ledger knows everything the killed run made"
     result = sweep(tmp_path, tmp_path / "state")
     assert result.returncode == 0, result.stderr
@@ -127,6 +129,7 @@ def test_keep_on_failure_keeps_container_and_image_until_down(tmp_path):
 
 
 # --- bad input: one clear error, nothing created ---------------------------------------------------------------
+
 
 def target(tmp_path: Path, **keys) -> config.Target:
     table = {"provider": "docker", "profile": "appliance", "deadlines": {"running": 5}, **keys}
@@ -179,7 +182,11 @@ def test_no_docker_daemon_through_the_plugin(tmp_path):
     env["DOCKER_HOST"] = "unix:///nonexistent/docker.sock"
     result = subprocess.run(
         pytest_command("test_it.py", "--cernvm-target=docker"),
-        cwd=tmp_path / "work", env=env, capture_output=True, text=True, timeout=120,
+        cwd=tmp_path / "work",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 1
     assert "ProviderError: cannot reach the Docker daemon at unix:///nonexistent/docker.sock" in result.stdout
@@ -192,9 +199,13 @@ def test_appliance_copy_needs_the_appliance(tmp_path):
         info = tarfile.TarInfo("init")
         info.mode, info.size = 0o755, 2
         tar.addfile(info, io.BytesIO(b"#!"))
-    message = launch_fails(tmp_path, ConfigError, image=str(source), mode="bindmount",
-                           repositories={"cernvm-prod.cern.ch": ""})
-    assert "targets.docker.repositories.cernvm-prod.cern.ch: \"\" (the appliance's own copy) needs image = 'appliance'" in message
+    message = launch_fails(
+        tmp_path, ConfigError, image=str(source), mode="bindmount", repositories={"cernvm-prod.cern.ch": ""}
+    )
+    assert (
+        "targets.docker.repositories.cernvm-prod.cern.ch: \"\" (the appliance's own copy) needs image = 'appliance'"
+        in message
+    )
 
 
 def test_appliance_variants_are_refused(tmp_path):

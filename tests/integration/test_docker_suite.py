@@ -32,7 +32,9 @@ def assert_nothing_left(tmp_path: Path, output: str = "") -> None:
     assert not list(state.glob("runs/*/machines/*")), "machine directories left behind"
 
 
-def run_suite(tmp_path: Path, *args: str, config: str | None = None, conftest: str | None = None) -> subprocess.CompletedProcess:
+def run_suite(
+    tmp_path: Path, *args: str, config: str | None = None, conftest: str | None = None
+) -> subprocess.CompletedProcess:
     """The scenario suite in a fresh process; nothing may be left afterwards."""
     result = run_scenarios(tmp_path, *args, config=config, conftest=conftest, timeout=300)
     assert_nothing_left(tmp_path, result.output)
@@ -45,8 +47,15 @@ def test_scenario_suite_passes_on_the_appliance_in_both_modes(tmp_path):
     assert result.returncode == 0, result.output[-6000:]
     found = outcomes(result.output)
     for target in ("docker", "docker-bindmount"):
-        for test in ("test_hostname", "test_probe", "test_content_readable", "test_kernel_release",
-                     "test_shared_folders_mounted", "test_host_to_guest", "test_guest_to_host"):
+        for test in (
+            "test_hostname",
+            "test_probe",
+            "test_content_readable",
+            "test_kernel_release",
+            "test_shared_folders_mounted",
+            "test_host_to_guest",
+            "test_guest_to_host",
+        ):
             assert found.get(f"{test}[{target}]") == "PASSED", (test, target, found)
     assert found.get("test_repositories_mounted_read_only[docker-bindmount]") == "PASSED"
     assert set(found.values()) == {"PASSED"}, found
@@ -86,7 +95,8 @@ SECCOMP_BUG = """
 def test_parrot_mode_without_seccomp_relaxation_fails_visibly(tmp_path):
     result = run_suite(
         tmp_path,
-        "-k", "probe or kernel_release",
+        "-k",
+        "probe or kernel_release",
         config="""
             [targets.docker]
             provider = "docker"
@@ -106,7 +116,8 @@ def test_bindmount_without_the_repository_mount_fails_visibly(tmp_path):
     """Without its /cvmfs bind mount, /init falls back to parrot (as CernVM's does), which the filter stops."""
     result = run_suite(
         tmp_path,
-        "-k", "docker-bindmount and probe",
+        "-k",
+        "docker-bindmount and probe",
         config="""
             [targets.docker-bindmount]
             provider = "docker"
@@ -148,7 +159,8 @@ def test_tarball_without_its_repository_fails_the_cvmfs_scenario(tmp_path):
     image = tarball_without_repository(tmp_path)
     result = run_suite(
         tmp_path,
-        "-k", "cvmfs",
+        "-k",
+        "cvmfs",
         config=f"""
             [targets.docker]
             provider = "docker"
@@ -160,19 +172,24 @@ def test_tarball_without_its_repository_fails_the_cvmfs_scenario(tmp_path):
     found = outcomes(result.output)
     assert found and set(found.values()) == {"ERROR"}, result.output[-4000:]
     assert {"test_probe[docker]", "test_content_readable[docker]"} <= set(found)
-    assert ("cannot access CERNVM_ROOT=/cvmfs/cernvm-prod.cern.ch/cvm4: repository cernvm-prod.cern.ch is not in "
-            "the parrot preload of this image") in result.output
+    assert (
+        "cannot access CERNVM_ROOT=/cvmfs/cernvm-prod.cern.ch/cvm4: repository cernvm-prod.cern.ch is not in "
+        "the parrot preload of this image"
+    ) in result.output
     assert result.returncode == 1
 
 
 def test_wrong_kernel_expectation_fails_the_kernel_scenario(tmp_path):
     profile = (ROOT / "cernvm_fixtures/profiles/appliance.toml").read_text()
     broken = tmp_path / "appliance-cernvm-kernel.toml"
-    broken.write_text(profile.replace("expect = '^${host_kernel}$'", "expect = '^\\d+\\.\\d+\\.\\d+-\\d+\\.cernvm\\.x86_64$'"))
+    broken.write_text(
+        profile.replace("expect = '^${host_kernel}$'", "expect = '^\\d+\\.\\d+\\.\\d+-\\d+\\.cernvm\\.x86_64$'")
+    )
     assert broken.read_text() != profile
     result = run_suite(tmp_path, "-k", "docker and kernel_release", f"--cernvm-profile={broken}")
     assert outcomes(result.output) == {
-        "test_kernel_release[docker]": "FAILED", "test_kernel_release[docker-bindmount]": "FAILED"
+        "test_kernel_release[docker]": "FAILED",
+        "test_kernel_release[docker-bindmount]": "FAILED",
     }, result.output[-4000:]
     assert re.search(
         r"kernel release is '[^']+', but profile 'appliance' expects one matching '.*cernvm.*' "
@@ -184,7 +201,8 @@ def test_wrong_kernel_expectation_fails_the_kernel_scenario(tmp_path):
 def test_missing_bind_mount_fails_the_shared_folder_scenario(tmp_path):
     result = run_suite(
         tmp_path,
-        "-k", "docker and shared",
+        "-k",
+        "docker and shared",
         conftest="""
             # a provider bug: the shared folders are not bind-mounted
             from cernvm_fixtures.providers import docker as provider
@@ -200,8 +218,11 @@ def test_missing_bind_mount_fails_the_shared_folder_scenario(tmp_path):
         """,
     )
     found = outcomes(result.output)
-    expected = {f"{test}[{target}]": "FAILED" for target in ("docker", "docker-bindmount")
-                for test in ("test_shared_folders_mounted", "test_host_to_guest", "test_guest_to_host")}
+    expected = {
+        f"{test}[{target}]": "FAILED"
+        for target in ("docker", "docker-bindmount")
+        for test in ("test_shared_folders_mounted", "test_host_to_guest", "test_guest_to_host")
+    }
     assert found == expected, result.output[-4000:]
     assert "shared folder 'data' is not mounted at /mnt/shared/data (expected a bind mount)" in result.output
     assert result.returncode == 1

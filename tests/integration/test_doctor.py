@@ -11,7 +11,7 @@ import pytest
 from cernvm_fixtures import config
 from cernvm_fixtures.doctor import checks
 
-from .moto_server import Moto, moto  # noqa: F401 - the fixture
+from .moto_server import Moto
 
 pytestmark = pytest.mark.integration
 
@@ -73,8 +73,15 @@ def test_docker_import_bigger_than_the_free_space_is_a_problem(tmp_path):
 
 
 def ec2(moto: Moto, **options) -> config.Target:  # noqa: F811
-    return target("ec2", provider="ec2", region=moto.region, endpoint_url=moto.url, ssh_cidr="203.0.113.7/32",
-                  profile="appliance", **options)
+    return target(
+        "ec2",
+        provider="ec2",
+        region=moto.region,
+        endpoint_url=moto.url,
+        ssh_cidr="203.0.113.7/32",
+        profile="appliance",
+        **options,
+    )
 
 
 def test_ec2_credentials_region_and_a_missing_image(moto):  # noqa: F811
@@ -96,7 +103,9 @@ def test_ec2_without_credentials_is_a_problem(moto, monkeypatch):  # noqa: F811
 def test_ec2_vpc_quota_full_is_a_problem(moto):  # noqa: F811
     client = moto.client()
     image = client.register_image(
-        Name="cvmfx-doctor", RootDeviceName="/dev/xvda", VirtualizationType="hvm",
+        Name="cvmfx-doctor",
+        RootDeviceName="/dev/xvda",
+        VirtualizationType="hvm",
         BlockDeviceMappings=[{"DeviceName": "/dev/xvda", "Ebs": {"VolumeSize": 1}}],
     )["ImageId"]
     target_ = ec2(moto, image=image)

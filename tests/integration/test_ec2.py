@@ -37,7 +37,7 @@ from cernvm_fixtures.providers.ec2 import Ec2Provider
 from cernvm_fixtures.run import Keep, Run
 
 from ..helpers import ROOT, cli, domains_under, ledger_entries, pytest_command, subprocess_env
-from .moto_server import Moto, moto  # noqa: F401 - the fixture
+from .moto_server import Moto
 
 pytestmark = pytest.mark.integration
 
@@ -136,18 +136,38 @@ def test_lifecycle_creates_the_documented_vpc_and_removes_everything(moto, ami, 
     try:
         machine = instance.machine
         assert {k: machine.traits[k] for k in ("provider", "kind", "instance_type", "region")} == {
-            "provider": "ec2", "kind": "vm", "instance_type": "m5.large", "region": moto.region}
+            "provider": "ec2",
+            "kind": "vm",
+            "instance_type": "m5.large",
+            "region": moto.region,
+        }
         assert instance.run("hostname").stdout.strip() == standin.name, "SSH went through the endpoint hook"
 
         entries = {r.kind: r for r in run.ledger.entries()}
-        assert set(entries) == {"key-pair", "vpc", "internet-gateway", "subnet", "route-table", "security-group", "instance"}
-        assert all(r.data.get("id") and r.data["region"] == moto.region and r.name == machine.name
-                   for r in entries.values())
+        assert set(entries) == {
+            "key-pair",
+            "vpc",
+            "internet-gateway",
+            "subnet",
+            "route-table",
+            "security-group",
+            "instance",
+        }
+        assert all(
+            r.data.get("id") and r.data["region"] == moto.region and r.name == machine.name for r in entries.values()
+        )
 
         held = moto.tagged(value=run.id)
         assert {kind: len(ids) for kind, ids in held.items()} == {
-            "instance": 1, "vpc": 1, "subnet": 1, "route-table": 1, "internet-gateway": 1,
-            "security-group": 1, "key-pair": 1, "volume": 1}
+            "instance": 1,
+            "vpc": 1,
+            "subnet": 1,
+            "route-table": 1,
+            "internet-gateway": 1,
+            "security-group": 1,
+            "key-pair": 1,
+            "volume": 1,
+        }
         described = [
             *[i for r in ec2.describe_instances(InstanceIds=held["instance"])["Reservations"] for i in r["Instances"]],
             *ec2.describe_vpcs(VpcIds=held["vpc"])["Vpcs"],
@@ -169,7 +189,8 @@ def test_lifecycle_creates_the_documented_vpc_and_removes_everything(moto, ami, 
         vpc_id, igw_id = held["vpc"][0], held["internet-gateway"][0]
         table = ec2.describe_route_tables(RouteTableIds=held["route-table"])["RouteTables"][0]
         assert {"DestinationCidrBlock": "0.0.0.0/0", "GatewayId": igw_id} in [
-            {k: r[k] for k in ("DestinationCidrBlock", "GatewayId") if k in r} for r in table["Routes"]]
+            {k: r[k] for k in ("DestinationCidrBlock", "GatewayId") if k in r} for r in table["Routes"]
+        ]
         assert [a["SubnetId"] for a in table["Associations"] if not a.get("Main")] == held["subnet"]
         gateway = ec2.describe_internet_gateways(InternetGatewayIds=[igw_id])["InternetGateways"][0]
         assert [a["VpcId"] for a in gateway["Attachments"]] == [vpc_id]
@@ -177,9 +198,18 @@ def test_lifecycle_creates_the_documented_vpc_and_removes_everything(moto, ami, 
         # least privilege: exactly one ingress rule, tcp/22 from the configured /32
         group = ec2.describe_security_groups(GroupIds=held["security-group"])["SecurityGroups"][0]
         assert group["VpcId"] == vpc_id
-        assert [(p["IpProtocol"], p.get("FromPort"), p.get("ToPort"), [r["CidrIp"] for r in p["IpRanges"]],
-                 p.get("Ipv6Ranges"), p.get("UserIdGroupPairs"), p.get("PrefixListIds"))
-                for p in group["IpPermissions"]] == [("tcp", 22, 22, [CIDR], [], [], [])]
+        assert [
+            (
+                p["IpProtocol"],
+                p.get("FromPort"),
+                p.get("ToPort"),
+                [r["CidrIp"] for r in p["IpRanges"]],
+                p.get("Ipv6Ranges"),
+                p.get("UserIdGroupPairs"),
+                p.get("PrefixListIds"),
+            )
+            for p in group["IpPermissions"]
+        ] == [("tcp", 22, 22, [CIDR], [], [], [])]
 
         # the context is the user data, byte for byte
         user_data = ec2.describe_instance_attribute(InstanceId=machine.instance_id, Attribute="userData")
@@ -322,7 +352,9 @@ def test_teardown_also_removes_duplicates_of_a_retried_create(moto, ami, tmp_pat
     machine, _ = create_only(target_for(moto, ami), run)
     ec2 = moto.client()
     original = ec2.describe_vpcs(VpcIds=moto.tagged(value=run.id)["vpc"])["Vpcs"][0]
-    twin = ec2.create_vpc(CidrBlock="10.77.0.0/16", TagSpecifications=[{"ResourceType": "vpc", "Tags": original["Tags"]}])
+    twin = ec2.create_vpc(
+        CidrBlock="10.77.0.0/16", TagSpecifications=[{"ResourceType": "vpc", "Tags": original["Tags"]}]
+    )
     assert len(moto.tagged(value=run.id)["vpc"]) == 2
     machine.destroy()
     assert_nothing_left(moto, run)
@@ -402,8 +434,15 @@ time.sleep(600)
 
 def config_file(path: Path, moto: Moto, ami: str, **extra) -> Path:
     options = {
-        "provider": "ec2", "image": ami, "profile": "appliance", "region": moto.region,
-        "endpoint_url": moto.url, "ssh_cidr": CIDR, "poll_interval": 0.2, "slowdown": 1, **extra,
+        "provider": "ec2",
+        "image": ami,
+        "profile": "appliance",
+        "region": moto.region,
+        "endpoint_url": moto.url,
+        "ssh_cidr": CIDR,
+        "poll_interval": 0.2,
+        "slowdown": 1,
+        **extra,
     }
 
     def value(v):
@@ -420,8 +459,9 @@ def test_sweep_removes_what_a_killed_run_left(moto, ami, tmp_path, ledger):
     state = tmp_path / "state"
     env = subprocess_env(state)
     cfg = config_file(tmp_path / "cernvm.toml", moto, ami)
-    process = subprocess.Popen([sys.executable, "-c", KILLED, str(cfg)], env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-c", KILLED, str(cfg)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         run_id = process.stdout.readline().strip()
         assert run_id, process.stderr.read()
@@ -451,10 +491,16 @@ def test_bad_configs_fail_before_anything_is_created(moto, ami, tmp_path):
     hvm = tmp_path / "ucernvm-prod.2021.05-1.cernvm.x86_64.hvm"
     hvm.write_bytes(b"\0" * 1024)
     cases = [
-        ({"image": "ami-0123456789abcdef0"}, "targets.ec2.image: AMI ami-0123456789abcdef0 not found in region eu-west-1"),
+        (
+            {"image": "ami-0123456789abcdef0"},
+            "targets.ec2.image: AMI ami-0123456789abcdef0 not found in region eu-west-1",
+        ),
         ({"image": "/nonexistent/ucernvm.hvm"}, "targets.ec2.image: '/nonexistent/ucernvm.hvm' does not exist"),
         ({"image": str(hvm)}, "targets.ec2.import_bucket: required to import"),
-        ({"image": str(hvm), "import_bucket": "no-such-bucket"}, "targets.ec2.import_bucket: S3 bucket 'no-such-bucket' does not exist"),
+        (
+            {"image": str(hvm), "import_bucket": "no-such-bucket"},
+            "targets.ec2.import_bucket: S3 bucket 'no-such-bucket' does not exist",
+        ),
         ({"image": "ucernvm.iso"}, "the ec2 provider boots an AMI id (ami-...) or imports a raw HVM image"),
         ({"instance_type": "m5.huge"}, "targets.ec2.instance_type: 'm5.huge' is not an EC2 instance type"),
         ({"subnet_id": "subnet-0123456789abcdef0"}, "targets.ec2.subnet_id: subnet subnet-0123456789abcdef0 not found"),
@@ -546,8 +592,9 @@ def test_through_a_jump_host(moto, ami, standin, tmp_path):
     known.write_text("".join(f"[127.0.0.1]:{port} {' '.join(k.split()[:2])}\n" for k in standin.machine.host_keys()))
     key = standin.machine.provider.run.key_file
     run = run_for(tmp_path, standin, endpoint=lambda machine, host, p: ("127.0.0.1", 22))
-    target = target_for(moto, ami, address="private", jump_host=f"root@127.0.0.1:{port}", jump_key=str(key),
-                        jump_known_hosts=str(known))
+    target = target_for(
+        moto, ami, address="private", jump_host=f"root@127.0.0.1:{port}", jump_key=str(key), jump_known_hosts=str(known)
+    )
     instance = launch(target, run)
     try:
         assert instance.run("hostname").stdout.strip() == standin.name
@@ -564,8 +611,14 @@ def test_unknown_jump_host_key_is_refused(moto, ami, standin, tmp_path):
     run = run_for(tmp_path, standin, endpoint=lambda machine, host, p: ("127.0.0.1", 22))
     empty = tmp_path / "known_hosts"
     empty.write_text("")
-    target = target_for(moto, ami, address="private", jump_host=f"root@127.0.0.1:{standin.machine.ssh_port}",
-                        jump_key=str(standin.machine.provider.run.key_file), jump_known_hosts=str(empty))
+    target = target_for(
+        moto,
+        ami,
+        address="private",
+        jump_host=f"root@127.0.0.1:{standin.machine.ssh_port}",
+        jump_key=str(standin.machine.provider.run.key_file),
+        jump_known_hosts=str(empty),
+    )
     machine, _ = create_only(target, run)
     try:
         with pytest.raises(ProviderError, match="not found in known_hosts"):
@@ -608,12 +661,20 @@ def test_import_hvm_image_then_launch_and_remove_it_all(moto, standin, tmp_path,
             "TagSpecifications": ANY,
         },
     )
-    stub.add_response("describe_import_snapshot_tasks",
-                      {"ImportSnapshotTasks": [{"ImportTaskId": task, "SnapshotTaskDetail": {"Status": "active", "Progress": "42"}}]},
-                      expected_params={"ImportTaskIds": [task]})
-    stub.add_response("describe_import_snapshot_tasks",
-                      {"ImportSnapshotTasks": [{"ImportTaskId": task, "SnapshotTaskDetail": {"Status": "completed", "SnapshotId": snapshot}}]},
-                      expected_params={"ImportTaskIds": [task]})
+    stub.add_response(
+        "describe_import_snapshot_tasks",
+        {"ImportSnapshotTasks": [{"ImportTaskId": task, "SnapshotTaskDetail": {"Status": "active", "Progress": "42"}}]},
+        expected_params={"ImportTaskIds": [task]},
+    )
+    stub.add_response(
+        "describe_import_snapshot_tasks",
+        {
+            "ImportSnapshotTasks": [
+                {"ImportTaskId": task, "SnapshotTaskDetail": {"Status": "completed", "SnapshotId": snapshot}}
+            ]
+        },
+        expected_params={"ImportTaskIds": [task]},
+    )
     stub.activate()
     monkeypatch.setattr(Ec2Provider, "import_client", lambda self: importer)
 
@@ -634,9 +695,16 @@ def test_import_hvm_image_then_launch_and_remove_it_all(moto, standin, tmp_path,
         assert uploads and uploads[0] == [f"cernvm-fixtures/{instance.name}/{hvm.name}"], "uploaded before the import"
         assert s3.list_objects_v2(Bucket=bucket).get("KeyCount", 0) == 0, "the upload is removed once imported"
         registered = sent["RegisterImage"]
-        assert (registered["VirtualizationType"], registered["SriovNetSupport"], registered["EnaSupport"]) == ("hvm", "simple", True)
+        assert (registered["VirtualizationType"], registered["SriovNetSupport"], registered["EnaSupport"]) == (
+            "hvm",
+            "simple",
+            True,
+        )
         assert registered["BlockDeviceMappings"] == [
-            {"DeviceName": "/dev/xvda", "Ebs": {"SnapshotId": snapshot, "DeleteOnTermination": True, "VolumeType": "gp3"}},
+            {
+                "DeviceName": "/dev/xvda",
+                "Ebs": {"SnapshotId": snapshot, "DeleteOnTermination": True, "VolumeType": "gp3"},
+            },
             {"DeviceName": "/dev/sdb", "Ebs": {"VolumeSize": 25, "VolumeType": "gp3", "DeleteOnTermination": True}},
         ]
         image = sent["RunInstances"]["ImageId"]
@@ -651,7 +719,10 @@ def test_import_hvm_image_then_launch_and_remove_it_all(moto, standin, tmp_path,
         instance.destroy()
     assert_nothing_left(moto, run)
     assert ec2.describe_images(Owners=["self"], Filters=[{"Name": "image-id", "Values": [image]}])["Images"] == []
-    assert ec2.describe_snapshots(OwnerIds=["self"], Filters=[{"Name": "snapshot-id", "Values": [snapshot]}])["Snapshots"] == []
+    assert (
+        ec2.describe_snapshots(OwnerIds=["self"], Filters=[{"Name": "snapshot-id", "Values": [snapshot]}])["Snapshots"]
+        == []
+    )
 
 
 # --- the scenario suite end to end: moto + one stand-in per instance, booted from moto's user data --
@@ -738,14 +809,24 @@ def test_scenario_suite_end_to_end_against_moto_with_standins(moto, ami, tmp_pat
     shutil.copytree(ROOT / "scenarios", work / "scenarios")
     (work / "conftest.py").write_text(STANDIN_CONFTEST)
     case = "e2e-" + secrets.token_hex(4)
-    config_file(work / "cernvm.toml", moto, ami, profile=str(HERE / "ec2_standin.toml"), tags={"test-case": case},
-                deadlines={"running": 30, "reachable": 120, "login": 60, "ready": 60})
+    config_file(
+        work / "cernvm.toml",
+        moto,
+        ami,
+        profile=str(HERE / "ec2_standin.toml"),
+        tags={"test-case": case},
+        deadlines={"running": 30, "reachable": 120, "login": 60, "ready": 60},
+    )
     state = tmp_path / "state"
     marker = "SECRET-" + secrets.token_hex(12)
     env = dict(subprocess_env(state), AWS_SECRET_ACCESS_KEY=marker)
     result = subprocess.run(
         pytest_command("scenarios", "--junitxml", str(tmp_path / "report.xml")),
-        cwd=work, env=env, capture_output=True, text=True, timeout=600,
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-6000:]
@@ -754,9 +835,17 @@ def test_scenario_suite_end_to_end_against_moto_with_standins(moto, ami, tmp_pat
     failed = [name for name, c in cases.items() if c.find("failure") is not None or c.find("error") is not None]
     assert not failed and cases, output[-6000:]
     assert set(cases) - set(skipped) >= {
-        "test_kernel_release", "test_kernel_command_line", "test_repositories_mounted_read_only",
-        "test_os_repository_is_the_root_source", "test_probe", "test_content_readable", "test_scratch_disk_mounted",
-        "test_bootloader_version_file", "test_hostname", "test_user_data_recorded", "test_ucernvm_block_delivered",
+        "test_kernel_release",
+        "test_kernel_command_line",
+        "test_repositories_mounted_read_only",
+        "test_os_repository_is_the_root_source",
+        "test_probe",
+        "test_content_readable",
+        "test_scratch_disk_mounted",
+        "test_bootloader_version_file",
+        "test_hostname",
+        "test_user_data_recorded",
+        "test_ucernvm_block_delivered",
     }, skipped
     # what only a real EC2 instance can show is skipped, naming the stand-in; shared folders do not exist on EC2
     assert "stand-in" in skipped.pop("test_network_driver") and "stand-in" in skipped.pop("test_user_data_source")
@@ -769,8 +858,11 @@ def test_scenario_suite_end_to_end_against_moto_with_standins(moto, ami, tmp_pat
     assert domains_under(tmp_path) == [], "stand-in domains left behind"
     assert ledger_entries(state) == [] and not list(state.glob("runs/*"))
     assert moto.tagged("test-case", case) == {}, "moto still holds resources of the run"
-    instances = [i for r in moto.client().describe_instances(
-        Filters=[{"Name": "tag:test-case", "Values": [case]}])["Reservations"] for i in r["Instances"]]
+    instances = [
+        i
+        for r in moto.client().describe_instances(Filters=[{"Name": "tag:test-case", "Values": [case]}])["Reservations"]
+        for i in r["Instances"]
+    ]
     assert len(instances) == 2 and all(i["State"]["Name"] == "terminated" for i in instances)
 
 
@@ -779,8 +871,14 @@ def test_bad_config_in_a_pytest_run_is_one_clear_error(moto, tmp_path):
     work.mkdir()
     (work / "test_it.py").write_text("def test_it(cernvm):\n    pass\n")
     config_file(work / "cernvm.toml", moto, "ami-0123456789abcdef0", tags={"test-case": "bad-ami"})
-    result = subprocess.run(pytest_command("test_it.py"), cwd=work, env=subprocess_env(tmp_path / "state"),
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        pytest_command("test_it.py"),
+        cwd=work,
+        env=subprocess_env(tmp_path / "state"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     output = result.stdout + result.stderr
     assert result.returncode == 1
     assert "targets.ec2.image: AMI ami-0123456789abcdef0 not found in region eu-west-1" in output, output

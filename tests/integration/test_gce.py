@@ -25,7 +25,7 @@ from cernvm_fixtures.providers import gce as gcemod
 from cernvm_fixtures.providers.gce import GceProvider
 from cernvm_fixtures.run import Run
 
-from ..fakes.gce.fixtures import Gce, gce, gce_session  # noqa: F401 - the fixtures
+from ..fakes.gce.fixtures import Gce
 from ..helpers import cli, ledger_entries, subprocess_env
 
 pytestmark = pytest.mark.integration
@@ -41,21 +41,35 @@ def image(gce_session: Gce) -> str:
     blob = gce_session.storage_client().bucket(gce_session.bucket).blob("user/cernvm4-micro.tar.gz")
     blob.upload_from_string(b"\x1f\x8b" + b"\0" * 4096)
     images = gcemod.client("ImagesClient", gce_session.api.url)
-    body = compute_v1.Image(name="cernvm4-micro-2020-07-1", family="cernvm4",
-                            raw_disk=compute_v1.RawDisk(source=f"https://storage.googleapis.com/{gce_session.bucket}/"
-                                                        "user/cernvm4-micro.tar.gz"))
+    body = compute_v1.Image(
+        name="cernvm4-micro-2020-07-1",
+        family="cernvm4",
+        raw_disk=compute_v1.RawDisk(
+            source=f"https://storage.googleapis.com/{gce_session.bucket}/user/cernvm4-micro.tar.gz"
+        ),
+    )
     operation = images.insert_unary(project=gce_session.project, image_resource=body)
-    gcemod.wait_operation("test image", operation, gce_session.project, None, gce_session.api.url,
-                          time.monotonic() + 10)
+    gcemod.wait_operation(
+        "test image", operation, gce_session.project, None, gce_session.api.url, time.monotonic() + 10
+    )
     return "cernvm4-micro-2020-07-1"
 
 
 def target_for(gce: Gce, image: str, name: str = "gce", **options) -> config.Target:
     raw = {
-        "provider": "gce", "image": image, "profile": "appliance", "zone": gce.zone, "endpoint": gce.api.url,
-        "storage_endpoint": gce.storage, "bucket": gce.bucket, "ssh_cidr": CIDR, "poll_interval": 0.05,
-        "slowdown": 1, "labels": {"project": "cernvm-fixtures-tests"},
-        "deadlines": {"running": 10, "reachable": 10, "login": 10, "ready": 10}, **options,
+        "provider": "gce",
+        "image": image,
+        "profile": "appliance",
+        "zone": gce.zone,
+        "endpoint": gce.api.url,
+        "storage_endpoint": gce.storage,
+        "bucket": gce.bucket,
+        "ssh_cidr": CIDR,
+        "poll_interval": 0.05,
+        "slowdown": 1,
+        "labels": {"project": "cernvm-fixtures-tests"},
+        "deadlines": {"running": 10, "reachable": 10, "login": 10, "ready": 10},
+        **options,
     }
     return config.parse({"targets": {name: raw}}, "test").targets[name]
 
@@ -99,8 +113,12 @@ def test_lifecycle_with_an_uploaded_image(gce, tmp_path):
         assert set(entries) == {"object", "image", "firewall", "instance"}
         held = ours(gce)
         image_name = entries["image"].data["gce_name"]
-        assert held == {"instance": [machine.name], "image": [image_name], "firewall": [f"{machine.name}-ssh"],
-                        "object": [f"cernvm-fixtures/{image_name}.tar.gz"]}
+        assert held == {
+            "instance": [machine.name],
+            "image": [image_name],
+            "firewall": [f"{machine.name}-ssh"],
+            "object": [f"cernvm-fixtures/{image_name}.tar.gz"],
+        }
         assert image_name == "cvmfx-" + gcemod.content_hash(tarball)[:24], "the image is named by content"
         made = gce.api.images[(gce.project, image_name)]
         assert made["archiveSizeBytes"] == str(tarball.stat().st_size), "images.insert read the whole upload"
@@ -119,15 +137,21 @@ def test_lifecycle_with_an_uploaded_image(gce, tmp_path):
 
         rule = gce.api.firewalls[(gce.project, f"{machine.name}-ssh")]
         assert (rule["allowed"], rule["sourceRanges"], rule["targetTags"], rule["direction"]) == (
-            [{"IPProtocol": "tcp", "ports": ["22"]}], [CIDR], [machine.name], "INGRESS")
+            [{"IPProtocol": "tcp", "ports": ["22"]}],
+            [CIDR],
+            [machine.name],
+            "INGRESS",
+        )
         assert gcemod.ours(gcemod.labels_in_description(rule["description"]), entries["firewall"])
         assert machine.platform_address().startswith("203.0.113.")
 
         # the serial console is read on from Google's `next` offset: nothing twice, nothing missed
         gce.api.write_serial(machine.name, "Linux version 6.1\n")
         assert machine.console_log() == "Linux version 6.1\n"
-        gce.api.write_serial(machine.name, "-----BEGIN SSH HOST KEY KEYS-----\nssh-ed25519 AAAAC3 root@x\n"
-                                           "-----END SSH HOST KEY KEYS-----\n")
+        gce.api.write_serial(
+            machine.name,
+            "-----BEGIN SSH HOST KEY KEYS-----\nssh-ed25519 AAAAC3 root@x\n-----END SSH HOST KEY KEYS-----\n",
+        )
         assert machine.console_log().count("Linux version") == 1
         assert machine.host_keys() == ["ssh-ed25519 AAAAC3 root@x"]
         starts = [int(dict(p)["start"]) for p in serial_queries(gce)]
@@ -166,8 +190,11 @@ def test_every_create_call_finds_its_ledger_entry_already_written(gce, tmp_path)
     tarball.write_bytes(b"\x1f\x8b" + b"ledger" * 100)
     run = Run(state=tmp_path / "state")
     seen: dict[str, list[tuple[str, bool]]] = {}
-    creates = {"compute.images.insert": "image", "compute.firewalls.insert": "firewall",
-               "compute.instances.insert": "instance"}
+    creates = {
+        "compute.images.insert": "image",
+        "compute.firewalls.insert": "firewall",
+        "compute.instances.insert": "instance",
+    }
 
     def before(method: str, path: dict, body: dict | None) -> None:
         if method in creates:
@@ -239,9 +266,12 @@ def test_firewall_name_clash_leaves_the_other_rule_alone(gce, image, tmp_path):
     target = target_for(gce, image)
     provider = GceProvider(target, run)
     machine = provider.machine(run.name(target.name))
-    foreign = compute_v1.Firewall(name=f"{machine.name}-ssh", network="global/networks/default",
-                                  allowed=[compute_v1.Allowed(I_p_protocol="tcp", ports=["443"])],
-                                  source_ranges=["198.51.100.0/24"])
+    foreign = compute_v1.Firewall(
+        name=f"{machine.name}-ssh",
+        network="global/networks/default",
+        allowed=[compute_v1.Allowed(I_p_protocol="tcp", ports=["443"])],
+        source_ranges=["198.51.100.0/24"],
+    )
     firewalls = gcemod.client("FirewallsClient", gce.api.url)
     operation = firewalls.insert_unary(project=gce.project, firewall_resource=foreign)
     gcemod.wait_operation("foreign rule", operation, gce.project, None, gce.api.url, time.monotonic() + 10)
@@ -297,8 +327,17 @@ time.sleep(600)
 
 
 def config_file(path: Path, gce: Gce, image: str) -> Path:
-    options = {"provider": "gce", "image": image, "profile": "appliance", "zone": gce.zone, "endpoint": gce.api.url,
-               "storage_endpoint": gce.storage, "bucket": gce.bucket, "ssh_cidr": CIDR, "poll_interval": 0.1}
+    options = {
+        "provider": "gce",
+        "image": image,
+        "profile": "appliance",
+        "zone": gce.zone,
+        "endpoint": gce.api.url,
+        "storage_endpoint": gce.storage,
+        "bucket": gce.bucket,
+        "ssh_cidr": CIDR,
+        "poll_interval": 0.1,
+    }
     path.write_text("[targets.gce]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in options.items()))
     return path
 
@@ -310,8 +349,9 @@ def test_sweep_removes_what_a_killed_run_left(gce, tmp_path, ledger):
     state = tmp_path / "state"
     env = {**subprocess_env(state), **gce.env}
     cfg = config_file(tmp_path / "cernvm.toml", gce, str(tarball))
-    process = subprocess.Popen([sys.executable, "-c", KILLED, str(cfg)], env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-c", KILLED, str(cfg)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         run_id = process.stdout.readline().strip()
         assert run_id, process.stderr.read()
@@ -336,13 +376,17 @@ def test_bad_configs_fail_before_anything_is_created(gce, image, tmp_path):
     tarball = tmp_path / "cernvm4.tar.gz"
     tarball.write_bytes(b"\x1f\x8b")
     cases = [
-        ({"image": "no-such-image"},
-         "targets.gce.image: image projects/cvmfx-tests/global/images/no-such-image not found"),
+        (
+            {"image": "no-such-image"},
+            "targets.gce.image: image projects/cvmfx-tests/global/images/no-such-image not found",
+        ),
         ({"image": "family/nope"}, "targets.gce.image: image projects/cvmfx-tests/global/images/family/nope not found"),
         ({"image": "/nonexistent/cernvm.tar.gz"}, "targets.gce.image: '/nonexistent/cernvm.tar.gz' does not exist"),
         ({"image": str(tarball), "bucket": None}, "targets.gce.bucket: required to upload cernvm4.tar.gz"),
-        ({"image": str(tarball), "bucket": "no-such-bucket"},
-         "targets.gce.bucket: Cloud Storage bucket 'no-such-bucket'"),
+        (
+            {"image": str(tarball), "bucket": "no-such-bucket"},
+            "targets.gce.bucket: Cloud Storage bucket 'no-such-bucket'",
+        ),
         ({"machine_type": "e2-huge"}, "targets.gce.machine_type: 'e2-huge' is not a machine type of zone"),
         ({"network": "nowhere"}, "targets.gce.network: network 'nowhere' not found"),
     ]
@@ -358,8 +402,15 @@ def test_bad_configs_fail_before_anything_is_created(gce, image, tmp_path):
 
 
 def _raw(gce: Gce, image: str) -> dict:
-    return {"provider": "gce", "image": image, "profile": "appliance", "zone": gce.zone, "endpoint": gce.api.url,
-            "storage_endpoint": gce.storage, "ssh_cidr": CIDR}
+    return {
+        "provider": "gce",
+        "image": image,
+        "profile": "appliance",
+        "zone": gce.zone,
+        "endpoint": gce.api.url,
+        "storage_endpoint": gce.storage,
+        "ssh_cidr": CIDR,
+    }
 
 
 def _without_bucket(gce: Gce, image: str) -> config.Target:
@@ -397,9 +448,12 @@ def test_the_local_api_rejects_what_the_discovery_document_does_not_allow(gce, i
     import requests
 
     token = next(iter(gce.api.tokens))
-    answer = requests.post(f"{gce.api.url}/compute/v1/projects/{gce.project}/global/firewalls",
-                           json={"name": "x", "sourceRange": ["1.2.3.4/32"], "priority": "high"},
-                           headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    answer = requests.post(
+        f"{gce.api.url}/compute/v1/projects/{gce.project}/global/firewalls",
+        json={"name": "x", "sourceRange": ["1.2.3.4/32"], "priority": "high"},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
     assert answer.status_code == 400 and answer.json()["error"]["errors"][0]["reason"] == "invalid"
     problems = list(gce.api.problems)
     gce.api.problems.clear()

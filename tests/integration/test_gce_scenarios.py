@@ -17,11 +17,13 @@ from xml.etree import ElementTree
 
 import pytest
 
-from ..fakes.gce.fixtures import Gce, gce, gce_session  # noqa: F401 - the fixtures
 from ..helpers import ROOT, domains_under, ledger_entries, pytest_command, subprocess_env
-from .test_gce import CIDR, image, ours  # noqa: F401 - the image fixture
+from . import test_gce
+from .test_gce import CIDR, ours
 
 pytestmark = pytest.mark.integration
+
+image = test_gce.image  # the uploaded image fixture, shared with the lifecycle tests
 HERE = Path(__file__).resolve().parent
 
 STANDIN_CONFTEST = '''
@@ -127,19 +129,37 @@ def test_scenario_suite_end_to_end_with_standins(gce, image, tmp_path):
     shutil.copytree(ROOT / "scenarios", work / "scenarios")
     (work / "conftest.py").write_text(STANDIN_CONFTEST)
     case = "e2e-" + secrets.token_hex(4)
-    options = {"provider": "gce", "image": image, "profile": str(HERE / "gce_standin.toml"), "zone": gce.zone,
-               "endpoint": gce.api.url, "storage_endpoint": gce.storage, "ssh_cidr": CIDR, "poll_interval": 0.2,
-               "slowdown": 1, "labels": {"test-case": case}}
+    options = {
+        "provider": "gce",
+        "image": image,
+        "profile": str(HERE / "gce_standin.toml"),
+        "zone": gce.zone,
+        "endpoint": gce.api.url,
+        "storage_endpoint": gce.storage,
+        "ssh_cidr": CIDR,
+        "poll_interval": 0.2,
+        "slowdown": 1,
+        "labels": {"test-case": case},
+    }
     # the stand-in boots inside the reachable step, under TCG, on a shared 2-core machine
     deadlines = {"running": 30, "reachable": 360, "login": 120, "ready": 120}
     (work / "cernvm.toml").write_text(
-        "[targets.gce]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in options.items() if k != "labels")
+        "[targets.gce]\n"
+        + "".join(f"{k} = {json.dumps(v)}\n" for k, v in options.items() if k != "labels")
         + f'labels = {{ "test-case" = "{case}" }}\n'
-        + "deadlines = { " + ", ".join(f"{k} = {v}" for k, v in deadlines.items()) + " }\n")
+        + "deadlines = { "
+        + ", ".join(f"{k} = {v}" for k, v in deadlines.items())
+        + " }\n"
+    )
     state = tmp_path / "state"
-    result = subprocess.run(pytest_command("scenarios", "--junitxml", str(tmp_path / "report.xml")),
-                            cwd=work, env={**subprocess_env(state), **gce.env}, capture_output=True, text=True,
-                            timeout=1500)
+    result = subprocess.run(
+        pytest_command("scenarios", "--junitxml", str(tmp_path / "report.xml")),
+        cwd=work,
+        env={**subprocess_env(state), **gce.env},
+        capture_output=True,
+        text=True,
+        timeout=1500,
+    )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-6000:]
     cases = {c.get("name").split("[")[0]: c for c in ElementTree.parse(tmp_path / "report.xml").iter("testcase")}
@@ -147,9 +167,17 @@ def test_scenario_suite_end_to_end_with_standins(gce, image, tmp_path):
     failed = [name for name, c in cases.items() if c.find("failure") is not None or c.find("error") is not None]
     assert not failed and cases, output[-6000:]
     assert set(cases) - set(skipped) >= {
-        "test_kernel_release", "test_kernel_command_line", "test_repositories_mounted_read_only",
-        "test_os_repository_is_the_root_source", "test_probe", "test_content_readable", "test_scratch_disk_mounted",
-        "test_bootloader_version_file", "test_hostname", "test_user_data_recorded", "test_ucernvm_block_delivered",
+        "test_kernel_release",
+        "test_kernel_command_line",
+        "test_repositories_mounted_read_only",
+        "test_os_repository_is_the_root_source",
+        "test_probe",
+        "test_content_readable",
+        "test_scratch_disk_mounted",
+        "test_bootloader_version_file",
+        "test_hostname",
+        "test_user_data_recorded",
+        "test_ucernvm_block_delivered",
     }, skipped
     assert "stand-in" in skipped.pop("test_network_driver") and "stand-in" in skipped.pop("test_user_data_source")
     assert set(skipped) == {"test_shared_folders_mounted", "test_host_to_guest", "test_guest_to_host"}

@@ -60,7 +60,9 @@ def test_stdin_and_binary_round_trip(vm):
 
 
 def test_large_output_does_not_deadlock(vm):
-    result = vm.run("dd if=/dev/zero bs=1M count=4 2>/dev/null; dd if=/dev/zero bs=1M count=4 >&2 2>/dev/null", timeout=120)
+    result = vm.run(
+        "dd if=/dev/zero bs=1M count=4 2>/dev/null; dd if=/dev/zero bs=1M count=4 >&2 2>/dev/null", timeout=120
+    )
     assert len(result.stdout_bytes) == 4 * 1024 * 1024
 
 
@@ -82,7 +84,9 @@ def test_testinfra_host_goes_through_the_instance(vm):
 def test_host_key_mismatch_is_refused(vm):
     wrong = paramiko.Ed25519Key.from_private_key_file(str(vm.machine.provider.run.key_file))
     host, port = vm.machine.address()
-    transport = SSHTransport(host, port, "root", vm.machine.provider.run.key_file, lambda: [f"ssh-ed25519 {wrong.get_base64()}"])
+    transport = SSHTransport(
+        host, port, "root", vm.machine.provider.run.key_file, lambda: [f"ssh-ed25519 {wrong.get_base64()}"]
+    )
     with pytest.raises(HostKeyMismatch, match="not among the 1 key"):
         transport.connect()
 

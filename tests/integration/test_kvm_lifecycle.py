@@ -149,8 +149,11 @@ def test_passing_run_with_keep_on_failure_keeps_nothing(tmp_path):
 def test_readiness_failure_names_the_step_and_cleans_up(tmp_path, monkeypatch, variant, step):
     state = tmp_path / "state"
     target = config.parse(
-        {"targets": {"kvm": {"provider": "kvm", "image": f"appliance:{variant}",
-                             "deadlines": {"reachable": 8, "ready": 3}}}},
+        {
+            "targets": {
+                "kvm": {"provider": "kvm", "image": f"appliance:{variant}", "deadlines": {"reachable": 8, "ready": 3}}
+            }
+        },
         "test",
     ).targets["kvm"]
     run = Run(state=state)
@@ -164,10 +167,15 @@ def test_readiness_failure_names_the_step_and_cleans_up(tmp_path, monkeypatch, v
 
 BAD_CONFIGS = {
     "unknown key": ("[targets.kvm]\nprovider = 'kvm'\nmemroy = 1\n", "targets.kvm.memroy: unknown key; valid keys are"),
-    "bad choice": ("[targets.kvm]\nprovider = 'kvm'\nnetwork = 'bridge'\n", "targets.kvm.network: expected 'user' or 'nat'"),
+    "bad choice": (
+        "[targets.kvm]\nprovider = 'kvm'\nnetwork = 'bridge'\n",
+        "targets.kvm.network: expected 'user' or 'nat'",
+    ),
     "bad toml": ("[targets.kvm\n", "invalid TOML"),
-    "missing image": ("[targets.kvm]\nprovider = 'kvm'\nimage = '/nonexistent/ucernvm.iso'\nprofile = 'cernvm4'\n",
-                      "targets.kvm.image: '/nonexistent/ucernvm.iso' does not exist"),
+    "missing image": (
+        "[targets.kvm]\nprovider = 'kvm'\nimage = '/nonexistent/ucernvm.iso'\nprofile = 'cernvm4'\n",
+        "targets.kvm.image: '/nonexistent/ucernvm.iso' does not exist",
+    ),
 }
 
 
@@ -198,7 +206,9 @@ def test_up_list_login_down(tmp_path):
         listing = cli(state, "list").stdout
         assert name in listing and "kept" in listing
         login = json.loads(next((tmp_path / "state").glob("runs/*/ledger/*domain*.json")).read_text())["data"]["login"]
-        result = subprocess.run(login.split() + ["-o", "BatchMode=yes", "hostname"], capture_output=True, text=True, timeout=60)
+        result = subprocess.run(
+            login.split() + ["-o", "BatchMode=yes", "hostname"], capture_output=True, text=True, timeout=60
+        )
         assert result.stdout.strip() == name, result.stderr
     finally:
         down = cli(state, "down", name)
@@ -305,9 +315,7 @@ def test_host_key_mismatch_stops_readiness_at_once(tmp_path, monkeypatch):
 
     forged = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOzWbSb0ugYWqPr0JvTqZqKq3c7Pq0Bx5GUcaKLBfmdH forged"
     monkeypatch.setattr(KvmMachine, "host_keys", lambda self: [forged])
-    target = config.parse(
-        {"targets": {"kvm": {"provider": "kvm", "deadlines": {"login": 120}}}}, "test"
-    ).targets["kvm"]
+    target = config.parse({"targets": {"kvm": {"provider": "kvm", "deadlines": {"login": 120}}}}, "test").targets["kvm"]
     started = time.monotonic()
     with pytest.raises(ReadinessError) as error:
         launch(target, Run(state=tmp_path / "state"))

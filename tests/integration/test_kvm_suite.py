@@ -38,18 +38,42 @@ def test_scenario_suite_passes_on_the_appliance(tmp_path):
 
 NEGATIVE = [
     # (variant or config, -k selection, failing tests, a phrase of the message)
-    ("appliance:no-cvmfs", "cvmfs", {"test_repositories_mounted_read_only", "test_probe", "test_content_readable"},
-     "/cvmfs/cernvm-prod.cern.ch is not mounted"),
-    ("appliance:no-scratch", "scratch", {"test_scratch_disk_mounted", "test_bootloader_version_file"},
-     "/mnt/.rw is a tmpfs mount of tmpfs, expected the ext4 scratch disk"),
-    ("appliance:no-shared", "shared", {"test_shared_folders_mounted", "test_host_to_guest", "test_guest_to_host"},
-     "shared folder 'data' is not mounted at /mnt/shared/data"),
-    ("appliance:bad-cmdline", "kernel", {"test_kernel_command_line"},
-     "kernel command line lacks cvmfs_repos=cernvm-prod.cern.ch cernvm_path=cvm4"),
-    ("appliance:no-context", "context and not ucernvm", {"test_hostname", "test_user_data_source", "test_user_data_recorded"},
-     "no record of where the user data came from"),
-    ("appliance:nocloud-only", "context and not ucernvm", {"test_user_data_source"},
-     "user data source is 'NoCloud', expected 'ConfigDrive'"),
+    (
+        "appliance:no-cvmfs",
+        "cvmfs",
+        {"test_repositories_mounted_read_only", "test_probe", "test_content_readable"},
+        "/cvmfs/cernvm-prod.cern.ch is not mounted",
+    ),
+    (
+        "appliance:no-scratch",
+        "scratch",
+        {"test_scratch_disk_mounted", "test_bootloader_version_file"},
+        "/mnt/.rw is a tmpfs mount of tmpfs, expected the ext4 scratch disk",
+    ),
+    (
+        "appliance:no-shared",
+        "shared",
+        {"test_shared_folders_mounted", "test_host_to_guest", "test_guest_to_host"},
+        "shared folder 'data' is not mounted at /mnt/shared/data",
+    ),
+    (
+        "appliance:bad-cmdline",
+        "kernel",
+        {"test_kernel_command_line"},
+        "kernel command line lacks cvmfs_repos=cernvm-prod.cern.ch cernvm_path=cvm4",
+    ),
+    (
+        "appliance:no-context",
+        "context and not ucernvm",
+        {"test_hostname", "test_user_data_source", "test_user_data_recorded"},
+        "no record of where the user data came from",
+    ),
+    (
+        "appliance:nocloud-only",
+        "context and not ucernvm",
+        {"test_user_data_source"},
+        "user data source is 'NoCloud', expected 'ConfigDrive'",
+    ),
 ]
 
 
@@ -57,7 +81,9 @@ NEGATIVE = [
 def test_broken_variant_fails_its_scenario(tmp_path, image, selection, failing, message):
     result = run_suite(tmp_path, "-k", f"kvm and ({selection})", f"--cernvm-image={image}")
     found = outcomes(result.output)
-    assert {name for name, status in found.items() if status == "FAILED"} == {f"{n}[kvm]" for n in failing}, result.output[-6000:]
+    assert {name for name, status in found.items() if status == "FAILED"} == {f"{n}[kvm]" for n in failing}, (
+        result.output[-6000:]
+    )
     assert message in result.output
     assert result.returncode == 1
 
@@ -65,7 +91,8 @@ def test_broken_variant_fails_its_scenario(tmp_path, image, selection, failing, 
 def test_wrong_nic_fails_the_network_scenario(tmp_path):
     result = run_suite(
         tmp_path,
-        "-k", "network",
+        "-k",
+        "network",
         config="""
             [targets.kvm-e1000]
             provider = "kvm"
@@ -79,7 +106,12 @@ def test_wrong_nic_fails_the_network_scenario(tmp_path):
 def test_wrong_profile_fails_the_kernel_scenario(tmp_path):
     profile = (ROOT / "cernvm_fixtures/profiles/appliance.toml").read_text()
     broken = tmp_path / "cernvm-kernel.toml"
-    broken.write_text(profile.replace("{ expect = '^\\d+\\.\\d+\\.\\d+-\\d+-amd64$' }", "{ expect = '^\\d+\\.\\d+\\.\\d+-\\d+\\.cernvm\\.x86_64$' }"))
+    broken.write_text(
+        profile.replace(
+            "{ expect = '^\\d+\\.\\d+\\.\\d+-\\d+-amd64$' }",
+            "{ expect = '^\\d+\\.\\d+\\.\\d+-\\d+\\.cernvm\\.x86_64$' }",
+        )
+    )
     assert broken.read_text() != profile
     result = run_suite(tmp_path, "-k", "kvm and kernel_release", f"--cernvm-profile={broken}")
     assert outcomes(result.output) == {"test_kernel_release[kvm]": "FAILED"}, result.output[-4000:]

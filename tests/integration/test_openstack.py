@@ -29,7 +29,7 @@ from cernvm_fixtures.providers import openstack as osmod
 from cernvm_fixtures.providers.openstack import OpenStackProvider
 from cernvm_fixtures.run import Keep, Run
 
-from ..fakes.openstack import CLOUD, openstack_cloud  # noqa: F401 - the fixture
+from ..fakes.openstack import CLOUD
 from ..fakes.openstack.cloud import FakeOpenStack
 from ..helpers import cli, domains_under, ledger_entries, subprocess_env
 
@@ -139,8 +139,11 @@ def test_create_labels_and_remove_everything(openstack_cloud, cern_image, tmp_pa
         # least privilege: one ingress rule, tcp/22 from the configured CIDR
         group = fake.groups[held["security-group"][0]]
         rules = [r for r in fake.rules.values() if r["security_group_id"] == group["id"]]
-        ingress = [(r["protocol"], r["port_range_min"], r["port_range_max"], r["remote_ip_prefix"])
-                   for r in rules if r["direction"] == "ingress"]
+        ingress = [
+            (r["protocol"], r["port_range_min"], r["port_range_max"], r["remote_ip_prefix"])
+            for r in rules
+            if r["direction"] == "ingress"
+        ]
         assert ingress == [("tcp", 22, 22, CIDR)]
         assert f"cernvm-fixtures:run={run.id}" in group["tags"]
         port = fake.ports[held["port"][0]]
@@ -165,10 +168,19 @@ def upstream(module: str, name: str, *args) -> dict:
     spec = importlib.util.find_spec("openstack")
     path = Path(spec.origin).parent / "tests" / "unit" / module
     tree = ast.parse(path.read_text())
-    namespace = {"json": json, "hashlib": hashlib, "PROJECT_ID": "p", "IDENTIFIER": "i", "COMPUTE_ENDPOINT": "c",
-                 "FAKE_PUBLIC_KEY": "k", "NO_MD5": "m", "NO_SHA256": "s", "Any": object,
-                 "datetime": __import__("datetime"),
-                 "fakes": type("fakes", (), {"PROJECT_ID": "p"})}
+    namespace = {
+        "json": json,
+        "hashlib": hashlib,
+        "PROJECT_ID": "p",
+        "IDENTIFIER": "i",
+        "COMPUTE_ENDPOINT": "c",
+        "FAKE_PUBLIC_KEY": "k",
+        "NO_MD5": "m",
+        "NO_SHA256": "s",
+        "Any": object,
+        "datetime": __import__("datetime"),
+        "fakes": type("fakes", (), {"PROJECT_ID": "p"}),
+    }
     for node in tree.body:
         if isinstance(node, ast.FunctionDef) and node.name == name:
             exec(compile(ast.Module([node], []), str(path), "exec"), namespace)
@@ -181,14 +193,27 @@ def upstream(module: str, name: str, *args) -> dict:
 
 
 NEUTRON_EXTENSION_ONLY = {
-    "binding:host_id": "binding", "binding:profile": "binding", "binding:vif_details": "binding",
-    "binding:vif_type": "binding", "binding:vnic_type": "binding", "data_plane_status": "data-plane-status",
-    "device_profile": "port-device-profile", "dns_assignment": "dns-integration", "dns_domain": "dns-domain-ports",
-    "dns_name": "dns-integration", "hardware_offload_type": "port-hardware-offload-type",
-    "numa_affinity_policy": "port-numa-affinity-policy", "pvlan_type": "port-pvlan", "pvlan_community": "port-pvlan",
-    "qos_network_policy_id": "qos-port-network-policy", "qos_policy_id": "qos", "propagate_uplink_status":
-    "uplink-status-propagation", "resource_request": "port-resource-request", "trunk_details": "trunk-details",
-    "trusted": "port-trusted-vif", "extra_dhcp_opts": "extra_dhcp_opt",
+    "binding:host_id": "binding",
+    "binding:profile": "binding",
+    "binding:vif_details": "binding",
+    "binding:vif_type": "binding",
+    "binding:vnic_type": "binding",
+    "data_plane_status": "data-plane-status",
+    "device_profile": "port-device-profile",
+    "dns_assignment": "dns-integration",
+    "dns_domain": "dns-domain-ports",
+    "dns_name": "dns-integration",
+    "hardware_offload_type": "port-hardware-offload-type",
+    "numa_affinity_policy": "port-numa-affinity-policy",
+    "pvlan_type": "port-pvlan",
+    "pvlan_community": "port-pvlan",
+    "qos_network_policy_id": "qos-port-network-policy",
+    "qos_policy_id": "qos",
+    "propagate_uplink_status": "uplink-status-propagation",
+    "resource_request": "port-resource-request",
+    "trunk_details": "trunk-details",
+    "trusted": "port-trusted-vif",
+    "extra_dhcp_opts": "extra_dhcp_opt",
 }
 """Keys of upstream's example port that only a Neutron extension adds; the fake does not list those extensions."""
 
@@ -216,8 +241,9 @@ def test_fake_serves_upstream_documents_and_shapes(openstack_cloud, cern_image, 
         assert not set(upstream("cloud/fakes.py", "make_fake_flavor", "1", "f")) - set(flavor)
         network = conn.network
         group = network.get(f"/security-groups/{run.ledger.entries()[1].data['id']}").json()["security_group"]
-        assert not set(upstream("cloud/test_security_groups.py", "make_fake_neutron_security_group",
-                                "1", "n", "d", [])) - set(group)
+        assert not set(
+            upstream("cloud/test_security_groups.py", "make_fake_neutron_security_group", "1", "n", "d", [])
+        ) - set(group)
         port = network.get("/ports").json()["ports"][0]
         expected = set(upstream("network/v2/test_port.py", "EXAMPLE")) - set(NEUTRON_EXTENSION_ONLY)
         assert not expected - set(port), expected - set(port)
@@ -225,8 +251,14 @@ def test_fake_serves_upstream_documents_and_shapes(openstack_cloud, cern_image, 
         assert not listed & set(NEUTRON_EXTENSION_ONLY.values()), "the fake lists an extension it does not implement"
         image = conn.image.get(f"/images/{cern_image}").json()
         wanted = set(upstream("cloud/fakes.py", "make_fake_image", "i"))
-        sdk_only = {"image_state", "image_type", "ramdisk_id", "owner_specified.openstack.md5",
-                    "owner_specified.openstack.sha256", "owner_specified.openstack.object"}
+        sdk_only = {
+            "image_state",
+            "image_type",
+            "ramdisk_id",
+            "owner_specified.openstack.md5",
+            "owner_specified.openstack.sha256",
+            "owner_specified.openstack.object",
+        }
         assert not wanted - sdk_only - set(image), wanted - sdk_only - set(image)
     finally:
         machine.destroy()
@@ -259,8 +291,7 @@ CREATES = {
 }
 
 
-def test_every_create_call_finds_its_ledger_entry_already_written(openstack_cloud, image_file, tmp_path,
-                                                                   monkeypatch):
+def test_every_create_call_finds_its_ledger_entry_already_written(openstack_cloud, image_file, tmp_path, monkeypatch):
     """An interceptor on the SDK's own HTTP (requests under keystoneauth) looks at the ledger on disk."""
     run = run_for(tmp_path)
     seen: dict[str, list[tuple[str, bool]]] = {}
@@ -286,8 +317,9 @@ def test_every_create_call_finds_its_ledger_entry_already_written(openstack_clou
     assert_nothing_left(openstack_cloud, run)
 
 
-@pytest.mark.parametrize("create", ["/compute/v2.1/os-keypairs", "/network/v2.0/security-groups",
-                                    "/compute/v2.1/servers"])
+@pytest.mark.parametrize(
+    "create", ["/compute/v2.1/os-keypairs", "/network/v2.0/security-groups", "/compute/v2.1/servers"]
+)
 def test_interrupted_between_create_and_ledger_update(openstack_cloud, cern_image, tmp_path, monkeypatch, create):
     """Ctrl-C right after the cloud created something, before its id reached the ledger: found, removed."""
     run = run_for(tmp_path)
@@ -399,8 +431,10 @@ def test_console_output_empty_for_a_while(openstack_cloud, cern_image, tmp_path)
     machine, _ = create_only(target_for(), run)
     try:
         keys = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGnn1W3ivGTtDKBYHd8J3C6i3hGmBJxcCwmz8HUE0GDp root@cvm"
-        fake.set_console(machine.server_id, f"Linux version 6.1\r\n-----BEGIN SSH HOST KEY KEYS-----\r\n{keys}\r\n"
-                                            "-----END SSH HOST KEY KEYS-----\r\n")
+        fake.set_console(
+            machine.server_id,
+            f"Linux version 6.1\r\n-----BEGIN SSH HOST KEY KEYS-----\r\n{keys}\r\n-----END SSH HOST KEY KEYS-----\r\n",
+        )
         assert machine.console_log() == "" and machine.host_keys() is None
         time.sleep(0.6)
         assert "Linux version 6.1" in machine.console_log()
@@ -502,8 +536,16 @@ time.sleep(600)
 
 
 def config_file(path: Path, image: str, **extra) -> Path:
-    options = {"provider": "openstack", "image": image, "profile": "appliance", "cloud": CLOUD, "ssh_cidr": CIDR,
-               "poll_interval": 0.1, "slowdown": 1, **extra}
+    options = {
+        "provider": "openstack",
+        "image": image,
+        "profile": "appliance",
+        "cloud": CLOUD,
+        "ssh_cidr": CIDR,
+        "poll_interval": 0.1,
+        "slowdown": 1,
+        **extra,
+    }
 
     def value(v):
         if isinstance(v, dict):
@@ -519,8 +561,13 @@ def test_sweep_removes_what_a_killed_run_left(openstack_cloud, image_file, tmp_p
     fake = openstack_cloud
     state = tmp_path / "state"
     cfg = config_file(tmp_path / "cernvm.toml", str(image_file))
-    process = subprocess.Popen([sys.executable, "-c", KILLED, str(cfg)], env=subprocess_env(state),
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-c", KILLED, str(cfg)],
+        env=subprocess_env(state),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         run_id = process.stdout.readline().strip()
         assert run_id, process.stderr.read()
@@ -587,8 +634,10 @@ def test_forged_host_key_on_the_console_is_refused(openstack_cloud, cern_image, 
     from cernvm_fixtures.errors import ReadinessError
 
     fake = openstack_cloud
-    forged = ("-----BEGIN SSH HOST KEY KEYS-----\nssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGnn1W3ivGTtDKBYHd8J3C6i3hGmBJxc"
-              "Cwmz8HUE0GDp root@forged\n-----END SSH HOST KEY KEYS-----\n")
+    forged = (
+        "-----BEGIN SSH HOST KEY KEYS-----\nssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGnn1W3ivGTtDKBYHd8J3C6i3hGmBJxc"
+        "Cwmz8HUE0GDp root@forged\n-----END SSH HOST KEY KEYS-----\n"
+    )
 
     def endpoint(machine, host, port):
         fake.set_console(machine.server_id, forged)
@@ -690,12 +739,20 @@ def test_scenario_suite_end_to_end_against_the_fake_with_standins(openstack_clou
     work = tmp_path / "work"
     shutil.copytree(ROOT / "scenarios", work / "scenarios")
     (work / "conftest.py").write_text(STANDIN_CONFTEST)
-    config_file(work / "cernvm.toml", str(image_file), profile=str(HERE / "openstack_standin.toml"),
-                deadlines={"running": 30, "reachable": 300, "login": 60, "ready": 120})
+    config_file(
+        work / "cernvm.toml",
+        str(image_file),
+        profile=str(HERE / "openstack_standin.toml"),
+        deadlines={"running": 30, "reachable": 300, "login": 60, "ready": 120},
+    )
     state = tmp_path / "state"
     result = subprocess.run(
         pytest_command("scenarios", "--junitxml", str(tmp_path / "report.xml")),
-        cwd=work, env=subprocess_env(state), capture_output=True, text=True, timeout=1500,
+        cwd=work,
+        env=subprocess_env(state),
+        capture_output=True,
+        text=True,
+        timeout=1500,
     )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-6000:]
@@ -704,9 +761,17 @@ def test_scenario_suite_end_to_end_against_the_fake_with_standins(openstack_clou
     failed = [name for name, c in cases.items() if c.find("failure") is not None or c.find("error") is not None]
     assert not failed and cases, output[-6000:]
     assert set(cases) - set(skipped) >= {
-        "test_kernel_release", "test_kernel_command_line", "test_repositories_mounted_read_only",
-        "test_os_repository_is_the_root_source", "test_probe", "test_content_readable", "test_scratch_disk_mounted",
-        "test_bootloader_version_file", "test_hostname", "test_user_data_recorded", "test_ucernvm_block_delivered",
+        "test_kernel_release",
+        "test_kernel_command_line",
+        "test_repositories_mounted_read_only",
+        "test_os_repository_is_the_root_source",
+        "test_probe",
+        "test_content_readable",
+        "test_scratch_disk_mounted",
+        "test_bootloader_version_file",
+        "test_hostname",
+        "test_user_data_recorded",
+        "test_ucernvm_block_delivered",
     }, skipped
     assert "stand-in" in skipped.pop("test_network_driver") and "stand-in" in skipped.pop("test_user_data_source")
     assert set(skipped) == {"test_shared_folders_mounted", "test_host_to_guest", "test_guest_to_host"}
@@ -723,8 +788,9 @@ def test_scenario_suite_end_to_end_against_the_fake_with_standins(openstack_clou
 def test_image_lookup_follows_glance_pages(openstack_cloud, tmp_path):
     """More images than one Glance page: the SDK follows ``next`` and the exact name on the last page is found."""
     fake = openstack_cloud
-    seeded = [fake.add_image(f"CernVM 4 - Bootloader v2019.{i:02d}-1 [2019-{i:02d}-01]", b"x")["id"]
-              for i in range(1, 31)]
+    seeded = [
+        fake.add_image(f"CernVM 4 - Bootloader v2019.{i:02d}-1 [2019-{i:02d}-01]", b"x")["id"] for i in range(1, 31)
+    ]
     pages = []
     original = requests.Session.send
 
@@ -737,7 +803,8 @@ def test_image_lookup_follows_glance_pages(openstack_cloud, tmp_path):
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(requests.Session, "send", send)
             found = OpenStackProvider(target_for(), run_for(tmp_path)).find_image(
-                "CernVM 4 - Bootloader v2019.30-1 [2019-30-01]")
+                "CernVM 4 - Bootloader v2019.30-1 [2019-30-01]"
+            )
         assert found.id == seeded[-1]
         assert len(pages) >= 2 and "marker=" in pages[-1], pages
     finally:

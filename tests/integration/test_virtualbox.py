@@ -44,18 +44,31 @@ def real_vboxmanage():
 
 
 def target(**options) -> config.Target:
-    raw = {"provider": "virtualbox", "vboxmanage": STANDIN, "profile": str(PROFILE), "slowdown": 4,
-           "shared_folders": {"data": ""}, **options}
+    raw = {
+        "provider": "virtualbox",
+        "vboxmanage": STANDIN,
+        "profile": str(PROFILE),
+        "slowdown": 4,
+        "shared_folders": {"data": ""},
+        **options,
+    }
     return config.parse({"targets": {"vbox": raw}}, "test").targets["vbox"]
 
 
 def vms() -> list[str]:
-    return [line.split('"')[1] for line in subprocess.run(
-        [*REAL, "list", "vms"], capture_output=True, text=True, check=True).stdout.splitlines() if '"' in line]
+    return [
+        line.split('"')[1]
+        for line in subprocess.run(
+            [*REAL, "list", "vms"], capture_output=True, text=True, check=True
+        ).stdout.splitlines()
+        if '"' in line
+    ]
 
 
 def media() -> str:
-    return "".join(subprocess.run([*REAL, "list", kind], capture_output=True, text=True).stdout for kind in ("hdds", "dvds"))
+    return "".join(
+        subprocess.run([*REAL, "list", kind], capture_output=True, text=True).stdout for kind in ("hdds", "dvds")
+    )
 
 
 def qemus_under(directory: Path) -> list[str]:
@@ -95,15 +108,23 @@ def test_the_real_vboxmanage_writes_the_documented_machine(tmp_path):
         adapter = hw.find("vb:Network/vb:Adapter[@slot='0']", NS)
         assert adapter.get("type") == "virtio" and adapter.find("vb:NAT", NS) is not None
         rule = adapter.find("vb:NAT/vb:Forwarding", NS)
-        assert (rule.get("hostip"), rule.get("hostport"), rule.get("guestport")) == ("127.0.0.1", str(machine.ssh_port), "22")
+        assert (rule.get("hostip"), rule.get("hostport"), rule.get("guestport")) == (
+            "127.0.0.1",
+            str(machine.ssh_port),
+            "22",
+        )
         port = hw.find("vb:UART/vb:Port[@slot='0']", NS)
         assert port.get("hostMode") == "RawFile" and port.get("path") == str(machine.console_file)
         folder = hw.find("vb:SharedFolders/vb:SharedFolder", NS)
         assert folder.get("name") == "data" and folder.get("autoMount") == "false"
         images = {i.get("uuid"): i.get("location") for i in vbox.iterfind("vb:MediaRegistry//*[@location]", NS)}
         layout = {
-            (c.get("name"), d.get("port"), d.get("device")): (d.get("type"), Path(images[d.find("vb:Image", NS).get("uuid")]).name)
-            for c in hw.iterfind("vb:StorageControllers/vb:StorageController", NS) for d in c.iterfind("vb:AttachedDevice", NS)
+            (c.get("name"), d.get("port"), d.get("device")): (
+                d.get("type"),
+                Path(images[d.find("vb:Image", NS).get("uuid")]).name,
+            )
+            for c in hw.iterfind("vb:StorageControllers/vb:StorageController", NS)
+            for d in c.iterfind("vb:AttachedDevice", NS)
         }
         assert layout == {
             ("IDE", "0", "0"): ("DVD", layout[("IDE", "0", "0")][1]),
@@ -154,19 +175,27 @@ os.kill(os.getpid(), signal.SIGKILL)
 
 def test_sigkill_then_sweep_from_extradata_alone(tmp_path):
     state = tmp_path / "state"
-    done = subprocess.run([sys.executable, "-c", KILLED], cwd=ROOT, env=dict(os.environ, CERNVM_FIXTURES_STATE=str(state)),
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", KILLED],
+        cwd=ROOT,
+        env=dict(os.environ, CERNVM_FIXTURES_STATE=str(state)),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == -signal.SIGKILL, done.stderr
     name, directory = done.stdout.split()
     assert name in vms() and qemus_under(Path(directory))
     for entry in state.glob("runs/*/ledger/*.json"):
         entry.unlink()  # the ledger is lost too: only the VM's extradata says it is ours
-    (tmp_path / "cernvm.toml").write_text(textwrap.dedent(f"""
+    (tmp_path / "cernvm.toml").write_text(
+        textwrap.dedent(f"""
         [targets.vbox]
         provider = "virtualbox"
         profile = "{PROFILE}"
         vboxmanage = {STANDIN!r}
-    """).replace("'", '"'))
+    """).replace("'", '"')
+    )
     swept = cli(state, "sweep", cwd=tmp_path, timeout=300)
     assert swept.returncode == 0, swept.stdout + swept.stderr
     assert name in swept.stdout + swept.stderr
@@ -178,12 +207,15 @@ def test_bad_launch_config_is_one_clear_error_and_creates_nothing(tmp_path):
     bad = tmp_path / "launch.conf"
     bad.write_text("cpus=2\nmemory=2048\nflags=113\n")
     before = vms()
-    result = run_scenarios(tmp_path, config=f"""
+    result = run_scenarios(
+        tmp_path,
+        config=f"""
         [targets.vbox]
         provider = "virtualbox"
         profile = "{PROFILE}"
         launch_config = "{bad}"
-    """)
+    """,
+    )
     assert result.returncode != 0
     assert "targets.vbox.launch_config" in result.output and "host_only_adapter" in result.output
     assert "Traceback" not in result.output
@@ -191,20 +223,29 @@ def test_bad_launch_config_is_one_clear_error_and_creates_nothing(tmp_path):
 
 
 def test_scenario_suite_through_the_standin(tmp_path):
-    result = run_scenarios(tmp_path, config=f"""
+    result = run_scenarios(
+        tmp_path,
+        config=f"""
         [targets.virtualbox]
         provider = "virtualbox"
         profile = "{PROFILE}"
         vboxmanage = {STANDIN!r}
         slowdown = 4
         shared_folders = {{ data = "" }}
-    """.replace("'", '"'))
+    """.replace("'", '"'),
+    )
     found = outcomes(result.output)
     assert result.returncode == 0, result.output[-6000:]
     assert {name.split("[")[0] for name, status in found.items() if status == "PASSED"} >= {
-        "test_kernel_release", "test_repositories_mounted_read_only", "test_scratch_disk_mounted",
-        "test_shared_folders_mounted", "test_host_to_guest", "test_guest_to_host", "test_network_driver",
-        "test_user_data_recorded", "test_hostname",
+        "test_kernel_release",
+        "test_repositories_mounted_read_only",
+        "test_scratch_disk_mounted",
+        "test_shared_folders_mounted",
+        "test_host_to_guest",
+        "test_guest_to_host",
+        "test_network_driver",
+        "test_user_data_recorded",
+        "test_hostname",
     }, result.output[-4000:]
     assert not any(status != "PASSED" for status in found.values()), found
     assert_nothing_left(tmp_path, [])
@@ -214,9 +255,12 @@ def test_scenario_suite_through_the_standin(tmp_path):
 @pytest.mark.skipif(not Path("/dev/vboxdrv").exists(), reason="no VirtualBox kernel driver (/dev/vboxdrv) on this host")
 def test_scenario_suite_on_real_virtualbox(tmp_path):
     """The appliance under the real hypervisor (no shared folders: the appliance mounts 9p, not vboxsf)."""
-    result = run_scenarios(tmp_path, config="""
+    result = run_scenarios(
+        tmp_path,
+        config="""
         [targets.virtualbox]
         provider = "virtualbox"
-    """)
+    """,
+    )
     assert result.returncode == 0, result.output[-6000:]
     assert all("shared_folders" in reason for reason in skip_reasons(result.output)), skip_reasons(result.output)

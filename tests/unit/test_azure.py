@@ -15,27 +15,38 @@ from ..fakes.azure.vhd import make_vhd
 
 
 def parse(**options):
-    raw = {"provider": "azure", "image": "/subscriptions/s/resourceGroups/g/providers/Microsoft.Compute/images/i",
-           "profile": "appliance", "ssh_cidr": "203.0.113.7/32", **options}
+    raw = {
+        "provider": "azure",
+        "image": "/subscriptions/s/resourceGroups/g/providers/Microsoft.Compute/images/i",
+        "profile": "appliance",
+        "ssh_cidr": "203.0.113.7/32",
+        **options,
+    }
     return config.parse({"targets": {"azure": raw}}, "cernvm.toml").targets["azure"]
 
 
 def test_defaults_and_an_image_id():
     target = parse()
     assert (target.options.location, target.options.vm_size, target.options.address) == (
-        "westeurope", "Standard_D2s_v3", "public")
+        "westeurope",
+        "Standard_D2s_v3",
+        "public",
+    )
 
 
-@pytest.mark.parametrize("options, message", [
-    ({"ssh_cidr": None}, "targets.azure.ssh_cidr"),
-    ({"ssh_cidr": "0.0.0.0/0"}, "not the whole internet"),
-    ({"admin_user": "root"}, "that Azure does not reserve"),
-    ({"endpoint": "http://127.0.0.1:1"}, "an https:// URL"),
-    ({"tags": {"a/b": "x"}}, "without < > % & \\\\ \\? /"),
-    ({"tags": {"cernvm-fixtures:run": "x"}}, "is reserved"),
-    ({"address": "floating"}, "targets.azure.address"),
-    ({"bogus": 1}, "targets.azure.bogus"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"ssh_cidr": None}, "targets.azure.ssh_cidr"),
+        ({"ssh_cidr": "0.0.0.0/0"}, "not the whole internet"),
+        ({"admin_user": "root"}, "that Azure does not reserve"),
+        ({"endpoint": "http://127.0.0.1:1"}, "an https:// URL"),
+        ({"tags": {"a/b": "x"}}, "without < > % & \\\\ \\? /"),
+        ({"tags": {"cernvm-fixtures:run": "x"}}, "is reserved"),
+        ({"address": "floating"}, "targets.azure.address"),
+        ({"bogus": 1}, "targets.azure.bogus"),
+    ],
+)
 def test_bad_options_name_the_key(options, message):
     raw = {k: v for k, v in options.items() if v is not None}
     if options.get("ssh_cidr", "") is None:
@@ -63,7 +74,7 @@ def test_pages_skip_empty_512_byte_pages(tmp_path: Path):
     path = tmp_path / "d"
     data = bytearray(azure.CHUNK + 4096)
     data[512:1024] = b"x" * 512
-    data[azure.CHUNK - 512:azure.CHUNK + 512] = b"y" * 1024  # a run across the chunk boundary: two calls
+    data[azure.CHUNK - 512 : azure.CHUNK + 512] = b"y" * 1024  # a run across the chunk boundary: two calls
     path.write_bytes(bytes(data))
     runs = [(offset, len(chunk)) for offset, chunk in azure.pages(path)]
     assert runs == [(512, 512), (azure.CHUNK - 512, 512), (azure.CHUNK, 512)]

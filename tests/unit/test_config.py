@@ -31,7 +31,9 @@ def test_defaults_boot_the_appliance_on_kvm(tmp_path):
 
 
 def test_cernvm_toml_is_found_in_rootdir(tmp_path):
-    write(tmp_path, """
+    write(
+        tmp_path,
+        """
         [targets.kvm-tcg]
         provider = "kvm"
         domain_type = "qemu"
@@ -39,20 +41,25 @@ def test_cernvm_toml_is_found_in_rootdir(tmp_path):
         [targets.off]
         provider = "kvm"
         enabled = false
-    """)
+    """,
+    )
     loaded = config.load(None, tmp_path)
     assert loaded.targets["kvm-tcg"].options.memory == 1024
     assert loaded.enabled == ["kvm-tcg"]
 
 
 def test_tool_cernvm_in_pyproject(tmp_path):
-    write(tmp_path, """
+    write(
+        tmp_path,
+        """
         [project]
         name = "x"
         [tool.cernvm.targets.vm]
         provider = "kvm"
         image = "appliance:no-cvmfs"
-    """, "pyproject.toml")
+    """,
+        "pyproject.toml",
+    )
     loaded = config.load(None, tmp_path)
     assert loaded.targets["vm"].image == "appliance:no-cvmfs"
     assert loaded.targets["vm"].profile == "appliance"

@@ -77,8 +77,13 @@ def test_ec2_refuses_an_existing_iso_at_launch_naming_what_it_boots(tmp_path):
 
     iso = tmp_path / "ucernvm.iso"
     iso.write_bytes(ISO)
-    raw = {"provider": "ec2", "image": str(iso), "profile": "cernvm4", "region": "eu-west-1",
-           "ssh_cidr": "203.0.113.7/32"}
+    raw = {
+        "provider": "ec2",
+        "image": str(iso),
+        "profile": "cernvm4",
+        "region": "eu-west-1",
+        "ssh_cidr": "203.0.113.7/32",
+    }
     target = config.parse({"targets": {"ec2": raw}}, "cernvm.toml").targets["ec2"]
     with pytest.raises(ConfigError, match="the ec2 provider boots an AMI id"):
         Ec2Provider(target, Run(state=tmp_path)).image_source()

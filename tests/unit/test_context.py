@@ -77,8 +77,14 @@ def _read_iso(path, names):
 def test_seed_carries_the_config_drive_layout_and_the_nocloud_files(tmp_path):
     context = Context("vm-3", ("ssh-ed25519 AAAA k1",), UserData(ucernvm={"a": "b"}))
     path = write_seed(context, tmp_path / "seed.iso")
-    names = ["openstack/latest/user_data", "openstack/latest/meta_data.json", "ec2/latest/user-data",
-             "ec2/latest/meta-data.json", "user-data", "meta-data"]
+    names = [
+        "openstack/latest/user_data",
+        "openstack/latest/meta_data.json",
+        "ec2/latest/user-data",
+        "ec2/latest/meta-data.json",
+        "user-data",
+        "meta-data",
+    ]
     label, found = _read_iso(path, names)
     assert label == "config-2", "cloud-init's ConfigDrive datasource looks for label config-2"
     for name in ("openstack/latest/user_data", "ec2/latest/user-data", "user-data"):

@@ -18,8 +18,10 @@ def setup_kvm(device: Path, rule: Path) -> subprocess.CompletedProcess:
     """The script's own functions, with the device and rule paths pointed at test files and the timing stubbed."""
     text = DEV.read_text()
     functions = text[text.index("KVM_DEVICE=") : text.index("start_small_domain() {")]
-    script = (f"set -euo pipefail\n{functions}\nKVM_DEVICE={device}\nKVM_RULE={rule}\n"
-              "say() { echo \"== $*\"; }\ncheck_domain_start() { echo timed; }\nsetup_kvm\n")
+    script = (
+        f"set -euo pipefail\n{functions}\nKVM_DEVICE={device}\nKVM_RULE={rule}\n"
+        'say() { echo "== $*"; }\ncheck_domain_start() { echo timed; }\nsetup_kvm\n'
+    )
     return subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=30)
 
 

@@ -41,6 +41,7 @@ def options(tmp_path: Path, table: str):
 
 # --- defaults and options --------------------------------------------------------------------------------------
 
+
 def test_default_targets_run_the_appliance_in_both_modes(tmp_path):
     loaded = config.load(None, tmp_path)
     parrot, bind = loaded.targets["docker"], loaded.targets["docker-bindmount"]
@@ -48,90 +49,122 @@ def test_default_targets_run_the_appliance_in_both_modes(tmp_path):
     assert parrot.options.mode == "parrot" and parrot.options.network == "none" and parrot.options.repositories == {}
     assert dict(parrot.shared_folders) == {"data": ""}
     assert bind.options.mode == "bindmount" and bind.options.repositories == {"cernvm-prod.cern.ch": ""}
-    assert [name for name in loaded.enabled if "docker" in name] == ["docker", "docker-bindmount"], "-k docker picks both"
+    assert [name for name in loaded.enabled if "docker" in name] == ["docker", "docker-bindmount"], (
+        "-k docker picks both"
+    )
     assert "kvm" in loaded.enabled and not any("kvm" in name for name in ("docker", "docker-bindmount"))
 
 
 def test_mode_choices(tmp_path):
-    message = error(tmp_path, """
+    message = error(
+        tmp_path,
+        """
         [targets.c]
         provider = "docker"
         mode = "fuse"
-    """)
+    """,
+    )
     assert "FILE: targets.c.mode: expected 'parrot' or 'bindmount' (got 'fuse')" in message
 
 
 def test_unknown_key_lists_the_valid_ones(tmp_path):
-    message = error(tmp_path, """
+    message = error(
+        tmp_path,
+        """
         [targets.c]
         provider = "docker"
         seccomp = "unconfined"
-    """)
+    """,
+    )
     assert "targets.c.seccomp: unknown key; valid keys are" in message
     for key in ("mode", "network", "env", "repositories", "url", "image", "shared_folders"):
         assert key in message
 
 
 def test_env_keys_are_the_documented_ones(tmp_path):
-    message = error(tmp_path, """
+    message = error(
+        tmp_path,
+        """
         [targets.c]
         provider = "docker"
         env = { CERNVM_DEBUG = "1", LD_PRELOAD = "x" }
-    """)
-    assert "targets.c.env.LD_PRELOAD: expected 'CERNVM_ROOT', 'CERNVM_DEBUG', 'PARROT_OPTIONS' or 'PARROT_CVMFS_REPO'" in message
+    """,
+    )
+    assert (
+        "targets.c.env.LD_PRELOAD: expected 'CERNVM_ROOT', 'CERNVM_DEBUG', 'PARROT_OPTIONS' or 'PARROT_CVMFS_REPO'"
+        in message
+    )
 
 
 @pytest.mark.parametrize(
     "env,phrase",
     [
         ('{ CERNVM_DEBUG = "yes" }', "CERNVM_DEBUG = '1' (debug lines from /init) or '0'"),
-        ('{ CERNVM_DEBUG = 1 }', "targets.c.env.CERNVM_DEBUG: expected a valid string"),
+        ("{ CERNVM_DEBUG = 1 }", "targets.c.env.CERNVM_DEBUG: expected a valid string"),
         ('{ CERNVM_ROOT = "cvmfs/x" }', "CERNVM_ROOT as an absolute path"),
         ('{ PARROT_CVMFS_REPO = "sft.cern.ch" }', "entries '<repository>:url=<url>,pubkey=<key file>'"),
     ],
 )
 def test_env_values_are_checked(tmp_path, env, phrase):
-    message = error(tmp_path, f"""
+    message = error(
+        tmp_path,
+        f"""
         [targets.c]
         provider = "docker"
         env = {env}
-    """)
+    """,
+    )
     assert phrase in message, message
 
 
 def test_missing_key_file_is_rejected_at_load(tmp_path):
-    message = error(tmp_path, """
+    message = error(
+        tmp_path,
+        """
         [targets.c]
         provider = "docker"
         env = { PARROT_CVMFS_REPO = "sft.cern.ch:url=http://s1/cvmfs/sft.cern.ch,pubkey=/nonexistent/cern.ch.pub" }
-    """)
-    assert "targets.c.env: expected a readable public key file for repository 'sft.cern.ch', not '/nonexistent/cern.ch.pub'" in message
+    """,
+    )
+    assert (
+        "targets.c.env: expected a readable public key file for repository 'sft.cern.ch', not '/nonexistent/cern.ch.pub'"
+        in message
+    )
 
 
 def test_parrot_settings_belong_to_parrot_mode(tmp_path):
-    message = error(tmp_path, """
+    message = error(
+        tmp_path,
+        """
         [targets.c]
         provider = "docker"
         mode = "bindmount"
         env = { PARROT_OPTIONS = "-d cvmfs" }
         repositories = { "cernvm-prod.cern.ch" = "" }
-    """)
+    """,
+    )
     assert "no PARROT_OPTIONS in mode 'bindmount'" in message
-    message = error(tmp_path, """
+    message = error(
+        tmp_path,
+        """
         [targets.c]
         provider = "docker"
         repositories = { "cernvm-prod.cern.ch" = "" }
-    """)
+    """,
+    )
     assert "targets.c.repositories: expected no repositories in mode 'parrot'" in message
 
 
 def test_bindmount_needs_existing_host_directories(tmp_path):
-    message = error(tmp_path, """
+    message = error(
+        tmp_path,
+        """
         [targets.c]
         provider = "docker"
         mode = "bindmount"
         repositories = { "cernvm-prod.cern.ch" = "/nonexistent/cvmfs/cernvm-prod.cern.ch" }
-    """)
+    """,
+    )
     assert "targets.c.repositories: expected an existing host directory for repository 'cernvm-prod.cern.ch'" in message
     assert "CVMFS_CLAIM_OWNERSHIP=no" in message
 
@@ -141,58 +174,77 @@ def test_bindmount_defaults_to_the_hosts_os_repository(tmp_path, monkeypatch):
     monkeypatch.setattr(Path, "is_dir", lambda self: str(self) == "/cvmfs/cernvm-prod.cern.ch" or real(self))
     assert DockerOptions(mode="bindmount").repositories == {"cernvm-prod.cern.ch": "/cvmfs/cernvm-prod.cern.ch"}
     monkeypatch.setattr(Path, "is_dir", lambda self: str(self) != "/cvmfs/cernvm-prod.cern.ch" and real(self))
-    message = error(tmp_path, """
+    message = error(
+        tmp_path,
+        """
         [targets.c]
         provider = "docker"
         mode = "bindmount"
-    """)
+    """,
+    )
     assert "not '/cvmfs/cernvm-prod.cern.ch': mount cvmfs on the host" in message
 
 
 def test_bindmount_needs_the_os_repository(tmp_path):
     (tmp_path / "sft").mkdir()
-    message = error(tmp_path, f"""
+    message = error(
+        tmp_path,
+        f"""
         [targets.c]
         provider = "docker"
         mode = "bindmount"
-        repositories = {{ "sft.cern.ch" = "{tmp_path / 'sft'}" }}
-    """)
-    assert "the OS repository 'cernvm-prod.cern.ch' (from CERNVM_ROOT='/cvmfs/cernvm-prod.cern.ch/cvm4') among them" in message
+        repositories = {{ "sft.cern.ch" = "{tmp_path / "sft"}" }}
+    """,
+    )
+    assert (
+        "the OS repository 'cernvm-prod.cern.ch' (from CERNVM_ROOT='/cvmfs/cernvm-prod.cern.ch/cvm4') among them"
+        in message
+    )
 
 
 def test_bindmount_with_host_directories(tmp_path):
     (tmp_path / "prod").mkdir()
     (tmp_path / "sft").mkdir()
-    opts = options(tmp_path, f"""
+    opts = options(
+        tmp_path,
+        f"""
         [targets.c]
         provider = "docker"
         mode = "bindmount"
         network = "bridge"
         env = {{ CERNVM_DEBUG = "1", CERNVM_ROOT = "/cvmfs/cernvm-prod.cern.ch/cvm4" }}
-        repositories = {{ "cernvm-prod.cern.ch" = "{tmp_path / 'prod'}", "sft.cern.ch" = "{tmp_path / 'sft'}" }}
-    """)
+        repositories = {{ "cernvm-prod.cern.ch" = "{tmp_path / "prod"}", "sft.cern.ch" = "{tmp_path / "sft"}" }}
+    """,
+    )
     assert opts.network == "bridge" and set(opts.repositories) == {"cernvm-prod.cern.ch", "sft.cern.ch"}
 
 
 def test_bad_network_name(tmp_path):
-    message = error(tmp_path, """
+    message = error(
+        tmp_path,
+        """
         [targets.c]
         provider = "docker"
         network = "a b"
-    """)
+    """,
+    )
     assert "targets.c.network: expected a Docker network name" in message
 
 
 def test_docker_provider_cannot_take_a_profile_less_image(tmp_path):
-    message = error(tmp_path, """
+    message = error(
+        tmp_path,
+        """
         [targets.c]
         provider = "docker"
         image = "/srv/cvm-docker.tar"
-    """)
+    """,
+    )
     assert "needs a profile" in message
 
 
 # --- PARROT_CVMFS_REPO keys -------------------------------------------------------------------------------------
+
 
 def test_host_keys_are_rewritten_to_ucvm_keys(tmp_path):
     key = tmp_path / "cern.ch.pub"
@@ -228,6 +280,7 @@ def test_os_repository():
 
 # --- the container spec ----------------------------------------------------------------------------------------
 
+
 def spec(mode="parrot", **overrides):
     args = dict(
         name="cvmfx-r-docker-1",
@@ -250,7 +303,9 @@ def test_parrot_mode_relaxes_seccomp_and_mounts_no_repository():
     assert s["command"] == KEEPALIVE and s["command"][0] == "/init"
     assert s["network_mode"] == "none" and s["tty"] is False and s["detach"] is True
     assert s["environment"] == {"CERNVM_DEBUG": "1"} and s["labels"] == {"cernvm-fixtures.run": "r"}
-    assert s["mounts"] == [{"Type": "bind", "Source": "/run/m/shared/data", "Target": "/mnt/shared/data", "ReadOnly": False}]
+    assert s["mounts"] == [
+        {"Type": "bind", "Source": "/run/m/shared/data", "Target": "/mnt/shared/data", "ReadOnly": False}
+    ]
     assert not any(m["Target"].startswith("/cvmfs") for m in s["mounts"])
     assert "privileged" not in s and "cap_add" not in s
 
@@ -258,8 +313,12 @@ def test_parrot_mode_relaxes_seccomp_and_mounts_no_repository():
 def test_bindmount_mode_mounts_repositories_read_only_and_keeps_seccomp():
     s = spec("bindmount", repositories={"cernvm-prod.cern.ch": Path("/cvmfs/cernvm-prod.cern.ch")}, network="bridge")
     assert "security_opt" not in s, "no seccomp relaxation without parrot"
-    assert {"Type": "bind", "Source": "/cvmfs/cernvm-prod.cern.ch", "Target": "/cvmfs/cernvm-prod.cern.ch",
-            "ReadOnly": True} in s["mounts"]
+    assert {
+        "Type": "bind",
+        "Source": "/cvmfs/cernvm-prod.cern.ch",
+        "Target": "/cvmfs/cernvm-prod.cern.ch",
+        "ReadOnly": True,
+    } in s["mounts"]
     assert s["network_mode"] == "bridge"
 
 
@@ -284,6 +343,7 @@ def test_image_names_are_per_run_and_content():
 
 
 # --- tarball checks (before anything is created) ---------------------------------------------------------------
+
 
 def make_tarball(path: Path, members: dict[str, tuple[int, bytes]], compression: str = "gz") -> Path:
     with tarfile.open(path, f"w:{compression}") as tar:
@@ -329,6 +389,7 @@ def test_bad_tarballs_are_named(tmp_path, case, phrase):
 
 # --- the exec stream ---------------------------------------------------------------------------------------------
 
+
 def frame(kind: int, data: bytes) -> bytes:
     return struct.pack(">BxxxL", kind, len(data)) + data
 
@@ -361,5 +422,7 @@ def test_without_markers_everything_is_the_output():
 
 def test_wrapped_command_prints_markers_first():
     script = wrap("exit 7", "00112233aabbccdd")
-    assert script.startswith("printf '%s' 'cvmfx:00112233aabbccdd:'; printf '%s%s:' 'cvmfx:00112233aabbccdd:' \"$$\" >&2\n")
+    assert script.startswith(
+        "printf '%s' 'cvmfx:00112233aabbccdd:'; printf '%s%s:' 'cvmfx:00112233aabbccdd:' \"$$\" >&2\n"
+    )
     assert script.endswith("\nexit 7")

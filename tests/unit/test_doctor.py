@@ -71,10 +71,17 @@ def test_doctor_command_rejects_an_unknown_target(tmp_path):
 
 
 def test_the_plugin_stops_the_session_with_the_doctors_message(tmp_path):
-    work = write_work(tmp_path, config=UNREACHABLE, tests={"test_it.py": "def test_a(cernvm): pass\n"
-                                                          "def test_b(cernvm): pass\n"})
-    result = subprocess.run(pytest_command("test_it.py"), cwd=work, env=subprocess_env(tmp_path / "state"),
-                            capture_output=True, text=True, timeout=120)
+    work = write_work(
+        tmp_path, config=UNREACHABLE, tests={"test_it.py": "def test_a(cernvm): pass\ndef test_b(cernvm): pass\n"}
+    )
+    result = subprocess.run(
+        pytest_command("test_it.py"),
+        cwd=work,
+        env=subprocess_env(tmp_path / "state"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 4, result.stdout + result.stderr
     assert "box  problem  daemon: cannot reach the Docker daemon" in result.stderr
     assert "test_a" not in result.stdout
@@ -82,6 +89,12 @@ def test_the_plugin_stops_the_session_with_the_doctors_message(tmp_path):
 
 def test_the_plugin_runs_no_checks_when_no_test_uses_an_instance(tmp_path):
     work = write_work(tmp_path, config=UNREACHABLE, tests={"test_it.py": "def test_plain(): pass\n"})
-    result = subprocess.run(pytest_command("test_it.py"), cwd=work, env=subprocess_env(tmp_path / "state"),
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        pytest_command("test_it.py"),
+        cwd=work,
+        env=subprocess_env(tmp_path / "state"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stdout + result.stderr

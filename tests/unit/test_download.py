@@ -195,13 +195,15 @@ def test_prune(server):
 def test_a_target_image_url_is_fetched_once_and_booted_from_the_cache(server):
     from cernvm_fixtures import config
 
-    target = config.parse({"targets": {"kvm": {"provider": "kvm", "image": f"{server.url}/{NAME}",
-                                                "profile": "cernvm4"}}}, "t").targets["kvm"]
+    target = config.parse(
+        {"targets": {"kvm": {"provider": "kvm", "image": f"{server.url}/{NAME}", "profile": "cernvm4"}}}, "t"
+    ).targets["kvm"]
     path = target.image_file(".iso", "ISO images")
     assert path.read_bytes() == DATA and target.image_file(".iso", "ISO images") == path
     assert len(server.gets()) == 1
-    broken = config.parse({"targets": {"kvm": {"provider": "kvm", "image": f"{server.url}/gone.iso",
-                                                "profile": "cernvm4"}}}, "t").targets["kvm"]
+    broken = config.parse(
+        {"targets": {"kvm": {"provider": "kvm", "image": f"{server.url}/gone.iso", "profile": "cernvm4"}}}, "t"
+    ).targets["kvm"]
     with pytest.raises(config.ConfigError, match=r"t: targets.kvm.image: .*gone.iso.sha256: HTTP 404"):
         broken.image_file(".iso", "ISO images")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import random
+import re
 import subprocess
 import sys
 import time
@@ -13,22 +14,29 @@ import pytest
 from botocore.stub import Stubber
 
 from cernvm_fixtures import config
+from cernvm_fixtures import profile as profiles
 from cernvm_fixtures.errors import ConfigError, PermanentError, ProviderError
 from cernvm_fixtures.ledger import Owner, Resource
 from cernvm_fixtures.providers import ec2
-from cernvm_fixtures.providers.ec2 import aws, network
-from cernvm_fixtures.providers.ec2 import tags as ec2_tags
+from cernvm_fixtures.providers.ec2 import Ec2Provider, aws, network
 from cernvm_fixtures.providers.ec2 import image as ec2_image
-from cernvm_fixtures.providers.ec2 import Ec2Provider
+from cernvm_fixtures.providers.ec2 import tags as ec2_tags
 from cernvm_fixtures.run import Run
 
-BASE = {"provider": "ec2", "image": "ami-0123456789abcdef0", "profile": "cernvm4", "region": "eu-west-1",
-        "ssh_cidr": "203.0.113.7/32"}
+BASE = {
+    "provider": "ec2",
+    "image": "ami-0123456789abcdef0",
+    "profile": "cernvm4",
+    "region": "eu-west-1",
+    "ssh_cidr": "203.0.113.7/32",
+}
 
 
 def target(**options):
     raw = {**BASE, **options}
-    return config.parse({"targets": {"ec2": {k: v for k, v in raw.items() if v is not None}}}, "cernvm.toml").targets["ec2"]
+    return config.parse({"targets": {"ec2": {k: v for k, v in raw.items() if v is not None}}}, "cernvm.toml").targets[
+        "ec2"
+    ]
 
 
 def error(**options) -> str:
@@ -47,7 +55,13 @@ def stubbed_ec2():
 
 def test_defaults():
     o = target().options
-    assert (o.instance_type, o.scratch_size, o.user, o.address, o.metadata_tokens) == ("m5.large", 25, "root", "public", "optional")
+    assert (o.instance_type, o.scratch_size, o.user, o.address, o.metadata_tokens) == (
+        "m5.large",
+        25,
+        "root",
+        "public",
+        "optional",
+    )
     assert o.subnet_id is None and o.security_group_id is None and o.key_name is None
 
 
@@ -126,7 +140,9 @@ def test_ssh_cidr_normalised(cidr, expected):
 
 @pytest.mark.parametrize("cidr", ["0.0.0.0/0", "::/0"])
 def test_ssh_cidr_never_the_whole_internet(cidr):
-    assert "targets.ec2.ssh_cidr: expected the runner's own address range, not the whole internet" in error(ssh_cidr=cidr)
+    assert "targets.ec2.ssh_cidr: expected the runner's own address range, not the whole internet" in error(
+        ssh_cidr=cidr
+    )
 
 
 def test_ssh_cidr_required_when_we_create_the_group():
@@ -193,27 +209,67 @@ def test_image_file_needs_a_bucket(tmp_path):
 
 @pytest.mark.parametrize(
     "instance_type,driver",
-    [("t2.micro", "vif"), ("m3.medium", "vif"), ("c4.large", "ixgbevf"), ("m4.xlarge", "ixgbevf"),
-     ("c3.large", "ixgbevf"), ("r3.large", "ixgbevf"), ("m5.large", "ena"), ("c5n.large", "ena"),
-     ("t3.micro", "ena"), ("m6i.large", "ena"), ("x1.16xlarge", "ena"), ("p2.xlarge", "ena"),
-     ("g2.2xlarge", "vif"), ("cc2.8xlarge", "vif"), ("m4.16xlarge", "ena"), ("i2.xlarge", "ixgbevf"), ("d2.xlarge", "ixgbevf")],
+    [
+        ("t2.micro", "vif"),
+        ("m3.medium", "vif"),
+        ("c4.large", "ixgbevf"),
+        ("m4.xlarge", "ixgbevf"),
+        ("c3.large", "ixgbevf"),
+        ("r3.large", "ixgbevf"),
+        ("m5.large", "ena"),
+        ("c5n.large", "ena"),
+        ("t3.micro", "ena"),
+        ("m6i.large", "ena"),
+        ("x1.16xlarge", "ena"),
+        ("p2.xlarge", "ena"),
+        ("g2.2xlarge", "vif"),
+        ("cc2.8xlarge", "vif"),
+        ("m4.16xlarge", "ena"),
+        ("i2.xlarge", "ixgbevf"),
+        ("d2.xlarge", "ixgbevf"),
+    ],
 )
 def test_traits_select_the_cernvm4_network_driver(tmp_path, instance_type, driver):
     provider = Ec2Provider(target(instance_type=instance_type), Run(state=tmp_path))
     machine = provider.machine("cvmfx-x-ec2-0000")
     assert {k: machine.traits[k] for k in ("provider", "kind", "instance_type", "region")} == {
-        "provider": "ec2", "kind": "vm", "instance_type": instance_type, "region": "eu-west-1"}
-    profile = target().load_profile()
+        "provider": "ec2",
+        "kind": "vm",
+        "instance_type": instance_type,
+        "region": "eu-west-1",
+    }
+    profile = profiles.load("cernvm4")
     assert profile.expect("network.driver", machine.traits).value == driver
     assert profile.expect("context.source", machine.traits).value == "EC2"
+
+
+@pytest.mark.parametrize("instance_type", ["m5.large", "c5.xlarge", "t3.micro", "p3dn.24xlarge", "i3.metal"])
+def test_a_nitro_type_is_refused_for_a_kernel_without_nvme(instance_type):
+    with pytest.raises(ConfigError, match=rf"targets.ec2.instance_type: '{re.escape(instance_type)}' is a Nitro type.*"
+                       r"'cernvm4' says its kernel has no NVMe driver.*m4.large"):
+        target(instance_type=instance_type).load_profile()
+
+
+@pytest.mark.parametrize(("instance_type", "profile"), [("m4.large", "cernvm4"), ("t2.medium", "cernvm4"),
+                                                        ("i3.large", "cernvm4"), ("m5.large", "appliance")])
+def test_xen_types_or_an_nvme_kernel_are_fine(instance_type, profile):
+    assert target(instance_type=instance_type, profile=profile).load_profile().name == profile
 
 
 # --- tags -----------------------------------------------------------------------------------------
 
 
 def resource(kind="vpc", created=1_700_000_000.0, **data) -> Resource:
-    return Resource(provider="ec2", kind=kind, name="cvmfx-ab12cd34-ec2-beef", run="ab12cd34", target="ec2",
-                    data=data, owner=Owner("runner-1", 4242, "987654"), created=created)
+    return Resource(
+        provider="ec2",
+        kind=kind,
+        name="cvmfx-ab12cd34-ec2-beef",
+        run="ab12cd34",
+        target="ec2",
+        data=data,
+        owner=Owner("runner-1", 4242, "987654"),
+        created=created,
+    )
 
 
 def test_tags_carry_run_owner_expiry_and_cannot_be_overridden():
@@ -246,7 +302,13 @@ def test_a_resource_is_rebuilt_from_its_tags_alone():
     r.kept = True
     back = ec2.resource_from_tags("security-group", ec2.tag_dict(r), {"ids": ["sg-1"]})
     assert (back.name, back.run, back.target, back.owner, back.kept, back.data) == (
-        r.name, r.run, r.target, r.owner, True, {"ids": ["sg-1"]})
+        r.name,
+        r.run,
+        r.target,
+        r.owner,
+        True,
+        {"ids": ["sg-1"]},
+    )
     assert back.expires == r.expires and r.created - 1 < back.created < r.created
     assert ec2.resource_from_tags("vpc", {"Name": "someone-elses"}, {}) is None
     mangled = {**ec2.tag_dict(r), "cvmfx-owner-pid": "??", "cvmfx-expires": "soon"}
@@ -263,8 +325,19 @@ def test_found_by_tag_sorts_before_its_ledger_twin_and_by_dependency():
 # --- teardown order ---------------------------------------------------------------------------------
 
 
-DESTROY_ORDER = ["instance", "volume", "security-group", "route-table", "subnet", "internet-gateway", "vpc",
-                 "key-pair", "image", "snapshot", "s3-object"]
+DESTROY_ORDER = [
+    "instance",
+    "volume",
+    "security-group",
+    "route-table",
+    "subnet",
+    "internet-gateway",
+    "vpc",
+    "key-pair",
+    "image",
+    "snapshot",
+    "s3-object",
+]
 
 
 def test_teardown_order_is_the_reverse_of_the_dependencies():
@@ -307,33 +380,56 @@ def test_destroy_unknown_kind_and_missing_region():
 
 def test_security_group_rule_is_ssh_from_one_address():
     assert network.ssh_permission("203.0.113.7/32") == {
-        "IpProtocol": "tcp", "FromPort": 22, "ToPort": 22,
-        "IpRanges": [{"CidrIp": "203.0.113.7/32", "Description": "cernvm-fixtures: SSH from the test runner"}]}
+        "IpProtocol": "tcp",
+        "FromPort": 22,
+        "ToPort": 22,
+        "IpRanges": [{"CidrIp": "203.0.113.7/32", "Description": "cernvm-fixtures: SSH from the test runner"}],
+    }
     assert network.ssh_permission("2001:db8::1/128")["Ipv6Ranges"][0]["CidrIpv6"] == "2001:db8::1/128"
 
 
 def test_scratch_mapping():
     root_only = {"RootDeviceName": "/dev/xvda", "BlockDeviceMappings": [{"DeviceName": "/dev/xvda", "Ebs": {}}]}
     assert ec2.scratch_mapping(root_only, 25) == {
-        "DeviceName": "/dev/sdb", "Ebs": {"VolumeSize": 25, "VolumeType": "gp3", "DeleteOnTermination": True}}
+        "DeviceName": "/dev/sdb",
+        "Ebs": {"VolumeSize": 25, "VolumeType": "gp3", "DeleteOnTermination": True},
+    }
     assert ec2.scratch_mapping(root_only, 0) is None
-    with_scratch = {"RootDeviceName": "/dev/xvda",
-                    "BlockDeviceMappings": [{"DeviceName": "/dev/xvda", "Ebs": {}}, {"DeviceName": "/dev/sdb", "Ebs": {}}]}
+    with_scratch = {
+        "RootDeviceName": "/dev/xvda",
+        "BlockDeviceMappings": [{"DeviceName": "/dev/xvda", "Ebs": {}}, {"DeviceName": "/dev/sdb", "Ebs": {}}],
+    }
     assert ec2.scratch_mapping(with_scratch, 25) is None
-    root_on_b = {"RootDeviceName": "/dev/xvdb", "BlockDeviceMappings": [{"DeviceName": "/dev/xvdb", "Ebs": {}},
-                                                                         {"DeviceName": "/dev/sdc", "VirtualName": "ephemeral0"}]}
+    root_on_b = {
+        "RootDeviceName": "/dev/xvdb",
+        "BlockDeviceMappings": [
+            {"DeviceName": "/dev/xvdb", "Ebs": {}},
+            {"DeviceName": "/dev/sdc", "VirtualName": "ephemeral0"},
+        ],
+    }
     assert ec2.scratch_mapping(root_on_b, 25)["DeviceName"] == "/dev/sdd"
 
 
 def test_console_output_decoding():
     text = "Linux version 4.14.232-19.cernvm.x86_64\r\n\x1b[32mOK\x1b[0m\r\n"
-    assert ec2.decode_console(base64.b64encode(text.encode()).decode()) == "Linux version 4.14.232-19.cernvm.x86_64\nOK\n"
+    assert (
+        ec2.decode_console(base64.b64encode(text.encode()).decode()) == "Linux version 4.14.232-19.cernvm.x86_64\nOK\n"
+    )
     assert ec2.decode_console("plain text, as moto returns it") == "plain text, as moto returns it"
 
 
 def test_gone_codes():
-    assert all(ec2.gone(c) for c in ["InvalidInstanceID.NotFound", "InvalidGroup.NotFound", "InvalidAMIID.Unavailable",
-                                     "Gateway.NotAttached", "NoSuchKey", "InvalidKeyPair.NotFound"])
+    assert all(
+        ec2.gone(c)
+        for c in [
+            "InvalidInstanceID.NotFound",
+            "InvalidGroup.NotFound",
+            "InvalidAMIID.Unavailable",
+            "Gateway.NotAttached",
+            "NoSuchKey",
+            "InvalidKeyPair.NotFound",
+        ]
+    )
     assert not any(ec2.gone(c) for c in ["DependencyViolation", "UnauthorizedOperation", "InvalidAMIID.Malformed"])
 
 
@@ -344,7 +440,9 @@ def test_aws_errors_become_provider_errors_without_secrets():
     with stub:
         with pytest.raises(ProviderError) as e:
             ec2.call("delete vpc vpc-1", client.delete_vpc, VpcId="vpc-1")
-        assert str(e.value) == "delete vpc vpc-1: UnauthorizedOperation: You are not authorized to perform this operation."
+        assert (
+            str(e.value) == "delete vpc vpc-1: UnauthorizedOperation: You are not authorized to perform this operation."
+        )
         assert "unit" not in str(e.value).split(":")[0]
         assert ec2.call("delete vpc vpc-1", client.delete_vpc, missing_ok=True, VpcId="vpc-1") is None
 
@@ -373,34 +471,95 @@ def test_wait_running_then_status_checks(tmp_path, monkeypatch):
     machine = provider.machine("cvmfx-ab12cd34-ec2-beef")
     machine.instance_id = "i-0123456789abcdef0"
     ids = {"InstanceIds": [machine.instance_id]}
-    stub.add_client_error("describe_instances", "InvalidInstanceID.NotFound", "eventual consistency", expected_params=ids)
+    stub.add_client_error(
+        "describe_instances", "InvalidInstanceID.NotFound", "eventual consistency", expected_params=ids
+    )
     for state in ("pending", "running"):
-        stub.add_response("describe_instances", {"Reservations": [{"Instances": [
-            {"InstanceId": machine.instance_id, "State": {"Name": state, "Code": 0}}]}]}, ids)
+        stub.add_response(
+            "describe_instances",
+            {
+                "Reservations": [
+                    {"Instances": [{"InstanceId": machine.instance_id, "State": {"Name": state, "Code": 0}}]}
+                ]
+            },
+            ids,
+        )
     status = {**ids, "IncludeAllInstances": True}
     for system, instance in (("initializing", "initializing"), ("ok", "initializing"), ("ok", "ok")):
-        stub.add_response("describe_instance_status", {"InstanceStatuses": [{
-            "InstanceId": machine.instance_id, "SystemStatus": {"Status": system},
-            "InstanceStatus": {"Status": instance}}]}, status)
+        stub.add_response(
+            "describe_instance_status",
+            {
+                "InstanceStatuses": [
+                    {
+                        "InstanceId": machine.instance_id,
+                        "SystemStatus": {"Status": system},
+                        "InstanceStatus": {"Status": instance},
+                    }
+                ]
+            },
+            status,
+        )
     with stub:
         machine.wait_running(time.monotonic() + 10)
         stub.assert_no_pending_responses()
 
-    stub.add_response("describe_instances", {"Reservations": [{"Instances": [
-        {"InstanceId": machine.instance_id, "State": {"Name": "running", "Code": 16}}]}]}, ids)
-    stub.add_response("describe_instance_status", {"InstanceStatuses": [{
-        "InstanceId": machine.instance_id, "SystemStatus": {"Status": "ok"}, "InstanceStatus": {"Status": "impaired"}}]}, status)
+    stub.add_response(
+        "describe_instances",
+        {
+            "Reservations": [
+                {"Instances": [{"InstanceId": machine.instance_id, "State": {"Name": "running", "Code": 16}}]}
+            ]
+        },
+        ids,
+    )
+    stub.add_response(
+        "describe_instance_status",
+        {
+            "InstanceStatuses": [
+                {
+                    "InstanceId": machine.instance_id,
+                    "SystemStatus": {"Status": "ok"},
+                    "InstanceStatus": {"Status": "impaired"},
+                }
+            ]
+        },
+        status,
+    )
     with stub, pytest.raises(ProviderError, match="failed its status checks .system ok, instance impaired"):
         machine.wait_running(time.monotonic() + 10)
 
-    stub.add_response("describe_instances", {"Reservations": [{"Instances": [
-        {"InstanceId": machine.instance_id, "State": {"Name": "pending", "Code": 0}}]}]}, ids)
+    stub.add_response(
+        "describe_instances",
+        {
+            "Reservations": [
+                {"Instances": [{"InstanceId": machine.instance_id, "State": {"Name": "pending", "Code": 0}}]}
+            ]
+        },
+        ids,
+    )
     with stub, pytest.raises(ProviderError, match="still pending"):
         machine.wait_running(time.monotonic() - 1)
 
-    stub.add_response("describe_instances", {"Reservations": [{"Instances": [
-        {"InstanceId": machine.instance_id, "State": {"Name": "terminated", "Code": 48},
-         "StateReason": {"Code": "Server.InsufficientInstanceCapacity", "Message": "Insufficient capacity."}}]}]}, ids)
+    stub.add_response(
+        "describe_instances",
+        {
+            "Reservations": [
+                {
+                    "Instances": [
+                        {
+                            "InstanceId": machine.instance_id,
+                            "State": {"Name": "terminated", "Code": 48},
+                            "StateReason": {
+                                "Code": "Server.InsufficientInstanceCapacity",
+                                "Message": "Insufficient capacity.",
+                            },
+                        }
+                    ]
+                }
+            ]
+        },
+        ids,
+    )
     with stub, pytest.raises(PermanentError, match="is terminated: Insufficient capacity."):
         machine.wait_running(time.monotonic() + 10)  # permanent: the readiness step stops at once
 
@@ -431,8 +590,12 @@ def test_import_snapshot_call_is_exactly_what_vm_import_expects():
     )
     with stub:
         task = ec2_image.start_import(
-            client, bucket="my-bucket", key="cernvm-fixtures/cvmfx-ab12cd34-ec2-beef/ucernvm.hvm",
-            client_token="cvmfx-ab12cd34-ec2-beef-import", role="vmimport-cernvm", tags=tags,
+            client,
+            bucket="my-bucket",
+            key="cernvm-fixtures/cvmfx-ab12cd34-ec2-beef/ucernvm.hvm",
+            client_token="cvmfx-ab12cd34-ec2-beef-import",
+            role="vmimport-cernvm",
+            tags=tags,
             description="cernvm-fixtures: ucernvm.hvm",
         )
         stub.assert_no_pending_responses()
@@ -448,16 +611,23 @@ def test_wait_import_until_completed():
     ids = {"ImportTaskIds": [TASK]}
     stub.add_response("describe_import_snapshot_tasks", task_state(Status="active", Progress="10"), ids)
     stub.add_response("describe_import_snapshot_tasks", task_state(Status="active", Progress="80"), ids)
-    stub.add_response("describe_import_snapshot_tasks", task_state(Status="completed", SnapshotId="snap-0123456789abcdef0"), ids)
+    stub.add_response(
+        "describe_import_snapshot_tasks", task_state(Status="completed", SnapshotId="snap-0123456789abcdef0"), ids
+    )
     with stub:
         assert ec2_image.wait_import(client, TASK, deadline=time.monotonic() + 10, poll=0) == "snap-0123456789abcdef0"
 
 
 def test_wait_import_failure_and_timeout():
     client, stub = stubbed_ec2()
-    stub.add_response("describe_import_snapshot_tasks",
-                      task_state(Status="deleted", StatusMessage="ClientError: Unsupported kernel version"))
-    with stub, pytest.raises(ProviderError, match=f"import task {TASK} deleted: ClientError: Unsupported kernel version"):
+    stub.add_response(
+        "describe_import_snapshot_tasks",
+        task_state(Status="deleted", StatusMessage="ClientError: Unsupported kernel version"),
+    )
+    with (
+        stub,
+        pytest.raises(ProviderError, match=f"import task {TASK} deleted: ClientError: Unsupported kernel version"),
+    ):
         ec2_image.wait_import(client, TASK, deadline=time.monotonic() + 10, poll=0)
     stub.add_response("describe_import_snapshot_tasks", task_state(Status="active", Progress="42"))
     with stub, pytest.raises(ProviderError, match=r"import_timeout.*still active \(42%\)"):
@@ -466,11 +636,19 @@ def test_wait_import_failure_and_timeout():
 
 def test_registration_is_hvm_with_sriov_ena_and_scratch():
     params = ec2_image.registration("cvmfx-x", "snap-1", "x86_64", 25, [])
-    assert {k: params[k] for k in ("VirtualizationType", "SriovNetSupport", "EnaSupport", "Architecture", "RootDeviceName")} == {
-        "VirtualizationType": "hvm", "SriovNetSupport": "simple", "EnaSupport": True, "Architecture": "x86_64",
-        "RootDeviceName": "/dev/xvda"}
+    assert {
+        k: params[k] for k in ("VirtualizationType", "SriovNetSupport", "EnaSupport", "Architecture", "RootDeviceName")
+    } == {
+        "VirtualizationType": "hvm",
+        "SriovNetSupport": "simple",
+        "EnaSupport": True,
+        "Architecture": "x86_64",
+        "RootDeviceName": "/dev/xvda",
+    }
     assert params["BlockDeviceMappings"][1] == {
-        "DeviceName": "/dev/sdb", "Ebs": {"VolumeSize": 25, "VolumeType": "gp3", "DeleteOnTermination": True}}
+        "DeviceName": "/dev/sdb",
+        "Ebs": {"VolumeSize": 25, "VolumeType": "gp3", "DeleteOnTermination": True},
+    }
     assert ec2_image.registration("x", "snap-1", "aarch64", 0, [])["Architecture"] == "arm64"
     assert len(ec2_image.registration("x", "snap-1", "x86_64", 0, [])["BlockDeviceMappings"]) == 1
     client, stub = stubbed_ec2()
@@ -484,7 +662,9 @@ def test_an_interrupted_import_is_cancelled_on_teardown():
     r = resource("snapshot", region="eu-west-1", import_task_id=TASK)
     stub.add_response("describe_import_snapshot_tasks", task_state(Status="active"), {"ImportTaskIds": [TASK]})
     stub.add_response("cancel_import_task", {"ImportTaskId": TASK}, {"ImportTaskId": TASK})
-    stub.add_response("describe_snapshots", {"Snapshots": []}, {"OwnerIds": ["self"], "Filters": ec2_tags.tag_filters(r)})
+    stub.add_response(
+        "describe_snapshots", {"Snapshots": []}, {"OwnerIds": ["self"], "Filters": ec2_tags.tag_filters(r)}
+    )
     with stub:
         ec2_image.remove_snapshot(r, client)
         stub.assert_no_pending_responses()
@@ -494,8 +674,11 @@ def test_uploads_in_the_import_bucket_are_found_for_sweep():
     s3 = boto3.client("s3", region_name="eu-west-1", aws_access_key_id="AKIAUNIT", aws_secret_access_key="unit")
     stub = Stubber(s3)
     key = "cernvm-fixtures/cvmfx-ab12cd34-ec2-beef/ucernvm.hvm"
-    stub.add_response("list_objects_v2", {"Contents": [{"Key": key}], "IsTruncated": False},
-                      {"Bucket": "my-bucket", "Prefix": "cernvm-fixtures/"})
+    stub.add_response(
+        "list_objects_v2",
+        {"Contents": [{"Key": key}], "IsTruncated": False},
+        {"Bucket": "my-bucket", "Prefix": "cernvm-fixtures/"},
+    )
     tags = ec2.tag_dict(resource("s3-object"))
     stub.add_response("get_object_tagging", {"TagSet": ec2.tag_list(tags)}, {"Bucket": "my-bucket", "Key": key})
     with stub:
@@ -507,8 +690,12 @@ def test_uploads_in_the_import_bucket_are_found_for_sweep():
 def test_include_kept_touches_only_resources_of_the_callers_own_principal(monkeypatch):
     from moto import mock_aws
 
-    for name, value in {"AWS_ACCESS_KEY_ID": "AKIAUNIT", "AWS_SECRET_ACCESS_KEY": "unit",
-                        "AWS_CONFIG_FILE": "/nonexistent", "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent"}.items():
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "AKIAUNIT",
+        "AWS_SECRET_ACCESS_KEY": "unit",
+        "AWS_CONFIG_FILE": "/nonexistent",
+        "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
+    }.items():
         monkeypatch.setenv(name, value)
     ec2.reset_clients()
     try:
@@ -519,8 +706,11 @@ def test_include_kept_touches_only_resources_of_the_callers_own_principal(monkey
             assert ec2.tag_dict(mine)["cvmfx-principal"] == ec2_tags.principal_digest(arn)
             back = ec2.resource_from_tags("vpc", ec2.tag_dict(mine), {"region": "eu-west-1"})
             assert Ec2Provider.owned_by_caller(back), "found by its tags alone, still provably the caller's"
-            theirs = resource("vpc", region="eu-west-1",
-                              principal=ec2_tags.principal_digest("arn:aws:iam::999999999999:user/someone-else"))
+            theirs = resource(
+                "vpc",
+                region="eu-west-1",
+                principal=ec2_tags.principal_digest("arn:aws:iam::999999999999:user/someone-else"),
+            )
             assert not Ec2Provider.owned_by_caller(theirs)
             assert not Ec2Provider.owned_by_caller(resource("vpc", region="eu-west-1")), "no principal: not provable"
     finally:
@@ -530,19 +720,26 @@ def test_include_kept_touches_only_resources_of_the_callers_own_principal(monkey
 def test_leftovers_finds_only_whole_entries_by_their_tags(monkeypatch):
     from moto import mock_aws
 
-    for name, value in {"AWS_ACCESS_KEY_ID": "AKIAUNIT", "AWS_SECRET_ACCESS_KEY": "unit",
-                        "AWS_CONFIG_FILE": "/nonexistent", "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent"}.items():
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "AKIAUNIT",
+        "AWS_SECRET_ACCESS_KEY": "unit",
+        "AWS_CONFIG_FILE": "/nonexistent",
+        "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
+    }.items():
         monkeypatch.setenv(name, value)
     ec2.reset_clients()
     try:
         with mock_aws():
             client = boto3.client("ec2", region_name="eu-west-1")
             ours = resource("vpc", region="eu-west-1")
-            vpc = client.create_vpc(CidrBlock="10.9.0.0/16", TagSpecifications=[
-                {"ResourceType": "vpc", "Tags": ec2.tag_list(ec2.tag_dict(ours))}])["Vpc"]["VpcId"]
+            vpc = client.create_vpc(
+                CidrBlock="10.9.0.0/16",
+                TagSpecifications=[{"ResourceType": "vpc", "Tags": ec2.tag_list(ec2.tag_dict(ours))}],
+            )["Vpc"]["VpcId"]
             forged = {**ec2.tag_dict(resource("subnet")), "cvmfx-owner-pid": "not-a-pid"}
-            client.create_vpc(CidrBlock="10.8.0.0/16", TagSpecifications=[
-                {"ResourceType": "vpc", "Tags": ec2.tag_list(forged)}])
+            client.create_vpc(
+                CidrBlock="10.8.0.0/16", TagSpecifications=[{"ResourceType": "vpc", "Tags": ec2.tag_list(forged)}]
+            )
             found = Ec2Provider.leftovers(target(), set())
             assert [(r.kind, r.name, r.data["ids"]) for r in found] == [("vpc", ours.name, [vpc])]
             assert Ec2Provider.leftovers(target(), {ours.name}) == [], "a machine the ledger covers is not a leftover"

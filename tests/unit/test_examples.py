@@ -40,7 +40,9 @@ def test_pipeline_runs_documented_commands(path):
     for words in ours:
         if words[0] == "cernvm-fixtures":
             cli.parser().parse_args([w.replace("*", "any") for w in words[1:]])
-            assert f"cernvm-fixtures {words[1]}" in readme, f"{path.name}: 'cernvm-fixtures {words[1]}' is not in the README"
+            assert f"cernvm-fixtures {words[1]}" in readme, (
+                f"{path.name}: 'cernvm-fixtures {words[1]}' is not in the README"
+            )
         else:
             for option in (w.split("=")[0] for w in words[1:] if w.startswith("--cernvm")):
                 assert f'"{option}"' in PLUGIN, f"{path.name}: pytest option {option} does not exist"

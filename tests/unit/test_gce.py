@@ -23,15 +23,28 @@ def test_label_values_round_trip_and_keep_gce_rules(text):
 
 
 def test_a_ledger_entry_survives_the_trip_through_labels():
-    resource = Resource(provider="gce", kind="firewall", name="cvmfx-0a1b2c3d-gce-9f9f", run="0a1b2c3d",
-                        target="gce", owner=Owner("Build.Host-7", 4242, "98765"), created=1796160000.123456)
+    resource = Resource(
+        provider="gce",
+        kind="firewall",
+        name="cvmfx-0a1b2c3d-gce-9f9f",
+        run="0a1b2c3d",
+        target="gce",
+        owner=Owner("Build.Host-7", 4242, "98765"),
+        created=1796160000.123456,
+    )
     labels = gce.labels_for(resource, {"team": "cernvm"})
     assert all(gce.LABEL_KEY.match(k) and gce.LABEL_VALUE.match(v) for k, v in labels.items()), labels
     assert len(labels) <= gce.OUR_LABELS + 1 and labels["team"] == "cernvm"
     back = gce.resource_from_labels(labels, {"project": "p"})
     assert back is not None
     assert (back.kind, back.name, back.run, back.target, back.owner, back.expires) == (
-        "firewall", resource.name, "0a1b2c3d", "gce", Owner("Build.Host-7", 4242, "98765"), int(resource.expires))
+        "firewall",
+        resource.name,
+        "0a1b2c3d",
+        "gce",
+        Owner("Build.Host-7", 4242, "98765"),
+        int(resource.expires),
+    )
     assert resource.created - 1e-3 < back.created < resource.created, "sorts just before its ledger twin"
     assert gce.ours(gce.labels_in_description(gce.description_for(resource)), resource)
     other = Resource(provider="gce", kind="firewall", name=resource.name, run="ffffffff")
@@ -52,8 +65,14 @@ def test_image_links(image, link):
 
 
 def raw(**options):
-    return {"provider": "gce", "image": "x", "profile": "appliance", "zone": "europe-west1-b",
-            "ssh_cidr": "203.0.113.7/32", **options}
+    return {
+        "provider": "gce",
+        "image": "x",
+        "profile": "appliance",
+        "zone": "europe-west1-b",
+        "ssh_cidr": "203.0.113.7/32",
+        **options,
+    }
 
 
 @pytest.mark.parametrize(
@@ -79,9 +98,17 @@ def test_bad_options_name_key_and_what_is_valid(options, message):
 
 def test_discovery_checks_can_fail():
     problems = discovery.check_body(
-        {"name": "Bad_Name", "labels": {"a": 1}, "disks": [{"boot": "yes"}], "metadata": {"items": [{"key": "k"}]},
-         "sourceImage": "x"},
-        "Instance", "compute.instances.insert", "Instance")
+        {
+            "name": "Bad_Name",
+            "labels": {"a": 1},
+            "disks": [{"boot": "yes"}],
+            "metadata": {"items": [{"key": "k"}]},
+            "sourceImage": "x",
+        },
+        "Instance",
+        "compute.instances.insert",
+        "Instance",
+    )
     assert any("'Bad_Name' does not match" in p for p in problems)
     assert any("labels['a']: expected a string" in p for p in problems)
     assert any("disks[0].boot: expected a boolean" in p for p in problems)

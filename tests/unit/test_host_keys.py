@@ -12,7 +12,6 @@ from cernvm_fixtures.providers.base import Machine
 from cernvm_fixtures.transport.ssh import HostKeyMismatch, HostKeyUnknown, SSHTransport
 
 
-
 def key() -> paramiko.PKey:
     return paramiko.RSAKey.generate(1024)
 

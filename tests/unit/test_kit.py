@@ -17,7 +17,7 @@ from cernvm_fixtures.providers.base import Machine, Provider, teardown_rank
 
 GCE_KEY = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 GCE_VALUE = re.compile(r"^[a-z0-9_-]{0,63}$")
-AZURE_FORBIDDEN = set('<>%&\\?/')
+AZURE_FORBIDDEN = set("<>%&\\?/")
 
 names = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-", min_size=1, max_size=63)
 """Run ids, machine names, kinds and targets are plain names; instance names are at most 56 characters."""
@@ -161,8 +161,14 @@ def test_a_failed_connect_is_not_cached():
 
 @pytest.mark.parametrize(
     "run,name,ok",
-    [("ab12", "cvmfx-ab12-kvm-1", True), ("..", "x", False), ("r", "../../etc", False), ("r", "a/b", False),
-     ("r", "", False), ("R", "x", False)],
+    [
+        ("ab12", "cvmfx-ab12-kvm-1", True),
+        ("..", "x", False),
+        ("r", "../../etc", False),
+        ("r", "a/b", False),
+        ("r", "", False),
+        ("R", "x", False),
+    ],
 )
 def test_only_plain_names_make_a_machine_directory(tmp_path, run, name, ok):
     found = kit.machine_directory(tmp_path, run, name)

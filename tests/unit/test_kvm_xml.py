@@ -99,8 +99,11 @@ WEIRD = ["/img/a'b\".iso", "/img/<x>&.iso", "/tmp/R&D's dir/x"]
 @pytest.mark.parametrize("path", WEIRD)
 def test_paths_are_escaped(path):
     dom = render(
-        iso=Path(path), disk=Path(path) / "scratch.img", console=Path(path) / "console.log",
-        shared={"data": Path(path)}, kernel=None,
+        iso=Path(path),
+        disk=Path(path) / "scratch.img",
+        console=Path(path) / "console.log",
+        shared={"data": Path(path)},
+        kernel=None,
     )
     assert dom.find("devices/disk/source").get("file") == path
     assert dom.find("devices/serial/source").get("path") == f"{path}/console.log"

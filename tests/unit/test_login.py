@@ -45,8 +45,15 @@ def test_jump_host_is_proxyjump_not_a_shell_command(tmp_path):
     jump_key, jump_known = tmp_path / "jump key;touch pwned", tmp_path / "jump known"
     jump_key.touch()
     login = ssh_login(
-        "root", "10.0.0.5", 22, tmp_path / "k", [KEY], tmp_path / "m",
-        jump_host="ec2-user@127.0.0.1:2200", jump_key=jump_key, jump_known_hosts=jump_known,
+        "root",
+        "10.0.0.5",
+        22,
+        tmp_path / "k",
+        [KEY],
+        tmp_path / "m",
+        jump_host="ec2-user@127.0.0.1:2200",
+        jump_key=jump_key,
+        jump_known_hosts=jump_known,
     )
     options = effective(list(login.argv))
     assert options["proxyjump"] == ["ec2-user@[127.0.0.1]:2200"] and "proxycommand" not in options
@@ -70,10 +77,16 @@ def test_environment_is_data_and_shown_as_assignments(tmp_path):
     script.write_text('#!/bin/sh\necho "$DOCKER_HOST $*"\n')
     script.chmod(0o755)
     shown = subprocess.run(
-        [".venv/bin/python" if Path(".venv/bin/python").exists() else "python3", "-c",
-         "import sys; from cernvm_fixtures.transport.base import Login; "
-         "Login([sys.argv[1], 'a b'], {'DOCKER_HOST': 'tcp://h:1'}).exec()", str(script)],
-        capture_output=True, text=True, timeout=30,
+        [
+            ".venv/bin/python" if Path(".venv/bin/python").exists() else "python3",
+            "-c",
+            "import sys; from cernvm_fixtures.transport.base import Login; "
+            "Login([sys.argv[1], 'a b'], {'DOCKER_HOST': 'tcp://h:1'}).exec()",
+            str(script),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert shown.stdout == "tcp://h:1 a b\n", shown.stderr
 
@@ -103,7 +116,10 @@ def test_cli_login_on_a_docker_target_with_url_runs_the_argv_with_its_environmen
     env["PATH"] = f"{bin_dir}:{env['PATH']}"
     result = subprocess.run(
         [sys.executable, "-m", "cernvm_fixtures.cli", "login", machine.name],
-        env=env, capture_output=True, text=True, timeout=60,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert "Traceback" not in result.stderr, result.stderr
     assert result.stdout == f"DOCKER_HOST=tcp://127.0.0.1:2375 argv=exec -it {machine.name} /init\n", result.stderr

@@ -13,8 +13,13 @@ from cernvm_fixtures.providers import openstack as osmod
 
 
 def target(**options) -> config.Target:
-    raw = {"provider": "openstack", "image": "CernVM 4 - Bootloader v2020.04-1 [2020-04-01]", "profile": "appliance",
-           "ssh_cidr": "203.0.113.7/32", **options}
+    raw = {
+        "provider": "openstack",
+        "image": "CernVM 4 - Bootloader v2020.04-1 [2020-04-01]",
+        "profile": "appliance",
+        "ssh_cidr": "203.0.113.7/32",
+        **options,
+    }
     return config.parse({"targets": {"cern": raw}}, "cernvm.toml").targets["cern"]
 
 
@@ -24,14 +29,17 @@ def test_defaults_follow_the_documentation():
     assert options.flavor == "cvm.medium" and options.address == "fixed" and options.cloud is None
 
 
-@pytest.mark.parametrize("options, message", [
-    ({"ssh_cidr": "0.0.0.0/0"}, "targets.cern.ssh_cidr"),
-    ({"ssh_cidr": "203.0.113.7/24"}, "203.0.113.7/24"),
-    ({"address": "public"}, "targets.cern.address"),
-    ({"address": "floating"}, "needs floating_ip_pool"),
-    ({"password": "secret"}, "targets.cern.password"),
-    ({"properties": {"x" * 256: "v"}}, "1-255"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"ssh_cidr": "0.0.0.0/0"}, "targets.cern.ssh_cidr"),
+        ({"ssh_cidr": "203.0.113.7/24"}, "203.0.113.7/24"),
+        ({"address": "public"}, "targets.cern.address"),
+        ({"address": "floating"}, "needs floating_ip_pool"),
+        ({"password": "secret"}, "targets.cern.password"),
+        ({"properties": {"x" * 256: "v"}}, "1-255"),
+    ],
+)
 def test_bad_options_name_the_key(options, message):
     with pytest.raises(ConfigError) as error:
         target(**options)
@@ -54,7 +62,12 @@ def test_labels_round_trip_and_fit_nova_and_neutron():
     back = osmod.resource_from_labels("server", fields, {"id": "x"})
     assert back is not None
     assert (back.name, back.run, back.target, back.owner.host, back.owner.pid) == (
-        r.name, r.run, r.target, r.owner.host, r.owner.pid)
+        r.name,
+        r.run,
+        r.target,
+        r.owner.host,
+        r.owner.pid,
+    )
     assert abs(back.expires - r.expires) < 1
     assert all("/" not in t and "," not in t and len(t) <= 255 for t in osmod.tags(r))
     assert osmod.labels_from_tags(osmod.tags(r)) == fields
@@ -70,8 +83,15 @@ def test_teardown_order_is_the_reverse_of_creation():
     assert [r.kind for r in ordered] == kinds[::-1]
 
 
-@pytest.mark.parametrize("name, fmt", [("ucernvm-prod.2020.04-1.cernvm.x86_64.iso", "iso"), ("cernvm4.qcow2", "qcow2"),
-                                       ("ucernvm.hvm", "raw"), ("disk.raw", "raw")])
+@pytest.mark.parametrize(
+    "name, fmt",
+    [
+        ("ucernvm-prod.2020.04-1.cernvm.x86_64.iso", "iso"),
+        ("cernvm4.qcow2", "qcow2"),
+        ("ucernvm.hvm", "raw"),
+        ("disk.raw", "raw"),
+    ],
+)
 def test_disk_formats(name, fmt):
     assert osmod.disk_format(Path(name)) == fmt
 

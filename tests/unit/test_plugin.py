@@ -222,12 +222,16 @@ def where(cernvm):
 def test_junit_cells_carry_the_instance_and_feed_the_report(project):
     from cernvm_fixtures import report
 
-    project.makepyfile(test_it=A_TEST + "\ndef test_broken(cernvm):\n    assert cernvm.run('false').succeeded, 'false failed'\n")
+    project.makepyfile(
+        test_it=A_TEST + "\ndef test_broken(cernvm):\n    assert cernvm.run('false').succeeded, 'false failed'\n"
+    )
     junit = project.path / "junit.xml"
     run(project, f"--junitxml={junit}").assert_outcomes(passed=4, failed=2)
     cells = report.read([junit])
     assert {(c.column, c.scenario.split("::")[-1], c.outcome) for c in cells} >= {
-        ("alpha", "test_uname", "passed"), ("beta", "test_broken", "failed")}
+        ("alpha", "test_uname", "passed"),
+        ("beta", "test_broken", "failed"),
+    }
     props = next(c.properties for c in cells if c.column == "alpha")
     assert props["cernvm_provider"] == "local" and float(props["cernvm_ready_s"]) > 0
     assert {"cernvm_image", "cernvm_profile", "cernvm_ready_ready_s"} <= set(props)

@@ -90,13 +90,24 @@ ISOLINUX = (
     "cvmfs_repository_tag=HEAD4 quiet systemd.show_status=1 loglevel=3"
 ).split()
 AZURE = [w for w in ISOLINUX if w not in ("quiet", "loglevel=3")] + [
-    "console=ttyS0", "earlyprintk=ttyS0", "rootdelay=300", "numa=off"]
+    "console=ttyS0",
+    "earlyprintk=ttyS0",
+    "rootdelay=300",
+    "numa=off",
+]
 
 
-@pytest.mark.parametrize("provider,cmdline", [
-    ("kvm", ISOLINUX), ("virtualbox", ISOLINUX), ("openstack", ISOLINUX),
-    ("ec2", ISOLINUX + ["console=ttyS0"]), ("gce", ISOLINUX + ["console=ttyS0"]), ("azure", AZURE),
-])
+@pytest.mark.parametrize(
+    "provider,cmdline",
+    [
+        ("kvm", ISOLINUX),
+        ("virtualbox", ISOLINUX),
+        ("openstack", ISOLINUX),
+        ("ec2", ISOLINUX + ["console=ttyS0"]),
+        ("gce", ISOLINUX + ["console=ttyS0"]),
+        ("azure", AZURE),
+    ],
+)
 def test_cernvm4_cmdline_per_format(provider, cmdline):
     wanted = profile.load("cernvm4").expect("kernel.cmdline", {"provider": provider, **VM}).value
     assert _matches_words(wanted, cmdline) == []
@@ -115,10 +126,15 @@ def test_cernvm4_cmdline_rules_can_fail():
     assert "cvmfs_repos=cernvm-aarch64.cern.ch" in arm and "cernvm_path=cvm4-aarch64" in arm
 
 
-@pytest.mark.parametrize("release,ok", [
-    ("4.14.232-19.cernvm.x86_64", True), ("5.10.50-3.cernvm.aarch64", True),
-    ("6.1.0-27-amd64", False), ("5.14.0-427.13.1.el9_4.x86_64", False),
-])
+@pytest.mark.parametrize(
+    "release,ok",
+    [
+        ("4.14.232-19.cernvm.x86_64", True),
+        ("5.10.50-3.cernvm.aarch64", True),
+        ("6.1.0-27-amd64", False),
+        ("5.14.0-427.13.1.el9_4.x86_64", False),
+    ],
+)
 def test_cernvm4_kernel_release(release, ok):
     import re
 
@@ -126,10 +142,16 @@ def test_cernvm4_kernel_release(release, ok):
     assert bool(re.match(pattern, release)) is ok
 
 
-@pytest.mark.parametrize("release,ok", [
-    ("5.14.0-427.13.1.el9_4.x86_64", True), ("5.14.0-70.13.1.el9_0.aarch64", True), ("5.14.0-362.el9.x86_64", True),
-    ("4.14.232-19.cernvm.x86_64", False), ("6.1.0-27-amd64", False),
-])
+@pytest.mark.parametrize(
+    "release,ok",
+    [
+        ("5.14.0-427.13.1.el9_4.x86_64", True),
+        ("5.14.0-70.13.1.el9_0.aarch64", True),
+        ("5.14.0-362.el9.x86_64", True),
+        ("4.14.232-19.cernvm.x86_64", False),
+        ("6.1.0-27-amd64", False),
+    ],
+)
 def test_cernvm5_kernel_release_is_the_el9_distro_kernel(release, ok):
     import re
 
@@ -148,11 +170,21 @@ def test_cernvm4_scratch_root_and_context_layout():
     assert p.expect("root.fstype", {"kind": "container"}).value is None
 
 
-@pytest.mark.parametrize("provider,recorded,ok", [
-    ("kvm", "ConfigDrive", True), ("virtualbox", "ConfigDrive", True), ("ec2", "EC2", True), ("gce", "GCE", True),
-    ("azure", "Azure", True), ("openstack", "ConfigDrive", True), ("openstack", "OpenStack", True),
-    ("kvm", "NoCloud", False), ("ec2", "ConfigDrive", False), ("openstack", "EC2", False),
-])
+@pytest.mark.parametrize(
+    "provider,recorded,ok",
+    [
+        ("kvm", "ConfigDrive", True),
+        ("virtualbox", "ConfigDrive", True),
+        ("ec2", "EC2", True),
+        ("gce", "GCE", True),
+        ("azure", "Azure", True),
+        ("openstack", "ConfigDrive", True),
+        ("openstack", "OpenStack", True),
+        ("kvm", "NoCloud", False),
+        ("ec2", "ConfigDrive", False),
+        ("openstack", "EC2", False),
+    ],
+)
 def test_cernvm4_context_source_per_provider(provider, recorded, ok):
     import re
 
@@ -183,12 +215,18 @@ def test_cernvm4_ready_without_user_data_does_not_wait_for_contextualization(tmp
     assert _ready(tmp_path / "d", ucontext=True, marker="/var/lib/cloud/instance/boot-finished")
 
 
-@pytest.mark.parametrize("traits,driver", [
-    ({"provider": "openstack"}, "virtio_net"), ({"provider": "gce"}, "virtio_net"),
-    ({"provider": "azure"}, "hv_netvsc"), ({"provider": "virtualbox", "nic_model": "virtio"}, "virtio_net"),
-    ({"provider": "virtualbox", "nic_model": "e1000"}, "e1000"), ({"provider": "kvm"}, "virtio_net"),
-    ({"provider": "ec2", "instance_type": "c4.large"}, "ixgbevf"),
-])
+@pytest.mark.parametrize(
+    "traits,driver",
+    [
+        ({"provider": "openstack"}, "virtio_net"),
+        ({"provider": "gce"}, "virtio_net"),
+        ({"provider": "azure"}, "hv_netvsc"),
+        ({"provider": "virtualbox", "nic_model": "virtio"}, "virtio_net"),
+        ({"provider": "virtualbox", "nic_model": "e1000"}, "e1000"),
+        ({"provider": "kvm"}, "virtio_net"),
+        ({"provider": "ec2", "instance_type": "c4.large"}, "ixgbevf"),
+    ],
+)
 def test_cernvm4_nic_table(traits, driver):
     assert profile.load("cernvm4").expect("network.driver", {**traits, **VM}).value == driver
 

@@ -49,8 +49,22 @@ def night(tmp_path: Path, name: str, targets: list[str], broken_kernel: list[str
     folder.mkdir()
     (folder / "test_night.py").write_text(NIGHT.format(targets=targets, broken_kernel=broken_kernel))
     out = folder / "junit.xml"
-    subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:cernvm",
-                    f"--junitxml={out}", "test_night.py"], cwd=folder, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "no:cernvm",
+            f"--junitxml={out}",
+            "test_night.py",
+        ],
+        cwd=folder,
+        capture_output=True,
+    )
     return out
 
 
@@ -88,14 +102,17 @@ def test_merge_keeps_every_case_and_its_properties(nights, tmp_path):
     out = tmp_path / "merged.xml"
     report.merge_junit([a, b], out)
     assert sorted((c.column, c.scenario) for c in report.read([out])) == sorted(
-        (c.column, c.scenario) for c in report.read([a, b]))
+        (c.column, c.scenario) for c in report.read([a, b])
+    )
 
 
 def test_compare_two_nights(nights):
     old, new = report.read([nights["old"]]), report.read([nights["new"]])
     diff = report.compare(old, new)
     assert {(c.column, c.scenario) for c in diff.new_failures} == {
-        ("docker", "test_night::test_kernel"), ("ec2", "test_night::test_kernel")}
+        ("docker", "test_night::test_kernel"),
+        ("ec2", "test_night::test_kernel"),
+    }
     assert [(c.column, c.scenario) for c in diff.fixed] == [("kvm", "test_night::test_kernel")]
     assert diff.still_failing == []
     assert {c.column for c in diff.appeared} == {"ec2"}
@@ -106,9 +123,24 @@ def test_cli_merge_and_compare(nights, tmp_path, capsys, monkeypatch):
     a, b = nights["kvm"], nights["docker"]
     summary = tmp_path / "step-summary.md"
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
-    code = cli.main(["report", "merge", str(a), str(b), "--markdown", str(tmp_path / "r.md"), "--html",
-                     str(tmp_path / "r.html"), "--out-junit", str(tmp_path / "all.xml"), "--previous", str(b),
-                     "--step-summary", "--fail-on-failures"])
+    code = cli.main(
+        [
+            "report",
+            "merge",
+            str(a),
+            str(b),
+            "--markdown",
+            str(tmp_path / "r.md"),
+            "--html",
+            str(tmp_path / "r.html"),
+            "--out-junit",
+            str(tmp_path / "all.xml"),
+            "--previous",
+            str(b),
+            "--step-summary",
+            "--fail-on-failures",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 1 and "1 failed" in out and "kvm  test_night::test_kernel" in out
     assert summary.read_text() == (tmp_path / "r.md").read_text()
@@ -126,8 +158,17 @@ def test_unreadable_junit_is_one_clear_error(tmp_path, capsys):
     assert "bad.xml: not a readable JUnit XML file" in capsys.readouterr().err
 
 
-CHROMIUM = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM = [
+    "chromium",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @pytest.mark.integration
@@ -135,12 +176,25 @@ def test_html_report_in_a_real_browser(nights, tmp_path):
     """Chromium renders the page: the grid is there and a failing cell opens its details."""
     page = tmp_path / "report.html"
     page.write_text(report.to_html(report.read([nights["new"]])).replace("<details>", "<details open>", 1))
-    done = subprocess.run([*CHROMIUM, f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", page.as_uri()],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [*CHROMIUM, f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", page.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     dom = done.stdout
     assert '<table id="grid">' in dom, done.stderr[-2000:]
     assert dom.count('<td class="failed">') == 2 and "expected *.cernvm.x86_64" in dom
     shot = tmp_path / "report.png"
-    subprocess.run([*CHROMIUM, f"--user-data-dir={tmp_path / 'profile2'}", f"--screenshot={shot}",
-                    "--window-size=900,500", page.as_uri()], capture_output=True, timeout=120)
+    subprocess.run(
+        [
+            *CHROMIUM,
+            f"--user-data-dir={tmp_path / 'profile2'}",
+            f"--screenshot={shot}",
+            "--window-size=900,500",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        timeout=120,
+    )
     assert shot.stat().st_size > 5000

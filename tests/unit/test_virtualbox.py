@@ -33,11 +33,27 @@ def pairs(argv: list[str]) -> dict[str, str]:
     return {argv[i]: argv[i + 1] for i in range(len(argv) - 1) if argv[i].startswith("--")}
 
 
-@pytest.mark.parametrize(("spell", "names"), [
-    (SIX, ["--natpf1", "--nictype1", "--uartmode1", "--clipboard", "--draganddrop", "--cpuexecutioncap", "--audio"]),
-    (SEVEN, ["--nat-pf1", "--nic-type1", "--uart-mode1", "--clipboard-mode", "--drag-and-drop", "--cpu-execution-cap",
-             "--audio-enabled"]),
-])
+@pytest.mark.parametrize(
+    ("spell", "names"),
+    [
+        (
+            SIX,
+            ["--natpf1", "--nictype1", "--uartmode1", "--clipboard", "--draganddrop", "--cpuexecutioncap", "--audio"],
+        ),
+        (
+            SEVEN,
+            [
+                "--nat-pf1",
+                "--nic-type1",
+                "--uart-mode1",
+                "--clipboard-mode",
+                "--drag-and-drop",
+                "--cpu-execution-cap",
+                "--audio-enabled",
+            ],
+        ),
+    ],
+)
 def test_modifyvm_spells_the_documented_machine_per_version(spell, names):
     argv = vb.modifyvm("m", opts(), ssh_port=40222, console=Path("/r/console.log"), spell=spell)
     got = pairs(argv)
@@ -69,11 +85,39 @@ def test_no_graphical_extensions_when_off():
 
 def test_storage_follows_cernvm_launch():
     assert vb.storageattach("m", vb.IDE, 0, 0, "dvddrive", Path("/i.iso"))[2:] == [
-        "--storagectl", "IDE", "--port", "0", "--device", "0", "--type", "dvddrive", "--medium", "/i.iso"]
+        "--storagectl",
+        "IDE",
+        "--port",
+        "0",
+        "--device",
+        "0",
+        "--type",
+        "dvddrive",
+        "--medium",
+        "/i.iso",
+    ]
     assert vb.createmedium(Path("/d.vdi"), 20) == [
-        "createmedium", "disk", "--filename", "/d.vdi", "--size", "20480", "--format", "VDI", "--variant", "Standard"]
+        "createmedium",
+        "disk",
+        "--filename",
+        "/d.vdi",
+        "--size",
+        "20480",
+        "--format",
+        "VDI",
+        "--variant",
+        "Standard",
+    ]
     assert vb.createvm("m", "Linux26_64", Path("/b")) == [
-        "createvm", "--name", "m", "--ostype", "Linux26_64", "--basefolder", "/b", "--register"]
+        "createvm",
+        "--name",
+        "m",
+        "--ostype",
+        "Linux26_64",
+        "--basefolder",
+        "/b",
+        "--register",
+    ]
     assert vb.storagectl("m", vb.SATA)[-4:] == ["--controller", "IntelAhci", "--portcount", "2"]
 
 
@@ -89,9 +133,16 @@ def test_startvm_headless_or_gui():
 
 
 def test_ledger_entry_round_trips_through_extradata():
-    resource = Resource("virtualbox", "vm", "cvmfx-r-vb-1", "r", target="vb",
-                        data={"directory": "/s/runs/r/machines/cvmfx-r-vb-1", "vboxmanage": ["/usr/bin/VBoxManage"]},
-                        owner=Owner("host", 42, "777"), kept=True)
+    resource = Resource(
+        "virtualbox",
+        "vm",
+        "cvmfx-r-vb-1",
+        "r",
+        target="vb",
+        data={"directory": "/s/runs/r/machines/cvmfx-r-vb-1", "vboxmanage": ["/usr/bin/VBoxManage"]},
+        owner=Owner("host", 42, "777"),
+        kept=True,
+    )
     back = vb.resource_from_fields(vb.ledger_fields(resource))
     assert back == resource
 
@@ -106,17 +157,26 @@ def test_extradata_that_is_not_ours_is_ignored():
 def test_machinereadable_parsing():
     text = 'name="m"\nVMState="poweroff"\n"IDE-0-0"="/i.iso"\nForwarding(0)="guestssh,tcp,127.0.0.1,2,,22"\n'
     assert vb.parse_machinereadable(text) == {
-        "name": "m", "VMState": "poweroff", "IDE-0-0": "/i.iso", "Forwarding(0)": "guestssh,tcp,127.0.0.1,2,,22"}
+        "name": "m",
+        "VMState": "poweroff",
+        "IDE-0-0": "/i.iso",
+        "Forwarding(0)": "guestssh,tcp,127.0.0.1,2,,22",
+    }
 
 
 def test_errors_tell_syntax_from_runtime_and_not_found():
     syntax = vb.VBoxError(["modifyvm", "m"], 2, "VBoxManage: error: Unknown option: --nat-pf1\nUsage: ...")
     assert "syntax error" in str(syntax) and "Unknown option" in str(syntax)
-    gone = vb.VBoxError(["showvminfo", "m"], 1,
-                        "VBoxManage: error: Could not find a registered machine named 'm'\n"
-                        "VBoxManage: error: Details: code VBOX_E_OBJECT_NOT_FOUND (0x80bb0001)")
+    gone = vb.VBoxError(
+        ["showvminfo", "m"],
+        1,
+        "VBoxManage: error: Could not find a registered machine named 'm'\n"
+        "VBoxManage: error: Details: code VBOX_E_OBJECT_NOT_FOUND (0x80bb0001)",
+    )
     assert gone.not_found and "failed (rc 1)" in str(gone)
-    assert not vb.VBoxError(["startvm", "m"], 1, "VBoxManage: error: VT-x is being used by another hypervisor").not_found
+    assert not vb.VBoxError(
+        ["startvm", "m"], 1, "VBoxManage: error: VT-x is being used by another hypervisor"
+    ).not_found
 
 
 def write(tmp_path, text):
@@ -126,8 +186,11 @@ def write(tmp_path, text):
 
 
 def test_cernvm_launch_config_maps_to_options(tmp_path):
-    path = write(tmp_path, "# a CernVM Launch machine\nname=myvm\napiPort=22\ncpus=2\nmemory=4096\ndisk=20000\n"
-                           "executionCap=80\nflags=49\ncernvmVersion=latest\n")
+    path = write(
+        tmp_path,
+        "# a CernVM Launch machine\nname=myvm\napiPort=22\ncpus=2\nmemory=4096\ndisk=20000\n"
+        "executionCap=80\nflags=49\ncernvmVersion=latest\n",
+    )
     options = vb.LaunchConfig.read(path, "t").apply(opts())
     assert (options.cpus, options.memory, options.execution_cap, options.disk_size) == (2, 4096, 80, 20)
     assert options.headless is False, "flag 16 (headful) is set in 49"

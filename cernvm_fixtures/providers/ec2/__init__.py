@@ -32,8 +32,9 @@ Modules, leaf first: :mod:`.aws` (clients, calls, paging), :mod:`.tags`,
 
 from __future__ import annotations
 
+from ..kit import parse_jump
 from .aws import call, call_until_free, client, error_code, gone, known_regions, pages, reset_clients, resolve_region
-from .options import JUMP, Ec2Options, parse_jump, tag_problems
+from .options import Ec2Options, tag_problems
 from .provider import Ec2Machine, Ec2Provider, decode_console, scratch_mapping
 from .tags import CREATION_ORDER, RANK, RUN_TAG, resource_from_tags, tag_dict, tag_list, teardown_order
 

@@ -51,8 +51,6 @@ def known_regions() -> frozenset[str] | None:
     return frozenset(regions)
 
 
-
-
 def _new_client(key: tuple[str, str, str | None]) -> Any:
     service, region, endpoint_url = key
     boto3 = boto3_module()
@@ -100,9 +98,7 @@ def translate(what: str, error: Exception) -> ProviderError:
     return ProviderError(f"{what}: {error}")
 
 
-def call(
-    what: str, fn: Any, *, missing_ok: bool = False, busy_until: float | None = None, **params: Any
-) -> Any:
+def call(what: str, fn: Any, *, missing_ok: bool = False, busy_until: float | None = None, **params: Any) -> Any:
     """Call a boto3 operation; AWS and botocore errors become ProviderError naming ``what`` (never secrets).
 
     With ``missing_ok`` an error saying the resource does not exist returns None; until the monotonic time
@@ -152,7 +148,7 @@ def resolve_region(configured: str | None, where: str) -> str:
     if not region:
         raise ConfigError(
             f"{where}: not set, and boto3 found no default region (AWS_REGION, AWS_DEFAULT_REGION or the "
-            "profile's region); set region = \"eu-west-1\" or similar"
+            'profile\'s region); set region = "eu-west-1" or similar'
         )
     known = known_regions()
     if known is not None and region not in known:

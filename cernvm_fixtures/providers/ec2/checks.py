@@ -39,8 +39,13 @@ def ec2_checks(target: Target) -> list[Check]:
         found.append(Check.ok("credentials", f"found by boto3 ({credentials.method})"))
     region = session.region_name
     if region is None:
-        found.append(Check.problem("region", "not set", f"region = \"eu-west-1\" in targets.{target.name}, "
-                                   "or AWS_DEFAULT_REGION / the profile's region"))
+        found.append(
+            Check.problem(
+                "region",
+                "not set",
+                f'region = "eu-west-1" in targets.{target.name}, or AWS_DEFAULT_REGION / the profile\'s region',
+            )
+        )
     else:
         found.append(Check.ok("region", region + (f" at {options.endpoint_url}" if options.endpoint_url else "")))
     if credentials is None or region is None:
@@ -53,8 +58,13 @@ def ec2_checks(target: Target) -> list[Check]:
             found.append(_vpc_check(target, ec2, quotas, region))
     except botocore.exceptions.ClientError as e:
         error = e.response.get("Error", {})
-        found.append(Check.problem("EC2 API", f"{error.get('Code')}: {error.get('Message')}",
-                                   f"credentials allowed to describe images and VPCs in {region} ({CHAIN})"))
+        found.append(
+            Check.problem(
+                "EC2 API",
+                f"{error.get('Code')}: {error.get('Message')}",
+                f"credentials allowed to describe images and VPCs in {region} ({CHAIN})",
+            )
+        )
     except botocore.exceptions.BotoCoreError as e:
         found.append(Check.problem("EC2 API", str(e), "check the network path to the EC2 endpoint"))
     return found
@@ -74,23 +84,33 @@ def _image_check(target: Target, ec2: Any, session: Any) -> Check:
                 raise
             images = []
         if not images:
-            return Check.problem("image", f"{image} is not visible in {session.region_name}",
-                                 "AMIs are per region: copy it here (aws ec2 copy-image) or use this region's id")
+            return Check.problem(
+                "image",
+                f"{image} is not visible in {session.region_name}",
+                "AMIs are per region: copy it here (aws ec2 copy-image) or use this region's id",
+            )
         return Check.ok("image", f"{image} ({images[0].get('Name', '?')}, {images[0].get('State', '?')})")
     path = Path(image).expanduser()
     if not path.is_file():
-        return Check.problem("image", f"{image!r} is neither an AMI id nor a file",
-                             "an AMI id (ami-...) or a raw ucernvm-*.hvm file")
+        return Check.problem(
+            "image", f"{image!r} is neither an AMI id nor a file", "an AMI id (ami-...) or a raw ucernvm-*.hvm file"
+        )
     if not options.import_bucket:
-        return Check.problem("image", f"{path} must be imported, but no import_bucket is set",
-                             f"import_bucket = \"<bucket>\" in targets.{target.name}")
+        return Check.problem(
+            "image",
+            f"{path} must be imported, but no import_bucket is set",
+            f'import_bucket = "<bucket>" in targets.{target.name}',
+        )
     s3 = session.client("s3", endpoint_url=options.endpoint_url)
     try:
         s3.head_bucket(Bucket=options.import_bucket)
     except botocore.exceptions.ClientError as e:
         code = e.response.get("Error", {}).get("Code")
-        return Check.problem("image", f"import bucket {options.import_bucket!r}: {code}",
-                             "create the bucket in this region, or give one these credentials may write to")
+        return Check.problem(
+            "image",
+            f"import bucket {options.import_bucket!r}: {code}",
+            "create the bucket in this region, or give one these credentials may write to",
+        )
     return Check.ok("image", f"{path} is imported through s3://{options.import_bucket}")
 
 
@@ -105,8 +125,10 @@ def _vpc_check(target: Target, ec2: Any, quotas: Any, region: str) -> Check:
     except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError, KeyError, ValueError):
         quota, source = DEFAULT_VPC_QUOTA, "AWS default; Service Quotas not readable"
     if used >= quota:
-        return Check.problem("VPC quota", f"{used} of {quota} VPCs used in {region} ({source}); without subnet_id "
-                             "the run creates one per instance",
-                             f"subnet_id = \"subnet-...\" in targets.{target.name}, delete unused VPCs, or raise "
-                             f"'VPCs per Region' ({VPC_QUOTA[1]})")
+        return Check.problem(
+            "VPC quota",
+            f"{used} of {quota} VPCs used in {region} ({source}); without subnet_id the run creates one per instance",
+            f'subnet_id = "subnet-..." in targets.{target.name}, delete unused VPCs, or raise '
+            f"'VPCs per Region' ({VPC_QUOTA[1]})",
+        )
     return Check.ok("VPC quota", f"{used} of {quota} VPCs used in {region} ({source})")

@@ -50,7 +50,14 @@ def check_bucket(provider: Ec2Provider, where: str) -> None:
 
 
 def start_import(
-    ec2: Any, *, bucket: str, key: str, client_token: str, role: str | None, tags: list[dict[str, str]], description: str
+    ec2: Any,
+    *,
+    bucket: str,
+    key: str,
+    client_token: str,
+    role: str | None,
+    tags: list[dict[str, str]],
+    description: str,
 ) -> str:
     """Start ``import_snapshot`` of a RAW disk image in S3; returns the import task id."""
     params: dict[str, Any] = {
@@ -86,19 +93,30 @@ def wait_import(ec2: Any, task_id: str, *, deadline: float, poll: float) -> str:
         return None
 
     return wait_until(
-        f"import task {task_id} (import_timeout)", snapshot, deadline, poll,
+        f"import task {task_id} (import_timeout)",
+        snapshot,
+        deadline,
+        poll,
         status=lambda: f"still {seen['status']}{seen['progress']}",
     )
 
 
-def registration(name: str, snapshot_id: str, arch: str, scratch_size: int, tags: list[dict[str, str]]) -> dict[str, Any]:
+def registration(
+    name: str, snapshot_id: str, arch: str, scratch_size: int, tags: list[dict[str, str]]
+) -> dict[str, Any]:
     """The register_image parameters: HVM, SR-IOV (``simple``) and ENA, root from the snapshot, plus scratch."""
     mappings: list[dict[str, Any]] = [
-        {"DeviceName": ROOT_DEVICE, "Ebs": {"SnapshotId": snapshot_id, "DeleteOnTermination": True, "VolumeType": "gp3"}}
+        {
+            "DeviceName": ROOT_DEVICE,
+            "Ebs": {"SnapshotId": snapshot_id, "DeleteOnTermination": True, "VolumeType": "gp3"},
+        }
     ]
     if scratch_size > 0:
         mappings.append(
-            {"DeviceName": "/dev/sdb", "Ebs": {"VolumeSize": scratch_size, "VolumeType": "gp3", "DeleteOnTermination": True}}
+            {
+                "DeviceName": "/dev/sdb",
+                "Ebs": {"VolumeSize": scratch_size, "VolumeType": "gp3", "DeleteOnTermination": True},
+            }
         )
     return {
         "Name": name,
@@ -157,8 +175,11 @@ def import_image(provider: Ec2Provider, machine: Machine, path: Path, arch: str)
         return True if state["now"] == "available" else None
 
     wait_until(
-        f"{machine.name}: image {image_id} (import_timeout)", available, time.monotonic() + o.import_timeout,
-        o.poll_interval, status=lambda: f"still {state['now']}",
+        f"{machine.name}: image {image_id} (import_timeout)",
+        available,
+        time.monotonic() + o.import_timeout,
+        o.poll_interval,
+        status=lambda: f"still {state['now']}",
     )
     return {
         "ImageId": image_id,
@@ -188,8 +209,13 @@ def uploaded_objects(s3: Any, bucket: str) -> list[tuple[str, dict[str, str]]]:
     """(key, tags) of every upload under our prefix in the import bucket (for sweep)."""
     found = []
     for item in pages(s3, "list_objects_v2", "Contents", Bucket=bucket, Prefix=PREFIX):
-        tagging = call(f"tags of s3://{bucket}/{item['Key']}", s3.get_object_tagging, missing_ok=True,
-                       Bucket=bucket, Key=item["Key"])
+        tagging = call(
+            f"tags of s3://{bucket}/{item['Key']}",
+            s3.get_object_tagging,
+            missing_ok=True,
+            Bucket=bucket,
+            Key=item["Key"],
+        )
         tags = {t["Key"]: t["Value"] for t in (tagging or {}).get("TagSet", [])}
         found.append((item["Key"], tags))
     return found
@@ -205,8 +231,12 @@ def remove_snapshot(resource: Resource, ec2: Any) -> None:
     found_ids = ids(resource)
     task_id = resource.data.get("import_task_id")
     if not found_ids and task_id:
-        found = call(f"describe import task {task_id}", ec2.describe_import_snapshot_tasks, missing_ok=True,
-                     ImportTaskIds=[task_id])
+        found = call(
+            f"describe import task {task_id}",
+            ec2.describe_import_snapshot_tasks,
+            missing_ok=True,
+            ImportTaskIds=[task_id],
+        )
         for task in (found or {}).get("ImportSnapshotTasks", []):
             detail = task.get("SnapshotTaskDetail") or {}
             if detail.get("SnapshotId"):

@@ -64,6 +64,7 @@ def create_network(provider: Ec2Provider, machine: Machine, ec2: Any) -> tuple[s
     provider.created(table, association_id=made["AssociationId"])
     return vpc_id, subnet_id
 
+
 def create_security_group(provider: Ec2Provider, machine: Machine, ec2: Any, vpc_id: str | None) -> str:
     """A group admitting tcp/22 from ``ssh_cidr`` alone (AWS's default egress rule stays: cvmfs needs HTTP out)."""
     o = provider.options
@@ -81,8 +82,12 @@ def create_security_group(provider: Ec2Provider, machine: Machine, ec2: Any, vpc
     made = call("create-security-group", ec2.create_security_group, **params)
     group_id = made["GroupId"]
     provider.created(group, id=group_id)
-    call("authorize-security-group-ingress", ec2.authorize_security_group_ingress, GroupId=group_id,
-         IpPermissions=[ssh_permission(cidr)])
+    call(
+        "authorize-security-group-ingress",
+        ec2.authorize_security_group_ingress,
+        GroupId=group_id,
+        IpPermissions=[ssh_permission(cidr)],
+    )
     return group_id
 
 
@@ -131,4 +136,3 @@ def destroy_internet_gateway(resource: Resource, region: str, endpoint: str | No
                     f"detach {igw_id}", ec2.detach_internet_gateway, InternetGatewayId=igw_id, VpcId=attachment["VpcId"]
                 )
         call_until_free(f"delete internet gateway {igw_id}", ec2.delete_internet_gateway, InternetGatewayId=igw_id)
-

@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import Field, ValidationInfo, field_validator
 
 from ..base import ProviderOptions
-from ..kit import FIELD_PREFIX, JUMP, parse_jump
+from ..kit import FIELD_PREFIX, JUMP
 from .aws import known_regions
 from .tags import OUR_TAGS
 

@@ -15,22 +15,48 @@ from ...ledger import Resource
 from ...transport.base import Login
 from ...transport.ssh import SSHTransport
 from ..base import Machine, Provider, console_text, remote_login
-from ..kit import FIELD_PREFIX, encode_fields, wait_until
+from ..kit import FIELD_PREFIX, encode_fields, parse_jump, wait_until
 from . import image as images
 from . import network
-from .aws import DESTROY_POLL, DESTROY_TIMEOUT, boto3_module, call, call_until_free, client, error_code, pages
-from .aws import resolve_region
-from .options import AMI_ID, Ec2Options, parse_jump
-from .tags import AWS_TYPE, CREATION_ORDER, RUN_TAG, deleter, ids, resource_from_tags, tag_dict, tag_filters, tag_list
-from .tags import principal_digest, teardown_order
+from .aws import (
+    DESTROY_POLL,
+    DESTROY_TIMEOUT,
+    boto3_module,
+    call,
+    call_until_free,
+    client,
+    error_code,
+    pages,
+    resolve_region,
+)
+from .options import AMI_ID, Ec2Options
+from .tags import (
+    AWS_TYPE,
+    CREATION_ORDER,
+    RUN_TAG,
+    deleter,
+    ids,
+    principal_digest,
+    resource_from_tags,
+    tag_dict,
+    tag_filters,
+    tag_list,
+    teardown_order,
+)
 
 if TYPE_CHECKING:
     from ...config import Target
     from ...context import Context
     from ...doctor import Check
+    from ...profile import Profile
 
 log = logging.getLogger(__name__)
 
+XEN_FAMILIES = frozenset(
+    "t1 t2 m1 m2 m3 m4 c1 c3 c4 cc2 cr1 r3 r4 i2 i3 d2 x1 x1e g2 g3 g3s p2 p3 h1 f1 hs1".split()
+)
+"""Instance families on the Xen hypervisor, whose EBS disks are not NVMe; every newer family is Nitro
+(AWS: "Instances built on the Nitro System"; i3.metal is Nitro too)."""
 USER_DATA_LIMIT = 16 * 1024
 """Bytes of user data EC2 accepts (before base64)."""
 
@@ -43,7 +69,6 @@ def decode_console(output: str) -> str:
     except ValueError:
         pass
     return console_text(text)
-
 
 
 class Ec2Provider(Provider[Ec2Options, "Ec2Machine"]):
@@ -75,8 +100,12 @@ class Ec2Provider(Provider[Ec2Options, "Ec2Machine"]):
         if AMI_ID.match(image):
             return "ami", image
         if image.startswith("ami-"):
-            raise ConfigError(f"{self.target.where('image')}: {image!r} is not a valid AMI id (ami- and 8 or 17 hex digits)")
-        path = self.target.image_file(".hvm", "an AMI id (ami-...) or imports a raw HVM image file (ucernvm-<branch>.<V>-<R>.cernvm.x86_64.hvm)")
+            raise ConfigError(
+                f"{self.target.where('image')}: {image!r} is not a valid AMI id (ami- and 8 or 17 hex digits)"
+            )
+        path = self.target.image_file(
+            ".hvm", "an AMI id (ami-...) or imports a raw HVM image file (ucernvm-<branch>.<V>-<R>.cernvm.x86_64.hvm)"
+        )
         if not self.options.import_bucket:
             raise ConfigError(
                 f"{self.target.where('import_bucket')}: required to import {path.name}: the S3 bucket to upload it to"
@@ -129,7 +158,10 @@ class Ec2Provider(Provider[Ec2Options, "Ec2Machine"]):
             vpc_id = subnets["Subnets"][0]["VpcId"]
         if o.security_group_id:
             groups = call(
-                "describe-security-groups", ec2.describe_security_groups, missing_ok=True, GroupIds=[o.security_group_id]
+                "describe-security-groups",
+                ec2.describe_security_groups,
+                missing_ok=True,
+                GroupIds=[o.security_group_id],
             )
             if not groups or not groups.get("SecurityGroups"):
                 raise ConfigError(
@@ -143,10 +175,23 @@ class Ec2Provider(Provider[Ec2Options, "Ec2Machine"]):
         if o.key_name:
             keys = call("describe-key-pairs", ec2.describe_key_pairs, missing_ok=True, KeyNames=[o.key_name])
             if not keys or not keys.get("KeyPairs"):
-                raise ConfigError(f"{self.target.where('key_name')}: key pair {o.key_name!r} not found in {self.region}")
+                raise ConfigError(
+                    f"{self.target.where('key_name')}: key pair {o.key_name!r} not found in {self.region}"
+                )
         return vpc_id
 
     # -- creation
+
+    @classmethod
+    def check_profile(cls, target: Target, profile: Profile) -> None:
+        """A kernel without NVMe cannot boot on a Nitro instance type (EBS appears as NVMe there)."""
+        kind = target.options.instance_type
+        if not profile.kernel.nvme and (kind.split(".", 1)[0] not in XEN_FAMILIES or kind == "i3.metal"):
+            raise ConfigError(
+                f"{target.where('instance_type')}: {target.options.instance_type!r} is a Nitro type, whose EBS disks "
+                f"are NVMe devices, and profile {profile.name!r} says its kernel has no NVMe driver (it would never "
+                f"boot); use a Xen type such as m4.large, c4.large, r4.large or t2.medium"
+            )
 
     @classmethod
     def checks(cls, target: Target) -> list[Check]:
@@ -166,8 +211,13 @@ class Ec2Provider(Provider[Ec2Options, "Ec2Machine"]):
     def entry(self, machine: Machine, kind: str, **data: Any) -> Resource:
         """Record a resource of ``machine`` about to be created in this region (and endpoint)."""
         return self.record(
-            machine, kind, machine.name, region=self.region, endpoint_url=self.options.endpoint_url,
-            principal=self.principal, **data,
+            machine,
+            kind,
+            machine.name,
+            region=self.region,
+            endpoint_url=self.options.endpoint_url,
+            principal=self.principal,
+            **data,
         )
 
     @classmethod
@@ -324,7 +374,6 @@ class Ec2Provider(Provider[Ec2Options, "Ec2Machine"]):
         return teardown_order(resources)
 
 
-
 def _device_key(name: str) -> str:
     """/dev/sdb and /dev/xvdb are the same slot."""
     base = name.rsplit("/", 1)[-1]
@@ -342,7 +391,6 @@ def scratch_mapping(image: dict[str, Any], size: int) -> dict[str, Any] | None:
     taken = {_device_key(m.get("DeviceName", "")) for m in mappings} | ({_device_key(root)} if root else set())
     device = next(f"/dev/sd{c}" for c in "bcdefghijklmnop" if _device_key(f"/dev/sd{c}") not in taken)
     return {"DeviceName": device, "Ebs": {"VolumeSize": size, "VolumeType": "gp3", "DeleteOnTermination": True}}
-
 
 
 def caller_principal(region: str, endpoint_url: str | None) -> str:
@@ -369,7 +417,10 @@ def destroy_instance(resource: Resource, region: str, endpoint: str | None) -> N
         return True if not pending else None
 
     wait_until(
-        f"{resource.name}: terminate", terminated, time.monotonic() + DESTROY_TIMEOUT, DESTROY_POLL,
+        f"{resource.name}: terminate",
+        terminated,
+        time.monotonic() + DESTROY_TIMEOUT,
+        DESTROY_POLL,
         status=lambda: f"{', '.join(sorted(pending))} not terminated",
     )
     # The scratch disk goes with the instance (DeleteOnTermination); delete any volume of it that did not.
@@ -386,8 +437,6 @@ def destroy_key_pair(resource: Resource, region: str, endpoint: str | None) -> N
     ec2 = client("ec2", region, endpoint)
     name = resource.data.get("key_name") or resource.name
     call(f"delete key pair {name}", ec2.delete_key_pair, missing_ok=True, KeyName=name)
-
-
 
 
 DESTROY = {
@@ -431,7 +480,10 @@ class Ec2Machine(Machine):
         if self.instance_id is None:
             raise ProviderError(f"{self.name}: no instance was created")
         found = call(
-            f"describe {self.instance_id}", self._ec2().describe_instances, missing_ok=True, InstanceIds=[self.instance_id]
+            f"describe {self.instance_id}",
+            self._ec2().describe_instances,
+            missing_ok=True,
+            InstanceIds=[self.instance_id],
         )
         for reservation in (found or {}).get("Reservations", []):
             for instance in reservation["Instances"]:
@@ -474,7 +526,9 @@ class Ec2Machine(Machine):
         poll = self.options.poll_interval
         wait_until(f"{self.instance_id} running", running, deadline, poll, status=lambda: f"still {seen['state']}")
         if self.options.status_checks:
-            wait_until(f"{self.instance_id} status checks", checks_passed, deadline, poll, status=lambda: seen["checks"])
+            wait_until(
+                f"{self.instance_id} status checks", checks_passed, deadline, poll, status=lambda: seen["checks"]
+            )
 
     def platform_address(self) -> str:
         """The public or private IP address EC2 gave the instance (``address`` option)."""
@@ -485,7 +539,7 @@ class Ec2Machine(Machine):
         value = (instance or {}).get(key)
         if not value:
             hint = (
-                "; use a subnet that maps public addresses, or address = \"private\" with a jump_host"
+                '; use a subnet that maps public addresses, or address = "private" with a jump_host'
                 if self.options.address == "public"
                 else ""
             )
@@ -584,8 +638,9 @@ class Ec2Machine(Machine):
         return self._console
 
     def login_command(self) -> Login:
-        return remote_login(self, lambda: self._endpoint or (self.platform_address(), 22), self.options,
-                            self.instance_id is not None)
+        return remote_login(
+            self, lambda: self._endpoint or (self.platform_address(), 22), self.options, self.instance_id is not None
+        )
 
     def keep(self) -> None:
         """Mark kept in the ledger and on AWS (a tag-based sweep then leaves it alone until it expires)."""

@@ -131,8 +131,16 @@ class Arm:
         scope = form.get("scope", "").split()[0] if form.get("scope") else ""
         audience = scope.removesuffix("/.default")
         now = int(time.time())
-        claims = {"aud": audience, "iss": f"https://sts.windows.net/{tenant}/", "iat": now, "nbf": now,
-                  "exp": now + 3600, "appid": self.client_id, "tid": tenant, "oid": self.client_id}
+        claims = {
+            "aud": audience,
+            "iss": f"https://sts.windows.net/{tenant}/",
+            "iat": now,
+            "nbf": now,
+            "exp": now + 3600,
+            "appid": self.client_id,
+            "tid": tenant,
+            "oid": self.client_id,
+        }
 
         def part(data: dict[str, Any]) -> str:
             return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
@@ -149,11 +157,13 @@ class Arm:
         """Ids of resources and resource groups carrying tag ``key`` (with ``value``)."""
         with self.lock:
             found = [*self.resources.values(), *self.groups.values()]
-            return sorted(r["id"] for r in found if key in (r.get("tags") or {})
-                          and (value is None or r["tags"][key] == value))
+            return sorted(
+                r["id"] for r in found if key in (r.get("tags") or {}) and (value is None or r["tags"][key] == value)
+            )
 
-    def operation(self, namespace: str, location: str, done: Callable[[], None],
-                  error: dict[str, str] | None = None) -> str:
+    def operation(
+        self, namespace: str, location: str, done: Callable[[], None], error: dict[str, str] | None = None
+    ) -> str:
         op = Operation(secrets.token_hex(8), self.polls, done, error)
         self.operations[op.id] = op
         return f"{self.url}/subscriptions/{{sub}}/providers/{namespace}/locations/{location}/operations/{op.id}"
@@ -188,8 +198,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def do_HEAD(self) -> None:
         self.dispatch("HEAD")
 
-    def send(self, status: int, body: Any = None, headers: dict[str, str] | None = None, raw: bytes | None = None,
-             content_type: str = "application/json") -> None:
+    def send(
+        self,
+        status: int,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+        raw: bytes | None = None,
+        content_type: str = "application/json",
+    ) -> None:
         data = raw if raw is not None else (b"" if body is None else json.dumps(body).encode())
         self.send_response(status)
         self.send_header("Content-Type", content_type)
@@ -221,11 +237,16 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if path.endswith("/.well-known/openid-configuration"):
             tenant = parts[0]
             base = f"{arm.url}/{tenant}"
-            return self.send(200, {"token_endpoint": f"{base}/oauth2/v2.0/token",
-                                   "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",
-                                   "issuer": f"{base}/v2.0",
-                                   "device_authorization_endpoint": f"{base}/oauth2/v2.0/devicecode",
-                                   "token_endpoint_auth_methods_supported": ["client_secret_post"]})
+            return self.send(
+                200,
+                {
+                    "token_endpoint": f"{base}/oauth2/v2.0/token",
+                    "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",
+                    "issuer": f"{base}/v2.0",
+                    "device_authorization_endpoint": f"{base}/oauth2/v2.0/devicecode",
+                    "token_endpoint_auth_methods_supported": ["client_secret_post"],
+                },
+            )
         if len(parts) == 4 and lower[1:] == ["oauth2", "v2.0", "token"] and method == "POST":
             form = {k: v[0] for k, v in urllib.parse.parse_qs(raw.decode()).items()}
             return self.send(200, arm.token(form, parts[0]))
@@ -250,8 +271,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 arm.on_request(method, path)
             return self.route_subscription(method, parts, lower, query, raw)
 
-    def route_subscription(self, method: str, parts: list[str], lower: list[str], query: dict[str, str],
-                           raw: bytes) -> None:
+    def route_subscription(
+        self, method: str, parts: list[str], lower: list[str], query: dict[str, str], raw: bytes
+    ) -> None:
         arm = self.arm
         sub = parts[1]
         rest, lrest = parts[2:], lower[2:]
@@ -283,9 +305,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         version = query.get("api-version")
         known = wire.api_versions(namespace)
         if version not in known:
-            raise ArmError(400, "NoRegisteredProviderFound",
-                           f"No registered resource provider found for API version '{version}' of {namespace}. "
-                           f"The supported api-versions are '{', '.join(sorted(known))}'.")
+            raise ArmError(
+                400,
+                "NoRegisteredProviderFound",
+                f"No registered resource provider found for API version '{version}' of {namespace}. "
+                f"The supported api-versions are '{', '.join(sorted(known))}'.",
+            )
         return version
 
     def body(self, raw: bytes, cls: type) -> dict[str, Any]:
@@ -295,9 +320,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             raise ArmError(400, "InvalidRequestContent", f"The request content was invalid JSON: {e}") from None
         found = wire.model_problems(body, cls)
         if found:
-            raise ArmError(400, "InvalidRequestContent",
-                           f"The request content was invalid and could not be deserialized as {cls.__name__}: "
-                           + "; ".join(found))
+            raise ArmError(
+                400,
+                "InvalidRequestContent",
+                f"The request content was invalid and could not be deserialized as {cls.__name__}: " + "; ".join(found),
+            )
         return body
 
     def reply(self, status: int, body: dict[str, Any], cls: type, headers: dict[str, str] | None = None) -> None:
@@ -317,8 +344,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if not expression:
             return True
         terms = dict(
-            (k.strip().lower(), v.strip().strip("'")) for k, v in
-            (t.split(" eq ", 1) for t in expression.split(" and ") if " eq " in t)
+            (k.strip().lower(), v.strip().strip("'"))
+            for k, v in (t.split(" eq ", 1) for t in expression.split(" and ") if " eq " in t)
         )
         tags = item.get("tags") or {}
         name = terms.get("tagname")
@@ -343,9 +370,17 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def skus(self, expression: str) -> list[dict[str, Any]]:
         location = expression.split("eq", 1)[1].strip().strip("'") if "location" in expression else "westeurope"
-        return [{"resourceType": "virtualMachines", "name": name, "tier": "Standard", "locations": [location],
-                 "capabilities": [{"name": "vCPUs", "value": str(cores)}], "restrictions": []}
-                for name, cores in self.arm.faults.skus.items()]
+        return [
+            {
+                "resourceType": "virtualMachines",
+                "name": name,
+                "tier": "Standard",
+                "locations": [location],
+                "capabilities": [{"name": "vCPUs", "value": str(cores)}],
+                "restrictions": [],
+            }
+            for name, cores in self.arm.faults.skus.items()
+        ]
 
     def operation_status(self, op_id: str) -> None:
         op = self.arm.operations.get(op_id)
@@ -361,8 +396,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             body["error"] = op.error
         self.send(200, body)
 
-    def async_headers(self, namespace: str, location: str, sub: str, version: str, done: Callable[[], None],
-                      error: dict[str, str] | None = None) -> dict[str, str]:
+    def async_headers(
+        self,
+        namespace: str,
+        location: str,
+        sub: str,
+        version: str,
+        done: Callable[[], None],
+        error: dict[str, str] | None = None,
+    ) -> dict[str, str]:
         url = self.arm.operation(namespace, location, done, error).replace("{sub}", sub)
         return {"Azure-AsyncOperation": f"{url}?api-version={version}"}
 
@@ -376,9 +418,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if method == "PUT":
             body = self.body(raw, cls)
             existing = arm.groups.get(key)
-            group = {"id": f"/subscriptions/{sub}/resourceGroups/{name}", "name": name,
-                     "type": "Microsoft.Resources/resourceGroups", "location": body.get("location"),
-                     "tags": body.get("tags") or {}, "properties": {"provisioningState": "Succeeded"}}
+            group = {
+                "id": f"/subscriptions/{sub}/resourceGroups/{name}",
+                "name": name,
+                "type": "Microsoft.Resources/resourceGroups",
+                "location": body.get("location"),
+                "tags": body.get("tags") or {},
+                "properties": {"provisioningState": "Succeeded"},
+            }
             if existing is not None:
                 group["name"], group["id"] = existing["name"], existing["id"]
             arm.groups[key] = group
@@ -404,8 +451,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     # -- provider resources
 
-    def resource(self, method: str, sub: str, group: str, namespace: str, kinds: list[str], query: dict[str, str],
-                 raw: bytes) -> None:
+    def resource(
+        self, method: str, sub: str, group: str, namespace: str, kinds: list[str], query: dict[str, str], raw: bytes
+    ) -> None:
         arm = self.arm
         self.need_group(group)
         if len(kinds) == 3 and kinds[0].lower() == "virtualmachines" and method == "POST":
@@ -419,15 +467,21 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         base = f"/subscriptions/{sub}/resourceGroups/{arm.groups[group.lower()]['name']}/providers/{ns}"
         if len(kinds) % 2 == 1:  # a collection
             prefix = (base + "/" + "/".join(kinds)).lower() + "/"
-            items = [r for r in arm.resources.values() if r["id"].lower().startswith(prefix)
-                     and "/" not in r["id"].lower()[len(prefix):]]
+            items = [
+                r
+                for r in arm.resources.values()
+                if r["id"].lower().startswith(prefix) and "/" not in r["id"].lower()[len(prefix) :]
+            ]
             return self.send(200, {"value": items})
         rid = base + "/" + "/".join(kinds)
         item = arm.get(rid)
         if method == "GET":
             if item is None:
-                raise ArmError(404, "ResourceNotFound", f"The Resource '{ns}/{'/'.join(kinds)}' under resource "
-                                                        f"group '{group}' was not found.")
+                raise ArmError(
+                    404,
+                    "ResourceNotFound",
+                    f"The Resource '{ns}/{'/'.join(kinds)}' under resource group '{group}' was not found.",
+                )
             return self.reply(200, item, cls)
         if method == "PUT":
             body = self.body(raw, cls)
@@ -457,12 +511,24 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         rid = (value or {}).get("id", "")
         found = self.arm.get(rid)
         if found is None:
-            raise ArmError(400, "InvalidResourceReference", f"Resource {rid or '(none)'} referenced by {what} "
-                                                             "was not found.")
+            raise ArmError(
+                400, "InvalidResourceReference", f"Resource {rid or '(none)'} referenced by {what} was not found."
+            )
         return found
 
-    def create(self, sub: str, group: str, ns: str, type_path: str, rid: str, kinds: list[str], body: dict[str, Any],
-               existing: dict[str, Any] | None, version: str, cls: type) -> None:
+    def create(
+        self,
+        sub: str,
+        group: str,
+        ns: str,
+        type_path: str,
+        rid: str,
+        kinds: list[str],
+        body: dict[str, Any],
+        existing: dict[str, Any] | None,
+        version: str,
+        cls: type,
+    ) -> None:
         arm = self.arm
         props = body.setdefault("properties", {})
         rg = arm.groups[group.lower()]
@@ -474,8 +540,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         elif type_path == "microsoft.compute/images":
             blob = ((props.get("storageProfile") or {}).get("osDisk") or {}).get("blobUri", "")
             if not blob or (arm.blob_exists is not None and not arm.blob_exists(blob)):
-                raise ArmError(400, "InvalidParameter", f"The blob {blob or '(none)'} does not exist or is not "
-                                                        "readable (properties.storageProfile.osDisk.blobUri).")
+                raise ArmError(
+                    400,
+                    "InvalidParameter",
+                    f"The blob {blob or '(none)'} does not exist or is not "
+                    "readable (properties.storageProfile.osDisk.blobUri).",
+                )
         elif type_path == "microsoft.network/networkinterfaces":
             for config in props.get("ipConfigurations") or []:
                 cprops = config.setdefault("properties", {})
@@ -521,29 +591,43 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         arm = self.arm
         size = (props.get("hardwareProfile") or {}).get("vmSize")
         if size not in arm.faults.skus:
-            raise ArmError(409, "SkuNotAvailable", f"The requested VM size '{size}' is currently not available in "
-                                                   f"location '{location}'. Please try another size or deploy to a "
-                                                   "different location or different zone.")
-        used = sum(arm.faults.skus.get(r["properties"]["hardwareProfile"]["vmSize"], 0)
-                   for r in arm.resources.values() if r["type"] == "Microsoft.Compute/virtualMachines")
+            raise ArmError(
+                409,
+                "SkuNotAvailable",
+                f"The requested VM size '{size}' is currently not available in "
+                f"location '{location}'. Please try another size or deploy to a "
+                "different location or different zone.",
+            )
+        used = sum(
+            arm.faults.skus.get(r["properties"]["hardwareProfile"]["vmSize"], 0)
+            for r in arm.resources.values()
+            if r["type"] == "Microsoft.Compute/virtualMachines"
+        )
         if used + arm.faults.skus[size] > arm.faults.cores:
-            raise ArmError(409, "OperationNotAllowed", f"Operation could not be completed as it results in exceeding "
-                                                       f"approved Total Regional Cores quota. Location: {location}, "
-                                                       f"Current Limit: {arm.faults.cores}, Current Usage: {used}, "
-                                                       f"Additional Required: {arm.faults.skus[size]}.")
+            raise ArmError(
+                409,
+                "OperationNotAllowed",
+                f"Operation could not be completed as it results in exceeding "
+                f"approved Total Regional Cores quota. Location: {location}, "
+                f"Current Limit: {arm.faults.cores}, Current Usage: {used}, "
+                f"Additional Required: {arm.faults.skus[size]}.",
+            )
         for nic in (props.get("networkProfile") or {}).get("networkInterfaces") or []:
             self.ref(nic, f"VM {name}")
-        image = ((props.get("storageProfile") or {}).get("imageReference") or {})
+        image = (props.get("storageProfile") or {}).get("imageReference") or {}
         if image.get("id"):
             self.ref(image, f"VM {name}")
-        linux = ((props.get("osProfile") or {}).get("linuxConfiguration") or {})
+        linux = (props.get("osProfile") or {}).get("linuxConfiguration") or {}
         if linux.get("disablePasswordAuthentication") and (props.get("osProfile") or {}).get("adminPassword"):
-            raise ArmError(400, "InvalidParameter", "adminPassword must not be set with password authentication "
-                                                    "disabled.")
+            raise ArmError(
+                400, "InvalidParameter", "adminPassword must not be set with password authentication disabled."
+            )
         props["vmId"] = secrets.token_hex(16)
         if name in arm.faults.fail_provisioning:
-            return {"code": "OSProvisioningTimedOut", "message": f"OS Provisioning for VM '{name}' did not finish "
-                                                                 "in the allotted time."}
+            return {
+                "code": "OSProvisioningTimedOut",
+                "message": f"OS Provisioning for VM '{name}' did not finish in the allotted time.",
+            }
         return None
 
     def link_vm(self, vm: dict[str, Any]) -> None:
@@ -555,10 +639,18 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         group_id = vm["id"].split("/providers/")[0]
         disk_id = f"{group_id}/providers/Microsoft.Compute/disks/{disk_name}"
         os_disk.update(name=disk_name, managedDisk={"id": disk_id})
-        arm.resources[disk_id.lower()] = {"id": disk_id, "name": disk_name, "type": "Microsoft.Compute/disks",
-                                          "location": vm["location"], "managedBy": vm["id"],
-                                          "properties": {"provisioningState": "Succeeded", "diskState": "Attached",
-                                                         "creationData": {"createOption": "FromImage"}}}
+        arm.resources[disk_id.lower()] = {
+            "id": disk_id,
+            "name": disk_name,
+            "type": "Microsoft.Compute/disks",
+            "location": vm["location"],
+            "managedBy": vm["id"],
+            "properties": {
+                "provisioningState": "Succeeded",
+                "diskState": "Attached",
+                "creationData": {"createOption": "FromImage"},
+            },
+        }
         for nic in (props.get("networkProfile") or {}).get("networkInterfaces") or []:
             found = arm.get(nic["id"])
             if found is not None:
@@ -567,10 +659,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def referrers(self, rid: str, parent: str = "") -> list[str]:
         """Ids of resources whose body mentions ``rid`` (ARM's own dependency check, simplified)."""
         needle = json.dumps(rid.lower())[1:-1]
-        return [r["id"] for key, r in self.arm.resources.items()
-                if key not in (rid.lower(), parent.lower()) and not key.startswith(rid.lower() + "/")
-                and r["properties"].get("provisioningState") != "Deleting"
-                and needle in json.dumps(r).lower()]
+        return [
+            r["id"]
+            for key, r in self.arm.resources.items()
+            if key not in (rid.lower(), parent.lower())
+            and not key.startswith(rid.lower() + "/")
+            and r["properties"].get("provisioningState") != "Deleting"
+            and needle in json.dumps(r).lower()
+        ]
 
     def check_delete(self, type_path: str, item: dict[str, Any]) -> None:
         arm = self.arm
@@ -580,23 +676,32 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 arm.faults.nsg_busy -= 1
                 users = ["a network interface being released"]
             if users:
-                raise ArmError(400, "InUseNetworkSecurityGroupCannotBeDeleted",
-                               f"Network security group {item['id']} cannot be deleted because it is in use by "
-                               f"the following resources: {users}.")
+                raise ArmError(
+                    400,
+                    "InUseNetworkSecurityGroupCannotBeDeleted",
+                    f"Network security group {item['id']} cannot be deleted because it is in use by "
+                    f"the following resources: {users}.",
+                )
         elif type_path in ("microsoft.network/virtualnetworks", "microsoft.network/virtualnetworks/subnets"):
             for subnet in [item] if type_path.endswith("subnets") else item["properties"].get("subnets") or []:
                 users = self.referrers(subnet["id"], subnet["id"].rsplit("/subnets/", 1)[0])
                 if users:
-                    raise ArmError(400, "InUseSubnetCannotBeDeleted",
-                                   f"Subnet {subnet['name']} is in use by {users} and cannot be deleted.")
+                    raise ArmError(
+                        400,
+                        "InUseSubnetCannotBeDeleted",
+                        f"Subnet {subnet['name']} is in use by {users} and cannot be deleted.",
+                    )
         elif type_path == "microsoft.network/networkinterfaces" and item["properties"].get("virtualMachine"):
             vm = item["properties"]["virtualMachine"]["id"]
             if arm.get(vm) is not None:
                 raise ArmError(400, "NicInUse", f"Network Interface {item['id']} is used by existing resource {vm}.")
         elif type_path == "microsoft.network/publicipaddresses" and users:
-            raise ArmError(400, "PublicIPAddressCannotBeDeleted",
-                           f"Public IP address {item['id']} can not be deleted since it is still allocated to "
-                           f"resource {users[0]}.")
+            raise ArmError(
+                400,
+                "PublicIPAddressCannotBeDeleted",
+                f"Public IP address {item['id']} can not be deleted since it is still allocated to "
+                f"resource {users[0]}.",
+            )
         elif type_path in ("microsoft.compute/disks", "microsoft.compute/images") and users:
             raise ArmError(409, "OperationNotAllowed", f"{item['name']} is in use by {users[0]}.")
 
@@ -627,8 +732,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         rid = f"/subscriptions/{sub}/resourceGroups/{group}/providers/Microsoft.Compute/virtualMachines/{name}"
         vm = arm.get(rid)
         if vm is None:
-            raise ArmError(404, "ResourceNotFound", f"The Resource 'Microsoft.Compute/virtualMachines/{name}' under "
-                                                    f"resource group '{group}' was not found.")
+            raise ArmError(
+                404,
+                "ResourceNotFound",
+                f"The Resource 'Microsoft.Compute/virtualMachines/{name}' under "
+                f"resource group '{group}' was not found.",
+            )
         if action.lower() != "retrievebootdiagnosticsdata":
             raise ArmError(400, "InvalidResourceType", f"unknown action {action}")
         diagnostics = (vm["properties"].get("diagnosticsProfile") or {}).get("bootDiagnostics") or {}
@@ -638,5 +747,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         arm.consoles.setdefault(token, lambda: "")
         cls = wire.model("Microsoft.Compute", "RetrieveBootDiagnosticsDataResult")
         sas = "sv=2021-08-06&sr=b&sp=r&sig=fake"
-        self.reply(200, {"consoleScreenshotBlobUri": f"{arm.url}/consoles/{token}.bmp?{sas}",
-                         "serialConsoleLogBlobUri": f"{arm.url}/consoles/{token}?{sas}"}, cls)
+        self.reply(
+            200,
+            {
+                "consoleScreenshotBlobUri": f"{arm.url}/consoles/{token}.bmp?{sas}",
+                "serialConsoleLogBlobUri": f"{arm.url}/consoles/{token}?{sas}",
+            },
+            cls,
+        )

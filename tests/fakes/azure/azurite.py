@@ -42,7 +42,9 @@ def ensure_installed() -> Path:
     NODE.mkdir(parents=True, exist_ok=True)
     result = subprocess.run(
         [npm, "install", "--no-audit", "--no-fund", "--prefix", str(NODE), f"azurite@{VERSION}"],
-        capture_output=True, text=True, timeout=900,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     if result.returncode != 0 or not BINARY.exists():
         raise AzuriteUnavailable(f"npm install azurite@{VERSION} failed: {result.stderr[-2000:]}")
@@ -77,11 +79,29 @@ def start(directory: Path, cert: Path, key: Path, timeout: float = 60.0) -> Azur
     log = directory / "azurite.log"
     out = open(log, "w")  # noqa: SIM115 - the child writes to it for its whole life
     process = subprocess.Popen(
-        [str(binary), "--blobHost", "127.0.0.1", "--blobPort", "0", "--inMemoryPersistence", "--disableTelemetry",
-         "--extentMemoryLimit", "512", "--oauth", "basic", "--cert", str(cert), "--key", str(key),
-         # azure-storage-blob sends a newer x-ms-version than Azurite 3 knows; the calls we make are old ones.
-         "--skipApiVersionCheck"],
-        stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=directory,
+        [
+            str(binary),
+            "--blobHost",
+            "127.0.0.1",
+            "--blobPort",
+            "0",
+            "--inMemoryPersistence",
+            "--disableTelemetry",
+            "--extentMemoryLimit",
+            "512",
+            "--oauth",
+            "basic",
+            "--cert",
+            str(cert),
+            "--key",
+            str(key),
+            # azure-storage-blob sends a newer x-ms-version than Azurite 3 knows; the calls we make are old ones.
+            "--skipApiVersionCheck",
+        ],
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        cwd=directory,
     )
     out.close()
     deadline = time.monotonic() + timeout

@@ -19,8 +19,17 @@ from .arm import Arm
 SUBSCRIPTION = "00000000-0000-4000-8000-00000000c0de"
 TENANT = "11111111-1111-4111-8111-11111111c0de"
 CLIENT = "22222222-2222-4222-8222-22222222c0de"
-UNSET = ("AZURE_USERNAME", "AZURE_PASSWORD", "AZURE_CLIENT_CERTIFICATE_PATH", "AZURE_FEDERATED_TOKEN_FILE",
-         "IDENTITY_ENDPOINT", "IDENTITY_HEADER", "MSI_ENDPOINT", "MSI_SECRET", "AZURE_CLIENT_CERTIFICATE_PASSWORD")
+UNSET = (
+    "AZURE_USERNAME",
+    "AZURE_PASSWORD",
+    "AZURE_CLIENT_CERTIFICATE_PATH",
+    "AZURE_FEDERATED_TOKEN_FILE",
+    "IDENTITY_ENDPOINT",
+    "IDENTITY_HEADER",
+    "MSI_ENDPOINT",
+    "MSI_SECRET",
+    "AZURE_CLIENT_CERTIFICATE_PASSWORD",
+)
 CONTAINER = "cernvm-images"
 
 
@@ -38,18 +47,27 @@ class AzureCloud:
     def credential(self):
         from azure.identity import ClientSecretCredential
 
-        return ClientSecretCredential(TENANT, CLIENT, self.secret, authority=self.arm.url,
-                                      disable_instance_discovery=True)
+        return ClientSecretCredential(
+            TENANT, CLIENT, self.secret, authority=self.arm.url, disable_instance_discovery=True
+        )
 
     def client(self, kind: str):
         from azure.mgmt.compute import ComputeManagementClient
         from azure.mgmt.network import NetworkManagementClient
         from azure.mgmt.resource.resources import ResourceManagementClient
 
-        cls = {"compute": ComputeManagementClient, "network": NetworkManagementClient,
-               "resource": ResourceManagementClient}[kind]
-        return cls(self.credential(), SUBSCRIPTION, base_url=self.arm.url, polling_interval=0.05,
-                   credential_scopes=["https://management.azure.com/.default"])
+        cls = {
+            "compute": ComputeManagementClient,
+            "network": NetworkManagementClient,
+            "resource": ResourceManagementClient,
+        }[kind]
+        return cls(
+            self.credential(),
+            SUBSCRIPTION,
+            base_url=self.arm.url,
+            polling_interval=0.05,
+            credential_scopes=["https://management.azure.com/.default"],
+        )
 
     def blobs(self):
         from azure.storage.blob import BlobServiceClient
@@ -75,9 +93,14 @@ def azure_cloud(tmp_path_factory) -> Iterator[AzureCloud]:
     patch = pytest.MonkeyPatch()
     for name in UNSET:
         patch.delenv(name, raising=False)
-    env = {"AZURE_TENANT_ID": TENANT, "AZURE_CLIENT_ID": CLIENT, "AZURE_CLIENT_SECRET": secret,
-           "AZURE_AUTHORITY_HOST": arm.url, "AZURE_SUBSCRIPTION_ID": SUBSCRIPTION,
-           "REQUESTS_CA_BUNDLE": str(arm.ca_file)}
+    env = {
+        "AZURE_TENANT_ID": TENANT,
+        "AZURE_CLIENT_ID": CLIENT,
+        "AZURE_CLIENT_SECRET": secret,
+        "AZURE_AUTHORITY_HOST": arm.url,
+        "AZURE_SUBSCRIPTION_ID": SUBSCRIPTION,
+        "REQUESTS_CA_BUNDLE": str(arm.ca_file),
+    }
     for name, value in env.items():
         patch.setenv(name, value)
     try:

@@ -9,7 +9,7 @@ def make_vhd(path: Path, mib: int = 2, *, fixed: bool = True, size: int | None =
     """A fixed-size VHD: data with a few non-empty pages, then the 512-byte footer."""
     data = bytearray(mib * 1024 * 1024)
     data[0:512] = b"\x55" * 512
-    data[1024 * 1024:1024 * 1024 + 1536] = b"\xaa" * 1536
+    data[1024 * 1024 : 1024 * 1024 + 1536] = b"\xaa" * 1536
     footer = bytearray(512)
     footer[0:8] = b"conectix"
     footer[8:12] = (2).to_bytes(4, "big")

@@ -27,7 +27,7 @@ PACKAGES = {
 }
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def api_versions(namespace: str) -> frozenset[str]:
     """The api-version values the installed SDK package for ``namespace`` sends (its models are of those)."""
     package = importlib.import_module(PACKAGES[namespace])
@@ -39,7 +39,7 @@ def model(namespace: str, name: str) -> type:
     return getattr(importlib.import_module(PACKAGES[namespace] + ".models"), name)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def fields(cls: type) -> dict[str, tuple[Any, list[str] | None]]:
     """Wire name -> (type annotation, visibility) of a generated model class, inherited fields included."""
     module = importlib.import_module(cls.__module__)
@@ -119,8 +119,9 @@ def problems(value: Any, annotation: Any, path: str = "", *, request: bool = Tru
 
 
 def _is_model(annotation: Any) -> bool:
-    return isinstance(annotation, type) and any(k.__name__ == "Model" and "model_base" in k.__module__
-                                                 for k in annotation.__mro__)
+    return isinstance(annotation, type) and any(
+        k.__name__ == "Model" and "model_base" in k.__module__ for k in annotation.__mro__
+    )
 
 
 def model_problems(value: Any, cls: type, path: str = "", *, request: bool = True) -> list[str]:
@@ -130,8 +131,9 @@ def model_problems(value: Any, cls: type, path: str = "", *, request: bool = Tru
     mapping = getattr(cls, "__mapping__", None)
     if mapping:
         for wire, (_, _) in fields(cls).items():
-            rest = vars(cls).get(snake(wire)) or next((v for v in vars(cls).values()
-                                                       if getattr(v, "_is_discriminator", False)), None)
+            rest = vars(cls).get(snake(wire)) or next(
+                (v for v in vars(cls).values() if getattr(v, "_is_discriminator", False)), None
+            )
             if rest is not None and getattr(rest, "_is_discriminator", False) and value.get(wire) in mapping:
                 cls = mapping[value[wire]]
                 break

@@ -24,8 +24,14 @@ from .server import FakeCompute
 PROJECT = "cvmfx-tests"
 ZONE = "europe-west1-b"
 BUCKET = "cvmfx-images"
-UNSET = ("GOOGLE_CLOUD_PROJECT", "GCLOUD_PROJECT", "CLOUDSDK_CORE_PROJECT", "STORAGE_EMULATOR_HOST",
-         "GOOGLE_API_USE_CLIENT_CERTIFICATE", "GOOGLE_CLOUD_UNIVERSE_DOMAIN")
+UNSET = (
+    "GOOGLE_CLOUD_PROJECT",
+    "GCLOUD_PROJECT",
+    "CLOUDSDK_CORE_PROJECT",
+    "STORAGE_EMULATOR_HOST",
+    "GOOGLE_API_USE_CLIENT_CERTIFICATE",
+    "GOOGLE_CLOUD_UNIVERSE_DOMAIN",
+)
 
 
 @dataclass
@@ -40,15 +46,20 @@ class Gce:
     @property
     def env(self) -> dict[str, str]:
         """The environment a process needs to find these credentials (and never Google's metadata server)."""
-        return {"GOOGLE_APPLICATION_CREDENTIALS": str(self.credentials), "GOOGLE_CLOUD_PROJECT": self.project,
-                "NO_GCE_CHECK": "true", "CLOUDSDK_CONFIG": str(self.credentials.parent / "gcloud")}
+        return {
+            "GOOGLE_APPLICATION_CREDENTIALS": str(self.credentials),
+            "GOOGLE_CLOUD_PROJECT": self.project,
+            "NO_GCE_CHECK": "true",
+            "CLOUDSDK_CONFIG": str(self.credentials.parent / "gcloud"),
+        }
 
     def storage_client(self) -> Any:
         from google.auth.credentials import AnonymousCredentials
         from google.cloud import storage
 
-        return storage.Client(project=self.project, credentials=AnonymousCredentials(),
-                              client_options={"api_endpoint": self.storage})
+        return storage.Client(
+            project=self.project, credentials=AnonymousCredentials(), client_options={"api_endpoint": self.storage}
+        )
 
     def objects(self) -> list[str]:
         return sorted(b.name for b in self.storage_client().list_blobs(self.bucket))
@@ -70,12 +81,19 @@ def gce_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gce]:
     key_id = secrets.token_hex(8)
     api.certs[key_id] = key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo).decode()
     adc = home / "service-account.json"
-    adc.write_text(json.dumps({
-        "type": "service_account", "project_id": PROJECT, "private_key_id": key_id,
-        "private_key": key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()).decode(),
-        "client_email": f"tests@{PROJECT}.iam.gserviceaccount.com", "client_id": "1",
-        "token_uri": f"{api.url}/token",
-    }))
+    adc.write_text(
+        json.dumps(
+            {
+                "type": "service_account",
+                "project_id": PROJECT,
+                "private_key_id": key_id,
+                "private_key": key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()).decode(),
+                "client_email": f"tests@{PROJECT}.iam.gserviceaccount.com",
+                "client_id": "1",
+                "token_uri": f"{api.url}/token",
+            }
+        )
+    )
     adc.chmod(0o600)
     patch = pytest.MonkeyPatch()
     for name in UNSET:

@@ -35,7 +35,10 @@ from . import discovery
 SERIAL_BUFFER = 1024 * 1024
 """Bytes of serial output Compute keeps per port; older output is discarded."""
 MACHINE_TYPES = {
-    "e2-small": (2, 2048), "e2-standard-2": (2, 8192), "n2-standard-2": (2, 8192), "n1-standard-1": (1, 3840),
+    "e2-small": (2, 2048),
+    "e2-standard-2": (2, 8192),
+    "n2-standard-2": (2, 8192),
+    "n1-standard-1": (1, 3840),
 }
 REGIONS = {"europe-west1": ("europe-west1-b", "europe-west1-c"), "us-central1": ("us-central1-a", "us-central1-f")}
 ZONES = {zone: region for region, zones in REGIONS.items() for zone in zones}
@@ -49,10 +52,23 @@ class Failure(Exception):
         self.code, self.reason, self.message = code, reason, message
 
     def body(self) -> dict[str, Any]:
-        status = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
-                  409: "ALREADY_EXISTS", 412: "FAILED_PRECONDITION", 501: "UNIMPLEMENTED"}.get(self.code, "UNKNOWN")
-        return {"error": {"code": self.code, "message": self.message, "status": status,
-                          "errors": [{"message": self.message, "domain": "global", "reason": self.reason}]}}
+        status = {
+            400: "INVALID_ARGUMENT",
+            401: "UNAUTHENTICATED",
+            403: "PERMISSION_DENIED",
+            404: "NOT_FOUND",
+            409: "ALREADY_EXISTS",
+            412: "FAILED_PRECONDITION",
+            501: "UNIMPLEMENTED",
+        }.get(self.code, "UNKNOWN")
+        return {
+            "error": {
+                "code": self.code,
+                "message": self.message,
+                "status": status,
+                "errors": [{"message": self.message, "domain": "global", "reason": self.reason}],
+            }
+        }
 
 
 def stamp(when: float) -> str:
@@ -146,9 +162,12 @@ class FakeCompute:
     def add_network(self, project: str, name: str) -> None:
         with self.lock:
             self.networks[(project, name)] = {
-                "kind": "compute#network", "id": str(next(self.ids)), "name": name,
+                "kind": "compute#network",
+                "id": str(next(self.ids)),
+                "name": name,
                 "selfLink": self.link(f"projects/{project}/global/networks/{name}"),
-                "autoCreateSubnetworks": True, "creationTimestamp": stamp(time.time()),
+                "autoCreateSubnetworks": True,
+                "creationTimestamp": stamp(time.time()),
             }
 
     def instance(self, name: str) -> Instance:
@@ -212,8 +231,9 @@ class FakeCompute:
     def _operation(self, method: str, project: str, zone: str | None, target: str, effect: Callable[[], None]) -> dict:
         op_id = next(self.ids)
         name = f"operation-{int(time.time() * 1000)}-{secrets.token_hex(6)}-{secrets.token_hex(4)}"
-        operation = Operation(op_id, name, method.rsplit(".", 1)[-1], target, zone, time.monotonic(), 2 * self.step,
-                              effect)
+        operation = Operation(
+            op_id, name, method.rsplit(".", 1)[-1], target, zone, time.monotonic(), 2 * self.step, effect
+        )
         failures = self.operation_failures.get(method)
         if failures:
             operation.error = failures.pop(0)
@@ -297,8 +317,9 @@ class FakeCompute:
                 self.problems += [f"response of {method.id}: {p}" for p in found]
         return code, answer
 
-    def _carry_out(self, method: discovery.Method, path: dict[str, str], params: dict[str, str],
-                   body: Any) -> tuple[int, dict[str, Any]]:
+    def _carry_out(
+        self, method: discovery.Method, path: dict[str, str], params: dict[str, str], body: Any
+    ) -> tuple[int, dict[str, Any]]:
         try:
             for hook in self.before:
                 hook(method.id, path, body)
@@ -331,8 +352,12 @@ class FakeCompute:
             return 400, {"error": "invalid_grant", "error_description": "expected a JWT signed by the test key"}
         token = "fake-" + secrets.token_urlsafe(16)
         self.tokens.add(token)
-        return 200, {"access_token": token, "expires_in": 3600, "token_type": "Bearer",
-                     "scope": "https://www.googleapis.com/auth/cloud-platform"}
+        return 200, {
+            "access_token": token,
+            "expires_in": 3600,
+            "token_type": "Bearer",
+            "scope": "https://www.googleapis.com/auth/cloud-platform",
+        }
 
     # --- lookups -------------------------------------------------------------------------------------
 
@@ -372,15 +397,20 @@ class FakeCompute:
         if zone not in ZONES:
             raise self._missing(f"projects/{project}/zones/{zone}")
         if (project, zone, name) in self.instances:
-            raise Failure(409, "alreadyExists", f"The resource 'projects/{project}/zones/{zone}/instances/{name}' "
-                          "already exists")
+            raise Failure(
+                409, "alreadyExists", f"The resource 'projects/{project}/zones/{zone}/instances/{name}' already exists"
+            )
         machine_type = self._resolve(body["machineType"], project, "machineTypes")
         if machine_type not in MACHINE_TYPES:
             raise self._missing(f"projects/{project}/zones/{zone}/machineTypes/{machine_type}")
         boot = [d for d in body.get("disks", []) if d.get("boot")]
         if len(boot) != 1 or "sourceImage" not in boot[0].get("initializeParams", {}):
-            raise Failure(400, "invalid", "Invalid value for field 'resource.disks': exactly one boot disk with "
-                          "initializeParams.sourceImage is needed")
+            raise Failure(
+                400,
+                "invalid",
+                "Invalid value for field 'resource.disks': exactly one boot disk with "
+                "initializeParams.sourceImage is needed",
+            )
         image = self._image_by_link(boot[0]["initializeParams"]["sourceImage"], project)
         for nic in body.get("networkInterfaces", []):
             network = self._resolve(nic.get("network", "global/networks/default"), project, "networks")
@@ -393,19 +423,28 @@ class FakeCompute:
         def create() -> None:
             now = time.monotonic()
             stored = json.loads(json.dumps(body))
-            stored.update(kind="compute#instance", id=str(next(self.ids)), selfLink=self.link(target),
-                          zone=self.link(f"projects/{project}/zones/{zone}"), creationTimestamp=stamp(time.time()),
-                          machineType=self.link(f"projects/{project}/zones/{zone}/machineTypes/{machine_type}"),
-                          labelFingerprint=secrets.token_urlsafe(8))
+            stored.update(
+                kind="compute#instance",
+                id=str(next(self.ids)),
+                selfLink=self.link(target),
+                zone=self.link(f"projects/{project}/zones/{zone}"),
+                creationTimestamp=stamp(time.time()),
+                machineType=self.link(f"projects/{project}/zones/{zone}/machineTypes/{machine_type}"),
+                labelFingerprint=secrets.token_urlsafe(8),
+            )
             for i, disk in enumerate(stored.get("disks", [])):
                 disk.pop("initializeParams", None)
-                disk.update(kind="compute#attachedDisk", index=i,
-                            deviceName=disk.get("deviceName", f"persistent-disk-{i}"),
-                            source=self.link(f"projects/{project}/zones/{zone}/disks/{name}" + (f"-{i}" if i else "")))
+                disk.update(
+                    kind="compute#attachedDisk",
+                    index=i,
+                    deviceName=disk.get("deviceName", f"persistent-disk-{i}"),
+                    source=self.link(f"projects/{project}/zones/{zone}/disks/{name}" + (f"-{i}" if i else "")),
+                )
             stored["disks"][0]["licenses"] = image.get("licenses", [])
             for i, nic in enumerate(stored.get("networkInterfaces", [])):
-                nic.update(kind="compute#networkInterface", name=f"nic{i}",
-                           networkIP=f"10.128.0.{2 + len(self.instances)}")
+                nic.update(
+                    kind="compute#networkInterface", name=f"nic{i}", networkIP=f"10.128.0.{2 + len(self.instances)}"
+                )
                 for config in nic.get("accessConfigs", []):
                     config.update(kind="compute#accessConfig", natIP=f"203.0.113.{10 + len(self.instances)}")
             if "metadata" in stored:
@@ -429,8 +468,9 @@ class FakeCompute:
         instance.status = instance.held = "STOPPING"
         key = (path["project"], path["zone"], path["instance"])
         target = f"projects/{key[0]}/zones/{key[1]}/instances/{key[2]}"
-        return self._operation("compute.instances.delete", key[0], key[1], target,
-                               lambda: self.instances.pop(key, None))
+        return self._operation(
+            "compute.instances.delete", key[0], key[1], target, lambda: self.instances.pop(key, None)
+        )
 
     def _instances_setLabels(self, path: dict[str, str], params: dict[str, str], body: dict[str, Any]) -> dict:
         instance = self._instance(path)
@@ -447,8 +487,11 @@ class FakeCompute:
         return self._operation("compute.instances.setLabels", path["project"], path["zone"], target, relabel)
 
     def _instances_list(self, path: dict[str, str], params: dict[str, str], body: None) -> dict:
-        items = [{**i.body, "status": i.status} for (p, z, _), i in sorted(self.instances.items())
-                 if p == path["project"] and z == path["zone"]]
+        items = [
+            {**i.body, "status": i.status}
+            for (p, z, _), i in sorted(self.instances.items())
+            if p == path["project"] and z == path["zone"]
+        ]
         return self._page("compute#instanceList", path, params, items, f"zones/{path['zone']}/instances")
 
     def _instances_getSerialPortOutput(self, path: dict[str, str], params: dict[str, str], body: None) -> dict:
@@ -460,23 +503,30 @@ class FakeCompute:
         if start < 0:
             start = end + start
         start = min(max(start, instance.dropped), end)
-        data = bytes(instance.serial[start - instance.dropped:])
-        return {"kind": "compute#serialPortOutput", "contents": data.decode("utf-8", "replace"),
-                "start": str(start), "next": str(end),
-                "selfLink": self.link(f"projects/{path['project']}/zones/{path['zone']}/instances/"
-                                      f"{path['instance']}/serialPort")}
+        data = bytes(instance.serial[start - instance.dropped :])
+        return {
+            "kind": "compute#serialPortOutput",
+            "contents": data.decode("utf-8", "replace"),
+            "start": str(start),
+            "next": str(end),
+            "selfLink": self.link(
+                f"projects/{path['project']}/zones/{path['zone']}/instances/{path['instance']}/serialPort"
+            ),
+        }
 
     # --- images --------------------------------------------------------------------------------------
 
     def _images_insert(self, path: dict[str, str], params: dict[str, str], body: dict[str, Any]) -> dict:
         project, name = path["project"], body["name"]
         if (project, name) in self.images:
-            raise Failure(409, "alreadyExists",
-                          f"The resource 'projects/{project}/global/images/{name}' already exists")
+            raise Failure(
+                409, "alreadyExists", f"The resource 'projects/{project}/global/images/{name}' already exists"
+            )
         source = (body.get("rawDisk") or {}).get("source")
         if not source:
-            raise Failure(400, "invalid",
-                          "Invalid value for field 'resource.rawDisk.source': required for this test API")
+            raise Failure(
+                400, "invalid", "Invalid value for field 'resource.rawDisk.source': required for this test API"
+            )
         size = self._object_size(source)
         for key, value in (body.get("labels") or {}).items():
             self._check_label(key, value)
@@ -484,9 +534,16 @@ class FakeCompute:
 
         def create() -> None:
             stored = json.loads(json.dumps(body))
-            stored.update(kind="compute#image", id=str(next(self.ids)), selfLink=self.link(target), status="READY",
-                          creationTimestamp=stamp(time.time()), archiveSizeBytes=str(size), diskSizeGb="20",
-                          sourceType="RAW")
+            stored.update(
+                kind="compute#image",
+                id=str(next(self.ids)),
+                selfLink=self.link(target),
+                status="READY",
+                creationTimestamp=stamp(time.time()),
+                archiveSizeBytes=str(size),
+                diskSizeGb="20",
+                sourceType="RAW",
+            )
             self.images[(project, name)] = stored
 
         return self._operation("compute.images.insert", project, None, target, create)
@@ -502,8 +559,12 @@ class FakeCompute:
             with urllib.request.urlopen(url, timeout=10) as answer:
                 return int(json.load(answer)["size"])
         except urllib.error.HTTPError:
-            raise Failure(400, "invalid", f"Invalid value for field 'resource.rawDisk.source': '{source}'. "
-                          "The object does not exist or cannot be read.") from None
+            raise Failure(
+                400,
+                "invalid",
+                f"Invalid value for field 'resource.rawDisk.source': '{source}'. "
+                "The object does not exist or cannot be read.",
+            ) from None
 
     def _images_get(self, path: dict[str, str], params: dict[str, str], body: None) -> dict:
         return self._image_by_link(f"projects/{path['project']}/global/images/{path['image']}", path["project"])
@@ -514,15 +575,21 @@ class FakeCompute:
     def _images_delete(self, path: dict[str, str], params: dict[str, str], body: None) -> dict:
         project, name = path["project"], path["image"]
         image = self._images_get(path, params, body)
-        users = [f"projects/{p}/zones/{z}/instances/{n}" for (p, z, n), i in self.instances.items()
-                 if i.image == image["selfLink"]]
+        users = [
+            f"projects/{p}/zones/{z}/instances/{n}"
+            for (p, z, n), i in self.instances.items()
+            if i.image == image["selfLink"]
+        ]
         if users:
-            raise Failure(409, "resourceInUseByAnotherResource",
-                          f"The image resource 'projects/{project}/global/images/{name}' is already being used by "
-                          f"'{users[0]}'")
+            raise Failure(
+                409,
+                "resourceInUseByAnotherResource",
+                f"The image resource 'projects/{project}/global/images/{name}' is already being used by '{users[0]}'",
+            )
         target = f"projects/{project}/global/images/{name}"
-        return self._operation("compute.images.delete", project, None, target,
-                               lambda: self.images.pop((project, name), None))
+        return self._operation(
+            "compute.images.delete", project, None, target, lambda: self.images.pop((project, name), None)
+        )
 
     def _images_list(self, path: dict[str, str], params: dict[str, str], body: None) -> dict:
         items = [i for (p, _), i in sorted(self.images.items()) if p == path["project"]]
@@ -533,8 +600,9 @@ class FakeCompute:
     def _firewalls_insert(self, path: dict[str, str], params: dict[str, str], body: dict[str, Any]) -> dict:
         project, name = path["project"], body["name"]
         if (project, name) in self.firewalls:
-            raise Failure(409, "alreadyExists",
-                          f"The resource 'projects/{project}/global/firewalls/{name}' already exists")
+            raise Failure(
+                409, "alreadyExists", f"The resource 'projects/{project}/global/firewalls/{name}' already exists"
+            )
         network = self._resolve(body.get("network", "global/networks/default"), project, "networks")
         if (project, network) not in self.networks:
             raise self._missing(f"projects/{project}/global/networks/{network}")
@@ -542,10 +610,15 @@ class FakeCompute:
 
         def create() -> None:
             stored = json.loads(json.dumps(body))
-            stored.update(kind="compute#firewall", id=str(next(self.ids)), selfLink=self.link(target),
-                          creationTimestamp=stamp(time.time()), direction=body.get("direction", "INGRESS"),
-                          priority=body.get("priority", 1000),
-                          network=self.link(f"projects/{project}/global/networks/{network}"))
+            stored.update(
+                kind="compute#firewall",
+                id=str(next(self.ids)),
+                selfLink=self.link(target),
+                creationTimestamp=stamp(time.time()),
+                direction=body.get("direction", "INGRESS"),
+                priority=body.get("priority", 1000),
+                network=self.link(f"projects/{project}/global/networks/{network}"),
+            )
             self.firewalls[(project, name)] = stored
 
         return self._operation("compute.firewalls.insert", project, None, target, create)
@@ -559,8 +632,13 @@ class FakeCompute:
     def _firewalls_delete(self, path: dict[str, str], params: dict[str, str], body: None) -> dict:
         self._firewalls_get(path, params, body)
         key = (path["project"], path["firewall"])
-        return self._operation("compute.firewalls.delete", key[0], None, f"projects/{key[0]}/global/firewalls/{key[1]}",
-                               lambda: self.firewalls.pop(key, None))
+        return self._operation(
+            "compute.firewalls.delete",
+            key[0],
+            None,
+            f"projects/{key[0]}/global/firewalls/{key[1]}",
+            lambda: self.firewalls.pop(key, None),
+        )
 
     def _firewalls_list(self, path: dict[str, str], params: dict[str, str], body: None) -> dict:
         items = [f for (p, _), f in sorted(self.firewalls.items()) if p == path["project"]]
@@ -577,17 +655,28 @@ class FakeCompute:
         if name not in MACHINE_TYPES or path["zone"] not in ZONES:
             raise self._missing(f"projects/{path['project']}/zones/{path['zone']}/machineTypes/{name}")
         cpus, memory = MACHINE_TYPES[name]
-        return {"kind": "compute#machineType", "id": str(abs(hash(name)) % 10**12), "name": name, "guestCpus": cpus,
-                "memoryMb": memory, "zone": path["zone"],
-                "selfLink": self.link(f"projects/{path['project']}/zones/{path['zone']}/machineTypes/{name}")}
+        return {
+            "kind": "compute#machineType",
+            "id": str(abs(hash(name)) % 10**12),
+            "name": name,
+            "guestCpus": cpus,
+            "memoryMb": memory,
+            "zone": path["zone"],
+            "selfLink": self.link(f"projects/{path['project']}/zones/{path['zone']}/machineTypes/{name}"),
+        }
 
     def _zones_get(self, path: dict[str, str], params: dict[str, str], body: None) -> dict:
         zone = path["zone"]
         if zone not in ZONES:
             raise self._missing(f"projects/{path['project']}/zones/{zone}")
-        return {"kind": "compute#zone", "id": str(2000 + sorted(ZONES).index(zone)), "name": zone, "status": "UP",
-                "region": self.link(f"projects/{path['project']}/regions/{ZONES[zone]}"),
-                "selfLink": self.link(f"projects/{path['project']}/zones/{zone}")}
+        return {
+            "kind": "compute#zone",
+            "id": str(2000 + sorted(ZONES).index(zone)),
+            "name": zone,
+            "status": "UP",
+            "region": self.link(f"projects/{path['project']}/regions/{ZONES[zone]}"),
+            "selfLink": self.link(f"projects/{path['project']}/zones/{zone}"),
+        }
 
     # --- operations ----------------------------------------------------------------------------------
 
@@ -629,8 +718,12 @@ class FakeCompute:
 
     def _check_label(self, key: str, value: str) -> None:
         if not self.LABEL_KEY.match(key) or not self.LABEL_VALUE.match(value):
-            raise Failure(400, "invalid", f"Invalid value for field 'resource.labels': label {key!r}={value!r} "
-                          "(keys: lowercase letter then up to 62 of [a-z0-9_-]; values: up to 63 of [a-z0-9_-])")
+            raise Failure(
+                400,
+                "invalid",
+                f"Invalid value for field 'resource.labels': label {key!r}={value!r} "
+                "(keys: lowercase letter then up to 62 of [a-z0-9_-]; values: up to 63 of [a-z0-9_-])",
+            )
 
     FILTER = re.compile(r'\(?\s*labels\.([a-z][a-z0-9_-]*)\s*(?:(=|!=)\s*"?([a-z0-9_-]*)"?|:\s*\*)\s*\)?')
 
@@ -650,7 +743,7 @@ class FakeCompute:
                 ok &= labels.get(key) == value
             else:
                 ok &= labels.get(key) != value
-            rest = rest[match.end():].strip()
+            rest = rest[match.end() :].strip()
             if rest.upper().startswith("AND "):
                 rest = rest[4:].strip()
         return ok
@@ -661,9 +754,13 @@ class FakeCompute:
             items = [i for i in items if self._matches(i, expression)]
         size = int(params.get("maxResults", "500"))
         offset = int(params.get("pageToken", "0") or "0")
-        page = items[offset:offset + size]
-        answer: dict[str, Any] = {"kind": kind, "id": f"projects/{path['project']}/{where}", "items": page,
-                                  "selfLink": self.link(f"projects/{path['project']}/{where}")}
+        page = items[offset : offset + size]
+        answer: dict[str, Any] = {
+            "kind": kind,
+            "id": f"projects/{path['project']}/{where}",
+            "items": page,
+            "selfLink": self.link(f"projects/{path['project']}/{where}"),
+        }
         if offset + size < len(items):
             answer["nextPageToken"] = str(offset + size)
         return answer

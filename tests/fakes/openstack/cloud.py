@@ -44,9 +44,18 @@ MAX_TAG_LENGTH = 60
 MAX_METADATA_ITEMS = 128
 GLANCE_PAGE = 25
 """Glance's default page size (limit_param_default): a longer image list comes in pages linked by ``next``."""
-NEUTRON_EXTENSIONS = ("security-group", "standard-attr-tag", "standard-attr-description", "standard-attr-timestamp",
-                      "standard-attr-revisions", "router", "external-net", "project-id", "port-security",
-                      "stateful-security-group")
+NEUTRON_EXTENSIONS = (
+    "security-group",
+    "standard-attr-tag",
+    "standard-attr-description",
+    "standard-attr-timestamp",
+    "standard-attr-revisions",
+    "router",
+    "external-net",
+    "project-id",
+    "port-security",
+    "stateful-security-group",
+)
 """The Neutron extensions the fake implements (and lists at /v2.0/extensions)."""
 
 
@@ -168,23 +177,49 @@ class FakeOpenStack:
     def flavor(self, name: str, *, vcpus: int, ram: int, disk: int, ephemeral: int = 0) -> dict[str, Any]:
         fid = str(len(self.flavors) + 1)
         self.flavors[fid] = {
-            "id": fid, "name": name, "vcpus": vcpus, "ram": ram, "disk": disk, "swap": 0,
-            "OS-FLV-EXT-DATA:ephemeral": ephemeral, "OS-FLV-DISABLED:disabled": False, "rxtx_factor": 1.0,
-            "os-flavor-access:is_public": True, "description": None, "extra_specs": {},
-            "links": [{"href": f"{self.base}/compute/v2.1/flavors/{fid}", "rel": "self"},
-                      {"href": f"{self.base}/compute/flavors/{fid}", "rel": "bookmark"}],
+            "id": fid,
+            "name": name,
+            "vcpus": vcpus,
+            "ram": ram,
+            "disk": disk,
+            "swap": 0,
+            "OS-FLV-EXT-DATA:ephemeral": ephemeral,
+            "OS-FLV-DISABLED:disabled": False,
+            "rxtx_factor": 1.0,
+            "os-flavor-access:is_public": True,
+            "description": None,
+            "extra_specs": {},
+            "links": [
+                {"href": f"{self.base}/compute/v2.1/flavors/{fid}", "rel": "self"},
+                {"href": f"{self.base}/compute/flavors/{fid}", "rel": "bookmark"},
+            ],
         }
         return self.flavors[fid]
 
     def network(self, name: str, *, external: bool = False) -> dict[str, Any]:
         nid = str(uuid.uuid4())
         self.networks[nid] = {
-            "id": nid, "name": name, "status": "ACTIVE", "admin_state_up": True, "shared": False,
-            "router:external": external, "subnets": [str(uuid.uuid4())], "mtu": 1450,
-            "project_id": PROJECT_ID, "tenant_id": PROJECT_ID, "description": "", "tags": [],
-            "port_security_enabled": True, "availability_zones": ["nova"], "availability_zone_hints": [],
-            "ipv4_address_scope": None, "ipv6_address_scope": None, "is_default": False,
-            "created_at": now(), "updated_at": now(), "revision_number": 1,
+            "id": nid,
+            "name": name,
+            "status": "ACTIVE",
+            "admin_state_up": True,
+            "shared": False,
+            "router:external": external,
+            "subnets": [str(uuid.uuid4())],
+            "mtu": 1450,
+            "project_id": PROJECT_ID,
+            "tenant_id": PROJECT_ID,
+            "description": "",
+            "tags": [],
+            "port_security_enabled": True,
+            "availability_zones": ["nova"],
+            "availability_zone_hints": [],
+            "ipv4_address_scope": None,
+            "ipv6_address_scope": None,
+            "is_default": False,
+            "created_at": now(),
+            "updated_at": now(),
+            "revision_number": 1,
         }
         return self.networks[nid]
 
@@ -240,8 +275,14 @@ class FakeOpenStack:
                     body["fault"] = {"code": 500, "created": now(), "message": server.fails_with}
                 else:
                     body.update(status="ACTIVE", progress=100, addresses=self._addresses(server))
-                    body.update({"OS-EXT-STS:vm_state": "active", "OS-EXT-STS:task_state": None,
-                                 "OS-EXT-STS:power_state": 1, "OS-SRV-USG:launched_at": now()})
+                    body.update(
+                        {
+                            "OS-EXT-STS:vm_state": "active",
+                            "OS-EXT-STS:task_state": None,
+                            "OS-EXT-STS:power_state": 1,
+                            "OS-SRV-USG:launched_at": now(),
+                        }
+                    )
                 body["updated"] = now()
         for pid, until in list(self.released.items()):
             if t >= until:
@@ -260,14 +301,24 @@ class FakeOpenStack:
             port = self.ports[pid]
             net = self.networks[port["network_id"]]["name"]
             for ip in port["fixed_ips"]:
-                addresses.setdefault(net, []).append({"version": 4, "addr": ip["ip_address"],
-                                                      "OS-EXT-IPS:type": "fixed",
-                                                      "OS-EXT-IPS-MAC:mac_addr": port["mac_address"]})
+                addresses.setdefault(net, []).append(
+                    {
+                        "version": 4,
+                        "addr": ip["ip_address"],
+                        "OS-EXT-IPS:type": "fixed",
+                        "OS-EXT-IPS-MAC:mac_addr": port["mac_address"],
+                    }
+                )
             for fip in self.floating_ips.values():
                 if fip["port_id"] == pid:
-                    addresses[net].append({"version": 4, "addr": fip["floating_ip_address"],
-                                           "OS-EXT-IPS:type": "floating",
-                                           "OS-EXT-IPS-MAC:mac_addr": port["mac_address"]})
+                    addresses[net].append(
+                        {
+                            "version": 4,
+                            "addr": fip["floating_ip_address"],
+                            "OS-EXT-IPS:type": "floating",
+                            "OS-EXT-IPS-MAC:mac_addr": port["mac_address"],
+                        }
+                    )
         return addresses
 
     # -- Keystone
@@ -278,16 +329,35 @@ class FakeOpenStack:
         identity = request.get("auth", {}).get("identity", {})
         user = identity.get("password", {}).get("user", {})
         if identity.get("methods") != ["password"] or user.get("password") != "fake-openstack-password":
-            raise Fault(401, {"error": {"code": 401, "title": "Unauthorized",
-                                        "message": "The request you have made requires authentication."}})
-        token = v3.Token(user_id=USER_ID, user_name=user.get("name"), project_id=PROJECT_ID,
-                         project_name="cernvm-fixtures", project_domain_name="Default", user_domain_name="Default")
+            raise Fault(
+                401,
+                {
+                    "error": {
+                        "code": 401,
+                        "title": "Unauthorized",
+                        "message": "The request you have made requires authentication.",
+                    }
+                },
+            )
+        token = v3.Token(
+            user_id=USER_ID,
+            user_name=user.get("name"),
+            project_id=PROJECT_ID,
+            project_name="cernvm-fixtures",
+            project_domain_name="Default",
+            user_domain_name="Default",
+        )
         token.add_role(name="member")
-        for service_type, name, path in (("compute", "nova", "/compute/v2.1"), ("network", "neutron", "/network"),
-                                         ("image", "glance", "/image"), ("identity", "keystone", "/identity")):
+        for service_type, name, path in (
+            ("compute", "nova", "/compute/v2.1"),
+            ("network", "neutron", "/network"),
+            ("image", "glance", "/image"),
+            ("identity", "keystone", "/identity"),
+        ):
             url = self.base + path
             token.add_service(service_type, name=name).add_standard_endpoints(
-                public=url, internal=url, admin=url, region="RegionOne")
+                public=url, internal=url, admin=url, region="RegionOne"
+            )
         return uuid.uuid4().hex, token
 
     # -- Nova
@@ -303,12 +373,18 @@ class FakeOpenStack:
     def create_server(self, req: dict[str, Any], microversion: tuple[int, int]) -> Server:
         live = [s for s in self.servers.values() if s.deleting_since is None]
         if len(live) >= self.quota_instances:
-            raise nova_error(403, f"Quota exceeded for instances: Requested 1, but already used {len(live)} of "
-                                  f"{self.quota_instances} instances")
+            raise nova_error(
+                403,
+                f"Quota exceeded for instances: Requested 1, but already used {len(live)} of "
+                f"{self.quota_instances} instances",
+            )
         for key in ("name", "flavorRef"):
             if not req.get(key):
-                raise nova_error(400, f"Invalid input for field/attribute server. Value: {json.dumps(req)}. "
-                                      f"'{key}' is a required property")
+                raise nova_error(
+                    400,
+                    f"Invalid input for field/attribute server. Value: {json.dumps(req)}. "
+                    f"'{key}' is a required property",
+                )
         flavor = self.flavors.get(str(req["flavorRef"]))
         if flavor is None:
             raise nova_error(400, f"Flavor {req['flavorRef']} could not be found.")
@@ -325,8 +401,9 @@ class FakeOpenStack:
         self._check_metadata(metadata)
         user_data = base64.b64decode(req["user_data"], validate=True) if req.get("user_data") else b""
         if len(req.get("user_data") or "") > 65535:
-            raise nova_error(400, "User data too large. User data must be no larger than 65535 bytes once "
-                                  "base64 encoded.")
+            raise nova_error(
+                400, "User data too large. User data must be no larger than 65535 bytes once base64 encoded."
+            )
         group_ids = []
         for ref in req.get("security_groups", [{"name": "default"}]):
             found = [g for g in self.groups.values() if ref["name"] in (g["id"], g["name"])]
@@ -344,29 +421,62 @@ class FakeOpenStack:
             port_ids.append(self._port(net["uuid"], sid, group_ids)["id"])
         failure, self.fail_next_build = self.fail_next_build, None
         body = {
-            "id": sid, "name": req["name"], "status": "BUILD", "tenant_id": PROJECT_ID, "user_id": USER_ID,
-            "metadata": metadata, "tags": tags, "hostId": hashlib.sha224(sid.encode()).hexdigest(),
-            "image": {"id": image["id"], "links": [{"href": f"{self.base}/compute/images/{image['id']}",
-                                                    "rel": "bookmark"}]},
-            "flavor": {"vcpus": flavor["vcpus"], "ram": flavor["ram"], "disk": flavor["disk"],
-                       "ephemeral": flavor["OS-FLV-EXT-DATA:ephemeral"], "swap": 0,
-                       "original_name": flavor["name"], "extra_specs": {}},
-            "created": now(), "updated": now(), "addresses": {}, "accessIPv4": "", "accessIPv6": "",
-            "links": [{"href": f"{self.base}/compute/v2.1/servers/{sid}", "rel": "self"},
-                      {"href": f"{self.base}/compute/servers/{sid}", "rel": "bookmark"}],
-            "OS-DCF:diskConfig": "MANUAL", "progress": 0, "OS-EXT-AZ:availability_zone": "nova",
-            "config_drive": "True" if req.get("config_drive") else "", "key_name": req.get("key_name"),
-            "OS-SRV-USG:launched_at": None, "OS-SRV-USG:terminated_at": None,
+            "id": sid,
+            "name": req["name"],
+            "status": "BUILD",
+            "tenant_id": PROJECT_ID,
+            "user_id": USER_ID,
+            "metadata": metadata,
+            "tags": tags,
+            "hostId": hashlib.sha224(sid.encode()).hexdigest(),
+            "image": {
+                "id": image["id"],
+                "links": [{"href": f"{self.base}/compute/images/{image['id']}", "rel": "bookmark"}],
+            },
+            "flavor": {
+                "vcpus": flavor["vcpus"],
+                "ram": flavor["ram"],
+                "disk": flavor["disk"],
+                "ephemeral": flavor["OS-FLV-EXT-DATA:ephemeral"],
+                "swap": 0,
+                "original_name": flavor["name"],
+                "extra_specs": {},
+            },
+            "created": now(),
+            "updated": now(),
+            "addresses": {},
+            "accessIPv4": "",
+            "accessIPv6": "",
+            "links": [
+                {"href": f"{self.base}/compute/v2.1/servers/{sid}", "rel": "self"},
+                {"href": f"{self.base}/compute/servers/{sid}", "rel": "bookmark"},
+            ],
+            "OS-DCF:diskConfig": "MANUAL",
+            "progress": 0,
+            "OS-EXT-AZ:availability_zone": "nova",
+            "config_drive": "True" if req.get("config_drive") else "",
+            "key_name": req.get("key_name"),
+            "OS-SRV-USG:launched_at": None,
+            "OS-SRV-USG:terminated_at": None,
             "security_groups": [{"name": self.groups[g]["name"]} for g in group_ids],
-            "OS-EXT-STS:task_state": "spawning", "OS-EXT-STS:vm_state": "building", "OS-EXT-STS:power_state": 0,
-            "os-extended-volumes:volumes_attached": [], "locked": False, "description": None,
-            "host_status": "UP", "OS-EXT-SRV-ATTR:host": "fake-compute-1",
+            "OS-EXT-STS:task_state": "spawning",
+            "OS-EXT-STS:vm_state": "building",
+            "OS-EXT-STS:power_state": 0,
+            "os-extended-volumes:volumes_attached": [],
+            "locked": False,
+            "description": None,
+            "host_status": "UP",
+            "OS-EXT-SRV-ATTR:host": "fake-compute-1",
             "OS-EXT-SRV-ATTR:hypervisor_hostname": "fake-compute-1.localdomain",
-            "OS-EXT-SRV-ATTR:instance_name": f"instance-{self._next():08x}", "OS-EXT-SRV-ATTR:hostname": req["name"],
-            "OS-EXT-SRV-ATTR:reservation_id": f"r-{uuid.uuid4().hex[:8]}", "OS-EXT-SRV-ATTR:launch_index": 0,
-            "OS-EXT-SRV-ATTR:kernel_id": "", "OS-EXT-SRV-ATTR:ramdisk_id": "",
+            "OS-EXT-SRV-ATTR:instance_name": f"instance-{self._next():08x}",
+            "OS-EXT-SRV-ATTR:hostname": req["name"],
+            "OS-EXT-SRV-ATTR:reservation_id": f"r-{uuid.uuid4().hex[:8]}",
+            "OS-EXT-SRV-ATTR:launch_index": 0,
+            "OS-EXT-SRV-ATTR:kernel_id": "",
+            "OS-EXT-SRV-ATTR:ramdisk_id": "",
             "OS-EXT-SRV-ATTR:root_device_name": "/dev/vda",
-            "OS-EXT-SRV-ATTR:user_data": req.get("user_data"), "trusted_image_certificates": None,
+            "OS-EXT-SRV-ATTR:user_data": req.get("user_data"),
+            "trusted_image_certificates": None,
         }
         server = Server(sid, body, user_data, port_ids, time.monotonic() + self.build_seconds, failure)
         self.servers[sid] = server
@@ -377,8 +487,11 @@ class FakeOpenStack:
             raise nova_error(400, f"The number of tags exceeded the per-server limit {MAX_SERVER_TAGS}")
         for tag in tags:
             if not 1 <= len(tag) <= MAX_TAG_LENGTH or "," in tag or "/" in tag:
-                raise nova_error(400, f"Invalid input for field/attribute tags. Value: {tag}. "
-                                      f"'{tag}' does not match '^[^,/]*$' or is longer than {MAX_TAG_LENGTH}")
+                raise nova_error(
+                    400,
+                    f"Invalid input for field/attribute tags. Value: {tag}. "
+                    f"'{tag}' does not match '^[^,/]*$' or is longer than {MAX_TAG_LENGTH}",
+                )
 
     def _check_metadata(self, metadata: dict[str, Any]) -> None:
         if len(metadata) > MAX_METADATA_ITEMS:
@@ -411,9 +524,14 @@ class FakeOpenStack:
         raw = key.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).split()[1]
         digest = hashlib.md5(base64.b64decode(raw), usedforsecurity=False).hexdigest()
         self.keypairs[name] = {
-            "name": name, "public_key": public, "type": req.get("type", "ssh"), "user_id": USER_ID,
-            "fingerprint": ":".join(digest[i:i + 2] for i in range(0, 32, 2)), "created_at": now(),
-            "deleted": False, "id": self._next(),
+            "name": name,
+            "public_key": public,
+            "type": req.get("type", "ssh"),
+            "user_id": USER_ID,
+            "fingerprint": ":".join(digest[i : i + 2] for i in range(0, 32, 2)),
+            "created_at": now(),
+            "deleted": False,
+            "id": self._next(),
         }
         return self.keypairs[name]
 
@@ -423,13 +541,29 @@ class FakeOpenStack:
         pid = str(uuid.uuid4())
         n = self._next()
         self.ports[pid] = {
-            "id": pid, "name": "", "network_id": network_id, "device_id": device_id, "device_owner": "compute:nova",
-            "mac_address": f"fa:16:3e:00:{n // 256:02x}:{n % 256:02x}", "admin_state_up": True, "status": "ACTIVE",
-            "fixed_ips": [{"subnet_id": self.networks[network_id]["subnets"][0],
-                           "ip_address": f"192.0.2.{n % 250 + 2}"}],
-            "security_groups": groups, "allowed_address_pairs": [], "extra_dhcp_opts": [], "description": "",
-            "project_id": PROJECT_ID, "tenant_id": PROJECT_ID, "port_security_enabled": True, "tags": [],
-            "created_at": now(), "updated_at": now(), "revision_number": 1, "ip_allocation": "immediate",
+            "id": pid,
+            "name": "",
+            "network_id": network_id,
+            "device_id": device_id,
+            "device_owner": "compute:nova",
+            "mac_address": f"fa:16:3e:00:{n // 256:02x}:{n % 256:02x}",
+            "admin_state_up": True,
+            "status": "ACTIVE",
+            "fixed_ips": [
+                {"subnet_id": self.networks[network_id]["subnets"][0], "ip_address": f"192.0.2.{n % 250 + 2}"}
+            ],
+            "security_groups": groups,
+            "allowed_address_pairs": [],
+            "extra_dhcp_opts": [],
+            "description": "",
+            "project_id": PROJECT_ID,
+            "tenant_id": PROJECT_ID,
+            "port_security_enabled": True,
+            "tags": [],
+            "created_at": now(),
+            "updated_at": now(),
+            "revision_number": 1,
+            "ip_allocation": "immediate",
         }
         return self.ports[pid]
 
@@ -440,10 +574,18 @@ class FakeOpenStack:
     def create_group(self, req: dict[str, Any]) -> dict[str, Any]:
         gid = str(uuid.uuid4())
         group = {
-            "id": gid, "name": req.get("name", ""), "description": req.get("description", ""),
-            "project_id": PROJECT_ID, "tenant_id": PROJECT_ID, "stateful": req.get("stateful", True),
-            "shared": False, "tags": list(req.get("tags", [])), "created_at": now(), "updated_at": now(),
-            "revision_number": 1, "security_group_rules": [],
+            "id": gid,
+            "name": req.get("name", ""),
+            "description": req.get("description", ""),
+            "project_id": PROJECT_ID,
+            "tenant_id": PROJECT_ID,
+            "stateful": req.get("stateful", True),
+            "shared": False,
+            "tags": list(req.get("tags", [])),
+            "created_at": now(),
+            "updated_at": now(),
+            "revision_number": 1,
+            "security_group_rules": [],
         }
         self.groups[gid] = group
         for ethertype in ("IPv4", "IPv6"):
@@ -459,16 +601,31 @@ class FakeOpenStack:
         if gid not in self.groups:
             raise neutron_error(404, "SecurityGroupNotFound", f"Security group {gid} does not exist")
         if req.get("direction") not in ("ingress", "egress"):
-            raise neutron_error(400, "HTTPBadRequest", f"Invalid input for direction. Reason: '{req.get('direction')}' "
-                                                       "is not in ['ingress', 'egress'].")
+            raise neutron_error(
+                400,
+                "HTTPBadRequest",
+                f"Invalid input for direction. Reason: '{req.get('direction')}' is not in ['ingress', 'egress'].",
+            )
         rule = {
-            "id": str(uuid.uuid4()), "security_group_id": gid, "direction": req["direction"],
-            "ethertype": req.get("ethertype", "IPv4"), "protocol": req.get("protocol"),
-            "port_range_min": req.get("port_range_min"), "port_range_max": req.get("port_range_max"),
-            "remote_ip_prefix": req.get("remote_ip_prefix"), "remote_group_id": req.get("remote_group_id"),
-            "remote_address_group_id": None, "normalized_cidr": req.get("remote_ip_prefix"),
-            "description": req.get("description", ""), "project_id": PROJECT_ID, "tenant_id": PROJECT_ID,
-            "tags": [], "created_at": now(), "updated_at": now(), "revision_number": 0, "belongs_to_default_sg": False,
+            "id": str(uuid.uuid4()),
+            "security_group_id": gid,
+            "direction": req["direction"],
+            "ethertype": req.get("ethertype", "IPv4"),
+            "protocol": req.get("protocol"),
+            "port_range_min": req.get("port_range_min"),
+            "port_range_max": req.get("port_range_max"),
+            "remote_ip_prefix": req.get("remote_ip_prefix"),
+            "remote_group_id": req.get("remote_group_id"),
+            "remote_address_group_id": None,
+            "normalized_cidr": req.get("remote_ip_prefix"),
+            "description": req.get("description", ""),
+            "project_id": PROJECT_ID,
+            "tenant_id": PROJECT_ID,
+            "tags": [],
+            "created_at": now(),
+            "updated_at": now(),
+            "revision_number": 0,
+            "belongs_to_default_sg": False,
         }
         self.rules[rule["id"]] = rule
         return rule
@@ -478,8 +635,9 @@ class FakeOpenStack:
             raise neutron_error(404, "SecurityGroupNotFound", f"Security group {gid} does not exist")
         users = [p for p in self.ports.values() if gid in p["security_groups"]]
         if users:
-            raise neutron_error(409, "SecurityGroupInUse",
-                                f"Security Group {gid} in use. Ports: {', '.join(p['id'] for p in users)}.")
+            raise neutron_error(
+                409, "SecurityGroupInUse", f"Security Group {gid} in use. Ports: {', '.join(p['id'] for p in users)}."
+            )
         del self.groups[gid]
         for rid in [r for r, v in self.rules.items() if v["security_group_id"] == gid]:
             del self.rules[rid]
@@ -487,17 +645,33 @@ class FakeOpenStack:
     def create_floating_ip(self, req: dict[str, Any]) -> dict[str, Any]:
         net = self.networks.get(req.get("floating_network_id", ""))
         if net is None or not net["router:external"]:
-            raise neutron_error(404, "ExternalNetworkNotFound" if net is None else "BadRequest",
-                                f"Network {req.get('floating_network_id')} is not a valid external network")
+            raise neutron_error(
+                404,
+                "ExternalNetworkNotFound" if net is None else "BadRequest",
+                f"Network {req.get('floating_network_id')} is not a valid external network",
+            )
         fid = str(uuid.uuid4())
         port = self.ports.get(req.get("port_id") or "")
         self.floating_ips[fid] = {
-            "id": fid, "floating_network_id": net["id"], "floating_ip_address": f"198.51.100.{self._next() % 250 + 2}",
-            "port_id": port and port["id"], "fixed_ip_address": port and port["fixed_ips"][0]["ip_address"],
-            "router_id": None, "status": "ACTIVE" if port else "DOWN", "description": req.get("description", ""),
-            "project_id": PROJECT_ID, "tenant_id": PROJECT_ID, "tags": list(req.get("tags", [])),
-            "created_at": now(), "updated_at": now(), "revision_number": 0, "port_details": None,
-            "qos_policy_id": None, "dns_domain": "", "dns_name": "", "subnet_id": None,
+            "id": fid,
+            "floating_network_id": net["id"],
+            "floating_ip_address": f"198.51.100.{self._next() % 250 + 2}",
+            "port_id": port and port["id"],
+            "fixed_ip_address": port and port["fixed_ips"][0]["ip_address"],
+            "router_id": None,
+            "status": "ACTIVE" if port else "DOWN",
+            "description": req.get("description", ""),
+            "project_id": PROJECT_ID,
+            "tenant_id": PROJECT_ID,
+            "tags": list(req.get("tags", [])),
+            "created_at": now(),
+            "updated_at": now(),
+            "revision_number": 0,
+            "port_details": None,
+            "qos_policy_id": None,
+            "dns_domain": "",
+            "dns_name": "",
+            "subnet_id": None,
         }
         for server in self.servers.values():
             if port and port["id"] in server.ports and server.body["status"] == "ACTIVE":
@@ -508,20 +682,58 @@ class FakeOpenStack:
 
     def _image_record(self, req: dict[str, Any]) -> dict[str, Any]:
         iid = req.get("id") or str(uuid.uuid4())
-        core = {"name", "disk_format", "container_format", "visibility", "protected", "min_disk", "min_ram", "tags",
-                "id", "os_hidden"}
-        if req.get("disk_format") not in (None, "ami", "ari", "aki", "vhd", "vhdx", "vmdk", "raw", "qcow2", "vdi",
-                                          "iso", "ploop"):
+        core = {
+            "name",
+            "disk_format",
+            "container_format",
+            "visibility",
+            "protected",
+            "min_disk",
+            "min_ram",
+            "tags",
+            "id",
+            "os_hidden",
+        }
+        if req.get("disk_format") not in (
+            None,
+            "ami",
+            "ari",
+            "aki",
+            "vhd",
+            "vhdx",
+            "vmdk",
+            "raw",
+            "qcow2",
+            "vdi",
+            "iso",
+            "ploop",
+        ):
             raise glance_error(400, f"Invalid value '{req['disk_format']}' for parameter 'disk_format'")
         image = {
-            "id": iid, "name": req.get("name"), "status": "queued", "visibility": req.get("visibility", "shared"),
-            "protected": req.get("protected", False), "os_hidden": req.get("os_hidden", False),
-            "disk_format": req.get("disk_format"), "container_format": req.get("container_format"),
-            "min_disk": req.get("min_disk", 0), "min_ram": req.get("min_ram", 0), "size": None,
-            "virtual_size": None, "checksum": None, "os_hash_algo": None, "os_hash_value": None,
-            "owner": PROJECT_ID, "tags": list(req.get("tags", [])), "created_at": now(), "updated_at": now(),
-            "self": f"/v2/images/{iid}", "file": f"/v2/images/{iid}/file", "schema": "/v2/schemas/image",
-            "locations": [], "stores": "",
+            "id": iid,
+            "name": req.get("name"),
+            "status": "queued",
+            "visibility": req.get("visibility", "shared"),
+            "protected": req.get("protected", False),
+            "os_hidden": req.get("os_hidden", False),
+            "disk_format": req.get("disk_format"),
+            "container_format": req.get("container_format"),
+            "min_disk": req.get("min_disk", 0),
+            "min_ram": req.get("min_ram", 0),
+            "size": None,
+            "virtual_size": None,
+            "checksum": None,
+            "os_hash_algo": None,
+            "os_hash_value": None,
+            "owner": PROJECT_ID,
+            "tags": list(req.get("tags", [])),
+            "created_at": now(),
+            "updated_at": now(),
+            "self": f"/v2/images/{iid}",
+            "file": f"/v2/images/{iid}/file",
+            "schema": "/v2/schemas/image",
+            "locations": [],
+            "stores": "",
             **{k: v for k, v in req.items() if k not in core},
         }
         self.images[iid] = image
@@ -530,8 +742,12 @@ class FakeOpenStack:
     def _store_image(self, iid: str, data: bytes) -> None:
         self.image_data[iid] = data
         self.images[iid].update(
-            status="active", size=len(data), checksum=hashlib.md5(data, usedforsecurity=False).hexdigest(),
-            os_hash_algo="sha512", os_hash_value=hashlib.sha512(data).hexdigest(), updated_at=now(),
+            status="active",
+            size=len(data),
+            checksum=hashlib.md5(data, usedforsecurity=False).hexdigest(),
+            os_hash_algo="sha512",
+            os_hash_value=hashlib.sha512(data).hexdigest(),
+            updated_at=now(),
             stores="file",
         )
 
@@ -550,8 +766,10 @@ def _microversion(headers: Any) -> tuple[int, int]:
     wanted = (int(match[1]), int(match[2]))
     top = tuple(int(x) for x in MAX_MICROVERSION.split("."))
     if wanted > top or wanted < (2, 1):
-        message = (f"Version {wanted[0]}.{wanted[1]} is not supported by the API. Minimum is 2.1 and maximum "
-                   f"is {MAX_MICROVERSION}.")
+        message = (
+            f"Version {wanted[0]}.{wanted[1]} is not supported by the API. Minimum is 2.1 and maximum "
+            f"is {MAX_MICROVERSION}."
+        )
         raise Fault(406, {"computeFault": {"code": 406, "message": message}})
     return wanted
 
@@ -593,8 +811,11 @@ def _handler(cloud: FakeOpenStack) -> type[BaseHTTPRequestHandler]:
             with cloud.lock:
                 cloud.requests.append((method, parts.path))
                 try:
-                    if not path.startswith("/identity") and self.headers.get("X-Auth-Token") is None and path not in (
-                            "/compute", "/compute/v2.1", "/network", "/image"):
+                    if (
+                        not path.startswith("/identity")
+                        and self.headers.get("X-Auth-Token") is None
+                        and path not in ("/compute", "/compute/v2.1", "/network", "/image")
+                    ):
                         raise Fault(401, {"error": {"code": 401, "message": "no token"}})
                     cloud._settle()
                     status, body, headers = route(cloud, method, path, query, raw, self.headers)
@@ -604,8 +825,11 @@ def _handler(cloud: FakeOpenStack) -> type[BaseHTTPRequestHandler]:
                     cloud.errors.append(traceback.format_exc())
                     status, body, headers = 500, {"computeFault": {"code": 500, "message": repr(e)}}, {}
             if path.startswith("/compute"):
-                headers = {"OpenStack-API-Version": f"compute {'.'.join(map(str, _safe_mv(self.headers)))}",
-                           "Vary": "OpenStack-API-Version", **headers}
+                headers = {
+                    "OpenStack-API-Version": f"compute {'.'.join(map(str, _safe_mv(self.headers)))}",
+                    "Vary": "OpenStack-API-Version",
+                    **headers,
+                }
             self._send(status, body, headers)
 
         def do_GET(self) -> None:  # noqa: N802
@@ -633,8 +857,9 @@ def _safe_mv(headers: Any) -> tuple[int, int]:
         return (2, 1)
 
 
-def route(cloud: FakeOpenStack, method: str, path: str, query: dict[str, list[str]], raw: bytes,
-          headers: Any) -> tuple[int, Any, dict[str, str]]:
+def route(
+    cloud: FakeOpenStack, method: str, path: str, query: dict[str, list[str]], raw: bytes, headers: Any
+) -> tuple[int, Any, dict[str, str]]:
     """Dispatch one request; returns (status, body, extra headers)."""
     base = cloud.base
     req: Any = {}
@@ -655,20 +880,27 @@ def route(cloud: FakeOpenStack, method: str, path: str, query: dict[str, list[st
     if path == "/compute" and method == "GET":
         return 200, json.loads(_version_doc("compute-version.json", base, "compute")), {}
     if path.startswith("/compute/v2.1"):
-        return _nova(cloud, method, path[len("/compute/v2.1"):] or "/", req, query, _microversion(headers))
+        return _nova(cloud, method, path[len("/compute/v2.1") :] or "/", req, query, _microversion(headers))
 
     # Neutron
     if path == "/network" and method == "GET":
-        return 200, {"versions": [{"id": "v2.0", "status": "CURRENT",
-                                   "links": [{"href": f"{base}/network/v2.0/", "rel": "self"}]}]}, {}
+        return (
+            200,
+            {
+                "versions": [
+                    {"id": "v2.0", "status": "CURRENT", "links": [{"href": f"{base}/network/v2.0/", "rel": "self"}]}
+                ]
+            },
+            {},
+        )
     if path.startswith("/network/v2.0"):
-        return _neutron(cloud, method, path[len("/network/v2.0"):] or "/", req, query)
+        return _neutron(cloud, method, path[len("/network/v2.0") :] or "/", req, query)
 
     # Glance
     if path == "/image" and method == "GET":
         return 300, json.loads(_version_doc("image-version.json", base, "image")), {}
     if path.startswith("/image/v2"):
-        return _glance(cloud, method, path[len("/image/v2"):] or "/", req, raw, query)
+        return _glance(cloud, method, path[len("/image/v2") :] or "/", req, raw, query)
     raise Fault(404, {"error": {"code": 404, "message": f"{method} {path}: no such resource"}})
 
 
@@ -685,13 +917,14 @@ def _paged(items: list[dict[str, Any]], query: dict[str, list[str]], key: str) -
         ids = [i[key] for i in items]
         if marker not in ids:
             raise nova_error(400, f"marker [{marker}] not found")
-        items = items[ids.index(marker) + 1:]
+        items = items[ids.index(marker) + 1 :]
     limit = (query.get("limit") or [None])[0]
     return items[: int(limit)] if limit else items
 
 
-def _nova(cloud: FakeOpenStack, method: str, path: str, req: Any, query: dict[str, list[str]],
-          mv: tuple[int, int]) -> tuple[int, Any, dict[str, str]]:
+def _nova(
+    cloud: FakeOpenStack, method: str, path: str, req: Any, query: dict[str, list[str]], mv: tuple[int, int]
+) -> tuple[int, Any, dict[str, str]]:
     base = cloud.base
     if path == "/" and method == "GET":
         doc = json.loads(_version_doc("compute-version.json", base, "compute"))["versions"][1]
@@ -702,9 +935,18 @@ def _nova(cloud: FakeOpenStack, method: str, path: str, req: Any, query: dict[st
         if sid in (None, "detail"):
             if method == "POST" and sid is None:
                 server = cloud.create_server(req.get("server", {}), mv)
-                return 202, {"server": {"id": server.id, "links": server.body["links"], "OS-DCF:diskConfig": "MANUAL",
-                                        "security_groups": server.body["security_groups"]}}, {
-                    "Location": f"{base}/compute/v2.1/servers/{server.id}"}
+                return (
+                    202,
+                    {
+                        "server": {
+                            "id": server.id,
+                            "links": server.body["links"],
+                            "OS-DCF:diskConfig": "MANUAL",
+                            "security_groups": server.body["security_groups"],
+                        }
+                    },
+                    {"Location": f"{base}/compute/v2.1/servers/{server.id}"},
+                )
             if method == "GET":
                 servers = [cloud.server_view(s, mv) for s in cloud.servers.values()]
                 servers = _filtered(servers, query, ("status",))
@@ -733,13 +975,16 @@ def _nova(cloud: FakeOpenStack, method: str, path: str, req: Any, query: dict[st
         if sub == "action" and method == "POST":
             if "os-getConsoleOutput" in req:
                 if server.body["status"] != "ACTIVE":
-                    raise nova_error(409, f"Cannot 'get_console_output' instance {sid} while it is in vm_state "
-                                          f"{server.body['OS-EXT-STS:vm_state']}")
+                    raise nova_error(
+                        409,
+                        f"Cannot 'get_console_output' instance {sid} while it is in vm_state "
+                        f"{server.body['OS-EXT-STS:vm_state']}",
+                    )
                 launched = cloud.servers[sid].ready_at
                 text = server.console if time.monotonic() - launched >= cloud.console_after else ""
                 length = req["os-getConsoleOutput"].get("length")
                 if length is not None:
-                    text = "\n".join(text.splitlines()[-int(length):])
+                    text = "\n".join(text.splitlines()[-int(length) :])
                 return 200, {"output": text}, {}
             raise nova_error(400, f"unsupported action {list(req)}")
         if sub == "tags":
@@ -786,8 +1031,15 @@ def _nova(cloud: FakeOpenStack, method: str, path: str, req: Any, query: dict[st
         fid, specs = m.groups()
         if fid in (None, "detail"):
             flavors = _paged(list(cloud.flavors.values()), query, "id")
-            return 200, {"flavors": flavors if fid else [{"id": f["id"], "name": f["name"], "links": f["links"],
-                                                           "description": None} for f in flavors]}, {}
+            return (
+                200,
+                {
+                    "flavors": flavors
+                    if fid
+                    else [{"id": f["id"], "name": f["name"], "links": f["links"], "description": None} for f in flavors]
+                },
+                {},
+            )
         if fid not in cloud.flavors:
             raise nova_error(404, f"Flavor {fid} could not be found.")
         if specs:
@@ -795,34 +1047,66 @@ def _nova(cloud: FakeOpenStack, method: str, path: str, req: Any, query: dict[st
         return 200, {"flavor": cloud.flavors[fid]}, {}
     if path == "/limits" and method == "GET":
         used = len([s for s in cloud.servers.values() if s.deleting_since is None])
-        return 200, {"limits": {"rate": [], "absolute": {"maxTotalInstances": cloud.quota_instances,
-                                                         "totalInstancesUsed": used}}}, {}
+        return (
+            200,
+            {
+                "limits": {
+                    "rate": [],
+                    "absolute": {"maxTotalInstances": cloud.quota_instances, "totalInstancesUsed": used},
+                }
+            },
+            {},
+        )
     raise nova_error(404, f"The resource could not be found: {method} {path}")
 
 
-def _neutron(cloud: FakeOpenStack, method: str, path: str, req: Any,
-             query: dict[str, list[str]]) -> tuple[int, Any, dict[str, str]]:
+def _neutron(
+    cloud: FakeOpenStack, method: str, path: str, req: Any, query: dict[str, list[str]]
+) -> tuple[int, Any, dict[str, str]]:
     cloud.default_group()
     if path == "/extensions" and method == "GET":
-        return 200, {"extensions": [{"alias": a, "name": a, "description": "", "links": [],
-                                     "updated": "2016-01-01T00:00:00-00:00"} for a in NEUTRON_EXTENSIONS]}, {}
+        return (
+            200,
+            {
+                "extensions": [
+                    {"alias": a, "name": a, "description": "", "links": [], "updated": "2016-01-01T00:00:00-00:00"}
+                    for a in NEUTRON_EXTENSIONS
+                ]
+            },
+            {},
+        )
     collections = "networks|security-groups|security-group-rules|ports|floatingips"
     m = re.match(rf"^/({collections})(?:/([^/]+))?(?:/tags(?:/([^/]+))?)?$", path)
     if not m:
         raise neutron_error(404, "HTTPNotFound", f"The resource could not be found: {method} {path}")
     collection, rid, tag = m.groups()
-    tables = {"networks": (cloud.networks, "network", "NetworkNotFound"),
-              "security-groups": (cloud.groups, "security_group", "SecurityGroupNotFound"),
-              "security-group-rules": (cloud.rules, "security_group_rule", "SecurityGroupRuleNotFound"),
-              "ports": (cloud.ports, "port", "PortNotFound"),
-              "floatingips": (cloud.floating_ips, "floatingip", "FloatingIPNotFound")}
+    tables = {
+        "networks": (cloud.networks, "network", "NetworkNotFound"),
+        "security-groups": (cloud.groups, "security_group", "SecurityGroupNotFound"),
+        "security-group-rules": (cloud.rules, "security_group_rule", "SecurityGroupRuleNotFound"),
+        "ports": (cloud.ports, "port", "PortNotFound"),
+        "floatingips": (cloud.floating_ips, "floatingip", "FloatingIPNotFound"),
+    }
     table, key, missing = tables[collection]
     view = cloud.group_view if collection == "security-groups" else dict
     if rid is None:
         if method == "GET":
             items = [view(v) for v in table.values()]
-            items = _filtered(items, query, ("name", "id", "network_id", "device_id", "security_group_id",
-                                             "router:external", "floating_network_id", "port_id", "description"))
+            items = _filtered(
+                items,
+                query,
+                (
+                    "name",
+                    "id",
+                    "network_id",
+                    "device_id",
+                    "security_group_id",
+                    "router:external",
+                    "floating_network_id",
+                    "port_id",
+                    "description",
+                ),
+            )
             if "router:external" in query:
                 wanted = query["router:external"][0].lower() == "true"
                 items = [i for i in cloud.networks.values() if i["router:external"] == wanted]
@@ -874,8 +1158,9 @@ def _neutron(cloud: FakeOpenStack, method: str, path: str, req: Any,
     raise neutron_error(405, "HTTPMethodNotAllowed", f"{method} not allowed on {path}")
 
 
-def _glance(cloud: FakeOpenStack, method: str, path: str, req: Any, raw: bytes,
-            query: dict[str, list[str]]) -> tuple[int, Any, dict[str, str]]:
+def _glance(
+    cloud: FakeOpenStack, method: str, path: str, req: Any, raw: bytes, query: dict[str, list[str]]
+) -> tuple[int, Any, dict[str, str]]:
     if path == "/images" and method == "POST":
         return 201, cloud.image_view(cloud._image_record(req)), {}
     if path == "/images" and method == "GET":
@@ -907,7 +1192,7 @@ def _glance(cloud: FakeOpenStack, method: str, path: str, req: Any, raw: bytes,
     if sub == "/file" and method == "GET":
         return 200, cloud.image_data.get(iid, b""), {}
     if sub and sub.startswith("/tags/") and method == "PUT":
-        image["tags"].append(sub[len("/tags/"):])
+        image["tags"].append(sub[len("/tags/") :])
         return 204, None, {}
     if sub is None and method == "GET":
         return 200, cloud.image_view(image), {}

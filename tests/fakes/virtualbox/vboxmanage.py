@@ -64,10 +64,24 @@ def qemu_argv(config: str) -> list[str]:
     hardware = machine.find("vb:Hardware", NS)
     images = {i.get("uuid"): i.get("location") for i in machine.iterfind("vb:MediaRegistry//vb:Image", NS)}
     images |= {d.get("uuid"): d.get("location") for d in machine.iterfind("vb:MediaRegistry//vb:HardDisk", NS)}
-    argv = ["qemu-system-x86_64", "-machine", "pc,accel=tcg", "-nodefaults", "-display", "none", "-no-user-config",
-            "-m", hardware.find("vb:Memory", NS).get("RAMSize"),
-            "-smp", (hardware.find("vb:CPU", NS).get("count") or "1") if hardware.find("vb:CPU", NS) is not None else "1",
-            "-daemonize", "-pidfile", str(pidfile(config)), "-boot", "order=dc"]
+    argv = [
+        "qemu-system-x86_64",
+        "-machine",
+        "pc,accel=tcg",
+        "-nodefaults",
+        "-display",
+        "none",
+        "-no-user-config",
+        "-m",
+        hardware.find("vb:Memory", NS).get("RAMSize"),
+        "-smp",
+        (hardware.find("vb:CPU", NS).get("count") or "1") if hardware.find("vb:CPU", NS) is not None else "1",
+        "-daemonize",
+        "-pidfile",
+        str(pidfile(config)),
+        "-boot",
+        "order=dc",
+    ]
     for controller in hardware.iterfind("vb:StorageControllers/vb:StorageController", NS):
         bus = "ahci" if controller.get("type") == "AHCI" else None
         if bus:
@@ -87,16 +101,26 @@ def qemu_argv(config: str) -> list[str]:
     for adapter in hardware.iterfind("vb:Network/vb:Adapter", NS):
         if adapter.get("enabled") != "true" or adapter.find("vb:NAT", NS) is None:
             continue
-        forwards = [f"hostfwd=tcp:{f.get('hostip')}:{f.get('hostport')}-:{f.get('guestport')}"
-                    for f in adapter.iterfind("vb:NAT/vb:Forwarding", NS) if f.get("proto") == "1"]
+        forwards = [
+            f"hostfwd=tcp:{f.get('hostip')}:{f.get('hostport')}-:{f.get('guestport')}"
+            for f in adapter.iterfind("vb:NAT/vb:Forwarding", NS)
+            if f.get("proto") == "1"
+        ]
         slot = int(adapter.get("slot"))
-        argv += ["-netdev", ",".join([f"user,id=n{slot},restrict=on", *forwards]),
-                 "-device", f"{NIC.get(adapter.get('type'), 'e1000')},netdev=n{slot}"]
+        argv += [
+            "-netdev",
+            ",".join([f"user,id=n{slot},restrict=on", *forwards]),
+            "-device",
+            f"{NIC.get(adapter.get('type'), 'e1000')},netdev=n{slot}",
+        ]
     for port in hardware.iterfind("vb:UART/vb:Port", NS):
         if port.get("enabled") == "true" and port.get("hostMode") == "RawFile":
             argv += ["-serial", f"file:{port.get('path')}"]
     for folder in hardware.iterfind("vb:SharedFolders/vb:SharedFolder", NS):
-        argv += ["-virtfs", f"local,path={folder.get('hostPath')},mount_tag={folder.get('name')},security_model=mapped-xattr"]
+        argv += [
+            "-virtfs",
+            f"local,path={folder.get('hostPath')},mount_tag={folder.get('name')},security_model=mapped-xattr",
+        ]
     return argv
 
 
