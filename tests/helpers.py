@@ -44,8 +44,9 @@ def domains_under(directory: Path) -> list[str]:
     return found
 
 
-def docker_objects_under(directory: Path) -> list[str]:
-    """Containers, images and volumes labelled by cernvm-fixtures whose state directory lies under ``directory``."""
+def docker_objects_under(directory: Path, run: str | None = None) -> list[str]:
+    """Containers, images and volumes labelled by cernvm-fixtures whose state directory lies under ``directory``
+    (and, given ``run``, that belong to that run)."""
     import docker
 
     from cernvm_fixtures.providers.docker import LABEL_RUN, labelled_state
@@ -57,7 +58,7 @@ def docker_objects_under(directory: Path) -> list[str]:
 
     try:
         found = []
-        selector = {"label": LABEL_RUN}
+        selector = {"label": f"{LABEL_RUN}={run}" if run else LABEL_RUN}
         for container in client.containers.list(all=True, filters=selector):
             if ours(container.labels):
                 found.append(f"container {container.name}")
