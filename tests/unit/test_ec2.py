@@ -680,7 +680,7 @@ def test_uploads_in_the_import_bucket_are_found_for_sweep():
         {"Bucket": "my-bucket", "Prefix": "cernvm-fixtures/"},
     )
     tags = ec2.tag_dict(resource("s3-object"))
-    stub.add_response("get_object_tagging", {"TagSet": ec2.tag_list(tags)}, {"Bucket": "my-bucket", "Key": key})
+    stub.add_response("head_object", {"Metadata": tags}, {"Bucket": "my-bucket", "Key": key})
     with stub:
         assert ec2_image.uploaded_objects(s3, "my-bucket") == [(key, tags)]
     found = ec2.resource_from_tags("s3-object", tags, {"bucket": "my-bucket", "key": key})

@@ -23,7 +23,7 @@ from ...errors import ConfigError, PermanentError, ProviderError
 from ...ledger import Resource
 from ..kit import wait_until
 from .aws import call, call_until_free, client, error_code, pages, translate
-from .tags import ids, tag_dict, tag_filters, tag_list
+from .tags import RUN_TAG, ids, tag_dict, tag_filters, tag_list
 
 if TYPE_CHECKING:
     from ..base import Machine
@@ -190,8 +190,10 @@ def import_image(provider: Ec2Provider, machine: Machine, path: Path, arch: str)
 
 
 def _upload(s3: Any, path: Path, bucket: str, key: str, tags: dict[str, str]) -> None:
+    """Upload with the ledger entry as object metadata (S3 allows only 10 object tags; the run id is one)."""
     from boto3.exceptions import S3UploadFailedError
 
+    run = {k: v for k, v in tags.items() if k == RUN_TAG}
     try:
         call(
             f"upload {path.name} to s3://{bucket}/{key}",
@@ -199,25 +201,19 @@ def _upload(s3: Any, path: Path, bucket: str, key: str, tags: dict[str, str]) ->
             Filename=str(path),
             Bucket=bucket,
             Key=key,
-            ExtraArgs={"Tagging": urlencode(tags)},
+            ExtraArgs={"Metadata": tags, "Tagging": urlencode(run)},
         )
     except S3UploadFailedError as e:
         raise ProviderError(f"upload {path.name} to s3://{bucket}/{key}: {e}") from None
 
 
 def uploaded_objects(s3: Any, bucket: str) -> list[tuple[str, dict[str, str]]]:
-    """(key, tags) of every upload under our prefix in the import bucket (for sweep)."""
+    """(key, ledger fields) of every upload under our prefix in the import bucket (for sweep)."""
     found = []
     for item in pages(s3, "list_objects_v2", "Contents", Bucket=bucket, Prefix=PREFIX):
-        tagging = call(
-            f"tags of s3://{bucket}/{item['Key']}",
-            s3.get_object_tagging,
-            missing_ok=True,
-            Bucket=bucket,
-            Key=item["Key"],
-        )
-        tags = {t["Key"]: t["Value"] for t in (tagging or {}).get("TagSet", [])}
-        found.append((item["Key"], tags))
+        head = call(f"metadata of s3://{bucket}/{item['Key']}", s3.head_object, missing_ok=True, Bucket=bucket,
+                    Key=item["Key"])
+        found.append((item["Key"], dict((head or {}).get("Metadata", {}))))
     return found
 
 
