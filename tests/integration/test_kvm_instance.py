@@ -94,7 +94,7 @@ def test_host_key_mismatch_is_refused(vm):
 def test_login_command_works_for_a_person(vm):
     if shutil.which("ssh") is None:
         pytest.skip("openssh-client is not installed")
-    command = vm.login_command.split() + ["-o", "BatchMode=yes", "hostname"]
+    command = [*vm.machine.login_command().argv, "-o", "BatchMode=yes", "hostname"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == vm.name
