@@ -205,9 +205,9 @@ def test_up_list_login_down(tmp_path):
     try:
         listing = cli(state, "list").stdout
         assert name in listing and "kept" in listing
-        login = json.loads(next((tmp_path / "state").glob("runs/*/ledger/*domain*.json")).read_text())["data"]["login"]
-        result = subprocess.run(
-            login.split() + ["-o", "BatchMode=yes", "hostname"], capture_output=True, text=True, timeout=60
+        data = json.loads(next((tmp_path / "state").glob("runs/*/ledger/*domain*.json")).read_text())["data"]
+        result = subprocess.run(  # the ledger keeps the argv: a display string is never re-split
+            [*data["login_argv"], "-o", "BatchMode=yes", "hostname"], capture_output=True, text=True, timeout=60
         )
         assert result.stdout.strip() == name, result.stderr
     finally:
