@@ -47,7 +47,9 @@ HERE = Path(__file__).resolve().parent
 def image_file(tmp_path_factory) -> Path:
     """A small stand-in for a CernVM ISO to upload (the appliance ISO goes through the same path)."""
     path = tmp_path_factory.mktemp("images") / "ucernvm-prod.2020.04-1.cernvm.x86_64.iso"
-    path.write_bytes(secrets.token_bytes(64 * 1024))
+    data = bytearray(secrets.token_bytes(64 * 1024))
+    data[32769:32774] = b"CD001"  # an ISO 9660 signature: the config's load-time check looks for it
+    path.write_bytes(bytes(data))
     return path
 
 
