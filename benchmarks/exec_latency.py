@@ -67,7 +67,7 @@ def kvm_peers(instance: Instance, workdir: Path) -> dict[str, testinfra.host.Hos
     """testinfra hosts for the same guest: paramiko:// and ssh:// (its default ControlPersist)."""
     host, port = instance.machine.address()
     key = instance.machine.provider.run.key_file
-    instance.login_command  # writes the pinned known_hosts file
+    _ = instance.login_command  # writes the pinned known_hosts file
     known = instance.machine.directory / "known_hosts"
     ssh_config = workdir / "ssh_config"
     ssh_config.write_text(
@@ -107,7 +107,7 @@ def main() -> int:
             try:
                 peers = PEERS[defaults.targets[name].provider](instance, workdir)
                 for command in COMMANDS:
-                    ours = median_ms(lambda: instance.run(command).check(), args.repeat)
+                    ours = median_ms(lambda i=instance, c=command: i.run(c).check(), args.repeat)
                     guest = in_guest_ms(instance, command)
                     rows.append((name, command, "cernvm handle", ours))
                     rows.append((name, command, f"in guest (sh -c, {GUEST_LOOP}x)", guest))
@@ -115,7 +115,7 @@ def main() -> int:
                     overheads.append((ours - guest, f"{name} {command!r}"))
                     theirs = {}
                     for peer, host in peers.items():
-                        theirs[peer] = median_ms(lambda: host.run(command), args.repeat)
+                        theirs[peer] = median_ms(lambda h=host, c=command: h.run(c), args.repeat)
                         rows.append((name, command, peer, theirs[peer]))
                     best = min(theirs, key=theirs.get)
                     if command == "true":

@@ -87,7 +87,7 @@ class Target:
         return replace(self, image=image, profile=profile)
 
     def load_profile(self) -> profiles.Profile:
-        """The target's profile, checked against the provider's options (e.g. a kernel the instance type cannot boot)."""
+        """The target's profile, checked against the provider's options (e.g. a kernel the machine type cannot boot)."""
         profile = profiles.load(self.profile)
         providers.get(self.provider).check_profile(self, profile)
         return profile

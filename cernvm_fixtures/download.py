@@ -170,7 +170,8 @@ def fetch(ref: Reference, *, offline: bool = False, timeout: float = 30.0, progr
         return found
     if offline:
         raise DownloadError(
-            f"{ref.url}: not in the cache ({images_dir()}) and offline mode (--cernvm-offline, --offline) forbids downloading it"
+            f"{ref.url}: not in the cache ({images_dir()}) and offline mode (--cernvm-offline, --offline) "
+            "forbids downloading it"
         )
     digest = ref.sha256 or published_digest(ref, timeout)
     final = images_dir() / digest / ref.name
@@ -228,7 +229,7 @@ def _download(ref: Reference, digest: str, final: Path, timeout: float, progress
 
 def entries() -> list[tuple[Path, int, float]]:
     """Cached images: path, size in bytes, last use (mtime)."""
-    found = []
+    found: list[tuple[Path, int, float]] = []
     root = images_dir()
     if not root.is_dir():
         return found

@@ -148,9 +148,15 @@ class Harness:
             except ProcessLookupError:
                 pass
         deadline = time.monotonic() + WORKER_TEARDOWN
-        while any(_running(pid) for pid in self.workers) and time.monotonic() < deadline:
+        while self._workers_tearing_down() and time.monotonic() < deadline:
             time.sleep(0.1)
         raise KeyboardInterrupt("SIGTERM")
+
+    def _workers_tearing_down(self) -> bool:
+        """Whether a live worker still holds something it must destroy. A worker whose teardown is done stays
+        alive until this controller closes its gateway, so waiting for the processes to end would wait in vain."""
+        live = {pid for pid in self.workers if _running(pid)}
+        return bool(live) and any(r.owner.pid in live and not r.kept for r in self.run.ledger.entries())
 
     def _launch(self, target: configuration.Target, user_data: UserData) -> Instance:
         if self.previous_sigterm is None and threading.current_thread() is threading.main_thread():

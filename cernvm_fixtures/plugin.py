@@ -128,8 +128,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
         stop, warnings = blocking(config.stash[RUN_KEY].targets[t] for t in used)
         reporter = config.pluginmanager.get_plugin("terminalreporter")
-        for line in warnings if reporter else ():
-            reporter.write_line(f"cernvm-fixtures doctor: {line}", yellow=True)
+        if reporter is not None:
+            for line in warnings:
+                reporter.write_line(f"cernvm-fixtures doctor: {line}", yellow=True)
         if stop:
             raise pytest.UsageError(stop)
 

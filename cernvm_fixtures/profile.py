@@ -210,7 +210,7 @@ def format_validation(
         else:
             msg = err["msg"].removeprefix("Input should be ").removeprefix("Value error, ")
             found.setdefault(key, []).append(f"expected {msg} (got {err['input']!r})")
-    lines = []
+    lines: list[str] = []
     for key, messages in found.items():
         messages = list(dict.fromkeys(messages))
         if len(messages) > 1 and all(m.startswith("expected ") for m in messages):

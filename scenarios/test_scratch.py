@@ -18,7 +18,8 @@ def test_scratch_disk_mounted(cernvm, cernvm_host):
     if label:
         blkid = cernvm.run(f"blkid {shlex.quote(mount.device)}")
         assert f'LABEL="{label}"' in blkid.stdout, (
-            f"scratch disk {mount.device} on {mountpoint} is not labelled {label}: {blkid.stdout.strip() or blkid.stderr.strip()}"
+            f"scratch disk {mount.device} on {mountpoint} is not labelled {label}: "
+            f"{blkid.stdout.strip() or blkid.stderr.strip()}"
         )
     files = cernvm.expected("scratch.files") or []
     missing = [path for path in files if not cernvm.run(f"test -s {shlex.quote(path)}").succeeded]

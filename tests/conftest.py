@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from cernvm_fixtures import config
+from cernvm_fixtures.instance import Instance, launch
+from cernvm_fixtures.run import Run
 from cernvm_fixtures.testing import register_provider
 from cernvm_fixtures.testing.local import PROFILE, machines_under
 
@@ -15,6 +18,7 @@ from cernvm_fixtures.testing.local import PROFILE, machines_under
 from .fakes.azure.fixtures import azure_cloud  # noqa: F401
 from .fakes.gce.fixtures import gce, gce_session  # noqa: F401
 from .fakes.openstack import openstack_cloud  # noqa: F401
+from .helpers import domains_under
 from .integration.moto_server import moto  # noqa: F401
 
 pytest_plugins = ["pytester"]
@@ -29,6 +33,22 @@ provider = "local"
 profile = "{PROFILE}"
 """
 """Two targets of the local provider, for the plugin's tests."""
+
+
+@pytest.fixture(scope="session")
+def standin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Instance]:
+    """One test appliance under KVM standing in for the cloud VMs of every suite that needs one (EC2, OpenStack,
+    Azure and their contract tests): booted once per session, reached over its 127.0.0.1 forward."""
+    state = tmp_path_factory.mktemp("standin")
+    slow = {"running": 120, "reachable": 300, "login": 120, "ready": 120}  # TCG on a shared 2-core machine
+    raw = {"standin": {"provider": "kvm", "domain_type": "qemu", "deadlines": slow}}  # KVM hangs when nested
+    target = config.parse({"targets": raw}, "cloud stand-in").targets["standin"]
+    run = Run(state=state)
+    instance = launch(target, run)
+    yield instance
+    instance.destroy()
+    run.finish()
+    assert domains_under(state) == []
 
 
 @pytest.fixture(scope="session")

@@ -111,7 +111,7 @@ def run_scenarios(
 
 
 def default_sigint() -> None:
-    """In a child: SIGINT at its default disposition (a background job of a non-interactive shell inherits it ignored)."""
+    """In a child: SIGINT at its default disposition (a non-interactive shell's background job inherits it ignored)."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 

@@ -247,9 +247,9 @@ class _Timer:
 def _wanted_modules() -> list[tuple[str, bool]]:
     wanted = []
     for line in (FILES / "modules.txt").read_text().splitlines():
-        line = line.split("#", 1)[0].split()
-        if line:
-            wanted.append((line[0], "optional" in line[1:]))
+        words = line.split("#", 1)[0].split()
+        if words:
+            wanted.append((words[0], "optional" in words[1:]))
     return wanted
 
 
@@ -461,9 +461,9 @@ def _build_base(inputs: Inputs, out: Path, cache: Path, log: Log) -> dict:
         dest.write_bytes(content)
         os.chmod(dest, 0o644)
         order_lines.append(rel.as_posix())
-    for d in (initramfs / "lib").rglob("*"):
-        if d.is_dir():
-            os.chmod(d, 0o755)
+    for sub in (initramfs / "lib").rglob("*"):
+        if sub.is_dir():
+            os.chmod(sub, 0o755)
     (initramfs / "etc/ucvm/modules.order").write_text("\n".join(order_lines) + "\n")
     lib_dirs = sorted({os.path.dirname(lib) for lib in inputs.libraries if "/ld-linux" not in lib})
     ldso = next(lib for lib in inputs.libraries if "/ld-linux" in lib)

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 from . import _errors
 
@@ -123,7 +124,7 @@ def _is_dynamic_elf(path: Path) -> bool:
         if head[:4] != b"\x7fELF" or head[4] != 2:  # 64-bit only
             return True
         little = head[5] == 1
-        order = "little" if little else "big"
+        order: Literal["little", "big"] = "little" if little else "big"
         phoff = int.from_bytes(head[32:40], order)
         phentsize = int.from_bytes(head[54:56], order)
         phnum = int.from_bytes(head[56:58], order)
@@ -298,13 +299,13 @@ def _compare_versions(a: str, b: str) -> int:
 
 
 def _kernel_from_cache(tools: HostTools, downloads: Path) -> KernelPackage | None:
-    debs = []
+    debs: list[tuple[str, str, Path]] = []
     for deb in downloads.glob(KERNEL_DEB_GLOB):
         name, version, _arch = deb.name[: -len(".deb")].split("_")
         debs.append((name, version.replace("%3a", ":"), deb))
     if not debs:
         return None
-    key = functools.cmp_to_key(lambda x, y: _compare_versions(x[1], y[1]))
+    key = functools.cmp_to_key(lambda x, y: _compare_versions(x[1], y[1]))  # type: ignore[index]
     name, version, deb = max(debs, key=key)
     return KernelPackage(name, version, sha256_file(deb), deb.name, "cache")
 

@@ -40,10 +40,7 @@ from pydantic import Field, field_validator
 
 from ..errors import ConfigError, PermanentError, ProviderError
 from ..ledger import DEFAULT_LIFETIME, Owner, Resource
-from ..transport.base import Login
-from ..transport.ssh import SSHTransport
-from .base import Machine, Provider, ProviderOptions, console_text, remote_login
-from .kit import JUMP
+from .base import Machine, Provider, RemoteMachine, RemoteOptions, console_text
 
 if TYPE_CHECKING:
     from ..context import Context
@@ -265,7 +262,7 @@ def delete_until_free(what: str, begin: Any, *args: Any) -> None:
 # --- options --------------------------------------------------------------------------------------
 
 
-class AzureOptions(ProviderOptions):
+class AzureOptions(RemoteOptions):
     """Target keys of the ``azure`` provider. The generic ``image`` key is an image id or a local ``.vhd``."""
 
     subscription: str | None = None
@@ -290,19 +287,12 @@ class AzureOptions(ProviderOptions):
     ssh_cidr: str
     """The runner's own public address (``203.0.113.7/32``): the NSG admits tcp/22 from it alone."""
     address: Literal["public", "private"] = "public"
-    jump_host: str | None = None
-    """``[user@]host[:port]`` of an SSH server to reach the VM through (with ``address = "private"``)."""
-    jump_key: str | None = None
-    jump_known_hosts: str | None = None
     admin_user: str = "cernvm"
     """The VM's admin account (Azure requires one; it gets the run's key, no password)."""
-    user: str = "root"
-    """Who to log in as over SSH (the context installs the run's key for root as well)."""
     tags: dict[str, str] = {}
     poll_interval: float = Field(5.0, gt=0)
     """Seconds between Azure polls of long-running operations."""
     slowdown: float = Field(5.0, ge=1.0)
-    connect_timeout: float = Field(10.0, gt=0)
 
     @field_validator("ssh_cidr")
     @classmethod
@@ -347,13 +337,6 @@ class AzureOptions(ProviderOptions):
                 problems.append(f"name {key!r} is reserved (by Azure or cernvm-fixtures)")
         if problems:
             raise ValueError("valid Azure tags: " + "; ".join(problems))
-        return value
-
-    @field_validator("jump_host")
-    @classmethod
-    def _jump(cls, value: str | None) -> str | None:
-        if value is not None and not JUMP.match(value):
-            raise ValueError("[user@]host[:port]")
         return value
 
 
@@ -486,7 +469,7 @@ def pages(path: Path) -> Any:
 # --- the provider ---------------------------------------------------------------------------------
 
 
-class AzureProvider(Provider):
+class AzureProvider(Provider[AzureOptions, "AzureMachine"]):
     """Launches CernVM on Microsoft Azure (or any endpoint speaking ARM)."""
 
     name = "azure"
@@ -584,8 +567,7 @@ class AzureProvider(Provider):
 
     # -- creation
 
-    def launch(self, machine: Machine, context: Context) -> None:
-        assert isinstance(machine, AzureMachine)
+    def launch(self, machine: AzureMachine, context: Context) -> None:
         o = self.options
         source, image = self.image_source()
         custom_data = context.render()
@@ -703,14 +685,14 @@ class AzureProvider(Provider):
             ),
         )
         properties = models.NetworkSecurityGroupPropertiesFormat(security_rules=[rule])
-        body = models.NetworkSecurityGroup(location=o.location, tags=self.tags(nsg), properties=properties)
+        nsg_body = models.NetworkSecurityGroup(location=o.location, tags=self.tags(nsg), properties=properties)
         poller = self._begin(
             nsg,
             f"create network security group {name}",
             network.network_security_groups.begin_create_or_update,
             group,
             name,
-            body,
+            nsg_body,
         )
         call(f"create network security group {name}", poller.result)
 
@@ -718,14 +700,14 @@ class AzureProvider(Provider):
         if o.address == "public":
             ip = self._record(machine, "public-ip", id=self.arm_id(machine, "public-ip"))
             group, name = split_id(ip.data["id"])
-            body = models.PublicIPAddress(
+            ip_body = models.PublicIPAddress(
                 location=o.location,
                 tags=self.tags(ip),
                 sku=models.PublicIPAddressSku(name="Standard"),
                 properties=models.PublicIPAddressPropertiesFormat(public_ip_allocation_method="Static"),
             )
             poller = self._begin(
-                ip, f"create public IP {name}", network.public_ip_addresses.begin_create_or_update, group, name, body
+                ip, f"create public IP {name}", network.public_ip_addresses.begin_create_or_update, group, name, ip_body
             )
             call(f"create public IP {name}", poller.result)
             public = models.PublicIPAddress(id=ip.data["id"])
@@ -738,7 +720,7 @@ class AzureProvider(Provider):
                 subnet=models.Subnet(id=subnet_id), public_ip_address=public, primary=True
             ),
         )
-        body = models.NetworkInterface(
+        nic_body = models.NetworkInterface(
             location=o.location,
             tags=self.tags(nic),
             properties=models.NetworkInterfacePropertiesFormat(
@@ -751,7 +733,7 @@ class AzureProvider(Provider):
             network.network_interfaces.begin_create_or_update,
             group,
             name,
-            body,
+            nic_body,
         )
         call(f"create network interface {name}", poller.result)
         return nic.data["id"]
@@ -876,7 +858,7 @@ def _destroy_blob(resource: Resource) -> None:
 # --- the machine ----------------------------------------------------------------------------------
 
 
-class AzureMachine(Machine):
+class AzureMachine(RemoteMachine):
     """One Azure VM plus what was created for it."""
 
     def __init__(self, provider: AzureProvider, name: str) -> None:
@@ -889,8 +871,6 @@ class AzureMachine(Machine):
             kind="vm", vm_size=self.options.vm_size, location=self.options.location, address=self.options.address
         )
         self._console = ""
-        self._endpoint: tuple[str, int] | None = None
-        self._jumps: list[Any] = []
 
     @property
     def group(self) -> str:
@@ -923,53 +903,9 @@ class AzureMachine(Machine):
             raise ProviderError(f"{self.name}: the VM has no {self.options.address} address")
         return address
 
-    def transport(self) -> SSHTransport:
-        host, port = self.provider.run.endpoint(self, self.platform_address(), 22)
-        self._endpoint = (host, port)
-        factory = functools.partial(self._jump_channel, host, port) if self.options.jump_host else None
-        return SSHTransport(
-            host,
-            port,
-            self.options.user,
-            self.provider.run.key_file,
-            self.host_keys,
-            connect_timeout=self.options.connect_timeout,
-            sock_factory=factory,
-        )
-
-    def _jump_channel(self, host: str, port: int) -> Any:
-        """A direct-tcpip channel from the jump host to the VM's SSH port."""
-        import paramiko
-
-        match = JUMP.match(self.options.jump_host or "")
-        assert match is not None
-        known = Path(self.options.jump_known_hosts or "~/.ssh/known_hosts").expanduser()
-        jump = paramiko.SSHClient()
-        if known.is_file():
-            jump.load_host_keys(str(known))
-        jump.set_missing_host_key_policy(paramiko.RejectPolicy())
-        key = self.options.jump_key
-        try:
-            jump.connect(
-                match["host"].strip("[]"),
-                int(match["port"] or 22),
-                username=match["user"] or self.options.user,
-                key_filename=str(Path(key).expanduser()) if key else None,
-                look_for_keys=key is None,
-                allow_agent=key is None,
-                timeout=self.options.connect_timeout,
-            )
-        except paramiko.SSHException as e:
-            jump.close()
-            raise ProviderError(
-                f"{self.name}: jump host {self.options.jump_host}: {e} (its key must be in {known})"
-            ) from None
-        self._jumps.append(jump)
-        transport = jump.get_transport()
-        assert transport is not None
-        return transport.open_channel(
-            "direct-tcpip", (host, port), ("127.0.0.1", 0), timeout=self.options.connect_timeout
-        )
+    @property
+    def exists(self) -> bool:
+        return self.poller is not None
 
     def console_log(self) -> str:
         """The serial log from boot diagnostics (kept after the VM is gone)."""
@@ -987,16 +923,7 @@ class AzureMachine(Machine):
             log.debug("%s: no serial log: %s", self.name, type(e).__name__)
         return self._console
 
-    def login_command(self) -> Login:
-        return remote_login(
-            self, lambda: self._endpoint or (self.platform_address(), 22), self.options, self.poller is not None
-        )
-
     def destroy(self) -> None:
         """Destroy in dependency order (VM first, resource group last), whatever order things were recorded in."""
         self.resources.sort(key=lambda r: (RANK.get(r.kind, len(RANK)), r.created))
-        try:
-            super().destroy()
-        finally:
-            while self._jumps:
-                self._jumps.pop().close()
+        super().destroy()

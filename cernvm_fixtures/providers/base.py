@@ -7,6 +7,7 @@ ledger alone, by this process, the plugin's end-of-run check, or ``sweep``.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import socket
@@ -14,9 +15,9 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from ..errors import ProviderError
 from ..ledger import Resource
@@ -25,10 +26,11 @@ from ..transport.base import Login
 if TYPE_CHECKING:
     from ..config import Target
     from ..context import Context
-    from ..profile import Profile
     from ..doctor import Check
+    from ..profile import Profile
     from ..run import Run
     from ..transport.base import Transport
+    from ..transport.ssh import JumpHost, SSHTransport
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,29 @@ class ProviderOptions(BaseModel):
     """Provider-specific target keys; subclasses add fields, unknown keys are rejected."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+def _jump_host(value: str | None) -> str | None:
+    from .kit import JUMP
+
+    if value is not None:
+        match = JUMP.match(value)
+        if not match or (match["port"] and not 0 < int(match["port"]) < 65536):
+            raise ValueError("[user@]host[:port]")
+    return value
+
+
+class RemoteOptions(ProviderOptions):
+    """The keys of a machine reached over SSH at an address its cloud gives: login user and jump host."""
+
+    user: str = "root"
+    jump_host: Annotated[str | None, AfterValidator(_jump_host)] = None
+    """``[user@]host[:port]`` of a bastion to reach the machine through (e.g. for a private address)."""
+    jump_key: str | None = None
+    """Private key file for the jump host; default: the SSH agent and ~/.ssh keys."""
+    jump_known_hosts: str | None = None
+    """known_hosts file holding the jump host's key (unknown keys are refused); default ~/.ssh/known_hosts."""
+    connect_timeout: float = Field(10.0, gt=0)
 
 
 OptionsT = TypeVar("OptionsT", bound=ProviderOptions)
@@ -212,6 +237,67 @@ class Machine(ABC):
             resource.data.update(login.as_data() if isinstance(login, Login) else {"login": login})
             resource.expires = time.time() + 24 * 3600
             self.provider.run.ledger.update(resource)
+
+
+class RemoteMachine(Machine):
+    """A machine reached over SSH at the address its cloud gives (optionally through a jump host): the transport,
+    the login command and the jump host connection, written once for every cloud."""
+
+    options: RemoteOptions
+
+    def __init__(self, provider: Provider[Any, Any], name: str) -> None:
+        super().__init__(provider, name)
+        self._endpoint: tuple[str, int] | None = None
+        self._jump: JumpHost | None = None
+
+    @abstractmethod
+    def platform_address(self) -> str:
+        """The address the cloud gave the machine (the one its ``address`` option selects)."""
+
+    @property
+    @abstractmethod
+    def exists(self) -> bool:
+        """Whether the cloud has the machine (then its console counts for the host keys)."""
+
+    def transport(self) -> SSHTransport:
+        from ..transport.ssh import JumpHost, SSHTransport
+        from .kit import parse_jump
+
+        host, port = self.provider.run.endpoint(self, self.platform_address(), 22)
+        self._endpoint = (host, port)
+        factory = None
+        if self.options.jump_host:
+            if self._jump is None:
+                user, jhost, jport = parse_jump(self.options.jump_host)
+                self._jump = JumpHost(
+                    user or self.options.user,
+                    jhost,
+                    jport,
+                    key_file=self.options.jump_key,
+                    known_hosts=self.options.jump_known_hosts,
+                    timeout=self.options.connect_timeout,
+                    label=self.name,
+                )
+            factory = functools.partial(self._jump.channel, host, port)
+        return SSHTransport(
+            host,
+            port,
+            self.options.user,
+            self.provider.run.key_file,
+            self.host_keys,
+            connect_timeout=self.options.connect_timeout,
+            sock_factory=factory,
+        )
+
+    def login_command(self) -> Login:
+        return remote_login(self, lambda: self._endpoint or (self.platform_address(), 22), self.options, self.exists)
+
+    def destroy(self) -> None:
+        try:
+            super().destroy()
+        finally:
+            if self._jump is not None:
+                self._jump.close()
 
 
 def remote_login(machine: Machine, address: Callable[[], tuple[str, int]], options: Any, announced: bool) -> Login:

@@ -456,7 +456,7 @@ def extract_repository(tarball: Path, repo: str, destination: Path) -> None:
         if not members:
             raise ProviderError(f"{tarball} carries no copy of repository {repo} (no {prefix})")
         destination.mkdir(parents=True, exist_ok=True)
-        extra = {"filter": "fully_trusted"} if hasattr(tarfile, "fully_trusted_filter") else {}
+        extra: dict[str, Any] = {"filter": "fully_trusted"} if hasattr(tarfile, "fully_trusted_filter") else {}
         tar.extractall(destination, members=members, **extra)
 
 
@@ -535,10 +535,11 @@ class DockerProvider(Provider[DockerOptions, "DockerMachine"]):
         for repo, path in options.repositories.items():
             if not path and not source.appliance:
                 raise ConfigError(
-                    f"{self.target.where()}.repositories.{repo}: \"\" (the appliance's own copy) needs image = 'appliance'; "
+                    f'{self.target.where()}.repositories.{repo}: "" (the appliance\'s own copy) '
+                    "needs image = 'appliance'; "
                     f"give the host directory of /cvmfs/{repo}"
                 )
-        environment = dict(options.env)
+        environment: dict[str, str] = {str(k): v for k, v in options.env.items()}
         keys: dict[str, Path] = {}
         if "PARROT_CVMFS_REPO" in environment:
             environment["PARROT_CVMFS_REPO"], keys = parrot_repo_env(environment["PARROT_CVMFS_REPO"])

@@ -31,17 +31,13 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar, overload
 
 from pydantic import Field, field_validator
 
 from ..errors import ConfigError, PermanentError, ProviderError
 from ..ledger import Owner, Resource
-from ..transport.base import Login
-from ..transport.ssh import SSHTransport
-from .base import Machine, Provider, ProviderOptions, console_text, remote_login
-from .ec2 import Ec2Machine
-from .kit import JUMP
+from .base import Machine, Provider, RemoteMachine, RemoteOptions, console_text
 
 if TYPE_CHECKING:
     from ..context import Context
@@ -139,6 +135,10 @@ def reason(error: Exception) -> str:
     return ""
 
 
+@overload
+def call(what: str, fn: Callable[..., T], *, missing_ok: Literal[False] = False, **params: Any) -> T: ...
+@overload
+def call(what: str, fn: Callable[..., T], *, missing_ok: bool, **params: Any) -> T | None: ...
 def call(what: str, fn: Callable[..., T], *, missing_ok: bool = False, **params: Any) -> T | None:
     """Call a google-cloud method; API errors become ProviderError naming ``what`` (never secrets).
 
@@ -210,7 +210,7 @@ def _label_problems(labels: dict[str, str], reserved: int = OUR_LABELS) -> list[
     return problems
 
 
-class GceOptions(ProviderOptions):
+class GceOptions(RemoteOptions):
     """Target keys of the ``gce`` provider. The generic ``image`` key is an image, a family or a ``.tar.gz``."""
 
     project: str | None = None
@@ -228,13 +228,8 @@ class GceOptions(ProviderOptions):
     """The runner's own public address (``203.0.113.7/32``): the firewall rule admits tcp/22 from it alone."""
     address: Literal["external", "internal"] = "external"
     """Reach the instance at its external NAT address, or its internal one (from the VPC or via ``jump_host``)."""
-    jump_host: str | None = None
-    """``[user@]host[:port]`` of an SSH server to reach the instance through (a direct-tcpip channel)."""
-    jump_key: str | None = None
-    jump_known_hosts: str | None = None
     labels: dict[str, str] = {}
     """Extra labels on every resource (GCE rules; ``cvmfx-*`` keys are ours)."""
-    user: str = "root"
     disk_size_gb: int = Field(20, ge=10, le=65536)
     """Boot disk size; µCernVM uses the space beyond the image as its scratch area."""
     endpoint: str | None = None
@@ -246,7 +241,6 @@ class GceOptions(ProviderOptions):
     poll_interval: float = Field(5.0, gt=0)
     slowdown: float = Field(5.0, ge=1.0)
     """Readiness deadlines are multiplied by this (a cloud VM takes a minute or two to boot)."""
-    connect_timeout: float = Field(10.0, gt=0)
 
     @field_validator("zone")
     @classmethod
@@ -286,15 +280,6 @@ class GceOptions(ProviderOptions):
         problems = _label_problems(value)
         if problems:
             raise ValueError("valid GCE labels: " + "; ".join(problems))
-        return value
-
-    @field_validator("jump_host")
-    @classmethod
-    def _jump(cls, value: str | None) -> str | None:
-        if value is not None:
-            match = JUMP.match(value)
-            if not match or (match["port"] and not 0 < int(match["port"]) < 65536):
-                raise ValueError("[user@]host[:port]")
         return value
 
 
@@ -407,7 +392,7 @@ def content_hash(path: Path) -> str:
 # --- the provider ---------------------------------------------------------------------------------
 
 
-class GceProvider(Provider):
+class GceProvider(Provider[GceOptions, "GceMachine"]):
     """Launches CernVM on Google Compute Engine (or any endpoint speaking its API)."""
 
     name = "gce"
@@ -543,8 +528,7 @@ class GceProvider(Provider):
 
     # -- creation
 
-    def launch(self, machine: Machine, context: Context) -> None:
-        assert isinstance(machine, GceMachine)
+    def launch(self, machine: GceMachine, context: Context) -> None:
         project = self.project
         user_data = context.render().decode()
         if len(user_data.encode()) > METADATA_LIMIT:
@@ -849,18 +833,8 @@ _DESTROY: dict[str, Callable[[Resource], None]] = {
 # --- the machine ----------------------------------------------------------------------------------
 
 
-class GceMachine(Machine):
+class GceMachine(RemoteMachine):
     """One GCE instance plus what was created for it."""
-
-    # The jump host's paramiko channel is EC2's, unchanged (one implementation for every cloud).
-    _open_jump = Ec2Machine._open_jump
-    _jump_channel = Ec2Machine._jump_channel
-    _close_jump = Ec2Machine._close_jump
-
-    def login_command(self) -> Login:
-        return remote_login(
-            self, lambda: self._endpoint or (self.platform_address(), 22), self.options, self.instance_id is not None
-        )
 
     def __init__(self, provider: GceProvider, name: str) -> None:
         super().__init__(provider, name)
@@ -877,9 +851,6 @@ class GceMachine(Machine):
         self._console = ""
         self._console_next = 0
         self._console_lock = threading.Lock()
-        self._endpoint: tuple[str, int] | None = None
-        self._jump: Any = None
-        self._jump_lock = threading.Lock()
 
     def _instances(self) -> Any:
         return self.provider.compute("InstancesClient")
@@ -935,21 +906,9 @@ class GceMachine(Machine):
             raise ProviderError(f"{self.name}: has no {self.options.address} address")
         return value
 
-    def transport(self) -> SSHTransport:
-        import functools
-
-        host, port = self.provider.run.endpoint(self, self.platform_address(), 22)
-        self._endpoint = (host, port)
-        factory = functools.partial(self._jump_channel, host, port) if self.options.jump_host else None
-        return SSHTransport(
-            host,
-            port,
-            self.options.user,
-            self.provider.run.key_file,
-            self.host_keys,
-            connect_timeout=self.options.connect_timeout,
-            sock_factory=factory,
-        )
+    @property
+    def exists(self) -> bool:
+        return self.instance_id is not None
 
     def console_log(self) -> str:
         """Serial port 1 so far, read on from the last ``next`` offset (nothing read twice, gaps marked)."""
@@ -976,8 +935,9 @@ class GceMachine(Machine):
     def keep(self) -> None:
         """Mark kept in the ledger and on the instance's labels (a label sweep then leaves it alone)."""
         super().keep()
-        instance = self.describe() if self.project else None
-        if instance is None:
+        project = self.project
+        instance = self.describe() if project else None
+        if project is None or instance is None:
             return
         labels = dict(instance.labels)
         labels["cvmfx-kept"] = "true"
@@ -996,7 +956,7 @@ class GceMachine(Machine):
             wait_operation(
                 f"label {self.name} kept",
                 operation,
-                self.project,
+                project,
                 self.options.zone,
                 self.options.endpoint,
                 self.provider.deadline(),
@@ -1007,10 +967,7 @@ class GceMachine(Machine):
     def destroy(self) -> None:
         """Destroy in dependency order (instance, firewall rule, image, object), whatever the recording order."""
         self.resources.sort(key=lambda r: (RANK.get(r.kind, len(RANK)), r.created))
-        try:
-            super().destroy()
-        finally:
-            self._close_jump()
+        super().destroy()
 
 
 __all__ = ["GceMachine", "GceOptions", "GceProvider"]

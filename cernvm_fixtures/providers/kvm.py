@@ -382,7 +382,7 @@ class KvmProvider(Provider[KvmOptions, "KvmMachine"]):
         libvirt = _libvirt()
         iso, kernel = self._boot_source()
         conn = connect(self.uri)
-        domain_type = self.options.domain_type
+        domain_type: str = self.options.domain_type
         if domain_type == "auto":
             domain_type = choose_domain_type(conn, self.uri)
         machine.set_domain_type(domain_type)
@@ -595,7 +595,7 @@ class KvmMachine(Machine):
     def __init__(self, provider: KvmProvider, name: str) -> None:
         super().__init__(provider, name)
         self.options: KvmOptions = provider.options
-        self.domain = None
+        self.domain: Any = None
         self.ssh_port: int | None = None
         self.directory = provider.run.machine_dir(name)
         self.console_file = self.directory / "console.log"
@@ -622,6 +622,8 @@ class KvmMachine(Machine):
     def address(self) -> tuple[str, int]:
         """Where SSH listens: the 127.0.0.1 forward, or the NAT address from the DHCP leases."""
         if self.options.network == "user":
+            if self.ssh_port is None:
+                raise ProviderError(f"{self.name}: no port forward yet")
             return "127.0.0.1", self.ssh_port
         libvirt = _libvirt()
         leases = self.domain.interfaceAddresses(libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_LEASE)
@@ -658,6 +660,7 @@ class KvmMachine(Machine):
             log.warning("%s: could not mark the domain kept in its metadata: %s", self.name, e.get_error_message())
 
     def login_command(self) -> Login:
-        host, port = ("127.0.0.1", self.ssh_port) if self.options.network == "user" else (f"<{self.name} address>", 22)
+        user_net = self.options.network == "user"
+        host, port = ("127.0.0.1", self.ssh_port or 22) if user_net else (f"<{self.name} address>", 22)
         key_file = self.provider.run.key_file
         return ssh_login(self.options.user, host, port, key_file, self.host_keys() or [], self.directory)

@@ -40,14 +40,10 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from ..config import APPLIANCE
 from ..errors import ConfigError, PermanentError, ProviderError
+from ..images import APPLIANCE
 from ..ledger import DEFAULT_LIFETIME, Owner, Resource
-from ..transport.base import Login
-from ..transport.ssh import SSHTransport
-from .base import Machine, Provider, ProviderOptions, console_text, remote_login
-from .ec2 import Ec2Machine
-from .kit import JUMP
+from .base import Machine, Provider, RemoteMachine, RemoteOptions, console_text
 
 if TYPE_CHECKING:
     from ..config import Target
@@ -159,7 +155,7 @@ def call_until_free(what: str, fn: Any, *args: Any, timeout: float = BUSY_TIMEOU
 # --- options ----------------------------------------------------------------------------------------
 
 
-class OpenStackOptions(ProviderOptions):
+class OpenStackOptions(RemoteOptions):
     """Target keys of the ``openstack`` provider. The generic ``image`` key is a Glance image or a local file."""
 
     cloud: str | None = None
@@ -178,16 +174,10 @@ class OpenStackOptions(ProviderOptions):
     """Reach the server at its fixed address (e.g. from inside the cloud, or via ``jump_host``) or a floating IP."""
     floating_ip_pool: str | None = None
     """External network to allocate the floating IP from (needed with ``address = "floating"``)."""
-    user: str = "root"
-    jump_host: str | None = None
-    """``[user@]host[:port]`` of an SSH server to reach the server through (e.g. lxplus)."""
-    jump_key: str | None = None
-    jump_known_hosts: str | None = None
     poll_interval: float = Field(2.0, gt=0)
     """Seconds between API polls while waiting."""
     slowdown: float = Field(5.0, ge=1.0)
     """Readiness deadlines are multiplied by this (a cloud server takes minutes to build and boot)."""
-    connect_timeout: float = Field(10.0, gt=0)
 
     @field_validator("ssh_cidr")
     @classmethod
@@ -211,15 +201,6 @@ class OpenStackOptions(ProviderOptions):
         problems += [f"{k!r} is set by cernvm-fixtures itself" for k in value if k.startswith(PREFIX)]
         if problems:
             raise ValueError("server metadata Nova accepts: " + "; ".join(problems))
-        return value
-
-    @field_validator("jump_host")
-    @classmethod
-    def _jump(cls, value: str | None) -> str | None:
-        if value is not None:
-            match = JUMP.match(value)
-            if not match or (match["port"] and not 0 < int(match["port"]) < 65536):
-                raise ValueError("[user@]host[:port]")
         return value
 
     @model_validator(mode="after")
@@ -316,7 +297,7 @@ def sha512(path: Path) -> str:
 # --- the provider -----------------------------------------------------------------------------------
 
 
-class OpenStackProvider(Provider):
+class OpenStackProvider(Provider[OpenStackOptions, "OpenStackMachine"]):
     """Launches CernVM on an OpenStack cloud (CERN's, or any speaking Keystone v3, Nova, Neutron and Glance v2)."""
 
     name = "openstack"
@@ -403,8 +384,7 @@ class OpenStackProvider(Provider):
         self.run.ledger.forget(resource)
         machine.resources.remove(resource)
 
-    def launch(self, machine: Machine, context: Context) -> None:
-        assert isinstance(machine, OpenStackMachine)
+    def launch(self, machine: OpenStackMachine, context: Context) -> None:
         o = self.options
         conn = self.conn()
         source, image = self.image_source()
@@ -669,7 +649,7 @@ _DESTROY = {
 # --- the machine ------------------------------------------------------------------------------------
 
 
-class OpenStackMachine(Machine):
+class OpenStackMachine(RemoteMachine):
     """One Nova server plus what was created for it."""
 
     def __init__(self, provider: OpenStackProvider, name: str) -> None:
@@ -683,9 +663,6 @@ class OpenStackMachine(Machine):
         self._server: Any = None
         self._floating: str | None = None
         self._console = ""
-        self._endpoint: tuple[str, int] | None = None
-        self._jump: Any = None
-        self._jump_lock = threading.Lock()
 
     def _conn(self) -> Any:
         return self.provider.conn()
@@ -725,23 +702,9 @@ class OpenStackMachine(Machine):
                     return entry["addr"]
         raise ProviderError(f"{self.name}: server {self.server_id} has no fixed address")
 
-    def transport(self) -> SSHTransport:
-        host, port = self.provider.run.endpoint(self, self.platform_address(), 22)
-        self._endpoint = (host, port)
-        factory = functools.partial(self._jump_channel, host, port) if self.options.jump_host else None
-        return SSHTransport(
-            host,
-            port,
-            self.options.user,
-            self.provider.run.key_file,
-            self.host_keys,
-            connect_timeout=self.options.connect_timeout,
-            sock_factory=factory,
-        )
-
-    _open_jump = Ec2Machine._open_jump
-    _jump_channel = Ec2Machine._jump_channel
-    _close_jump = Ec2Machine._close_jump
+    @property
+    def exists(self) -> bool:
+        return self.server_id is not None
 
     def console_log(self) -> str:
         """Nova's console output (os-getConsoleOutput) so far; kept after the server is gone."""
@@ -757,11 +720,6 @@ class OpenStackMachine(Machine):
             self._console = text
         return self._console
 
-    def login_command(self) -> Login:
-        return remote_login(
-            self, lambda: self._endpoint or (self.platform_address(), 22), self.options, self.server_id is not None
-        )
-
     def keep(self) -> None:
         """Mark kept in the ledger and on the server's metadata (a tag-based sweep then leaves it alone)."""
         super().keep()
@@ -774,7 +732,7 @@ class OpenStackMachine(Machine):
                     "mark server kept",
                     self._conn().compute.set_server_metadata,
                     self.server_id,
-                    **{PREFIX + "kept": "true", PREFIX + "expires": iso(server.expires)},
+                    **{PREFIX + "kept": "true", PREFIX + "expires": iso(server.expires)},  # type: ignore[arg-type]
                 )
             except ProviderError as e:
                 log.warning("%s: could not mark the server kept: %s", self.name, e)
@@ -782,7 +740,4 @@ class OpenStackMachine(Machine):
     def destroy(self) -> None:
         """Destroy in dependency order (floating IP first, uploaded image last), whatever the recording order."""
         self.resources.sort(key=lambda r: (RANK.get(r.kind, len(RANK)), r.created))
-        try:
-            super().destroy()
-        finally:
-            self._close_jump()
+        super().destroy()

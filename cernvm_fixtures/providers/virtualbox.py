@@ -35,12 +35,13 @@ from typing import Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from ..config import APPLIANCE
 from ..context import Context
 from ..context.nocloud import write_seed
 from ..errors import ConfigError, PermanentError, ProviderError
+from ..images import APPLIANCE
 from ..ledger import Owner, Resource
-from ..transport.ssh import SSHTransport
+from ..transport.base import Login
+from ..transport.ssh import SSHTransport, ssh_login
 from .base import Machine, Provider, ProviderOptions, console_text
 from .kvm import free_port
 
@@ -224,7 +225,8 @@ class LaunchConfig:
             key = key.strip()
             if not sep or key not in LAUNCH_KEYS:
                 raise ConfigError(
-                    f"{file}:{number}: {line!r} is not a CernVM Launch setting; valid keys: {', '.join(sorted(LAUNCH_KEYS))}"
+                    f"{file}:{number}: {line!r} is not a CernVM Launch setting; "
+                    f"valid keys: {', '.join(sorted(LAUNCH_KEYS))}"
                 )
             values[key] = value.strip()
         return cls(values, str(file))
@@ -485,7 +487,7 @@ def resource_from_fields(fields: Mapping[str, str]) -> Resource | None:
 # --- the provider ---------------------------------------------------------------------------------
 
 
-class VirtualBoxProvider(Provider):
+class VirtualBoxProvider(Provider[VirtualBoxOptions, "VirtualBoxMachine"]):
     """Boots images in VirtualBox VMs on this host through VBoxManage."""
 
     name = "virtualbox"
@@ -509,8 +511,7 @@ class VirtualBoxProvider(Provider):
     def machine(self, name: str) -> VirtualBoxMachine:
         return VirtualBoxMachine(self, name)
 
-    def launch(self, machine: Machine, context: Context) -> None:
-        assert isinstance(machine, VirtualBoxMachine)
+    def launch(self, machine: VirtualBoxMachine, context: Context) -> None:
         iso = self._iso()
         vbox = self.vbox
         name, directory = machine.name, machine.directory
@@ -664,15 +665,11 @@ class VirtualBoxMachine(Machine):
             return ""
         return console_text(raw.decode("utf-8", "replace"))
 
-    def login_command(self) -> str:
-        known = self.directory / "known_hosts"
-        keys = self.host_keys()
-        if keys:
-            known.write_text("".join(f"[127.0.0.1]:{self.ssh_port} {' '.join(k.split()[:2])}\n" for k in keys))
-            check = f"-o UserKnownHostsFile={known}"
-        else:
-            check = "-o StrictHostKeyChecking=accept-new"
-        return f"ssh -i {self.provider.run.key_file} -p {self.ssh_port} {check} -o IdentitiesOnly=yes {self.options.user}@127.0.0.1"
+    def login_command(self) -> Login:
+        """``ssh`` to the NAT forward, trusting only the host keys the guest printed on its serial console."""
+        key_file = self.provider.run.key_file
+        port = self.ssh_port or 22
+        return ssh_login(self.options.user, "127.0.0.1", port, key_file, self.host_keys() or [], self.directory)
 
 
 def preflight(command: Sequence[str] | None = None) -> list[str]:

@@ -18,8 +18,9 @@ it) and fills in three fixtures; pytest then runs every contract test on that pr
         def contract_intercept(self) -> Callable[[Callable[[], None]], ContextManager[None]]:
             ...  # a context manager calling its argument right before each create call reaches the engine
 
-Optional: ``contract_child`` (config text and environment for a child pytest: SIGKILL then ``sweep``) and
-``contract_skips`` (test name -> why it cannot apply to the platform).
+Optional: ``contract_run`` (how a run is made from its state directory, e.g. one whose endpoint maps a cloud
+emulator's addresses to a stand-in), ``contract_child`` (config text and environment for a child pytest:
+SIGKILL then ``sweep``) and ``contract_skips`` (test name -> why it cannot apply to the platform).
 Every test ends by checking that the run left nothing: no engine object, no ledger entry.
 """
 
@@ -98,15 +99,23 @@ class ProviderContract:
     def contract_intercept(self) -> Intercept:
         raise NotImplementedError("a provider's contract test must define the contract_intercept fixture")
 
+    @pytest.fixture(scope="class")
+    @classmethod
+    def contract_run(cls) -> Callable[[Path], Run]:
+        """A new run whose state lives in the given directory."""
+        return lambda state: Run(state=state)
+
     @pytest.fixture
     def contract_child(self) -> tuple[str, dict[str, str]] | None:
         """(cernvm.toml text declaring target ``contract``, extra environment) for a child pytest, or None."""
         return None
 
     @pytest.fixture
-    def run(self, tmp_path: Path, contract_objects: Objects) -> Iterator[Run]:
+    def run(
+        self, tmp_path: Path, contract_run: Callable[[Path], Run], contract_objects: Objects
+    ) -> Iterator[Run]:
         """A run of its own per test, checked for leftovers at the end."""
-        run = Run(state=tmp_path / "state")
+        run = contract_run(tmp_path / "state")
         yield run
         end_of_run(run)
         assert_nothing_left(run, contract_objects)
@@ -114,10 +123,14 @@ class ProviderContract:
     @pytest.fixture(scope="class")
     @classmethod
     def instance(
-        cls, tmp_path_factory: pytest.TempPathFactory, contract_target: Target, contract_objects: Objects
+        cls,
+        tmp_path_factory: pytest.TempPathFactory,
+        contract_target: Target,
+        contract_run: Callable[[Path], Run],
+        contract_objects: Objects,
     ) -> Iterator[Instance]:
         """One instance shared by the read-only tests of the class."""
-        run = Run(state=tmp_path_factory.mktemp("state"))
+        run = contract_run(tmp_path_factory.mktemp("state"))
         instance = launch(contract_target, run)
         try:
             yield instance

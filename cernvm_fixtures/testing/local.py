@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import select
-import shlex
 import shutil
 import signal
 import subprocess
@@ -31,7 +30,7 @@ from ..errors import CommandTimeout, PermanentError, ProviderError
 from ..harness import signals_deferred
 from ..ledger import Resource
 from ..providers.base import Machine, Provider, ProviderOptions
-from ..transport.base import Result, Transport
+from ..transport.base import Login, Result, Transport
 from ..transport.shell import STDERR, STDOUT, SessionPool, ShellSession, kill_tree_command
 
 PROFILE = str(resources.files(__package__) / "local.toml")
@@ -48,7 +47,7 @@ class LocalOptions(ProviderOptions):
     """How long the machine takes to boot (to interrupt a run during boot)."""
 
 
-class LocalProvider(Provider):
+class LocalProvider(Provider[LocalOptions, "LocalMachine"]):
     """Machines as local processes: nothing to install, nothing that can outlive a test unnoticed."""
 
     name: ClassVar[str] = "local"
@@ -57,8 +56,7 @@ class LocalProvider(Provider):
     def machine(self, name: str) -> LocalMachine:
         return LocalMachine(self, name)
 
-    def launch(self, machine: Machine, context: Context) -> None:
-        assert isinstance(machine, LocalMachine)
+    def launch(self, machine: LocalMachine, context: Context) -> None:
         directory = self.run.machine_dir(machine.name)
         resource = self.record(machine, "process", machine.name, directory=str(directory))
         directory.mkdir(parents=True)
@@ -142,9 +140,8 @@ class LocalMachine(Machine):
     def transport(self) -> LocalTransport:
         return LocalTransport(self)
 
-    def login_command(self) -> str:
-        env = " ".join(shlex.quote(f"{k}={v}") for k, v in self.environment().items())
-        return f"cd {shlex.quote(str(self.directory))} && env {env} /bin/sh"
+    def login_command(self) -> Login:
+        return Login(["sh", "-c", 'cd "$1" && exec /bin/sh', "sh", str(self.directory)], self.environment())
 
     def console_log(self) -> str:
         try:

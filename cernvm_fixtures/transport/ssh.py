@@ -51,7 +51,7 @@ class SSHTransport(Transport):
         host_keys: HostKeys,
         *,
         connect_timeout: float = 10.0,
-        sock_factory: Callable[[], socket.socket] | None = None,
+        sock_factory: Callable[[], socket.socket | paramiko.Channel] | None = None,
         trust_first: bool = False,
     ) -> None:
         self.host, self.port, self.user = host, port, user
@@ -73,7 +73,7 @@ class SSHTransport(Transport):
     def __repr__(self) -> str:
         return f"SSHTransport({self.user}@{self.host}:{self.port})"
 
-    def _socket(self) -> socket.socket:
+    def _socket(self) -> socket.socket | paramiko.Channel:
         if self._sock_factory:
             return self._sock_factory()
         sock = socket.create_connection((self.host, self.port), timeout=self.connect_timeout)
@@ -302,6 +302,75 @@ def ssh_login(
     if port != 22:
         argv += ["-p", str(port)]
     return Login([*argv, f"{user}@{host}"])
+
+
+class JumpHost:
+    """An SSH connection to a bastion (OpenSSH's ProxyJump): opened on first use, reopened when it drops, and
+    handing out direct-tcpip channels that an SSHTransport uses as its socket. Only known host keys are accepted."""
+
+    def __init__(
+        self,
+        user: str | None,
+        host: str,
+        port: int,
+        *,
+        key_file: str | None,
+        known_hosts: str | None,
+        timeout: float,
+        label: str,
+    ) -> None:
+        self.user, self.host, self.port = user, host, port
+        self.key_file = Path(key_file).expanduser() if key_file else None
+        self.known_hosts = Path(known_hosts or "~/.ssh/known_hosts").expanduser()
+        self.timeout = timeout
+        self.label = label
+        self._client: paramiko.SSHClient | None = None
+        self._lock = threading.Lock()
+
+    def _open(self) -> paramiko.SSHClient:
+        client = paramiko.SSHClient()
+        if self.known_hosts.is_file():
+            client.load_host_keys(str(self.known_hosts))
+        client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        try:
+            client.connect(
+                self.host,
+                self.port,
+                username=self.user,
+                key_filename=str(self.key_file) if self.key_file else None,
+                look_for_keys=self.key_file is None,
+                allow_agent=self.key_file is None,
+                timeout=self.timeout,
+                banner_timeout=self.timeout,
+                auth_timeout=self.timeout,
+            )
+        except (OSError, paramiko.SSHException) as e:
+            client.close()
+            raise PermanentError(
+                f"{self.label}: jump host {self.host}:{self.port}: {e} (its host key must be in {self.known_hosts})"
+            ) from None
+        transport = client.get_transport()
+        if transport is not None:
+            transport.set_keepalive(30)
+        return client
+
+    def channel(self, host: str, port: int) -> paramiko.Channel:
+        """A channel from the jump host to ``host:port``, usable as a socket."""
+        with self._lock:
+            transport = self._client.get_transport() if self._client is not None else None
+            if transport is None or not transport.is_active():
+                if self._client is not None:
+                    self._client.close()
+                self._client = self._open()
+                transport = self._client.get_transport()
+            assert transport is not None
+        return transport.open_channel("direct-tcpip", (host, port), ("127.0.0.1", 0), timeout=self.timeout)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
 
 
 class _ParamikoChannel:

@@ -226,7 +226,7 @@ case "$3" in
   linux-image-amd64) printf 'Package: linux-image-amd64\nVersion: 6.1.99-1\nDepends: linux-image-6.1.0-99-amd64 (= 6.1.99-1)\n\n' ;;
   linux-image-6.1.0-99-amd64=6.1.99-1) printf 'Package: linux-image-6.1.0-99-amd64\nVersion: 6.1.99-1\nFilename: pool/main/l/linux-signed-amd64/linux-image-6.1.0-99-amd64_6.1.99-1_amd64.deb\nSHA256: %s\n\n' 0123 ;;
   *) exit 100 ;;
-esac"""
+esac"""  # noqa: E501
         },
     )
     monkeypatch.setattr(_host, "APT_LISTS", tmp_path / "lists")
@@ -292,7 +292,7 @@ def test_ldd_parsing(tmp_path, monkeypatch):
         monkeypatch,
         {
             "ldd": r"""
-printf '\tlinux-vdso.so.1 (0x00007ffd)\n\tlibz.so.1 => /lib/x86_64-linux-gnu/libz.so.1 (0x00007f)\n\tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f)\n\t/lib64/ld-linux-x86-64.so.2 (0x00007f)\n' """
+printf '\tlinux-vdso.so.1 (0x00007ffd)\n\tlibz.so.1 => /lib/x86_64-linux-gnu/libz.so.1 (0x00007f)\n\tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f)\n\t/lib64/ld-linux-x86-64.so.2 (0x00007f)\n' """  # noqa: E501
         },
     )
     libs = _host.ldd_libraries("/usr/sbin/dropbear", str(bindir / "ldd"))

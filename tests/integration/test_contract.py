@@ -1,13 +1,18 @@
-"""The provider contract suite (cernvm_fixtures.testing.contract) on the real engines: Docker and KVM.
+"""The provider contract suite (cernvm_fixtures.testing.contract) on the real engines (Docker, KVM), and on
+EC2 (moto's server), OpenStack (the fake Nova/Neutron/Glance) and Azure (the fake ARM and Azurite), driven by
+their real SDKs, with the session's KVM stand-in answering SSH for the clouds' machines.
 
 Each class fills in the adapter: the target, the engine's objects of a run (by the run directory their
-labels or domain XML name), and an interceptor at the SDK's create calls (ledger before create).
+labels or domain XML name, or the run tag), and an interceptor at the SDK's create calls (ledger before create).
 """
 
 from __future__ import annotations
 
+import secrets
+import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +20,9 @@ from cernvm_fixtures import config
 from cernvm_fixtures.run import Run
 from cernvm_fixtures.testing.contract import Intercept, Objects, ProviderContract
 
+from ..fakes.azure.fixtures import CONTAINER
+from ..fakes.azure.vhd import make_vhd
+from ..fakes.openstack import CLOUD
 from ..helpers import docker_objects_under, domains_under
 
 pytestmark = pytest.mark.integration
@@ -111,3 +119,227 @@ class TestKvmContract(ProviderContract):
     @pytest.fixture
     def contract_child(self) -> tuple[str, dict[str, str]]:
         return '[targets.contract]\nprovider = "kvm"\n', {}
+
+
+EC2_CREATES = ("ImportKeyPair", "CreateVpc", "CreateInternetGateway", "CreateSubnet", "CreateRouteTable")
+EC2_CREATES += ("CreateSecurityGroup", "RunInstances")
+"""The EC2 calls that create a resource of the run (CreateTags, CreateRoute... only change one)."""
+
+
+class TestEc2Contract(ProviderContract):
+    """EC2 on moto's server; moto's instances have no reachable address, so the run's endpoint maps each of them
+    to the session's KVM stand-in (SSH on 127.0.0.1), whose key the run uses."""
+
+    contract_skips = {
+        "test_reboot_gives_a_new_boot_id": "moto records a reboot, but the shared KVM stand-in must not reboot",
+        "test_sigkill_then_sweep": "a child pytest cannot reach the stand-in; test_ec2.py sweeps a killed run's tags",
+    }
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def contract_target(cls, moto) -> config.Target:
+        image = moto.client().register_image(
+            Name=f"ucernvm-contract-{secrets.token_hex(3)}",
+            Architecture="x86_64",
+            RootDeviceName="/dev/xvda",
+            VirtualizationType="hvm",
+            EnaSupport=True,
+        )["ImageId"]
+        raw = {
+            "provider": "ec2",
+            "image": image,
+            "profile": "appliance",
+            "region": moto.region,
+            "endpoint_url": moto.url,
+            "ssh_cidr": "203.0.113.7/32",
+            "poll_interval": 0.1,
+            "slowdown": 1,
+            "deadlines": {"running": 20, "reachable": 20, "login": 20, "ready": 20},
+            "host_key": "trust-first",  # moto's console is canned text without the stand-in's key block
+        }
+        return config.parse_target("contract", raw, "ec2 contract")
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def contract_run(cls, standin) -> Callable[[Path], Run]:
+        return standin_run(standin)
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def contract_objects(cls, moto) -> Objects:
+        return lambda run: {f"{kind} {i}" for kind, found in moto.tagged(value=run.id).items() for i in found}
+
+    @pytest.fixture
+    def contract_intercept(self, moto) -> Intercept:
+        from cernvm_fixtures.providers import ec2
+
+        client = ec2.client("ec2", moto.region, moto.url)
+
+        @contextmanager
+        def intercept(on_create: Callable[[], None]) -> Iterator[None]:
+            def before(event_name: str, **kwargs) -> None:
+                if event_name.rsplit(".", 1)[-1] in EC2_CREATES:
+                    on_create()
+
+            client.meta.events.register("before-call.ec2.*", before)
+            try:
+                yield
+            finally:
+                client.meta.events.unregister("before-call.ec2.*", before)
+
+        return intercept
+
+
+def standin_run(standin, on_connect: Callable[[object], None] = lambda machine: None) -> Callable[[Path], Run]:
+    """Runs whose SSH goes to the stand-in (with its key); ``on_connect`` lets a fake serve the stand-in's
+    console for the machine (its host-key block), so the keys are checked, not trusted on first use."""
+    port = standin.machine.ssh_port
+
+    def endpoint(machine, host: str, p: int) -> tuple[str, int]:
+        on_connect(machine)
+        return "127.0.0.1", port
+
+    def make(state: Path) -> Run:
+        run = Run(state=state, endpoint=endpoint)
+        run.directory.mkdir(parents=True, mode=0o700)
+        shutil.copy2(standin.machine.provider.run.key_file, run.directory / "id_ed25519")
+        return run
+
+    return make
+
+
+class TestOpenStackContract(ProviderContract):
+    """OpenStack through openstacksdk against the fake cloud; the fake serves the stand-in's console."""
+
+    contract_skips = {
+        "test_reboot_gives_a_new_boot_id": "the fake records a reboot, but the shared KVM stand-in must not reboot",
+        "test_sigkill_then_sweep": "a child pytest cannot reach the stand-in; test_openstack.py sweeps a killed run",
+    }
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def contract_target(cls, openstack_cloud) -> config.Target:
+        image = openstack_cloud.add_image(f"CernVM 4 contract [{secrets.token_hex(3)}]", b"cernvm-bootloader")
+        raw = {
+            "provider": "openstack",
+            "image": image["id"],
+            "profile": "appliance",
+            "cloud": CLOUD,
+            "ssh_cidr": "203.0.113.7/32",
+            "poll_interval": 0.05,
+            "slowdown": 1,
+            "deadlines": {"running": 10, "reachable": 20, "login": 20, "ready": 20},
+        }
+        return config.parse_target("contract", raw, "openstack contract")
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def contract_run(cls, standin, openstack_cloud) -> Callable[[Path], Run]:
+        return standin_run(
+            standin, lambda machine: openstack_cloud.set_console(machine.server_id, standin.console_log())
+        )
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def contract_objects(cls, openstack_cloud) -> Objects:
+        def objects(run: Run) -> set[str]:
+            fake = openstack_cloud
+            with fake.lock:
+                named = [("server", s.name) for s in fake.servers.values()]
+                named += [("keypair", k) for k in fake.keypairs]
+                named += [("security-group", g["name"]) for g in fake.groups.values()]
+                named += [("image", i["name"]) for i in fake.images.values()]
+                named += [("floating-ip", f.get("description") or "") for f in fake.floating_ips.values()]
+            return {f"{kind} {name}" for kind, name in named if run.id in name}
+
+        return objects
+
+    @pytest.fixture
+    def contract_intercept(self) -> Intercept:
+        from openstack.compute.v2._proxy import Proxy as Compute
+        from openstack.image.v2._proxy import Proxy as Image
+        from openstack.network.v2._proxy import Proxy as Network
+
+        creates = [
+            (Compute, "create_keypair"),
+            (Compute, "create_server"),
+            (Network, "create_security_group"),
+            (Network, "create_ip"),
+            (Image, "create_image"),
+        ]
+        return lambda on_create: wrapped(creates, on_create)
+
+
+class TestAzureContract(ProviderContract):
+    """Azure through the Azure SDK against the fake ARM API and Azurite; the fake serves the stand-in's console
+    as the boot diagnostics serial log."""
+
+    contract_skips = {
+        "test_reboot_gives_a_new_boot_id": "the fake records a restart, but the shared KVM stand-in must not reboot",
+        "test_sigkill_then_sweep": "a child pytest cannot reach the stand-in; test_azure.py sweeps a killed run",
+    }
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def contract_target(cls, azure_cloud, tmp_path_factory) -> config.Target:
+        from azure.mgmt.compute import models
+
+        vhd = make_vhd(tmp_path_factory.mktemp("vhd") / "contract.vhd")
+        blob = azure_cloud.blobs().get_blob_client(CONTAINER, f"contract-{secrets.token_hex(3)}.vhd")
+        blob.create_page_blob(vhd.stat().st_size)
+        blob.upload_page(vhd.read_bytes()[-512:], offset=vhd.stat().st_size - 512, length=512)
+        group = "cernvm-contract-images"
+        azure_cloud.client("resource").resource_groups.create_or_update(group, {"location": "westeurope"})
+        disk = models.ImageOSDisk(os_type="Linux", os_state="Generalized", blob_uri=blob.url)
+        image = models.Image(
+            location="westeurope",
+            properties=models.ImageProperties(storage_profile=models.ImageStorageProfile(os_disk=disk)),
+        )
+        image_id = azure_cloud.client("compute").images.begin_create_or_update(group, "cernvm", image).result().id
+        raw = {
+            "provider": "azure",
+            "image": image_id,
+            "profile": "appliance",
+            "location": "westeurope",
+            "endpoint": azure_cloud.url,
+            "instance_discovery": False,
+            "ssh_cidr": "203.0.113.7/32",
+            "vm_size": "Standard_B2s",
+            "poll_interval": 0.05,
+            "slowdown": 1,
+            "deadlines": {"running": 20, "reachable": 60, "login": 60, "ready": 60},
+        }
+        return config.parse_target("contract", raw, "azure contract")
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def contract_run(cls, standin, azure_cloud) -> Callable[[Path], Run]:
+        def serve_console(machine) -> None:
+            azure_cloud.arm.consoles[machine.name.lower()] = standin.console_log
+
+        return standin_run(standin, serve_console)
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def contract_objects(cls, azure_cloud) -> Objects:
+        def objects(run: Run) -> set[str]:
+            found = {f"arm {r}" for r in azure_cloud.arm.tagged("cernvm-fixtures:run", run.id)}
+            return found | {f"blob {b}" for b in azure_cloud.blob_names() if run.id in b}
+
+        return objects
+
+    @pytest.fixture
+    def contract_intercept(self, azure_cloud) -> Intercept:
+        @contextmanager
+        def intercept(on_create: Callable[[], None]) -> Iterator[None]:
+            def request(method: str, path: str) -> None:
+                if method == "PUT":  # ARM creates with PUT (create_or_update); tags and reads use other verbs
+                    on_create()
+
+            azure_cloud.arm.on_request = request
+            try:
+                yield
+            finally:
+                azure_cloud.arm.on_request = None
+
+        return intercept

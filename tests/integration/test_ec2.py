@@ -61,19 +61,6 @@ def ami(moto: Moto) -> str:
     )["ImageId"]
 
 
-@pytest.fixture(scope="module")
-def standin(tmp_path_factory):
-    """One test appliance under KVM that stands in for every EC2 instance of the lifecycle tests (SSH only)."""
-    state = tmp_path_factory.mktemp("ec2-standin")
-    target = config.parse({"targets": {"standin": {"provider": "kvm"}}}, "ec2 stand-in").targets["standin"]
-    run = Run(state=state)
-    instance = launch(target, run)
-    yield instance
-    instance.destroy()
-    run.finish()
-    assert domains_under(state) == []
-
-
 def target_for(moto: Moto, image: str, name: str = "ec2", **options) -> config.Target:
     raw = {
         "provider": "ec2",
@@ -767,7 +754,9 @@ class FromMoto(Context):
 
 def cloud_config(blob):
     message = email.message_from_bytes(blob)
-    parts = [p.get_payload(decode=True) for p in message.walk() if not p.is_multipart()] if message.is_multipart() else [blob]
+    parts = [blob]
+    if message.is_multipart():
+        parts = [p.get_payload(decode=True) for p in message.walk() if not p.is_multipart()]
     for part in parts:
         if part.startswith(b"#cloud-config"):
             return yaml.safe_load(part)

@@ -39,8 +39,12 @@ def image(gce_session: Gce) -> str:
     from google.cloud import compute_v1
 
     images = gcemod.client("ImagesClient", gce_session.api.url)
-    if gcemod.call("find test image", images.get, missing_ok=True, project=gce_session.project,
-                   image="cernvm4-micro-2020-07-1") is not None:
+    if (
+        gcemod.call(
+            "find test image", images.get, missing_ok=True, project=gce_session.project, image="cernvm4-micro-2020-07-1"
+        )
+        is not None
+    ):
         return "cernvm4-micro-2020-07-1"  # made by another module of this session (the local API lives as long)
     blob = gce_session.storage_client().bucket(gce_session.bucket).blob("user/cernvm4-micro.tar.gz")
     blob.upload_from_string(b"\x1f\x8b" + b"\0" * 4096)

@@ -594,23 +594,6 @@ def test_sweep_removes_what_a_killed_run_left(openstack_cloud, image_file, tmp_p
 # --- with SSH: a KVM stand-in reached through the endpoint hook -----------------------------------------
 
 
-@pytest.fixture(scope="module")
-def standin(tmp_path_factory):
-    """One test appliance under KVM that stands in for every server of the lifecycle tests (SSH only)."""
-    from cernvm_fixtures.instance import launch as launch_instance
-
-    state = tmp_path_factory.mktemp("openstack-standin")
-    # TCG on two shared cores: the default deadlines are too tight when other tests boot guests at the same time.
-    raw = {"provider": "kvm", "deadlines": {"running": 120, "reachable": 300, "login": 60, "ready": 120}}
-    target = config.parse({"targets": {"standin": raw}}, "openstack stand-in").targets["standin"]
-    run = Run(state=state)
-    instance = launch_instance(target, run)
-    yield instance
-    instance.destroy()
-    run.finish()
-    assert domains_under(state) == []
-
-
 def test_lifecycle_through_ssh_and_the_console_keys(openstack_cloud, cern_image, standin, tmp_path):
     """Readiness end to end; the fake's console carries the stand-in's host-key block, so the keys are checked."""
     fake = openstack_cloud

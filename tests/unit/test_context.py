@@ -1,6 +1,7 @@
 """Context rendering and the context ISO (config drive + NoCloud files)."""
 
 import email
+import io
 import json
 
 import pycdlib
@@ -60,14 +61,9 @@ def _read_iso(path, names):
     found = {}
     try:
         for name in names:
-            data = bytearray()
-
-            class Sink:
-                def write(self, chunk):
-                    data.extend(chunk)
-
-            iso.get_file_from_iso_fp(Sink(), rr_path="/" + name)
-            found[name] = bytes(data)
+            sink = io.BytesIO()
+            iso.get_file_from_iso_fp(sink, rr_path="/" + name)
+            found[name] = sink.getvalue()
         label = iso.pvd.volume_identifier.decode().strip()
     finally:
         iso.close()

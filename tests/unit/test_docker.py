@@ -127,8 +127,8 @@ def test_missing_key_file_is_rejected_at_load(tmp_path):
     """,
     )
     assert (
-        "targets.c.env: expected a readable public key file for repository 'sft.cern.ch', not '/nonexistent/cern.ch.pub'"
-        in message
+        "targets.c.env: expected a readable public key file for repository 'sft.cern.ch', "
+        "not '/nonexistent/cern.ch.pub'" in message
     )
 
 

@@ -69,13 +69,13 @@ def test_module_and_options_work_without_boto3():
     code = (
         "import sys; sys.modules['boto3'] = None; sys.modules['botocore'] = None\n"
         "from cernvm_fixtures import config\n"
-        "t = config.parse({'targets': {'ec2': %r}}, 'x').targets['ec2']\n"
+        f"t = config.parse({{'targets': {{'ec2': {BASE!r}}}}}, 'x').targets['ec2']\n"
         "from cernvm_fixtures.providers.ec2 import Ec2Provider\n"
         "from cernvm_fixtures.run import Run\n"
         "try:\n"
         "    Ec2Provider(t, Run(state=__import__('pathlib').Path('/nonexistent'))).ec2()\n"
         "except Exception as e:\n"
-        "    print(type(e).__name__, e)\n" % (BASE,)
+        "    print(type(e).__name__, e)\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
@@ -245,13 +245,18 @@ def test_traits_select_the_cernvm4_network_driver(tmp_path, instance_type, drive
 
 @pytest.mark.parametrize("instance_type", ["m5.large", "c5.xlarge", "t3.micro", "p3dn.24xlarge", "i3.metal"])
 def test_a_nitro_type_is_refused_for_a_kernel_without_nvme(instance_type):
-    with pytest.raises(ConfigError, match=rf"targets.ec2.instance_type: '{re.escape(instance_type)}' is a Nitro type.*"
-                       r"'cernvm4' says its kernel has no NVMe driver.*m4.large"):
+    with pytest.raises(
+        ConfigError,
+        match=rf"targets.ec2.instance_type: '{re.escape(instance_type)}' is a Nitro type.*"
+        r"'cernvm4' says its kernel has no NVMe driver.*m4.large",
+    ):
         target(instance_type=instance_type).load_profile()
 
 
-@pytest.mark.parametrize(("instance_type", "profile"), [("m4.large", "cernvm4"), ("t2.medium", "cernvm4"),
-                                                        ("i3.large", "cernvm4"), ("m5.large", "appliance")])
+@pytest.mark.parametrize(
+    ("instance_type", "profile"),
+    [("m4.large", "cernvm4"), ("t2.medium", "cernvm4"), ("i3.large", "cernvm4"), ("m5.large", "appliance")],
+)
 def test_xen_types_or_an_nvme_kernel_are_fine(instance_type, profile):
     assert target(instance_type=instance_type, profile=profile).load_profile().name == profile
 

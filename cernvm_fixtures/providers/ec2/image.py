@@ -137,15 +137,18 @@ def import_image(provider: Ec2Provider, machine: Machine, path: Path, arch: str)
     o = provider.options
     ec2, s3 = provider.ec2(), provider.s3()
     key = f"{PREFIX}{machine.name}/{path.name}"
-    upload = provider.entry(machine, "s3-object", bucket=o.import_bucket, key=key)
-    _upload(s3, path, o.import_bucket, key, tag_dict(upload, extra=o.tags))
+    bucket = o.import_bucket
+    if bucket is None:
+        raise ConfigError(f"{provider.target.where('import_bucket')}: needed to import the image file {path}")
+    upload = provider.entry(machine, "s3-object", bucket=bucket, key=key)
+    _upload(s3, path, bucket, key, tag_dict(upload, extra=o.tags))
 
     snapshot = provider.entry(machine, "snapshot", client_token=f"{machine.name}-import")
     snapshot_tags = tag_list(tag_dict(snapshot, extra=o.tags))
     importer = provider.import_client()
     task_id = start_import(
         importer,
-        bucket=o.import_bucket,
+        bucket=bucket,
         key=key,
         client_token=snapshot.data["client_token"],
         role=o.import_role,
@@ -191,7 +194,7 @@ def import_image(provider: Ec2Provider, machine: Machine, path: Path, arch: str)
 
 def _upload(s3: Any, path: Path, bucket: str, key: str, tags: dict[str, str]) -> None:
     """Upload with the ledger entry as object metadata (S3 allows only 10 object tags; the run id is one)."""
-    from boto3.exceptions import S3UploadFailedError
+    from boto3.exceptions import S3UploadFailedError  # type: ignore[import-untyped]
 
     run = {k: v for k, v in tags.items() if k == RUN_TAG}
     try:
@@ -211,8 +214,9 @@ def uploaded_objects(s3: Any, bucket: str) -> list[tuple[str, dict[str, str]]]:
     """(key, ledger fields) of every upload under our prefix in the import bucket (for sweep)."""
     found = []
     for item in pages(s3, "list_objects_v2", "Contents", Bucket=bucket, Prefix=PREFIX):
-        head = call(f"metadata of s3://{bucket}/{item['Key']}", s3.head_object, missing_ok=True, Bucket=bucket,
-                    Key=item["Key"])
+        head = call(
+            f"metadata of s3://{bucket}/{item['Key']}", s3.head_object, missing_ok=True, Bucket=bucket, Key=item["Key"]
+        )
         found.append((item["Key"], dict((head or {}).get("Metadata", {}))))
     return found
 

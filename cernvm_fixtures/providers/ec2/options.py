@@ -8,8 +8,8 @@ from typing import Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from ..base import ProviderOptions
-from ..kit import FIELD_PREFIX, JUMP
+from ..base import RemoteOptions
+from ..kit import FIELD_PREFIX
 from .aws import known_regions
 from .tags import OUR_TAGS
 
@@ -36,7 +36,7 @@ def tag_problems(tags: dict[str, str], reserved: int = OUR_TAGS) -> list[str]:
     return problems
 
 
-class Ec2Options(ProviderOptions):
+class Ec2Options(RemoteOptions):
     """Target keys of the ``ec2`` provider. The generic ``image`` key is an AMI id or a raw ``.hvm`` file."""
 
     region: str | None = None
@@ -58,15 +58,8 @@ class Ec2Options(ProviderOptions):
     """GiB of the empty scratch EBS volume µCernVM formats; 0: none (the image must bring one)."""
     tags: dict[str, str] = {}
     """Extra tags on every resource (AWS limits; no ``aws:`` prefix; ``Name`` and ``cvmfx-*`` are ours)."""
-    user: str = "root"
     address: Literal["public", "private"] = "public"
     """Which address of the instance to reach it at (``private``: e.g. from inside the VPC or via ``jump_host``)."""
-    jump_host: str | None = None
-    """``[user@]host[:port]`` of an SSH server to reach the instance through (a direct-tcpip channel)."""
-    jump_key: str | None = None
-    """Private key file for the jump host; default: the SSH agent and ~/.ssh keys."""
-    jump_known_hosts: str | None = None
-    """known_hosts file holding the jump host's key (unknown keys are refused); default ~/.ssh/known_hosts."""
     metadata_tokens: Literal["optional", "required"] = "optional"
     """IMDSv2 tokens; CernVM 4's amiconfig reads user data with IMDSv1, so ``required`` breaks it."""
     import_bucket: str | None = None
@@ -80,7 +73,6 @@ class Ec2Options(ProviderOptions):
     """Seconds between EC2 API polls while waiting."""
     slowdown: float = Field(5.0, ge=1.0)
     """Readiness deadlines are multiplied by this (a cloud VM takes minutes to pass its status checks)."""
-    connect_timeout: float = Field(10.0, gt=0)
 
     @field_validator("region")
     @classmethod
@@ -143,13 +135,4 @@ class Ec2Options(ProviderOptions):
                 "valid AWS tags (keys of 1-128 and values of 0-256 letters, digits, spaces and + - = . _ : / @; "
                 "no 'aws:' prefix; 'Name' and 'cvmfx-*' are set by cernvm-fixtures): " + "; ".join(problems)
             )
-        return value
-
-    @field_validator("jump_host")
-    @classmethod
-    def _jump(cls, value: str | None) -> str | None:
-        if value is not None:
-            match = JUMP.match(value)
-            if not match or (match["port"] and not 0 < int(match["port"]) < 65536):
-                raise ValueError("[user@]host[:port]")
         return value

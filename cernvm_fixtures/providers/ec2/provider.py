@@ -5,17 +5,14 @@ from __future__ import annotations
 import base64
 import functools
 import logging
-import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ...errors import ConfigError, PermanentError, ProviderError
 from ...ledger import Resource
-from ...transport.base import Login
-from ...transport.ssh import SSHTransport
-from ..base import Machine, Provider, console_text, remote_login
-from ..kit import FIELD_PREFIX, encode_fields, parse_jump, wait_until
+from ..base import Machine, Provider, RemoteMachine, console_text
+from ..kit import FIELD_PREFIX, encode_fields, wait_until
 from . import image as images
 from . import network
 from .aws import (
@@ -52,9 +49,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-XEN_FAMILIES = frozenset(
-    "t1 t2 m1 m2 m3 m4 c1 c3 c4 cc2 cr1 r3 r4 i2 i3 d2 x1 x1e g2 g3 g3s p2 p3 h1 f1 hs1".split()
-)
+XEN_FAMILIES = frozenset("t1 t2 m1 m2 m3 m4 c1 c3 c4 cc2 cr1 r3 r4 i2 i3 d2 x1 x1e g2 g3 g3s p2 p3 h1 f1 hs1".split())
 """Instance families on the Xen hypervisor, whose EBS disks are not NVMe; every newer family is Nitro
 (AWS: "Instances built on the Nitro System"; i3.metal is Nitro too)."""
 USER_DATA_LIMIT = 16 * 1024
@@ -165,7 +160,8 @@ class Ec2Provider(Provider[Ec2Options, "Ec2Machine"]):
             )
             if not groups or not groups.get("SecurityGroups"):
                 raise ConfigError(
-                    f"{self.target.where('security_group_id')}: security group {o.security_group_id} not found in {self.region}"
+                    f"{self.target.where('security_group_id')}: security group {o.security_group_id} "
+                    f"not found in {self.region}"
                 )
             if groups["SecurityGroups"][0].get("VpcId") != vpc_id:
                 raise ConfigError(
@@ -454,7 +450,7 @@ DESTROY = {
 }
 
 
-class Ec2Machine(Machine):
+class Ec2Machine(RemoteMachine):
     """One EC2 instance plus what was created for it."""
 
     def __init__(self, provider: Ec2Provider, name: str) -> None:
@@ -468,9 +464,6 @@ class Ec2Machine(Machine):
         )
         self._described: dict[str, Any] | None = None
         self._console = ""
-        self._endpoint: tuple[str, int] | None = None
-        self._jump: Any = None
-        self._jump_lock = threading.Lock()
 
     def _ec2(self) -> Any:
         return self.provider.ec2()
@@ -546,75 +539,6 @@ class Ec2Machine(Machine):
             raise ProviderError(f"{self.name}: {self.instance_id} has no {self.options.address} address{hint}")
         return value
 
-    def transport(self) -> SSHTransport:
-        host, port = self.provider.run.endpoint(self, self.platform_address(), 22)
-        self._endpoint = (host, port)
-        factory = None
-        if self.options.jump_host:
-            factory = functools.partial(self._jump_channel, host, port)
-        return SSHTransport(
-            host,
-            port,
-            self.options.user,
-            self.provider.run.key_file,
-            self.host_keys,
-            connect_timeout=self.options.connect_timeout,
-            sock_factory=factory,
-        )
-
-    # -- jump host
-
-    def _open_jump(self) -> Any:
-        import paramiko
-
-        user, host, port = parse_jump(self.options.jump_host or "")
-        known = Path(self.options.jump_known_hosts or "~/.ssh/known_hosts").expanduser()
-        jump = paramiko.SSHClient()
-        if known.is_file():
-            jump.load_host_keys(str(known))
-        jump.set_missing_host_key_policy(paramiko.RejectPolicy())
-        key = self.options.jump_key
-        try:
-            jump.connect(
-                host,
-                port,
-                username=user or self.options.user,
-                key_filename=str(Path(key).expanduser()) if key else None,
-                look_for_keys=key is None,
-                allow_agent=key is None,
-                timeout=self.options.connect_timeout,
-                banner_timeout=self.options.connect_timeout,
-                auth_timeout=self.options.connect_timeout,
-            )
-        except paramiko.SSHException as e:
-            jump.close()
-            raise ProviderError(
-                f"{self.name}: jump host {self.options.jump_host}: {e} (its host key must be in {known})"
-            ) from None
-        transport = jump.get_transport()
-        if transport is not None:
-            transport.set_keepalive(30)
-        return jump
-
-    def _jump_channel(self, host: str, port: int) -> Any:
-        """A direct-tcpip channel from the jump host to the instance's SSH port (used as SSHTransport's socket)."""
-        with self._jump_lock:
-            transport = self._jump.get_transport() if self._jump is not None else None
-            if transport is None or not transport.is_active():
-                if self._jump is not None:
-                    self._jump.close()
-                self._jump = self._open_jump()
-                transport = self._jump.get_transport()
-        return transport.open_channel(
-            "direct-tcpip", (host, port), ("127.0.0.1", 0), timeout=self.options.connect_timeout
-        )
-
-    def _close_jump(self) -> None:
-        with self._jump_lock:
-            if self._jump is not None:
-                self._jump.close()
-                self._jump = None
-
     # -- console, login, keep, destroy
 
     def console_log(self) -> str:
@@ -637,10 +561,9 @@ class Ec2Machine(Machine):
             self._console = text
         return self._console
 
-    def login_command(self) -> Login:
-        return remote_login(
-            self, lambda: self._endpoint or (self.platform_address(), 22), self.options, self.instance_id is not None
-        )
+    @property
+    def exists(self) -> bool:
+        return self.instance_id is not None
 
     def keep(self) -> None:
         """Mark kept in the ledger and on AWS (a tag-based sweep then leaves it alone until it expires)."""
@@ -656,10 +579,3 @@ class Ec2Machine(Machine):
                 call(f"tag {resource.kind}", ec2.create_tags, Resources=found, Tags=tags)
             except ProviderError as e:
                 log.warning("%s: could not tag %s as kept: %s", self.name, resource.kind, e)
-
-    def destroy(self) -> None:
-        """Destroy in dependency order (instance first, VPC last), then close the jump host connection."""
-        try:
-            super().destroy()
-        finally:
-            self._close_jump()

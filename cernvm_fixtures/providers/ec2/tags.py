@@ -118,7 +118,8 @@ def deleter(what: str, describe: str, key: str, ident: str, delete: str) -> Any:
     def destroy(resource: Resource, region: str, endpoint: str | None) -> None:
         ec2 = client("ec2", region, endpoint)
         for found in find(resource, ec2, describe, key, ident):
-            call_until_free(f"delete {what} {found}", getattr(ec2, delete), **{ident: found})
+            params: dict[str, Any] = {ident: found}
+            call_until_free(f"delete {what} {found}", getattr(ec2, delete), **params)
 
     return destroy
 
