@@ -245,7 +245,7 @@ class TestOpenStackContract(ProviderContract):
         def objects(run: Run) -> set[str]:
             fake = openstack_cloud
             with fake.lock:
-                named = [("server", s.name) for s in fake.servers.values()]
+                named = [("server", s.body.get("name", "")) for s in fake.servers.values()]
                 named += [("keypair", k) for k in fake.keypairs]
                 named += [("security-group", g["name"]) for g in fake.groups.values()]
                 named += [("image", i["name"]) for i in fake.images.values()]
