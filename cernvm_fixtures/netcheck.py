@@ -26,10 +26,10 @@ def ssh_cidr(value: str, allow_wide: bool = False) -> str:
     widest = WIDEST_SSH[network.version]
     if network.prefixlen < widest and not allow_wide:
         raise ValueError(
-            f"{value} admits {network.num_addresses} addresses to SSH; give the runner's own address or range "
-            f"(/{widest} or narrower, e.g. '203.0.113.7/32'), or set allow_wide_ssh = true to mean it"
+            f"the runner's own address or range, /{widest} or narrower (e.g. '203.0.113.7/32'): {value} admits "
+            f"{network.num_addresses} addresses to SSH; set allow_wide_ssh = true to mean it"
         )
-    return value
+    return str(network)
 
 
 def interface_name(value: str) -> str:

@@ -36,8 +36,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
+from .. import netcheck
 from ..errors import ConfigError, PermanentError, ProviderError
 from ..ledger import DEFAULT_LIFETIME, Owner, Resource
 from .base import Machine, Provider, RemoteMachine, RemoteOptions, console_text
@@ -296,14 +297,8 @@ class AzureOptions(RemoteOptions):
 
     @field_validator("ssh_cidr")
     @classmethod
-    def _cidr(cls, value: str) -> str:
-        try:
-            network = ipaddress.ip_network(value, strict=True)
-        except ValueError as e:
-            raise ValueError(f"an IPv4/IPv6 address or network such as '203.0.113.7/32' ({e})") from None
-        if network.prefixlen == 0:
-            raise ValueError("the runner's own address range, not the whole internet")
-        return str(network)
+    def _cidr(cls, value: str, info: ValidationInfo) -> str:
+        return netcheck.ssh_cidr(value, bool(info.data.get("allow_wide_ssh")))
 
     @field_validator("admin_user")
     @classmethod

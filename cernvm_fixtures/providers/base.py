@@ -73,6 +73,8 @@ class RemoteOptions(ProviderOptions):
     jump_known_hosts: str | None = None
     """known_hosts file holding the jump host's key (unknown keys are refused); default ~/.ssh/known_hosts."""
     connect_timeout: float = Field(10.0, gt=0)
+    allow_wide_ssh: bool = False
+    """Accept an ``ssh_cidr`` broader than an IPv4 /24 or IPv6 /48 (the firewall then admits that many hosts)."""
 
 
 OptionsT = TypeVar("OptionsT", bound=ProviderOptions)

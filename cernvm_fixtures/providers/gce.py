@@ -23,7 +23,6 @@ recorded or written.
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import json
 import logging
 import re
@@ -33,8 +32,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar, overload
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
+from .. import netcheck
 from ..errors import ConfigError, PermanentError, ProviderError
 from ..ledger import Owner, Resource
 from .base import Machine, Provider, RemoteMachine, RemoteOptions, console_text
@@ -265,14 +265,8 @@ class GceOptions(RemoteOptions):
 
     @field_validator("ssh_cidr")
     @classmethod
-    def _cidr(cls, value: str) -> str:
-        try:
-            network = ipaddress.ip_network(value, strict=True)
-        except ValueError as e:
-            raise ValueError(f"an IPv4/IPv6 address or network such as '203.0.113.7/32' ({e})") from None
-        if network.prefixlen == 0:
-            raise ValueError("the runner's own address range, not the whole internet")
-        return str(network)
+    def _cidr(cls, value: str, info: ValidationInfo) -> str:
+        return netcheck.ssh_cidr(value, bool(info.data.get("allow_wide_ssh")))
 
     @field_validator("labels")
     @classmethod

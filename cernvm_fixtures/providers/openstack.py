@@ -38,8 +38,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
+from .. import netcheck
 from ..errors import ConfigError, PermanentError, ProviderError
 from ..images import APPLIANCE
 from ..ledger import DEFAULT_LIFETIME, Owner, Resource
@@ -181,14 +182,8 @@ class OpenStackOptions(RemoteOptions):
 
     @field_validator("ssh_cidr")
     @classmethod
-    def _cidr(cls, value: str) -> str:
-        try:
-            network = ipaddress.ip_network(value, strict=True)
-        except ValueError as e:
-            raise ValueError(f"an IPv4/IPv6 address or network such as '203.0.113.7/32' ({e})") from None
-        if network.prefixlen == 0:
-            raise ValueError("the runner's own address range, not the whole internet")
-        return str(network)
+    def _cidr(cls, value: str, info: ValidationInfo) -> str:
+        return netcheck.ssh_cidr(value, bool(info.data.get("allow_wide_ssh")))
 
     @field_validator("properties")
     @classmethod

@@ -111,9 +111,7 @@ class ProviderContract:
         return None
 
     @pytest.fixture
-    def run(
-        self, tmp_path: Path, contract_run: Callable[[Path], Run], contract_objects: Objects
-    ) -> Iterator[Run]:
+    def run(self, tmp_path: Path, contract_run: Callable[[Path], Run], contract_objects: Objects) -> Iterator[Run]:
         """A run of its own per test, checked for leftovers at the end."""
         run = contract_run(tmp_path / "state")
         yield run

@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
+from ... import netcheck
 from ..base import RemoteOptions
 from ..kit import FIELD_PREFIX
 from .aws import known_regions
@@ -107,13 +108,7 @@ class Ec2Options(RemoteOptions):
                     "network (or set security_group_id to use an existing group)"
                 )
             return None
-        try:
-            network = ipaddress.ip_network(value, strict=True)
-        except ValueError as e:
-            raise ValueError(f"an IPv4/IPv6 address or network such as '203.0.113.7/32' ({e})") from None
-        if network.prefixlen == 0:
-            raise ValueError("the runner's own address range, not the whole internet")
-        return str(network)
+        return netcheck.ssh_cidr(value, bool(info.data.get("allow_wide_ssh")))
 
     @field_validator("vpc_cidr")
     @classmethod
