@@ -11,6 +11,13 @@ the generic keys below plus its provider's own keys::
     profile = "cernvm4"
     domain_type = "auto"
 
+A target may instead list several images (the nightly matrix), each becoming a target of its own named
+``<target>-<label>`` (so ``-k kvm`` selects every KVM image, ``-k cernvm5`` every target's CernVM 5)::
+
+    [targets.kvm.images]
+    appliance = "appliance"
+    cernvm5 = { image = "/srv/images/ucernvm-5.iso", profile = "cernvm5" }
+
 Secrets never live here: each provider takes credentials from its ecosystem's chain.
 """
 
@@ -32,6 +39,9 @@ from .errors import ConfigError
 from .images import APPLIANCE, appliance_variant
 
 NAME = re.compile(r"^[a-z][a-z0-9-]{0,23}$")
+LABEL = re.compile(r"^[a-z0-9]+$")
+"""An image label of a target's ``images``: lowercase letters and digits (the target name ends at its last '-')."""
+VERIFICATION = Literal["real engine", "emulator", "stand-in"]
 
 
 class Deadlines(BaseModel):
@@ -59,6 +69,9 @@ class TargetKeys(BaseModel):
     host_key: Literal["console", "trust-first"] = "console"
     """How the SSH host key is checked: against the key block the instance prints on its console, or trusted on
     first use (then pinned, and reported), for images that print no such block."""
+    verification: VERIFICATION = "real engine"
+    """What the target really runs on, for the reports: the platform itself, an emulator of its API, or an
+    emulator whose machines are stand-ins (e.g. moto's EC2 answered by a KVM guest)."""
 
 
 @dataclass(frozen=True)
@@ -76,6 +89,11 @@ class Target:
     command_timeout: float | None = 120
     host_key: str = "console"
     origin: str = "built-in defaults"
+    verification: str = "real engine"
+    table: str = ""
+    """The ``[targets.<table>]`` this target was declared in (its own name unless expanded from ``images``)."""
+    image_label: str | None = None
+    """The label under ``images`` this target was expanded from, if any."""
 
     def with_overrides(self, image: str | None = None, profile: str | None = None) -> Target:
         """The same target with a command-line image/profile; the profile follows the image if not given."""
@@ -92,9 +110,16 @@ class Target:
         providers.get(self.provider).check_profile(self, profile)
         return profile
 
+    @property
+    def declared(self) -> str:
+        """The name of the table declaring the target (``kvm`` for the image cell ``kvm-cernvm5``)."""
+        return self.table or self.name
+
     def where(self, key: str = "") -> str:
         """Where a key of this target is declared, to start an error message with."""
-        return f"{self.origin}: targets.{self.name}" + (f".{key}" if key else "")
+        if self.image_label is not None and key in ("image", "profile"):
+            return f"{self.origin}: targets.{self.declared}.images.{self.image_label}.{key}"
+        return f"{self.origin}: targets.{self.declared}" + (f".{key}" if key else "")
 
     def image_file(self, suffix: str, boots: str) -> Path:
         """The target's image as an existing file with ``suffix`` (a URL is fetched into the cache, verified)."""
@@ -130,6 +155,14 @@ class Config:
     @property
     def enabled(self) -> list[str]:
         return [n for n, t in self.targets.items() if t.enabled]
+
+    def aliases(self) -> dict[str, list[str]]:
+        """Every name a user may select by: each target's own, and each table's (standing for its images)."""
+        found: dict[str, list[str]] = {}
+        for name, target in self.targets.items():
+            found.setdefault(target.declared, []).append(name)
+            found.setdefault(name, [name])
+        return found
 
 
 DEFAULT_TARGETS: dict[str, dict[str, Any]] = {
@@ -204,9 +237,41 @@ def default_profile(image: str, target: str, where: str) -> str:
     )
 
 
-def parse_target(name: str, raw: Mapping[str, Any], origin: str) -> Target:
-    """Validate one target table: generic keys first, then the provider's own."""
+def parse_table(name: str, raw: Mapping[str, Any], origin: str) -> list[Target]:
+    """One ``[targets.<name>]`` table: one target, or one per entry of its ``images`` (``<name>-<label>``)."""
+    images = raw.get("images") if isinstance(raw, Mapping) else None
+    if images is None:
+        return [parse_target(name, raw, origin)]
     where = f"{origin}: targets.{name}"
+    example = 'e.g. images = { appliance = "appliance", cernvm5 = { image = "/srv/u5.iso", profile = "cernvm5" } }'
+    if not isinstance(images, Mapping) or not images:
+        raise ConfigError(f"{where}.images: a table of label = image or label = {{ image, profile }}; {example}")
+    both = [k for k in ("image", "profile") if k in raw]
+    if both:
+        raise ConfigError(f"{where}.{both[0]}: give either image (and profile) or images, not both; {example}")
+    rest = {k: v for k, v in raw.items() if k != "images"}
+    cells = []
+    for label, entry in images.items():
+        here = f"{where}.images.{label}"
+        if not LABEL.match(label) or len(name) + 1 + len(label) > 24:
+            raise ConfigError(
+                f"{here}: invalid image label; use lowercase letters and digits, at most {23 - len(name)} of "
+                f"them (target name, '-' and label within 24 characters)"
+            )
+        if isinstance(entry, str):
+            entry = {"image": entry}
+        if not isinstance(entry, Mapping) or "image" not in entry or set(entry) - {"image", "profile"}:
+            raise ConfigError(f"{here}: an image (a string) or a table with image and, optionally, profile")
+        cells.append(parse_target(f"{name}-{label}", {**rest, **entry}, origin, table=name, image_label=label))
+    return cells
+
+
+def parse_target(
+    name: str, raw: Mapping[str, Any], origin: str, *, table: str | None = None, image_label: str | None = None
+) -> Target:
+    """Validate one target table: generic keys first, then the provider's own."""
+    where = f"{origin}: targets.{table or name}"
+    image_where = f"{where}.images.{image_label}" if image_label else where
     if not NAME.match(name):
         raise ConfigError(
             f"{where}: invalid target name; use 1-24 lowercase letters, digits and '-', starting with a letter"
@@ -223,14 +288,14 @@ def parse_target(name: str, raw: Mapping[str, Any], origin: str) -> Target:
     except ConfigError as e:
         raise ConfigError(f"{where}.provider: {e}") from None
     option_names = list(provider.Options.model_fields)
-    valid = sorted(generic_names + option_names)
+    valid = sorted(generic_names + option_names + ["images"])
     generic = {k: v for k, v in raw.items() if k in generic_names}
     specific = {k: v for k, v in raw.items() if k not in generic_names}
     try:
         keys = TargetKeys.model_validate(generic)
         options = provider.Options.model_validate(specific)
     except ValidationError as e:
-        raise ConfigError(profiles.format_validation(origin, e, f"targets.{name}.", valid)) from None
+        raise ConfigError(profiles.format_validation(origin, e, f"targets.{table or name}.", valid)) from None
     if keys.shared_folders and not provider.shares_folders:
         raise ConfigError(f"{where}.shared_folders: provider {provider.name!r} cannot share host folders")
     for folder, path in keys.shared_folders.items():
@@ -240,8 +305,8 @@ def parse_target(name: str, raw: Mapping[str, Any], origin: str) -> Target:
             )
         if path and not Path(path).expanduser().is_dir():
             raise ConfigError(f'{where}.shared_folders.{folder}: {path!r} is not a directory (use "" for a fresh one)')
-    profile = keys.profile or default_profile(keys.image, name, where + ".profile")
-    check_image(keys.image, where + ".image")
+    profile = keys.profile or default_profile(keys.image, name, image_where + ".profile")
+    check_image(keys.image, image_where + ".image")
     return Target(
         name=name,
         provider=provider.name,
@@ -254,6 +319,9 @@ def parse_target(name: str, raw: Mapping[str, Any], origin: str) -> Target:
         command_timeout=keys.command_timeout,
         host_key=keys.host_key,
         origin=origin,
+        verification=keys.verification,
+        table=table or name,
+        image_label=image_label,
     )
 
 
@@ -267,7 +335,16 @@ def parse(raw: Mapping[str, Any], origin: str) -> Config:
     targets = raw.get("targets")
     if not isinstance(targets, Mapping) or not targets:
         raise ConfigError(f"{origin}: no targets declared; add at least one [targets.<name>] table with a provider")
-    return Config({name: parse_target(name, table, origin) for name, table in targets.items()}, origin)
+    cells = [target for name, table in targets.items() for target in parse_table(name, table, origin)]
+    found: dict[str, Target] = {}
+    for target in cells:
+        if target.name in found:
+            raise ConfigError(
+                f"{target.where()}: target {target.name!r} is declared twice "
+                f"(as a table and as an image of targets.{found[target.name].declared or target.declared})"
+            )
+        found[target.name] = target
+    return Config(found, origin)
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

@@ -59,19 +59,22 @@ class Harness:
         option = config.option
         path = getattr(option, "cernvm_config", None) or config.getini("cernvm_config") or None
         loaded = configuration.load(Path(path) if path else None, config.rootpath)
-        wanted = [n for arg in (getattr(option, "cernvm_targets", None) or []) for n in arg.split(",") if n]
-        wanted = wanted or config.getini("cernvm_targets") or loaded.enabled
-        unknown = [n for n in wanted if n not in loaded.targets]
+        asked = [n for arg in (getattr(option, "cernvm_targets", None) or []) for n in arg.split(",") if n]
+        asked = asked or config.getini("cernvm_targets") or loaded.enabled
+        aliases = loaded.aliases()
+        unknown = [n for n in asked if n not in aliases]
         if unknown:
             raise configuration.ConfigError(
                 f"--cernvm-target: unknown target(s) {', '.join(unknown)}; "
-                f"{loaded.origin} declares {', '.join(loaded.targets)}"
+                f"{loaded.origin} declares {', '.join(aliases)}"
             )
+        wanted = list(dict.fromkeys(cell for name in asked for cell in aliases[name]))
+        aliases = {name: [c for c in cells if c in wanted] for name, cells in aliases.items()}
         images = _per_target(
-            getattr(option, "cernvm_images", None), config.getini("cernvm_image"), wanted, "--cernvm-image"
+            getattr(option, "cernvm_images", None), config.getini("cernvm_image"), aliases, "--cernvm-image"
         )
         profiles = _per_target(
-            getattr(option, "cernvm_profiles", None), config.getini("cernvm_profile"), wanted, "--cernvm-profile"
+            getattr(option, "cernvm_profiles", None), config.getini("cernvm_profile"), aliases, "--cernvm-profile"
         )
         targets = {n: loaded.targets[n].with_overrides(images.get(n), profiles.get(n)) for n in wanted}
         for target in targets.values():
@@ -214,15 +217,16 @@ class signals_deferred:
             signal.raise_signal(signum)
 
 
-def _per_target(values: list[str] | None, ini: str, targets: list[str], option: str) -> dict[str, str]:
-    """Parse repeated ``[TARGET=]VALUE`` options into a per-target mapping."""
+def _per_target(values: list[str] | None, ini: str, aliases: dict[str, list[str]], option: str) -> dict[str, str]:
+    """Parse repeated ``[TARGET=]VALUE`` options into a per-target mapping (a table name stands for its images)."""
     found: dict[str, str] = {}
+    selected = [name for name, cells in aliases.items() if cells]
     for value in ([ini] if ini else []) + (values or []):
         name, sep, rest = value.partition("=")
-        if sep and name in targets:
-            found[name] = rest
+        if sep and aliases.get(name):
+            found.update(dict.fromkeys(aliases[name], rest))
         elif sep and configuration.NAME.match(name) and "/" not in name:
-            raise configuration.ConfigError(f"{option}: {name!r} is not a selected target ({', '.join(targets)})")
+            raise configuration.ConfigError(f"{option}: {name!r} is not a selected target ({', '.join(selected)})")
         else:
-            found.update(dict.fromkeys(targets, value))
+            found.update(dict.fromkeys((c for cells in aliases.values() for c in cells), value))
     return found

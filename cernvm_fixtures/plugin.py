@@ -21,6 +21,7 @@ from .context import UserData
 from .errors import CernvmError
 from .harness import Harness
 from .instance import Instance
+from .report import column_of
 from .run import Keep
 
 RUN_KEY = pytest.StashKey["Harness"]()
@@ -120,7 +121,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if grouped:
             item.add_marker(pytest.mark.xdist_group(name=f"cernvm-{target}"))
         marker = item.get_closest_marker("cernvm_targets")
-        if marker and target not in marker.args:
+        declared = config.stash[RUN_KEY].targets[target].declared
+        if marker and target not in marker.args and declared not in marker.args:
             item.add_marker(pytest.mark.skip(reason=f"applies to targets {', '.join(marker.args)}, not {target}"))
     used = [t for t in dict.fromkeys(map(_item_target, items)) if t]
     if used and not config.option.collectonly:  # the doctor's checks: stop once instead of failing every test
@@ -175,7 +177,10 @@ def pytest_runtest_makereport(
     if target is None:
         return report
     if report.when == "call" or (report.when == "setup" and not report.passed):
-        found = [(TARGET_PROPERTY, target)]
+        declared = item.config.stash[RUN_KEY].targets[target]
+        found = [(TARGET_PROPERTY, declared.declared), ("cernvm_verification", declared.verification)]
+        if declared.image_label is not None:
+            found.append(("cernvm_image_label", declared.image_label))
         for instance in item.config.stash[RUN_KEY].used_by.get(item.nodeid, [])[:1]:
             found += _properties(instance)
         report.user_properties.extend(found)  # the summary grid reads this report
@@ -219,8 +224,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     targets: list[str] = []
     for outcome in ("passed", "failed", "skipped", "error"):
         for report in terminalreporter.stats.get(outcome, []):
-            props = dict(getattr(report, "user_properties", []))
-            target = props.get(TARGET_PROPERTY)
+            target = column_of(dict(getattr(report, "user_properties", [])))
             if target is None:
                 continue
             if target not in targets:

@@ -47,7 +47,8 @@ class Cell:
         return ""
 
 
-def _column(properties: dict[str, str]) -> str | None:
+def column_of(properties: dict[str, str]) -> str | None:
+    """The grid column of a test case: its target, or "target / image" for a target with several images."""
     target = properties.get(TARGET)
     if not target:
         return None
@@ -65,7 +66,7 @@ def read(paths: Iterable[Path]) -> list[Cell]:
             raise CernvmError(f"{path}: not a readable JUnit XML file: {e}") from None
         for case in root.iter("testcase"):
             properties = {p.get("name", ""): p.get("value", "") for p in case.iterfind("properties/property")}
-            column = _column(properties)
+            column = column_of(properties)
             if column is None:
                 continue
             outcome, message, detail = "passed", "", ""

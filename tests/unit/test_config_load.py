@@ -87,3 +87,48 @@ def test_ec2_refuses_an_existing_iso_at_launch_naming_what_it_boots(tmp_path):
     target = config.parse({"targets": {"ec2": raw}}, "cernvm.toml").targets["ec2"]
     with pytest.raises(ConfigError, match="the ec2 provider boots an AMI id"):
         Ec2Provider(target, Run(state=tmp_path)).image_source()
+
+
+def _matrix(**table) -> dict:
+    return {"targets": {"kvm": {"provider": "kvm", **table}}}
+
+
+def test_images_expand_into_one_target_per_image():
+    loaded = config.parse(
+        _matrix(images={"appliance": "appliance", "sshfs": {"image": "appliance:sshfs"}}), "cernvm.toml"
+    )
+    assert list(loaded.targets) == ["kvm-appliance", "kvm-sshfs"]
+    cell = loaded.targets["kvm-sshfs"]
+    assert (cell.declared, cell.image_label, cell.image, cell.profile) == (
+        "kvm",
+        "sshfs",
+        "appliance:sshfs",
+        "appliance",
+    )
+    assert cell.where("image") == "cernvm.toml: targets.kvm.images.sshfs.image"
+    assert cell.where("domain_type") == "cernvm.toml: targets.kvm.domain_type"
+    assert loaded.aliases()["kvm"] == ["kvm-appliance", "kvm-sshfs"]
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ({"image": "appliance", "images": {"a": "appliance"}}, r"targets\.kvm\.image: give either image .* or images"),
+        ({"images": {}}, r"targets\.kvm\.images: a table of label = image"),
+        ({"images": {"CernVM5": "appliance"}}, r"targets\.kvm\.images\.CernVM5: invalid image label"),
+        ({"images": {"a" * 21: "appliance"}}, r"invalid image label; .*at most 20"),
+        ({"images": {"x": {"image": "appliance", "flavor": "m"}}}, r"targets\.kvm\.images\.x: an image .* profile"),
+        ({"images": {"x": "/srv/ucernvm-5.iso"}}, r"targets\.kvm\.images\.x\.profile: .*needs a profile"),
+        ({"images": {"x": {"image": "/nonexistent.iso", "profile": "cernvm5"}}}, r"images\.x\.image: .*does not exist"),
+        ({"images": {"x": "appliance"}, "domain_type": "xen"}, r"targets\.kvm\.domain_type"),
+    ],
+)
+def test_bad_images_name_the_key_and_what_is_valid(table, message):
+    with pytest.raises(ConfigError, match=message):
+        config.parse(_matrix(**table), "cernvm.toml")
+
+
+def test_an_image_cell_may_not_shadow_a_declared_target():
+    raw = {"targets": {"kvm": {"provider": "kvm", "images": {"two": "appliance"}}, "kvm-two": {"provider": "kvm"}}}
+    with pytest.raises(ConfigError, match="'kvm-two' is declared twice"):
+        config.parse(raw, "cernvm.toml")

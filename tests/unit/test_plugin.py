@@ -236,3 +236,62 @@ def test_junit_cells_carry_the_instance_and_feed_the_report(project):
     assert props["cernvm_provider"] == "local" and float(props["cernvm_ready_s"]) >= 0
     assert {"cernvm_image", "cernvm_profile", "cernvm_ready_ready_s"} <= set(props)
     assert "false failed" in report.markdown(cells)
+
+
+MATRIX = """
+[targets.alpha]
+provider = "local"
+
+[targets.alpha.images]
+one = {{ image = "appliance", profile = "{profile}" }}
+two = {{ image = "appliance:no-ssh", profile = "{profile}" }}
+
+[targets.beta]
+provider = "local"
+profile = "{profile}"
+"""
+
+
+@pytest.fixture
+def matrix(pytester: pytest.Pytester, local_provider):
+    """A project whose target alpha lists two images (the nightly matrix's image axis)."""
+    from cernvm_fixtures.testing.local import PROFILE
+
+    pytester.makefile(".toml", cernvm=MATRIX.format(profile=PROFILE))
+    pytester.makepyfile(test_it=A_TEST)
+    return pytester
+
+
+def test_each_image_is_a_target_of_its_own_and_k_stays_natural(matrix):
+    result = run(matrix, "-v")
+    result.assert_outcomes(passed=6)
+    result.stdout.fnmatch_lines(["*test_uname[[]alpha-one[]] PASSED*", "*test_uname[[]alpha-two[]] PASSED*"])
+    run(matrix, "-k", "alpha").assert_outcomes(passed=4, deselected=2)
+    run(matrix, "-k", "two").assert_outcomes(passed=2, deselected=4)
+    run(matrix, "-k", "alpha and one").assert_outcomes(passed=2, deselected=4)
+
+
+def test_a_table_name_selects_all_its_images(matrix):
+    result = run(matrix, "--cernvm-target", "alpha", "-v")
+    result.assert_outcomes(passed=4)
+    assert "[beta]" not in result.stdout.str()
+    run(matrix, "--cernvm-target", "alpha-two").assert_outcomes(passed=2)
+
+
+def test_matrix_cells_report_target_image_and_verification(matrix):
+    from cernvm_fixtures import report
+
+    junit = matrix.path / "junit.xml"
+    result = run(matrix, f"--junitxml={junit}")
+    result.assert_outcomes(passed=6)
+    result.stdout.fnmatch_lines(["*alpha / one*alpha / two*beta*"])  # the summary grid's header
+    cells = report.read([junit])
+    assert {c.column for c in cells} == {"alpha / one", "alpha / two", "beta"}
+    props = next(c.properties for c in cells if c.column == "alpha / two")
+    assert (props["cernvm_target"], props["cernvm_image_label"], props["cernvm_image"]) == (
+        "alpha",
+        "two",
+        "appliance:no-ssh",
+    )
+    assert props["cernvm_verification"] == "real engine"
+    assert "| alpha / one | alpha / two | beta |" in report.markdown(cells)
