@@ -11,6 +11,7 @@ import signal
 import threading
 import time
 from collections import defaultdict
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,10 +24,13 @@ from .errors import CernvmError
 from .instance import Instance, launch
 from .ledger import Owner, Resource
 from .providers import get as get_provider
+from .providers.kit import cancel_scope, checkpoint
 from .run import Keep, Run
 
 log = logging.getLogger(__name__)
 
+BOOT_AHEAD_STOP = 120.0
+"""Seconds the end of a run waits for a called-off boot-ahead launch to unwind (it destroys what it made)."""
 WORKER_TEARDOWN = 120.0
 """Seconds an xdist controller given SIGTERM waits for its workers' teardown before reaping what is left."""
 
@@ -53,6 +57,10 @@ class Harness:
     previous_sigterm: Any = None
     workers: list[int] = field(default_factory=list)
     """xdist controller: the pids of its workers, to pass SIGTERM on to."""
+    ahead: dict[tuple[str, str], Future[Instance]] = field(default_factory=dict)
+    """Boot-ahead launches not yet claimed by a test, by (target, user data)."""
+    _cancel: threading.Event = field(default_factory=threading.Event)
+    _pool: ThreadPoolExecutor | None = None
 
     @classmethod
     def from_pytest(cls, config: pytest.Config) -> Harness:
@@ -99,12 +107,53 @@ class Harness:
                 pytrace=False,
             )
         if key not in self.shared:
+            ahead = self.ahead.pop(key, None)
             try:
-                self.shared[key] = self._launch(target, user_data)
+                self.shared[key] = self._claim(ahead) if ahead is not None else self._launch(target, user_data)
             except CernvmError as e:
                 self.broken[key] = str(e)
                 raise
         return self.shared[key]
+
+    def boot_ahead(self, wanted: list[tuple[configuration.Target, UserData]]) -> None:
+        """Launch the shared instances the collected tests will use, concurrently (at most each provider's
+        ``parallel_boots`` at a time), so that each test waits only for its own instance."""
+        if not wanted or self._pool is not None:
+            return
+        self.forward_sigterm_here()
+        limits = {t.provider: threading.BoundedSemaphore(get_provider(t.provider).parallel_boots) for t, _ in wanted}
+        self._pool = ThreadPoolExecutor(max_workers=len(wanted), thread_name_prefix="cernvm-boot-ahead")
+        for target, user_data in wanted:
+            key = (target.name, user_data.key)
+            if key not in self.shared and key not in self.ahead:
+                self.ahead[key] = self._pool.submit(self._boot, limits[target.provider], target, user_data)
+
+    def _boot(self, limit: threading.BoundedSemaphore, target: configuration.Target, user_data: UserData) -> Instance:
+        with limit, cancel_scope(self._cancel):
+            checkpoint()
+            return launch(target, self.run, user_data=user_data)
+
+    @staticmethod
+    def _claim(ahead: Future[Instance]) -> Instance:
+        """Wait for a boot-ahead launch in short steps (a signal's KeyboardInterrupt is raised at once)."""
+        while not ahead.done():
+            wait([ahead], timeout=0.1)
+        return ahead.result()
+
+    def stop_boot_ahead(self) -> None:
+        """Call off the launches no test claimed and finish what they made: nothing booted ahead outlives the run."""
+        if self._pool is None:
+            return
+        self._cancel.set()
+        for key, ahead in list(self.ahead.items()):
+            try:
+                instance = ahead.result(timeout=BOOT_AHEAD_STOP)
+            except BaseException as e:  # noqa: BLE001 - cancelled or failed: the launch destroyed its own machine
+                log.debug("boot-ahead of %s ended: %s", key[0], e)
+            else:
+                self.finish(instance)
+            del self.ahead[key]
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
     def fresh(self, target: configuration.Target, user_data: UserData) -> Instance:
         return self._launch(target, user_data)
@@ -127,6 +176,7 @@ class Harness:
             self.finish(self.shared.pop(key))
 
     def release_all(self) -> None:
+        self.stop_boot_ahead()
         for target in {k[0] for k in self.shared}:
             self.release(target)
 
@@ -162,9 +212,13 @@ class Harness:
         return bool(live) and any(r.owner.pid in live and not r.kept for r in self.run.ledger.entries())
 
     def _launch(self, target: configuration.Target, user_data: UserData) -> Instance:
+        self.forward_sigterm_here()
+        return launch(target, self.run, user_data=user_data)
+
+    def forward_sigterm_here(self) -> None:
+        """SIGTERM unwinds this process like Ctrl-C from now on (set from the main thread, once)."""
         if self.previous_sigterm is None and threading.current_thread() is threading.main_thread():
             self.previous_sigterm = signal.signal(signal.SIGTERM, _sigterm)
-        return launch(target, self.run, user_data=user_data)
 
 
 def _running(pid: int) -> bool:

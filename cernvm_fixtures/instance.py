@@ -22,6 +22,7 @@ from .errors import CernvmError, PermanentError, ReadinessError
 from .profile import Profile
 from .providers import get as get_provider
 from .providers.base import Machine
+from .providers.kit import checkpoint
 from .run import Keep, Run
 from .transport.base import TIMEOUT, Default, Result, Transport
 from .transport.ssh import SSHTransport
@@ -177,6 +178,7 @@ class Instance:
                     return
                 if time.monotonic() >= deadline:
                     raise ReadinessError(self.name, name, time.monotonic() - begun, problem, self.console_tail())
+                checkpoint()
                 time.sleep(0.1)
 
         def running() -> str | None:

@@ -70,7 +70,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="store_true",
         help="use only cached images: an image URL not in the cache is an error instead of a download",
     )
+    group.addoption(
+        "--cernvm-no-boot-ahead",
+        dest="cernvm_boot_ahead",
+        action="store_false",
+        default=None,
+        help="boot each instance when its first test needs it, instead of all of them in parallel at the start",
+    )
     parser.addini("cernvm_targets", "targets to run (default: all enabled)", type="args", default=[])
+    parser.addini(
+        "cernvm_boot_ahead", "boot the run's shared instances in parallel at the start", type="bool", default=True
+    )
     parser.addini("cernvm_image", "image for all selected targets", default="")
     parser.addini("cernvm_profile", "profile for all selected targets", default="")
     parser.addini("cernvm_keep", "never | on-failure | always", default="never")
@@ -266,6 +276,31 @@ def pytest_testnodedown(node: Any, error: Any) -> None:
         harness.reap(reason=f"worker {node.gateway.id} crashed")
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtestloop(session: pytest.Session) -> None:
+    """Boot ahead: launch, in parallel, the shared instance of every (target, user data) the selected tests use.
+    Not in xdist processes: each worker learns its tests one group at a time (there, -n is the parallelism)."""
+    config = session.config
+    harness = config.stash.get(RUN_KEY, None)
+    option = config.option.cernvm_boot_ahead
+    wanted = config.getini("cernvm_boot_ahead") if option is None else option
+    if harness is None or harness.is_worker or getattr(config.option, "numprocesses", None):
+        return
+    if not wanted or config.option.collectonly or session.testsfailed:
+        return
+    needed: dict[tuple[str, str], tuple[configuration.Target, UserData]] = {}
+    for item in session.items:
+        target = _item_target(item)
+        if target is None or "cernvm" not in getattr(item, "fixturenames", ()) or item.get_closest_marker("skip"):
+            continue
+        try:
+            user_data = _item_user_data(item)
+        except pytest.UsageError:
+            continue  # the test reports its bad marker itself
+        needed.setdefault((target, user_data.key), (harness.targets[target], user_data))
+    harness.boot_ahead(list(needed.values()))
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session: pytest.Session) -> None:
     harness = session.config.stash.get(RUN_KEY, None)
@@ -301,14 +336,18 @@ def cernvm_target(request: pytest.FixtureRequest, cernvm_harness: Harness) -> It
 
 
 def _user_data(request: pytest.FixtureRequest) -> UserData:
-    marker = request.node.get_closest_marker("cernvm_context")
+    return _item_user_data(request.node)
+
+
+def _item_user_data(item: pytest.Item) -> UserData:
+    marker = item.get_closest_marker("cernvm_context")
     if marker is None:
         return UserData()
     try:
         return UserData(**marker.kwargs)
     except TypeError as e:
         raise pytest.UsageError(
-            f"{request.node.nodeid}: cernvm_context marker: {e}; valid keys: {', '.join(UserData.__dataclass_fields__)}"
+            f"{item.nodeid}: cernvm_context marker: {e}; valid keys: {', '.join(UserData.__dataclass_fields__)}"
         ) from None
 
 

@@ -93,6 +93,8 @@ class Provider(ABC, Generic[OptionsT, MachineT]):
     Options: ClassVar[type[ProviderOptions]] = ProviderOptions
     shares_folders: ClassVar[bool] = False
     """Whether the provider can hand host folders to instances (target key ``shared_folders``)."""
+    parallel_boots: ClassVar[int] = 4
+    """How many machines of this provider boot-ahead launches at a time (API rate limits, quotas, cores)."""
     creation_order: ClassVar[tuple[str, ...]] = ()
     """Resource kinds in the order they depend on each other; teardown and sweep go the other way."""
 

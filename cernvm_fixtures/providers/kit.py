@@ -11,7 +11,8 @@ import re
 import shutil
 import threading
 import time
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -23,6 +24,33 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
+
+
+# --- calling off a launch that runs in another thread (boot-ahead) ---------------------------------
+
+_scope = threading.local()
+
+
+class Cancelled(KeyboardInterrupt):
+    """A launch running in a boot-ahead thread was called off (Ctrl-C, SIGTERM, the end of the run): it unwinds
+    like Ctrl-C, so the launch destroys what it created."""
+
+
+@contextmanager
+def cancel_scope(event: threading.Event) -> Iterator[None]:
+    """Within this block, the calling thread's waits raise :class:`Cancelled` once ``event`` is set."""
+    _scope.event = event
+    try:
+        yield
+    finally:
+        _scope.event = None
+
+
+def checkpoint() -> None:
+    """Raise :class:`Cancelled` if this thread's launch was called off (a no-op outside a cancel scope)."""
+    event = getattr(_scope, "event", None)
+    if event is not None and event.is_set():
+        raise Cancelled("the launch was called off")
 
 
 # --- waiting --------------------------------------------------------------------------------------
@@ -42,6 +70,7 @@ def wait_until(
     last seen); a PermanentError from ``check`` ends the wait at once (waiting longer cannot help).
     """
     while True:
+        checkpoint()
         value = check()
         if value is not None:
             return value
@@ -99,7 +128,7 @@ def interruptible(
     threading.Thread(target=work, name=f"cernvm-fixtures: {what}", daemon=True).start()
     try:
         while not done.wait(poll):
-            pass
+            checkpoint()
     except BaseException:
         with lock:
             abandoned = not done.is_set()

@@ -352,6 +352,7 @@ class KvmProvider(Provider[KvmOptions, "KvmMachine"]):
     name = "kvm"
     Options = KvmOptions
     shares_folders = True
+    parallel_boots = max(1, os.cpu_count() or 1)  # a TCG guest keeps a core busy while it boots
     creation_order = ("directory", "domain")
 
     @property

@@ -493,6 +493,7 @@ class VirtualBoxProvider(Provider[VirtualBoxOptions, "VirtualBoxMachine"]):
     name = "virtualbox"
     Options = VirtualBoxOptions
     shares_folders = True
+    parallel_boots = max(1, os.cpu_count() or 1)
 
     @functools.cached_property
     def vbox(self) -> VBoxManage:

@@ -18,7 +18,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from importlib import resources
 from pathlib import Path
 from typing import ClassVar
@@ -30,6 +29,7 @@ from ..errors import CommandTimeout, PermanentError, ProviderError
 from ..harness import signals_deferred
 from ..ledger import Resource
 from ..providers.base import Machine, Provider, ProviderOptions
+from ..providers.kit import wait_until
 from ..transport.base import Login, Result, Transport
 from ..transport.shell import STDERR, STDOUT, SessionPool, ShellSession, kill_tree_command
 
@@ -130,12 +130,12 @@ class LocalMachine(Machine):
         return pid if _environ(pid).get(MACHINE_ENV) == self.name else None
 
     def wait_running(self, deadline: float) -> None:
-        while self.init_pid() is None:
+        def started() -> bool | None:
             if not self.directory.is_dir():
                 raise PermanentError(f"{self.name}: the machine directory is gone")
-            if time.monotonic() > deadline:
-                raise ProviderError(f"{self.name}: the init process did not start")
-            time.sleep(0.02)
+            return True if self.init_pid() is not None else None
+
+        wait_until(f"{self.name}: init process started", started, deadline, 0.02)
 
     def transport(self) -> LocalTransport:
         return LocalTransport(self)
