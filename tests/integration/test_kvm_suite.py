@@ -77,33 +77,8 @@ NEGATIVE = [
 ]
 
 
-@pytest.mark.parametrize("image,selection,failing,message", NEGATIVE, ids=[n[0].split(":")[1] for n in NEGATIVE])
-def test_broken_variant_fails_its_scenario(tmp_path, image, selection, failing, message):
-    result = run_suite(tmp_path, "-k", f"kvm and ({selection})", f"--cernvm-image={image}")
-    found = outcomes(result.output)
-    assert {name for name, status in found.items() if status == "FAILED"} == {f"{n}[kvm]" for n in failing}, (
-        result.output[-6000:]
-    )
-    assert message in result.output
-    assert result.returncode == 1
-
-
-def test_wrong_nic_fails_the_network_scenario(tmp_path):
-    result = run_suite(
-        tmp_path,
-        "-k",
-        "network",
-        config="""
-            [targets.kvm-e1000]
-            provider = "kvm"
-            nic_model = "e1000"
-        """,
-    )
-    assert outcomes(result.output) == {"test_network_driver[kvm-e1000]": "FAILED"}, result.output[-4000:]
-    assert "eth0 is driven by e1000, expected virtio_net" in result.output
-
-
-def test_wrong_profile_fails_the_kernel_scenario(tmp_path):
+def broken_profile(tmp_path: Path) -> Path:
+    """The appliance's profile expecting CernVM's kernel release format instead of Debian's."""
     profile = (ROOT / "cernvm_fixtures/profiles/appliance.toml").read_text()
     broken = tmp_path / "cernvm-kernel.toml"
     broken.write_text(
@@ -113,6 +88,40 @@ def test_wrong_profile_fails_the_kernel_scenario(tmp_path):
         )
     )
     assert broken.read_text() != profile
-    result = run_suite(tmp_path, "-k", "kvm and kernel_release", f"--cernvm-profile={broken}")
-    assert outcomes(result.output) == {"test_kernel_release[kvm]": "FAILED"}, result.output[-4000:]
+    return broken
+
+
+def test_each_broken_image_fails_exactly_its_scenarios(tmp_path):
+    """Every broken variant, a wrong profile and a wrong NIC, as one matrix run (one image per defect, booted
+    ahead in parallel): each makes exactly its scenarios fail, with a message naming what is wrong."""
+    images = "".join(f'b{i} = "{image}"\n' for i, (image, *_) in enumerate(NEGATIVE, 1))
+    wrong = len(NEGATIVE) + 1
+    config = f"""
+        [targets.kvm]
+        provider = "kvm"
+        shared_folders = {{ data = "" }}
+
+        [targets.kvm.images]
+        {images}
+        b{wrong} = {{ image = "appliance", profile = "{broken_profile(tmp_path)}" }}
+
+        [targets.kvm-e1000]
+        provider = "kvm"
+        nic_model = "e1000"
+    """
+    selection = [f"(b{i} and ({sel}))" for i, (_, sel, *_) in enumerate(NEGATIVE, 1)]
+    selection += [f"(b{wrong} and kernel_release)", "(e1000 and network)"]
+    result = run_suite(
+        tmp_path, "-k", " or ".join(selection), config="\n".join(line.strip() for line in config.splitlines())
+    )
+    expected = {f"{name}[kvm-b{i}]" for i, (_, _, failing, _) in enumerate(NEGATIVE, 1) for name in failing}
+    expected |= {f"test_kernel_release[kvm-b{wrong}]", "test_network_driver[kvm-e1000]"}
+    found = outcomes(result.output)
+    assert {name for name, status in found.items() if status == "FAILED"} == expected, result.output[-8000:]
+    assert {status for name, status in found.items() if name not in expected} <= {"PASSED"}, found
+    for _, _, _, message in NEGATIVE:
+        assert message in result.output
+    assert "eth0 is driven by e1000, expected virtio_net" in result.output
     assert re.search(r"kernel release is '\d+\.\d+\.\d+-\d+-amd64', but profile 'appliance' expects", result.output)
+    assert "kvm / b1" in result.output, "the summary grid names the target and the image"
+    assert result.returncode == 1
