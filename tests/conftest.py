@@ -74,3 +74,31 @@ def local_provider(
     monkeypatch.delenv("PYTEST_ADDOPTS", raising=False)
     yield state
     assert machines_under(state) == [], "local machines left running"
+
+
+CONTRACT_CASES: dict[str, dict[str, str]] = {}
+"""The provider contract's outcomes as they are reported: case -> provider -> ok / FAIL / ERROR / n/a."""
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    parts = report.nodeid.split("::")
+    if len(parts) != 3 or "test_contract" not in parts[0] or not (report.when == "call" or not report.passed):
+        return
+    provider = parts[1].removeprefix("Test").removesuffix("Contract").lower()
+    mark = "n/a" if report.skipped else "ok" if report.passed else "FAIL" if report.when == "call" else "ERROR"
+    cells = CONTRACT_CASES.setdefault(parts[2].removeprefix("test_"), {})
+    if cells.get(provider) not in ("FAIL", "ERROR"):
+        cells[provider] = mark
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    """The fault and attack matrix: each provider contract case (rows) on each provider (columns), as measured
+    by the contract's own checks (the engine's objects of the run listed after each case: nothing left)."""
+    if not CONTRACT_CASES:
+        return
+    providers = list(dict.fromkeys(p for cells in CONTRACT_CASES.values() for p in cells))
+    terminalreporter.section("fault and attack matrix (provider contract: nothing leaked, nothing wrongly deleted)")
+    width = max(len(case) for case in CONTRACT_CASES)
+    terminalreporter.write_line(" " * width + "  " + "  ".join(f"{p:<9}" for p in providers))
+    for case, cells in CONTRACT_CASES.items():
+        terminalreporter.write_line(f"{case:<{width}}  " + "  ".join(f"{cells.get(p, '-'):<9}" for p in providers))

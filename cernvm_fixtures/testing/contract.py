@@ -285,6 +285,40 @@ class ProviderContract:
         finally:
             instance.destroy()
 
+    @pytest.mark.parametrize("nth", [1, 2], ids=["first-create", "second-create"])
+    def test_error_halfway_through_create_leaves_nothing(
+        self, run: Run, contract_target: Target, contract_intercept: Intercept, nth: int
+    ) -> None:
+        calls: list[int] = []
+
+        def fail() -> None:
+            calls.append(1)
+            if len(calls) == nth:
+                raise RuntimeError(f"injected failure of create call {nth}")
+
+        with contract_intercept(fail):
+            try:
+                instance = launch(contract_target, run)
+            except RuntimeError as e:
+                assert f"create call {nth}" in str(e)
+                return
+        instance.destroy()
+        pytest.skip(f"the provider makes {len(calls)} create call(s), fewer than {nth}")
+
+    def test_reused_name_destroys_nothing_of_the_other(
+        self, run: Run, contract_target: Target, instance: Instance, contract_objects: Objects
+    ) -> None:
+        """A second machine given the name of a running one (a forged or colliding name): whether the platform
+        refuses it or not, destroying it must leave the running one and everything it owns alone."""
+        before = contract_objects(instance.machine.provider.run)
+        run.name = lambda target: instance.name  # type: ignore[method-assign]
+        try:
+            launch(contract_target, run).destroy()
+        except Exception as e:  # noqa: BLE001 - refusing the name is fine; what matters is what is left
+            logging.getLogger(__name__).info("a reused name was refused: %s", e)
+        assert contract_objects(instance.machine.provider.run) == before, "the other machine's objects changed"
+        assert instance.run("echo alive", timeout=60).stdout == "alive\n", "the other machine stopped answering"
+
     def test_sigkill_then_sweep(
         self, tmp_path: Path, contract_child: tuple[str, dict[str, str]] | None, contract_objects: Objects
     ) -> None:
