@@ -578,6 +578,8 @@ class AzureProvider(Provider[AzureOptions, "AzureMachine"]):
             if not call("check resource group", resource_client.resource_groups.check_existence, group):
                 raise ConfigError(f"{self.target.where('resource_group')}: resource group {group!r} does not exist")
         else:
+            if call("check resource group", resource_client.resource_groups.check_existence, group):
+                raise ProviderError(f"{machine.name}: resource group {group!r} exists already (a name collision)")
             rg = self._record(machine, "resource-group", group=group)
             call(
                 f"create resource group {group}",
@@ -788,6 +790,13 @@ class AzureProvider(Provider[AzureOptions, "AzureMachine"]):
             raise ProviderError(f"{resource.name}: ledger entry for {resource.kind} has no subscription or id")
         if resource.kind == "resource-group":
             group = data.get("group") or split_id(data["id"] + "/x")[0]
+            groups = client("resource", data).resource_groups
+            found = call(f"get resource group {group}", groups.get, group, missing_ok=True)
+            if found is None:
+                return None
+            if (found.tags or {}).get(RUN_TAG) != resource.run:
+                log.warning("resource group %s belongs to another run; left alone", group)
+                return None
             return delete_until_free(
                 f"delete resource group {group}", client("resource", data).resource_groups.begin_delete, group
             )

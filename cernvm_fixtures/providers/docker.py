@@ -481,6 +481,15 @@ class ImageSource:
     appliance: bool = False
 
 
+def _ours(labels: Mapping[str, str], resource: Resource) -> bool:
+    """Whether a container or volume found by the recorded name carries that entry's run (a create refused for a
+    name someone else holds must not delete theirs)."""
+    if labels.get(LABEL_RUN) == resource.run:
+        return True
+    log.warning("%s %s belongs to another run; left alone", resource.kind, resource.name)
+    return False
+
+
 class DockerProvider(Provider[DockerOptions, "DockerMachine"]):
     """Runs CernVM's Docker image on a Docker daemon (local, or the one DOCKER_HOST names)."""
 
@@ -663,9 +672,13 @@ class DockerProvider(Provider[DockerOptions, "DockerMachine"]):
         client = connect(url)
         try:
             if resource.kind == "container":
-                client.containers.get(resource.name).remove(force=True, v=True)
+                found = client.containers.get(resource.name)
+                if _ours(found.labels, resource):
+                    found.remove(force=True, v=True)
             elif resource.kind == "volume":
-                client.volumes.get(resource.name).remove(force=True)
+                found = client.volumes.get(resource.name)
+                if _ours(found.attrs.get("Labels") or {}, resource):
+                    found.remove(force=True)
             else:
                 raise ProviderError(f"docker cannot destroy unknown resource kind {resource.kind!r}")
         except docker.errors.NotFound:

@@ -442,6 +442,10 @@ class KvmProvider(Provider[KvmOptions, "KvmMachine"]):
             if e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
                 return
             raise ProviderError(f"{resource.name}: {e.get_error_message()}") from None
+        found = decode_fields(domain_fields(dom))
+        if found is None or found.run != resource.run:
+            log.warning("domain %s belongs to another run; left alone", resource.name)
+            return
         try:
             if dom.isActive():
                 dom.destroy()

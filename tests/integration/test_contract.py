@@ -29,13 +29,17 @@ pytestmark = pytest.mark.integration
 
 
 @contextmanager
-def wrapped(methods: list[tuple[type, str]], on_create: Callable[[], None]) -> Iterator[None]:
-    """Call ``on_create`` before each of these SDK methods runs (the calls that create an engine object)."""
+def wrapped(
+    methods: list[tuple[type, str]], on_create: Callable[[], None], only: Callable[..., bool] | None = None
+) -> Iterator[None]:
+    """Call ``on_create`` before each of these SDK methods runs (the calls that create an engine object), or only
+    before the calls whose arguments ``only`` accepts."""
     originals = [(cls, name, getattr(cls, name)) for cls, name in methods]
 
     def wrap(original: Callable) -> Callable:
         def call(*args, **kwargs):
-            on_create()
+            if only is None or only(*args, **kwargs):
+                on_create()
             return original(*args, **kwargs)
 
         return call
@@ -330,16 +334,10 @@ class TestAzureContract(ProviderContract):
 
     @pytest.fixture
     def contract_intercept(self, azure_cloud) -> Intercept:
-        @contextmanager
-        def intercept(on_create: Callable[[], None]) -> Iterator[None]:
-            def request(method: str, path: str) -> None:
-                if method == "PUT":  # ARM creates with PUT (create_or_update); tags and reads use other verbs
-                    on_create()
+        from azure.core.pipeline import Pipeline
 
-            azure_cloud.arm.on_request = request
-            try:
-                yield
-            finally:
-                azure_cloud.arm.on_request = None
+        def is_create(pipeline: Pipeline, request, **kwargs) -> bool:
+            """ARM creates with PUT (create_or_update); blob uploads to Azurite are PUTs too, but not creates."""
+            return request.method == "PUT" and request.url.startswith(azure_cloud.url)
 
-        return intercept
+        return lambda on_create: wrapped([(Pipeline, "run")], on_create, only=is_create)

@@ -430,9 +430,16 @@ destroy_volume = deleter("volume", "describe_volumes", "Volumes", "VolumeId", "d
 
 
 def destroy_key_pair(resource: Resource, region: str, endpoint: str | None) -> None:
+    """Only a key pair that is provably ours: one carrying this entry's tags, or the id the ledger holds. A key
+    pair of the recorded name that another run holds (our import was refused as a duplicate) is left alone."""
     ec2 = client("ec2", region, endpoint)
-    name = resource.data.get("key_name") or resource.name
-    call(f"delete key pair {name}", ec2.delete_key_pair, missing_ok=True, KeyName=name)
+    tagged = call("describe key pairs", ec2.describe_key_pairs, Filters=tag_filters(resource)).get("KeyPairs", [])
+    recorded = ids(resource)
+    if recorded:
+        by_id = call("describe key pairs", ec2.describe_key_pairs, missing_ok=True, KeyPairIds=recorded)
+        tagged += (by_id or {}).get("KeyPairs", [])
+    for name in dict.fromkeys(k["KeyName"] for k in tagged):
+        call(f"delete key pair {name}", ec2.delete_key_pair, missing_ok=True, KeyName=name)
 
 
 DESTROY = {
