@@ -55,3 +55,11 @@ class TestLocalContract(ProviderContract):
     @pytest.fixture
     def contract_child(self, local_site) -> tuple[str, dict[str, str]]:
         return CONFIG, {}
+
+    @pytest.mark.parametrize(
+        "keep,failed,kept",
+        [("never", True, False), ("always", False, True), ("never", False, False), ("always", True, True)],
+    )
+    def test_keep_policy_table(self, run, contract_target, contract_objects, keep, failed, kept):
+        """The rest of the keep table (the contract boots one kept and one destroyed machine per provider)."""
+        self.test_keep_policy(run, contract_target, contract_objects, keep, failed, kept)
