@@ -810,6 +810,7 @@ def test_scenario_suite_end_to_end_against_moto_with_standins(moto, ami, tmp_pat
         profile=str(HERE / "ec2_standin.toml"),
         tags={"test-case": case},
         deadlines={"running": 30, "reachable": 120, "login": 60, "ready": 60},
+        verification="stand-in",
     )
     state = tmp_path / "state"
     marker = "SECRET-" + secrets.token_hex(12)
@@ -828,6 +829,8 @@ def test_scenario_suite_end_to_end_against_moto_with_standins(moto, ami, tmp_pat
     skipped = {name: c.find("skipped").get("message") for name, c in cases.items() if c.find("skipped") is not None}
     failed = [name for name, c in cases.items() if c.find("failure") is not None or c.find("error") is not None]
     assert not failed and cases, output[-6000:]
+    properties = {p.get("name"): p.get("value") for c in cases.values() for p in c.iter("property")}
+    assert properties["cernvm_verification"] == "stand-in", "the report says what the cells really ran on"
     assert set(cases) - set(skipped) >= {
         "test_kernel_release",
         "test_kernel_command_line",
