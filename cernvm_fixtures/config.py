@@ -125,8 +125,14 @@ class Target:
         """The target's image as an existing file with ``suffix`` (a URL is fetched into the cache, verified)."""
         from . import download
 
-        if download.is_url(self.image):
-            reference = download.parse(self.image)
+        image = self.image
+        if download.is_release(image):
+            try:
+                image = download.release_url(image, suffix.lstrip("."))
+            except download.DownloadError as e:
+                raise ConfigError(f"{self.where('image')}: {e}") from None
+        if download.is_url(image):
+            reference = download.parse(image)
             if not reference.name.lower().endswith(suffix):
                 raise ConfigError(f"{self.where('image')}: {self.image!r}: the {self.provider} provider boots {boots}")
             try:
@@ -207,6 +213,14 @@ def check_image(image: str, where: str) -> None:
     """An image that names a file must exist, and a ``.iso`` must be one; caught at load, not per test."""
     if image == APPLIANCE or image.startswith(APPLIANCE + ":") or image.startswith(("http://", "https://")):
         return
+    if image.startswith("release:"):
+        from .download import DownloadError, check_release
+
+        try:
+            check_release(image)
+        except DownloadError as e:
+            raise ConfigError(f"{where}: {e}") from None
+        return
     path = Path(image).expanduser()
     if not image.lower().endswith(IMAGE_FILES):
         return
@@ -228,9 +242,12 @@ def check_image(image: str, where: str) -> None:
 
 
 def default_profile(image: str, target: str, where: str) -> str:
-    """The appliance knows its profile; any other image must name one."""
+    """The appliance knows its profile, a CernVM release (µCernVM with the CernVM 4 OS) is ``cernvm4``; any other
+    image must name one."""
     if appliance_variant(image) is not None:
         return APPLIANCE
+    if image.startswith("release:"):
+        return "cernvm4"
     raise ConfigError(
         f"{where}: target {target!r} boots image {image!r}, so it needs a profile "
         f"(shipped: {', '.join(profiles.shipped())}, or a path to a .toml file)"

@@ -24,7 +24,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urldefrag, urlsplit
+from urllib.parse import urldefrag, urljoin, urlsplit
 
 from .dirs import cache_dir
 from .errors import CernvmError
@@ -55,6 +55,40 @@ class Reference:
 
 def is_url(image: str) -> bool:
     return image.startswith(("http://", "https://"))
+
+
+RELEASE = re.compile(r"^release:(?:(?P<branch>[a-z][a-z0-9-]*)/)?(?P<version>\d{4}\.\d{2}-\d+)$")
+"""``release:[BRANCH/]YYYY.MM-R``: one CernVM release, each target taking the file in its own format."""
+DEFAULT_BASE = "https://cernvm.cern.ch/releases/"
+DEFAULT_PATTERN = "ucernvm-{branch}.{version}.cernvm.x86_64.{fmt}"
+"""CernVM's published file names, relative to the base URL (``CERNVM_FIXTURES_IMAGE_PATTERN`` overrides it:
+the layout has changed before)."""
+
+
+def is_release(image: str) -> bool:
+    return image.startswith("release:")
+
+
+def check_release(image: str) -> re.Match[str]:
+    match = RELEASE.match(image)
+    if match is None:
+        raise DownloadError(f"{image!r}: expected release:[BRANCH/]YYYY.MM-R, e.g. release:prod/2021.05-1")
+    return match
+
+
+def release_url(image: str, fmt: str) -> str:
+    """The URL of a release's file in format ``fmt`` (``iso``, ``hvm``, ``vhd``...): base URL + published name;
+    its SHA-256 comes from the ``.sha256`` file published beside it."""
+    match = check_release(image)
+    base = os.environ.get("CERNVM_FIXTURES_IMAGE_BASE") or DEFAULT_BASE
+    pattern = os.environ.get("CERNVM_FIXTURES_IMAGE_PATTERN") or DEFAULT_PATTERN
+    try:
+        name = pattern.format(branch=match["branch"] or "prod", version=match["version"], fmt=fmt)
+    except (KeyError, IndexError, ValueError) as e:
+        raise DownloadError(
+            f"CERNVM_FIXTURES_IMAGE_PATTERN {pattern!r}: {e}; use the fields {{branch}}, {{version}} and {{fmt}}"
+        ) from None
+    return urljoin(base if base.endswith("/") else base + "/", name)
 
 
 def parse(image: str) -> Reference:

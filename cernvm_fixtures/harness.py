@@ -78,8 +78,12 @@ class Harness:
             )
         wanted = list(dict.fromkeys(cell for name in asked for cell in aliases[name]))
         aliases = {name: [c for c in cells if c in wanted] for name, cells in aliases.items()}
-        images = _per_target(
-            getattr(option, "cernvm_images", None), config.getini("cernvm_image"), aliases, "--cernvm-image"
+        releases = _per_target(getattr(option, "cernvm_releases", None), "", aliases, "--cernvm-release")
+        images = {name: f"release:{value}" for name, value in releases.items()}
+        images.update(
+            _per_target(
+                getattr(option, "cernvm_images", None), config.getini("cernvm_image"), aliases, "--cernvm-image"
+            )
         )
         profiles = _per_target(
             getattr(option, "cernvm_profiles", None), config.getini("cernvm_profile"), aliases, "--cernvm-profile"

@@ -51,6 +51,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="boot this image instead of the configured one (all selected targets, or TARGET only)",
     )
     group.addoption(
+        "--cernvm-release",
+        action="append",
+        dest="cernvm_releases",
+        metavar="[TARGET=][BRANCH/]YYYY.MM-R",
+        help="boot this CernVM release: each target fetches the published file in its own format (iso, hvm, vhd...)",
+    )
+    group.addoption(
+        "--cernvm-image-base",
+        dest="cernvm_image_base",
+        metavar="URL",
+        help="where --cernvm-release files are published (default: CernVM's release area)",
+    )
+    group.addoption(
         "--cernvm-profile",
         action="append",
         dest="cernvm_profiles",
@@ -100,6 +113,8 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     if getattr(config.option, "cernvm_offline", False):
         os.environ["CERNVM_FIXTURES_OFFLINE"] = "1"  # read where an image URL is resolved (workers inherit it)
+    if getattr(config.option, "cernvm_image_base", None):
+        os.environ["CERNVM_FIXTURES_IMAGE_BASE"] = config.option.cernvm_image_base
     try:
         harness = Harness.from_pytest(config)
     except CernvmError as e:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -218,3 +219,107 @@ def test_cli_fetch_list_prune(server, capsys):
     assert cli.main(["image", "prune", "--max-size", "0"]) == 0 and f"removed {path}" in capsys.readouterr().out
     assert cli.main(["image", "fetch", "--offline", f"{server.url}/{NAME}"]) == 2
     assert "--cernvm-offline" in capsys.readouterr().err
+
+
+def test_a_release_gives_each_target_the_file_in_its_format(server, monkeypatch):
+    from cernvm_fixtures import config
+
+    monkeypatch.setenv("CERNVM_FIXTURES_IMAGE_BASE", server.url)
+    loaded = config.parse(
+        {
+            "targets": {
+                "kvm": {"provider": "kvm", "image": "release:2021.05-1"},
+                "ec2": {
+                    "provider": "ec2",
+                    "image": "release:prod/2021.05-1",
+                    "region": "eu-west-1",
+                    "ssh_cidr": "203.0.113.7/32",
+                },
+            }
+        },
+        "t",
+    )
+    kvm = loaded.targets["kvm"]
+    assert kvm.profile == "cernvm4", "a CernVM release is µCernVM with the CernVM 4 OS"
+    path = kvm.image_file(".iso", "ISO images")
+    assert path.name == NAME and path.read_bytes() == DATA, "release:V-R -> ucernvm-prod.V-R.cernvm.x86_64.iso"
+    with pytest.raises(
+        config.ConfigError, match=r"targets\.ec2\.image: .*/ucernvm-prod\.2021\.05-1\.cernvm\.x86_64\.hvm"
+    ):
+        loaded.targets["ec2"].image_file(".hvm", "raw HVM images")  # the server publishes no .hvm of this release
+
+
+def test_the_published_layout_can_be_overridden(server, monkeypatch):
+    from cernvm_fixtures import download
+
+    monkeypatch.setenv("CERNVM_FIXTURES_IMAGE_BASE", "https://mirror.invalid/cernvm")
+    assert download.release_url("release:testing/2022.01-2", "vhd") == (
+        "https://mirror.invalid/cernvm/ucernvm-testing.2022.01-2.cernvm.x86_64.vhd"
+    )
+    monkeypatch.setenv("CERNVM_FIXTURES_IMAGE_PATTERN", "{version}/{branch}.{fmt}")
+    assert download.release_url("release:2022.01-2", "iso") == "https://mirror.invalid/cernvm/2022.01-2/prod.iso"
+    monkeypatch.setenv("CERNVM_FIXTURES_IMAGE_PATTERN", "{release}.{fmt}")
+    with pytest.raises(download.DownloadError, match=r"IMAGE_PATTERN.*use the fields \{branch\}, \{version\} and"):
+        download.release_url("release:2022.01-2", "iso")
+
+
+@pytest.mark.parametrize("image", ["release:2021.5-1", "release:latest", "release:Prod/2021.05-1"])
+def test_a_malformed_release_is_refused_at_load(image):
+    from cernvm_fixtures import config
+
+    with pytest.raises(config.ConfigError, match=r"t: targets\.kvm\.image: .*expected release:\[BRANCH/\]YYYY\.MM-R"):
+        config.parse({"targets": {"kvm": {"provider": "kvm", "image": image}}}, "t")
+
+
+def test_cernvm_release_and_image_base_options(pytester, server, monkeypatch):
+    monkeypatch.delenv("CERNVM_FIXTURES_IMAGE_BASE", raising=False)
+    pytester.makefile(".toml", cernvm='[targets.kvm]\nprovider = "kvm"\n[targets.docker]\nprovider = "docker"\n')
+    pytester.makepyfile(
+        test_it="""
+import os
+
+def test_release(cernvm_harness):
+    kvm, docker = cernvm_harness.targets["kvm"], cernvm_harness.targets["docker"]
+    assert (kvm.image, kvm.profile) == ("release:2021.05-1", "cernvm4")
+    assert docker.image == "appliance", "--cernvm-release kvm=... leaves the other targets alone"
+    print("BASE", os.environ["CERNVM_FIXTURES_IMAGE_BASE"])
+"""
+    )
+    result = pytester.runpytest_inprocess(
+        "-s", "-p", "no:cacheprovider", "--cernvm-release", "kvm=2021.05-1", "--cernvm-image-base", server.url
+    )
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines([f"*BASE {server.url}*"])
+
+
+def test_progress_bar_on_a_terminal(server, cache):
+    """``image fetch`` with its stderr on a pseudo-terminal draws one bar redrawn in place: bytes, rate, ETA."""
+    import pty
+    import subprocess
+    import sys
+
+    master, slave = pty.openpty()
+    env = dict(os.environ, CERNVM_FIXTURES_CACHE=str(cache))
+    child = subprocess.Popen(
+        [sys.executable, "-m", "cernvm_fixtures.cli", "image", "fetch", f"{server.url}/{NAME}"],
+        stdout=subprocess.PIPE,
+        stderr=slave,
+        env=env,
+    )
+    os.close(slave)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # EIO: the child closed its end
+            break
+        if not chunk:
+            break
+        seen += chunk
+    child.wait(60)
+    os.close(master)
+    text = seen.decode()
+    assert child.returncode == 0, text
+    assert "\r" + NAME + ": [" in text, f"no bar redrawn in place: {text!r}"
+    assert re.search(r"\[#{30}\] [\d.]+/[\d.]+ MB [\d.]+ MB/s ETA \d+ s", text), text
+    assert " % of " not in text, "the log format is for non-terminals"
