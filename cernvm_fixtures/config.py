@@ -121,14 +121,15 @@ class Target:
             return f"{self.origin}: targets.{self.declared}.images.{self.image_label}.{key}"
         return f"{self.origin}: targets.{self.declared}" + (f".{key}" if key else "")
 
-    def image_file(self, suffix: str, boots: str) -> Path:
-        """The target's image as an existing file with ``suffix`` (a URL is fetched into the cache, verified)."""
+    def image_file(self, suffix: str, boots: str, fmt: str | None = None) -> Path:
+        """The target's image as an existing file with ``suffix`` (a URL or a release is fetched into the cache,
+        verified; a release's file is the one published in format ``fmt``, by default the suffix)."""
         from . import download
 
         image = self.image
         if download.is_release(image):
             try:
-                image = download.release_url(image, suffix.lstrip("."))
+                image = download.release_url(image, fmt or suffix.lstrip("."))
             except download.DownloadError as e:
                 raise ConfigError(f"{self.where('image')}: {e}") from None
         if download.is_url(image):

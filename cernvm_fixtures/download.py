@@ -61,6 +61,8 @@ RELEASE = re.compile(r"^release:(?:(?P<branch>[a-z][a-z0-9-]*)/)?(?P<version>\d{
 """``release:[BRANCH/]YYYY.MM-R``: one CernVM release, each target taking the file in its own format."""
 DEFAULT_BASE = "https://cernvm.cern.ch/releases/"
 DEFAULT_PATTERN = "ucernvm-{branch}.{version}.cernvm.x86_64.{fmt}"
+DOCKER_PATTERN = "cvm-docker.{version}.cernvm.x86_64.tar"
+"""The Docker tarball's published name (format ``docker``), overridable by ``CERNVM_FIXTURES_DOCKER_PATTERN``."""
 """CernVM's published file names, relative to the base URL (``CERNVM_FIXTURES_IMAGE_PATTERN`` overrides it:
 the layout has changed before)."""
 
@@ -82,6 +84,8 @@ def release_url(image: str, fmt: str) -> str:
     match = check_release(image)
     base = os.environ.get("CERNVM_FIXTURES_IMAGE_BASE") or DEFAULT_BASE
     pattern = os.environ.get("CERNVM_FIXTURES_IMAGE_PATTERN") or DEFAULT_PATTERN
+    if fmt == "docker":
+        pattern = os.environ.get("CERNVM_FIXTURES_DOCKER_PATTERN") or DOCKER_PATTERN
     try:
         name = pattern.format(branch=match["branch"] or "prod", version=match["version"], fmt=fmt)
     except (KeyError, IndexError, ValueError) as e:

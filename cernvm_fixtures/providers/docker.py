@@ -517,6 +517,10 @@ class DockerProvider(Provider[DockerOptions, "DockerMachine"]):
             return ImageSource(
                 tarball=inspect_tarball(built.docker_tarball, f"{self.target.where()}.image"), appliance=True
             )
+        if image.startswith(("release:", "http://", "https://")):
+            boots = "CernVM Docker tarballs (cvm-docker.<V>-<R>.cernvm.x86_64.tar)"
+            path = self.target.image_file(".tar", boots, fmt="docker")
+            return ImageSource(tarball=inspect_tarball(path, f"{self.target.where()}.image"))
         path = Path(image).expanduser()
         looks_like_path = image.startswith(("/", "./", "../", "~")) or image.endswith(TARBALL_SUFFIXES)
         if path.is_file() or looks_like_path:
