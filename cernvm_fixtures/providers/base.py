@@ -46,6 +46,15 @@ def console_text(text: str) -> str:
     return ANSI.sub("", text).replace("\r\n", "\n")
 
 
+def console_file_text(path: Path) -> str:
+    """A serial console the hypervisor writes to a file, as plain text (empty before the file exists)."""
+    try:
+        raw = path.read_bytes()
+    except OSError:
+        return ""
+    return console_text(raw.decode("utf-8", "replace"))
+
+
 class ProviderOptions(BaseModel):
     """Provider-specific target keys; subclasses add fields, unknown keys are rejected."""
 

@@ -36,7 +36,7 @@ from ..images import appliance_variant
 from ..ledger import Resource
 from ..transport.base import Login
 from ..transport.ssh import SSHTransport, ssh_login
-from .base import Machine, Provider, ProviderOptions, console_text
+from .base import Machine, Provider, ProviderOptions, console_file_text
 from .kit import (
     ClientCache,
     decode_fields,
@@ -643,11 +643,7 @@ class KvmMachine(Machine):
         return SSHTransport(host, port, self.options.user, self.provider.run.key_file, self.host_keys)
 
     def console_log(self) -> str:
-        try:
-            raw = self.console_file.read_bytes()
-        except OSError:
-            return ""
-        return console_text(raw.decode("utf-8", "replace"))
+        return console_file_text(self.console_file)
 
     def keep(self) -> None:
         """Mark kept in the ledger and in the domain's own metadata (a sweep from metadata alone leaves it)."""

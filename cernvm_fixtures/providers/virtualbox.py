@@ -42,7 +42,7 @@ from ..images import APPLIANCE
 from ..ledger import Owner, Resource
 from ..transport.base import Login
 from ..transport.ssh import SSHTransport, ssh_login
-from .base import Machine, Provider, ProviderOptions, console_text
+from .base import Machine, Provider, ProviderOptions, console_file_text
 from .kvm import free_port
 
 log = logging.getLogger(__name__)
@@ -660,11 +660,7 @@ class VirtualBoxMachine(Machine):
         return SSHTransport(host, port, self.options.user, self.provider.run.key_file, self.host_keys)
 
     def console_log(self) -> str:
-        try:
-            raw = self.console_file.read_bytes()
-        except OSError:
-            return ""
-        return console_text(raw.decode("utf-8", "replace"))
+        return console_file_text(self.console_file)
 
     def login_command(self) -> Login:
         """``ssh`` to the NAT forward, trusting only the host keys the guest printed on its serial console."""
