@@ -166,3 +166,34 @@ def cli(state: Path, *args: str, timeout: float = 120, cwd: Path | None = None) 
         timeout=timeout,
         cwd=cwd,
     )
+
+
+KILLED_LAUNCH = """
+import sys, time
+from pathlib import Path
+from cernvm_fixtures import config, providers
+from cernvm_fixtures.context import Context
+from cernvm_fixtures.run import Run
+
+target = next(iter(config.load(Path(sys.argv[1])).targets.values()))
+run = Run()
+provider = providers.get(target.provider)(target, run)
+machine = provider.machine(run.name(target.name))
+provider.launch(machine, Context(hostname=machine.name, ssh_keys=(run.public_key,)))
+print(run.id, flush=True)
+time.sleep(600)
+"""
+"""``python -c KILLED_LAUNCH cernvm.toml``: creates the config's first target's machine, prints the run id and
+waits, to be SIGKILLed (what sweep must then find from the ledger, or from the platform's labels alone)."""
+
+
+def write_target(path: Path, name: str, options: dict) -> Path:
+    """A cernvm.toml declaring one target; mappings become inline tables."""
+
+    def value(v) -> str:
+        if isinstance(v, dict):
+            return "{ " + ", ".join(f"{json.dumps(k)} = {value(x)}" for k, x in v.items()) + " }"
+        return json.dumps(v)
+
+    path.write_text(f"[targets.{name}]\n" + "".join(f"{k} = {value(v)}\n" for k, v in options.items()))
+    return path

@@ -32,7 +32,7 @@ from cernvm_fixtures.run import Keep, Run
 from ..fakes.azure import wire
 from ..fakes.azure.fixtures import CONTAINER, SUBSCRIPTION, AzureCloud
 from ..fakes.azure.vhd import make_vhd
-from ..helpers import ROOT, domains_under, ledger_entries, pytest_command, subprocess_env
+from ..helpers import KILLED_LAUNCH, ROOT, domains_under, ledger_entries, pytest_command, subprocess_env, write_target
 
 pytestmark = pytest.mark.integration
 
@@ -384,24 +384,6 @@ def test_a_host_key_the_serial_log_did_not_announce_is_refused(azure_cloud, imag
 # --- sweep after SIGKILL -------------------------------------------------------------------------------
 
 
-KILLED = """
-import sys, time
-from pathlib import Path
-from cernvm_fixtures import config
-from cernvm_fixtures.context import Context
-from cernvm_fixtures.providers.azure import AzureProvider
-from cernvm_fixtures.run import Run
-
-target = config.load(Path(sys.argv[1])).targets["azure"]
-run = Run()
-provider = AzureProvider(target, run)
-machine = provider.machine(run.name("azure"))
-provider.launch(machine, Context(hostname=machine.name, ssh_keys=(run.public_key,)))
-print(run.id, flush=True)
-time.sleep(600)
-"""
-
-
 def config_file(path: Path, cloud: AzureCloud, image: str, **extra) -> Path:
     options = {
         "provider": "azure",
@@ -417,13 +399,7 @@ def config_file(path: Path, cloud: AzureCloud, image: str, **extra) -> Path:
         **extra,
     }
 
-    def value(v):
-        if isinstance(v, dict):
-            return "{ " + ", ".join(f"{json.dumps(k)} = {value(x)}" for k, x in v.items()) + " }"
-        return json.dumps(v)
-
-    path.write_text("[targets.azure]\n" + "".join(f"{k} = {value(v)}\n" for k, v in options.items()))
-    return path
+    return write_target(path, "azure", options)
 
 
 @pytest.mark.parametrize("ledger", ["kept", "lost"])
@@ -433,7 +409,7 @@ def test_sweep_removes_what_a_killed_run_left(azure_cloud, image_id, tmp_path, l
     state = tmp_path / "state"
     cfg = config_file(tmp_path / "cernvm.toml", azure_cloud, image_id)
     process = subprocess.Popen(
-        [sys.executable, "-c", KILLED, str(cfg)],
+        [sys.executable, "-c", KILLED_LAUNCH, str(cfg)],
         env=subprocess_env(state),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -36,7 +36,16 @@ from cernvm_fixtures.providers import ec2 as ec2mod
 from cernvm_fixtures.providers.ec2 import Ec2Provider
 from cernvm_fixtures.run import Keep, Run
 
-from ..helpers import ROOT, cli, domains_under, ledger_entries, pytest_command, subprocess_env
+from ..helpers import (
+    KILLED_LAUNCH,
+    ROOT,
+    cli,
+    domains_under,
+    ledger_entries,
+    pytest_command,
+    subprocess_env,
+    write_target,
+)
 from .moto_server import Moto
 
 pytestmark = pytest.mark.integration
@@ -404,24 +413,6 @@ def test_keep_on_failure_keeps_and_tags_it_kept(moto, ami, tmp_path):
 # --- sweep after SIGKILL ----------------------------------------------------------------------------
 
 
-KILLED = """
-import sys, time
-from pathlib import Path
-from cernvm_fixtures import config
-from cernvm_fixtures.context import Context
-from cernvm_fixtures.providers.ec2 import Ec2Provider
-from cernvm_fixtures.run import Run
-
-target = config.load(Path(sys.argv[1])).targets["ec2"]
-run = Run()
-provider = Ec2Provider(target, run)
-machine = provider.machine(run.name("ec2"))
-provider.launch(machine, Context(hostname=machine.name, ssh_keys=(run.public_key,)))
-print(run.id, flush=True)
-time.sleep(600)
-"""
-
-
 def config_file(path: Path, moto: Moto, ami: str, **extra) -> Path:
     options = {
         "provider": "ec2",
@@ -436,13 +427,7 @@ def config_file(path: Path, moto: Moto, ami: str, **extra) -> Path:
         **extra,
     }
 
-    def value(v):
-        if isinstance(v, dict):
-            return "{ " + ", ".join(f"{json.dumps(k)} = {value(x)}" for k, x in v.items()) + " }"
-        return json.dumps(v)
-
-    path.write_text("[targets.ec2]\n" + "".join(f"{k} = {value(v)}\n" for k, v in options.items()))
-    return path
+    return write_target(path, "ec2", options)
 
 
 @pytest.mark.parametrize("ledger", ["kept", "lost"])
@@ -451,7 +436,11 @@ def test_sweep_removes_what_a_killed_run_left(moto, ami, tmp_path, ledger):
     env = subprocess_env(state)
     cfg = config_file(tmp_path / "cernvm.toml", moto, ami)
     process = subprocess.Popen(
-        [sys.executable, "-c", KILLED, str(cfg)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [sys.executable, "-c", KILLED_LAUNCH, str(cfg)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         run_id = process.stdout.readline().strip()

@@ -26,7 +26,7 @@ from cernvm_fixtures.providers.gce import GceProvider
 from cernvm_fixtures.run import Run
 
 from ..fakes.gce.fixtures import Gce
-from ..helpers import cli, ledger_entries, subprocess_env
+from ..helpers import KILLED_LAUNCH, cli, ledger_entries, subprocess_env, write_target
 
 pytestmark = pytest.mark.integration
 
@@ -315,24 +315,6 @@ def test_teardown_survives_resources_already_gone_and_retries_an_image_in_use(gc
 # --- sweep after SIGKILL ----------------------------------------------------------------------------
 
 
-KILLED = """
-import sys, time
-from pathlib import Path
-from cernvm_fixtures import config
-from cernvm_fixtures.context import Context
-from cernvm_fixtures.providers.gce import GceProvider
-from cernvm_fixtures.run import Run
-
-target = config.load(Path(sys.argv[1])).targets["gce"]
-run = Run()
-provider = GceProvider(target, run)
-machine = provider.machine(run.name("gce"))
-provider.launch(machine, Context(hostname=machine.name, ssh_keys=(run.public_key,)))
-print(run.id, flush=True)
-time.sleep(600)
-"""
-
-
 def config_file(path: Path, gce: Gce, image: str) -> Path:
     options = {
         "provider": "gce",
@@ -345,8 +327,7 @@ def config_file(path: Path, gce: Gce, image: str) -> Path:
         "ssh_cidr": CIDR,
         "poll_interval": 0.1,
     }
-    path.write_text("[targets.gce]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in options.items()))
-    return path
+    return write_target(path, "gce", options)
 
 
 @pytest.mark.parametrize("ledger", ["kept", "lost"])
@@ -357,7 +338,11 @@ def test_sweep_removes_what_a_killed_run_left(gce, tmp_path, ledger):
     env = {**subprocess_env(state), **gce.env}
     cfg = config_file(tmp_path / "cernvm.toml", gce, str(tarball))
     process = subprocess.Popen(
-        [sys.executable, "-c", KILLED, str(cfg)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [sys.executable, "-c", KILLED_LAUNCH, str(cfg)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         run_id = process.stdout.readline().strip()

@@ -31,7 +31,7 @@ from cernvm_fixtures.run import Keep, Run
 
 from ..fakes.openstack import CLOUD
 from ..fakes.openstack.cloud import FakeOpenStack
-from ..helpers import cli, domains_under, ledger_entries, subprocess_env
+from ..helpers import KILLED_LAUNCH, cli, domains_under, ledger_entries, subprocess_env, write_target
 
 pytestmark = pytest.mark.integration
 
@@ -519,24 +519,6 @@ def test_floating_address_is_allocated_tagged_and_released_first(openstack_cloud
 # --- sweep after SIGKILL --------------------------------------------------------------------------------
 
 
-KILLED = """
-import sys, time
-from pathlib import Path
-from cernvm_fixtures import config
-from cernvm_fixtures.context import Context
-from cernvm_fixtures.providers.openstack import OpenStackProvider
-from cernvm_fixtures.run import Run
-
-target = config.load(Path(sys.argv[1])).targets["os"]
-run = Run()
-provider = OpenStackProvider(target, run)
-machine = provider.machine(run.name("os"))
-provider.launch(machine, Context(hostname=machine.name, ssh_keys=(run.public_key,)))
-print(run.id, flush=True)
-time.sleep(600)
-"""
-
-
 def config_file(path: Path, image: str, **extra) -> Path:
     options = {
         "provider": "openstack",
@@ -549,13 +531,7 @@ def config_file(path: Path, image: str, **extra) -> Path:
         **extra,
     }
 
-    def value(v):
-        if isinstance(v, dict):
-            return "{ " + ", ".join(f"{json.dumps(k)} = {value(x)}" for k, x in v.items()) + " }"
-        return json.dumps(v)
-
-    path.write_text("[targets.os]\n" + "".join(f"{k} = {value(v)}\n" for k, v in options.items()))
-    return path
+    return write_target(path, "os", options)
 
 
 @pytest.mark.parametrize("ledger", ["kept", "lost"])
@@ -564,7 +540,7 @@ def test_sweep_removes_what_a_killed_run_left(openstack_cloud, image_file, tmp_p
     state = tmp_path / "state"
     cfg = config_file(tmp_path / "cernvm.toml", str(image_file))
     process = subprocess.Popen(
-        [sys.executable, "-c", KILLED, str(cfg)],
+        [sys.executable, "-c", KILLED_LAUNCH, str(cfg)],
         env=subprocess_env(state),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
