@@ -29,6 +29,8 @@ from .run import Keep, Run
 
 log = logging.getLogger(__name__)
 
+BOOT_AHEAD_THREADS = 32
+"""Threads waiting for a provider's boot slot or booting (the per-provider limits decide how many boot at once)."""
 BOOT_AHEAD_STOP = 120.0
 """Seconds the end of a run waits for a called-off boot-ahead launch to unwind (it destroys what it made)."""
 WORKER_TEARDOWN = 120.0
@@ -59,8 +61,11 @@ class Harness:
     """xdist controller: the pids of its workers, to pass SIGTERM on to."""
     ahead: dict[tuple[str, str], Future[Instance]] = field(default_factory=dict)
     """Boot-ahead launches not yet claimed by a test, by (target, user data)."""
+    warmed: set[str] = field(default_factory=set)
+    """xdist worker: the targets whose instances were booted ahead when their group reached this worker."""
     _cancel: threading.Event = field(default_factory=threading.Event)
     _pool: ThreadPoolExecutor | None = None
+    _limits: dict[str, threading.BoundedSemaphore] = field(default_factory=dict)
 
     @classmethod
     def from_pytest(cls, config: pytest.Config) -> Harness:
@@ -122,15 +127,18 @@ class Harness:
     def boot_ahead(self, wanted: list[tuple[configuration.Target, UserData]]) -> None:
         """Launch the shared instances the collected tests will use, concurrently (at most each provider's
         ``parallel_boots`` at a time), so that each test waits only for its own instance."""
-        if not wanted or self._pool is not None:
+        if not wanted or self._cancel.is_set():
             return
         self.forward_sigterm_here()
-        limits = {t.provider: threading.BoundedSemaphore(get_provider(t.provider).parallel_boots) for t, _ in wanted}
-        self._pool = ThreadPoolExecutor(max_workers=len(wanted), thread_name_prefix="cernvm-boot-ahead")
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=BOOT_AHEAD_THREADS, thread_name_prefix="cernvm-boot-ahead")
         for target, user_data in wanted:
             key = (target.name, user_data.key)
-            if key not in self.shared and key not in self.ahead:
-                self.ahead[key] = self._pool.submit(self._boot, limits[target.provider], target, user_data)
+            if key in self.shared or key in self.ahead:
+                continue
+            if target.provider not in self._limits:
+                self._limits[target.provider] = threading.BoundedSemaphore(get_provider(target.provider).parallel_boots)
+            self.ahead[key] = self._pool.submit(self._boot, self._limits[target.provider], target, user_data)
 
     def _boot(self, limit: threading.BoundedSemaphore, target: configuration.Target, user_data: UserData) -> Instance:
         with limit, cancel_scope(self._cancel):

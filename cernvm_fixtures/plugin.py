@@ -291,29 +291,52 @@ def pytest_testnodedown(node: Any, error: Any) -> None:
         harness.reap(reason=f"worker {node.gateway.id} crashed")
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_runtestloop(session: pytest.Session) -> None:
-    """Boot ahead: launch, in parallel, the shared instance of every (target, user data) the selected tests use.
-    Not in xdist processes: each worker learns its tests one group at a time (there, -n is the parallelism)."""
-    config = session.config
-    harness = config.stash.get(RUN_KEY, None)
+def _boot_ahead_wanted(config: pytest.Config) -> bool:
     option = config.option.cernvm_boot_ahead
-    wanted = config.getini("cernvm_boot_ahead") if option is None else option
-    if harness is None or harness.is_worker or getattr(config.option, "numprocesses", None):
-        return
-    if not wanted or config.option.collectonly or session.testsfailed:
-        return
-    needed: dict[tuple[str, str], tuple[configuration.Target, UserData]] = {}
-    for item in session.items:
-        target = _item_target(item)
-        if target is None or "cernvm" not in getattr(item, "fixturenames", ()) or item.get_closest_marker("skip"):
+    return bool(config.getini("cernvm_boot_ahead") if option is None else option) and not config.option.collectonly
+
+
+def _needed(items: list[pytest.Item], harness: Harness, target: str | None = None) -> list[tuple[Any, UserData]]:
+    """Each (target, user data) whose shared instance the selected tests use (of one target, if given)."""
+    found: dict[tuple[str, str], tuple[configuration.Target, UserData]] = {}
+    for item in items:
+        name = _item_target(item)
+        if name is None or (target is not None and name != target) or item.get_closest_marker("skip"):
+            continue
+        if "cernvm" not in getattr(item, "fixturenames", ()):
             continue
         try:
             user_data = _item_user_data(item)
         except pytest.UsageError:
             continue  # the test reports its bad marker itself
-        needed.setdefault((target, user_data.key), (harness.targets[target], user_data))
-    harness.boot_ahead(list(needed.values()))
+        found.setdefault((name, user_data.key), (harness.targets[name], user_data))
+    return list(found.values())
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtestloop(session: pytest.Session) -> None:
+    """Boot ahead: launch, in parallel, the shared instance of every (target, user data) the selected tests use.
+    Not in xdist processes: there each worker boots ahead per target group (see pytest_runtest_protocol)."""
+    config = session.config
+    harness = config.stash.get(RUN_KEY, None)
+    if harness is None or harness.is_worker or getattr(config.option, "numprocesses", None):
+        return
+    if _boot_ahead_wanted(config) and not session.testsfailed:
+        harness.boot_ahead(_needed(session.items, harness))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    """xdist worker under ``--dist loadgroup``: a target's whole group comes to one worker, so when its first test
+    arrives, every instance the group needs (one per user data) boots ahead in parallel."""
+    harness = item.config.stash.get(RUN_KEY, None)
+    target = _item_target(item)
+    if harness is None or not harness.is_worker or target is None or target in harness.warmed:
+        return
+    if not getattr(item.config.option, "loadgroup", False) or not _boot_ahead_wanted(item.config):  # set by xdist
+        return
+    harness.warmed.add(target)
+    harness.boot_ahead(_needed(item.session.items, harness, target))
 
 
 @pytest.hookimpl(trylast=True)

@@ -96,3 +96,32 @@ def test_ctrl_c_during_the_parallel_boot_leaves_nothing(pytester: pytest.Pyteste
     entries = [json.loads(p.read_text()) for p in local_provider.glob("runs/*/ledger/*.json")]
     assert entries == [], output
     assert took < 30, f"Ctrl-C took {took:.1f} s to end a run whose boots had 60 s to go"
+
+
+PER_GROUP = """
+import os, time
+from pathlib import Path
+import pytest
+from cernvm_fixtures.testing.local import machines_under
+
+def test_plain(cernvm):
+    state = Path(os.environ["CERNVM_FIXTURES_STATE"])
+    mine = lambda: [m for m in machines_under(state) if f"-{cernvm.target.name}-" in m]
+    deadline = time.monotonic() + 3
+    while len(mine()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(mine()) == 2, "the group's second instance (other user data) is not booting"
+
+@pytest.mark.cernvm_context(raw="#!/bin/sh\\necho second\\n")
+def test_with_context(cernvm):
+    pass
+"""
+
+
+def test_under_xdist_each_worker_boots_its_groups_instances_ahead(pytester: pytest.Pytester, local_provider):
+    pytester.makefile(".toml", cernvm=TARGETS.format(profile=PROFILE, boot=0.5))
+    pytester.makepyfile(test_it=PER_GROUP)
+    args = ["-p", "no:cacheprovider", "-n", "2", "--dist", "loadgroup", "-p", "no:randomly", *LOOPBACK]
+    pytester.runpytest_subprocess(*args).assert_outcomes(passed=4)
+    pytester.runpytest_subprocess(*args, "--cernvm-no-boot-ahead").assert_outcomes(passed=2, failed=2)
+    assert machines_under(local_provider) == []
