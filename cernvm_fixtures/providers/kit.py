@@ -87,13 +87,28 @@ _in_flight = 0
 _in_flight_lock = threading.Lock()
 
 
+_abandoned: set[str] = set()
+
+
 def calls_in_flight() -> int:
     """How many :func:`interruptible` calls are still running in worker threads."""
     return _in_flight
 
 
+def abandoned(key: str) -> bool:
+    """Whether the interruptible call made under ``key`` was abandoned by its interrupted caller and is still
+    running: the engine is busy with that object, and whatever it makes goes to the call's ``undo``."""
+    with _in_flight_lock:
+        return key in _abandoned
+
+
 def interruptible(
-    what: str, call: Callable[[], T], *, undo: Callable[[T], None] | None = None, poll: float = 0.05
+    what: str,
+    call: Callable[[], T],
+    *,
+    undo: Callable[[T], None] | None = None,
+    poll: float = 0.05,
+    key: str | None = None,
 ) -> T:
     """Run a blocking engine call (libvirt ``createXML``, ``docker import``...) in a worker thread while the
     calling thread waits in short joins, so a signal's KeyboardInterrupt (or SystemExit) is raised at once.
@@ -118,10 +133,11 @@ def interruptible(
         with lock:
             done.set()
             late = abandoned
-        with _in_flight_lock:
-            _in_flight -= 1
         if late:
             _undo(what, outcome, undo)
+        with _in_flight_lock:
+            _in_flight -= 1
+            _abandoned.discard(key or "")
 
     with _in_flight_lock:
         _in_flight += 1
@@ -132,6 +148,9 @@ def interruptible(
     except BaseException:
         with lock:
             abandoned = not done.is_set()
+            if abandoned and key is not None:
+                with _in_flight_lock:
+                    _abandoned.add(key)
         if not abandoned:  # finished just as the signal came: undo here, the interrupt still wins
             _undo(what, outcome, undo)
         else:

@@ -39,6 +39,7 @@ from ..transport.ssh import SSHTransport, ssh_login
 from .base import Machine, Provider, ProviderOptions, console_file_text
 from .kit import (
     ClientCache,
+    abandoned,
     decode_fields,
     encode_fields,
     interruptible,
@@ -415,7 +416,10 @@ class KvmProvider(Provider[KvmOptions, "KvmMachine"]):
             try:
                 flags = 0 if keep else libvirt.VIR_DOMAIN_START_AUTODESTROY
                 machine.domain = interruptible(
-                    f"{name}: libvirt createXML", functools.partial(conn.createXML, xml, flags), undo=_destroy_domain
+                    f"{name}: libvirt createXML",
+                    functools.partial(conn.createXML, xml, flags),
+                    undo=_destroy_domain,
+                    key=None if keep else f"domain {name}",
                 )
             except libvirt.libvirtError as e:
                 message = e.get_error_message()
@@ -434,6 +438,11 @@ class KvmProvider(Provider[KvmOptions, "KvmMachine"]):
             return
         if resource.kind != "domain":
             raise ProviderError(f"kvm cannot destroy unknown resource kind {resource.kind!r}")
+        if abandoned(f"domain {resource.name}"):
+            # libvirt would answer only once the interrupted createXML returns (up to a minute on a slow host);
+            # the call's undo destroys the domain then, and its auto-destroy flag does if this process is gone
+            log.warning("%s: still being created by libvirt; destroyed as soon as libvirt returns", resource.name)
+            return
         libvirt = _libvirt()
         conn = connect(resource.data["uri"])
         try:
