@@ -145,11 +145,15 @@ class Harness:
             checkpoint()
             return launch(target, self.run, user_data=user_data)
 
-    @staticmethod
-    def _claim(ahead: Future[Instance]) -> Instance:
-        """Wait for a boot-ahead launch in short steps (a signal's KeyboardInterrupt is raised at once)."""
-        while not ahead.done():
-            wait([ahead], timeout=0.1)
+    def _claim(self, ahead: Future[Instance]) -> Instance:
+        """Wait for a boot-ahead launch in short steps (a signal's KeyboardInterrupt is raised at once); an
+        interrupt calls off every boot still under way, so they unwind while pytest does."""
+        try:
+            while not ahead.done():
+                wait([ahead], timeout=0.1)
+        except BaseException:
+            self._cancel.set()
+            raise
         return ahead.result()
 
     def stop_boot_ahead(self) -> None:
