@@ -24,7 +24,7 @@ from .errors import CernvmError
 from .instance import Instance, launch
 from .ledger import Owner, Resource
 from .providers import get as get_provider
-from .providers.kit import cancel_scope, checkpoint
+from .providers.kit import cancel_scope, checkpoint, interrupt
 from .run import Keep, Run
 
 log = logging.getLogger(__name__)
@@ -35,11 +35,6 @@ BOOT_AHEAD_STOP = 120.0
 """Seconds the end of a run waits for a called-off boot-ahead launch to unwind (it destroys what it made)."""
 WORKER_TEARDOWN = 120.0
 """Seconds an xdist controller given SIGTERM waits for its workers' teardown before reaping what is left."""
-
-
-def _sigterm(signum: int, frame: Any) -> None:
-    """SIGTERM (a cancelled CI job) unwinds like Ctrl-C, so every teardown runs."""
-    raise KeyboardInterrupt("SIGTERM")
 
 
 @dataclass
@@ -57,6 +52,7 @@ class Harness:
     kept: list[dict[str, str]] = field(default_factory=list)
     workers_kept: list[list[dict[str, str]]] = field(default_factory=list)
     previous_sigterm: Any = None
+    previous_sigint: Any = None
     workers: list[int] = field(default_factory=list)
     """xdist controller: the pids of its workers, to pass SIGTERM on to."""
     ahead: dict[tuple[str, str], Future[Instance]] = field(default_factory=dict)
@@ -232,9 +228,12 @@ class Harness:
         return launch(target, self.run, user_data=user_data)
 
     def forward_sigterm_here(self) -> None:
-        """SIGTERM unwinds this process like Ctrl-C from now on (set from the main thread, once)."""
+        """SIGTERM (a cancelled CI job) unwinds this process like Ctrl-C from now on, and neither is lost in a
+        finalizer (:func:`kit.interrupt`); set from the main thread, once."""
         if self.previous_sigterm is None and threading.current_thread() is threading.main_thread():
-            self.previous_sigterm = signal.signal(signal.SIGTERM, _sigterm)
+            self.previous_sigterm = signal.signal(signal.SIGTERM, interrupt)
+            if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+                self.previous_sigint = signal.signal(signal.SIGINT, interrupt)
 
 
 def _running(pid: int) -> bool:

@@ -357,6 +357,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         harness.run.finish()
     if harness.previous_sigterm is not None:
         signal.signal(signal.SIGTERM, harness.previous_sigterm)
+    if harness.previous_sigint is not None:
+        signal.signal(signal.SIGINT, harness.previous_sigint)
 
 
 @pytest.fixture(scope="session")

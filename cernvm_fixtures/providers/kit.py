@@ -9,11 +9,13 @@ import atexit
 import logging
 import re
 import shutil
+import signal
 import threading
 import time
 from collections.abc import Callable, Hashable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 from typing import Any, Generic, TypeVar
 
 from ..errors import ProviderError
@@ -46,8 +48,26 @@ def cancel_scope(event: threading.Event) -> Iterator[None]:
         _scope.event = None
 
 
+_deferred_signals: list[int] = []
+
+
+def interrupt(signum: int, frame: FrameType | None) -> None:
+    """SIGINT/SIGTERM handler: raise KeyboardInterrupt, so every teardown runs. Not inside a finalizer
+    (``__del__``, e.g. libvirt freeing a domain object): Python would swallow it there as unraisable and the
+    interrupt would be lost; the main thread's next :func:`checkpoint` raises it instead."""
+    if frame is not None and frame.f_code.co_name == "__del__":
+        _deferred_signals.append(signum)
+        return
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def checkpoint() -> None:
-    """Raise :class:`Cancelled` if this thread's launch was called off (a no-op outside a cancel scope)."""
+    """Raise a signal's KeyboardInterrupt that arrived inside a finalizer (main thread), or :class:`Cancelled` if
+    this thread's launch was called off (a no-op outside a cancel scope)."""
+    if _deferred_signals and threading.current_thread() is threading.main_thread():
+        signum = _deferred_signals.pop()
+        _deferred_signals.clear()
+        raise KeyboardInterrupt(signal.Signals(signum).name)
     event = getattr(_scope, "event", None)
     if event is not None and event.is_set():
         raise Cancelled("the launch was called off")

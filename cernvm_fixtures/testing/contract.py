@@ -46,6 +46,7 @@ from ..errors import CommandTimeout
 from ..harness import Harness
 from ..instance import Instance, launch
 from ..providers import get as get_provider
+from ..providers.kit import interrupt
 from ..run import Keep, Run
 
 Objects = Callable[[Run], set[str]]
@@ -86,7 +87,7 @@ class ProviderContract:
         if threading.current_thread() is not threading.main_thread():
             yield
             return
-        previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+        previous = signal.signal(signal.SIGINT, interrupt)
         try:
             yield
         finally:
@@ -453,6 +454,8 @@ def _signal_when(condition: Callable[[], bool], signum: int) -> Callable[[], Non
 def _restore(harness: Harness) -> None:
     if harness.previous_sigterm is not None:
         signal.signal(signal.SIGTERM, harness.previous_sigterm)
+    if harness.previous_sigint is not None:
+        signal.signal(signal.SIGINT, harness.previous_sigint)
 
 
 __all__ = ["Intercept", "Objects", "ProviderContract", "assert_nothing_left"]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import time
 from pathlib import Path
 
@@ -314,3 +316,28 @@ def test_interruptible_returns_and_raises_like_the_call():
     assert kit.interruptible("ok", lambda: 42) == 42
     with pytest.raises(ProviderError, match="engine says no"):
         kit.interruptible("fails", lambda: (_ for _ in ()).throw(ProviderError("engine says no")))
+
+
+def test_a_signal_that_lands_in_a_finalizer_is_raised_at_the_next_checkpoint():
+    """Python swallows an exception raised in ``__del__`` (libvirt frees domain objects there): a Ctrl-C arriving
+    while one runs must not be lost."""
+    from cernvm_fixtures.providers import kit
+
+    class Freed:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(100):  # the handler runs at a bytecode boundary, here in the finalizer
+                pass
+
+    previous = signal.signal(signal.SIGINT, kit.interrupt)
+    try:
+        Freed()
+        with pytest.raises(KeyboardInterrupt, match="SIGINT"):
+            kit.checkpoint()
+        kit.checkpoint()  # raised once
+        with pytest.raises(KeyboardInterrupt, match="SIGINT"):
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(100):
+                pass
+    finally:
+        signal.signal(signal.SIGINT, previous)
