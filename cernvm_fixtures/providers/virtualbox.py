@@ -22,6 +22,7 @@ launch CernVM with.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 import re
@@ -460,8 +461,16 @@ def ledger_fields(resource: Resource) -> dict[str, str]:
         "expires": repr(resource.expires),
         "kept": "1" if resource.kept else "0",
         "directory": resource.data.get("directory", ""),
-        "vboxmanage": "\x1f".join(resource.data.get("vboxmanage", [])),
+        # JSON, not a control-character separator: VirtualBox keeps extradata in XML, where \x1f cannot be stored
+        "vboxmanage": json.dumps(list(resource.data.get("vboxmanage", []))),
     }
+
+
+def _argv(text: str) -> list[str]:
+    found = json.loads(text)
+    if not isinstance(found, list) or not all(isinstance(a, str) for a in found):
+        raise ValueError(f"not an argv list: {text!r}")
+    return found
 
 
 def resource_from_fields(fields: Mapping[str, str]) -> Resource | None:
@@ -474,7 +483,7 @@ def resource_from_fields(fields: Mapping[str, str]) -> Resource | None:
             name=fields["name"],
             run=fields["run"],
             target=fields["target"],
-            data={"directory": fields["directory"], "vboxmanage": fields["vboxmanage"].split("\x1f")},
+            data={"directory": fields["directory"], "vboxmanage": _argv(fields["vboxmanage"])},
             owner=Owner(host, int(pid), start or None),
             created=float(fields["created"]),
             expires=float(fields["expires"]),
