@@ -142,7 +142,7 @@ def interruptible(
     outcome: dict[str, Any] = {}
     lock = threading.Lock()
     done = threading.Event()
-    abandoned = False
+    left = False
 
     def work() -> None:
         global _in_flight
@@ -152,7 +152,7 @@ def interruptible(
             outcome["error"] = e
         with lock:
             done.set()
-            late = abandoned
+            late = left
         if late:
             _undo(what, outcome, undo)
         with _in_flight_lock:
@@ -167,11 +167,11 @@ def interruptible(
             checkpoint()
     except BaseException:
         with lock:
-            abandoned = not done.is_set()
-            if abandoned and key is not None:
+            left = not done.is_set()
+            if left and key is not None:
                 with _in_flight_lock:
                     _abandoned.add(key)
-        if not abandoned:  # finished just as the signal came: undo here, the interrupt still wins
+        if not left:  # finished just as the signal came: undo here, the interrupt still wins
             _undo(what, outcome, undo)
         else:
             log.warning("%s: interrupted; what it creates is destroyed as soon as the engine returns", what)

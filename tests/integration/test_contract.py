@@ -125,8 +125,15 @@ class TestKvmContract(ProviderContract):
         return '[targets.contract]\nprovider = "kvm"\n', {}
 
 
-EC2_CREATES = ("ImportKeyPair", "CreateVpc", "CreateInternetGateway", "CreateSubnet", "CreateRouteTable")
-EC2_CREATES += ("CreateSecurityGroup", "RunInstances")
+EC2_CREATES = (
+    "ImportKeyPair",
+    "CreateVpc",
+    "CreateInternetGateway",
+    "CreateSubnet",
+    "CreateRouteTable",
+    "CreateSecurityGroup",
+    "RunInstances",
+)
 """The EC2 calls that create a resource of the run (CreateTags, CreateRoute... only change one)."""
 
 
