@@ -1,6 +1,6 @@
 """The "machine" of the local provider: a process that boots (writes a boot id), reboots on SIGUSR1, stops on SIGTERM.
 
-Run as ``python -m cernvm_fixtures.testing._init DIRECTORY BOOT_SECONDS``: it detaches (forks, the parent exits,
+Run as ``python -I -S _init.py DIRECTORY BOOT_SECONDS`` (standard library only): it detaches (forks, the parent exits,
 so no process holds it as a child, as no process holds a VM), writes ``DIRECTORY/init.pid`` and logs to
 ``DIRECTORY/console.log``.
 """

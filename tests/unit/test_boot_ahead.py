@@ -13,7 +13,7 @@ import pytest
 
 from cernvm_fixtures.testing.local import PROFILE, machines_under
 
-from ..helpers import LOOPBACK
+from ..helpers import CHILD
 
 TARGETS = """
 [targets.alpha]
@@ -34,12 +34,26 @@ from cernvm_fixtures.testing.local import machines_under
 
 def test_count(cernvm):
     state = Path(os.environ["CERNVM_FIXTURES_STATE"])
-    seen, deadline = machines_under(state), time.monotonic() + 3
-    while len(seen) < 2 and time.monotonic() < deadline:
+    seen, deadline = machines_under(state), time.monotonic() + float(os.environ["WAIT_FOR_SECOND"])
+    while cernvm.target.name == "alpha" and len(seen) < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
         seen = machines_under(state)
     print(f"MACHINES {cernvm.target.name} {len(seen)}")
 """
+
+
+WAIT_FOR_SECOND = "WAIT_FOR_SECOND"
+"""How long a test waits for the second instance to appear: long where it must (boot-ahead), short where it must
+not (a wrong boot-ahead would have started it before the first instance was ready, so it would be seen at once)."""
+
+
+@pytest.fixture(autouse=True)
+def patient(monkeypatch):
+    monkeypatch.setenv(WAIT_FOR_SECOND, "5")
+
+
+def impatient(monkeypatch) -> None:
+    monkeypatch.setenv(WAIT_FOR_SECOND, "0.5")
 
 
 @pytest.fixture
@@ -54,20 +68,22 @@ def machines_seen(result: pytest.RunResult) -> dict[str, int]:
 
 
 def test_the_second_target_boots_while_the_first_ones_tests_run(project, local_provider):
-    result = project.runpytest_inprocess("-s", "-p", "no:cacheprovider", *LOOPBACK)
+    result = project.runpytest_inprocess("-s", "-p", "no:cacheprovider", *CHILD)
     result.assert_outcomes(passed=2)
     assert machines_seen(result)["alpha"] == 2, "beta's instance was not booting while alpha's test ran"
     assert machines_under(local_provider) == []
 
 
-def test_without_boot_ahead_each_instance_boots_when_first_needed(project, local_provider):
-    result = project.runpytest_inprocess("-s", "-p", "no:cacheprovider", "--cernvm-no-boot-ahead", *LOOPBACK)
+def test_without_boot_ahead_each_instance_boots_when_first_needed(project, local_provider, monkeypatch):
+    impatient(monkeypatch)
+    result = project.runpytest_inprocess("-s", "-p", "no:cacheprovider", "--cernvm-no-boot-ahead", *CHILD)
     result.assert_outcomes(passed=2)
     assert machines_seen(result) == {"alpha": 1, "beta": 1}, "an instance booted before its target's tests"
 
 
-def test_tests_that_are_deselected_or_skipped_boot_nothing(project, local_provider):
-    result = project.runpytest_inprocess("-s", "-p", "no:cacheprovider", "-k", "alpha", *LOOPBACK)
+def test_tests_that_are_deselected_or_skipped_boot_nothing(project, local_provider, monkeypatch):
+    impatient(monkeypatch)
+    result = project.runpytest_inprocess("-s", "-p", "no:cacheprovider", "-k", "alpha", *CHILD)
     result.assert_outcomes(passed=1, deselected=1)
     assert machines_seen(result) == {"alpha": 1}, "beta was booted for a deselected test"
 
@@ -76,7 +92,7 @@ def test_ctrl_c_during_the_parallel_boot_leaves_nothing(pytester: pytest.Pyteste
     pytester.makefile(".toml", cernvm=TARGETS.format(profile=PROFILE, boot=60))
     pytester.makepyfile(test_it="def test_it(cernvm):\n    pass\n")
     child = subprocess.Popen(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *LOOPBACK],
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *CHILD],
         cwd=pytester.path,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -107,7 +123,7 @@ from cernvm_fixtures.testing.local import machines_under
 def test_plain(cernvm):
     state = Path(os.environ["CERNVM_FIXTURES_STATE"])
     mine = lambda: [m for m in machines_under(state) if f"-{cernvm.target.name}-" in m]
-    deadline = time.monotonic() + 3
+    deadline = time.monotonic() + float(os.environ["WAIT_FOR_SECOND"])
     while len(mine()) < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert len(mine()) == 2, "the group's second instance (other user data) is not booting"
@@ -118,10 +134,13 @@ def test_with_context(cernvm):
 """
 
 
-def test_under_xdist_each_worker_boots_its_groups_instances_ahead(pytester: pytest.Pytester, local_provider):
+def test_under_xdist_each_worker_boots_its_groups_instances_ahead(
+    pytester: pytest.Pytester, local_provider, monkeypatch
+):
     pytester.makefile(".toml", cernvm=TARGETS.format(profile=PROFILE, boot=0.5))
     pytester.makepyfile(test_it=PER_GROUP)
-    args = ["-p", "no:cacheprovider", "-n", "2", "--dist", "loadgroup", "-p", "no:randomly", *LOOPBACK]
+    args = ["-p", "no:cacheprovider", "-n", "2", "--dist", "loadgroup", "-p", "no:randomly", *CHILD]
     pytester.runpytest_subprocess(*args).assert_outcomes(passed=4)
+    impatient(monkeypatch)
     pytester.runpytest_subprocess(*args, "--cernvm-no-boot-ahead").assert_outcomes(passed=2, failed=2)
     assert machines_under(local_provider) == []

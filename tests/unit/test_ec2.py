@@ -12,6 +12,7 @@ import time
 import boto3
 import pytest
 from botocore.stub import Stubber
+from moto import mock_aws
 
 from cernvm_fixtures import config
 from cernvm_fixtures import profile as profiles
@@ -692,16 +693,21 @@ def test_uploads_in_the_import_bucket_are_found_for_sweep():
     assert (found.kind, found.name, found.run) == ("s3-object", "cvmfx-ab12cd34-ec2-beef", "ab12cd34")
 
 
-def test_include_kept_touches_only_resources_of_the_callers_own_principal(monkeypatch):
-    from moto import mock_aws
-
+@pytest.fixture
+def moto_credentials(monkeypatch):
+    """In-process moto with test credentials only, and without moto's thousands of default AMIs (seconds to load,
+    and nothing here looks for them)."""
     for name, value in {
         "AWS_ACCESS_KEY_ID": "AKIAUNIT",
         "AWS_SECRET_ACCESS_KEY": "unit",
         "AWS_CONFIG_FILE": "/nonexistent",
         "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
+        "MOTO_EC2_LOAD_DEFAULT_AMIS": "false",
     }.items():
         monkeypatch.setenv(name, value)
+
+
+def test_include_kept_touches_only_resources_of_the_callers_own_principal(moto_credentials):
     ec2.reset_clients()
     try:
         with mock_aws():
@@ -722,16 +728,7 @@ def test_include_kept_touches_only_resources_of_the_callers_own_principal(monkey
         ec2.reset_clients()
 
 
-def test_leftovers_finds_only_whole_entries_by_their_tags(monkeypatch):
-    from moto import mock_aws
-
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "AKIAUNIT",
-        "AWS_SECRET_ACCESS_KEY": "unit",
-        "AWS_CONFIG_FILE": "/nonexistent",
-        "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
-    }.items():
-        monkeypatch.setenv(name, value)
+def test_leftovers_finds_only_whole_entries_by_their_tags(moto_credentials):
     ec2.reset_clients()
     try:
         with mock_aws():

@@ -9,7 +9,7 @@ import shutil
 import pytest
 
 from ..conftest import LOCAL_TARGETS
-from ..helpers import LOOPBACK
+from ..helpers import CHILD
 
 A_TEST = """
 def test_uname(cernvm):
@@ -28,7 +28,7 @@ def project(pytester: pytest.Pytester, local_provider):
 
 
 def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
-    return pytester.runpytest_inprocess("-W", "error", "-p", "no:cacheprovider", "-rA", *LOOPBACK, *args)
+    return pytester.runpytest_inprocess("-W", "error", "-p", "no:cacheprovider", "-rA", *CHILD, *args)
 
 
 def ledger(state) -> list[dict]:
@@ -206,7 +206,7 @@ def where(cernvm):
 """)
     project.makepyfile(test_it=A_TEST + "\ndef test_third(cernvm):\n    pass\n")
     result = project.runpytest_subprocess(
-        "-W", "error", "-p", "no:cacheprovider", "-rA", *LOOPBACK, "-n", "2", "--dist", "loadgroup"
+        "-W", "error", "-p", "no:cacheprovider", "-rA", *CHILD, "-n", "2", "--dist", "loadgroup"
     )
     result.assert_outcomes(passed=6)
     seen = re.findall(r"^WHERE (gw\d) (alpha|beta) (\S+)$", result.stdout.str(), re.M)

@@ -13,7 +13,7 @@ import pytest
 from cernvm_fixtures.testing.local import machines_under
 
 from ..conftest import LOCAL_TARGETS
-from ..helpers import LOOPBACK, start_pytest
+from ..helpers import CHILD, start_pytest
 
 WAITING = """
 import time
@@ -36,7 +36,7 @@ def test_sigterm_to_the_xdist_controller_tears_down_every_worker(pytester: pytes
             "pytest",
             "-p",
             "no:cacheprovider",
-            *LOOPBACK,
+            *CHILD,
             "-n",
             "2",
             "--dist",

@@ -59,6 +59,8 @@ def night(tmp_path: Path, name: str, targets: list[str], broken_kernel: list[str
             "no:cacheprovider",
             "-p",
             "no:cernvm",
+            "-p",
+            "no:hypothesispytest",
             f"--junitxml={out}",
             "test_night.py",
         ],
