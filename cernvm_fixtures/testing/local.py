@@ -40,6 +40,10 @@ RESOURCE_ENV = "CVMFX_RESOURCE"
 INIT = str(resources.files(__package__) / "_init.py")
 """The machine's init program, run by path on the standard library alone (no import of this package: a tenth of
 the start-up time, which every local machine's boot pays)."""
+AS_SUBREAPER = [sys.executable, "-I", "-S", str(resources.files(__package__) / "_reaper.py")]
+"""Runs a program (absolute path, then its arguments) under an init of its own that adopts and reaps its orphans:
+they then land there, as on an instance, not among the children of the host's init, which other processes change
+all the time (see :mod:`~cernvm_fixtures.transport.shell` on why that matters)."""
 REBOOT = '#!/bin/sh\nkill -USR1 "$(cat "$CVMFX_DIRECTORY/init.pid")"\n'
 
 
@@ -159,7 +163,7 @@ class PipeChannel:
     def __init__(self, machine: LocalMachine) -> None:
         with signals_deferred():  # a Ctrl-C inside Popen would leave a shell no object holds
             self.process = subprocess.Popen(
-                ["/bin/sh"],
+                [*AS_SUBREAPER, "/bin/sh"],
                 cwd=machine.directory,
                 env=machine.environment(),
                 start_new_session=True,
@@ -216,7 +220,7 @@ class LocalTransport(Transport):
 
     @staticmethod
     def _kill(session: ShellSession) -> None:
-        subprocess.run(["/bin/sh", "-c", kill_tree_command(session.pid)], check=False)
+        subprocess.run(["/bin/sh", "-c", session.kill_command()], check=False)
 
     def unreachable(self) -> str | None:
         if self.machine.init_pid() is None:

@@ -52,6 +52,10 @@ for f in /proc/[0-9]*/cmdline; do
     case "$roots" in *" $p "*) continue ;; esac
     grep -qF -e "$pat" "$f" 2>/dev/null && roots="$roots$p "
 done
+for f in $(grep -lzxF "CVMFX_COMMAND=$1" /proc/[0-9]*/environ 2>/dev/null); do
+    p=${f#/proc/}; p=${p%/environ}
+    case "$roots" in *" $p "*) ;; *) roots="$roots$p " ;; esac
+done
 [ -n "${roots# }" ] || exit 0
 pairs=
 for f in /proc/[0-9]*/stat; do
@@ -73,11 +77,13 @@ while [ -n "$changed" ]; do
         changed=1
     done
 done
+kill -STOP $all 2>/dev/null
 kill -9 $all 2>/dev/null
 exit 0
 """
 """Kills process ``$2`` (the command's shell, maybe exec'd into the command), the processes whose command
-line carries marker ``$1`` (a command still in ``/init``), their descendants and the rest of their sessions."""
+line carries marker ``$1`` (a command still in ``/init``) or whose environment carries ``CVMFX_COMMAND=$1`` (a
+session's command and its orphans), their descendants and the rest of their sessions."""
 
 
 class _Stream:
@@ -253,7 +259,7 @@ class DockerTransport(Transport):
         return session
 
     def _kill_session(self, session: ShellSession) -> None:
-        problem = self._kill(secrets.token_hex(8), session.pid)
+        problem = self._kill(session.running or secrets.token_hex(8), session.pid)
         if problem:
             log.warning("%s: a timed-out command's processes may survive%s", self, problem)
 

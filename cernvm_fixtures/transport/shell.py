@@ -18,12 +18,16 @@ cannot predict. A command that runs past its timeout is killed together with
 the session shell, its descendants and their sessions (double-forked processes
 included); the next command gets a new shell.
 
-Background jobs: each command leads a session of its own (``setsid``). When it
-returns, what is left of that session and still holds the session's stdout or
-stderr is killed (over SSH, ``sh -c`` would not return until they ended); a job
-that redirected its output keeps running. Output that still arrives between
-commands (from a process that left the session on its own) is dropped, with a
-warning, before the next command is sent.
+Background jobs: what a command leaves running is found when it returns, without a process of its own per
+command: the orphans it left are adopted by the instance's reaper (init, or a subreaper), so they show up as
+new entries of the reaper's ``/proc/R/task/R/children``, read before and after the command (two reads of a
+small file). Of those and their descendants, what still holds the session's stdout or stderr 0.1 s later is
+killed (over SSH, ``sh -c`` would not return until they ended); a job that redirected its output keeps running.
+Each command carries ``CVMFX_COMMAND=<its nonce>`` in its environment, so a timed-out command's orphans are
+killed with it (:func:`kill_tree_command`). Where that ``children`` file cannot be read, each command leads a
+session of its own instead (``setsid``, one more exec per command: about 7 ms on an emulated guest) and what is
+left of that session is reaped. Output that still arrives between commands (from a process that escaped both)
+is dropped, with a warning, before the next command is sent.
 
 One difference from ``sh -c`` over SSH remains: the command is an asynchronous
 list of the session shell, so POSIX has it start with SIGINT and SIGQUIT
@@ -72,6 +76,11 @@ class Channel(Protocol):
 
 KILL_TREE = r"""
 all=" $1 "
+if [ -n "$2" ]; then
+    for f in $(grep -lzxF "CVMFX_COMMAND=$2" /proc/[0-9]*/environ 2>/dev/null); do
+        p=${f#/proc/}; all="$all${p%/environ} "
+    done
+fi
 pairs=
 for f in /proc/[0-9]*/stat; do
     read -r line 2>/dev/null < "$f" || continue
@@ -90,51 +99,104 @@ while [ -n "$changed" ]; do
         done
     done
 done
+kill -STOP $all 2>/dev/null
 kill -KILL $all 2>/dev/null
 true
 """
-"""Kills process ``$1``, its descendants, and every process in a process group or session one of them leads
-(so a double-forked process, reparented away from the tree, dies too)."""
+"""Kills process ``$1``, the processes whose environment carries ``CVMFX_COMMAND=$2`` (if given), their
+descendants, and every process in a process group or session one of them leads (so a double-forked process,
+reparented away from the tree, dies too)."""
 
-REAP = r"""cvmfx_holders() {
-    for cvmfx_q in $(awk -v s="$1" '{ p = $1; sub(/.*\) /, ""); if ($4 == s) print p }' /proc/[0-9]*/stat 2>/dev/null)
-    do
+REAP = r"""cvmfx_holding() {
+    for cvmfx_q; do
         for cvmfx_d in /proc/$cvmfx_q/fd/*; do
             if [ "$cvmfx_d" -ef /proc/$$/fd/1 ] || [ "$cvmfx_d" -ef /proc/$$/fd/2 ]; then echo "$cvmfx_q"; break; fi
         done
     done
 }
-cvmfx_reap() {
-    [ -n "$(cvmfx_holders "$1")" ] || return 0
+cvmfx_tree() {
+    cat /proc/[0-9]*/stat 2>/dev/null | awk -v roots=" $* " '{ p = $1; sub(/.*\) /, ""); up[p] = $2 }
+        END { n = split(roots, r, " "); for (i = 1; i <= n; i++) keep[r[i]] = 1
+              more = 1; while (more) { more = 0; for (p in up) if (!(p in keep) && (up[p] in keep)) { keep[p] = 1; more = 1 } }
+              for (p in keep) print p }'
+}
+cvmfx_children() {
+    read -r cvmfx_c < $cvmfx_r; cvmfx_a=
+    until [ "$cvmfx_a" = "$cvmfx_c" ]; do cvmfx_a=$cvmfx_c; read -r cvmfx_c < $cvmfx_r; done
+}
+cvmfx_orphans() {
+    cvmfx_old=" $1 "; cvmfx_new=; shift
+    for cvmfx_q; do case $cvmfx_old in *" $cvmfx_q "*) ;; *) cvmfx_new="$cvmfx_new $cvmfx_q" ;; esac; done
+    [ -n "$cvmfx_new" ] || return 0
     sleep 0.1
-    kill -KILL $(cvmfx_holders "$1") 2>/dev/null
+    cvmfx_kill $(cvmfx_holding $(cvmfx_tree $cvmfx_new))
+}
+cvmfx_members() {
+    cat /proc/[0-9]*/stat 2>/dev/null | awk -v s="$1" '{ p = $1; sub(/.*\) /, ""); if ($4 == s) print p }'
+}
+cvmfx_reap() {
+    sleep 0.1
+    cvmfx_kill $(cvmfx_holding $(cvmfx_members "$1"))
+}
+cvmfx_kill() {
+    [ $# -gt 0 ] || return 0
+    kill -STOP "$@" 2>/dev/null
+    kill -KILL "$@" 2>/dev/null
 }
 """
-"""Defined once in the session shell: kills what is left in session ``$1`` and still holds the session's output
-a moment (0.1 s) after the command returned (a job just starting, ``nohup x >log &``, is given time to redirect)."""
+"""Defined once in the session shell. ``cvmfx_children`` reads the reaper's children into ``cvmfx_a`` until two
+reads agree (the kernel resumes a read by position, so a child exiting in the middle of one can hide another).
+``cvmfx_tree`` and ``cvmfx_members`` read /proc through ``cat``, which goes on past a process that just exited
+(some ``awk`` stop at the first file that is gone).
+``cvmfx_orphans BEFORE AFTER...`` kills, a moment (0.1 s) after a command
+returned, what of the reaper's new children (in AFTER, not in BEFORE) and their descendants still holds the
+session's stdout or stderr (a job just starting, ``nohup x >log &``, is given time to redirect; and a process in
+the middle of an exec does not show its descriptors, so none is looked at before that moment);
+``cvmfx_reap SID`` does the same for the members of session SID (where each command leads a session). Each kill
+stops them all first: a parent woken by its child's death would otherwise still print before its own turn."""
+
+REAPER, SETSID, PLAIN = "reaper", "setsid", "plain"
+"""How a session finds what a command left running: the reaper's children, a session per command, or not at all."""
+
+HANDSHAKE = r"""cvmfx_r=; cvmfx_o=$(sh -c 'sleep 9 </dev/null >/dev/null 2>&1 & echo $!' 2>/dev/null)
+if [ -n "$cvmfx_o" ] && { read -r cvmfx_l < /proc/$cvmfx_o/stat; } 2>/dev/null; then
+    set -- ${cvmfx_l##*) }
+    [ -r /proc/$2/task/$2/children ] && cvmfx_r=/proc/$2/task/$2/children
+fi
+[ -n "$cvmfx_o" ] && kill $cvmfx_o 2>/dev/null
+if [ -n "$cvmfx_r" ]; then cvmfx_m=reaper; elif command -v setsid >/dev/null; then cvmfx_m=setsid; else cvmfx_m=plain; fi
+"""
+"""Finds the reaper: the parent of an orphan (a ``sleep`` whose ``sh`` exited) is whoever adopts this shell's
+orphans; ``cvmfx_r`` is its children file if that can be read, ``cvmfx_m`` the mode the session then uses."""
 
 
-def kill_tree_command(pid: int) -> str:
-    """A shell command that kills ``pid``, its descendants and their sessions (found through /proc)."""
-    return f"sh -c {shlex.quote(KILL_TREE)} kill {int(pid)}"
+def kill_tree_command(pid: int, command_nonce: str | None = None) -> str:
+    """A shell command that kills ``pid``, its descendants and their sessions (found through /proc), and, given the
+    nonce of a session's command, every process that command started, orphans included."""
+    nonce = "" if command_nonce is None else " " + shlex.quote(command_nonce)
+    return f"sh -c {shlex.quote(KILL_TREE)} kill {int(pid)}{nonce}"
 
 
-def script(command: str, nonce: str, setsid: bool = True) -> str:
+def script(command: str, nonce: str, mode: str = REAPER) -> str:
     """What the session shell is sent for one command: ``sh -c`` in a child, then both end markers.
 
     The command is one single-quoted word to the session shell (data, never
     parsed there); ``wait`` reports its exit status (128 + signal if a signal
-    ended it) and stays quiet about the signal (no ``Terminated`` line). With
-    ``setsid`` the command leads a session of its own; whatever is left in that
-    session and still holds the session's stdout or stderr 0.1 s after the
-    command returned is killed (a job that redirected its output,
-    ``nohup x >log 2>&1 &``, keeps running, as it would after ``sh -c`` over SSH).
+    ended it) and stays quiet about the signal (no ``Terminated`` line). What the
+    command left running is then found as ``mode`` says (see the module's
+    docstring) and killed if it still holds the session's output.
     """
-    reap = "kill -0 -$! 2>/dev/null && cvmfx_reap $!; " if setsid else ""
-    return (
-        f"{'setsid ' if setsid else ''}sh -c {shlex.quote(command)} </dev/null & wait $! 2>/dev/null; s=$?; {reap}"
-        f"printf '\\n%s %d\\n' {nonce} $s; printf '\\n%s\\n' {nonce} >&2\n"
-    )
+    run = f"sh -c {shlex.quote(command)} </dev/null & wait $! 2>/dev/null; s=$?; "
+    if mode == REAPER:
+        run = (
+            f"cvmfx_children; cvmfx_b=$cvmfx_a; CVMFX_COMMAND={nonce} {run}cvmfx_children; "
+            '[ "$cvmfx_a" = "$cvmfx_b" ] || cvmfx_orphans "$cvmfx_b" $cvmfx_a; '
+        )
+    elif mode == SETSID:
+        run = f"CVMFX_COMMAND={nonce} setsid {run}kill -0 -$! 2>/dev/null && cvmfx_reap $!; "
+    else:
+        run = f"CVMFX_COMMAND={nonce} {run}"
+    return f"{run}printf '\\n%s %d\\n' {nonce} $s; printf '\\n%s\\n' {nonce} >&2\n"
 
 
 class ShellSession:
@@ -145,20 +207,27 @@ class ShellSession:
         self.alive = True
         nonce = secrets.token_hex(16)
         handshake = (
-            f"{REAP}printf '\\n%s' $$; command -v setsid >/dev/null; "
-            f"printf '\\n%s %d\\n' {nonce} $?; printf '\\n%s\\n' {nonce} >&2\n"
+            f"{REAP}{HANDSHAKE}printf '\\n%s %s' $$ $cvmfx_m; "
+            f"printf '\\n%s %d\\n' {nonce} 0; printf '\\n%s\\n' {nonce} >&2\n"
         )
         try:
             started = self._exchange("(session start)", handshake, nonce, connect_timeout)
         except CommandTimeout:
             raise SessionLost(f"the shell did not answer within {connect_timeout} s") from None
-        head, _, pid = started.stdout_bytes.rpartition(b"\n")
+        head, _, last = started.stdout_bytes.rpartition(b"\n")
+        pid, _, mode = last.decode().partition(" ")
         self.pid = int(pid)
         """The shell's pid on the instance, so a stuck command's process tree can be killed."""
+        self.mode = mode
+        """How the session finds what a command left running: REAPER, SETSID or PLAIN."""
         self.preamble = (head + started.stderr_bytes).decode("utf-8", "replace")
         """What the shell's launcher printed before the shell took over (e.g. CernVM's /init banner)."""
-        self.setsid = started.exit_status == 0
-        """Whether each command gets a session of its own (``setsid`` exists on the instance)."""
+        self.running: str | None = None
+        """The nonce of the command sent last (its processes carry it in ``CVMFX_COMMAND``)."""
+
+    def kill_command(self) -> str:
+        """A shell command (for another channel) that kills this session's shell and all its last command started."""
+        return kill_tree_command(self.pid, self.running)
 
     def close(self) -> None:
         self.alive = False
@@ -167,8 +236,8 @@ class ShellSession:
     def run(self, command: str, timeout: float | None) -> Result:
         """Run one command as ``sh -c`` would; raises CommandTimeout (the session is then dead) or SessionLost."""
         self._drain(command)
-        nonce = secrets.token_hex(16)
-        return self._exchange(command, script(command, nonce, self.setsid), nonce, timeout)
+        nonce = self.running = secrets.token_hex(16)
+        return self._exchange(command, script(command, nonce, self.mode), nonce, timeout)
 
     def _drain(self, command: str) -> None:
         """Drop output that arrived after the previous command ended, so it cannot reach this one."""

@@ -191,7 +191,7 @@ class SSHTransport(Transport):
 
     def _kill(self, session: ShellSession) -> None:
         """Stop a stuck command: kill its shell and every descendant, from a second channel."""
-        problem = self._kill_pid(session.pid)
+        problem = self._run_kill(session.kill_command())
         if problem:
             log.warning("%s: a timed-out command's processes may survive%s", self, problem)
 
@@ -237,8 +237,12 @@ class SSHTransport(Transport):
 
     def _kill_pid(self, pid: int) -> str:
         """Kill a command run by :meth:`exec` and everything it started; '' or why that failed."""
+        return self._run_kill(kill_tree_command(pid))
+
+    def _run_kill(self, command: str) -> str:
+        """Run a kill command on a channel of its own; '' or why that failed."""
         try:
-            result = self.exec(kill_tree_command(pid), timeout=self.connect_timeout)
+            result = self.exec(command, timeout=self.connect_timeout)
         except Exception as e:  # noqa: BLE001 - only for the message
             return f" (could not kill it: {e})"
         return "" if result.succeeded else f" (could not kill it: exit {result.exit_status}: {result.stderr[-300:]})"

@@ -85,6 +85,15 @@ def test_background_output_never_reaches_the_next_command(instance):
     print(f"a command leaving background jobs took {took * 1000:.0f} ms")
 
 
+def test_a_job_holding_the_output_is_gone_when_the_command_returns(instance):
+    instance.run("true")
+    modes = {session.mode for session in instance.transport._sessions._idle}
+    assert modes == {"reaper"}, f"sessions find leftovers the slow way ({modes}), one more exec per command"
+    instance.run("sh -c 'exec sleep 306' &").check()
+    left = instance.run("ps -o stat,args | grep -c '^[^Z]* sleep 306'").stdout.strip()
+    assert left == "0", "a job holding the command's output outlived the command"
+
+
 def test_a_double_forked_process_does_not_survive_the_timeout(instance):
     with pytest.raises(CommandTimeout):
         instance.run("(sh -c 'sleep 303' &); sleep 304", timeout=1)

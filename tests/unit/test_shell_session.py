@@ -21,15 +21,26 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cernvm_fixtures.errors import CommandTimeout
-from cernvm_fixtures.transport.shell import STDERR, STDOUT, SessionLost, SessionStale, ShellSession, kill_tree_command
+from cernvm_fixtures.testing.local import AS_SUBREAPER
+from cernvm_fixtures.transport.shell import (
+    REAPER,
+    SETSID,
+    STDERR,
+    STDOUT,
+    SessionLost,
+    SessionStale,
+    ShellSession,
+)
 
 SHELLS = [s for s in (["dash"], ["busybox", "sh"]) if shutil.which(s[0])]
 
 
 class LocalChannel:
-    """A local shell process as a Channel (stdout and stderr kept apart)."""
+    """A local shell process as a Channel (stdout and stderr kept apart), under an init of its own that adopts
+    its commands' orphans, as on an instance (the host's init has children come and go, from the tests beside)."""
 
     def __init__(self, argv: list[str]) -> None:
+        argv = [*AS_SUBREAPER, shutil.which(argv[0]), *argv[1:]]
         self.process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self.selector = selectors.DefaultSelector()
         self.selector.register(self.process.stdout, selectors.EVENT_READ, STDOUT)
@@ -141,7 +152,7 @@ def test_timeout_kills_the_command_tree():
         session.run(f"sh -c 'sleep 300; : {marker}' & sleep 301; : {marker}", timeout=0.5)
     assert time.monotonic() - started < 5
     assert not session.alive
-    subprocess.run(["sh", "-c", kill_tree_command(session.pid)], check=True, timeout=10)
+    subprocess.run(["sh", "-c", session.kill_command()], check=True, timeout=10)
     deadline = time.monotonic() + 5
     while subprocess.run(["pgrep", "-f", marker], capture_output=True).returncode == 0:
         assert time.monotonic() < deadline, "the timed-out command's processes survived"
@@ -224,13 +235,46 @@ def test_same_output_as_sh_c(session, command):
         )
 
 
-def test_background_jobs_holding_the_output_die_with_their_command(session):
+def test_sessions_find_leftovers_through_the_reaper(session):
+    """The fast way (no extra exec per command) is the one in use where /proc shows the reaper's children."""
+    assert session.mode == REAPER
+
+
+@pytest.fixture(params=[REAPER, SETSID])
+def either_way(session, request):
+    """The session, finding what commands leave running through the reaper's children or a session per command."""
+    mode, session.mode = session.mode, request.param
+    yield session
+    session.mode = mode
+
+
+def test_background_jobs_holding_the_output_die_with_their_command(either_way):
     """Jobs still writing to the command's output are killed when it returns, double-forked ones included."""
-    result = session.run("(sleep 1; echo late1) & (sh -c 'sleep 1; echo late2 >&2' &); echo early", timeout=10)
+    started = "(sleep 1; echo late1) & (sh -c 'sleep 1; echo late2 >&2' &); (setsid sh -c 'sleep 1; echo late3' &)"
+    result = either_way.run(f"{started}; echo early", timeout=10)
     assert (result.stdout, result.stderr) == ("early\n", "")
     time.sleep(1.5)
-    after = session.run("echo next", timeout=10)
+    after = either_way.run("echo next", timeout=10)
     assert (after.stdout, after.stderr) == ("next\n", "")
+
+
+def running(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie."""
+    try:
+        state = open(f"/proc/{pid}/stat").read().rpartition(") ")[2].split()[0]
+    except FileNotFoundError:
+        return False
+    return state not in ("Z", "X")
+
+
+def test_a_leftover_does_not_run_into_the_next_command(either_way, tmp_path):
+    """A job that keeps the command's output is killed before the command's result comes back."""
+    pid_file = tmp_path / "pid"
+    either_way.run(f"sh -c 'echo $$ > {pid_file}; exec sleep 30' &", timeout=10)
+    pid, deadline = int(pid_file.read_text()), time.monotonic() + 1  # SIGKILL is sent; let it land
+    while running(pid):
+        assert time.monotonic() < deadline, "the job holding the command's output still runs"
+        time.sleep(0.01)
 
 
 def test_a_job_that_redirected_its_output_keeps_running(session, tmp_path):
@@ -243,8 +287,9 @@ def test_a_job_that_redirected_its_output_keeps_running(session, tmp_path):
 
 
 def test_output_of_an_escaped_process_is_dropped_before_the_next_command(session):
-    """A process in a session of its own still holding the pipes: what it printed meanwhile is drained."""
-    session.run("setsid sh -c 'sleep 0.3; echo stray; echo stray >&2' &", timeout=10)
+    """A process that holds the pipes only on other descriptors (so no check finds it): what it printed
+    meanwhile is drained."""
+    session.run("setsid sh -c 'sleep 0.3; echo stray >&3; echo stray >&4' 3>&1 4>&2 >/dev/null 2>&1 &", timeout=10)
     time.sleep(1)
     after = session.run("echo next", timeout=10)
     assert (after.stdout, after.stderr) == ("next\n", "")
@@ -256,9 +301,24 @@ def test_timeout_kills_double_forked_processes(shell):
     marker = f"cvmfx-test-{os.getpid()}-{time.monotonic_ns()}"
     with pytest.raises(CommandTimeout):
         session.run(f"(sh -c 'sleep 300; : {marker}' &); sleep 301; : {marker}", timeout=0.5)
-    subprocess.run(["sh", "-c", kill_tree_command(session.pid)], check=True, timeout=10)
+    subprocess.run(["sh", "-c", session.kill_command()], check=True, timeout=10)
     deadline = time.monotonic() + 5
     while subprocess.run(["pgrep", "-f", marker], capture_output=True).returncode == 0:
         assert time.monotonic() < deadline, "a double-forked process survived the timeout kill"
         time.sleep(0.05)
     session.close()
+
+
+def test_a_timeout_spares_what_earlier_commands_left_running_on_purpose(tmp_path):
+    session = ShellSession(LocalChannel(["sh"]))
+    pid_file = tmp_path / "pid"
+    session.run(f"nohup sh -c 'echo $$ > {pid_file}; exec sleep 30' >/dev/null 2>&1 &", timeout=10).check()
+    with pytest.raises(CommandTimeout):
+        session.run("(sleep 300 &); sleep 301", timeout=0.5)
+    subprocess.run(["sh", "-c", session.kill_command()], check=True, timeout=10)
+    pid = int(pid_file.read_text())
+    try:
+        assert running(pid), "a timeout killed a job an earlier command had left running on purpose"
+    finally:
+        os.kill(pid, 9)
+        session.close()
