@@ -266,12 +266,13 @@ def _download(ref: Reference, digest: str, final: Path, timeout: float, progress
 
 
 def entries() -> list[tuple[Path, int, float]]:
-    """Cached images: path, size in bytes, last use (mtime)."""
+    """Cached images (downloads, and conversions under ``converted/``): path, size in bytes, last use (mtime)."""
     found: list[tuple[Path, int, float]] = []
     root = images_dir()
     if not root.is_dir():
         return found
-    for folder in root.iterdir():
+    folders = [*root.iterdir(), *((root / "converted").iterdir() if (root / "converted").is_dir() else ())]
+    for folder in folders:
         if not DIGEST.match(folder.name):
             continue
         for path in folder.iterdir():

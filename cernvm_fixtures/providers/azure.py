@@ -554,6 +554,7 @@ class AzureProvider(Provider[AzureOptions, "AzureMachine"]):
             ".vhd",
             "an image id (/subscriptions/.../images/...) or uploads a fixed-size "
             "VHD (ucernvm-<branch>.<V>-<R>.cernvm.x86_64.vhd)",
+            convertible=(".hdd", ".raw", ".img", ".qcow2", ".vmdk", ".vdi"),
         )
         check_vhd(path, self.target.where("image"))
         if not self.options.storage_account and not self.options.blob_endpoint:

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar, overload
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from .. import netcheck
+from .. import download, netcheck
 from ..errors import ConfigError, PermanentError, ProviderError
 from ..ledger import Owner, Resource
 from .base import Machine, Provider, RemoteMachine, RemoteOptions, console_text
@@ -446,10 +446,13 @@ class GceProvider(Provider[GceOptions, "GceMachine"]):
     def check_image(self, project: str) -> tuple[str, Path | None]:
         """(sourceImage link, None) for an existing image, or (image name to make, tarball) for a file."""
         image = self.target.image
-        if image.endswith(".tar.gz") or "/" in image and Path(image).expanduser().exists():
-            path = Path(image).expanduser()
-            if not path.is_file():
-                raise ConfigError(f"{self.target.where('image')}: {image!r} does not exist")
+        remote = download.is_release(image) or download.is_url(image)
+        if remote or image.endswith(".tar.gz") or "/" in image and Path(image).expanduser().exists():
+            path = self.target.image_file(
+                ".tar.gz",
+                "an image name, family/FAMILY, or uploads a .tar.gz holding disk.raw "
+                "(ucernvm-<branch>.<V>-<R>.cernvm.x86_64.tar.gz)",
+            )
             if not self.options.bucket:
                 raise ConfigError(
                     f"{self.target.where('bucket')}: required to upload {path.name}: the Cloud Storage "

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from .. import netcheck
+from .. import download, netcheck
 from ..errors import ConfigError, PermanentError, ProviderError
 from ..images import APPLIANCE
 from ..ledger import DEFAULT_LIFETIME, Owner, Resource
@@ -58,7 +58,17 @@ PREFIX = MARKER + ":"
 CREATION_ORDER: tuple[str, ...] = ("image", "keypair", "security-group", "server", "floating-ip")
 """Resource kinds in the order they depend on each other; teardown goes the other way."""
 RANK = {kind: i for i, kind in enumerate(CREATION_ORDER)}
-DISK_FORMATS = {".iso": "iso", ".qcow2": "qcow2", ".raw": "raw", ".img": "raw", ".hvm": "raw"}
+DISK_FORMATS = {
+    ".iso": "iso",
+    ".qcow2": "qcow2",
+    ".hdd": "raw",
+    ".raw": "raw",
+    ".img": "raw",
+    ".hvm": "raw",
+    ".vmdk": "vmdk",
+    ".vdi": "vdi",
+    ".vhd": "vhd",
+}
 """Local image files the provider uploads, and the Glance ``disk_format`` of each (container ``bare``)."""
 SERVER_TAG_LENGTH = 60
 """Nova: a server tag is 1-60 characters without ',' or '/'; at most 50 per server."""
@@ -311,8 +321,14 @@ class OpenStackProvider(Provider[OpenStackOptions, "OpenStackMachine"]):
             from .. import appliance
 
             return "file", appliance.build(image.partition(":")[2] or "ok").iso
+        boots = f"a Glance image or uploads a file ({', '.join(DISK_FORMATS)}; a release: its .hdd)"
+        if download.is_release(image):
+            return "file", self.target.image_file(".hdd", boots, fmt="hdd")
+        suffix = Path(download.parse(image).name if download.is_url(image) else image).suffix.lower()
+        if download.is_url(image):
+            return "file", self.target.image_file(suffix if suffix in DISK_FORMATS else ".hdd", boots)
         path = Path(image).expanduser()
-        if path.suffix.lower() in DISK_FORMATS and (path.is_file() or "/" in image):
+        if suffix in DISK_FORMATS and (path.is_file() or "/" in image):
             if not path.is_file():
                 raise ConfigError(f"{self.target.where('image')}: {image!r} does not exist")
             return "file", path.resolve()

@@ -28,6 +28,8 @@ class Server:
         self.stall = False
         self.ignore_range = False
         self.body = DATA
+        self.extra: dict[str, bytes] = {}
+        """More published files (name -> content), served whole with their .sha256."""
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -36,6 +38,16 @@ class Server:
 
             def do_GET(self):
                 outer.requests.append((self.path, self.headers.get("Range")))
+                name = self.path.lstrip("/")
+                file = name.removesuffix(".sha256")
+                extra = outer.extra.get(file)
+                if extra is not None:
+                    body = f"{hashlib.sha256(extra).hexdigest()}  {file}\n".encode() if file != name else extra
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                    return
                 if self.path == f"/{NAME}.sha256":
                     body = f"{DIGEST}  {NAME}\n".encode()
                     self.send_response(200)
@@ -247,6 +259,36 @@ def test_a_release_gives_each_target_the_file_in_its_format(server, monkeypatch)
         config.ConfigError, match=r"targets\.ec2\.image: .*/ucernvm-prod\.2021\.05-1\.cernvm\.x86_64\.hvm"
     ):
         loaded.targets["ec2"].image_file(".hvm", "raw HVM images")  # the server publishes no .hvm of this release
+
+
+def test_a_release_gives_openstack_its_hdd_and_gce_its_tarball(server, monkeypatch):
+    from cernvm_fixtures import config, providers
+
+    monkeypatch.setenv("CERNVM_FIXTURES_IMAGE_BASE", server.url)
+    server.extra = {
+        "ucernvm-prod.2021.05-1.cernvm.x86_64.hdd": b"raw disk",
+        "ucernvm-prod.2021.05-1.cernvm.x86_64.tar.gz": b"gzipped disk.raw",
+    }
+    loaded = config.parse(
+        {
+            "targets": {
+                "os": {"provider": "openstack", "image": "release:2021.05-1", "ssh_cidr": "203.0.113.7/32"},
+                "gce": {
+                    "provider": "gce",
+                    "image": "release:2021.05-1",
+                    "project": "p",
+                    "zone": "europe-west1-b",
+                    "ssh_cidr": "203.0.113.7/32",
+                },
+            }
+        },
+        "t",
+    )
+    provider = providers.get("openstack")(loaded.targets["os"], None)
+    source, path = provider.image_source()
+    assert (source, path.name, path.read_bytes()) == ("file", "ucernvm-prod.2021.05-1.cernvm.x86_64.hdd", b"raw disk")
+    gce = loaded.targets["gce"].image_file(".tar.gz", "tarballs")
+    assert gce.read_bytes() == b"gzipped disk.raw"
 
 
 def test_the_published_layout_can_be_overridden(server, monkeypatch):

@@ -99,7 +99,9 @@ class Ec2Provider(Provider[Ec2Options, "Ec2Machine"]):
                 f"{self.target.where('image')}: {image!r} is not a valid AMI id (ami- and 8 or 17 hex digits)"
             )
         path = self.target.image_file(
-            ".hvm", "an AMI id (ami-...) or imports a raw HVM image file (ucernvm-<branch>.<V>-<R>.cernvm.x86_64.hvm)"
+            ".hvm",
+            "an AMI id (ami-...) or imports a raw HVM image file (ucernvm-<branch>.<V>-<R>.cernvm.x86_64.hvm)",
+            convertible=(".raw", ".img", ".qcow2", ".vmdk", ".vdi", ".vhd"),
         )
         if not self.options.import_bucket:
             raise ConfigError(

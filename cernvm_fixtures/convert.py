@@ -1,0 +1,96 @@
+"""Disk images in the format a target takes, made with ``qemu-img`` and cached beside the downloads.
+
+A provider names the suffix it boots and the suffixes it accepts through a conversion
+(:meth:`cernvm_fixtures.config.Target.image_file`); a file in one of those is converted once: the result lands
+in the image cache under the source's SHA-256, is written to a temporary name and renamed only when
+``qemu-img`` succeeded (an interrupted conversion is never used), and a file lock makes parallel runs convert
+it once. Azure's fixed VHD gets what Azure requires: a virtual size that is a whole number of MiB.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from .download import CHUNK, DIGEST, images_dir
+from .errors import ConfigError
+
+QEMU_FORMATS = {
+    ".hdd": "raw",
+    ".raw": "raw",
+    ".img": "raw",
+    ".hvm": "raw",
+    ".qcow2": "qcow2",
+    ".vmdk": "vmdk",
+    ".vdi": "vdi",
+    ".vhd": "vpc",
+}
+"""File suffixes qemu-img reads and writes, and its name for each format (CernVM publishes .hdd and .hvm raw)."""
+MIB = 1 << 20
+
+
+def convert(source: Path, suffix: str, where: str) -> Path:
+    """``source`` as a cached file with ``suffix`` (qemu-img's format for it), converting it the first time."""
+    if source.suffix.lower() not in QEMU_FORMATS or suffix not in QEMU_FORMATS:
+        raise ConfigError(f"{where}: cannot convert {source.name} to {suffix} (qemu-img formats: {_suffixes()})")
+    qemu_img = shutil.which("qemu-img")
+    if qemu_img is None:
+        raise ConfigError(
+            f"{where}: converting {source.name} to {suffix} needs qemu-img (Debian: apt-get install qemu-utils)"
+        )
+    folder = images_dir() / "converted" / _digest(source)
+    final = folder / (source.name.rsplit(".", 1)[0] + suffix)
+    if final.is_file():
+        return final
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not final.is_file():
+            part = final.with_name(final.name + ".part")
+            try:
+                _qemu_convert(qemu_img, source, part, suffix, where)
+                os.replace(part, final)
+            finally:
+                part.unlink(missing_ok=True)
+                final.with_name(final.name + ".raw.part").unlink(missing_ok=True)
+    return final
+
+
+def _qemu_convert(qemu_img: str, source: Path, out: Path, suffix: str, where: str) -> None:
+    source_format = QEMU_FORMATS[source.suffix.lower()]
+    if suffix != ".vhd":
+        _run([qemu_img, "convert", "-f", source_format, "-O", QEMU_FORMATS[suffix], str(source), str(out)], where)
+        return
+    raw = out.with_name(out.name.removesuffix(".part") + ".raw.part")
+    _run([qemu_img, "convert", "-f", source_format, "-O", "raw", str(source), str(raw)], where)
+    size = int(json.loads(_run([qemu_img, "info", "--output=json", "-f", "raw", str(raw)], where))["virtual-size"])
+    if size % MIB:
+        _run([qemu_img, "resize", "-f", "raw", str(raw), str(-(-size // MIB) * MIB)], where)
+    _run([qemu_img, "convert", "-f", "raw", "-O", "vpc", "-o", "subformat=fixed,force_size", str(raw), str(out)], where)
+
+
+def _run(argv: list[str], where: str) -> str:
+    done = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    if done.returncode != 0:
+        raise ConfigError(f"{where}: qemu-img {argv[1]} failed (exit {done.returncode}): {done.stderr.strip()}")
+    return done.stdout
+
+
+def _digest(path: Path) -> str:
+    """The SHA-256 of ``path``: the folder name when it is a download in the cache, else hashed."""
+    if DIGEST.match(path.parent.name) and path.parent.parent == images_dir():
+        return path.parent.name
+    hasher = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            hasher.update(chunk)
+    return hasher.hexdigest()
+
+
+def _suffixes() -> str:
+    return ", ".join(QEMU_FORMATS)
