@@ -117,7 +117,8 @@ REAP = r"""cvmfx_holding() {
 cvmfx_tree() {
     cat /proc/[0-9]*/stat 2>/dev/null | awk -v roots=" $* " '{ p = $1; sub(/.*\) /, ""); up[p] = $2 }
         END { n = split(roots, r, " "); for (i = 1; i <= n; i++) keep[r[i]] = 1
-              more = 1; while (more) { more = 0; for (p in up) if (!(p in keep) && (up[p] in keep)) { keep[p] = 1; more = 1 } }
+              more = 1
+              while (more) { more = 0; for (p in up) if (!(p in keep) && (up[p] in keep)) { keep[p] = 1; more = 1 } }
               for (p in keep) print p }'
 }
 cvmfx_children() {
@@ -164,7 +165,10 @@ if [ -n "$cvmfx_o" ] && { read -r cvmfx_l < /proc/$cvmfx_o/stat; } 2>/dev/null; 
     [ -r /proc/$2/task/$2/children ] && cvmfx_r=/proc/$2/task/$2/children
 fi
 [ -n "$cvmfx_o" ] && kill $cvmfx_o 2>/dev/null
-if [ -n "$cvmfx_r" ]; then cvmfx_m=reaper; elif command -v setsid >/dev/null; then cvmfx_m=setsid; else cvmfx_m=plain; fi
+if [ -n "$cvmfx_r" ]; then cvmfx_m=reaper
+elif command -v setsid >/dev/null; then cvmfx_m=setsid
+else cvmfx_m=plain
+fi
 """
 """Finds the reaper: the parent of an orphan (a ``sleep`` whose ``sh`` exited) is whoever adopts this shell's
 orphans; ``cvmfx_r`` is its children file if that can be read, ``cvmfx_m`` the mode the session then uses."""

@@ -81,7 +81,13 @@ def test_without_qemu_img_the_error_says_what_to_install(hdd, monkeypatch):
 
 
 def azure(image: Path) -> config.Target:
-    raw = {"provider": "azure", "image": str(image), "profile": "cernvm4", "location": "westeurope", "ssh_cidr": "203.0.113.7/32"}
+    raw = {
+        "provider": "azure",
+        "image": str(image),
+        "profile": "cernvm4",
+        "location": "westeurope",
+        "ssh_cidr": "203.0.113.7/32",
+    }
     return config.parse({"targets": {"azure": raw}}, "t").targets["azure"]
 
 
