@@ -1,6 +1,7 @@
 """The provider contract suite (cernvm_fixtures.testing.contract) on the real engines (Docker, KVM), and on
-EC2 (moto's server), OpenStack (the fake Nova/Neutron/Glance) and Azure (the fake ARM and Azurite), driven by
-their real SDKs, with the session's KVM stand-in answering SSH for the clouds' machines.
+EC2 (moto's server), OpenStack (the fake Nova/Neutron/Glance), GCE (the local Compute API held to Google's
+discovery document) and Azure (the fake ARM and Azurite), driven by their real SDKs, with the session's KVM
+stand-in answering SSH for the clouds' machines.
 
 Each class fills in the adapter: the target, the engine's objects of a run (by the run directory their
 labels or domain XML name, or the run tag), and an interceptor at the SDK's create calls (ledger before create).
@@ -22,8 +23,10 @@ from cernvm_fixtures.testing.contract import Intercept, Objects, ProviderContrac
 
 from ..fakes.azure.fixtures import CONTAINER
 from ..fakes.azure.vhd import make_vhd
+from ..fakes.gce.fixtures import gce, gce_session  # noqa: F401
 from ..fakes.openstack import CLOUD
 from ..helpers import docker_objects_under, domains_under
+from .test_gce import existing_image
 
 pytestmark = pytest.mark.integration
 
@@ -277,6 +280,64 @@ class TestOpenStackContract(ProviderContract):
             (Network, "create_security_group"),
             (Network, "create_ip"),
             (Image, "create_image"),
+        ]
+        return lambda on_create: wrapped(creates, on_create)
+
+
+class TestGceContract(ProviderContract):
+    """GCE through google-cloud-compute against the local Compute API; the API's serial port 1 carries the
+    stand-in's console (where the provider reads the host keys from)."""
+
+    contract_skips = {
+        "test_reboot_gives_a_new_boot_id": "the local API records a reset, but the shared KVM stand-in must not reboot",
+        "test_sigkill_then_sweep": "a child pytest cannot reach the stand-in; test_gce.py sweeps a killed run",
+    }
+
+    @pytest.fixture(autouse=True)
+    def held_to_the_discovery_document(self, gce) -> None:
+        """Each test's requests and responses are checked against Compute's discovery document (``gce``)."""
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def contract_target(cls, gce_session) -> config.Target:
+        raw = {
+            "provider": "gce",
+            "image": existing_image(gce_session),
+            "profile": "appliance",
+            "zone": gce_session.zone,
+            "endpoint": gce_session.api.url,
+            "storage_endpoint": gce_session.storage,
+            "bucket": gce_session.bucket,
+            "ssh_cidr": "203.0.113.7/32",
+            "poll_interval": 0.05,
+            "slowdown": 1,
+            "deadlines": {"running": 10, "reachable": 20, "login": 20, "ready": 20},
+        }
+        return config.parse_target("contract", raw, "gce contract")
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def contract_run(cls, standin, gce_session) -> Callable[[Path], Run]:
+        return standin_run(standin, lambda machine: gce_session.api.write_serial(machine.name, standin.console_log()))
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def contract_objects(cls, gce_session) -> Objects:
+        def objects(run: Run) -> set[str]:
+            held = {f"{kind} {name}" for kind, names in gce_session.api.held().items() for name in names}
+            return {h for h in held if run.id in h}
+
+        return objects
+
+    @pytest.fixture
+    def contract_intercept(self) -> Intercept:
+        from google.cloud import compute_v1, storage
+
+        creates = [
+            (compute_v1.InstancesClient, "insert_unary"),
+            (compute_v1.FirewallsClient, "insert_unary"),
+            (compute_v1.ImagesClient, "insert_unary"),
+            (storage.Blob, "upload_from_filename"),
         ]
         return lambda on_create: wrapped(creates, on_create)
 

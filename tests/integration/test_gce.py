@@ -36,6 +36,11 @@ CIDR = "203.0.113.7/32"
 @pytest.fixture(scope="module")
 def image(gce_session: Gce) -> str:
     """An existing "CernVM" image in the project, made the way a user's would be: from an object in a bucket."""
+    return existing_image(gce_session)
+
+
+def existing_image(gce_session: Gce) -> str:
+    """The name of a "CernVM" image in the project (made once per session: the local API lives as long)."""
     from google.cloud import compute_v1
 
     images = gcemod.client("ImagesClient", gce_session.api.url)
