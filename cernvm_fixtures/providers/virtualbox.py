@@ -534,6 +534,8 @@ class VirtualBoxProvider(Provider[VirtualBoxOptions, "VirtualBoxMachine"]):
         self.record(machine, "disk", name, path=str(disk), vboxmanage=command)
         vbox(*createmedium(disk, self.options.disk_size), timeout=300)
         resource = self.record(machine, "vm", name, directory=str(directory), vboxmanage=command)
+        if registered(vbox, name):
+            raise ProviderError(f"{name}: a VM of that name is already registered in VirtualBox; left alone")
         vbox(*createvm(name, self.options.os_type, directory))
         for key, value in ledger_fields(resource).items():
             vbox(*setextradata(name, key, value))
@@ -564,22 +566,20 @@ class VirtualBoxProvider(Provider[VirtualBoxOptions, "VirtualBoxMachine"]):
             return
         if resource.kind != "vm":
             raise ProviderError(f"virtualbox cannot destroy unknown resource kind {resource.kind!r}")
-        try:
-            info = vbox.info(resource.name)
-        except VBoxError as e:
-            if e.not_found:
-                return
-            raise
+        found = own_vm(vbox, resource)
+        if found is None:
+            return
+        uuid, info = found
         if info.get("VMState") in ("running", "paused", "starting", "stuck"):
             try:
-                vbox("controlvm", resource.name, "poweroff")
+                vbox("controlvm", uuid, "poweroff")
             except VBoxError as e:
                 if not e.not_found:
                     log.debug("%s: poweroff: %s", resource.name, e)
-        wait_unlocked(vbox, resource.name, time.monotonic() + 60)
+        wait_unlocked(vbox, uuid, time.monotonic() + 60)
         media = [v for k, v in info.items() if re.match(r"^(IDE|SATA)-\d+-\d+$", k) and v.endswith(".iso")]
         try:
-            vbox("unregistervm", resource.name, "--delete")
+            vbox("unregistervm", uuid, "--delete")
         except VBoxError as e:
             if not e.not_found:
                 raise
@@ -616,6 +616,35 @@ class VirtualBoxProvider(Provider[VirtualBoxOptions, "VirtualBoxMachine"]):
             if directory.parts[-2:] == ("machines", name):  # only the run's own machine directory, nothing else
                 found.append(replace(resource, kind="directory", data={"path": str(directory)}))
         return found
+
+
+def registered(vbox: VBoxManage, name: str) -> list[str]:
+    """The UUIDs of the registered VMs named ``name`` (VirtualBox allows several, in different folders)."""
+    return [m[2] for m in re.finditer(r'^"(.*)" \{([0-9a-f-]+)\}$', vbox("list", "vms"), re.M) if m[1] == name]
+
+
+def own_vm(vbox: VBoxManage, resource: Resource) -> tuple[str, dict[str, str]] | None:
+    """(UUID, showvminfo) of the VM this ledger entry made: the one of its name whose settings file lies in the
+    machine's directory; None if there is none (another VM of that name is someone else's and left alone)."""
+    directory = resource.data.get("directory", "").rstrip("/")
+    for uuid in registered(vbox, resource.name):
+        try:
+            info = vbox.info(uuid)
+        except VBoxError as e:
+            if e.not_found:
+                continue
+            raise
+        if directory and info.get("CfgFile", "").startswith(directory + "/"):
+            return uuid, info
+        log.warning(
+            "%s: the VM %s of that name keeps its settings in %s, not under this machine's directory %s: "
+            "another one's; left alone",
+            resource.name,
+            uuid,
+            info.get("CfgFile") or "(unknown)",
+            directory or "(not recorded)",
+        )
+    return None
 
 
 def wait_unlocked(vbox: VBoxManage, name: str, deadline: float) -> None:

@@ -1,7 +1,8 @@
 """The provider contract suite (cernvm_fixtures.testing.contract) on the real engines (Docker, KVM), and on
 EC2 (moto's server), OpenStack (the fake Nova/Neutron/Glance), GCE (the local Compute API held to Google's
 discovery document) and Azure (the fake ARM and Azurite), driven by their real SDKs, with the session's KVM
-stand-in answering SSH for the clouds' machines.
+stand-in answering SSH for the clouds' machines; and on VirtualBox (the real VBoxManage defines each machine,
+QEMU boots it: this host has no VirtualBox kernel driver).
 
 Each class fills in the adapter: the target, the engine's objects of a run (by the run directory their
 labels or domain XML name, or the run tag), and an interceptor at the SDK's create calls (ledger before create).
@@ -26,6 +27,7 @@ from ..fakes.azure.vhd import make_vhd
 from ..fakes.gce.fixtures import gce, gce_session  # noqa: F401
 from ..fakes.openstack import CLOUD
 from ..helpers import docker_objects_under, domains_under
+from . import test_virtualbox as vbox
 from .test_gce import existing_image
 
 pytestmark = pytest.mark.integration
@@ -126,6 +128,43 @@ class TestKvmContract(ProviderContract):
     @pytest.fixture
     def contract_child(self) -> tuple[str, dict[str, str]]:
         return '[targets.contract]\nprovider = "kvm"\n', {}
+
+
+class TestVirtualBoxContract(ProviderContract):
+    """VirtualBox through the real VBoxManage 7.2, with the stand-in VBoxManage booting each machine under QEMU."""
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def contract_target(cls) -> config.Target:
+        raw = {"provider": "virtualbox", "vboxmanage": vbox.STANDIN, "profile": str(vbox.PROFILE), "slowdown": 4}
+        return config.parse_target("contract", raw, "virtualbox contract")
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def contract_objects(cls) -> Objects:
+        def objects(run: Run) -> set[str]:
+            found = {f"vm {name}" for name in vbox.vms() if run.id in name}
+            found |= {f"vm {path}" for path in vbox.vm_files() if str(run.directory) in path}
+            found |= {f"medium {line}" for line in vbox.media().splitlines() if str(run.directory) in line}
+            found |= {f"qemu {line}" for line in vbox.qemus_under(run.directory)}
+            return found | {f"directory {p.name}" for p in (run.directory / "machines").glob("*")}
+
+        return objects
+
+    @pytest.fixture
+    def contract_intercept(self) -> Intercept:
+        from cernvm_fixtures.providers.virtualbox import VBoxManage
+
+        def is_create(vboxmanage: VBoxManage, *args: str, **kwargs) -> bool:
+            return args[0] in ("createmedium", "createvm")
+
+        return lambda on_create: wrapped([(VBoxManage, "__call__")], on_create, only=is_create)
+
+    @pytest.fixture
+    def contract_child(self) -> tuple[str, dict[str, str]]:
+        command = ", ".join(f'"{part}"' for part in vbox.STANDIN)
+        text = f'[targets.contract]\nprovider = "virtualbox"\nvboxmanage = [{command}]\nprofile = "{vbox.PROFILE}"\n'
+        return text + "slowdown = 4\n", {}
 
 
 EC2_CREATES = (

@@ -65,6 +65,12 @@ def vms() -> list[str]:
     ]
 
 
+def vm_files() -> list[str]:
+    """The settings file of every registered VM, inaccessible ones included (their folder is gone)."""
+    listed = subprocess.run([*REAL, "list", "--long", "vms"], capture_output=True, text=True, check=True).stdout
+    return [line.split(":", 1)[1].strip() for line in listed.splitlines() if line.startswith("Config file:")]
+
+
 def media() -> str:
     return "".join(
         subprocess.run([*REAL, "list", kind], capture_output=True, text=True).stdout for kind in ("hdds", "dvds")
