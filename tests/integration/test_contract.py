@@ -24,7 +24,6 @@ from cernvm_fixtures.testing.contract import Intercept, Objects, ProviderContrac
 
 from ..fakes.azure.fixtures import CONTAINER
 from ..fakes.azure.vhd import make_vhd
-from ..fakes.gce.fixtures import gce, gce_session  # noqa: F401
 from ..fakes.openstack import CLOUD
 from ..helpers import docker_objects_under, domains_under
 from . import test_virtualbox as vbox
