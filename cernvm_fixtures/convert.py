@@ -17,7 +17,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from .download import CHUNK, DIGEST, images_dir
+from .download import DIGEST, images_dir
 from .errors import ConfigError
 
 QEMU_FORMATS = {
@@ -85,11 +85,8 @@ def _digest(path: Path) -> str:
     """The SHA-256 of ``path``: the folder name when it is a download in the cache, else hashed."""
     if DIGEST.match(path.parent.name) and path.parent.parent == images_dir():
         return path.parent.name
-    hasher = hashlib.sha256()
     with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            hasher.update(chunk)
-    return hasher.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _suffixes() -> str:

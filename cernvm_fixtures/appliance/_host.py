@@ -209,11 +209,8 @@ def package_versions(tools: HostTools, packages=KEY_PACKAGES) -> dict[str, str]:
 
 
 def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 # --- the kernel package ------------------------------------------------------

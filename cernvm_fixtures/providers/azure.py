@@ -604,7 +604,8 @@ class AzureProvider(Provider[AzureOptions, "AzureMachine"]):
 
         o = self.options
         size = path.stat().st_size
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        with open(path, "rb") as f:
+            digest = hashlib.file_digest(f, "sha256").hexdigest()  # streamed: a VHD is gigabytes
         url = o.blob_endpoint or f"https://{o.storage_account}.blob.core.windows.net"
         blob_name = f"{machine.name}/{digest[:16]}-{path.name}"
         blob = self._record(machine, "blob", account_url=url, container=o.container, blob=blob_name)

@@ -306,11 +306,9 @@ def inspect_tarball(path: Path, where: str) -> Tarball:
         raise ConfigError(f"{where}: {str(path)!r} has no /init, so it is not a CernVM Docker root fs; {hint}")
     if not (init.issym() or (init.isfile() and init.mode & 0o111)):
         raise ConfigError(f"{where}: /init in {str(path)!r} is not an executable file; {hint}")
-    h = hashlib.sha256()
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    found = _tarballs[key] = Tarball(path.resolve(), h.hexdigest())
+        digest = hashlib.file_digest(f, "sha256").hexdigest()
+    found = _tarballs[key] = Tarball(path.resolve(), digest)
     return found
 
 

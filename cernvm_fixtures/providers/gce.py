@@ -376,11 +376,8 @@ def image_link(image: str, project: str) -> str:
 
 
 def content_hash(path: Path) -> str:
-    digest = hashlib.sha256()
     with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 # --- the provider ---------------------------------------------------------------------------------

@@ -619,10 +619,15 @@ STANDIN_CONFTEST = '''
 Each server's SSH goes to a test appliance booted under KVM *from the user data
 the fake holds for that server* (read back through openstacksdk as Nova's
 OS-EXT-SRV-ATTR:user_data), with the host name that user data asks for.
+What a stand-in prints on its console is copied to the server's console log
+(the fake's test hook), where the provider reads the host keys from.
 Stand-ins are destroyed when the session ends.
 """
 import base64
 import email
+import threading
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 
 import yaml
@@ -635,6 +640,7 @@ from cernvm_fixtures.run import Run
 
 STANDINS = {}
 RUN = []
+STOP = threading.Event()
 
 
 @dataclass(frozen=True)
@@ -672,18 +678,36 @@ def boot(machine):
     return standin
 
 
+def forward_console(standin, url):
+    """Copy what the stand-in prints on its console to the server's console log, until the server is gone."""
+    sent = 0
+    while not STOP.is_set():
+        data = standin.console_file.read_bytes() if standin.console_file.exists() else b""
+        if len(data) > sent:
+            try:
+                urllib.request.urlopen(urllib.request.Request(url, data=data[sent:], method="POST"), timeout=10).read()
+            except urllib.error.HTTPError:
+                return
+            sent = len(data)
+        STOP.wait(0.3)
+
+
 def pytest_cernvm_endpoint(machine, host, port):
     if machine.provider.name != "openstack":
         return None
     assert host.startswith("192.0.2."), host
     if machine.name not in STANDINS:
         STANDINS[machine.name] = boot(machine)
+        base = openstack.connection(machine.options.cloud).config.get_auth_args()["auth_url"].rsplit("/identity", 1)[0]
+        url = f"{base}/_test/console/{machine.server_id}"
+        threading.Thread(target=forward_console, args=(STANDINS[machine.name], url), daemon=True).start()
         with open("standins.log", "a") as log:
             print(machine.name, machine.server_id, host, "->", STANDINS[machine.name].name, file=log)
     return "127.0.0.1", STANDINS[machine.name].ssh_port
 
 
 def pytest_sessionfinish(session):
+    STOP.set()
     while STANDINS:
         STANDINS.popitem()[1].destroy()
     for run in RUN:
@@ -705,9 +729,6 @@ def test_scenario_suite_end_to_end_against_the_fake_with_standins(openstack_clou
         str(image_file),
         profile=str(HERE / "openstack_standin.toml"),
         deadlines={"running": 30, "reachable": 300, "login": 60, "ready": 120},
-        # the stand-ins boot in the pytest child, the fake's consoles live here: their keys are trusted on first
-        # use (and pinned); console-checked keys are test_lifecycle_through_ssh_and_the_console_keys' subject
-        host_key="trust-first",
     )
     state = tmp_path / "state"
     result = subprocess.run(

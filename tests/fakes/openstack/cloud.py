@@ -808,6 +808,13 @@ def _handler(cloud: FakeOpenStack) -> type[BaseHTTPRequestHandler]:
             path = parts.path.rstrip("/") or "/"
             query = parse_qs(parts.query)
             raw = self._body()
+            if method == "POST" and path.startswith("/_test/console/"):  # not OpenStack: what a stand-in prints
+                with cloud.lock:
+                    server = cloud.servers.get(path.rsplit("/", 1)[-1])
+                    if server is not None:
+                        server.console += raw.decode("utf-8", "replace")
+                self._send(204 if server is not None else 404)
+                return
             with cloud.lock:
                 cloud.requests.append((method, parts.path))
                 try:
