@@ -134,6 +134,7 @@ def test_with_context(cernvm):
 """
 
 
+@pytest.mark.slow
 def test_under_xdist_each_worker_boots_its_groups_instances_ahead(
     pytester: pytest.Pytester, local_provider, monkeypatch
 ):

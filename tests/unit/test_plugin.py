@@ -195,6 +195,7 @@ def test_no_unknown_marker_warning_without_xdist(project):
     assert "PytestUnknownMarkWarning" not in result.stdout.str()
 
 
+@pytest.mark.slow
 def test_xdist_groups_each_target_on_one_worker(project, local_provider):
     project.makeconftest("""
 import os

@@ -24,6 +24,7 @@ def test_wait(cernvm, tmp_path_factory):
 """
 
 
+@pytest.mark.slow
 def test_sigterm_to_the_xdist_controller_tears_down_every_worker(pytester: pytest.Pytester, local_provider):
     pytester.makefile(".toml", cernvm=LOCAL_TARGETS)
     pytester.makepyfile(test_it=WAITING)
