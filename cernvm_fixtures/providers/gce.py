@@ -38,6 +38,7 @@ from .. import download, netcheck
 from ..errors import ConfigError, PermanentError, ProviderError
 from ..ledger import Owner, Resource
 from .base import Machine, Provider, RemoteMachine, RemoteOptions, console_text
+from .kit import signals_deferred
 
 if TYPE_CHECKING:
     from ..context import Context
@@ -569,8 +570,9 @@ class GceProvider(Provider[GceOptions, "GceMachine"]):
             guest_os_features=[compute_v1.GuestOsFeature(type_="VIRTIO_SCSI_MULTIQUEUE")],
             description=f"CernVM image uploaded by cernvm-fixtures from {tarball.name}",
         )
-        operation = call(f"insert image {name}", images.insert_unary, project=project, image_resource=body)
-        self.created(image, operation=operation.name)
+        with signals_deferred():  # the operation's name must reach the ledger: see _create_settled
+            operation = call(f"insert image {name}", images.insert_unary, project=project, image_resource=body)
+            self.created(image, operation=operation.name)
         wait_operation(f"create image {name}", operation, project, None, self.options.endpoint, self.deadline())
         return link
 
@@ -592,17 +594,18 @@ class GceProvider(Provider[GceOptions, "GceMachine"]):
             description=description_for(rule),
         )
         api = _import("google.api_core.exceptions")
-        try:
-            operation = self.compute("FirewallsClient").insert_unary(project=project, firewall_resource=body)
-        except api.Conflict:
-            self.drop(machine, rule)
-            raise ProviderError(
-                f"{machine.name}: a firewall rule named {name} already exists in project {project} "
-                "and is not this run's; it was left alone"
-            ) from None
-        except api.GoogleAPICallError as e:
-            raise ProviderError(f"insert firewall {name}: {e.code} {reason(e)}: {e.message}") from None
-        self.created(rule, operation=operation.name)
+        with signals_deferred():  # the operation's name must reach the ledger: see _create_settled
+            try:
+                operation = self.compute("FirewallsClient").insert_unary(project=project, firewall_resource=body)
+            except api.Conflict:
+                self.drop(machine, rule)
+                raise ProviderError(
+                    f"{machine.name}: a firewall rule named {name} already exists in project {project} "
+                    "and is not this run's; it was left alone"
+                ) from None
+            except api.GoogleAPICallError as e:
+                raise ProviderError(f"insert firewall {name}: {e.code} {reason(e)}: {e.message}") from None
+            self.created(rule, operation=operation.name)
         wait_operation(f"create firewall rule {name}", operation, project, None, o.endpoint, self.deadline())
 
     def _create_instance(self, machine: GceMachine, project: str, source: str, tag: str, user_data: str) -> None:
@@ -645,17 +648,18 @@ class GceProvider(Provider[GceOptions, "GceMachine"]):
             scheduling=compute_v1.Scheduling(automatic_restart=False, on_host_maintenance="TERMINATE"),
         )
         api = _import("google.api_core.exceptions")
-        try:
-            instances = self.compute("InstancesClient")
-            operation = instances.insert_unary(project=project, zone=o.zone, instance_resource=body)
-        except api.Conflict:
-            self.drop(machine, instance)
-            raise ProviderError(
-                f"{machine.name}: an instance of that name already exists in {o.zone}; left alone"
-            ) from None
-        except api.GoogleAPICallError as e:
-            raise ProviderError(f"insert instance {machine.name}: {e.code} {reason(e)}: {e.message}") from None
-        self.created(instance, operation=operation.name)
+        with signals_deferred():  # the operation's name must reach the ledger: see _create_settled
+            try:
+                instances = self.compute("InstancesClient")
+                operation = instances.insert_unary(project=project, zone=o.zone, instance_resource=body)
+            except api.Conflict:
+                self.drop(machine, instance)
+                raise ProviderError(
+                    f"{machine.name}: an instance of that name already exists in {o.zone}; left alone"
+                ) from None
+            except api.GoogleAPICallError as e:
+                raise ProviderError(f"insert instance {machine.name}: {e.code} {reason(e)}: {e.message}") from None
+            self.created(instance, operation=operation.name)
         machine.project = project
         wait_operation(f"create instance {machine.name}", operation, project, o.zone, o.endpoint, self.deadline())
         log.info("%s: launched in %s/%s (%s, %s)", machine.name, project, o.zone, o.machine_type, source)
@@ -715,13 +719,39 @@ class GceProvider(Provider[GceOptions, "GceMachine"]):
 # --- teardown, one function per kind -------------------------------------------------------------
 
 
+def _create_settled(resource: Resource, zone: str | None) -> bool:
+    """Wait for the insert operation the ledger entry recorded, if it has not finished: until it has, GCE shows no
+    resource, and a teardown that found nothing would forget what appears a moment later (a run interrupted right
+    after the insert). True if there was one to wait for (look again)."""
+    d = resource.data
+    name = d.get("operation")
+    if not name:
+        return False
+    kind = "ZoneOperationsClient" if zone else "GlobalOperationsClient"
+    operations = client(kind, d.get("endpoint"))
+    where = {"project": d["project"], "operation": name, **({"zone": zone} if zone else {})}
+
+    def finished() -> bool | None:
+        found = call(f"{resource.name}: wait for {name}", operations.wait, missing_ok=True, **where)
+        return True if found is None or found.status.name == "DONE" else None
+
+    wait_until(f"{resource.name}: its create operation {name}", finished, time.monotonic() + DESTROY_TIMEOUT, 0.0)
+    return True
+
+
 def _destroy_instance(resource: Resource) -> None:
     d = resource.data
     instances = client("InstancesClient", d.get("endpoint"))
     name = d.get("gce_name") or resource.name
-    found = call(
-        f"get instance {name}", instances.get, missing_ok=True, project=d["project"], zone=d["zone"], instance=name
-    )
+
+    def lookup() -> Any:
+        return call(
+            f"get instance {name}", instances.get, missing_ok=True, project=d["project"], zone=d["zone"], instance=name
+        )
+
+    found = lookup()
+    if found is None and _create_settled(resource, d.get("zone")):
+        found = lookup()
     if found is None:
         return
     if not ours(dict(found.labels), resource):
@@ -750,7 +780,13 @@ def _destroy_firewall(resource: Resource) -> None:
     d = resource.data
     firewalls = client("FirewallsClient", d.get("endpoint"))
     name = d.get("gce_name") or f"{resource.name}-ssh"
-    found = call(f"get firewall {name}", firewalls.get, missing_ok=True, project=d["project"], firewall=name)
+
+    def lookup() -> Any:
+        return call(f"get firewall {name}", firewalls.get, missing_ok=True, project=d["project"], firewall=name)
+
+    found = lookup()
+    if found is None and _create_settled(resource, None):
+        found = lookup()
     if found is None:
         return
     if not ours(labels_in_description(found.description), resource):
@@ -774,7 +810,13 @@ def _destroy_image(resource: Resource) -> None:
     d = resource.data
     images = client("ImagesClient", d.get("endpoint"))
     name = d["gce_name"]
-    found = call(f"get image {name}", images.get, missing_ok=True, project=d["project"], image=name)
+
+    def lookup() -> Any:
+        return call(f"get image {name}", images.get, missing_ok=True, project=d["project"], image=name)
+
+    found = lookup()
+    if found is None and _create_settled(resource, None):
+        found = lookup()
     if found is None:
         return
     if not ours(dict(found.labels), resource):

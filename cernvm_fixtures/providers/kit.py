@@ -415,3 +415,32 @@ def parse_jump(value: str) -> tuple[str | None, str, int]:
     if match is None:
         raise ValueError(f"jump host {value!r}: expected [user@]host[:port]")
     return match["user"], match["host"].strip("[]"), int(match["port"] or 22)
+
+
+class signals_deferred:
+    """Hold SIGINT/SIGTERM while destroying, so a second Ctrl-C cannot cut a cleanup in half.
+
+    Python runs signal handlers in the main thread whichever thread the signal reached (xdist's execnet
+    thread, paramiko's, pytest-timeout's), so a handler that only records the signal defers it in every
+    case; the signals are raised again, in order, once the block is done. Outside the main thread (where
+    handlers cannot be changed) a signal cannot interrupt the block anyway: it is handled in the main thread.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __enter__(self) -> signals_deferred:
+        self.pending: list[int] = []
+        self.previous: dict[int, Any] = {}
+        if threading.current_thread() is threading.main_thread():
+            self.previous = {signum: signal.signal(signum, self._record) for signum in self.SIGNALS}
+        return self
+
+    def _record(self, signum: int, frame: Any) -> None:
+        log.warning("cernvm: %s deferred until the cleanup is done", signal.Signals(signum).name)
+        self.pending.append(signum)
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+        for signum in self.pending:
+            signal.raise_signal(signum)

@@ -363,6 +363,7 @@ class TestGceContract(ProviderContract):
     def contract_objects(cls, gce_session) -> Objects:
         def objects(run: Run) -> set[str]:
             held = {f"{kind} {name}" for kind, names in gce_session.api.held().items() for name in names}
+            held |= {f"being inserted {target}" for target in gce_session.api.pending()}  # exists in a moment
             return {h for h in held if run.id in h}
 
         return objects

@@ -166,7 +166,7 @@ def test_lifecycle_with_an_uploaded_image(gce, tmp_path):
         )
         assert machine.console_log().count("Linux version") == 1
         assert machine.host_keys() == ["ssh-ed25519 AAAAC3 root@x"]
-        starts = [int(dict(p)["start"]) for p in serial_queries(gce)]
+        starts = [int(dict(p)["start"]) for p in serial_queries(gce, machine.name)]
         assert starts == [0, 18, 110], "each read starts where the last one ended"
 
         # a second machine of the same tarball reuses the image and uploads nothing
@@ -178,8 +178,10 @@ def test_lifecycle_with_an_uploaded_image(gce, tmp_path):
     assert_nothing_left(gce, run)
 
 
-def serial_queries(gce: Gce) -> list[list[tuple[str, str]]]:
-    return [sorted(q.items()) for q in gce.api.queries if q.get("__method") == "compute.instances.getSerialPortOutput"]
+def serial_queries(gce: Gce, instance: str) -> list[list[tuple[str, str]]]:
+    """The serial port reads of one instance (the local API keeps every query of the session)."""
+    method = "compute.instances.getSerialPortOutput"
+    return [sorted(q.items()) for q in gce.api.queries if q.get("__method") == method and q.get("instance") == instance]
 
 
 def test_lifecycle_with_an_existing_image_family(gce, image, tmp_path):

@@ -211,6 +211,12 @@ class FakeCompute:
             }
             return {k: v for k, v in found.items() if v}
 
+    def pending(self) -> list[str]:
+        """The targets of insert operations still running: what will exist once they are done."""
+        with self.lock:
+            self._tick()
+            return sorted(o.target for o in self.operations.values() if not o.done and o.kind == "insert")
+
     def link(self, path: str) -> str:
         return f"https://www.googleapis.com/compute/v1/{path}"
 
@@ -308,7 +314,7 @@ class FakeCompute:
         params = {k: v[0] for k, v in query.items()}
         with self.lock:
             self.calls.append((method.id, body))
-            self.queries.append({"__method": method.id, **params})
+            self.queries.append({"__method": method.id, **path, **params})
             code, answer = self._carry_out(method, path, params, body)
             self.answers.append((code, method.id))
         if code == 200 and method.response:
