@@ -51,22 +51,22 @@ def convert(source: Path, suffix: str, where: str) -> Path:
     with open(folder / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not final.is_file():
-            part = final.with_name(final.name + ".part")
+            part, raw = final.with_name(final.name + ".part"), final.with_name(final.name + ".raw.part")
             try:
-                _qemu_convert(qemu_img, source, part, suffix, where)
+                _qemu_convert(qemu_img, source, part, raw, suffix, where)
                 os.replace(part, final)
             finally:
                 part.unlink(missing_ok=True)
-                final.with_name(final.name + ".raw.part").unlink(missing_ok=True)
+                raw.unlink(missing_ok=True)
     return final
 
 
-def _qemu_convert(qemu_img: str, source: Path, out: Path, suffix: str, where: str) -> None:
+def _qemu_convert(qemu_img: str, source: Path, out: Path, raw: Path, suffix: str, where: str) -> None:
+    """``source`` into ``out`` in ``suffix``'s format; a VHD goes through ``raw`` (rounded up to a whole MiB)."""
     source_format = QEMU_FORMATS[source.suffix.lower()]
     if suffix != ".vhd":
         _run([qemu_img, "convert", "-f", source_format, "-O", QEMU_FORMATS[suffix], str(source), str(out)], where)
         return
-    raw = out.with_name(out.name.removesuffix(".part") + ".raw.part")
     _run([qemu_img, "convert", "-f", source_format, "-O", "raw", str(source), str(raw)], where)
     size = int(json.loads(_run([qemu_img, "info", "--output=json", "-f", "raw", str(raw)], where))["virtual-size"])
     if size % MIB:

@@ -570,7 +570,7 @@ class GceProvider(Provider[GceOptions, "GceMachine"]):
             guest_os_features=[compute_v1.GuestOsFeature(type_="VIRTIO_SCSI_MULTIQUEUE")],
             description=f"CernVM image uploaded by cernvm-fixtures from {tarball.name}",
         )
-        with signals_deferred():  # the operation's name must reach the ledger: see _create_settled
+        with signals_deferred():  # the operation's name must reach the ledger: see _find
             operation = call(f"insert image {name}", images.insert_unary, project=project, image_resource=body)
             self.created(image, operation=operation.name)
         wait_operation(f"create image {name}", operation, project, None, self.options.endpoint, self.deadline())
@@ -594,7 +594,7 @@ class GceProvider(Provider[GceOptions, "GceMachine"]):
             description=description_for(rule),
         )
         api = _import("google.api_core.exceptions")
-        with signals_deferred():  # the operation's name must reach the ledger: see _create_settled
+        with signals_deferred():  # the operation's name must reach the ledger: see _find
             try:
                 operation = self.compute("FirewallsClient").insert_unary(project=project, firewall_resource=body)
             except api.Conflict:
@@ -648,7 +648,7 @@ class GceProvider(Provider[GceOptions, "GceMachine"]):
             scheduling=compute_v1.Scheduling(automatic_restart=False, on_host_maintenance="TERMINATE"),
         )
         api = _import("google.api_core.exceptions")
-        with signals_deferred():  # the operation's name must reach the ledger: see _create_settled
+        with signals_deferred():  # the operation's name must reach the ledger: see _find
             try:
                 instances = self.compute("InstancesClient")
                 operation = instances.insert_unary(project=project, zone=o.zone, instance_resource=body)
@@ -719,14 +719,15 @@ class GceProvider(Provider[GceOptions, "GceMachine"]):
 # --- teardown, one function per kind -------------------------------------------------------------
 
 
-def _create_settled(resource: Resource, zone: str | None) -> bool:
-    """Wait for the insert operation the ledger entry recorded, if it has not finished: until it has, GCE shows no
-    resource, and a teardown that found nothing would forget what appears a moment later (a run interrupted right
-    after the insert). True if there was one to wait for (look again)."""
+def _find(resource: Resource, zone: str | None, lookup: Callable[[], T | None]) -> T | None:
+    """What ``lookup`` finds of the resource; if nothing, after the insert operation the ledger entry recorded has
+    finished: until it has, GCE shows no resource, and a teardown that found nothing would forget what appears a
+    moment later (a run interrupted right after the insert)."""
+    found = lookup()
     d = resource.data
     name = d.get("operation")
-    if not name:
-        return False
+    if found is not None or not name:
+        return found
     kind = "ZoneOperationsClient" if zone else "GlobalOperationsClient"
     operations = client(kind, d.get("endpoint"))
     where = {"project": d["project"], "operation": name, **({"zone": zone} if zone else {})}
@@ -736,7 +737,7 @@ def _create_settled(resource: Resource, zone: str | None) -> bool:
         return True if found is None or found.status.name == "DONE" else None
 
     wait_until(f"{resource.name}: its create operation {name}", finished, time.monotonic() + DESTROY_TIMEOUT, 0.0)
-    return True
+    return lookup()
 
 
 def _destroy_instance(resource: Resource) -> None:
@@ -744,14 +745,13 @@ def _destroy_instance(resource: Resource) -> None:
     instances = client("InstancesClient", d.get("endpoint"))
     name = d.get("gce_name") or resource.name
 
-    def lookup() -> Any:
-        return call(
+    found = _find(
+        resource,
+        d.get("zone"),
+        lambda: call(
             f"get instance {name}", instances.get, missing_ok=True, project=d["project"], zone=d["zone"], instance=name
-        )
-
-    found = lookup()
-    if found is None and _create_settled(resource, d.get("zone")):
-        found = lookup()
+        ),
+    )
     if found is None:
         return
     if not ours(dict(found.labels), resource):
@@ -781,12 +781,11 @@ def _destroy_firewall(resource: Resource) -> None:
     firewalls = client("FirewallsClient", d.get("endpoint"))
     name = d.get("gce_name") or f"{resource.name}-ssh"
 
-    def lookup() -> Any:
-        return call(f"get firewall {name}", firewalls.get, missing_ok=True, project=d["project"], firewall=name)
-
-    found = lookup()
-    if found is None and _create_settled(resource, None):
-        found = lookup()
+    found = _find(
+        resource,
+        None,
+        lambda: call(f"get firewall {name}", firewalls.get, missing_ok=True, project=d["project"], firewall=name),
+    )
     if found is None:
         return
     if not ours(labels_in_description(found.description), resource):
@@ -811,12 +810,9 @@ def _destroy_image(resource: Resource) -> None:
     images = client("ImagesClient", d.get("endpoint"))
     name = d["gce_name"]
 
-    def lookup() -> Any:
-        return call(f"get image {name}", images.get, missing_ok=True, project=d["project"], image=name)
-
-    found = lookup()
-    if found is None and _create_settled(resource, None):
-        found = lookup()
+    found = _find(
+        resource, None, lambda: call(f"get image {name}", images.get, missing_ok=True, project=d["project"], image=name)
+    )
     if found is None:
         return
     if not ours(dict(found.labels), resource):

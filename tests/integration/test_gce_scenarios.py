@@ -31,11 +31,10 @@ STANDIN_CONFTEST = '''
 import email
 import threading
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 
 import yaml
+from standin_console import forward_console
 
 from cernvm_fixtures import config
 from cernvm_fixtures.context import Context
@@ -64,20 +63,6 @@ def cloud_config(blob):
     raise AssertionError("the user-data metadata has no cloud-config part")
 
 
-def forward_console(standin, url):
-    """Copy what the stand-in prints on its console to the instance's serial port 1, until the instance is gone."""
-    sent = 0
-    while not STOP.is_set():
-        data = standin.console_file.read_bytes() if standin.console_file.exists() else b""
-        if len(data) > sent:
-            try:
-                urllib.request.urlopen(urllib.request.Request(url, data=data[sent:], method="POST"), timeout=10).read()
-            except urllib.error.HTTPError:
-                return
-            sent = len(data)
-        STOP.wait(0.3)
-
-
 def boot(machine):
     instance = machine._instances().get(project=machine.project, zone=machine.options.zone, instance=machine.name)
     metadata = {item.key: item.value for item in instance.metadata.items}
@@ -101,7 +86,7 @@ def boot(machine):
         standin.destroy()
         raise
     url = f"{machine.options.endpoint}/_test/serial/{machine.name}"
-    threading.Thread(target=forward_console, args=(standin, url), daemon=True).start()
+    threading.Thread(target=forward_console, args=(standin, url, STOP), daemon=True).start()
     return standin
 
 
@@ -128,6 +113,7 @@ def test_scenario_suite_end_to_end_with_standins(gce, image, tmp_path):
     work = tmp_path / "work"
     shutil.copytree(ROOT / "scenarios", work / "scenarios")
     (work / "conftest.py").write_text(STANDIN_CONFTEST)
+    shutil.copy(HERE / "standin_console.py", work)
     case = "e2e-" + secrets.token_hex(4)
     options = {
         "provider": "gce",

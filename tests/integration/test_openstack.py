@@ -626,11 +626,10 @@ Stand-ins are destroyed when the session ends.
 import base64
 import email
 import threading
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 
 import yaml
+from standin_console import forward_console
 
 from cernvm_fixtures import config
 from cernvm_fixtures.context import Context
@@ -678,20 +677,6 @@ def boot(machine):
     return standin
 
 
-def forward_console(standin, url):
-    """Copy what the stand-in prints on its console to the server's console log, until the server is gone."""
-    sent = 0
-    while not STOP.is_set():
-        data = standin.console_file.read_bytes() if standin.console_file.exists() else b""
-        if len(data) > sent:
-            try:
-                urllib.request.urlopen(urllib.request.Request(url, data=data[sent:], method="POST"), timeout=10).read()
-            except urllib.error.HTTPError:
-                return
-            sent = len(data)
-        STOP.wait(0.3)
-
-
 def pytest_cernvm_endpoint(machine, host, port):
     if machine.provider.name != "openstack":
         return None
@@ -700,7 +685,7 @@ def pytest_cernvm_endpoint(machine, host, port):
         STANDINS[machine.name] = boot(machine)
         base = openstack.connection(machine.options.cloud).config.get_auth_args()["auth_url"].rsplit("/identity", 1)[0]
         url = f"{base}/_test/console/{machine.server_id}"
-        threading.Thread(target=forward_console, args=(STANDINS[machine.name], url), daemon=True).start()
+        threading.Thread(target=forward_console, args=(STANDINS[machine.name], url, STOP), daemon=True).start()
         with open("standins.log", "a") as log:
             print(machine.name, machine.server_id, host, "->", STANDINS[machine.name].name, file=log)
     return "127.0.0.1", STANDINS[machine.name].ssh_port
@@ -724,6 +709,7 @@ def test_scenario_suite_end_to_end_against_the_fake_with_standins(openstack_clou
     work = tmp_path / "work"
     shutil.copytree(ROOT / "scenarios", work / "scenarios")
     (work / "conftest.py").write_text(STANDIN_CONFTEST)
+    shutil.copy(HERE / "standin_console.py", work)
     config_file(
         work / "cernvm.toml",
         str(image_file),
