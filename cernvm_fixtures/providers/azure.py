@@ -4,8 +4,11 @@ What a launch creates, each recorded in the ledger (with its full, deterministic
 create call and tagged at creation with run id, machine, kind, owner, creation time and expiry:
 
 * unless ``resource_group`` names an existing group: a resource group for the machine, deleted at the end;
-* if ``image`` is a local ``.vhd``: a page blob in ``storage_account``/``container`` (a fixed-size VHD,
-  checked first; empty 512-byte pages are not sent) and a managed image made from it;
+* if ``image`` is a local ``.vhd`` (a fixed-size VHD, checked first): a managed image made from a page blob
+  in ``storage_account``/``container``, both found by the VHD's SHA-256 (the image's tag, the blob's name),
+  so a launch reuses what any run made of the same content; the run deletes at the end only what it made.
+  Empty 512-byte pages are not sent; an upload continues after errors, and one whose uploader is gone
+  (killed) is taken over and continued where it stopped;
 * unless ``subnet_id`` is given: a virtual network with one subnet;
 * a network security group whose only inbound rule admits tcp/22 from ``ssh_cidr``;
 * a public IP address (``address = "public"``) and a network interface;
@@ -52,10 +55,19 @@ TAG_PREFIX = "cernvm-fixtures:"
 RUN_TAG, MACHINE_TAG, TARGET_TAG, KIND_TAG = (TAG_PREFIX + k for k in ("run", "machine", "target", "kind"))
 OWNER_TAG, CREATED_TAG, EXPIRES_TAG, KEPT_TAG = (TAG_PREFIX + k for k in ("owner", "created", "expires", "kept"))
 OWNER_MACHINE_TAG = TAG_PREFIX + "owner-machine"
-OUR_TAGS = 9
-"""Tags cernvm-fixtures sets on every resource; Azure allows 50."""
+DIGEST_TAG = TAG_PREFIX + "sha256"
+"""On an image made from a VHD: the VHD's SHA-256, so any later launch of the same content reuses the image."""
+OUR_TAGS = 10
+"""Tags cernvm-fixtures sets on a resource (at most); Azure allows 50."""
 BLOB_RUN, BLOB_MACHINE = "cernvm_fixtures_run", "cernvm_fixtures_machine"
-"""Blob metadata names carrying the ledger entry (metadata names must be identifiers)."""
+BLOB_OWNER, BLOB_OWNER_MACHINE = "cernvm_fixtures_owner", "cernvm_fixtures_owner_machine"
+BLOB_DIGEST, BLOB_COMPLETE = "sha256", "cernvm_fixtures_complete"
+"""Blob metadata names carrying the ledger entry, the uploading process, the content and whether every page
+is written (metadata names must be identifiers)."""
+BLOB_PREFIX = "cernvm-fixtures/"
+"""Uploaded VHDs are named by content: ``cernvm-fixtures/<sha256>.vhd`` in the container."""
+UPLOAD_ATTEMPTS = 5
+"""Times an upload continues after an error the SDK's own retries did not cure."""
 
 CREATION_ORDER: tuple[str, ...] = (
     "resource-group",
@@ -294,6 +306,8 @@ class AzureOptions(RemoteOptions):
     poll_interval: float = Field(5.0, gt=0)
     """Seconds between Azure polls of long-running operations."""
     slowdown: float = Field(5.0, ge=1.0)
+    share_timeout: float = Field(3600.0, gt=0)
+    """Seconds a launch waits for another machine's upload or image of the same VHD before giving up."""
 
     @field_validator("ssh_cidr")
     @classmethod
@@ -322,7 +336,9 @@ class AzureOptions(RemoteOptions):
     def _tags(cls, value: dict[str, str]) -> dict[str, str]:
         problems = []
         if len(value) > 50 - OUR_TAGS:
-            problems.append(f"{len(value)} tags, at most {50 - OUR_TAGS} (Azure allows 50, cernvm-fixtures sets 9)")
+            problems.append(
+                f"{len(value)} tags, at most {50 - OUR_TAGS} (Azure allows 50, cernvm-fixtures sets up to {OUR_TAGS})"
+            )
         for key, text in value.items():
             if not 1 <= len(key) <= 512 or re.search(r"[<>%&\\?/]", key):
                 problems.append(f"name {key!r}: 1-512 characters without < > % & \\ ? /")
@@ -342,6 +358,17 @@ def iso(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def owner_text(owner: Owner) -> str:
+    return f"{owner.host}/{owner.pid}/{owner.start or '-'}"
+
+
+def parse_owner(text: str, machine: str | None) -> Owner:
+    """The owner written by :func:`owner_text` (a tag or blob metadata value)."""
+    host, _, rest = text.partition("/")
+    pid, _, start = rest.partition("/")
+    return Owner(host or "unknown", int(pid) if pid.isdigit() else 0, None if start in ("", "-") else start, machine)
+
+
 def tag_dict(resource: Resource, extra: dict[str, str] | None = None) -> dict[str, str]:
     """The tags of one resource: user tags, then cernvm-fixtures' own (which always win)."""
     owner = resource.owner
@@ -352,7 +379,7 @@ def tag_dict(resource: Resource, extra: dict[str, str] | None = None) -> dict[st
             MACHINE_TAG: resource.name,
             TARGET_TAG: resource.target,
             KIND_TAG: resource.kind,
-            OWNER_TAG: f"{owner.host}/{owner.pid}/{owner.start or '-'}",
+            OWNER_TAG: owner_text(owner),
             CREATED_TAG: f"{resource.created:.6f}",
             EXPIRES_TAG: iso(resource.expires),
         }
@@ -369,14 +396,7 @@ def resource_from_tags(kind: str, tags: dict[str, str], data: dict[str, Any]) ->
     machine, run = tags.get(MACHINE_TAG), tags.get(RUN_TAG)
     if not machine or not run:
         return None
-    host, _, rest = tags.get(OWNER_TAG, "").partition("/")
-    pid, _, start = rest.partition("/")
-    owner = Owner(
-        host or "unknown",
-        int(pid) if pid.isdigit() else 0,
-        None if start in ("", "-") else start,
-        tags.get(OWNER_MACHINE_TAG),
-    )
+    owner = parse_owner(tags.get(OWNER_TAG, ""), tags.get(OWNER_MACHINE_TAG))
     try:
         created = float(tags.get(CREATED_TAG, ""))
     except ValueError:
@@ -441,6 +461,17 @@ def check_vhd(path: Path, where: str) -> int:
             "convert with force_size)"
         )
     return size
+
+
+def written_ranges(blob_client: Any) -> list[tuple[int, int]]:
+    """The (first, last) byte ranges a page blob holds data in, as the service reports them."""
+    ranges = call(f"list page ranges of {blob_client.blob_name}", lambda: list(blob_client.list_page_ranges()))
+    return sorted((r.start, r.end) for r in ranges if not r.cleared)
+
+
+def covered(ranges: list[tuple[int, int]], offset: int, length: int) -> bool:
+    """Whether bytes ``offset`` .. ``offset + length - 1`` all lie in one of ``ranges`` (merged by the service)."""
+    return any(first <= offset and offset + length - 1 <= last for first, last in ranges)
 
 
 def pages(path: Path) -> Any:
@@ -589,7 +620,7 @@ class AzureProvider(Provider[AzureOptions, "AzureMachine"]):
                 {"location": o.location, "tags": self.tags(rg)},
             )
             self.created(rg, id=f"/subscriptions/{self.subscription}/resourceGroups/{group}")
-        image_id = str(image) if source == "id" else self._upload_image(machine, Path(image))
+        image_id = str(image) if source == "id" else self._image_from_file(machine, Path(image))
         subnet_id = o.subnet_id or self._create_network(machine)
         nic_id = self._create_nic(machine, subnet_id)
         self._create_vm(machine, image_id, nic_id, custom_data)
@@ -599,39 +630,144 @@ class AzureProvider(Provider[AzureOptions, "AzureMachine"]):
         self.created(resource, id=resource.data["id"])
         return poller
 
-    def _upload_image(self, machine: Machine, path: Path) -> str:
-        from azure.storage.blob import BlobServiceClient
-
-        o = self.options
-        size = path.stat().st_size
+    def _image_from_file(self, machine: Machine, path: Path) -> str:
+        """The managed image of ``path``'s content in ``location``: one that exists (made by any run) is reused;
+        else one is made from the page blob of that content, uploaded first or its interrupted upload continued.
+        What this machine makes it records and deletes at the end; what it reuses it leaves alone."""
         with open(path, "rb") as f:
             digest = hashlib.file_digest(f, "sha256").hexdigest()  # streamed: a VHD is gigabytes
+        o = self.options
         url = o.blob_endpoint or f"https://{o.storage_account}.blob.core.windows.net"
-        blob_name = f"{machine.name}/{digest[:16]}-{path.name}"
-        blob = self._record(machine, "blob", account_url=url, container=o.container, blob=blob_name)
-        service = BlobServiceClient(url, credential=credential(o.instance_discovery))
-        blob_client = service.get_blob_client(o.container, blob_name)
-        metadata = {BLOB_RUN: self.run.id, BLOB_MACHINE: machine.name, "sha256": digest}
-        call(f"create page blob {blob_name}", blob_client.create_page_blob, size, metadata=metadata)
-        sent = 0
-        for offset, data in pages(path):
-            call(f"upload {blob_name} at {offset}", blob_client.upload_page, data, offset=offset, length=len(data))
-            sent += len(data)
-        log.info("%s: uploaded %s (%d of %d bytes not empty)", machine.name, path.name, sent, size)
-        self.created(blob, url=blob_client.url.split("?")[0], sent=sent)
+        from azure.storage.blob import BlobServiceClient
 
+        service = BlobServiceClient(url, credential=credential(o.instance_discovery))
+        blob_client = service.get_blob_client(o.container, f"{BLOB_PREFIX}{digest}.vhd")
+        deadline = time.monotonic() + o.share_timeout
+        while True:
+            image_id, state = self._find_image(digest)
+            if state == "Succeeded":
+                log.info("%s: reusing image %s (same content as %s)", machine.name, image_id, path.name)
+                return image_id
+            if state is None:
+                blob_url = self._blob(machine, blob_client, url, path, digest)
+                if blob_url is not None:
+                    return self._create_image(machine, blob_url, digest)
+            if time.monotonic() > deadline:
+                raise ProviderError(
+                    f"{machine.name}: {'image ' + image_id if state else 'the upload of blob ' + blob_client.blob_name}"
+                    f" for {path.name} is still being made by another machine after {o.share_timeout:g} s "
+                    f"({self.target.where('share_timeout')})"
+                )
+            time.sleep(o.poll_interval)
+
+    def _find_image(self, digest: str) -> tuple[str, str | None]:
+        """(id, provisioning state) of the best image in ``location`` tagged with this content digest, or ("", None):
+        one that succeeded, else one still being made."""
+        resources, images = self.client("resource").resources, self.client("compute").images
+        ours = f"tagName eq '{DIGEST_TAG}' and tagValue eq '{digest}'"
+        best: tuple[str, str | None] = ("", None)
+        for item in call("list images by content", lambda: list(resources.list(filter=ours))):
+            if (item.type or "").lower() != ARM_TYPE["image"].lower() or item.location != self.options.location:
+                continue
+            found = call(f"get image {item.name}", images.get, *split_id(item.id), missing_ok=True)
+            state = getattr(found, "provisioning_state", None)
+            if state == "Succeeded":
+                return item.id, state
+            if state in ("Creating", "Updating"):
+                best = (item.id, state)
+        return best
+
+    def _blob(self, machine: Machine, blob_client: Any, account_url: str, path: Path, digest: str) -> str | None:
+        """The URL of the complete page blob of ``path``, uploading it (or continuing an upload whose owner is
+        gone) if needed; None while another live machine is uploading it."""
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+
+        size = path.stat().st_size
+        url = blob_client.url.split("?")[0]
+        try:
+            props = blob_client.get_blob_properties()
+        except ResourceNotFoundError:
+            props = None
+        except Exception as e:  # noqa: BLE001 - the SDK's own error, named
+            raise ProviderError(f"read blob {blob_client.blob_name}: {e}") from None
+        if props is not None:
+            meta = props.metadata or {}
+            if meta.get(BLOB_DIGEST) != digest or props.size != size or props.blob_type != "PageBlob":
+                raise ProviderError(
+                    f"{machine.name}: blob {blob_client.blob_name} exists but does not hold {path.name} "
+                    f"(sha256 {meta.get(BLOB_DIGEST)}, {props.size} bytes); it was left alone"
+                )
+            if meta.get(BLOB_COMPLETE) == "true":
+                log.info("%s: reusing blob %s (same content as %s)", machine.name, blob_client.blob_name, path.name)
+                return url
+            if parse_owner(meta.get(BLOB_OWNER, ""), meta.get(BLOB_OWNER_MACHINE)).alive():
+                return None
+        blob = self._record(
+            machine, "blob", account_url=account_url, container=blob_client.container_name, blob=blob_client.blob_name
+        )
+        metadata = {
+            BLOB_RUN: self.run.id,
+            BLOB_MACHINE: machine.name,
+            BLOB_DIGEST: digest,
+            BLOB_OWNER: owner_text(blob.owner),
+            **({BLOB_OWNER_MACHINE: blob.owner.machine} if blob.owner.machine else {}),
+        }
+        try:
+            if props is None:
+                blob_client.create_page_blob(size, metadata=metadata, match_condition=MatchConditions.IfMissing)
+            else:  # take over an upload whose owner is gone; the condition makes one taker win
+                blob_client.set_blob_metadata(metadata, etag=props.etag, match_condition=MatchConditions.IfNotModified)
+                log.info("%s: continuing the interrupted upload of %s", machine.name, blob_client.blob_name)
+        except (ResourceExistsError, ResourceModifiedError):
+            self.run.ledger.forget(blob)  # another machine got there first: nothing of ours to destroy
+            machine.resources.remove(blob)
+            return None
+        except Exception as e:  # noqa: BLE001 - the SDK's own error, named
+            raise ProviderError(f"create page blob {blob_client.blob_name}: {e}") from None
+        self.created(blob, url=url)
+        sent = self._upload(machine, blob_client, path, resume=props is not None)
+        call("mark the upload complete", blob_client.set_blob_metadata, {**metadata, BLOB_COMPLETE: "true"})
+        log.info("%s: uploaded %s (%d bytes sent of %d)", machine.name, path.name, sent, size)
+        self.created(blob, sent=sent)
+        return url
+
+    def _upload(self, machine: Machine, blob_client: Any, path: Path, resume: bool) -> int:
+        """Send the non-empty pages of ``path`` the blob does not hold yet; after an error the SDK's own retries
+        did not cure, read what the blob holds and continue from there (up to UPLOAD_ATTEMPTS times)."""
+        from azure.core.exceptions import AzureError
+
+        sent = 0
+        for attempt in range(1, UPLOAD_ATTEMPTS + 1):
+            held = written_ranges(blob_client) if resume or attempt > 1 else []
+            offset = 0
+            try:
+                for offset, data in pages(path):
+                    if not covered(held, offset, len(data)):
+                        blob_client.upload_page(data, offset=offset, length=len(data))
+                        sent += len(data)
+                return sent
+            except AzureError as e:
+                if attempt == UPLOAD_ATTEMPTS:
+                    raise ProviderError(
+                        f"upload {blob_client.blob_name} at byte {offset}: {e} (gave up after {attempt} attempts)"
+                    ) from None
+                log.warning("%s: upload of %s stopped at byte %d (%s); continuing", machine.name, path.name, offset, e)
+        raise AssertionError("unreachable")
+
+    def _create_image(self, machine: Machine, blob_url: str, digest: str) -> str:
         from azure.mgmt.compute import models
 
         image = self._record(machine, "image", id=self.arm_id(machine, "image"))
         group, name = split_id(image.data["id"])
         body = models.Image(
-            location=o.location,
-            tags=self.tags(image),
+            location=self.options.location,
+            tags={**self.tags(image), DIGEST_TAG: digest},
             properties=models.ImageProperties(
                 hyper_v_generation="V1",
                 storage_profile=models.ImageStorageProfile(
                     os_disk=models.ImageOSDisk(
-                        os_type="Linux", os_state="Generalized", blob_uri=blob.data["url"], caching="ReadWrite"
+                        os_type="Linux", os_state="Generalized", blob_uri=blob_url, caching="ReadWrite"
                     )
                 ),
             ),
@@ -855,8 +991,13 @@ def _destroy_blob(resource: Resource) -> None:
 
     data = resource.data
     service = BlobServiceClient(data["account_url"], credential=credential(data.get("instance_discovery", True)))
+    blob_client = service.get_blob_client(data["container"], data["blob"])
     try:
-        service.get_blob_client(data["container"], data["blob"]).delete_blob()
+        meta = blob_client.get_blob_properties().metadata or {}
+        if (meta.get(BLOB_RUN), meta.get(BLOB_MACHINE)) != (resource.run, resource.name):
+            log.info("blob %s: another machine took over its upload; left to it", data["blob"])
+            return
+        blob_client.delete_blob()
     except ResourceNotFoundError:
         pass
 

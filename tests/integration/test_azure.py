@@ -10,10 +10,12 @@ strictly, as on Azure).
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -25,6 +27,7 @@ from cernvm_fixtures import config
 from cernvm_fixtures.context import Context
 from cernvm_fixtures.errors import ConfigError, ProviderError, ReadinessError
 from cernvm_fixtures.instance import launch
+from cernvm_fixtures.ledger import Owner, Resource, machine_identity
 from cernvm_fixtures.providers import azure as azmod
 from cernvm_fixtures.providers.azure import AzureProvider
 from cernvm_fixtures.run import Keep, Run
@@ -107,7 +110,7 @@ def create_only(target: config.Target, run: Run):
 
 def assert_nothing_left(cloud: AzureCloud, run: Run) -> None:
     assert cloud.arm.tagged("cernvm-fixtures:run", run.id) == [], "the fake still holds resources of the run"
-    assert [b for b in cloud.blob_names() if run.id in b] == [], "Azurite still holds blobs of the run"
+    assert cloud.blob_names(run.id) == [], "Azurite still holds blobs of the run"
     assert run.ledger.entries() == []
 
 
@@ -235,6 +238,183 @@ def test_vhd_upload_as_page_blob_then_image_then_gone(azure_cloud, tmp_path):
         assert image["properties"]["storageProfile"]["osDisk"]["blobUri"] == blob.data["url"]
     finally:
         machine.destroy()
+    assert_nothing_left(azure_cloud, run)
+
+
+# --- one upload per content: reuse, resume -----------------------------------------------------------
+
+
+def vhd_target(cloud: AzureCloud, vhd: Path, **options) -> config.Target:
+    return target_for(cloud, str(vhd), blob_endpoint=cloud.azurite.account_url, **options)
+
+
+def content_blob(cloud: AzureCloud, vhd: Path):
+    digest = hashlib.sha256(vhd.read_bytes()).hexdigest()
+    return cloud.blobs().get_blob_client(CONTAINER, f"cernvm-fixtures/{digest}.vhd"), digest
+
+
+def test_a_second_launch_of_the_same_vhd_reuses_the_image_and_uploads_nothing(azure_cloud, tmp_path):
+    vhd = make_vhd(tmp_path / "same.vhd", mark=b"reuse")
+    blob, digest = content_blob(azure_cloud, vhd)
+    run = run_for(tmp_path)
+    first, _ = create_only(vhd_target(azure_cloud, vhd), run)
+    second = None
+    try:
+        first.wait_running(time.monotonic() + 20)
+        image = next(r for r in first.resources if r.kind == "image")
+        assert azure_cloud.arm.get(image.data["id"])["tags"]["cernvm-fixtures:sha256"] == digest
+        second, _ = create_only(vhd_target(azure_cloud, vhd), run)
+        assert [r.kind for r in second.resources if r.kind in ("blob", "image")] == [], "made again, not reused"
+        vm = azure_cloud.arm.get(next(r for r in second.resources if r.kind == "vm").data["id"])
+        assert vm["properties"]["storageProfile"]["imageReference"]["id"] == image.data["id"]
+        second.wait_running(time.monotonic() + 20)
+        first.destroy()  # the image's maker deletes it; the VM made from it exists and no longer needs it
+        assert azure_cloud.arm.get(image.data["id"]) is None and not blob.exists()
+    finally:
+        first.destroy()
+        if second is not None:
+            second.destroy()
+    assert_nothing_left(azure_cloud, run)
+
+
+def test_fake_refuses_an_image_delete_only_while_a_vm_is_provisioned_from_it(azure_cloud, tmp_path, monkeypatch):
+    from azure.core.exceptions import HttpResponseError
+
+    vhd = make_vhd(tmp_path / "inuse.vhd", mark=b"in use")
+    run = run_for(tmp_path)
+    monkeypatch.setattr(azure_cloud.arm, "polls", 20)  # operations take 20 polls of 0.05 s: the VM stays Creating
+    machine, _ = create_only(vhd_target(azure_cloud, vhd), run)
+    monkeypatch.setattr(azure_cloud.arm, "polls", 1)
+    images = azure_cloud.client("compute").images
+    try:
+        group, name = azmod.split_id(next(r for r in machine.resources if r.kind == "image").data["id"])
+        with pytest.raises(HttpResponseError, match="Operation 'Image Delete' is not allowed since the Virtual"):
+            images.begin_delete(group, name).result()
+        machine.wait_running(time.monotonic() + 20)
+        images.begin_delete(group, name).result()
+    finally:
+        machine.destroy()
+    assert_nothing_left(azure_cloud, run)
+
+
+def test_a_blob_of_the_same_content_is_made_into_an_image_without_uploading(azure_cloud, tmp_path):
+    vhd = make_vhd(tmp_path / "kept.vhd", mark=b"kept blob")
+    blob, digest = content_blob(azure_cloud, vhd)
+    blob.create_page_blob(vhd.stat().st_size, metadata={"sha256": digest, "cernvm_fixtures_complete": "true"})
+    blob.upload_page(vhd.read_bytes()[:512], offset=0, length=512)  # what the test reads back below
+    run = run_for(tmp_path)
+    try:
+        machine, _ = create_only(vhd_target(azure_cloud, vhd), run)
+        try:
+            assert [r.kind for r in machine.resources if r.kind in ("blob", "image")] == ["image"]
+            image = azure_cloud.arm.get(next(r for r in machine.resources if r.kind == "image").data["id"])
+            assert image["properties"]["storageProfile"]["osDisk"]["blobUri"] == blob.url
+        finally:
+            machine.destroy()
+        assert blob.exists(), "a blob the run did not make is left alone"
+    finally:
+        blob.delete_blob()
+    assert_nothing_left(azure_cloud, run)
+
+
+def test_an_upload_whose_uploader_was_killed_is_continued_where_it_stopped(azure_cloud, tmp_path):
+    vhd = make_vhd(tmp_path / "resume.vhd", mark=b"resume")
+    blob, digest = content_blob(azure_cloud, vhd)
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    earlier = Resource(
+        provider="azure",
+        kind="blob",
+        name="cvmfx-earlier",
+        run="earlier",
+        target="azure",
+        data={
+            "account_url": azure_cloud.azurite.account_url,
+            "container": CONTAINER,
+            "blob": blob.blob_name,
+            "instance_discovery": False,
+        },
+    )
+    blob.create_page_blob(
+        vhd.stat().st_size,
+        metadata={
+            "cernvm_fixtures_run": "earlier",
+            "cernvm_fixtures_machine": "cvmfx-earlier",
+            "sha256": digest,
+            "cernvm_fixtures_owner": f"{socket.gethostname()}/{gone.pid}/1",
+            **({"cernvm_fixtures_owner_machine": machine_identity()} if machine_identity() else {}),
+        },
+    )
+    blob.upload_page(vhd.read_bytes()[:512], offset=0, length=512)  # the killed upload got this far
+    run = run_for(tmp_path)
+    machine, _ = create_only(vhd_target(azure_cloud, vhd), run)
+    try:
+        entry = next(r for r in machine.resources if r.kind == "blob")
+        assert entry.data["sent"] == 1536 + 512, "the page the killed upload wrote was sent again"
+        assert blob.download_blob().readall() == vhd.read_bytes(), "the continued blob is the VHD, byte for byte"
+        meta = blob.get_blob_properties().metadata
+        assert (meta["cernvm_fixtures_run"], meta["cernvm_fixtures_complete"]) == (run.id, "true")
+        AzureProvider.destroy_resource(earlier)  # the killed run's sweep: the blob is no longer its own
+        assert blob.exists(), "the killed run's ledger entry deleted a blob another run took over"
+    finally:
+        machine.destroy()
+    assert not blob.exists()
+    assert_nothing_left(azure_cloud, run)
+
+
+def test_an_upload_error_the_sdk_did_not_cure_is_continued(azure_cloud, tmp_path, monkeypatch):
+    from azure.core.exceptions import ServiceResponseError
+    from azure.storage.blob import BlobClient
+
+    vhd = make_vhd(tmp_path / "flaky.vhd", mark=b"flaky")
+    blob, _ = content_blob(azure_cloud, vhd)
+    real, offsets = BlobClient.upload_page, []
+
+    def flaky(self, page, offset, length, **kwargs):
+        offsets.append(offset)
+        if len(offsets) == 2:
+            raise ServiceResponseError("Connection reset by peer (injected)")
+        return real(self, page, offset, length, **kwargs)
+
+    monkeypatch.setattr(BlobClient, "upload_page", flaky)
+    run = run_for(tmp_path)
+    machine, _ = create_only(vhd_target(azure_cloud, vhd), run)
+    try:
+        size = vhd.stat().st_size
+        assert offsets == [0, 1024 * 1024, 1024 * 1024, size - 512], "not continued after the written page"
+        assert blob.download_blob().readall() == vhd.read_bytes()
+    finally:
+        machine.destroy()
+    assert_nothing_left(azure_cloud, run)
+
+
+def test_an_upload_another_live_machine_is_making_is_waited_for_then_a_clear_error(azure_cloud, tmp_path):
+    vhd = make_vhd(tmp_path / "busy.vhd", mark=b"busy")
+    blob, digest = content_blob(azure_cloud, vhd)
+    me = Owner.current()
+    metadata = {"sha256": digest, "cernvm_fixtures_owner": f"{me.host}/{me.pid}/{me.start or '-'}"}
+    blob.create_page_blob(vhd.stat().st_size, metadata={**metadata, "cernvm_fixtures_owner_machine": me.machine or ""})
+    run = run_for(tmp_path)
+    try:
+        with pytest.raises(ProviderError, match=r"the upload of blob cernvm-fixtures/\w+\.vhd for busy.vhd is still"):
+            create_only(vhd_target(azure_cloud, vhd, share_timeout=0.5), run)
+        assert blob.get_blob_properties().metadata["cernvm_fixtures_owner"] == metadata["cernvm_fixtures_owner"]
+    finally:
+        blob.delete_blob()
+    assert_nothing_left(azure_cloud, run)
+
+
+def test_a_blob_of_that_name_with_other_content_is_left_alone(azure_cloud, tmp_path):
+    vhd = make_vhd(tmp_path / "clash.vhd", mark=b"clash")
+    blob, _ = content_blob(azure_cloud, vhd)
+    blob.create_page_blob(vhd.stat().st_size, metadata={"sha256": "0" * 64})
+    run = run_for(tmp_path)
+    try:
+        with pytest.raises(ProviderError, match="exists but does not hold clash.vhd"):
+            create_only(vhd_target(azure_cloud, vhd), run)
+        assert blob.get_blob_properties().metadata["sha256"] == "0" * 64
+    finally:
+        blob.delete_blob()
     assert_nothing_left(azure_cloud, run)
 
 

@@ -435,7 +435,7 @@ class TestAzureContract(ProviderContract):
     def contract_objects(cls, azure_cloud) -> Objects:
         def objects(run: Run) -> set[str]:
             found = {f"arm {r}" for r in azure_cloud.arm.tagged("cernvm-fixtures:run", run.id)}
-            return found | {f"blob {b}" for b in azure_cloud.blob_names() if run.id in b}
+            return found | {f"blob {b}" for b in azure_cloud.blob_names(run.id)}
 
         return objects
 

@@ -702,8 +702,22 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 f"Public IP address {item['id']} can not be deleted since it is still allocated to "
                 f"resource {users[0]}.",
             )
-        elif type_path in ("microsoft.compute/disks", "microsoft.compute/images") and users:
+        elif type_path == "microsoft.compute/disks" and users:
             raise ArmError(409, "OperationNotAllowed", f"{item['name']} is in use by {users[0]}.")
+        elif type_path == "microsoft.compute/images":
+            # Azure refuses only while VMs are still being provisioned from the image; a VM that exists no longer
+            # needs it (Azure's own message, as reported in nanovms/ops#766 and Azure/azure-cli#6254).
+            provisioning = [
+                arm.get(u) for u in users if "/microsoft.compute/virtualmachines/" in u.lower() and arm.get(u)
+            ]
+            names = [v["name"] for v in provisioning if v["properties"].get("provisioningState") == "Creating"]
+            if names:
+                raise ArmError(
+                    409,
+                    "OperationNotAllowed",
+                    f"Operation 'Image Delete' is not allowed since the Virtual Machines '{','.join(names)}' are "
+                    f"being provisioned using the Image '{item['name']}'.",
+                )
 
     def forget(self, type_path: str, item: dict[str, Any]) -> None:
         arm = self.arm

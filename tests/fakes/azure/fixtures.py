@@ -74,8 +74,10 @@ class AzureCloud:
 
         return BlobServiceClient(self.azurite.account_url, credential=self.credential())
 
-    def blob_names(self) -> list[str]:
-        return sorted(b.name for b in self.blobs().get_container_client(CONTAINER).list_blobs())
+    def blob_names(self, run: str | None = None) -> list[str]:
+        """Blobs in the container; with ``run``: those whose metadata names that run as their uploader."""
+        found = self.blobs().get_container_client(CONTAINER).list_blobs(include=["metadata"])
+        return sorted(b.name for b in found if run is None or (b.metadata or {}).get("cernvm_fixtures_run") == run)
 
 
 def _blob_exists(cloud_credential, url: str) -> bool:

@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def make_vhd(path: Path, mib: int = 2, *, fixed: bool = True, size: int | None = None) -> Path:
-    """A fixed-size VHD: data with a few non-empty pages, then the 512-byte footer."""
+def make_vhd(path: Path, mib: int = 2, *, fixed: bool = True, size: int | None = None, mark: bytes = b"") -> Path:
+    """A fixed-size VHD: data with a few non-empty pages, then the 512-byte footer; ``mark`` makes its content
+    (so its SHA-256) differ from other tests' VHDs."""
     data = bytearray(mib * 1024 * 1024)
-    data[0:512] = b"\x55" * 512
+    data[0:512] = (mark + b"\x55" * 512)[:512]
     data[1024 * 1024 : 1024 * 1024 + 1536] = b"\xaa" * 1536
     footer = bytearray(512)
     footer[0:8] = b"conectix"
