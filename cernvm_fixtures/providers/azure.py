@@ -308,6 +308,11 @@ class AzureOptions(RemoteOptions):
     slowdown: float = Field(5.0, ge=1.0)
     share_timeout: float = Field(3600.0, gt=0)
     """Seconds a launch waits for another machine's upload or image of the same VHD before giving up."""
+    ssh_certificate: str | None = None
+    """An X.509 certificate made from your SSH key, as CernVM's Azure recipe has it (``openssl req -x509 -new
+    -key ~/.ssh/id_rsa -out cert.pem``): the admin user gets the certificate's public key, not the run's."""
+    ssh_key: str | None = Field(None, validate_default=True)
+    """The unencrypted private key ``ssh_certificate`` was made from; the harness logs in with it."""
 
     @field_validator("ssh_cidr")
     @classmethod
@@ -331,6 +336,27 @@ class AzureOptions(RemoteOptions):
             raise ValueError("an https:// URL (Azure's clients send bearer tokens over HTTPS only)")
         return value.rstrip("/") if value else value
 
+    @field_validator("ssh_certificate")
+    @classmethod
+    def _certificate(cls, value: str | None) -> str | None:
+        if value is not None:
+            certificate_public_key(value)
+        return value
+
+    @field_validator("ssh_key")
+    @classmethod
+    def _certificate_key(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if "ssh_certificate" not in info.data:
+            return value  # the certificate itself was refused; that error says enough
+        certificate = info.data["ssh_certificate"]
+        if certificate is None and value is not None:
+            raise ValueError("no ssh_key without ssh_certificate (the certificate made from this key)")
+        if certificate is not None and value is None:
+            raise ValueError("the private key ssh_certificate was made from (the harness logs in with it)")
+        if certificate is not None and value is not None:
+            certificate_public_key(certificate, value)
+        return value
+
     @field_validator("tags")
     @classmethod
     def _tags(cls, value: dict[str, str]) -> dict[str, str]:
@@ -349,6 +375,55 @@ class AzureOptions(RemoteOptions):
         if problems:
             raise ValueError("valid Azure tags: " + "; ".join(problems))
         return value
+
+
+def certificate_public_key(certificate: str, key: str | None = None) -> str:
+    """The OpenSSH public key an X.509 certificate holds (RSA of 2048 bits or more, or Ed25519: what Azure
+    takes), checked against ``key``, the private key it was made from, which the SSH transport must read.
+    Problems are ValueErrors saying what was expected."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
+    cert_path = Path(certificate).expanduser()
+    try:
+        raw = cert_path.read_bytes()
+    except OSError as e:
+        raise ValueError(f"a readable certificate file ({cert_path}: {e.strerror})") from None
+    try:
+        cert = x509.load_pem_x509_certificate(raw) if b"-----BEGIN" in raw else x509.load_der_x509_certificate(raw)
+    except ValueError:
+        raise ValueError(
+            f"an X.509 certificate (PEM or DER) made from your SSH key, e.g. with openssl req -x509 -new "
+            f"-key ~/.ssh/id_rsa -out cert.pem ({cert_path} is none)"
+        ) from None
+    public = cert.public_key()
+    held = f"{public.key_size}-bit RSA" if isinstance(public, rsa.RSAPublicKey) else type(public).__name__
+    if not (isinstance(public, rsa.RSAPublicKey) and public.key_size >= 2048) and not isinstance(
+        public, ed25519.Ed25519PublicKey
+    ):
+        raise ValueError(f"a certificate of an RSA key of 2048 bits or more or of an Ed25519 key ({held} key)")
+    line = public.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
+    if key is not None:
+        _check_private_key(Path(key).expanduser(), line, cert_path)
+    return line
+
+
+def _check_private_key(key_path: Path, public_line: str, cert_path: Path) -> None:
+    import paramiko
+
+    try:
+        private = paramiko.PKey.from_path(key_path)
+    except OSError as e:
+        raise ValueError(f"a readable private key file ({key_path}: {e.strerror})") from None
+    except (paramiko.PasswordRequiredException, TypeError):  # TypeError: cryptography's "no password given"
+        raise ValueError(f"an unencrypted private key ({key_path} is encrypted; it is only read)") from None
+    except (paramiko.SSHException, ValueError):
+        raise ValueError(
+            f"a private key in OpenSSH or PEM format ({key_path} is not; ssh-keygen -p -f KEY rewrites it)"
+        ) from None
+    if public_line.split()[1] != private.get_base64():
+        raise ValueError(f"the private key {cert_path} was made from (their public keys differ)")
 
 
 # --- tags and ids ---------------------------------------------------------------------------------
@@ -538,6 +613,17 @@ class AzureProvider(Provider[AzureOptions, "AzureMachine"]):
     def machine(self, name: str) -> AzureMachine:
         return AzureMachine(self, name)
 
+    @functools.cached_property
+    def public_key(self) -> str:
+        """The admin user's SSH key: the certificate's (``ssh_certificate``), else the run's own."""
+        o = self.options
+        if o.ssh_certificate is None:
+            return self.run.public_key
+        try:
+            return certificate_public_key(o.ssh_certificate, o.ssh_key)
+        except ValueError as e:  # the files changed since the config was loaded
+            raise ConfigError(f"{self.target.where('ssh_certificate')}: expected {e}") from None
+
     def _record(self, machine: Machine, kind: str, **data: Any) -> Resource:
         return self.record(machine, kind, machine.name, **self.data, **data)
 
@@ -597,6 +683,7 @@ class AzureProvider(Provider[AzureOptions, "AzureMachine"]):
     def launch(self, machine: AzureMachine, context: Context) -> None:
         o = self.options
         source, image = self.image_source()
+        admin_key = self.public_key  # a certificate is read and checked before anything exists
         custom_data = context.render()
         if len(custom_data) > CUSTOM_DATA_LIMIT:
             raise ProviderError(
@@ -623,7 +710,7 @@ class AzureProvider(Provider[AzureOptions, "AzureMachine"]):
         image_id = str(image) if source == "id" else self._image_from_file(machine, Path(image))
         subnet_id = o.subnet_id or self._create_network(machine)
         nic_id = self._create_nic(machine, subnet_id)
-        self._create_vm(machine, image_id, nic_id, custom_data)
+        self._create_vm(machine, image_id, nic_id, custom_data, admin_key)
 
     def _begin(self, resource: Resource, what: str, begin: Any, *args: Any) -> Any:
         poller = call(what, begin, *args)
@@ -873,14 +960,14 @@ class AzureProvider(Provider[AzureOptions, "AzureMachine"]):
         call(f"create network interface {name}", poller.result)
         return nic.data["id"]
 
-    def _create_vm(self, machine: AzureMachine, image_id: str, nic_id: str, custom_data: bytes) -> None:
+    def _create_vm(self, machine: AzureMachine, image_id: str, nic_id: str, custom_data: bytes, admin_key: str) -> None:
         from azure.mgmt.compute import models
 
         o = self.options
         disk = self._record(machine, "disk", id=self.arm_id(machine, "disk"))
         vm = self._record(machine, "vm", id=self.arm_id(machine, "vm"))
         group, name = split_id(vm.data["id"])
-        key = models.SshPublicKey(path=f"/home/{o.admin_user}/.ssh/authorized_keys", key_data=self.run.public_key)
+        key = models.SshPublicKey(path=f"/home/{o.admin_user}/.ssh/authorized_keys", key_data=admin_key)
         properties = models.VirtualMachineProperties(
             hardware_profile=models.HardwareProfile(vm_size=o.vm_size),
             storage_profile=models.StorageProfile(
@@ -1022,6 +1109,10 @@ class AzureMachine(RemoteMachine):
     @property
     def group(self) -> str:
         return self.provider.group_name(self)
+
+    @property
+    def key_file(self) -> Path:
+        return Path(self.options.ssh_key).expanduser() if self.options.ssh_key else self.provider.run.key_file
 
     def wait_running(self, deadline: float) -> None:
         """The VM's create operation finished with provisioning state Succeeded (Failed stops at once)."""

@@ -204,6 +204,11 @@ class Machine(ABC):
     def login_command(self) -> Login:
         """How a person gets a shell on the machine: argv and environment (``str()`` shows it as a command)."""
 
+    @property
+    def key_file(self) -> Path:
+        """The private key SSH logs in with: the run's own, unless the target names another."""
+        return self.provider.run.key_file
+
     def console_log(self) -> str:
         """The serial console (or closest equivalent) so far; empty if the platform has none."""
         return ""
@@ -296,7 +301,7 @@ class RemoteMachine(Machine):
             host,
             port,
             self.options.user,
-            self.provider.run.key_file,
+            self.key_file,
             self.host_keys,
             connect_timeout=self.options.connect_timeout,
             sock_factory=factory,
@@ -332,7 +337,7 @@ def remote_login(machine: Machine, address: Callable[[], tuple[str, int]], optio
         options.user,
         host,
         port,
-        machine.provider.run.key_file,
+        machine.key_file,
         (machine.host_keys() if announced else None) or [],
         machine.provider.run.machine_dir(machine.name),
         jump_host=jump,

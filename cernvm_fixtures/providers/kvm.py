@@ -649,7 +649,7 @@ class KvmMachine(Machine):
 
     def transport(self) -> SSHTransport:
         host, port = self.provider.run.endpoint(self, *self.address())
-        return SSHTransport(host, port, self.options.user, self.provider.run.key_file, self.host_keys)
+        return SSHTransport(host, port, self.options.user, self.key_file, self.host_keys)
 
     def console_log(self) -> str:
         return console_file_text(self.console_file)
@@ -672,5 +672,5 @@ class KvmMachine(Machine):
     def login_command(self) -> Login:
         user_net = self.options.network == "user"
         host, port = ("127.0.0.1", self.ssh_port or 22) if user_net else (f"<{self.name} address>", 22)
-        key_file = self.provider.run.key_file
+        key_file = self.key_file
         return ssh_login(self.options.user, host, port, key_file, self.host_keys() or [], self.directory)

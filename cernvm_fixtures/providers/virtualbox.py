@@ -695,14 +695,14 @@ class VirtualBoxMachine(Machine):
 
     def transport(self) -> SSHTransport:
         host, port = self.provider.run.endpoint(self, "127.0.0.1", self.ssh_port or 0)
-        return SSHTransport(host, port, self.options.user, self.provider.run.key_file, self.host_keys)
+        return SSHTransport(host, port, self.options.user, self.key_file, self.host_keys)
 
     def console_log(self) -> str:
         return console_file_text(self.console_file)
 
     def login_command(self) -> Login:
         """``ssh`` to the NAT forward, trusting only the host keys the guest printed on its serial console."""
-        key_file = self.provider.run.key_file
+        key_file = self.key_file
         port = self.ssh_port or 22
         return ssh_login(self.options.user, "127.0.0.1", port, key_file, self.host_keys() or [], self.directory)
 

@@ -104,7 +104,7 @@ class SSHTransport(Transport):
             client.banner_timeout = self.connect_timeout
             client.start_client(timeout=self.connect_timeout)
             self._verify(client.get_remote_server_key())
-            key = paramiko.Ed25519Key.from_private_key_file(str(self.key_file))
+            key = paramiko.PKey.from_path(self.key_file)
             client.auth_publickey(self.user, key)
         except BaseException:
             client.close()

@@ -13,6 +13,7 @@ import base64
 import hashlib
 import json
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -33,6 +34,7 @@ from cernvm_fixtures.providers.azure import AzureProvider
 from cernvm_fixtures.run import Keep, Run
 
 from ..fakes.azure import wire
+from ..fakes.azure.certificate import make_certificate
 from ..fakes.azure.fixtures import CONTAINER, SUBSCRIPTION, AzureCloud
 from ..fakes.azure.vhd import make_vhd
 from ..helpers import KILLED_LAUNCH, ROOT, domains_under, ledger_entries, pytest_command, subprocess_env, write_target
@@ -544,6 +546,36 @@ def test_lifecycle_over_ssh_with_host_keys_from_the_serial_log(azure_cloud, imag
         }
     finally:
         instance.destroy()
+    assert_nothing_left(azure_cloud, run)
+
+
+def test_an_x509_certificate_is_the_source_of_the_ssh_key(azure_cloud, image_id, standin, tmp_path):
+    """CernVM's Azure recipe: the VM gets the public key of a certificate made from the user's SSH key, and the
+    harness logs in with that key (RSA here), not the run's own."""
+    cert, key = make_certificate(tmp_path / "user")
+    held: list[str] = []
+
+    def endpoint(machine, host, port):
+        vm = azure_cloud.arm.get(next(r for r in machine.resources if r.kind == "vm").data["id"])
+        held[:] = [k["keyData"] for k in vm["properties"]["osProfile"]["linuxConfiguration"]["ssh"]["publicKeys"]]
+        standin.run(f"printf '%s\\n' {shlex.quote(held[0])} >> /root/.ssh/authorized_keys")  # the key the VM holds
+        azure_cloud.arm.consoles[machine.name.lower()] = standin.console_log
+        return "127.0.0.1", standin.machine.ssh_port
+
+    run = Run(state=tmp_path / "state", endpoint=endpoint)  # its own key is not one the stand-in knows
+    target = target_for(azure_cloud, image_id, ssh_certificate=str(cert), ssh_key=str(key))
+    try:
+        instance = launch(target, run)
+        try:
+            assert held == [azmod.certificate_public_key(str(cert))] and held[0].startswith("ssh-rsa ")
+            assert instance.run("hostname").stdout.strip() == standin.name
+            assert f"-i {key}" in instance.login_command and str(run.key_file) not in instance.login_command
+        finally:
+            instance.destroy()
+    finally:
+        if held:
+            keys = "/root/.ssh/authorized_keys"
+            standin.run(f"grep -vxF {shlex.quote(held[0])} {keys} > /tmp/keys; cat /tmp/keys > {keys}")
     assert_nothing_left(azure_cloud, run)
 
 

@@ -11,6 +11,7 @@ from cernvm_fixtures.errors import ConfigError
 from cernvm_fixtures.ledger import Resource
 from cernvm_fixtures.providers import azure
 
+from ..fakes.azure.certificate import make_certificate
 from ..fakes.azure.vhd import make_vhd
 
 
@@ -97,3 +98,68 @@ def test_tags_round_trip_and_teardown_order():
 def test_split_id():
     rid = "/subscriptions/s/resourceGroups/g/providers/Microsoft.Network/virtualNetworks/v"
     assert azure.split_id(rid) == ("g", "v")
+
+
+# --- an X.509 certificate as the SSH key's source ------------------------------------------------------
+
+
+def test_the_certificates_public_key_is_the_vms_key(tmp_path):
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    cert, key = make_certificate(tmp_path)
+    target = parse(ssh_certificate=str(cert), ssh_key=str(key))
+    public = x509.load_pem_x509_certificate(cert.read_bytes()).public_key()
+    expected = public.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
+    assert azure.certificate_public_key(target.options.ssh_certificate, target.options.ssh_key) == expected
+    assert expected.startswith("ssh-rsa ")
+
+
+def _other_key(tmp_path: Path) -> Path:
+    return make_certificate(tmp_path / "other")[1]
+
+
+def _encrypted_key(tmp_path: Path) -> Path:
+    from cryptography.hazmat.primitives import serialization
+
+    key = serialization.load_pem_private_key(make_certificate(tmp_path / "enc")[1].read_bytes(), None)
+    path = tmp_path / "encrypted"
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.BestAvailableEncryption(b"secret"),
+        )
+    )
+    return path
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("no key", "targets.azure.ssh_key: expected the private key ssh_certificate was made from"),
+        ("no certificate", "targets.azure.ssh_key: expected no ssh_key without ssh_certificate"),
+        ("other key", r"ssh_key: expected the private key .*cert.pem was made from \(their public keys differ\)"),
+        ("small key", r"ssh_certificate: expected a certificate of an RSA key of 2048 bits .*\(1024-bit RSA key\)"),
+        ("not a certificate", r"ssh_certificate: expected an X.509 certificate .*openssl req -x509"),
+        ("encrypted key", r"ssh_key: expected an unencrypted private key \(.*encrypted is encrypted"),
+        ("missing certificate", r"ssh_certificate: expected a readable certificate file \(.*nothing.pem: No such"),
+    ],
+)
+def test_certificate_problems_are_clear_config_errors(tmp_path, case, message):
+    cert, key = make_certificate(tmp_path, 1024 if case == "small key" else 2048)
+    options = {"ssh_certificate": str(cert), "ssh_key": str(key)}
+    if case == "no key":
+        del options["ssh_key"]
+    elif case == "no certificate":
+        del options["ssh_certificate"]
+    elif case == "other key":
+        options["ssh_key"] = str(_other_key(tmp_path))
+    elif case == "not a certificate":
+        options["ssh_certificate"] = str(key)
+    elif case == "encrypted key":
+        options["ssh_key"] = str(_encrypted_key(tmp_path))
+    elif case == "missing certificate":
+        options["ssh_certificate"] = str(tmp_path / "nothing.pem")
+    with pytest.raises(ConfigError, match=message):
+        parse(**options)
