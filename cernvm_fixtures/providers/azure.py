@@ -284,7 +284,7 @@ class AzureOptions(RemoteOptions):
     resource_group: str | None = None
     """An existing resource group (only our own resources in it are deleted); default: one per machine, deleted."""
     vm_size: str = "Standard_D2s_v3"
-    """The profile's NIC rules depend on it (hv_netvsc; Mellanox VF drivers with accelerated networking)."""
+    """A trait of the instance (profiles may vary by it); eth0 is the synthetic hv_netvsc NIC on every size."""
     storage_account: str | None = None
     """Storage account a local ``.vhd`` image is uploaded to (needed when ``image`` is a file)."""
     container: str = "cernvm-images"
