@@ -18,7 +18,8 @@ create call and tagged at creation with run id, machine, kind, owner, creation t
 
 Teardown goes in dependency order (VM, OS disk, NIC, public IP, NSG, VNet, image, blob, group), waits
 for each long-running operation, treats "not found" as done and retries while Azure still reports a
-resource in use. ``leftovers`` finds our resources by their tags alone, for ``sweep``.
+resource in use. ``leftovers`` finds our resources by their tags alone (uploaded VHDs by the same entries in
+their blob metadata), for ``sweep``.
 
 Credentials come only from azure-identity's DefaultAzureCredential chain (environment, workload
 identity, managed identity, Azure CLI, ...); nothing secret is logged, recorded or written.
@@ -59,11 +60,30 @@ DIGEST_TAG = TAG_PREFIX + "sha256"
 """On an image made from a VHD: the VHD's SHA-256, so any later launch of the same content reuses the image."""
 OUR_TAGS = 10
 """Tags cernvm-fixtures sets on a resource (at most); Azure allows 50."""
-BLOB_RUN, BLOB_MACHINE = "cernvm_fixtures_run", "cernvm_fixtures_machine"
-BLOB_OWNER, BLOB_OWNER_MACHINE = "cernvm_fixtures_owner", "cernvm_fixtures_owner_machine"
+OUR_TAG_NAMES = (
+    RUN_TAG,
+    MACHINE_TAG,
+    TARGET_TAG,
+    KIND_TAG,
+    OWNER_TAG,
+    CREATED_TAG,
+    EXPIRES_TAG,
+    KEPT_TAG,
+    OWNER_MACHINE_TAG,
+)
+
+
+def metadata_name(tag: str) -> str:
+    """A tag's name as a blob metadata name (those must be identifiers: ``cernvm-fixtures:run`` ->
+    ``cernvm_fixtures_run``)."""
+    return re.sub(r"[^A-Za-z0-9_]", "_", tag)
+
+
+BLOB_RUN, BLOB_MACHINE, BLOB_OWNER, BLOB_OWNER_MACHINE = map(
+    metadata_name, (RUN_TAG, MACHINE_TAG, OWNER_TAG, OWNER_MACHINE_TAG)
+)
 BLOB_DIGEST, BLOB_COMPLETE = "sha256", "cernvm_fixtures_complete"
-"""Blob metadata names carrying the ledger entry, the uploading process, the content and whether every page
-is written (metadata names must be identifiers)."""
+"""Blob metadata: the ledger entry as on a tagged resource, the content, and whether every page is written."""
 BLOB_PREFIX = "cernvm-fixtures/"
 """Uploaded VHDs are named by content: ``cernvm-fixtures/<sha256>.vhd`` in the container."""
 UPLOAD_ATTEMPTS = 5
@@ -724,7 +744,7 @@ class AzureProvider(Provider[AzureOptions, "AzureMachine"]):
         with open(path, "rb") as f:
             digest = hashlib.file_digest(f, "sha256").hexdigest()  # streamed: a VHD is gigabytes
         o = self.options
-        url = o.blob_endpoint or f"https://{o.storage_account}.blob.core.windows.net"
+        url = blob_account_url(o)
         from azure.storage.blob import BlobServiceClient
 
         service = BlobServiceClient(url, credential=credential(o.instance_discovery))
@@ -793,13 +813,7 @@ class AzureProvider(Provider[AzureOptions, "AzureMachine"]):
         blob = self._record(
             machine, "blob", account_url=account_url, container=blob_client.container_name, blob=blob_client.blob_name
         )
-        metadata = {
-            BLOB_RUN: self.run.id,
-            BLOB_MACHINE: machine.name,
-            BLOB_DIGEST: digest,
-            BLOB_OWNER: owner_text(blob.owner),
-            **({BLOB_OWNER_MACHINE: blob.owner.machine} if blob.owner.machine else {}),
-        }
+        metadata = {**{metadata_name(k): v for k, v in tag_dict(blob).items()}, BLOB_DIGEST: digest}
         try:
             if props is None:
                 blob_client.create_page_blob(size, metadata=metadata, match_condition=MatchConditions.IfMissing)
@@ -1042,7 +1056,8 @@ class AzureProvider(Provider[AzureOptions, "AzureMachine"]):
 
     @classmethod
     def leftovers(cls, target: Any, recorded: set[str]) -> list[Resource]:
-        """Resources and groups tagged by cernvm-fixtures whose machine no ledger entry names."""
+        """Resources and groups tagged by cernvm-fixtures, and VHDs it uploaded (by their metadata), whose
+        machine no ledger entry names."""
         options: AzureOptions = target.options
         subscription = options.subscription or os.environ.get("AZURE_SUBSCRIPTION_ID")
         if not subscription:
@@ -1069,7 +1084,37 @@ class AzureProvider(Provider[AzureOptions, "AzureMachine"]):
             kind = KIND_OF_TYPE.get((item.type or "").lower())
             if kind and tags.get(MACHINE_TAG) not in recorded:
                 found.append(resource_from_tags(kind, tags, {**data, "id": item.id}))
+        if options.storage_account or options.blob_endpoint:
+            found.extend(blob_leftovers(options, data, recorded))
         return teardown_order([r for r in found if r is not None])
+
+
+def blob_account_url(options: AzureOptions) -> str:
+    return options.blob_endpoint or f"https://{options.storage_account}.blob.core.windows.net"
+
+
+def blob_leftovers(options: AzureOptions, data: dict[str, Any], recorded: set[str]) -> list[Resource]:
+    """Uploaded VHDs in the target's container whose metadata names a machine no ledger entry names."""
+    from azure.storage.blob import BlobServiceClient
+
+    url = blob_account_url(options)
+    service = BlobServiceClient(url, credential=credential(options.instance_discovery))
+    container = service.get_container_client(options.container)
+    listing = call(
+        f"list blobs in {options.container}",
+        lambda: list(container.list_blobs(name_starts_with=BLOB_PREFIX, include=["metadata"])),
+        missing_ok=True,
+    )
+    found = []
+    for blob in listing or []:
+        meta = blob.metadata or {}
+        tags = {tag: meta[metadata_name(tag)] for tag in OUR_TAG_NAMES if metadata_name(tag) in meta}
+        if tags.get(MACHINE_TAG) not in recorded:
+            where = {"account_url": url, "container": options.container, "blob": blob.name}
+            entry = resource_from_tags("blob", tags, {**data, **where})
+            if entry is not None:
+                found.append(entry)
+    return found
 
 
 def _destroy_blob(resource: Resource) -> None:

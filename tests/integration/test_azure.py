@@ -513,6 +513,25 @@ def test_leftovers_are_found_by_tags_alone_and_swept(azure_cloud, image_id, tmp_
     machine.destroy()  # idempotent: everything is gone already
 
 
+def test_an_uploaded_vhd_is_found_by_its_metadata_alone_and_swept(azure_cloud, tmp_path):
+    vhd = make_vhd(tmp_path / "swept.vhd", mark=b"swept")
+    blob, _ = content_blob(azure_cloud, vhd)
+    run = run_for(tmp_path)
+    machine, _ = create_only(vhd_target(azure_cloud, vhd), run)
+    target = vhd_target(azure_cloud, vhd)
+    found = [r for r in AzureProvider.leftovers(target, set()) if r.run == run.id and r.kind == "blob"]
+    assert [(r.name, r.data["blob"]) for r in found] == [(machine.name, blob.blob_name)]
+    assert found[0].owner == next(r for r in machine.resources if r.kind == "blob").owner
+    assert not [r for r in AzureProvider.leftovers(target, {machine.name}) if r.kind == "blob" and r.run == run.id]
+    for resource in AzureProvider.leftovers(target, set()):
+        if resource.run == run.id:
+            AzureProvider.destroy_resource(resource)
+    assert not blob.exists() and azure_cloud.arm.tagged("cernvm-fixtures:run", run.id) == []
+    for resource in list(machine.resources):
+        run.ledger.forget(resource)
+    machine.destroy()
+
+
 # --- SSH through a KVM stand-in, host keys from the serial log -----------------------------------------
 
 
