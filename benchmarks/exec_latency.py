@@ -9,7 +9,10 @@ installed), then times ``true``, ``uname -r`` and ``cat /proc/mounts``:
 Each command is also timed by the instance itself: a 200-iteration loop of
 ``sh -c CMD`` (what an SSH server does per command, so the floor for ``sh -c``
 semantics), sent through the handle and timed with the guest's own clock. The
-handle's overhead is its median minus that in-guest cost.
+handle's overhead is its median minus that in-guest cost. Part of it no handle
+can avoid: the floor, one exchange through the same session that starts no
+process (the command's text in, both end markers out: the transport's round trip
+plus the shell's framing), is timed too and printed with the overhead above it.
 
 Prints a table, then ``speedup: N.N`` (the handle against testinfra's best
 backend for ``true``, the smallest over targets) and, last, ``overhead_ms: N``
@@ -21,6 +24,7 @@ backend for ``true``, the smallest over targets) and, last, ``overhead_ms: N``
 from __future__ import annotations
 
 import argparse
+import secrets
 import shlex
 import statistics
 import sys
@@ -61,6 +65,22 @@ def in_guest_ms(instance: Instance, command: str) -> float:
     )
     start, end = (float(x) for x in instance.run(script, timeout=600).check().stdout.split())
     return (end - start) * 1000 / GUEST_LOOP
+
+
+def floor_ms(instance: Instance, repeat: int) -> float:
+    """Milliseconds of one session exchange that starts no process: the end markers alone, on the same pipe."""
+    pool = instance.transport._sessions  # type: ignore[attr-defined]  # no public call skips ``sh -c``, by design
+    session = pool._take()
+    try:
+
+        def exchange() -> None:
+            nonce = secrets.token_hex(16)
+            text = f"printf '\\n%s %d\\n' {nonce} 0; printf '\\n%s\\n' {nonce} >&2\n"
+            session._exchange("(markers only)", text, nonce, 30)
+
+        return median_ms(exchange, repeat)
+    finally:
+        pool._idle.append(session)
 
 
 def kvm_peers(instance: Instance, workdir: Path) -> dict[str, testinfra.host.Host]:
@@ -106,12 +126,16 @@ def main() -> int:
             instance = launch(defaults.targets[name], run)
             try:
                 peers = PEERS[defaults.targets[name].provider](instance, workdir)
+                instance.run("true").check()  # a session to measure the floor on
+                floor = floor_ms(instance, args.repeat)
+                rows.append((name, "(none)", "floor: markers only", floor))
                 for command in COMMANDS:
                     ours = median_ms(lambda i=instance, c=command: i.run(c).check(), args.repeat)
                     guest = in_guest_ms(instance, command)
                     rows.append((name, command, "cernvm handle", ours))
                     rows.append((name, command, f"in guest (sh -c, {GUEST_LOOP}x)", guest))
                     rows.append((name, command, "handle overhead", ours - guest))
+                    rows.append((name, command, "overhead above the floor", ours - guest - floor))
                     overheads.append((ours - guest, f"{name} {command!r}"))
                     theirs = {}
                     for peer, host in peers.items():
