@@ -11,7 +11,9 @@ import signal
 import subprocess
 import sys
 import textwrap
+from dataclasses import dataclass
 from pathlib import Path
+from xml.etree import ElementTree
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -112,6 +114,46 @@ def run_scenarios(
     )
     result.output = result.stdout + result.stderr
     return result
+
+
+@dataclass
+class SuiteReport:
+    """A scenario run's outcome as its JUnit report tells it."""
+
+    output: str
+    cases: dict[str, ElementTree.Element]
+    skipped: dict[str, str]
+    """Case name -> the reason it was skipped."""
+    properties: dict[str, str]
+
+
+def standin_work(tmp_path: Path, conftest: str) -> Path:
+    """A work directory for the scenario suite through stand-ins: the suite, ``conftest`` and ``standins.py``."""
+    work = tmp_path / "work"
+    shutil.copytree(ROOT / "scenarios", work / "scenarios")
+    (work / "conftest.py").write_text(conftest)
+    shutil.copy(ROOT / "tests" / "integration" / "standins.py", work)
+    return work
+
+
+def run_suite(work: Path, report: Path, env: dict[str, str], timeout: float) -> SuiteReport:
+    """Run the scenario suite in ``work`` in a fresh process; it must pass with no failed case."""
+    result = subprocess.run(
+        pytest_command("scenarios", "--junitxml", str(report)),
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-6000:]
+    cases = {c.get("name").split("[")[0]: c for c in ElementTree.parse(report).iter("testcase")}
+    skipped = {name: c.find("skipped").get("message") for name, c in cases.items() if c.find("skipped") is not None}
+    failed = [name for name, c in cases.items() if c.find("failure") is not None or c.find("error") is not None]
+    assert not failed and cases, output[-6000:]
+    properties = {p.get("name"): p.get("value") for c in cases.values() for p in c.iter("property")}
+    return SuiteReport(output, cases, skipped, properties)
 
 
 def default_sigint() -> None:

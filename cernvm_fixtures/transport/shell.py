@@ -146,7 +146,8 @@ cvmfx_kill() {
 }
 """
 """Defined once in the session shell. ``cvmfx_children`` reads the reaper's children into ``cvmfx_a`` until two
-reads agree (the kernel resumes a read by position, so a child exiting in the middle of one can hide another).
+reads agree (the kernel resumes a read by position, so a child exiting in the middle of one can hide another);
+the read before a command is a single one: what it misses only looks new afterwards, and costs a look, not a kill.
 ``cvmfx_tree`` and ``cvmfx_members`` read /proc through ``cat``, which goes on past a process that just exited
 (some ``awk`` stop at the first file that is gone).
 ``cvmfx_orphans BEFORE AFTER...`` kills, a moment (0.1 s) after a command
@@ -193,7 +194,7 @@ def script(command: str, nonce: str, mode: str = REAPER) -> str:
     run = f"sh -c {shlex.quote(command)} </dev/null & wait $! 2>/dev/null; s=$?; "
     if mode == REAPER:
         run = (
-            f"cvmfx_children; cvmfx_b=$cvmfx_a; CVMFX_COMMAND={nonce} {run}cvmfx_children; "
+            f"read -r cvmfx_b < $cvmfx_r; CVMFX_COMMAND={nonce} {run}cvmfx_children; "
             '[ "$cvmfx_a" = "$cvmfx_b" ] || cvmfx_orphans "$cvmfx_b" $cvmfx_a; '
         )
     elif mode == SETSID:

@@ -37,7 +37,15 @@ from ..fakes.azure import wire
 from ..fakes.azure.certificate import make_certificate
 from ..fakes.azure.fixtures import CONTAINER, SUBSCRIPTION, AzureCloud
 from ..fakes.azure.vhd import make_vhd
-from ..helpers import KILLED_LAUNCH, ROOT, domains_under, ledger_entries, pytest_command, subprocess_env, write_target
+from ..helpers import (
+    KILLED_LAUNCH,
+    domains_under,
+    ledger_entries,
+    run_suite,
+    standin_work,
+    subprocess_env,
+    write_target,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -674,53 +682,19 @@ def test_sweep_removes_what_a_killed_run_left(azure_cloud, image_id, tmp_path, l
 
 
 STANDIN_CONFTEST = '''
-"""Stand-ins for Azure VMs that the fake ARM only pretends to run.
-
-Each VM's SSH goes to a test appliance booted under KVM *from the custom data the fake holds for that VM*
-(read back through the SDK with a service principal from the environment), with the host name it asks
-for; the stand-in's console file becomes the VM's serial log in the fake, so host keys are checked
-strictly. Stand-ins are destroyed when the session ends.
-"""
+"""Stand-ins for Azure VMs that the fake ARM only pretends to run, each booted from the custom data the fake
+holds for that VM (read back through the SDK with a service principal from the environment); the stand-in's
+console file becomes the VM's serial log in the fake, so host keys are checked strictly."""
 import base64
-import email
-import json
 import os
-from dataclasses import dataclass
 
 import requests
-import yaml
 from azure.identity import ClientSecretCredential
 from azure.mgmt.compute import ComputeManagementClient
-
-from cernvm_fixtures import config
-from cernvm_fixtures.context import Context
-from cernvm_fixtures.providers.kvm import KvmProvider
-from cernvm_fixtures.run import Run
-
-STANDINS = {}
-RUN = []
+from standins import StandIns
 
 
-@dataclass(frozen=True)
-class FromFake(Context):
-    blob: bytes = b""
-
-    def render(self):
-        return self.blob
-
-
-def cloud_config(blob):
-    message = email.message_from_bytes(blob)
-    parts = [blob]
-    if message.is_multipart():
-        parts = [p.get_payload(decode=True) for p in message.walk() if not p.is_multipart()]
-    for part in parts:
-        if part.startswith(b"#cloud-config"):
-            return yaml.safe_load(part)
-    raise AssertionError("the custom data the fake holds has no cloud-config part")
-
-
-def boot(machine):
+def user_data(machine, host):
     url = machine.options.endpoint
     credential = ClientSecretCredential(os.environ["AZURE_TENANT_ID"], os.environ["AZURE_CLIENT_ID"],
                                         os.environ["AZURE_CLIENT_SECRET"], authority=url,
@@ -728,47 +702,28 @@ def boot(machine):
     compute = ComputeManagementClient(credential, os.environ["AZURE_SUBSCRIPTION_ID"], base_url=url,
                                       credential_scopes=["https://management.azure.com/.default"])
     vm = compute.virtual_machines.get(machine.group, machine.name)
-    blob = base64.b64decode(vm.properties.os_profile.custom_data)
-    if not RUN:
-        RUN.append(Run())
-    slow = {"running": 120, "reachable": 300, "login": 120, "ready": 120}
-    raw = {"standin": {"provider": "kvm", "domain_type": "qemu", "deadlines": slow}}
-    target = config.parse({"targets": raw}, "azure stand-in").targets["standin"]
-    provider = KvmProvider(target, RUN[0])
-    standin = provider.machine(RUN[0].name("standin"))
-    try:
-        provider.launch(standin, FromFake(hostname=cloud_config(blob)["hostname"], blob=blob))
-    except BaseException:
-        standin.destroy()
-        raise
-    requests.put(f"{url}/_test/consoles/{machine.name}", json={"file": str(standin.console_file)}, timeout=10)
-    return standin
+    return base64.b64decode(vm.properties.os_profile.custom_data)
+
+
+def booted(machine, standin):
+    url = f"{machine.options.endpoint}/_test/consoles/{machine.name}"
+    requests.put(url, json={"file": str(standin.console_file)}, timeout=10)
+
+
+STANDINS = StandIns("azure", user_data, booted)
 
 
 def pytest_cernvm_endpoint(machine, host, port):
-    if machine.provider.name != "azure":
-        return None
-    if machine.name not in STANDINS:
-        STANDINS[machine.name] = boot(machine)
-        with open("standins.log", "a") as log:
-            print(machine.name, host, "->", STANDINS[machine.name].name, file=log)
-    return "127.0.0.1", STANDINS[machine.name].ssh_port
+    return STANDINS.endpoint(machine, host)
 
 
 def pytest_sessionfinish(session):
-    while STANDINS:
-        STANDINS.popitem()[1].destroy()
-    for run in RUN:
-        run.finish()
+    STANDINS.finish()
 '''
 
 
 def test_scenario_suite_end_to_end_against_the_fake_with_standins(azure_cloud, image_id, tmp_path):
-    from xml.etree import ElementTree
-
-    work = tmp_path / "work"
-    shutil.copytree(ROOT / "scenarios", work / "scenarios")
-    (work / "conftest.py").write_text(STANDIN_CONFTEST)
+    work = standin_work(tmp_path, STANDIN_CONFTEST)
     config_file(
         work / "cernvm.toml",
         azure_cloud,
@@ -777,20 +732,8 @@ def test_scenario_suite_end_to_end_against_the_fake_with_standins(azure_cloud, i
         deadlines={"running": 30, "reachable": 300, "login": 120, "ready": 120},
     )
     state = tmp_path / "state"
-    result = subprocess.run(
-        pytest_command("scenarios", "--junitxml", str(tmp_path / "report.xml")),
-        cwd=work,
-        env=subprocess_env(state),
-        capture_output=True,
-        text=True,
-        timeout=1500,
-    )
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-6000:]
-    cases = {c.get("name").split("[")[0]: c for c in ElementTree.parse(tmp_path / "report.xml").iter("testcase")}
-    skipped = {name: c.find("skipped").get("message") for name, c in cases.items() if c.find("skipped") is not None}
-    failed = [name for name, c in cases.items() if c.find("failure") is not None or c.find("error") is not None]
-    assert not failed and cases, output[-6000:]
+    suite = run_suite(work, tmp_path / "report.xml", subprocess_env(state), timeout=1500)
+    output, cases, skipped = suite.output, suite.cases, suite.skipped
     assert set(cases) - set(skipped) >= {
         "test_kernel_release",
         "test_kernel_command_line",

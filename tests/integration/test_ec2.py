@@ -23,7 +23,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from xml.etree import ElementTree
 
 import pytest
 from botocore.stub import ANY, Stubber
@@ -38,11 +37,12 @@ from cernvm_fixtures.run import Keep, Run
 
 from ..helpers import (
     KILLED_LAUNCH,
-    ROOT,
     cli,
     domains_under,
     ledger_entries,
     pytest_command,
+    run_suite,
+    standin_work,
     subprocess_env,
     write_target,
 )
@@ -710,87 +710,34 @@ def test_import_hvm_image_then_launch_and_remove_it_all(moto, standin, tmp_path,
 
 
 STANDIN_CONFTEST = '''
-"""Stand-ins for EC2 instances that moto only pretends to run.
-
-Each EC2 instance's SSH goes to a test appliance booted under KVM *from the user
-data moto holds for that instance* (read back with describe_instance_attribute),
-with the host name that user data asks for. Stand-ins are destroyed when the
-session ends.
-"""
+"""Stand-ins for EC2 instances that moto only pretends to run, each booted from the user data moto holds for
+that instance (read back with describe_instance_attribute)."""
 import base64
-import email
-from dataclasses import dataclass
 
 import boto3
-import yaml
-
-from cernvm_fixtures import config
-from cernvm_fixtures.context import Context
-from cernvm_fixtures.providers.kvm import KvmProvider
-from cernvm_fixtures.run import Run
-
-STANDINS = {}
-RUN = []
+from standins import StandIns
 
 
-@dataclass(frozen=True)
-class FromMoto(Context):
-    blob: bytes = b""
-
-    def render(self):
-        return self.blob
-
-
-def cloud_config(blob):
-    message = email.message_from_bytes(blob)
-    parts = [blob]
-    if message.is_multipart():
-        parts = [p.get_payload(decode=True) for p in message.walk() if not p.is_multipart()]
-    for part in parts:
-        if part.startswith(b"#cloud-config"):
-            return yaml.safe_load(part)
-    raise AssertionError("the user data moto holds has no cloud-config part")
-
-
-def boot(machine):
+def user_data(machine, host):
     ec2 = boto3.client("ec2", endpoint_url=machine.options.endpoint_url, region_name=machine.traits["region"])
     value = ec2.describe_instance_attribute(InstanceId=machine.instance_id, Attribute="userData")["UserData"]["Value"]
-    blob = base64.b64decode(value)
-    if not RUN:
-        RUN.append(Run())
-    target = config.parse({"targets": {"standin": {"provider": "kvm"}}}, "ec2 stand-in").targets["standin"]
-    provider = KvmProvider(target, RUN[0])
-    standin = provider.machine(RUN[0].name("standin"))
-    try:
-        provider.launch(standin, FromMoto(hostname=cloud_config(blob)["hostname"], blob=blob))
-    except BaseException:
-        standin.destroy()
-        raise
-    return standin
+    return base64.b64decode(value)
+
+
+STANDINS = StandIns("ec2", user_data)
 
 
 def pytest_cernvm_endpoint(machine, host, port):
-    if machine.provider.name != "ec2":
-        return None
-    if machine.name not in STANDINS:
-        STANDINS[machine.name] = boot(machine)
-        with open("standins.log", "a") as log:
-            print(machine.name, machine.instance_id, host, "->", STANDINS[machine.name].name, file=log)
-    return "127.0.0.1", STANDINS[machine.name].ssh_port
+    return STANDINS.endpoint(machine, host)
 
 
 def pytest_sessionfinish(session):
-    while STANDINS:
-        STANDINS.popitem()[1].destroy()
-    for run in RUN:
-        run.finish()
+    STANDINS.finish()
 '''
 
 
 def test_scenario_suite_end_to_end_against_moto_with_standins(moto, ami, tmp_path):
-    work = tmp_path / "work"
-    shutil.copytree(ROOT / "scenarios", work / "scenarios")
-    (work / "conftest.py").write_text(STANDIN_CONFTEST)
+    work = standin_work(tmp_path, STANDIN_CONFTEST)
     case = "e2e-" + secrets.token_hex(4)
     config_file(
         work / "cernvm.toml",
@@ -804,21 +751,8 @@ def test_scenario_suite_end_to_end_against_moto_with_standins(moto, ami, tmp_pat
     state = tmp_path / "state"
     marker = "SECRET-" + secrets.token_hex(12)
     env = dict(subprocess_env(state), AWS_SECRET_ACCESS_KEY=marker)
-    result = subprocess.run(
-        pytest_command("scenarios", "--junitxml", str(tmp_path / "report.xml")),
-        cwd=work,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-6000:]
-    cases = {c.get("name").split("[")[0]: c for c in ElementTree.parse(tmp_path / "report.xml").iter("testcase")}
-    skipped = {name: c.find("skipped").get("message") for name, c in cases.items() if c.find("skipped") is not None}
-    failed = [name for name, c in cases.items() if c.find("failure") is not None or c.find("error") is not None]
-    assert not failed and cases, output[-6000:]
-    properties = {p.get("name"): p.get("value") for c in cases.values() for p in c.iter("property")}
+    suite = run_suite(work, tmp_path / "report.xml", env, timeout=600)
+    output, cases, skipped, properties = suite.output, suite.cases, suite.skipped, suite.properties
     assert properties["cernvm_verification"] == "stand-in", "the report says what the cells really ran on"
     assert set(cases) - set(skipped) >= {
         "test_kernel_release",

@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import json
 import secrets
-import shutil
-import subprocess
 from pathlib import Path
-from xml.etree import ElementTree
 
 import pytest
 
-from ..helpers import ROOT, domains_under, ledger_entries, pytest_command, subprocess_env
+from ..helpers import domains_under, ledger_entries, run_suite, standin_work, subprocess_env
 from . import test_gce
 from .test_gce import CIDR, ours
 
@@ -28,92 +25,40 @@ HERE = Path(__file__).resolve().parent
 
 STANDIN_CONFTEST = '''
 """Stand-ins for GCE instances that the local Compute API only pretends to run."""
-import email
-import threading
-import time
-from dataclasses import dataclass
-
-import yaml
-from standin_console import forward_console
-
-from cernvm_fixtures import config
-from cernvm_fixtures.context import Context
-from cernvm_fixtures.providers.kvm import KvmProvider
-from cernvm_fixtures.run import Run
-
-STANDINS = {}
-RUN = []
-STOP = threading.Event()
+from standins import StandIns, cloud_config
 
 
-@dataclass(frozen=True)
-class FromGce(Context):
-    blob: bytes = b""
-
-    def render(self):
-        return self.blob
-
-
-def cloud_config(blob):
-    message = email.message_from_bytes(blob)
-    parts = [p.get_payload(decode=True) for p in message.walk() if not p.is_multipart()]
-    for part in parts if message.is_multipart() else [blob]:
-        if part.startswith(b"#cloud-config"):
-            return yaml.safe_load(part)
-    raise AssertionError("the user-data metadata has no cloud-config part")
-
-
-def boot(machine):
+def user_data(machine, host):
     instance = machine._instances().get(project=machine.project, zone=machine.options.zone, instance=machine.name)
     metadata = {item.key: item.value for item in instance.metadata.items}
     keys = [line.split(":", 1)[1] for line in metadata["ssh-keys"].splitlines() if line.startswith("root:")]
     blob = metadata["user-data"].encode()
-    data = cloud_config(blob)
     # The appliance installs keys from the cloud-config only; the user data must stay byte for byte what the
     # instance holds (a scenario compares it), so the stand-in is booted only if it would admit exactly the
     # keys of the instance's ssh-keys metadata, as GCE's guest agent would install them.
-    assert keys and keys == data.get("ssh_authorized_keys"), (keys, data.get("ssh_authorized_keys"))
+    assert keys and keys == cloud_config(blob).get("ssh_authorized_keys"), keys
     assert metadata.get("block-project-ssh-keys") == "true"
-    hostname = data["hostname"]
-    if not RUN:
-        RUN.append(Run())
-    target = config.parse({"targets": {"standin": {"provider": "kvm"}}}, "gce stand-in").targets["standin"]
-    provider = KvmProvider(target, RUN[0])
-    standin = provider.machine(RUN[0].name("standin"))
-    try:
-        provider.launch(standin, FromGce(hostname=hostname, blob=blob))
-    except BaseException:
-        standin.destroy()
-        raise
-    url = f"{machine.options.endpoint}/_test/serial/{machine.name}"
-    threading.Thread(target=forward_console, args=(standin, url, STOP), daemon=True).start()
-    return standin
+    return blob
+
+
+def booted(machine, standin):
+    STANDINS.forward_console(standin, f"{machine.options.endpoint}/_test/serial/{machine.name}")
+
+
+STANDINS = StandIns("gce", user_data, booted)
 
 
 def pytest_cernvm_endpoint(machine, host, port):
-    if machine.provider.name != "gce":
-        return None
-    if machine.name not in STANDINS:
-        STANDINS[machine.name] = boot(machine)
-        with open("standins.log", "a") as log:
-            print(machine.name, host, "->", STANDINS[machine.name].name, file=log)
-    return "127.0.0.1", STANDINS[machine.name].ssh_port
+    return STANDINS.endpoint(machine, host)
 
 
 def pytest_sessionfinish(session):
-    STOP.set()
-    while STANDINS:
-        STANDINS.popitem()[1].destroy()
-    for run in RUN:
-        run.finish()
+    STANDINS.finish()
 '''
 
 
 def test_scenario_suite_end_to_end_with_standins(gce, image, tmp_path):
-    work = tmp_path / "work"
-    shutil.copytree(ROOT / "scenarios", work / "scenarios")
-    (work / "conftest.py").write_text(STANDIN_CONFTEST)
-    shutil.copy(HERE / "standin_console.py", work)
+    work = standin_work(tmp_path, STANDIN_CONFTEST)
     case = "e2e-" + secrets.token_hex(4)
     options = {
         "provider": "gce",
@@ -138,20 +83,8 @@ def test_scenario_suite_end_to_end_with_standins(gce, image, tmp_path):
         + " }\n"
     )
     state = tmp_path / "state"
-    result = subprocess.run(
-        pytest_command("scenarios", "--junitxml", str(tmp_path / "report.xml")),
-        cwd=work,
-        env={**subprocess_env(state), **gce.env},
-        capture_output=True,
-        text=True,
-        timeout=1500,
-    )
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-6000:]
-    cases = {c.get("name").split("[")[0]: c for c in ElementTree.parse(tmp_path / "report.xml").iter("testcase")}
-    skipped = {name: c.find("skipped").get("message") for name, c in cases.items() if c.find("skipped") is not None}
-    failed = [name for name, c in cases.items() if c.find("failure") is not None or c.find("error") is not None]
-    assert not failed and cases, output[-6000:]
+    suite = run_suite(work, tmp_path / "report.xml", {**subprocess_env(state), **gce.env}, timeout=1500)
+    cases, skipped = suite.cases, suite.skipped
     assert set(cases) - set(skipped) >= {
         "test_kernel_release",
         "test_kernel_command_line",

@@ -31,7 +31,16 @@ from cernvm_fixtures.run import Keep, Run
 
 from ..fakes.openstack import CLOUD
 from ..fakes.openstack.cloud import FakeOpenStack
-from ..helpers import KILLED_LAUNCH, cli, domains_under, ledger_entries, subprocess_env, write_target
+from ..helpers import (
+    KILLED_LAUNCH,
+    cli,
+    domains_under,
+    ledger_entries,
+    run_suite,
+    standin_work,
+    subprocess_env,
+    write_target,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -614,102 +623,43 @@ def test_forged_host_key_on_the_console_is_refused(openstack_cloud, cern_image, 
 
 
 STANDIN_CONFTEST = '''
-"""Stand-ins for OpenStack servers that the local fake only records.
-
-Each server's SSH goes to a test appliance booted under KVM *from the user data
-the fake holds for that server* (read back through openstacksdk as Nova's
-OS-EXT-SRV-ATTR:user_data), with the host name that user data asks for.
-What a stand-in prints on its console is copied to the server's console log
-(the fake's test hook), where the provider reads the host keys from.
-Stand-ins are destroyed when the session ends.
-"""
+"""Stand-ins for OpenStack servers that the local fake only records, each booted from the user data the fake
+holds for that server (read back through openstacksdk as Nova's OS-EXT-SRV-ATTR:user_data); what a stand-in
+prints on its console goes to the server's console log (the fake's test hook), where the provider reads the
+host keys from."""
 import base64
-import email
-import threading
-from dataclasses import dataclass
 
-import yaml
-from standin_console import forward_console
+from standins import StandIns
 
-from cernvm_fixtures import config
-from cernvm_fixtures.context import Context
 from cernvm_fixtures.providers import openstack
-from cernvm_fixtures.providers.kvm import KvmProvider
-from cernvm_fixtures.run import Run
-
-STANDINS = {}
-RUN = []
-STOP = threading.Event()
 
 
-@dataclass(frozen=True)
-class FromTheFake(Context):
-    blob: bytes = b""
-
-    def render(self):
-        return self.blob
-
-
-def cloud_config(blob):
-    message = email.message_from_bytes(blob)
-    if not message.is_multipart():
-        return yaml.safe_load(blob)
-    parts = [p.get_payload(decode=True) for p in message.walk() if not p.is_multipart()]
-    for part in parts:
-        if part.startswith(b"#cloud-config"):
-            return yaml.safe_load(part)
-    raise AssertionError("the user data the fake holds has no cloud-config part")
-
-
-def boot(machine):
+def user_data(machine, host):
+    assert host.startswith("192.0.2."), host
     server = openstack.connection(machine.options.cloud).compute.get_server(machine.server_id)
-    blob = base64.b64decode(server.user_data)
-    if not RUN:
-        RUN.append(Run())
-    target = config.parse({"targets": {"standin": {"provider": "kvm"}}}, "openstack stand-in").targets["standin"]
-    provider = KvmProvider(target, RUN[0])
-    standin = provider.machine(RUN[0].name("standin"))
-    try:
-        provider.launch(standin, FromTheFake(hostname=cloud_config(blob)["hostname"], blob=blob))
-    except BaseException:
-        standin.destroy()
-        raise
-    return standin
+    return base64.b64decode(server.user_data)
+
+
+def booted(machine, standin):
+    base = openstack.connection(machine.options.cloud).config.get_auth_args()["auth_url"].rsplit("/identity", 1)[0]
+    STANDINS.forward_console(standin, f"{base}/_test/console/{machine.server_id}")
+
+
+STANDINS = StandIns("openstack", user_data, booted)
 
 
 def pytest_cernvm_endpoint(machine, host, port):
-    if machine.provider.name != "openstack":
-        return None
-    assert host.startswith("192.0.2."), host
-    if machine.name not in STANDINS:
-        STANDINS[machine.name] = boot(machine)
-        base = openstack.connection(machine.options.cloud).config.get_auth_args()["auth_url"].rsplit("/identity", 1)[0]
-        url = f"{base}/_test/console/{machine.server_id}"
-        threading.Thread(target=forward_console, args=(STANDINS[machine.name], url, STOP), daemon=True).start()
-        with open("standins.log", "a") as log:
-            print(machine.name, machine.server_id, host, "->", STANDINS[machine.name].name, file=log)
-    return "127.0.0.1", STANDINS[machine.name].ssh_port
+    return STANDINS.endpoint(machine, host)
 
 
 def pytest_sessionfinish(session):
-    STOP.set()
-    while STANDINS:
-        STANDINS.popitem()[1].destroy()
-    for run in RUN:
-        run.finish()
+    STANDINS.finish()
 '''
 
 
 def test_scenario_suite_end_to_end_against_the_fake_with_standins(openstack_cloud, image_file, tmp_path):
-    from xml.etree import ElementTree
-
-    from ..helpers import ROOT, pytest_command
-
     fake = openstack_cloud
-    work = tmp_path / "work"
-    shutil.copytree(ROOT / "scenarios", work / "scenarios")
-    (work / "conftest.py").write_text(STANDIN_CONFTEST)
-    shutil.copy(HERE / "standin_console.py", work)
+    work = standin_work(tmp_path, STANDIN_CONFTEST)
     config_file(
         work / "cernvm.toml",
         str(image_file),
@@ -717,20 +667,8 @@ def test_scenario_suite_end_to_end_against_the_fake_with_standins(openstack_clou
         deadlines={"running": 30, "reachable": 300, "login": 60, "ready": 120},
     )
     state = tmp_path / "state"
-    result = subprocess.run(
-        pytest_command("scenarios", "--junitxml", str(tmp_path / "report.xml")),
-        cwd=work,
-        env=subprocess_env(state),
-        capture_output=True,
-        text=True,
-        timeout=1500,
-    )
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-6000:]
-    cases = {c.get("name").split("[")[0]: c for c in ElementTree.parse(tmp_path / "report.xml").iter("testcase")}
-    skipped = {name: c.find("skipped").get("message") for name, c in cases.items() if c.find("skipped") is not None}
-    failed = [name for name, c in cases.items() if c.find("failure") is not None or c.find("error") is not None]
-    assert not failed and cases, output[-6000:]
+    suite = run_suite(work, tmp_path / "report.xml", subprocess_env(state), timeout=1500)
+    output, cases, skipped = suite.output, suite.cases, suite.skipped
     assert set(cases) - set(skipped) >= {
         "test_kernel_release",
         "test_kernel_command_line",
