@@ -127,6 +127,35 @@ class SuiteReport:
     properties: dict[str, str]
 
 
+CLOUD_CELLS = {
+    "test_kernel_release",
+    "test_kernel_command_line",
+    "test_repositories_mounted_read_only",
+    "test_os_repository_is_the_root_source",
+    "test_probe",
+    "test_content_readable",
+    "test_scratch_disk_mounted",
+    "test_bootloader_version_file",
+    "test_hostname",
+    "test_user_data_recorded",
+    "test_ucernvm_block_delivered",
+}
+"""Scenarios a cloud's suite through stand-ins runs for real."""
+SHARED_FOLDER_CELLS = {"test_shared_folders_mounted", "test_host_to_guest", "test_guest_to_host"}
+
+
+def assert_through_standins(suite: SuiteReport, work: Path, instances: int) -> None:
+    """A cloud's suite through stand-ins ran CLOUD_CELLS, skipped what only the real cloud shows (naming the
+    stand-in) and the shared folders no cloud has, and booted one stand-in per instance."""
+    skipped = dict(suite.skipped)
+    assert set(suite.cases) - set(skipped) >= CLOUD_CELLS, skipped
+    assert "stand-in" in skipped.pop("test_network_driver") and "stand-in" in skipped.pop("test_user_data_source")
+    assert set(skipped) == SHARED_FOLDER_CELLS, skipped
+    assert all("no shared folders" in why for why in skipped.values()), skipped
+    standins = (work / "standins.log").read_text().splitlines()
+    assert len(standins) == instances, f"one stand-in per instance: {standins}"
+
+
 def standin_work(tmp_path: Path, conftest: str) -> Path:
     """A work directory for the scenario suite through stand-ins: the suite, ``conftest`` and ``standins.py``."""
     work = tmp_path / "work"

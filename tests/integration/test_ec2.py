@@ -37,6 +37,7 @@ from cernvm_fixtures.run import Keep, Run
 
 from ..helpers import (
     KILLED_LAUNCH,
+    assert_through_standins,
     cli,
     domains_under,
     ledger_entries,
@@ -752,28 +753,9 @@ def test_scenario_suite_end_to_end_against_moto_with_standins(moto, ami, tmp_pat
     marker = "SECRET-" + secrets.token_hex(12)
     env = dict(subprocess_env(state), AWS_SECRET_ACCESS_KEY=marker)
     suite = run_suite(work, tmp_path / "report.xml", env, timeout=600)
-    output, cases, skipped, properties = suite.output, suite.cases, suite.skipped, suite.properties
-    assert properties["cernvm_verification"] == "stand-in", "the report says what the cells really ran on"
-    assert set(cases) - set(skipped) >= {
-        "test_kernel_release",
-        "test_kernel_command_line",
-        "test_repositories_mounted_read_only",
-        "test_os_repository_is_the_root_source",
-        "test_probe",
-        "test_content_readable",
-        "test_scratch_disk_mounted",
-        "test_bootloader_version_file",
-        "test_hostname",
-        "test_user_data_recorded",
-        "test_ucernvm_block_delivered",
-    }, skipped
-    # what only a real EC2 instance can show is skipped, naming the stand-in; shared folders do not exist on EC2
-    assert "stand-in" in skipped.pop("test_network_driver") and "stand-in" in skipped.pop("test_user_data_source")
-    assert set(skipped) == {"test_shared_folders_mounted", "test_host_to_guest", "test_guest_to_host"}
-    assert all("no shared folders" in why for why in skipped.values())
-    standins = (work / "standins.log").read_text().splitlines()
-    assert len(standins) == 2, "two EC2 instances (plain and ucernvm context), each with its own stand-in"
-    assert marker not in output
+    assert suite.properties["cernvm_verification"] == "stand-in", "the report says what the cells really ran on"
+    assert_through_standins(suite, work, instances=2)
+    assert marker not in suite.output
 
     assert domains_under(tmp_path) == [], "stand-in domains left behind"
     assert ledger_entries(state) == [] and not list(state.glob("runs/*"))
