@@ -7,8 +7,9 @@ The fixture is session scoped: one server per pytest process (per xdist worker).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -35,6 +36,37 @@ UNSET = (
     "AWS_WEB_IDENTITY_TOKEN_FILE",
 )
 TAG_KEY = "cvmfx-run"
+CONSOLES: dict[str, Callable[[], str]] = {}
+"""Instance id -> what moto answers GetConsoleOutput with for it (a KVM stand-in's console, so the provider
+reads the stand-in's host keys from it as from a real instance's); others get moto's canned sample."""
+CONSOLES_ENV = "CVMFX_TEST_MOTO_CONSOLES"
+"""For a stand-in conftest in another process: a directory where file ``<instance id>`` names the console file
+to serve. Not EC2: the tests' control channel, like the other fakes' ``_test`` hooks."""
+
+
+def serve_consoles(directory: Path) -> Callable[..., Any]:
+    """moto's GetConsoleOutput answering from CONSOLES and ``directory``, else as moto does."""
+    from moto.core.responses import ActionResult
+    from moto.core.utils import utcnow
+    from moto.ec2.responses.general import General
+    from moto.ec2.utils import Base64EncodedString
+
+    canned = General.get_console_output
+
+    def get_console_output(self: Any) -> Any:
+        instance_id = self._get_param("InstanceId")
+        source = CONSOLES.get(instance_id)
+        named = directory / instance_id
+        if source is None and named.exists():
+            path = Path(named.read_text())
+            source = lambda: path.read_text(errors="replace") if path.exists() else ""  # noqa: E731
+        if source is None:
+            return canned(self)
+        instance = self.ec2_backend.get_instance(instance_id)  # an unknown id fails as in moto itself
+        output = Base64EncodedString.from_raw_string(source())
+        return ActionResult({"InstanceId": instance.id, "Timestamp": utcnow(), "Output": output})
+
+    return get_console_output
 
 
 @dataclass(frozen=True)
@@ -84,13 +116,18 @@ class Moto:
 
 
 @pytest.fixture(scope="session")
-def moto() -> Iterator[Moto]:
-    """A ThreadedMotoServer on a free port of 127.0.0.1, with fake credentials in the environment."""
+def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Moto]:
+    """A ThreadedMotoServer on a free port of 127.0.0.1, with fake credentials in the environment and the
+    consoles of stand-ins served as their instances' console output (CONSOLES, CONSOLES_ENV)."""
+    from moto.ec2.responses.general import General
     from moto.server import ThreadedMotoServer
 
     from cernvm_fixtures.providers import ec2
 
     patch = pytest.MonkeyPatch()
+    consoles = tmp_path_factory.mktemp("moto-consoles")
+    patch.setattr(General, "get_console_output", serve_consoles(consoles))
+    patch.setenv(CONSOLES_ENV, str(consoles))
     for name in UNSET:
         patch.delenv(name, raising=False)
     for name, value in FAKE_CREDENTIALS.items():
@@ -105,4 +142,5 @@ def moto() -> Iterator[Moto]:
     finally:
         server.stop()
         patch.undo()
+        CONSOLES.clear()
         ec2.reset_clients()

@@ -26,6 +26,7 @@ from ..fakes.azure.fixtures import CONTAINER
 from ..fakes.azure.vhd import make_vhd
 from ..fakes.openstack import CLOUD
 from ..helpers import docker_objects_under, domains_under
+from . import moto_server
 from . import test_virtualbox as vbox
 from .test_gce import existing_image
 
@@ -180,7 +181,8 @@ EC2_CREATES = (
 
 class TestEc2Contract(ProviderContract):
     """EC2 on moto's server; moto's instances have no reachable address, so the run's endpoint maps each of them
-    to the session's KVM stand-in (SSH on 127.0.0.1), whose key the run uses."""
+    to the session's KVM stand-in (SSH on 127.0.0.1), whose key the run uses; moto serves the stand-in's console
+    as the instance's, so host keys are checked, not trusted."""
 
     contract_skips = {
         "test_reboot_gives_a_new_boot_id": "moto records a reboot, but the shared KVM stand-in must not reboot",
@@ -207,14 +209,16 @@ class TestEc2Contract(ProviderContract):
             "poll_interval": 0.1,
             "slowdown": 1,
             "deadlines": {"running": 20, "reachable": 20, "login": 20, "ready": 20},
-            "host_key": "trust-first",  # moto's console is canned text without the stand-in's key block
         }
         return config.parse_target("contract", raw, "ec2 contract")
 
     @pytest.fixture(scope="class")
     @classmethod
     def contract_run(cls, standin) -> Callable[[Path], Run]:
-        return standin_run(standin)
+        def serve_console(machine) -> None:
+            moto_server.CONSOLES[machine.instance_id] = standin.console_log
+
+        return standin_run(standin, serve_console)
 
     @pytest.fixture(scope="class")
     @classmethod

@@ -47,7 +47,7 @@ from ..helpers import (
     subprocess_env,
     write_target,
 )
-from .moto_server import Moto
+from .moto_server import CONSOLES, Moto
 
 pytestmark = pytest.mark.integration
 
@@ -83,19 +83,21 @@ def target_for(moto: Moto, image: str, name: str = "ec2", **options) -> config.T
         "slowdown": 1,
         "tags": {"project": "cernvm-fixtures-tests"},
         "deadlines": {"running": 20, "reachable": 20, "login": 20, "ready": 20},
-        # moto's console output is canned text without the stand-in's key block: the key is trusted on first use
-        # (and pinned), reported as such; strict checks against a console run on every other target's stand-in
-        "host_key": "trust-first",
         **options,
     }
     return config.parse({"targets": {name: raw}}, "test").targets[name]
 
 
 def run_for(tmp_path: Path, standin=None, *, keep: Keep = Keep.NEVER, endpoint=None) -> Run:
-    """A run whose SSH goes to the stand-in (and that uses the stand-in's key, which the stand-in accepts)."""
-    if endpoint is None and standin is not None:
-        port = standin.machine.ssh_port
-        endpoint = lambda machine, host, p: ("127.0.0.1", port)  # noqa: E731
+    """A run whose SSH goes to the stand-in (and that uses the stand-in's key, which the stand-in accepts); moto
+    serves the stand-in's console as the instance's, so its host keys are checked as on EC2."""
+    if standin is not None:
+        to = endpoint or (lambda machine, host, p: ("127.0.0.1", standin.machine.ssh_port))
+
+        def endpoint(machine, host, p):
+            CONSOLES[machine.instance_id] = standin.console_log
+            return to(machine, host, p)
+
     run = Run(state=tmp_path / "state", keep=keep, endpoint=endpoint)
     if standin is not None:
         run.directory.mkdir(parents=True, mode=0o700)
@@ -142,6 +144,7 @@ def test_lifecycle_creates_the_documented_vpc_and_removes_everything(moto, ami, 
             "region": moto.region,
         }
         assert instance.run("hostname").stdout.strip() == standin.name, "SSH went through the endpoint hook"
+        assert instance.transport.verified is True, "the host key matched the block in the console output"
 
         entries = {r.kind: r for r in run.ledger.entries()}
         assert set(entries) == {
@@ -373,6 +376,25 @@ def test_instance_terminated_while_waiting_is_an_error(moto, ami, tmp_path):
     assert_nothing_left(moto, run)
 
 
+def test_a_host_key_the_console_did_not_announce_is_refused(moto, ami, standin, tmp_path):
+    forged = (
+        "-----BEGIN SSH HOST KEY KEYS-----\n"
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl root@forged\n"
+        "-----END SSH HOST KEY KEYS-----\n"
+    )
+
+    def endpoint(machine, host, p):
+        CONSOLES[machine.instance_id] = lambda: forged
+        return "127.0.0.1", standin.machine.ssh_port
+
+    run = Run(state=tmp_path / "state", endpoint=endpoint)
+    run.directory.mkdir(parents=True, mode=0o700)
+    shutil.copy2(standin.machine.provider.run.key_file, run.directory / "id_ed25519")
+    with pytest.raises(ReadinessError, match="not among the 1 key"):
+        launch(target_for(moto, ami, deadlines={"running": 20, "reachable": 30, "login": 5, "ready": 10}), run)
+    assert_nothing_left(moto, run)
+
+
 def closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -424,7 +446,6 @@ def config_file(path: Path, moto: Moto, ami: str, **extra) -> Path:
         "ssh_cidr": CIDR,
         "poll_interval": 0.2,
         "slowdown": 1,
-        "host_key": "trust-first",  # moto's canned console has no key block (see target_for)
         **extra,
     }
 
@@ -714,6 +735,8 @@ STANDIN_CONFTEST = '''
 """Stand-ins for EC2 instances that moto only pretends to run, each booted from the user data moto holds for
 that instance (read back with describe_instance_attribute)."""
 import base64
+import os
+from pathlib import Path
 
 import boto3
 from standins import StandIns
@@ -725,7 +748,12 @@ def user_data(machine, host):
     return base64.b64decode(value)
 
 
-STANDINS = StandIns("ec2", user_data)
+def booted(machine, standin):
+    """moto serves the stand-in's console as the instance's console output (the tests' hook in moto_server.py)."""
+    (Path(os.environ["CVMFX_TEST_MOTO_CONSOLES"]) / machine.instance_id).write_text(str(standin.console_file))
+
+
+STANDINS = StandIns("ec2", user_data, booted)
 
 
 def pytest_cernvm_endpoint(machine, host, port):
