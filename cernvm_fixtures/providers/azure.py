@@ -838,8 +838,8 @@ class AzureProvider(Provider[AzureOptions, "AzureMachine"]):
         did not cure, read what the blob holds and continue from there (up to UPLOAD_ATTEMPTS times)."""
         from azure.core.exceptions import AzureError
 
-        sent = 0
-        for attempt in range(1, UPLOAD_ATTEMPTS + 1):
+        sent, attempt = 0, 1
+        while True:
             held = written_ranges(blob_client) if resume or attempt > 1 else []
             offset = 0
             try:
@@ -854,7 +854,7 @@ class AzureProvider(Provider[AzureOptions, "AzureMachine"]):
                         f"upload {blob_client.blob_name} at byte {offset}: {e} (gave up after {attempt} attempts)"
                     ) from None
                 log.warning("%s: upload of %s stopped at byte %d (%s); continuing", machine.name, path.name, offset, e)
-        raise AssertionError("unreachable")
+                attempt += 1
 
     def _create_image(self, machine: Machine, blob_url: str, digest: str) -> str:
         from azure.mgmt.compute import models
