@@ -39,6 +39,7 @@ import testinfra
 from cernvm_fixtures import config, providers
 from cernvm_fixtures.instance import Instance, launch
 from cernvm_fixtures.run import Run
+from cernvm_fixtures.transport import shell
 
 COMMANDS = ["true", "uname -r", "cat /proc/mounts"]
 
@@ -75,8 +76,7 @@ def floor_ms(instance: Instance, repeat: int) -> float:
 
         def exchange() -> None:
             nonce = secrets.token_hex(16)
-            text = f"printf '\\n%s %d\\n' {nonce} 0; printf '\\n%s\\n' {nonce} >&2\n"
-            session._exchange("(markers only)", text, nonce, 30)
+            session._exchange("(markers only)", shell.end_markers(nonce, "0"), nonce, 30)
 
         return median_ms(exchange, repeat)
     finally:
@@ -126,7 +126,6 @@ def main() -> int:
             instance = launch(defaults.targets[name], run)
             try:
                 peers = PEERS[defaults.targets[name].provider](instance, workdir)
-                instance.run("true").check()  # a session to measure the floor on
                 floor = floor_ms(instance, args.repeat)
                 rows.append((name, "(none)", "floor: markers only", floor))
                 for command in COMMANDS:

@@ -745,10 +745,7 @@ class AzureProvider(Provider[AzureOptions, "AzureMachine"]):
             digest = hashlib.file_digest(f, "sha256").hexdigest()  # streamed: a VHD is gigabytes
         o = self.options
         url = blob_account_url(o)
-        from azure.storage.blob import BlobServiceClient
-
-        service = BlobServiceClient(url, credential=credential(o.instance_discovery))
-        blob_client = service.get_blob_client(o.container, f"{BLOB_PREFIX}{digest}.vhd")
+        blob_client = blob_service(url, o.instance_discovery).get_blob_client(o.container, f"{BLOB_PREFIX}{digest}.vhd")
         deadline = time.monotonic() + o.share_timeout
         while True:
             image_id, state = self._find_image(digest)
@@ -1089,17 +1086,21 @@ class AzureProvider(Provider[AzureOptions, "AzureMachine"]):
         return teardown_order([r for r in found if r is not None])
 
 
+def blob_service(account_url: str, instance_discovery: bool) -> Any:
+    """A blob service client with the one credential of the process."""
+    from azure.storage.blob import BlobServiceClient
+
+    return BlobServiceClient(account_url, credential=credential(instance_discovery))
+
+
 def blob_account_url(options: AzureOptions) -> str:
     return options.blob_endpoint or f"https://{options.storage_account}.blob.core.windows.net"
 
 
 def blob_leftovers(options: AzureOptions, data: dict[str, Any], recorded: set[str]) -> list[Resource]:
     """Uploaded VHDs in the target's container whose metadata names a machine no ledger entry names."""
-    from azure.storage.blob import BlobServiceClient
-
     url = blob_account_url(options)
-    service = BlobServiceClient(url, credential=credential(options.instance_discovery))
-    container = service.get_container_client(options.container)
+    container = blob_service(url, options.instance_discovery).get_container_client(options.container)
     listing = call(
         f"list blobs in {options.container}",
         lambda: list(container.list_blobs(name_starts_with=BLOB_PREFIX, include=["metadata"])),
@@ -1119,10 +1120,9 @@ def blob_leftovers(options: AzureOptions, data: dict[str, Any], recorded: set[st
 
 def _destroy_blob(resource: Resource) -> None:
     from azure.core.exceptions import ResourceNotFoundError
-    from azure.storage.blob import BlobServiceClient
 
     data = resource.data
-    service = BlobServiceClient(data["account_url"], credential=credential(data.get("instance_discovery", True)))
+    service = blob_service(data["account_url"], data.get("instance_discovery", True))
     blob_client = service.get_blob_client(data["container"], data["blob"])
     try:
         meta = blob_client.get_blob_properties().metadata or {}

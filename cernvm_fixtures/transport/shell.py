@@ -182,6 +182,11 @@ def kill_tree_command(pid: int, command_nonce: str | None = None) -> str:
     return f"sh -c {shlex.quote(KILL_TREE)} kill {int(pid)}{nonce}"
 
 
+def end_markers(nonce: str, status: str) -> str:
+    """What ends every exchange: ``status`` after the nonce on stdout, the nonce alone on stderr."""
+    return f"printf '\\n%s %d\\n' {nonce} {status}; printf '\\n%s\\n' {nonce} >&2\n"
+
+
 def script(command: str, nonce: str, mode: str = REAPER) -> str:
     """What the session shell is sent for one command: ``sh -c`` in a child, then both end markers.
 
@@ -201,7 +206,7 @@ def script(command: str, nonce: str, mode: str = REAPER) -> str:
         run = f"CVMFX_COMMAND={nonce} setsid {run}kill -0 -$! 2>/dev/null && cvmfx_reap $!; "
     else:
         run = f"CVMFX_COMMAND={nonce} {run}"
-    return f"{run}printf '\\n%s %d\\n' {nonce} $s; printf '\\n%s\\n' {nonce} >&2\n"
+    return run + end_markers(nonce, "$s")
 
 
 class ShellSession:
@@ -211,10 +216,7 @@ class ShellSession:
         self.channel = channel
         self.alive = True
         nonce = secrets.token_hex(16)
-        handshake = (
-            f"{REAP}{HANDSHAKE}printf '\\n%s %s' $$ $cvmfx_m; "
-            f"printf '\\n%s %d\\n' {nonce} 0; printf '\\n%s\\n' {nonce} >&2\n"
-        )
+        handshake = f"{REAP}{HANDSHAKE}printf '\\n%s %s' $$ $cvmfx_m; " + end_markers(nonce, "0")
         try:
             started = self._exchange("(session start)", handshake, nonce, connect_timeout)
         except CommandTimeout:

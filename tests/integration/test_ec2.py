@@ -387,9 +387,7 @@ def test_a_host_key_the_console_did_not_announce_is_refused(moto, ami, standin, 
         CONSOLES[machine.instance_id] = lambda: forged
         return "127.0.0.1", standin.machine.ssh_port
 
-    run = Run(state=tmp_path / "state", endpoint=endpoint)
-    run.directory.mkdir(parents=True, mode=0o700)
-    shutil.copy2(standin.machine.provider.run.key_file, run.directory / "id_ed25519")
+    run = run_for(tmp_path, standin, endpoint=endpoint)  # its console hook runs first, the forged one wins
     with pytest.raises(ReadinessError, match="not among the 1 key"):
         launch(target_for(moto, ami, deadlines={"running": 20, "reachable": 30, "login": 5, "ready": 10}), run)
     assert_nothing_left(moto, run)
