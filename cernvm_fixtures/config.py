@@ -54,6 +54,14 @@ class Deadlines(BaseModel):
     ready: float = Field(30, gt=0)
 
 
+def effective_deadlines(target: Deadlines, profile: Any) -> Deadlines:
+    """The deadlines of one boot: built-in defaults, then the profile's (``boot.deadlines``, sized for the image's
+    first boot), then the keys the target sets itself."""
+    values = {k: v for k, v in profile.boot.deadlines.model_dump().items() if v is not None}
+    values.update({k: getattr(target, k) for k in target.model_fields_set})
+    return Deadlines(**values)
+
+
 class TargetKeys(BaseModel):
     """Keys every target has, whatever its provider."""
 
@@ -66,9 +74,11 @@ class TargetKeys(BaseModel):
     deadlines: Deadlines = Deadlines()
     command_timeout: float | None = Field(120, gt=0)
     """Seconds a command may run when the caller gives no timeout (``Instance.run``, testinfra); none: no limit."""
-    host_key: Literal["console", "trust-first"] = "console"
-    """How the SSH host key is checked: against the key block the instance prints on its console, or trusted on
-    first use (then pinned, and reported), for images that print no such block."""
+    host_key: Literal["context", "console", "trust-first"] = "context"
+    """How the SSH host key is checked: ``context`` (default): the harness makes the instance's host key and hands
+    it over in the cloud-config ``ssh_keys`` (cloud-init installs it), then accepts only that key, whether or not
+    the console can be read; ``console``: against the key block the image prints on its (serial) console;
+    ``trust-first``: trusted on first use (then pinned, and reported), for images that do neither."""
     verification: VERIFICATION = "real engine"
     """What the target really runs on, for the reports: the platform itself, an emulator of its API, or an
     emulator whose machines are stand-ins (e.g. moto's EC2 answered by a KVM guest)."""
@@ -87,7 +97,7 @@ class Target:
     shared_folders: Mapping[str, str] = field(default_factory=dict)
     deadlines: Deadlines = field(default_factory=Deadlines)
     command_timeout: float | None = 120
-    host_key: str = "console"
+    host_key: str = "context"
     origin: str = "built-in defaults"
     verification: str = "real engine"
     table: str = ""

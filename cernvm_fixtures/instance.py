@@ -16,8 +16,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .config import Target
-from .context import Context, UserData
+from .config import Deadlines, Target, effective_deadlines
+from .context import Context, HostKey, UserData
 from .errors import CernvmError, PermanentError, ReadinessError
 from .profile import Profile
 from .providers import get as get_provider
@@ -57,6 +57,11 @@ class Instance:
     @property
     def name(self) -> str:
         return self.machine.name
+
+    @cached_property
+    def deadlines(self) -> Deadlines:
+        """Seconds per readiness step: the profile's first-boot deadlines, overridden by the target's own keys."""
+        return effective_deadlines(self.target.deadlines, self.profile)
 
     @property
     def traits(self) -> Mapping[str, str]:
@@ -131,13 +136,13 @@ class Instance:
             self.transport.exec("(sleep 1; reboot) >/dev/null 2>&1 &", timeout=30)
         finally:
             self.transport.close()
-        deadline = time.monotonic() + self.target.deadlines.running * self.machine.slowdown
+        deadline = time.monotonic() + self.deadlines.running * self.machine.slowdown
         while True:
             self.wait_ready()
             if self.transport.boot_id != before:
                 return self
             if time.monotonic() > deadline:
-                raise ReadinessError(self.name, "reboot", self.target.deadlines.running, "boot id did not change")
+                raise ReadinessError(self.name, "reboot", self.deadlines.running, "boot id did not change")
             self.transport.close()
             time.sleep(0.5)
 
@@ -156,7 +161,7 @@ class Instance:
         """Walk the readiness steps; raise ReadinessError naming the first one that misses its deadline."""
         start = time.monotonic()
         scale = self.machine.slowdown
-        deadlines = self.target.deadlines
+        deadlines = self.deadlines
 
         def step(name: str, seconds: float, attempt: Callable[[], str | None]) -> None:
             begun = time.monotonic()
@@ -223,7 +228,12 @@ def launch(target: Target, run: Run, *, user_data: UserData | None = None, profi
     provider = get_provider(target.provider)(target, run)
     profile = profile or target.load_profile()
     machine = provider.machine(run.name(target.name))
-    context = Context(hostname=machine.name, ssh_keys=(run.public_key,), user_data=user_data or UserData())
+    host_key = HostKey.generate() if target.host_key == "context" else None
+    context = Context(
+        hostname=machine.name, ssh_keys=(run.public_key,), user_data=user_data or UserData(), host_key=host_key
+    )
+    if host_key is not None:
+        machine.context_host_keys = [host_key.public]
     try:
         provider.launch(machine, context)
         created = time.time()

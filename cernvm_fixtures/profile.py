@@ -24,7 +24,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import ConfigError
 from .netcheck import interface_name
@@ -69,6 +69,25 @@ Words = list[str] | list[Rule[list[str]]]
 
 class Ready(_Section):
     command: Text = "true"
+
+
+class BootDeadlines(_Section):
+    """Seconds per readiness step a first boot of the image may take (before the provider's slowdown); a target's
+    own ``deadlines`` win, key by key."""
+
+    running: float | None = Field(None, gt=0)
+    reachable: float | None = Field(None, gt=0)
+    login: float | None = Field(None, gt=0)
+    ready: float | None = Field(None, gt=0)
+
+
+class Boot(_Section):
+    """What the image needs from the platform to boot."""
+
+    network: bool = False
+    """Whether the image loads its OS over the network at boot (µCernVM: from CernVM-FS servers): the target's
+    network must reach out (or, for the test appliance, reach the server the harness provides)."""
+    deadlines: BootDeadlines = BootDeadlines()
 
 
 class Kernel(_Section):
@@ -135,6 +154,7 @@ class Profile(_Section):
     name: str
     summary: str = ""
     ready: Ready = Ready()
+    boot: Boot = Boot()
     kernel: Kernel = Kernel()
     cvmfs: Cvmfs = Cvmfs()
     scratch: Scratch = Scratch()

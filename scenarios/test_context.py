@@ -35,17 +35,26 @@ def test_user_data_recorded(cernvm):
     )
 
 
-@pytest.mark.cernvm_context(ucernvm={"cvmfs_branch": "cernvm-fixtures-check"})
+# cvmfs_branch names the OS repository (CernVM Launch's CI sets exactly this; an unknown one stops µCernVM's
+# boot), resize_rootfs=no keeps the default scratch size: both harmless, and "no" shows the bootloader's 0/1.
+UCERNVM = {"cvmfs_branch": "cernvm-prod.cern.ch", "resize_rootfs": "no"}
+
+
+@pytest.mark.cernvm_context(ucernvm=UCERNVM)
 def test_ucernvm_block_delivered(cernvm):
     path = expect(cernvm, "context.user_data_file")
     recorded = cernvm.run(f"cat {shlex.quote(path)}").stdout
-    assert "[ucernvm-begin]" in recorded and "cvmfs_branch=cernvm-fixtures-check" in recorded, (
+    assert "[ucernvm-begin]" in recorded and "cvmfs_branch=cernvm-prod.cern.ch" in recorded, (
         f"the [ucernvm-begin] block asked for by the test is not in the recorded user data at {path}"
     )
     ucontext = cernvm.expected("context.ucontext_file")
     if ucontext:
+        # [micro] parse_user_data: _UCONTEXT_<KEY IN CAPITALS>=<value>, yes/on/true as 1 and no/off/false as 0
         parsed = cernvm.run(f"cat {shlex.quote(ucontext)}")
-        assert "cvmfs_branch=cernvm-fixtures-check" in parsed.stdout.splitlines(), (
-            f"the bootloader did not parse the [ucernvm-begin] block into {ucontext}: "
-            f"{parsed.stderr.strip() or parsed.stdout.strip() or 'empty'}"
+        lines = parsed.stdout.splitlines()
+        wanted = ["_UCONTEXT_CVMFS_BRANCH=cernvm-prod.cern.ch", "_UCONTEXT_RESIZE_ROOTFS=0"]
+        missing = [line for line in wanted if line not in lines]
+        assert parsed.succeeded and not missing, (
+            f"the bootloader did not record the [ucernvm-begin] block in {ucontext} as µCernVM does "
+            f"(missing {', '.join(missing)}): {parsed.stderr.strip() or parsed.stdout.strip() or 'empty'}"
         )

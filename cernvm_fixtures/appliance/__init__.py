@@ -11,8 +11,15 @@ variant) are unchanged.
 Variants other than ``ok`` each lack exactly one property, for negative tests
 (see :data:`VARIANTS`).
 
-Console lines the appliance prints on the serial console (ttyS0), besides the
-kernel's own messages:
+It boots like the released µCernVM ISO where the harness depends on it: its kernel line has no
+``console=`` word, so everything it prints goes to tty0 (the screen) and the serial port stays silent
+(direct kernel boot may append ``console=ttyS0``, as CernVM's hvm, tar.gz and vhd images do); it loads its
+OS repository over HTTP at boot from the CernVM-FS server on its kernel line (``cvmfs_server=`` :data:`STRATUM1`,
+which the KVM provider forwards to a process on the host serving :attr:`Appliance.stratum1`), stopping with
+"Unable to mount cvmfs root filesystem!" when nothing answers; its SSH host key is the one the context hands
+over in the cloud-config's ``ssh_keys``.
+
+Console lines (on /dev/console), besides the kernel's own messages:
 
 * progress lines, with the uptime like kernel messages:
   ``[        3.98] cernvm-fixtures: bootloader: <message>`` (initramfs stage) and
@@ -43,7 +50,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ._builder import CONSOLE_ARGS, CVMFS_ARGS, OS_PATH, OS_REPO, RELEASE, SOURCE_DATE_EPOCH, VARIANTS, VERSION  # noqa: F401
+from ._builder import (  # noqa: F401 - re-exported
+    CVMFS_ARGS,
+    OS_PATH,
+    OS_REPO,
+    RELEASE,
+    SERIAL_CONSOLE,
+    SOURCE_DATE_EPOCH,
+    STRATUM1,
+    VARIANTS,
+    VERSION,
+)  # noqa: F401
 from ._errors import ApplianceError
 
 __all__ = ["VARIANTS", "VERSION", "ApplianceError", "Appliance", "build"]
@@ -60,8 +77,16 @@ class Appliance:
     kernel: Path
     initrd: Path
     cmdline: str  # kernel command line used by the ISO, for direct kernel boot
+    stratum1: Path  # what the appliance's CernVM-FS server serves (cvmfs/<repo>/os.squashfs)
     docker_tarball: Path
     version: str  # what aux/ucernvm-version and /UCVM/version contain
+
+
+def serve_stratum1(built: Appliance) -> int:
+    """Start (once per process) the appliance's CernVM-FS server on 127.0.0.1; returns its port."""
+    from ._stratum1 import serve
+
+    return serve(built.stratum1)
 
 
 def default_cache() -> Path:
@@ -91,6 +116,7 @@ def build(
         kernel=entry / manifest["kernel"],
         initrd=entry / manifest["initrd"],
         cmdline=manifest["cmdline"],
+        stratum1=entry / manifest["stratum1"],
         docker_tarball=entry / manifest["docker_tarball"],
         version=manifest["version"],
     )

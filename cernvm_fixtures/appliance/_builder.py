@@ -46,8 +46,17 @@ OS_REPO = "cernvm-prod.cern.ch"
 OS_PATH = "cvm4"
 ISO_LABEL = "UCERNVM_APPLIANCE"
 
-CONSOLE_ARGS = "console=tty0 console=ttyS0,115200"
+STRATUM1 = "10.0.2.100"
+"""The appliance's CernVM-FS server as the guest reaches it (its ``cvmfs_server=``): an address of QEMU's
+user-mode network that the KVM provider forwards to a process on the host serving :data:`STRATUM1_DIR`
+(``guestfwd``), whether or not the guest may reach anything else."""
+STRATUM1_DIR = "stratum1"
+"""Directory of a base cache entry the appliance's CernVM-FS server serves: ``cvmfs/<repo>/os.squashfs``."""
+NO_SERVER = "10.0.2.101"
+"""Where the variant ``no-stratum1`` looks for its server: nothing answers there."""
 CVMFS_ARGS = f"cvmfs_repos={OS_REPO} cernvm_path={OS_PATH}"
+SERIAL_CONSOLE = "console=ttyS0"
+"""What CernVM's hvm (EC2), tar.gz (GCE) and vhd (Azure) images add to the kernel line; the ISO has no console=."""
 
 # variant -> (description, flags that differ from the correct appliance)
 _VARIANTS: dict[str, tuple[str, dict[str, int]]] = {
@@ -61,6 +70,11 @@ _VARIANTS: dict[str, tuple[str, dict[str, int]]] = {
         {"UCVM_SCRATCH": 0},
     ),
     "no-shared": ("9p shared folders are not mounted", {"UCVM_SHARED": 0}),
+    "no-stratum1": (
+        "the kernel line names a CernVM-FS server nobody answers at: the boot stops with µCernVM's "
+        "'Unable to mount cvmfs root filesystem!' on the screen (tty0); the serial port stays silent",
+        {},
+    ),
     "bad-cmdline": ("the kernel command line lacks cvmfs_repos= and cernvm_path=", {}),
     "no-context": (
         "no host name from meta-data, no context/user-data or context/source (SSH keys are still installed)",
@@ -98,6 +112,7 @@ _BINARIES = {
     "dropbearkey": "usr/bin/dropbearkey",
     "mke2fs": "sbin/mke2fs",
     "blkid": "sbin/blkid",  # util-linux: busybox-static has no blkid applet
+    "dropbearconvert": "usr/bin/dropbearconvert",
     "sshfs": "usr/lib/cernvm-fixtures/sshfs",  # on PATH only in the sshfs variant (rc.sysinit links it)
 }
 
@@ -105,9 +120,11 @@ Log = Callable[[str], None]
 
 
 def cmdline_for(variant: str) -> str:
+    """The ISO's kernel line: like the released ISO, no console= word (so /dev/console is tty0, the screen)."""
+    server = NO_SERVER if variant == "no-stratum1" else STRATUM1
     if variant == "bad-cmdline":
-        return CONSOLE_ARGS
-    return f"{CONSOLE_ARGS} {CVMFS_ARGS}"
+        return f"cvmfs_server={server}"
+    return f"{CVMFS_ARGS} cvmfs_server={server}"
 
 
 def variant_conf(variant: str) -> str:
@@ -166,7 +183,7 @@ def collect_inputs(cache: Path, log: Log) -> Inputs:
     tools = _host.find_host_tools()
     kernel = _host.resolve_kernel(tools, cache, log)
     libraries: list[str] = []
-    for tool in ("dropbear", "dropbearkey", "mke2fs", "blkid", "sshfs"):
+    for tool in ("dropbear", "dropbearkey", "dropbearconvert", "mke2fs", "blkid", "sshfs"):
         for lib in _host.ldd_libraries(tools[tool], tools["ldd"]):
             if lib not in libraries:
                 libraries.append(lib)
@@ -446,10 +463,12 @@ def _build_base(inputs: Inputs, out: Path, cache: Path, log: Log) -> dict:
 
     # --- initramfs (bootloader stage) ---
     initramfs = work / "initramfs"
-    for d in ("bin", "dev", "proc", "sys", "run", "tmp", "mnt/.ro", "mnt/.rw", "newroot", "etc/ucvm", "ucvm"):
+    for d in ("bin", "dev", "proc", "sys", "run", "tmp", "mnt/.ro", "mnt/.rw", "newroot", "etc/ucvm"):
         (initramfs / d).mkdir(parents=True, exist_ok=True)
         os.chmod(initramfs / d, 0o755)
     _copy(FILES / "initramfs/init", initramfs / "init", 0o755)
+    _copy(FILES / "initramfs/udhcpc.script", initramfs / "etc/ucvm/udhcpc.script", 0o755)
+    _copy(FILES / "os/usr/libexec/cernvm-fixtures/ucontext.awk", initramfs / "etc/ucvm/ucontext.awk", 0o644)
     _copy(tools["busybox"], initramfs / "bin/busybox", 0o755)
     moddir = moddir_root / "lib/modules" / kver
     order_lines = []
@@ -473,13 +492,13 @@ def _build_base(inputs: Inputs, out: Path, cache: Path, log: Log) -> dict:
         "UCVM_OS_REPO": OS_REPO,
         "UCVM_OS_PATH": OS_PATH,
         "UCVM_LDSO": ldso,
-        "UCVM_LIBPATH": ":".join(f"/mnt/.ro/{OS_PATH}{d}" for d in lib_dirs),
+        "UCVM_LIBPATH": ":".join(f"@OS@{d}" for d in lib_dirs),
         "UCVM_MKE2FS": "/" + _BINARIES["mke2fs"],
     }
     (initramfs / "etc/ucvm/build.conf").write_text("".join(f"{k}={v}\n" for k, v in build_conf.items()))
     (initramfs / "etc/ucvm/version").write_text(VERSION + "\n")
 
-    # --- OS repository (squashfs) ---
+    # --- OS repository (squashfs), served to the guest by the appliance's CernVM-FS server ---
     repo = work / "repository"
     os_tree = repo / OS_PATH
     os_tree.mkdir(parents=True)
@@ -488,11 +507,12 @@ def _build_base(inputs: Inputs, out: Path, cache: Path, log: Log) -> dict:
     (repo / ".cvmfs-repository").write_text(OS_REPO + "\n")
     os.chmod(repo, 0o755)
     timer.step("OS tree staged")
+    (out / STRATUM1_DIR / "cvmfs" / OS_REPO).mkdir(parents=True)
     _run(
         [
             tools["mksquashfs"],
             repo,
-            initramfs / "ucvm/os.squashfs",
+            out / STRATUM1_DIR / "cvmfs" / OS_REPO / "os.squashfs",
             "-noappend",
             "-comp",
             "gzip",
@@ -508,7 +528,7 @@ def _build_base(inputs: Inputs, out: Path, cache: Path, log: Log) -> dict:
         "mksquashfs",
         epoch=False,
     )  # mksquashfs refuses SOURCE_DATE_EPOCH together with -all-time
-    os.chmod(initramfs / "ucvm/os.squashfs", 0o644)
+    os.chmod(out / STRATUM1_DIR / "cvmfs" / OS_REPO / "os.squashfs", 0o644)
     timer.step("OS repository squashfs made")
 
     entries = list(_archive.tree_entries(initramfs))
@@ -557,6 +577,11 @@ def _build_variant(inputs: Inputs, variant: str, base: Path, out: Path, log: Log
         f.write(seg_path.read_bytes())
     _link_or_copy(base / "vmlinuz", out / "vmlinuz")
     _link_or_copy(base / manifest["docker_tarball"], out / manifest["docker_tarball"])
+    served = Path(STRATUM1_DIR) / "cvmfs" / OS_REPO / "os.squashfs"
+    _link_or_copy(base / served, out / served)
+    for d in (out / STRATUM1_DIR, *(out / STRATUM1_DIR).rglob("*")):
+        if d.is_dir():
+            os.chmod(d, 0o755)
 
     stage = out / "iso-root"
     _copy(tools["isolinux.bin"], stage / "isolinux/isolinux.bin", 0o644)
@@ -607,6 +632,7 @@ def _build_variant(inputs: Inputs, variant: str, base: Path, out: Path, log: Log
         "kernel": "vmlinuz",
         "initrd": initrd.name,
         "docker_tarball": manifest["docker_tarball"],
+        "stratum1": STRATUM1_DIR,
         "kernel_release": manifest["kernel_release"],
         "kernel_package": manifest["kernel_package"],
     }

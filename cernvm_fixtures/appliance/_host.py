@@ -37,6 +37,7 @@ TOOLS: dict[str, str] = {
     "busybox": "busybox-static",
     "dropbear": "dropbear-bin",
     "dropbearkey": "dropbear-bin",
+    "dropbearconvert": "dropbear-bin",  # the context's ssh_keys (OpenSSH format) to dropbear's format
     "mke2fs": "e2fsprogs",
     "sshfs": "sshfs",  # the sshfs variant: shared folders by reverse SSHFS
     "blkid": "util-linux",
@@ -85,7 +86,7 @@ HOST_PACKAGES = (
 )
 
 # searched after $PATH: sbin directories are often missing from a user's PATH
-EXTRA_TOOL_DIRS: tuple[str, ...] = ("/usr/sbin", "/sbin")
+EXTRA_TOOL_DIRS: tuple[str, ...] = ("/usr/sbin", "/sbin", "/usr/lib/dropbear")
 
 META_PACKAGE = "linux-image-amd64"
 KERNEL_DEB_GLOB = "linux-image-[0-9]*-amd64_*_amd64.deb"

@@ -18,6 +18,8 @@ from email.mime.text import MIMEText
 from typing import Any
 
 import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 
 class _Dumper(yaml.SafeDumper):
@@ -48,6 +50,45 @@ class UserData:
         return bool(self.cloud_config or self.ucernvm or self.amiconfig or self.raw)
 
 
+@dataclass(frozen=True, repr=False)
+class HostKey:
+    """An SSH host key pair the harness makes for one instance and hands over in its cloud-config ``ssh_keys``.
+
+    cloud-init (and the test appliance) install it as the instance's host key, so the harness knows the key to
+    expect before the instance boots, on every target, whether or not its console can be read. The cost: the
+    private half travels in the user data, so whoever can read the instance's user data (its metadata service,
+    the cloud account, the context ISO on this host) could impersonate the instance to this harness.
+    """
+
+    private: str
+    """OpenSSH private key file content (``-----BEGIN OPENSSH PRIVATE KEY-----``)."""
+    public: str
+    """``ssh-ed25519 AAAA...``"""
+
+    @classmethod
+    def generate(cls) -> HostKey:
+        key = Ed25519PrivateKey.generate()
+        private = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+        )
+        public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        return cls(private.decode(), public.decode())
+
+    def __repr__(self) -> str:
+        return f"HostKey({self.public!r})"
+
+
+class _Literal(str):
+    """A string the cloud-config shows as a YAML block scalar (``|``), as cloud-init's examples write keys."""
+
+
+def _literal(dumper: yaml.SafeDumper, value: _Literal) -> yaml.Node:
+    return dumper.represent_scalar("tag:yaml.org,2002:str", str(value), style="|")
+
+
+_Dumper.add_representer(_Literal, _literal)
+
+
 @dataclass(frozen=True)
 class Context:
     """The full context of one instance: its name, the run's SSH key and the requested user data."""
@@ -55,11 +96,19 @@ class Context:
     hostname: str
     ssh_keys: tuple[str, ...] = ()
     user_data: UserData = UserData()
+    host_key: HostKey | None = None
+    """The instance's SSH host key, made by the harness (target key ``host_key = "context"``)."""
 
     def cloud_config(self) -> dict[str, Any]:
         config: dict[str, Any] = {"hostname": self.hostname}
         if self.ssh_keys:
             config["ssh_authorized_keys"] = list(self.ssh_keys)
+        if self.host_key is not None:
+            # cloud-init's cc_ssh writes these as /etc/ssh/ssh_host_ed25519_key{,.pub}
+            config["ssh_keys"] = {
+                "ed25519_private": _Literal(self.host_key.private),
+                "ed25519_public": self.host_key.public,
+            }
         config.update(self.user_data.cloud_config)
         return config
 

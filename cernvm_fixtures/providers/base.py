@@ -188,6 +188,9 @@ class Machine(ABC):
         self.resources: list[Resource] = []
         self.traits: dict[str, str] = {"provider": provider.name, "target": provider.target.name}
         self.shared_folders: dict[str, Path] = {}
+        self.context_host_keys: list[str] | None = None
+        """Host public keys the harness handed over in the context (``host_key = "context"``); None: read the
+        console."""
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"
@@ -214,11 +217,14 @@ class Machine(ABC):
         return ""
 
     def host_keys(self) -> list[str] | None:
-        """The host keys from the first ``SSH HOST KEY KEYS`` block on the console, None if none was printed.
+        """The host keys the instance must present: those handed over in its context, else those of the first
+        ``SSH HOST KEY KEYS`` block on the console, None if none was printed.
 
-        The first: anything printed later (a process writing to the console) cannot replace the keys the
+        The first block: anything printed later (a process writing to the console) cannot replace the keys the
         image announced at boot; the markers must start their lines.
         """
+        if self.context_host_keys is not None:
+            return list(self.context_host_keys)
         block = KEYS_BLOCK.search(self.console_log())
         if block is None:
             return None

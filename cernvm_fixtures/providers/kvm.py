@@ -5,10 +5,13 @@ CD drive (ISO on IDE hdc, read-only), a sparse scratch disk on virtio vda,
 acpi/apic/pae, 2 GiB RAM. The context goes in as a NoCloud seed on a second CD
 drive, the serial console goes to a file, 9p shares carry shared folders.
 
-Networking: ``user`` (default) gives the guest QEMU user-mode networking with
-outbound traffic disabled and SSH forwarded from a free port on 127.0.0.1;
-``nat`` puts it on a libvirt network (e.g. ``default``) and reaches it at the
-address from the DHCP leases, for real hosts.
+Networking: ``user`` (default) gives the guest QEMU user-mode networking with SSH
+forwarded from a free port on 127.0.0.1, and outbound traffic allowed only where the
+image loads its OS over the network at boot (``restrict``; a real µCernVM needs its
+CernVM-FS servers); the test appliance's own CernVM-FS server is a process on this
+host the guest reaches through a ``guestfwd``, so it boots restricted. ``nat`` puts
+the guest on a libvirt network (e.g. ``default``) and reaches it at the address from
+the DHCP leases, for real hosts.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import socket
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from xml.etree import ElementTree
 
 from pydantic import Field
@@ -37,6 +40,10 @@ from ..ledger import Resource
 from ..transport.base import Login
 from ..transport.ssh import SSHTransport, ssh_login
 from .base import Machine, Provider, ProviderOptions, console_file_text
+
+if TYPE_CHECKING:
+    from ..config import Target
+    from ..profile import Profile
 from .kit import (
     ClientCache,
     abandoned,
@@ -65,10 +72,18 @@ class KvmOptions(ProviderOptions):
     vcpus: int = Field(1, ge=1)
     disk_size: int = Field(20, ge=1, description="GiB, sparse scratch disk")
     network: Literal["user", "nat"] = "user"
+    restrict: bool | None = None
+    """User-mode networking only: ``true`` isolates the guest (it reaches nothing but the forwards the harness
+    makes), ``false`` lets it reach out through the host; default: isolated, unless the profile says the image
+    loads its OS over the network at boot (``boot.network``) and it is not the test appliance (whose CernVM-FS
+    server is forwarded from this host)."""
     nat_network: str = "default"
     nic_model: Literal["virtio", "e1000", "rtl8139"] = "virtio"
     boot: Literal["cdrom", "kernel"] = "cdrom"
     """``kernel``: direct kernel boot (appliance only), faster than the documented CD boot."""
+    kernel_args: str = ""
+    """Direct kernel boot only: words appended to the appliance's kernel line, e.g. ``console=ttyS0`` (what
+    CernVM's hvm, tar.gz and vhd images have, and its ISO has not)."""
     graphics: bool = False
     """A VNC display on 127.0.0.1 (it has no password; the harness uses the serial console), off unless asked."""
     slowdown: float = Field(4.0, ge=1.0)
@@ -260,6 +275,8 @@ def domain_xml(
     shared: dict[str, Path],
     ssh_port: int | None,
     metadata: dict[str, str],
+    restrict: bool = True,
+    stratum1: int | None = None,
 ) -> str:
     """The libvirt domain XML for one machine (pure function, unit-tested); every value is escaped."""
     domain = ElementTree.Element("domain", type=domain_type)
@@ -315,9 +332,12 @@ def domain_xml(
     _seclabel(domain, uri)
     if options.network == "user":
         device = {"virtio": "virtio-net-pci", "e1000": "e1000", "rtl8139": "rtl8139"}[options.nic_model]
+        netdev = f"user,id=n0,restrict={'on' if restrict else 'off'},hostfwd=tcp:127.0.0.1:{ssh_port}-:22"
+        if stratum1 is not None:
+            netdev += "," + stratum1_forward(stratum1)
         args = [
             "-netdev",
-            f"user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{ssh_port}-:22",
+            netdev,
             "-device",
             f"{device},netdev=n0,bus=pci.0,addr=0x9",
         ]
@@ -325,6 +345,15 @@ def domain_xml(
         for arg in args:
             _element(commandline, f"{{{QEMU_NS}}}arg", value=arg)
     return _serialize(domain)
+
+
+def stratum1_forward(port: int) -> str:
+    """The ``guestfwd`` that connects the appliance's CernVM-FS server address (its ``cvmfs_server=``) to the
+    server on 127.0.0.1:``port``: a character device reconnecting after each request (libvirt's QEMU sandbox
+    forbids the per-connection ``cmd:`` form); works with ``restrict=on``, nothing else is reachable."""
+    from ..appliance import STRATUM1
+
+    return f"guestfwd=tcp:{STRATUM1}:80-tcp:127.0.0.1:{port},,reconnect=1"  # QEMU's option syntax doubles commas
 
 
 def _destroy_domain(dom: Any) -> None:
@@ -360,29 +389,55 @@ class KvmProvider(Provider[KvmOptions, "KvmMachine"]):
     def uri(self) -> str:
         return self.options.uri or default_uri()
 
-    def _boot_source(self) -> tuple[Path | None, tuple[Path, Path, str] | None]:
-        """ISO to boot from the CD drive, or kernel+initrd+cmdline; validated before anything is created."""
+    def _boot_source(self) -> tuple[Path | None, tuple[Path, Path, str] | None, int | None]:
+        """ISO to boot from the CD drive, or kernel+initrd+cmdline, and the port of the appliance's CernVM-FS
+        server on 127.0.0.1 (appliance only); validated before anything is created."""
         variant = appliance_variant(self.target.image)
         if variant is not None:
             from .. import appliance
 
             built = appliance.build(variant)
+            stratum1 = appliance.serve_stratum1(built) if self.options.network == "user" else None
             if self.options.boot == "kernel":
-                return None, (built.kernel, built.initrd, built.cmdline)
-            return built.iso, None
+                cmdline = " ".join(filter(None, [built.cmdline, self.options.kernel_args]))
+                return None, (built.kernel, built.initrd, cmdline), stratum1
+            return built.iso, None, stratum1
         if self.options.boot == "kernel":
             raise ConfigError(f"{self.target.where('boot')}: 'kernel' needs the appliance image")
         iso = self.target.image_file(
             ".iso", "ISO images (e.g. ucernvm-prod.<V>-<R>.cernvm.x86_64.iso) or 'appliance[:variant]'"
         )
-        return iso, None
+        return iso, None, None
+
+    def restricted(self, profile: Profile) -> bool:
+        """Whether the guest's user-mode network reaches nothing but the harness's forwards (``restrict``)."""
+        if self.options.restrict is not None:
+            return self.options.restrict
+        return not (profile.boot.network and appliance_variant(self.target.image) is None)
+
+    @classmethod
+    def check_profile(cls, target: Target, profile: Profile) -> None:
+        """An image that loads its OS over the network at boot needs a network that reaches its servers."""
+        options: KvmOptions = target.options
+        appliance = appliance_variant(target.image) is not None
+        needs = f"profile {profile.name!r} says the image loads its OS over the network at boot (boot.network)"
+        if appliance and options.network == "nat":
+            raise ConfigError(
+                f"{target.where('network')}: 'nat' cannot reach the test appliance's CernVM-FS server (a process "
+                "on this host that only user-mode networking forwards to the guest); use network = 'user'"
+            )
+        if profile.boot.network and not appliance and options.network == "user" and options.restrict:
+            raise ConfigError(
+                f"{target.where('restrict')}: true isolates the guest, but {needs}: it would stop with "
+                "'Unable to mount cvmfs root filesystem!'; set restrict = false, or network = 'nat'"
+            )
 
     def machine(self, name: str) -> KvmMachine:
         return KvmMachine(self, name)
 
     def launch(self, machine: KvmMachine, context: Context) -> None:
         libvirt = _libvirt()
-        iso, kernel = self._boot_source()
+        iso, kernel, stratum1 = self._boot_source()
         conn = connect(self.uri)
         domain_type: str = self.options.domain_type
         if domain_type == "auto":
@@ -412,6 +467,8 @@ class KvmProvider(Provider[KvmOptions, "KvmMachine"]):
                 shared=machine.shared_folders,
                 ssh_port=port,
                 metadata=encode_fields(resource),
+                restrict=self.restricted(self.target.load_profile()),
+                stratum1=stratum1,
             )
             try:
                 flags = 0 if keep else libvirt.VIR_DOMAIN_START_AUTODESTROY

@@ -101,6 +101,7 @@ class SSHTransport(Transport):
         self._drop()
         client = paramiko.Transport(self._socket())
         try:
+            self._offer_announced_types(client)
             client.banner_timeout = self.connect_timeout
             client.start_client(timeout=self.connect_timeout)
             self._verify(client.get_remote_server_key())
@@ -122,6 +123,16 @@ class SSHTransport(Transport):
         finally:
             chan.close()
 
+    def _offer_announced_types(self, client: paramiko.Transport) -> None:
+        """Ask only for host key types the instance announced: a server holding several (cloud-init makes RSA and
+        ECDSA keys besides the one handed over) then presents the announced one, not whichever it prefers."""
+        announced = self._pinned and [self._pinned] or self._host_keys() or []
+        options = client.get_security_options()
+        wanted = {k.split()[0] for k in announced if k.split()}
+        types = [t for t in options.key_types if t in wanted or (t.startswith("rsa-sha2") and "ssh-rsa" in wanted)]
+        if types:
+            options.key_types = types
+
     def _verify(self, key: paramiko.PKey) -> None:
         """Accept only a key the instance announced (or, with ``trust_first``, the first one offered), then pin it."""
         offered = f"{key.get_name()} {key.get_base64()}"
@@ -138,7 +149,8 @@ class SSHTransport(Transport):
                 raise HostKeyUnknown(
                     f"{self}: the instance has not printed its host keys on the console yet"
                     " (-----BEGIN SSH HOST KEY KEYS-----); not trusting the key offered"
-                    ' (set host_key = "trust-first" on the target for images that never print them)'
+                    ' (host_key = "context", the default, hands the instance a key instead; "trust-first" trusts'
+                    " the first key offered)"
                 )
             log.warning('%s: host key %s trusted on first use (host_key = "trust-first")', self, key.fingerprint)
             self.verified = False
@@ -147,7 +159,7 @@ class SSHTransport(Transport):
         else:
             raise HostKeyMismatch(
                 f"{self}: server offered host key {key.fingerprint}, "
-                f"which is not among the {len(announced)} key(s) the instance announced on its console"
+                f"which is not among the {len(announced)} key(s) the instance was given or announced"
             )
         self._pinned = offered
 

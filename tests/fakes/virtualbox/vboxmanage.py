@@ -15,6 +15,7 @@ runs. So everything up to VirtualBox's own hypervisor is the real thing.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -56,6 +57,18 @@ def running(config: str) -> int | None:
     except (OSError, ValueError):
         return None
     return pid
+
+
+def stratum1_forward(media: object) -> list[str]:
+    """The test appliance loads its OS from its CernVM-FS server (10.0.2.100): where the boot ISO is an appliance
+    build (its ``stratum1`` directory beside it), the stand-in answers that address with busybox's httpd, one
+    process per connection (plain QEMU has no sandbox forbidding it). Real VirtualBox has no such forward."""
+    for path in media:
+        stratum1 = Path(str(path)).parent / "stratum1"
+        if str(path).endswith(".iso") and stratum1.is_dir():
+            busybox = shutil.which("busybox") or "/bin/busybox"
+            return [f"guestfwd=tcp:10.0.2.100:80-cmd:{busybox} httpd -i -h {stratum1}".replace(",", ",,")]
+    return []
 
 
 def qemu_argv(config: str) -> list[str]:
@@ -109,7 +122,7 @@ def qemu_argv(config: str) -> list[str]:
         slot = int(adapter.get("slot"))
         argv += [
             "-netdev",
-            ",".join([f"user,id=n{slot},restrict=on", *forwards]),
+            ",".join([f"user,id=n{slot},restrict=on", *forwards, *stratum1_forward(images.values())]),
             "-device",
             f"{NIC.get(adapter.get('type'), 'e1000')},netdev=n{slot}",
         ]
