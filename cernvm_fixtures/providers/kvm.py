@@ -1,9 +1,11 @@
 """KVM through libvirt: the documented CernVM domain layout, reached over a 127.0.0.1 port forward.
 
-Layout (from the CernVM "How to run on KVM" guide): hvm x86_64 booting from the
-CD drive (ISO on IDE hdc, read-only), a sparse scratch disk on virtio vda,
-acpi/apic/pae, 2 GiB RAM. The context goes in as a NoCloud seed on a second CD
-drive, the serial console goes to a file, 9p shares carry shared folders.
+Layout (from the CernVM "How to run on KVM" guide): hvm x86_64 on the ``pc``
+(i440fx) machine booting from the CD drive (ISO on IDE hdc, read-only), a sparse
+scratch disk on virtio vda, acpi/apic/pae, 2 GiB RAM. The context goes in as a
+NoCloud seed on a second CD drive, the serial console goes to a file, 9p shares
+carry shared folders. ``machine = "q35"`` is for hosts whose QEMU has no IDE
+(the RHEL 9 family): the CD drives go on q35's built-in SATA (AHCI) controller.
 
 Networking: ``user`` (default) gives the guest QEMU user-mode networking with SSH
 forwarded from a free port on 127.0.0.1, and outbound traffic allowed only where the
@@ -25,7 +27,7 @@ import socket
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 from xml.etree import ElementTree
 
 from pydantic import Field
@@ -40,10 +42,6 @@ from ..ledger import Resource
 from ..transport.base import Login
 from ..transport.ssh import SSHTransport, ssh_login
 from .base import Machine, Provider, ProviderOptions, console_file_text
-
-if TYPE_CHECKING:
-    from ..config import Target
-    from ..profile import Profile
 from .kit import (
     ClientCache,
     abandoned,
@@ -54,6 +52,10 @@ from .kit import (
     remove_machine_directory,
     wait_until,
 )
+
+if TYPE_CHECKING:
+    from ..config import Target
+    from ..profile import Profile
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +81,9 @@ class KvmOptions(ProviderOptions):
     server is forwarded from this host)."""
     nat_network: str = "default"
     nic_model: Literal["virtio", "e1000", "rtl8139"] = "virtio"
+    machine: Literal["pc", "q35"] = "pc"
+    """``pc``: i440fx, the layout of CernVM's KVM guide (ISO on IDE hdc); ``q35``: for hosts whose QEMU has no IDE
+    (the RHEL 9 family): CD drives on SATA (sda, sdb), the user-mode NIC on pcie.0."""
     boot: Literal["cdrom", "kernel"] = "cdrom"
     """``kernel``: direct kernel boot (appliance only), faster than the documented CD boot."""
     kernel_args: str = ""
@@ -261,6 +266,26 @@ def probe_xml(*, name: str, kernel: Path, console: Path, uri: str) -> str:
     return _serialize(domain)
 
 
+class MachineLayout(NamedTuple):
+    """Where a machine type puts the CD drives and the user-mode NIC."""
+
+    cdrom_bus: str
+    iso_target: str
+    seed_target: str
+    nic_bus: str
+    """QEMU's name of the root bus (libvirt's PCI controller 0; on q35 ``pci.1`` and up are pcie-root-ports)."""
+    nic_addr: str
+    """A root-bus slot libvirt does not hand out (it knows nothing of a device on the QEMU command line). pc: one
+    slot per device from 0x1 up; q35 (virsh dumpxml, libvirt 9.0): video 0x1, pcie-root-ports eight to a slot from
+    0x1/0x2 up (one per 9p share or virtio disk), SATA 0x1f.2."""
+
+
+MACHINE_LAYOUTS = {
+    "pc": MachineLayout("ide", "hdc", "hdd", "pci.0", "0x9"),
+    "q35": MachineLayout("sata", "sda", "sdb", "pcie.0", "0x9"),
+}
+
+
 def domain_xml(
     *,
     name: str,
@@ -284,8 +309,9 @@ def domain_xml(
     _element(_element(domain, "metadata"), f"{{{NS}}}resource", **metadata)
     _element(domain, "memory", str(options.memory), unit="MiB")
     _element(domain, "vcpu", str(options.vcpus))
+    layout = MACHINE_LAYOUTS[options.machine]
     os_ = _element(domain, "os")
-    _element(os_, "type", "hvm", arch="x86_64")
+    _element(os_, "type", "hvm", arch="x86_64", machine=options.machine)
     if kernel is not None:
         vmlinuz, initrd, cmdline = kernel
         _element(os_, "kernel", str(vmlinuz))
@@ -310,9 +336,9 @@ def domain_xml(
             _element(element, "readonly")
 
     if iso is not None:
-        disk_device("cdrom", iso, "hdc", "ide", True)
+        disk_device("cdrom", iso, layout.iso_target, layout.cdrom_bus, True)
     disk_device("disk", disk, "vda", "virtio", False)
-    disk_device("cdrom", seed, "hdd", "ide", True)
+    disk_device("cdrom", seed, layout.seed_target, layout.cdrom_bus, True)
     for tag, path in shared.items():
         # mapped (QEMU's security_model=mapped-xattr): guest owners and modes live in xattrs, so root in
         # the guest cannot create setuid-root files on the host (passthrough would let it).
@@ -339,7 +365,7 @@ def domain_xml(
             "-netdev",
             netdev,
             "-device",
-            f"{device},netdev=n0,bus=pci.0,addr=0x9",
+            f"{device},netdev=n0,bus={layout.nic_bus},addr={layout.nic_addr}",
         ]
         commandline = _element(domain, f"{{{QEMU_NS}}}commandline")
         for arg in args:

@@ -5,6 +5,8 @@ from xml.etree import ElementTree
 
 import pytest
 
+from cernvm_fixtures import config
+from cernvm_fixtures.errors import ConfigError
 from cernvm_fixtures.providers.kvm import NS, KvmOptions, domain_xml, probe_xml
 
 QEMU = "{http://libvirt.org/schemas/domain/qemu/1.0}"
@@ -47,6 +49,70 @@ def test_documented_layout():
     assert dom.find("devices/graphics") is None, "no VNC unless asked for (it has no password)"
     graphics = render(options={"graphics": True}).find("devices/graphics")
     assert (graphics.get("type"), graphics.get("listen")) == ("vnc", "127.0.0.1")
+
+
+def test_machine_type_is_always_named():
+    """A host's default machine type decides nothing: RHEL 9's QEMU defaults to q35, which has no IDE."""
+    assert render().find("os/type").get("machine") == "pc", "the default is the guide's i440fx layout"
+    assert render(options={"machine": "q35"}).find("os/type").get("machine") == "q35"
+    kernel = (Path("/a/vmlinuz"), Path("/a/initrd"), "console=ttyS0")
+    assert render(iso=None, kernel=kernel, options={"machine": "q35"}).find("os/type").get("machine") == "q35"
+
+
+# machine type -> (bus, target) of the ISO's and of the seed's CD drive, and the NIC's -device placement
+LAYOUTS = {
+    "pc": (("ide", "hdc"), ("ide", "hdd"), "bus=pci.0,addr=0x9"),
+    "q35": (("sata", "sda"), ("sata", "sdb"), "bus=pcie.0,addr=0x9"),
+}
+
+
+@pytest.mark.parametrize("machine", LAYOUTS)
+def test_cd_drives_on_a_bus_the_machine_type_has(machine):
+    iso_drive, seed_drive, _ = LAYOUTS[machine]
+    dom = render(options={"machine": machine})
+    drives = [(d.get("device"), d.find("target").get("bus"), d.find("target").get("dev")) for d in dom.iter("disk")]
+    assert drives == [("cdrom", *iso_drive), ("disk", "virtio", "vda"), ("cdrom", *seed_drive)]
+    assert dom.find("os/boot").get("dev") == "cdrom"
+    if machine == "q35":
+        assert all(target.get("bus") != "ide" for target in dom.iter("target")), "q35 has no IDE controller"
+    kernel = (Path("/a/vmlinuz"), Path("/a/initrd"), "console=ttyS0")
+    seed_only = render(iso=None, kernel=kernel, options={"machine": machine})
+    assert [(d.find("target").get("bus"), d.find("target").get("dev")) for d in seed_only.iter("disk")] == [
+        ("virtio", "vda"),
+        seed_drive,
+    ]
+
+
+@pytest.mark.parametrize("machine", LAYOUTS)
+@pytest.mark.parametrize("nic_model", ["virtio", "e1000"])
+def test_user_network_nic_on_the_root_bus_of_the_machine_type(machine, nic_model):
+    """pci.0 does not exist on q35 (libvirt names its pcie-root-ports pci.1 and up): QEMU would not start."""
+    dom = render(options={"machine": machine, "nic_model": nic_model})
+    args = [a.get("value") for a in dom.find(f"{QEMU}commandline")]
+    device = {"virtio": "virtio-net-pci", "e1000": "e1000"}[nic_model]
+    assert args[args.index("-device") + 1] == f"{device},netdev=n0,{LAYOUTS[machine][2]}"
+    assert "hostfwd=tcp:127.0.0.1:40022-:22" in args[args.index("-netdev") + 1]
+
+
+@pytest.mark.parametrize("machine", LAYOUTS)
+def test_libvirt_places_the_other_devices_on_either_machine_type(machine):
+    """9p shares and the NAT NIC carry no address: libvirt puts them on pcie-root-ports on q35 by itself."""
+    dom = render(options={"machine": machine}, shared={"data": Path("/h/data"), "two": Path("/h/two")})
+    assert [(f.get("accessmode"), f.find("target").get("dir")) for f in dom.iter("filesystem")] == [
+        ("mapped", "data"),
+        ("mapped", "two"),
+    ]
+    nat = render(options={"machine": machine, "network": "nat"}, ssh_port=None)
+    assert nat.find("devices/interface/source").get("network") == "default"
+    assert dom.find(".//address") is None and nat.find(".//address") is None
+
+
+def test_machine_type_choice_is_checked_at_load(tmp_path):
+    (tmp_path / "cernvm.toml").write_text("[targets.kvm]\nprovider = 'kvm'\nmachine = 'i440fx'\n")
+    with pytest.raises(ConfigError) as error:
+        config.load(None, tmp_path)
+    message = str(error.value).replace(str(tmp_path / "cernvm.toml"), "FILE")
+    assert "FILE: targets.kvm.machine: expected 'pc' or 'q35' (got 'i440fx')" in message
 
 
 def test_user_network_forwards_ssh_from_loopback_only():
