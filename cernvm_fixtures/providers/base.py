@@ -181,6 +181,9 @@ class Machine(ABC):
 
     slowdown: float = 1.0
     """Factor applied to readiness deadlines (e.g. software emulation is several times slower)."""
+    context_host_keys: list[str] | None = None
+    """Host public keys the harness handed over in the context (``host_key = "context"``); None: read the
+    console."""
 
     def __init__(self, provider: Provider[Any, Any], name: str) -> None:
         self.provider = provider
@@ -188,9 +191,6 @@ class Machine(ABC):
         self.resources: list[Resource] = []
         self.traits: dict[str, str] = {"provider": provider.name, "target": provider.target.name}
         self.shared_folders: dict[str, Path] = {}
-        self.context_host_keys: list[str] | None = None
-        """Host public keys the harness handed over in the context (``host_key = "context"``); None: read the
-        console."""
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"

@@ -40,6 +40,7 @@ def test_variants_ok_first_and_described():
         "no-ready",
         "no-ssh",
         "sshfs",
+        "no-stratum1",
     }
     assert all(isinstance(d, str) and d and "\n" not in d for d in appliance.VARIANTS.values())
 
@@ -61,23 +62,55 @@ def test_each_broken_variant_drops_exactly_one_property():
         conf = _builder.variant_conf(variant).splitlines()
         assert conf[0] == f"UCVM_VARIANT={variant}"
         zeros = [line for line in conf[1:] if line.endswith("=0")]
-        if variant in ("ok", "bad-cmdline"):
+        if variant in ("ok", "bad-cmdline", "no-stratum1"):  # the last two differ on the kernel line
             assert zeros == []
         else:
             assert len(zeros) == 1, (variant, zeros)
 
 
+# The kernel line of each image format, as CernVM's build writes it (cernvm-micro Makefile and isolinux.cfg,
+# tag 2021.05-1): the ISO and .hdd have no console= word; hvm (EC2) and tar.gz (GCE) add console=ttyS0; vhd
+# (Azure) adds console=ttyS0 earlyprintk=ttyS0 rootdelay=300 numa=off and drops quiet and loglevel=3; aarch64
+# boots from UEFI startup.nsh without root=first and with cvmfs_repository_tag=HEAD. The appliance's ISO follows
+# the ISO row; direct kernel boot appends what a format adds (KVM's kernel_args).
+FORMATS = [
+    ("iso", [], ["console=ttyS0", "console=tty0"]),
+    ("hvm", ["console=ttyS0"], []),
+    ("tar.gz", ["console=ttyS0"], []),
+    ("vhd", ["console=ttyS0", "earlyprintk=ttyS0", "rootdelay=300", "numa=off"], ["quiet", "loglevel=3"]),
+]
+
+
+@pytest.mark.parametrize(("fmt", "adds", "lacks"), FORMATS, ids=[f[0] for f in FORMATS])
+def test_cmdline_per_image_format_matches_the_cernvm4_profile(fmt, adds, lacks):
+    from cernvm_fixtures import profile
+
+    provider = {"iso": "kvm", "hvm": "ec2", "tar.gz": "gce", "vhd": "azure"}[fmt]
+    wanted = profile.load("cernvm4").expect("kernel.cmdline", {"provider": provider, "kind": "vm"}).value
+    assert all(word in wanted for word in adds), (fmt, wanted)
+    assert not any(word in wanted for word in lacks), (fmt, wanted)
+    ok = _builder.cmdline_for("ok").split()
+    if fmt == "iso":
+        assert not any(word.startswith("console=") for word in ok), ok
+    assert "cvmfs_repos=cernvm-prod.cern.ch" in ok and "cernvm_path=cvm4" in ok and "cernvm_path=cvm4" in wanted
+    assert "cvmfs_server=*" in wanted and f"cvmfs_server={_builder.STRATUM1}" in ok
+
+
+def test_aarch64_rule_follows_startup_nsh():
+    from cernvm_fixtures import profile
+
+    arm = profile.load("cernvm4").expect("kernel.cmdline", {"provider": "kvm", "kind": "vm", "arch": "aarch64"}).value
+    assert "root=first" not in arm and "cvmfs_repository_tag=HEAD" in arm and "cvmfs_repos=cernvm-aarch64.cern.ch" in arm
+
+
 def test_cmdline_per_variant():
     ok = _builder.cmdline_for("ok")
-    assert ok.split()[:2] == ["console=tty0", "console=ttyS0,115200"]
-    assert "cvmfs_repos=cernvm-prod.cern.ch" in ok.split()
-    assert "cernvm_path=cvm4" in ok.split()
-    assert "quiet" not in ok.split()
+    assert ok.split() == ["cvmfs_repos=cernvm-prod.cern.ch", "cernvm_path=cvm4", f"cvmfs_server={_builder.STRATUM1}"]
     bad = _builder.cmdline_for("bad-cmdline")
-    assert "cvmfs_repos=" not in bad and "cernvm_path=" not in bad
-    assert "console=ttyS0,115200" in bad
+    assert "cvmfs_repos=" not in bad and "cernvm_path=" not in bad and "console=" not in bad
+    assert _builder.cmdline_for("no-stratum1").split()[-1] == f"cvmfs_server={_builder.NO_SERVER}"
     for variant in appliance.VARIANTS:
-        if variant != "bad-cmdline":
+        if variant not in ("bad-cmdline", "no-stratum1"):
             assert _builder.cmdline_for(variant) == ok
 
 
@@ -430,13 +463,23 @@ other_keys: [x]
 
 
 @needs_busybox
-def test_meta_data_hostname_yaml_and_json():
-    assert _awk("meta-data.awk", "instance-id: i-1\nlocal-hostname: my-vm\n") == ["my-vm"]
-    assert _awk("meta-data.awk", "local-hostname: 'q-vm'  # c\n") == ["q-vm"]
-    assert _awk("meta-data.awk", '{"instance-id": "i", "local-hostname": "json-vm"}') == ["json-vm"]
-    assert _awk("meta-data.awk", '{"hostname": "os-vm", "name": "n", "uuid": "u"}') == ["os-vm"]
-    assert _awk("meta-data.awk", '{"uuid": "u", "name": "n"}') == []
-    assert _awk("meta-data.awk", "instance-id: i\n") == []
+@needs_busybox
+def test_host_key_from_ssh_keys_block_and_plain():
+    from cernvm_fixtures.context import Context, HostKey
+
+    key = HostKey.generate()
+    text = Context("vm", ("ssh-ed25519 AAAA run",), host_key=key).parts()[0][1]
+    private = _awk_vars("host-key.awk", text, want="ed25519_private")
+    assert "\n".join(private) + "\n" == key.private
+    assert _awk_vars("host-key.awk", text, want="ed25519_public") == [key.public]
+    hand = "#cloud-config\nssh_keys:\n    ed25519_public: 'ssh-ed25519 AAAB x'\nhostname: h\n"
+    assert _awk_vars("host-key.awk", hand, want="ed25519_public") == ["ssh-ed25519 AAAB x"]
+    assert _awk_vars("host-key.awk", "#cloud-config\nhostname: h\n", want="ed25519_private") == []
+
+
+def _awk_vars(script: str, text: str, **variables: str) -> list[str]:
+    argv = [BUSYBOX, "awk", *(f"-v{k}={v}" for k, v in variables.items()), "-f", str(AWK_DIR / script)]
+    return subprocess.run(argv, input=text, capture_output=True, text=True, check=True).stdout.splitlines()
 
 
 @needs_busybox
@@ -449,7 +492,18 @@ not a setting
 # [ucernvm-end]
 outside=1
 """
-    assert _awk("ucontext.awk", text) == ["resize_rootfs=off", "cvmfs_branch = devel"]
+    # µCernVM's record: _UCONTEXT_<KEY IN CAPITALS>=<value>, yes/on/true as 1 and no/off/false as 0
+    assert _awk("ucontext.awk", text) == ["_UCONTEXT_RESIZE_ROOTFS=0", "_UCONTEXT_CVMFS_BRANCH=devel"]
+    flags = "[ucernvm-begin]\na=YES\nb=on\nc=True\nd=No\ne=off\nf=false\ng=maybe\n[ucernvm-end]\n"
+    assert _awk("ucontext.awk", flags) == [
+        "_UCONTEXT_A=1",
+        "_UCONTEXT_B=1",
+        "_UCONTEXT_C=1",
+        "_UCONTEXT_D=0",
+        "_UCONTEXT_E=0",
+        "_UCONTEXT_F=0",
+        "_UCONTEXT_G=maybe",
+    ]
 
 
 def test_prune_drops_old_entries_of_other_inputs_only(tmp_path):

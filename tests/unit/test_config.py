@@ -140,3 +140,16 @@ def test_command_line_image_override_brings_its_profile(tmp_path):
     assert kvm.with_overrides(str(iso), "cernvm4").profile == "cernvm4"
     with pytest.raises(ConfigError, match="--cernvm-image"):
         kvm.with_overrides(str(iso))
+
+
+def test_deadlines_profile_first_boot_then_the_targets_own_keys():
+    from cernvm_fixtures import profile
+    from cernvm_fixtures.config import Deadlines, effective_deadlines
+
+    c4 = profile.load("cernvm4")
+    assert effective_deadlines(Deadlines(), c4).reachable == c4.boot.deadlines.reachable
+    assert effective_deadlines(Deadlines(reachable=5), c4).reachable == 5
+    assert effective_deadlines(Deadlines(reachable=5), c4).ready == c4.boot.deadlines.ready
+    assert effective_deadlines(Deadlines(), profile.load("cernvm5").model_copy(update={"boot": profile.Boot()})) == (
+        Deadlines()
+    )

@@ -95,3 +95,19 @@ def test_seed_without_a_file_is_noticed(tmp_path):
     path = write_seed(Context("vm-4"), tmp_path / "seed.iso")
     with pytest.raises(pycdlib.pycdlibexception.PyCdlibInvalidInput):
         _read_iso(path, ["openstack/latest/userdata"])
+
+
+def test_host_key_goes_to_ssh_keys_as_cloud_init_reads_it():
+    """cloud-init's cc_ssh installs ssh_keys.ed25519_private/_public as the host key: a YAML block scalar."""
+    import yaml
+
+    from cernvm_fixtures.context import HostKey
+
+    key = HostKey.generate()
+    text = Context("vm", ("ssh-ed25519 AAAA run",), host_key=key).render().decode()
+    assert "ed25519_private: |" in text
+    parsed = yaml.safe_load(text)
+    assert parsed["ssh_keys"] == {"ed25519_private": key.private, "ed25519_public": key.public}
+    assert key.private.startswith("-----BEGIN OPENSSH PRIVATE KEY-----") and key.public.startswith("ssh-ed25519 ")
+    assert key.private not in repr(key), "the private half never shows in a repr (logs, reports)"
+    assert "ssh_keys" not in Context("vm").cloud_config()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import socket
+
 import paramiko
 import pytest
 
@@ -85,3 +87,26 @@ def test_the_first_block_wins_and_must_start_its_lines():
     assert ConsoleMachine(inline).host_keys() is None
     assert ConsoleMachine(inline + block(real)).host_keys() == [f"{line(real)} root@host"]
     assert ConsoleMachine("no keys yet\n").host_keys() is None
+
+
+def test_keys_handed_over_in_the_context_win_over_the_console():
+    real, forged = key(), key()
+    machine = ConsoleMachine("boot\n" + block(forged))
+    machine.context_host_keys = [line(real)]
+    assert machine.host_keys() == [line(real)]
+    assert ConsoleMachine("silent serial port").host_keys() is None
+
+
+def test_only_the_announced_key_type_is_asked_for():
+    """A server holding several host keys (cloud-init makes RSA and ECDSA ones besides the handed-over Ed25519)
+    must be asked for the announced type, else it presents whichever it prefers and is refused."""
+    import paramiko
+
+    ssh = transport([[line(key())]])
+    client = paramiko.Transport(socket.socketpair()[0])
+    try:
+        ssh._offer_announced_types(client)
+        types = set(client.get_security_options().key_types)
+        assert types and types <= {"ssh-rsa", "rsa-sha2-256", "rsa-sha2-512"}, types  # key() makes RSA keys
+    finally:
+        client.close()

@@ -183,3 +183,54 @@ def test_kernel_paths_are_escaped_in_the_domain_and_the_probe(path):
     assert dom.find("os/cmdline").text == "console=ttyS0 a=<&>"
     probe = ElementTree.fromstring(probe_xml(name="cvmfx-probe-1", kernel=Path(path), console=Path(path), uri="x"))
     assert probe.find("os/kernel").text == path and probe.find("devices/serial/source").get("path") == path
+
+
+def netdev(dom) -> str:
+    args = [a.get("value") for a in dom.iter(f"{QEMU}arg")]
+    return args[args.index("-netdev") + 1]
+
+
+def test_the_appliance_server_is_forwarded_and_the_guest_stays_isolated():
+    """The appliance loads its OS from 10.0.2.100: a guestfwd to the server on 127.0.0.1 (a reconnecting
+    character device: libvirt's QEMU sandbox forbids the cmd: form), with restrict=on."""
+    value = netdev(render(stratum1=41234))
+    assert "restrict=on" in value.split(",")
+    assert "guestfwd=tcp:10.0.2.100:80-tcp:127.0.0.1:41234,,reconnect=1" in value
+    assert "guestfwd" not in netdev(render())
+    assert "restrict=off" in netdev(render(restrict=False)).split(",")
+
+
+@pytest.fixture
+def iso(tmp_path) -> str:
+    path = tmp_path / "ucernvm.iso"
+    path.write_bytes(bytes(32769) + b"CD001" + bytes(2048))  # the ISO 9660 signature the config check reads
+    return str(path)
+
+
+def kvm_target(profile: str, **options):
+    raw = {"kvm": {"provider": "kvm", "profile": profile, **options}}
+    return config.parse({"targets": raw}, "cernvm.toml").targets["kvm"]
+
+
+def test_an_image_that_boots_over_the_network_is_not_isolated(iso):
+    from cernvm_fixtures.providers.kvm import KvmProvider
+
+    real = kvm_target("cernvm4", image=iso)
+    provider = KvmProvider(real, run=None)  # type: ignore[arg-type]
+    assert provider.restricted(real.load_profile()) is False, "µCernVM needs its CernVM-FS servers"
+    appliance = kvm_target("appliance")
+    assert KvmProvider(appliance, run=None).restricted(appliance.load_profile()) is True  # type: ignore[arg-type]
+    five = kvm_target("cernvm5", image=iso)
+    assert KvmProvider(five, run=None).restricted(five.load_profile()) is True  # type: ignore[arg-type]
+
+
+def test_an_isolated_network_for_an_image_that_boots_over_it_is_refused_at_load(iso):
+    target = kvm_target("cernvm4", image=iso, restrict=True)
+    with pytest.raises(ConfigError) as err:
+        target.load_profile()
+    message = str(err.value)
+    assert "targets.kvm.restrict" in message and "Unable to mount cvmfs root filesystem!" in message
+    assert "restrict = false" in message
+    with pytest.raises(ConfigError, match=r"targets\.kvm\.network: 'nat' cannot reach the test appliance"):
+        kvm_target("appliance", network="nat").load_profile()
+    kvm_target("appliance", restrict=True).load_profile()  # its server is forwarded: fine

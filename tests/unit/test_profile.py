@@ -244,7 +244,26 @@ def test_cernvm5_container_and_vm():
     assert p.expect("cvmfs.repositories", container).value == ["cernvm-five.cern.ch"]
     assert p.expect("ready.command", container).value == "test -d /cvmfs/cernvm-five.cern.ch"
     assert p.expect("scratch.mountpoint", {"provider": "kvm", **VM}).value is None, "no µCernVM scratch disk"
-    assert p.expect("shared.mechanism", {"provider": "kvm", **VM}).value == "virtiofs"
+    # nothing in CernVM 5 mounts a share by itself, and the KVM provider makes no virtiofs device
+    assert p.expect("shared.mechanism", {"provider": "kvm", **VM}).value is None
+    assert p.expect("network.driver", {"provider": "ec2", "instance_type": "t2.medium", **VM}).value == "vif"
+    assert p.expect("network.driver", {"provider": "ec2", "instance_type": "c4.large", **VM}).value == "ixgbevf"
+    assert p.expect("network.driver", {"provider": "ec2", "instance_type": "m6i.large", **VM}).value == "ena"
+
+
+def test_kvm_nic_model_decides_the_driver():
+    for name in ("cernvm4", "cernvm5", "appliance"):
+        p = profile.load(name)
+        assert p.expect("network.driver", {"provider": "kvm", "nic_model": "e1000", **VM}).value == "e1000", name
+        assert p.expect("network.driver", {"provider": "kvm", "nic_model": "virtio", **VM}).value == "virtio_net"
+
+
+def test_first_boot_needs_are_declared_like_cernvm4():
+    """The appliance states the same needs as CernVM 4: its OS over the network at boot, and first-boot deadlines."""
+    c4, app = profile.load("cernvm4"), profile.load("appliance")
+    assert c4.boot.network and app.boot.network
+    assert c4.boot.deadlines.reachable and c4.boot.deadlines.reachable >= 300
+    assert app.boot.deadlines.reachable and app.boot.deadlines.ready
 
 
 def test_every_cernvm_rule_cites_a_source():
