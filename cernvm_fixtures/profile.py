@@ -101,7 +101,8 @@ class Cvmfs(_Section):
     repositories: Words = []
     fstype: Text = None
     os_mount: Text = None
-    probe: bool = True
+    probe: bool | list[Rule[bool]] = True
+    """Whether ``cvmfs_config probe`` can see the repositories (not under parrot: no cvmfs2 mount there)."""
 
 
 class Scratch(_Section):

@@ -113,6 +113,7 @@ _BINARIES = {
     "mke2fs": "sbin/mke2fs",
     "blkid": "sbin/blkid",  # util-linux: busybox-static has no blkid applet
     "dropbearconvert": "usr/bin/dropbearconvert",
+    "automount": "usr/sbin/automount",
     "sshfs": "usr/lib/cernvm-fixtures/sshfs",  # on PATH only in the sshfs variant (rc.sysinit links it)
 }
 
@@ -183,8 +184,9 @@ def collect_inputs(cache: Path, log: Log) -> Inputs:
     tools = _host.find_host_tools()
     kernel = _host.resolve_kernel(tools, cache, log)
     libraries: list[str] = []
-    for tool in ("dropbear", "dropbearkey", "dropbearconvert", "mke2fs", "blkid", "sshfs"):
-        for lib in _host.ldd_libraries(tools[tool], tools["ldd"]):
+    linked = [tools[t] for t in ("dropbear", "dropbearkey", "dropbearconvert", "mke2fs", "blkid", "sshfs", "automount")]
+    for binary in linked + [tools.files[m] for m in _host.AUTOFS_MODULES]:
+        for lib in _host.ldd_libraries(binary, tools["ldd"]):
             if lib not in libraries:
                 libraries.append(lib)
     hashed = [tools[t] for t in _BINARIES] + libraries + list(tools.files.values())
@@ -349,7 +351,7 @@ def _stage_os_tree(inputs: Inputs, root: Path) -> None:
         ("mnt/.ro", 0o755),
         ("mnt/.rw", 0o755),
         ("mnt/shared", 0o755),
-        (f"cvmfs/{OS_REPO}", 0o755),
+        ("cvmfs", 0o755),  # autofs mounts repositories under it on first access
         ("var/log", 0o755),
         ("var/tmp", 0o1777),
         ("var/lib", 0o755),
@@ -363,6 +365,8 @@ def _stage_os_tree(inputs: Inputs, root: Path) -> None:
     for lib in inputs.libraries:
         _copy(lib, root / lib.lstrip("/"), 0o755)
     _copy(tools["mke2fs.conf"], root / "etc/mke2fs.conf", 0o644)
+    for module in _host.AUTOFS_MODULES:
+        _copy(tools.files[module], root / tools.files[module].lstrip("/"), 0o644)
     proc = _run([tools["busybox"], "--list-full"], "busybox --list-full")
     for applet in proc.stdout.split():
         link = root / applet

@@ -39,6 +39,7 @@ TOOLS: dict[str, str] = {
     "dropbearkey": "dropbear-bin",
     "dropbearconvert": "dropbear-bin",  # the context's ssh_keys (OpenSSH format) to dropbear's format
     "mke2fs": "e2fsprogs",
+    "automount": "autofs",  # /cvmfs/<repository> mounted on first access, as cvmfs_config setup makes it
     "sshfs": "sshfs",  # the sshfs variant: shared folders by reverse SSHFS
     "blkid": "util-linux",
     "xorriso": "xorriso",
@@ -54,11 +55,24 @@ DATA_FILES: dict[str, tuple[str, str]] = {
     "ldlinux.c32": ("/usr/lib/syslinux/modules/bios/ldlinux.c32", "syslinux-common"),
     "mke2fs.conf": ("/etc/mke2fs.conf", "e2fsprogs"),
 }
+AUTOFS_MODULES = (
+    "lookup_file.so",
+    "lookup_program.so",
+    "parse_sun.so",
+    "mount_generic.so",
+    "mount_nfs.so",
+    "mount_bind.so",
+    "mount_autofs.so",
+)
+"""automount's own modules the appliance needs: a master map file naming a program map whose entries are plain
+(generic) mounts; the sun parser loads the NFS module, which loads the bind module, whatever the map holds."""
+DATA_FILES.update({m: (f"/usr/lib/x86_64-linux-gnu/autofs/{m}", "autofs") for m in AUTOFS_MODULES})
 
 # the packages whose versions go into the cache key (tools change output bytes)
 KEY_PACKAGES = (
     "busybox-static",
     "dropbear-bin",
+    "autofs",
     "e2fsprogs",
     "util-linux",
     "xorriso",
@@ -75,6 +89,7 @@ KEY_PACKAGES = (
 HOST_PACKAGES = (
     "busybox-static",
     "dropbear-bin",
+    "autofs",
     "sshfs",
     "xorriso",
     "isolinux",

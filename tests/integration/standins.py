@@ -74,7 +74,16 @@ class StandIns:
         blob = self.user_data(machine, host)
         if self.run is None:
             self.run = Run()
-        raw = {"standin": {"provider": "kvm", "domain_type": "qemu", "deadlines": DEADLINES}}
+        # the serial console of CernVM's cloud images (hvm, tar.gz, vhd: console=ttyS0), which the fakes serve
+        raw = {
+            "standin": {
+                "provider": "kvm",
+                "domain_type": "qemu",
+                "deadlines": DEADLINES,
+                "boot": "kernel",
+                "kernel_args": "console=ttyS0",
+            }
+        }
         target = config.parse({"targets": raw}, f"{self.provider} stand-in").targets["standin"]
         provider = KvmProvider(target, self.run)
         standin = provider.machine(self.run.name("standin"))

@@ -201,6 +201,7 @@ class TestEc2Contract(ProviderContract):
         )["ImageId"]
         raw = {
             "provider": "ec2",
+            "host_key": "console",  # the shared stand-in announces its own key on its serial console
             "image": image,
             "profile": "appliance",
             "region": moto.region,
@@ -278,6 +279,7 @@ class TestOpenStackContract(ProviderContract):
         image = openstack_cloud.add_image(f"CernVM 4 contract [{secrets.token_hex(3)}]", b"cernvm-bootloader")
         raw = {
             "provider": "openstack",
+            "host_key": "console",  # the shared stand-in announces its own key on its serial console
             "image": image["id"],
             "profile": "appliance",
             "cloud": CLOUD,
@@ -344,6 +346,7 @@ class TestGceContract(ProviderContract):
     def contract_target(cls, gce_session) -> config.Target:
         raw = {
             "provider": "gce",
+            "host_key": "console",  # the shared stand-in announces its own key on its serial console
             "image": existing_image(gce_session),
             "profile": "appliance",
             "zone": gce_session.zone,
@@ -413,6 +416,7 @@ class TestAzureContract(ProviderContract):
         image_id = azure_cloud.client("compute").images.begin_create_or_update(group, "cernvm", image).result().id
         raw = {
             "provider": "azure",
+            "host_key": "console",  # the shared stand-in announces its own key on its serial console
             "image": image_id,
             "profile": "appliance",
             "location": "westeurope",

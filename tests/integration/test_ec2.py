@@ -74,6 +74,7 @@ def ami(moto: Moto) -> str:
 def target_for(moto: Moto, image: str, name: str = "ec2", **options) -> config.Target:
     raw = {
         "provider": "ec2",
+        "host_key": "console",  # the shared stand-in announces its own key on its serial console
         "image": image,
         "profile": "appliance",
         "region": moto.region,

@@ -70,6 +70,7 @@ def existing_image(gce_session: Gce) -> str:
 def target_for(gce: Gce, image: str, name: str = "gce", **options) -> config.Target:
     raw = {
         "provider": "gce",
+        "host_key": "console",  # the shared stand-in announces its own key on its serial console
         "image": image,
         "profile": "appliance",
         "zone": gce.zone,
@@ -403,6 +404,7 @@ def test_bad_configs_fail_before_anything_is_created(gce, image, tmp_path):
 def _raw(gce: Gce, image: str) -> dict:
     return {
         "provider": "gce",
+        "host_key": "console",  # the shared stand-in announces its own key on its serial console
         "image": image,
         "profile": "appliance",
         "zone": gce.zone,
