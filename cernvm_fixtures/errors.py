@@ -22,15 +22,25 @@ class PermanentError(ProviderError):
 class ReadinessError(ProviderError):
     """An instance did not pass one readiness step before that step's deadline."""
 
-    def __init__(self, instance: str, step: str, waited: float, detail: str, console_tail: str = "") -> None:
+    def __init__(
+        self, instance: str, step: str, waited: float, detail: str, console_tail: str = "", network: str = ""
+    ) -> None:
         self.instance = instance
         self.step = step
         self.waited = waited
         self.detail = detail
         self.console_tail = console_tail
+        self.network = network
         message = f"{instance}: not ready: step '{step}' failed after {waited:.1f} s: {detail}"
+        if network:
+            message += f"\nnetwork: {network}"
         if console_tail:
             message += f"\n--- console log (tail) ---\n{console_tail}\n--- end of console log ---"
+        elif step != "running":
+            message += (
+                "\nthe serial console is empty (an image whose kernel line has no console=ttyS0, such as CernVM's "
+                "ISO, prints its boot messages and errors only on the screen)"
+            )
         super().__init__(message)
 
 

@@ -171,7 +171,7 @@ class Instance:
                     problem = attempt()
                 except PermanentError as e:
                     raise ReadinessError(
-                        self.name, name, time.monotonic() - begun, str(e), self.console_tail()
+                        self.name, name, time.monotonic() - begun, str(e), self.console_tail(), self.machine.network()
                     ) from None
                 except CernvmError as e:
                     problem = str(e)
@@ -182,7 +182,9 @@ class Instance:
                     self.timings[name] = time.monotonic() - begun
                     return
                 if time.monotonic() >= deadline:
-                    raise ReadinessError(self.name, name, time.monotonic() - begun, problem, self.console_tail())
+                    raise ReadinessError(
+                        self.name, name, time.monotonic() - begun, problem, self.console_tail(), self.machine.network()
+                    )
                 checkpoint()
                 time.sleep(0.1)
 

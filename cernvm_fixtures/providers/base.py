@@ -216,6 +216,10 @@ class Machine(ABC):
         """The serial console (or closest equivalent) so far; empty if the platform has none."""
         return ""
 
+    def network(self) -> str:
+        """What the machine's network lets it reach, for a readiness error (empty: nothing worth saying)."""
+        return ""
+
     def host_keys(self) -> list[str] | None:
         """The host keys the instance must present: those handed over in its context, else those of the first
         ``SSH HOST KEY KEYS`` block on the console, None if none was printed.

@@ -496,6 +496,24 @@ class DockerProvider(Provider[DockerOptions, "DockerMachine"]):
     shares_folders = True
     creation_order = ("directory", "image", "container", "volume")
 
+    @classmethod
+    def check_profile(cls, target: Any, profile: Any) -> None:
+        """In parrot mode CernVM's /init fetches the OS repository over the network: ``network = "none"`` cannot
+        work for an image whose profile loads its OS over the network (the appliance carries its repository)."""
+        options: DockerOptions = target.options
+        if (
+            options.mode == "parrot"
+            and options.network == "none"
+            and profile.boot.network
+            and appliance_variant(target.image) is None
+        ):
+            raise ConfigError(
+                f"{target.where('network')}: 'none' leaves the container no network, but in mode 'parrot' /init "
+                f"fetches the OS repository over the network (profile {profile.name!r}: boot.network); use a Docker "
+                "network that reaches your CernVM-FS servers or proxy (e.g. network = 'bridge'), or mode = "
+                "'bindmount' with the host's /cvmfs"
+            )
+
     def machine(self, name: str) -> DockerMachine:
         return DockerMachine(self, name)
 

@@ -464,6 +464,7 @@ class KvmProvider(Provider[KvmOptions, "KvmMachine"]):
     def launch(self, machine: KvmMachine, context: Context) -> None:
         libvirt = _libvirt()
         iso, kernel, stratum1 = self._boot_source()
+        machine.restricted, machine.stratum1 = self.restricted(self.target.load_profile()), stratum1
         conn = connect(self.uri)
         domain_type: str = self.options.domain_type
         if domain_type == "auto":
@@ -493,7 +494,7 @@ class KvmProvider(Provider[KvmOptions, "KvmMachine"]):
                 shared=machine.shared_folders,
                 ssh_port=port,
                 metadata=encode_fields(resource),
-                restrict=self.restricted(self.target.load_profile()),
+                restrict=machine.restricted,
                 stratum1=stratum1,
             )
             try:
@@ -694,6 +695,8 @@ class KvmMachine(Machine):
         self.options: KvmOptions = provider.options
         self.domain: Any = None
         self.ssh_port: int | None = None
+        self.restricted = True
+        self.stratum1: int | None = None
         self.directory = provider.run.machine_dir(name)
         self.console_file = self.directory / "console.log"
         self.traits.update(kind="vm", nic_model=self.options.nic_model, network=self.options.network)
@@ -736,6 +739,15 @@ class KvmMachine(Machine):
 
     def console_log(self) -> str:
         return console_file_text(self.console_file)
+
+    def network(self) -> str:
+        if self.options.network == "nat":
+            return f"libvirt network {self.options.nat_network!r} (NAT)"
+        if self.restricted:
+            return "QEMU user-mode networking, restricted (restrict=on): the guest reaches only the SSH forward" + (
+                " and the test appliance's CernVM-FS server (guestfwd 10.0.2.100:80)" if self.stratum1 else ""
+            )
+        return "QEMU user-mode networking, unrestricted: the guest reaches what this host reaches"
 
     def keep(self) -> None:
         """Mark kept in the ledger and in the domain's own metadata (a sweep from metadata alone leaves it)."""

@@ -426,3 +426,20 @@ def test_wrapped_command_prints_markers_first():
         "printf '%s' 'cvmfx:00112233aabbccdd:'; printf '%s%s:' 'cvmfx:00112233aabbccdd:' \"$$\" >&2\n"
     )
     assert script.endswith("\nexit 7")
+
+
+def test_parrot_without_a_network_is_refused_for_an_image_that_fetches_its_os(tmp_path):
+    """Real CernVM in parrot mode fetches cernvm-prod.cern.ch over the network: network = "none" cannot work."""
+    from cernvm_fixtures import config
+    from cernvm_fixtures.errors import ConfigError
+
+    tarball = tmp_path / "cvm-docker.2021.05-1.cernvm.x86_64.tar"
+    tarball.write_bytes(b"")
+    raw = {"d": {"provider": "docker", "image": str(tarball), "profile": "cernvm4"}}
+    target = config.parse({"targets": raw}, "cernvm.toml").targets["d"]
+    with pytest.raises(ConfigError, match=r"cernvm\.toml: targets\.d\.network: 'none' leaves the container no network"):
+        target.load_profile()
+    bridged = config.parse({"targets": {"d": {**raw["d"], "network": "bridge"}}}, "cernvm.toml").targets["d"]
+    bridged.load_profile()
+    # the appliance carries its repository
+    config.parse({"targets": {"d": {"provider": "docker"}}}, "x").targets["d"].load_profile()
