@@ -82,6 +82,20 @@ class Appliance:
     version: str  # what aux/ucernvm-version and /UCVM/version contain
 
 
+def is_appliance_iso(path: Path) -> bool:
+    """Whether ``path`` is an ISO of the test appliance (by its volume label), e.g. one published as a release:
+    it loads its OS from the appliance's CernVM-FS server, which this package serves."""
+    from ._builder import ISO_LABEL
+
+    try:
+        with open(path, "rb") as f:
+            f.seek(16 * 2048)
+            descriptor = f.read(72)
+    except OSError:
+        return False
+    return descriptor[1:6] == b"CD001" and descriptor[40:72].rstrip(b" ") == ISO_LABEL.encode()
+
+
 def serve_stratum1(built: Appliance) -> int:
     """Start (once per process) the appliance's CernVM-FS server on 127.0.0.1; returns its port."""
     from ._stratum1 import serve

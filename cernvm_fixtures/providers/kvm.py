@@ -433,19 +433,28 @@ class KvmProvider(Provider[KvmOptions, "KvmMachine"]):
         iso = self.target.image_file(
             ".iso", "ISO images (e.g. ucernvm-prod.<V>-<R>.cernvm.x86_64.iso) or 'appliance[:variant]'"
         )
+        from .. import appliance
+
+        if self.options.network == "user" and appliance.is_appliance_iso(iso):  # e.g. published as a release
+            return iso, None, appliance.serve_stratum1(appliance.build())
         return iso, None, None
 
-    def restricted(self, profile: Profile) -> bool:
-        """Whether the guest's user-mode network reaches nothing but the harness's forwards (``restrict``)."""
+    def restricted(self, profile: Profile, served: bool) -> bool:
+        """Whether the guest's user-mode network reaches nothing but the harness's forwards (``restrict``): yes,
+        unless the image loads its OS over the network at boot from servers the harness does not provide
+        (``served``: the test appliance's)."""
         if self.options.restrict is not None:
             return self.options.restrict
-        return not (profile.boot.network and appliance_variant(self.target.image) is None)
+        return not (profile.boot.network and not served)
 
     @classmethod
     def check_profile(cls, target: Target, profile: Profile) -> None:
         """An image that loads its OS over the network at boot needs a network that reaches its servers."""
+        from .. import appliance as _appliance
+
         options: KvmOptions = target.options
-        appliance = appliance_variant(target.image) is not None
+        image = Path(target.image).expanduser()
+        appliance = appliance_variant(target.image) is not None or _appliance.is_appliance_iso(image)
         needs = f"profile {profile.name!r} says the image loads its OS over the network at boot (boot.network)"
         if appliance and options.network == "nat":
             raise ConfigError(
@@ -464,7 +473,8 @@ class KvmProvider(Provider[KvmOptions, "KvmMachine"]):
     def launch(self, machine: KvmMachine, context: Context) -> None:
         libvirt = _libvirt()
         iso, kernel, stratum1 = self._boot_source()
-        machine.restricted, machine.stratum1 = self.restricted(self.target.load_profile()), stratum1
+        machine.restricted = self.restricted(self.target.load_profile(), served=stratum1 is not None)
+        machine.stratum1 = stratum1
         conn = connect(self.uri)
         domain_type: str = self.options.domain_type
         if domain_type == "auto":

@@ -56,6 +56,8 @@ def test_scenario_suite_passes_on_the_appliance_in_both_modes(tmp_path):
             "test_host_to_guest",
             "test_guest_to_host",
         ):
+            if (test, target) == ("test_probe", "docker"):
+                continue  # parrot mode: no cvmfs2 mount for cvmfs_config probe (skipped, reason below)
             assert found.get(f"{test}[{target}]") == "PASSED", (test, target, found)
     assert found.get("test_repositories_mounted_read_only[docker-bindmount]") == "PASSED"
     assert set(found.values()) == {"PASSED"}, found
@@ -72,6 +74,7 @@ def test_scenario_suite_passes_on_the_appliance_in_both_modes(tmp_path):
         "a container has no µCernVM scratch disk",
         "CernVM in Docker is not contextualized",
         "a container has no kernel command line of its own",
+        "there is no cvmfs2 mount for cvmfs_config probe to find",
     ):
         assert phrase in joined, phrase
     assert "cernvm: target x scenario" in result.output

@@ -149,7 +149,14 @@ def test_readiness_failure_names_the_step_and_cleans_up(tmp_path, monkeypatch, v
     target = config.parse(
         {
             "targets": {
-                "kvm": {"provider": "kvm", "image": f"appliance:{variant}", "deadlines": {"reachable": 8, "ready": 3}}
+                "kvm": {
+                    "provider": "kvm",
+                    "image": f"appliance:{variant}",
+                    "deadlines": {"reachable": 8, "ready": 3},
+                    # the ISO prints nothing on serial: booted directly with console=ttyS0 to read the tail
+                    "boot": "kernel",
+                    "kernel_args": "console=ttyS0",
+                }
             }
         },
         "test",

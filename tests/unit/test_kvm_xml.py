@@ -217,11 +217,13 @@ def test_an_image_that_boots_over_the_network_is_not_isolated(iso):
 
     real = kvm_target("cernvm4", image=iso)
     provider = KvmProvider(real, run=None)  # type: ignore[arg-type]
-    assert provider.restricted(real.load_profile()) is False, "µCernVM needs its CernVM-FS servers"
+    assert provider.restricted(real.load_profile(), served=False) is False, "µCernVM needs its CernVM-FS servers"
     appliance = kvm_target("appliance")
-    assert KvmProvider(appliance, run=None).restricted(appliance.load_profile()) is True  # type: ignore[arg-type]
+    assert KvmProvider(appliance, run=None).restricted(appliance.load_profile(), served=True) is True  # type: ignore[arg-type]
     five = kvm_target("cernvm5", image=iso)
-    assert KvmProvider(five, run=None).restricted(five.load_profile()) is True  # type: ignore[arg-type]
+    assert KvmProvider(five, run=None).restricted(five.load_profile(), served=False) is True  # type: ignore[arg-type]
+    pinned = kvm_target("cernvm4", image=iso, restrict=False)
+    assert KvmProvider(pinned, run=None).restricted(pinned.load_profile(), served=True) is False  # type: ignore[arg-type]
 
 
 def test_an_isolated_network_for_an_image_that_boots_over_it_is_refused_at_load(iso):
