@@ -1,5 +1,6 @@
-"""A boot that never gets ready on real KVM (libvirt, TCG here): the failure report carries the guest's screen, and
-``cernvm-fixtures screen`` takes it again from the kept domain."""
+"""A boot that stops on real KVM (libvirt, TCG here) with µCernVM's message on the screen and nothing on the serial
+port: the failure report carries the screenshot, it shows the message, and ``cernvm-fixtures screen`` takes it
+again from the kept domain."""
 
 from __future__ import annotations
 
@@ -14,29 +15,79 @@ from ..helpers import cli, domains_under, ledger_entries, pytest_command, subpro
 
 pytestmark = pytest.mark.integration
 
+REASON = "Unable to mount cvmfs root filesystem!"
 CONFIG = """
 [targets.kvm]
 provider = "kvm"
-image = "appliance:no-ssh"
-deadlines = { running = 60, reachable = 20, login = 30, ready = 30 }
+image = "appliance"
+deadlines = { running = 60, reachable = 25, login = 30, ready = 30 }
 """
-"""The appliance variant whose SSH server never starts: readiness stops at 'reachable' with the kernel's messages on
-the screen (x4 under TCG)."""
-VGA_TEXT = (720, 400)
-"""80x25 characters of 9x16 pixels: the VGA text mode the appliance's console stays in (it loads no DRM driver)."""
+TEST = """
+import pytest
+
+# a CernVM-FS server that refuses at once (the guest's own loopback): the bootloader stops within seconds with
+# µCernVM's message on tty0, as the no-stratum1 variant does after its server's timeouts
+@pytest.mark.cernvm_context(ucernvm={"cvmfs_server": "127.0.0.1:9"})
+def test_uses(cernvm):
+    pass
+"""
+VGA_TEXT = (80, 25, 9, 16)
+"""Columns, rows and a character cell's pixels of the VGA text mode the appliance's console stays in (no DRM
+driver): the screenshot is 720x400."""
 
 
-def assert_screen(path: Path) -> None:
+def vga_memory(domain: str) -> list[bytes]:
+    """The characters of the VGA text memory (physical 0xB8000, 32 KiB: character and attribute per cell), row by
+    row. The screen shows 25 consecutive rows of it, from where the kernel's console last scrolled to."""
+    import libvirt
+
+    columns = VGA_TEXT[0]
+    conn = libvirt.open("qemu:///system")
+    try:
+        memory = conn.lookupByName(domain).memoryPeek(0xB8000, 0x8000, libvirt.VIR_MEMORY_PHYSICAL)
+    finally:
+        conn.close()
+    characters = memory[::2]
+    return [characters[r * columns : (r + 1) * columns] for r in range(len(characters) // columns)]
+
+
+def lit_cells(path: Path) -> set[tuple[int, int]]:
+    """The character cells of a VGA text screenshot that show something: 720x400, not blank."""
     from PIL import Image
 
+    columns, rows, width, height = VGA_TEXT
     with Image.open(path) as image:
-        assert (image.format, image.size) == ("PNG", VGA_TEXT), (image.format, image.size)
-        assert len(image.convert("RGB").getcolors(1 << 16) or ()) > 1, "blank: the whole screen is one colour"
+        assert (image.format, image.size) == ("PNG", (columns * width, rows * height)), (image.format, image.size)
+        pixels = image.convert("RGB")
+    colours = pixels.getcolors(1 << 16) or []
+    assert len(colours) > 1, "blank: the whole screen is one colour"
+    background = max(colours)[1]
+    return {
+        (r, c)
+        for r in range(rows)
+        for c in range(columns)
+        if any(
+            pixels.getpixel((c * width + x, r * height + y)) != background for x in range(width) for y in range(height)
+        )
+    }
 
 
-def test_a_readiness_failure_reports_the_screen_and_the_kept_domain_shows_it_again(tmp_path):
+def assert_shows(path: Path, memory: list[bytes], reason: str) -> None:
+    """The screenshot is lit exactly in the cells of 25 rows of the text memory (but the cursor), and those rows
+    hold ``reason``."""
+    columns, rows, _, _ = VGA_TEXT
+    lit = lit_cells(path)
+    for top in range(len(memory) - rows + 1):
+        window = memory[top : top + rows]
+        written = {(r, c) for r in range(rows) for c in range(columns) if window[r][c] not in b"\x00 \xff"}
+        if not written - lit and len(lit - written) <= 1 and any(reason.encode() in row for row in window):
+            return
+    raise AssertionError(f"no 25 rows of the text memory holding {reason!r} match the screenshot {path}")
+
+
+def test_a_boot_that_stops_reports_the_screen_showing_why(tmp_path):
     state = tmp_path / "state"
-    work = write_work(tmp_path, config=CONFIG, tests={"test_it.py": "def test_uses(cernvm):\n    pass\n"})
+    work = write_work(tmp_path, config=CONFIG, tests={"test_it.py": TEST})
     junit = work / "junit.xml"
     result = subprocess.run(
         pytest_command("test_it.py", f"--junitxml={junit}", "--cernvm-keep=on-failure"),
@@ -52,21 +103,22 @@ def test_a_readiness_failure_reports_the_screen_and_the_kept_domain_shows_it_aga
         (case,) = ElementTree.parse(junit).iter("testcase")
         error = case.find("error")
         assert error is not None, output[-6000:]
+        assert "--- console log (tail) ---" not in error.text, "the ISO's serial port stays silent"
         shots = [p.get("value") for p in case.iter("property") if p.get("name") == "cernvm_screenshot"]
         assert len(shots) == 1, output[-6000:]
         shot = Path(shots[0])
         assert shot.is_relative_to(work / "cernvm-screens") and shot.name == "not-ready-reachable.png"
-        assert_screen(shot)
-        assert re.search(
-            rf"not ready: step 'reachable' failed after [^\n]*\nE +screenshot: {re.escape(str(shot))}\n", error.text
-        )
-        assert "screen -" in output and f"screenshot: {shot}" in output
+        message = rf"not ready: step 'reachable' failed after [^\n]*\nE +screenshot: {re.escape(str(shot))}\n"
+        assert re.search(message, error.text), error.text
+        assert f"screenshot: {shot}" in output.split(": screen -", 1)[1], output[-6000:]
 
-        (name,) = names
+        (name,) = names  # kept: the boot stopped, the screen stays as it was
+        memory = vga_memory(name)
+        assert_shows(shot, memory, REASON)
         again = cli(state, "screen", name, "--output", str(tmp_path / "again.png"), timeout=120)
         assert again.returncode == 0, again.stdout + again.stderr
         assert again.stdout == f"{tmp_path / 'again.png'} (720x400)\n"
-        assert_screen(tmp_path / "again.png")
+        assert_shows(tmp_path / "again.png", memory, REASON)
     finally:
         for name in names:
             cli(state, "down", name, timeout=300)
