@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from ..fakes.screens import standin_screen
+
 REGION = "eu-west-1"
 FAKE_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "AKIAMOTOTESTING0000",
@@ -71,17 +73,6 @@ def serve_consoles(directory: Path) -> Callable[..., Any]:
         return ActionResult({"InstanceId": instance.id, "Timestamp": utcnow(), "Output": output})
 
     return get_console_output
-
-
-def standin_screen(domain: str) -> Callable[[Path], Path]:
-    """A screenshot of the stand-in domain named, through libvirt (for a stand-in booted by another process)."""
-    from cernvm_fixtures.providers.kvm import connect, default_uri, domain_screenshot
-
-    def take(path: Path) -> Path:
-        conn = connect(default_uri())
-        return domain_screenshot(conn, conn.lookupByName(domain), path, domain)
-
-    return take
 
 
 def serve_screens(directory: Path) -> Callable[..., Any]:
