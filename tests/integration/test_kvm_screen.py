@@ -108,7 +108,8 @@ def test_a_boot_that_stops_reports_the_screen_showing_why(tmp_path):
         assert len(shots) == 1, output[-6000:]
         shot = Path(shots[0])
         assert shot.is_relative_to(work / "cernvm-screens") and shot.name == "not-ready-reachable.png"
-        message = rf"not ready: step 'reachable' failed after [^\n]*\nE +screenshot: {re.escape(str(shot))}\n"
+        network = r"(E +network: [^\n]*\n)?"
+        message = rf"not ready: step 'reachable' failed after [^\n]*\n{network}E +screenshot: {re.escape(str(shot))}\n"
         assert re.search(message, error.text), error.text
         assert f"screenshot: {shot}" in output.split(": screen -", 1)[1], output[-6000:]
 
