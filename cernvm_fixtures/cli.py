@@ -1,5 +1,5 @@
-"""``cernvm-fixtures``: check the host, bring an instance up and keep it, list, log in, take down, sweep, build the
-appliance."""
+"""``cernvm-fixtures``: check the host, bring an instance up and keep it, list, log in, see its screen, take down,
+sweep, build the appliance."""
 
 from __future__ import annotations
 
@@ -12,11 +12,12 @@ from pathlib import Path
 
 from . import config as configuration
 from .dirs import state_dir
-from .errors import CernvmError
+from .errors import CernvmError, ScreenUnavailable
 from .instance import launch
 from .ledger import Ledger, Resource, all_ledgers
 from .providers import get as get_provider
 from .run import Keep, Run
+from .screen import png_size
 from .transport.base import Login
 
 STEPS = ("prepare", "engine create", "running", "reachable", "login", "ready")
@@ -83,6 +84,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     split = ", ".join(f"{step} {steps[step]:.1f}" for step in STEPS if step in steps)
     print(f"{instance.name} is ready after {total:.1f} s ({split} s); it stays up until you take it down.")
     print(f"  log in:  {instance.login_command}")
+    print(f"  screen:  cernvm-fixtures screen {instance.name}")
     print(f"  remove:  cernvm-fixtures down {instance.name}")
     return 0
 
@@ -116,6 +118,23 @@ def cmd_login(args: argparse.Namespace) -> int:
                 f"{args.name}: recorded by an older version as text only; run it yourself: {r.data['login']}"
             )
     raise CernvmError(f"{args.name}: no login command recorded (only kept instances have one)")
+
+
+def cmd_screen(args: argparse.Namespace) -> int:
+    """A screenshot of a recorded instance's screen now (from its ledger entries, newest first: the machine's own
+    entry is made after the directories and uploads it needs)."""
+    output = Path(args.output) if args.output else Path.cwd() / f"{args.name}.png"
+    reasons = []
+    for _, r in sorted(_named(args.name), key=lambda pair: pair[1].created, reverse=True):
+        try:
+            path = get_provider(r.provider).screenshot_resource(r, output)
+        except ScreenUnavailable as e:
+            reasons.append(e.reason)
+            continue
+        width, height = png_size(path)
+        print(f"{path} ({width}x{height})")
+        return 0
+    raise ScreenUnavailable(f"{args.name}: no screenshot: {reasons[0] if reasons else 'nothing recorded'}")
 
 
 def cmd_down(args: argparse.Namespace) -> int:
@@ -169,7 +188,7 @@ def cmd_report_merge(args: argparse.Namespace) -> int:
     if args.previous:
         comparison = report.compare(report.read([Path(p) for p in args.previous]), cells).html()
     if args.html:
-        Path(args.html).write_text(report.to_html(cells, comparison))
+        Path(args.html).write_text(report.to_html(cells, comparison, base=Path(args.html).parent))
     print(report.summary_line(cells))
     for cell in report.failures(cells):
         print(f"  {cell.column}  {cell.scenario}: {cell.reason}")
@@ -246,6 +265,11 @@ def parser() -> argparse.ArgumentParser:
     login = sub.add_parser("login", help="open a shell on a kept instance")
     login.add_argument("name")
     login.set_defaults(func=cmd_login)
+
+    screen = sub.add_parser("screen", help="save a PNG of a kept instance's screen")
+    screen.add_argument("name")
+    screen.add_argument("--output", "-o", metavar="FILE", help="where to write the PNG (default: ./NAME.png)")
+    screen.set_defaults(func=cmd_screen)
 
     down = sub.add_parser("down", help="destroy an instance")
     down.add_argument("name")

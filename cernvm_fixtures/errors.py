@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .screen import Capture
+
 
 class CernvmError(Exception):
     """Base class: the message is meant for a person, printed without a traceback."""
@@ -23,7 +28,14 @@ class ReadinessError(ProviderError):
     """An instance did not pass one readiness step before that step's deadline."""
 
     def __init__(
-        self, instance: str, step: str, waited: float, detail: str, console_tail: str = "", network: str = ""
+        self,
+        instance: str,
+        step: str,
+        waited: float,
+        detail: str,
+        console_tail: str = "",
+        network: str = "",
+        screen: Capture | None = None,
     ) -> None:
         self.instance = instance
         self.step = step
@@ -31,9 +43,13 @@ class ReadinessError(ProviderError):
         self.detail = detail
         self.console_tail = console_tail
         self.network = network
+        self.screen = screen
+        """The guest's screen when the step failed: where its screenshot is (or why none), its text."""
         message = f"{instance}: not ready: step '{step}' failed after {waited:.1f} s: {detail}"
         if network:
             message += f"\nnetwork: {network}"
+        if screen is not None:
+            message += "\n" + screen.describe()
         if console_tail:
             message += f"\n--- console log (tail) ---\n{console_tail}\n--- end of console log ---"
         elif step != "running":
@@ -42,6 +58,17 @@ class ReadinessError(ProviderError):
                 "ISO, prints its boot messages and errors only on the screen)"
             )
         super().__init__(message)
+
+
+class ScreenUnavailable(CernvmError):
+    """A machine's screen cannot be captured: the platform gives it no display, or offers no way to read it.
+
+    The message is the reason, as a sentence ("a Docker container has no display").
+    """
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
 
 
 class CommandTimeout(CernvmError):

@@ -97,6 +97,7 @@ class Harness:
         run = Run(
             workerinput["cernvm_run"] if workerinput else None,
             keep=keep,
+            screens=_screens(config),
             endpoint=lambda machine, host, port: config.hook.pytest_cernvm_endpoint(
                 machine=machine, host=host, port=port
             ),
@@ -234,6 +235,15 @@ class Harness:
             self.previous_sigterm = signal.signal(signal.SIGTERM, interrupt)
             if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
                 self.previous_sigint = signal.signal(signal.SIGINT, interrupt)
+
+
+def _screens(config: pytest.Config) -> Path | None:
+    """Where failure screenshots go: the option or ini key, else beside the JUnit file (a CI job's artifacts)."""
+    chosen = getattr(config.option, "cernvm_screens", None) or config.getini("cernvm_screens")
+    if chosen:
+        return Path(chosen).resolve()
+    junit = getattr(config.option, "xmlpath", None)
+    return Path(junit).resolve().parent / "cernvm-screens" if junit else None
 
 
 def _running(pid: int) -> bool:

@@ -4,7 +4,8 @@ Readiness has four steps, each with its own deadline (scaled by the machine's
 slowdown, e.g. under software emulation): the platform says it is *running*,
 the instance is *reachable* (SSH banner / container answers), the harness can
 *log in*, and the image says it is *ready* (the profile's ready command). A
-failure names the step and carries the tail of the console log.
+failure names the step and carries the tail of the console log and the screen at
+that moment (a screenshot, and the text of tty1 where the guest can be reached).
 """
 
 from __future__ import annotations
@@ -18,12 +19,13 @@ from typing import TYPE_CHECKING, Any
 
 from .config import Deadlines, Target, effective_deadlines
 from .context import Context, HostKey, UserData
-from .errors import CernvmError, PermanentError, ReadinessError
+from .errors import CernvmError, PermanentError, ReadinessError, ScreenUnavailable
 from .profile import Profile
 from .providers import get as get_provider
 from .providers.base import Machine
 from .providers.kit import checkpoint
 from .run import Keep, Run
+from .screen import Capture, file_label, vcsa_text
 from .transport.base import TIMEOUT, Default, Result, Transport
 from .transport.ssh import SSHTransport
 
@@ -33,6 +35,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CONSOLE_TAIL = 40
+SCREEN_DEVICE = "/dev/vcsa1"
+"""The first virtual console's memory inside the guest: rows and columns, then character and attribute per cell."""
 
 
 class Instance:
@@ -142,7 +146,7 @@ class Instance:
             if self.transport.boot_id != before:
                 return self
             if time.monotonic() > deadline:
-                raise ReadinessError(self.name, "reboot", self.deadlines.running, "boot id did not change")
+                raise self.not_ready("reboot", self.deadlines.running, "boot id did not change")
             self.transport.close()
             time.sleep(0.5)
 
@@ -151,6 +155,48 @@ class Instance:
 
     def console_tail(self, lines: int = CONSOLE_TAIL) -> str:
         return "\n".join(self.console_log().rstrip().splitlines()[-lines:])
+
+    def screenshot(self, path: Path) -> Path:
+        """Write a PNG of the guest's screen as it is now to ``path`` (ScreenUnavailable: the platform has none)."""
+        return self.machine.screenshot(path)
+
+    def screen_text(self) -> str | None:
+        """The text of the guest's first virtual console, read from inside (``/dev/vcsa1``) where the guest is
+        reachable over its transport; None where it is not, or the device cannot be read."""
+        try:
+            if self.transport.unreachable() is not None:
+                return None
+            result = self.run(f"cat {SCREEN_DEVICE}", timeout=15)
+            return vcsa_text(result.stdout_bytes) if result.succeeded else None
+        except Exception as e:  # noqa: BLE001 - diagnostics of a failure must not fail
+            log.debug("%s: no screen text: %s", self.name, e)
+            return None
+
+    def capture(self, label: str) -> Capture:
+        """Screenshot and screen text now, for a failure report: the PNG goes to the run's screenshots directory,
+        by machine and ``label`` (the test or the readiness step). Never raises: a screenshot that fails is noted."""
+        path = self.machine.provider.run.screens / self.name / f"{file_label(label)}.png"
+        try:
+            shot: Path | None = self.screenshot(path)
+            problem = ""
+        except ScreenUnavailable as e:
+            shot, problem = None, e.reason
+        except Exception as e:  # noqa: BLE001 - never hide the failure being reported
+            log.warning("%s: the screenshot failed: %s: %s", self.name, type(e).__name__, e)
+            shot, problem = None, f"the screenshot failed: {type(e).__name__}: {e}"
+        return Capture(shot, problem, self.screen_text())
+
+    def not_ready(self, step: str, waited: float, detail: str) -> ReadinessError:
+        """The error of a failed readiness step, with the console tail and the screen at that moment."""
+        return ReadinessError(
+            self.name,
+            step,
+            waited,
+            detail,
+            self.console_tail(),
+            self.machine.network(),
+            self.capture(f"not-ready-{step}"),
+        )
 
     @property
     def login_command(self) -> str:
@@ -170,9 +216,7 @@ class Instance:
                 try:
                     problem = attempt()
                 except PermanentError as e:
-                    raise ReadinessError(
-                        self.name, name, time.monotonic() - begun, str(e), self.console_tail(), self.machine.network()
-                    ) from None
+                    raise self.not_ready(name, time.monotonic() - begun, str(e)) from None
                 except CernvmError as e:
                     problem = str(e)
                 except Exception as e:  # noqa: BLE001 - OSError, paramiko's SSHException, ...: retry until the deadline
@@ -182,9 +226,7 @@ class Instance:
                     self.timings[name] = time.monotonic() - begun
                     return
                 if time.monotonic() >= deadline:
-                    raise ReadinessError(
-                        self.name, name, time.monotonic() - begun, problem, self.console_tail(), self.machine.network()
-                    )
+                    raise self.not_ready(name, time.monotonic() - begun, problem)
                 checkpoint()
                 time.sleep(0.1)
 

@@ -18,11 +18,12 @@ import pytest
 
 from . import config as configuration
 from .context import UserData
-from .errors import CernvmError
+from .errors import CernvmError, ReadinessError
 from .harness import Harness
 from .instance import Instance
-from .report import column_of
+from .report import SCREEN_TEXT_PROPERTY, SCREENSHOT_PROPERTY, column_of
 from .run import Keep
+from .screen import Capture
 
 RUN_KEY = pytest.StashKey["Harness"]()
 TARGET_PROPERTY = "cernvm_target"
@@ -78,6 +79,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption("--cernvm-config", dest="cernvm_config", metavar="PATH", help="config file declaring the targets")
     group.addoption(
+        "--cernvm-screens",
+        dest="cernvm_screens",
+        metavar="DIR",
+        help="where screenshots of failing instances go (default: cernvm-screens beside --junitxml, else the state "
+        "directory's screens/)",
+    )
+    group.addoption(
         "--cernvm-offline",
         dest="cernvm_offline",
         action="store_true",
@@ -98,6 +106,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("cernvm_profile", "profile for all selected targets", default="")
     parser.addini("cernvm_keep", "never | on-failure | always", default="never")
     parser.addini("cernvm_config", "config file declaring the targets", default="")
+    parser.addini("cernvm_screens", "directory for screenshots of failing instances", default="")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -215,13 +224,31 @@ def pytest_runtest_makereport(
         for instance in harness.used_by.get(item.nodeid, []):
             instance.failed = True
             report.sections.append((f"cernvm {instance.name}: console (tail)", instance.console_tail()))
+            if report.when in ("setup", "call"):
+                _attach_screen(item, report, instance.name, instance.capture(item.nodeid))
             note = (
                 ""
                 if harness.run.keep is not Keep.NEVER
                 else " (destroyed at the end; --cernvm-keep on-failure keeps it)"
             )
             report.sections.append((f"cernvm {instance.name}: log in", instance.login_command + note))
+        error = call.excinfo.value if call.excinfo is not None else None
+        if report.when == "setup" and isinstance(error, ReadinessError) and error.screen is not None:
+            _attach_screen(item, report, error.instance, error.screen)  # taken when the step failed
     return report
+
+
+def _attach_screen(item: pytest.Item, report: pytest.TestReport, name: str, capture: Capture) -> None:
+    """The screen of a failing test's instance: a report section (next to the console tail) and JUnit properties
+    naming the PNG and holding the screen text (``cernvm-fixtures report`` shows both)."""
+    report.sections.append((f"cernvm {name}: screen", capture.describe()))
+    found = []
+    if capture.path is not None:
+        found.append((SCREENSHOT_PROPERTY, str(capture.path)))
+    if capture.text is not None:
+        found.append((SCREEN_TEXT_PROPERTY, capture.text))
+    report.user_properties.extend(found)
+    item.user_properties.extend(found)
 
 
 def _properties(instance: Instance) -> list[tuple[str, str]]:

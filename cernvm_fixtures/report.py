@@ -10,7 +10,9 @@ says what changed from one night to the next.
 
 from __future__ import annotations
 
+import base64
 import html
+import os
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +23,12 @@ from .errors import CernvmError
 
 TARGET = "cernvm_target"
 """The test case property naming the target (the plugin sets it on every test that used an instance)."""
+SCREENSHOT_PROPERTY = "cernvm_screenshot"
+"""A failing test case's property naming the PNG of its instance's screen (one per instance)."""
+SCREEN_TEXT_PROPERTY = "cernvm_screen_text"
+"""A failing test case's property holding the text of its instance's first virtual console."""
+EMBED_LIMIT = 512 * 1024
+"""Screenshots up to this size go into the HTML page itself (data: URI); larger ones are linked."""
 OUTCOMES = ("failed", "error", "passed", "skipped")
 MARK = {"passed": "PASS", "failed": "FAIL", "error": "ERROR", "skipped": "skip"}
 
@@ -36,6 +44,9 @@ class Cell:
     detail: str = ""
     properties: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
     source: str = ""
+    screenshots: tuple[Path, ...] = field(default=(), compare=False, hash=False)
+    """PNGs of the instances' screens when the test failed (relative paths resolved against the JUnit file's)."""
+    screen_texts: tuple[str, ...] = field(default=(), compare=False, hash=False)
 
     @property
     def reason(self) -> str:
@@ -65,7 +76,10 @@ def read(paths: Iterable[Path]) -> list[Cell]:
         except (OSError, ElementTree.ParseError) as e:
             raise CernvmError(f"{path}: not a readable JUnit XML file: {e}") from None
         for case in root.iter("testcase"):
-            properties = {p.get("name", ""): p.get("value", "") for p in case.iterfind("properties/property")}
+            pairs = [(p.get("name", ""), p.get("value", "")) for p in case.iterfind("properties/property")]
+            properties = dict(pairs)
+            shots = tuple(Path(path).parent / v for k, v in pairs if k == SCREENSHOT_PROPERTY and v)
+            texts = tuple(v for k, v in pairs if k == SCREEN_TEXT_PROPERTY)
             column = column_of(properties)
             if column is None:
                 continue
@@ -79,7 +93,7 @@ def read(paths: Iterable[Path]) -> list[Cell]:
             name = re.sub(r"\[.*\]$", "", case.get("name", ""))
             module = (case.get("classname") or "").rsplit(".", 1)[-1]
             scenario = f"{module}::{name}" if module else name
-            cells.append(Cell(scenario, column, outcome, message, detail, properties, str(path)))
+            cells.append(Cell(scenario, column, outcome, message, detail, properties, str(path), shots, texts))
     return cells
 
 
@@ -108,7 +122,11 @@ def markdown(cells: Sequence[Cell]) -> str:
     failed = failures(cells)
     if failed:
         lines += ["## Failures", ""]
-        lines += [f"- **{c.column}** `{c.scenario}`: {c.reason or c.outcome}" for c in failed]
+        lines += [
+            f"- **{c.column}** `{c.scenario}`: {c.reason or c.outcome}"
+            + "".join(f" (screenshot: `{shot}`)" for shot in c.screenshots)
+            for c in failed
+        ]
         lines.append("")
     lines += ["## Target x scenario", "", "| scenario | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
     for scenario in scenarios:
@@ -121,6 +139,7 @@ STYLE = """
 body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.25em .5em}
 td.passed{background:#d7f5d7}td.failed,td.error{background:#f8d0d0}td.skipped{background:#eee;color:#666}
 details pre{white-space:pre-wrap;max-width:60em;font-size:.85em}svg text{font-size:11px}
+img.screen{max-width:48em;border:1px solid #999;display:block;margin:.3em 0}
 """
 
 
@@ -150,8 +169,35 @@ def _timings(cells: Sequence[Cell]) -> str:
     )
 
 
-def to_html(cells: Sequence[Cell], comparison: str = "") -> str:
-    """A self-contained page: the grid, every failing cell opening its message, console tail and login."""
+def _screens(cell: Cell, base: Path | None, embed_limit: int) -> str:
+    """A failing cell's screenshots inline (small ones as data: URIs, so the page stays self-contained; larger
+    ones linked, relative to ``base``, where the page is written) and the screen text under them."""
+    parts = []
+    for shot in cell.screenshots:
+        try:
+            size = shot.stat().st_size
+        except OSError:
+            parts.append(f"<p>screenshot {html.escape(str(shot))}: not found</p>")
+            continue
+        if size <= embed_limit:
+            source = "data:image/png;base64," + base64.b64encode(shot.read_bytes()).decode()
+        elif base is not None:
+            source = html.escape(os.path.relpath(shot.resolve(), base.resolve()))
+        else:
+            source = html.escape(shot.resolve().as_uri())
+        title = html.escape(str(shot))
+        parts.append(f'<img class="screen" src="{source}" alt="screen of the instance: {title}" title="{title}">')
+    parts += [f'<pre class="screen-text">{html.escape(text)}</pre>' for text in cell.screen_texts]
+    return "".join(parts)
+
+
+def to_html(
+    cells: Sequence[Cell], comparison: str = "", base: Path | None = None, embed_limit: int = EMBED_LIMIT
+) -> str:
+    """A self-contained page: the grid, every failing cell opening its message, screenshot, console tail and login.
+
+    ``base``: the directory the page is written to, for links to screenshots too large to embed.
+    """
     columns, scenarios, at = grid(cells)
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
     body = []
@@ -164,8 +210,8 @@ def to_html(cells: Sequence[Cell], comparison: str = "") -> str:
             elif cell.outcome in ("failed", "error"):
                 tds.append(
                     f'<td class="{cell.outcome}"><details><summary>{MARK[cell.outcome]}</summary>'
-                    f"<p>{html.escape(cell.reason)}</p><pre>{html.escape(cell.detail or cell.message)}</pre>"
-                    "</details></td>"
+                    f"<p>{html.escape(cell.reason)}</p>{_screens(cell, base, embed_limit)}"
+                    f"<pre>{html.escape(cell.detail or cell.message)}</pre></details></td>"
                 )
             else:
                 title = f' title="{html.escape(cell.reason)}"' if cell.reason else ""

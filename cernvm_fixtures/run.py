@@ -43,9 +43,13 @@ class Run:
         state: Path | None = None,
         keep: Keep = Keep.NEVER,
         endpoint: Endpoint | None = None,
+        screens: Path | None = None,
     ) -> None:
         self.id = run_id or secrets.token_hex(4)
         self.directory = (state or state_dir()) / "runs" / self.id
+        self.screens = (screens or (state or state_dir()) / "screens") / self.id
+        """Where screenshots of failing instances go, by machine: outside the run directory, which goes at the end
+        of the run while the reports pointing at the screenshots stay."""
         self.ledger = Ledger(self.directory / "ledger")
         self.keep = keep
         self._endpoint = endpoint

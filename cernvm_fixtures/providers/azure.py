@@ -43,8 +43,9 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from pydantic import Field, ValidationInfo, field_validator
 
 from .. import netcheck
-from ..errors import ConfigError, PermanentError, ProviderError
+from ..errors import ConfigError, PermanentError, ProviderError, ScreenUnavailable
 from ..ledger import DEFAULT_LIFETIME, Owner, Resource
+from ..screen import write_png
 from .base import Machine, Provider, RemoteMachine, RemoteOptions, console_text
 
 if TYPE_CHECKING:
@@ -1052,6 +1053,15 @@ class AzureProvider(Provider[AzureOptions, "AzureMachine"]):
         delete_until_free(f"delete {resource.kind} {name}", begin, group, name)
 
     @classmethod
+    def screenshot_resource(cls, resource: Resource, path: Path) -> Path:
+        """Boot diagnostics' screenshot of the recorded VM (subscription and id from the ledger)."""
+        data = resource.data
+        if resource.kind != "vm" or not data.get("subscription") or not data.get("id"):
+            raise ScreenUnavailable(f"{resource.name}: an azure {resource.kind} has no screen (its VM has)")
+        group, name = split_id(data["id"])
+        return boot_screenshot(client("compute", data), group, name, path)
+
+    @classmethod
     def leftovers(cls, target: Any, recorded: set[str]) -> list[Resource]:
         """Resources and groups tagged by cernvm-fixtures, and VHDs it uploaded (by their metadata), whose
         machine no ledger entry names."""
@@ -1137,6 +1147,31 @@ def _destroy_blob(resource: Resource) -> None:
 # --- the machine ----------------------------------------------------------------------------------
 
 
+def boot_screenshot(compute: Any, group: str, name: str, path: Path) -> Path:
+    """Boot diagnostics' screenshot of the VM (a blob behind a short-lived SAS URI), written as PNG. Errors name
+    the HTTP status, never the URI (its signature is a secret)."""
+    import requests
+
+    try:
+        found = call(
+            f"boot diagnostics of {name}", compute.virtual_machines.retrieve_boot_diagnostics_data, group, name
+        )
+    except ProviderError as e:
+        raise ScreenUnavailable(f"{name}: Azure gave no screenshot: {e}") from None
+    uri = found.console_screenshot_blob_uri
+    if not uri:
+        raise ScreenUnavailable(f"{name}: boot diagnostics hold no screenshot of the VM")
+    try:
+        response = requests.get(uri, timeout=60)
+    except requests.RequestException as e:
+        raise ScreenUnavailable(
+            f"{name}: the boot diagnostics screenshot could not be read: {type(e).__name__}"
+        ) from None
+    if response.status_code != 200:
+        raise ScreenUnavailable(f"{name}: the boot diagnostics screenshot: HTTP {response.status_code}")
+    return write_png(response.content, path, f"{name}: Azure's boot diagnostics screenshot")
+
+
 class AzureMachine(RemoteMachine):
     """One Azure VM plus what was created for it."""
 
@@ -1189,6 +1224,11 @@ class AzureMachine(RemoteMachine):
     @property
     def exists(self) -> bool:
         return self.poller is not None
+
+    def screenshot(self, path: Path) -> Path:
+        if self.poller is None:
+            raise ScreenUnavailable(f"{self.name}: no VM was created")
+        return boot_screenshot(self.provider.client("compute"), self.group, self.name, path)
 
     def console_log(self) -> str:
         """The serial log from boot diagnostics (kept after the VM is gone)."""

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Generic, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from ..errors import ProviderError
+from ..errors import ProviderError, ScreenUnavailable
 from ..ledger import Resource
 from ..transport.base import Login
 
@@ -104,6 +104,8 @@ class Provider(ABC, Generic[OptionsT, MachineT]):
     """Whether the provider can hand host folders to instances (target key ``shared_folders``)."""
     parallel_boots: ClassVar[int] = 4
     """How many machines of this provider boot-ahead launches at a time (API rate limits, quotas, cores)."""
+    no_screen: ClassVar[str | None] = None
+    """Why this platform gives no screenshot of a machine, as a sentence (None: its machines say per call)."""
     creation_order: ClassVar[tuple[str, ...]] = ()
     """Resource kinds in the order they depend on each other; teardown and sweep go the other way."""
 
@@ -130,6 +132,20 @@ class Provider(ABC, Generic[OptionsT, MachineT]):
         """Whether whoever runs this process made the resource (``sweep --include-kept`` touches only those):
         by default, a process on this host; a cloud compares its own account principal."""
         return resource.owner.host == socket.gethostname()
+
+    @classmethod
+    def screenshot_resource(cls, resource: Resource, path: Path) -> Path:
+        """A PNG of the screen of the machine a recorded resource is, from its ledger data alone (``cernvm-fixtures
+        screen`` on a kept instance); raises ScreenUnavailable where the platform has none.
+
+        Args:
+            resource: a ledger entry of this provider (any kind: the provider picks the machine's own).
+            path: where to write the PNG.
+
+        Returns:
+            ``path``.
+        """
+        raise ScreenUnavailable(cls.no_screen or f"the {cls.name} provider cannot take a screenshot of {resource.name}")
 
     @classmethod
     def leftovers(cls, target: Target, recorded: set[str]) -> list[Resource]:
@@ -219,6 +235,23 @@ class Machine(ABC):
     def network(self) -> str:
         """What the machine's network lets it reach, for a readiness error (empty: nothing worth saying)."""
         return ""
+
+    def screenshot(self, path: Path) -> Path:
+        """Write a PNG of the guest's screen as it is now to ``path``.
+
+        Args:
+            path: where to write the PNG (its directory is created).
+
+        Returns:
+            ``path``.
+
+        Raises:
+            ScreenUnavailable: the platform has no display for this machine, or no way to read it (the reason).
+        """
+        provider = type(self.provider)
+        raise ScreenUnavailable(
+            provider.no_screen or f"the {provider.name} provider cannot take a screenshot of {self.name}"
+        )
 
     def host_keys(self) -> list[str] | None:
         """The host keys the instance must present: those handed over in its context, else those of the first

@@ -494,6 +494,7 @@ class DockerProvider(Provider[DockerOptions, "DockerMachine"]):
     name = "docker"
     Options = DockerOptions
     shares_folders = True
+    no_screen = "a Docker container has no display"
     creation_order = ("directory", "image", "container", "volume")
 
     @classmethod

@@ -35,8 +35,9 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar, overload
 from pydantic import Field, ValidationInfo, field_validator
 
 from .. import download, netcheck
-from ..errors import ConfigError, PermanentError, ProviderError
+from ..errors import ConfigError, PermanentError, ProviderError, ScreenUnavailable
 from ..ledger import Owner, Resource
+from ..screen import write_png
 from .base import Machine, Provider, RemoteMachine, RemoteOptions, console_text
 from .kit import signals_deferred
 
@@ -242,6 +243,9 @@ class GceOptions(RemoteOptions):
     poll_interval: float = Field(5.0, gt=0)
     slowdown: float = Field(5.0, ge=1.0)
     """Readiness deadlines are multiplied by this (a cloud VM takes a minute or two to boot)."""
+    display: bool = True
+    """A virtual display device (``displayDevice.enableDisplay``): the screen instances.getScreenshot reads, where a
+    CernVM image shows what it prints on tty0. No console listener comes with it."""
 
     @field_validator("zone")
     @classmethod
@@ -646,6 +650,7 @@ class GceProvider(Provider[GceOptions, "GceMachine"]):
             tags=compute_v1.Tags(items=[tag]),
             labels=labels,
             scheduling=compute_v1.Scheduling(automatic_restart=False, on_host_maintenance="TERMINATE"),
+            display_device=compute_v1.DisplayDevice(enable_display=o.display),
         )
         api = _import("google.api_core.exceptions")
         with signals_deferred():  # the operation's name must reach the ledger: see _find
@@ -672,6 +677,16 @@ class GceProvider(Provider[GceOptions, "GceMachine"]):
         if handler is None:
             raise ProviderError(f"gce cannot destroy unknown resource kind {resource.kind!r}")
         handler(resource)
+
+    @classmethod
+    def screenshot_resource(cls, resource: Resource, path: Path) -> Path:
+        """The screen of the recorded instance (project, zone and endpoint from the ledger)."""
+        d = resource.data
+        if resource.kind != "instance" or not d.get("project") or not d.get("zone"):
+            raise ScreenUnavailable(f"{resource.name}: a gce {resource.kind} has no screen (its instance has)")
+        instances = client("InstancesClient", d.get("endpoint"))
+        name = d.get("gce_name") or resource.name
+        return instance_screenshot(instances, d["project"], d["zone"], name, path)
 
     @classmethod
     def leftovers(cls, target: Any, recorded: set[str]) -> list[Resource]:
@@ -738,6 +753,21 @@ def _find(resource: Resource, zone: str | None, lookup: Callable[[], T | None]) 
 
     wait_until(f"{resource.name}: its create operation {name}", finished, time.monotonic() + DESTROY_TIMEOUT, 0.0)
     return lookup()
+
+
+def instance_screenshot(instances: Any, project: str, zone: str, name: str, path: Path) -> Path:
+    """instances.getScreenshot (a PNG in base64; only of an instance with a display device), written to ``path``."""
+    import base64
+
+    try:
+        found = call(f"screenshot of {name}", instances.get_screenshot, project=project, zone=zone, instance=name)
+    except ProviderError as e:
+        raise ScreenUnavailable(f"{name}: GCE gave no screenshot: {e}") from None
+    try:
+        image = base64.b64decode(found.contents, validate=True)
+    except ValueError:
+        raise ScreenUnavailable(f"{name}: GCE's screenshot is not base64") from None
+    return write_png(image, path, f"{name}: GCE's screenshot")
 
 
 def _destroy_instance(resource: Resource) -> None:
@@ -963,6 +993,13 @@ class GceMachine(RemoteMachine):
             self._console += console_text(found.contents)
             self._console_next = max(self._console_next, found.next_)
             return self._console
+
+    def screenshot(self, path: Path) -> Path:
+        if self.project is None:
+            raise ScreenUnavailable(f"{self.name}: no instance was created")
+        if not self.options.display:
+            raise ScreenUnavailable(f"{self.name}: the instance has no display device (the target's display = false)")
+        return instance_screenshot(self._instances(), self.project, self.options.zone, self.name, path)
 
     def keep(self) -> None:
         """Mark kept in the ledger and on the instance's labels (a label sweep then leaves it alone)."""

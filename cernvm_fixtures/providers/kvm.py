@@ -36,9 +36,10 @@ from ..context import Context
 from ..context.nocloud import write_seed
 from ..dirs import cache_dir, state_dir
 from ..doctor import Check, device_access, running
-from ..errors import ConfigError, PermanentError, ProviderError
+from ..errors import ConfigError, PermanentError, ProviderError, ScreenUnavailable
 from ..images import appliance_variant
 from ..ledger import Resource
+from ..screen import write_png
 from ..transport.base import Login
 from ..transport.ssh import SSHTransport, ssh_login
 from .base import Machine, Provider, ProviderOptions, console_file_text
@@ -352,6 +353,9 @@ def domain_xml(
     serial = _element(devices, "serial", type="file")
     _element(serial, "source", path=str(console))
     _element(serial, "target", port="0")
+    # A display the harness reads without a person (virDomainScreenshot): released CernVM images show boot
+    # messages and errors only on tty0. No VNC/SPICE listener comes with it (that stays ``graphics``).
+    _element(_element(devices, "video"), "model", type="vga")
     if options.graphics:
         _element(devices, "graphics", type="vnc", autoport="yes", listen="127.0.0.1")
     _element(devices, "memballoon", model="none")
@@ -390,6 +394,25 @@ def _destroy_domain(dom: Any) -> None:
     except libvirt.libvirtError as e:
         if e.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
             raise
+
+
+def domain_screenshot(conn: Any, dom: Any, path: Path, what: str) -> Path:
+    """The domain's screen (virDomainScreenshot, screen 0: QEMU sends PPM) written to ``path`` as PNG."""
+    libvirt = _libvirt()
+    chunks: list[bytes] = []
+    stream = conn.newStream(0)
+    try:
+        mime = dom.screenshot(stream, 0, 0)
+        stream.recvAll(lambda _stream, data, _opaque: chunks.append(data), None)
+        stream.finish()
+    except libvirt.libvirtError as e:
+        try:
+            stream.abort()
+        except libvirt.libvirtError:
+            pass
+        raise ScreenUnavailable(f"{what}: libvirt took no screenshot: {e.get_error_message()}") from None
+    log.debug("%s: screenshot of %d bytes (%s)", what, sum(map(len, chunks)), mime)
+    return write_png(b"".join(chunks), path, what)
 
 
 def domain_fields(dom: Any) -> dict[str, str]:
@@ -559,6 +582,22 @@ class KvmProvider(Provider[KvmOptions, "KvmMachine"]):
                 raise ProviderError(f"{resource.name}: {e.get_error_message()}") from None
 
     @classmethod
+    def screenshot_resource(cls, resource: Resource, path: Path) -> Path:
+        """The screen of the recorded domain (looked up by name on the recorded URI; only a domain of this run)."""
+        if resource.kind != "domain":
+            raise ScreenUnavailable(f"{resource.name}: a kvm {resource.kind} has no screen (its domain has)")
+        libvirt = _libvirt()
+        conn = connect(resource.data["uri"])
+        try:
+            dom = conn.lookupByName(resource.name)
+        except libvirt.libvirtError as e:
+            raise ScreenUnavailable(f"{resource.name}: no such domain: {e.get_error_message()}") from None
+        found = decode_fields(domain_fields(dom))
+        if found is None or found.run != resource.run:
+            raise ScreenUnavailable(f"{resource.name}: the domain of that name belongs to another run")
+        return domain_screenshot(conn, dom, path, resource.name)
+
+    @classmethod
     def leftovers(cls, target, recorded: set[str]) -> list[Resource]:
         """Domains named ``cvmfx-*`` that carry our metadata but no ledger entry covers.
 
@@ -703,6 +742,7 @@ class KvmMachine(Machine):
     def __init__(self, provider: KvmProvider, name: str) -> None:
         super().__init__(provider, name)
         self.options: KvmOptions = provider.options
+        self.uri = provider.uri
         self.domain: Any = None
         self.ssh_port: int | None = None
         self.restricted = True
@@ -758,6 +798,12 @@ class KvmMachine(Machine):
                 " and the test appliance's CernVM-FS server (guestfwd 10.0.2.100:80)" if self.stratum1 else ""
             )
         return "QEMU user-mode networking, unrestricted: the guest reaches what this host reaches"
+
+    def screenshot(self, path: Path) -> Path:
+        """libvirt's screenshot of the domain's VGA display (see :func:`domain_xml`), as PNG."""
+        if self.domain is None:
+            raise ScreenUnavailable(f"{self.name}: the domain was not started")
+        return domain_screenshot(connect(self.uri), self.domain, path, self.name)
 
     def keep(self) -> None:
         """Mark kept in the ledger and in the domain's own metadata (a sweep from metadata alone leaves it)."""

@@ -307,6 +307,7 @@ class OpenStackProvider(Provider[OpenStackOptions, "OpenStackMachine"]):
 
     name = "openstack"
     Options = OpenStackOptions
+    no_screen = "OpenStack's compute API has no screenshot call (only remote console URLs for a person's browser)"
     creation_order: ClassVar[tuple[str, ...]] = CREATION_ORDER
 
     def conn(self) -> Any:

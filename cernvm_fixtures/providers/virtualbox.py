@@ -38,9 +38,10 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from ..context import Context
 from ..context.nocloud import write_seed
-from ..errors import ConfigError, PermanentError, ProviderError
+from ..errors import ConfigError, PermanentError, ProviderError, ScreenUnavailable
 from ..images import APPLIANCE
 from ..ledger import Owner, Resource
+from ..screen import write_png
 from ..transport.base import Login
 from ..transport.ssh import SSHTransport, ssh_login
 from .base import Machine, Provider, ProviderOptions, console_file_text
@@ -590,6 +591,17 @@ class VirtualBoxProvider(Provider[VirtualBoxOptions, "VirtualBoxMachine"]):
                 pass
 
     @classmethod
+    def screenshot_resource(cls, resource: Resource, path: Path) -> Path:
+        """The screen of the recorded VM (only the one whose settings live in the machine's directory)."""
+        if resource.kind != "vm":
+            raise ScreenUnavailable(f"{resource.name}: a virtualbox {resource.kind} has no screen (its VM has)")
+        vbox = VBoxManage(resource.data.get("vboxmanage") or default_command())
+        found = own_vm(vbox, resource)
+        if found is None:
+            raise ScreenUnavailable(f"{resource.name}: no VM of this run by that name is registered in VirtualBox")
+        return screenshot(vbox, found[0], path, resource.name)
+
+    @classmethod
     def leftovers(cls, target, recorded: set[str]) -> list[Resource]:
         """VMs named ``cvmfx-*`` whose extradata holds our ledger entry but no ledger entry covers."""
         options: VirtualBoxOptions = target.options
@@ -647,6 +659,24 @@ def own_vm(vbox: VBoxManage, resource: Resource) -> tuple[str, dict[str, str]] |
     return None
 
 
+def screenshotpng(vm: str, path: Path) -> list[str]:
+    """The running VM's screen 0 as a PNG file (``controlvm ... screenshotpng``, the same in 6.1 and 7.x)."""
+    return ["controlvm", vm, "screenshotpng", str(path)]
+
+
+def screenshot(vbox: VBoxManage, vm: str, path: Path, what: str) -> Path:
+    """``controlvm screenshotpng`` into a file beside ``path``, then moved there; VBoxManage's error as the reason."""
+    partial = path.with_name(f".{path.name}.vbox.png")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        vbox(*screenshotpng(vm, partial), timeout=60)
+        return write_png(partial.read_bytes(), path, what)
+    except (ProviderError, OSError) as e:
+        raise ScreenUnavailable(f"{what}: VirtualBox took no screenshot: {e}") from None
+    finally:
+        partial.unlink(missing_ok=True)
+
+
 def wait_unlocked(vbox: VBoxManage, name: str, deadline: float) -> None:
     """After a poweroff the VM's session stays locked for a moment; unregistering before that fails."""
     while True:
@@ -699,6 +729,9 @@ class VirtualBoxMachine(Machine):
 
     def console_log(self) -> str:
         return console_file_text(self.console_file)
+
+    def screenshot(self, path: Path) -> Path:
+        return screenshot(self.provider.vbox, self.name, path, self.name)  # type: ignore[attr-defined]
 
     def login_command(self) -> Login:
         """``ssh`` to the NAT forward, trusting only the host keys the guest printed on its serial console."""

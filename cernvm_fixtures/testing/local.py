@@ -25,10 +25,11 @@ from typing import ClassVar
 from pydantic import Field
 
 from ..context import Context
-from ..errors import CommandTimeout, PermanentError, ProviderError
+from ..errors import CommandTimeout, PermanentError, ProviderError, ScreenUnavailable
 from ..ledger import Resource
 from ..providers.base import Machine, Provider, ProviderOptions
 from ..providers.kit import signals_deferred, wait_until
+from ..screen import write_png
 from ..transport.base import Login, Result, Transport
 from ..transport.shell import STDERR, STDOUT, SessionPool, ShellSession, kill_tree_command
 
@@ -101,6 +102,10 @@ class LocalProvider(Provider[LocalOptions, "LocalMachine"]):
             shutil.rmtree(directory, ignore_errors=True)
 
     @classmethod
+    def screenshot_resource(cls, resource: Resource, path: Path) -> Path:
+        return screenshot(Path(resource.data.get("directory", "")), path, resource.name)
+
+    @classmethod
     def leftovers(cls, target: object, recorded: set[str]) -> list[Resource]:
         """Machines found in the process table by the ledger entry their init process carries."""
         found = []
@@ -154,6 +159,9 @@ class LocalMachine(Machine):
             return (self.directory / "console.log").read_text()
         except OSError:
             return ""
+
+    def screenshot(self, path: Path) -> Path:
+        return screenshot(self.directory, path, self.name)
 
 
 class PipeChannel:
@@ -259,6 +267,15 @@ class LocalTransport(Transport):
 
     def close(self) -> None:
         self.pool.clear()
+
+
+def screenshot(directory: Path, path: Path, name: str) -> Path:
+    """A local machine's screen is a file its processes draw: ``screen.png`` in its directory (tests write one)."""
+    try:
+        drawn = (directory / "screen.png").read_bytes()
+    except OSError:
+        raise ScreenUnavailable("a local machine shows no screen until a process writes screen.png") from None
+    return write_png(drawn, path, name)
 
 
 def _environ(pid: int) -> dict[str, str]:

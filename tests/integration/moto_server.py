@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from ..fakes.screens import standin_screen
+
 REGION = "eu-west-1"
 FAKE_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "AKIAMOTOTESTING0000",
@@ -42,6 +44,10 @@ reads the stand-in's host keys from it as from a real instance's); others get mo
 CONSOLES_ENV = "CVMFX_TEST_MOTO_CONSOLES"
 """For a stand-in conftest in another process: a directory where file ``<instance id>`` names the console file
 to serve. Not EC2: the tests' control channel, like the other fakes' ``_test`` hooks."""
+SCREENS: dict[str, Callable[[Path], Path]] = {}
+"""Instance id -> how to take a screenshot of its stand-in (PNG to the path given: a KVM stand-in's
+``machine.screenshot``), which moto answers GetConsoleScreenshot with, as JPG like EC2. In the CONSOLES_ENV
+directory, file ``<instance id>.screen`` names the stand-in's libvirt domain for a stand-in in another process."""
 
 
 def serve_consoles(directory: Path) -> Callable[..., Any]:
@@ -67,6 +73,35 @@ def serve_consoles(directory: Path) -> Callable[..., Any]:
         return ActionResult({"InstanceId": instance.id, "Timestamp": utcnow(), "Output": output})
 
     return get_console_output
+
+
+def serve_screens(directory: Path) -> Callable[..., Any]:
+    """GetConsoleScreenshot, which moto lacks: the stand-in's real screen now, as a JPG in base64 (EC2's format);
+    an instance without a stand-in has none to show."""
+    import base64
+    import io
+    import tempfile
+
+    from moto.core.responses import ActionResult
+    from moto.ec2.exceptions import EC2ClientError
+    from PIL import Image
+
+    def get_console_screenshot(self: Any) -> Any:
+        instance_id = self._get_param("InstanceId")
+        instance = self.ec2_backend.get_instance(instance_id)  # an unknown id fails as in moto itself
+        take = SCREENS.get(instance_id)
+        named = directory / f"{instance_id}.screen"
+        if take is None and named.exists():
+            take = standin_screen(named.read_text().strip())
+        if take is None:
+            raise EC2ClientError("UnsupportedOperation", f"{instance_id} has no stand-in whose screen to show")
+        with tempfile.TemporaryDirectory() as temporary:
+            with Image.open(take(Path(temporary) / "screen.png")) as png:
+                jpg = io.BytesIO()
+                png.convert("RGB").save(jpg, format="JPEG")
+        return ActionResult({"InstanceId": instance.id, "ImageData": base64.b64encode(jpg.getvalue()).decode()})
+
+    return get_console_screenshot
 
 
 @dataclass(frozen=True)
@@ -118,7 +153,8 @@ class Moto:
 @pytest.fixture(scope="session")
 def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Moto]:
     """A ThreadedMotoServer on a free port of 127.0.0.1, with fake credentials in the environment and the
-    consoles of stand-ins served as their instances' console output (CONSOLES, CONSOLES_ENV)."""
+    consoles and screens of stand-ins served as their instances' console output and screenshot (CONSOLES,
+    SCREENS, CONSOLES_ENV)."""
     from moto.ec2.responses.general import General
     from moto.server import ThreadedMotoServer
 
@@ -127,6 +163,7 @@ def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Moto]:
     patch = pytest.MonkeyPatch()
     consoles = tmp_path_factory.mktemp("moto-consoles")
     patch.setattr(General, "get_console_output", serve_consoles(consoles))
+    patch.setattr(General, "get_console_screenshot", serve_screens(consoles), raising=False)
     patch.setenv(CONSOLES_ENV, str(consoles))
     for name in UNSET:
         patch.delenv(name, raising=False)
@@ -143,4 +180,5 @@ def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Moto]:
         server.stop()
         patch.undo()
         CONSOLES.clear()
+        SCREENS.clear()
         ec2.reset_clients()

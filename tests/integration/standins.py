@@ -1,7 +1,8 @@
 """Copied beside the conftest of a scenario run through stand-ins (and imported there): one KVM stand-in per
 cloud instance, booted from the user data the cloud's fake or emulator holds for that instance, reached on
 127.0.0.1 and destroyed when the session ends. What a stand-in prints on its console can be sent to where the
-fake serves the instance's console, so the provider reads the host keys from there as on the real cloud."""
+fake serves the instance's console, so the provider reads the host keys from there as on the real cloud, and its
+screen named to the fake that serves the instance's screenshot."""
 
 from __future__ import annotations
 
@@ -99,6 +100,13 @@ class StandIns:
     def forward_console(self, standin: Any, url: str) -> None:
         """Send what the stand-in's console gains to ``url`` (a fake's test hook) until the session ends."""
         threading.Thread(target=forward_console, args=(standin, url, self.stop), daemon=True).start()
+
+    @staticmethod
+    def name_screen(standin: Any, url: str) -> None:
+        """Tell a fake (its test hook ``url``) which libvirt domain's screen is the instance's: the fake takes the
+        stand-in's screenshot itself whenever the cloud's screenshot call asks for it."""
+        request = urllib.request.Request(url, data=standin.name.encode(), method="POST")
+        urllib.request.urlopen(request, timeout=10).read()
 
     def finish(self) -> None:
         self.stop.set()

@@ -26,7 +26,7 @@ import pytest
 
 from cernvm_fixtures import config
 from cernvm_fixtures.context import Context
-from cernvm_fixtures.errors import ConfigError, ProviderError, ReadinessError
+from cernvm_fixtures.errors import ConfigError, ProviderError, ReadinessError, ScreenUnavailable
 from cernvm_fixtures.instance import launch
 from cernvm_fixtures.ledger import Owner, Resource, machine_identity
 from cernvm_fixtures.providers import azure as azmod
@@ -608,6 +608,35 @@ def test_an_x509_certificate_is_the_source_of_the_ssh_key(azure_cloud, image_id,
     assert_nothing_left(azure_cloud, run)
 
 
+def test_boot_diagnostics_screenshot_is_the_standins_screen(azure_cloud, image_id, standin, tmp_path):
+    """Boot diagnostics' screenshot (a blob behind a SAS URI, which the fake serves as a BMP of the stand-in's real
+    screen, in process or through its test hook for a stand-in of another process) becomes a PNG of its size."""
+    import requests
+    from PIL import Image
+
+    def assert_screen(path: Path) -> None:
+        with Image.open(path) as picture:
+            assert (picture.format, picture.size) == ("PNG", (720, 400)), "the stand-in's VGA text screen"
+            assert len(picture.convert("RGB").getcolors(1 << 16) or ()) > 1, "blank: one colour"
+
+    run = Run(state=tmp_path / "state")
+    machine, _ = create_only(target_for(azure_cloud, image_id), run)
+    try:
+        key = machine.name.lower()
+        with pytest.raises(ScreenUnavailable, match="the boot diagnostics screenshot: HTTP 404"):
+            machine.screenshot(tmp_path / "none.png")
+        azure_cloud.arm.screens[key] = standin.machine.screenshot
+        assert_screen(machine.screenshot(tmp_path / "live.png"))
+        del azure_cloud.arm.screens[key]
+        hook = f"{azure_cloud.url}/_test/screens/{machine.name}"
+        assert requests.put(hook, json={"domain": standin.name}, timeout=10).status_code == 204
+        (entry,) = [r for r in machine.resources if r.kind == "vm"]
+        assert_screen(AzureProvider.screenshot_resource(entry, tmp_path / "from-ledger.png"))
+    finally:
+        machine.destroy()
+    assert_nothing_left(azure_cloud, run)
+
+
 def test_a_host_key_the_serial_log_did_not_announce_is_refused(azure_cloud, image_id, standin, tmp_path):
     forged = (
         "-----BEGIN SSH HOST KEY KEYS-----\n"
@@ -711,6 +740,8 @@ def user_data(machine, host):
 def booted(machine, standin):
     url = f"{machine.options.endpoint}/_test/consoles/{machine.name}"
     requests.put(url, json={"file": str(standin.console_file)}, timeout=10)
+    url = f"{machine.options.endpoint}/_test/screens/{machine.name}"
+    requests.put(url, json={"domain": standin.name}, timeout=10)
 
 
 STANDINS = StandIns("azure", user_data, booted)

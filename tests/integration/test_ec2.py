@@ -29,7 +29,7 @@ from botocore.stub import ANY, Stubber
 
 from cernvm_fixtures import config
 from cernvm_fixtures.context import Context
-from cernvm_fixtures.errors import ConfigError, ProviderError, ReadinessError
+from cernvm_fixtures.errors import ConfigError, ProviderError, ReadinessError, ScreenUnavailable
 from cernvm_fixtures.instance import launch
 from cernvm_fixtures.providers import ec2 as ec2mod
 from cernvm_fixtures.providers.ec2 import Ec2Provider
@@ -47,7 +47,7 @@ from ..helpers import (
     subprocess_env,
     write_target,
 )
-from .moto_server import CONSOLES, Moto
+from .moto_server import CONSOLES, CONSOLES_ENV, SCREENS, Moto
 
 pytestmark = pytest.mark.integration
 
@@ -91,12 +91,13 @@ def target_for(moto: Moto, image: str, name: str = "ec2", **options) -> config.T
 
 def run_for(tmp_path: Path, standin=None, *, keep: Keep = Keep.NEVER, endpoint=None) -> Run:
     """A run whose SSH goes to the stand-in (and that uses the stand-in's key, which the stand-in accepts); moto
-    serves the stand-in's console as the instance's, so its host keys are checked as on EC2."""
+    serves the stand-in's console as the instance's, so its host keys are checked as on EC2, and its screen."""
     if standin is not None:
         to = endpoint or (lambda machine, host, p: ("127.0.0.1", standin.machine.ssh_port))
 
         def endpoint(machine, host, p):
             CONSOLES[machine.instance_id] = standin.console_log
+            SCREENS[machine.instance_id] = standin.machine.screenshot
             return to(machine, host, p)
 
     run = Run(state=tmp_path / "state", keep=keep, endpoint=endpoint)
@@ -391,6 +392,36 @@ def test_a_host_key_the_console_did_not_announce_is_refused(moto, ami, standin, 
     run = run_for(tmp_path, standin, endpoint=endpoint)  # its console hook runs first, the forged one wins
     with pytest.raises(ReadinessError, match="not among the 1 key"):
         launch(target_for(moto, ami, deadlines={"running": 20, "reachable": 30, "login": 5, "ready": 10}), run)
+    assert_nothing_left(moto, run)
+
+
+def test_console_screenshot_is_the_standins_screen(moto, ami, standin, tmp_path):
+    """GetConsoleScreenshot (a JPG in base64, which moto answers with the stand-in's real screen, in process or
+    named in the hook directory for a stand-in of another process) becomes a PNG of the screen's size."""
+    from PIL import Image
+
+    def assert_screen(path: Path) -> None:
+        with Image.open(path) as image:
+            assert (image.format, image.size) == ("PNG", (720, 400)), "the stand-in's VGA text screen"
+            assert len(image.convert("RGB").getcolors(1 << 16) or ()) > 1, "blank: one colour"
+
+    run = Run(state=tmp_path / "state")
+    machine, _ = create_only(target_for(moto, ami), run)
+    try:
+        SCREENS[machine.instance_id] = standin.machine.screenshot
+        assert_screen(machine.screenshot(tmp_path / "live.png"))
+        del SCREENS[machine.instance_id]  # from here on, only the hook directory names the stand-in
+        (entry,) = [r for r in machine.resources if r.kind == "instance"]
+        hook = Path(os.environ[CONSOLES_ENV]) / f"{machine.instance_id}.screen"
+        hook.write_text(standin.name)
+        try:
+            assert_screen(Ec2Provider.screenshot_resource(entry, tmp_path / "from-ledger.png"))
+        finally:
+            hook.unlink()
+        with pytest.raises(ScreenUnavailable, match=f"EC2 gave no screenshot: .*{machine.instance_id} has no stand-in"):
+            machine.screenshot(tmp_path / "none.png")
+    finally:
+        machine.destroy()
     assert_nothing_left(moto, run)
 
 
@@ -748,8 +779,11 @@ def user_data(machine, host):
 
 
 def booted(machine, standin):
-    """moto serves the stand-in's console as the instance's console output (the tests' hook in moto_server.py)."""
-    (Path(os.environ["CVMFX_TEST_MOTO_CONSOLES"]) / machine.instance_id).write_text(str(standin.console_file))
+    """moto serves the stand-in's console as the instance's console output and its screen as the instance's
+    screenshot (the tests' hooks in moto_server.py)."""
+    hooks = Path(os.environ["CVMFX_TEST_MOTO_CONSOLES"])
+    (hooks / machine.instance_id).write_text(str(standin.console_file))
+    (hooks / f"{machine.instance_id}.screen").write_text(standin.name)
 
 
 STANDINS = StandIns("ec2", user_data, booted)

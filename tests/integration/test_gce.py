@@ -14,13 +14,14 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 
 from cernvm_fixtures import config
 from cernvm_fixtures.context import Context
-from cernvm_fixtures.errors import ConfigError, PermanentError, ProviderError
+from cernvm_fixtures.errors import ConfigError, PermanentError, ProviderError, ScreenUnavailable
 from cernvm_fixtures.providers import gce as gcemod
 from cernvm_fixtures.providers.gce import GceProvider
 from cernvm_fixtures.run import Run
@@ -175,6 +176,42 @@ def test_lifecycle_with_an_uploaded_image(gce, tmp_path):
         assert {r.kind for r in second.resources} == {"firewall", "instance"}
         second.destroy()
     finally:
+        machine.destroy()
+    assert_nothing_left(gce, run)
+
+
+def test_screenshot_is_the_standins_screen_on_an_instance_with_a_display(gce, image, standin, tmp_path):
+    """instances.getScreenshot (a PNG in base64) of an instance made with a display device, which the local API
+    answers with the stand-in's real screen (registered in process, or named through its test hook by a stand-in of
+    another process); an instance without one has no screen, and says so."""
+    from PIL import Image
+
+    def assert_screen(path: Path) -> None:
+        with Image.open(path) as picture:
+            assert (picture.format, picture.size) == ("PNG", (720, 400)), "the stand-in's VGA text screen"
+            assert len(picture.convert("RGB").getcolors(1 << 16) or ()) > 1, "blank: one colour"
+
+    run = Run(state=tmp_path / "state")
+    machine = create_only(target_for(gce, "family/cernvm4"), run)
+    dark = create_only(target_for(gce, "family/cernvm4", display=False), run)
+    try:
+        assert gce.api.instance(machine.name).body["displayDevice"] == {"enableDisplay": True}
+        gce.api.screens[machine.name] = standin.machine.screenshot
+        assert_screen(machine.screenshot(tmp_path / "live.png"))
+        del gce.api.screens[machine.name]
+        hook = urllib.request.Request(f"{gce.api.url}/_test/screen/{machine.name}", standin.name.encode())
+        urllib.request.urlopen(hook, timeout=10).read()
+        (entry,) = [r for r in machine.resources if r.kind == "instance"]
+        assert_screen(GceProvider.screenshot_resource(entry, tmp_path / "from-ledger.png"))
+
+        assert gce.api.instance(dark.name).body["displayDevice"] == {"enableDisplay": False}
+        with pytest.raises(ScreenUnavailable, match="no display device .*display = false"):
+            dark.screenshot(tmp_path / "dark.png")
+        (entry,) = [r for r in dark.resources if r.kind == "instance"]
+        with pytest.raises(ScreenUnavailable, match="GCE gave no screenshot: .*does not have a display device"):
+            GceProvider.screenshot_resource(entry, tmp_path / "dark.png")
+    finally:
+        dark.destroy()
         machine.destroy()
     assert_nothing_left(gce, run)
 

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from xml.etree import ElementTree
 
@@ -22,6 +23,7 @@ import pytest
 
 from cernvm_fixtures import config
 from cernvm_fixtures.context import Context
+from cernvm_fixtures.errors import ScreenUnavailable
 from cernvm_fixtures.providers import virtualbox as vb
 from cernvm_fixtures.run import Run
 
@@ -270,3 +272,31 @@ def test_scenario_suite_on_real_virtualbox(tmp_path):
     )
     assert result.returncode == 0, result.output[-6000:]
     assert all("shared_folders" in reason for reason in skip_reasons(result.output)), skip_reasons(result.output)
+
+
+def test_screenshot_of_the_running_vm_through_controlvm_screenshotpng(tmp_path):
+    """``controlvm screenshotpng`` of the VM the real VBoxManage defined, from the live machine and from its ledger
+    entry alone (``cernvm-fixtures screen``): the stand-in QEMU's real screen, VGA text mode, not blank once the
+    kernel writes to it (the ISO's serial port stays silent)."""
+    from PIL import Image
+
+    def colours(path: Path) -> int:
+        with Image.open(path) as image:
+            assert (image.format, image.size) == ("PNG", (720, 400)), "80x25 VGA text, 9x16 font"
+            return len(image.convert("RGB").getcolors(1 << 16) or ())
+
+    run = Run(state=tmp_path / "state")
+    machine = create(target(), run)
+    try:
+        deadline = time.monotonic() + 300
+        while colours(machine.screenshot(tmp_path / "live.png")) < 2:
+            assert time.monotonic() < deadline, "the screen stayed blank"
+            time.sleep(2)
+        (vm,) = [r for r in machine.resources if r.kind == "vm"]
+        again = vb.VirtualBoxProvider.screenshot_resource(vm, tmp_path / "from-ledger.png")
+        assert colours(again) > 1, "blank: one colour"
+    finally:
+        machine.destroy()
+    assert_nothing_left(run.directory, [machine.name])
+    with pytest.raises(ScreenUnavailable, match="VirtualBox took no screenshot"):
+        machine.screenshot(tmp_path / "gone.png")

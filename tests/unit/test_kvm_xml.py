@@ -236,3 +236,14 @@ def test_an_isolated_network_for_an_image_that_boots_over_it_is_refused_at_load(
     with pytest.raises(ConfigError, match=r"targets\.kvm\.network: 'nat' cannot reach the test appliance"):
         kvm_target("appliance", network="nat").load_profile()
     kvm_target("appliance", restrict=True).load_profile()  # its server is forwarded: fine
+
+
+@pytest.mark.parametrize("graphics", [False, True], ids=["default", "graphics"])
+def test_a_vga_display_to_take_screenshots_of_and_no_listener_unless_asked(graphics):
+    """Released CernVM images show boot errors only on tty0: the domain needs a display libvirt can screenshot."""
+    devices = render(options={"graphics": graphics}).find("devices")
+    tags = [d.tag for d in devices]
+    assert [v.find("model").get("type") for v in devices.findall("video")] == ["vga"]
+    assert tags.index("video") == tags.index("serial") + 1, "the video element follows the serial port"
+    listeners = [(g.get("type"), g.get("listen")) for g in devices.findall("graphics")]
+    assert listeners == ([("vnc", "127.0.0.1")] if graphics else []), "no VNC/SPICE listener unless graphics = true"

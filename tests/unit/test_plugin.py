@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -296,3 +297,151 @@ def test_matrix_cells_report_target_image_and_verification(matrix):
     )
     assert props["cernvm_verification"] == "real engine"
     assert "| alpha / one | alpha / two | beta |" in report.markdown(cells)
+
+
+SCREEN_TEXT = "Unable to mount cvmfs root filesystem!"
+DRAWN = """
+import pytest
+
+@pytest.fixture(autouse=True)
+def screen_device(monkeypatch):
+    # the first virtual console's memory, as a file of the local machine (cwd: its directory)
+    monkeypatch.setattr("cernvm_fixtures.instance.SCREEN_DEVICE", "vcsa1")
+"""
+
+
+def vcsa(text: str, rows: int = 25, columns: int = 80) -> bytes:
+    """/dev/vcsa content: rows, columns, cursor; then (character, attribute) per cell."""
+    lines = text.splitlines() + [""] * rows
+    cells = b"".join(line.ljust(columns)[:columns].encode("cp437") for line in lines[:rows])
+    return bytes([rows, columns, 0, 0]) + b"".join(bytes([c, 0x07]) for c in cells)
+
+
+def screenshot_png() -> bytes:
+    import io
+
+    from PIL import Image
+
+    image = Image.new("RGB", (720, 400))
+    image.putpixel((10, 10), (170, 170, 170))
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()
+
+
+def properties(junit, name: str) -> list[str]:
+    from xml.etree import ElementTree
+
+    return [p.get("value") for p in ElementTree.parse(junit).iter("property") if p.get("name") == name]
+
+
+def test_a_failing_test_carries_its_instances_screen(project, local_provider, tmp_path):
+    """The PNG goes beside the JUnit file (the run's own directory goes at the end), the report section names it and
+    shows the text of tty1, and the JUnit case points at it."""
+    (tmp_path / "screen.png").write_bytes(screenshot_png())
+    (tmp_path / "vcsa1").write_bytes(vcsa(f"[    3.1] Loading...\n{SCREEN_TEXT}\n(initramfs) "))
+    project.makeconftest(DRAWN)
+    project.makepyfile(
+        test_it=f"""
+from pathlib import Path
+
+def test_fails(cernvm):
+    cernvm.put(Path({str(tmp_path / "screen.png")!r}), "screen.png")
+    cernvm.put(Path({str(tmp_path / "vcsa1")!r}), "vcsa1")
+    assert False, "deliberate"
+
+def test_passes(cernvm):
+    pass
+"""
+    )
+    junit = project.path / "out" / "junit.xml"
+    result = run(project, "--cernvm-target=alpha", f"--junitxml={junit}")
+    result.assert_outcomes(failed=1, passed=1)
+    (shot,) = map(Path, properties(junit, "cernvm_screenshot"))
+    assert shot.parent.parent.parent == project.path / "out" / "cernvm-screens", shot
+    assert shot.name == "test_it-test_fails-alpha.png" and shot.read_bytes() == (tmp_path / "screen.png").read_bytes()
+    assert properties(junit, "cernvm_screen_text") == [f"[    3.1] Loading...\n{SCREEN_TEXT}\n(initramfs)"]
+    output = result.stdout.str()
+    section = output.split(": screen -", 1)[1].split("- cernvm ", 1)[0]
+    assert f"screenshot: {shot}" in section and SCREEN_TEXT in section, output
+    assert output.index(": console (tail) -") < output.index(": screen -") < output.index(": log in -")
+    assert ledger(local_provider) == [] and not list(local_provider.glob("runs/*")), "the run still goes"
+
+
+NO_TEXT = """
+import pytest
+
+@pytest.fixture(autouse=True)
+def no_screen_text(monkeypatch):
+    monkeypatch.setattr("cernvm_fixtures.instance.SCREEN_DEVICE", "/nonexistent/vcsa1")
+"""
+BROKEN_CAMERA = (
+    NO_TEXT
+    + """
+@pytest.fixture(autouse=True)
+def broken(monkeypatch):
+    def screenshot(self, path):
+        raise RuntimeError("the camera broke")
+    monkeypatch.setattr("cernvm_fixtures.testing.local.LocalMachine.screenshot", screenshot)
+"""
+)
+
+
+@pytest.mark.parametrize(
+    "conftest,said",
+    [
+        (BROKEN_CAMERA, "no screenshot: the screenshot failed: RuntimeError: the camera broke"),
+        (NO_TEXT, "no screenshot: a local machine shows no screen until a process writes screen.png"),
+    ],
+    ids=["raises", "unavailable"],
+)
+def test_a_screenshot_that_fails_never_hides_the_tests_failure(project, conftest, said):
+    project.makeconftest(conftest)
+    project.makepyfile(test_it=FAILING)
+    junit = project.path / "junit.xml"
+    result = run(project, "--cernvm-target=alpha", f"--junitxml={junit}")
+    result.assert_outcomes(failed=1)
+    output = result.stdout.str()
+    assert "AssertionError: deliberate" in output and said in output, output
+    assert "INTERNALERROR" not in output and "screen text" not in output
+    assert properties(junit, "cernvm_screenshot") == [] and properties(junit, "cernvm_screen_text") == []
+
+
+NOT_READY = """
+import pytest
+
+from cernvm_fixtures.screen import write_png
+from cernvm_fixtures.testing.local import LocalMachine
+
+PNG = {png!r}
+
+
+def pytest_configure(config):
+    # the machine still boots when readiness gives up: its screen is what it shows then
+    def screenshot(self, path):
+        return write_png(PNG, path)
+
+    LocalMachine.screenshot = screenshot
+
+
+def pytest_unconfigure(config):
+    del LocalMachine.screenshot
+"""
+
+
+def test_a_readiness_failure_says_where_the_screenshot_is(pytester, local_provider):
+    pytester.makefile(
+        ".toml",
+        cernvm=LOCAL_TARGETS.split("[targets.beta]")[0] + "boot_seconds = 30\ndeadlines = { reachable = 0.5 }\n",
+    )
+    pytester.makeconftest(NOT_READY.format(png=screenshot_png()))
+    pytester.makepyfile(test_it="def test_uses(cernvm):\n    pass\n")
+    junit = pytester.path / "junit.xml"
+    result = run(pytester, f"--junitxml={junit}")
+    result.assert_outcomes(errors=1)
+    (shot,) = map(Path, properties(junit, "cernvm_screenshot"))
+    assert shot.name == "not-ready-reachable.png" and shot.read_bytes() == screenshot_png()
+    output = result.stdout.str()
+    message = rf"not ready: step 'reachable' failed after [^\n]*\nE +screenshot: {re.escape(str(shot))}\n"
+    assert re.search(message, output), output
+    assert f"cernvm {shot.parent.name}: screen -" in output and ledger(local_provider) == []

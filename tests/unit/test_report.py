@@ -200,3 +200,59 @@ def test_html_report_in_a_real_browser(nights, tmp_path):
         timeout=120,
     )
     assert shot.stat().st_size > 5000
+
+
+SCREENED = """
+def test_boot(record_property):
+    record_property("cernvm_target", "kvm")
+    record_property("cernvm_screenshot", "screens/r1/cvmfx-r1-kvm-1/test_boot-kvm.png")
+    record_property("cernvm_screen_text", "Unable to mount cvmfs root filesystem!")
+    assert False, "not ready"
+"""
+
+
+def png(width: int = 72, height: int = 40) -> bytes:
+    """A small two-colour PNG, as a screenshot of a text console would be."""
+    import io
+
+    from PIL import Image
+
+    image = Image.new("RGB", (width, height))
+    image.putpixel((3, 3), (170, 170, 170))
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()
+
+
+@pytest.fixture
+def screened(tmp_path) -> Path:
+    """A JUnit file whose failing case names a screenshot (relative to the file, as written beside it) and its text."""
+    (tmp_path / "test_screened.py").write_text(SCREENED)
+    out = tmp_path / "junit.xml"
+    subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:cernvm"]
+        + ["-p", "no:hypothesispytest", f"--junitxml={out}", "test_screened.py"],
+        cwd=tmp_path,
+        capture_output=True,
+    )
+    shot = tmp_path / "screens" / "r1" / "cvmfx-r1-kvm-1" / "test_boot-kvm.png"
+    shot.parent.mkdir(parents=True)
+    shot.write_bytes(png())
+    return out
+
+
+def test_html_shows_the_screenshot_inline_and_the_screen_text(screened, tmp_path):
+    import base64
+
+    (cell,) = report.read([screened])
+    shot = tmp_path / "screens" / "r1" / "cvmfx-r1-kvm-1" / "test_boot-kvm.png"
+    assert cell.screenshots == (shot,) and cell.screen_texts == ("Unable to mount cvmfs root filesystem!",)
+    page = report.to_html([cell])
+    embedded = re.findall(r'<img class="screen" src="data:image/png;base64,([^"]+)"', page)
+    assert [base64.b64decode(data) for data in embedded] == [shot.read_bytes()], "small: inside the page itself"
+    assert '<pre class="screen-text">Unable to mount cvmfs root filesystem!</pre>' in page
+    assert f"(screenshot: `{shot}`)" in report.markdown([cell])
+    linked = report.to_html([cell], base=tmp_path / "html", embed_limit=0)
+    assert '<img class="screen" src="../screens/r1/cvmfx-r1-kvm-1/test_boot-kvm.png"' in linked, "large: linked"
+    shot.unlink()
+    assert f"screenshot {shot}: not found" in report.to_html([cell])

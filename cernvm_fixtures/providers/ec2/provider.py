@@ -9,8 +9,9 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ...errors import ConfigError, PermanentError, ProviderError
+from ...errors import ConfigError, PermanentError, ProviderError, ScreenUnavailable
 from ...ledger import Resource
+from ...screen import write_png
 from ..base import Machine, Provider, RemoteMachine, console_text
 from ..kit import FIELD_PREFIX, encode_fields, wait_until
 from . import image as images
@@ -318,6 +319,15 @@ class Ec2Provider(Provider[Ec2Options, "Ec2Machine"]):
         handler(resource, region, resource.data.get("endpoint_url"))
 
     @classmethod
+    def screenshot_resource(cls, resource: Resource, path: Path) -> Path:
+        """The screen of the recorded instance (its id and region from the ledger)."""
+        found = ids(resource)
+        if resource.kind != "instance" or not found or not resource.data.get("region"):
+            raise ScreenUnavailable(f"{resource.name}: an ec2 {resource.kind} has no screen (its instance has)")
+        ec2 = client("ec2", resource.data["region"], resource.data.get("endpoint_url"))
+        return console_screenshot(ec2, found[0], path, resource.name)
+
+    @classmethod
     def leftovers(cls, target: Any, recorded: set[str]) -> list[Resource]:
         """Resources tagged by cernvm-fixtures in the target's region whose machine no ledger entry names."""
         options: Ec2Options = target.options
@@ -395,6 +405,19 @@ def caller_principal(region: str, endpoint_url: str | None) -> str:
     """The digest of the ARN sts get-caller-identity reports for the credentials in use."""
     sts = client("sts", region, endpoint_url)
     return principal_digest(call("sts get-caller-identity", sts.get_caller_identity)["Arn"])
+
+
+def console_screenshot(ec2: Any, instance_id: str, path: Path, what: str) -> Path:
+    """GetConsoleScreenshot: the instance's screen as EC2 captures it (a JPG, base64), written as PNG."""
+    try:
+        found = call(f"console screenshot of {instance_id}", ec2.get_console_screenshot, InstanceId=instance_id)
+    except ProviderError as e:
+        raise ScreenUnavailable(f"{what}: EC2 gave no screenshot: {e}") from None
+    try:
+        image = base64.b64decode(found.get("ImageData") or "", validate=True)
+    except ValueError:
+        raise ScreenUnavailable(f"{what}: EC2's screenshot of {instance_id} is not base64") from None
+    return write_png(image, path, f"{what}: EC2's screenshot of {instance_id}")
 
 
 def destroy_instance(resource: Resource, region: str, endpoint: str | None) -> None:
@@ -569,6 +592,11 @@ class Ec2Machine(RemoteMachine):
         if text:
             self._console = text
         return self._console
+
+    def screenshot(self, path: Path) -> Path:
+        if self.instance_id is None:
+            raise ScreenUnavailable(f"{self.name}: no instance was created")
+        return console_screenshot(self._ec2(), self.instance_id, path, self.name)
 
     @property
     def exists(self) -> bool:

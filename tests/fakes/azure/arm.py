@@ -5,7 +5,8 @@ What it serves, as the real azure-mgmt-* and azure-identity clients call it:
 * a Microsoft Entra token endpoint (``{authority}/{tenant}/oauth2/v2.0/token`` plus the OpenID
   configuration MSAL reads), checking the client id and secret, issuing JWTs Azurite's
   ``--oauth basic`` accepts;
-* resource groups, managed images and disks, virtual machines (with boot diagnostics), network
+* resource groups, managed images and disks, virtual machines (with boot diagnostics: the serial log
+  and the screenshot, a stand-in's where a test names one), network
   interfaces, public IP addresses, network security groups, virtual networks and subnets; tag
   filtered listing (``/resources?$filter=tagName eq ...``);
 * long-running operations: PUT and DELETE answer with ``Azure-AsyncOperation`` and complete after
@@ -35,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..screens import standin_screen
 from . import wire
 
 TYPES = {
@@ -49,6 +51,19 @@ TYPES = {
 }
 SKUS = {"Standard_B2s": 2, "Standard_D2s_v3": 2, "Standard_D4s_v3": 4, "Standard_DS1_v2": 1}
 """VM sizes the fake offers in every location, with their vCPUs."""
+
+
+def bitmap(take: Callable[[Path], Path]) -> bytes:
+    """A stand-in's screen now, as a BMP (the boot diagnostics screenshot's format)."""
+    import io
+    import tempfile
+
+    from PIL import Image
+
+    with tempfile.TemporaryDirectory() as temporary, Image.open(take(Path(temporary) / "screen.png")) as png:
+        out = io.BytesIO()
+        png.convert("RGB").save(out, format="BMP")
+    return out.getvalue()
 
 
 class ArmError(Exception):
@@ -103,6 +118,9 @@ class Arm:
         self.operations: dict[str, Operation] = {}
         self.consoles: dict[str, Callable[[], str]] = {}
         """Serial log source per VM name (lowercase); a test points it at the VM's KVM stand-in."""
+        self.screens: dict[str, Callable[[Path], Path]] = {}
+        """Per VM name (lowercase): how to take a screenshot of its stand-in (a PNG to the path given), served as the
+        boot diagnostics screenshot (a BMP); a test points it at the VM's KVM stand-in."""
         self.faults = Faults()
         self.requests: list[tuple[str, str, Any]] = []
         self.blob_exists: Callable[[str], bool] | None = None
@@ -256,6 +274,16 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             console = Path(json.loads(raw)["file"])
             arm.consoles[parts[2].lower()] = lambda: console.read_text(errors="replace") if console.exists() else ""
             return self.send(204)
+        if lower[:2] == ["_test", "screens"] and method == "PUT" and len(parts) == 3:
+            # Not ARM: the tests' control channel, for a stand-in conftest in another process to make a KVM
+            # stand-in's screen the VM's boot diagnostics screenshot.
+            arm.screens[parts[2].lower()] = standin_screen(json.loads(raw)["domain"])
+            return self.send(204)
+        if lower[:1] == ["consoles"] and method == "GET" and lower[1].endswith(".bmp"):
+            take = arm.screens.get(lower[1].removesuffix(".bmp"))
+            if take is None:
+                raise ArmError(404, "BlobNotFound", "The specified blob does not exist.")
+            return self.send(200, raw=bitmap(take), content_type="image/bmp")
         if lower[:1] == ["consoles"] and method == "GET":
             source = arm.consoles.get(parts[1].lower())
             if source is None:
@@ -739,6 +767,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                     if (nic.get("properties") or {}).get("deleteOption", "Detach").lower() == "delete":
                         del arm.resources[nic["id"].lower()]
             arm.consoles.pop(item["name"].lower(), None)
+            arm.screens.pop(item["name"].lower(), None)
 
     def vm_action(self, sub: str, group: str, namespace: str, name: str, action: str, query: dict[str, str]) -> None:
         arm = self.arm

@@ -6,7 +6,8 @@ method's required fields), and so is every response before it is sent. Anything 
 answered with Google's 400 error and kept in ``problems``, which the fixture asserts empty.
 
 What it models: instances (PROVISIONING -> STAGING -> RUNNING on a clock, serial port 1 with Google's
-``start``/``next`` offsets and 1 MiB buffer), images (from a ``rawDisk`` object that must exist in the Cloud
+``start``/``next`` offsets and 1 MiB buffer, the screenshot of an instance with a display device: its
+stand-in's), images (from a ``rawDisk`` object that must exist in the Cloud
 Storage emulator; families; 409 while an instance uses one), firewalls, zone and global operations with numeric
 ids (PENDING -> RUNNING -> DONE, ``wait``), label filters on list, a token endpoint for the service account the tests
 hand out as ADC (every Compute call must carry a token it issued or a JWT that account signed), and failures a
@@ -15,10 +16,12 @@ test injects.
 
 from __future__ import annotations
 
+import base64
 import itertools
 import json
 import re
 import secrets
+import tempfile
 import threading
 import time
 import urllib.error
@@ -28,8 +31,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
+from ..screens import standin_screen
 from . import discovery
 
 SERIAL_BUFFER = 1024 * 1024
@@ -137,6 +142,9 @@ class FakeCompute:
         """Each call's HTTP status and method id."""
         self.before: list[Callable[[str, dict[str, str], dict[str, Any] | None], None]] = []
         """Hooks run before a method is carried out (a test's interception point)."""
+        self.screens: dict[str, Callable[[Path], Path]] = {}
+        """Instance name -> how to take a screenshot of its stand-in (a PNG to the path given), which
+        instances.getScreenshot answers with; ``/_test/screen/<instance>`` sets one from another process."""
         self.http_failures: dict[str, list[Failure]] = {}
         self.operation_failures: dict[str, list[tuple[str, str]]] = {}
         self.server: ThreadingHTTPServer | None = None
@@ -279,6 +287,9 @@ class FakeCompute:
         parsed = urllib.parse.urlsplit(url)
         if parsed.path == "/token":
             return self._token(raw)
+        if parsed.path.startswith("/_test/screen/"):  # not Compute: the libvirt domain of an instance's stand-in
+            self.screens[parsed.path.rsplit("/", 1)[-1]] = standin_screen(raw.decode())
+            return 200, {}
         if parsed.path.startswith("/_test/serial/"):  # not Compute: what a stand-in guest prints on its ttyS0
             try:
                 self.write_serial(parsed.path.rsplit("/", 1)[-1], raw)
@@ -519,6 +530,18 @@ class FakeCompute:
                 f"projects/{path['project']}/zones/{path['zone']}/instances/{path['instance']}/serialPort"
             ),
         }
+
+    def _instances_getScreenshot(self, path: dict[str, str], params: dict[str, str], body: None) -> dict:
+        """The stand-in's real screen, as GCE answers: a PNG in base64, only of an instance with a display."""
+        instance = self._instance(path)
+        if not (instance.body.get("displayDevice") or {}).get("enableDisplay"):
+            raise Failure(400, "badRequest", "The instance does not have a display device enabled.")
+        take = self.screens.get(path["instance"])
+        if take is None:
+            raise Failure(400, "badRequest", f"{path['instance']} has no stand-in whose screen to show (test API)")
+        with tempfile.TemporaryDirectory() as temporary:
+            png = take(Path(temporary) / "screen.png").read_bytes()
+        return {"kind": "compute#screenshot", "contents": base64.b64encode(png).decode()}
 
     # --- images --------------------------------------------------------------------------------------
 

@@ -5,20 +5,26 @@ the chroot ``./dev setup`` builds), except the three that need the hypervisor:
 ``startvm`` reads the ``.vbox`` file the real VBoxManage wrote and boots the same
 media under QEMU (TCG) instead: the boot ISO, the scratch VDI (QEMU reads and
 writes VDI), the context ISO, the NAT rule's 127.0.0.1 forward, the serial port's
-file and the shared folders (as 9p, standing in for vboxsf); ``controlvm NAME
-poweroff`` stops that QEMU; ``showvminfo`` reports ``VMState="running"`` while it
-runs. So everything up to VirtualBox's own hypervisor is the real thing.
+file and the shared folders (as 9p, standing in for vboxsf), with a standard VGA
+card for VBoxSVGA; ``controlvm NAME poweroff`` stops that QEMU; ``controlvm NAME
+screenshotpng FILE`` writes that QEMU's real screen (QMP ``screendump``, PNG);
+``showvminfo`` reports ``VMState="running"`` while it runs. So everything up to
+VirtualBox's own hypervisor is the real thing.
 
     vboxmanage = ["python3", "tests/fakes/virtualbox/vboxmanage.py"]
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from xml.etree import ElementTree
@@ -48,6 +54,36 @@ def info(name: str) -> dict[str, str]:
 
 def pidfile(config: str) -> Path:
     return Path(config).parent / "standin-qemu.pid"
+
+
+def qmp_socket(config: str) -> Path:
+    """The stand-in QEMU's QMP socket: short, in /tmp (a socket path must fit in 108 bytes; the run's do not)."""
+    digest = hashlib.sha256(config.encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"cvmfx-vbox-standin-{digest}.qmp"
+
+
+def qmp(config: str, command: str, **arguments: str) -> dict:
+    """One QMP command to the stand-in QEMU; its answer (``return`` or ``error``), events skipped."""
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(60)
+        sock.connect(str(qmp_socket(config)))
+        stream = sock.makefile("rwb")
+
+        def answer() -> dict:
+            while True:
+                line = stream.readline()
+                if not line:
+                    raise ConnectionError("QEMU closed its QMP socket")
+                message = json.loads(line)
+                if "return" in message or "error" in message:
+                    return message
+
+        json.loads(stream.readline())  # the greeting
+        for request in ({"execute": "qmp_capabilities"}, {"execute": command, "arguments": arguments}):
+            stream.write(json.dumps(request).encode() + b"\n")
+            stream.flush()
+            reply = answer()
+        return reply
 
 
 def running(config: str) -> int | None:
@@ -89,6 +125,10 @@ def qemu_argv(config: str) -> list[str]:
         hardware.find("vb:Memory", NS).get("RAMSize"),
         "-smp",
         (hardware.find("vb:CPU", NS).get("count") or "1") if hardware.find("vb:CPU", NS) is not None else "1",
+        "-device",
+        "VGA",
+        "-qmp",
+        f"unix:{qmp_socket(config)},server=on,wait=off",
         "-daemonize",
         "-pidfile",
         str(pidfile(config)),
@@ -156,6 +196,17 @@ def main(args: list[str]) -> int:
             if running(info(args[1])["CfgFile"]) is None:
                 break
             time.sleep(0.05)
+        qmp_socket(info(args[1])["CfgFile"]).unlink(missing_ok=True)
+        return 0
+    if args[:1] == ["controlvm"] and args[2:3] == ["screenshotpng"]:
+        config = info(args[1])["CfgFile"]
+        if running(config) is None:
+            sys.stderr.write(f"VBoxManage: error: Machine '{args[1]}' is not currently running\n")
+            return 1
+        reply = qmp(config, "screendump", filename=os.path.abspath(args[3]), format="png")
+        if "error" in reply:
+            sys.stderr.write(f"VBoxManage: error: stand-in QEMU took no screenshot: {reply['error']}\n")
+            return 1
         return 0
     if args[:1] == ["showvminfo"] and "--machinereadable" in args:
         found = info(args[1])
