@@ -282,7 +282,8 @@ class MachineLayout(NamedTuple):
 
 
 MACHINE_LAYOUTS = {
-    "pc": MachineLayout("ide", "hdc", "hdd", "pci.0", "0x9"),
+    # slot 0x1e: libvirt hands out slots upwards from 2 (video, 9p shares, ...); 0x9 collided with the sixth share
+    "pc": MachineLayout("ide", "hdc", "hdd", "pci.0", "0x1e"),
     "q35": MachineLayout("sata", "sda", "sdb", "pcie.0", "0x9"),
 }
 

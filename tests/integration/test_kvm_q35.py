@@ -72,3 +72,38 @@ def test_appliance_boots_on_q35_with_the_config_drive_on_sata(tmp_path):
         instance.destroy()
     assert domains_under(state) == []
     assert ledger_entries(state) == []
+
+
+@pytest.mark.parametrize("machine", ["pc", "q35"])
+def test_many_shared_folders_leave_the_nic_its_slot(tmp_path, machine):
+    """libvirt gives the video device and every 9p share a PCI slot of its own, upwards from slot 2: the NIC the
+    QEMU command line places must not be where the sixth share lands (it was, at 0x9 on pc)."""
+    from cernvm_fixtures import appliance
+    from cernvm_fixtures.providers.kvm import KvmOptions, connect, default_uri, domain_xml, free_port
+
+    shares = {f"s{i}": tmp_path / f"s{i}" for i in range(10)}
+    for path in shares.values():
+        path.mkdir()
+    for name in ("scratch.img", "seed.iso", "console.log"):
+        (tmp_path / name).write_bytes(b"")
+    xml = domain_xml(
+        name=f"cvmfx-slots-{machine}-{tmp_path.name[-8:]}",
+        domain_type="qemu",
+        options=KvmOptions(machine=machine),
+        uri=default_uri(),
+        iso=appliance.build().iso,
+        kernel=None,
+        disk=tmp_path / "scratch.img",
+        seed=tmp_path / "seed.iso",
+        console=tmp_path / "console.log",
+        shared=shares,
+        ssh_port=free_port(),
+        metadata={},
+    )
+    import libvirt
+
+    dom = connect(default_uri()).createXML(xml, libvirt.VIR_DOMAIN_START_AUTODESTROY)
+    try:
+        assert dom.isActive()
+    finally:
+        dom.destroy()

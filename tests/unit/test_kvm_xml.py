@@ -61,7 +61,7 @@ def test_machine_type_is_always_named():
 
 # machine type -> (bus, target) of the ISO's and of the seed's CD drive, and the NIC's -device placement
 LAYOUTS = {
-    "pc": (("ide", "hdc"), ("ide", "hdd"), "bus=pci.0,addr=0x9"),
+    "pc": (("ide", "hdc"), ("ide", "hdd"), "bus=pci.0,addr=0x1e"),
     "q35": (("sata", "sda"), ("sata", "sdb"), "bus=pcie.0,addr=0x9"),
 }
 
@@ -122,7 +122,7 @@ def test_user_network_forwards_ssh_from_loopback_only():
     netdev = args[args.index("-netdev") + 1]
     assert "hostfwd=tcp:127.0.0.1:40022-:22" in netdev
     assert "restrict=on" in netdev, "the guest must not reach anything beyond the host"
-    assert args[args.index("-device") + 1] == "virtio-net-pci,netdev=n0,bus=pci.0,addr=0x9"
+    assert args[args.index("-device") + 1] == "virtio-net-pci,netdev=n0,bus=pci.0,addr=0x1e"
 
 
 def test_nic_model_choice():
