@@ -162,14 +162,19 @@ class Instance:
 
     def screen_text(self) -> str | None:
         """The text of the guest's first virtual console, read from inside (``/dev/vcsa1``) where the guest is
-        reachable over its transport; None where it is not, or the device cannot be read."""
+        reachable over its transport, else what the platform can read from outside (KVM: the VGA text memory);
+        None where neither works."""
         try:
-            if self.transport.unreachable() is not None:
-                return None
-            result = self.run(f"cat {SCREEN_DEVICE}", timeout=15)
-            return vcsa_text(result.stdout_bytes) if result.succeeded else None
+            if self.transport.unreachable() is None:
+                result = self.run(f"cat {SCREEN_DEVICE}", timeout=15)
+                if result.succeeded:
+                    return vcsa_text(result.stdout_bytes)
         except Exception as e:  # noqa: BLE001 - diagnostics of a failure must not fail
-            log.debug("%s: no screen text: %s", self.name, e)
+            log.debug("%s: no screen text from inside: %s", self.name, e)
+        try:
+            return self.machine.screen_text()
+        except Exception as e:  # noqa: BLE001 - diagnostics of a failure must not fail
+            log.debug("%s: no screen text from outside: %s", self.name, e)
             return None
 
     def capture(self, label: str) -> Capture:

@@ -232,6 +232,10 @@ class Machine(ABC):
         """The serial console (or closest equivalent) so far; empty if the platform has none."""
         return ""
 
+    def screen_text(self) -> str | None:
+        """The text on the guest's screen read from outside (where the platform can), None where it cannot."""
+        return None
+
     def network(self) -> str:
         """What the machine's network lets it reach, for a readiness error (empty: nothing worth saying)."""
         return ""

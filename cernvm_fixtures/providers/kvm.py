@@ -387,6 +387,23 @@ def stratum1_forward(port: int) -> str:
     return f"guestfwd=tcp:{STRATUM1}:80-tcp:127.0.0.1:{port},,reconnect=1"  # QEMU's option syntax doubles commas
 
 
+VGA_TEXT_MEMORY = 0xB8000
+"""Physical address of the VGA text buffer (character and attribute byte per cell, 80 columns)."""
+VGA_TEXT_SIZE = 0x8000
+
+
+def vga_text(memory: bytes, columns: int = 80) -> str | None:
+    """The non-empty rows of a VGA text buffer (every other byte is a character, code page 437); None when it
+    does not look like text (a guest in graphics mode leaves pixels or zeros there)."""
+    characters = memory[::2]
+    rows = [characters[i : i + columns] for i in range(0, len(characters), columns)]
+    kept = [row.decode("cp437").rstrip(" \x00") for row in rows if row.strip(b" \x00")]
+    text = "".join(kept)
+    if not text or sum(c.isprintable() for c in text) < 0.9 * len(text):
+        return None
+    return "\n".join(kept)
+
+
 def _destroy_domain(dom: Any) -> None:
     """Destroy a domain a createXML call started after its caller was interrupted."""
     libvirt = _libvirt()
@@ -799,6 +816,19 @@ class KvmMachine(Machine):
                 " and the test appliance's CernVM-FS server (guestfwd 10.0.2.100:80)" if self.stratum1 else ""
             )
         return "QEMU user-mode networking, unrestricted: the guest reaches what this host reaches"
+
+    def screen_text(self) -> str | None:
+        """The rows of the guest's VGA text memory that hold anything, read from outside (the guest need not
+        answer): where a boot stopped in text mode, its last messages are there. None in graphics mode."""
+        if self.domain is None:
+            return None
+        libvirt = _libvirt()
+        try:
+            memory = self.domain.memoryPeek(VGA_TEXT_MEMORY, VGA_TEXT_SIZE, libvirt.VIR_MEMORY_PHYSICAL)
+        except libvirt.libvirtError as e:
+            log.debug("%s: no VGA text memory: %s", self.name, e.get_error_message())
+            return None
+        return vga_text(memory)
 
     def screenshot(self, path: Path) -> Path:
         """libvirt's screenshot of the domain's VGA display (see :func:`domain_xml`), as PNG."""

@@ -112,6 +112,9 @@ def test_a_boot_that_stops_reports_the_screen_showing_why(tmp_path):
         message = rf"not ready: step 'reachable' failed after [^\n]*\n{network}E +screenshot: {re.escape(str(shot))}\n"
         assert re.search(message, error.text), error.text
         assert f"screenshot: {shot}" in output.split(": screen -", 1)[1], output[-6000:]
+        # the text capture: no SSH to read the console from inside, so the VGA text memory read from outside
+        texts = [p.get("value") for p in case.iter("property") if p.get("name") == "cernvm_screen_text"]
+        assert texts and REASON in texts[0], output[-6000:]
 
         (name,) = names  # kept: the boot stopped, the screen stays as it was
         memory = vga_memory(name)

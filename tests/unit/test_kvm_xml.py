@@ -247,3 +247,15 @@ def test_a_vga_display_to_take_screenshots_of_and_no_listener_unless_asked(graph
     assert tags.index("video") == tags.index("serial") + 1, "the video element follows the serial port"
     listeners = [(g.get("type"), g.get("listen")) for g in devices.findall("graphics")]
     assert listeners == ([("vnc", "127.0.0.1")] if graphics else []), "no VNC/SPICE listener unless graphics = true"
+
+
+def test_vga_text_memory_rows_and_graphics_mode():
+    from cernvm_fixtures.providers.kvm import vga_text
+
+    def cells(text: str) -> bytes:
+        return b"".join(bytes([ord(c), 0x07]) for c in text)
+
+    screen = cells("boot".ljust(80) + " " * 80 + "Unable to mount cvmfs root filesystem!".ljust(80)) + bytes(320)
+    assert vga_text(screen) == "boot\nUnable to mount cvmfs root filesystem!"
+    assert vga_text(bytes(0x8000)) is None, "nothing written"
+    assert vga_text(bytes(range(256)) * 128) is None, "pixels, not text"
