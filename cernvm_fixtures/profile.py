@@ -84,9 +84,10 @@ class BootDeadlines(_Section):
 class Boot(_Section):
     """What the image needs from the platform to boot."""
 
-    network: bool = False
-    """Whether the image loads its OS over the network at boot (µCernVM: from CernVM-FS servers): the target's
-    network must reach out (or, for the test appliance, reach the server the harness provides)."""
+    network: bool | list[Rule[bool]] = False
+    """Whether the image loads its OS over the network at boot (µCernVM: from CernVM-FS servers; CernVM in
+    Docker's parrot mode: the OS repository): the target's network must reach out (or, for the test appliance,
+    reach the server the harness provides). May vary by traits."""
     deadlines: BootDeadlines = BootDeadlines()
 
 
@@ -164,6 +165,10 @@ class Profile(_Section):
     network: Network = Network()
     context: Context = Context()
     origin: str = ""
+
+    def boots_over_network(self, traits: Mapping[str, str]) -> bool:
+        """``boot.network`` for an instance with these traits."""
+        return bool(self.expect("boot.network", traits).value)
 
     def expect(self, dotted: str, traits: Mapping[str, str]) -> Expectation[Any]:
         """Resolve ``section.key`` for an instance with these traits."""

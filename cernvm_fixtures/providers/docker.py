@@ -500,14 +500,11 @@ class DockerProvider(Provider[DockerOptions, "DockerMachine"]):
     @classmethod
     def check_profile(cls, target: Any, profile: Any) -> None:
         """In parrot mode CernVM's /init fetches the OS repository over the network: ``network = "none"`` cannot
-        work for an image whose profile loads its OS over the network (the appliance carries its repository)."""
+        work for an image whose profile loads its OS over the network (the appliance's image carries its repository,
+        its profile says so)."""
         options: DockerOptions = target.options
-        if (
-            options.mode == "parrot"
-            and options.network == "none"
-            and profile.boot.network
-            and appliance_variant(target.image) is None
-        ):
+        traits = {"provider": "docker", "kind": "container", "cvmfs_mode": options.mode}
+        if options.mode == "parrot" and options.network == "none" and profile.boots_over_network(traits):
             raise ConfigError(
                 f"{target.where('network')}: 'none' leaves the container no network, but in mode 'parrot' /init "
                 f"fetches the OS repository over the network (profile {profile.name!r}: boot.network); use a Docker "

@@ -378,6 +378,10 @@ def domain_xml(
     return _serialize(domain)
 
 
+KVM_TRAITS = {"provider": "kvm", "kind": "vm"}
+"""What the profile's boot rules match on before a machine exists."""
+
+
 def stratum1_forward(port: int) -> str:
     """The ``guestfwd`` that connects the appliance's CernVM-FS server address (its ``cvmfs_server=``) to the
     server on 127.0.0.1:``port``: a character device reconnecting after each request (libvirt's QEMU sandbox
@@ -486,7 +490,7 @@ class KvmProvider(Provider[KvmOptions, "KvmMachine"]):
         (``served``: the test appliance's)."""
         if self.options.restrict is not None:
             return self.options.restrict
-        return not (profile.boot.network and not served)
+        return not (profile.boots_over_network(KVM_TRAITS) and not served)
 
     @classmethod
     def check_profile(cls, target: Target, profile: Profile) -> None:
@@ -502,7 +506,7 @@ class KvmProvider(Provider[KvmOptions, "KvmMachine"]):
                 f"{target.where('network')}: 'nat' cannot reach the test appliance's CernVM-FS server (a process "
                 "on this host that only user-mode networking forwards to the guest); use network = 'user'"
             )
-        if profile.boot.network and not appliance and options.network == "user" and options.restrict:
+        if profile.boots_over_network(KVM_TRAITS) and not appliance and options.network == "user" and options.restrict:
             raise ConfigError(
                 f"{target.where('restrict')}: true isolates the guest, but {needs}: it would stop with "
                 "'Unable to mount cvmfs root filesystem!'; set restrict = false, or network = 'nat'"

@@ -324,6 +324,8 @@ def test_host_key_mismatch_stops_readiness_at_once(tmp_path, monkeypatch):
     started = time.monotonic()
     with pytest.raises(ReadinessError) as error:
         launch(target, Run(state=tmp_path / "state"))
-    assert error.value.step == "login" and "not among the 1 key(s) the instance announced" in str(error.value)
+    assert error.value.step == "login" and "not among the 1 key(s) the instance was given or announced" in str(
+        error.value
+    )
     assert time.monotonic() - started < 60, "a forged host key is not retried until the deadline"
     assert_nothing_left(tmp_path)

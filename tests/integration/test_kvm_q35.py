@@ -54,7 +54,9 @@ def test_appliance_boots_on_q35_with_the_config_drive_on_sata(tmp_path):
 
         # the context came from the config drive, found on a CD drive behind q35's AHCI controller (ICH9, 0x1f.2)
         assert instance.run("cat /mnt/.rw/context/source").stdout.strip() == "ConfigDrive"
-        found = instance.run("sed -n 's/.*ConfigDrive found on //p' /mnt/.rw/ulogs/context.log").stdout.split()
+        found = instance.run(
+            "sed -n 's/.*ConfigDrive on \\([^:]*\\):.*/\\1/p' /mnt/.rw/ulogs/context.log"
+        ).stdout.split()
         assert found and found[-1].startswith("/dev/sr"), found
         ahci = instance.run("ls /sys/bus/pci/drivers/ahci").stdout.split()
         assert "0000:00:1f.2" in ahci, ahci
