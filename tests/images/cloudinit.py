@@ -74,7 +74,8 @@ PACKAGES = (
 )
 """Installed with --no-install-recommends on top of debootstrap's minbase."""
 KEY_PACKAGES = ("cloud-init", "openssh-server", "systemd", "live-boot", "linux-image-amd64")
-"""Recorded in the manifest (their installed versions) and, as candidates, in the root's key."""
+"""Their candidate versions, as the host's apt sees them, are part of the root's key: a new one on the mirror
+makes a new root (the manifest records the versions installed)."""
 
 CMDLINE = "boot=live net.ifnames=0 quiet"
 """The ISO's kernel line: live-boot's root; eth0 as on CernVM; no console= (so tty0, as the released ISO)."""
