@@ -124,8 +124,9 @@ class SSHTransport(Transport):
             chan.close()
 
     def _offer_announced_types(self, client: paramiko.Transport) -> None:
-        """Ask only for host key types the instance announced: a server holding several (cloud-init makes RSA and
-        ECDSA keys besides the one handed over) then presents the announced one, not whichever it prefers."""
+        """Ask only for host key types the instance announced: a server holding several (an image's own keys kept
+        with ``ssh_deletekeys: false``, or made at boot by something other than cloud-init) then presents the
+        announced one, not whichever it prefers."""
         announced = self._pinned and [self._pinned] or self._host_keys() or []
         options = client.get_security_options()
         wanted = {k.split()[0] for k in announced if k.split()}

@@ -97,8 +97,8 @@ def test_keys_handed_over_in_the_context_win_over_the_console():
 
 
 def test_only_the_announced_key_type_is_asked_for():
-    """A server holding several host keys (cloud-init makes RSA and ECDSA ones besides the handed-over Ed25519)
-    must be asked for the announced type, else it presents whichever it prefers and is refused."""
+    """A server holding several host keys (an image's own RSA/ECDSA keys besides the handed-over Ed25519) must be
+    asked for the announced type, else it presents whichever it prefers and is refused."""
     import paramiko
 
     ssh = transport([[line(key())]])

@@ -261,7 +261,11 @@ def test_kvm_nic_model_decides_the_driver():
 def test_first_boot_needs_are_declared_like_cernvm4():
     """The appliance states the same needs as CernVM 4: its OS over the network at boot, and first-boot deadlines."""
     c4, app = profile.load("cernvm4"), profile.load("appliance")
-    assert c4.boot.network and app.boot.network
+    vm = {"provider": "kvm", "kind": "vm"}
+    assert c4.boots_over_network(vm) and app.boots_over_network(vm)
+    parrot = {"provider": "docker", "kind": "container", "cvmfs_mode": "parrot"}
+    assert c4.boots_over_network(parrot), "parrot fetches cernvm-prod.cern.ch"
+    assert not app.boots_over_network(parrot), "the appliance's Docker image carries its repository"
     assert c4.boot.deadlines.reachable and c4.boot.deadlines.reachable >= 300
     assert app.boot.deadlines.reachable and app.boot.deadlines.ready
 
