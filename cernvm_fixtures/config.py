@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from . import profile as profiles
 from . import providers
+from .download import redact
 from .errors import ConfigError
 from .images import APPLIANCE, appliance_variant
 
@@ -148,7 +149,9 @@ class Target:
         if download.is_url(image):
             reference = download.parse(image)
             if not reference.name.lower().endswith((suffix, *convertible)):
-                raise ConfigError(f"{self.where('image')}: {self.image!r}: the {self.provider} provider boots {boots}")
+                raise ConfigError(
+                    f"{self.where('image')}: {redact(self.image)!r}: the {self.provider} provider boots {boots}"
+                )
             try:
                 path = download.fetch(
                     reference,
@@ -160,9 +163,11 @@ class Target:
         else:
             path = Path(self.image).expanduser()
             if not path.name.lower().endswith((suffix, *convertible)):
-                raise ConfigError(f"{self.where('image')}: {self.image!r}: the {self.provider} provider boots {boots}")
+                raise ConfigError(
+                    f"{self.where('image')}: {redact(self.image)!r}: the {self.provider} provider boots {boots}"
+                )
             if not path.is_file():
-                raise ConfigError(f"{self.where('image')}: {self.image!r} does not exist")
+                raise ConfigError(f"{self.where('image')}: {redact(self.image)!r} does not exist")
         if not path.name.lower().endswith(suffix):
             return convert.convert(path, suffix, self.where("image"))
         return path.resolve()
@@ -266,7 +271,7 @@ def default_profile(image: str, target: str, where: str) -> str:
     if image.startswith("release:"):
         return "cernvm4"
     raise ConfigError(
-        f"{where}: target {target!r} boots image {image!r}, so it needs a profile "
+        f"{where}: target {target!r} boots image {redact(image)!r}, so it needs a profile "
         f"(shipped: {', '.join(profiles.shipped())}, or a path to a .toml file)"
     )
 

@@ -24,7 +24,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urldefrag, urljoin, urlsplit
+from urllib.parse import urldefrag, urljoin, urlsplit, urlunsplit
 
 from .dirs import cache_dir
 from .errors import CernvmError
@@ -50,11 +50,33 @@ class Reference:
 
     @property
     def checksum_url(self) -> str:
-        return self.url + ".sha256"
+        """``<path>.sha256`` beside the file, with the same query (a container-wide token such as an Azure SAS
+        reaches it too)."""
+        parts = urlsplit(self.url)
+        return urlunsplit(parts._replace(path=parts.path + ".sha256"))
 
 
 def is_url(image: str) -> bool:
     return image.startswith(("http://", "https://"))
+
+
+REDACTED = "REDACTED"
+
+
+def redact(image: str) -> str:
+    """``image`` as it may be shown or recorded: a URL's query values and user info replaced by ``REDACTED``
+    (S3 presigned ``X-Amz-Signature``/``X-Amz-Credential``, an Azure SAS ``sig=``, any token), the rest kept;
+    anything that is not a URL unchanged. Every message, report and JUnit property naming an image uses it."""
+    if not is_url(image):
+        return image
+    parts = urlsplit(image)
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = f"{REDACTED}@{netloc.rpartition('@')[2]}"
+    query = "&".join(
+        f"{item.partition('=')[0]}={REDACTED}" if "=" in item else REDACTED for item in parts.query.split("&") if item
+    )
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 RELEASE = re.compile(r"^release:(?:(?P<branch>[a-z][a-z0-9-]*)/)?(?P<version>\d{4}\.\d{2}-\d+)$")
@@ -102,7 +124,7 @@ def parse(image: str) -> Reference:
         return Reference(url)
     key, _, value = fragment.partition("=")
     if key != "sha256" or not DIGEST.match(value.lower()):
-        raise DownloadError(f"{image!r}: the fragment must be #sha256=<64 hex digits>, got #{fragment}")
+        raise DownloadError(f"{redact(image)!r}: the fragment must be #sha256=<64 hex digits>, got #{fragment}")
     return Reference(url, value.lower())
 
 
@@ -184,10 +206,10 @@ def _open(url: str, timeout: float, start: int = 0):
     try:
         return urllib.request.urlopen(request, timeout=timeout)
     except urllib.error.HTTPError as e:
-        raise DownloadError(f"{url}: HTTP {e.code} {e.reason}") from None
+        raise DownloadError(f"{redact(url)}: HTTP {e.code} {e.reason}") from None
     except (urllib.error.URLError, OSError) as e:
         reason = getattr(e, "reason", e)
-        raise DownloadError(f"{url}: cannot connect: {reason}") from None
+        raise DownloadError(f"{redact(url)}: cannot connect: {reason}") from None
 
 
 def published_digest(ref: Reference, timeout: float) -> str:
@@ -198,7 +220,7 @@ def published_digest(ref: Reference, timeout: float) -> str:
         words = line.split()
         if words and DIGEST.match(words[0].lower()) and (len(words) == 1 or words[-1].lstrip("*") == ref.name):
             return words[0].lower()
-    raise DownloadError(f"{ref.checksum_url}: no SHA-256 for {ref.name} in the checksum file")
+    raise DownloadError(f"{redact(ref.checksum_url)}: no SHA-256 for {ref.name} in the checksum file")
 
 
 def fetch(ref: Reference, *, offline: bool = False, timeout: float = 30.0, progress: Progress | None = None) -> Path:
@@ -208,7 +230,7 @@ def fetch(ref: Reference, *, offline: bool = False, timeout: float = 30.0, progr
         return found
     if offline:
         raise DownloadError(
-            f"{ref.url}: not in the cache ({images_dir()}) and offline mode (--cernvm-offline, --offline) "
+            f"{redact(ref.url)}: not in the cache ({images_dir()}) and offline mode (--cernvm-offline, --offline) "
             "forbids downloading it"
         )
     digest = ref.sha256 or published_digest(ref, timeout)
@@ -244,11 +266,11 @@ def _download(ref: Reference, digest: str, final: Path, timeout: float, progress
                     chunk = response.read1(CHUNK)
                 except TimeoutError:
                     raise DownloadError(
-                        f"{ref.url}: the server sent nothing for {timeout:.0f} s after {done} bytes "
+                        f"{redact(ref.url)}: the server sent nothing for {timeout:.0f} s after {done} bytes "
                         "(the partial file is kept and resumed next time)"
                     ) from None
                 except OSError as e:
-                    raise DownloadError(f"{ref.url}: connection lost after {done} bytes: {e}") from None
+                    raise DownloadError(f"{redact(ref.url)}: connection lost after {done} bytes: {e}") from None
                 if not chunk:
                     break
                 out.write(chunk)
@@ -257,11 +279,13 @@ def _download(ref: Reference, digest: str, final: Path, timeout: float, progress
                 if progress:
                     progress(done, total)
     if total is not None and done < total:
-        raise DownloadError(f"{ref.url}: connection closed after {done} of {total} bytes (resumed next time)")
+        raise DownloadError(f"{redact(ref.url)}: connection closed after {done} of {total} bytes (resumed next time)")
     actual = hasher.hexdigest()
     if actual != digest:
         part.unlink(missing_ok=True)
-        raise DownloadError(f"{ref.url}: checksum mismatch: expected sha256 {digest}, got {actual}; file discarded")
+        raise DownloadError(
+            f"{redact(ref.url)}: checksum mismatch: expected sha256 {digest}, got {actual}; file discarded"
+        )
     os.replace(part, final)
 
 

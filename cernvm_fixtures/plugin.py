@@ -18,6 +18,7 @@ import pytest
 
 from . import config as configuration
 from .context import UserData
+from .download import redact
 from .errors import CernvmError, ReadinessError
 from .harness import Harness
 from .instance import Instance
@@ -255,7 +256,7 @@ def _properties(instance: Instance) -> list[tuple[str, str]]:
     """What a JUnit reader (``cernvm-fixtures report``) shows of the instance a test ran on."""
     found = [
         ("cernvm_provider", instance.target.provider),
-        ("cernvm_image", instance.target.image),
+        ("cernvm_image", redact(instance.target.image)),
         ("cernvm_profile", instance.profile.name),
     ]
     if instance.ready_after is not None:

@@ -37,8 +37,9 @@ class Server:
                 pass
 
             def do_GET(self):
-                outer.requests.append((self.path, self.headers.get("Range")))
-                name = self.path.lstrip("/")
+                path = self.path.split("?", 1)[0]  # a signed URL's query is the server's business
+                outer.requests.append((path, self.headers.get("Range")))
+                name = path.lstrip("/")
                 file = name.removesuffix(".sha256")
                 extra = outer.extra.get(file)
                 if extra is not None:
@@ -48,14 +49,14 @@ class Server:
                     self.end_headers()
                     self.wfile.write(body)
                     return
-                if self.path == f"/{NAME}.sha256":
+                if path == f"/{NAME}.sha256":
                     body = f"{DIGEST}  {NAME}\n".encode()
                     self.send_response(200)
                     self.send_header("Content-Length", str(len(body)))
                     self.end_headers()
                     self.wfile.write(body)
                     return
-                if self.path != f"/{NAME}":
+                if path != f"/{NAME}":
                     self.send_error(404)
                     return
                 start = 0
@@ -365,3 +366,64 @@ def test_progress_bar_on_a_terminal(server, cache):
     assert "\r" + NAME + ": [" in text, f"no bar redrawn in place: {text!r}"
     assert re.search(r"\[#{30}\] [\d.]+/[\d.]+ MB [\d.]+ MB/s ETA \d+ s", text), text
     assert " % of " not in text, "the log format is for non-terminals"
+
+
+# --- signed URLs: their query tokens are never shown or recorded ----------------------------------------------
+
+SIGNED = "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIAEXAMPLE%2F20260101&X-Amz-Signature=0badc0ffee"
+"""An S3 presigned URL's query (the credential and signature are secrets)."""
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (
+            f"https://b.s3.amazonaws.com/x.hdd?{SIGNED}",
+            "https://b.s3.amazonaws.com/x.hdd?X-Amz-Algorithm=REDACTED&"
+            "X-Amz-Credential=REDACTED&X-Amz-Signature=REDACTED",
+        ),
+        (
+            "https://a.blob.core.windows.net/c/x.vhd?sv=2022-11-02&sp=r&sig=s3cr3t%3D#sha256=" + "0" * 64,
+            "https://a.blob.core.windows.net/c/x.vhd?sv=REDACTED&sp=REDACTED&sig=REDACTED#sha256=" + "0" * 64,
+        ),
+        ("https://user:pa55@example.org/x.iso", "https://REDACTED@example.org/x.iso"),
+        ("https://example.org/x.iso?t0ken", "https://example.org/x.iso?REDACTED"),
+        ("https://example.org/x.iso", "https://example.org/x.iso"),
+        ("/srv/images/x.iso", "/srv/images/x.iso"),
+        ("release:prod/2021.05-1", "release:prod/2021.05-1"),
+    ],
+)
+def test_redact_keeps_what_a_person_needs_and_drops_tokens(url, shown):
+    assert download.redact(url) == shown
+
+
+def test_a_signed_url_is_redacted_in_errors_and_its_checksum_keeps_the_token(server):
+    with pytest.raises(download.DownloadError) as error:
+        download.fetch(download.parse(f"{server.url}/missing.iso?{SIGNED}"))
+    message = str(error.value)
+    assert "missing.iso.sha256?X-Amz-Algorithm=REDACTED&" in message and "HTTP 404" in message
+    assert "AKIAEXAMPLE" not in message and "0badc0ffee" not in message
+    assert server.requests == [("/missing.iso.sha256", None)], "the checksum file is <path>.sha256, same query"
+    path = download.fetch(download.parse(f"{server.url}/{NAME}?{SIGNED}"))
+    assert path.name == NAME and path.read_bytes() == DATA
+
+
+def test_a_signed_url_is_redacted_in_config_errors_and_junit_properties(server):
+    from types import SimpleNamespace
+
+    from cernvm_fixtures import config, plugin
+
+    url = f"{server.url}/x.vhd?{SIGNED}"
+    target = config.parse({"targets": {"kvm": {"provider": "kvm", "image": url, "profile": "cernvm4"}}}, "t")
+    kvm = target.targets["kvm"]
+    with pytest.raises(config.ConfigError) as error:
+        kvm.image_file(".iso", "ISO images")
+    assert "X-Amz-Signature=REDACTED" in str(error.value) and "0badc0ffee" not in str(error.value)
+    with pytest.raises(config.ConfigError) as error:
+        config.parse({"targets": {"kvm": {"provider": "kvm", "image": url}}}, "t")
+    assert "X-Amz-Signature=REDACTED" in str(error.value) and "0badc0ffee" not in str(error.value)
+    instance = SimpleNamespace(
+        target=kvm, profile=SimpleNamespace(name="cernvm4"), ready_after=None, timings={}, host_key_trust=None
+    )
+    properties = dict(plugin._properties(instance))
+    assert properties["cernvm_image"] == download.redact(url) and "0badc0ffee" not in str(properties)
