@@ -74,7 +74,14 @@ def cmd_up(args: argparse.Namespace) -> int:
         raise configuration.ConfigError(
             f"unknown target {name!r}; {loaded.origin} declares {', '.join(loaded.targets)}"
         )
-    target = loaded.targets[name].with_overrides(args.image, args.profile)
+    from .download import redact
+
+    target = loaded.targets[name].with_overrides(
+        args.image,
+        args.profile,
+        image_from=f"--image {redact(args.image)}" if args.image else None,
+        profile_from=f"--profile {args.profile}" if args.profile else None,
+    )
     run = Run(keep=Keep.ALWAYS)
     instance = launch(target, run)
     instance.machine.keep()
