@@ -46,7 +46,9 @@ class Reference:
 
     @property
     def name(self) -> str:
-        return Path(urlsplit(self.url).path).name or "image"
+        """The file name the cache gives the image: the URL path's last part (``image`` if that names no file)."""
+        name = Path(urlsplit(self.url).path).name
+        return name if name not in ("", ".", "..") else "image"
 
     @property
     def checksum_url(self) -> str:
@@ -129,7 +131,15 @@ def parse(image: str) -> Reference:
 
 
 def images_dir() -> Path:
+    """The image cache: ``<sha256>/<name>`` holds a verified download and nothing else (so no download's name can
+    collide with the cache's own files), ``.work/`` the locks and partial files, ``urls/`` the digest each unpinned
+    URL had, ``converted/`` the conversions (:mod:`.convert`)."""
     return cache_dir() / "images"
+
+
+def _work(digest: str, what: str) -> Path:
+    """The cache's own file ``what`` (``lock``, ``part``) for a digest, apart from every download's name."""
+    return images_dir() / ".work" / f"{digest}.{what}"
 
 
 def cached(ref: Reference) -> Path | None:
@@ -199,6 +209,10 @@ def progress_printer(name: str, stream=None) -> Progress:
     return show
 
 
+class _RangeNotSatisfiable(DownloadError):
+    """HTTP 416: nothing lies past the requested start (the partial file may hold the whole image already)."""
+
+
 def _open(url: str, timeout: float, start: int = 0):
     request = urllib.request.Request(url, headers={"User-Agent": "cernvm-fixtures"})
     if start:
@@ -206,7 +220,8 @@ def _open(url: str, timeout: float, start: int = 0):
     try:
         return urllib.request.urlopen(request, timeout=timeout)
     except urllib.error.HTTPError as e:
-        raise DownloadError(f"{redact(url)}: HTTP {e.code} {e.reason}") from None
+        error = _RangeNotSatisfiable if e.code == 416 and start else DownloadError
+        raise error(f"{redact(url)}: HTTP {e.code} {e.reason}") from None
     except (urllib.error.URLError, OSError) as e:
         reason = getattr(e, "reason", e)
         raise DownloadError(f"{redact(url)}: cannot connect: {reason}") from None
@@ -236,7 +251,8 @@ def fetch(ref: Reference, *, offline: bool = False, timeout: float = 30.0, progr
     digest = ref.sha256 or published_digest(ref, timeout)
     final = images_dir() / digest / ref.name
     final.parent.mkdir(parents=True, exist_ok=True)
-    with open(final.parent / ".lock", "w") as lock:
+    _work(digest, "lock").parent.mkdir(exist_ok=True)
+    with open(_work(digest, "lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not final.is_file():
             _download(ref, digest, final, timeout, progress)
@@ -245,18 +261,34 @@ def fetch(ref: Reference, *, offline: bool = False, timeout: float = 30.0, progr
     return final
 
 
+CONTENT_RANGE = re.compile(r"^bytes (\d+)-\d+/(\d+|\*)$")
+
+
 def _download(ref: Reference, digest: str, final: Path, timeout: float, progress: Progress | None) -> None:
-    part = final.with_name(final.name + ".part")
+    """Download (or resume) ``ref`` into the digest's partial file, verify it, rename it to ``final``."""
+    part = _work(digest, "part")
     hasher = hashlib.sha256()
     have = part.stat().st_size if part.exists() else 0
     if have:
         with open(part, "rb") as f:
             while chunk := f.read(CHUNK):
                 hasher.update(chunk)
-    response = _open(ref.url, timeout, start=have)
+    try:
+        response = _open(ref.url, timeout, start=have)
+    except _RangeNotSatisfiable:  # nothing after the partial file's end: it is whole if it verifies
+        if hasher.hexdigest() == digest:
+            os.replace(part, final)
+            return
+        part.unlink()
+        have, hasher = 0, hashlib.sha256()
+        response = _open(ref.url, timeout)
+    resumed = CONTENT_RANGE.match(response.headers.get("Content-Range") or "")
+    if have and (response.status != 206 or resumed is None or int(resumed[1]) != have):
+        have, hasher = 0, hashlib.sha256()  # the server ignored the range: start again
+        if response.status == 206:  # a range from elsewhere (a broken proxy): this body cannot follow the part
+            response.close()
+            response = _open(ref.url, timeout)
     with response:
-        if have and response.status != 206:  # the server ignored the range: start again
-            have, hasher = 0, hashlib.sha256()
         length = response.headers.get("Content-Length")
         total = have + int(length) if length and length.isdigit() else None
         with open(part, "ab" if have else "wb") as out:
@@ -289,6 +321,12 @@ def _download(ref: Reference, digest: str, final: Path, timeout: float, progress
     os.replace(part, final)
 
 
+LEGACY = (".lock",)
+"""The cache's own names inside an entry's folder: conversions keep their lock there (and partial files, ``*.part``),
+and so did downloads before ``.work/``. Not listed as entries; a download of that name is still verified and used
+(it never meets the cache's own files), only ``image list`` and ``prune`` pass it over."""
+
+
 def entries() -> list[tuple[Path, int, float]]:
     """Cached images (downloads, and conversions under ``converted/``): path, size in bytes, last use (mtime)."""
     found: list[tuple[Path, int, float]] = []
@@ -300,7 +338,7 @@ def entries() -> list[tuple[Path, int, float]]:
         if not DIGEST.match(folder.name):
             continue
         for path in folder.iterdir():
-            if path.is_file() and not path.name.startswith(".") and not path.name.endswith(".part"):
+            if path.is_file() and path.name not in LEGACY and not path.name.endswith(".part"):
                 stat = path.stat()
                 found.append((path, stat.st_size, stat.st_mtime))
     return sorted(found, key=lambda e: e[2])

@@ -6,6 +6,7 @@ import hashlib
 import io
 import os
 import re
+import ssl
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -20,16 +21,25 @@ NAME = "ucernvm-prod.2021.05-1.cernvm.x86_64.iso"
 
 
 class Server:
-    """Serves DATA under CernVM's published name with its .sha256, range requests, and faults on demand."""
+    """Serves DATA under CernVM's published name with its .sha256, range requests as RFC 9110 has them (416 past
+    the end), redirects, and faults on demand."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
         self.requests: list[tuple[str, str | None]] = []
         self.drop_after: int | None = None
         self.stall = False
         self.ignore_range = False
+        self.wrong_range = False
+        """Answer a range request with 206 from byte 0 whatever was asked (a broken proxy)."""
         self.body = DATA
+        self.published = DIGEST
+        """What ``NAME.sha256`` says (a respin changes body and published digest together)."""
         self.extra: dict[str, bytes] = {}
-        """More published files (name -> content), served whole with their .sha256."""
+        """More published files (name -> content), served with their .sha256."""
+        self.redirects: dict[str, str] = {}
+        """Path -> Location answered with 302."""
+        self.gate: threading.Event | None = None
+        """When set, every body waits for it (a download held in progress)."""
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -39,37 +49,49 @@ class Server:
             def do_GET(self):
                 path = self.path.split("?", 1)[0]  # a signed URL's query is the server's business
                 outer.requests.append((path, self.headers.get("Range")))
+                if path in outer.redirects:
+                    self.send_response(302)
+                    self.send_header("Location", outer.redirects[path])
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 name = path.lstrip("/")
                 file = name.removesuffix(".sha256")
-                extra = outer.extra.get(file)
-                if extra is not None:
-                    body = f"{hashlib.sha256(extra).hexdigest()}  {file}\n".encode() if file != name else extra
-                    self.send_response(200)
-                    self.send_header("Content-Length", str(len(body)))
-                    self.end_headers()
-                    self.wfile.write(body)
-                    return
-                if path == f"/{NAME}.sha256":
-                    body = f"{DIGEST}  {NAME}\n".encode()
-                    self.send_response(200)
-                    self.send_header("Content-Length", str(len(body)))
-                    self.end_headers()
-                    self.wfile.write(body)
-                    return
-                if path != f"/{NAME}":
+                if file == NAME:
+                    content, digest = outer.body, outer.published
+                elif file in outer.extra:
+                    content = outer.extra[file]
+                    digest = hashlib.sha256(content).hexdigest()
+                else:
                     self.send_error(404)
+                    return
+                if file != name:
+                    body = f"{digest}  {file}\n".encode()
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
                     return
                 start = 0
                 header = self.headers.get("Range")
                 if header and not outer.ignore_range:
                     start = int(header.removeprefix("bytes=").rstrip("-"))
+                    if start >= len(content):
+                        self.send_response(416)
+                        self.send_header("Content-Range", f"bytes */{len(content)}")
+                        self.send_header("Content-Length", "0")
+                        self.end_headers()
+                        return
+                    start = 0 if outer.wrong_range else start
                     self.send_response(206)
-                    self.send_header("Content-Range", f"bytes {start}-{len(outer.body) - 1}/{len(outer.body)}")
+                    self.send_header("Content-Range", f"bytes {start}-{len(content) - 1}/{len(content)}")
                 else:
                     self.send_response(200)
-                body = outer.body[start:]
+                body = content[start:]
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
+                if outer.gate is not None:
+                    outer.gate.wait(10)
                 if outer.stall:
                     self.wfile.write(body[:1000])
                     self.wfile.flush()
@@ -84,7 +106,9 @@ class Server:
                 self.wfile.write(body)
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        if tls is not None:
+            self.httpd.socket = tls.wrap_socket(self.httpd.socket, server_side=True)
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.httpd.server_address[1]}"
         threading.Thread(target=self.httpd.serve_forever, args=(0.02,), daemon=True).start()
 
     def gets(self) -> list[tuple[str, str | None]]:
@@ -128,7 +152,8 @@ def test_resume_after_a_dropped_connection(server, cache):
     ref = download.parse(f"{server.url}/{NAME}")
     with pytest.raises(download.DownloadError, match="connection closed after 1048576 of|connection lost after"):
         download.fetch(ref)
-    assert leftovers(cache) == [NAME + ".part"] and download.cached(ref) is None, "never used unverified"
+    assert len(leftovers(cache)) == 1 and download.cached(ref) is None, "never used unverified"
+    assert not list((cache / "images" / DIGEST).glob("*")), "the entry's folder holds verified files only"
     path = download.fetch(ref)
     assert path.read_bytes() == DATA
     assert server.gets()[-1][1] == "bytes=1048576-", "the second request resumes where the first stopped"
@@ -427,3 +452,64 @@ def test_a_signed_url_is_redacted_in_config_errors_and_junit_properties(server):
     )
     properties = dict(plugin._properties(instance))
     assert properties["cernvm_image"] == download.redact(url) and "0badc0ffee" not in str(properties)
+
+
+# --- the cache: resumes that end, names that cannot collide, full disks, last use, downgrades, re-verification ----
+
+
+def interrupted_before_the_rename(ref: download.Reference) -> None:
+    """Fetch ``ref`` and stop once the whole file is written, before it is renamed into place (a kill there)."""
+
+    def killed(src, dst):
+        raise KeyboardInterrupt("killed before the rename")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(download.os, "replace", killed)
+        with pytest.raises(KeyboardInterrupt):
+            download.fetch(ref)
+
+
+def test_a_part_holding_the_whole_file_is_verified_when_the_server_answers_416(server, cache):
+    ref = download.parse(f"{server.url}/{NAME}")
+    interrupted_before_the_rename(ref)
+    assert [p.stat().st_size for p in cache.rglob("*.part")] == [len(DATA)]
+    path = download.fetch(ref)
+    assert path.read_bytes() == DATA and leftovers(cache) == []
+    assert server.gets()[-1] == (f"/{NAME}", f"bytes={len(DATA)}-"), "asked for the rest, answered 416"
+
+
+def test_a_whole_part_that_does_not_verify_is_downloaded_again(server, cache):
+    ref = download.parse(f"{server.url}/{NAME}")
+    interrupted_before_the_rename(ref)
+    (part,) = cache.rglob("*.part")
+    with open(part, "r+b") as f:
+        f.write(b"X")
+    assert download.fetch(ref).read_bytes() == DATA
+    assert [r[1] for r in server.gets()][-2:] == [f"bytes={len(DATA)}-", None], "416, then from the start"
+
+
+def test_a_range_answered_from_another_offset_restarts_the_download(server):
+    ref = download.parse(f"{server.url}/{NAME}")
+    server.drop_after = 1024 * 1024
+    with pytest.raises(download.DownloadError):
+        download.fetch(ref)
+    server.wrong_range = True
+    assert download.fetch(ref).read_bytes() == DATA
+
+
+def test_a_download_named_like_a_lock_file_is_downloaded_and_verified(server):
+    server.extra = {".lock": b"an image that happens to be called .lock"}
+    path = download.fetch(download.parse(f"{server.url}/.lock"))
+    assert path.read_bytes() == b"an image that happens to be called .lock"
+
+
+def test_a_download_named_like_another_ones_partial_file_is_downloaded_and_verified(server, cache):
+    server.drop_after = 1024 * 1024
+    with pytest.raises(download.DownloadError):
+        download.fetch(download.parse(f"{server.url}/{NAME}"))
+    server.extra = {f"{NAME}.part": DATA}  # the same content (so the same digest) under the partial file's name
+    assert download.fetch(download.parse(f"{server.url}/{NAME}.part")).read_bytes() == DATA
+
+
+def test_a_url_ending_in_dot_dot_still_names_a_file():
+    assert download.Reference("https://example.org/images/..").name not in ("", ".", "..")
