@@ -12,6 +12,7 @@ fetch a file once (a file lock per digest). ``HTTPS_PROXY``/``NO_PROXY`` are hon
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import os
@@ -291,25 +292,36 @@ def _download(ref: Reference, digest: str, final: Path, timeout: float, progress
     with response:
         length = response.headers.get("Content-Length")
         total = have + int(length) if length and length.isdigit() else None
-        with open(part, "ab" if have else "wb") as out:
-            done = have
-            while True:
-                try:
-                    chunk = response.read1(CHUNK)
-                except TimeoutError:
-                    raise DownloadError(
-                        f"{redact(ref.url)}: the server sent nothing for {timeout:.0f} s after {done} bytes "
-                        "(the partial file is kept and resumed next time)"
-                    ) from None
-                except OSError as e:
-                    raise DownloadError(f"{redact(ref.url)}: connection lost after {done} bytes: {e}") from None
-                if not chunk:
-                    break
-                out.write(chunk)
-                hasher.update(chunk)
-                done += len(chunk)
-                if progress:
-                    progress(done, total)
+        if total is not None:
+            _check_space(ref, part.parent, total, have)
+        done = have
+        try:
+            with open(part, "ab" if have else "wb") as out:
+                while True:
+                    try:
+                        chunk = response.read1(CHUNK)
+                    except TimeoutError:
+                        raise DownloadError(
+                            f"{redact(ref.url)}: the server sent nothing for {timeout:.0f} s after {done} bytes "
+                            "(the partial file is kept and resumed next time)"
+                        ) from None
+                    except OSError as e:
+                        raise DownloadError(f"{redact(ref.url)}: connection lost after {done} bytes: {e}") from None
+                    if not chunk:
+                        break
+                    out.write(chunk)
+                    hasher.update(chunk)
+                    done += len(chunk)
+                    if progress:
+                        progress(done, total)
+        except OSError as e:  # writing the partial file: the download's own errors are DownloadErrors already
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                needs = f"{ref.name} needs {total} bytes" if total is not None else f"{ref.name} needs more"
+                raise DownloadError(
+                    f"{redact(ref.url)}: no space left in {images_dir()} after {done} bytes: {needs}; "
+                    f"{_room()} (the partial file is kept and resumed next time)"
+                ) from None
+            raise DownloadError(f"{redact(ref.url)}: cannot write {part}: {e.strerror or e}") from None
     if total is not None and done < total:
         raise DownloadError(f"{redact(ref.url)}: connection closed after {done} of {total} bytes (resumed next time)")
     actual = hasher.hexdigest()
@@ -325,6 +337,24 @@ LEGACY = (".lock",)
 """The cache's own names inside an entry's folder: conversions keep their lock there (and partial files, ``*.part``),
 and so did downloads before ``.work/``. Not listed as entries; a download of that name is still verified and used
 (it never meets the cache's own files), only ``image list`` and ``prune`` pass it over."""
+
+
+def _room() -> str:
+    """What a person can do about a full cache."""
+    return (
+        "make room (cernvm-fixtures image prune --older-than DAYS / --max-size GB) "
+        "or set CERNVM_FIXTURES_CACHE to a larger disk"
+    )
+
+
+def _check_space(ref: Reference, folder: Path, total: int, have: int) -> None:
+    """Refuse a download the cache's file system cannot hold, before writing any of it."""
+    free = shutil.disk_usage(folder).free
+    if total - have > free:
+        raise DownloadError(
+            f"{redact(ref.url)}: not enough space in {images_dir()}: {ref.name} needs {total} bytes "
+            f"({total / 1e6:.1f} MB{f', {have} of them downloaded' if have else ''}), {free} bytes are free; {_room()}"
+        )
 
 
 def entries() -> list[tuple[Path, int, float]]:

@@ -6,6 +6,7 @@ import hashlib
 import io
 import os
 import re
+import shutil
 import ssl
 import threading
 import time
@@ -513,3 +514,29 @@ def test_a_download_named_like_another_ones_partial_file_is_downloaded_and_verif
 
 def test_a_url_ending_in_dot_dot_still_names_a_file():
     assert download.Reference("https://example.org/images/..").name not in ("", ".", "..")
+
+
+def test_a_disk_too_small_is_one_clear_error_before_the_download(server, cache, monkeypatch):
+    usage = shutil.disk_usage(cache.parent)
+    monkeypatch.setattr(download.shutil, "disk_usage", lambda path: usage._replace(free=1000))
+    with pytest.raises(download.DownloadError) as error:
+        download.fetch(download.parse(f"{server.url}/{NAME}"))
+    message = str(error.value)
+    assert f"not enough space in {cache / 'images'}: {NAME} needs {len(DATA)} bytes" in message, message
+    assert "1000 bytes are free" in message and "cernvm-fixtures image prune" in message
+    assert not list(cache.rglob(NAME)) and leftovers(cache) == []
+
+
+def test_disk_full_during_the_download_is_one_clear_error(server, cache, monkeypatch):
+    """Writes to the partial file fail as on a full disk (they go to /dev/full)."""
+
+    def full(file, mode="r", *args, **kwargs):
+        if str(file).endswith(".part") and mode in ("ab", "wb"):
+            return open("/dev/full", mode, *args, **kwargs)
+        return open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(download, "open", full, raising=False)
+    with pytest.raises(download.DownloadError) as error:
+        download.fetch(download.parse(f"{server.url}/{NAME}"))
+    message = str(error.value)
+    assert f"no space left in {cache / 'images'}" in message and f"{NAME} needs {len(DATA)} bytes" in message
