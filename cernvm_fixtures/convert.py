@@ -23,7 +23,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from .download import DIGEST, images_dir
+from .download import DIGEST, images_dir, touch_used
 from .errors import ConfigError
 
 QEMU_FORMATS = {
@@ -56,6 +56,7 @@ def convert(source: Path, suffix: str, where: str) -> Path:
     folder = images_dir() / "converted" / _digest(source)
     final = folder / (source.name.rsplit(".", 1)[0] + suffix)
     if final.is_file():
+        touch_used(final)
         return final
     check_source(qemu_img, source, where)
     folder.mkdir(parents=True, exist_ok=True)
@@ -69,6 +70,7 @@ def convert(source: Path, suffix: str, where: str) -> Path:
             finally:
                 part.unlink(missing_ok=True)
                 raw.unlink(missing_ok=True)
+    touch_used(final)
     return final
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import hashlib
+import logging
 import os
 import re
 import shutil
@@ -29,6 +30,8 @@ from urllib.parse import urldefrag, urljoin, urlsplit, urlunsplit
 
 from .dirs import cache_dir
 from .errors import CernvmError
+
+log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
 DIGEST = re.compile(r"^[0-9a-f]{64}$")
@@ -243,6 +246,7 @@ def fetch(ref: Reference, *, offline: bool = False, timeout: float = 30.0, progr
     """The image as a verified file in the cache, downloading (or resuming) it if needed."""
     found = cached(ref)
     if found is not None:
+        touch_used(found)
         return found
     if offline:
         raise DownloadError(
@@ -259,6 +263,7 @@ def fetch(ref: Reference, *, offline: bool = False, timeout: float = 30.0, progr
             _download(ref, digest, final, timeout, progress)
     if ref.sha256 is None:
         _record_digest(ref.url, digest)
+    touch_used(final)
     return final
 
 
@@ -357,38 +362,61 @@ def _check_space(ref: Reference, folder: Path, total: int, have: int) -> None:
         )
 
 
+def touch_used(path: Path) -> None:
+    """Record that the cached image ``path`` was used now, as its folder's time (``image list`` shows it, ``prune
+    --older-than`` counts from it); the file's own times stay those it was verified with."""
+    try:
+        os.utime(path.parent)
+    except OSError:
+        pass
+
+
 def entries() -> list[tuple[Path, int, float]]:
-    """Cached images (downloads, and conversions under ``converted/``): path, size in bytes, last use (mtime)."""
+    """Cached images (downloads, and conversions under ``converted/``): path, size in bytes, last use (the time of
+    its folder: :func:`touch_used`), least recently used first."""
     found: list[tuple[Path, int, float]] = []
     root = images_dir()
     if not root.is_dir():
         return found
     folders = [*root.iterdir(), *((root / "converted").iterdir() if (root / "converted").is_dir() else ())]
     for folder in folders:
-        if not DIGEST.match(folder.name):
+        if not DIGEST.match(folder.name) or not folder.is_dir():
             continue
+        used = folder.stat().st_mtime
         for path in folder.iterdir():
             if path.is_file() and path.name not in LEGACY and not path.name.endswith(".part"):
-                stat = path.stat()
-                found.append((path, stat.st_size, stat.st_mtime))
+                found.append((path, path.stat().st_size, used))
     return sorted(found, key=lambda e: e[2])
 
 
 def prune(*, older_than: float | None = None, max_bytes: int | None = None) -> list[Path]:
-    """Remove cached images unused for ``older_than`` seconds, then the oldest until ``max_bytes`` remain."""
-    removed = []
+    """Remove cached images unused for ``older_than`` seconds, then the least recently used until ``max_bytes``
+    remain; an entry whose lock is held (downloading, being verified or converted) is left alone."""
+    removed: list[Path] = []
     now = time.time()
     items = entries()
-    for path, _size, used in list(items):
-        if older_than is not None and now - used > older_than:
-            shutil.rmtree(path.parent, ignore_errors=True)
-            removed.append(path)
-    items = [e for e in items if e[0] not in removed]
+    folders: dict[Path, list[tuple[Path, int, float]]] = {}
+    for entry in items:
+        folders.setdefault(entry[0].parent, []).append(entry)
     total = sum(size for _, size, _ in items)
-    for path, size, _ in items:
-        if max_bytes is None or total <= max_bytes:
-            break
-        shutil.rmtree(path.parent, ignore_errors=True)
-        removed.append(path)
-        total -= size
+    for folder, members in folders.items():  # least recently used first
+        stale = older_than is not None and now - members[0][2] > older_than
+        over = max_bytes is not None and total > max_bytes
+        if (stale or over) and _remove_unless_locked(folder):
+            removed += [path for path, _, _ in members]
+            total -= sum(size for _, size, _ in members)
     return removed
+
+
+def _remove_unless_locked(folder: Path) -> bool:
+    """Remove an entry's folder while holding its lock; False (and nothing removed) if another process holds it."""
+    lock_path = folder / ".lock" if folder.parent.name == "converted" else _work(folder.name, "lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("cernvm: %s is in use (its lock is held): not pruned", folder)
+            return False
+        shutil.rmtree(folder, ignore_errors=True)
+        return True

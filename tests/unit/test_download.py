@@ -228,7 +228,7 @@ def test_prune(server):
     path = download.fetch(download.parse(f"{server.url}/{NAME}"))
     assert [e[0] for e in download.entries()] == [path]
     assert download.prune(max_bytes=10**9) == []
-    os.utime(path, (time.time() - 3 * 86400,) * 2)
+    os.utime(path.parent, (time.time() - 3 * 86400,) * 2)  # last used three days ago
     assert download.prune(older_than=2 * 86400) == [path] and download.entries() == []
 
 
@@ -540,3 +540,41 @@ def test_disk_full_during_the_download_is_one_clear_error(server, cache, monkeyp
         download.fetch(download.parse(f"{server.url}/{NAME}"))
     message = str(error.value)
     assert f"no space left in {cache / 'images'}" in message and f"{NAME} needs {len(DATA)} bytes" in message
+
+
+def test_prune_older_than_counts_from_the_last_use(server):
+    ref = download.parse(f"{server.url}/{NAME}")
+    path = download.fetch(ref)
+    long_ago = time.time() - 3 * 86400
+    for downloaded in (path, path.parent):
+        os.utime(downloaded, (long_ago, long_ago))
+    assert download.fetch(ref) == path, "used today"
+    assert download.prune(older_than=2 * 86400) == []
+    assert [(e[0], e[2] > time.time() - 60) for e in download.entries()] == [(path, True)]
+
+
+def test_prune_leaves_an_entry_alone_while_its_lock_is_held(server):
+    """Another name with the same content is being downloaded into the entry's digest: prune skips it."""
+    path = download.fetch(download.parse(f"{server.url}/{NAME}"))
+    server.extra = {"copy.iso": DATA}
+    server.gate = threading.Event()
+    fetched: list[object] = []
+
+    def fetch_copy():
+        try:
+            fetched.append(download.fetch(download.parse(f"{server.url}/copy.iso")))
+        except BaseException as e:  # noqa: BLE001 - reported below
+            fetched.append(e)
+
+    copying = threading.Thread(target=fetch_copy)
+    copying.start()
+    deadline = time.monotonic() + 10
+    while ("/copy.iso", None) not in server.requests and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.1)  # the request is in: the copy's download holds the digest's lock
+    try:
+        assert download.prune(max_bytes=0) == [], "an entry whose lock is held is not removed"
+    finally:
+        server.gate.set()
+        copying.join(10)
+    assert path.read_bytes() == DATA and [type(f).__name__ for f in fetched] == ["PosixPath"], fetched
