@@ -213,6 +213,21 @@ def progress_printer(name: str, stream=None) -> Progress:
     return show
 
 
+class _NoDowngrade(urllib.request.HTTPRedirectHandler):
+    """Follows redirects, but never from https to a plain scheme (http, ftp): the image and its checksum would then
+    come from whoever is on the path, and the checksum would vouch for their file."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        scheme = urlsplit(newurl).scheme.lower()
+        if scheme not in ("http", "https") or (urlsplit(req.full_url).scheme == "https" and scheme != "https"):
+            raise DownloadError(
+                f"{redact(req.full_url)}: redirected to {redact(newurl)}: refused (leaves https for {scheme}: an "
+                "image and its checksum must not travel unauthenticated); ask the server's owner for an https "
+                "location, or give the http:// URL yourself if you mean to trust the network"
+            )
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
 class _RangeNotSatisfiable(DownloadError):
     """HTTP 416: nothing lies past the requested start (the partial file may hold the whole image already)."""
 
@@ -222,7 +237,8 @@ def _open(url: str, timeout: float, start: int = 0):
     if start:
         request.add_header("Range", f"bytes={start}-")
     try:
-        return urllib.request.urlopen(request, timeout=timeout)
+        # urllib's default handlers, proxies from the environment as it is now included, with redirects checked
+        return urllib.request.build_opener(_NoDowngrade).open(request, timeout=timeout)
     except urllib.error.HTTPError as e:
         error = _RangeNotSatisfiable if e.code == 416 and start else DownloadError
         raise error(f"{redact(url)}: HTTP {e.code} {e.reason}") from None

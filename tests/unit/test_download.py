@@ -578,3 +578,33 @@ def test_prune_leaves_an_entry_alone_while_its_lock_is_held(server):
         server.gate.set()
         copying.join(10)
     assert path.read_bytes() == DATA and [type(f).__name__ for f in fetched] == ["PosixPath"], fetched
+
+
+@pytest.fixture
+def https_server(tmp_path, monkeypatch):
+    """The same server over TLS (a trustme CA this process trusts through SSL_CERT_FILE)."""
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "ca.pem"))
+    s = Server(tls=context)
+    yield s
+    s.httpd.shutdown()
+
+
+def test_https_serves_and_follows_an_https_redirect(https_server):
+    https_server.redirects = {"/moved.iso": f"{https_server.url}/{NAME}"}
+    assert download.fetch(download.parse(f"{https_server.url}/moved.iso#sha256={DIGEST}")).read_bytes() == DATA
+
+
+@pytest.mark.parametrize("scheme", ["http", "ftp"])
+def test_a_redirect_from_https_to_a_plain_scheme_is_refused(https_server, server, scheme):
+    plain = server.url if scheme == "http" else "ftp://127.0.0.1:9"
+    https_server.redirects = {f"/{NAME}": f"{plain}/{NAME}", f"/{NAME}.sha256": f"{plain}/{NAME}.sha256"}
+    with pytest.raises(download.DownloadError, match=rf"redirected to {scheme}://127\.0\.0\.1:\d+/.*: refused"):
+        download.fetch(download.parse(f"{https_server.url}/{NAME}#sha256={DIGEST}"))
+    with pytest.raises(download.DownloadError, match=rf"{NAME}\.sha256: redirected to {scheme}://.*: refused"):
+        download.fetch(download.parse(f"{https_server.url}/{NAME}"))
+    assert server.requests == [], "nothing was asked over the plain scheme"
