@@ -3,18 +3,31 @@
 An image reference is a URL with its digest (``https://.../file.iso#sha256=<hex>``) or
 without one, in which case the checksum file CernVM publishes beside every image
 (``<url>.sha256``) says what the file must hash to. Files land in a per-user cache
-keyed by digest; a download goes to ``<name>.part`` (resumed with an HTTP range
-request after an interruption) and is renamed into place only once its digest
-matched, so an unverified file is never used. Concurrent runs and xdist workers
-fetch a file once (a file lock per digest). ``HTTPS_PROXY``/``NO_PROXY`` are honoured
-(urllib's own handling); offline, only the cache is used.
+keyed by digest (:func:`images_dir`); a download goes to a partial file of the cache's own
+(resumed with an HTTP range request after an interruption; one that already holds the whole
+file is verified) and is renamed into place only once its digest matched, so an unverified
+file is never used. A cached file is checked again on every use: unchanged since it was
+verified (size, inode and times as recorded then), or hashed again, and downloaded anew if it
+no longer matches. Concurrent runs and xdist workers fetch a file once (a file lock per digest).
+
+A pinned URL (``#sha256=``) is never asked again once cached. An unpinned URL follows its
+publisher: its ``.sha256`` is read on every fetch (a few bytes), so a respin is downloaded
+rather than the first copy served forever; offline, or when the checksum file cannot be read,
+the copy the URL had when it was last read is used (the latter with a warning). Pin the digest
+to test one exact file. The checksum file is the publisher's own statement of the file, so it
+decides rather than the server's ``ETag``/``Last-Modified``, which vary with mirrors and CDNs.
+
+``HTTPS_PROXY``/``NO_PROXY`` are honoured (urllib's own handling); a redirect from https to a
+plain scheme is refused; offline, only the cache is used.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import hashlib
+import json
 import logging
 import os
 import re
@@ -23,7 +36,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urldefrag, urljoin, urlsplit, urlunsplit
@@ -142,17 +155,74 @@ def images_dir() -> Path:
 
 
 def _work(digest: str, what: str) -> Path:
-    """The cache's own file ``what`` (``lock``, ``part``) for a digest, apart from every download's name."""
+    """The cache's own file ``what`` for a digest (``lock``, ``part``, ``verified``), apart from every download's
+    name."""
     return images_dir() / ".work" / f"{digest}.{what}"
 
 
 def cached(ref: Reference) -> Path | None:
-    """The verified file in the cache, if it is there (found by digest, or by URL record when none is given)."""
+    """The cached file, if it is there and still what was verified (found by digest, or by the digest the URL had
+    when its checksum file was last read); never the network."""
     digest = ref.sha256 or _recorded_digest(ref.url)
     if digest is None:
         return None
-    path = images_dir() / digest / ref.name
-    return path if path.is_file() else None
+    with _locked(digest):
+        return _still_verified(images_dir() / digest / ref.name, digest)
+
+
+@contextlib.contextmanager
+def _locked(digest: str) -> Iterator[None]:
+    """The digest's lock, exclusive: one process downloads, verifies or prunes it at a time."""
+    lock_path = _work(digest, "lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def _signature(path: Path) -> list[int]:
+    """What changes whenever the file's content does: size, inode, modification and change times (the change time
+    cannot be set back, so an edit that restores the modification time still shows)."""
+    st = path.stat()
+    return [st.st_size, st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns]
+
+
+def _records(digest: str) -> dict[str, list[int]]:
+    """File name -> signature right after the file was verified (the digest's ``.work/<digest>.verified``)."""
+    try:
+        found = json.loads(_work(digest, "verified").read_text())
+    except (OSError, ValueError):
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
+def _record_verified(path: Path, digest: str) -> None:
+    records = _records(digest)
+    records[path.name] = _signature(path)
+    record = _work(digest, "verified")
+    tmp = record.with_name(f"{record.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(records))
+    os.replace(tmp, record)
+
+
+def _still_verified(path: Path, digest: str) -> Path | None:
+    """``path`` if it is still the file that was verified: unchanged since (size and times as recorded, cheap) or
+    hashing to ``digest`` again; a file that does not is removed (and downloaded again). Under the digest's lock."""
+    try:
+        signature = _signature(path)
+    except FileNotFoundError:
+        return None
+    recorded = _records(digest).get(path.name)
+    if recorded == signature:
+        return path
+    if not isinstance(recorded, list) or not recorded or recorded[0] == signature[0]:  # unrecorded or same size
+        with open(path, "rb") as f:
+            if hashlib.file_digest(f, "sha256").hexdigest() == digest:
+                _record_verified(path, digest)
+                return path
+    log.warning("cernvm: %s changed since it was verified (no longer sha256 %s): removed", path, digest)
+    path.unlink(missing_ok=True)
+    return None
 
 
 def _recorded_digest(url: str) -> str | None:
@@ -259,28 +329,50 @@ def published_digest(ref: Reference, timeout: float) -> str:
 
 
 def fetch(ref: Reference, *, offline: bool = False, timeout: float = 30.0, progress: Progress | None = None) -> Path:
-    """The image as a verified file in the cache, downloading (or resuming) it if needed."""
-    found = cached(ref)
-    if found is not None:
-        touch_used(found)
-        return found
-    if offline:
-        raise DownloadError(
-            f"{redact(ref.url)}: not in the cache ({images_dir()}) and offline mode (--cernvm-offline, --offline) "
-            "forbids downloading it"
-        )
-    digest = ref.sha256 or published_digest(ref, timeout)
+    """The image as a verified file in the cache, downloading (or resuming) it if needed.
+
+    A pinned URL (``#sha256=``) is never asked again once cached. An unpinned one follows its publisher: its
+    ``.sha256`` is read on every fetch (a few bytes), so a respin is downloaded; offline, or when the checksum cannot
+    be read, the copy the URL had last is used (the latter with a warning)."""
+    digest = _digest(ref, offline, timeout)
+    if digest is None:
+        raise _offline(ref)
     final = images_dir() / digest / ref.name
-    final.parent.mkdir(parents=True, exist_ok=True)
-    _work(digest, "lock").parent.mkdir(exist_ok=True)
-    with open(_work(digest, "lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not final.is_file():
+    with _locked(digest):
+        if _still_verified(final, digest) is None:
+            if offline:
+                raise _offline(ref)
+            final.parent.mkdir(parents=True, exist_ok=True)
             _download(ref, digest, final, timeout, progress)
+            _record_verified(final, digest)
     if ref.sha256 is None:
         _record_digest(ref.url, digest)
     touch_used(final)
     return final
+
+
+def _offline(ref: Reference) -> DownloadError:
+    return DownloadError(
+        f"{redact(ref.url)}: not in the cache ({images_dir()}) and offline mode (--cernvm-offline, --offline) "
+        "forbids downloading it"
+    )
+
+
+def _digest(ref: Reference, offline: bool, timeout: float) -> str | None:
+    """The SHA-256 ``ref`` must have: pinned, as published now, or (offline, or the checksum out of reach with a
+    copy cached) the one recorded when the checksum was last read; None offline without a record."""
+    if ref.sha256:
+        return ref.sha256
+    recorded = _recorded_digest(ref.url)
+    if offline:
+        return recorded
+    try:
+        return published_digest(ref, timeout)
+    except DownloadError as e:
+        if recorded is None or not (images_dir() / recorded / ref.name).is_file():
+            raise
+        log.warning("cernvm: %s; using the copy cached when it was last read (sha256 %s)", e, recorded)
+        return recorded
 
 
 CONTENT_RANGE = re.compile(r"^bytes (\d+)-\d+/(\d+|\*)$")

@@ -608,3 +608,50 @@ def test_a_redirect_from_https_to_a_plain_scheme_is_refused(https_server, server
     with pytest.raises(download.DownloadError, match=rf"{NAME}\.sha256: redirected to {scheme}://.*: refused"):
         download.fetch(download.parse(f"{https_server.url}/{NAME}"))
     assert server.requests == [], "nothing was asked over the plain scheme"
+
+
+@pytest.mark.parametrize("damage", ["same-size", "truncated"])
+def test_a_cached_file_changed_since_it_was_verified_is_downloaded_again(server, damage):
+    ref = download.parse(f"{server.url}/{NAME}")
+    path = download.fetch(ref)
+    stamp = path.stat()
+    with open(path, "r+b") as f:
+        if damage == "same-size":
+            f.seek(len(DATA) // 2)
+            f.write(b"X")
+        else:
+            f.truncate(len(DATA) // 2)
+    os.utime(path, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))  # a change that keeps the file's time
+    assert download.cached(ref) is None, "a changed file is not a cache hit"
+    assert download.fetch(ref) == path and path.read_bytes() == DATA
+    assert len(server.gets()) == 2
+
+
+def test_offline_a_cached_file_that_does_not_verify_is_an_error(server):
+    ref = download.parse(f"{server.url}/{NAME}#sha256={DIGEST}")
+    path = download.fetch(ref)
+    path.write_bytes(b"X" + DATA[1:])
+    with pytest.raises(download.DownloadError, match=r"not in the cache .*offline"):
+        download.fetch(ref, offline=True)
+
+
+def test_an_unpinned_url_follows_a_respin(server):
+    """Without #sha256= the published checksum decides: a respin (new file, new .sha256) is downloaded."""
+    ref = download.parse(f"{server.url}/{NAME}")
+    first = download.fetch(ref)
+    respun = os.urandom(4096)
+    server.body, server.published = respun, hashlib.sha256(respun).hexdigest()
+    second = download.fetch(ref)
+    assert second.read_bytes() == respun and second != first
+    assert download.fetch(ref, offline=True) == second, "offline: the copy the URL had last"
+    assert first.read_bytes() == DATA, "the earlier copy stays cached under its own digest"
+
+
+def test_an_unpinned_url_whose_server_is_down_uses_the_copy_it_had_with_a_warning(server, caplog):
+    ref = download.parse(f"{server.url}/{NAME}")
+    path = download.fetch(ref)
+    server.httpd.shutdown()
+    server.httpd.server_close()
+    with caplog.at_level("WARNING", logger="cernvm_fixtures.download"):
+        assert download.fetch(ref, timeout=2) == path
+    assert any(NAME in r.getMessage() and "cannot connect" in r.getMessage() for r in caplog.records)
