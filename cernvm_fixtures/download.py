@@ -290,6 +290,7 @@ class _NoDowngrade(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, req, fp, code, msg, headers, newurl):
         scheme = urlsplit(newurl).scheme.lower()
         if scheme not in ("http", "https") or (urlsplit(req.full_url).scheme == "https" and scheme != "https"):
+            fp.close()
             raise DownloadError(
                 f"{redact(req.full_url)}: redirected to {redact(newurl)}: refused (leaves https for {scheme}: an "
                 "image and its checksum must not travel unauthenticated); ask the server's owner for an https "
@@ -310,6 +311,7 @@ def _open(url: str, timeout: float, start: int = 0):
         # urllib's default handlers, proxies from the environment as it is now included, with redirects checked
         return urllib.request.build_opener(_NoDowngrade).open(request, timeout=timeout)
     except urllib.error.HTTPError as e:
+        e.close()  # its connection
         error = _RangeNotSatisfiable if e.code == 416 and start else DownloadError
         raise error(f"{redact(url)}: HTTP {e.code} {e.reason}") from None
     except (urllib.error.URLError, OSError) as e:

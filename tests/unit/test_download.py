@@ -121,6 +121,7 @@ def server():
     s = Server()
     yield s
     s.httpd.shutdown()
+    s.httpd.server_close()
 
 
 @pytest.fixture(autouse=True)
@@ -386,6 +387,7 @@ def test_progress_bar_on_a_terminal(server, cache):
             break
         seen += chunk
     child.wait(60)
+    child.stdout.close()
     os.close(master)
     text = seen.decode()
     assert child.returncode == 0, text
@@ -592,6 +594,7 @@ def https_server(tmp_path, monkeypatch):
     s = Server(tls=context)
     yield s
     s.httpd.shutdown()
+    s.httpd.server_close()
 
 
 def test_https_serves_and_follows_an_https_redirect(https_server):
