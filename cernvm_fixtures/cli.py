@@ -74,7 +74,14 @@ def cmd_up(args: argparse.Namespace) -> int:
         raise configuration.ConfigError(
             f"unknown target {name!r}; {loaded.origin} declares {', '.join(loaded.targets)}"
         )
-    target = loaded.targets[name].with_overrides(args.image, args.profile)
+    from .download import redact
+
+    target = loaded.targets[name].with_overrides(
+        args.image,
+        args.profile,
+        image_from=f"--image {redact(args.image)}" if args.image else None,
+        profile_from=f"--profile {args.profile}" if args.profile else None,
+    )
     run = Run(keep=Keep.ALWAYS)
     instance = launch(target, run)
     instance.machine.keep()
@@ -301,14 +308,18 @@ def parser() -> argparse.ArgumentParser:
     image = sub.add_parser("image", help="images downloaded once, verified and cached").add_subparsers(
         dest="action", required=True
     )
-    fetch = image.add_parser("fetch", help="download and verify images (URL[#sha256=HEX]; else URL.sha256)")
+    fetch = image.add_parser(
+        "fetch",
+        help="download and verify images (URL[#sha256=HEX]; else URL.sha256, read again each time: a respin is "
+        "downloaded)",
+    )
     fetch.add_argument("url", nargs="+")
     fetch.add_argument("--offline", action="store_true", help="only use the cache")
     fetch.set_defaults(func=cmd_image_fetch)
     image.add_parser("list", help="what is cached, how big, last used").set_defaults(func=cmd_image_list)
     prune = image.add_parser("prune", help="remove cached images by age or total size")
-    prune.add_argument("--older-than", type=float, metavar="DAYS")
-    prune.add_argument("--max-size", type=float, metavar="GB")
+    prune.add_argument("--older-than", type=float, metavar="DAYS", help="remove images not used for DAYS")
+    prune.add_argument("--max-size", type=float, metavar="GB", help="then the least recently used beyond GB")
     prune.set_defaults(func=cmd_image_prune)
     return p
 

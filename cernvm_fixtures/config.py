@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from . import profile as profiles
 from . import providers
+from .download import redact
 from .errors import ConfigError
 from .images import APPLIANCE, appliance_variant
 
@@ -104,19 +105,43 @@ class Target:
     """The ``[targets.<table>]`` this target was declared in (its own name unless expanded from ``images``)."""
     image_label: str | None = None
     """The label under ``images`` this target was expanded from, if any."""
+    overrides: Mapping[str, str] = field(default_factory=dict)
+    """Keys given on the command line (or in the ini file) instead of the config, each with the option that set it
+    (``--cernvm-image docker=appliance:no-cvmfs``): messages about the key start with that, not the config's."""
 
-    def with_overrides(self, image: str | None = None, profile: str | None = None) -> Target:
-        """The same target with a command-line image/profile; the profile follows the image if not given."""
+    def with_overrides(
+        self,
+        image: str | None = None,
+        profile: str | None = None,
+        *,
+        image_from: str | None = None,
+        profile_from: str | None = None,
+    ) -> Target:
+        """The same target with a command-line image/profile, checked here as the config file's are at load (the
+        profile follows the image if not given); ``image_from``/``profile_from`` name the option and value that
+        set them, for every message about them (default: ``--cernvm-image IMAGE (target NAME)``)."""
         if image is None and profile is None:
             return self
+        overrides = dict(self.overrides)
+        if image is not None:
+            overrides["image"] = image_from or f"--cernvm-image {redact(image)} (target {self.name})"
+        if profile is not None:
+            overrides["profile"] = profile_from or f"--cernvm-profile {profile} (target {self.name})"
         image = image or self.image
-        profile = profile or default_profile(image, self.name, "--cernvm-image")
-        check_image(image, f"--cernvm-image (target {self.name})")
-        return replace(self, image=image, profile=profile)
+        if profile is None:
+            profile = default_profile(image, self.name, overrides["image"])
+            overrides["profile"] = overrides["image"]
+        target = replace(self, image=image, profile=profile, overrides=overrides)
+        check_image(image, target.where("image"))
+        providers.get(self.provider).check_image_name(target)
+        return target
 
     def load_profile(self) -> profiles.Profile:
         """The target's profile, checked against the provider's options (e.g. a kernel the machine type cannot boot)."""
-        profile = profiles.load(self.profile)
+        try:
+            profile = profiles.load(self.profile)
+        except ConfigError as e:
+            raise ConfigError(f"{self.where('profile')}: {e}") from None
         providers.get(self.provider).check_profile(self, profile)
         return profile
 
@@ -126,7 +151,9 @@ class Target:
         return self.table or self.name
 
     def where(self, key: str = "") -> str:
-        """Where a key of this target is declared, to start an error message with."""
+        """Where a key of this target is declared (or the option that overrode it), to start an error message with."""
+        if key in self.overrides:
+            return self.overrides[key]
         if self.image_label is not None and key in ("image", "profile"):
             return f"{self.origin}: targets.{self.declared}.images.{self.image_label}.{key}"
         return f"{self.origin}: targets.{self.declared}" + (f".{key}" if key else "")
@@ -148,7 +175,9 @@ class Target:
         if download.is_url(image):
             reference = download.parse(image)
             if not reference.name.lower().endswith((suffix, *convertible)):
-                raise ConfigError(f"{self.where('image')}: {self.image!r}: the {self.provider} provider boots {boots}")
+                raise ConfigError(
+                    f"{self.where('image')}: {redact(self.image)!r}: the {self.provider} provider boots {boots}"
+                )
             try:
                 path = download.fetch(
                     reference,
@@ -160,9 +189,11 @@ class Target:
         else:
             path = Path(self.image).expanduser()
             if not path.name.lower().endswith((suffix, *convertible)):
-                raise ConfigError(f"{self.where('image')}: {self.image!r}: the {self.provider} provider boots {boots}")
+                raise ConfigError(
+                    f"{self.where('image')}: {redact(self.image)!r}: the {self.provider} provider boots {boots}"
+                )
             if not path.is_file():
-                raise ConfigError(f"{self.where('image')}: {self.image!r} does not exist")
+                raise ConfigError(f"{self.where('image')}: {redact(self.image)!r} does not exist")
         if not path.name.lower().endswith(suffix):
             return convert.convert(path, suffix, self.where("image"))
         return path.resolve()
@@ -266,7 +297,7 @@ def default_profile(image: str, target: str, where: str) -> str:
     if image.startswith("release:"):
         return "cernvm4"
     raise ConfigError(
-        f"{where}: target {target!r} boots image {image!r}, so it needs a profile "
+        f"{where}: target {target!r} boots image {redact(image)!r}, so it needs a profile "
         f"(shipped: {', '.join(profiles.shipped())}, or a path to a .toml file)"
     )
 
@@ -341,7 +372,7 @@ def parse_target(
             raise ConfigError(f'{where}.shared_folders.{folder}: {path!r} is not a directory (use "" for a fresh one)')
     profile = keys.profile or default_profile(keys.image, name, image_where + ".profile")
     check_image(keys.image, image_where + ".image")
-    return Target(
+    target = Target(
         name=name,
         provider=provider.name,
         image=keys.image,
@@ -357,6 +388,8 @@ def parse_target(
         table=table or name,
         image_label=image_label,
     )
+    provider.check_image_name(target)
+    return target
 
 
 def parse(raw: Mapping[str, Any], origin: str) -> Config:

@@ -14,7 +14,7 @@ from collections import defaultdict
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 
@@ -59,6 +59,8 @@ class Harness:
     """Boot-ahead launches not yet claimed by a test, by (target, user data)."""
     warmed: set[str] = field(default_factory=set)
     """xdist worker: the targets whose instances were booted ahead when their group reached this worker."""
+    refused: dict[str, str] = field(default_factory=dict)
+    """Targets that cannot take a command-line value given for every target, and why (see :meth:`check_used`)."""
     _cancel: threading.Event = field(default_factory=threading.Event)
     _pool: ThreadPoolExecutor | None = None
     _limits: dict[str, threading.BoundedSemaphore] = field(default_factory=dict)
@@ -68,31 +70,58 @@ class Harness:
         option = config.option
         path = getattr(option, "cernvm_config", None) or config.getini("cernvm_config") or None
         loaded = configuration.load(Path(path) if path else None, config.rootpath)
+        ini = str(config.inipath.name) if config.inipath else "ini"
         asked = [n for arg in (getattr(option, "cernvm_targets", None) or []) for n in arg.split(",") if n]
-        asked = asked or config.getini("cernvm_targets") or loaded.enabled
+        asked_by = "--cernvm-target"
+        if not asked and config.getini("cernvm_targets"):
+            asked, asked_by = config.getini("cernvm_targets"), f"{ini}: cernvm_targets"
+        asked = asked or loaded.enabled
         aliases = loaded.aliases()
         unknown = [n for n in asked if n not in aliases]
         if unknown:
             raise configuration.ConfigError(
-                f"--cernvm-target: unknown target(s) {', '.join(unknown)}; "
-                f"{loaded.origin} declares {', '.join(aliases)}"
+                f"{asked_by}: unknown target(s) {', '.join(unknown)}; {loaded.origin} declares {', '.join(aliases)}"
             )
         wanted = list(dict.fromkeys(cell for name in asked for cell in aliases[name]))
         aliases = {name: [c for c in cells if c in wanted] for name, cells in aliases.items()}
-        releases = _per_target(getattr(option, "cernvm_releases", None), "", aliases, "--cernvm-release")
-        images = {name: f"release:{value}" for name, value in releases.items()}
+        releases = _per_target(getattr(option, "cernvm_releases", None), "", aliases, "--cernvm-release", ini)
+        images = {name: given._replace(value=f"release:{given.value}") for name, given in releases.items()}
         images.update(
             _per_target(
-                getattr(option, "cernvm_images", None), config.getini("cernvm_image"), aliases, "--cernvm-image"
+                getattr(option, "cernvm_images", None), config.getini("cernvm_image"), aliases, "--cernvm-image", ini
             )
         )
         profiles = _per_target(
-            getattr(option, "cernvm_profiles", None), config.getini("cernvm_profile"), aliases, "--cernvm-profile"
+            getattr(option, "cernvm_profiles", None), config.getini("cernvm_profile"), aliases, "--cernvm-profile", ini
         )
-        targets = {n: loaded.targets[n].with_overrides(images.get(n), profiles.get(n)) for n in wanted}
-        for target in targets.values():
-            target.load_profile()
-        keep = Keep(getattr(option, "cernvm_keep", None) or config.getini("cernvm_keep") or "never")
+        targets, refused = {}, {}
+        for name in wanted:
+            image, profile = images.get(name), profiles.get(name)
+            try:
+                targets[name] = loaded.targets[name].with_overrides(
+                    image.value if image else None,
+                    profile.value if profile else None,
+                    image_from=image.origin if image else None,
+                    profile_from=profile.origin if profile else None,
+                )
+                targets[name].load_profile()
+            except configuration.ConfigError as e:
+                given = [o for o in (image, profile) if o is not None]
+                if not given or not all(o.every for o in given):
+                    raise
+                # A value for every target that this one cannot take (an appliance variant on docker): it stops the
+                # run once its tests are collected, unless -k/-m deselected them (pytest -k kvm --cernvm-image ...).
+                refused[name] = str(e)
+                targets[name] = loaded.targets[name]
+        if refused and (getattr(config, "workerinput", None) or getattr(option, "numprocesses", None)):
+            raise configuration.ConfigError(  # xdist: -k/-m select on the workers, after they collected
+                "\n".join(refused.values()) + "\n(with pytest-xdist the selection is not known when the options are "
+                "checked: give the value to the targets that take it, --cernvm-image TARGET=IMAGE, or select those "
+                "with --cernvm-target)"
+            )
+        keep = _keep(getattr(option, "cernvm_keep", None), config.getini("cernvm_keep"), ini)
+        _check_image_base(getattr(option, "cernvm_image_base", None))
+        _check_screens(config, ini)
         workerinput = getattr(config, "workerinput", None)
         run = Run(
             workerinput["cernvm_run"] if workerinput else None,
@@ -102,7 +131,21 @@ class Harness:
                 machine=machine, host=host, port=port
             ),
         )
-        return cls(run=run, config=loaded, targets=targets, selected=wanted, is_worker=workerinput is not None)
+        return cls(
+            run=run,
+            config=loaded,
+            targets=targets,
+            selected=wanted,
+            is_worker=workerinput is not None,
+            refused=refused,
+        )
+
+    def check_used(self, used: set[str]) -> None:
+        """Stop (UsageError, one message naming each option) if a test of a target that refused a value given for
+        every target is still selected once ``-k``/``-m`` have deselected theirs."""
+        problems = [self.refused[name] for name in self.selected if name in used and name in self.refused]
+        if problems:
+            raise pytest.UsageError("\n".join(problems))
 
     def instance(self, target: configuration.Target, user_data: UserData) -> Instance:
         """The shared instance of a target for this user data, launched on first use."""
@@ -237,6 +280,36 @@ class Harness:
                 self.previous_sigint = signal.signal(signal.SIGINT, interrupt)
 
 
+def _keep(option: str | None, ini_value: str, ini: str) -> Keep:
+    """The keep policy: the option (argparse checked its choices), else the ini key, checked here."""
+    try:
+        return Keep(option or ini_value or "never")
+    except ValueError:
+        raise configuration.ConfigError(
+            f"{ini}: cernvm_keep = {ini_value!r}: expected one of {', '.join(k.value for k in Keep)}"
+        ) from None
+
+
+def _check_image_base(base: str | None) -> None:
+    """``--cernvm-image-base`` is where release files are published: a URL, checked before any test needs it."""
+    from .download import is_url, redact
+
+    if base and not is_url(base):
+        raise configuration.ConfigError(
+            f"--cernvm-image-base {redact(base)}: expected an http:// or https:// URL (where the release files are "
+            "published, e.g. https://cernvm.cern.ch/releases/)"
+        )
+
+
+def _check_screens(config: pytest.Config, ini: str) -> None:
+    """The screenshot directory must be one (or not exist yet): found at load, not when the first test fails."""
+    option = getattr(config.option, "cernvm_screens", None)
+    chosen = option or config.getini("cernvm_screens")
+    if chosen and Path(chosen).exists() and not Path(chosen).is_dir():
+        origin = "--cernvm-screens" if option else f"{ini}: cernvm_screens ="
+        raise configuration.ConfigError(f"{origin} {chosen}: exists and is not a directory")
+
+
 def _screens(config: pytest.Config) -> Path | None:
     """Where failure screenshots go: the option or ini key, else beside the JUnit file (a CI job's artifacts)."""
     chosen = getattr(config.option, "cernvm_screens", None) or config.getini("cernvm_screens")
@@ -267,16 +340,35 @@ def _destroy(resource: Resource, run: Run) -> None:
         run.ledger.forget(resource)
 
 
-def _per_target(values: list[str] | None, ini: str, aliases: dict[str, list[str]], option: str) -> dict[str, str]:
-    """Parse repeated ``[TARGET=]VALUE`` options into a per-target mapping (a table name stands for its images)."""
-    found: dict[str, str] = {}
+class Override(NamedTuple):
+    """A value the command line (or the ini file) gives one target instead of its config's."""
+
+    value: str
+    origin: str
+    """The option and the value as given, for messages: ``--cernvm-image kvm=x.iso``, ``--cernvm-image x.iso
+    (target kvm)``, ``pytest.ini: cernvm_image = x.iso (target kvm)``."""
+    every: bool = False
+    """Given for every selected target (no ``TARGET=``)."""
+
+
+def _per_target(
+    values: list[str] | None, ini_value: str, aliases: dict[str, list[str]], option: str, ini: str = "ini"
+) -> dict[str, Override]:
+    """Parse repeated ``[TARGET=]VALUE`` options into one :class:`Override` per target (a table name standing for
+    its images); the last value for a target wins, the ini key's first."""
+    from .download import redact
+
+    found: dict[str, Override] = {}
     selected = [name for name, cells in aliases.items() if cells]
-    for value in ([ini] if ini else []) + (values or []):
+    given = [(f"{ini}: {option.removeprefix('--').replace('-', '_')} =", ini_value)] if ini_value else []
+    for source, value in given + [(option, v) for v in values or []]:
         name, sep, rest = value.partition("=")
-        if sep and aliases.get(name):
-            found.update(dict.fromkeys(aliases[name], rest))
-        elif sep and configuration.NAME.match(name) and "/" not in name:
-            raise configuration.ConfigError(f"{option}: {name!r} is not a selected target ({', '.join(selected)})")
+        if sep and configuration.NAME.match(name) and "/" not in name:
+            origin = f"{source} {name}={redact(rest)}"
+            if not aliases.get(name):
+                raise configuration.ConfigError(f"{origin}: {name!r} is not a selected target ({', '.join(selected)})")
+            found.update(dict.fromkeys(aliases[name], Override(rest, origin)))
         else:
-            found.update(dict.fromkeys((c for cells in aliases.values() for c in cells), value))
+            for cell in (c for cells in aliases.values() for c in cells):
+                found[cell] = Override(value, f"{source} {redact(value)} (target {cell})", every=True)
     return found

@@ -156,8 +156,9 @@ class Ledger:
                 thread.start()
 
     def record(self, resource: Resource) -> Resource:
-        """Write the entry durably (temp file, fsync, rename) before the resource exists; the run's heart beats."""
-        self.directory.mkdir(parents=True, exist_ok=True)
+        """Write the entry durably before the resource exists (temp file, fsync, rename, fsync of the directory: a
+        rename is only on disk once its directory is); the run's heart beats."""
+        _durable_mkdir(self.directory)
         self.beat()
         path = self._path(resource)
         tmp = path.with_suffix(f".tmp{os.getpid()}")
@@ -166,6 +167,7 @@ class Ledger:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        _fsync_directory(self.directory)
         return resource
 
     def update(self, resource: Resource) -> None:
@@ -192,6 +194,26 @@ class Ledger:
 
     def __iter__(self) -> Iterator[Resource]:
         return iter(self.entries())
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Flush ``directory``'s entries (a new name, a rename) to disk: after a power cut the entry is there."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _durable_mkdir(directory: Path) -> None:
+    """Create ``directory`` and missing parents, each new one flushed into its parent (the ledger's own directory
+    must survive a crash as well as the entries in it)."""
+    if directory.is_dir():
+        return
+    missing = [d for d in (directory, *directory.parents) if not d.exists()]
+    directory.mkdir(parents=True, exist_ok=True)
+    for made in reversed(missing):
+        _fsync_directory(made.parent)
 
 
 _beating: dict[str, threading.Thread] = {}

@@ -18,6 +18,7 @@ import pytest
 
 from . import config as configuration
 from .context import UserData
+from .download import redact
 from .errors import CernvmError, ReadinessError
 from .harness import Harness
 from .instance import Instance
@@ -171,6 +172,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             raise pytest.UsageError(stop)
 
 
+@pytest.hookimpl(trylast=True)  # after -k/-m deselected what they do
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """A value given for every target that one of them cannot take stops the run here, once, if that target's tests
+    are still selected (``pytest -k kvm --cernvm-image appliance:no-cvmfs`` runs; without ``-k`` it stops)."""
+    harness = session.config.stash.get(RUN_KEY, None)
+    if harness is not None and harness.refused:
+        harness.check_used({t for t in map(_item_target, session.items) if t})
+
+
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     """xdist controller, ``--dist loadgroup``: each target's tests on one worker (they share its instances).
@@ -255,7 +265,7 @@ def _properties(instance: Instance) -> list[tuple[str, str]]:
     """What a JUnit reader (``cernvm-fixtures report``) shows of the instance a test ran on."""
     found = [
         ("cernvm_provider", instance.target.provider),
-        ("cernvm_image", instance.target.image),
+        ("cernvm_image", redact(instance.target.image)),
         ("cernvm_profile", instance.profile.name),
     ]
     if instance.ready_after is not None:

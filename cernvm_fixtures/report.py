@@ -115,23 +115,47 @@ def summary_line(cells: Sequence[Cell]) -> str:
     return ", ".join(f"{n} {o}" for o, n in counts.items() if n) or "no target tests"
 
 
+MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>|~$&!])")
+"""Characters that start Markdown or HTML markup inline (emphasis, code, links and images, raw HTML and entities,
+table cells, strikethrough, GitHub's math); any ASCII punctuation may be backslash-escaped in CommonMark."""
+
+
+def md_text(text: str) -> str:
+    """``text`` (a test's reason, a target name: anything a JUnit file holds) as literal Markdown on one line:
+    the step summary shows it as written, never as a link, an image, HTML or a broken table row."""
+    return MARKDOWN_SPECIAL.sub(r"\\\1", " ".join(text.split()))
+
+
+def md_code(text: str, cell: bool = False) -> str:
+    """``text`` as an inline code span on one line: a fence longer than any run of backticks in it (nothing ends
+    the span early); in a table ``cell``, ``|`` escaped (GFM splits cells before it parses code spans)."""
+    text = " ".join(text.splitlines())
+    if cell:
+        text = text.replace("|", "\\|")
+    fence = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
 def markdown(cells: Sequence[Cell]) -> str:
-    """The grid as a Markdown page: failures first, each with its one-line reason."""
+    """The grid as a Markdown page: failures first, each with its one-line reason (every name and reason escaped:
+    a JUnit file's text must not become markup in ``$GITHUB_STEP_SUMMARY``)."""
     columns, scenarios, at = grid(cells)
     lines = [f"# cernvm-fixtures: {summary_line(cells)}", ""]
     failed = failures(cells)
     if failed:
         lines += ["## Failures", ""]
         lines += [
-            f"- **{c.column}** `{c.scenario}`: {c.reason or c.outcome}"
-            + "".join(f" (screenshot: `{shot}`)" for shot in c.screenshots)
+            f"- **{md_text(c.column)}** {md_code(c.scenario)}: {md_text(c.reason or c.outcome)}"
+            + "".join(f" (screenshot: {md_code(str(shot))})" for shot in c.screenshots)
             for c in failed
         ]
         lines.append("")
-    lines += ["## Target x scenario", "", "| scenario | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+    header = "| scenario | " + " | ".join(md_text(c) for c in columns) + " |"
+    lines += ["## Target x scenario", "", header, "|---|" + "---|" * len(columns)]
     for scenario in scenarios:
         row = [MARK[at[scenario, col].outcome] if (scenario, col) in at else "-" for col in columns]
-        lines.append(f"| `{scenario}` | " + " | ".join(row) + " |")
+        lines.append(f"| {md_code(scenario, cell=True)} | " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
 
 

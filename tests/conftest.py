@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -84,6 +86,18 @@ def local_provider(
     monkeypatch.delenv("PYTEST_ADDOPTS", raising=False)
     yield state
     assert machines_under(state) == [], "local machines left running"
+
+
+@pytest.fixture
+def sigint_raises() -> Iterator[None]:
+    """SIGINT raises KeyboardInterrupt for the test's duration, restored after: a test that sends itself Ctrl-C
+    must not depend on how pytest was started (a non-interactive shell's background job inherits it ignored)."""
+    assert threading.current_thread() is threading.main_thread(), "signal handlers are set in the main thread"
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 CONTRACT_CASES: dict[str, dict[str, str]] = {}

@@ -153,6 +153,12 @@ class Provider(ABC, Generic[OptionsT, MachineT]):
         return []
 
     @classmethod
+    def check_image_name(cls, target: Target) -> None:
+        """Refuse (ConfigError, starting with ``target.where("image")``) an image this target cannot boot, judged
+        from its name and the target's options alone (no download, no engine): at load, for the config file's
+        images and the command line's alike, instead of failing every test at setup."""
+
+    @classmethod
     def check_profile(cls, target: Target, profile: Profile) -> None:
         """Refuse (ConfigError) a profile this target's options cannot boot, before anything is created."""
 

@@ -515,42 +515,48 @@ class DockerProvider(Provider[DockerOptions, "DockerMachine"]):
     def machine(self, name: str) -> DockerMachine:
         return DockerMachine(self, name)
 
+    @classmethod
+    def check_image_name(cls, target: Any) -> None:
+        """The appliance's broken variants are properties of a booted VM: its Docker tarball has none."""
+        variant = appliance_variant(target.image)
+        if variant not in (None, "ok"):
+            raise ConfigError(
+                f"{target.where('image')}: {target.image!r}: the appliance's Docker tarball has no broken variants "
+                "(they are properties of a booted VM); use 'appliance', or give a tarball's path"
+            )
+
     def image_source(self, client: Any) -> ImageSource:
         """Check the target's image before anything is created: tarball, appliance or local image."""
         image = self.target.image
+        self.check_image_name(self.target)
         variant = appliance_variant(image)
         if variant is not None:
-            if variant != "ok":
-                raise ConfigError(
-                    f"{self.target.where()}.image: {image!r}: the appliance's Docker tarball has no broken variants "
-                    "(they are properties of a booted VM); use 'appliance', or give a tarball's path"
-                )
             from .. import appliance
 
             built = appliance.build()
             return ImageSource(
-                tarball=inspect_tarball(built.docker_tarball, f"{self.target.where()}.image"), appliance=True
+                tarball=inspect_tarball(built.docker_tarball, self.target.where("image")), appliance=True
             )
         if image.startswith(("release:", "http://", "https://")):
             boots = "CernVM Docker tarballs (cvm-docker.<V>-<R>.cernvm.x86_64.tar)"
             path = self.target.image_file(".tar", boots, fmt="docker")
-            return ImageSource(tarball=inspect_tarball(path, f"{self.target.where()}.image"))
+            return ImageSource(tarball=inspect_tarball(path, self.target.where("image")))
         path = Path(image).expanduser()
         looks_like_path = image.startswith(("/", "./", "../", "~")) or image.endswith(TARBALL_SUFFIXES)
         if path.is_file() or looks_like_path:
-            return ImageSource(tarball=inspect_tarball(path, f"{self.target.where()}.image"))
+            return ImageSource(tarball=inspect_tarball(path, self.target.where("image")))
         docker = _docker()
         try:
             client.images.get(image)
         except docker.errors.ImageNotFound:
             raise ConfigError(
-                f"{self.target.where()}.image: {image!r} is neither a file nor a local Docker image; import the CernVM "
-                f"Docker tarball first (cat cvm-docker.<V>-<R>.cernvm.x86_64.tar | docker import - {image}) "
+                f"{self.target.where('image')}: {image!r} is neither a file nor a local Docker image; import the "
+                f"CernVM Docker tarball first (cat cvm-docker.<V>-<R>.cernvm.x86_64.tar | docker import - {image}) "
                 "or give the tarball's path (images cannot be pulled)"
             ) from None
         except docker.errors.APIError as e:
             raise ConfigError(
-                f"{self.target.where()}.image: {image!r} is not a valid Docker image name: {e.explanation or e}"
+                f"{self.target.where('image')}: {image!r} is not a valid Docker image name: {e.explanation or e}"
             ) from None
         return ImageSource(local=image)
 

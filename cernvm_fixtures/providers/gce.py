@@ -264,9 +264,7 @@ class GceOptions(RemoteOptions):
     @field_validator("endpoint", "storage_endpoint")
     @classmethod
     def _url(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^https?://[^\s/]+", value):
-            raise ValueError("an http:// or https:// URL")
-        return value
+        return None if value is None else netcheck.api_endpoint(value)
 
     @field_validator("ssh_cidr")
     @classmethod

@@ -36,6 +36,7 @@ from ..context import Context
 from ..context.nocloud import write_seed
 from ..dirs import cache_dir, state_dir
 from ..doctor import Check, device_access, running
+from ..download import redact
 from ..errors import ConfigError, PermanentError, ProviderError, ScreenUnavailable
 from ..images import appliance_variant
 from ..ledger import Resource
@@ -473,8 +474,7 @@ class KvmProvider(Provider[KvmOptions, "KvmMachine"]):
                 cmdline = " ".join(filter(None, [built.cmdline, self.options.kernel_args]))
                 return None, (built.kernel, built.initrd, cmdline), stratum1
             return built.iso, None, stratum1
-        if self.options.boot == "kernel":
-            raise ConfigError(f"{self.target.where('boot')}: 'kernel' needs the appliance image")
+        self.check_image_name(self.target)
         iso = self.target.image_file(
             ".iso", "ISO images (e.g. ucernvm-prod.<V>-<R>.cernvm.x86_64.iso) or 'appliance[:variant]'"
         )
@@ -491,6 +491,15 @@ class KvmProvider(Provider[KvmOptions, "KvmMachine"]):
         if self.options.restrict is not None:
             return self.options.restrict
         return not (profile.boots_over_network(KVM_TRAITS) and not served)
+
+    @classmethod
+    def check_image_name(cls, target: Target) -> None:
+        """``boot = "kernel"`` boots the appliance's own kernel and initrd: no other image has them apart."""
+        if target.options.boot == "kernel" and appliance_variant(target.image) is None:
+            raise ConfigError(
+                f"{target.where('image')}: {redact(target.image)!r}: targets.{target.declared}.boot = 'kernel' "
+                "needs the appliance image ('appliance[:variant]'); boot any other image with boot = 'cdrom'"
+            )
 
     @classmethod
     def check_profile(cls, target: Target, profile: Profile) -> None:

@@ -61,14 +61,34 @@ def test_a_short_file_is_not_an_iso_either(tmp_path):
 
 def test_a_command_line_image_is_checked_the_same_way(tmp_path):
     kvm = config.load(None, tmp_path).targets["kvm"]
-    with pytest.raises(ConfigError, match=r"--cernvm-image \(target kvm\): '/nonexistent.iso' does not exist"):
+    with pytest.raises(ConfigError, match=r"^--cernvm-image /nonexistent.iso \(target kvm\): '/nonexistent.iso' does"):
         kvm.with_overrides("/nonexistent.iso", "cernvm4")
+
+
+def test_an_override_names_its_option_in_every_later_message(tmp_path):
+    kvm = config.load(None, tmp_path).targets["kvm"]
+    given = kvm.with_overrides("appliance:no-shared", image_from="--cernvm-image kvm=appliance:no-shared")
+    assert given.where("image") == given.where("profile") == "--cernvm-image kvm=appliance:no-shared"
+    assert given.where("boot") == "built-in defaults: targets.kvm.boot", "keys not overridden keep their origin"
+
+
+def test_kernel_boot_of_an_image_other_than_the_appliance_is_refused_at_load(tmp_path):
+    fake = tmp_path / "u.iso"
+    fake.write_bytes(ISO)
+    with pytest.raises(ConfigError, match=r"targets\.t\.image: '.*u\.iso': targets\.t\.boot = 'kernel' needs the app"):
+        load(tmp_path, f"[targets.t]\nprovider = 'kvm'\nprofile = 'cernvm4'\nboot = 'kernel'\nimage = '{fake}'\n")
+    table = "[targets.t]\nprovider = 'kvm'\nboot = 'kernel'\n"
+    kvm = load(tmp_path, table).targets["t"]
+    with pytest.raises(ConfigError, match=r"^--image .*u\.iso: '.*u\.iso': targets\.t\.boot = 'kernel' needs"):
+        kvm.with_overrides(str(fake), "cernvm4", image_from=f"--image {fake}")
 
 
 @pytest.mark.parametrize("image", ["ami-0123456789abcdef0", "my_cernvm", "cernvm/cvm:4", "appliance:no-shared"])
 def test_names_that_are_not_files_are_left_to_the_provider(tmp_path, image):
     profile = "" if image.startswith("appliance") else "profile = 'cernvm4'\n"
-    assert load(tmp_path, f"[targets.t]\nprovider = 'docker'\n{profile}image = '{image}'\n").targets["t"].image == image
+    provider = "kvm" if image.startswith("appliance") else "docker"  # docker's tarball has no appliance variants
+    table = f"[targets.t]\nprovider = '{provider}'\n{profile}image = '{image}'\n"
+    assert load(tmp_path, table).targets["t"].image == image
 
 
 def test_ec2_refuses_an_existing_iso_at_launch_naming_what_it_boots(tmp_path):

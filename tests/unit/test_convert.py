@@ -65,13 +65,21 @@ def test_converted_once_then_reused(hdd, monkeypatch):
     assert convert.convert(hdd, ".vhd", "w") == first and first.stat().st_mtime_ns == stamp
 
 
-def test_a_failed_conversion_leaves_nothing_to_use(tmp_path):
+def test_a_failed_conversion_leaves_nothing_to_use(tmp_path, monkeypatch):
     broken = tmp_path / "broken.qcow2"
     broken.write_bytes(b"QFI\xfb" + os.urandom(4096))
+    monkeypatch.setattr(convert, "check_source", lambda *args: None)  # refused there: this is about convert
     with pytest.raises(ConfigError, match=r"^t: targets\.azure\.image: qemu-img convert failed \(exit \d+\): .+"):
         convert.convert(broken, ".vhd", "t: targets.azure.image")
     left = [p.name for p in (tmp_path / "cache").rglob("*") if p.is_file() and p.name != ".lock"]
     assert left == [], f"a failed conversion left {left}"
+
+
+def test_an_image_qemu_img_cannot_read_is_refused_before_converting(tmp_path):
+    broken = tmp_path / "broken.qcow2"
+    broken.write_bytes(b"QFI\xfb" + os.urandom(4096))
+    with pytest.raises(ConfigError, match=r"^t: qemu-img info failed \(exit \d+\): .*broken\.qcow2"):
+        convert.convert(broken, ".vhd", "t")
 
 
 def test_without_qemu_img_the_error_says_what_to_install(hdd, monkeypatch):
@@ -109,3 +117,66 @@ def test_conversions_are_listed_and_pruned_with_the_downloads(hdd):
     vhd = convert.convert(hdd, ".vhd", "w")
     assert [e[0] for e in download.entries()] == [vhd]
     assert download.prune(max_bytes=0) == [vhd] and not vhd.exists()
+
+
+# --- images that name other files: refused before qemu-img convert reads them --------------------------------
+
+
+SECRET = b"aws_secret_access_key = do-not-leak-me\n"
+
+
+@pytest.fixture
+def secret(tmp_path) -> Path:
+    """A host file a hostile image names (as ~/.aws/credentials would be), one MiB so it fits a whole extent."""
+    path = tmp_path / "credentials"
+    path.write_bytes(SECRET + bytes((1 << 20) - len(SECRET)))
+    return path
+
+
+def assert_nothing_written(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    left = [p for p in cache.rglob("*") if p.is_file() and p.name != ".lock"] if cache.exists() else []
+    assert left == [], f"a refused image left {left}"
+
+
+def test_a_qcow2_with_a_backing_file_is_refused(tmp_path, secret):
+    image = tmp_path / "cernvm.qcow2"
+    qemu_img("create", "-q", "-f", "qcow2", "-b", str(secret), "-F", "raw", str(image))
+    with pytest.raises(ConfigError, match=rf"^t: .*cernvm\.qcow2: refused: .* backing file {secret}"):
+        convert.convert(image, ".hvm", "t")
+    assert_nothing_written(tmp_path)
+
+
+def test_a_qcow2_with_an_external_data_file_is_refused(tmp_path, secret):
+    image = tmp_path / "cernvm.qcow2"
+    qemu_img("create", "-q", "-f", "qcow2", "-o", f"data_file={secret},data_file_raw=on", str(image), "1M")
+    with pytest.raises(ConfigError, match=rf"^t: .*cernvm\.qcow2: refused: .* data file {secret}"):
+        convert.convert(image, ".vhd", "t")
+    assert_nothing_written(tmp_path)
+
+
+def test_a_vmdk_naming_an_extent_elsewhere_is_refused(tmp_path, secret):
+    image = tmp_path / "cernvm.vmdk"
+    image.write_text(
+        '# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\ncreateType="monolithicFlat"\n\n'
+        f'RW 2048 FLAT "{secret}" 0\n'
+    )
+    with pytest.raises(ConfigError, match=rf"^t: .*cernvm\.vmdk: refused: .* VMDK extent {secret}"):
+        convert.convert(image, ".hvm", "t")
+    assert_nothing_written(tmp_path)
+
+
+def test_an_image_in_another_format_than_its_name_says_is_refused(hdd, tmp_path):
+    disguised = tmp_path / "cernvm.hdd"
+    qemu_img("convert", "-f", "raw", "-O", "qcow2", str(hdd), str(disguised))
+    with pytest.raises(ConfigError, match=r"^t: .*cernvm\.hdd: refused: qemu-img finds a qcow2 image.*says raw"):
+        convert.convert(disguised, ".vhd", "t")
+    assert_nothing_written(tmp_path)
+
+
+def test_self_contained_vmdk_and_fixed_vhd_still_convert(hdd, tmp_path):
+    vmdk, vhd = tmp_path / "disk.vmdk", tmp_path / "disk.vhd"
+    qemu_img("convert", "-f", "raw", "-O", "vmdk", str(hdd), str(vmdk))
+    qemu_img("convert", "-f", "raw", "-O", "vpc", "-o", "subformat=fixed,force_size", str(hdd), str(vhd))
+    for source in (vmdk, vhd):  # a fixed VHD has no header: qemu-img probes it as raw
+        assert convert.convert(source, ".hvm", "t").read_bytes()[: len(DATA)] == DATA

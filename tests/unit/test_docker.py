@@ -243,6 +243,21 @@ def test_docker_provider_cannot_take_a_profile_less_image(tmp_path):
     assert "needs a profile" in message
 
 
+def test_appliance_variants_are_refused_at_load(tmp_path):
+    """A broken variant is a property of a booted VM: the tarball has none; found at load, for every test."""
+    message = error(
+        tmp_path,
+        """
+        [targets.c]
+        provider = "docker"
+        image = "appliance:no-cvmfs"
+    """,
+    )
+    assert (
+        "FILE: targets.c.image: 'appliance:no-cvmfs': the appliance's Docker tarball has no broken variants" in message
+    )
+
+
 # --- PARROT_CVMFS_REPO keys -------------------------------------------------------------------------------------
 
 

@@ -85,6 +85,8 @@ def raw(**options):
         ({"labels": {"cvmfx-kind": "v"}}, "targets.gce.labels.*cernvm-fixtures sets itself"),
         ({"address": "public"}, "targets.gce.address"),
         ({"endpoint": "127.0.0.1:1"}, "targets.gce.endpoint.*http"),
+        ({"endpoint": "http://compute.example.org"}, "targets.gce.endpoint.*plain http would send the bearer token"),
+        ({"storage_endpoint": "http://10.0.0.7:4443"}, "targets.gce.storage_endpoint.*plain http.*use https://"),
         ({"bogus": 1}, "targets.gce.bogus"),
     ],
 )
@@ -94,6 +96,14 @@ def test_bad_options_name_key_and_what_is_valid(options, message):
         del target["ssh_cidr"]
     with pytest.raises(ConfigError, match=message):
         config.parse({"targets": {"gce": target}}, "test")
+
+
+@pytest.mark.parametrize(
+    "endpoint", ["https://compute.googleapis.com", "http://127.0.0.1:8080", "http://[::1]:1", "http://localhost:1"]
+)
+def test_https_or_a_loopback_emulator_over_http(endpoint):
+    target = config.parse({"targets": {"gce": raw(endpoint=endpoint, storage_endpoint=endpoint)}}, "t").targets["gce"]
+    assert target.options.endpoint == target.options.storage_endpoint == endpoint
 
 
 def test_discovery_checks_can_fail():

@@ -285,9 +285,7 @@ def test_a_colliding_machine_directory_is_neither_recorded_nor_deleted(tmp_path)
 # --- interruptible blocking calls ---------------------------------------------------------------------
 
 
-def test_ctrl_c_is_taken_at_once_and_a_late_result_is_undone():
-    import os
-    import signal
+def test_ctrl_c_is_taken_at_once_and_a_late_result_is_undone(sigint_raises):
     import threading
 
     undone = threading.Event()

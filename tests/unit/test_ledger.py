@@ -1,8 +1,11 @@
 """The ledger: written before creation, durable, and able to tell leftovers from live resources."""
 
+import os
+import stat
 import subprocess
 import time
 
+from cernvm_fixtures import ledger as ledger_module
 from cernvm_fixtures.ledger import Ledger, Owner, Resource, all_ledgers
 from cernvm_fixtures.run import Run
 
@@ -19,6 +22,32 @@ def test_record_update_forget(tmp_path):
     ledger.forget(first)
     assert [r.kind for r in ledger.entries()] == ["domain"]
     assert list(ledger.directory.glob("*.tmp*")) == []
+
+
+def test_an_entry_is_durable_once_recorded_its_directory_flushed_after_the_rename(tmp_path, monkeypatch):
+    """fsync of the file makes its content durable, not its name: the rename is on disk once the directory is."""
+    events = []
+    fsync, replace = os.fsync, os.replace
+
+    def spy_fsync(fd):
+        info = os.fstat(fd)
+        events.append(("fsync", "dir" if stat.S_ISDIR(info.st_mode) else "file", info.st_ino))
+        fsync(fd)
+
+    def spy_replace(src, dst):
+        events.append(("replace", str(dst)))
+        replace(src, dst)
+
+    monkeypatch.setattr(ledger_module.os, "fsync", spy_fsync)
+    monkeypatch.setattr(ledger_module.os, "replace", spy_replace)
+    ledger = Ledger(tmp_path / "run" / "ledger")
+    ledger.record(Resource("kvm", "domain", "vm-1", run="r"))
+    inode = {p: p.stat().st_ino for p in (tmp_path, tmp_path / "run", ledger.directory)}
+    renamed = next(i for i, e in enumerate(events) if e[0] == "replace")
+    assert events[renamed - 1][:2] == ("fsync", "file"), events
+    assert ("fsync", "dir", inode[ledger.directory]) in events[renamed + 1 :], "the directory is flushed after"
+    made = {e[2] for e in events[:renamed] if e[:2] == ("fsync", "dir")}
+    assert made == {inode[tmp_path], inode[tmp_path / "run"]}, "each new directory flushed into its parent"
 
 
 def test_unreadable_entries_are_skipped(tmp_path):

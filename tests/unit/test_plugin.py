@@ -149,7 +149,7 @@ def _destroy_kept(state) -> None:
     [
         (["--cernvm-target=gamma"], "--cernvm-target: unknown target(s) gamma; * declares alpha, beta"),
         (["--cernvm-profile=nosuch"], "*profile 'nosuch': no such shipped profile or file*"),
-        (["--cernvm-image=delta=x.iso"], "--cernvm-image: 'delta' is not a selected target (alpha, beta)"),
+        (["--cernvm-image=delta=x.iso"], "--cernvm-image delta=x.iso: 'delta' is not a selected target (alpha, beta)"),
     ],
     ids=["target", "profile", "image-target"],
 )
@@ -158,6 +158,80 @@ def test_bad_options_are_a_usage_error(project, args, message):
     result = run(project, *args)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([f"*{message}*"])
+
+
+@pytest.mark.parametrize(
+    ("args", "ini", "message"),
+    [
+        (
+            ["--cernvm-image", "docker=appliance:no-cvmfs"],
+            "",
+            "--cernvm-image docker=appliance:no-cvmfs: 'appliance:no-cvmfs': the appliance's Docker tarball has no "
+            "broken variants*",
+        ),
+        (
+            ["--cernvm-image", "appliance:no-cvmfs"],
+            "",
+            "--cernvm-image appliance:no-cvmfs (target docker): 'appliance:no-cvmfs': *no broken variants*",
+        ),
+        ([], "cernvm_image = appliance:no-cvmfs", "tox.ini: cernvm_image = appliance:no-cvmfs (target docker): *"),
+        (
+            ["-n", "2", "--cernvm-image", "appliance:no-cvmfs"],
+            "",
+            "--cernvm-image appliance:no-cvmfs (target docker): *",
+        ),
+        (
+            ["--cernvm-image", "kvm=/srv/nowhere/u.iso", "--cernvm-profile", "kvm=cernvm4"],
+            "",
+            "--cernvm-image kvm=/srv/nowhere/u.iso: '/srv/nowhere/u.iso' does not exist*",
+        ),
+        (["--cernvm-profile", "kvm=nosuch"], "", "--cernvm-profile kvm=nosuch: profile 'nosuch': no such shipped *"),
+        (["--cernvm-release", "kvm=2021-05"], "", "--cernvm-release kvm=2021-05: *expected release:[[]BRANCH/[]]*"),
+        (["--cernvm-image-base", "cernvm.cern.ch/releases"], "", "--cernvm-image-base *: expected an http*"),
+        ([], "cernvm_keep = sometimes", "tox.ini: cernvm_keep = 'sometimes': expected one of never, on-failure, *"),
+        ([], "cernvm_targets = gamma", "tox.ini: cernvm_targets: unknown target(s) gamma; built-in defaults *"),
+    ],
+    ids=[
+        "image-of-a-target",
+        "image-of-all",
+        "ini-image",
+        "xdist",
+        "missing-iso",
+        "profile",
+        "release",
+        "base",
+        "keep",
+        "ini",
+    ],
+)
+def test_command_line_overrides_are_checked_at_load_naming_the_option(pytester, local_provider, args, ini, message):
+    """A bad override stops the run at load with one error naming the option and value as given (not the config
+    the target came from), before anything is created: not one setup error per test of the target."""
+    if ini:
+        pytester.makeini(f"[pytest]\n{ini}\n")
+    pytester.makepyfile(test_it=A_TEST)
+    result = run(pytester, "--collect-only", *args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, result.stdout.str()
+    result.stderr.fnmatch_lines([f"ERROR: {message}"])
+    assert len([line for line in result.stderr.lines if line.startswith("ERROR:")]) == 1
+    assert "built-in defaults: targets.docker" not in result.stderr.str()
+    assert not (local_provider / "runs").exists() or not list((local_provider / "runs").iterdir()), "nothing made"
+
+
+def test_a_value_for_every_target_stops_only_a_run_that_uses_one_that_cannot_take_it(pytester, local_provider):
+    """``-k kvm --cernvm-image appliance:no-cvmfs`` runs the KVM tests (the docker targets' are deselected)."""
+    pytester.makepyfile(test_it=A_TEST)
+    result = run(pytester, "--collect-only", "-q", "-k", "kvm", "--cernvm-image", "appliance:no-cvmfs")
+    assert result.ret == pytest.ExitCode.OK, result.stderr.str()
+    result.stdout.fnmatch_lines(["test_it.py::test_uname[[]kvm[]]", "test_it.py::test_hostname[[]kvm[]]"])
+
+
+def test_a_config_file_image_a_provider_cannot_boot_is_refused_at_load(pytester, local_provider):
+    pytester.makefile(".toml", cernvm='[targets.box]\nprovider = "docker"\nimage = "appliance:no-cvmfs"\n')
+    pytester.makepyfile(test_it=A_TEST)
+    result = run(pytester, "--collect-only")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: *cernvm.toml: targets.box.image: 'appliance:no-cvmfs': *no broken variants*"])
 
 
 def test_bad_keep_value_is_rejected_by_the_option_parser(project):

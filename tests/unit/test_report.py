@@ -87,8 +87,27 @@ def test_markdown_lists_failures_first(nights):
     text = report.markdown(cells)
     assert text.startswith("# cernvm-fixtures: 1 failed, 2 passed, 1 skipped")
     assert text.index("## Failures") < text.index("## Target x scenario")
-    assert "- **kvm** `test_night::test_kernel`: " in text and "expected *.cernvm.x86_64" in text
+    assert "- **kvm** `test_night::test_kernel`: " in text and "expected \\*.cernvm.x86\\_64" in text
     assert "| `test_night::test_kernel` | FAIL | PASS |" in text
+
+
+def test_markdown_shows_names_and_reasons_as_text_not_markup():
+    """What a JUnit file holds (a test's failure message, a target or test name) reaches $GITHUB_STEP_SUMMARY as
+    literal text: no HTML, no link or image, no extra table cell, no code span ended early."""
+    hostile = "<img src=x onerror=alert(1)> | [log in](https://evil.example) ![t](https://t.example/p.png) *x*"
+    cells = [
+        report.Cell("test_a::test_`x`|y", "kvm|<b>ec2</b>", "failed", message=hostile),
+        report.Cell("test_a::test_b", "docker", "passed"),
+    ]
+    text = report.markdown(cells)
+    unescaped = re.compile(r"(?<!\\)[<\[|*]")
+    failure = next(line for line in text.splitlines() if line.startswith("- "))
+    assert not unescaped.search(failure.split("**", 2)[2].split("`")[-1]), failure
+    assert "\\<img src=x onerror=alert(1)\\>" in failure and "\\[log in\\](https://evil.example)" in failure
+    assert "``test_a::test_`x`|y``" in failure, "a fence longer than any backtick run in the name"
+    header, _, *rows = text.split("## Target x scenario\n\n")[1].splitlines()
+    assert [len(re.split(r"(?<!\\)\|", line)) for line in (header, *rows)] == [5, 5, 5], "one cell per column"
+    assert "kvm\\|\\<b\\>ec2\\</b\\>" in header and "``test_a::test_`x`\\|y``" in rows[0]
 
 
 def test_html_is_self_contained(nights):

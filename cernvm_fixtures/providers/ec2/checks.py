@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ...doctor import Check
+from ...download import redact
 
 if TYPE_CHECKING:
     from ...config import Target
@@ -93,7 +94,9 @@ def _image_check(target: Target, ec2: Any, session: Any) -> Check:
     path = Path(image).expanduser()
     if not path.is_file():
         return Check.problem(
-            "image", f"{image!r} is neither an AMI id nor a file", "an AMI id (ami-...) or a raw ucernvm-*.hvm file"
+            "image",
+            f"{redact(image)!r} is neither an AMI id nor a file",
+            "an AMI id (ami-...) or a raw ucernvm-*.hvm file",
         )
     if not options.import_bucket:
         return Check.problem(
