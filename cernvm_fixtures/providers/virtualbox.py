@@ -733,6 +733,17 @@ class VirtualBoxMachine(Machine):
     def screenshot(self, path: Path) -> Path:
         return screenshot(self.provider.vbox, self.name, path, self.name)  # type: ignore[attr-defined]
 
+    def screen_text(self) -> str | None:
+        """The VGA text screen through VirtualBox's debugger (``debugvm ... info vgatext``), read from outside:
+        where a boot stopped in text mode, its reason is there. None where VirtualBox cannot tell."""
+        try:
+            text = self.provider.vbox("debugvm", self.name, "info", "vgatext", timeout=60)  # type: ignore[attr-defined]
+        except (ProviderError, OSError) as e:
+            log.debug("%s: no VGA text: %s", self.name, e)
+            return None
+        lines = [line.rstrip() for line in text.splitlines()]
+        return "\n".join(lines).strip("\n") or None
+
     def login_command(self) -> Login:
         """``ssh`` to the NAT forward, trusting only the host keys the guest printed on its serial console."""
         key_file = self.key_file

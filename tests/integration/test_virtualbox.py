@@ -300,3 +300,30 @@ def test_screenshot_of_the_running_vm_through_controlvm_screenshotpng(tmp_path):
     assert_nothing_left(run.directory, [machine.name])
     with pytest.raises(ScreenUnavailable, match="VirtualBox took no screenshot"):
         machine.screenshot(tmp_path / "gone.png")
+
+
+def test_a_boot_that_stops_is_reported_with_its_screen_and_the_text_on_it(tmp_path):
+    """The appliance's ISO prints nothing on serial; a boot that stops (its CernVM-FS server refuses: µCernVM's
+    "Unable to mount cvmfs root filesystem!") is reported with a non-blank screenshot and the screen's text, read
+    from outside through ``debugvm info vgatext`` (the guest never answers SSH)."""
+    from PIL import Image
+
+    from cernvm_fixtures.context import UserData
+    from cernvm_fixtures.errors import ReadinessError
+    from cernvm_fixtures.instance import launch
+
+    run = Run(state=tmp_path / "state")
+    refused = UserData(ucernvm={"cvmfs_server": "127.0.0.1:9"})  # the guest's own loopback: refused at once
+    try:
+        with pytest.raises(ReadinessError) as err:
+            launch(target(deadlines={"reachable": 20}), run, user_data=refused)
+    finally:
+        run.finish()
+    capture = err.value.screen
+    assert capture is not None and capture.path is not None, str(err.value)
+    with Image.open(capture.path) as image:
+        assert (image.format, image.size) == ("PNG", (720, 400))
+        assert len(image.convert("RGB").getcolors(1 << 16) or ()) > 1, "blank: one colour"
+    assert capture.text and "Unable to mount cvmfs root filesystem!" in capture.text, capture.text
+    assert f"screenshot: {capture.path}" in str(err.value)
+    assert not [name for name in vms() if run.id in name], "the VM was destroyed"

@@ -7,7 +7,8 @@ media under QEMU (TCG) instead: the boot ISO, the scratch VDI (QEMU reads and
 writes VDI), the context ISO, the NAT rule's 127.0.0.1 forward, the serial port's
 file and the shared folders (as 9p, standing in for vboxsf), with a standard VGA
 card for VBoxSVGA; ``controlvm NAME poweroff`` stops that QEMU; ``controlvm NAME
-screenshotpng FILE`` writes that QEMU's real screen (QMP ``screendump``, PNG);
+screenshotpng FILE`` writes that QEMU's real screen (QMP ``screendump``, PNG); ``debugvm NAME info vgatext``
+prints the text in its VGA memory (QMP ``pmemsave``);
 ``showvminfo`` reports ``VMState="running"`` while it runs. So everything up to
 VirtualBox's own hypervisor is the real thing.
 
@@ -207,6 +208,23 @@ def main(args: list[str]) -> int:
         if "error" in reply:
             sys.stderr.write(f"VBoxManage: error: stand-in QEMU took no screenshot: {reply['error']}\n")
             return 1
+        return 0
+    if args[:1] == ["debugvm"] and args[2:4] == ["info", "vgatext"]:
+        config = info(args[1])["CfgFile"]
+        if running(config) is None:
+            sys.stderr.write(f"VBoxManage: error: Machine '{args[1]}' is not currently running\n")
+            return 1
+        with tempfile.TemporaryDirectory() as scratch:
+            dump = Path(scratch) / "vga"
+            reply = qmp(config, "pmemsave", val=0xB8000, size=0x8000, filename=str(dump))
+            if "error" in reply:
+                sys.stderr.write(f"VBoxManage: error: stand-in QEMU: {reply['error']}\n")
+                return 1
+            characters = dump.read_bytes()[::2]
+        # VirtualBox prints the visible text screen; the stand-in prints the rows of the text buffer that hold
+        # anything (it does not read the CRTC's start address)
+        rows = [characters[i : i + 80].decode("cp437").rstrip(" \x00") for i in range(0, len(characters), 80)]
+        print("\n".join(row for row in rows if row.strip(" \x00")))
         return 0
     if args[:1] == ["showvminfo"] and "--machinereadable" in args:
         found = info(args[1])
