@@ -104,5 +104,5 @@ class Capture:
         """For a report section or an error message: where the PNG is (or why none), then the text."""
         lines = [f"screenshot: {self.path}" if self.path is not None else f"no screenshot: {self.problem}"]
         if self.text is not None:
-            lines += ["--- screen text (tty1, read inside the guest) ---", self.text, "--- end of screen text ---"]
+            lines += ["--- screen text ---", self.text, "--- end of screen text ---"]
         return "\n".join(lines)
