@@ -41,6 +41,11 @@ def test_variants_ok_first_and_described():
         "no-ssh",
         "sshfs",
         "no-stratum1",
+        "boot-error",
+        "no-ntpd",
+        "no-shm",
+        "root-password",
+        "no-acpi",
     }
     assert all(isinstance(d, str) and d and "\n" not in d for d in appliance.VARIANTS.values())
 
