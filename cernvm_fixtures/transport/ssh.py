@@ -137,12 +137,24 @@ class SSHTransport(Transport):
 
     def password_login(self, user: str, password: str) -> bool:
         """A password login on a connection of its own (after the host key check, so the password goes only to the
-        instance), closed at once; keyboard-interactive is tried with it where the server offers only that."""
+        instance), closed at once. The password is sent only where the server offers ``password`` (or only
+        ``keyboard-interactive``, which is then answered with it); a server letting the user in with no
+        credential at all counts as accepting."""
         client = self._handshake()
         try:
             try:
-                client.auth_password(user, password)
-            except paramiko.AuthenticationException:  # refused, or no password method offered
+                client.auth_none(user)
+                return True
+            except paramiko.BadAuthenticationType as e:
+                allowed = list(e.allowed_types)
+            try:
+                if "password" in allowed:
+                    client.auth_password(user, password, fallback=False)
+                elif "keyboard-interactive" in allowed:
+                    client.auth_interactive(user, lambda _title, _text, prompts: [password for _ in prompts])
+                else:
+                    return False
+            except paramiko.AuthenticationException:
                 return False
             return client.is_authenticated()
         finally:
