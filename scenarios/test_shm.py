@@ -19,11 +19,13 @@ def test_dev_shm_is_a_writable_tmpfs(cernvm, cernvm_host):
     mount = cernvm_host.mount_point(path)
     if not mount.exists:
         on = containing_mount(cernvm_host, path)
-        kind = cernvm_host.mount_point(on).filesystem if on != "/" or cernvm_host.mount_point("/").exists else "?"
-        what = "a directory" if cernvm.run(f"test -d {shlex.quote(path)}").succeeded else "missing"
+        where = (
+            f"it is a directory on the {cernvm_host.mount_point(on).filesystem} mount {on}"
+            if cernvm.run(f"test -d {shlex.quote(path)}").succeeded
+            else "it does not exist"
+        )
         raise AssertionError(
-            f"{path} is not mounted (expected a writable {fstype}); it is {what} on the {kind} mount {on} "
-            f"(profile {cernvm.profile.name!r})"
+            f"{path} is not mounted (expected a writable {fstype}); {where} (profile {cernvm.profile.name!r})"
         )
     assert mount.filesystem == fstype, f"{path} is a {mount.filesystem} mount of {mount.device}, expected {fstype}"
     token = secrets.token_hex(8)

@@ -92,8 +92,9 @@ _VARIANTS: dict[str, tuple[str, dict[str, int]]] = {
         "shared folders by reverse SSHFS over the instance's SSH connection",
         {"UCVM_9P": 0},
     ),
-    "boot-error": (
-        "the OS stage logs an error line at boot (in /mnt/.rw/ulogs/ucernvm-boot.log and on the screen)",
+    "unclean-boot": (
+        "the OS stage logs an error line at boot (in /mnt/.rw/ulogs/ucernvm-boot.log and on the screen); its name "
+        "has none of the error words, so that only that line counts",
         {"UCVM_CLEAN_BOOT": 0},
     ),
     "no-ntpd": ("no time daemon runs (the clock is still right)", {"UCVM_NTPD": 0}),

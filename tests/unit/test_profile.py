@@ -1,5 +1,7 @@
 """Profiles: shipped ones load, rules resolve by traits, errors name file and key."""
 
+import re
+
 import pytest
 
 from cernvm_fixtures import profile
@@ -317,3 +319,9 @@ def test_checklist_values_are_validated(tmp_path):
     with pytest.raises(ConfigError) as err:
         profile.load(str(path))
     assert "ssh.password_authentication" in str(err.value) and "power.button_deadline" in str(err.value)
+
+
+def test_appliance_harmless_lines_are_regular_expressions_matching_their_example():
+    harmless = profile.load("appliance").expect("errors.harmless", VM).value
+    line = "<3>[    0.020000] ..MP-BIOS bug: 8254 timer not connected to IO-APIC"
+    assert any(re.search(pattern, line) for pattern in harmless)
