@@ -33,6 +33,13 @@ class Server(paramiko.ServerInterface):
         ok = "password" in self.methods.split(",") and (username, password) == ("root", SECRET)
         return paramiko.AUTH_SUCCESSFUL if ok else paramiko.AUTH_FAILED
 
+    def check_auth_interactive(self, username: str, submethods: str) -> paramiko.InteractiveQuery:
+        return paramiko.InteractiveQuery("", "", ("Password: ", False))
+
+    def check_auth_interactive_response(self, responses: list[str]) -> int:
+        self.received.extend(responses)
+        return paramiko.AUTH_SUCCESSFUL if list(responses) == [SECRET] else paramiko.AUTH_FAILED
+
 
 @pytest.fixture
 def server():
@@ -116,3 +123,11 @@ def test_transports_without_a_login_service_say_so():
         Exec().password_login("root", SECRET)
     with pytest.raises(Unsupported, match="no SSH"):
         Exec().auth_methods("root")
+
+
+def test_keyboard_interactive_only_is_answered_with_the_password(server):
+    port, received = server("publickey,keyboard-interactive")
+    transport = ssh(port)
+    assert transport.password_login("root", "wrong") is False
+    assert transport.password_login("root", SECRET) is True
+    assert received == ["wrong", SECRET]
