@@ -71,5 +71,14 @@ class ScreenUnavailable(CernvmError):
         super().__init__(reason)
 
 
+class Unsupported(CernvmError):
+    """The platform (or the instance's transport) cannot do what was asked; the message is the reason, as a
+    sentence ("a Docker container has no ACPI power button")."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
 class CommandTimeout(CernvmError):
     """A command on an instance ran past its timeout and was stopped."""

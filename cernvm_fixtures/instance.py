@@ -68,6 +68,11 @@ class Instance:
         return effective_deadlines(self.target.deadlines, self.profile)
 
     @property
+    def slowdown(self) -> float:
+        """How many times slower than the profile's deadlines assume this platform is (e.g. software emulation)."""
+        return self.machine.slowdown
+
+    @property
     def traits(self) -> Mapping[str, str]:
         """What profile rules match on: provider, target, kind, instance type, NIC model, ..."""
         return self.machine.traits
@@ -149,6 +154,25 @@ class Instance:
                 raise self.not_ready("reboot", self.deadlines.running, "boot id did not change")
             self.transport.close()
             time.sleep(0.5)
+
+    def auth_methods(self, user: str) -> list[str]:
+        """The login methods the instance's SSH server offers ``user`` (Unsupported: not reached over SSH)."""
+        return self.transport.auth_methods(user)
+
+    def password_login(self, user: str, password: str) -> bool:
+        """Whether the instance's SSH server lets ``user`` in with ``password`` (a separate connection, closed at
+        once; the password is never logged). Unsupported where the instance is not reached over SSH."""
+        return self.transport.password_login(user, password)
+
+    def press_power_button(self) -> None:
+        """Press the ACPI power button (Unsupported where the platform has none: the provider's
+        ``no_power_button`` says why); the guest decides whether it powers off (:meth:`is_running`)."""
+        self.transport.close()
+        self.machine.press_power_button()
+
+    def is_running(self) -> bool:
+        """Whether the platform still runs the instance (False once it powered off)."""
+        return self.machine.is_running()
 
     def console_log(self) -> str:
         return self.machine.console_log()

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -65,6 +65,9 @@ class _Section(BaseModel):
 Text = str | list[Rule[str]] | None
 """A text expectation, or rules choosing one by traits (every expectation key may vary)."""
 Words = list[str] | list[Rule[list[str]]]
+Seconds = float | list[Rule[float]] | None
+Commands = dict[str, str] | list[Rule[dict[str, str]]] | None
+YesNo = Literal["yes", "no"] | list[Rule[Literal["yes", "no"]]] | None
 
 
 class Ready(_Section):
@@ -150,6 +153,50 @@ class Context(_Section):
     ucontext_file: Text = None
 
 
+class Errors(_Section):
+    """The release checklist's "no error messages at boot": the boot and system logs, scanned for error lines."""
+
+    logs: Commands = None
+    """Log name -> a shell command printing that log's error lines (every line it prints counts as an error, so
+    the command does the filtering: ``journalctl -b -p err``, a ``grep`` of the boot logs for error words)."""
+    harmless: Words = []
+    """Regular expressions (searched in each line) of error lines known to be harmless on this image."""
+
+
+class Time(_Section):
+    """The release checklist's "correct time / running ntpd"."""
+
+    skew: Seconds = None
+    """How many seconds the guest's clock may differ from the host's (measured around one ``date +%s``)."""
+    daemon: Words = []
+    """Process names (``/proc/<pid>/comm``) of the image's time daemon: one of them must be running."""
+
+
+class Shm(_Section):
+    """The release checklist's "check /dev/shm": POSIX shared memory is a writable file system of its own."""
+
+    path: Text = "/dev/shm"
+    fstype: Text = None
+
+
+class Ssh(_Section):
+    """The release checklist's "root should not be able to login" (with a password: keys are how one gets in)."""
+
+    password_authentication: YesNo = None
+    """Whether the SSH server offers password authentication at all ("yes": offered, e.g. for users the context
+    creates with a password; "no": not even offered, as dropbear -s or OpenSSH's PasswordAuthentication no)."""
+    root_passwords: Words = []
+    """Passwords tried for root, every one of which must be refused (e.g. the one a debug boot sets)."""
+
+
+class Power(_Section):
+    """The release checklist's "test reaction to power button"."""
+
+    button_deadline: Seconds = None
+    """Seconds (before the provider's slowdown) from an ACPI power-button press until the instance has powered
+    off by itself (a clean shutdown)."""
+
+
 class Profile(_Section):
     """A validated profile; sections the image does not have stay at their empty defaults."""
 
@@ -164,6 +211,11 @@ class Profile(_Section):
     shared: Shared = Shared()
     network: Network = Network()
     context: Context = Context()
+    errors: Errors = Errors()
+    time: Time = Time()
+    shm: Shm = Shm()
+    ssh: Ssh = Ssh()
+    power: Power = Power()
     origin: str = ""
 
     def boots_over_network(self, traits: Mapping[str, str]) -> bool:
@@ -182,7 +234,7 @@ class Profile(_Section):
                     return Expectation(rule.expect, rule.why)
             shown = ", ".join(f"{k}={v}" for k, v in sorted(traits.items()))
             return Expectation(None, f"profile {self.name!r} has no rule for {dotted} matching {shown}")
-        if raw is None or raw == []:
+        if raw is None or raw == [] or raw == {}:
             return Expectation(None, f"profile {self.name!r} sets no {dotted}")
         return Expectation(raw)
 

@@ -92,6 +92,21 @@ _VARIANTS: dict[str, tuple[str, dict[str, int]]] = {
         "shared folders by reverse SSHFS over the instance's SSH connection",
         {"UCVM_9P": 0},
     ),
+    "unclean-boot": (
+        "the OS stage logs an error line at boot (in /mnt/.rw/ulogs/ucernvm-boot.log and on the screen); its name "
+        "has none of the error words, so that only that line counts",
+        {"UCVM_CLEAN_BOOT": 0},
+    ),
+    "no-ntpd": ("no time daemon runs (the clock is still right)", {"UCVM_NTPD": 0}),
+    "no-shm": ("/dev/shm is not mounted (a plain directory on /dev's devtmpfs, no tmpfs)", {"UCVM_SHM": 0}),
+    "root-password": (
+        "root has a password (the one CernVM's debug boot sets) and dropbear offers password logins",
+        {"UCVM_ROOT_LOCKED": 0},
+    ),
+    "no-acpi": (
+        "nothing handles the ACPI power button (no acpid): the instance ignores a shutdown request",
+        {"UCVM_ACPI": 0},
+    ),
 }
 VARIANTS: dict[str, str] = {name: desc for name, (desc, _) in _VARIANTS.items()}
 _FLAGS = (
@@ -103,6 +118,11 @@ _FLAGS = (
     "UCVM_SSH",
     "UCVM_CONFIGDRIVE",
     "UCVM_9P",
+    "UCVM_CLEAN_BOOT",
+    "UCVM_NTPD",
+    "UCVM_SHM",
+    "UCVM_ROOT_LOCKED",
+    "UCVM_ACPI",
 )
 
 # where the OS tree gets the host binaries (path in the tree)
@@ -170,6 +190,7 @@ class Inputs:
     kernel: _host.KernelPackage
     libraries: tuple[str, ...]  # absolute host paths of ld.so and shared libraries
     material: dict  # everything that determines the output, for the key
+    packages: tuple[_host.KernelPackage, ...] = ()  # _host.GUEST_PACKAGES, resolved
 
     @property
     def base_key(self) -> str:
@@ -190,9 +211,11 @@ def collect_inputs(cache: Path, log: Log) -> Inputs:
             if lib not in libraries:
                 libraries.append(lib)
     hashed = [tools[t] for t in _BINARIES] + libraries + list(tools.files.values())
+    packages = tuple(_host.resolve_package(tools, name, cache, log) for name in _host.GUEST_PACKAGES)
     material = {
         "builder": builder_digest(),
         "kernel": [kernel.name, kernel.version, kernel.sha256],
+        "guest_packages": [[p.name, p.version, p.sha256] for p in packages],
         "packages": _host.package_versions(tools),
         "files": {path: _host.sha256_file(path) for path in hashed},
         "python": list(sys.version_info[:2]),
@@ -200,7 +223,7 @@ def collect_inputs(cache: Path, log: Log) -> Inputs:
         "version": VERSION,
         "epoch": SOURCE_DATE_EPOCH,
     }
-    return Inputs(tools, kernel, tuple(libraries), material)
+    return Inputs(tools, kernel, tuple(libraries), material, packages)
 
 
 # --- helpers -------------------------------------------------------------------
@@ -329,8 +352,24 @@ def _read_module(path: Path) -> tuple[bytes, str]:
     return path.read_bytes(), name
 
 
-def _stage_os_tree(inputs: Inputs, root: Path) -> None:
-    """The OS tree (cvm4): busybox, dropbear, mke2fs, libraries, /etc, scripts."""
+def _guest_package_files(inputs: Inputs, cache: Path, work: Path, log: Log) -> dict[str, Path]:
+    """The files the guest takes from GUEST_PACKAGES (path in the tree -> unpacked file), downloaded if needed."""
+    found: dict[str, Path] = {}
+    for package in inputs.packages:
+        deb = _host.ensure_deb(inputs.tools, package, cache, log, "the guest package")
+        unpacked = work / "packages" / package.name
+        unpacked.mkdir(parents=True)
+        _run([inputs.tools["dpkg-deb"], "-x", deb, unpacked], f"dpkg-deb -x {deb.name}")
+        for rel in _host.GUEST_PACKAGES[package.name]:
+            if not (unpacked / rel).is_file():
+                raise ApplianceError(f"{deb.name} holds no {rel}")
+            found[rel] = unpacked / rel
+    return found
+
+
+def _stage_os_tree(inputs: Inputs, root: Path, extra: dict[str, Path] | None = None) -> None:
+    """The OS tree (cvm4): busybox, dropbear, mke2fs, libraries, /etc, scripts; ``extra``: files from
+    GUEST_PACKAGES (with the libraries they need)."""
     tools = inputs.tools
     for d, mode in [
         ("bin", 0o755),
@@ -364,6 +403,11 @@ def _stage_os_tree(inputs: Inputs, root: Path) -> None:
     os.symlink("mke2fs", root / "sbin/mkfs.ext4")
     for lib in inputs.libraries:
         _copy(lib, root / lib.lstrip("/"), 0o755)
+    for rel, source in (extra or {}).items():
+        _copy(source, root / rel, 0o755)
+        for lib in _host.ldd_libraries(str(source), tools["ldd"]):
+            if not (root / lib.lstrip("/")).exists():
+                _copy(lib, root / lib.lstrip("/"), 0o755)
     _copy(tools["mke2fs.conf"], root / "etc/mke2fs.conf", 0o644)
     for module in _host.AUTOFS_MODULES:
         _copy(tools.files[module], root / tools.files[module].lstrip("/"), 0o644)
@@ -506,7 +550,7 @@ def _build_base(inputs: Inputs, out: Path, cache: Path, log: Log) -> dict:
     repo = work / "repository"
     os_tree = repo / OS_PATH
     os_tree.mkdir(parents=True)
-    _stage_os_tree(inputs, os_tree)
+    _stage_os_tree(inputs, os_tree, _guest_package_files(inputs, cache, work, log))
     _copy(FILES / "repository/README", repo / "README", 0o644)
     (repo / ".cvmfs-repository").write_text(OS_REPO + "\n")
     os.chmod(repo, 0o755)
@@ -680,14 +724,14 @@ PRUNE_AGE = 3600.0
 """Entries of other inputs untouched for this long are removed when a new base is built."""
 
 
-def prune(cache: Path, current: set[str], kernel_deb: str, log: Log) -> None:
+def prune(cache: Path, current: set[str], kernel_deb: str, log: Log, keep: tuple[str, ...] = ()) -> None:
     """Drop cache entries and kernel packages of other builder inputs (each edit makes new ones).
 
     Only those older than PRUNE_AGE: a concurrent run of another checkout may still be using its own.
     """
     limit = time.time() - PRUNE_AGE
     entries = [p for p in cache.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name != "downloads"]
-    entries += [p for p in (cache / "downloads").glob("*.deb") if p.name != kernel_deb]
+    entries += [p for p in (cache / "downloads").glob("*.deb") if p.name != kernel_deb and p.name not in keep]
     for path in entries:
         if path.name in current or path.stat().st_mtime > limit:
             continue
@@ -722,7 +766,7 @@ def build_entry(variant: str, cache: Path, force: bool, log: Log) -> tuple[Path,
     def make_base(tmp: Path) -> dict:
         log(f"building the appliance base {base_name} (kernel {inputs.kernel.name} {inputs.kernel.version})")
         current = {base_name} | {f"{v}-{inputs.variant_key(v)[:16]}" for v in _VARIANTS}
-        prune(cache, current, inputs.kernel.filename, log)
+        prune(cache, current, inputs.kernel.filename, log, tuple(p.filename for p in inputs.packages))
         return _build_base(inputs, tmp, cache, log)
 
     def make_variant(tmp: Path) -> dict:

@@ -100,6 +100,13 @@ HOST_PACKAGES = (
     "util-linux",
 )
 
+GUEST_PACKAGES: dict[str, tuple[str, ...]] = {
+    # the time daemon (CernVM 4 runs ntpd); installing openntpd on the host would replace the host's own time
+    # daemon, so its package is downloaded like the kernel's and only its files are taken
+    "openntpd": ("usr/sbin/ntpd",),
+}
+"""Debian packages the guest takes files from (paths inside the package) without installing them on the host."""
+
 # searched after $PATH: sbin directories are often missing from a user's PATH
 EXTRA_TOOL_DIRS: tuple[str, ...] = ("/usr/sbin", "/sbin", "/usr/lib/dropbear")
 
@@ -323,6 +330,53 @@ def _kernel_from_cache(tools: HostTools, downloads: Path) -> KernelPackage | Non
     return KernelPackage(name, version, sha256_file(deb), deb.name, "cache")
 
 
+def _package_from_apt(tools: HostTools, name: str) -> KernelPackage | None:
+    record = _apt_show(tools, name)
+    if not record:
+        return None
+    filename = record.get("Filename", "").rsplit("/", 1)[-1] or f"{name}_{record['Version']}_amd64.deb"
+    return KernelPackage(name, record["Version"], record.get("SHA256", ""), filename, "apt")
+
+
+def _package_from_cache(name: str, downloads: Path) -> KernelPackage | None:
+    debs: list[tuple[str, Path]] = []
+    for deb in downloads.glob(f"{name}_*_amd64.deb"):
+        debs.append((deb.name[: -len(".deb")].split("_")[1].replace("%3a", ":"), deb))
+    if not debs:
+        return None
+    key = functools.cmp_to_key(lambda x, y: _compare_versions(x[0], y[0]))  # type: ignore[index]
+    version, deb = max(debs, key=key)
+    return KernelPackage(name, version, sha256_file(deb), deb.name, "cache")
+
+
+def resolve_package(tools: HostTools, name: str, cache: Path, log: Log) -> KernelPackage:
+    """The candidate version of the Debian package ``name`` (one of GUEST_PACKAGES), remembered like the kernel's
+    with a fingerprint of apt's state; without usable apt lists, the newest one already in the cache."""
+    memo = cache / f"package-{name}.json"
+    fingerprint = _apt_fingerprint()
+    try:
+        saved = json.loads(memo.read_text())
+        if saved.pop("fingerprint") == fingerprint:
+            return KernelPackage(**saved)
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    package = _package_from_apt(tools, name)
+    if package is not None:
+        cache.mkdir(parents=True, exist_ok=True)
+        tmp = memo.with_name(f".{memo.name}.{os.getpid()}")
+        tmp.write_text(json.dumps(dict(asdict(package), fingerprint=fingerprint)))
+        os.replace(tmp, memo)
+        return package
+    package = _package_from_cache(name, cache / "downloads")
+    if package is not None:
+        log(f"apt knows no {name}; using the package already in the cache: {package.filename}")
+        return package
+    raise ApplianceError(
+        f"cannot find the Debian package {name}: apt knows no {name} (the package lists are missing or stale) "
+        "and the appliance cache holds none. Run `apt-get update` (as root) and try again."
+    )
+
+
 def resolve_kernel(tools: HostTools, cache: Path, log: Log) -> KernelPackage:
     """The kernel package that linux-image-amd64 currently depends on.
 
@@ -376,6 +430,11 @@ def file_lock(path: Path, log: Log | None = None, what: str = "") -> Iterator[No
 
 def ensure_kernel_deb(tools: HostTools, kernel: KernelPackage, cache: Path, log: Log) -> Path:
     """The kernel .deb in the cache's download folder, downloaded if needed."""
+    return ensure_deb(tools, kernel, cache, log, "the kernel package")
+
+
+def ensure_deb(tools: HostTools, kernel: KernelPackage, cache: Path, log: Log, what: str = "the package") -> Path:
+    """A package's .deb in the cache's download folder, downloaded if needed."""
     downloads = cache / "downloads"
     target = downloads / kernel.filename
     with file_lock(downloads / ".lock", log, "the download folder"):
@@ -391,10 +450,10 @@ def ensure_kernel_deb(tools: HostTools, kernel: KernelPackage, cache: Path, log:
             if proc.returncode != 0 or len(debs) != 1:
                 detail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
                 raise ApplianceError(
-                    f"cannot download the kernel package {kernel.name} {kernel.version}: "
+                    f"cannot download {what} {kernel.name} {kernel.version}: "
                     + " / ".join(detail)
-                    + ". Run `apt-get update` (Debian's mirror keeps only recent kernel "
-                    "ABIs) and check that the Debian mirror is reachable."
+                    + ". Run `apt-get update` (Debian's mirror keeps only recent versions, "
+                    "of the kernel ABIs too) and check that the Debian mirror is reachable."
                 )
             if kernel.sha256 and sha256_file(debs[0]) != kernel.sha256:
                 raise ApplianceError(

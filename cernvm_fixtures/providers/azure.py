@@ -595,6 +595,10 @@ class AzureProvider(Provider[AzureOptions, "AzureMachine"]):
     """Launches CernVM on Microsoft Azure (or any endpoint speaking ARM)."""
 
     name = "azure"
+    no_power_button = (
+        "not implemented for Azure yet (a power-off without skip_shutdown could: Azure asks the guest to shut down "
+        "before it stops the VM)"
+    )
     Options = AzureOptions
     creation_order: ClassVar[tuple[str, ...]] = CREATION_ORDER
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Generic, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from ..errors import ProviderError, ScreenUnavailable
+from ..errors import ProviderError, ScreenUnavailable, Unsupported
 from ..ledger import Resource
 from ..transport.base import Login
 
@@ -106,6 +106,9 @@ class Provider(ABC, Generic[OptionsT, MachineT]):
     """How many machines of this provider boot-ahead launches at a time (API rate limits, quotas, cores)."""
     no_screen: ClassVar[str | None] = None
     """Why this platform gives no screenshot of a machine, as a sentence (None: its machines say per call)."""
+    no_power_button: ClassVar[str | None] = "the provider has no ACPI power button call"
+    """Why this platform's machines have no power button the harness can press, as a sentence; None: they have one
+    (:meth:`Machine.press_power_button`). Scenarios read it before booting a machine for the power button."""
     creation_order: ClassVar[tuple[str, ...]] = ()
     """Resource kinds in the order they depend on each other; teardown and sweep go the other way."""
 
@@ -262,6 +265,25 @@ class Machine(ABC):
         raise ScreenUnavailable(
             provider.no_screen or f"the {provider.name} provider cannot take a screenshot of {self.name}"
         )
+
+    def press_power_button(self) -> None:
+        """Press the machine's ACPI power button: the platform asks the guest to shut down cleanly (what a person's
+        press, ``virsh shutdown --mode acpi`` or ``VBoxManage controlvm acpipowerbutton`` does) and returns at once;
+        the guest decides whether and when it powers off (:meth:`is_running`).
+
+        Raises:
+            Unsupported: the platform has no power button for this machine (the reason).
+        """
+        provider = type(self.provider)
+        raise Unsupported(f"{provider.name}: {provider.no_power_button or 'no ACPI power button call'}")
+
+    def is_running(self) -> bool:
+        """Whether the platform still runs the machine (False once the guest powered off, or the machine is gone).
+
+        Raises:
+            Unsupported: the provider cannot tell (only providers with a power button must).
+        """
+        raise Unsupported(f"the {type(self.provider).name} provider cannot tell whether {self.name} still runs")
 
     def host_keys(self) -> list[str] | None:
         """The host keys the instance must present: those handed over in its context, else those of the first

@@ -495,6 +495,7 @@ class DockerProvider(Provider[DockerOptions, "DockerMachine"]):
     Options = DockerOptions
     shares_folders = True
     no_screen = "a Docker container has no display"
+    no_power_button = "a container has no ACPI power button (docker stop signals its init instead)"
     creation_order = ("directory", "image", "container", "volume")
 
     @classmethod

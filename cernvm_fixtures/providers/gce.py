@@ -390,6 +390,10 @@ class GceProvider(Provider[GceOptions, "GceMachine"]):
     """Launches CernVM on Google Compute Engine (or any endpoint speaking its API)."""
 
     name = "gce"
+    no_power_button = (
+        "not implemented for GCE yet (instances.stop could: GCE sends the guest an ACPI shutdown and powers it off "
+        "after a grace period)"
+    )
     Options = GceOptions
     creation_order: ClassVar[tuple[str, ...]] = CREATION_ORDER
 

@@ -456,6 +456,7 @@ class KvmProvider(Provider[KvmOptions, "KvmMachine"]):
     shares_folders = True
     parallel_boots = max(1, os.cpu_count() or 1)  # a TCG guest keeps a core busy while it boots
     creation_order = ("directory", "domain")
+    no_power_button = None  # libvirt's ACPI shutdown (virsh shutdown --mode acpi), CernVM's KVM guide's "shutdown"
 
     @property
     def uri(self) -> str:
@@ -842,6 +843,30 @@ class KvmMachine(Machine):
             log.debug("%s: no VGA text memory: %s", self.name, e.get_error_message())
             return None
         return vga_text(memory)
+
+    def press_power_button(self) -> None:
+        """libvirt's ACPI power button event (``virsh shutdown --mode acpi``): the guest decides what happens."""
+        if self.domain is None:
+            raise ProviderError(f"{self.name}: the domain was not started")
+        libvirt = _libvirt()
+        try:
+            self.domain.shutdownFlags(libvirt.VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN)
+        except libvirt.libvirtError as e:
+            raise ProviderError(
+                f"{self.name}: libvirt could not press the power button: {e.get_error_message()}"
+            ) from None
+
+    def is_running(self) -> bool:
+        """Whether the domain is still active (a guest that powered off ends its transient domain)."""
+        if self.domain is None:
+            return False
+        libvirt = _libvirt()
+        try:
+            return bool(self.domain.isActive())
+        except libvirt.libvirtError as e:
+            if e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                return False
+            raise ProviderError(f"{self.name}: {e.get_error_message()}") from None
 
     def screenshot(self, path: Path) -> Path:
         """libvirt's screenshot of the domain's VGA display (see :func:`domain_xml`), as PNG."""

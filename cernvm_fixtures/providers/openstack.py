@@ -306,6 +306,10 @@ class OpenStackProvider(Provider[OpenStackOptions, "OpenStackMachine"]):
     """Launches CernVM on an OpenStack cloud (CERN's, or any speaking Keystone v3, Nova, Neutron and Glance v2)."""
 
     name = "openstack"
+    no_power_button = (
+        "not implemented for OpenStack yet (a server stop, os-stop, could: Nova asks the guest to shut down cleanly "
+        "before it powers the server off)"
+    )
     Options = OpenStackOptions
     no_screen = "OpenStack's compute API has no screenshot call (only remote console URLs for a person's browser)"
     creation_order: ClassVar[tuple[str, ...]] = CREATION_ORDER

@@ -501,6 +501,7 @@ class VirtualBoxProvider(Provider[VirtualBoxOptions, "VirtualBoxMachine"]):
     """Boots images in VirtualBox VMs on this host through VBoxManage."""
 
     name = "virtualbox"
+    no_power_button = "not implemented for VirtualBox yet (VBoxManage controlvm <vm> acpipowerbutton would press it)"
     Options = VirtualBoxOptions
     shares_folders = True
     parallel_boots = max(1, os.cpu_count() or 1)

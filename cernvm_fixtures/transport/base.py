@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
-from ..errors import CernvmError
+from ..errors import CernvmError, Unsupported
 
 
 class Default(enum.Enum):
@@ -118,6 +118,23 @@ class Transport(ABC):
     @abstractmethod
     def close(self) -> None:
         """Drop the connection (idempotent)."""
+
+    def auth_methods(self, user: str) -> list[str]:
+        """The login methods the instance's login service offers ``user`` (SSH: ``publickey``, ``password``, ...).
+
+        Raises:
+            Unsupported: the transport has no login service to ask (e.g. Docker exec).
+        """
+        raise Unsupported(f"{self} reaches the instance without a login service (no SSH): no login methods to ask")
+
+    def password_login(self, user: str, password: str) -> bool:
+        """Whether the instance's login service lets ``user`` in with ``password``, tried on a connection of its
+        own that is closed at once (the password is never logged nor put into a message).
+
+        Raises:
+            Unsupported: the transport has no login service to try (e.g. Docker exec).
+        """
+        raise Unsupported(f"{self} reaches the instance without a login service (no SSH): no password login to try")
 
     def put(self, data: bytes, remote: str, mode: int | None = None) -> None:
         """Write bytes to a file on the instance, through the command channel (binary safe)."""

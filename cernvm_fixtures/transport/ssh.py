@@ -99,12 +99,8 @@ class SSHTransport(Transport):
         if self._client is not None and self._client.is_active():
             return
         self._drop()
-        client = paramiko.Transport(self._socket())
+        client = self._handshake()
         try:
-            self._offer_announced_types(client)
-            client.banner_timeout = self.connect_timeout
-            client.start_client(timeout=self.connect_timeout)
-            self._verify(client.get_remote_server_key())
             key = paramiko.PKey.from_path(self.key_file)
             client.auth_publickey(self.user, key)
         except BaseException:
@@ -112,6 +108,57 @@ class SSHTransport(Transport):
             raise
         self._client = client
         self.boot_id = self._read_boot_id(client)
+
+    def _handshake(self) -> paramiko.Transport:
+        """A new connection, not logged in yet, whose server presented a host key the instance announced (the
+        pinned one once a key was accepted)."""
+        client = paramiko.Transport(self._socket())
+        try:
+            self._offer_announced_types(client)
+            client.banner_timeout = self.connect_timeout
+            client.start_client(timeout=self.connect_timeout)
+            self._verify(client.get_remote_server_key())
+        except BaseException:
+            client.close()
+            raise
+        return client
+
+    def auth_methods(self, user: str) -> list[str]:
+        """What the server offers ``user``: asked with SSH's ``none`` method on a connection of its own."""
+        client = self._handshake()
+        try:
+            try:
+                client.auth_none(user)
+            except paramiko.BadAuthenticationType as e:
+                return list(e.allowed_types)
+            return ["none"]  # the server let the user in without any credential
+        finally:
+            client.close()
+
+    def password_login(self, user: str, password: str) -> bool:
+        """A password login on a connection of its own (after the host key check, so the password goes only to the
+        instance), closed at once. The password is sent only where the server offers ``password`` (or only
+        ``keyboard-interactive``, which is then answered with it); a server letting the user in with no
+        credential at all counts as accepting."""
+        client = self._handshake()
+        try:
+            try:
+                client.auth_none(user)
+                return True
+            except paramiko.BadAuthenticationType as e:
+                allowed = list(e.allowed_types)
+            try:
+                if "password" in allowed:
+                    client.auth_password(user, password, fallback=False)
+                elif "keyboard-interactive" in allowed:
+                    client.auth_interactive(user, lambda _title, _text, prompts: [password for _ in prompts])
+                else:
+                    return False
+            except paramiko.AuthenticationException:
+                return False
+            return client.is_authenticated()
+        finally:
+            client.close()
 
     def _read_boot_id(self, client: paramiko.Transport) -> str | None:
         chan = client.open_session(timeout=self.connect_timeout)

@@ -41,6 +41,11 @@ def test_variants_ok_first_and_described():
         "no-ssh",
         "sshfs",
         "no-stratum1",
+        "unclean-boot",
+        "no-ntpd",
+        "no-shm",
+        "root-password",
+        "no-acpi",
     }
     assert all(isinstance(d, str) and d and "\n" not in d for d in appliance.VARIANTS.values())
 
@@ -528,3 +533,16 @@ def test_prune_drops_old_entries_of_other_inputs_only(tmp_path):
     assert left == [".lock-ok-new", "base-new", "downloads", "no-ssh-recent", "ok-new"], "recent entries may be in use"
     assert [p.name for p in (tmp_path / "downloads").iterdir()] == ["linux-image-new.deb"]
     assert len(removed) == 3
+
+
+def test_no_variant_name_holds_an_error_word():
+    """The boot logs name the variant in several lines: a name holding one of the words the appliance's profile
+    greps its boot logs for would make each of those lines an error (only the unclean-boot line must count)."""
+    import re
+
+    from cernvm_fixtures import profile
+
+    command = profile.load("appliance").expect("errors.logs", {"kind": "vm"}).value["ulogs"]
+    words = re.search(r"-HiwE '([^']+)'", command).group(1).split("|")
+    for variant in appliance.VARIANTS:
+        assert not set(re.split(r"[^a-z0-9]+", variant)) & set(words), variant

@@ -77,6 +77,62 @@ NEGATIVE = [
 ]
 
 
+CHECKLIST_NEGATIVE = [
+    # CernVM's release checklist: each variant lacks one line's property, and fails that line's scenarios only
+    (
+        "appliance:unclean-boot",
+        "test_boot_log",
+        {"test_no_error_messages_at_boot"},
+        "ERROR: variant unclean-boot: the example service failed to start",
+    ),
+    (
+        "appliance:no-ntpd",
+        "test_time",
+        {"test_time_daemon_running"},
+        "no time daemon runs: no process named ntpd (profile 'appliance', time.daemon)",
+    ),
+    (
+        "appliance:no-shm",
+        "test_shm",
+        {"test_dev_shm_is_a_writable_tmpfs"},
+        "/dev/shm is not mounted (expected a writable tmpfs); it is a directory on the devtmpfs mount /dev",
+    ),
+    (
+        "appliance:root-password",
+        "test_root_login",
+        {"test_password_authentication_as_the_profile_says", "test_root_cannot_log_in_with_a_password"},
+        "root logged in over SSH with a password: 1 of the 1 password(s) of profile 'appliance'",
+    ),
+    (
+        "appliance:no-acpi",
+        "test_power_button",
+        {"test_power_button_powers_off"},
+        "after its ACPI power button was pressed: the image ignores the power button",
+    ),
+]
+
+
+def run_negative(tmp_path: Path, rows: list) -> tuple[subprocess.CompletedProcess, dict[str, str]]:
+    """The rows' images as one matrix run (booted ahead in parallel), each with its -k selection; every row's
+    message must be in the output. Returns the run and its outcomes."""
+    images = "".join(f'b{i} = "{image}"\n' for i, (image, *_) in enumerate(rows, 1))
+    config = f'[targets.kvm]\nprovider = "kvm"\n\n[targets.kvm.images]\n{images}'
+    chosen = " or ".join(f"(b{i} and ({sel}))" for i, (_, sel, *_) in enumerate(rows, 1))
+    result = run_suite(tmp_path, "-k", chosen, config=config)
+    print(result.output)  # the failure messages, for -rA
+    for _, _, _, message in rows:
+        assert message in result.output, (message, result.output[-8000:])
+    return result, outcomes(result.output)
+
+
+def test_each_checklist_variant_fails_exactly_its_line(tmp_path):
+    result, found = run_negative(tmp_path, CHECKLIST_NEGATIVE)
+    expected = {f"{name}[kvm-b{i}]" for i, (_, _, failing, _) in enumerate(CHECKLIST_NEGATIVE, 1) for name in failing}
+    assert {name for name, status in found.items() if status == "FAILED"} == expected, result.output[-8000:]
+    assert {status for name, status in found.items() if name not in expected} == {"PASSED"}, found
+    assert result.returncode == 1
+
+
 def broken_profile(tmp_path: Path) -> Path:
     """The appliance's profile expecting CernVM's kernel release format instead of Debian's."""
     profile = (ROOT / "cernvm_fixtures/profiles/appliance.toml").read_text()

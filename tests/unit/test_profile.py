@@ -1,5 +1,7 @@
 """Profiles: shipped ones load, rules resolve by traits, errors name file and key."""
 
+import re
+
 import pytest
 
 from cernvm_fixtures import profile
@@ -276,3 +278,54 @@ def test_every_cernvm_rule_cites_a_source():
     for name in ("cernvm4", "cernvm5"):
         text = (resources.files("cernvm_fixtures") / "profiles" / f"{name}.toml").read_text()
         assert "Sources" in text and "[inferred]" in text, name
+
+
+CHECKLIST = (
+    "errors.logs",
+    "time.skew",
+    "time.daemon",
+    "shm.fstype",
+    "ssh.password_authentication",
+    "ssh.root_passwords",
+    "power.button_deadline",
+)
+"""The keys of the release checklist's scenarios."""
+
+
+def test_checklist_expectations_of_the_appliance_and_cernvm4():
+    app, c4 = profile.load("appliance"), profile.load("cernvm4")
+    for p in (app, c4):
+        for key in CHECKLIST:
+            assert p.expect(key, VM).value not in (None, [], {}), (p.name, key)
+    assert app.expect("time.daemon", VM).value == ["ntpd"] == c4.expect("time.daemon", VM).value
+    assert app.expect("ssh.password_authentication", VM).value == "no", "dropbear -s"
+    assert c4.expect("ssh.password_authentication", VM).value == "yes", "sshd_config.cernvm: PasswordAuthentication yes"
+    assert "journalctl -b -p err" in c4.expect("errors.logs", VM).value["journal"]
+    assert set(app.expect("errors.logs", VM).value) == {"ulogs", "kernel"}
+
+
+@pytest.mark.parametrize("name", ["appliance", "cernvm4", "cernvm5"])
+def test_checklist_in_a_container_says_why_not(name):
+    """A container keeps its /dev/shm and the host's clock; it has no boot log, no time daemon, no SSH, no power
+    button: each of those is skipped with a reason."""
+    container = {"kind": "container", "provider": "docker"}
+    p = profile.load(name)
+    assert p.expect("shm.fstype", container).value == "tmpfs"
+    assert p.expect("time.skew", container).value == 5
+    for key in ("errors.logs", "time.daemon", "power.button_deadline"):
+        found = p.expect(key, container)
+        assert found.value is None and found.why and "sets no" not in found.why, (name, key)
+
+
+def test_checklist_values_are_validated(tmp_path):
+    path = tmp_path / "p.toml"
+    path.write_text('name = "p"\n[ssh]\npassword_authentication = "maybe"\n[power]\nbutton_deadline = "soon"\n')
+    with pytest.raises(ConfigError) as err:
+        profile.load(str(path))
+    assert "ssh.password_authentication" in str(err.value) and "power.button_deadline" in str(err.value)
+
+
+def test_appliance_harmless_lines_are_regular_expressions_matching_their_example():
+    harmless = profile.load("appliance").expect("errors.harmless", VM).value
+    line = "<3>[    0.020000] ..MP-BIOS bug: 8254 timer not connected to IO-APIC"
+    assert any(re.search(pattern, line) for pattern in harmless)

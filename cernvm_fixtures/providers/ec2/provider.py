@@ -71,6 +71,10 @@ class Ec2Provider(Provider[Ec2Options, "Ec2Machine"]):
     """Launches CernVM on Amazon EC2 (or any endpoint speaking its API)."""
 
     name = "ec2"
+    no_power_button = (
+        "not implemented for EC2 yet (StopInstances could: EC2 asks the guest to shut down cleanly before it stops "
+        "the instance)"
+    )
     Options = Ec2Options
     creation_order = CREATION_ORDER
 
