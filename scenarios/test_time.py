@@ -26,13 +26,32 @@ def test_clock_matches_the_host(cernvm):
     )
 
 
+def processes(cernvm) -> dict[str, set[str]]:
+    """Process name -> PIDs (a process may end between the glob and the read: only what was read counts)."""
+    listing = cernvm.run("for p in /proc/[0-9]*; do echo ${p#/proc/} $(cat $p/comm 2>/dev/null); done").stdout
+    found: dict[str, set[str]] = {}
+    for line in listing.splitlines():
+        pid, _, name = line.partition(" ")
+        if name:
+            found.setdefault(name.strip(), set()).add(pid)
+    return found
+
+
 def test_time_daemon_running(cernvm):
-    names = expect(cernvm, "time.daemon")
-    # a process may end between the glob and cat: only what was read counts
-    running = {line.strip() for line in cernvm.run("cat /proc/[0-9]*/comm 2>/dev/null").stdout.splitlines()}
-    assert running, "cannot read the process list of the guest (/proc/<pid>/comm)"
-    shown = sorted(name for name in running if "/" not in name and not name.startswith("kworker"))
-    assert running & set(names), (
-        f"no time daemon runs: no process named {' or '.join(names)} (profile {cernvm.profile.name!r}, time.daemon); "
-        f"running: {', '.join(shown)}"
+    names = set(expect(cernvm, "time.daemon"))
+    first = processes(cernvm)
+    assert first, "cannot read the process list of the guest (/proc/<pid>/comm)"
+    shown = sorted(name for name in first if "/" not in name and not name.startswith("kworker"))
+    daemons = {pid for name in names & set(first) for pid in first[name]}
+    assert daemons, (
+        f"no time daemon runs: no process named {' or '.join(sorted(names))} (profile {cernvm.profile.name!r}, "
+        f"time.daemon); running: {', '.join(shown)}"
+    )
+    # a daemon that keeps dying and being restarted is not running: the same process must still be there
+    time.sleep(3)
+    now = processes(cernvm)
+    later = {pid for name in names & set(now) for pid in now[name]}
+    assert daemons & later, (
+        f"the time daemon ({' or '.join(sorted(names))}) does not stay up: process(es) {', '.join(sorted(daemons))} "
+        f"ended within 3 s, now {', '.join(sorted(later)) or 'none'} (restarted in a loop?)"
     )
