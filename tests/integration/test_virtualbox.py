@@ -281,8 +281,12 @@ def test_screenshot_of_the_running_vm_through_controlvm_screenshotpng(tmp_path):
     from PIL import Image
 
     def colours(path: Path) -> int:
+        """Colours of a PNG in 80x25 VGA text mode (9x16 font); 0 until the guest is there (the BIOS and the boot
+        loader may show another mode first, e.g. 640x480)."""
         with Image.open(path) as image:
-            assert (image.format, image.size) == ("PNG", (720, 400)), "80x25 VGA text, 9x16 font"
+            assert image.format == "PNG"
+            if image.size != (720, 400):
+                return 0
             return len(image.convert("RGB").getcolors(1 << 16) or ())
 
     run = Run(state=tmp_path / "state")
