@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from .screen import Capture
+
+class Capture(Protocol):
+    """What a readiness error shows of the guest's screen (:class:`cernvm_fixtures.screen.Capture`); a protocol,
+    so that this leaf module imports nothing of the package."""
+
+    def describe(self) -> str: ...
 
 
 class CernvmError(Exception):

@@ -243,7 +243,7 @@ def pytest_runtest_makereport(
             )
             report.sections.append((f"cernvm {instance.name}: log in", instance.login_command + note))
         error = call.excinfo.value if call.excinfo is not None else None
-        if report.when == "setup" and isinstance(error, ReadinessError) and error.screen is not None:
+        if report.when == "setup" and isinstance(error, ReadinessError) and isinstance(error.screen, Capture):
             _attach_screen(item, report, error.instance, error.screen)  # taken when the step failed
     return report
 
