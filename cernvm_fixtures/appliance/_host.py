@@ -349,10 +349,9 @@ def _package_from_cache(name: str, downloads: Path) -> KernelPackage | None:
     return KernelPackage(name, version, sha256_file(deb), deb.name, "cache")
 
 
-def resolve_package(tools: HostTools, name: str, cache: Path, log: Log) -> KernelPackage:
-    """The candidate version of the Debian package ``name`` (one of GUEST_PACKAGES), remembered like the kernel's
-    with a fingerprint of apt's state; without usable apt lists, the newest one already in the cache."""
-    memo = cache / f"package-{name}.json"
+def _remembered(memo: Path, ask_apt: Callable[[], KernelPackage | None]) -> KernelPackage | None:
+    """apt's answer for a package, remembered in ``memo`` with a fingerprint of apt's state (a hit costs no
+    apt-cache); None when apt knows nothing."""
     fingerprint = _apt_fingerprint()
     try:
         saved = json.loads(memo.read_text())
@@ -360,12 +359,20 @@ def resolve_package(tools: HostTools, name: str, cache: Path, log: Log) -> Kerne
             return KernelPackage(**saved)
     except (OSError, ValueError, KeyError, TypeError):
         pass
-    package = _package_from_apt(tools, name)
+    package = ask_apt()
     if package is not None:
-        cache.mkdir(parents=True, exist_ok=True)
+        memo.parent.mkdir(parents=True, exist_ok=True)
         tmp = memo.with_name(f".{memo.name}.{os.getpid()}")
         tmp.write_text(json.dumps(dict(asdict(package), fingerprint=fingerprint)))
         os.replace(tmp, memo)
+    return package
+
+
+def resolve_package(tools: HostTools, name: str, cache: Path, log: Log) -> KernelPackage:
+    """The candidate version of the Debian package ``name`` (one of GUEST_PACKAGES), remembered like the kernel's
+    with a fingerprint of apt's state; without usable apt lists, the newest one already in the cache."""
+    package = _remembered(cache / f"package-{name}.json", lambda: _package_from_apt(tools, name))
+    if package is not None:
         return package
     package = _package_from_cache(name, cache / "downloads")
     if package is not None:
@@ -385,20 +392,8 @@ def resolve_kernel(tools: HostTools, cache: Path, log: Log) -> KernelPackage:
     usable apt lists, the newest kernel package already downloaded into the
     cache is used.
     """
-    memo = cache / "kernel-package.json"
-    fingerprint = _apt_fingerprint()
-    try:
-        saved = json.loads(memo.read_text())
-        if saved.pop("fingerprint") == fingerprint:
-            return KernelPackage(**saved)
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    kernel = _kernel_from_apt(tools)
+    kernel = _remembered(cache / "kernel-package.json", lambda: _kernel_from_apt(tools))
     if kernel is not None:
-        cache.mkdir(parents=True, exist_ok=True)
-        tmp = memo.with_name(f".{memo.name}.{os.getpid()}")
-        tmp.write_text(json.dumps(dict(asdict(kernel), fingerprint=fingerprint)))
-        os.replace(tmp, memo)
         return kernel
     kernel = _kernel_from_cache(tools, cache / "downloads")
     if kernel is not None:
