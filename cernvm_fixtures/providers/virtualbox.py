@@ -58,6 +58,10 @@ RULE = "guestssh"
 SATA = "SATA"
 IDE = "IDE"
 
+SERVER_RETRIES = 4
+"""VBoxManage retries (0.5 s, 1 s, 2 s, 4 s apart) when it could not reach VBoxSVC: the per-user server exits
+when idle, and a client that connects while it is shutting down gets "Failed to create the VirtualBox object"
+without the command having done anything (seen once in a CI run), so running it again is safe."""
 CREATION_ORDER = ("directory", "disk", "vm")
 """The scratch disk exists before the VM it is attached to; teardown goes the other way."""
 
@@ -82,6 +86,11 @@ class VBoxError(ProviderError):
             or "Could not find a registered machine" in text
             or ("Could not find file" in text)
         )
+
+    @property
+    def server_unavailable(self) -> bool:
+        """VBoxManage could not reach VBoxSVC, so the command did nothing and may be run again."""
+        return "Failed to create the VirtualBox object" in self.stderr
 
 
 # --- version families ------------------------------------------------------------------------------
@@ -290,13 +299,19 @@ class VBoxManage:
 
     def __call__(self, *args: str, timeout: float = 120) -> str:
         argv = [*self.command, *args]
-        try:
-            done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
-        except subprocess.TimeoutExpired:
-            raise ProviderError(f"VBoxManage {' '.join(args[:2])} did not finish within {timeout:.0f} s") from None
-        if done.returncode != 0:
-            raise VBoxError(list(args), done.returncode, done.stderr)
-        return done.stdout
+        for attempt in range(SERVER_RETRIES + 1):
+            try:
+                done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+            except subprocess.TimeoutExpired:
+                raise ProviderError(f"VBoxManage {' '.join(args[:2])} did not finish within {timeout:.0f} s") from None
+            if done.returncode == 0:
+                return done.stdout
+            error = VBoxError(list(args), done.returncode, done.stderr)
+            if not error.server_unavailable or attempt == SERVER_RETRIES:
+                raise error
+            log.debug("VBoxManage %s: VBoxSVC not reachable, retrying (%d)", args[0], attempt + 1)
+            time.sleep(0.5 * 2**attempt)
+        raise AssertionError("unreachable")
 
     def info(self, vm: str) -> dict[str, str]:
         """``showvminfo --machinereadable`` as a dict (quotes removed)."""

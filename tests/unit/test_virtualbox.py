@@ -220,3 +220,42 @@ def test_config_rejects_a_vboxmanage_that_does_not_exist():
 
     with pytest.raises(ConfigError, match=r"targets\.vb\.vboxmanage.*not an executable"):
         config.parse({"targets": {"vb": {"provider": "virtualbox", "vboxmanage": ["/nonexistent/VBoxManage"]}}}, "f")
+
+
+def test_vboxmanage_runs_again_when_vboxsvc_was_not_reachable(tmp_path, monkeypatch):
+    """The per-user VBoxSVC may be shutting down when VBoxManage connects: that error is retried, others are not."""
+    monkeypatch.setattr(vb.time, "sleep", lambda seconds: None)
+    counter = tmp_path / "calls"
+    script = tmp_path / "VBoxManage"
+    script.write_text(
+        "#!/bin/sh\n"
+        'if [ "$1" = --version ]; then echo 7.0.20; exit 0; fi\n'
+        f'echo x >> {counter}\n'
+        f'if [ "$1" = list ] && [ $(wc -l < {counter}) -lt 3 ]; then\n'
+        "  echo 'VBoxManage: error: Failed to create the VirtualBox object!' >&2\n"
+        "  echo 'VBoxManage: error: Most likely, the VirtualBox COM server is not running or failed to start.' >&2\n"
+        "  exit 1\n"
+        "fi\n"
+        'if [ "$1" = startvm ]; then echo "VBoxManage: error: VT-x is being used by another hypervisor" >&2; exit 1; fi\n'
+        "echo ok\n"
+    )
+    script.chmod(0o755)
+    vbox = vb.VBoxManage([str(script)])
+    assert vbox("list", "vms") == "ok\n"
+    assert len(counter.read_text().splitlines()) == 3
+    with pytest.raises(vb.VBoxError, match="VT-x"):
+        vbox("startvm", "m")
+    assert len(counter.read_text().splitlines()) == 4
+
+
+def test_vboxmanage_gives_up_when_vboxsvc_stays_unreachable(tmp_path, monkeypatch):
+    monkeypatch.setattr(vb.time, "sleep", lambda seconds: None)
+    script = tmp_path / "VBoxManage"
+    script.write_text(
+        "#!/bin/sh\n"
+        'if [ "$1" = --version ]; then echo 6.1.50; exit 0; fi\n'
+        "echo 'VBoxManage: error: Failed to create the VirtualBox object!' >&2\nexit 1\n"
+    )
+    script.chmod(0o755)
+    with pytest.raises(vb.VBoxError, match="Failed to create the VirtualBox object"):
+        vb.VBoxManage([str(script)])("list", "vms")
