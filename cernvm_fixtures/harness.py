@@ -22,9 +22,9 @@ from . import config as configuration
 from .context import UserData
 from .errors import CernvmError
 from .instance import Instance, launch
+from .interrupts import cancel_scope, checkpoint, interrupt, signals_deferred
 from .ledger import Owner, Resource
 from .providers import get as get_provider
-from .providers.kit import cancel_scope, checkpoint, interrupt, signals_deferred
 from .run import Keep, Run
 
 log = logging.getLogger(__name__)
@@ -273,7 +273,7 @@ class Harness:
 
     def forward_sigterm_here(self) -> None:
         """SIGTERM (a cancelled CI job) unwinds this process like Ctrl-C from now on, and neither is lost in a
-        finalizer (:func:`kit.interrupt`); set from the main thread, once."""
+        finalizer (:func:`interrupts.interrupt`); set from the main thread, once."""
         if self.previous_sigterm is None and threading.current_thread() is threading.main_thread():
             self.previous_sigterm = signal.signal(signal.SIGTERM, interrupt)
             if signal.getsignal(signal.SIGINT) is signal.default_int_handler:

@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING, Any
 from .config import Deadlines, Target, effective_deadlines
 from .context import Context, HostKey, UserData
 from .errors import CernvmError, PermanentError, ReadinessError, ScreenUnavailable
+from .interrupts import checkpoint
 from .profile import Profile
 from .providers import get as get_provider
 from .providers.base import Machine
-from .providers.kit import checkpoint
 from .run import Keep, Run
 from .screen import Capture, file_label, vcsa_text
 from .transport.base import TIMEOUT, Default, Result, Transport

@@ -14,12 +14,13 @@ import socket
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Generic, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from ..errors import ProviderError, ScreenUnavailable, Unsupported
+from ..errors import PermanentError, ProviderError, ScreenUnavailable, Unsupported
 from ..ledger import Resource
 from ..transport.base import Login
 
@@ -82,6 +83,8 @@ class RemoteOptions(ProviderOptions):
     jump_known_hosts: str | None = None
     """known_hosts file holding the jump host's key (unknown keys are refused); default ~/.ssh/known_hosts."""
     connect_timeout: float = Field(10.0, gt=0)
+    poll_interval: float = Field(5.0, gt=0)
+    """Seconds between two questions to the cloud's API while waiting (running, an operation, a delete)."""
     allow_wide_ssh: bool = False
     """Accept an ``ssh_cidr`` broader than an IPv4 /24 or IPv6 /48 (the firewall then admits that many hosts)."""
 
@@ -194,11 +197,17 @@ class Provider(ABC, Generic[OptionsT, MachineT]):
         resource.data.update(data)
         self.run.ledger.update(resource)
 
-    def drop(self, machine: Machine, resource: Resource) -> None:
-        """Destroy one resource now (e.g. an upload once imported) and forget it."""
-        type(self).destroy_resource(resource)
+    def forget(self, machine: Machine, resource: Resource) -> None:
+        """Drop a ledger entry without destroying anything: the platform refused to create it, or it went away
+        with another resource (nothing of ours is left to destroy)."""
         self.run.ledger.forget(resource)
-        machine.resources.remove(resource)
+        if resource in machine.resources:
+            machine.resources.remove(resource)
+
+    def drop(self, machine: Machine, resource: Resource) -> None:
+        """Destroy one resource now (e.g. an upload once imported), then forget it."""
+        type(self).destroy_resource(resource)
+        self.forget(machine, resource)
 
 
 class Machine(ABC):
@@ -323,18 +332,44 @@ class Machine(ABC):
             raise ProviderError(f"{self.name}: could not destroy: " + "; ".join(errors))
 
     def keep(self) -> None:
-        """Mark everything this machine owns as intentionally kept (sweep leaves it alone until it expires)."""
+        """Mark everything this machine owns as intentionally kept (sweep leaves it alone until it expires): in the
+        ledger, then on the platform (:meth:`mark_kept`; a failure there is a warning, the ledger still says so)."""
         login = self.login_command()
         for resource in self.resources:
             resource.kept = True
             resource.data.update(login.as_data() if isinstance(login, Login) else {"login": login})
             resource.expires = time.time() + 24 * 3600
             self.provider.run.ledger.update(resource)
+        try:
+            self.mark_kept()
+        except ProviderError as e:
+            log.warning("%s: could not mark it kept on the %s platform: %s", self.name, self.provider.name, e)
+
+    def mark_kept(self) -> None:  # noqa: B027 - a hook: a no-op where the platform stores no ledger fields
+        """Write the kept mark and new expiry of :attr:`resources` where the platform stores our ledger fields
+        (tags, labels, metadata), so a sweep from the platform alone leaves them too; a no-op where it stores none.
+
+        Raises:
+            ProviderError: the platform refused (:meth:`keep` logs it).
+        """
+
+
+@dataclass(frozen=True)
+class PlatformState:
+    """What a cloud says of a machine, for :meth:`RemoteMachine.wait_running`."""
+
+    status: str
+    """The platform's own word (``ACTIVE``, ``RUNNING``, ``running``, ``Succeeded``...), shown while waiting."""
+    running: bool = False
+    """The machine runs (readiness goes on to the network and SSH)."""
+    failure: str | None = None
+    """The platform says it will never run, and why (waiting longer cannot help)."""
 
 
 class RemoteMachine(Machine):
     """A machine reached over SSH at the address its cloud gives (optionally through a jump host): the transport,
-    the login command and the jump host connection, written once for every cloud."""
+    the login command, the wait for the platform's "running" and the jump host connection, written once for every
+    cloud."""
 
     options: RemoteOptions
 
@@ -351,6 +386,31 @@ class RemoteMachine(Machine):
     @abstractmethod
     def exists(self) -> bool:
         """Whether the cloud has the machine (then its console counts for the host keys)."""
+
+    def platform_state(self) -> PlatformState | None:
+        """What the cloud says of the machine now (one API call); None while it does not list it yet."""
+        raise NotImplementedError(f"{type(self).__name__} neither reads its platform state nor waits its own way")
+
+    def wait_running(self, deadline: float) -> None:
+        """Poll :meth:`platform_state` every ``poll_interval`` s until the machine runs; a failure ends the wait at
+        once (PermanentError), the deadline with the last status seen (ProviderError); Ctrl-C reaches every poll."""
+        from .kit import wait_until
+
+        seen = "not listed yet"
+
+        def running() -> bool | None:
+            nonlocal seen
+            state = self.platform_state()
+            if state is None:
+                return None
+            seen = state.status
+            if state.failure is not None:
+                raise PermanentError(f"{self.name} is {state.status}: {state.failure}")
+            return True if state.running else None
+
+        wait_until(
+            f"{self.name} running", running, deadline, self.options.poll_interval, status=lambda: f"still {seen}"
+        )
 
     def transport(self) -> SSHTransport:
         from ..transport.ssh import JumpHost, SSHTransport

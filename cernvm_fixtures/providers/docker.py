@@ -58,6 +58,7 @@ from ..dirs import state_dir
 from ..doctor import Check
 from ..errors import ConfigError, PermanentError, ProviderError
 from ..images import appliance_variant
+from ..interrupts import interruptible
 from ..ledger import Resource
 from ..transport.base import Login
 from ..transport.docker import DockerTransport
@@ -68,7 +69,6 @@ from .kit import (
     decode_fields,
     encode_fields,
     field,
-    interruptible,
     machine_directory,
     remove_machine_directory,
     wait_until,

@@ -36,10 +36,10 @@ from pydantic import Field, ValidationInfo, field_validator
 
 from .. import download, netcheck
 from ..errors import ConfigError, PermanentError, ProviderError, ScreenUnavailable
+from ..interrupts import signals_deferred
 from ..ledger import Owner, Resource
 from ..screen import write_png
 from .base import Machine, Provider, RemoteMachine, RemoteOptions, console_text
-from .kit import signals_deferred
 
 if TYPE_CHECKING:
     from ..context import Context

@@ -1,24 +1,25 @@
-"""What every provider needs, written once: waits, client caches, the ledger entry as flat platform fields.
+"""What every provider needs, written once: the SDK imported lazily, its errors translated, deletes retried while
+the platform says "in use", waits that Ctrl-C reaches, client caches, the ledger entry as flat platform fields.
 
-A leaf module (it imports only errors and the ledger), so any provider module may use it.
+A leaf module (it imports only errors, the ledger and interrupts), so any provider module may use it.
 """
 
 from __future__ import annotations
 
 import atexit
+import importlib
 import logging
 import re
 import shutil
-import signal
 import threading
 import time
-from collections.abc import Callable, Hashable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Hashable, Mapping
 from pathlib import Path
-from types import FrameType
-from typing import Any, Generic, TypeVar
+from types import ModuleType
+from typing import Any, Generic, Literal, TypeVar, overload
 
-from ..errors import ProviderError
+from ..errors import ConfigError, ProviderError
+from ..interrupts import calls_in_flight, checkpoint
 from ..ledger import Owner, Resource
 
 log = logging.getLogger(__name__)
@@ -28,49 +29,88 @@ K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
 
-# --- calling off a launch that runs in another thread (boot-ahead) ---------------------------------
-
-_scope = threading.local()
+# --- the platform's SDK: imported lazily, its errors translated -------------------------------------
 
 
-class Cancelled(KeyboardInterrupt):
-    """A launch running in a boot-ahead thread was called off (Ctrl-C, SIGTERM, the end of the run): it unwinds
-    like Ctrl-C, so the launch destroys what it created."""
+def sdk(provider: str, extra: str, *modules: str) -> ModuleType:
+    """Import ``modules`` (an optional extra's SDK) and return the last; if one is missing, a ConfigError that says
+    ``pip install 'cernvm-fixtures[<extra>]'`` (a provider module must import without its SDK installed)."""
+    found: ModuleType | None = None
+    for module in modules:
+        try:
+            found = importlib.import_module(module)
+        except ImportError:
+            raise ConfigError(
+                f"the {provider} provider needs {module.split('.')[0]} ({module} did not import): "
+                f"pip install 'cernvm-fixtures[{extra}]'"
+            ) from None
+    assert found is not None, "sdk() needs at least one module"
+    return found
 
 
-@contextmanager
-def cancel_scope(event: threading.Event) -> Iterator[None]:
-    """Within this block, the calling thread's waits raise :class:`Cancelled` once ``event`` is set."""
-    _scope.event = event
-    try:
-        yield
-    finally:
-        _scope.event = None
+class SdkErrors:
+    """How one SDK's exceptions read, so every call to it is translated, and every delete retried, the same way.
 
+    ``errors`` returns (lazily: the SDK is imported on first use) the exception classes that are the SDK's: they
+    become ProviderError naming the step, never with the SDK's traceback or request (which may carry secrets);
+    other exceptions propagate. ``not_found`` and ``busy`` classify one of them; ``message`` is what it said.
+    """
 
-_deferred_signals: list[int] = []
+    def __init__(
+        self,
+        errors: Callable[[], tuple[type[BaseException], ...]],
+        *,
+        not_found: Callable[[BaseException], bool],
+        busy: Callable[[BaseException], bool] = lambda error: False,
+        message: Callable[[BaseException], str] = str,
+    ) -> None:
+        self.errors = errors
+        self.not_found = not_found
+        self.busy = busy
+        self.message = message
 
+    @overload
+    def call(
+        self, what: str, fn: Callable[..., T], *args: Any, missing_ok: Literal[False] = False, **params: Any
+    ) -> T: ...
+    @overload
+    def call(self, what: str, fn: Callable[..., T], *args: Any, missing_ok: bool, **params: Any) -> T | None: ...
+    def call(self, what: str, fn: Callable[..., T], *args: Any, missing_ok: bool = False, **params: Any) -> T | None:
+        """``fn(*args, **params)``; an SDK error becomes ProviderError ``"<what>: <message>"``; with ``missing_ok``
+        "not found" returns None."""
+        try:
+            return fn(*args, **params)
+        except self.errors() as e:
+            if self.not_found(e):
+                if missing_ok:
+                    return None
+                raise ProviderError(f"{what}: not found") from None
+            raise ProviderError(f"{what}: {self.message(e)}") from None
 
-def interrupt(signum: int, frame: FrameType | None) -> None:
-    """SIGINT/SIGTERM handler: raise KeyboardInterrupt, so every teardown runs. Not inside a finalizer
-    (``__del__``, e.g. libvirt freeing a domain object): Python would swallow it there as unraisable and the
-    interrupt would be lost; the main thread's next :func:`checkpoint` raises it instead."""
-    if frame is not None and frame.f_code.co_name == "__del__":
-        _deferred_signals.append(signum)
-        return
-    raise KeyboardInterrupt(signal.Signals(signum).name)
+    def delete_until_free(
+        self, what: str, delete: Callable[[], object], *, timeout: float, interval: float = 2.0
+    ) -> None:
+        """Run ``delete`` until the platform takes it: "not found" is done (idempotent teardown), "busy" (a
+        dependent resource is still going away) is retried every ``interval`` s for ``timeout`` s, at a cancel
+        checkpoint each time; any other SDK error is a ProviderError naming ``what``."""
+        deadline = time.monotonic() + timeout
+        last = ""
 
+        def attempt() -> bool | None:
+            nonlocal last
+            try:
+                delete()
+            except self.errors() as e:
+                if self.not_found(e):
+                    return True
+                if not self.busy(e):
+                    raise ProviderError(f"{what}: {self.message(e)}") from None
+                last = self.message(e)
+                log.debug("%s: in use (%s), retrying", what, last)
+                return None
+            return True
 
-def checkpoint() -> None:
-    """Raise a signal's KeyboardInterrupt that arrived inside a finalizer (main thread), or :class:`Cancelled` if
-    this thread's launch was called off (a no-op outside a cancel scope)."""
-    if _deferred_signals and threading.current_thread() is threading.main_thread():
-        signum = _deferred_signals.pop()
-        _deferred_signals.clear()
-        raise KeyboardInterrupt(signal.Signals(signum).name)
-    event = getattr(_scope, "event", None)
-    if event is not None and event.is_set():
-        raise Cancelled("the launch was called off")
+        wait_until(f"{what}: still in use after {timeout:.0f} s", attempt, deadline, interval, status=lambda: last)
 
 
 # --- waiting --------------------------------------------------------------------------------------
@@ -99,95 +139,6 @@ def wait_until(
             seen = status() if status is not None else ""
             raise ProviderError(f"{what}: not done by the deadline" + (f" ({seen})" if seen else ""))
         time.sleep(max(0.0, min(interval, deadline - now)))
-
-
-# --- blocking engine calls that Ctrl-C does not wait for -------------------------------------------
-
-_in_flight = 0
-_in_flight_lock = threading.Lock()
-
-
-_abandoned: set[str] = set()
-
-
-def calls_in_flight() -> int:
-    """How many :func:`interruptible` calls are still running in worker threads."""
-    return _in_flight
-
-
-def abandoned(key: str) -> bool:
-    """Whether the interruptible call made under ``key`` was abandoned by its interrupted caller and is still
-    running: the engine is busy with that object, and whatever it makes goes to the call's ``undo``."""
-    with _in_flight_lock:
-        return key in _abandoned
-
-
-def interruptible(
-    what: str,
-    call: Callable[[], T],
-    *,
-    undo: Callable[[T], None] | None = None,
-    poll: float = 0.05,
-    key: str | None = None,
-) -> T:
-    """Run a blocking engine call (libvirt ``createXML``, ``docker import``...) in a worker thread while the
-    calling thread waits in short joins, so a signal's KeyboardInterrupt (or SystemExit) is raised at once.
-
-    If the caller is interrupted, the call keeps running in the (daemon) worker, and whatever it returns
-    is handed to ``undo`` as soon as it returns, so nothing created after the interrupt outlives it while
-    this process lives; what the process's exit cuts short must be covered by the engine itself (libvirt's
-    auto-destroy) or by the ledger entry recorded before the call.
-    """
-    global _in_flight
-    outcome: dict[str, Any] = {}
-    lock = threading.Lock()
-    done = threading.Event()
-    left = False
-
-    def work() -> None:
-        global _in_flight
-        try:
-            outcome["value"] = call()
-        except BaseException as e:  # noqa: BLE001 - handed to the caller (or logged if it left)
-            outcome["error"] = e
-        with lock:
-            done.set()
-            late = left
-        if late:
-            _undo(what, outcome, undo)
-        with _in_flight_lock:
-            _in_flight -= 1
-            _abandoned.discard(key or "")
-
-    with _in_flight_lock:
-        _in_flight += 1
-    threading.Thread(target=work, name=f"cernvm-fixtures: {what}", daemon=True).start()
-    try:
-        while not done.wait(poll):
-            checkpoint()
-    except BaseException:
-        with lock:
-            left = not done.is_set()
-            if left and key is not None:
-                with _in_flight_lock:
-                    _abandoned.add(key)
-        if not left:  # finished just as the signal came: undo here, the interrupt still wins
-            _undo(what, outcome, undo)
-        else:
-            log.warning("%s: interrupted; what it creates is destroyed as soon as the engine returns", what)
-        raise
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["value"]
-
-
-def _undo(what: str, outcome: dict[str, Any], undo: Callable[[Any], None] | None) -> None:
-    if undo is None or "value" not in outcome:
-        return
-    try:
-        undo(outcome["value"])
-    except Exception as e:  # noqa: BLE001 - nobody is left to raise to; the ledger still has the entry
-        log.warning("%s: could not undo after an interrupt: %s", what, e)
 
 
 # --- one client per key, per process ---------------------------------------------------------------
@@ -415,32 +366,3 @@ def parse_jump(value: str) -> tuple[str | None, str, int]:
     if match is None:
         raise ValueError(f"jump host {value!r}: expected [user@]host[:port]")
     return match["user"], match["host"].strip("[]"), int(match["port"] or 22)
-
-
-class signals_deferred:
-    """Hold SIGINT/SIGTERM while destroying, so a second Ctrl-C cannot cut a cleanup in half.
-
-    Python runs signal handlers in the main thread whichever thread the signal reached (xdist's execnet
-    thread, paramiko's, pytest-timeout's), so a handler that only records the signal defers it in every
-    case; the signals are raised again, in order, once the block is done. Outside the main thread (where
-    handlers cannot be changed) a signal cannot interrupt the block anyway: it is handled in the main thread.
-    """
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __enter__(self) -> signals_deferred:
-        self.pending: list[int] = []
-        self.previous: dict[int, Any] = {}
-        if threading.current_thread() is threading.main_thread():
-            self.previous = {signum: signal.signal(signum, self._record) for signum in self.SIGNALS}
-        return self
-
-    def _record(self, signum: int, frame: Any) -> None:
-        log.warning("cernvm: %s deferred until the cleanup is done", signal.Signals(signum).name)
-        self.pending.append(signum)
-
-    def __exit__(self, *exc: object) -> None:
-        for signum, handler in self.previous.items():
-            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
-        for signum in self.pending:
-            signal.raise_signal(signum)

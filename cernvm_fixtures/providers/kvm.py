@@ -39,6 +39,7 @@ from ..doctor import Check, device_access, running
 from ..download import redact
 from ..errors import ConfigError, PermanentError, ProviderError, ScreenUnavailable
 from ..images import appliance_variant
+from ..interrupts import abandoned, interruptible
 from ..ledger import Resource
 from ..screen import write_png
 from ..transport.base import Login
@@ -46,10 +47,8 @@ from ..transport.ssh import SSHTransport, ssh_login
 from .base import Machine, Provider, ProviderOptions, console_file_text
 from .kit import (
     ClientCache,
-    abandoned,
     decode_fields,
     encode_fields,
-    interruptible,
     machine_directory,
     remove_machine_directory,
     wait_until,

@@ -45,8 +45,8 @@ from ..context import UserData
 from ..errors import CommandTimeout
 from ..harness import Harness
 from ..instance import Instance, launch
+from ..interrupts import interrupt
 from ..providers import get as get_provider
-from ..providers.kit import interrupt
 from ..run import Keep, Run
 
 Objects = Callable[[Run], set[str]]

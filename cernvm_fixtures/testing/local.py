@@ -26,9 +26,10 @@ from pydantic import Field
 
 from ..context import Context
 from ..errors import CommandTimeout, PermanentError, ProviderError, ScreenUnavailable
+from ..interrupts import signals_deferred
 from ..ledger import Resource
 from ..providers.base import Machine, Provider, ProviderOptions
-from ..providers.kit import signals_deferred, wait_until
+from ..providers.kit import wait_until
 from ..screen import write_png
 from ..transport.base import Login, Result, Transport
 from ..transport.shell import STDERR, STDOUT, SessionPool, ShellSession, kill_tree_command

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cernvm_fixtures import interrupts
 from cernvm_fixtures.errors import PermanentError, ProviderError
 from cernvm_fixtures.ledger import Owner, Resource
 from cernvm_fixtures.providers import kit
@@ -299,27 +300,26 @@ def test_ctrl_c_is_taken_at_once_and_a_late_result_is_undone(sigint_raises):
     start = time.monotonic()
     timer.start()
     with pytest.raises(KeyboardInterrupt):
-        kit.interruptible("create", blocking_create, undo=lambda value: value == "domain-1" and undone.set())
+        interrupts.interruptible("create", blocking_create, undo=lambda value: value == "domain-1" and undone.set())
     assert time.monotonic() - start < 1.0, "the interrupt waited for the blocking call"
-    assert not undone.is_set() and kit.calls_in_flight() == 1
+    assert not undone.is_set() and interrupts.calls_in_flight() == 1
     release.set()
     assert undone.wait(5), "what the call created after the interrupt is destroyed as soon as it returns"
     deadline = time.monotonic() + 5
-    while kit.calls_in_flight() and time.monotonic() < deadline:
+    while interrupts.calls_in_flight() and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert kit.calls_in_flight() == 0
+    assert interrupts.calls_in_flight() == 0
 
 
 def test_interruptible_returns_and_raises_like_the_call():
-    assert kit.interruptible("ok", lambda: 42) == 42
+    assert interrupts.interruptible("ok", lambda: 42) == 42
     with pytest.raises(ProviderError, match="engine says no"):
-        kit.interruptible("fails", lambda: (_ for _ in ()).throw(ProviderError("engine says no")))
+        interrupts.interruptible("fails", lambda: (_ for _ in ()).throw(ProviderError("engine says no")))
 
 
 def test_a_signal_that_lands_in_a_finalizer_is_raised_at_the_next_checkpoint():
     """Python swallows an exception raised in ``__del__`` (libvirt frees domain objects there): a Ctrl-C arriving
     while one runs must not be lost."""
-    from cernvm_fixtures.providers import kit
 
     class Freed:
         def __del__(self):
@@ -327,15 +327,171 @@ def test_a_signal_that_lands_in_a_finalizer_is_raised_at_the_next_checkpoint():
             for _ in range(100):  # the handler runs at a bytecode boundary, here in the finalizer
                 pass
 
-    previous = signal.signal(signal.SIGINT, kit.interrupt)
+    previous = signal.signal(signal.SIGINT, interrupts.interrupt)
     try:
         Freed()
         with pytest.raises(KeyboardInterrupt, match="SIGINT"):
-            kit.checkpoint()
-        kit.checkpoint()  # raised once
+            interrupts.checkpoint()
+        interrupts.checkpoint()  # raised once
         with pytest.raises(KeyboardInterrupt, match="SIGINT"):
             os.kill(os.getpid(), signal.SIGINT)
             for _ in range(100):
                 pass
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+# --- the SDK: imported lazily, its errors translated ---------------------------------------------------
+
+
+class SdkError(Exception):
+    def __init__(self, code: str, text: str = "") -> None:
+        super().__init__(text or code)
+        self.code = code
+
+
+SDK = kit.SdkErrors(
+    lambda: (SdkError,),
+    not_found=lambda e: e.code == "404",
+    busy=lambda e: e.code == "409",
+    message=lambda e: f"{e.code} {e}",
+)
+
+
+def test_a_missing_sdk_names_the_extra_to_install():
+    from cernvm_fixtures.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"the gce provider needs no_such_sdk .*pip install 'cernvm-fixtures\[gce\]'"):
+        kit.sdk("gce", "gce", "json", "no_such_sdk.compute")
+    assert kit.sdk("gce", "gce", "json", "os.path").join("a", "b") == "a/b"
+
+
+def test_sdk_errors_become_provider_errors_naming_the_step():
+    def fails(code):
+        raise SdkError(code, "the cloud says no")
+
+    assert SDK.call("get server", lambda a, b=0: a + b, 1, b=2) == 3
+    with pytest.raises(ProviderError, match=r"^get server: 403 the cloud says no$") as raised:
+        SDK.call("get server", fails, "403")
+    assert raised.value.__cause__ is None and raised.value.__suppress_context__
+    with pytest.raises(ProviderError, match=r"^get server: not found$"):
+        SDK.call("get server", fails, "404")
+    assert SDK.call("get server", fails, "404", missing_ok=True) is None
+    with pytest.raises(KeyError):  # not the SDK's: propagates as it is
+        SDK.call("get server", {}.__getitem__, "x")
+
+
+def test_a_delete_is_retried_while_busy_and_not_found_is_done():
+    answers = iter(["409", "409", None])
+    calls = []
+
+    def delete():
+        calls.append(1)
+        code = next(answers)
+        if code:
+            raise SdkError(code, "port in use")
+
+    SDK.delete_until_free("delete network", delete, timeout=5, interval=0)
+    assert len(calls) == 3
+    SDK.delete_until_free("delete network", lambda: (_ for _ in ()).throw(SdkError("404")), timeout=5, interval=0)
+    with pytest.raises(ProviderError, match=r"^delete network: 403 forbidden$"):
+        SDK.delete_until_free("delete network", lambda: (_ for _ in ()).throw(SdkError("403", "forbidden")), timeout=5)
+
+
+def test_a_delete_still_busy_at_the_deadline_says_what_held_it():
+    def busy():
+        raise SdkError("409", "port p-1 in use")
+
+    with pytest.raises(ProviderError, match=r"delete network: still in use after 0 s.*409 port p-1 in use"):
+        SDK.delete_until_free("delete network", busy, timeout=0.1, interval=0.02)
+
+
+def test_a_delete_waiting_for_a_busy_resource_is_called_off(tmp_path):
+    import threading
+
+    event = threading.Event()
+    event.set()
+    with interrupts.cancel_scope(event), pytest.raises(interrupts.Cancelled):
+        SDK.delete_until_free("delete network", lambda: (_ for _ in ()).throw(SdkError("409")), timeout=60)
+
+
+# --- base: forget, drop, keep on the platform, wait for "running" -------------------------------------------
+
+
+def remote_provider(tmp_path, states, marked):
+    from cernvm_fixtures.providers.base import PlatformState, RemoteMachine, RemoteOptions
+    from cernvm_fixtures.run import Run
+
+    destroyed = []
+
+    class Fake(Provider):
+        name = "fake"
+
+        def machine(self, name):
+            return FakeMachine(self, name)
+
+        def launch(self, machine, context):
+            raise NotImplementedError
+
+        @classmethod
+        def destroy_resource(cls, resource):
+            destroyed.append(resource.kind)
+
+    class FakeMachine(RemoteMachine):
+        def __init__(self, provider, name):
+            super().__init__(provider, name)
+            self.options = provider.options
+
+        def platform_address(self):
+            return "127.0.0.1"
+
+        @property
+        def exists(self):
+            return True
+
+        def platform_state(self):
+            found = next(states)
+            return found if found is None else PlatformState(*found)
+
+        def mark_kept(self):
+            marked.append([r.kept for r in self.resources])
+            raise ProviderError("tags are read-only today")
+
+    class Target:
+        name = "fake"
+        options = RemoteOptions(poll_interval=0.01)
+
+    return Fake(Target(), Run("r", state=tmp_path)), destroyed
+
+
+def test_forget_and_drop(tmp_path):
+    provider, destroyed = remote_provider(tmp_path, iter(()), [])
+    machine = provider.machine("m")
+    refused = provider.record(machine, "image", "m")
+    upload = provider.record(machine, "object", "m")
+    provider.forget(machine, refused)
+    provider.drop(machine, upload)
+    assert destroyed == ["object"] and machine.resources == [] and provider.run.ledger.entries() == []
+
+
+def test_remote_wait_running_follows_the_platform_state(tmp_path):
+    states = iter([None, ("BUILD",), ("ACTIVE", True)])
+    provider, _ = remote_provider(tmp_path, states, [])
+    provider.machine("m").wait_running(time.monotonic() + 10)
+    failing = iter([("BUILD",), ("ERROR", False, "No valid host was found")])
+    provider, _ = remote_provider(tmp_path / "2", failing, [])
+    with pytest.raises(PermanentError, match=r"^m is ERROR: No valid host was found$"):
+        provider.machine("m").wait_running(time.monotonic() + 10)
+    provider, _ = remote_provider(tmp_path / "3", iter(lambda: ("BUILD",), None), [])
+    with pytest.raises(ProviderError, match=r"m running: not done by the deadline \(still BUILD\)"):
+        provider.machine("m").wait_running(time.monotonic() + 0.05)
+
+
+def test_keep_marks_the_ledger_then_the_platform_and_a_refusal_is_a_warning(tmp_path, caplog):
+    marked: list[list[bool]] = []
+    provider, _ = remote_provider(tmp_path, iter(()), marked)
+    machine = provider.machine("m")
+    provider.record(machine, "server", "m")
+    machine.keep()
+    assert marked == [[True]] and all(r.kept for r in provider.run.ledger.entries())
+    assert "could not mark it kept on the fake platform: tags are read-only today" in caplog.text

@@ -230,13 +230,15 @@ def test_vboxmanage_runs_again_when_vboxsvc_was_not_reachable(tmp_path, monkeypa
     script.write_text(
         "#!/bin/sh\n"
         'if [ "$1" = --version ]; then echo 7.0.20; exit 0; fi\n'
-        f'echo x >> {counter}\n'
+        f"echo x >> {counter}\n"
         f'if [ "$1" = list ] && [ $(wc -l < {counter}) -lt 3 ]; then\n'
         "  echo 'VBoxManage: error: Failed to create the VirtualBox object!' >&2\n"
         "  echo 'VBoxManage: error: Most likely, the VirtualBox COM server is not running or failed to start.' >&2\n"
         "  exit 1\n"
         "fi\n"
-        'if [ "$1" = startvm ]; then echo "VBoxManage: error: VT-x is being used by another hypervisor" >&2; exit 1; fi\n'
+        'if [ "$1" = startvm ]; then\n'
+        '  echo "VBoxManage: error: VT-x is being used by another hypervisor" >&2; exit 1\n'
+        "fi\n"
         "echo ok\n"
     )
     script.chmod(0o755)
