@@ -23,7 +23,6 @@ Secrets never live here: each provider takes credentials from its ecosystem's ch
 
 from __future__ import annotations
 
-import os
 import re
 import tomllib
 from collections.abc import Mapping
@@ -157,46 +156,6 @@ class Target:
         if self.image_label is not None and key in ("image", "profile"):
             return f"{self.origin}: targets.{self.declared}.images.{self.image_label}.{key}"
         return f"{self.origin}: targets.{self.declared}" + (f".{key}" if key else "")
-
-    def image_file(self, suffix: str, boots: str, fmt: str | None = None, convertible: tuple[str, ...] = ()) -> Path:
-        """The target's image as an existing file with ``suffix`` (a URL or a release is fetched into the cache,
-        verified; a release's file is the one published in format ``fmt``, by default the suffix). A file (or URL)
-        with one of the ``convertible`` suffixes is converted with qemu-img, once (see :mod:`.convert`)."""
-        from . import convert, download
-
-        image = self.image
-        if convertible:
-            boots = f"{boots}, or converts {'/'.join(convertible)} with qemu-img"
-        if download.is_release(image):
-            try:
-                image = download.release_url(image, fmt or suffix.lstrip("."))
-            except download.DownloadError as e:
-                raise ConfigError(f"{self.where('image')}: {e}") from None
-        if download.is_url(image):
-            reference = download.parse(image)
-            if not reference.name.lower().endswith((suffix, *convertible)):
-                raise ConfigError(
-                    f"{self.where('image')}: {redact(self.image)!r}: the {self.provider} provider boots {boots}"
-                )
-            try:
-                path = download.fetch(
-                    reference,
-                    offline=bool(os.environ.get("CERNVM_FIXTURES_OFFLINE")),
-                    progress=download.progress_printer(reference.name),
-                )
-            except download.DownloadError as e:
-                raise ConfigError(f"{self.where('image')}: {e}") from None
-        else:
-            path = Path(self.image).expanduser()
-            if not path.name.lower().endswith((suffix, *convertible)):
-                raise ConfigError(
-                    f"{self.where('image')}: {redact(self.image)!r}: the {self.provider} provider boots {boots}"
-                )
-            if not path.is_file():
-                raise ConfigError(f"{self.where('image')}: {redact(self.image)!r} does not exist")
-        if not path.name.lower().endswith(suffix):
-            return convert.convert(path, suffix, self.where("image"))
-        return path.resolve()
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,7 @@ from pydantic import Field, ValidationInfo, field_validator
 
 from .. import netcheck
 from ..errors import ConfigError, PermanentError, ProviderError, ScreenUnavailable
+from ..images import Accepts, local_file
 from ..ledger import DEFAULT_LIFETIME, Owner, Resource
 from ..screen import write_png
 from .base import Machine, Provider, RemoteMachine, RemoteOptions, console_text
@@ -52,6 +53,13 @@ if TYPE_CHECKING:
     from ..context import Context
 
 log = logging.getLogger(__name__)
+
+VHD = Accepts(
+    ".vhd",
+    "an image id (/subscriptions/.../images/...) or uploads a fixed-size VHD "
+    "(ucernvm-<branch>.<V>-<R>.cernvm.x86_64.vhd)",
+    convertible=(".hdd", ".raw", ".img", ".qcow2", ".vmdk", ".vdi"),
+)
 
 TAG_PREFIX = "cernvm-fixtures:"
 RUN_TAG, MACHINE_TAG, TARGET_TAG, KIND_TAG = (TAG_PREFIX + k for k in ("run", "machine", "target", "kind"))
@@ -692,12 +700,7 @@ class AzureProvider(Provider[AzureOptions, "AzureMachine"]):
             return "id", image
         if image.lower().startswith("/subscriptions/"):
             raise ConfigError(f"{self.target.where('image')}: {image!r} is not a managed image or gallery image id")
-        path = self.target.image_file(
-            ".vhd",
-            "an image id (/subscriptions/.../images/...) or uploads a fixed-size "
-            "VHD (ucernvm-<branch>.<V>-<R>.cernvm.x86_64.vhd)",
-            convertible=(".hdd", ".raw", ".img", ".qcow2", ".vmdk", ".vdi"),
-        )
+        path = local_file(self.target, VHD)
         check_vhd(path, self.target.where("image"))
         if not self.options.storage_account and not self.options.blob_endpoint:
             raise ConfigError(f"{self.target.where('storage_account')}: required to upload {path.name}")

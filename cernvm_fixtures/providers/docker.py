@@ -53,6 +53,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
+from .. import images
 from ..context import Context
 from ..dirs import state_dir
 from ..doctor import Check
@@ -75,6 +76,8 @@ from .kit import (
 )
 
 log = logging.getLogger(__name__)
+
+TARBALL = images.Accepts(".tar", "CernVM Docker tarballs (cvm-docker.<V>-<R>.cernvm.x86_64.tar)", fmt="docker")
 
 LABEL_RUN = FIELD_PREFIX + "run"
 """Every container, image and volume cernvm-fixtures creates carries this label (sweep filters on it)."""
@@ -539,8 +542,7 @@ class DockerProvider(Provider[DockerOptions, "DockerMachine"]):
                 tarball=inspect_tarball(built.docker_tarball, self.target.where("image")), appliance=True
             )
         if image.startswith(("release:", "http://", "https://")):
-            boots = "CernVM Docker tarballs (cvm-docker.<V>-<R>.cernvm.x86_64.tar)"
-            path = self.target.image_file(".tar", boots, fmt="docker")
+            path = images.local_file(self.target, TARBALL)
             return ImageSource(tarball=inspect_tarball(path, self.target.where("image")))
         path = Path(image).expanduser()
         looks_like_path = image.startswith(("/", "./", "../", "~")) or image.endswith(TARBALL_SUFFIXES)

@@ -36,6 +36,7 @@ from pydantic import Field, ValidationInfo, field_validator
 
 from .. import download, netcheck
 from ..errors import ConfigError, PermanentError, ProviderError, ScreenUnavailable
+from ..images import Accepts, local_file
 from ..interrupts import signals_deferred
 from ..ledger import Owner, Resource
 from ..screen import write_png
@@ -45,6 +46,12 @@ if TYPE_CHECKING:
     from ..context import Context
 
 log = logging.getLogger(__name__)
+
+TARBALL = Accepts(
+    ".tar.gz",
+    "an image name, family/FAMILY, or uploads a .tar.gz holding disk.raw "
+    "(ucernvm-<branch>.<V>-<R>.cernvm.x86_64.tar.gz)",
+)
 
 T = TypeVar("T")
 
@@ -452,11 +459,7 @@ class GceProvider(Provider[GceOptions, "GceMachine"]):
         image = self.target.image
         remote = download.is_release(image) or download.is_url(image)
         if remote or image.endswith(".tar.gz") or "/" in image and Path(image).expanduser().exists():
-            path = self.target.image_file(
-                ".tar.gz",
-                "an image name, family/FAMILY, or uploads a .tar.gz holding disk.raw "
-                "(ucernvm-<branch>.<V>-<R>.cernvm.x86_64.tar.gz)",
-            )
+            path = local_file(self.target, TARBALL)
             if not self.options.bucket:
                 raise ConfigError(
                     f"{self.target.where('bucket')}: required to upload {path.name}: the Cloud Storage "

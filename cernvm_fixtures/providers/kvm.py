@@ -32,6 +32,7 @@ from xml.etree import ElementTree
 
 from pydantic import Field
 
+from .. import images
 from ..context import Context
 from ..context.nocloud import write_seed
 from ..dirs import cache_dir, state_dir
@@ -59,6 +60,8 @@ if TYPE_CHECKING:
     from ..profile import Profile
 
 log = logging.getLogger(__name__)
+
+ISO = images.Accepts(".iso", "ISO images (e.g. ucernvm-prod.<V>-<R>.cernvm.x86_64.iso) or 'appliance[:variant]'")
 
 NS = "https://cernvm-fixtures.invalid/ns/libvirt/1"
 """XML namespace of the metadata element that lets sweep recognise our domains."""
@@ -475,9 +478,7 @@ class KvmProvider(Provider[KvmOptions, "KvmMachine"]):
                 return None, (built.kernel, built.initrd, cmdline), stratum1
             return built.iso, None, stratum1
         self.check_image_name(self.target)
-        iso = self.target.image_file(
-            ".iso", "ISO images (e.g. ucernvm-prod.<V>-<R>.cernvm.x86_64.iso) or 'appliance[:variant]'"
-        )
+        iso = images.local_file(self.target, ISO)
         from .. import appliance
 
         if self.options.network == "user" and appliance.is_appliance_iso(iso):  # e.g. published as a release

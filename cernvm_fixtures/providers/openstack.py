@@ -42,7 +42,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from .. import download, netcheck
 from ..errors import ConfigError, PermanentError, ProviderError
-from ..images import APPLIANCE
+from ..images import APPLIANCE, Accepts, local_file
 from ..ledger import DEFAULT_LIFETIME, Owner, Resource
 from .base import Machine, Provider, RemoteMachine, RemoteOptions, console_text
 
@@ -328,10 +328,10 @@ class OpenStackProvider(Provider[OpenStackOptions, "OpenStackMachine"]):
             return "file", appliance.build(image.partition(":")[2] or "ok").iso
         boots = f"a Glance image or uploads a file ({', '.join(DISK_FORMATS)}; a release: its .hdd)"
         if download.is_release(image):
-            return "file", self.target.image_file(".hdd", boots, fmt="hdd")
+            return "file", local_file(self.target, Accepts(".hdd", boots, fmt="hdd"))
         suffix = Path(download.parse(image).name if download.is_url(image) else image).suffix.lower()
         if download.is_url(image):
-            return "file", self.target.image_file(suffix if suffix in DISK_FORMATS else ".hdd", boots)
+            return "file", local_file(self.target, Accepts(suffix if suffix in DISK_FORMATS else ".hdd", boots))
         path = Path(image).expanduser()
         if suffix in DISK_FORMATS and (path.is_file() or "/" in image):
             if not path.is_file():

@@ -36,10 +36,10 @@ from typing import Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
+from .. import images
 from ..context import Context
 from ..context.nocloud import write_seed
 from ..errors import ConfigError, PermanentError, ProviderError, ScreenUnavailable
-from ..images import APPLIANCE
 from ..ledger import Owner, Resource
 from ..screen import write_png
 from ..transport.base import Login
@@ -56,6 +56,11 @@ EXTRA = "cernvm-fixtures/"
 NO_VALUE = "No value set!"
 RULE = "guestssh"
 SATA = "SATA"
+ISO = images.Accepts(
+    ".iso",
+    "ISO images (ucernvm-prod.<V>-<R>.cernvm.x86_64.iso) or 'appliance[:variant]'",
+    appliance=lambda built: built.iso,
+)
 IDE = "IDE"
 
 SERVER_RETRIES = 4
@@ -526,14 +531,9 @@ class VirtualBoxProvider(Provider[VirtualBoxOptions, "VirtualBoxMachine"]):
         return VBoxManage(self.options.vboxmanage or default_command())
 
     def _iso(self) -> Path:
-        image = self.target.image
-        if image == APPLIANCE or image.startswith(APPLIANCE + ":"):
-            from .. import appliance
-
-            return appliance.build(image.partition(":")[2] or "ok").iso
-        return self.target.image_file(
-            ".iso", "ISO images (ucernvm-prod.<V>-<R>.cernvm.x86_64.iso) or 'appliance[:variant]'"
-        )
+        found = images.resolve(self.target, ISO).file
+        assert found is not None
+        return found
 
     def machine(self, name: str) -> VirtualBoxMachine:
         return VirtualBoxMachine(self, name)

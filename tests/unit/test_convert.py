@@ -11,6 +11,7 @@ import pytest
 
 from cernvm_fixtures import config, convert
 from cernvm_fixtures.errors import ConfigError
+from cernvm_fixtures.images import Accepts, local_file
 from cernvm_fixtures.providers.azure import check_vhd
 
 pytestmark = pytest.mark.skipif(shutil.which("qemu-img") is None, reason="qemu-img is not installed")
@@ -100,7 +101,7 @@ def azure(image: Path) -> config.Target:
 
 
 def test_a_target_converts_what_its_provider_accepts(hdd):
-    path = azure(hdd).image_file(".vhd", "fixed VHDs", convertible=(".hdd", ".qcow2"))
+    path = local_file(azure(hdd), Accepts(".vhd", "fixed VHDs", convertible=(".hdd", ".qcow2")))
     assert path.suffix == ".vhd" and path.is_relative_to(Path(os.environ["CERNVM_FIXTURES_CACHE"]))
 
 
@@ -108,7 +109,7 @@ def test_a_format_the_provider_cannot_take_is_named_with_what_it_can(tmp_path):
     ova = tmp_path / "x.ova"
     ova.write_bytes(b"x")
     with pytest.raises(ConfigError, match=r"targets\.azure\.image: .*x\.ova.*fixed VHDs, or converts \.hdd/\.qcow2"):
-        azure(ova).image_file(".vhd", "fixed VHDs", convertible=(".hdd", ".qcow2"))
+        local_file(azure(ova), Accepts(".vhd", "fixed VHDs", convertible=(".hdd", ".qcow2")))
 
 
 def test_conversions_are_listed_and_pruned_with_the_downloads(hdd):

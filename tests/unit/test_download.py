@@ -15,6 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from cernvm_fixtures import download
+from cernvm_fixtures.images import Accepts, local_file
 
 DATA = os.urandom(3 * 1024 * 1024 + 123)
 DIGEST = hashlib.sha256(DATA).hexdigest()
@@ -239,14 +240,14 @@ def test_a_target_image_url_is_fetched_once_and_booted_from_the_cache(server):
     target = config.parse(
         {"targets": {"kvm": {"provider": "kvm", "image": f"{server.url}/{NAME}", "profile": "cernvm4"}}}, "t"
     ).targets["kvm"]
-    path = target.image_file(".iso", "ISO images")
-    assert path.read_bytes() == DATA and target.image_file(".iso", "ISO images") == path
+    path = local_file(target, Accepts(".iso", "ISO images"))
+    assert path.read_bytes() == DATA and local_file(target, Accepts(".iso", "ISO images")) == path
     assert len(server.gets()) == 1
     broken = config.parse(
         {"targets": {"kvm": {"provider": "kvm", "image": f"{server.url}/gone.iso", "profile": "cernvm4"}}}, "t"
     ).targets["kvm"]
     with pytest.raises(config.ConfigError, match=r"t: targets.kvm.image: .*gone.iso.sha256: HTTP 404"):
-        broken.image_file(".iso", "ISO images")
+        local_file(broken, Accepts(".iso", "ISO images"))
 
 
 def test_cli_fetch_list_prune(server, capsys):
@@ -281,12 +282,14 @@ def test_a_release_gives_each_target_the_file_in_its_format(server, monkeypatch)
     )
     kvm = loaded.targets["kvm"]
     assert kvm.profile == "cernvm4", "a CernVM release is µCernVM with the CernVM 4 OS"
-    path = kvm.image_file(".iso", "ISO images")
+    path = local_file(kvm, Accepts(".iso", "ISO images"))
     assert path.name == NAME and path.read_bytes() == DATA, "release:V-R -> ucernvm-prod.V-R.cernvm.x86_64.iso"
     with pytest.raises(
         config.ConfigError, match=r"targets\.ec2\.image: .*/ucernvm-prod\.2021\.05-1\.cernvm\.x86_64\.hvm"
     ):
-        loaded.targets["ec2"].image_file(".hvm", "raw HVM images")  # the server publishes no .hvm of this release
+        local_file(
+            loaded.targets["ec2"], Accepts(".hvm", "raw HVM images")
+        )  # the server publishes no .hvm of this release
 
 
 def test_a_release_gives_openstack_its_hdd_and_gce_its_tarball(server, monkeypatch):
@@ -315,7 +318,7 @@ def test_a_release_gives_openstack_its_hdd_and_gce_its_tarball(server, monkeypat
     provider = providers.get("openstack")(loaded.targets["os"], None)
     source, path = provider.image_source()
     assert (source, path.name, path.read_bytes()) == ("file", "ucernvm-prod.2021.05-1.cernvm.x86_64.hdd", b"raw disk")
-    gce = loaded.targets["gce"].image_file(".tar.gz", "tarballs")
+    gce = local_file(loaded.targets["gce"], Accepts(".tar.gz", "tarballs"))
     assert gce.read_bytes() == b"gzipped disk.raw"
 
 
@@ -445,7 +448,7 @@ def test_a_signed_url_is_redacted_in_config_errors_and_junit_properties(server):
     target = config.parse({"targets": {"kvm": {"provider": "kvm", "image": url, "profile": "cernvm4"}}}, "t")
     kvm = target.targets["kvm"]
     with pytest.raises(config.ConfigError) as error:
-        kvm.image_file(".iso", "ISO images")
+        local_file(kvm, Accepts(".iso", "ISO images"))
     assert "X-Amz-Signature=REDACTED" in str(error.value) and "0badc0ffee" not in str(error.value)
     with pytest.raises(config.ConfigError) as error:
         config.parse({"targets": {"kvm": {"provider": "kvm", "image": url}}}, "t")

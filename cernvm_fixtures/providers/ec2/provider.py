@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ...errors import ConfigError, PermanentError, ProviderError, ScreenUnavailable
+from ...images import Accepts, local_file
 from ...ledger import Resource
 from ...screen import write_png
 from ..base import Machine, Provider, RemoteMachine, console_text
@@ -49,6 +50,12 @@ if TYPE_CHECKING:
     from ...profile import Profile
 
 log = logging.getLogger(__name__)
+
+HVM = Accepts(
+    ".hvm",
+    "an AMI id (ami-...) or imports a raw HVM image file (ucernvm-<branch>.<V>-<R>.cernvm.x86_64.hvm)",
+    convertible=(".raw", ".img", ".qcow2", ".vmdk", ".vdi", ".vhd"),
+)
 
 XEN_FAMILIES = frozenset("t1 t2 m1 m2 m3 m4 c1 c3 c4 cc2 cr1 r3 r4 i2 i3 d2 x1 x1e g2 g3 g3s p2 p3 h1 f1 hs1".split())
 """Instance families on the Xen hypervisor, whose EBS disks are not NVMe; every newer family is Nitro
@@ -103,11 +110,7 @@ class Ec2Provider(Provider[Ec2Options, "Ec2Machine"]):
             raise ConfigError(
                 f"{self.target.where('image')}: {image!r} is not a valid AMI id (ami- and 8 or 17 hex digits)"
             )
-        path = self.target.image_file(
-            ".hvm",
-            "an AMI id (ami-...) or imports a raw HVM image file (ucernvm-<branch>.<V>-<R>.cernvm.x86_64.hvm)",
-            convertible=(".raw", ".img", ".qcow2", ".vmdk", ".vdi", ".vhd"),
-        )
+        path = local_file(self.target, HVM)
         if not self.options.import_bucket:
             raise ConfigError(
                 f"{self.target.where('import_bucket')}: required to import {path.name}: the S3 bucket to upload it to"
