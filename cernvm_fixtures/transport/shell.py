@@ -25,9 +25,11 @@ small file). Of those and their descendants, what still holds the session's stdo
 killed (over SSH, ``sh -c`` would not return until they ended); a job that redirected its output keeps running.
 Each command carries ``CVMFX_COMMAND=<its nonce>`` in its environment, so a timed-out command's orphans are
 killed with it (:func:`kill_tree_command`). Where that ``children`` file cannot be read, each command leads a
-session of its own instead (``setsid``, one more exec per command: about 7 ms on an emulated guest) and what is
-left of that session is reaped. Output that still arrives between commands (from a process that escaped both)
-is dropped, with a warning, before the next command is sent.
+session of its own instead (``setsid``, one more exec per command: about 7 ms on an emulated guest), and what is
+left of that session or still carries the command's ``CVMFX_COMMAND`` (a job that started a session of its own)
+is reaped; without ``setsid`` either, only the latter. Output that still arrives between commands (from a
+process that escaped all of these, e.g. one that cleared its environment) is dropped, with a warning, before the
+next command is sent.
 
 One difference from ``sh -c`` over SSH remains: the command is an asynchronous
 list of the session shell, so POSIX has it start with SIGINT and SIGQUIT
@@ -135,9 +137,16 @@ cvmfx_orphans() {
 cvmfx_members() {
     cat /proc/[0-9]*/stat 2>/dev/null | awk -v s="$1" '{ p = $1; sub(/.*\) /, ""); if ($4 == s) print p }'
 }
+cvmfx_tagged() {
+    for cvmfx_f in $(grep -lzxF "CVMFX_COMMAND=$1" /proc/[0-9]*/environ 2>/dev/null); do
+        cvmfx_f=${cvmfx_f#/proc/}; echo "${cvmfx_f%/environ}"
+    done
+}
 cvmfx_reap() {
+    cvmfx_left="$(cvmfx_tagged "$1") $([ -n "$2" ] && kill -0 -"$2" 2>/dev/null && cvmfx_members "$2")"
+    [ -n "${cvmfx_left## }" ] || return 0
     sleep 0.1
-    cvmfx_kill $(cvmfx_holding $(cvmfx_members "$1"))
+    cvmfx_kill $(cvmfx_holding $(cvmfx_tree $cvmfx_left))
 }
 cvmfx_kill() {
     [ $# -gt 0 ] || return 0
@@ -154,8 +163,11 @@ the read before a command is a single one: what it misses only looks new afterwa
 returned, what of the reaper's new children (in AFTER, not in BEFORE) and their descendants still holds the
 session's stdout or stderr (a job just starting, ``nohup x >log &``, is given time to redirect; and a process in
 the middle of an exec does not show its descriptors, so none is looked at before that moment);
-``cvmfx_reap SID`` does the same for the members of session SID (where each command leads a session). Each kill
-stops them all first: a parent woken by its child's death would otherwise still print before its own turn."""
+``cvmfx_reap NONCE [SID]`` does the same for what is left of the command found without the reaper: the processes
+whose environment carries ``CVMFX_COMMAND=NONCE`` (a job that left the command's session with ``setsid`` keeps it)
+and the members of session SID (where each command leads a session), with their descendants; nothing is left in
+the usual case, which costs one ``grep`` and no sleep. Each kill stops them all first: a parent woken by its child's
+death would otherwise still print before its own turn."""
 
 REAPER, SETSID, PLAIN = "reaper", "setsid", "plain"
 """How a session finds what a command left running: the reaper's children, a session per command, or not at all."""
@@ -203,9 +215,9 @@ def script(command: str, nonce: str, mode: str = REAPER) -> str:
             '[ "$cvmfx_a" = "$cvmfx_b" ] || cvmfx_orphans "$cvmfx_b" $cvmfx_a; '
         )
     elif mode == SETSID:
-        run = f"CVMFX_COMMAND={nonce} setsid {run}kill -0 -$! 2>/dev/null && cvmfx_reap $!; "
+        run = f"CVMFX_COMMAND={nonce} setsid {run}cvmfx_reap {nonce} $!; "
     else:
-        run = f"CVMFX_COMMAND={nonce} {run}"
+        run = f"CVMFX_COMMAND={nonce} {run}cvmfx_reap {nonce}; "
     return run + end_markers(nonce, "$s")
 
 

@@ -24,6 +24,7 @@ from cernvm_fixtures.errors import CommandTimeout
 from cernvm_fixtures.testing.local import AS_SUBREAPER
 from cernvm_fixtures.transport.shell import (
     REAPER,
+    PLAIN,
     SETSID,
     STDERR,
     STDOUT,
@@ -256,6 +257,32 @@ def test_background_jobs_holding_the_output_die_with_their_command(either_way):
     time.sleep(1.5)
     after = either_way.run("echo next", timeout=10)
     assert (after.stdout, after.stderr) == ("next\n", "")
+
+
+@pytest.fixture(params=[REAPER, SETSID, PLAIN])
+def any_mode(session, request):
+    """The session in each of the three ways it finds what commands leave running."""
+    mode, session.mode = session.mode, request.param
+    yield session
+    session.mode = mode
+
+
+def test_a_job_in_a_session_of_its_own_cannot_print_into_the_next_command(any_mode):
+    """A job that leaves the command's session (``setsid``) but keeps its output is still the command's: it is found
+    by the ``CVMFX_COMMAND`` its environment carries and killed, in every mode, before it prints into a later result."""
+    first = any_mode.run("(setsid sh -c 'sleep 0.4; echo late; echo late >&2' &); echo early", timeout=10)
+    assert (first.stdout, first.stderr) == ("early\n", "")
+    after = any_mode.run("sleep 0.8; echo next", timeout=10)
+    assert (after.stdout, after.stderr) == ("next\n", ""), "a job of the first command printed into the second"
+
+
+def test_plain_mode_reaps_the_jobs_holding_the_output(any_mode, tmp_path):
+    pid_file = tmp_path / "pid"
+    any_mode.run(f"sh -c 'echo $$ > {pid_file}; exec sleep 30' &", timeout=10)
+    pid, deadline = int(pid_file.read_text()), time.monotonic() + 1
+    while running(pid):
+        assert time.monotonic() < deadline, f"the job holding the command's output still runs ({any_mode.mode})"
+        time.sleep(0.01)
 
 
 def running(pid: int) -> bool:
