@@ -23,8 +23,8 @@ from hypothesis import strategies as st
 from cernvm_fixtures.errors import CommandTimeout
 from cernvm_fixtures.testing.local import AS_SUBREAPER
 from cernvm_fixtures.transport.shell import (
-    REAPER,
     PLAIN,
+    REAPER,
     SETSID,
     STDERR,
     STDOUT,
