@@ -197,6 +197,15 @@ class Power(_Section):
     off by itself (a clean shutdown)."""
 
 
+class Workloads(_Section):
+    """The release checklist's "experiment workloads": commands that must succeed on the instance."""
+
+    commands: Commands = None
+    """Workload name -> a shell command that must exit 0 (an experiment's setup script and a short job)."""
+    timeout: float = Field(300, gt=0)
+    """Seconds one workload may take (before the provider's slowdown)."""
+
+
 class Profile(_Section):
     """A validated profile; sections the image does not have stay at their empty defaults."""
 
@@ -216,6 +225,7 @@ class Profile(_Section):
     shm: Shm = Shm()
     ssh: Ssh = Ssh()
     power: Power = Power()
+    workloads: Workloads = Workloads()
     origin: str = ""
 
     def boots_over_network(self, traits: Mapping[str, str]) -> bool:

@@ -551,7 +551,7 @@ def _build_base(inputs: Inputs, out: Path, cache: Path, log: Log) -> dict:
     os_tree = repo / OS_PATH
     os_tree.mkdir(parents=True)
     _stage_os_tree(inputs, os_tree, _guest_package_files(inputs, cache, work, log))
-    _copy(FILES / "repository/README", repo / "README", 0o644)
+    _copy_files_tree(FILES / "repository", repo)  # README, and the workload's setup.sh and analysis/
     (repo / ".cvmfs-repository").write_text(OS_REPO + "\n")
     os.chmod(repo, 0o755)
     timer.step("OS tree staged")

@@ -222,6 +222,7 @@ SKIPPED = {
     "test_password_authentication_as_the_profile_says": "not checked on the cloud-init test image",
     "test_root_cannot_log_in_with_a_password": "not checked on the cloud-init test image",
     "test_power_button_powers_off": "not checked on the cloud-init test image",
+    "test_profile_workloads_succeed": "no CernVM-FS",
 }
 PASSED = {
     "test_kernel_release",

@@ -104,6 +104,12 @@ CHECKLIST_NEGATIVE = [
         "root logged in over SSH with a password: 1 of the 1 password(s) of profile 'appliance'",
     ),
     (
+        "appliance:no-cvmfs",
+        "test_workloads",
+        {"test_profile_workloads_succeed"},
+        "workload 'histogram' failed (exit status",
+    ),
+    (
         "appliance:no-acpi",
         "test_power_button",
         {"test_power_button_powers_off"},

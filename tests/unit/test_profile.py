@@ -1,6 +1,7 @@
 """Profiles: shipped ones load, rules resolve by traits, errors name file and key."""
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -329,3 +330,33 @@ def test_appliance_harmless_lines_are_regular_expressions_matching_their_example
     harmless = profile.load("appliance").expect("errors.harmless", VM).value
     line = "<3>[    0.020000] ..MP-BIOS bug: 8254 timer not connected to IO-APIC"
     assert any(re.search(pattern, line) for pattern in harmless)
+
+
+@pytest.mark.parametrize("name", ["cernvm4", "cernvm5"])
+def test_workloads_of_a_real_cernvm_are_the_release_engineer_s_to_name(name):
+    """The checklist names no commands: the scenario is skipped with that reason, not passed on an empty list."""
+    found = profile.load(name).expect("workloads.commands", VM)
+    assert found.value is None and "names its workloads" in found.why
+
+
+def test_appliance_workload_reads_its_program_and_data_from_the_repository():
+    commands = profile.load("appliance").expect("workloads.commands", {"kind": "container", "provider": "docker"})
+    assert set(commands.value) == {"histogram"} and "/cvmfs/cernvm-prod.cern.ch/setup.sh" in commands.value["histogram"]
+
+
+def test_appliance_histogram_workload_runs_on_the_repository_files(tmp_path):
+    """The workload's program on its data gives exactly the expected histogram (so the scenario fails only where the
+    repository is missing or broken), and a corrupt event file fails it."""
+    import shutil
+    import subprocess
+    from importlib import resources
+
+    repository = resources.files("cernvm_fixtures") / "appliance" / "files" / "repository"
+    analysis = Path(str(repository)) / "analysis"
+    run = [shutil.which("sh") or "/bin/sh", str(analysis / "bin" / "cvmfx-histogram")]
+    done = subprocess.run([*run, str(analysis / "data" / "events.txt")], capture_output=True, text=True, check=True)
+    assert done.stdout == (analysis / "data" / "expected.txt").read_text()
+    corrupt = tmp_path / "events.txt"
+    corrupt.write_text("42.0\nnot-a-number\n")
+    failed = subprocess.run([*run, str(corrupt)], capture_output=True, text=True)
+    assert failed.returncode == 1 and "bad event: not-a-number" in failed.stderr
