@@ -197,6 +197,14 @@ class Power(_Section):
     off by itself (a clean shutdown)."""
 
 
+class Reboot(_Section):
+    """The release checklist's "no error messages during after-init-reboot"."""
+
+    deadline: Seconds = None
+    """Seconds (before the provider's slowdown) the reboot after contextualization may take until the instance is
+    ready again; it must come back on the same scratch disk with the same context (and boot without errors)."""
+
+
 class Workloads(_Section):
     """The release checklist's "experiment workloads": commands that must succeed on the instance."""
 
@@ -225,6 +233,7 @@ class Profile(_Section):
     shm: Shm = Shm()
     ssh: Ssh = Ssh()
     power: Power = Power()
+    reboot: Reboot = Reboot()
     workloads: Workloads = Workloads()
     origin: str = ""
 

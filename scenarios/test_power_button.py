@@ -9,19 +9,14 @@ import time
 
 import pytest
 
-from cernvm_fixtures import expect, providers
+from cernvm_fixtures import expect, expect_ahead, providers
 
 
 def test_power_button_powers_off(request, cernvm_target):
     reason = providers.get(cernvm_target.provider).no_power_button
     if reason:
         pytest.skip(f"{cernvm_target.name}: {reason}")
-    # before booting a fresh instance: a profile that does not ask for the check (every machine here is a VM)
-    ahead = cernvm_target.load_profile().expect(
-        "power.button_deadline", {"provider": cernvm_target.provider, "kind": "vm"}
-    )
-    if ahead.value is None:
-        pytest.skip(f"{cernvm_target.name}: {ahead.why}")
+    expect_ahead(cernvm_target, "power.button_deadline")  # before booting a fresh instance for nothing
     instance = request.getfixturevalue("cernvm_fresh")
     deadline = expect(instance, "power.button_deadline")
     seconds = deadline * instance.slowdown

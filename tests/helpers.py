@@ -151,6 +151,7 @@ CHECKLIST_CELLS = {
     "test_root_cannot_log_in_with_a_password",
     "test_power_button_powers_off",
     "test_profile_workloads_succeed",
+    "test_reboot_after_contextualization_keeps_scratch_and_context",
 }
 """The release checklist's scenarios: a stand-in's profile declares none of their keys (skipped: "sets no ..."),
 and no cloud provider presses a power button yet (skipped with its no_power_button)."""

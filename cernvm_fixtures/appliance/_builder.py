@@ -103,6 +103,11 @@ _VARIANTS: dict[str, tuple[str, dict[str, int]]] = {
         "root has a password (the one CernVM's debug boot sets) and dropbear offers password logins",
         {"UCVM_ROOT_LOCKED": 0},
     ),
+    "reboot-reformats": (
+        "the bootloader formats the scratch disk at every boot, not only the first: what a reboot should keep "
+        "there (files, the recorded context) is gone",
+        {"UCVM_SCRATCH_KEEP": 0},
+    ),
     "no-acpi": (
         "nothing handles the ACPI power button (no acpid): the instance ignores a shutdown request",
         {"UCVM_ACPI": 0},
@@ -123,6 +128,7 @@ _FLAGS = (
     "UCVM_SHM",
     "UCVM_ROOT_LOCKED",
     "UCVM_ACPI",
+    "UCVM_SCRATCH_KEEP",
 )
 
 # where the OS tree gets the host binaries (path in the tree)

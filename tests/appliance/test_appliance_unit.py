@@ -46,6 +46,7 @@ def test_variants_ok_first_and_described():
         "no-shm",
         "root-password",
         "no-acpi",
+        "reboot-reformats",
     }
     assert all(isinstance(d, str) and d and "\n" not in d for d in appliance.VARIANTS.values())
 

@@ -223,6 +223,7 @@ SKIPPED = {
     "test_root_cannot_log_in_with_a_password": "not checked on the cloud-init test image",
     "test_power_button_powers_off": "not checked on the cloud-init test image",
     "test_profile_workloads_succeed": "no CernVM-FS",
+    "test_reboot_after_contextualization_keeps_scratch_and_context": "no UROOT scratch disk",
 }
 PASSED = {
     "test_kernel_release",

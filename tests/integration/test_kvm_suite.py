@@ -110,6 +110,12 @@ CHECKLIST_NEGATIVE = [
         "workload 'histogram' failed (exit status",
     ),
     (
+        "appliance:reboot-reformats",
+        "test_reboot",
+        {"test_reboot_after_contextualization_keeps_scratch_and_context"},
+        "written on the scratch disk (/mnt/.rw) before the reboot, is gone after it",
+    ),
+    (
         "appliance:no-acpi",
         "test_power_button",
         {"test_power_button_powers_off"},

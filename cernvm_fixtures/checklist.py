@@ -1,0 +1,36 @@
+"""What several scenarios of CernVM's release checklist read the same way (the boot logs at boot and after a
+reboot), so a scenario module never imports another."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .instance import Instance
+
+
+@dataclass(frozen=True)
+class BootErrors:
+    """The error lines of the profile's boot logs that it does not list as harmless, and the logs not read."""
+
+    found: list[str]
+    unreadable: list[str]
+
+
+def boot_errors(instance: Instance) -> BootErrors:
+    """Run each of the profile's ``errors.logs`` commands (each prints its log's error lines) and keep the lines no
+    ``errors.harmless`` pattern matches, as ``<log>: <line>``; a command that fails (not grep's 1, "no line
+    matched") or only complains counts as unreadable. Nothing found where the profile names no logs."""
+    logs = instance.expected("errors.logs") or {}
+    harmless = [re.compile(pattern) for pattern in instance.expected("errors.harmless") or []]
+    found: list[str] = []
+    unreadable: list[str] = []
+    for name, command in logs.items():
+        result = instance.run(command, timeout=120)
+        if result.exit_status > 1 or (result.stderr.strip() and not result.stdout.strip()):
+            unreadable.append(f"{name} ({command}) exited {result.exit_status}: {result.stderr.strip()[-300:]}")
+            continue
+        for line in result.stdout.splitlines():
+            if line.strip() and not any(pattern.search(line) for pattern in harmless):
+                found.append(f"{name}: {line.strip()}")
+    return BootErrors(found, unreadable)
