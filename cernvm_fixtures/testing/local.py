@@ -18,6 +18,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from importlib import resources
 from pathlib import Path
 from typing import ClassVar
@@ -93,12 +94,20 @@ class LocalProvider(Provider[LocalOptions, "LocalMachine"]):
 
     @classmethod
     def destroy_resource(cls, resource: Resource) -> None:
-        """Kill every process of the machine, then remove its directory (only a run's machine directory)."""
-        for pid in machine_processes(resource.name):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        """Kill every process of the machine until none is left (one forked while the others were being killed is
+        found the next round; each round stops them all before killing, so none can fork again), then remove its
+        directory (only a run's machine directory)."""
+        deadline = time.monotonic() + 30
+        while pids := machine_processes(resource.name):
+            if time.monotonic() > deadline:
+                raise ProviderError(f"{resource.name}: processes {pids} are still there 30 s after SIGKILL")
+            for sent in (signal.SIGSTOP, signal.SIGKILL):
+                for pid in pids:
+                    try:
+                        os.kill(pid, sent)
+                    except ProcessLookupError:
+                        pass
+            time.sleep(0.005)
         directory = Path(resource.data.get("directory", ""))
         if directory.name == resource.name and directory.parent.name == "machines":
             shutil.rmtree(directory, ignore_errors=True)
