@@ -114,7 +114,7 @@ class Provider(ABC, Generic[OptionsT, MachineT]):
     (:meth:`Machine.press_power_button`). Scenarios read it before booting a machine for the power button."""
     creation_order: ClassVar[tuple[str, ...]] = ()
     """Resource kinds in the order they depend on each other; teardown and sweep go the other way."""
-    kind: ClassVar[str] = "vm"
+    instance_kind: ClassVar[str] = "vm"
     """What this provider's instances are, their trait ``kind``: ``vm``, ``container``, ``process``."""
 
     def __init__(self, target: Target, run: Run) -> None:
@@ -170,7 +170,7 @@ class Provider(ABC, Generic[OptionsT, MachineT]):
     def target_traits(cls, target: Target) -> dict[str, str]:
         """The traits every instance of ``target`` has, known before one boots: a scenario reads the profile with
         them to skip before it boots a fresh instance for nothing."""
-        return {"provider": cls.name, "target": target.name, "kind": cls.kind}
+        return {"provider": cls.name, "target": target.name, "kind": cls.instance_kind}
 
     @classmethod
     def check_profile(cls, target: Target, profile: Profile) -> None:

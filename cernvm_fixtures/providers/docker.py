@@ -499,7 +499,7 @@ class DockerProvider(Provider[DockerOptions, "DockerMachine"]):
     shares_folders = True
     no_screen = "a Docker container has no display"
     no_power_button = "a container has no ACPI power button (docker stop signals its init instead)"
-    kind = "container"
+    instance_kind = "container"
     creation_order = ("directory", "image", "container", "volume")
 
     @classmethod

@@ -61,7 +61,7 @@ class LocalProvider(Provider[LocalOptions, "LocalMachine"]):
 
     name: ClassVar[str] = "local"
     Options: ClassVar[type[ProviderOptions]] = LocalOptions
-    kind: ClassVar[str] = "process"
+    instance_kind: ClassVar[str] = "process"
 
     def machine(self, name: str) -> LocalMachine:
         return LocalMachine(self, name)
@@ -135,7 +135,7 @@ class LocalMachine(Machine):
     def __init__(self, provider: Provider, name: str) -> None:
         super().__init__(provider, name)
         self.directory = provider.run.machine_dir(name)
-        self.traits["kind"] = provider.kind
+        self.traits["kind"] = provider.instance_kind
 
     def environment(self) -> dict[str, str]:
         """The environment every process of the machine starts with (its name marks it as the machine's)."""
