@@ -1,5 +1,5 @@
-"""``cernvm-fixtures``: check the host, bring an instance up and keep it, list, log in, see its screen, take down,
-sweep, build the appliance."""
+"""``cernvm-fixtures``: validate an image, check the host, bring an instance up and keep it, list, log in, see its
+screen, take down, sweep, build the appliance."""
 
 from __future__ import annotations
 
@@ -209,6 +209,46 @@ def cmd_report_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_validate(args: argparse.Namespace) -> int:
+    """Boot an image on the chosen targets, run the scenario suite there, write the JUnit, Markdown and HTML
+    reports, compare with a previous run's; exit 0 only if nothing failed."""
+    import subprocess
+
+    from . import download, report
+
+    out = Path(args.report).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+    junit = out / "junit.xml"
+    option = "--cernvm-release" if args.image.startswith("release:") else "--cernvm-image"
+    image = args.image.removeprefix("release:")
+    command = [sys.executable, "-m", "pytest", "--pyargs", "cernvm_fixtures.scenarios", "-p", "no:cacheprovider"]
+    command += ["-rfEs", f"--junitxml={junit}", f"{option}={image}", f"--cernvm-keep={args.keep}"]
+    command += [f"--cernvm-target={target}" for target in args.target or ()]
+    command += [f"--cernvm-profile={args.profile}"] if args.profile else []
+    command += [f"--cernvm-config={Path(args.config).expanduser().resolve()}"] if args.config else []
+    command += ["-k", args.k] if args.k else []
+    command += ["-n", str(args.workers), "--dist", "loadgroup"] if args.workers else []
+    print(f"cernvm-fixtures: validating {download.redact(args.image)}: {' '.join(command[1:])}", flush=True)
+    finished = subprocess.run(command, check=False)
+    if not junit.is_file():
+        print(f"cernvm-fixtures: error: the scenario run wrote no report (pytest exited {finished.returncode})")
+        return finished.returncode or 2
+    cells = report.read([junit])
+    comparison = None
+    if args.previous:
+        previous = Path(args.previous).expanduser()
+        comparison = report.compare(report.read([previous / "junit.xml" if previous.is_dir() else previous]), cells)
+    (out / "report.md").write_text(report.markdown(cells))
+    (out / "report.html").write_text(report.to_html(cells, comparison.html() if comparison else "", base=out))
+    print(report.summary_line(cells))
+    for cell in report.failures(cells):
+        print(f"  {cell.column}  {cell.scenario}: {cell.reason}")
+    if comparison is not None:
+        print(comparison.text(), end="")
+    print(f"reports: {junit}, {out / 'report.md'}, {out / 'report.html'}")
+    return finished.returncode
+
+
 def cmd_image_fetch(args: argparse.Namespace) -> int:
     from . import download
 
@@ -304,6 +344,31 @@ def parser() -> argparse.ArgumentParser:
     compare.add_argument("old")
     compare.add_argument("new")
     compare.set_defaults(func=cmd_report_compare)
+
+    validate = sub.add_parser(
+        "validate",
+        help="boot an image on the chosen targets and run the CernVM scenario suite on it: JUnit, Markdown and HTML "
+        "reports; exit 1 if any scenario failed",
+    )
+    validate.add_argument(
+        "image",
+        help="appliance[:variant], a local file, a URL[#sha256=HEX], or release:[BRANCH/]YYYY.MM-R (each target then "
+        "fetches the published file in its own format)",
+    )
+    validate.add_argument(
+        "--target",
+        action="append",
+        metavar="NAME",
+        help="a target to validate on (repeatable; default: every enabled target of the config)",
+    )
+    validate.add_argument("--config", metavar="PATH", help="config file declaring the targets")
+    validate.add_argument("--profile", help="the profile to expect (default: the image's)")
+    validate.add_argument("--report", default="cernvm-report", metavar="DIR", help="where the reports go")
+    validate.add_argument("--previous", metavar="DIR|JUNIT", help="a previous validate's report, to print what changed")
+    validate.add_argument("--keep", choices=[k.value for k in Keep], default="never", help="leave instances running")
+    validate.add_argument("-k", metavar="EXPRESSION", help="only the scenarios pytest -k selects")
+    validate.add_argument("--workers", type=int, metavar="N", help="run targets on N pytest-xdist workers")
+    validate.set_defaults(func=cmd_validate)
 
     image = sub.add_parser("image", help="images downloaded once, verified and cached").add_subparsers(
         dest="action", required=True

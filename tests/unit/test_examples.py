@@ -35,7 +35,10 @@ def commands(node) -> list[str]:
 def test_pipeline_runs_documented_commands(path):
     lines = commands(yaml.safe_load(path.read_text()))
     ours = [shlex.split(line) for line in lines if line.startswith(("cernvm-fixtures", "pytest"))]
-    assert {words[0] for words in ours} == {"cernvm-fixtures", "pytest"}
+    assert {words[0] for words in ours} <= {"cernvm-fixtures", "pytest"}
+    assert any(words[:2] == ["cernvm-fixtures", "validate"] for words in ours), (
+        "the pipelines validate with one command"
+    )
     readme = (ROOT / "README.md").read_text()
     for words in ours:
         if words[0] == "cernvm-fixtures":
