@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -10,46 +12,50 @@ from cernvm_fixtures import config
 from cernvm_fixtures.errors import ConfigError
 from cernvm_fixtures.ledger import Owner, Resource
 from cernvm_fixtures.providers import gce
+from cernvm_fixtures.providers.kit import decode_fields, encode_fields
 
 from ..fakes.gce import discovery
 
+ENTRY = Resource(
+    provider="gce",
+    kind="firewall",
+    name="cvmfx-0a1b2c3d-gce-9f9f",
+    run="0a1b2c3d",
+    target="gce",
+    owner=Owner("Build.Host-7", 4242, "98765", "0f3c/pid:[4026531836]"),
+    created=1796160000.123456,
+)
 
-@given(st.text(max_size=12))
-def test_label_values_round_trip_and_keep_gce_rules(text):
-    value = gce.encode(text)
-    assert gce.LABEL_VALUE.match(value), value
-    if len(value) < 63:
-        assert gce.decode(value) == text
 
-
-def test_a_ledger_entry_survives_the_trip_through_labels():
-    resource = Resource(
-        provider="gce",
-        kind="firewall",
-        name="cvmfx-0a1b2c3d-gce-9f9f",
-        run="0a1b2c3d",
-        target="gce",
-        owner=Owner("Build.Host-7", 4242, "98765"),
-        created=1796160000.123456,
-    )
-    labels = gce.labels_for(resource, {"team": "cernvm"})
+@given(st.text(max_size=80))
+def test_an_entry_keeps_gce_label_rules_whatever_its_names(host):
+    labels = encode_fields(replace(ENTRY, owner=Owner(host, 1, None)))
     assert all(gce.LABEL_KEY.match(k) and gce.LABEL_VALUE.match(v) for k, v in labels.items()), labels
+    assert len(labels) <= gce.OUR_LABELS
+    back = decode_fields(labels)
+    assert back is not None and back.owner.host == host
+
+
+def test_a_ledger_entry_survives_the_trip_through_labels_and_a_firewall_description():
+    labels = {"team": "cernvm", **encode_fields(ENTRY)}
     assert len(labels) <= gce.OUR_LABELS + 1 and labels["team"] == "cernvm"
-    back = gce.resource_from_labels(labels, {"project": "p"})
+    back = decode_fields(labels)
     assert back is not None
-    assert (back.kind, back.name, back.run, back.target, back.owner, back.expires) == (
+    assert (back.provider, back.kind, back.name, back.run, back.target, back.owner) == (
+        "gce",
         "firewall",
-        resource.name,
+        ENTRY.name,
         "0a1b2c3d",
         "gce",
-        Owner("Build.Host-7", 4242, "98765"),
-        int(resource.expires),
+        ENTRY.owner,
     )
-    assert resource.created - 1e-3 < back.created < resource.created, "sorts just before its ledger twin"
-    assert gce.ours(gce.labels_in_description(gce.description_for(resource)), resource)
-    other = Resource(provider="gce", kind="firewall", name=resource.name, run="ffffffff")
+    assert back.created == pytest.approx(ENTRY.created, abs=1e-6)
+    assert gce.ours(labels, ENTRY)
+    assert gce.ours(gce.labels_in_description(gce.description_for(ENTRY)), ENTRY)
+    assert gce.labels_in_description("a rule someone wrote") == {}
+    other = replace(ENTRY, run="ffffffff")
     assert not gce.ours(labels, other), "another run's resource of the same name is not ours"
-    assert gce.resource_from_labels({"team": "cernvm"}, {}) is None
+    assert decode_fields({"team": "cernvm"}) is None
 
 
 @pytest.mark.parametrize(
