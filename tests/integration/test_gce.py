@@ -23,7 +23,8 @@ from cernvm_fixtures import config
 from cernvm_fixtures.context import Context
 from cernvm_fixtures.errors import ConfigError, PermanentError, ProviderError, ScreenUnavailable
 from cernvm_fixtures.providers import gce as gcemod
-from cernvm_fixtures.providers.gce import GceProvider
+from cernvm_fixtures.providers.gce import GceProvider, teardown
+from cernvm_fixtures.providers.kit import decode_fields
 from cernvm_fixtures.run import Run
 
 from ..fakes.gce.fixtures import Gce
@@ -46,7 +47,7 @@ def existing_image(gce_session: Gce) -> str:
 
     images = gcemod.client("ImagesClient", gce_session.api.url)
     if (
-        gcemod.call(
+        gcemod.ERRORS.call(
             "find test image", images.get, missing_ok=True, project=gce_session.project, image="cernvm4-micro-2020-07-1"
         )
         is not None
@@ -147,7 +148,7 @@ def test_lifecycle_with_an_uploaded_image(gce, tmp_path):
         assert instance.body["tags"]["items"] == [machine.name]
         labels = instance.body["labels"]
         assert labels["cvmfx-run"] == run.id and labels["project"] == "cernvm-fixtures-tests"
-        assert gcemod.resource_from_labels(labels, {}).name == machine.name
+        assert decode_fields(labels).name == machine.name
 
         rule = gce.api.firewalls[(gce.project, f"{machine.name}-ssh")]
         assert (rule["allowed"], rule["sourceRanges"], rule["targetTags"], rule["direction"]) == (
@@ -270,7 +271,7 @@ def test_keep_labels_the_instance_kept(gce, image, tmp_path):
         machine.keep()
         labels = gce.api.instance(machine.name).body["labels"]
         assert labels["cvmfx-kept"] == "true" and labels["project"] == "cernvm-fixtures-tests"
-        assert gcemod.resource_from_labels(labels, {}).kept, "a label-only sweep sees it as kept"
+        assert decode_fields(labels).kept, "a label-only sweep sees it as kept"
         assert all(r.kept and "login" in r.data for r in run.ledger.entries())
     finally:
         machine.destroy()
@@ -346,8 +347,8 @@ def test_teardown_survives_resources_already_gone_and_retries_an_image_in_use(gc
     machine = create_only(target_for(gce, str(tarball)), run)
     entries = run.ledger.entries()
     image = next(r for r in entries if r.kind == "image")
-    with pytest.raises(ProviderError, match=r"delete image \S+ \(still in use\)"):
-        monkeypatch.setattr(gcemod, "BUSY_TIMEOUT", 0.5)
+    with pytest.raises(ProviderError, match=r"delete image \S+: still in use"):
+        monkeypatch.setattr(teardown, "BUSY_TIMEOUT", 0.5)
         GceProvider.destroy_resource(image)
     assert any(code == 409 for code, _ in gce.api.answers), "the API refused to delete an image in use"
     gce.api.firewalls.clear()

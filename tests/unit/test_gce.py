@@ -1,55 +1,66 @@
-"""The gce provider's pure parts: the ledger entry as GCE labels, options, image links; the discovery checks."""
+"""The gce provider's parts without an API: the ledger entry as GCE labels, options, image resolution, the SDK's
+errors, operation waits (cancel checkpoints); the discovery checks of the local Compute API."""
 
 from __future__ import annotations
+
+import threading
+import time
+from dataclasses import replace
+from types import SimpleNamespace
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cernvm_fixtures import config
-from cernvm_fixtures.errors import ConfigError
+from cernvm_fixtures import config, images, interrupts
+from cernvm_fixtures.errors import ConfigError, ProviderError
 from cernvm_fixtures.ledger import Owner, Resource
 from cernvm_fixtures.providers import gce
+from cernvm_fixtures.providers.gce import api
+from cernvm_fixtures.providers.kit import decode_fields, encode_fields
 
 from ..fakes.gce import discovery
 
+ENTRY = Resource(
+    provider="gce",
+    kind="firewall",
+    name="cvmfx-0a1b2c3d-gce-9f9f",
+    run="0a1b2c3d",
+    target="gce",
+    owner=Owner("Build.Host-7", 4242, "98765", "0f3c/pid:[4026531836]"),
+    created=1796160000.123456,
+)
 
-@given(st.text(max_size=12))
-def test_label_values_round_trip_and_keep_gce_rules(text):
-    value = gce.encode(text)
-    assert gce.LABEL_VALUE.match(value), value
-    if len(value) < 63:
-        assert gce.decode(value) == text
 
-
-def test_a_ledger_entry_survives_the_trip_through_labels():
-    resource = Resource(
-        provider="gce",
-        kind="firewall",
-        name="cvmfx-0a1b2c3d-gce-9f9f",
-        run="0a1b2c3d",
-        target="gce",
-        owner=Owner("Build.Host-7", 4242, "98765"),
-        created=1796160000.123456,
-    )
-    labels = gce.labels_for(resource, {"team": "cernvm"})
+@given(st.text(max_size=80))
+def test_an_entry_keeps_gce_label_rules_whatever_its_names(host):
+    labels = encode_fields(replace(ENTRY, owner=Owner(host, 1, None)))
     assert all(gce.LABEL_KEY.match(k) and gce.LABEL_VALUE.match(v) for k, v in labels.items()), labels
+    assert len(labels) <= gce.OUR_LABELS
+    back = decode_fields(labels)
+    assert back is not None and back.owner.host == host
+
+
+def test_a_ledger_entry_survives_the_trip_through_labels_and_a_firewall_description():
+    labels = {"team": "cernvm", **encode_fields(ENTRY)}
     assert len(labels) <= gce.OUR_LABELS + 1 and labels["team"] == "cernvm"
-    back = gce.resource_from_labels(labels, {"project": "p"})
+    back = decode_fields(labels)
     assert back is not None
-    assert (back.kind, back.name, back.run, back.target, back.owner, back.expires) == (
+    assert (back.provider, back.kind, back.name, back.run, back.target, back.owner) == (
+        "gce",
         "firewall",
-        resource.name,
+        ENTRY.name,
         "0a1b2c3d",
         "gce",
-        Owner("Build.Host-7", 4242, "98765"),
-        int(resource.expires),
+        ENTRY.owner,
     )
-    assert resource.created - 1e-3 < back.created < resource.created, "sorts just before its ledger twin"
-    assert gce.ours(gce.labels_in_description(gce.description_for(resource)), resource)
-    other = Resource(provider="gce", kind="firewall", name=resource.name, run="ffffffff")
+    assert back.created == pytest.approx(ENTRY.created, abs=1e-6)
+    assert gce.ours(labels, ENTRY)
+    assert gce.ours(gce.labels_in_description(gce.description_for(ENTRY)), ENTRY)
+    assert gce.labels_in_description("a rule someone wrote") == {}
+    other = replace(ENTRY, run="ffffffff")
     assert not gce.ours(labels, other), "another run's resource of the same name is not ours"
-    assert gce.resource_from_labels({"team": "cernvm"}, {}) is None
+    assert decode_fields({"team": "cernvm"}) is None
 
 
 @pytest.mark.parametrize(
@@ -62,6 +73,103 @@ def test_a_ledger_entry_survives_the_trip_through_labels():
 )
 def test_image_links(image, link):
     assert gce.image_link(image, "p") == link
+    assert gce.TARBALL.platform is not None and gce.TARBALL.platform(image)
+
+
+def test_the_image_is_a_tarball_to_upload_or_an_image_gce_has(tmp_path):
+    tarball = tmp_path / "ucernvm-prod.1.18-14.cernvm.x86_64.tar.gz"
+    tarball.write_bytes(b"\x1f\x8b")
+
+    def target(image):
+        return config.parse({"targets": {"gce": raw(image=image)}}, "test").targets["gce"]
+
+    assert images.resolve(target(str(tarball)), gce.TARBALL).file == tarball
+    assert images.resolve(target("family/cernvm4"), gce.TARBALL).platform == "family/cernvm4"
+    assert images.resolve(target("projects/c/global/images/x"), gce.TARBALL).platform == "projects/c/global/images/x"
+    for image in ("projects/c/zones/z/disks/d", "family/cernvm4/extra"):
+        refused = rf"^test: targets.gce.image: '{image}': the gce provider boots an image name, family/FAMILY"
+        with pytest.raises(ConfigError, match=refused):
+            images.resolve(target(image), gce.TARBALL)
+
+
+# --- the SDK seam: errors, inserts, waits ---------------------------------------------------------
+
+
+def raises(error):
+    def call(**params):
+        raise error
+
+    return call
+
+
+def test_api_errors_read_code_reason_message_and_in_use_is_busy():
+    from google.api_core import exceptions
+
+    in_use = exceptions.Conflict(
+        "The image 'x' is being used by 'disk-1'", errors=[{"reason": "resourceInUseByAnotherResource"}]
+    )
+    clash = exceptions.Conflict("The resource 'x' already exists", errors=[{"reason": "alreadyExists"}])
+    assert gce.ERRORS.busy(in_use) and not gce.ERRORS.busy(clash)
+    assert gce.ERRORS.busy(exceptions.BadRequest("The network 'default' is already in use by a firewall"))
+    assert not gce.ERRORS.busy(exceptions.BadRequest("Invalid value for field 'resource.name'"))
+    assert gce.ERRORS.not_found(exceptions.NotFound("gone")) and not gce.ERRORS.not_found(in_use)
+    with pytest.raises(ProviderError, match=r"^delete image x: 409 resourceInUseByAnotherResource: The image 'x' is"):
+        gce.ERRORS.call("delete image x", raises(in_use))
+    with pytest.raises(ProviderError, match=r"^get image x: 403 Forbidden: no access$"):
+        gce.ERRORS.call("get image x", raises(exceptions.Forbidden("no access")))
+    assert gce.ERRORS.call("get image x", raises(exceptions.NotFound("gone")), missing_ok=True) is None
+    assert api.insert("insert firewall x", raises(clash)) is None, "a name taken by someone else's resource"
+    with pytest.raises(ProviderError, match=r"^insert firewall x: 403 Forbidden"):
+        api.insert("insert firewall x", raises(exceptions.Forbidden("no access")))
+
+
+def operations(monkeypatch, answer):
+    """Replace the Compute API's operations clients by one that answers ``answer()`` to every wait; the queries."""
+    queries = []
+
+    class Operations:
+        def wait(self, **where):
+            queries.append(where)
+            return answer()
+
+    monkeypatch.setattr(api, "client", lambda kind, endpoint=None: Operations())
+    return queries
+
+
+def operation(status, errors=()):
+    error = SimpleNamespace(errors=[SimpleNamespace(code=c, message=m) for c, m in errors]) if errors else None
+    return SimpleNamespace(name="operation-1", status=SimpleNamespace(name=status), error=error)
+
+
+def test_a_gce_wait_reaches_a_cancel_checkpoint(monkeypatch):
+    """Waiting for an operation (insert, delete, label) is the kit's wait: a boot-ahead called off, or Ctrl-C, is
+    seen at the next poll, not once the operation's deadline passed."""
+    called_off = threading.Event()
+
+    def running():
+        if len(queries) == 3:
+            called_off.set()
+        return operation("RUNNING")
+
+    queries = operations(monkeypatch, running)
+    start = time.monotonic()
+    with interrupts.cancel_scope(called_off), pytest.raises(interrupts.Cancelled):
+        gce.wait_operation("create instance m", operation("PENDING"), "p", "europe-west1-b", None, start + 60)
+    assert len(queries) == 3 and time.monotonic() - start < 5
+    assert queries[0] == {"project": "p", "operation": "operation-1", "zone": "europe-west1-b"}
+
+
+def test_a_gce_wait_ends_with_the_operation_its_deadline_or_its_errors(monkeypatch):
+    answers = iter([operation("RUNNING"), operation("DONE")])
+    queries = operations(monkeypatch, lambda: next(answers))
+    gce.wait_operation("create image i", operation("PENDING"), "p", None, None, time.monotonic() + 5)
+    assert queries == [{"project": "p", "operation": "operation-1"}] * 2
+    operations(monkeypatch, lambda: operation("RUNNING"))
+    with pytest.raises(ProviderError, match=r"operation operation-1\): not done by the deadline \(still RUNNING\)"):
+        gce.wait_operation("create image i", operation("PENDING"), "p", None, None, time.monotonic() + 0.05)
+    failed = operation("DONE", [("QUOTA_EXCEEDED", "injected")])
+    with pytest.raises(ProviderError, match=r"^create instance m: QUOTA_EXCEEDED: injected$"):
+        gce.wait_operation("create instance m", failed, "p", "europe-west1-b", None, time.monotonic() + 5)
 
 
 def raw(**options):
