@@ -550,6 +550,21 @@ def test_the_floating_ip_is_attached_in_the_launch_and_the_wait_creates_nothing(
     assert_nothing_left(fake, run)
 
 
+def test_keep_marks_every_tagged_resource_so_a_sweep_from_the_platform_leaves_them(
+    openstack_cloud, image_file, tmp_path
+):
+    run = run_for(tmp_path)
+    machine, _ = create_only(target_for(str(image_file), address="floating", floating_ip_pool="public"), run)
+    try:
+        machine.keep()
+        found = [r for r in OpenStackProvider.leftovers(target_for(), set()) if r.name == machine.name]
+        assert sorted(r.kind for r in found) == sorted(osmod.CREATION_ORDER), found
+        assert all(r.kept and r.expires > time.time() + 23 * 3600 for r in found), found
+    finally:
+        machine.destroy()
+    assert_nothing_left(openstack_cloud, run)
+
+
 # --- sweep after SIGKILL --------------------------------------------------------------------------------
 
 

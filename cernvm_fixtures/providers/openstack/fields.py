@@ -75,9 +75,23 @@ def keypair_leftover(key: Any, twin: Resource | None, target: str, data: dict[st
 
 
 def mark_kept(conn: Any, resource: Resource) -> None:
-    """Write a server's fields (now kept, with a later expiry) into its metadata again; other kinds keep theirs.
-    Raises ProviderError if the cloud refuses."""
-    ident = resource.data.get("id")
-    if ident and resource.kind == "server":
-        fields: dict[str, Any] = encode_fields(resource)  # keyword arguments of set_server_metadata
+    """Write a resource's fields (now kept, with a later expiry) onto it again: a server's metadata, Neutron's and
+    Glance's tags (a key pair has none). Raises ProviderError if the cloud refuses."""
+    ident, kind = resource.data.get("id"), resource.kind
+    fields: dict[str, Any] = encode_fields(resource)  # keyword arguments of set_server_metadata
+    if not ident or kind == "keypair":
+        return
+    if kind == "server":
         SDK.call("mark server kept", conn.compute.set_server_metadata, ident, **fields)
+    elif kind in ("security-group", "floating-ip"):
+        get = conn.network.get_security_group if kind == "security-group" else conn.network.get_ip
+        found = SDK.call(f"get {kind} {ident}", get, ident)
+        others = [tag for tag in found.tags if not tag.startswith(FIELD_PREFIX)]
+        SDK.call(f"mark {kind} kept", conn.network.set_tags, found, [*others, *tag_list(fields)])
+    elif kind == "image":
+        image = SDK.call(f"get image {ident}", conn.image.get_image, ident)
+        wanted = tag_list(fields)
+        for tag in [t for t in image.tags if t.startswith(FIELD_PREFIX) and t not in wanted]:
+            SDK.call("mark image kept", conn.image.remove_tag, image, tag)
+        for tag in [t for t in wanted if t not in image.tags]:
+            SDK.call("mark image kept", conn.image.add_tag, image, tag)

@@ -365,6 +365,13 @@ class OpenStackMachine(RemoteMachine):
         return self._console
 
     def mark_kept(self) -> None:
-        """The kept mark and new expiry onto the server's metadata, so a sweep from the platform alone leaves it."""
+        """The kept mark and new expiry onto the server's metadata and the tags of its security group, floating IP
+        and uploaded image, so a sweep from the platform alone leaves them too; tries each, then raises one error."""
+        refused = []
         for resource in self.resources:
-            mark_kept(self._conn(), resource)
+            try:
+                mark_kept(self._conn(), resource)
+            except ProviderError as e:
+                refused.append(str(e))
+        if refused:
+            raise ProviderError("; ".join(refused))
