@@ -384,12 +384,17 @@ def test_local_image_is_uploaded_reused_by_checksum_and_deleted(openstack_cloud,
 # --- failures -------------------------------------------------------------------------------------------
 
 
-def test_server_going_to_error_reports_the_fault(openstack_cloud, cern_image, tmp_path):
+FLOATING = {"address": "floating", "floating_ip_pool": "public"}
+
+
+@pytest.mark.parametrize("address", [{}, FLOATING], ids=["fixed", "floating"])
+def test_server_going_to_error_reports_the_fault(openstack_cloud, cern_image, tmp_path, address):
+    """With a floating IP, the launch waits for the server's port: a build failing before it has one ends that wait."""
     fake = openstack_cloud
     fake.fail_next_build = "No valid host was found. There are not enough hosts available."
     run = run_for(tmp_path)
     with pytest.raises(PermanentError, match=r"is ERROR: No valid host was found"):
-        create_only(target_for(), run)
+        create_only(target_for(**address), run)
     assert_nothing_left(fake, run)
 
 
