@@ -26,6 +26,7 @@ from cernvm_fixtures.context import Context
 from cernvm_fixtures.errors import ConfigError, PermanentError, ProviderError
 from cernvm_fixtures.instance import launch
 from cernvm_fixtures.providers import openstack as osmod
+from cernvm_fixtures.providers.kit import decode_fields
 from cernvm_fixtures.providers.openstack import OpenStackProvider
 from cernvm_fixtures.run import Keep, Run
 
@@ -143,10 +144,10 @@ def test_create_labels_and_remove_everything(openstack_cloud, cern_image, tmp_pa
         assert body["status"] == "ACTIVE" and body["image"]["id"] == cern_image
         assert server.user_data == context.render(), "the context is the user data, byte for byte"
         assert body["metadata"]["cern-services"] == "false"
-        assert body["metadata"]["cernvm-fixtures:run"] == run.id
-        assert body["metadata"]["cernvm-fixtures:machine"] == machine.name
-        assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$", body["metadata"]["cernvm-fixtures:expires"])
-        assert body["tags"] == ["cernvm-fixtures", f"run={run.id}", f"machine={machine.name}"]
+        fields = decode_fields(body["metadata"])
+        assert fields is not None and (fields.kind, fields.run, fields.name) == ("server", run.id, machine.name)
+        assert abs(fields.expires - entries["server"].expires) < 1e-3
+        assert set(body["tags"]) == {"cvmfx-provider=openstack", f"cvmfx-run={run.id}", f"cvmfx-name={machine.name}"}
         assert body["key_name"] == machine.name
         assert fake.keypairs[machine.name]["public_key"] == run.public_key
         # least privilege: one ingress rule, tcp/22 from the configured CIDR
@@ -158,7 +159,7 @@ def test_create_labels_and_remove_everything(openstack_cloud, cern_image, tmp_pa
             if r["direction"] == "ingress"
         ]
         assert ingress == [("tcp", 22, 22, CIDR)]
-        assert f"cernvm-fixtures:run={run.id}" in group["tags"]
+        assert f"cvmfx-run={run.id}" in group["tags"]
         port = fake.ports[held["port"][0]]
         assert port["security_groups"] == [group["id"]]
         assert machine.platform_address().startswith("192.0.2.")
@@ -234,7 +235,7 @@ NEUTRON_EXTENSION_ONLY = {
 def test_fake_serves_upstream_documents_and_shapes(openstack_cloud, cern_image, tmp_path):
     fake = openstack_cloud
     conn = osmod.connection(CLOUD)
-    fixtures = Path(osmod._openstack().__file__).parent / "tests" / "unit" / "fixtures"
+    fixtures = Path(osmod.openstacksdk().__file__).parent / "tests" / "unit" / "fixtures"
     served = requests.get(f"{fake.base}/compute", timeout=10).json()
     upstream_doc = json.loads((fixtures / "compute-version.json").read_text())
     assert json.dumps(served).replace(fake.base + "/compute", "https://compute.example.com") == json.dumps(upstream_doc)
@@ -368,7 +369,7 @@ def test_local_image_is_uploaded_reused_by_checksum_and_deleted(openstack_cloud,
         assert (image["disk_format"], image["container_format"], image["status"]) == ("iso", "bare", "active")
         assert image["os_hash_value"] == hashlib.sha512(image_file.read_bytes()).hexdigest()
         assert fake.image_data[image["id"]] == image_file.read_bytes()
-        assert f"cernvm-fixtures:machine={first.name}" in image["tags"]
+        assert f"cvmfx-name={first.name}" in image["tags"]
         assert fake.servers[first.server_id].body["image"]["id"] == image["id"]
         second, _ = create_only(target_for(str(image_file)), run)
         assert fake.servers[second.server_id].body["image"]["id"] == image["id"], "reused by checksum"
@@ -383,12 +384,17 @@ def test_local_image_is_uploaded_reused_by_checksum_and_deleted(openstack_cloud,
 # --- failures -------------------------------------------------------------------------------------------
 
 
-def test_server_going_to_error_reports_the_fault(openstack_cloud, cern_image, tmp_path):
+FLOATING = {"address": "floating", "floating_ip_pool": "public"}
+
+
+@pytest.mark.parametrize("address", [{}, FLOATING], ids=["fixed", "floating"])
+def test_server_going_to_error_reports_the_fault(openstack_cloud, cern_image, tmp_path, address):
+    """With a floating IP, the launch waits for the server's port: a build failing before it has one ends that wait."""
     fake = openstack_cloud
     fake.fail_next_build = "No valid host was found. There are not enough hosts available."
     run = run_for(tmp_path)
     with pytest.raises(PermanentError, match=r"is ERROR: No valid host was found"):
-        create_only(target_for(), run)
+        create_only(target_for(**address), run)
     assert_nothing_left(fake, run)
 
 
@@ -483,7 +489,7 @@ def test_bad_options_are_one_clear_error(openstack_cloud):
     cases = [
         ({"ssh_cidr": "0.0.0.0/0"}, "not the whole internet"),
         ({"address": "floating"}, "needs floating_ip_pool"),
-        ({"properties": {"cernvm-fixtures:run": "x"}}, "set by cernvm-fixtures itself"),
+        ({"properties": {"cvmfx-run": "x"}}, "set by cernvm-fixtures itself"),
         ({"password": "hunter2"}, "password"),
         ({"jump_host": "a b"}, "[user@]host[:port]"),
     ]
@@ -516,7 +522,7 @@ def test_floating_address_is_allocated_tagged_and_released_first(openstack_cloud
         assert len(held["floating-ip"]) == 1
         ip = fake.floating_ips[held["floating-ip"][0]]
         assert machine.platform_address() == ip["floating_ip_address"] and ip["port_id"] == held["port"][0]
-        assert f"cernvm-fixtures:run={run.id}" in ip["tags"]
+        assert f"cvmfx-run={run.id}" in ip["tags"]
         assert [r.kind for r in run.ledger.entries()][-1] == "floating-ip"
     finally:
         with pytest.MonkeyPatch.context() as patch:
@@ -525,6 +531,43 @@ def test_floating_address_is_allocated_tagged_and_released_first(openstack_cloud
     assert order[:2] == ["floatingips", "servers"] and order.index("security-groups") > 1
     assert order[-1] == "os-keypairs", order
     assert_nothing_left(fake, run)
+
+
+def test_the_floating_ip_is_attached_in_the_launch_and_the_wait_creates_nothing(openstack_cloud, cern_image, tmp_path):
+    fake = openstack_cloud
+    fake.build_seconds = 2.0  # the port comes after network_seconds, long before the server is ACTIVE
+    run = run_for(tmp_path)
+    provider = OpenStackProvider(target_for(address="floating", floating_ip_pool="public"), run)
+    machine = provider.machine(run.name("os"))
+    try:
+        provider.launch(machine, Context(hostname=machine.name, ssh_keys=(run.public_key,)))
+        held = fake.holds()
+        ip = fake.floating_ips[held["floating-ip"][0]]
+        assert ip["port_id"] == held["port"][0] and fake.servers[machine.server_id].body["status"] == "BUILD"
+        asked = len(fake.requests)
+        machine.wait_running(time.monotonic() + 10)
+        changes = [r for r in fake.requests[asked:] if r[0] != "GET"]
+        assert changes == [], "waiting for the server to run changes nothing"
+        assert machine.platform_address() == ip["floating_ip_address"]
+    finally:
+        fake.build_seconds = 0.3
+        machine.destroy()
+    assert_nothing_left(fake, run)
+
+
+def test_keep_marks_every_tagged_resource_so_a_sweep_from_the_platform_leaves_them(
+    openstack_cloud, image_file, tmp_path
+):
+    run = run_for(tmp_path)
+    machine, _ = create_only(target_for(str(image_file), address="floating", floating_ip_pool="public"), run)
+    try:
+        machine.keep()
+        found = [r for r in OpenStackProvider.leftovers(target_for(), set()) if r.name == machine.name]
+        assert sorted(r.kind for r in found) == sorted(osmod.CREATION_ORDER), found
+        assert all(r.kept and r.expires > time.time() + 23 * 3600 for r in found), found
+    finally:
+        machine.destroy()
+    assert_nothing_left(openstack_cloud, run)
 
 
 # --- sweep after SIGKILL --------------------------------------------------------------------------------

@@ -293,7 +293,9 @@ def test_a_release_gives_each_target_the_file_in_its_format(server, monkeypatch)
 
 
 def test_a_release_gives_openstack_its_hdd_and_gce_its_tarball(server, monkeypatch):
-    from cernvm_fixtures import config, providers
+    from cernvm_fixtures import config
+    from cernvm_fixtures.images import resolve
+    from cernvm_fixtures.providers.openstack import GLANCE
 
     monkeypatch.setenv("CERNVM_FIXTURES_IMAGE_BASE", server.url)
     server.extra = {
@@ -315,9 +317,9 @@ def test_a_release_gives_openstack_its_hdd_and_gce_its_tarball(server, monkeypat
         },
         "t",
     )
-    provider = providers.get("openstack")(loaded.targets["os"], None)
-    source, path = provider.image_source()
-    assert (source, path.name, path.read_bytes()) == ("file", "ucernvm-prod.2021.05-1.cernvm.x86_64.hdd", b"raw disk")
+    path = resolve(loaded.targets["os"], GLANCE).file
+    assert path is not None
+    assert (path.name, path.read_bytes()) == ("ucernvm-prod.2021.05-1.cernvm.x86_64.hdd", b"raw disk")
     gce = local_file(loaded.targets["gce"], Accepts(".tar.gz", "tarballs"))
     assert gce.read_bytes() == b"gzipped disk.raw"
 

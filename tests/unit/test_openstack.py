@@ -1,15 +1,18 @@
-"""The openstack provider's options, labels and teardown order: no cloud, no SDK calls."""
+"""The openstack provider's options, ledger fields and teardown order: no cloud, no SDK calls."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from cernvm_fixtures import config
+from cernvm_fixtures import config, images
 from cernvm_fixtures.errors import ConfigError
 from cernvm_fixtures.ledger import Resource
 from cernvm_fixtures.providers import openstack as osmod
+from cernvm_fixtures.providers.base import teardown_rank
+from cernvm_fixtures.providers.kit import encode_fields
 
 
 def target(**options) -> config.Target:
@@ -56,30 +59,41 @@ def resource(kind: str = "server", name: str = "cvmfx-0123abcd-cern-1a2b") -> Re
     return Resource(provider="openstack", kind=kind, name=name, run="0123abcd", target="cern", data={})
 
 
-def test_labels_round_trip_and_fit_nova_and_neutron():
+def test_fields_round_trip_and_fit_nova_and_neutron():
     r = resource()
-    fields = osmod.labels(r)
-    back = osmod.resource_from_labels("server", fields, {"id": "x"})
-    assert back is not None
-    assert (back.name, back.run, back.target, back.owner.host, back.owner.pid) == (
+    fields = encode_fields(r)
+    back = osmod.from_fields("server", fields, {"id": "x"})
+    assert back is not None and back.data == {"id": "x"}
+    assert (back.name, back.run, back.target, back.owner, back.created, back.expires, back.kept) == (
         r.name,
         r.run,
         r.target,
-        r.owner.host,
-        r.owner.pid,
+        r.owner,
+        round(r.created * 1e6) / 1e6,
+        round(r.expires * 1e6) / 1e6,
+        r.kept,
     )
-    assert abs(back.expires - r.expires) < 1
-    assert all("/" not in t and "," not in t and len(t) <= 255 for t in osmod.tags(r))
-    assert osmod.labels_from_tags(osmod.tags(r)) == fields
-    assert all(len(t) <= osmod.SERVER_TAG_LENGTH for t in osmod.server_tags(r))
-    assert osmod.resource_from_labels("server", {"other": "x"}, {}) is None
+    tags = osmod.tag_list(fields)
+    assert osmod.MARKER in tags, "every resource of ours carries the marker listings filter on"
+    assert all("/" not in t and "," not in t and len(t) <= 255 for t in tags)
+    assert osmod.tag_fields([*tags, "someone-else", "x=y"]) == fields
+    assert osmod.from_fields("server", {"other": "x"}, {}) is None
+    assert osmod.from_fields("server", encode_fields(replace(r, provider="gce")), {}) is None
+
+
+def test_server_tags_are_the_fields_a_listing_filters_on_within_60_characters():
+    short = encode_fields(resource())
+    assert set(osmod.server_tags(short)) == {osmod.MARKER, "cvmfx-run=0123abcd", "cvmfx-name=cvmfx-0123abcd-cern-1a2b"}
+    long = encode_fields(resource(name="cvmfx-0123abcd-a-target-of-24-chars-0123456789abcdef"))
+    assert set(osmod.server_tags(long)) == {osmod.MARKER, "cvmfx-run=0123abcd"}, "a tag over 60 characters is left out"
+    assert all(len(t) <= osmod.fields.SERVER_TAG_LENGTH for t in osmod.server_tags(long))
 
 
 def test_teardown_order_is_the_reverse_of_creation():
     kinds = ["image", "keypair", "security-group", "server", "floating-ip"]
     assert list(osmod.CREATION_ORDER) == kinds
-    found = [osmod.resource_from_labels(k, osmod.labels(resource(k)), {}) for k in kinds]
-    ordered = sorted(found, key=lambda r: (osmod.RANK[r.kind], r.created), reverse=True)
+    found = [osmod.from_fields(k, encode_fields(resource(k)), {}) for k in reversed(kinds)]
+    ordered = sorted(found, key=lambda r: teardown_rank(osmod.CREATION_ORDER, r), reverse=True)
     assert [r.kind for r in ordered] == kinds[::-1]
 
 
@@ -100,5 +114,11 @@ def test_missing_local_image_file_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match=r"targets.cern.image: .*nope.iso' does not exist"):
         target(image=str(tmp_path / "nope.iso"))
     name = "CernVM 4 - Bootloader v2020.04-1 [2020-04-01]"
-    found = osmod.OpenStackProvider(target(image=name), run=None).image_source()  # type: ignore[arg-type]
-    assert found == ("glance", name)
+    assert images.resolve(target(image=name), osmod.GLANCE) == images.Resolved(platform=name)
+
+
+def test_a_local_file_of_each_disk_format_is_uploaded(tmp_path):
+    for suffix in osmod.DISK_FORMATS:
+        path = tmp_path / f"cernvm{suffix}"
+        path.write_bytes(bytes(32769) + b"CD001" if suffix == ".iso" else b"disk")  # an ISO 9660 signature
+        assert images.resolve(target(image=str(path)), osmod.GLANCE) == images.Resolved(file=path)

@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import openstack
 
@@ -96,6 +96,10 @@ class Server:
     ports: list[str]
     ready_at: float
     fails_with: str | None = None
+    networks: list[str] = field(default_factory=list)
+    """The networks to give the server a port on, once Nova allocates them (:attr:`FakeOpenStack.network_seconds`)."""
+    groups: list[str] = field(default_factory=list)
+    ports_at: float = 0.0
     deleting_since: float | None = None
     console: str = ""
 
@@ -105,6 +109,9 @@ class FakeOpenStack:
     """The cloud's state and its knobs; ``url`` is the Keystone endpoint once started."""
 
     build_seconds: float = 0.3
+    network_seconds: float = 0.1
+    """Nova allocates a server's ports (Neutron lists them) this long after the create call, during BUILD, as a
+    compute host does after scheduling; a server whose build fails (no valid host) never gets any."""
     delete_seconds: float = 0.3
     port_release_seconds: float = 0.0
     """Ports (and so security groups) stay in use this long after their server is gone, as with Neutron's
@@ -269,6 +276,9 @@ class FakeOpenStack:
                     else:
                         self._drop_port(pid)
                 continue
+            allocating = body["status"] == "BUILD" and server.deleting_since is None and not server.fails_with
+            if allocating and t >= server.ports_at and not server.ports:
+                server.ports = [self._port(net, sid, server.groups)["id"] for net in server.networks]
             if body["status"] == "BUILD" and t >= server.ready_at:
                 if server.fails_with:
                     body.update(status="ERROR", **{"OS-EXT-STS:vm_state": "error", "OS-EXT-STS:task_state": None})
@@ -414,11 +424,9 @@ class FakeOpenStack:
         if networks in ("auto", "none"):
             networks = [{"uuid": next(n for n in self.networks.values() if not n["router:external"])["id"]}]
         sid = str(uuid.uuid4())
-        port_ids = []
         for net in networks:
             if net.get("uuid") not in self.networks:
                 raise nova_error(400, f"Network {net.get('uuid')} could not be found.")
-            port_ids.append(self._port(net["uuid"], sid, group_ids)["id"])
         failure, self.fail_next_build = self.fail_next_build, None
         body = {
             "id": sid,
@@ -478,7 +486,18 @@ class FakeOpenStack:
             "OS-EXT-SRV-ATTR:user_data": req.get("user_data"),
             "trusted_image_certificates": None,
         }
-        server = Server(sid, body, user_data, port_ids, time.monotonic() + self.build_seconds, failure)
+        created = time.monotonic()
+        server = Server(
+            sid,
+            body,
+            user_data,
+            [],
+            created + self.build_seconds,
+            failure,
+            networks=[net["uuid"] for net in networks],
+            groups=group_ids,
+            ports_at=created + min(self.network_seconds, self.build_seconds),
+        )
         self.servers[sid] = server
         return server
 
@@ -1023,8 +1042,6 @@ def _nova(
             return 200, {"keypair": cloud.keypair_view(cloud.create_keypair(req.get("keypair", {})), mv)}, {}
         if name is None and method == "GET":
             return 200, {"keypairs": [{"keypair": cloud.keypair_view(k, mv)} for k in cloud.keypairs.values()]}, {}
-        from urllib.parse import unquote
-
         name = unquote(name or "")
         if name not in cloud.keypairs:
             raise nova_error(404, f"Keypair {name} not found for user {USER_ID}")
@@ -1198,8 +1215,14 @@ def _glance(
         return 204, None, {}
     if sub == "/file" and method == "GET":
         return 200, cloud.image_data.get(iid, b""), {}
-    if sub and sub.startswith("/tags/") and method == "PUT":
-        image["tags"].append(sub[len("/tags/") :])
+    if sub and sub.startswith("/tags/") and method in ("PUT", "DELETE"):
+        tag = unquote(sub[len("/tags/") :])
+        if method == "PUT" and tag not in image["tags"]:
+            image["tags"].append(tag)
+        if method == "DELETE":
+            if tag not in image["tags"]:
+                raise glance_error(404, f"Tag {tag} not found")
+            image["tags"].remove(tag)
         return 204, None, {}
     if sub is None and method == "GET":
         return 200, cloud.image_view(image), {}
