@@ -516,6 +516,28 @@ def test_leftovers_are_found_by_tags_alone_and_swept(azure_cloud, image_id, tmp_
     machine.destroy()  # idempotent: everything is gone already
 
 
+def test_keep_tags_the_resources_kept(azure_cloud, tmp_path):
+    vhd = make_vhd(tmp_path / "kept.vhd", mark=b"kept machine")
+    blob, _ = content_blob(azure_cloud, vhd)
+    run = run_for(tmp_path)
+    machine, _ = create_only(vhd_target(azure_cloud, vhd), run)
+    try:
+        machine.keep()
+        tagged = {rid.lower() for rid in azure_cloud.arm.tagged("cvmfx-kept", "true")}
+        ids = {r.data["id"].lower() for r in machine.resources if r.kind not in ("disk", "blob")}
+        assert tagged == ids and len(ids) == 7, "the disk has no tags; the blob has metadata"
+        assert blob.get_blob_properties().metadata["cvmfx_kept"] == "true"
+        vm = azure_cloud.arm.get(next(r for r in machine.resources if r.kind == "vm").data["id"])
+        assert vm["tags"]["project"] == "cernvm-fixtures-tests", "the user's tags stay"
+        found = [r for r in AzureProvider.leftovers(vhd_target(azure_cloud, vhd), set()) if r.run == run.id]
+        expires = max(r.expires for r in run.ledger.entries())
+        assert len(found) == 8 and all(r.kept and r.expires == pytest.approx(expires, abs=1) for r in found)
+        assert all(r.kept and "login" in r.data for r in run.ledger.entries())
+    finally:
+        machine.destroy()
+    assert_nothing_left(azure_cloud, run)
+
+
 def test_an_uploaded_vhd_is_found_by_its_metadata_alone_and_swept(azure_cloud, tmp_path):
     vhd = make_vhd(tmp_path / "swept.vhd", mark=b"swept")
     blob, _ = content_blob(azure_cloud, vhd)

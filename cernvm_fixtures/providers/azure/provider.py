@@ -1,5 +1,5 @@
 """The azure provider and its machine: checks before anything exists, the launch (resource group, image, network,
-VM, each recorded first), the VM's state, address, serial log and screenshot."""
+VM, each recorded first), the VM's state, address, serial log and screenshot, and the kept mark on its tags."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from ...errors import ConfigError, ProviderError, ScreenUnavailable
 from ...ledger import Resource
 from ...screen import write_png
 from ..base import Machine, PlatformState, Provider, RemoteMachine, console_text
+from ..kit import FIELD_PREFIX, encode_fields
 from .clients import (
     ERRORS,
     MANAGEMENT_SCOPE,
@@ -29,7 +30,7 @@ from .image import IMAGE_ID, VHD, image_from_file
 from .network import create_network, create_nic
 from .options import AzureOptions, certificate_public_key
 from .tags import ARM, CREATION_ORDER, Recorder, arm_id, resource_name, split_id, tag_dict
-from .vhd import check_vhd
+from .vhd import check_vhd, tag_blob
 
 if TYPE_CHECKING:
     from ...config import Target
@@ -39,6 +40,8 @@ log = logging.getLogger(__name__)
 
 CUSTOM_DATA_LIMIT = 64 * 1024
 """Bytes of custom data Azure accepts (before base64)."""
+KEPT_FIELDS = (FIELD_PREFIX + "kept", FIELD_PREFIX + "expires")
+"""The fields :meth:`AzureMachine.mark_kept` rewrites."""
 
 
 class AzureProvider(Provider[AzureOptions, "AzureMachine"]):
@@ -364,3 +367,25 @@ class AzureMachine(RemoteMachine):
         except Exception as e:  # noqa: BLE001 - the console is diagnostics; never fail because of it
             log.debug("%s: no serial log: %s", self.name, type(e).__name__)
         return self._console
+
+    def mark_kept(self) -> None:
+        """Merge the kept mark and new expiry into the tags of each resource Azure holds our tags on (the OS disk,
+        made by Azure from the VM, has none), and into an uploaded VHD's metadata."""
+        tags = self.provider.client("resource").tags
+        models = azure_module("azure.mgmt.resource.resources.models")
+        refused = []
+        for resource in self.resources:
+            fields = encode_fields(resource)
+            kept = {name: fields[name] for name in KEPT_FIELDS}
+            patch = models.TagsPatchResource(operation="Merge", properties=models.Tags(tags=kept))
+            scope = resource.data.get("id")
+            try:
+                if resource.kind == "blob":
+                    tag_blob(resource, kept)
+                elif scope and resource.kind != "disk":
+                    poller = ERRORS.call(f"tag {resource.kind} kept", tags.begin_update_at_scope, scope, patch)
+                    ERRORS.call(f"tag {resource.kind} kept", poller.result)
+            except ProviderError as e:
+                refused.append(str(e))
+        if refused:
+            raise ProviderError("; ".join(refused))

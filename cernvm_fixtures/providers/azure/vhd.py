@@ -8,7 +8,7 @@ Functions take a blob client and the machine's :class:`~.tags.Recorder`, never t
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -187,6 +187,15 @@ def destroy_blob(resource: Resource) -> None:
     found = own_blob(resource)
     if found is not None:
         ERRORS.call(f"delete blob {resource.data['blob']}", found[0].delete_blob, missing_ok=True)
+
+
+def tag_blob(resource: Resource, tags: Mapping[str, str]) -> None:
+    """Merge ``tags`` (the kept mark) into a recorded upload's metadata, unless another machine took it over."""
+    found = own_blob(resource)
+    if found is not None:
+        blob_client, props = found
+        metadata = {**(props.metadata or {}), **to_metadata(tags)}
+        ERRORS.call(f"tag blob {resource.data['blob']}", blob_client.set_blob_metadata, metadata)
 
 
 def blob_leftovers(account_url: str, container: str, data: dict[str, Any], recorded: set[str]) -> list[Resource]:
