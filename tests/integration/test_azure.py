@@ -173,6 +173,24 @@ def test_fake_rejects_api_versions_the_sdk_does_not_send(azure_cloud, image_id):
         compute.images.get(IMAGE_GROUP, "cernvm", params={"api-version": "2015-06-15"})
 
 
+@pytest.mark.parametrize(
+    "tags, code",
+    [
+        ({"a/b": "x"}, "InvalidTagNameCharacters"),
+        ({"x" * 513: "v"}, "InvalidTagName"),
+        ({"k": "v" * 257}, "InvalidTagValueLength"),
+        ({f"t{i}": "v" for i in range(51)}, "InvalidTags"),
+    ],
+)
+def test_fake_refuses_tags_azure_refuses(azure_cloud, tags, code):
+    from azure.core.exceptions import HttpResponseError
+
+    groups = azure_cloud.client("resource").resource_groups
+    with pytest.raises(HttpResponseError, match=code):
+        groups.create_or_update("tag-check", {"location": "westeurope", "tags": tags})
+    assert not groups.check_existence("tag-check")
+
+
 def test_responses_deserialize_into_the_sdk_models(azure_cloud, image_id):
     from azure.mgmt.compute import models
 
