@@ -32,6 +32,7 @@ from cernvm_fixtures.ledger import Owner, Resource, machine_identity
 from cernvm_fixtures.providers import azure as azmod
 from cernvm_fixtures.providers.azure import AzureProvider
 from cernvm_fixtures.run import Keep, Run
+from cernvm_fixtures.sweep import teardown_key
 
 from ..fakes.azure import wire
 from ..fakes.azure.certificate import make_certificate
@@ -121,7 +122,7 @@ def create_only(target: config.Target, run: Run):
 
 
 def assert_nothing_left(cloud: AzureCloud, run: Run) -> None:
-    assert cloud.arm.tagged("cernvm-fixtures:run", run.id) == [], "the fake still holds resources of the run"
+    assert cloud.arm.tagged("cvmfx-run", run.id) == [], "the fake still holds resources of the run"
     assert cloud.blob_names(run.id) == [], "Azurite still holds blobs of the run"
     assert run.ledger.entries() == []
 
@@ -172,6 +173,24 @@ def test_fake_rejects_api_versions_the_sdk_does_not_send(azure_cloud, image_id):
         compute.images.get(IMAGE_GROUP, "cernvm", params={"api-version": "2015-06-15"})
 
 
+@pytest.mark.parametrize(
+    "tags, code",
+    [
+        ({"a/b": "x"}, "InvalidTagNameCharacters"),
+        ({"x" * 513: "v"}, "InvalidTagName"),
+        ({"k": "v" * 257}, "InvalidTagValueLength"),
+        ({f"t{i}": "v" for i in range(51)}, "InvalidTags"),
+    ],
+)
+def test_fake_refuses_tags_azure_refuses(azure_cloud, tags, code):
+    from azure.core.exceptions import HttpResponseError
+
+    groups = azure_cloud.client("resource").resource_groups
+    with pytest.raises(HttpResponseError, match=code):
+        groups.create_or_update("tag-check", {"location": "westeurope", "tags": tags})
+    assert not groups.check_existence("tag-check")
+
+
 def test_responses_deserialize_into_the_sdk_models(azure_cloud, image_id):
     from azure.mgmt.compute import models
 
@@ -215,7 +234,7 @@ def test_create_records_first_and_teardown_removes_everything(azure_cloud, image
         assert linux["disablePasswordAuthentication"] is True and "adminPassword" not in props["osProfile"]
         assert [k["keyData"] for k in linux["ssh"]["publicKeys"]] == [run.public_key]
         assert props["diagnosticsProfile"]["bootDiagnostics"]["enabled"] is True
-        assert vm["tags"]["cernvm-fixtures:run"] == run.id and vm["tags"]["project"] == "cernvm-fixtures-tests"
+        assert vm["tags"]["cvmfx-run"] == run.id and vm["tags"]["project"] == "cernvm-fixtures-tests"
         nsg = azure_cloud.arm.get(machine.resources[2].data["id"])
         rules = [
             (
@@ -274,7 +293,7 @@ def test_a_second_launch_of_the_same_vhd_reuses_the_image_and_uploads_nothing(az
     try:
         first.wait_running(time.monotonic() + 20)
         image = next(r for r in first.resources if r.kind == "image")
-        assert azure_cloud.arm.get(image.data["id"])["tags"]["cernvm-fixtures:sha256"] == digest
+        assert azure_cloud.arm.get(image.data["id"])["tags"]["cvmfx-sha256"] == digest
         second, _ = create_only(vhd_target(azure_cloud, vhd), run)
         assert [r.kind for r in second.resources if r.kind in ("blob", "image")] == [], "made again, not reused"
         vm = azure_cloud.arm.get(next(r for r in second.resources if r.kind == "vm").data["id"])
@@ -312,7 +331,7 @@ def test_fake_refuses_an_image_delete_only_while_a_vm_is_provisioned_from_it(azu
 def test_a_blob_of_the_same_content_is_made_into_an_image_without_uploading(azure_cloud, tmp_path):
     vhd = make_vhd(tmp_path / "kept.vhd", mark=b"kept blob")
     blob, digest = content_blob(azure_cloud, vhd)
-    blob.create_page_blob(vhd.stat().st_size, metadata={"sha256": digest, "cernvm_fixtures_complete": "true"})
+    blob.create_page_blob(vhd.stat().st_size, metadata={"cvmfx_sha256": digest, "cvmfx_complete": "true"})
     blob.upload_page(vhd.read_bytes()[:512], offset=0, length=512)  # what the test reads back below
     run = run_for(tmp_path)
     try:
@@ -346,17 +365,9 @@ def test_an_upload_whose_uploader_was_killed_is_continued_where_it_stopped(azure
             "blob": blob.blob_name,
             "instance_discovery": False,
         },
+        owner=Owner(socket.gethostname(), gone.pid, "1", machine_identity()),
     )
-    blob.create_page_blob(
-        vhd.stat().st_size,
-        metadata={
-            "cernvm_fixtures_run": "earlier",
-            "cernvm_fixtures_machine": "cvmfx-earlier",
-            "sha256": digest,
-            "cernvm_fixtures_owner": f"{socket.gethostname()}/{gone.pid}/1",
-            **({"cernvm_fixtures_owner_machine": machine_identity()} if machine_identity() else {}),
-        },
-    )
+    blob.create_page_blob(vhd.stat().st_size, metadata=azmod.blob_metadata(earlier, digest))
     blob.upload_page(vhd.read_bytes()[:512], offset=0, length=512)  # the killed upload got this far
     run = run_for(tmp_path)
     machine, _ = create_only(vhd_target(azure_cloud, vhd), run)
@@ -365,7 +376,7 @@ def test_an_upload_whose_uploader_was_killed_is_continued_where_it_stopped(azure
         assert entry.data["sent"] == 1536 + 512, "the page the killed upload wrote was sent again"
         assert blob.download_blob().readall() == vhd.read_bytes(), "the continued blob is the VHD, byte for byte"
         meta = blob.get_blob_properties().metadata
-        assert (meta["cernvm_fixtures_run"], meta["cernvm_fixtures_complete"]) == (run.id, "true")
+        assert (meta["cvmfx_run"], meta["cvmfx_complete"]) == (run.id, "true")
         AzureProvider.destroy_resource(earlier)  # the killed run's sweep: the blob is no longer its own
         assert blob.exists(), "the killed run's ledger entry deleted a blob another run took over"
     finally:
@@ -403,14 +414,14 @@ def test_an_upload_error_the_sdk_did_not_cure_is_continued(azure_cloud, tmp_path
 def test_an_upload_another_live_machine_is_making_is_waited_for_then_a_clear_error(azure_cloud, tmp_path):
     vhd = make_vhd(tmp_path / "busy.vhd", mark=b"busy")
     blob, digest = content_blob(azure_cloud, vhd)
-    me = Owner.current()
-    metadata = {"sha256": digest, "cernvm_fixtures_owner": f"{me.host}/{me.pid}/{me.start or '-'}"}
-    blob.create_page_blob(vhd.stat().st_size, metadata={**metadata, "cernvm_fixtures_owner_machine": me.machine or ""})
+    uploading = Resource(provider="azure", kind="blob", name="cvmfx-uploading", run="uploading", target="azure")
+    metadata = azmod.blob_metadata(uploading, digest)  # its uploader: this process, alive
+    blob.create_page_blob(vhd.stat().st_size, metadata=metadata)
     run = run_for(tmp_path)
     try:
         with pytest.raises(ProviderError, match=r"the upload of blob cernvm-fixtures/\w+\.vhd for busy.vhd is still"):
             create_only(vhd_target(azure_cloud, vhd, share_timeout=0.5), run)
-        assert blob.get_blob_properties().metadata["cernvm_fixtures_owner"] == metadata["cernvm_fixtures_owner"]
+        assert blob.get_blob_properties().metadata == metadata, "the live uploader's blob was taken over"
     finally:
         blob.delete_blob()
     assert_nothing_left(azure_cloud, run)
@@ -419,12 +430,12 @@ def test_an_upload_another_live_machine_is_making_is_waited_for_then_a_clear_err
 def test_a_blob_of_that_name_with_other_content_is_left_alone(azure_cloud, tmp_path):
     vhd = make_vhd(tmp_path / "clash.vhd", mark=b"clash")
     blob, _ = content_blob(azure_cloud, vhd)
-    blob.create_page_blob(vhd.stat().st_size, metadata={"sha256": "0" * 64})
+    blob.create_page_blob(vhd.stat().st_size, metadata={"cvmfx_sha256": "0" * 64})
     run = run_for(tmp_path)
     try:
         with pytest.raises(ProviderError, match="exists but does not hold clash.vhd"):
             create_only(vhd_target(azure_cloud, vhd), run)
-        assert blob.get_blob_properties().metadata["sha256"] == "0" * 64
+        assert blob.get_blob_properties().metadata["cvmfx_sha256"] == "0" * 64
     finally:
         blob.delete_blob()
     assert_nothing_left(azure_cloud, run)
@@ -505,7 +516,7 @@ def test_leftovers_are_found_by_tags_alone_and_swept(azure_cloud, image_id, tmp_
     machine, _ = create_only(target_for(azure_cloud, image_id), run)
     target = target_for(azure_cloud, image_id)
     found = AzureProvider.leftovers(target, set())
-    ours = [r for r in found if r.run == run.id]
+    ours = sorted((r for r in found if r.run == run.id), key=teardown_key, reverse=True)  # as sweep orders them
     assert [r.kind for r in ours] == [
         "vm",
         "network-interface",
@@ -519,8 +530,30 @@ def test_leftovers_are_found_by_tags_alone_and_swept(azure_cloud, image_id, tmp_
         AzureProvider.destroy_resource(resource)
     for resource in list(machine.resources):
         run.ledger.forget(resource)
-    assert azure_cloud.arm.tagged("cernvm-fixtures:run", run.id) == []
+    assert azure_cloud.arm.tagged("cvmfx-run", run.id) == []
     machine.destroy()  # idempotent: everything is gone already
+
+
+def test_keep_tags_the_resources_kept(azure_cloud, tmp_path):
+    vhd = make_vhd(tmp_path / "kept.vhd", mark=b"kept machine")
+    blob, _ = content_blob(azure_cloud, vhd)
+    run = run_for(tmp_path)
+    machine, _ = create_only(vhd_target(azure_cloud, vhd), run)
+    try:
+        machine.keep()
+        tagged = {rid.lower() for rid in azure_cloud.arm.tagged("cvmfx-kept", "true")}
+        ids = {r.data["id"].lower() for r in machine.resources if r.kind not in ("disk", "blob")}
+        assert tagged == ids and len(ids) == 7, "the disk has no tags; the blob has metadata"
+        assert blob.get_blob_properties().metadata["cvmfx_kept"] == "true"
+        vm = azure_cloud.arm.get(next(r for r in machine.resources if r.kind == "vm").data["id"])
+        assert vm["tags"]["project"] == "cernvm-fixtures-tests", "the user's tags stay"
+        found = [r for r in AzureProvider.leftovers(vhd_target(azure_cloud, vhd), set()) if r.run == run.id]
+        expires = max(r.expires for r in run.ledger.entries())
+        assert len(found) == 8 and all(r.kept and r.expires == pytest.approx(expires, abs=1) for r in found)
+        assert all(r.kept and "login" in r.data for r in run.ledger.entries())
+    finally:
+        machine.destroy()
+    assert_nothing_left(azure_cloud, run)
 
 
 def test_an_uploaded_vhd_is_found_by_its_metadata_alone_and_swept(azure_cloud, tmp_path):
@@ -536,7 +569,7 @@ def test_an_uploaded_vhd_is_found_by_its_metadata_alone_and_swept(azure_cloud, t
     for resource in AzureProvider.leftovers(target, set()):
         if resource.run == run.id:
             AzureProvider.destroy_resource(resource)
-    assert not blob.exists() and azure_cloud.arm.tagged("cernvm-fixtures:run", run.id) == []
+    assert not blob.exists() and azure_cloud.arm.tagged("cvmfx-run", run.id) == []
     for resource in list(machine.resources):
         run.ledger.forget(resource)
     machine.destroy()
@@ -692,13 +725,13 @@ def test_sweep_removes_what_a_killed_run_left(azure_cloud, image_id, tmp_path, l
     finally:
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=30)
-    assert len(azure_cloud.arm.tagged("cernvm-fixtures:run", run_id)) == 6
+    assert len(azure_cloud.arm.tagged("cvmfx-run", run_id)) == 6
     assert len(ledger_entries(state)) == 7
     if ledger == "lost":
         shutil.rmtree(state)
     sweep = cli(state, "sweep", "--config", str(cfg), cwd=tmp_path)
     assert sweep.returncode == 0, sweep.stdout + sweep.stderr
-    assert azure_cloud.arm.tagged("cernvm-fixtures:run", run_id) == [], sweep.stdout
+    assert azure_cloud.arm.tagged("cvmfx-run", run_id) == [], sweep.stdout
     assert ledger_entries(state) == [] and not list(state.glob("runs/*"))
     order = re.findall(r"destroyed azure (\S+)", sweep.stdout)
     assert (
@@ -771,4 +804,4 @@ def test_scenario_suite_end_to_end_against_the_fake_with_standins(azure_cloud, i
     assert azure_cloud.env["AZURE_CLIENT_SECRET"] not in suite.output
     assert domains_under(tmp_path) == [], "stand-in domains left behind"
     assert ledger_entries(state) == [] and not list(state.glob("runs/*"))
-    assert azure_cloud.arm.tagged("cernvm-fixtures:target", "azure") == [], "the fake still holds resources"
+    assert azure_cloud.arm.tagged("cvmfx-target", "azure") == [], "the fake still holds resources"

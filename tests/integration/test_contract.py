@@ -442,7 +442,7 @@ class TestAzureContract(ProviderContract):
     @classmethod
     def contract_objects(cls, azure_cloud) -> Objects:
         def objects(run: Run) -> set[str]:
-            found = {f"arm {r}" for r in azure_cloud.arm.tagged("cernvm-fixtures:run", run.id)}
+            found = {f"arm {r}" for r in azure_cloud.arm.tagged("cvmfx-run", run.id)}
             return found | {f"blob {b}" for b in azure_cloud.blob_names(run.id)}
 
         return objects

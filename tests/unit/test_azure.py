@@ -1,15 +1,20 @@
-"""The azure provider's pure parts: options, VHD checks, page runs, tags and teardown order (no engine)."""
+"""The azure provider's pure parts: options, VHD checks, page runs, tags, blob metadata, teardown order."""
 
 from __future__ import annotations
 
+import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from cernvm_fixtures import config
 from cernvm_fixtures.errors import ConfigError
-from cernvm_fixtures.ledger import Resource
+from cernvm_fixtures.ledger import Owner, Resource
 from cernvm_fixtures.providers import azure
+from cernvm_fixtures.providers.azure.tags import from_metadata
+from cernvm_fixtures.providers.base import teardown_rank
+from cernvm_fixtures.providers.kit import FIELD_BUDGET, encode_fields
 
 from ..fakes.azure.certificate import make_certificate
 from ..fakes.azure.vhd import make_vhd
@@ -43,7 +48,8 @@ def test_defaults_and_an_image_id():
         ({"admin_user": "root"}, "that Azure does not reserve"),
         ({"endpoint": "http://127.0.0.1:1"}, "an https:// URL"),
         ({"tags": {"a/b": "x"}}, "without < > % & \\\\ \\? /"),
-        ({"tags": {"cernvm-fixtures:run": "x"}}, "is reserved"),
+        ({"tags": {"cvmfx-run": "x"}}, "is reserved"),
+        ({"tags": {"CVMFX-Run": "x"}}, "is reserved"),  # Azure's tag names are case-insensitive
         ({"address": "floating"}, "targets.azure.address"),
         ({"bogus": 1}, "targets.azure.bogus"),
     ],
@@ -82,17 +88,34 @@ def test_pages_skip_empty_512_byte_pages(tmp_path: Path):
     assert all(chunk.strip(b"\0") for _, chunk in azure.pages(path))
 
 
-def test_tags_round_trip_and_teardown_order():
+def test_tags_round_trip_within_azures_limits_and_teardown_order():
     resources = []
     for kind in azure.CREATION_ORDER:
         resource = Resource(provider="azure", kind=kind, name="cvmfx-abc-azure-1", run="abc", target="azure")
         tags = azure.tag_dict(resource, {"project": "p"})
-        assert len(tags) == 8 + 1 and tags["project"] == "p"
-        back = azure.resource_from_tags(kind, tags, {})
-        assert (back.kind, back.name, back.run, back.owner) == (kind, resource.name, "abc", resource.owner)
+        assert tags["project"] == "p" and all(name.startswith("cvmfx-") for name in tags if name != "project")
+        assert len(tags) <= 1 + FIELD_BUDGET <= 50 - 20, "room for the user's tags in Azure's 50"
+        assert not [n for n, v in tags.items() if re.search(r"[<>%&\\?/]", n) or len(n) > 512 or len(v) > 256]
+        back = azure.resource_from_tags(kind, tags, {"id": "x"})
+        assert (back.created, back.expires) == pytest.approx((resource.created, resource.expires), abs=1e-6)
+        assert replace(back, created=resource.created, expires=resource.expires) == replace(resource, data={"id": "x"})
         resources.append(back)
-    assert [r.kind for r in azure.teardown_order(resources)] == list(reversed(azure.CREATION_ORDER))
+    order = sorted(resources, key=lambda r: teardown_rank(azure.AzureProvider.creation_order, r), reverse=True)
+    assert [r.kind for r in order] == list(reversed(azure.CREATION_ORDER))
     assert azure.resource_from_tags("vm", {"project": "p"}, {}) is None
+    assert azure.resource_from_tags("vm", {**tags, "cvmfx-provider": "gce"}, {}) is None
+
+
+def test_blob_metadata_names_are_identifiers_and_read_back_as_tags():
+    owner = Owner("a-long-host-name-" * 5, 4242, "123456", "f" * 32)  # long: its field continues in _2, _3
+    resource = Resource(provider="azure", kind="blob", name="cvmfx-abc-azure-1", run="abc", target="t", owner=owner)
+    metadata = azure.blob_metadata(resource, "0" * 64, complete=True)
+    assert all(name.isidentifier() for name in metadata), metadata
+    assert {"cvmfx_owner_host_2", "cvmfx_sha256", "cvmfx_complete"} <= set(metadata)
+    tags = from_metadata(metadata)
+    assert tags == {**encode_fields(resource), azure.DIGEST_TAG: "0" * 64, "cvmfx-complete": "true"}
+    assert azure.resource_from_tags("blob", tags, {}).owner == owner
+    assert from_metadata({"sha256": "x", "project_name": "p"}) == {"sha256": "x", "project_name": "p"}
 
 
 def test_split_id():

@@ -8,7 +8,11 @@ What it serves, as the real azure-mgmt-* and azure-identity clients call it:
 * resource groups, managed images and disks, virtual machines (with boot diagnostics: the serial log
   and the screenshot, a stand-in's where a test names one), network
   interfaces, public IP addresses, network security groups, virtual networks and subnets; tag
-  filtered listing (``/resources?$filter=tagName eq ...``);
+  filtered listing (``/resources?$filter=tagName eq ...``); tags at a resource's or group's scope
+  (``.../providers/Microsoft.Resources/tags/default``, merged, replaced or deleted by PATCH);
+* Azure's tag rules on every write: at most 50 tags, names of 1-512 characters without ``<>%&\\?/`` or
+  control characters, values of at most 256 characters (InvalidTags, InvalidTagName,
+  InvalidTagNameCharacters, InvalidTagValueLength);
 * long-running operations: PUT and DELETE answer with ``Azure-AsyncOperation`` and complete after
   ``polls`` status reads;
 * ARM's error shape (``{"error": {"code", "message"}}``) with the codes Azure uses: ResourceNotFound,
@@ -26,6 +30,7 @@ from __future__ import annotations
 import base64
 import http.server
 import json
+import re
 import secrets
 import ssl
 import threading
@@ -49,6 +54,8 @@ TYPES = {
     "microsoft.network/virtualnetworks": ("Microsoft.Network", "VirtualNetwork", "virtualNetworks"),
     "microsoft.network/virtualnetworks/subnets": ("Microsoft.Network", "Subnet", "subnets"),
 }
+TAG_NAME_FORBIDDEN = re.compile(r"[<>%&\\?/\x00-\x1f\x7f]")
+"""Characters Azure refuses in a tag name."""
 SKUS = {"Standard_B2s": 2, "Standard_D2s_v3": 2, "Standard_D4s_v3": 4, "Standard_DS1_v2": 1}
 """VM sizes the fake offers in every location, with their vCPUs."""
 
@@ -70,6 +77,41 @@ class ArmError(Exception):
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(f"{code}: {message}")
         self.status, self.code, self.message = status, code, message
+
+
+def check_tags(tags: dict[str, str] | None) -> None:
+    """Refuse tags as ARM does: more than 50, a name empty, longer than 512 characters or with a character Azure
+    reserves, a value longer than 256 characters."""
+    tags = tags or {}
+    if len(tags) > 50:
+        raise ArmError(
+            400,
+            "InvalidTags",
+            f"Too many tags specified. Requested tag count - '{len(tags)}'. Maximum number of tags allowed - '50'.",
+        )
+    for name, value in tags.items():
+        if not name.strip():
+            raise ArmError(400, "InvalidTagName", "The tag name must be non-null, non-empty and non-whitespace only.")
+        if TAG_NAME_FORBIDDEN.search(name):
+            raise ArmError(
+                400,
+                "InvalidTagNameCharacters",
+                f"The tag names '{name}' have reserved characters '<,>,%,&,\\,?,/' or control characters.",
+            )
+        if len(name) > 512:
+            raise ArmError(
+                400,
+                "InvalidTagName",
+                f"Tag key too large. Following tag name '{name}' exceeded the "
+                "maximum length. Maximum allowed length for tag name - '512' characters.",
+            )
+        if len(value) > 256:
+            raise ArmError(
+                400,
+                "InvalidTagValueLength",
+                f"Tag value too large. Following tag value '{value}' "
+                "exceeded the maximum length. Maximum allowed length for tag value - '256' characters.",
+            )
 
 
 @dataclass
@@ -305,6 +347,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         arm = self.arm
         sub = parts[1]
         rest, lrest = parts[2:], lower[2:]
+        if lower[-4:] == ["providers", "microsoft.resources", "tags", "default"]:
+            return self.tags_at_scope(method, "/" + "/".join(parts[:-4]), query, raw)
         if lrest[:1] == ["providers"] and len(rest) >= 5 and lrest[2] == "locations" and lrest[4] == "operations":
             return self.operation_status(rest[5] if len(rest) > 5 else "")
         if lrest == ["providers", "microsoft.compute", "skus"]:
@@ -436,6 +480,40 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         url = self.arm.operation(namespace, location, done, error).replace("{sub}", sub)
         return {"Azure-AsyncOperation": f"{url}?api-version={version}"}
 
+    # -- tags at a scope
+
+    def tags_at_scope(self, method: str, scope: str, query: dict[str, str], raw: bytes) -> None:
+        """The Tags resource of a resource group or resource: GET, or PATCH with operation Merge, Replace or Delete."""
+        arm = self.arm
+        self.check_version("Microsoft.Resources", query)
+        parts = [p.lower() for p in scope.split("/") if p]
+        item = self.need_group(parts[3]) if len(parts) == 4 and parts[2] == "resourcegroups" else arm.get(scope)
+        if item is None:
+            raise ArmError(404, "ResourceNotFound", f"The Resource '{scope}' was not found.")
+        if method == "PATCH":
+            patch = self.body(raw, wire.model("Microsoft.Resources", "TagsPatchResource"))
+            given = (patch.get("properties") or {}).get("tags") or {}
+            tags = dict(item.get("tags") or {})
+            if patch.get("operation") == "Merge":
+                tags.update(given)
+            elif patch.get("operation") == "Replace":
+                tags = dict(given)
+            elif patch.get("operation") == "Delete":
+                tags = {k: v for k, v in tags.items() if k not in given}
+            else:
+                raise ArmError(400, "InvalidRequestContent", f"unknown tags operation {patch.get('operation')!r}")
+            check_tags(tags)
+            item["tags"] = tags
+        elif method != "GET":
+            raise ArmError(405, "MethodNotAllowed", method)
+        body = {
+            "id": f"{scope}/providers/Microsoft.Resources/tags/default",
+            "name": "default",
+            "type": "Microsoft.Resources/tags",
+            "properties": {"tags": item.get("tags") or {}},
+        }
+        return self.reply(200, body, wire.model("Microsoft.Resources", "TagsResource"))
+
     # -- resource groups
 
     def resource_group(self, method: str, sub: str, name: str, query: dict[str, str], raw: bytes) -> None:
@@ -445,6 +523,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         key = name.lower()
         if method == "PUT":
             body = self.body(raw, cls)
+            check_tags(body.get("tags"))
             existing = arm.groups.get(key)
             group = {
                 "id": f"/subscriptions/{sub}/resourceGroups/{name}",
@@ -513,12 +592,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return self.reply(200, item, cls)
         if method == "PUT":
             body = self.body(raw, cls)
+            check_tags(body.get("tags"))
             return self.create(sub, group, ns, type_path, rid, kinds, body, item, version, cls)
         if method == "PATCH":
             if item is None:
                 raise ArmError(404, "ResourceNotFound", f"The Resource '{ns}/{'/'.join(kinds)}' was not found.")
             patch = json.loads(raw or b"{}")
             if "tags" in patch:
+                check_tags(patch["tags"])
                 item["tags"] = patch["tags"]
             return self.reply(200, item, cls)
         if method == "DELETE":

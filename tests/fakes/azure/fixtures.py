@@ -77,7 +77,7 @@ class AzureCloud:
     def blob_names(self, run: str | None = None) -> list[str]:
         """Blobs in the container; with ``run``: those whose metadata names that run as their uploader."""
         found = self.blobs().get_container_client(CONTAINER).list_blobs(include=["metadata"])
-        return sorted(b.name for b in found if run is None or (b.metadata or {}).get("cernvm_fixtures_run") == run)
+        return sorted(b.name for b in found if run is None or (b.metadata or {}).get("cvmfx_run") == run)
 
 
 def _blob_exists(cloud_credential, url: str) -> bool:

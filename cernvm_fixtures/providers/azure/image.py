@@ -1,0 +1,101 @@
+"""Managed images: which ``image`` values name one Azure has (an image or gallery image id), and the image made from a
+local VHD, found by its content's digest tag so every launch of the same content in a location shares one.
+
+Functions take the clients and options they need and the machine's :class:`~.tags.Recorder`, never the provider.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+from ...images import Accepts
+from ..kit import wait_until
+from .clients import ERRORS, azure_module, blob_service, create_recorded
+from .options import AzureOptions
+from .tags import ARM, DIGEST_TAG, Recorder, split_id
+from .vhd import BLOB_PREFIX, blob_account_url, upload_blob
+
+log = logging.getLogger(__name__)
+
+IMAGE_ID = re.compile(
+    r"^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.Compute/"
+    r"(images|galleries/[^/]+/images/[^/]+(/versions/[^/]+)?)(/[^/]+)?$",
+    re.I,
+)
+VHD = Accepts(
+    ".vhd",
+    "an image id (/subscriptions/.../images/...) or uploads a fixed-size VHD "
+    "(ucernvm-<branch>.<V>-<R>.cernvm.x86_64.vhd)",
+    convertible=(".hdd", ".raw", ".img", ".qcow2", ".vmdk", ".vdi"),
+    platform=lambda image: IMAGE_ID.match(image) is not None,
+)
+"""What the azure provider boots (:func:`cernvm_fixtures.images.resolve`)."""
+
+
+def find_image(resources: Any, images: Any, digest: str, location: str) -> tuple[str, str | None]:
+    """(id, provisioning state) of the best image in ``location`` tagged with this content digest, or ("", None):
+    one that succeeded, else one still being made."""
+    ours = f"tagName eq '{DIGEST_TAG}' and tagValue eq '{digest}'"
+    best: tuple[str, str | None] = ("", None)
+    for item in ERRORS.call("list images by content", lambda: list(resources.list(filter=ours))):
+        if (item.type or "").lower() != ARM["image"].type.lower() or item.location != location:
+            continue
+        found = ERRORS.call(f"get image {item.name}", images.get, *split_id(item.id), missing_ok=True)
+        state = getattr(found, "provisioning_state", None)
+        if state == "Succeeded":
+            return item.id, state
+        if state in ("Creating", "Updating"):
+            best = (item.id, state)
+    return best
+
+
+def image_from_file(
+    machine: Recorder, options: AzureOptions, compute: Any, resources: Any, path: Path, where: str
+) -> str:
+    """The id of the managed image of ``path``'s content in the target's location: one that exists (made by any run)
+    is reused; else one is made from the page blob of that content, uploaded first or its interrupted upload
+    continued. What this machine makes it records (and deletes at the end); what it reuses it leaves alone.
+    ``where`` names the ``share_timeout`` key, for the error when another machine's image or upload takes longer."""
+    with open(path, "rb") as f:
+        digest = hashlib.file_digest(f, "sha256").hexdigest()  # streamed: a VHD is gigabytes
+    url = blob_account_url(options)
+    service = blob_service(url, options.instance_discovery)
+    blob_client = service.get_blob_client(options.container, f"{BLOB_PREFIX}{digest}.vhd")
+    seen = ""
+
+    def made() -> str | None:
+        nonlocal seen
+        image_id, state = find_image(resources, compute.images, digest, options.location)
+        if state == "Succeeded":
+            log.info("%s: reusing image %s (same content as %s)", machine.name, image_id, path.name)
+            return image_id
+        if state is None:
+            blob_url = upload_blob(machine, blob_client, url, path, digest)
+            if blob_url is not None:
+                return create_image(machine, compute, options, blob_url, digest)
+        seen = f"image {image_id}" if state else f"the upload of blob {blob_client.blob_name}"
+        return None
+
+    return wait_until(
+        f"{machine.name}: waiting for another machine's image of {path.name}",
+        made,
+        time.monotonic() + options.share_timeout,
+        options.poll_interval,
+        status=lambda: (
+            f"{seen} for {path.name} is still being made by another machine after {options.share_timeout:g} s ({where})"
+        ),
+    )
+
+
+def create_image(machine: Recorder, compute: Any, options: AzureOptions, blob_url: str, digest: str) -> str:
+    """Make the managed image of an uploaded VHD (tagged with its content's digest); returns its id."""
+    models = azure_module("azure.mgmt.compute.models")
+    disk = models.ImageOSDisk(os_type="Linux", os_state="Generalized", blob_uri=blob_url, caching="ReadWrite")
+    storage = models.ImageStorageProfile(os_disk=disk)
+    properties = models.ImageProperties(hyper_v_generation="V1", storage_profile=storage)
+    return create_recorded(machine, compute, options, "image", more_tags={DIGEST_TAG: digest}, properties=properties)

@@ -1,0 +1,216 @@
+"""VHDs on Azure: the checks Azure's import needs of the file, and its upload as a page blob named by its content (one
+per SHA-256 in a container, sent once, continued after an error or after its uploader died), with the blob's
+teardown and sweep.
+
+Functions take a blob client and the machine's :class:`~.tags.Recorder`, never the provider.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from ...errors import ConfigError, ProviderError
+from ...ledger import Resource
+from ..kit import decode_fields, encode_fields
+from .clients import ERRORS, azure_module, blob_service
+from .options import AzureOptions
+from .tags import COMPLETE_TAG, DIGEST_TAG, Recorder, from_metadata, resource_from_tags, to_metadata
+
+log = logging.getLogger(__name__)
+
+VHD_FOOTER = 512
+PAGE = 512
+CHUNK = 4 * 1024 * 1024
+"""Largest page range one Put Page call may write."""
+BLOB_PREFIX = "cernvm-fixtures/"
+"""Uploaded VHDs are named by content: ``cernvm-fixtures/<sha256>.vhd`` in the container."""
+UPLOAD_ATTEMPTS = 5
+"""Times an upload continues after an error the SDK's own retries did not cure."""
+
+
+def check_vhd(path: Path, where: str) -> int:
+    """The size of a fixed-size VHD Azure accepts (footer ``conectix``, whole MiB of data); else a clear error."""
+    size = path.stat().st_size
+    if size < VHD_FOOTER + 1024 * 1024:
+        raise ConfigError(f"{where}: {path} is {size} bytes: too small for a VHD (at least 1 MiB and a footer)")
+    with open(path, "rb") as f:
+        f.seek(size - VHD_FOOTER)
+        footer = f.read(VHD_FOOTER)
+    if footer[:8] != b"conectix":
+        raise ConfigError(
+            f"{where}: {path} has no VHD footer ('conectix' in its last 512 bytes); convert it with "
+            "qemu-img convert -f raw -O vpc -o subformat=fixed,force_size"
+        )
+    disk_type = int.from_bytes(footer[60:64], "big")
+    if disk_type != 2:
+        raise ConfigError(
+            f"{where}: {path} is a {'dynamic' if disk_type == 3 else f'type {disk_type}'} VHD; Azure "
+            "takes fixed-size VHDs only (qemu-img convert -O vpc -o subformat=fixed,force_size)"
+        )
+    virtual = int.from_bytes(footer[48:56], "big")
+    if virtual != size - VHD_FOOTER or virtual % (1024 * 1024):
+        raise ConfigError(
+            f"{where}: {path}: virtual size {virtual} bytes is not a whole number of MiB matching the "
+            f"file ({size - VHD_FOOTER} bytes of data); Azure requires that (qemu-img resize, then "
+            "convert with force_size)"
+        )
+    return size
+
+
+def written_ranges(blob_client: Any) -> list[tuple[int, int]]:
+    """The (first, last) byte ranges a page blob holds data in, as the service reports them."""
+    ranges = ERRORS.call(f"list page ranges of {blob_client.blob_name}", lambda: list(blob_client.list_page_ranges()))
+    return sorted((r.start, r.end) for r in ranges if not r.cleared)
+
+
+def covered(ranges: list[tuple[int, int]], offset: int, length: int) -> bool:
+    """Whether bytes ``offset`` .. ``offset + length - 1`` all lie in one of ``ranges`` (merged by the service)."""
+    return any(first <= offset and offset + length - 1 <= last for first, last in ranges)
+
+
+def pages(path: Path) -> Iterator[tuple[int, bytes]]:
+    """(offset, data) of the non-empty runs of 512-byte pages, at most CHUNK bytes each."""
+    with open(path, "rb") as f:
+        offset = 0
+        while chunk := f.read(CHUNK):
+            start = None
+            for i in range(0, len(chunk), PAGE):
+                empty = not chunk[i : i + PAGE].strip(b"\0")
+                if not empty and start is None:
+                    start = i
+                elif empty and start is not None:
+                    yield offset + start, chunk[start:i]
+                    start = None
+            if start is not None:
+                yield offset + start, chunk[start:]
+            offset += len(chunk)
+
+
+def blob_account_url(options: AzureOptions) -> str:
+    """The blob service a local VHD is uploaded to: ``blob_endpoint``, else the storage account's."""
+    return options.blob_endpoint or f"https://{options.storage_account}.blob.core.windows.net"
+
+
+def blob_metadata(resource: Resource, digest: str, complete: bool = False) -> dict[str, str]:
+    """The metadata of an uploaded VHD's blob: the uploader's ledger entry (as on a tagged resource), the content's
+    digest and, once every page is written, the complete mark."""
+    return to_metadata({**encode_fields(resource), DIGEST_TAG: digest, **({COMPLETE_TAG: "true"} if complete else {})})
+
+
+def upload_blob(machine: Recorder, blob_client: Any, account_url: str, path: Path, digest: str) -> str | None:
+    """The URL of the complete page blob of ``path`` (whose SHA-256 is ``digest``), uploading it (or continuing an
+    upload whose uploader is gone) if needed; None while another live machine is uploading it."""
+    core = azure_module("azure.core")
+    exceptions = azure_module("azure.core.exceptions")
+    size = path.stat().st_size
+    url = blob_client.url.split("?")[0]
+    props = ERRORS.call(f"read blob {blob_client.blob_name}", blob_client.get_blob_properties, missing_ok=True)
+    if props is not None:
+        tags = from_metadata(props.metadata or {})
+        if tags.get(DIGEST_TAG) != digest or props.size != size or props.blob_type != "PageBlob":
+            raise ProviderError(
+                f"{machine.name}: blob {blob_client.blob_name} exists but does not hold {path.name} "
+                f"(sha256 {tags.get(DIGEST_TAG)}, {props.size} bytes); it was left alone"
+            )
+        if tags.get(COMPLETE_TAG) == "true":
+            log.info("%s: reusing blob %s (same content as %s)", machine.name, blob_client.blob_name, path.name)
+            return url
+        uploader = decode_fields(tags)
+        if uploader is None or uploader.owner.alive():  # an uploader it cannot name may run: assume it does
+            return None
+    blob = machine.record(
+        "blob", account_url=account_url, container=blob_client.container_name, blob=blob_client.blob_name
+    )
+    metadata = blob_metadata(blob, digest)
+    try:
+        if props is None:
+            blob_client.create_page_blob(size, metadata=metadata, match_condition=core.MatchConditions.IfMissing)
+        else:  # take over an upload whose uploader is gone; the condition makes one taker win
+            blob_client.set_blob_metadata(metadata, etag=props.etag, match_condition=core.MatchConditions.IfNotModified)
+            log.info("%s: continuing the interrupted upload of %s", machine.name, blob_client.blob_name)
+    except (exceptions.ResourceExistsError, exceptions.ResourceModifiedError):
+        machine.forget(blob)  # another machine got there first: nothing of ours to destroy
+        return None
+    except ERRORS.errors() as e:
+        raise ProviderError(f"create page blob {blob_client.blob_name}: {ERRORS.message(e)}") from None
+    machine.created(blob, url=url)
+    sent = send_pages(machine.name, blob_client, path, resume=props is not None)
+    ERRORS.call("mark the upload complete", blob_client.set_blob_metadata, blob_metadata(blob, digest, complete=True))
+    log.info("%s: uploaded %s (%d bytes sent of %d)", machine.name, path.name, sent, size)
+    machine.created(blob, sent=sent)
+    return url
+
+
+def send_pages(machine: str, blob_client: Any, path: Path, resume: bool) -> int:
+    """Send the non-empty pages of ``path`` the blob does not hold yet; after an error the SDK's own retries did not
+    cure, read what the blob holds and continue from there (up to UPLOAD_ATTEMPTS times). Returns the bytes sent."""
+    sent, attempt = 0, 1
+    while True:
+        held = written_ranges(blob_client) if resume or attempt > 1 else []
+        offset = 0
+        try:
+            for offset, data in pages(path):
+                if not covered(held, offset, len(data)):
+                    blob_client.upload_page(data, offset=offset, length=len(data))
+                    sent += len(data)
+            return sent
+        except ERRORS.errors() as e:
+            if attempt == UPLOAD_ATTEMPTS:
+                raise ProviderError(
+                    f"upload {blob_client.blob_name} at byte {offset}: {e} (gave up after {attempt} attempts)"
+                ) from None
+            log.warning("%s: upload of %s stopped at byte %d (%s); continuing", machine, path.name, offset, e)
+            attempt += 1
+
+
+def own_blob(resource: Resource) -> tuple[Any, Any] | None:
+    """(blob client, properties) of a recorded upload, None if it is gone or another machine took it over (its
+    metadata names that machine now: the blob is left to it)."""
+    data = resource.data
+    service = blob_service(data["account_url"], data.get("instance_discovery", True))
+    blob_client = service.get_blob_client(data["container"], data["blob"])
+    props = ERRORS.call(f"read blob {data['blob']}", blob_client.get_blob_properties, missing_ok=True)
+    if props is None:
+        return None
+    uploader = decode_fields(from_metadata(props.metadata or {}))
+    if uploader is None or (uploader.run, uploader.name) != (resource.run, resource.name):
+        log.info("blob %s: another machine took over its upload; left to it", data["blob"])
+        return None
+    return blob_client, props
+
+
+def destroy_blob(resource: Resource) -> None:
+    """Delete a recorded upload, unless another machine took it over."""
+    found = own_blob(resource)
+    if found is not None:
+        ERRORS.call(f"delete blob {resource.data['blob']}", found[0].delete_blob, missing_ok=True)
+
+
+def tag_blob(resource: Resource, tags: Mapping[str, str]) -> None:
+    """Merge ``tags`` (the kept mark) into a recorded upload's metadata, unless another machine took it over."""
+    found = own_blob(resource)
+    if found is not None:
+        blob_client, props = found
+        metadata = {**(props.metadata or {}), **to_metadata(tags)}
+        ERRORS.call(f"tag blob {resource.data['blob']}", blob_client.set_blob_metadata, metadata)
+
+
+def blob_leftovers(account_url: str, container: str, data: dict[str, Any], recorded: set[str]) -> list[Resource]:
+    """Uploaded VHDs in the container whose metadata names a machine no ledger entry names (``data``: what the
+    entries carry to reach Azure, see :func:`.clients.entry_data`)."""
+    container_client = blob_service(account_url, data["instance_discovery"]).get_container_client(container)
+    listing = ERRORS.call(
+        f"list blobs in {container}",
+        lambda: list(container_client.list_blobs(name_starts_with=BLOB_PREFIX, include=["metadata"])),
+        missing_ok=True,
+    )
+    found = []
+    for blob in listing or []:
+        where = {"account_url": account_url, "container": container, "blob": blob.name}
+        entry = resource_from_tags("blob", from_metadata(blob.metadata or {}), {**data, **where})
+        if entry is not None and entry.name not in recorded:
+            found.append(entry)
+    return found
