@@ -53,6 +53,8 @@ class Instance:
         """Seconds from launch to ready."""
         self.timings: dict[str, float] = {}
         """Seconds per step of the last bring-up: prepare, engine create, running, reachable, login, ready."""
+        self.logged_in = False
+        """Whether readiness ever logged in (only then is the guest asked for anything over the network)."""
         self._host: tuple[str | None, testinfra.host.Host] | None = None
 
     def __repr__(self) -> str:
@@ -189,7 +191,9 @@ class Instance:
         reachable over its transport, else what the platform can read from outside (KVM: the VGA text memory);
         None where neither works."""
         try:
-            if self.transport.unreachable() is None:
+            # only once logged in: an instance that never got that far is not asked over the network (a cloud's
+            # address for a machine that failed to provision may be anyone's)
+            if self.logged_in and self.transport.unreachable() is None:
                 result = self.run(f"cat {SCREEN_DEVICE}", timeout=15)
                 if result.succeeded:
                     return vcsa_text(result.stdout_bytes)
@@ -265,6 +269,7 @@ class Instance:
 
         def login() -> str | None:
             self.transport.connect()
+            self.logged_in = True
             return None
 
         def ready() -> str | None:

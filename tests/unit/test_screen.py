@@ -99,3 +99,28 @@ def test_cli_screen_of_a_kept_instance(local_provider, tmp_path, capsys):
         assert (tmp_path / "s.png").read_bytes() == image("PNG")
     finally:
         assert cli.main(["down", instance.name]) == 0
+
+
+def test_an_instance_never_logged_in_is_not_asked_for_its_screen_over_the_network():
+    """A failure report's screen text comes from inside only once readiness logged in: an address a cloud gave a
+    machine that never got that far (it failed to provision) may be anyone's, and is never connected to."""
+    from types import SimpleNamespace
+
+    from cernvm_fixtures.instance import Instance
+
+    asked: list[str] = []
+
+    class Transport:
+        def unreachable(self):
+            asked.append("unreachable")
+            return None
+
+        def run(self, command, **kwargs):
+            asked.append(command)
+            raise AssertionError("not to be called")
+
+    machine = SimpleNamespace(screen_text=lambda: "from outside", name="m")
+    instance = Instance.__new__(Instance)
+    instance.machine, instance.logged_in = machine, False
+    instance.__dict__["transport"] = Transport()
+    assert instance.screen_text() == "from outside" and asked == []

@@ -667,8 +667,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             if props.get("networkSecurityGroup"):
                 self.ref(props["networkSecurityGroup"], f"NIC {name}")
         elif type_path == "microsoft.network/publicipaddresses":
-            octets = (secrets.randbelow(200) + 20, secrets.randbelow(250), secrets.randbelow(250) + 1)
-            props["ipAddress"] = "20.{}.{}.{}".format(*octets)  # made up: never to be connected to
+            # TEST-NET-3 (RFC 5737), a documentation range: never to be connected to
+            props["ipAddress"] = f"203.0.113.{secrets.randbelow(250) + 2}"
         elif type_path == "microsoft.network/networksecuritygroups":
             for rule in props.get("securityRules") or []:
                 rule["id"] = f"{rid}/securityRules/{rule.get('name')}"
