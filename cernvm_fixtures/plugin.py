@@ -9,7 +9,6 @@ name as test id, so ``pytest -k kvm`` selects a target.
 from __future__ import annotations
 
 import os
-import signal
 from collections import defaultdict
 from collections.abc import Generator, Iterator
 from typing import Any
@@ -25,6 +24,7 @@ from .instance import Instance
 from .report import SCREEN_TEXT_PROPERTY, SCREENSHOT_PROPERTY, column_of
 from .run import Keep
 from .screen import Capture
+from .sweep import reap
 
 RUN_KEY = pytest.StashKey["Harness"]()
 TARGET_PROPERTY = "cernvm_target"
@@ -225,13 +225,13 @@ def pytest_runtest_makereport(
         found = [(TARGET_PROPERTY, declared.declared), ("cernvm_verification", declared.verification)]
         if declared.image_label is not None:
             found.append(("cernvm_image_label", declared.image_label))
-        for instance in item.config.stash[RUN_KEY].used_by.get(item.nodeid, [])[:1]:
+        for instance in item.config.stash[RUN_KEY].instances.used_by.get(item.nodeid, [])[:1]:
             found += _properties(instance)
         report.user_properties.extend(found)  # the summary grid reads this report
         item.user_properties.extend(found)  # JUnit XML takes the item's properties from the teardown report
     if report.failed:
         harness = item.config.stash[RUN_KEY]
-        for instance in harness.used_by.get(item.nodeid, []):
+        for instance in harness.instances.used_by.get(item.nodeid, []):
             instance.failed = True
             report.sections.append((f"cernvm {instance.name}: console (tail)", instance.console_tail()))
             if report.when in ("setup", "call"):
@@ -302,7 +302,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         for scenario in sorted(matrix):
             cells = "  ".join(f"{matrix[scenario].get(t, '-'):<{c}}" for t, c in zip(targets, columns, strict=True))
             terminalreporter.write_line(f"{scenario:<{width}}  {cells}".rstrip())
-    kept = harness.kept + [k for node_kept in harness.workers_kept for k in node_kept]
+    kept = harness.keeping.everything_kept()
     if kept:
         terminalreporter.section("cernvm: kept instances")
         for entry in kept:
@@ -315,17 +315,17 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
 def pytest_testnodeready(node: Any) -> None:
     """xdist controller: note the worker's pid, so a SIGTERM to the controller reaches the worker's teardown."""
     harness = node.config.stash[RUN_KEY]
-    harness.workers.append(node.gateway._rinfo().pid)
-    harness.forward_sigterm()
+    harness.signals.workers.append(node.gateway._rinfo().pid)
+    harness.signals.forward_to_workers()
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_testnodedown(node: Any, error: Any) -> None:
     """xdist controller: collect what a worker kept; reap what a crashed worker left."""
     harness = node.config.stash[RUN_KEY]
-    harness.workers_kept.append(getattr(node, "workeroutput", {}).get("cernvm_kept", []))
+    harness.keeping.workers_kept.append(getattr(node, "workeroutput", {}).get("cernvm_kept", []))
     if error:
-        harness.reap(reason=f"worker {node.gateway.id} crashed")
+        reap(harness.run, reason=f"worker {node.gateway.id} crashed")
 
 
 def _boot_ahead_wanted(config: pytest.Config) -> bool:
@@ -368,11 +368,11 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
     arrives, every instance the group needs (one per user data) boots ahead in parallel."""
     harness = item.config.stash.get(RUN_KEY, None)
     target = _item_target(item)
-    if harness is None or not harness.is_worker or target is None or target in harness.warmed:
+    if harness is None or not harness.is_worker or target is None or target in harness.boots.warmed:
         return
     if not getattr(item.config.option, "loadgroup", False) or not _boot_ahead_wanted(item.config):  # set by xdist
         return
-    harness.warmed.add(target)
+    harness.boots.warmed.add(target)
     harness.boot_ahead(_needed(item.session.items, harness, target))
 
 
@@ -381,21 +381,13 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     harness = session.config.stash.get(RUN_KEY, None)
     if harness is not None and hasattr(session.config, "workeroutput"):
         harness.release_all()
-        session.config.workeroutput["cernvm_kept"] = harness.kept
+        session.config.workeroutput["cernvm_kept"] = harness.keeping.kept
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     harness = config.stash.get(RUN_KEY, None)
-    if harness is None:
-        return
-    harness.release_all()
-    if not harness.is_worker:
-        harness.reap(reason="left at the end of the run")
-        harness.run.finish()
-    if harness.previous_sigterm is not None:
-        signal.signal(signal.SIGTERM, harness.previous_sigterm)
-    if harness.previous_sigint is not None:
-        signal.signal(signal.SIGINT, harness.previous_sigint)
+    if harness is not None:
+        harness.end()
 
 
 @pytest.fixture(scope="session")
@@ -409,7 +401,7 @@ def cernvm_target(request: pytest.FixtureRequest, cernvm_harness: Harness) -> It
     """The target a test runs on (parametrized over the selected targets, id = target name)."""
     target = cernvm_harness.targets[request.param]
     yield target
-    cernvm_harness.release(target.name)
+    cernvm_harness.instances.release(target.name)
 
 
 def _user_data(request: pytest.FixtureRequest) -> UserData:
@@ -431,8 +423,8 @@ def _item_user_data(item: pytest.Item) -> UserData:
 @pytest.fixture
 def cernvm(request: pytest.FixtureRequest, cernvm_harness: Harness, cernvm_target: configuration.Target) -> Instance:
     """A ready instance of the target, shared by every test of the session that asks for the same user data."""
-    instance = cernvm_harness.instance(cernvm_target, _user_data(request))
-    cernvm_harness.used_by[request.node.nodeid].append(instance)
+    instance = cernvm_harness.instances.get(cernvm_target, _user_data(request))
+    cernvm_harness.instances.used_by[request.node.nodeid].append(instance)
     return instance
 
 
@@ -448,7 +440,7 @@ def cernvm_fresh(
 ) -> Iterator[Instance]:
     """A new instance for this test alone (for destructive tests); finished when the test ends."""
     instance = cernvm_harness.fresh(cernvm_target, _user_data(request))
-    cernvm_harness.used_by[request.node.nodeid].append(instance)
+    cernvm_harness.instances.used_by[request.node.nodeid].append(instance)
     try:
         yield instance
     finally:
