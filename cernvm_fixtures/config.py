@@ -19,6 +19,9 @@ A target may instead list several images (the nightly matrix), each becoming a t
     cernvm5 = { image = "/srv/images/ucernvm-5.iso", profile = "cernvm5" }
 
 Secrets never live here: each provider takes credentials from its ecosystem's chain.
+
+Config sits below the providers (they read its ``Target``): it knows a provider only as :class:`ProviderRules`
+and finds one through a :class:`Registry` passed in (by default the installed ones, :mod:`.registry`).
 """
 
 from __future__ import annotations
@@ -28,20 +31,41 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from . import profile as profiles
-from . import providers
+from . import registry
 from .download import redact
 from .errors import ConfigError
-from .images import APPLIANCE, appliance_variant
+from .images import APPLIANCE, appliance_variant, check_image
 
 NAME = re.compile(r"^[a-z][a-z0-9-]{0,23}$")
 LABEL = re.compile(r"^[a-z0-9]+$")
 """An image label of a target's ``images``: lowercase letters and digits (the target name ends at its last '-')."""
 VERIFICATION = Literal["real engine", "emulator", "stand-in"]
+
+
+class ProviderRules(Protocol):
+    """What config asks of a target's provider (a provider class is one): its name, its own target keys, whether
+    it shares host folders, and its load-time checks of an image name and of a profile (ConfigError to refuse)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def Options(self) -> type[BaseModel]: ...  # noqa: N802 - the provider class attribute's name
+    @property
+    def shares_folders(self) -> bool: ...
+    def check_image_name(self, target: Target) -> None: ...
+    def check_profile(self, target: Target, profile: profiles.Profile) -> None: ...
+
+
+class Registry(Protocol):
+    """Where config finds a provider by name: :mod:`cernvm_fixtures.registry` (the installed providers) is one."""
+
+    def names(self) -> list[str]: ...
+    def get(self, name: str) -> ProviderRules: ...
 
 
 class Deadlines(BaseModel):
@@ -115,6 +139,7 @@ class Target:
         *,
         image_from: str | None = None,
         profile_from: str | None = None,
+        providers: Registry = registry,
     ) -> Target:
         """The same target with a command-line image/profile, checked here as the config file's are at load (the
         profile follows the image if not given); ``image_from``/``profile_from`` name the option and value that
@@ -135,7 +160,7 @@ class Target:
         providers.get(self.provider).check_image_name(target)
         return target
 
-    def load_profile(self) -> profiles.Profile:
+    def load_profile(self, providers: Registry = registry) -> profiles.Profile:
         """The target's profile, checked against the provider's options (e.g. a kernel the machine type cannot boot)."""
         try:
             profile = profiles.load(self.profile)
@@ -193,61 +218,6 @@ DEFAULT_TARGETS: dict[str, dict[str, Any]] = {
 }
 
 
-IMAGE_FILES = (
-    ".iso",
-    ".hvm",
-    ".hdd",
-    ".img",
-    ".raw",
-    ".qcow2",
-    ".vhd",
-    ".vdi",
-    ".vmdk",
-    ".tar",
-    ".tar.gz",
-    ".tgz",
-    ".tar.xz",
-    ".txz",
-    ".tar.bz2",
-    ".tbz2",
-)
-"""Suffixes that make an ``image`` value a file (anything else may be a cloud image id or a local image name)."""
-ISO_MAGIC = (32769, b"CD001")
-"""ISO 9660: the primary volume descriptor's identifier, at byte 32769 (sector 16, after the type byte)."""
-
-
-def check_image(image: str, where: str) -> None:
-    """An image that names a file must exist, and a ``.iso`` must be one; caught at load, not per test."""
-    if image == APPLIANCE or image.startswith(APPLIANCE + ":") or image.startswith(("http://", "https://")):
-        return
-    if image.startswith("release:"):
-        from .download import DownloadError, check_release
-
-        try:
-            check_release(image)
-        except DownloadError as e:
-            raise ConfigError(f"{where}: {e}") from None
-        return
-    path = Path(image).expanduser()
-    if not image.lower().endswith(IMAGE_FILES):
-        return
-    if not path.is_file():
-        raise ConfigError(f"{where}: {image!r} does not exist (or is not a file)")
-    if path.suffix.lower() == ".iso":
-        offset, magic = ISO_MAGIC
-        try:
-            with open(path, "rb") as f:
-                f.seek(offset)
-                found = f.read(len(magic))
-        except OSError as e:
-            raise ConfigError(f"{where}: {image!r}: cannot read: {e.strerror}") from None
-        if found != magic:
-            raise ConfigError(
-                f"{where}: {image!r} is not an ISO 9660 image (no 'CD001' at byte {offset}); "
-                "give a CernVM ISO such as ucernvm-prod.<V>-<R>.cernvm.x86_64.iso"
-            )
-
-
 def default_profile(image: str, target: str, where: str) -> str:
     """The appliance knows its profile, a CernVM release (µCernVM with the CernVM 4 OS) is ``cernvm4``; any other
     image must name one."""
@@ -261,11 +231,11 @@ def default_profile(image: str, target: str, where: str) -> str:
     )
 
 
-def parse_table(name: str, raw: Mapping[str, Any], origin: str) -> list[Target]:
+def parse_table(name: str, raw: Mapping[str, Any], origin: str, providers: Registry = registry) -> list[Target]:
     """One ``[targets.<name>]`` table: one target, or one per entry of its ``images`` (``<name>-<label>``)."""
     images = raw.get("images") if isinstance(raw, Mapping) else None
     if images is None:
-        return [parse_target(name, raw, origin)]
+        return [parse_target(name, raw, origin, providers=providers)]
     where = f"{origin}: targets.{name}"
     example = 'e.g. images = { appliance = "appliance", cernvm5 = { image = "/srv/u5.iso", profile = "cernvm5" } }'
     if not isinstance(images, Mapping) or not images:
@@ -286,14 +256,21 @@ def parse_table(name: str, raw: Mapping[str, Any], origin: str) -> list[Target]:
             entry = {"image": entry}
         if not isinstance(entry, Mapping) or "image" not in entry or set(entry) - {"image", "profile"}:
             raise ConfigError(f"{here}: an image (a string) or a table with image and, optionally, profile")
-        cells.append(parse_target(f"{name}-{label}", {**rest, **entry}, origin, table=name, image_label=label))
+        entry = {**rest, **entry}
+        cells.append(parse_target(f"{name}-{label}", entry, origin, table=name, image_label=label, providers=providers))
     return cells
 
 
 def parse_target(
-    name: str, raw: Mapping[str, Any], origin: str, *, table: str | None = None, image_label: str | None = None
+    name: str,
+    raw: Mapping[str, Any],
+    origin: str,
+    *,
+    table: str | None = None,
+    image_label: str | None = None,
+    providers: Registry = registry,
 ) -> Target:
-    """Validate one target table: generic keys first, then the provider's own."""
+    """Validate one target table: generic keys first, then the provider's own (found in ``providers``)."""
     where = f"{origin}: targets.{table or name}"
     image_where = f"{where}.images.{image_label}" if image_label else where
     if not NAME.match(name):
@@ -351,7 +328,7 @@ def parse_target(
     return target
 
 
-def parse(raw: Mapping[str, Any], origin: str) -> Config:
+def parse(raw: Mapping[str, Any], origin: str, providers: Registry = registry) -> Config:
     """Validate a whole config mapping (the file's top level, or ``[tool.cernvm]``)."""
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{origin}: must be a table holding [targets.<name>] tables, got {raw!r}")
@@ -361,7 +338,7 @@ def parse(raw: Mapping[str, Any], origin: str) -> Config:
     targets = raw.get("targets")
     if not isinstance(targets, Mapping) or not targets:
         raise ConfigError(f"{origin}: no targets declared; add at least one [targets.<name>] table with a provider")
-    cells = [target for name, table in targets.items() for target in parse_table(name, table, origin)]
+    cells = [target for name, table in targets.items() for target in parse_table(name, table, origin, providers)]
     found: dict[str, Target] = {}
     for target in cells:
         if target.name in found:
@@ -390,7 +367,7 @@ def _tool_table(raw: Mapping[str, Any], path: Path) -> Any:
     return tool.get("cernvm")
 
 
-def load(path: Path | None = None, rootdir: Path | None = None) -> Config:
+def load(path: Path | None = None, rootdir: Path | None = None, providers: Registry = registry) -> Config:
     """Load the config from ``path``, else from the rootdir's files, else the defaults."""
     if path is not None:
         if not path.is_file():
@@ -400,15 +377,15 @@ def load(path: Path | None = None, rootdir: Path | None = None) -> Config:
             raw = _tool_table(raw, path)
             if raw is None:
                 raise ConfigError(f"{path}: has no [tool.cernvm] table")
-            return parse(raw, f"{path} [tool.cernvm]")
-        return parse(raw, str(path))
+            return parse(raw, f"{path} [tool.cernvm]", providers)
+        return parse(raw, str(path), providers)
     if rootdir is not None:
         candidate = rootdir / "cernvm.toml"
         if candidate.is_file():
-            return parse(_read_toml(candidate), str(candidate))
+            return parse(_read_toml(candidate), str(candidate), providers)
         pyproject = rootdir / "pyproject.toml"
         if pyproject.is_file():
             tool = _tool_table(_read_toml(pyproject), pyproject)
             if tool is not None:
-                return parse(tool, f"{pyproject} [tool.cernvm]")
-    return parse({"targets": DEFAULT_TARGETS}, "built-in defaults")
+                return parse(tool, f"{pyproject} [tool.cernvm]", providers)
+    return parse({"targets": DEFAULT_TARGETS}, "built-in defaults", providers)

@@ -83,11 +83,11 @@ def device_access(path: Path, group: str) -> tuple[str, bool]:
 
 def checks(target: Target) -> list[Check]:
     """The checks of one target: its provider's own (``Provider.checks``), each failure turned into a problem."""
-    from . import providers
+    from . import registry
     from .errors import CernvmError
 
     try:
-        provider = providers.get(target.provider)
+        provider = registry.get(target.provider)
     except CernvmError as e:
         return [Check.problem("provider", str(e), f"pip install the package providing {target.provider!r}")]
     try:

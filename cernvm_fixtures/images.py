@@ -1,5 +1,6 @@
-"""Which image a target boots: the names the harness knows itself (the appliance), and one resolution of the
-generic ``image`` key into a file to upload or a name the platform already has, for every provider.
+"""Which image a target boots: the names the harness knows itself (the appliance), the check of an image value at
+load (a file must be there), and one resolution of the generic ``image`` key into a file to upload or a name the
+platform already has, for every provider.
 
 Imports only download and convert (never config or providers), so config and providers both use it.
 """
@@ -29,6 +30,62 @@ def appliance_variant(image: str) -> str | None:
     if image.startswith(APPLIANCE + ":"):
         return image.partition(":")[2] or "ok"
     return None
+
+
+IMAGE_FILES = (
+    ".iso",
+    ".hvm",
+    ".hdd",
+    ".img",
+    ".raw",
+    ".qcow2",
+    ".vhd",
+    ".vdi",
+    ".vmdk",
+    ".tar",
+    ".tar.gz",
+    ".tgz",
+    ".tar.xz",
+    ".txz",
+    ".tar.bz2",
+    ".tbz2",
+)
+"""Suffixes that make an ``image`` value a file (anything else may be a cloud image id or a local image name)."""
+ISO_MAGIC = (32769, b"CD001")
+"""ISO 9660: the primary volume descriptor's identifier, at byte 32769 (sector 16, after the type byte)."""
+
+
+def check_image(image: str, where: str) -> None:
+    """An image that names a file must exist, and a ``.iso`` must be one; a release name must be well formed. For
+    config, at load (not per test): the only look at the disk a config file's values get before a run needs them."""
+    if appliance_variant(image) is not None or image.startswith(("http://", "https://")):
+        return
+    if image.startswith("release:"):
+        from .download import DownloadError, check_release
+
+        try:
+            check_release(image)
+        except DownloadError as e:
+            raise ConfigError(f"{where}: {e}") from None
+        return
+    path = Path(image).expanduser()
+    if not image.lower().endswith(IMAGE_FILES):
+        return
+    if not path.is_file():
+        raise ConfigError(f"{where}: {image!r} does not exist (or is not a file)")
+    if path.suffix.lower() == ".iso":
+        offset, magic = ISO_MAGIC
+        try:
+            with open(path, "rb") as f:
+                f.seek(offset)
+                found = f.read(len(magic))
+        except OSError as e:
+            raise ConfigError(f"{where}: {image!r}: cannot read: {e.strerror}") from None
+        if found != magic:
+            raise ConfigError(
+                f"{where}: {image!r} is not an ISO 9660 image (no 'CD001' at byte {offset}); "
+                "give a CernVM ISO such as ucernvm-prod.<V>-<R>.cernvm.x86_64.iso"
+            )
 
 
 class ImageTarget(Protocol):

@@ -1,4 +1,5 @@
-"""Reports people read in the morning: one target x scenario grid from any number of JUnit files.
+"""Reports people read in the morning: one target x scenario grid from any number of JUnit files, and the grid a
+pytest run prints at its end.
 
 A nightly matrix runs as one CI job per target (or target x image); each writes
 plain JUnit XML whose test cases carry the plugin's properties (target, image,
@@ -14,9 +15,10 @@ import base64
 import html
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from xml.etree import ElementTree
 
 from .errors import CernvmError
@@ -113,6 +115,47 @@ def failures(cells: Sequence[Cell]) -> list[Cell]:
 def summary_line(cells: Sequence[Cell]) -> str:
     counts = {o: sum(c.outcome == o for c in cells) for o in OUTCOMES}
     return ", ".join(f"{n} {o}" for o, n in counts.items() if n) or "no target tests"
+
+
+def cells_of(stats: Mapping[str, Sequence[Any]]) -> list[Cell]:
+    """The target tests of a pytest run as cells, from its terminal reporter's reports by outcome (``stats``); a
+    test reported twice (passed, then an error in teardown) has a cell for each, the error last."""
+    cells = []
+    for outcome in ("passed", "failed", "skipped", "error"):
+        for report in stats.get(outcome, []):
+            column = column_of(dict(getattr(report, "user_properties", [])))
+            if column is not None:
+                cells.append(Cell(report.nodeid.split("[", 1)[0], column, outcome))
+    return cells
+
+
+def text_grid(cells: Sequence[Cell]) -> list[str]:
+    """The target x scenario grid as lines for the terminal: scenarios by name, columns as first seen, each cell's
+    last outcome (``-``: the scenario did not run there)."""
+    if not cells:
+        return []
+    columns = list(dict.fromkeys(c.column for c in cells))
+    outcome = {(c.scenario, c.column): c.outcome.upper() for c in cells}
+    scenarios = sorted({c.scenario for c in cells})
+    width = max(len(s) for s in scenarios)
+    sizes = [max(len(column), len("SKIPPED")) for column in columns]
+    lines = [" " * width + "  " + "  ".join(f"{t:<{size}}" for t, size in zip(columns, sizes, strict=True))]
+    for scenario in scenarios:
+        row = "  ".join(f"{outcome.get((scenario, t), '-'):<{size}}" for t, size in zip(columns, sizes, strict=True))
+        lines.append(f"{scenario:<{width}}  {row}".rstrip())
+    return lines
+
+
+def kept_lines(kept: Iterable[Mapping[str, str]]) -> list[str]:
+    """How to log in to and remove each instance a run kept (``name``, ``target``, ``login``)."""
+    lines = []
+    for entry in kept:
+        lines += [
+            f"{entry['name']} ({entry['target']}):",
+            f"  log in:  {entry['login']}",
+            f"  remove:  cernvm-fixtures down {entry['name']}",
+        ]
+    return lines
 
 
 MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>|~$&!])")

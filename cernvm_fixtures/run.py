@@ -9,16 +9,13 @@ import shutil
 from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from .dirs import state_dir
 from .ledger import Ledger
-
-if TYPE_CHECKING:
-    from .providers.base import Machine
 
 
 class Keep(enum.StrEnum):
@@ -29,8 +26,9 @@ class Keep(enum.StrEnum):
     ALWAYS = "always"
 
 
-Endpoint = Callable[["Machine", str, int], "tuple[str, int] | None"]
-"""Maps a machine and the SSH address its platform gave to the address to use (None: keep it)."""
+Endpoint = Callable[[Any, str, int], "tuple[str, int] | None"]
+"""Maps a machine (a ``providers.base.Machine``, passed through untouched: the run sits below the providers) and
+the SSH address its platform gave to the address to use (None: keep it)."""
 
 
 class Run:
@@ -54,7 +52,7 @@ class Run:
         self.keep = keep
         self._endpoint = endpoint
 
-    def endpoint(self, machine: Machine, host: str, port: int) -> tuple[str, int]:
+    def endpoint(self, machine: Any, host: str, port: int) -> tuple[str, int]:
         """Where to reach ``machine``'s SSH server: the platform's address unless a resolver redirects it."""
         if self._endpoint is not None:
             redirected = self._endpoint(machine, host, port)

@@ -1,4 +1,5 @@
-"""Find what crashed, killed or cancelled runs left behind: from every ledger, then from provider tags."""
+"""Find what crashed, killed or cancelled runs left behind: from every ledger, then from provider tags; and reap
+what a run itself still holds when it ends."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ from . import providers
 from .config import Config
 from .dirs import state_dir
 from .errors import CernvmError
-from .ledger import Ledger, Resource, all_ledgers
+from .interrupts import signals_deferred
+from .ledger import Ledger, Owner, Resource, all_ledgers
 from .providers.base import teardown_rank
+from .run import Run
 
 log = logging.getLogger(__name__)
 
@@ -65,3 +68,25 @@ def teardown_key(resource: Resource) -> tuple[int, float]:
     except CernvmError:
         order = ()
     return teardown_rank(order, resource)
+
+
+def reap(run: Run, reason: str) -> None:
+    """Destroy the run's resources nobody owns any more (not kept; its owner gone, or this process): each is a leak,
+    logged with ``reason``; one that cannot be destroyed stays in the ledger for ``cernvm-fixtures sweep``."""
+    me = Owner.current()
+    for resource in reversed(run.ledger.entries()):  # newest first: an instance before its network
+        if resource.kept or (resource.owner != me and resource.owner.alive()):
+            continue
+        log.warning("cernvm: destroying %s %s %s (%s)", resource.provider, resource.kind, resource.name, reason)
+        with signals_deferred():
+            try:
+                providers.get(resource.provider).destroy_resource(resource)
+            except CernvmError as e:
+                log.error(
+                    "cernvm: could not destroy %s %s: %s (cernvm-fixtures sweep retries)",
+                    resource.kind,
+                    resource.name,
+                    e,
+                )
+                continue
+            run.ledger.forget(resource)

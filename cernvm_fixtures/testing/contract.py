@@ -235,7 +235,7 @@ class ProviderContract:
             if kept:
                 assert entries and all(r.kept for r in entries), f"keep={keep}: ledger {entries}"
                 assert contract_objects(run), f"keep={keep}: the kept instance is gone from the engine"
-                assert [k["name"] for k in harness.kept] == [instance.name]
+                assert [k["name"] for k in harness.keeping.kept] == [instance.name]
             else:
                 assert entries == [], f"keep={keep}: ledger still holds {entries}"
                 assert contract_objects(run) == set()
@@ -452,10 +452,7 @@ def _signal_when(condition: Callable[[], bool], signum: int) -> Callable[[], Non
 
 
 def _restore(harness: Harness) -> None:
-    if harness.previous_sigterm is not None:
-        signal.signal(signal.SIGTERM, harness.previous_sigterm)
-    if harness.previous_sigint is not None:
-        signal.signal(signal.SIGINT, harness.previous_sigint)
+    harness.signals.restore()
 
 
 __all__ = ["Intercept", "Objects", "ProviderContract", "assert_nothing_left"]

@@ -153,3 +153,42 @@ def test_deadlines_profile_first_boot_then_the_targets_own_keys():
     assert effective_deadlines(Deadlines(), profile.load("cernvm5").model_copy(update={"boot": profile.Boot()})) == (
         Deadlines()
     )
+
+
+def test_config_finds_providers_through_the_registry_it_is_given():
+    """Config imports no provider: a registry passed in (any object with names and get) answers for them."""
+    from pydantic import BaseModel, ConfigDict
+
+    class FakeOptions(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        size: int = 1
+
+    class Fake:
+        name, Options, shares_folders = "fake", FakeOptions, False
+
+        @classmethod
+        def check_image_name(cls, target): ...
+
+        @classmethod
+        def check_profile(cls, target, profile):
+            raise ConfigError(f"{target.where('profile')}: fake refuses {profile.name}")
+
+    class Only:
+        @staticmethod
+        def names():
+            return ["fake"]
+
+        @staticmethod
+        def get(name):
+            if name != "fake":
+                raise ConfigError(f"unknown provider {name!r}; installed providers are fake")
+            return Fake
+
+    target = config.parse({"targets": {"t": {"provider": "fake", "size": 3}}}, "here", Only).targets["t"]
+    assert (target.provider, target.options.size) == ("fake", 3)
+    with pytest.raises(ConfigError, match=r"^here: targets\.t\.profile: fake refuses appliance$"):
+        target.load_profile(Only)
+    with pytest.raises(ConfigError, match=r"here: targets\.t\.provider: unknown provider 'kvm'; installed .* fake"):
+        config.parse({"targets": {"t": {"provider": "kvm"}}}, "here", Only)
+    with pytest.raises(ConfigError, match=r"here: targets\.t\.provider: required key .* installed providers are fake"):
+        config.parse({"targets": {"t": {}}}, "here", Only)

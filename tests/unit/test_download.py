@@ -444,7 +444,7 @@ def test_a_signed_url_is_redacted_in_errors_and_its_checksum_keeps_the_token(ser
 def test_a_signed_url_is_redacted_in_config_errors_and_junit_properties(server):
     from types import SimpleNamespace
 
-    from cernvm_fixtures import config, plugin
+    from cernvm_fixtures import config, junit
 
     url = f"{server.url}/x.vhd?{SIGNED}"
     target = config.parse({"targets": {"kvm": {"provider": "kvm", "image": url, "profile": "cernvm4"}}}, "t")
@@ -458,7 +458,7 @@ def test_a_signed_url_is_redacted_in_config_errors_and_junit_properties(server):
     instance = SimpleNamespace(
         target=kvm, profile=SimpleNamespace(name="cernvm4"), ready_after=None, timings={}, host_key_trust=None
     )
-    properties = dict(plugin._properties(instance))
+    properties = dict(junit.instance_properties(instance))
     assert properties["cernvm_image"] == download.redact(url) and "0badc0ffee" not in str(properties)
 
 

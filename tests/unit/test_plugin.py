@@ -295,6 +295,20 @@ def where(cernvm):
     assert not list(local_provider.glob("runs/*")), "run directory left behind"
 
 
+def test_the_xdist_scheduler_groups_a_target_test_by_its_target_longest_name_first():
+    pytest.importorskip("xdist")
+    from cernvm_fixtures.scheduling import TargetScheduling
+
+    scheduling = TargetScheduling.__new__(TargetScheduling)  # only the grouping: no controller to schedule for
+    scheduling.targets = sorted(["docker", "docker-bindmount", "kvm"], key=len, reverse=True)
+    assert scheduling._split_scope("t.py::test_a[docker-bindmount]") == "cernvm-docker-bindmount"
+    assert scheduling._split_scope("t.py::test_a[docker]") == "cernvm-docker"
+    assert scheduling._split_scope("t.py::test_a[1-kvm]") == "cernvm-kvm", "another parameter beside the target"
+    assert scheduling._split_scope("t.py::test_a[vbox]") == "t.py::test_a[vbox]"
+    assert scheduling._split_scope("t.py::test_a[kvm]@mine") == "mine", "an xdist_group of its own wins"
+    assert scheduling._split_scope("t.py::test_plain") == "t.py::test_plain"
+
+
 def test_junit_cells_carry_the_instance_and_feed_the_report(project):
     from cernvm_fixtures import report
 

@@ -275,3 +275,33 @@ def test_html_shows_the_screenshot_inline_and_the_screen_text(screened, tmp_path
     assert '<img class="screen" src="../screens/r1/cvmfx-r1-kvm-1/test_boot-kvm.png"' in linked, "large: linked"
     shot.unlink()
     assert f"screenshot {shot}: not found" in report.to_html([cell])
+
+
+def test_the_terminal_grid_orders_scenarios_by_name_and_shows_each_cells_last_outcome():
+    from types import SimpleNamespace
+
+    def reported(nodeid, target, image=None):
+        properties = [("cernvm_target", target)] + ([("cernvm_image_label", image)] if image else [])
+        return SimpleNamespace(nodeid=nodeid, user_properties=properties)
+
+    stats = {
+        "passed": [reported("t.py::test_b[kvm]", "kvm"), reported("t.py::test_a[docker]", "docker")],
+        "error": [reported("t.py::test_b[kvm]", "kvm")],  # passed, then an error in teardown
+        "skipped": [reported("t.py::test_a[kvm-x]", "kvm", image="x"), SimpleNamespace(nodeid="t.py::plain")],
+    }
+    lines = report.text_grid(report.cells_of(stats))
+    assert [line.split() for line in lines] == [
+        ["kvm", "docker", "kvm", "/", "x"],
+        ["t.py::test_a", "-", "PASSED", "SKIPPED"],
+        ["t.py::test_b", "ERROR", "-", "-"],
+    ]
+    assert report.text_grid([]) == []
+
+
+def test_the_kept_lines_say_how_to_log_in_and_remove():
+    lines = report.kept_lines([{"name": "cvmfx-1-kvm-2", "target": "kvm", "login": "ssh -p 2222 root@127.0.0.1"}])
+    assert lines == [
+        "cvmfx-1-kvm-2 (kvm):",
+        "  log in:  ssh -p 2222 root@127.0.0.1",
+        "  remove:  cernvm-fixtures down cvmfx-1-kvm-2",
+    ]
