@@ -457,7 +457,7 @@ def test_keep_on_failure_keeps_and_tags_it_kept(moto, ami, tmp_path):
         assert inst["State"]["Name"] == "running"
         assert tags_of(inst)["cvmfx-kept"] == "true"
     finally:
-        for resource in sorted(entries, key=lambda r: ec2mod.RANK[r.kind], reverse=True):
+        for resource in sorted(entries, key=lambda r: ec2mod.CREATION_ORDER.index(r.kind), reverse=True):
             Ec2Provider.destroy_resource(resource)
             run.ledger.forget(resource)
     assert_nothing_left(moto, run)

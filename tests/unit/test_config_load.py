@@ -106,7 +106,7 @@ def test_ec2_refuses_an_existing_iso_at_launch_naming_what_it_boots(tmp_path):
     }
     target = config.parse({"targets": {"ec2": raw}}, "cernvm.toml").targets["ec2"]
     with pytest.raises(ConfigError, match="the ec2 provider boots an AMI id"):
-        Ec2Provider(target, Run(state=tmp_path)).image_source()
+        Ec2Provider(target, Run(state=tmp_path)).image()
 
 
 def _matrix(**table) -> dict:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import random
 import re
 import subprocess
@@ -14,12 +15,14 @@ import pytest
 from botocore.stub import Stubber
 from moto import mock_aws
 
-from cernvm_fixtures import config
+from cernvm_fixtures import config, sweep
 from cernvm_fixtures import profile as profiles
 from cernvm_fixtures.errors import ConfigError, PermanentError, ProviderError
+from cernvm_fixtures.images import Resolved
 from cernvm_fixtures.ledger import Owner, Resource
 from cernvm_fixtures.providers import ec2
-from cernvm_fixtures.providers.ec2 import Ec2Provider, aws, network
+from cernvm_fixtures.providers.base import teardown_rank
+from cernvm_fixtures.providers.ec2 import Ec2Provider, network
 from cernvm_fixtures.providers.ec2 import image as ec2_image
 from cernvm_fixtures.providers.ec2 import tags as ec2_tags
 from cernvm_fixtures.run import Run
@@ -80,7 +83,9 @@ def test_module_and_options_work_without_boto3():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    assert "ConfigError the ec2 provider needs boto3: pip install 'cernvm-fixtures[ec2]'" in result.stdout
+    assert "ConfigError the ec2 provider needs boto3 (boto3 did not import): pip install 'cernvm-fixtures[ec2]'" in (
+        result.stdout
+    )
 
 
 def test_unknown_region_names_the_valid_ones():
@@ -186,12 +191,14 @@ def test_endpoint_url():
     "image,problem",
     [
         ("ami-12", "'ami-12' is not a valid AMI id"),
+        ("appliance", "the ec2 provider boots an AMI id (ami-...) or imports a raw HVM image file"),
+        ("ubuntu-22.04", "the ec2 provider boots an AMI id (ami-...) or imports a raw HVM image file"),
     ],
 )
-def test_image_source_errors(tmp_path, image, problem):
+def test_image_errors(tmp_path, image, problem):
     provider = Ec2Provider(target(image=image), Run(state=tmp_path))
     with pytest.raises(ConfigError, match=".*") as e:
-        provider.image_source()
+        provider.image()
     assert problem in str(e.value) and "cernvm.toml: targets.ec2." in str(e.value)
 
 
@@ -199,10 +206,10 @@ def test_image_file_needs_a_bucket(tmp_path):
     hvm = tmp_path / "ucernvm.hvm"
     hvm.write_bytes(b"\0")
     with pytest.raises(ConfigError, match="targets.ec2.import_bucket: required to import ucernvm.hvm"):
-        Ec2Provider(target(image=str(hvm)), Run(state=tmp_path)).image_source()
+        Ec2Provider(target(image=str(hvm)), Run(state=tmp_path)).image()
     provider = Ec2Provider(target(image=str(hvm), import_bucket="b"), Run(state=tmp_path))
-    assert provider.image_source() == ("file", hvm.resolve())
-    assert Ec2Provider(target(), Run(state=tmp_path)).image_source() == ("ami", "ami-0123456789abcdef0")
+    assert provider.image() == Resolved(file=hvm.resolve())
+    assert Ec2Provider(target(), Run(state=tmp_path)).image() == Resolved(platform="ami-0123456789abcdef0")
 
 
 # --- traits and the profile's EC2 rules ------------------------------------------------------------
@@ -315,17 +322,19 @@ def test_a_resource_is_rebuilt_from_its_tags_alone():
         True,
         {"ids": ["sg-1"]},
     )
-    assert back.expires == r.expires and r.created - 1 < back.created < r.created
+    assert back.expires == r.expires and abs(back.created - r.created) <= 1e-6
     assert ec2.resource_from_tags("vpc", {"Name": "someone-elses"}, {}) is None
     mangled = {**ec2.tag_dict(r), "cvmfx-owner-pid": "??", "cvmfx-expires": "soon"}
     assert ec2.resource_from_tags("vpc", mangled, {}) is None, "unreadable fields: not provably ours, left alone"
 
 
-def test_found_by_tag_sorts_before_its_ledger_twin_and_by_dependency():
+def test_found_by_tag_sorts_by_dependency_for_sweep():
     created = 1_700_000_000.0
     instance = ec2.resource_from_tags("instance", ec2.tag_dict(resource("instance", created)), {})
     volume = ec2.resource_from_tags("volume", ec2.tag_dict(resource("instance", created), "volume"), {})
-    assert volume.created < instance.created < created, "sweep (newest first) terminates before deleting volumes"
+    assert instance.created == volume.created == created, "one machine's resources carry its creation time"
+    ordered = sorted([volume, instance], key=sweep.teardown_key, reverse=True)
+    assert [r.kind for r in ordered] == ["instance", "volume"], "sweep terminates before deleting volumes"
 
 
 # --- teardown order ---------------------------------------------------------------------------------
@@ -349,7 +358,8 @@ DESTROY_ORDER = [
 def test_teardown_order_is_the_reverse_of_the_dependencies():
     resources = [resource(kind, created=1000.0 + i) for i, kind in enumerate(reversed(DESTROY_ORDER))]
     random.Random(7).shuffle(resources)
-    assert [r.kind for r in ec2.teardown_order(resources)] == DESTROY_ORDER
+    ordered = sorted(resources, key=lambda r: teardown_rank(Ec2Provider.creation_order, r), reverse=True)
+    assert [r.kind for r in ordered] == DESTROY_ORDER
 
 
 def test_machine_destroys_in_dependency_order_and_finishes_past_errors(tmp_path, monkeypatch):
@@ -445,26 +455,33 @@ def test_aws_errors_become_provider_errors_without_secrets():
     stub.add_client_error("delete_vpc", "InvalidVpcID.NotFound", "The vpc ID 'vpc-1' does not exist")
     with stub:
         with pytest.raises(ProviderError) as e:
-            ec2.call("delete vpc vpc-1", client.delete_vpc, VpcId="vpc-1")
+            ec2.AWS.call("delete vpc vpc-1", client.delete_vpc, VpcId="vpc-1")
         assert (
             str(e.value) == "delete vpc vpc-1: UnauthorizedOperation: You are not authorized to perform this operation."
         )
         assert "unit" not in str(e.value).split(":")[0]
-        assert ec2.call("delete vpc vpc-1", client.delete_vpc, missing_ok=True, VpcId="vpc-1") is None
+        assert ec2.AWS.call("delete vpc vpc-1", client.delete_vpc, missing_ok=True, VpcId="vpc-1") is None
 
 
-def test_busy_resources_are_retried_until_free(monkeypatch):
-    monkeypatch.setattr(aws, "DESTROY_POLL", 0.0)
+def test_busy_resources_are_retried_until_free():
     client, stub = stubbed_ec2()
+    delete = functools.partial(client.delete_security_group, GroupId="sg-1")
     stub.add_client_error("delete_security_group", "DependencyViolation", "resource sg-1 has a dependent object")
-    stub.add_client_error("delete_security_group", "DependencyViolation", "resource sg-1 has a dependent object")
+    stub.add_client_error("delete_security_group", "InvalidGroup.InUse", "resource sg-1 has a dependent object")
     stub.add_response("delete_security_group", {}, {"GroupId": "sg-1"})
     with stub:
-        ec2.call_until_free("delete sg-1", client.delete_security_group, GroupId="sg-1")
+        ec2.AWS.delete_until_free("delete sg-1", delete, timeout=60, interval=0)
+        stub.assert_no_pending_responses()
+    stub.add_client_error("delete_security_group", "InvalidGroup.NotFound", "gone already")
+    with stub:
+        ec2.AWS.delete_until_free("delete sg-1", delete, timeout=60, interval=0)
         stub.assert_no_pending_responses()
     stub.add_client_error("delete_security_group", "DependencyViolation", "still")
-    with stub, pytest.raises(ProviderError, match="delete sg-1: DependencyViolation: still"):
-        ec2.call_until_free("delete sg-1", client.delete_security_group, timeout=-1, GroupId="sg-1")
+    with stub, pytest.raises(ProviderError, match="delete sg-1: still in use .*DependencyViolation: still"):
+        ec2.AWS.delete_until_free("delete sg-1", delete, timeout=-1, interval=0)
+    stub.add_client_error("delete_security_group", "UnauthorizedOperation", "no")
+    with stub, pytest.raises(ProviderError, match="^delete sg-1: UnauthorizedOperation: no$"):
+        ec2.AWS.delete_until_free("delete sg-1", delete, timeout=60, interval=0)
 
 
 # --- readiness on the Stubber: running, then status checks --------------------------------------------

@@ -26,27 +26,27 @@ and a resource whose id never reached the ledger is found by its tags.
 Credentials come only from boto3's own chain (environment, shared files,
 profiles, SSO, instance roles); nothing secret is logged, recorded or written.
 
-Modules, leaf first: :mod:`.aws` (clients, calls, paging), :mod:`.tags`,
-:mod:`.options`, :mod:`.network`, :mod:`.image`, :mod:`.provider`.
+Modules, leaf first: :mod:`.aws` (clients, the error translation, paging), :mod:`.tags`
+(the codec, finding by tag, the :class:`~.tags.Recorder` protocol), :mod:`.options`,
+:mod:`.network` and :mod:`.image` (each takes a client and a recorder, never the
+provider), :mod:`.provider`.
 """
 
 from __future__ import annotations
 
 from ..kit import parse_jump
-from .aws import call, call_until_free, client, error_code, gone, known_regions, pages, reset_clients, resolve_region
+from .aws import AWS, client, error_code, gone, known_regions, pages, reset_clients, resolve_region
 from .options import Ec2Options, tag_problems
 from .provider import Ec2Machine, Ec2Provider, decode_console, scratch_mapping
-from .tags import CREATION_ORDER, RANK, RUN_TAG, resource_from_tags, tag_dict, tag_list, teardown_order
+from .tags import CREATION_ORDER, RUN_TAG, resource_from_tags, tag_dict, tag_list
 
 __all__ = [
+    "AWS",
     "CREATION_ORDER",
-    "RANK",
     "RUN_TAG",
     "Ec2Machine",
     "Ec2Options",
     "Ec2Provider",
-    "call",
-    "call_until_free",
     "client",
     "decode_console",
     "error_code",
@@ -61,5 +61,4 @@ __all__ = [
     "tag_dict",
     "tag_list",
     "tag_problems",
-    "teardown_order",
 ]

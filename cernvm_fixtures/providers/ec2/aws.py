@@ -1,18 +1,18 @@
-"""The AWS SDK seam (a leaf: imports nothing from its siblings): clients, calls, retries, paging, region.
+"""The AWS SDK seam (a leaf: imports nothing from its siblings): clients, the one error translation, paging, region.
 
-Every boto3/botocore error becomes one ProviderError naming what was attempted
-(never a secret); this is the only place that translates ``ClientError``.
+Every boto3/botocore error becomes one ProviderError naming what was attempted (never a secret), through
+:data:`AWS` (the kit's :class:`~cernvm_fixtures.providers.kit.SdkErrors`): ``AWS.call`` for every call,
+``AWS.delete_until_free`` for a delete AWS refuses while something still depends on the resource.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-import time
 from typing import Any
 
-from ...errors import ConfigError, ProviderError
-from ..kit import ClientCache
+from ...errors import ConfigError
+from ..kit import ClientCache, SdkErrors, sdk
 
 log = logging.getLogger(__name__)
 
@@ -30,11 +30,7 @@ BUSY_TIMEOUT = 300.0
 
 def boto3_module() -> Any:
     """boto3, or a ConfigError saying how to install it."""
-    try:
-        import boto3
-    except ImportError:
-        raise ConfigError("the ec2 provider needs boto3: pip install 'cernvm-fixtures[ec2]'") from None
-    return boto3
+    return sdk("ec2", "ec2", "boto3")
 
 
 @functools.lru_cache(maxsize=1)
@@ -78,7 +74,7 @@ def reset_clients() -> None:
     _clients.clear()
 
 
-def error_code(error: Exception) -> str:
+def error_code(error: BaseException) -> str:
     """The AWS error code of a botocore ClientError ("" for anything else)."""
     return str(getattr(error, "response", {}).get("Error", {}).get("Code", ""))
 
@@ -88,56 +84,38 @@ def gone(code: str) -> bool:
     return code.endswith(".NotFound") or code in GONE_CODES
 
 
-def translate(what: str, error: Exception) -> ProviderError:
-    """The one ProviderError for a botocore error: ``what: Code: Message`` (never credentials)."""
-    from botocore.exceptions import ClientError
-
-    if isinstance(error, ClientError):
-        message = error.response.get("Error", {}).get("Message") or str(error)
-        return ProviderError(f"{what}: {error_code(error)}: {message}")
-    return ProviderError(f"{what}: {error}")
+def message(error: BaseException) -> str:
+    """What AWS said: ``Code: Message`` of a ClientError, the text of any other botocore error (never credentials)."""
+    response = getattr(error, "response", None)
+    if isinstance(response, dict) and error_code(error):
+        return f"{error_code(error)}: {response.get('Error', {}).get('Message') or error}"
+    return str(error)
 
 
-def call(what: str, fn: Any, *, missing_ok: bool = False, busy_until: float | None = None, **params: Any) -> Any:
-    """Call a boto3 operation; AWS and botocore errors become ProviderError naming ``what`` (never secrets).
-
-    With ``missing_ok`` an error saying the resource does not exist returns None; until the monotonic time
-    ``busy_until`` an error saying something still depends on the resource is retried.
-    """
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    while True:
-        try:
-            return fn(**params)
-        except ClientError as e:
-            code = error_code(e)
-            if missing_ok and gone(code):
-                return None
-            if busy_until is not None and code in BUSY_CODES and time.monotonic() < busy_until:
-                log.debug("%s: still in use (%s), retrying", what, code)
-                time.sleep(DESTROY_POLL)
-                continue
-            raise translate(what, e) from None
-        except BotoCoreError as e:
-            raise translate(what, e) from None
+def _errors() -> tuple[type[BaseException], ...]:
+    exceptions = sdk("ec2", "ec2", "botocore.exceptions")
+    return (exceptions.ClientError, exceptions.BotoCoreError)
 
 
-def call_until_free(what: str, fn: Any, *, timeout: float = BUSY_TIMEOUT, **params: Any) -> Any:
-    """Like :func:`call` with ``missing_ok``, retrying while AWS says something still depends on the resource."""
-    return call(what, fn, missing_ok=True, busy_until=time.monotonic() + timeout, **params)
+AWS = SdkErrors(
+    _errors,
+    not_found=lambda error: gone(error_code(error)),
+    busy=lambda error: error_code(error) in BUSY_CODES,
+    message=message,
+)
+"""boto3's errors read once: ``AWS.call(what, fn, missing_ok=..., **params)`` and ``AWS.delete_until_free``."""
 
 
 def pages(ec2: Any, operation: str, key: str, **params: Any) -> list[Any]:
     """Every item under ``key`` of every page of a paginated operation."""
-    from botocore.exceptions import BotoCoreError, ClientError
 
-    items: list[Any] = []
-    try:
+    def collect() -> list[Any]:
+        items: list[Any] = []
         for page in ec2.get_paginator(operation).paginate(**params):
             items.extend(page.get(key, []))
-    except (ClientError, BotoCoreError) as e:
-        raise translate(operation, e) from None
-    return items
+        return items
+
+    return AWS.call(operation, collect)
 
 
 def resolve_region(configured: str | None, where: str) -> str:

@@ -10,43 +10,57 @@ same empty disk without another snapshot to manage).
 
 VM Import needs the ``vmimport`` service role (or ``import_role``) with read
 access to the bucket; see AWS's VM Import/Export guide.
+
+An image the platform has already (an AMI id) is looked up by :func:`find_image`.
+Everything created is recorded through a :class:`~.tags.Recorder`, so this module
+never needs the provider.
 """
 
 from __future__ import annotations
 
+import functools
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, NamedTuple
 from urllib.parse import urlencode
 
 from ...errors import ConfigError, PermanentError, ProviderError
 from ...ledger import Resource
 from ..kit import wait_until
-from .aws import call, call_until_free, client, error_code, pages, translate
-from .tags import RUN_TAG, ids, tag_dict, tag_filters, tag_list
-
-if TYPE_CHECKING:
-    from ..base import Machine
-    from .provider import Ec2Provider
+from .aws import AWS, BUSY_TIMEOUT, DESTROY_POLL, client, error_code, pages
+from .options import Ec2Options
+from .tags import RUN_TAG, Recorder, ids, tag_dict, tag_filters, tag_list
 
 PREFIX = "cernvm-fixtures/"
 """Key prefix of uploads in the import bucket (sweep looks there)."""
 ROOT_DEVICE = "/dev/xvda"
 
 
-def check_bucket(provider: Ec2Provider, where: str) -> None:
-    """The import bucket exists and we may use it (checked before anything is created)."""
-    from botocore.exceptions import BotoCoreError, ClientError
+def find_image(ec2: Any, ami: str, where: str, region: str) -> dict[str, Any]:
+    """The AMI as describe-images gives it; ConfigError (starting with ``where``) unless it is available here."""
+    found = AWS.call("describe-images", ec2.describe_images, missing_ok=True, ImageIds=[ami])
+    images = (found or {}).get("Images") or []
+    if not images:
+        raise ConfigError(
+            f"{where}: AMI {ami} not found in region {region} "
+            "(describe-images found nothing; check the id, the region and that the image is shared with you)"
+        )
+    image = images[0]
+    if image.get("State", "available") != "available":
+        raise ConfigError(f"{where}: AMI {ami} is {image['State']}, not available")
+    return image
 
-    bucket = provider.options.import_bucket
+
+def check_bucket(s3: Any, bucket: str, where: str) -> None:
+    """The import bucket exists and we may use it (checked before anything is created)."""
     try:
-        provider.s3().head_bucket(Bucket=bucket)
-    except ClientError as e:
+        s3.head_bucket(Bucket=bucket)
+    except AWS.errors() as e:
         code = error_code(e)
+        if not code:  # not an answer from S3 (botocore could not ask)
+            raise ProviderError(f"{where}: S3 bucket {bucket!r}: {AWS.message(e)}") from None
         problem = "does not exist" if code in ("404", "NoSuchBucket", "NotFound") else f"is not accessible ({code})"
         raise ConfigError(f"{where}: S3 bucket {bucket!r} {problem}") from None
-    except BotoCoreError as e:
-        raise translate(f"{where}: S3 bucket {bucket!r}", e) from None
 
 
 def start_import(
@@ -72,7 +86,7 @@ def start_import(
     }
     if role:
         params["RoleName"] = role
-    made = call("import-snapshot", ec2.import_snapshot, **params)
+    made = AWS.call("import-snapshot", ec2.import_snapshot, **params)
     return made["ImportTaskId"]
 
 
@@ -81,7 +95,7 @@ def wait_import(ec2: Any, task_id: str, *, deadline: float, poll: float) -> str:
     seen = {"status": "unknown", "progress": ""}
 
     def snapshot() -> str | None:
-        found = call(f"describe import task {task_id}", ec2.describe_import_snapshot_tasks, ImportTaskIds=[task_id])
+        found = AWS.call(f"describe import task {task_id}", ec2.describe_import_snapshot_tasks, ImportTaskIds=[task_id])
         tasks = found.get("ImportSnapshotTasks") or []
         detail = (tasks[0].get("SnapshotTaskDetail") or {}) if tasks else {}
         status = seen["status"] = detail.get("Status", "unknown")
@@ -132,56 +146,65 @@ def registration(
     }
 
 
-def import_image(provider: Ec2Provider, machine: Machine, path: Path, arch: str) -> dict[str, Any]:
-    """Upload, import and register ``path``; returns the image as describe_images would (the parts we use)."""
-    o = provider.options
-    ec2, s3 = provider.ec2(), provider.s3()
-    key = f"{PREFIX}{machine.name}/{path.name}"
-    bucket = o.import_bucket
-    if bucket is None:
-        raise ConfigError(f"{provider.target.where('import_bucket')}: needed to import the image file {path}")
-    upload = provider.entry(machine, "s3-object", bucket=bucket, key=key)
-    _upload(s3, path, bucket, key, tag_dict(upload, extra=o.tags))
+class ImportClients(NamedTuple):
+    """The clients an import talks to: EC2, S3, and the one for the VM Import calls (a seam for tests)."""
 
-    snapshot = provider.entry(machine, "snapshot", client_token=f"{machine.name}-import")
-    snapshot_tags = tag_list(tag_dict(snapshot, extra=o.tags))
-    importer = provider.import_client()
+    ec2: Any
+    s3: Any
+    importer: Any
+
+
+def import_image(
+    clients: ImportClients, recorder: Recorder, options: Ec2Options, path: Path, arch: str
+) -> dict[str, Any]:
+    """Upload, import and register ``path``; returns the image as describe_images would (the parts we use)."""
+    ec2, s3, importer = clients
+    key = f"{PREFIX}{recorder.name}/{path.name}"
+    bucket = options.import_bucket
+    if bucket is None:  # the provider checks it first; keep the promise for any other caller
+        raise ConfigError(f"import_bucket: needed to import the image file {path}")
+    upload = recorder.record("s3-object", bucket=bucket, key=key)
+    _upload(s3, path, bucket, key, tag_dict(upload, extra=options.tags))
+
+    snapshot = recorder.record("snapshot", client_token=f"{recorder.name}-import")
+    snapshot_tags = tag_list(tag_dict(snapshot, extra=options.tags))
     task_id = start_import(
         importer,
         bucket=bucket,
         key=key,
         client_token=snapshot.data["client_token"],
-        role=o.import_role,
+        role=options.import_role,
         tags=snapshot_tags,
-        description=f"cernvm-fixtures {machine.name}: {path.name}",
+        description=f"cernvm-fixtures {recorder.name}: {path.name}",
     )
-    provider.created(snapshot, import_task_id=task_id)
-    snapshot_id = wait_import(importer, task_id, deadline=time.monotonic() + o.import_timeout, poll=o.poll_interval)
-    provider.created(snapshot, id=snapshot_id)
-    call("tag snapshot", ec2.create_tags, Resources=[snapshot_id], Tags=snapshot_tags)
-    provider.drop(machine, upload)
+    recorder.created(snapshot, import_task_id=task_id)
+    deadline = time.monotonic() + options.import_timeout
+    snapshot_id = wait_import(importer, task_id, deadline=deadline, poll=options.poll_interval)
+    recorder.created(snapshot, id=snapshot_id)
+    AWS.call("tag snapshot", ec2.create_tags, Resources=[snapshot_id], Tags=snapshot_tags)
+    recorder.drop(upload)
 
-    image = provider.entry(machine, "image")
-    image_tags = tag_list(tag_dict(image, extra=o.tags))
-    params = registration(machine.name, snapshot_id, arch, o.scratch_size, image_tags)
-    made = call("register-image", ec2.register_image, **params)
+    image = recorder.record("image")
+    image_tags = tag_list(tag_dict(image, extra=options.tags))
+    params = registration(recorder.name, snapshot_id, arch, options.scratch_size, image_tags)
+    made = AWS.call("register-image", ec2.register_image, **params)
     image_id = made["ImageId"]
-    provider.created(image, id=image_id)
-    call("tag image", ec2.create_tags, Resources=[image_id], Tags=image_tags)
+    recorder.created(image, id=image_id)
+    AWS.call("tag image", ec2.create_tags, Resources=[image_id], Tags=image_tags)
     state = {"now": "pending"}
 
     def available() -> bool | None:
-        found = call(f"describe {image_id}", ec2.describe_images, missing_ok=True, ImageIds=[image_id])
+        found = AWS.call(f"describe {image_id}", ec2.describe_images, missing_ok=True, ImageIds=[image_id])
         state["now"] = ((found or {}).get("Images") or [{}])[0].get("State", "pending")
         if state["now"] in ("failed", "invalid", "error", "deregistered"):
-            raise PermanentError(f"{machine.name}: image {image_id} is {state['now']}")
+            raise PermanentError(f"{recorder.name}: image {image_id} is {state['now']}")
         return True if state["now"] == "available" else None
 
     wait_until(
-        f"{machine.name}: image {image_id} (import_timeout)",
+        f"{recorder.name}: image {image_id} (import_timeout)",
         available,
-        time.monotonic() + o.import_timeout,
-        o.poll_interval,
+        time.monotonic() + options.import_timeout,
+        options.poll_interval,
         status=lambda: f"still {state['now']}",
     )
     return {
@@ -198,7 +221,7 @@ def _upload(s3: Any, path: Path, bucket: str, key: str, tags: dict[str, str]) ->
 
     run = {k: v for k, v in tags.items() if k == RUN_TAG}
     try:
-        call(
+        AWS.call(
             f"upload {path.name} to s3://{bucket}/{key}",
             s3.upload_file,
             Filename=str(path),
@@ -214,7 +237,7 @@ def uploaded_objects(s3: Any, bucket: str) -> list[tuple[str, dict[str, str]]]:
     """(key, ledger fields) of every upload under our prefix in the import bucket (for sweep)."""
     found = []
     for item in pages(s3, "list_objects_v2", "Contents", Bucket=bucket, Prefix=PREFIX):
-        head = call(
+        head = AWS.call(
             f"metadata of s3://{bucket}/{item['Key']}", s3.head_object, missing_ok=True, Bucket=bucket, Key=item["Key"]
         )
         found.append((item["Key"], dict((head or {}).get("Metadata", {}))))
@@ -231,7 +254,7 @@ def remove_snapshot(resource: Resource, ec2: Any) -> None:
     found_ids = ids(resource)
     task_id = resource.data.get("import_task_id")
     if not found_ids and task_id:
-        found = call(
+        found = AWS.call(
             f"describe import task {task_id}",
             ec2.describe_import_snapshot_tasks,
             missing_ok=True,
@@ -242,24 +265,25 @@ def remove_snapshot(resource: Resource, ec2: Any) -> None:
             if detail.get("SnapshotId"):
                 found_ids.append(detail["SnapshotId"])
             elif detail.get("Status") == "active":
-                call(f"cancel import task {task_id}", ec2.cancel_import_task, missing_ok=True, ImportTaskId=task_id)
+                AWS.call(f"cancel import task {task_id}", ec2.cancel_import_task, missing_ok=True, ImportTaskId=task_id)
     tagged = pages(ec2, "describe_snapshots", "Snapshots", OwnerIds=["self"], Filters=tag_filters(resource))
     found_ids = list(dict.fromkeys(found_ids + [s["SnapshotId"] for s in tagged]))
     for snapshot_id in found_ids:
-        call_until_free(f"delete snapshot {snapshot_id}", ec2.delete_snapshot, SnapshotId=snapshot_id)
+        delete = functools.partial(ec2.delete_snapshot, SnapshotId=snapshot_id)
+        AWS.delete_until_free(f"delete snapshot {snapshot_id}", delete, timeout=BUSY_TIMEOUT, interval=DESTROY_POLL)
 
 
 def destroy_image(resource: Resource, region: str, endpoint: str | None) -> None:
     """Deregister the image, found by id, by tag or by its name."""
     ec2 = client("ec2", region, endpoint)
-    found = call("describe-images", ec2.describe_images, Owners=["self"], Filters=tag_filters(resource))
-    named = call(
+    found = AWS.call("describe-images", ec2.describe_images, Owners=["self"], Filters=tag_filters(resource))
+    named = AWS.call(
         "describe-images", ec2.describe_images, Owners=["self"], Filters=[{"Name": "name", "Values": [resource.name]}]
     )
     listed = found.get("Images", []) + named.get("Images", [])
     image_ids = list(dict.fromkeys(ids(resource) + [i["ImageId"] for i in listed]))
     for image_id in image_ids:
-        call(f"deregister {image_id}", ec2.deregister_image, missing_ok=True, ImageId=image_id)
+        AWS.call(f"deregister {image_id}", ec2.deregister_image, missing_ok=True, ImageId=image_id)
 
 
 def destroy_s3_object(resource: Resource, region: str, endpoint: str | None) -> None:
@@ -267,4 +291,4 @@ def destroy_s3_object(resource: Resource, region: str, endpoint: str | None) -> 
     s3 = client("s3", region, endpoint)
     bucket, key = resource.data.get("bucket"), resource.data.get("key")
     if bucket and key:
-        call(f"delete s3://{bucket}/{key}", s3.delete_object, missing_ok=True, Bucket=bucket, Key=key)
+        AWS.call(f"delete s3://{bucket}/{key}", s3.delete_object, missing_ok=True, Bucket=bucket, Key=key)

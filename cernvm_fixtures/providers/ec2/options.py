@@ -70,8 +70,6 @@ class Ec2Options(RemoteOptions):
     import_timeout: float = Field(3600.0, gt=0)
     status_checks: bool = True
     """Part of *running*: wait until EC2's instance and system status checks pass."""
-    poll_interval: float = Field(5.0, gt=0)
-    """Seconds between EC2 API polls while waiting."""
     slowdown: float = Field(5.0, ge=1.0)
     """Readiness deadlines are multiplied by this (a cloud VM takes minutes to pass its status checks)."""
 

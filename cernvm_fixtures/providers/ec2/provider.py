@@ -6,42 +6,31 @@ import base64
 import functools
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ...errors import ConfigError, PermanentError, ProviderError, ScreenUnavailable
-from ...images import Accepts, local_file
+from ... import images
+from ...errors import ConfigError, ProviderError, ScreenUnavailable
 from ...ledger import Resource
 from ...screen import write_png
-from ..base import Machine, Provider, RemoteMachine, console_text
+from ..base import Machine, PlatformState, Provider, RemoteMachine, console_text
 from ..kit import FIELD_PREFIX, encode_fields, wait_until
-from . import image as images
+from . import image as ec2_image
 from . import network
 from .aws import (
+    AWS,
+    BUSY_TIMEOUT,
     DESTROY_POLL,
     DESTROY_TIMEOUT,
     boto3_module,
-    call,
-    call_until_free,
     client,
     error_code,
     pages,
     resolve_region,
 )
 from .options import AMI_ID, Ec2Options
-from .tags import (
-    AWS_TYPE,
-    CREATION_ORDER,
-    RUN_TAG,
-    deleter,
-    ids,
-    principal_digest,
-    resource_from_tags,
-    tag_dict,
-    tag_filters,
-    tag_list,
-    teardown_order,
-)
+from .tags import CREATION_ORDER, deleter, ids, principal_digest, tag_filters, tag_spec, tagged_resources
 
 if TYPE_CHECKING:
     from ...config import Target
@@ -51,10 +40,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-HVM = Accepts(
+HVM = images.Accepts(
     ".hvm",
     "an AMI id (ami-...) or imports a raw HVM image file (ucernvm-<branch>.<V>-<R>.cernvm.x86_64.hvm)",
     convertible=(".raw", ".img", ".qcow2", ".vmdk", ".vdi", ".vhd"),
+    platform=lambda image: AMI_ID.match(image) is not None,
 )
 
 XEN_FAMILIES = frozenset("t1 t2 m1 m2 m3 m4 c1 c3 c4 cc2 cr1 r3 r4 i2 i3 d2 x1 x1e g2 g3 g3s p2 p3 h1 f1 hs1".split())
@@ -62,6 +52,8 @@ XEN_FAMILIES = frozenset("t1 t2 m1 m2 m3 m4 c1 c3 c4 cc2 cr1 r3 r4 i2 i3 d2 x1 x
 (AWS: "Instances built on the Nitro System"; i3.metal is Nitro too)."""
 USER_DATA_LIMIT = 16 * 1024
 """Bytes of user data EC2 accepts (before base64)."""
+STOPPED = ("shutting-down", "terminated", "stopping", "stopped")
+"""Instance states from which an instance never comes to run (InstanceInitiatedShutdownBehavior is terminate)."""
 
 
 def decode_console(output: str) -> str:
@@ -101,21 +93,23 @@ class Ec2Provider(Provider[Ec2Options, "Ec2Machine"]):
         """The client for VM Import calls (import_snapshot, describe_import_snapshot_tasks); a seam for tests."""
         return self.ec2()
 
-    def image_source(self) -> tuple[str, str | Path]:
-        """("ami", id) or ("file", path), from the generic ``image`` key; local checks only."""
+    def image(self) -> images.Resolved:
+        """The target's image as an AMI id (``platform``) or a raw image file to import (``file``); local checks
+        only (a malformed AMI id, a missing file, no ``import_bucket`` to import it through)."""
         image = self.target.image
-        if AMI_ID.match(image):
-            return "ami", image
-        if image.startswith("ami-"):
+        if image.startswith("ami-") and not AMI_ID.match(image):
             raise ConfigError(
                 f"{self.target.where('image')}: {image!r} is not a valid AMI id (ami- and 8 or 17 hex digits)"
             )
-        path = local_file(self.target, HVM)
-        if not self.options.import_bucket:
+        if images.appliance_variant(image) is not None:
+            raise images.refused(self.target, HVM)  # no appliance file for EC2: not an AMI named "appliance"
+        found = images.resolve(self.target, HVM)
+        if found.file is not None and not self.options.import_bucket:
             raise ConfigError(
-                f"{self.target.where('import_bucket')}: required to import {path.name}: the S3 bucket to upload it to"
+                f"{self.target.where('import_bucket')}: required to import {found.file.name}: the S3 bucket to "
+                "upload it to"
             )
-        return "file", path.resolve()
+        return found
 
     def check_credentials(self) -> None:
         session = boto3_module().session.Session(region_name=self.region)
@@ -125,66 +119,6 @@ class Ec2Provider(Provider[Ec2Options, "Ec2Machine"]):
                 "AWS_SECRET_ACCESS_KEY, AWS_PROFILE and ~/.aws/credentials, SSO and instance roles); "
                 "cernvm-fixtures never reads them from its own config"
             )
-
-    def check_ami(self, ec2: Any, ami: str) -> dict[str, Any]:
-        found = call("describe-images", ec2.describe_images, missing_ok=True, ImageIds=[ami])
-        images = (found or {}).get("Images") or []
-        if not images:
-            raise ConfigError(
-                f"{self.target.where('image')}: AMI {ami} not found in region {self.region} "
-                "(describe-images found nothing; check the id, the region and that the image is shared with you)"
-            )
-        image = images[0]
-        if image.get("State", "available") != "available":
-            raise ConfigError(f"{self.target.where('image')}: AMI {ami} is {image['State']}, not available")
-        return image
-
-    def check_instance_type(self, ec2: Any) -> None:
-        from botocore.exceptions import ClientError
-
-        try:
-            ec2.describe_instance_types(InstanceTypes=[self.options.instance_type])
-        except ClientError as e:
-            if error_code(e) in ("InvalidInstanceType", "InvalidParameterValue"):
-                raise ConfigError(
-                    f"{self.target.where('instance_type')}: {self.options.instance_type!r} is not an EC2 instance type "
-                    f"offered in {self.region} (aws ec2 describe-instance-types lists them)"
-                ) from None
-            log.debug("cannot check the instance type: %s", error_code(e))
-
-    def check_network(self, ec2: Any) -> str | None:
-        """The VPC of the configured subnet (and check the group belongs to it); None when we create one."""
-        o = self.options
-        vpc_id = None
-        if o.subnet_id:
-            subnets = call("describe-subnets", ec2.describe_subnets, missing_ok=True, SubnetIds=[o.subnet_id])
-            if not subnets or not subnets.get("Subnets"):
-                raise ConfigError(f"{self.target.where('subnet_id')}: subnet {o.subnet_id} not found in {self.region}")
-            vpc_id = subnets["Subnets"][0]["VpcId"]
-        if o.security_group_id:
-            groups = call(
-                "describe-security-groups",
-                ec2.describe_security_groups,
-                missing_ok=True,
-                GroupIds=[o.security_group_id],
-            )
-            if not groups or not groups.get("SecurityGroups"):
-                raise ConfigError(
-                    f"{self.target.where('security_group_id')}: security group {o.security_group_id} "
-                    f"not found in {self.region}"
-                )
-            if groups["SecurityGroups"][0].get("VpcId") != vpc_id:
-                raise ConfigError(
-                    f"{self.target.where('security_group_id')}: {o.security_group_id} belongs to "
-                    f"{groups['SecurityGroups'][0].get('VpcId')}, but subnet {o.subnet_id} to {vpc_id}"
-                )
-        if o.key_name:
-            keys = call("describe-key-pairs", ec2.describe_key_pairs, missing_ok=True, KeyNames=[o.key_name])
-            if not keys or not keys.get("KeyPairs"):
-                raise ConfigError(
-                    f"{self.target.where('key_name')}: key pair {o.key_name!r} not found in {self.region}"
-                )
-        return vpc_id
 
     # -- creation
 
@@ -234,84 +168,77 @@ class Ec2Provider(Provider[Ec2Options, "Ec2Machine"]):
             return False
         return recorded == caller_principal(region, resource.data.get("endpoint_url"))
 
-    def tag_spec(self, resource: Resource, kind: str | None = None) -> dict[str, Any]:
-        """The TagSpecification of a create call: the entry's fields plus the target's tags."""
-        kind = kind or resource.kind
-        return {"ResourceType": AWS_TYPE[kind], "Tags": tag_list(tag_dict(resource, kind, self.options.tags))}
-
     def launch(self, machine: Ec2Machine, context: Context) -> None:
-        o = self.options
-        source, image = self.image_source()
+        options = self.options
+        image = self.image()
         ec2 = self.ec2()
         self.check_credentials()
         log.debug("%s: creating as AWS principal %s", machine.name, self.principal)
         user_data = context.render()
         if len(user_data) > USER_DATA_LIMIT:
             raise ProviderError(f"{machine.name}: user data is {len(user_data)} bytes; EC2 accepts {USER_DATA_LIMIT}")
-        ami_info: dict[str, Any] = {}
-        if source == "ami":
-            ami_info = self.check_ami(ec2, str(image))
+        found: dict[str, Any] = {}
+        if image.platform is not None:
+            found = ec2_image.find_image(ec2, image.platform, self.target.where("image"), self.region)
         else:
-            images.check_bucket(self, self.target.where("import_bucket"))
-        self.check_instance_type(ec2)
-        vpc_id = self.check_network(ec2)
+            ec2_image.check_bucket(self.s3(), str(options.import_bucket), self.target.where("import_bucket"))
+        check_instance_type(ec2, options.instance_type, self.target.where("instance_type"), self.region)
+        vpc_id = network.check_network(ec2, options, self.target.where, self.region)
 
-        arch = {"arm64": "aarch64"}.get(ami_info.get("Architecture") or "", "x86_64")
-        if source == "file":
-            arch = "aarch64" if "aarch64" in Path(image).name else "x86_64"
-            ami_info = images.import_image(self, machine, Path(image), arch)
+        recorder = MachineRecorder(self, machine)
+        arch = {"arm64": "aarch64"}.get(found.get("Architecture") or "", "x86_64")
+        if image.file is not None:
+            arch = "aarch64" if "aarch64" in image.file.name else "x86_64"
+            clients = ec2_image.ImportClients(ec2, self.s3(), self.import_client())
+            found = ec2_image.import_image(clients, recorder, options, image.file, arch)
         machine.traits["arch"] = arch
-        ami = ami_info["ImageId"]
 
-        key_name = o.key_name
-        if key_name is None:
-            key_name = machine.name
-            key = self.entry(machine, "key-pair", key_name=key_name)
-            made = call(
-                "import-key-pair",
-                ec2.import_key_pair,
-                KeyName=key_name,
-                PublicKeyMaterial=self.run.public_key.encode(),
-                TagSpecifications=[self.tag_spec(key)],
-            )
-            self.created(key, id=made.get("KeyPairId"))
-
-        subnet_id = o.subnet_id
+        key_name = options.key_name or network.import_key_pair(ec2, recorder, options, self.run.public_key)
+        subnet_id = options.subnet_id
         if subnet_id is None:
-            vpc_id, subnet_id = network.create_network(self, machine, ec2)
-        group_id = o.security_group_id or network.create_security_group(self, machine, ec2, vpc_id)
+            vpc_id, subnet_id = network.create_network(ec2, recorder, options)
+        group_id = options.security_group_id or network.create_security_group(
+            ec2, recorder, options, vpc_id, self.target.where("ssh_cidr")
+        )
 
         instance = self.entry(machine, "instance", client_token=f"{machine.name}-run")
         params: dict[str, Any] = {
-            "ImageId": ami,
-            "InstanceType": o.instance_type,
+            "ImageId": found["ImageId"],
+            "InstanceType": options.instance_type,
             "MinCount": 1,
             "MaxCount": 1,
             "KeyName": key_name,
             "UserData": user_data,
             "ClientToken": instance.data["client_token"],
             "InstanceInitiatedShutdownBehavior": "terminate",
-            "MetadataOptions": {"HttpEndpoint": "enabled", "HttpTokens": o.metadata_tokens},
+            "MetadataOptions": {"HttpEndpoint": "enabled", "HttpTokens": options.metadata_tokens},
             "NetworkInterfaces": [
                 {
                     "DeviceIndex": 0,
                     "SubnetId": subnet_id,
                     "Groups": [group_id],
-                    "AssociatePublicIpAddress": o.address == "public",
+                    "AssociatePublicIpAddress": options.address == "public",
                     "DeleteOnTermination": True,
                 }
             ],
-            "TagSpecifications": [self.tag_spec(instance), self.tag_spec(instance, "volume")],
+            "TagSpecifications": [tag_spec(instance, options.tags), tag_spec(instance, options.tags, "volume")],
         }
-        if o.availability_zone:
-            params["Placement"] = {"AvailabilityZone": o.availability_zone}
-        scratch = scratch_mapping(ami_info, o.scratch_size)
+        if options.availability_zone:
+            params["Placement"] = {"AvailabilityZone": options.availability_zone}
+        scratch = scratch_mapping(found, options.scratch_size)
         if scratch:
             params["BlockDeviceMappings"] = [scratch]
-        made = call("run-instances", ec2.run_instances, **params)
+        made = AWS.call("run-instances", ec2.run_instances, **params)
         machine.instance_id = made["Instances"][0]["InstanceId"]
         self.created(instance, id=machine.instance_id)
-        log.info("%s: launched %s (%s, %s) in %s", machine.name, machine.instance_id, o.instance_type, ami, self.region)
+        log.info(
+            "%s: launched %s (%s, %s) in %s",
+            machine.name,
+            machine.instance_id,
+            options.instance_type,
+            params["ImageId"],
+            self.region,
+        )
 
     # -- teardown
 
@@ -339,54 +266,45 @@ class Ec2Provider(Provider[Ec2Options, "Ec2Machine"]):
         """Resources tagged by cernvm-fixtures in the target's region whose machine no ledger entry names."""
         options: Ec2Options = target.options
         region = resolve_region(options.region, f"{target.origin}: targets.{target.name}.region")
-        endpoint = options.endpoint_url
+        endpoint, bucket = options.endpoint_url, options.import_bucket
+        uploads = ec2_image.uploaded_objects(client("s3", region, endpoint), bucket) if bucket else []
         ec2 = client("ec2", region, endpoint)
-        ours = [{"Name": "tag-key", "Values": [RUN_TAG]}]
-        found: dict[tuple[Any, ...], tuple[dict[str, str], list[str]]] = {}
+        return tagged_resources(ec2, recorded, uploads, bucket, region=region, endpoint_url=endpoint)
 
-        def add(kind: str, tags: list[dict[str, str]] | None, ident: str) -> None:
-            tags_ = {t["Key"]: t["Value"] for t in tags or []}
-            entry = resource_from_tags(kind, tags_, {})
-            if entry is None or entry.name in recorded:
-                return  # not a whole entry of ours: never grouped with one that is
-            found.setdefault((kind, entry.name, entry.run, entry.owner), (tags_, []))[1].append(ident)
 
-        listed = functools.partial(pages, ec2)
-        for reservation in listed("describe_instances", "Reservations", Filters=ours):
-            for inst in reservation["Instances"]:
-                if inst["State"]["Name"] != "terminated":
-                    add("instance", inst.get("Tags"), inst["InstanceId"])
-        for kind, operation, key, ident in (
-            ("volume", "describe_volumes", "Volumes", "VolumeId"),
-            ("security-group", "describe_security_groups", "SecurityGroups", "GroupId"),
-            ("route-table", "describe_route_tables", "RouteTables", "RouteTableId"),
-            ("subnet", "describe_subnets", "Subnets", "SubnetId"),
-            ("internet-gateway", "describe_internet_gateways", "InternetGateways", "InternetGatewayId"),
-            ("vpc", "describe_vpcs", "Vpcs", "VpcId"),
-        ):
-            for item in listed(operation, key, Filters=ours):
-                add(kind, item.get("Tags"), item[ident])
-        for item in call("describe-key-pairs", ec2.describe_key_pairs, Filters=ours).get("KeyPairs", []):
-            add("key-pair", item.get("Tags"), item["KeyName"])
-        for item in call("describe-images", ec2.describe_images, Owners=["self"], Filters=ours).get("Images", []):
-            add("image", item.get("Tags"), item["ImageId"])
-        for item in listed("describe_snapshots", "Snapshots", OwnerIds=["self"], Filters=ours):
-            add("snapshot", item.get("Tags"), item["SnapshotId"])
-        if options.import_bucket:
-            for key, tags in images.uploaded_objects(client("s3", region, endpoint), options.import_bucket):
-                add("s3-object", [{"Key": k, "Value": v} for k, v in tags.items()], key)
+@dataclass(frozen=True)
+class MachineRecorder:
+    """The :class:`~.tags.Recorder` of one machine: records through its provider (region, endpoint, principal)."""
 
-        resources = []
-        for (kind, *_), (tags, idents) in found.items():
-            data: dict[str, Any] = {"region": region, "endpoint_url": endpoint, "ids": sorted(set(idents))}
-            if kind == "key-pair":
-                data["key_name"] = idents[0]
-            if kind == "s3-object":
-                data.update(bucket=options.import_bucket, key=idents[0])
-            resource = resource_from_tags(kind, tags, data)
-            if resource is not None:
-                resources.append(resource)
-        return teardown_order(resources)
+    provider: Ec2Provider
+    machine: Machine
+
+    @property
+    def name(self) -> str:
+        return self.machine.name
+
+    def record(self, kind: str, **data: Any) -> Resource:
+        return self.provider.entry(self.machine, kind, **data)
+
+    def created(self, resource: Resource, **data: Any) -> None:
+        self.provider.created(resource, **data)
+
+    def drop(self, resource: Resource) -> None:
+        self.provider.drop(self.machine, resource)
+
+
+def check_instance_type(ec2: Any, instance_type: str, where: str, region: str) -> None:
+    """ConfigError (starting with ``where``) if EC2 offers no such instance type here; other errors only say that
+    the type could not be checked (e.g. no permission to describe instance types)."""
+    try:
+        ec2.describe_instance_types(InstanceTypes=[instance_type])
+    except AWS.errors() as e:
+        if error_code(e) in ("InvalidInstanceType", "InvalidParameterValue"):
+            raise ConfigError(
+                f"{where}: {instance_type!r} is not an EC2 instance type offered in {region} "
+                "(aws ec2 describe-instance-types lists them)"
+            ) from None
+        log.debug("cannot check the instance type: %s", error_code(e))
 
 
 def _device_key(name: str) -> str:
@@ -411,13 +329,13 @@ def scratch_mapping(image: dict[str, Any], size: int) -> dict[str, Any] | None:
 def caller_principal(region: str, endpoint_url: str | None) -> str:
     """The digest of the ARN sts get-caller-identity reports for the credentials in use."""
     sts = client("sts", region, endpoint_url)
-    return principal_digest(call("sts get-caller-identity", sts.get_caller_identity)["Arn"])
+    return principal_digest(AWS.call("sts get-caller-identity", sts.get_caller_identity)["Arn"])
 
 
 def console_screenshot(ec2: Any, instance_id: str, path: Path, what: str) -> Path:
     """GetConsoleScreenshot: the instance's screen as EC2 captures it (a JPG, base64), written as PNG."""
     try:
-        found = call(f"console screenshot of {instance_id}", ec2.get_console_screenshot, InstanceId=instance_id)
+        found = AWS.call(f"console screenshot of {instance_id}", ec2.get_console_screenshot, InstanceId=instance_id)
     except ProviderError as e:
         raise ScreenUnavailable(f"{what}: EC2 gave no screenshot: {e}") from None
     try:
@@ -433,12 +351,14 @@ def destroy_instance(resource: Resource, region: str, endpoint: str | None) -> N
     tagged = [i["InstanceId"] for r in reservations for i in r["Instances"] if i["State"]["Name"] != "terminated"]
     instance_ids = list(dict.fromkeys(ids(resource) + tagged))
     for instance_id in instance_ids:
-        call(f"terminate {instance_id}", ec2.terminate_instances, missing_ok=True, InstanceIds=[instance_id])
+        AWS.call(f"terminate {instance_id}", ec2.terminate_instances, missing_ok=True, InstanceIds=[instance_id])
     pending = set(instance_ids)
 
     def terminated() -> bool | None:
         for instance_id in sorted(pending):
-            found = call(f"describe {instance_id}", ec2.describe_instances, missing_ok=True, InstanceIds=[instance_id])
+            found = AWS.call(
+                f"describe {instance_id}", ec2.describe_instances, missing_ok=True, InstanceIds=[instance_id]
+            )
             states = [i["State"]["Name"] for r in (found or {}).get("Reservations", []) for i in r["Instances"]]
             if not states or all(s == "terminated" for s in states):
                 pending.discard(instance_id)
@@ -455,23 +375,12 @@ def destroy_instance(resource: Resource, region: str, endpoint: str | None) -> N
     volumes = pages(ec2, "describe_volumes", "Volumes", Filters=tag_filters(resource, "volume"))
     for volume in volumes:
         if volume.get("State") not in ("deleting", "deleted"):
-            call_until_free(f"delete volume {volume['VolumeId']}", ec2.delete_volume, VolumeId=volume["VolumeId"])
+            delete = functools.partial(ec2.delete_volume, VolumeId=volume["VolumeId"])
+            what = f"delete volume {volume['VolumeId']}"
+            AWS.delete_until_free(what, delete, timeout=BUSY_TIMEOUT, interval=DESTROY_POLL)
 
 
 destroy_volume = deleter("volume", "describe_volumes", "Volumes", "VolumeId", "delete_volume")
-
-
-def destroy_key_pair(resource: Resource, region: str, endpoint: str | None) -> None:
-    """Only a key pair that is provably ours: one carrying this entry's tags, or the id the ledger holds. A key
-    pair of the recorded name that another run holds (our import was refused as a duplicate) is left alone."""
-    ec2 = client("ec2", region, endpoint)
-    tagged = call("describe key pairs", ec2.describe_key_pairs, Filters=tag_filters(resource)).get("KeyPairs", [])
-    recorded = ids(resource)
-    if recorded:
-        by_id = call("describe key pairs", ec2.describe_key_pairs, missing_ok=True, KeyPairIds=recorded)
-        tagged += (by_id or {}).get("KeyPairs", [])
-    for name in dict.fromkeys(k["KeyName"] for k in tagged):
-        call(f"delete key pair {name}", ec2.delete_key_pair, missing_ok=True, KeyName=name)
 
 
 DESTROY = {
@@ -482,10 +391,10 @@ DESTROY = {
     "subnet": network.destroy_subnet,
     "internet-gateway": network.destroy_internet_gateway,
     "vpc": network.destroy_vpc,
-    "key-pair": destroy_key_pair,
-    "image": images.destroy_image,
-    "snapshot": images.destroy_snapshot,
-    "s3-object": images.destroy_s3_object,
+    "key-pair": network.destroy_key_pair,
+    "image": ec2_image.destroy_image,
+    "snapshot": ec2_image.destroy_snapshot,
+    "s3-object": ec2_image.destroy_s3_object,
 }
 
 
@@ -511,7 +420,7 @@ class Ec2Machine(RemoteMachine):
         """The instance as EC2 describes it now (None while EC2 does not know it yet: eventual consistency)."""
         if self.instance_id is None:
             raise ProviderError(f"{self.name}: no instance was created")
-        found = call(
+        found = AWS.call(
             f"describe {self.instance_id}",
             self._ec2().describe_instances,
             missing_ok=True,
@@ -523,44 +432,45 @@ class Ec2Machine(RemoteMachine):
                 return instance
         return None
 
-    def wait_running(self, deadline: float) -> None:
-        seen = {"state": "unknown", "checks": "no status yet"}
-
-        def running() -> bool | None:
-            instance = self.describe()
-            if instance is None:
-                return None
-            state = seen["state"] = instance["State"]["Name"]
-            if state in ("shutting-down", "terminated", "stopping", "stopped"):
-                reason = (instance.get("StateReason") or {}).get("Message") or instance.get("StateTransitionReason")
-                raise PermanentError(f"{self.instance_id} is {state}" + (f": {reason}" if reason else ""))
-            return True if state == "running" else None
-
-        def checks_passed() -> bool | None:
-            found = call(
-                f"describe status of {self.instance_id}",
-                self._ec2().describe_instance_status,
-                InstanceIds=[self.instance_id],
-                IncludeAllInstances=True,
-            )
-            for status in found.get("InstanceStatuses", []):
-                system = status.get("SystemStatus", {}).get("Status", "initializing")
-                instance_status = status.get("InstanceStatus", {}).get("Status", "initializing")
-                if system in ("ok", "not-applicable") and instance_status in ("ok", "not-applicable"):
-                    return True
-                if "impaired" in (system, instance_status):
-                    raise ProviderError(
-                        f"{self.instance_id} failed its status checks (system {system}, instance {instance_status})"
-                    )
-                seen["checks"] = f"system status {system}, instance status {instance_status}"
+    def platform_state(self) -> PlatformState | None:
+        """EC2's instance state (``pending``, ``running``...); a failure once it is stopping or gone."""
+        instance = self.describe()
+        if instance is None:
             return None
+        state = instance["State"]["Name"]
+        if state in STOPPED:
+            reason = (instance.get("StateReason") or {}).get("Message") or instance.get("StateTransitionReason")
+            return PlatformState(state, failure=reason or "no reason given")
+        return PlatformState(state, running=state == "running")
 
-        poll = self.options.poll_interval
-        wait_until(f"{self.instance_id} running", running, deadline, poll, status=lambda: f"still {seen['state']}")
+    def wait_running(self, deadline: float) -> None:
+        """Running (:meth:`platform_state`), then, with ``status_checks``, EC2's system and instance checks passed."""
+        super().wait_running(deadline)
         if self.options.status_checks:
-            wait_until(
-                f"{self.instance_id} status checks", checks_passed, deadline, poll, status=lambda: seen["checks"]
-            )
+            seen = "no status yet"
+
+            def checks_passed() -> bool | None:
+                nonlocal seen
+                found = AWS.call(
+                    f"describe status of {self.instance_id}",
+                    self._ec2().describe_instance_status,
+                    InstanceIds=[self.instance_id],
+                    IncludeAllInstances=True,
+                )
+                for status in found.get("InstanceStatuses", []):
+                    system = status.get("SystemStatus", {}).get("Status", "initializing")
+                    instance = status.get("InstanceStatus", {}).get("Status", "initializing")
+                    if system in ("ok", "not-applicable") and instance in ("ok", "not-applicable"):
+                        return True
+                    if "impaired" in (system, instance):
+                        raise ProviderError(
+                            f"{self.instance_id} failed its status checks (system {system}, instance {instance})"
+                        )
+                    seen = f"system status {system}, instance status {instance}"
+                return None
+
+            what = f"{self.instance_id} status checks"
+            wait_until(what, checks_passed, deadline, self.options.poll_interval, status=lambda: seen)
 
     def platform_address(self) -> str:
         """The public or private IP address EC2 gave the instance (``address`` option)."""
@@ -609,10 +519,10 @@ class Ec2Machine(RemoteMachine):
     def exists(self) -> bool:
         return self.instance_id is not None
 
-    def keep(self) -> None:
-        """Mark kept in the ledger and on AWS (a tag-based sweep then leaves it alone until it expires)."""
-        super().keep()
+    def mark_kept(self) -> None:
+        """The kept mark and new expiry as tags on every resource with an id (an S3 upload has no tags to set)."""
         ec2 = self._ec2()
+        refused = []
         for resource in self.resources:
             found = ids(resource)
             if resource.kind == "s3-object" or not found:
@@ -620,6 +530,8 @@ class Ec2Machine(RemoteMachine):
             fields = encode_fields(resource)
             tags = [{"Key": k, "Value": fields[k]} for k in (FIELD_PREFIX + "kept", FIELD_PREFIX + "expires")]
             try:
-                call(f"tag {resource.kind}", ec2.create_tags, Resources=found, Tags=tags)
+                AWS.call(f"tag {resource.kind}", ec2.create_tags, Resources=found, Tags=tags)
             except ProviderError as e:
-                log.warning("%s: could not tag %s as kept: %s", self.name, resource.kind, e)
+                refused.append(str(e))
+        if refused:
+            raise ProviderError("; ".join(refused))

@@ -1,14 +1,16 @@
-"""Tags: the ledger entry of each resource as AWS tags (through the kit's field codec), and finding by tag."""
+"""Tags: the ledger entry of each resource as AWS tags (through the kit's field codec), finding by tag, and the
+:class:`Recorder` the leaf modules record what they create through (so none of them imports the provider)."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import replace
-from typing import Any
+from typing import Any, Protocol
 
 from ...ledger import Resource
 from ..kit import FIELD_BUDGET, FIELD_PREFIX, decode_fields, encode_fields, escape, field
-from .aws import call_until_free, client, pages
+from .aws import AWS, BUSY_TIMEOUT, DESTROY_POLL, client, pages
 
 RUN_TAG = FIELD_PREFIX + "run"
 """Every resource cernvm-fixtures creates carries this tag (sweep filters on it)."""
@@ -29,7 +31,6 @@ CREATION_ORDER = (
     "instance",
 )
 """Resource kinds in the order they depend on each other; teardown goes the other way."""
-RANK = {kind: i for i, kind in enumerate(CREATION_ORDER)}
 
 AWS_TYPE = {
     "vpc": "vpc",
@@ -77,6 +78,33 @@ def tag_list(tags: dict[str, str]) -> list[dict[str, str]]:
     return [{"Key": k, "Value": v} for k, v in tags.items()]
 
 
+def tag_spec(resource: Resource, user_tags: dict[str, str], kind: str | None = None) -> dict[str, Any]:
+    """The TagSpecification of a create call: the entry's fields plus the target's own tags."""
+    kind = kind or resource.kind
+    return {"ResourceType": AWS_TYPE[kind], "Tags": tag_list(tag_dict(resource, kind, user_tags))}
+
+
+class Recorder(Protocol):
+    """How :mod:`.network` and :mod:`.image` record what they create for one machine (the provider implements it)."""
+
+    @property
+    def name(self) -> str:
+        """The machine's name (its resources' names and client tokens start with it)."""
+        ...
+
+    def record(self, kind: str, **data: Any) -> Resource:
+        """Write the ledger entry of a resource of ``kind`` about to be created and return it (to tag it with)."""
+        ...
+
+    def created(self, resource: Resource, **data: Any) -> None:
+        """Add what AWS returned (its id...) to a recorded entry, durably."""
+        ...
+
+    def drop(self, resource: Resource) -> None:
+        """Destroy a resource no longer needed (the upload once imported), then forget its entry."""
+        ...
+
+
 def resource_from_tags(kind: str, tags: dict[str, str], data: dict[str, Any]) -> Resource | None:
     """Rebuild a ledger-like entry from a resource's tags alone (None if it is not ours)."""
     found = decode_fields(tags)
@@ -84,15 +112,7 @@ def resource_from_tags(kind: str, tags: dict[str, str], data: dict[str, Any]) ->
         return None
     principal = field(tags, "principal")
     data = {**data, "principal": principal} if principal else data
-    # Found by tag, a resource sorts just before its ledger twin, and by dependency among its own kind,
-    # so sweep (newest first) tears a machine down in the right order.
-    created = found.created - (len(CREATION_ORDER) - RANK.get(kind, 0)) * 1e-4
-    return replace(found, kind=kind, data=data, created=created)
-
-
-def teardown_order(resources: list[Resource]) -> list[Resource]:
-    """The order to destroy a machine's resources in: the reverse of their dependencies, newest first."""
-    return sorted(resources, key=lambda r: (RANK.get(r.kind, len(RANK)), r.created), reverse=True)
+    return replace(found, kind=kind, data=data)
 
 
 def ids(resource: Resource) -> list[str]:
@@ -119,7 +139,8 @@ def deleter(what: str, describe: str, key: str, ident: str, delete: str) -> Any:
         ec2 = client("ec2", region, endpoint)
         for found in find(resource, ec2, describe, key, ident):
             params: dict[str, Any] = {ident: found}
-            call_until_free(f"delete {what} {found}", getattr(ec2, delete), **params)
+            delete_found = functools.partial(getattr(ec2, delete), **params)
+            AWS.delete_until_free(f"delete {what} {found}", delete_found, timeout=BUSY_TIMEOUT, interval=DESTROY_POLL)
 
     return destroy
 
@@ -129,3 +150,58 @@ def find(resource: Resource, ec2: Any, operation: str, key: str, ident: str, **p
     made by a retried create call that has no idempotency token (CreateVpc, CreateSubnet, ...)."""
     items = pages(ec2, operation, key, Filters=tag_filters(resource), **params)
     return list(dict.fromkeys(ids(resource) + [item[ident] for item in items]))
+
+
+LISTED = (
+    ("volume", "describe_volumes", "Volumes", "VolumeId"),
+    ("security-group", "describe_security_groups", "SecurityGroups", "GroupId"),
+    ("route-table", "describe_route_tables", "RouteTables", "RouteTableId"),
+    ("subnet", "describe_subnets", "Subnets", "SubnetId"),
+    ("internet-gateway", "describe_internet_gateways", "InternetGateways", "InternetGatewayId"),
+    ("vpc", "describe_vpcs", "Vpcs", "VpcId"),
+)
+"""Kinds listed by a paginated describe call: (kind, operation, key of the list, key of the id)."""
+
+
+def tagged_resources(
+    ec2: Any, recorded: set[str], uploads: list[tuple[str, dict[str, str]]], bucket: str | None, **data: Any
+) -> list[Resource]:
+    """Whole ledger entries of ours found by their tags (and ``uploads``, (key, metadata) in the import ``bucket``)
+    whose machine ``recorded`` does not name: one per kind, machine, run and owner, with its ``ids`` and ``data``."""
+    ours = [{"Name": "tag-key", "Values": [RUN_TAG]}]
+    found: dict[tuple[Any, ...], tuple[dict[str, str], list[str]]] = {}
+
+    def add(kind: str, tags: list[dict[str, str]] | None, ident: str) -> None:
+        fields = {t["Key"]: t["Value"] for t in tags or []}
+        entry = resource_from_tags(kind, fields, {})
+        if entry is None or entry.name in recorded:
+            return  # not a whole entry of ours: never grouped with one that is
+        found.setdefault((kind, entry.name, entry.run, entry.owner), (fields, []))[1].append(ident)
+
+    for reservation in pages(ec2, "describe_instances", "Reservations", Filters=ours):
+        for instance in reservation["Instances"]:
+            if instance["State"]["Name"] != "terminated":
+                add("instance", instance.get("Tags"), instance["InstanceId"])
+    for kind, operation, key, ident in LISTED:
+        for item in pages(ec2, operation, key, Filters=ours):
+            add(kind, item.get("Tags"), item[ident])
+    for item in AWS.call("describe-key-pairs", ec2.describe_key_pairs, Filters=ours).get("KeyPairs", []):
+        add("key-pair", item.get("Tags"), item["KeyName"])
+    for item in AWS.call("describe-images", ec2.describe_images, Owners=["self"], Filters=ours).get("Images", []):
+        add("image", item.get("Tags"), item["ImageId"])
+    for item in pages(ec2, "describe_snapshots", "Snapshots", OwnerIds=["self"], Filters=ours):
+        add("snapshot", item.get("Tags"), item["SnapshotId"])
+    for key, metadata in uploads:
+        add("s3-object", tag_list(metadata), key)
+
+    resources = []
+    for (kind, *_), (fields, idents) in found.items():
+        entry_data: dict[str, Any] = {**data, "ids": sorted(set(idents))}
+        if kind == "key-pair":
+            entry_data["key_name"] = idents[0]
+        if kind == "s3-object":
+            entry_data.update(bucket=bucket, key=idents[0])
+        resource = resource_from_tags(kind, fields, entry_data)
+        if resource is not None:
+            resources.append(resource)
+    return resources
