@@ -21,8 +21,6 @@ launch CernVM with.
 
 from __future__ import annotations
 
-import functools
-import json
 import logging
 import os
 import re
@@ -32,7 +30,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
@@ -40,20 +38,30 @@ from .. import images
 from ..context import Context
 from ..context.nocloud import write_seed
 from ..errors import ConfigError, PermanentError, ProviderError, ScreenUnavailable
-from ..ledger import Owner, Resource
+from ..ledger import Resource
 from ..screen import write_png
 from ..transport.base import Login
 from ..transport.ssh import SSHTransport, ssh_login
 from .base import Machine, Provider, ProviderOptions, console_file_text
+from .kit import (
+    FIELD_PREFIX,
+    ClientCache,
+    SdkErrors,
+    decode_fields,
+    encode_fields,
+    owned_directory,
+    remove_machine_directory,
+    wait_until,
+)
 from .kvm import free_port
 
 log = logging.getLogger(__name__)
 
 DEBIAN_VBOXMANAGE = "/usr/lib/virtualbox/VBoxManage"
 """Debian's /usr/bin/VBoxManage is a wrapper that prints its kernel-driver warning on stdout: call the binary."""
-EXTRA = "cernvm-fixtures/"
-"""Prefix of the extradata keys carrying a machine's ledger entry (so sweep finds it without the ledger)."""
-NO_VALUE = "No value set!"
+EXTRA = FIELD_PREFIX
+"""Prefix of the extradata keys carrying a machine's ledger entry (so sweep finds it without the ledger): the keys
+are the kit's fields (:func:`~.kit.encode_fields`) as they are."""
 RULE = "guestssh"
 SATA = "SATA"
 ISO = images.Accepts(
@@ -97,6 +105,12 @@ class VBoxError(ProviderError):
         """VBoxManage could not reach VBoxSVC, so the command did nothing and may be run again."""
         return "Failed to create the VirtualBox object" in self.stderr
 
+
+VBOX = SdkErrors(lambda: (VBoxError,), not_found=lambda error: isinstance(error, VBoxError) and error.not_found)
+"""VBoxManage's failures read once: ``VBOX.call(what, vbox, *argv, missing_ok=True)`` takes "no such object" as
+done (teardown is idempotent)."""
+UNLOCKED = ("poweroff", "aborted", "saved", "aborted-saved", None)
+"""VM states in which a VM whose session is unlocked may be unregistered."""
 
 # --- version families ------------------------------------------------------------------------------
 
@@ -322,17 +336,26 @@ class VBoxManage:
         """``showvminfo --machinereadable`` as a dict (quotes removed)."""
         return parse_machinereadable(self("showvminfo", vm, "--machinereadable"))
 
-    def extradata(self, vm: str, key: str) -> str | None:
-        """One extradata value; None where VBoxManage says ``No value set!`` (rc 0)."""
-        out = self("getextradata", vm, key).strip()
-        if out == NO_VALUE or not out.startswith("Value: "):
-            return None
-        return out[len("Value: ") :]
+    def extradata(self, vm: str) -> dict[str, str]:
+        """Every extradata key and value of ``vm`` (``getextradata <vm> enumerate``)."""
+        found = {}
+        for line in self("getextradata", vm, "enumerate").splitlines():
+            match = re.match(r"^Key: (.*?), Value: (.*)$", line)
+            if match:
+                found[match[1]] = match[2]
+        return found
 
 
-@functools.lru_cache(maxsize=8)
+_commands: ClientCache[tuple[str, ...], VBoxManage] = ClientCache(VBoxManage)
+
+
+def vboxmanage(command: Sequence[str] | None = None) -> VBoxManage:
+    """The VBoxManage of ``command`` (default :func:`default_command`), its version read once per process."""
+    return _commands.get(tuple(command or default_command()))
+
+
 def version(command: tuple[str, ...]) -> str:
-    """``VBoxManage --version`` (read once per command and process)."""
+    """``VBoxManage --version``."""
     try:
         done = subprocess.run([*command, "--version"], capture_output=True, text=True, timeout=60)
     except OSError as e:
@@ -464,54 +487,11 @@ def sharedfolder(name: str, folder: str, path: Path) -> list[str]:
 
 
 def setextradata(name: str, key: str, value: str) -> list[str]:
-    return ["setextradata", name, EXTRA + key, value]
+    return ["setextradata", name, key, value]
 
 
 def startvm(name: str, headless: bool) -> list[str]:
     return ["startvm", name, "--type", "headless" if headless else "gui"]
-
-
-def ledger_fields(resource: Resource) -> dict[str, str]:
-    """The ledger entry as extradata fields: what sweep needs to judge and destroy the VM without the ledger."""
-    return {
-        "run": resource.run,
-        "target": resource.target,
-        "name": resource.name,
-        "owner": f"{resource.owner.host}/{resource.owner.pid}/{resource.owner.start or ''}",
-        "created": repr(resource.created),
-        "expires": repr(resource.expires),
-        "kept": "1" if resource.kept else "0",
-        "directory": resource.data.get("directory", ""),
-        # JSON, not a control-character separator: VirtualBox keeps extradata in XML, where \x1f cannot be stored
-        "vboxmanage": json.dumps(list(resource.data.get("vboxmanage", []))),
-    }
-
-
-def _argv(text: str) -> list[str]:
-    found = json.loads(text)
-    if not isinstance(found, list) or not all(isinstance(a, str) for a in found):
-        raise ValueError(f"not an argv list: {text!r}")
-    return found
-
-
-def resource_from_fields(fields: Mapping[str, str]) -> Resource | None:
-    """The ledger entry back from a VM's extradata; None if a field is missing or malformed (not ours)."""
-    try:
-        host, pid, start = fields["owner"].split("/", 2)
-        return Resource(
-            provider="virtualbox",
-            kind="vm",
-            name=fields["name"],
-            run=fields["run"],
-            target=fields["target"],
-            data={"directory": fields["directory"], "vboxmanage": _argv(fields["vboxmanage"])},
-            owner=Owner(host, int(pid), start or None),
-            created=float(fields["created"]),
-            expires=float(fields["expires"]),
-            kept=fields["kept"] == "1",
-        )
-    except (KeyError, ValueError):
-        return None
 
 
 # --- the provider ---------------------------------------------------------------------------------
@@ -525,26 +505,22 @@ class VirtualBoxProvider(Provider[VirtualBoxOptions, "VirtualBoxMachine"]):
     Options = VirtualBoxOptions
     shares_folders = True
     parallel_boots = max(1, os.cpu_count() or 1)
+    creation_order = CREATION_ORDER
 
-    @functools.cached_property
+    @property
     def vbox(self) -> VBoxManage:
-        return VBoxManage(self.options.vboxmanage or default_command())
-
-    def _iso(self) -> Path:
-        found = images.resolve(self.target, ISO).file
-        assert found is not None
-        return found
+        return vboxmanage(self.options.vboxmanage)
 
     def machine(self, name: str) -> VirtualBoxMachine:
         return VirtualBoxMachine(self, name)
 
     def launch(self, machine: VirtualBoxMachine, context: Context) -> None:
-        iso = self._iso()
+        iso = images.resolve(self.target, ISO).file
+        assert iso is not None, "ISO names no platform image"
         vbox = self.vbox
         name, directory = machine.name, machine.directory
         command = vbox.command
-        self.record(machine, "directory", name, path=str(directory))
-        directory.mkdir(parents=True)
+        self.record_directory(machine, directory)
         seed = write_seed(context, directory / "context.iso")
         machine.make_shared_folders(directory)
         disk = directory / "scratch.vdi"
@@ -554,7 +530,7 @@ class VirtualBoxProvider(Provider[VirtualBoxOptions, "VirtualBoxMachine"]):
         if registered(vbox, name):
             raise ProviderError(f"{name}: a VM of that name is already registered in VirtualBox; left alone")
         vbox(*createvm(name, self.options.os_type, directory))
-        for key, value in ledger_fields(resource).items():
+        for key, value in encode_fields(resource).items():
             vbox(*setextradata(name, key, value))
         machine.ssh_port = free_port()
         vbox(*modifyvm(name, self.options, ssh_port=machine.ssh_port, console=machine.console_file, spell=vbox.spell))
@@ -570,15 +546,11 @@ class VirtualBoxProvider(Provider[VirtualBoxOptions, "VirtualBoxMachine"]):
     @classmethod
     def destroy_resource(cls, resource: Resource) -> None:
         if resource.kind == "directory":
-            shutil.rmtree(resource.data["path"], ignore_errors=True)
+            remove_machine_directory(resource)
             return
-        vbox = VBoxManage(resource.data.get("vboxmanage") or default_command())
+        vbox = vboxmanage(resource.data.get("vboxmanage"))
         if resource.kind == "disk":
-            try:
-                vbox("closemedium", "disk", resource.data["path"], "--delete")
-            except VBoxError as e:
-                if not e.not_found:
-                    raise
+            VBOX.call(resource.name, vbox, "closemedium", "disk", resource.data["path"], "--delete", missing_ok=True)
             Path(resource.data["path"]).unlink(missing_ok=True)
             return
         if resource.kind != "vm":
@@ -595,11 +567,7 @@ class VirtualBoxProvider(Provider[VirtualBoxOptions, "VirtualBoxMachine"]):
                     log.debug("%s: poweroff: %s", resource.name, e)
         wait_unlocked(vbox, uuid, time.monotonic() + 60)
         media = [v for k, v in info.items() if re.match(r"^(IDE|SATA)-\d+-\d+$", k) and v.endswith(".iso")]
-        try:
-            vbox("unregistervm", uuid, "--delete")
-        except VBoxError as e:
-            if not e.not_found:
-                raise
+        VBOX.call(resource.name, vbox, "unregistervm", uuid, "--delete", missing_ok=True)
         for medium in media:
             try:
                 vbox("closemedium", "dvd", medium)
@@ -611,18 +579,19 @@ class VirtualBoxProvider(Provider[VirtualBoxOptions, "VirtualBoxMachine"]):
         """The screen of the recorded VM (only the one whose settings live in the machine's directory)."""
         if resource.kind != "vm":
             raise ScreenUnavailable(f"{resource.name}: a virtualbox {resource.kind} has no screen (its VM has)")
-        vbox = VBoxManage(resource.data.get("vboxmanage") or default_command())
+        vbox = vboxmanage(resource.data.get("vboxmanage"))
         found = own_vm(vbox, resource)
         if found is None:
             raise ScreenUnavailable(f"{resource.name}: no VM of this run by that name is registered in VirtualBox")
         return screenshot(vbox, found[0], path, resource.name)
 
     @classmethod
-    def leftovers(cls, target, recorded: set[str]) -> list[Resource]:
-        """VMs named ``cvmfx-*`` whose extradata holds our ledger entry but no ledger entry covers."""
+    def leftovers(cls, target: Any, recorded: set[str]) -> list[Resource]:
+        """VMs named ``cvmfx-*`` whose extradata holds our ledger entry but no ledger entry covers, with the machine
+        directory their settings file lies in (only a run's own ``runs/<run>/machines/<name>``)."""
         options: VirtualBoxOptions = target.options
         try:
-            vbox = VBoxManage(options.vboxmanage or default_command())
+            vbox = vboxmanage(options.vboxmanage)
         except ConfigError:
             return []
         found = []
@@ -631,18 +600,15 @@ class VirtualBoxProvider(Provider[VirtualBoxOptions, "VirtualBoxMachine"]):
             if not match or match[1] in recorded:
                 continue
             name = match[1]
-            fields = {}
-            for key in ledger_fields(Resource("virtualbox", "vm", name, "")):
-                value = vbox.extradata(name, EXTRA + key)
-                if value is not None:
-                    fields[key] = value
-            resource = resource_from_fields(fields)
-            if resource is None or resource.name != name:
+            resource = decode_fields(vbox.extradata(name))
+            if resource is None or (resource.provider, resource.kind, resource.name) != ("virtualbox", "vm", name):
                 continue
-            found.append(resource)
-            directory = Path(resource.data["directory"])
-            if directory.parts[-2:] == ("machines", name):  # only the run's own machine directory, nothing else
-                found.append(replace(resource, kind="directory", data={"path": str(directory)}))
+            info = VBOX.call(name, vbox.info, name, missing_ok=True) or {}
+            directory = Path(info.get("CfgFile", "/")).parent.parent
+            if not owned_directory(directory, resource.run, name):
+                continue  # createvm --basefolder <machine directory> puts it at <directory>/<name>/<name>.vbox
+            found.append(replace(resource, data={"directory": str(directory), "vboxmanage": vbox.command}))
+            found.append(replace(resource, kind="directory", data={"path": str(directory)}))
         return found
 
 
@@ -656,12 +622,9 @@ def own_vm(vbox: VBoxManage, resource: Resource) -> tuple[str, dict[str, str]] |
     machine's directory; None if there is none (another VM of that name is someone else's and left alone)."""
     directory = resource.data.get("directory", "").rstrip("/")
     for uuid in registered(vbox, resource.name):
-        try:
-            info = vbox.info(uuid)
-        except VBoxError as e:
-            if e.not_found:
-                continue
-            raise
+        info = VBOX.call(resource.name, vbox.info, uuid, missing_ok=True)
+        if info is None:
+            continue
         if directory and info.get("CfgFile", "").startswith(directory + "/"):
             return uuid, info
         log.warning(
@@ -695,24 +658,24 @@ def screenshot(vbox: VBoxManage, vm: str, path: Path, what: str) -> Path:
 
 def wait_unlocked(vbox: VBoxManage, name: str, deadline: float) -> None:
     """After a poweroff the VM's session stays locked for a moment; unregistering before that fails."""
-    while True:
-        try:
-            info = vbox.info(name)
-        except VBoxError as e:
-            if e.not_found:
-                return
-            raise
-        if info.get("SessionState", info.get("SessionName", "")) in ("Unlocked", "") and info.get("VMState") in (
-            "poweroff",
-            "aborted",
-            "saved",
-            "aborted-saved",
-            None,
-        ):
-            return
-        if time.monotonic() > deadline:
-            raise ProviderError(f"{name}: session still locked ({info.get('SessionState')}, {info.get('VMState')})")
-        time.sleep(0.5)
+    seen: dict[str, str] = {}
+
+    def unlocked() -> bool | None:
+        nonlocal seen
+        info = VBOX.call(name, vbox.info, name, missing_ok=True)
+        if info is None:
+            return True
+        seen = info
+        session = info.get("SessionState", info.get("SessionName", ""))
+        return True if session in ("Unlocked", "") and info.get("VMState") in UNLOCKED else None
+
+    wait_until(
+        f"{name}: session unlocked",
+        unlocked,
+        deadline,
+        0.5,
+        status=lambda: f"session still locked ({seen.get('SessionState')}, {seen.get('VMState')})",
+    )
 
 
 class VirtualBoxMachine(Machine):
@@ -720,6 +683,7 @@ class VirtualBoxMachine(Machine):
 
     def __init__(self, provider: VirtualBoxProvider, name: str) -> None:
         super().__init__(provider, name)
+        self.provider: VirtualBoxProvider = provider
         self.options: VirtualBoxOptions = provider.options
         self.ssh_port: int | None = None
         self.directory = provider.run.machine_dir(name)
@@ -728,16 +692,18 @@ class VirtualBoxMachine(Machine):
         self.slowdown = self.options.slowdown
 
     def wait_running(self, deadline: float) -> None:
-        vbox = self.provider.vbox  # type: ignore[attr-defined]
-        while True:
-            state = vbox.info(self.name).get("VMState")
-            if state == "running":
-                return
-            if state in ("aborted", "poweroff", "gurumeditation"):
-                raise PermanentError(f"VM state {state!r}; see {self.directory / self.name / 'Logs' / 'VBox.log'}")
-            if time.monotonic() > deadline:
-                raise ProviderError(f"VM still in state {state!r}")
-            time.sleep(0.5)
+        """Poll the VM's state until VirtualBox says ``running``; a VM that stopped ends the wait (PermanentError)."""
+        seen = "unknown"
+
+        def running() -> bool | None:
+            nonlocal seen
+            seen = self.provider.vbox.info(self.name).get("VMState") or "unknown"
+            if seen in ("aborted", "poweroff", "gurumeditation"):
+                log_file = self.directory / self.name / "Logs" / "VBox.log"
+                raise PermanentError(f"VM state {seen!r}; see {log_file}")
+            return True if seen == "running" else None
+
+        wait_until("VM running", running, deadline, 0.5, status=lambda: f"VM still in state {seen!r}")
 
     def transport(self) -> SSHTransport:
         host, port = self.provider.run.endpoint(self, "127.0.0.1", self.ssh_port or 0)
@@ -747,13 +713,13 @@ class VirtualBoxMachine(Machine):
         return console_file_text(self.console_file)
 
     def screenshot(self, path: Path) -> Path:
-        return screenshot(self.provider.vbox, self.name, path, self.name)  # type: ignore[attr-defined]
+        return screenshot(self.provider.vbox, self.name, path, self.name)
 
     def screen_text(self) -> str | None:
         """The VGA text screen through VirtualBox's debugger (``debugvm ... info vgatext``), read from outside:
         where a boot stopped in text mode, its reason is there. None where VirtualBox cannot tell."""
         try:
-            text = self.provider.vbox("debugvm", self.name, "info", "vgatext", timeout=60)  # type: ignore[attr-defined]
+            text = self.provider.vbox("debugvm", self.name, "info", "vgatext", timeout=60)
         except (ProviderError, OSError) as e:
             log.debug("%s: no VGA text: %s", self.name, e)
             return None
@@ -771,7 +737,7 @@ def preflight(command: Sequence[str] | None = None) -> list[str]:
     """What keeps VirtualBox from starting a VM here, each as one sentence with what to do (empty: nothing)."""
     problems = []
     try:
-        VBoxManage(command or default_command())
+        vboxmanage(command)
     except (ConfigError, ProviderError) as e:
         problems.append(str(e))
     if not Path("/dev/vboxdrv").exists():

@@ -1,5 +1,6 @@
 """The virtualbox provider's VBoxManage steps, for both version families, without VirtualBox."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -7,6 +8,7 @@ import pytest
 from cernvm_fixtures.errors import ConfigError, ProviderError
 from cernvm_fixtures.ledger import Owner, Resource
 from cernvm_fixtures.providers import virtualbox as vb
+from cernvm_fixtures.providers.kit import decode_fields, encode_fields
 
 SIX, SEVEN = vb.SPELLING[6], vb.SPELLING[7]
 
@@ -132,7 +134,23 @@ def test_startvm_headless_or_gui():
     assert vb.startvm("m", False)[-2:] == ["--type", "gui"]
 
 
-def test_ledger_entry_round_trips_through_extradata():
+def fake_vboxmanage(tmp_path, body: str) -> vb.VBoxManage:
+    """A VBoxManage of version 7.0.20 that runs ``body`` (sh) for every other command."""
+    script = tmp_path / "VBoxManage"
+    script.write_text(f'#!/bin/sh\nif [ "$1" = --version ]; then echo 7.0.20; exit 0; fi\n{body}\n')
+    script.chmod(0o755)
+    return vb.VBoxManage([str(script)])
+
+
+def extradata_of(tmp_path, fields: dict[str, str]) -> dict[str, str]:
+    """``fields`` stored as a VM's extradata, read back as ``getextradata <vm> enumerate`` prints them."""
+    listing = tmp_path / "listing"
+    listing.write_text("".join(f"Key: {key}, Value: {value}\n" for key, value in sorted(fields.items())))
+    vbox = fake_vboxmanage(tmp_path, f'[ "$*" = "getextradata m enumerate" ] && cat {listing}')
+    return vbox.extradata("m")
+
+
+def test_ledger_entry_round_trips_through_extradata(tmp_path):
     resource = Resource(
         "virtualbox",
         "vm",
@@ -141,17 +159,22 @@ def test_ledger_entry_round_trips_through_extradata():
         target="vb",
         data={"directory": "/s/runs/r/machines/cvmfx-r-vb-1", "vboxmanage": ["/usr/bin/VBoxManage"]},
         owner=Owner("host", 42, "777"),
+        created=1_700_000_000.25,
+        expires=1_700_086_400.5,
         kept=True,
     )
-    back = vb.resource_from_fields(vb.ledger_fields(resource))
-    assert back == resource
+    fields = encode_fields(resource)
+    assert all(key.startswith(vb.EXTRA) for key in fields), "sweep recognises our keys"
+    assert vb.setextradata("m", "cvmfx-run", "r") == ["setextradata", "m", "cvmfx-run", "r"]
+    back = decode_fields(extradata_of(tmp_path, {**fields, "GUI/LastCloseAction": "PowerOff"}))
+    assert back == replace(resource, data={}), "the directory and the command are not trusted from extradata"
 
 
-def test_extradata_that_is_not_ours_is_ignored():
-    fields = vb.ledger_fields(Resource("virtualbox", "vm", "n", "r"))
-    del fields["owner"]
-    assert vb.resource_from_fields(fields) is None
-    assert vb.resource_from_fields({**vb.ledger_fields(Resource("virtualbox", "vm", "n", "r")), "created": "x"}) is None
+def test_extradata_that_is_not_ours_is_ignored(tmp_path):
+    fields = encode_fields(Resource("virtualbox", "vm", "n", "r"))
+    del fields["cvmfx-owner-pid"]
+    assert decode_fields(extradata_of(tmp_path, fields)) is None
+    assert decode_fields(extradata_of(tmp_path, {"GUI/LastCloseAction": "PowerOff"})) is None
 
 
 def test_machinereadable_parsing():
@@ -261,3 +284,40 @@ def test_vboxmanage_gives_up_when_vboxsvc_stays_unreachable(tmp_path, monkeypatc
     script.chmod(0o755)
     with pytest.raises(vb.VBoxError, match="Failed to create the VirtualBox object"):
         vb.VBoxManage([str(script)])("list", "vms")
+
+
+def test_leftovers_are_vms_with_our_entry_in_their_own_machine_directory(tmp_path):
+    """Sweep without the ledger: a VM counts when its extradata decodes to a virtualbox entry of its own name and its
+    settings file lies in runs/<run>/machines/<name> (the directory comes from there, never from extradata)."""
+    from cernvm_fixtures import config
+
+    state = tmp_path / "state"
+    vms = {
+        "cvmfx-r1-vb-1": ("r1", "cvmfx-r1-vb-1", state / "runs/r1/machines/cvmfx-r1-vb-1"),
+        "cvmfx-r1-vb-2": ("r1", "cvmfx-r1-vb-2", tmp_path / "elsewhere"),  # not in a machine directory
+        "cvmfx-r2-vb-3": ("r2", "cvmfx-r2-vb-9", state / "runs/r2/machines/cvmfx-r2-vb-3"),  # another name
+        "cvmfx-r3-vb-4": ("r3", "cvmfx-r3-vb-4", state / "runs/r3/machines/cvmfx-r3-vb-4"),  # recorded
+    }
+    listing = tmp_path / "vms"
+    listing.write_text(
+        "".join(f'"{name}" {{0000000{i}-0000-0000-0000-000000000000}}\n' for i, name in enumerate(vms))
+        + '"someone-else" {00000009-0000-0000-0000-000000000000}\n'
+    )
+    for name, (run, entry_name, directory) in vms.items():
+        fields = encode_fields(Resource("virtualbox", "vm", entry_name, run, target="vb"))
+        (tmp_path / f"{name}.extradata").write_text("".join(f"Key: {k}, Value: {v}\n" for k, v in fields.items()))
+        (tmp_path / f"{name}.info").write_text(f'name="{name}"\nCfgFile="{directory}/{name}/{name}.vbox"\n')
+    vbox = fake_vboxmanage(
+        tmp_path,
+        f'case "$1" in\n  list) cat {listing} ;;\n  getextradata) cat {tmp_path}/"$2".extradata ;;\n'
+        f'  showvminfo) cat {tmp_path}/"$2".info ;;\nesac',
+    )
+    target = config.parse({"targets": {"vb": {"provider": "virtualbox", "vboxmanage": vbox.command}}}, "f").targets[
+        "vb"
+    ]
+    found = vb.VirtualBoxProvider.leftovers(target, {"cvmfx-r3-vb-4"})
+    directory = str(state / "runs/r1/machines/cvmfx-r1-vb-1")
+    assert [(r.kind, r.name, r.run, r.data) for r in found] == [
+        ("vm", "cvmfx-r1-vb-1", "r1", {"directory": directory, "vboxmanage": vbox.command}),
+        ("directory", "cvmfx-r1-vb-1", "r1", {"path": directory}),
+    ]
