@@ -48,10 +48,12 @@ from ..transport.ssh import SSHTransport, ssh_login
 from .base import Machine, Provider, ProviderOptions, console_file_text
 from .kit import (
     ClientCache,
+    SdkErrors,
     decode_fields,
     encode_fields,
     machine_directory,
     remove_machine_directory,
+    sdk,
     wait_until,
 )
 
@@ -100,13 +102,23 @@ class KvmOptions(ProviderOptions):
     user: str = "root"
 
 
-def _libvirt():
-    try:
-        import libvirt
-    except ImportError:
-        raise ConfigError("the kvm provider needs libvirt-python: pip install 'cernvm-fixtures[kvm]'") from None
+def _libvirt() -> Any:
+    """libvirt-python (silenced: its errors reach us as exceptions, not also on stderr)."""
+    libvirt = sdk("kvm", "kvm", "libvirt")
     libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
     return libvirt
+
+
+def _no_domain(error: Any) -> bool:
+    return bool(error.get_error_code() == _libvirt().VIR_ERR_NO_DOMAIN)
+
+
+def _message(error: Any) -> str:
+    return str(error.get_error_message())
+
+
+LIBVIRT = SdkErrors(lambda: (_libvirt().libvirtError,), not_found=_no_domain, message=_message)
+"""libvirt's errors read once: ``LIBVIRT.call(what, fn, missing_ok=True)`` takes "no such domain" as gone."""
 
 
 def default_uri() -> str:
@@ -198,12 +210,15 @@ def choose_domain_type(conn, uri: str, wait: float = 10.0) -> str:
             lambda: conn.createXML(xml, libvirt.VIR_DOMAIN_START_AUTODESTROY),
             undo=_destroy_domain,
         )
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            if console.exists() and b"Linux version" in console.read_bytes():
-                chosen = "kvm"
-                break
-            time.sleep(0.1)
+
+        def printed() -> bool | None:
+            return True if console.exists() and b"Linux version" in console.read_bytes() else None
+
+        try:
+            wait_until("KVM probe guest's kernel", printed, time.monotonic() + wait, 0.1)
+            chosen = "kvm"
+        except ProviderError:
+            pass  # it printed nothing in time: TCG (warned below)
     except libvirt.libvirtError as e:
         log.warning("KVM probe guest failed to start (%s); using TCG", e.get_error_message())
     finally:
@@ -412,13 +427,8 @@ def vga_text(memory: bytes, columns: int = 80) -> str | None:
 
 
 def _destroy_domain(dom: Any) -> None:
-    """Destroy a domain a createXML call started after its caller was interrupted."""
-    libvirt = _libvirt()
-    try:
-        dom.destroy()
-    except libvirt.libvirtError as e:
-        if e.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
-            raise
+    """Destroy a domain a createXML call started after its caller was interrupted (gone already is fine)."""
+    LIBVIRT.call("destroy the domain an interrupted createXML started", dom.destroy, missing_ok=True)
 
 
 def domain_screenshot(conn: Any, dom: Any, path: Path, what: str) -> Path:
@@ -592,26 +602,21 @@ class KvmProvider(Provider[KvmOptions, "KvmMachine"]):
             # the call's undo destroys the domain then, and its auto-destroy flag does if this process is gone
             log.warning("%s: still being created by libvirt; destroyed as soon as libvirt returns", resource.name)
             return
-        libvirt = _libvirt()
-        conn = connect(resource.data["uri"])
-        try:
-            dom = conn.lookupByName(resource.name)
-        except libvirt.libvirtError as e:
-            if e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-                return
-            raise ProviderError(f"{resource.name}: {e.get_error_message()}") from None
+        dom = LIBVIRT.call(resource.name, connect(resource.data["uri"]).lookupByName, resource.name, missing_ok=True)
+        if dom is None:
+            return
         found = decode_fields(domain_fields(dom))
         if found is None or found.run != resource.run:
             log.warning("domain %s belongs to another run; left alone", resource.name)
             return
-        try:
+
+        def stop() -> None:
             if dom.isActive():
                 dom.destroy()
             if dom.isPersistent():
                 dom.undefine()
-        except libvirt.libvirtError as e:
-            if e.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
-                raise ProviderError(f"{resource.name}: {e.get_error_message()}") from None
+
+        LIBVIRT.call(resource.name, stop, missing_ok=True)
 
     @classmethod
     def screenshot_resource(cls, resource: Resource, path: Path) -> Path:
@@ -848,25 +853,14 @@ class KvmMachine(Machine):
         """libvirt's ACPI power button event (``virsh shutdown --mode acpi``): the guest decides what happens."""
         if self.domain is None:
             raise ProviderError(f"{self.name}: the domain was not started")
-        libvirt = _libvirt()
-        try:
-            self.domain.shutdownFlags(libvirt.VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN)
-        except libvirt.libvirtError as e:
-            raise ProviderError(
-                f"{self.name}: libvirt could not press the power button: {e.get_error_message()}"
-            ) from None
+        what = f"{self.name}: libvirt could not press the power button"
+        LIBVIRT.call(what, self.domain.shutdownFlags, _libvirt().VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN)
 
     def is_running(self) -> bool:
         """Whether the domain is still active (a guest that powered off ends its transient domain)."""
         if self.domain is None:
             return False
-        libvirt = _libvirt()
-        try:
-            return bool(self.domain.isActive())
-        except libvirt.libvirtError as e:
-            if e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-                return False
-            raise ProviderError(f"{self.name}: {e.get_error_message()}") from None
+        return bool(LIBVIRT.call(self.name, self.domain.isActive, missing_ok=True))
 
     def screenshot(self, path: Path) -> Path:
         """libvirt's screenshot of the domain's VGA display (see :func:`domain_xml`), as PNG."""
@@ -874,20 +868,15 @@ class KvmMachine(Machine):
             raise ScreenUnavailable(f"{self.name}: the domain was not started")
         return domain_screenshot(connect(self.uri), self.domain, path, self.name)
 
-    def keep(self) -> None:
-        """Mark kept in the ledger and in the domain's own metadata (a sweep from metadata alone leaves it)."""
-        super().keep()
+    def mark_kept(self) -> None:
+        """The kept mark in the domain's own metadata (a sweep from metadata alone leaves it)."""
         entry = next((r for r in self.resources if r.kind == "domain"), None)
         if self.domain is None or entry is None:
             return
         libvirt = _libvirt()
         xml = ElementTree.tostring(ElementTree.Element("resource", encode_fields(entry)), encoding="unicode")
-        try:
-            self.domain.setMetadata(
-                libvirt.VIR_DOMAIN_METADATA_ELEMENT, xml, "cvmfx", NS, libvirt.VIR_DOMAIN_AFFECT_LIVE
-            )
-        except libvirt.libvirtError as e:
-            log.warning("%s: could not mark the domain kept in its metadata: %s", self.name, e.get_error_message())
+        element = (libvirt.VIR_DOMAIN_METADATA_ELEMENT, xml, "cvmfx", NS, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+        LIBVIRT.call(f"{self.name}: domain metadata", self.domain.setMetadata, *element)
 
     def login_command(self) -> Login:
         user_net = self.options.network == "user"
