@@ -67,11 +67,13 @@ from .base import Machine, Provider, ProviderOptions
 from .kit import (
     FIELD_PREFIX,
     ClientCache,
+    SdkErrors,
     decode_fields,
     encode_fields,
     field,
     machine_directory,
     remove_machine_directory,
+    sdk,
     wait_until,
 )
 
@@ -224,12 +226,23 @@ class DockerOptions(ProviderOptions):
 # --- the Docker SDK, imported lazily ---------------------------------------------------------------------
 
 
-def _docker():
-    try:
-        import docker
-    except ImportError:
-        raise ConfigError("the docker provider needs the Docker SDK: pip install 'cernvm-fixtures[docker]'") from None
-    return docker
+def _docker() -> Any:
+    return sdk("docker", "docker", "docker")
+
+
+def _gone(error: Any) -> bool:
+    """Not there (any more), or its removal is in progress already (another teardown of the same object)."""
+    if isinstance(error, _docker().errors.NotFound):
+        return True
+    return bool(error.status_code == 409 and "already in progress" in str(error.explanation))
+
+
+def _explanation(error: Any) -> str:
+    return str(error.explanation or error)
+
+
+DOCKER = SdkErrors(lambda: (_docker().errors.APIError,), not_found=_gone, message=_explanation)
+"""The Docker SDK's API errors read once: ``DOCKER.call(what, fn, missing_ok=True)`` takes a gone object as done."""
 
 
 def daemon_address(url: str | None) -> str:
@@ -696,25 +709,21 @@ class DockerProvider(Provider[DockerOptions, "DockerMachine"]):
                 return  # this process may still start containers from it; removed when it exits
             remove_image(connect(url), ref, resource.data.get("id"))
             return
-        docker = _docker()
+        if resource.kind not in ("container", "volume"):
+            raise ProviderError(f"docker cannot destroy unknown resource kind {resource.kind!r}")
         client = connect(url)
-        try:
+
+        def remove() -> None:
             if resource.kind == "container":
                 found = client.containers.get(resource.name)
                 if _ours(found.labels, resource):
                     found.remove(force=True, v=True)
-            elif resource.kind == "volume":
+            else:
                 found = client.volumes.get(resource.name)
                 if _ours(found.attrs.get("Labels") or {}, resource):
                     found.remove(force=True)
-            else:
-                raise ProviderError(f"docker cannot destroy unknown resource kind {resource.kind!r}")
-        except docker.errors.NotFound:
-            return
-        except docker.errors.APIError as e:
-            if e.status_code == 409 and "already in progress" in str(e.explanation):
-                return
-            raise ProviderError(f"{resource.kind} {resource.name}: {e.explanation or e}") from None
+
+        DOCKER.call(f"{resource.kind} {resource.name}", remove, missing_ok=True)
 
     @classmethod
     def leftovers(cls, target, recorded: set[str]) -> list[Resource]:
