@@ -401,10 +401,12 @@ DESTROY = {
 class Ec2Machine(RemoteMachine):
     """One EC2 instance plus what was created for it."""
 
+    provider: Ec2Provider
+    options: Ec2Options
+
     def __init__(self, provider: Ec2Provider, name: str) -> None:
         super().__init__(provider, name)
-        self.provider: Ec2Provider = provider
-        self.options: Ec2Options = provider.options
+        self.options = provider.options
         self.instance_id: str | None = None
         self.slowdown = self.options.slowdown
         self.traits.update(
