@@ -14,6 +14,9 @@ CernVM-FS servers); the test appliance's own CernVM-FS server is a process on th
 host the guest reaches through a ``guestfwd``, so it boots restricted. ``nat`` puts
 the guest on a libvirt network (e.g. ``default``) and reaches it at the address from
 the DHCP leases, for real hosts.
+
+Modules, leaf first: :mod:`.options` (the target keys), :mod:`.domain` (the domain XML, pure); this package holds
+the libvirt connection, the acceleration probe, the provider and the machine.
 """
 
 from __future__ import annotations
@@ -27,26 +30,24 @@ import socket
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any
 from xml.etree import ElementTree
 
-from pydantic import Field
-
-from .. import images
-from ..context import Context
-from ..context.nocloud import write_seed
-from ..dirs import cache_dir, state_dir
-from ..doctor import Check, device_access, running
-from ..download import redact
-from ..errors import ConfigError, PermanentError, ProviderError, ScreenUnavailable
-from ..images import appliance_variant
-from ..interrupts import abandoned, interruptible
-from ..ledger import Resource
-from ..screen import write_png
-from ..transport.base import Login
-from ..transport.ssh import SSHTransport, ssh_login
-from .base import Machine, Provider, ProviderOptions, console_file_text
-from .kit import (
+from ... import images
+from ...context import Context
+from ...context.nocloud import write_seed
+from ...dirs import cache_dir, state_dir
+from ...doctor import Check, running
+from ...download import redact
+from ...errors import ConfigError, PermanentError, ProviderError, ScreenUnavailable
+from ...images import appliance_variant
+from ...interrupts import abandoned, interruptible
+from ...ledger import Resource
+from ...screen import write_png
+from ...transport.base import Login
+from ...transport.ssh import SSHTransport, ssh_login
+from ..base import Machine, Provider, console_file_text
+from ..kit import (
     ClientCache,
     SdkErrors,
     decode_fields,
@@ -56,50 +57,32 @@ from .kit import (
     sdk,
     wait_until,
 )
+from .checks import cpu_checks, device_check
+from .domain import NS, VGA_TEXT_MEMORY, VGA_TEXT_SIZE, domain_xml, probe_xml, stratum1_forward, vga_text
+from .options import KvmOptions
 
 if TYPE_CHECKING:
-    from ..config import Target
-    from ..profile import Profile
+    from ...config import Target
+    from ...profile import Profile
 
 log = logging.getLogger(__name__)
 
+__all__ = [
+    "NS",
+    "KvmMachine",
+    "KvmOptions",
+    "KvmProvider",
+    "choose_domain_type",
+    "connect",
+    "default_uri",
+    "domain_xml",
+    "free_port",
+    "probe_xml",
+    "stratum1_forward",
+    "vga_text",
+]
+
 ISO = images.Accepts(".iso", "ISO images (e.g. ucernvm-prod.<V>-<R>.cernvm.x86_64.iso) or 'appliance[:variant]'")
-
-NS = "https://cernvm-fixtures.invalid/ns/libvirt/1"
-"""XML namespace of the metadata element that lets sweep recognise our domains."""
-
-
-class KvmOptions(ProviderOptions):
-    """Target keys of the ``kvm`` provider."""
-
-    uri: str | None = None
-    """libvirt URI; default qemu:///system for root, qemu:///session for other users."""
-    domain_type: Literal["auto", "kvm", "qemu"] = "auto"
-    """``kvm`` (hardware), ``qemu`` (TCG emulation), or ``auto``: kvm only if a probe guest boots under it."""
-    memory: int = Field(2048, ge=256, description="MiB")
-    vcpus: int = Field(1, ge=1)
-    disk_size: int = Field(20, ge=1, description="GiB, sparse scratch disk")
-    network: Literal["user", "nat"] = "user"
-    restrict: bool | None = None
-    """User-mode networking only: ``true`` isolates the guest (it reaches nothing but the forwards the harness
-    makes), ``false`` lets it reach out through the host; default: isolated, unless the profile says the image
-    loads its OS over the network at boot (``boot.network``) and it is not the test appliance (whose CernVM-FS
-    server is forwarded from this host)."""
-    nat_network: str = "default"
-    nic_model: Literal["virtio", "e1000", "rtl8139"] = "virtio"
-    machine: Literal["pc", "q35"] = "pc"
-    """``pc``: i440fx, the layout of CernVM's KVM guide (ISO on IDE hdc); ``q35``: for hosts whose QEMU has no IDE
-    (the RHEL 9 family): CD drives on SATA (sda, sdb), the user-mode NIC on pcie.0."""
-    boot: Literal["cdrom", "kernel"] = "cdrom"
-    """``kernel``: direct kernel boot (appliance only), faster than the documented CD boot."""
-    kernel_args: str = ""
-    """Direct kernel boot only: words appended to the appliance's kernel line, e.g. ``console=ttyS0`` (what
-    CernVM's hvm, tar.gz and vhd images have, and its ISO has not)."""
-    graphics: bool = False
-    """A VNC display on 127.0.0.1 (it has no password; the harness uses the serial console), off unless asked."""
-    slowdown: float = Field(4.0, ge=1.0)
-    """Readiness deadlines are multiplied by this under software emulation (domain type qemu)."""
-    user: str = "root"
 
 
 def _libvirt() -> Any:
@@ -163,7 +146,7 @@ def _boot_id() -> str:
 def probe_kernel() -> Path | None:
     """A kernel to boot in the acceleration probe: the appliance's, else the host's own."""
     try:
-        from .. import appliance
+        from ... import appliance
 
         return appliance.build().kernel
     except Exception as e:  # noqa: BLE001 - any failure just means: try the next source
@@ -235,195 +218,8 @@ def choose_domain_type(conn, uri: str, wait: float = 10.0) -> str:
     return chosen
 
 
-QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
-ElementTree.register_namespace("qemu", QEMU_NS)
-ElementTree.register_namespace("cvmfx", NS)
-
-
-def _element(parent: ElementTree.Element, tag: str, text: str | None = None, **attributes: str) -> ElementTree.Element:
-    """A child element; ElementTree escapes every text and attribute value."""
-    child = ElementTree.SubElement(parent, tag, attributes)
-    if text is not None:
-        child.text = text
-    return child
-
-
-def _seclabel(parent: ElementTree.Element, uri: str) -> None:
-    """As root on the system URI, run QEMU as root so it can use the run's files where they are.
-
-    QEMU stays root there because the run's files live in root's state directory (~/.local/state under
-    /root, mode 0700), which libvirt's unprivileged ``libvirt-qemu`` user cannot reach without relabelling
-    (``dynamic_ownership``) the user's own files; 9p shares use ``mapped`` so the guest cannot create
-    setuid files on the host whoever QEMU runs as.
-    """
-    if os.geteuid() == 0 and uri.startswith("qemu:///system"):
-        label = _element(parent, "seclabel", type="static", model="dac", relabel="no")
-        _element(label, "label", "+0:+0")
-
-
-def _serialize(domain: ElementTree.Element) -> str:
-    ElementTree.indent(domain)
-    return ElementTree.tostring(domain, encoding="unicode") + "\n"
-
-
-def probe_xml(*, name: str, kernel: Path, console: Path, uri: str) -> str:
-    """The acceleration probe: a 256 MiB KVM guest booting ``kernel`` with its console in a file."""
-    domain = ElementTree.Element("domain", type="kvm")
-    _element(domain, "name", name)
-    _element(domain, "memory", "256", unit="MiB")
-    _element(domain, "vcpu", "1")
-    os_ = _element(domain, "os")
-    _element(os_, "type", "hvm", arch="x86_64")
-    _element(os_, "kernel", str(kernel))
-    _element(os_, "cmdline", "console=ttyS0 panic=-1")
-    for event in ("on_poweroff", "on_reboot", "on_crash"):
-        _element(domain, event, "destroy")
-    devices = _element(domain, "devices")
-    serial = _element(devices, "serial", type="file")
-    _element(serial, "source", path=str(console))
-    _seclabel(domain, uri)
-    return _serialize(domain)
-
-
-class MachineLayout(NamedTuple):
-    """Where a machine type puts the CD drives and the user-mode NIC."""
-
-    cdrom_bus: str
-    iso_target: str
-    seed_target: str
-    nic_bus: str
-    """QEMU's name of the root bus (libvirt's PCI controller 0; on q35 ``pci.1`` and up are pcie-root-ports)."""
-    nic_addr: str
-    """A root-bus slot libvirt does not hand out (it knows nothing of a device on the QEMU command line). pc: one
-    slot per device from 0x1 up; q35 (virsh dumpxml, libvirt 9.0): video 0x1, pcie-root-ports eight to a slot from
-    0x1/0x2 up (one per 9p share or virtio disk), SATA 0x1f.2."""
-
-
-MACHINE_LAYOUTS = {
-    # slot 0x1e: libvirt hands out slots upwards from 2 (video, 9p shares, ...); 0x9 collided with the sixth share
-    "pc": MachineLayout("ide", "hdc", "hdd", "pci.0", "0x1e"),
-    "q35": MachineLayout("sata", "sda", "sdb", "pcie.0", "0x9"),
-}
-
-
-def domain_xml(
-    *,
-    name: str,
-    domain_type: str,
-    options: KvmOptions,
-    uri: str,
-    iso: Path | None,
-    kernel: tuple[Path, Path, str] | None,
-    disk: Path,
-    seed: Path,
-    console: Path,
-    shared: dict[str, Path],
-    ssh_port: int | None,
-    metadata: dict[str, str],
-    restrict: bool = True,
-    stratum1: int | None = None,
-) -> str:
-    """The libvirt domain XML for one machine (pure function, unit-tested); every value is escaped."""
-    domain = ElementTree.Element("domain", type=domain_type)
-    _element(domain, "name", name)
-    _element(_element(domain, "metadata"), f"{{{NS}}}resource", **metadata)
-    _element(domain, "memory", str(options.memory), unit="MiB")
-    _element(domain, "vcpu", str(options.vcpus))
-    layout = MACHINE_LAYOUTS[options.machine]
-    os_ = _element(domain, "os")
-    _element(os_, "type", "hvm", arch="x86_64", machine=options.machine)
-    if kernel is not None:
-        vmlinuz, initrd, cmdline = kernel
-        _element(os_, "kernel", str(vmlinuz))
-        _element(os_, "initrd", str(initrd))
-        _element(os_, "cmdline", cmdline)
-    else:
-        _element(os_, "boot", dev="cdrom")
-    features = _element(domain, "features")
-    for feature in ("acpi", "apic", "pae"):
-        _element(features, feature)
-    _element(domain, "on_poweroff", "destroy")
-    _element(domain, "on_reboot", "restart")
-    _element(domain, "on_crash", "destroy")
-    devices = _element(domain, "devices")
-
-    def disk_device(device: str, path: Path, target: str, bus: str, readonly: bool) -> None:
-        element = _element(devices, "disk", type="file", device=device)
-        _element(element, "driver", name="qemu", type="raw")
-        _element(element, "source", file=str(path))
-        _element(element, "target", dev=target, bus=bus)
-        if readonly:
-            _element(element, "readonly")
-
-    if iso is not None:
-        disk_device("cdrom", iso, layout.iso_target, layout.cdrom_bus, True)
-    disk_device("disk", disk, "vda", "virtio", False)
-    disk_device("cdrom", seed, layout.seed_target, layout.cdrom_bus, True)
-    for tag, path in shared.items():
-        # mapped (QEMU's security_model=mapped-xattr): guest owners and modes live in xattrs, so root in
-        # the guest cannot create setuid-root files on the host (passthrough would let it).
-        filesystem = _element(devices, "filesystem", type="mount", accessmode="mapped")
-        _element(filesystem, "source", dir=str(path))
-        _element(filesystem, "target", dir=tag)
-    if options.network == "nat":
-        interface = _element(devices, "interface", type="network")
-        _element(interface, "source", network=options.nat_network)
-        _element(interface, "model", type=options.nic_model)
-    serial = _element(devices, "serial", type="file")
-    _element(serial, "source", path=str(console))
-    _element(serial, "target", port="0")
-    # A display the harness reads without a person (virDomainScreenshot): released CernVM images show boot
-    # messages and errors only on tty0. No VNC/SPICE listener comes with it (that stays ``graphics``).
-    _element(_element(devices, "video"), "model", type="vga")
-    if options.graphics:
-        _element(devices, "graphics", type="vnc", autoport="yes", listen="127.0.0.1")
-    _element(devices, "memballoon", model="none")
-    _seclabel(domain, uri)
-    if options.network == "user":
-        device = {"virtio": "virtio-net-pci", "e1000": "e1000", "rtl8139": "rtl8139"}[options.nic_model]
-        netdev = f"user,id=n0,restrict={'on' if restrict else 'off'},hostfwd=tcp:127.0.0.1:{ssh_port}-:22"
-        if stratum1 is not None:
-            netdev += "," + stratum1_forward(stratum1)
-        args = [
-            "-netdev",
-            netdev,
-            "-device",
-            f"{device},netdev=n0,bus={layout.nic_bus},addr={layout.nic_addr}",
-        ]
-        commandline = _element(domain, f"{{{QEMU_NS}}}commandline")
-        for arg in args:
-            _element(commandline, f"{{{QEMU_NS}}}arg", value=arg)
-    return _serialize(domain)
-
-
 KVM_TRAITS = {"provider": "kvm", "kind": "vm"}
 """What the profile's boot rules match on before a machine exists."""
-
-
-def stratum1_forward(port: int) -> str:
-    """The ``guestfwd`` that connects the appliance's CernVM-FS server address (its ``cvmfs_server=``) to the
-    server on 127.0.0.1:``port``: a character device reconnecting after each request (libvirt's QEMU sandbox
-    forbids the per-connection ``cmd:`` form); works with ``restrict=on``, nothing else is reachable."""
-    from ..appliance import STRATUM1
-
-    return f"guestfwd=tcp:{STRATUM1}:80-tcp:127.0.0.1:{port},,reconnect=1"  # QEMU's option syntax doubles commas
-
-
-VGA_TEXT_MEMORY = 0xB8000
-"""Physical address of the VGA text buffer (character and attribute byte per cell, 80 columns)."""
-VGA_TEXT_SIZE = 0x8000
-
-
-def vga_text(memory: bytes, columns: int = 80) -> str | None:
-    """The non-empty rows of a VGA text buffer (every other byte is a character, code page 437); None when it
-    does not look like text (a guest in graphics mode leaves pixels or zeros there)."""
-    characters = memory[::2]
-    rows = [characters[i : i + columns] for i in range(0, len(characters), columns)]
-    kept = [row.decode("cp437").rstrip(" \x00") for row in rows if row.strip(b" \x00")]
-    text = "".join(kept)
-    if not text or sum(c.isprintable() for c in text) < 0.9 * len(text):
-        return None
-    return "\n".join(kept)
 
 
 def _destroy_domain(dom: Any) -> None:
@@ -479,7 +275,7 @@ class KvmProvider(Provider[KvmOptions, "KvmMachine"]):
         server on 127.0.0.1 (appliance only); validated before anything is created."""
         variant = appliance_variant(self.target.image)
         if variant is not None:
-            from .. import appliance
+            from ... import appliance
 
             built = appliance.build(variant)
             stratum1 = appliance.serve_stratum1(built) if self.options.network == "user" else None
@@ -489,7 +285,7 @@ class KvmProvider(Provider[KvmOptions, "KvmMachine"]):
             return built.iso, None, stratum1
         self.check_image_name(self.target)
         iso = images.local_file(self.target, ISO)
-        from .. import appliance
+        from ... import appliance
 
         if self.options.network == "user" and appliance.is_appliance_iso(iso):  # e.g. published as a release
             return iso, None, appliance.serve_stratum1(appliance.build())
@@ -515,7 +311,7 @@ class KvmProvider(Provider[KvmOptions, "KvmMachine"]):
     @classmethod
     def check_profile(cls, target: Target, profile: Profile) -> None:
         """An image that loads its OS over the network at boot needs a network that reaches its servers."""
-        from .. import appliance as _appliance
+        from ... import appliance as _appliance
 
         options: KvmOptions = target.options
         image = Path(target.image).expanduser()
@@ -662,7 +458,7 @@ class KvmProvider(Provider[KvmOptions, "KvmMachine"]):
         """CernVM's KVM prerequisites (CPU, module, /dev/kvm access), then what the harness needs from libvirt."""
         options: KvmOptions = target.options
         tcg = "guests run under software emulation (TCG), several times slower"
-        found = [*cls._cpu_checks(tcg), cls._device_check(tcg)]
+        found = [*cpu_checks(tcg), device_check(tcg)]
         uri = options.uri or default_uri()
         if uri.startswith("qemu:///system"):
             for daemons in (("virtlogd",), ("libvirtd", "virtqemud")):
@@ -707,51 +503,6 @@ class KvmProvider(Provider[KvmOptions, "KvmMachine"]):
                     )
                 )
         return found
-
-    @staticmethod
-    def _cpu_checks(tcg: str) -> list[Check]:
-        """The CPU offers virtualization (vmx/svm) and its vendor's KVM module is loaded."""
-        try:
-            cpu = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            cpu = ""
-        flags = {f for line in cpu.splitlines() if line.startswith("flags") for f in line.split(":", 1)[1].split()}
-        offered = sorted(flags & {"vmx", "svm"})
-        modules = sorted(p.name for p in Path("/sys/module").glob("kvm_*"))
-        vendor = [m for m in modules if m in ("kvm_intel", "kvm_amd")]
-        return [
-            Check.ok("CPU virtualization", f"flag {offered[0]}")
-            if offered
-            else Check.warning(
-                "CPU virtualization",
-                f"no vmx/svm CPU flag: {tcg}",
-                "enable VT-x/AMD-V in the firmware, or nested virtualization on the hypervisor",
-            ),
-            Check.ok("KVM module", vendor[0])
-            if vendor
-            else Check.warning(
-                "KVM module",
-                f"neither kvm_intel nor kvm_amd is loaded (have: {', '.join(modules) or '-'})",
-                "modprobe kvm_intel (Intel CPU) or modprobe kvm_amd (AMD CPU)",
-            ),
-        ]
-
-    @staticmethod
-    def _device_check(tcg: str) -> Check:
-        """/dev/kvm as CernVM documents it: root:kvm 0660 or more open (else libvirt re-probes QEMU endlessly)."""
-        device = Path("/dev/kvm")
-        if not device.exists():
-            return Check.warning("/dev/kvm", f"missing: {tcg}", "modprobe kvm_intel or kvm_amd")
-        access, usable = device_access(device, "kvm")
-        if usable:
-            return Check.ok("/dev/kvm", f"{access} (documented: root:kvm 0660 or more open)")
-        return Check.warning(
-            "/dev/kvm",
-            f"{access}, documented root:kvm 0660: libvirt then re-probes QEMU on every lookup and each domain start "
-            "takes about a minute",
-            'chgrp kvm /dev/kvm && chmod 0660 /dev/kvm, and KERNEL=="kvm", GROUP="kvm", MODE="0660" in '
-            "/etc/udev/rules.d/65-kvm.rules (./dev setup does both)",
-        )
 
     @staticmethod
     def _nat_check(conn, network: str) -> Check:
