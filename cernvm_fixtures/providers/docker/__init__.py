@@ -26,6 +26,11 @@ image is imported once per run and content digest (``cvmfx-<run>:<digest>``),
 reused by every instance and target of the run, and removed when the last
 process of the run that used it exits (each instance records its use of it, so a
 crashed run's image is found from the ledger as well as by its labels).
+
+Modules, leaf first: :mod:`.options` (the target keys), :mod:`.tarball` (checking and
+unpacking CernVM Docker tarballs), :mod:`.spec` (the container spec and the labels,
+pure); this package holds the daemon connection, the run's images, the provider and
+the machine.
 """
 
 from __future__ import annotations
@@ -33,194 +38,68 @@ from __future__ import annotations
 import atexit
 import fcntl
 import functools
-import hashlib
-import io
 import logging
-import lzma
 import os
-import re
 import shutil
 import signal
-import tarfile
 import threading
-import time
-import zlib
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import Field, ValidationInfo, field_validator
-
-from .. import images
-from ..context import Context
-from ..dirs import state_dir
-from ..doctor import Check
-from ..errors import ConfigError, PermanentError, ProviderError
-from ..images import appliance_variant
-from ..interrupts import interruptible
-from ..ledger import Resource
-from ..transport.base import Login
-from ..transport.docker import DockerTransport
-from .base import Machine, Provider, ProviderOptions
-from .kit import (
-    FIELD_PREFIX,
-    ClientCache,
-    SdkErrors,
-    decode_fields,
-    encode_fields,
-    field,
-    machine_directory,
-    remove_machine_directory,
-    sdk,
-    wait_until,
+from ... import images
+from ...context import Context
+from ...dirs import state_dir
+from ...doctor import Check
+from ...errors import ConfigError, PermanentError, ProviderError
+from ...images import appliance_variant
+from ...interrupts import interruptible
+from ...ledger import Resource
+from ...transport.base import Login
+from ...transport.docker import DockerTransport
+from ..base import Machine, Provider
+from ..kit import ClientCache, SdkErrors, machine_directory, remove_machine_directory, sdk, wait_until
+from .options import DockerOptions, os_repository, parrot_repo_env
+from .spec import (
+    KEEPALIVE,
+    LABEL_RUN,
+    UP_LINE,
+    container_spec,
+    image_ref,
+    import_changes,
+    labelled_state,
+    resource_from_labels,
+    resource_labels,
 )
+from .tarball import TARBALL_SUFFIXES, Tarball, extract_repository, inspect_tarball, keys_archive
+
+__all__ = [
+    "KEEPALIVE",
+    "UP_LINE",
+    "DockerMachine",
+    "DockerOptions",
+    "DockerProvider",
+    "connect",
+    "container_spec",
+    "image_ref",
+    "import_changes",
+    "inspect_tarball",
+    "labelled_state",
+    "os_repository",
+    "parrot_repo_env",
+    "resource_from_labels",
+    "resource_labels",
+]
 
 log = logging.getLogger(__name__)
 
 TARBALL = images.Accepts(".tar", "CernVM Docker tarballs (cvm-docker.<V>-<R>.cernvm.x86_64.tar)", fmt="docker")
 
-LABEL_RUN = FIELD_PREFIX + "run"
-"""Every container, image and volume cernvm-fixtures creates carries this label (sweep filters on it)."""
-UP_LINE = "cernvm-fixtures: /init is up"
-"""What the container's main process prints once ``/init`` has prepared the container."""
-KEEPALIVE = ["/init", "sh", "-c", f"echo '{UP_LINE}'; exec sleep 2147483647"]
-KEYS_DIR = "/UCVM/keys"
-PRELOAD = "UCVM/parrot-preload"
-"""Where the appliance's image carries the repositories its parrot stand-in presents."""
-DEFAULT_CERNVM_ROOT = "/cvmfs/cernvm-prod.cern.ch/cvm4"
-ENV_KEYS = ("CERNVM_ROOT", "CERNVM_DEBUG", "PARROT_OPTIONS", "PARROT_CVMFS_REPO")
-EnvKey = Literal["CERNVM_ROOT", "CERNVM_DEBUG", "PARROT_OPTIONS", "PARROT_CVMFS_REPO"]
-TARBALL_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.xz", ".txz", ".tar.bz2", ".tbz2")
-REPOSITORY = re.compile(r"^[a-z0-9][a-z0-9.-]*[a-z0-9]$")
-NETWORK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-
 
 class ContainerExited(PermanentError):
     """The container's main process (/init) ended: waiting longer cannot help (readiness stops at once)."""
-
-
-def os_repository(cernvm_root: str) -> str | None:
-    """The repository CERNVM_ROOT lies in (``/cvmfs/<repo>/...``), if any."""
-    parts = cernvm_root.split("/")
-    return parts[2] if len(parts) > 2 and parts[0] == "" and parts[1] == "cvmfs" and parts[2] else None
-
-
-def parrot_repo_env(value: str) -> tuple[str, dict[str, Path]]:
-    """PARROT_CVMFS_REPO with host key paths rewritten to /UCVM/keys/<name>, and name -> host key file.
-
-    Entries are ``<repo>:<option>=<value>,...`` separated by blanks (or
-    ``<default-repositories>``); ``pubkey=`` holds one or more key files separated
-    by ``:``. A key under /UCVM/keys is the image's own and stays; any other is a
-    host path that must exist and is copied into the container. Raises ValueError.
-    """
-    keys: dict[str, Path] = {}
-    entries = []
-    for entry in value.split():
-        if entry == "<default-repositories>":
-            entries.append(entry)
-            continue
-        repo, sep, options = entry.partition(":")
-        if not sep or not repo or not options:
-            raise ValueError(f"entries '<repository>:url=<url>,pubkey=<key file>' separated by blanks, not {entry!r}")
-        rewritten = []
-        for option in options.split(","):
-            name, _, keyfiles = option.partition("=")
-            if name != "pubkey":
-                rewritten.append(option)
-                continue
-            paths = []
-            for keyfile in keyfiles.split(":"):
-                if keyfile.startswith(KEYS_DIR + "/"):
-                    paths.append(keyfile)
-                    continue
-                host = Path(keyfile).expanduser()
-                if not host.is_file() or not os.access(host, os.R_OK):
-                    raise ValueError(
-                        f"a readable public key file for repository {repo!r}, not {keyfile!r} "
-                        f"(pubkey= takes host paths, copied into the container's {KEYS_DIR})"
-                    )
-                other = keys.get(host.name)
-                if other is not None and other.resolve() != host.resolve():
-                    raise ValueError(
-                        f"key files with distinct names, but {other} and {host} are both {host.name!r} in {KEYS_DIR}"
-                    )
-                keys[host.name] = host
-                paths.append(f"{KEYS_DIR}/{host.name}")
-            rewritten.append("pubkey=" + ":".join(paths))
-        entries.append(f"{repo}:{','.join(rewritten)}")
-    return " ".join(entries), keys
-
-
-class DockerOptions(ProviderOptions):
-    """Target keys of the ``docker`` provider."""
-
-    url: str | None = None
-    """Docker daemon, e.g. ``unix:///var/run/docker.sock``; default: DOCKER_HOST, else the local socket."""
-    mode: Literal["parrot", "bindmount"] = "parrot"
-    """``parrot``: /init mounts the repositories with parrot (container runs with seccomp unconfined);
-    ``bindmount``: the host's /cvmfs/<repo> directories are bind-mounted read-only, no parrot."""
-    network: str = "none"
-    """Docker network of the container (``none``: no network at all)."""
-    env: dict[EnvKey, str] = {}
-    """CERNVM_ROOT, CERNVM_DEBUG, PARROT_OPTIONS, PARROT_CVMFS_REPO (pubkey= as host paths)."""
-    repositories: dict[str, str] = Field(default_factory=dict, validate_default=True)
-    """bindmount: repository -> host directory mounted read-only on /cvmfs/<repository>
-    (default: cernvm-prod.cern.ch from /cvmfs/cernvm-prod.cern.ch); "" = the appliance's own copy."""
-
-    @field_validator("network")
-    @classmethod
-    def _network(cls, value: str) -> str:
-        if not NETWORK.match(value):
-            raise ValueError("a Docker network name such as 'none' (the default), 'bridge' or a network of yours")
-        return value
-
-    @field_validator("env")
-    @classmethod
-    def _env(cls, env: dict[str, str], info: ValidationInfo) -> dict[str, str]:
-        mode = info.data.get("mode")
-        parrot_only = sorted(k for k in env if k.startswith("PARROT_"))
-        if mode == "bindmount" and parrot_only:
-            raise ValueError(
-                f"no {', '.join(parrot_only)} in mode 'bindmount' (there is no parrot); use mode = 'parrot'"
-            )
-        root = env.get("CERNVM_ROOT")
-        if root is not None and (not root.startswith("/") or "\n" in root):
-            raise ValueError(f"CERNVM_ROOT as an absolute path such as {DEFAULT_CERNVM_ROOT!r}")
-        if env.get("CERNVM_DEBUG", "1") not in ("0", "1"):
-            raise ValueError("CERNVM_DEBUG = '1' (debug lines from /init) or '0'")
-        if "PARROT_CVMFS_REPO" in env:
-            parrot_repo_env(env["PARROT_CVMFS_REPO"])
-        return env
-
-    @field_validator("repositories")
-    @classmethod
-    def _repositories(cls, repositories: dict[str, str], info: ValidationInfo) -> dict[str, str]:
-        mode = info.data.get("mode")
-        if mode != "bindmount":
-            if repositories:
-                raise ValueError("no repositories in mode 'parrot' (parrot fetches them); use mode = 'bindmount'")
-            return repositories
-        repositories = dict(repositories)
-        root = (info.data.get("env") or {}).get("CERNVM_ROOT", DEFAULT_CERNVM_ROOT)
-        os_repo = os_repository(root)
-        if not repositories and os_repo:
-            repositories[os_repo] = f"/cvmfs/{os_repo}"
-        for repo, path in repositories.items():
-            if not REPOSITORY.match(repo):
-                raise ValueError(f"repository names such as 'cernvm-prod.cern.ch', not {repo!r}")
-            if path and not Path(path).expanduser().is_dir():
-                raise ValueError(
-                    f"an existing host directory for repository {repo!r}, not {path!r}: mount cvmfs on the host "
-                    f'(CVMFS_CLAIM_OWNERSHIP=no) and give its /cvmfs/{repo}, use "" with the appliance, '
-                    "or use mode = 'parrot'"
-                )
-        if os_repo and os_repo not in repositories:
-            raise ValueError(
-                f"the OS repository {os_repo!r} (from CERNVM_ROOT={root!r}) among them: /init takes the OS from it"
-            )
-        return repositories
 
 
 # --- the Docker SDK, imported lazily ---------------------------------------------------------------------
@@ -274,85 +153,6 @@ def connect(url: str | None = None) -> Any:
 
 
 # --- images -------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Tarball:
-    """A checked CernVM Docker tarball."""
-
-    path: Path
-    digest: str  # sha256 of the file
-
-
-_tarballs: dict[tuple[str, int, int], Tarball] = {}
-
-
-def member_path(name: str) -> str:
-    """A tar member's path relative to the root fs ("./init" and "/init" are "init")."""
-    while name.startswith("./"):
-        name = name[2:]
-    return name.lstrip("/")
-
-
-def inspect_tarball(path: Path, where: str) -> Tarball:
-    """The tarball's digest, after checking it is a root fs with an executable /init (cached per file version)."""
-    try:
-        st = path.stat()
-    except OSError as e:
-        raise ConfigError(f"{where}: {str(path)!r} does not exist ({e.strerror})") from None
-    key = (str(path), st.st_size, st.st_mtime_ns)
-    if key in _tarballs:
-        return _tarballs[key]
-    if not path.is_file():
-        raise ConfigError(f"{where}: {str(path)!r} is not a file")
-    hint = (
-        "a CernVM Docker tarball is a root fs with /init and /UCVM (cvm-docker.<V>-<R>.cernvm.x86_64.tar); "
-        "give one, 'appliance', or the name of an image already imported with docker import"
-    )
-    init = None
-    try:
-        with tarfile.open(path, "r:*") as tar:
-            for member in tar:
-                if member_path(member.name) == "init":
-                    init = member
-                    break
-    except (tarfile.TarError, OSError, EOFError, zlib.error, lzma.LZMAError) as e:
-        raise ConfigError(f"{where}: {str(path)!r} is not a readable tar archive ({e}); {hint}") from None
-    if init is None:
-        raise ConfigError(f"{where}: {str(path)!r} has no /init, so it is not a CernVM Docker root fs; {hint}")
-    if not (init.issym() or (init.isfile() and init.mode & 0o111)):
-        raise ConfigError(f"{where}: /init in {str(path)!r} is not an executable file; {hint}")
-    with open(path, "rb") as f:
-        digest = hashlib.file_digest(f, "sha256").hexdigest()
-    found = _tarballs[key] = Tarball(path.resolve(), digest)
-    return found
-
-
-def image_ref(run_id: str, digest: str) -> str:
-    """The name an imported tarball gets in a run: one per run and content."""
-    return f"cvmfx-{run_id}:{digest[:16]}"
-
-
-def resource_labels(resource: Resource, state: Path | None = None) -> dict[str, str]:
-    """The labels that let ``sweep`` find and judge a resource without the ledger: its entry's fields, plus
-    the state directory it was made under (for people and tests; sweep never trusts a path from a label)."""
-    return encode_fields(resource, state=str(state or state_dir()))
-
-
-def import_changes(labels: Mapping[str, str]) -> list[str]:
-    """Labels as a Dockerfile instruction for ``docker import --change`` (field values need no quoting)."""
-    return ["LABEL " + " ".join(f"{key}={value}" for key, value in labels.items())]
-
-
-def resource_from_labels(labels: Mapping[str, str] | None) -> Resource | None:
-    """The docker ledger entry the labels carry; None if they are not ours."""
-    found = decode_fields(labels or {})
-    return found if found is not None and found.provider == "docker" else None
-
-
-def labelled_state(labels: Mapping[str, str] | None) -> str | None:
-    """The state directory recorded in the labels (informational only)."""
-    return field(labels or {}, "state")
 
 
 _held: dict[tuple[str, str], str] = {}
@@ -412,78 +212,6 @@ def _release_held() -> None:
 
 
 # --- containers -----------------------------------------------------------------------------------------------
-
-
-def container_spec(
-    *,
-    name: str,
-    image: str,
-    mode: str,
-    network: str,
-    environment: Mapping[str, str],
-    repositories: Mapping[str, Path],
-    shared: Mapping[str, Path],
-    labels: Mapping[str, str],
-    hostname: str | None = None,
-) -> dict[str, Any]:
-    """Keyword arguments of ``client.containers.create`` for one machine (pure; unit-tested).
-
-    Equivalent to ``docker create [--security-opt seccomp=unconfined] --network N
-    -v /cvmfs/REPO:/cvmfs/REPO:ro -v DIR:/mnt/shared/NAME -e ... IMAGE /init sh -c
-    'echo ...; exec sleep ...'``.
-    """
-    mounts = [
-        {"Type": "bind", "Source": str(path), "Target": f"/cvmfs/{repo}", "ReadOnly": True}
-        for repo, path in repositories.items()
-    ]
-    mounts += [
-        {"Type": "bind", "Source": str(path), "Target": f"/mnt/shared/{folder}", "ReadOnly": False}
-        for folder, path in shared.items()
-    ]
-    spec: dict[str, Any] = {
-        "image": image,
-        "command": list(KEEPALIVE),
-        "name": name,
-        "hostname": hostname or name,
-        "environment": dict(environment),
-        "labels": dict(labels),
-        "network_mode": network,
-        "mounts": mounts,
-        "detach": True,
-        "tty": False,
-        "stdin_open": False,
-    }
-    if mode == "parrot":
-        spec["security_opt"] = ["seccomp=unconfined"]  # parrot needs ptrace; only in this mode
-    return spec
-
-
-def extract_repository(tarball: Path, repo: str, destination: Path) -> None:
-    """Unpack the copy of ``repo`` the appliance's image carries (its parrot preload) into ``destination``."""
-    prefix = f"{PRELOAD}/{repo}/"
-    with tarfile.open(tarball, "r:*") as tar:
-        members = []
-        for member in tar.getmembers():
-            name = member_path(member.name)
-            if name.startswith(prefix) and len(name) > len(prefix):
-                members.append(member.replace(name=name[len(prefix) :], deep=False))
-        if not members:
-            raise ProviderError(f"{tarball} carries no copy of repository {repo} (no {prefix})")
-        destination.mkdir(parents=True, exist_ok=True)
-        extra: dict[str, Any] = {"filter": "fully_trusted"} if hasattr(tarfile, "fully_trusted_filter") else {}
-        tar.extractall(destination, members=members, **extra)
-
-
-def _keys_archive(keys: Mapping[str, Path]) -> bytes:
-    """A tar of the repository keys, to unpack at / (UCVM/keys/<name>)."""
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        for name, path in sorted(keys.items()):
-            data = path.read_bytes()
-            info = tarfile.TarInfo(f"{KEYS_DIR.lstrip('/')}/{name}")
-            info.size, info.mode, info.mtime = len(data), 0o644, int(time.time())
-            tar.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
 
 
 @dataclass(frozen=True)
@@ -549,7 +277,7 @@ class DockerProvider(Provider[DockerOptions, "DockerMachine"]):
         self.check_image_name(self.target)
         variant = appliance_variant(image)
         if variant is not None:
-            from .. import appliance
+            from ... import appliance
 
             built = appliance.build()
             return ImageSource(
@@ -647,7 +375,7 @@ class DockerProvider(Provider[DockerOptions, "DockerMachine"]):
                 ) from None
         try:
             if keys:
-                machine.container.put_archive("/", _keys_archive(keys))
+                machine.container.put_archive("/", keys_archive(keys))
             machine.container.start()
         except docker.errors.APIError as e:
             raise ProviderError(f"{machine.name}: Docker could not start the container: {e.explanation or e}") from None
