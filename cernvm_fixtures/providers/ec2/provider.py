@@ -422,17 +422,12 @@ class Ec2Machine(RemoteMachine):
         """The instance as EC2 describes it now (None while EC2 does not know it yet: eventual consistency)."""
         if self.instance_id is None:
             raise ProviderError(f"{self.name}: no instance was created")
-        found = AWS.call(
-            f"describe {self.instance_id}",
-            self._ec2().describe_instances,
-            missing_ok=True,
-            InstanceIds=[self.instance_id],
-        )
-        for reservation in (found or {}).get("Reservations", []):
-            for instance in reservation["Instances"]:
-                self._described = instance
-                return instance
-        return None
+        ids = {"InstanceIds": [self.instance_id]}
+        found = AWS.call(f"describe {self.instance_id}", self._ec2().describe_instances, missing_ok=True, **ids)
+        instances = [i for reservation in (found or {}).get("Reservations", []) for i in reservation["Instances"]]
+        if instances:
+            self._described = instances[0]
+        return instances[0] if instances else None
 
     def platform_state(self) -> PlatformState | None:
         """EC2's instance state (``pending``, ``running``...); a failure once it is stopping or gone."""
