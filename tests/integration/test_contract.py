@@ -73,7 +73,7 @@ class TestDockerContract(ProviderContract):
 
         def objects(run: Run) -> set[str]:
             # the run's image is shared by this process's machines and removed when the process exits
-            # (providers/docker.py _release_held); test_sigkill_then_sweep checks it from a process that ends
+            # (providers/docker/__init__.py _release_held); test_sigkill_then_sweep checks it from a process that ends
             held = {f"image {[ref]}" for _, ref in docker._held}
             state = run.directory.parent.parent  # the labels record the state directory, not the run's
             return set(docker_objects_under(state, run=run.id)) - held
