@@ -76,15 +76,16 @@ class SdkErrors:
     @overload
     def call(self, what: str, fn: Callable[..., T], *args: Any, missing_ok: bool, **params: Any) -> T | None: ...
     def call(self, what: str, fn: Callable[..., T], *args: Any, missing_ok: bool = False, **params: Any) -> T | None:
-        """``fn(*args, **params)``; an SDK error becomes ProviderError ``"<what>: <message>"``; with ``missing_ok``
-        "not found" returns None."""
+        """``fn(*args, **params)``; an SDK error becomes ProviderError ``"<what>: <message>"`` (``"<what>: not found:
+        <message>"`` where the platform says so: its text names what was missing); with ``missing_ok`` "not found"
+        returns None."""
         try:
             return fn(*args, **params)
         except self.errors() as e:
             if self.not_found(e):
                 if missing_ok:
                     return None
-                raise ProviderError(f"{what}: not found") from None
+                raise ProviderError(f"{what}: not found: {self.message(e)}") from None
             raise ProviderError(f"{what}: {self.message(e)}") from None
 
     def delete_until_free(

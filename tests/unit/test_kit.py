@@ -374,7 +374,7 @@ def test_sdk_errors_become_provider_errors_naming_the_step():
     with pytest.raises(ProviderError, match=r"^get server: 403 the cloud says no$") as raised:
         SDK.call("get server", fails, "403")
     assert raised.value.__cause__ is None and raised.value.__suppress_context__
-    with pytest.raises(ProviderError, match=r"^get server: not found$"):
+    with pytest.raises(ProviderError, match=r"^get server: not found: 404 the cloud says no$"):
         SDK.call("get server", fails, "404")
     assert SDK.call("get server", fails, "404", missing_ok=True) is None
     with pytest.raises(KeyError):  # not the SDK's: propagates as it is

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ...errors import ConfigError, ProviderError
+from ...interrupts import checkpoint
 from ..kit import ClientCache, SdkErrors
 from .options import VirtualBoxOptions
 
@@ -142,6 +143,7 @@ class VBoxManage:
             if not error.server_unavailable or attempt == SERVER_RETRIES:
                 raise error
             log.debug("VBoxManage %s: VBoxSVC not reachable, retrying (%d)", args[0], attempt + 1)
+            checkpoint()  # Ctrl-C and a called-off launch are seen between the attempts
             time.sleep(0.5 * 2**attempt)
         raise AssertionError("unreachable")
 
