@@ -371,16 +371,11 @@ def _remembered(memo: Path, ask_apt: Callable[[], KernelPackage | None]) -> Kern
 def resolve_package(tools: HostTools, name: str, cache: Path, log: Log) -> KernelPackage:
     """The candidate version of the Debian package ``name`` (one of GUEST_PACKAGES), remembered like the kernel's
     with a fingerprint of apt's state; without usable apt lists, the newest one already in the cache."""
-    package = _remembered(cache / f"package-{name}.json", lambda: _package_from_apt(tools, name))
-    if package is not None:
-        return package
-    package = _package_from_cache(name, cache / "downloads")
-    if package is not None:
-        log(f"apt knows no {name}; using the package already in the cache: {package.filename}")
-        return package
-    raise ApplianceError(
-        f"cannot find the Debian package {name}: apt knows no {name} (the package lists are missing or stale) "
-        "and the appliance cache holds none. Run `apt-get update` (as root) and try again."
+    return _resolve(
+        name,
+        _remembered(cache / f"package-{name}.json", lambda: _package_from_apt(tools, name)),
+        lambda: _package_from_cache(name, cache / "downloads"),
+        log,
     )
 
 
@@ -392,17 +387,28 @@ def resolve_kernel(tools: HostTools, cache: Path, log: Log) -> KernelPackage:
     usable apt lists, the newest kernel package already downloaded into the
     cache is used.
     """
-    kernel = _remembered(cache / "kernel-package.json", lambda: _kernel_from_apt(tools))
-    if kernel is not None:
-        return kernel
-    kernel = _kernel_from_cache(tools, cache / "downloads")
-    if kernel is not None:
-        log(f"apt knows no {META_PACKAGE}; using the kernel package already in the cache: {kernel.filename}")
-        return kernel
+    return _resolve(
+        META_PACKAGE,
+        _remembered(cache / "kernel-package.json", lambda: _kernel_from_apt(tools)),
+        lambda: _kernel_from_cache(tools, cache / "downloads"),
+        log,
+    )
+
+
+def _resolve(
+    name: str, from_apt: KernelPackage | None, from_cache: Callable[[], KernelPackage | None], log: Log
+) -> KernelPackage:
+    """apt's answer for package ``name``; else the newest package already in the cache (said so); else an error
+    saying what to run."""
+    if from_apt is not None:
+        return from_apt
+    cached = from_cache()
+    if cached is not None:
+        log(f"apt knows no {name}; using the package already in the cache: {cached.filename}")
+        return cached
     raise ApplianceError(
-        f"cannot find the Debian kernel package: apt knows no {META_PACKAGE} (the "
-        "package lists are missing or stale) and the appliance cache holds no kernel "
-        "package. Run `apt-get update` (as root) and try again."
+        f"cannot find the Debian package {name}: apt knows no {name} (the package lists are missing or stale) "
+        "and the appliance cache holds none. Run `apt-get update` (as root) and try again."
     )
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Generic, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo
 
 from ..errors import PermanentError, ProviderError, ScreenUnavailable, Unsupported
 from ..ledger import Resource
@@ -70,6 +70,17 @@ def _jump_host(value: str | None) -> str | None:
         if not match or (match["port"] and not 0 < int(match["port"]) < 65536):
             raise ValueError("[user@]host[:port]")
     return value
+
+
+def _ssh_cidr(value: str, info: ValidationInfo) -> str:
+    from ..netcheck import ssh_cidr
+
+    return ssh_cidr(value, bool(info.data.get("allow_wide_ssh")))
+
+
+SshCidr = Annotated[str, AfterValidator(_ssh_cidr)]
+"""The runner's own address as a CIDR, which a cloud's firewall admits to tcp/22 alone: checked once for every cloud
+(not broader than an IPv4 /24 or IPv6 /48 unless ``allow_wide_ssh``, which must be declared before it)."""
 
 
 class RemoteOptions(ProviderOptions):
@@ -385,6 +396,19 @@ class RemoteMachine(Machine):
         super().__init__(provider, name)
         self._endpoint: tuple[str, int] | None = None
         self._jump: JumpHost | None = None
+        self._console = ""
+
+    def kept_console(self, read: Callable[[], str]) -> str:
+        """The console text ``read`` gets from the platform now, remembered: when reading fails or the machine is
+        gone, what was read last (diagnostics never fail, and a console stays readable after teardown)."""
+        try:
+            text = read()
+        except Exception as e:  # noqa: BLE001 - the console is diagnostics; never fail because of it
+            log.debug("%s: no console output: %s", self.name, e)
+            return self._console
+        if text:
+            self._console = text
+        return self._console
 
     @abstractmethod
     def platform_address(self) -> str:

@@ -9,8 +9,7 @@ from typing import Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from ... import netcheck
-from ..base import RemoteOptions
+from ..base import RemoteOptions, SshCidr
 from ..kit import FIELD_PREFIX
 from .tags import OUR_TAGS
 
@@ -73,7 +72,7 @@ class AzureOptions(RemoteOptions):
     subnet_id: str | None = None
     """An existing subnet to attach the NIC to; default: a virtual network with one subnet per machine."""
     vnet_cidr: str = "10.77.0.0/16"
-    ssh_cidr: str
+    ssh_cidr: SshCidr
     """The runner's own public address (``203.0.113.7/32``): the NSG admits tcp/22 from it alone."""
     address: Literal["public", "private"] = "public"
     admin_user: str = "cernvm"
@@ -87,11 +86,6 @@ class AzureOptions(RemoteOptions):
     -key ~/.ssh/id_rsa -out cert.pem``): the admin user gets the certificate's public key, not the run's."""
     ssh_key: str | None = Field(None, validate_default=True)
     """The unencrypted private key ``ssh_certificate`` was made from; the harness logs in with it."""
-
-    @field_validator("ssh_cidr")
-    @classmethod
-    def _cidr(cls, value: str, info: ValidationInfo) -> str:
-        return netcheck.ssh_cidr(value, bool(info.data.get("allow_wide_ssh")))
 
     @field_validator("admin_user")
     @classmethod

@@ -283,7 +283,6 @@ class AzureMachine(RemoteMachine):
         self.traits.update(
             kind="vm", vm_size=self.options.vm_size, location=self.options.location, address=self.options.address
         )
-        self._console = ""
 
     @property
     def group(self) -> str:

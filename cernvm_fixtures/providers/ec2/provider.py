@@ -413,7 +413,6 @@ class Ec2Machine(RemoteMachine):
             kind="vm", instance_type=self.options.instance_type, region=provider.region, address=self.options.address
         )
         self._described: dict[str, Any] | None = None
-        self._console = ""
 
     def _ec2(self) -> Any:
         return self.provider.ec2()
@@ -489,23 +488,21 @@ class Ec2Machine(RemoteMachine):
 
     def console_log(self) -> str:
         """The instance's console output as EC2 last captured it (kept after the instance is gone)."""
-        if self.instance_id is None:
+        instance_id = self.instance_id
+        if instance_id is None:
             return self._console
-        try:
+
+        def read() -> str:
             from botocore.exceptions import ClientError
 
             ec2 = self._ec2()
             try:
-                found = ec2.get_console_output(InstanceId=self.instance_id, Latest=True)
+                found = ec2.get_console_output(InstanceId=instance_id, Latest=True)
             except ClientError:
-                found = ec2.get_console_output(InstanceId=self.instance_id)
-            text = decode_console(found.get("Output") or "")
-        except Exception as e:  # noqa: BLE001 - the console is diagnostics; never fail because of it
-            log.debug("%s: no console output: %s", self.name, e)
-            return self._console
-        if text:
-            self._console = text
-        return self._console
+                found = ec2.get_console_output(InstanceId=instance_id)
+            return decode_console(found.get("Output") or "")
+
+        return self.kept_console(read)
 
     def screenshot(self, path: Path) -> Path:
         if self.instance_id is None:

@@ -52,7 +52,6 @@ class GceMachine(RemoteMachine):
             kind="vm", machine_type=self.options.machine_type, zone=self.options.zone, address=self.options.address
         )
         self._described: Any = None
-        self._console = ""
         self._console_next = 0
         self._console_lock = threading.Lock()
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field, ValidationInfo
+from pydantic import AfterValidator, Field
 
 from ... import netcheck
-from ..base import RemoteOptions
+from ..base import RemoteOptions, SshCidr
 from .labels import NAME, ZONE, label_problems
 
 
@@ -25,10 +25,6 @@ def _name(value: str) -> str:
 
 def _endpoint(value: str | None) -> str | None:
     return None if value is None else netcheck.api_endpoint(value)
-
-
-def _cidr(value: str, info: ValidationInfo) -> str:
-    return netcheck.ssh_cidr(value, bool(info.data.get("allow_wide_ssh")))
 
 
 def _labels(value: dict[str, str]) -> dict[str, str]:
@@ -56,7 +52,7 @@ class GceOptions(RemoteOptions):
     network: Name = "default"
     subnetwork: str | None = None
     """``regions/REGION/subnetworks/NAME`` or a name in the zone's region; default: the network's own."""
-    ssh_cidr: Annotated[str, AfterValidator(_cidr)]
+    ssh_cidr: SshCidr
     """The runner's own public address (``203.0.113.7/32``): the firewall rule admits tcp/22 from it alone."""
     address: Literal["external", "internal"] = "external"
     """Reach the instance at its external NAT address, or its internal one (from the VPC or via ``jump_host``)."""

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from ... import netcheck
-from ..base import RemoteOptions
+from ..base import RemoteOptions, SshCidr
 from ..kit import FIELD_PREFIX
 
 
@@ -22,7 +21,7 @@ class OpenStackOptions(RemoteOptions):
     """Network name or id to attach the server to; default: the project's only network."""
     properties: dict[str, str] = {"cern-services": "false"}
     """Server metadata (``--property``); the documentation recommends cern-services=false for a faster creation."""
-    ssh_cidr: str
+    ssh_cidr: SshCidr
     """The runner's own address as a CIDR (``203.0.113.7/32``): the security group admits tcp/22 from it alone."""
     config_drive: bool = False
     """Also hand the context to the server on a config drive (CernVM reads the metadata service otherwise)."""
@@ -34,11 +33,6 @@ class OpenStackOptions(RemoteOptions):
     """Seconds between API polls while waiting."""
     slowdown: float = Field(5.0, ge=1.0)
     """Readiness deadlines are multiplied by this (a cloud server takes minutes to build and boot)."""
-
-    @field_validator("ssh_cidr")
-    @classmethod
-    def _cidr(cls, value: str, info: ValidationInfo) -> str:
-        return netcheck.ssh_cidr(value, bool(info.data.get("allow_wide_ssh")))
 
     @field_validator("properties")
     @classmethod

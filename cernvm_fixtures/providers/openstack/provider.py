@@ -311,7 +311,6 @@ class OpenStackMachine(RemoteMachine):
         self.slowdown = self.options.slowdown
         self.traits.update(kind="vm", cloud=self.options.cloud or "", address=self.options.address)
         self._server: Any = None
-        self._console = ""
 
     def _conn(self) -> Any:
         return self.provider.conn()
@@ -352,17 +351,12 @@ class OpenStackMachine(RemoteMachine):
 
     def console_log(self) -> str:
         """Nova's console output (os-getConsoleOutput) so far; kept after the server is gone."""
-        if self.server_id is None:
+        server_id = self.server_id
+        if server_id is None:
             return self._console
-        try:
-            found = self._conn().compute.get_server_console_output(self.server_id)
-            text = console_text(found.get("output") or "")
-        except Exception as e:  # noqa: BLE001 - the console is diagnostics; never fail because of it
-            log.debug("%s: no console output: %s", self.name, e)
-            return self._console
-        if text:
-            self._console = text
-        return self._console
+        return self.kept_console(
+            lambda: console_text(self._conn().compute.get_server_console_output(server_id).get("output") or "")
+        )
 
     def mark_kept(self) -> None:
         """The kept mark and new expiry onto the server's metadata and the tags of its security group, floating IP
