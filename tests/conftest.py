@@ -1,4 +1,5 @@
-"""Fixtures shared by the harness's own tests."""
+"""Fixtures shared by the harness's own tests (the fakes' and emulators' come from the plugins the root conftest
+declares), and the provider contract's fault and attack matrix."""
 
 from __future__ import annotations
 
@@ -14,27 +15,17 @@ from cernvm_fixtures import config
 from cernvm_fixtures.instance import Instance, launch
 from cernvm_fixtures.run import Run
 from cernvm_fixtures.testing import register_provider
-from cernvm_fixtures.testing.local import PROFILE, machines_under
+from cernvm_fixtures.testing.local import machines_under
 
-# Fixtures of the emulators and fakes, for every test module that asks for them.
-from .fakes.azure.fixtures import azure_cloud  # noqa: F401
-from .fakes.gce.fixtures import gce, gce_session  # noqa: F401
-from .fakes.openstack import openstack_cloud  # noqa: F401
-from .helpers import domains_under
-from .integration.moto_server import moto  # noqa: F401
+from .helpers import ROOT, domains_under
 
-pytest_plugins = ["pytester"]
 
-LOCAL_TARGETS = f"""
-[targets.alpha]
-provider = "local"
-profile = "{PROFILE}"
-
-[targets.beta]
-provider = "local"
-profile = "{PROFILE}"
-"""
-"""Two targets of the local provider, for the plugin's tests."""
+@pytest.fixture(scope="session", autouse=True)
+def plugins_on_the_path() -> Iterator[None]:
+    """Every process a test starts finds this checkout's test plugins (``-p tests.network_rule``)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+        yield
 
 
 @pytest.fixture(scope="session")

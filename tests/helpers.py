@@ -15,14 +15,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from xml.etree import ElementTree
 
+from cernvm_fixtures.testing.local import PROFILE
+
 ROOT = Path(__file__).resolve().parent.parent
 
-LOOPBACK = ["--allow-hosts=127.0.0.1,::1", "--allow-unix-socket"]
-"""The test command's network rule, passed on to every pytest these tests start."""
+CHILD = ["-p", "tests.network_rule", "-p", "no:hypothesispytest"]
+"""Arguments of every pytest these tests start: the network rule (a plugin of this checkout, which every
+process the tests start finds on its PYTHONPATH), and without Hypothesis's plugin (no child test uses it, and its import
+costs about 1.5 s per pytest process and per xdist worker)."""
 
-CHILD = [*LOOPBACK, "-p", "no:hypothesispytest"]
-"""Arguments of every pytest these tests start: the network rule, and without Hypothesis's plugin (no child
-test uses it, and its import costs about 1.5 s per pytest process and per xdist worker)."""
+
+LOCAL_TARGETS = f"""
+[targets.alpha]
+provider = "local"
+profile = "{PROFILE}"
+
+[targets.beta]
+provider = "local"
+profile = "{PROFILE}"
+"""
+"""Two targets of the local provider, for the plugin's tests."""
 
 
 def subprocess_env(state: Path) -> dict[str, str]:

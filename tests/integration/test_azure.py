@@ -48,8 +48,6 @@ from ..helpers import (
     write_target,
 )
 
-pytestmark = pytest.mark.integration
-
 CIDR = "203.0.113.7/32"
 HERE = Path(__file__).resolve().parent
 IMAGE_GROUP = "cernvm-images"

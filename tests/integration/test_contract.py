@@ -22,15 +22,13 @@ from cernvm_fixtures import config
 from cernvm_fixtures.run import Run
 from cernvm_fixtures.testing.contract import Intercept, Objects, ProviderContract
 
+from ..fakes import moto_server
 from ..fakes.azure.fixtures import CONTAINER
 from ..fakes.azure.vhd import make_vhd
-from ..fakes.openstack import CLOUD
+from ..fakes.openstack.fixtures import CLOUD
 from ..helpers import docker_objects_under, domains_under
-from . import moto_server
 from . import test_virtualbox as vbox
 from .test_gce import existing_image
-
-pytestmark = pytest.mark.integration
 
 
 @contextmanager

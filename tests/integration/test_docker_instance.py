@@ -22,8 +22,6 @@ from cernvm_fixtures.transport.shell import SessionLost
 
 from ..helpers import docker_objects_under
 
-pytestmark = pytest.mark.integration
-
 
 def docker_target(state, name: str, **keys) -> config.Target:
     table = {"provider": "docker", "shared_folders": {"data": ""}, **keys}

@@ -23,8 +23,6 @@ from cernvm_fixtures.run import Run
 from ..helpers import cli, docker_objects_under, ledger_entries, pytest_command, start_pytest, subprocess_env
 from .test_docker_suite import assert_nothing_left
 
-pytestmark = pytest.mark.integration
-
 SLOW_TEST = """
 def test_slow(cernvm):
     assert cernvm.run("sleep 120", timeout=300).succeeded

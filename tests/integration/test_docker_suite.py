@@ -16,13 +16,9 @@ import subprocess
 import tarfile
 from pathlib import Path
 
-import pytest
-
 from cernvm_fixtures import appliance
 
 from ..helpers import ROOT, docker_objects_under, ledger_entries, outcomes, run_scenarios, scenario_ids, skip_reasons
-
-pytestmark = pytest.mark.integration
 
 
 def assert_nothing_left(tmp_path: Path, output: str = "") -> None:

@@ -35,6 +35,7 @@ from cernvm_fixtures.providers import ec2 as ec2mod
 from cernvm_fixtures.providers.ec2 import Ec2Provider
 from cernvm_fixtures.run import Keep, Run
 
+from ..fakes.moto_server import CONSOLES, CONSOLES_ENV, SCREENS, Moto
 from ..helpers import (
     KILLED_LAUNCH,
     assert_through_standins,
@@ -47,9 +48,6 @@ from ..helpers import (
     subprocess_env,
     write_target,
 )
-from .moto_server import CONSOLES, CONSOLES_ENV, SCREENS, Moto
-
-pytestmark = pytest.mark.integration
 
 CIDR = "203.0.113.7/32"
 HERE = Path(__file__).resolve().parent
@@ -599,7 +597,7 @@ def test_connecting_to_an_address_moto_made_up_is_blocked(moto, ami, tmp_path, p
 
     allowed = pytestconfig.getoption("allow_hosts")
     if not allowed or set(allowed.split(",")) - {"127.0.0.1", "::1", "localhost"}:
-        pytest.fail("run the tests with --allow-hosts=127.0.0.1,::1 --allow-unix-socket (never reach out)")
+        pytest.fail("run the tests under the network rule (tests/network_rule.py: loopback only, never reach out)")
     run = run_for(tmp_path)
     machine, _ = create_only(target_for(moto, ami), run)
     try:
@@ -780,7 +778,7 @@ def user_data(machine, host):
 
 def booted(machine, standin):
     """moto serves the stand-in's console as the instance's console output and its screen as the instance's
-    screenshot (the tests' hooks in moto_server.py)."""
+    screenshot (the tests' hooks in tests/fakes/moto_server.py)."""
     hooks = Path(os.environ["CVMFX_TEST_MOTO_CONSOLES"])
     (hooks / machine.instance_id).write_text(str(standin.console_file))
     (hooks / f"{machine.instance_id}.screen").write_text(standin.name)

@@ -29,8 +29,6 @@ from cernvm_fixtures.run import Run
 from ..fakes.gce.fixtures import Gce
 from ..helpers import KILLED_LAUNCH, cli, ledger_entries, subprocess_env, write_target
 
-pytestmark = pytest.mark.integration
-
 CIDR = "203.0.113.7/32"
 
 

@@ -12,13 +12,9 @@ import json
 import secrets
 from pathlib import Path
 
-import pytest
-
 from ..helpers import assert_through_standins, domains_under, ledger_entries, run_suite, standin_work, subprocess_env
 from . import test_gce
 from .test_gce import CIDR, ours
-
-pytestmark = pytest.mark.integration
 
 image = test_gce.image  # the uploaded image fixture, shared with the lifecycle tests
 HERE = Path(__file__).resolve().parent

@@ -20,8 +20,6 @@ from cernvm_fixtures.transport.ssh import HostKeyMismatch, SSHTransport
 
 from ..helpers import domains_under
 
-pytestmark = pytest.mark.integration
-
 
 @pytest.fixture(scope="module")
 def module_state(tmp_path_factory):

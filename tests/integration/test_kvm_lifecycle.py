@@ -18,8 +18,6 @@ from cernvm_fixtures.run import Run
 
 from ..helpers import cli, domains_under, ledger_entries, start_pytest
 
-pytestmark = pytest.mark.integration
-
 A_TEST = """
 def test_uname(cernvm):
     assert cernvm.run("uname -s").stdout.strip() == "Linux"

@@ -9,11 +9,7 @@ import subprocess
 from pathlib import Path
 from xml.etree import ElementTree
 
-import pytest
-
 from ..helpers import cli, domains_under, ledger_entries, pytest_command, subprocess_env, write_work
-
-pytestmark = pytest.mark.integration
 
 REASON = "Unable to mount cvmfs root filesystem!"
 CONFIG = """

@@ -11,11 +11,7 @@ import re
 import subprocess
 from pathlib import Path
 
-import pytest
-
 from ..helpers import ROOT, domains_under, ledger_entries, outcomes, run_scenarios, scenario_ids
-
-pytestmark = pytest.mark.integration
 
 
 def run_suite(tmp_path: Path, *args: str, config: str | None = None) -> subprocess.CompletedProcess:

@@ -29,8 +29,8 @@ from cernvm_fixtures.providers import openstack as osmod
 from cernvm_fixtures.providers.openstack import OpenStackProvider
 from cernvm_fixtures.run import Keep, Run
 
-from ..fakes.openstack import CLOUD
 from ..fakes.openstack.cloud import FakeOpenStack
+from ..fakes.openstack.fixtures import CLOUD
 from ..helpers import (
     KILLED_LAUNCH,
     assert_through_standins,
@@ -42,8 +42,6 @@ from ..helpers import (
     subprocess_env,
     write_target,
 )
-
-pytestmark = pytest.mark.integration
 
 CIDR = "203.0.113.7/32"
 CERN_IMAGE = "CernVM 4 - Bootloader v2020.04-1 [2020-04-01]"

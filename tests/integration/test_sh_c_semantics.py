@@ -17,8 +17,6 @@ from cernvm_fixtures.errors import CommandTimeout
 from cernvm_fixtures.instance import launch
 from cernvm_fixtures.run import Run
 
-pytestmark = pytest.mark.integration
-
 
 @pytest.fixture(scope="module", params=["kvm", "docker"])
 def instance(request, tmp_path_factory):

@@ -29,8 +29,6 @@ from cernvm_fixtures.run import Run
 
 from ..helpers import ROOT, cli, ledger_entries, outcomes, run_scenarios, skip_reasons
 
-pytestmark = pytest.mark.integration
-
 CHROOT = Path(os.environ.get("CERNVM_FIXTURES_VBOX_ROOT", "/var/cache/cernvm-fixtures/vbox-sid"))
 REAL = ["chroot", str(CHROOT), vb.DEBIAN_VBOXMANAGE]
 STANDIN = [sys.executable, str(ROOT / "tests" / "fakes" / "virtualbox" / "vboxmanage.py")]

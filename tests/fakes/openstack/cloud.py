@@ -31,9 +31,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import openstack
-
-FIXTURES = Path(openstack.__file__).parent / "tests" / "unit" / "fixtures"
 PROJECT_ID = uuid.uuid4().hex
 USER_ID = uuid.uuid4().hex
 MAX_MICROVERSION = "2.53"
@@ -776,7 +773,9 @@ def _microversion(headers: Any) -> tuple[int, int]:
 
 def _version_doc(name: str, base: str, service: str) -> str:
     """An upstream fixture with its example host replaced by this server's."""
-    text = (FIXTURES / name).read_text()
+    import openstack
+
+    text = (Path(openstack.__file__).parent / "tests" / "unit" / "fixtures" / name).read_text()
     return re.sub(rf"https?://{service}\.example\.com", f"{base}/{service}", text)
 
 

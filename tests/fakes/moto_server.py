@@ -1,7 +1,7 @@
 """A moto server (server mode, HTTP on 127.0.0.1) standing in for the EC2 and S3 APIs, with fake credentials.
 
-Use it from a test module with ``from .moto_server import moto  # noqa: F401``.
-The fixture is session scoped: one server per pytest process (per xdist worker).
+A pytest plugin (the root conftest declares it): the fixture ``moto`` is session scoped, one server per pytest
+process (per xdist worker).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from ..fakes.screens import standin_screen
+from .screens import standin_screen
 
 REGION = "eu-west-1"
 FAKE_CREDENTIALS = {
