@@ -37,6 +37,7 @@ from ..fakes.azure import wire
 from ..fakes.azure.certificate import make_certificate
 from ..fakes.azure.fixtures import CONTAINER, SUBSCRIPTION, AzureCloud
 from ..fakes.azure.vhd import make_vhd
+from ..fakes.server import Call
 from ..helpers import (
     KILLED_LAUNCH,
     assert_through_standins,
@@ -54,15 +55,15 @@ IMAGE_GROUP = "cernvm-images"
 
 
 @pytest.fixture(scope="module")
-def image_id(azure_cloud: AzureCloud, tmp_path_factory) -> str:
+def image_id(azure_session: AzureCloud, tmp_path_factory) -> str:
     """A managed image in the fake, made from a VHD page blob in Azurite (as a user's existing image)."""
     from azure.mgmt.compute import models
 
     vhd = make_vhd(tmp_path_factory.mktemp("vhd") / "existing.vhd")
-    blob = azure_cloud.blobs().get_blob_client(CONTAINER, "existing.vhd")
+    blob = azure_session.blobs().get_blob_client(CONTAINER, "existing.vhd")
     blob.create_page_blob(vhd.stat().st_size)
     blob.upload_page(vhd.read_bytes()[-512:], offset=vhd.stat().st_size - 512, length=512)
-    azure_cloud.client("resource").resource_groups.create_or_update(IMAGE_GROUP, {"location": "westeurope"})
+    azure_session.client("resource").resource_groups.create_or_update(IMAGE_GROUP, {"location": "westeurope"})
     image = models.Image(
         location="westeurope",
         properties=models.ImageProperties(
@@ -71,7 +72,7 @@ def image_id(azure_cloud: AzureCloud, tmp_path_factory) -> str:
             )
         ),
     )
-    return azure_cloud.client("compute").images.begin_create_or_update(IMAGE_GROUP, "cernvm", image).result().id
+    return azure_session.client("compute").images.begin_create_or_update(IMAGE_GROUP, "cernvm", image).result().id
 
 
 def target_for(cloud: AzureCloud, image: str, name: str = "azure", **options) -> config.Target:
@@ -128,17 +129,17 @@ def ledger_before_create(cloud: AzureCloud, run: Run) -> list[str]:
     """Install a hook in the fake: every create request must find its resource id in the ledger already."""
     missing: list[str] = []
 
-    def check(method: str, path: str) -> None:
-        if method == "PUT":
+    def check(call: Call) -> None:
+        if call.method == "PUT":
             ids = {str(r.data.get("id", "")).lower() for r in run.ledger.entries()}
             ids |= {
                 f"/subscriptions/{SUBSCRIPTION}/resourcegroups/{r.data.get('group', '')}".lower()
                 for r in run.ledger.entries()
             }
-            if path.split("?")[0].lower() not in ids:
-                missing.append(path)
+            if call.path.split("?")[0].lower() not in ids:
+                missing.append(call.path)
 
-    cloud.arm.on_request = check
+    cloud.arm.hooks.append(check)
     return missing
 
 
@@ -160,6 +161,9 @@ def test_fake_rejects_a_snake_case_dict_where_a_model_belongs(azure_cloud):
     with pytest.raises(HttpResponseError, match="admin_username: unknown field of OSProfile .*adminUsername"):
         azure_cloud.client("compute").virtual_machines.begin_create_or_update("wire-check", "vm", vm)
     azure_cloud.client("resource").resource_groups.begin_delete("wire-check").result()
+    violations = list(azure_cloud.arm.violations)
+    azure_cloud.arm.violations.clear()
+    assert any("admin_username: unknown field of OSProfile" in v for v in violations), violations
 
 
 def test_fake_rejects_api_versions_the_sdk_does_not_send(azure_cloud, image_id):
@@ -168,6 +172,9 @@ def test_fake_rejects_api_versions_the_sdk_does_not_send(azure_cloud, image_id):
     compute = azure_cloud.client("compute")
     with pytest.raises(HttpResponseError, match="NoRegisteredProviderFound"):
         compute.images.get(IMAGE_GROUP, "cernvm", params={"api-version": "2015-06-15"})
+    violations = list(azure_cloud.arm.violations)
+    azure_cloud.arm.violations.clear()
+    assert len(violations) == 1 and "api-version '2015-06-15' is not the SDK's" in violations[0], violations
 
 
 def test_responses_deserialize_into_the_sdk_models(azure_cloud, image_id):
@@ -192,7 +199,7 @@ def test_create_records_first_and_teardown_removes_everything(azure_cloud, image
     try:
         machine, context = create_only(target_for(azure_cloud, image_id), run)
     finally:
-        azure_cloud.arm.on_request = None
+        azure_cloud.arm.hooks.clear()
     try:
         assert missing == [], "created before the ledger had it"
         kinds = [r.kind for r in run.ledger.entries()]
@@ -626,7 +633,7 @@ def test_boot_diagnostics_screenshot_is_the_standins_screen(azure_cloud, image_i
         azure_cloud.arm.screens[key] = standin.machine.screenshot
         assert_screen(machine.screenshot(tmp_path / "live.png"))
         del azure_cloud.arm.screens[key]
-        hook = f"{azure_cloud.url}/_test/screens/{machine.name}"
+        hook = f"{azure_cloud.url}/_test/screen/{machine.name}"
         assert requests.put(hook, json={"domain": standin.name}, timeout=10).status_code == 204
         (entry,) = [r for r in machine.resources if r.kind == "vm"]
         assert_screen(AzureProvider.screenshot_resource(entry, tmp_path / "from-ledger.png"))
@@ -736,9 +743,9 @@ def user_data(machine, host):
 
 
 def booted(machine, standin):
-    url = f"{machine.options.endpoint}/_test/consoles/{machine.name}"
+    url = f"{machine.options.endpoint}/_test/console/{machine.name}"
     requests.put(url, json={"file": str(standin.console_file)}, timeout=10)
-    url = f"{machine.options.endpoint}/_test/screens/{machine.name}"
+    url = f"{machine.options.endpoint}/_test/screen/{machine.name}"
     requests.put(url, json={"domain": standin.name}, timeout=10)
 
 

@@ -271,10 +271,14 @@ class TestOpenStackContract(ProviderContract):
         "test_sigkill_then_sweep": "a child pytest cannot reach the stand-in; test_openstack.py sweeps a killed run",
     }
 
+    @pytest.fixture(autouse=True)
+    def no_failures_of_the_fake(self, openstack_cloud) -> None:
+        """Each test's failures of the fake itself fail the test (``openstack_cloud``)."""
+
     @pytest.fixture(scope="class")
     @classmethod
-    def contract_target(cls, openstack_cloud) -> config.Target:
-        image = openstack_cloud.add_image(f"CernVM 4 contract [{secrets.token_hex(3)}]", b"cernvm-bootloader")
+    def contract_target(cls, openstack_session) -> config.Target:
+        image = openstack_session.add_image(f"CernVM 4 contract [{secrets.token_hex(3)}]", b"cernvm-bootloader")
         raw = {
             "provider": "openstack",
             "host_key": "console",  # the shared stand-in announces its own key on its serial console
@@ -290,16 +294,16 @@ class TestOpenStackContract(ProviderContract):
 
     @pytest.fixture(scope="class")
     @classmethod
-    def contract_run(cls, standin, openstack_cloud) -> Callable[[Path], Run]:
+    def contract_run(cls, standin, openstack_session) -> Callable[[Path], Run]:
         return standin_run(
-            standin, lambda machine: openstack_cloud.set_console(machine.server_id, standin.console_log())
+            standin, lambda machine: openstack_session.set_console(machine.server_id, standin.console_log())
         )
 
     @pytest.fixture(scope="class")
     @classmethod
-    def contract_objects(cls, openstack_cloud) -> Objects:
+    def contract_objects(cls, openstack_session) -> Objects:
         def objects(run: Run) -> set[str]:
-            fake = openstack_cloud
+            fake = openstack_session
             with fake.lock:
                 named = [("server", s.body.get("name", "")) for s in fake.servers.values()]
                 named += [("keypair", k) for k in fake.keypairs]
@@ -395,30 +399,34 @@ class TestAzureContract(ProviderContract):
         "test_sigkill_then_sweep": "a child pytest cannot reach the stand-in; test_azure.py sweeps a killed run",
     }
 
+    @pytest.fixture(autouse=True)
+    def held_to_the_sdk_models(self, azure_cloud) -> None:
+        """Each test's requests and responses are checked against the SDK's models (``azure_cloud``)."""
+
     @pytest.fixture(scope="class")
     @classmethod
-    def contract_target(cls, azure_cloud, tmp_path_factory) -> config.Target:
+    def contract_target(cls, azure_session, tmp_path_factory) -> config.Target:
         from azure.mgmt.compute import models
 
         vhd = make_vhd(tmp_path_factory.mktemp("vhd") / "contract.vhd")
-        blob = azure_cloud.blobs().get_blob_client(CONTAINER, f"contract-{secrets.token_hex(3)}.vhd")
+        blob = azure_session.blobs().get_blob_client(CONTAINER, f"contract-{secrets.token_hex(3)}.vhd")
         blob.create_page_blob(vhd.stat().st_size)
         blob.upload_page(vhd.read_bytes()[-512:], offset=vhd.stat().st_size - 512, length=512)
         group = "cernvm-contract-images"
-        azure_cloud.client("resource").resource_groups.create_or_update(group, {"location": "westeurope"})
+        azure_session.client("resource").resource_groups.create_or_update(group, {"location": "westeurope"})
         disk = models.ImageOSDisk(os_type="Linux", os_state="Generalized", blob_uri=blob.url)
         image = models.Image(
             location="westeurope",
             properties=models.ImageProperties(storage_profile=models.ImageStorageProfile(os_disk=disk)),
         )
-        image_id = azure_cloud.client("compute").images.begin_create_or_update(group, "cernvm", image).result().id
+        image_id = azure_session.client("compute").images.begin_create_or_update(group, "cernvm", image).result().id
         raw = {
             "provider": "azure",
             "host_key": "console",  # the shared stand-in announces its own key on its serial console
             "image": image_id,
             "profile": "appliance",
             "location": "westeurope",
-            "endpoint": azure_cloud.url,
+            "endpoint": azure_session.url,
             "instance_discovery": False,
             "ssh_cidr": "203.0.113.7/32",
             "vm_size": "Standard_B2s",
@@ -430,18 +438,18 @@ class TestAzureContract(ProviderContract):
 
     @pytest.fixture(scope="class")
     @classmethod
-    def contract_run(cls, standin, azure_cloud) -> Callable[[Path], Run]:
+    def contract_run(cls, standin, azure_session) -> Callable[[Path], Run]:
         def serve_console(machine) -> None:
-            azure_cloud.arm.consoles[machine.name.lower()] = standin.console_log
+            azure_session.arm.consoles[machine.name.lower()] = standin.console_log
 
         return standin_run(standin, serve_console)
 
     @pytest.fixture(scope="class")
     @classmethod
-    def contract_objects(cls, azure_cloud) -> Objects:
+    def contract_objects(cls, azure_session) -> Objects:
         def objects(run: Run) -> set[str]:
-            found = {f"arm {r}" for r in azure_cloud.arm.tagged("cernvm-fixtures:run", run.id)}
-            return found | {f"blob {b}" for b in azure_cloud.blob_names(run.id)}
+            found = {f"arm {r}" for r in azure_session.arm.tagged("cernvm-fixtures:run", run.id)}
+            return found | {f"blob {b}" for b in azure_session.blob_names(run.id)}
 
         return objects
 

@@ -27,6 +27,7 @@ from cernvm_fixtures.providers.gce import GceProvider
 from cernvm_fixtures.run import Run
 
 from ..fakes.gce.fixtures import Gce
+from ..fakes.server import Call
 from ..helpers import KILLED_LAUNCH, cli, ledger_entries, subprocess_env, write_target
 
 CIDR = "203.0.113.7/32"
@@ -246,12 +247,12 @@ def test_every_create_call_finds_its_ledger_entry_already_written(gce, tmp_path)
         "compute.instances.insert": "instance",
     }
 
-    def before(method: str, path: dict, body: dict | None) -> None:
-        if method in creates:
+    def before(call: Call) -> None:
+        if call.name in creates:
             on_disk = [json.loads(p.read_text()) for p in (run.directory / "ledger").glob("*.json")]
-            seen[method] = [(e["kind"], "operation" in e["data"]) for e in on_disk]
+            seen[call.name] = [(e["kind"], "operation" in e["data"]) for e in on_disk]
 
-    gce.api.before.append(before)
+    gce.api.hooks.append(before)
     machine = create_only(target_for(gce, str(tarball)), run)
     machine.destroy()
     assert set(seen) == set(creates)
@@ -491,8 +492,8 @@ def test_the_local_api_rejects_what_the_discovery_document_does_not_allow(gce, i
         timeout=10,
     )
     assert answer.status_code == 400 and answer.json()["error"]["errors"][0]["reason"] == "invalid"
-    problems = list(gce.api.problems)
-    gce.api.problems.clear()
+    problems = list(gce.api.violations)
+    gce.api.violations.clear()
     assert any("unknown field 'sourceRange'" in p for p in problems), problems
     assert any("priority: expected an int32 integer, got 'high'" in p for p in problems), problems
     unauthenticated = requests.get(f"{gce.api.url}/compute/v1/projects/{gce.project}/global/images/{image}", timeout=10)

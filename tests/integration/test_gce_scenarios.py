@@ -38,7 +38,7 @@ def user_data(machine, host):
 
 
 def booted(machine, standin):
-    STANDINS.forward_console(standin, f"{machine.options.endpoint}/_test/serial/{machine.name}")
+    STANDINS.forward_console(standin, f"{machine.options.endpoint}/_test/console/{machine.name}")
     STANDINS.name_screen(standin, f"{machine.options.endpoint}/_test/screen/{machine.name}")
 
 

@@ -62,9 +62,9 @@ def image_file(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def cern_image(openstack_cloud: FakeOpenStack) -> str:
+def cern_image(openstack_session: FakeOpenStack) -> str:
     """An image as CERN's cloud offers it, under its documented kind of name."""
-    return openstack_cloud.add_image(CERN_IMAGE, b"cernvm-bootloader")["id"]
+    return openstack_session.add_image(CERN_IMAGE, b"cernvm-bootloader")["id"]
 
 
 def target_for(image: str = CERN_IMAGE, name: str = "os", **options) -> config.Target:
@@ -111,7 +111,7 @@ def create_only(target: config.Target, run: Run, name: str | None = None):
 def assert_nothing_left(fake: FakeOpenStack, run: Run) -> None:
     assert fake.holds() == {}, "the fake still holds resources of the run"
     assert run.ledger.entries() == []
-    assert fake.errors == [], fake.errors
+    assert fake.violations == [], fake.violations
 
 
 @pytest.fixture(autouse=True)
@@ -233,10 +233,10 @@ def test_fake_serves_upstream_documents_and_shapes(openstack_cloud, cern_image, 
     fake = openstack_cloud
     conn = osmod.connection(CLOUD)
     fixtures = Path(osmod._openstack().__file__).parent / "tests" / "unit" / "fixtures"
-    served = requests.get(f"{fake.base}/compute", timeout=10).json()
+    served = requests.get(f"{fake.url}/compute", timeout=10).json()
     upstream_doc = json.loads((fixtures / "compute-version.json").read_text())
-    assert json.dumps(served).replace(fake.base + "/compute", "https://compute.example.com") == json.dumps(upstream_doc)
-    assert requests.get(f"{fake.base}/image", timeout=10).status_code == 300
+    assert json.dumps(served).replace(fake.url + "/compute", "https://compute.example.com") == json.dumps(upstream_doc)
+    assert requests.get(f"{fake.url}/image", timeout=10).status_code == 300
     assert conn.compute.get_endpoint_data().max_microversion.__str__() == "(2, 53)"
 
     run = run_for(tmp_path)
@@ -573,7 +573,7 @@ def test_sweep_removes_what_a_killed_run_left(openstack_cloud, image_file, tmp_p
     order = re.findall(r"destroyed openstack (\S+)", sweep.stdout)
     assert order.index("server") < order.index("security-group") < order.index("image"), order
     assert order.index("server") < order.index("keypair"), order
-    assert fake.errors == []
+    assert fake.violations == []
 
 
 # --- with SSH: a KVM stand-in reached through the endpoint hook -----------------------------------------
@@ -674,7 +674,7 @@ def test_scenario_suite_end_to_end_against_the_fake_with_standins(openstack_clou
     assert domains_under(tmp_path) == [], "stand-in domains left behind"
     assert ledger_entries(state) == [] and not list(state.glob("runs/*"))
     assert fake.holds() == {}, "the fake still holds resources of the run"
-    assert fake.errors == []
+    assert fake.violations == []
 
 
 def test_image_lookup_follows_glance_pages(openstack_cloud, tmp_path):

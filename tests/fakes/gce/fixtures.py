@@ -73,7 +73,7 @@ def gce_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gce]:
 
     storage = FakeGCSServer(host="127.0.0.1")
     storage.start()
-    api = FakeCompute(storage=storage.url).serve()
+    api = FakeCompute(storage=storage.url).start()
     api.add_network(PROJECT, "default")
     home = tmp_path_factory.mktemp("gce-adc")
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -114,10 +114,5 @@ def gce_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gce]:
 @pytest.fixture
 def gce(gce_session: Gce) -> Iterator[Gce]:
     """The session's APIs, with each test's requests and responses held to the discovery document."""
-    gce_session.api.problems.clear()
-    gce_session.api.before.clear()
-    yield gce_session
-    gce_session.api.before.clear()
-    problems = list(gce_session.api.problems)
-    gce_session.api.problems.clear()
-    assert problems == [], "requests or responses outside Compute's discovery document:\n" + "\n".join(problems)
+    with gce_session.api.checked():
+        yield gce_session

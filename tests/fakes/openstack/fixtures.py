@@ -39,8 +39,8 @@ def write_clouds_yaml(path: Path, fake: FakeOpenStack) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def openstack_cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeOpenStack]:
+@pytest.fixture(scope="session")
+def openstack_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeOpenStack]:
     """The fake on a free port of 127.0.0.1, with OS_CLIENT_CONFIG_FILE pointing at its clouds.yaml."""
     from cernvm_fixtures.providers import openstack as provider
 
@@ -54,6 +54,13 @@ def openstack_cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeOp
     try:
         yield fake
     finally:
-        provider.reset_connections()
         patch.undo()
         fake.stop()
+        provider.reset_connections()
+
+
+@pytest.fixture
+def openstack_cloud(openstack_session: FakeOpenStack) -> Iterator[FakeOpenStack]:
+    """The session's fake, with each test's failures of the fake itself failing the test."""
+    with openstack_session.checked():
+        yield openstack_session
