@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from cernvm_fixtures import config
 from cernvm_fixtures.instance import Instance, launch
 from cernvm_fixtures.run import Run
 from cernvm_fixtures.testing import register_provider
 from cernvm_fixtures.testing.local import machines_under
 
 from .helpers import ROOT, domains_under
+from .standins import standin_target
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -33,21 +33,8 @@ def standin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Instance]:
     """One test appliance under KVM standing in for the cloud VMs of every suite that needs one (EC2, OpenStack,
     Azure and their contract tests): booted once per session, reached over its 127.0.0.1 forward."""
     state = tmp_path_factory.mktemp("standin")
-    slow = {"running": 120, "reachable": 300, "login": 120, "ready": 120}  # TCG on a shared 2-core machine
-    # KVM hangs when nested: TCG. Booted directly with console=ttyS0, as CernVM's hvm, tar.gz and vhd images boot
-    # (the ISO has no console=): the cloud suites check host keys against the serial console the fakes serve.
-    raw = {
-        "standin": {
-            "provider": "kvm",
-            "domain_type": "qemu",
-            "deadlines": slow,
-            "boot": "kernel",
-            "kernel_args": "console=ttyS0",
-        }
-    }
-    target = config.parse({"targets": raw}, "cloud stand-in").targets["standin"]
     run = Run(state=state)
-    instance = launch(target, run)
+    instance = launch(standin_target("cloud stand-in"), run)
     yield instance
     instance.destroy()
     run.finish()

@@ -183,19 +183,21 @@ def assert_through_standins(suite: SuiteReport, work: Path, instances: int) -> N
     assert len(standins) == instances, f"one stand-in per instance: {standins}"
 
 
-def standin_work(tmp_path: Path, conftest: str) -> Path:
-    """A work directory for the scenario suite through stand-ins: the suite, ``conftest`` and ``standins.py``."""
+def suite_work(tmp_path: Path) -> Path:
+    """A work directory holding a copy of the scenario suite."""
     work = tmp_path / "work"
     shutil.copytree(ROOT / "scenarios", work / "scenarios")
-    (work / "conftest.py").write_text(conftest)
-    shutil.copy(ROOT / "tests" / "integration" / "standins.py", work)
     return work
 
 
-def run_suite(work: Path, report: Path, env: dict[str, str], timeout: float) -> SuiteReport:
-    """Run the scenario suite in ``work`` in a fresh process; it must pass with no failed case."""
+STANDINS = ("-p", "tests.standins")
+"""Arguments of a scenario run through stand-ins of cloud instances (tests/standins.py)."""
+
+
+def run_suite(work: Path, report: Path, env: dict[str, str], timeout: float, args: tuple[str, ...] = ()) -> SuiteReport:
+    """Run the scenario suite in ``work`` in a fresh process (with ``args``); it must pass with no failed case."""
     result = subprocess.run(
-        pytest_command("scenarios", "--junitxml", str(report)),
+        pytest_command("scenarios", "--junitxml", str(report), *args),
         cwd=work,
         env=env,
         capture_output=True,

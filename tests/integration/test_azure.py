@@ -40,12 +40,13 @@ from ..fakes.azure.vhd import make_vhd
 from ..fakes.server import Call
 from ..helpers import (
     KILLED_LAUNCH,
+    STANDINS,
     assert_through_standins,
     domains_under,
     ledger_entries,
     run_suite,
-    standin_work,
     subprocess_env,
+    suite_work,
     write_target,
 )
 
@@ -718,51 +719,8 @@ def test_sweep_removes_what_a_killed_run_left(azure_cloud, image_id, tmp_path, l
 # --- the scenario suite end to end: the fake + one stand-in per VM, booted from the fake's custom data ---
 
 
-STANDIN_CONFTEST = '''
-"""Stand-ins for Azure VMs that the fake ARM only pretends to run, each booted from the custom data the fake
-holds for that VM (read back through the SDK with a service principal from the environment); the stand-in's
-console file becomes the VM's serial log in the fake, so host keys are checked strictly."""
-import base64
-import os
-
-import requests
-from azure.identity import ClientSecretCredential
-from azure.mgmt.compute import ComputeManagementClient
-from standins import StandIns
-
-
-def user_data(machine, host):
-    url = machine.options.endpoint
-    credential = ClientSecretCredential(os.environ["AZURE_TENANT_ID"], os.environ["AZURE_CLIENT_ID"],
-                                        os.environ["AZURE_CLIENT_SECRET"], authority=url,
-                                        disable_instance_discovery=True)
-    compute = ComputeManagementClient(credential, os.environ["AZURE_SUBSCRIPTION_ID"], base_url=url,
-                                      credential_scopes=["https://management.azure.com/.default"])
-    vm = compute.virtual_machines.get(machine.group, machine.name)
-    return base64.b64decode(vm.properties.os_profile.custom_data)
-
-
-def booted(machine, standin):
-    url = f"{machine.options.endpoint}/_test/console/{machine.name}"
-    requests.put(url, json={"file": str(standin.console_file)}, timeout=10)
-    url = f"{machine.options.endpoint}/_test/screen/{machine.name}"
-    requests.put(url, json={"domain": standin.name}, timeout=10)
-
-
-STANDINS = StandIns("azure", user_data, booted)
-
-
-def pytest_cernvm_endpoint(machine, host, port):
-    return STANDINS.endpoint(machine, host)
-
-
-def pytest_sessionfinish(session):
-    STANDINS.finish()
-'''
-
-
 def test_scenario_suite_end_to_end_against_the_fake_with_standins(azure_cloud, image_id, tmp_path):
-    work = standin_work(tmp_path, STANDIN_CONFTEST)
+    work = suite_work(tmp_path)
     config_file(
         work / "cernvm.toml",
         azure_cloud,
@@ -771,7 +729,7 @@ def test_scenario_suite_end_to_end_against_the_fake_with_standins(azure_cloud, i
         deadlines={"running": 30, "reachable": 300, "login": 120, "ready": 120},
     )
     state = tmp_path / "state"
-    suite = run_suite(work, tmp_path / "report.xml", subprocess_env(state), timeout=1500)
+    suite = run_suite(work, tmp_path / "report.xml", subprocess_env(state), timeout=1500, args=STANDINS)
     assert_through_standins(suite, work, instances=2)
     assert azure_cloud.env["AZURE_CLIENT_SECRET"] not in suite.output
     assert domains_under(tmp_path) == [], "stand-in domains left behind"

@@ -38,14 +38,15 @@ from cernvm_fixtures.run import Keep, Run
 from ..fakes.moto_server import CONSOLES, CONSOLES_ENV, SCREENS, Moto
 from ..helpers import (
     KILLED_LAUNCH,
+    STANDINS,
     assert_through_standins,
     cli,
     domains_under,
     ledger_entries,
     pytest_command,
     run_suite,
-    standin_work,
     subprocess_env,
+    suite_work,
     write_target,
 )
 
@@ -759,45 +760,8 @@ def test_import_hvm_image_then_launch_and_remove_it_all(moto, standin, tmp_path,
 # --- the scenario suite end to end: moto + one stand-in per instance, booted from moto's user data --
 
 
-STANDIN_CONFTEST = '''
-"""Stand-ins for EC2 instances that moto only pretends to run, each booted from the user data moto holds for
-that instance (read back with describe_instance_attribute)."""
-import base64
-import os
-from pathlib import Path
-
-import boto3
-from standins import StandIns
-
-
-def user_data(machine, host):
-    ec2 = boto3.client("ec2", endpoint_url=machine.options.endpoint_url, region_name=machine.traits["region"])
-    value = ec2.describe_instance_attribute(InstanceId=machine.instance_id, Attribute="userData")["UserData"]["Value"]
-    return base64.b64decode(value)
-
-
-def booted(machine, standin):
-    """moto serves the stand-in's console as the instance's console output and its screen as the instance's
-    screenshot (the tests' hooks in tests/fakes/moto_server.py)."""
-    hooks = Path(os.environ["CVMFX_TEST_MOTO_CONSOLES"])
-    (hooks / machine.instance_id).write_text(str(standin.console_file))
-    (hooks / f"{machine.instance_id}.screen").write_text(standin.name)
-
-
-STANDINS = StandIns("ec2", user_data, booted)
-
-
-def pytest_cernvm_endpoint(machine, host, port):
-    return STANDINS.endpoint(machine, host)
-
-
-def pytest_sessionfinish(session):
-    STANDINS.finish()
-'''
-
-
 def test_scenario_suite_end_to_end_against_moto_with_standins(moto, ami, tmp_path):
-    work = standin_work(tmp_path, STANDIN_CONFTEST)
+    work = suite_work(tmp_path)
     case = "e2e-" + secrets.token_hex(4)
     config_file(
         work / "cernvm.toml",
@@ -811,7 +775,7 @@ def test_scenario_suite_end_to_end_against_moto_with_standins(moto, ami, tmp_pat
     state = tmp_path / "state"
     marker = "SECRET-" + secrets.token_hex(12)
     env = dict(subprocess_env(state), AWS_SECRET_ACCESS_KEY=marker)
-    suite = run_suite(work, tmp_path / "report.xml", env, timeout=600)
+    suite = run_suite(work, tmp_path / "report.xml", env, timeout=600, args=STANDINS)
     assert suite.properties["cernvm_verification"] == "stand-in", "the report says what the cells really ran on"
     assert_through_standins(suite, work, instances=2)
     assert marker not in suite.output

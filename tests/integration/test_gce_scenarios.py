@@ -12,50 +12,24 @@ import json
 import secrets
 from pathlib import Path
 
-from ..helpers import assert_through_standins, domains_under, ledger_entries, run_suite, standin_work, subprocess_env
+from ..helpers import (
+    STANDINS,
+    assert_through_standins,
+    domains_under,
+    ledger_entries,
+    run_suite,
+    subprocess_env,
+    suite_work,
+)
 from . import test_gce
 from .test_gce import CIDR, ours
 
 image = test_gce.image  # the uploaded image fixture, shared with the lifecycle tests
 HERE = Path(__file__).resolve().parent
 
-STANDIN_CONFTEST = '''
-"""Stand-ins for GCE instances that the local Compute API only pretends to run."""
-from standins import StandIns, cloud_config
-
-
-def user_data(machine, host):
-    instance = machine._instances().get(project=machine.project, zone=machine.options.zone, instance=machine.name)
-    metadata = {item.key: item.value for item in instance.metadata.items}
-    keys = [line.split(":", 1)[1] for line in metadata["ssh-keys"].splitlines() if line.startswith("root:")]
-    blob = metadata["user-data"].encode()
-    # The appliance installs keys from the cloud-config only; the user data must stay byte for byte what the
-    # instance holds (a scenario compares it), so the stand-in is booted only if it would admit exactly the
-    # keys of the instance's ssh-keys metadata, as GCE's guest agent would install them.
-    assert keys and keys == cloud_config(blob).get("ssh_authorized_keys"), keys
-    assert metadata.get("block-project-ssh-keys") == "true"
-    return blob
-
-
-def booted(machine, standin):
-    STANDINS.forward_console(standin, f"{machine.options.endpoint}/_test/console/{machine.name}")
-    STANDINS.name_screen(standin, f"{machine.options.endpoint}/_test/screen/{machine.name}")
-
-
-STANDINS = StandIns("gce", user_data, booted)
-
-
-def pytest_cernvm_endpoint(machine, host, port):
-    return STANDINS.endpoint(machine, host)
-
-
-def pytest_sessionfinish(session):
-    STANDINS.finish()
-'''
-
 
 def test_scenario_suite_end_to_end_with_standins(gce, image, tmp_path):
-    work = standin_work(tmp_path, STANDIN_CONFTEST)
+    work = suite_work(tmp_path)
     case = "e2e-" + secrets.token_hex(4)
     options = {
         "provider": "gce",
@@ -80,7 +54,7 @@ def test_scenario_suite_end_to_end_with_standins(gce, image, tmp_path):
         + " }\n"
     )
     state = tmp_path / "state"
-    suite = run_suite(work, tmp_path / "report.xml", {**subprocess_env(state), **gce.env}, timeout=1500)
+    suite = run_suite(work, tmp_path / "report.xml", {**subprocess_env(state), **gce.env}, timeout=1500, args=STANDINS)
     assert_through_standins(suite, work, instances=2)
     assert domains_under(tmp_path) == [], "stand-in domains left behind"
     assert ledger_entries(state) == [] and not list(state.glob("runs/*"))

@@ -33,13 +33,14 @@ from ..fakes.openstack.cloud import FakeOpenStack
 from ..fakes.openstack.fixtures import CLOUD
 from ..helpers import (
     KILLED_LAUNCH,
+    STANDINS,
     assert_through_standins,
     cli,
     domains_under,
     ledger_entries,
     run_suite,
-    standin_work,
     subprocess_env,
+    suite_work,
     write_target,
 )
 
@@ -623,44 +624,9 @@ def test_forged_host_key_on_the_console_is_refused(openstack_cloud, cern_image, 
 # --- the scenario suite end to end: the fake + one stand-in per server, booted from the fake's user data
 
 
-STANDIN_CONFTEST = '''
-"""Stand-ins for OpenStack servers that the local fake only records, each booted from the user data the fake
-holds for that server (read back through openstacksdk as Nova's OS-EXT-SRV-ATTR:user_data); what a stand-in
-prints on its console goes to the server's console log (the fake's test hook), where the provider reads the
-host keys from."""
-import base64
-
-from standins import StandIns
-
-from cernvm_fixtures.providers import openstack
-
-
-def user_data(machine, host):
-    assert host.startswith("192.0.2."), host
-    server = openstack.connection(machine.options.cloud).compute.get_server(machine.server_id)
-    return base64.b64decode(server.user_data)
-
-
-def booted(machine, standin):
-    base = openstack.connection(machine.options.cloud).config.get_auth_args()["auth_url"].rsplit("/identity", 1)[0]
-    STANDINS.forward_console(standin, f"{base}/_test/console/{machine.server_id}")
-
-
-STANDINS = StandIns("openstack", user_data, booted)
-
-
-def pytest_cernvm_endpoint(machine, host, port):
-    return STANDINS.endpoint(machine, host)
-
-
-def pytest_sessionfinish(session):
-    STANDINS.finish()
-'''
-
-
 def test_scenario_suite_end_to_end_against_the_fake_with_standins(openstack_cloud, image_file, tmp_path):
     fake = openstack_cloud
-    work = standin_work(tmp_path, STANDIN_CONFTEST)
+    work = suite_work(tmp_path)
     config_file(
         work / "cernvm.toml",
         str(image_file),
@@ -668,7 +634,7 @@ def test_scenario_suite_end_to_end_against_the_fake_with_standins(openstack_clou
         deadlines={"running": 30, "reachable": 300, "login": 60, "ready": 120},
     )
     state = tmp_path / "state"
-    suite = run_suite(work, tmp_path / "report.xml", subprocess_env(state), timeout=1500)
+    suite = run_suite(work, tmp_path / "report.xml", subprocess_env(state), timeout=1500, args=STANDINS)
     assert_through_standins(suite, work, instances=2)
     assert "fake-openstack-password" not in suite.output
     assert domains_under(tmp_path) == [], "stand-in domains left behind"

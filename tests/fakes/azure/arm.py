@@ -243,13 +243,13 @@ class _Handler(FakeHandler):
             form = {k: v[0] for k, v in urllib.parse.parse_qs(raw.decode()).items()}
             return self.send(200, arm.token(form, parts[0]))
         if lower[:2] == ["_test", "console"] and method == "PUT" and len(parts) == 3:
-            # Not ARM: the tests' control channel (like moto's /moto-api), used by a stand-in conftest in
+            # Not ARM: the tests' control channel (like moto's /moto-api), used by the stand-ins plugin in
             # another process to make a KVM stand-in's console file the VM's serial log.
             console = Path(json.loads(raw)["file"])
             arm.consoles[parts[2].lower()] = lambda: console.read_text(errors="replace") if console.exists() else ""
             return self.send(204)
         if lower[:2] == ["_test", "screen"] and method == "PUT" and len(parts) == 3:
-            # Not ARM: the tests' control channel, for a stand-in conftest in another process to make a KVM
+            # Not ARM: the tests' control channel, for the stand-ins plugin in another process to make a KVM
             # stand-in's screen the VM's boot diagnostics screenshot.
             arm.screens[parts[2].lower()] = standin_screen(json.loads(raw)["domain"])
             return self.send(204)
