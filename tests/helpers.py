@@ -11,10 +11,15 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from xml.etree import ElementTree
 
+from cernvm_fixtures import config, providers
+from cernvm_fixtures.context import Context
+from cernvm_fixtures.run import Run
 from cernvm_fixtures.testing.local import PROFILE
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -91,6 +96,41 @@ def docker_objects_under(directory: Path, run: str | None = None) -> list[str]:
         client.close()
 
 
+def create_only(target: config.Target, run: Run, name: str | None = None, *, running: float | None = None):
+    """The provider's launch without readiness (no SSH needed), and with ``running`` its wait (that many seconds)
+    until the platform runs the machine: the machine and its context. A launch that fails destroys the machine."""
+    provider = providers.get(target.provider)(target, run)
+    machine = provider.machine(name or run.name(target.name))
+    context = Context(hostname=machine.name, ssh_keys=(run.public_key,))
+    try:
+        provider.launch(machine, context)
+        if running is not None:
+            machine.wait_running(time.monotonic() + running)
+    except BaseException:
+        machine.destroy()
+        raise
+    return machine, context
+
+
+def killed_launch(toml: Path, env: dict[str, str]) -> str:
+    """The config's first target's machine made by a process of its own, SIGKILLed once it has made it (what sweep
+    must then find from the ledger, or from the platform's labels alone); returns the killed run's id."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", KILLED_LAUNCH, str(toml)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        run_id = process.stdout.readline().strip()
+        assert run_id, process.stderr.read()
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+    return run_id
+
+
 def pytest_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rA", *CHILD, *args]
 
@@ -126,6 +166,34 @@ def run_scenarios(
     )
     result.output = result.stdout + result.stderr
     return result
+
+
+def assert_nothing_left_under(tmp_path: Path, output: str = "", *, objects: Callable[[Path], list[str]]) -> None:
+    """Nothing the test's runs made is left: no engine object under ``tmp_path`` (``objects``: its libvirt domains,
+    Docker objects...), no ledger entry, no machine directory."""
+    state = tmp_path / "state"
+    assert objects(tmp_path) == [], f"left behind:\n{output[-3000:]}"
+    assert ledger_entries(state) == [], "ledger entries left behind"
+    assert not list(state.glob("runs/*/machines/*")), "machine directories left behind"
+
+
+def scenarios_leaving_nothing(
+    tmp_path: Path, *args: str, objects: Callable[[Path], list[str]], timeout: float = 900, **files: str | None
+) -> subprocess.CompletedProcess:
+    """``run_scenarios``, after which nothing may be left: no engine object (``objects``), ledger entry, machine or
+    run directory."""
+    result = run_scenarios(tmp_path, *args, timeout=timeout, **files)
+    assert_nothing_left_under(tmp_path, result.output, objects=objects)
+    assert not list((tmp_path / "state").glob("runs/*")), "run directory left behind"
+    return result
+
+
+def failing_test(command: str) -> str:
+    """A test file whose one test fails on purpose, after running ``command`` on its instance."""
+    return f"""
+def test_fails(cernvm):
+    assert cernvm.run({command!r}).stdout == "something else", "deliberate failure"
+"""
 
 
 @dataclass

@@ -15,42 +15,40 @@ import json
 import re
 import shlex
 import shutil
-import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from cernvm_fixtures import config
-from cernvm_fixtures.context import Context
 from cernvm_fixtures.errors import ConfigError, ProviderError, ReadinessError, ScreenUnavailable
 from cernvm_fixtures.instance import launch
 from cernvm_fixtures.ledger import Owner, Resource, machine_identity
 from cernvm_fixtures.providers import azure as azmod
 from cernvm_fixtures.providers.azure import AzureProvider
-from cernvm_fixtures.run import Keep, Run
+from cernvm_fixtures.run import Run
 
+from ..clouds import CIDR, assert_nothing_left, config_file, run_for, target_for
 from ..fakes.azure import wire
 from ..fakes.azure.certificate import make_certificate
 from ..fakes.azure.fixtures import CONTAINER, SUBSCRIPTION, AzureCloud
 from ..fakes.azure.vhd import make_vhd
 from ..fakes.server import Call
 from ..helpers import (
-    KILLED_LAUNCH,
     STANDINS,
     assert_through_standins,
+    cli,
+    create_only,
     domains_under,
+    killed_launch,
     ledger_entries,
     run_suite,
     subprocess_env,
     suite_work,
-    write_target,
 )
 
-CIDR = "203.0.113.7/32"
 HERE = Path(__file__).resolve().parent
 IMAGE_GROUP = "cernvm-images"
 
@@ -74,56 +72,6 @@ def image_id(azure_session: AzureCloud, tmp_path_factory) -> str:
         ),
     )
     return azure_session.client("compute").images.begin_create_or_update(IMAGE_GROUP, "cernvm", image).result().id
-
-
-def target_for(cloud: AzureCloud, image: str, name: str = "azure", **options) -> config.Target:
-    raw = {
-        "provider": "azure",
-        "host_key": "console",  # the shared stand-in announces its own key on its serial console
-        "image": image,
-        "profile": "appliance",
-        "location": "westeurope",
-        "endpoint": cloud.url,
-        "instance_discovery": False,
-        "ssh_cidr": CIDR,
-        "vm_size": "Standard_B2s",
-        "poll_interval": 0.05,
-        "slowdown": 1,
-        "tags": {"project": "cernvm-fixtures-tests"},
-        "deadlines": {"running": 20, "reachable": 60, "login": 60, "ready": 60},
-        **options,
-    }
-    return config.parse({"targets": {name: raw}}, "test").targets[name]
-
-
-def run_for(tmp_path: Path, standin=None, *, keep: Keep = Keep.NEVER) -> Run:
-    endpoint = None
-    if standin is not None:
-        port = standin.machine.ssh_port
-        endpoint = lambda machine, host, p: ("127.0.0.1", port)  # noqa: E731
-    run = Run(state=tmp_path / "state", keep=keep, endpoint=endpoint)
-    if standin is not None:
-        run.directory.mkdir(parents=True, mode=0o700)
-        shutil.copy2(standin.machine.provider.run.key_file, run.directory / "id_ed25519")
-    return run
-
-
-def create_only(target: config.Target, run: Run):
-    provider = AzureProvider(target, run)
-    machine = provider.machine(run.name(target.name))
-    context = Context(hostname=machine.name, ssh_keys=(run.public_key,))
-    try:
-        provider.launch(machine, context)
-    except BaseException:
-        machine.destroy()
-        raise
-    return machine, context
-
-
-def assert_nothing_left(cloud: AzureCloud, run: Run) -> None:
-    assert cloud.arm.tagged("cernvm-fixtures:run", run.id) == [], "the fake still holds resources of the run"
-    assert cloud.blob_names(run.id) == [], "Azurite still holds blobs of the run"
-    assert run.ledger.entries() == []
 
 
 def ledger_before_create(cloud: AzureCloud, run: Run) -> list[str]:
@@ -551,22 +499,8 @@ def test_an_uploaded_vhd_is_found_by_its_metadata_alone_and_swept(azure_cloud, t
 # --- SSH through a KVM stand-in, host keys from the serial log -----------------------------------------
 
 
-def run_with_standin(tmp_path: Path, cloud: AzureCloud, standin, console=None) -> Run:
-    """A run whose SSH goes to the stand-in; the fake serves ``console`` (default: the stand-in's) as serial log."""
-    port = standin.machine.ssh_port
-
-    def endpoint(machine, host, p):
-        cloud.arm.consoles[machine.name.lower()] = console or standin.console_log
-        return "127.0.0.1", port
-
-    run = Run(state=tmp_path / "state", endpoint=endpoint)
-    run.directory.mkdir(parents=True, mode=0o700)
-    shutil.copy2(standin.machine.provider.run.key_file, run.directory / "id_ed25519")
-    return run
-
-
 def test_lifecycle_over_ssh_with_host_keys_from_the_serial_log(azure_cloud, image_id, standin, tmp_path):
-    run = run_with_standin(tmp_path, azure_cloud, standin)
+    run = run_for(tmp_path, standin, cloud=azure_cloud)
     instance = launch(target_for(azure_cloud, image_id), run)
     try:
         assert instance.run("hostname").stdout.strip() == standin.name, "SSH went through the endpoint hook"
@@ -649,7 +583,12 @@ def test_a_host_key_the_serial_log_did_not_announce_is_refused(azure_cloud, imag
         "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl root@forged\n"
         "-----END SSH HOST KEY KEYS-----\n"
     )
-    run = run_with_standin(tmp_path, azure_cloud, standin, console=lambda: forged)
+
+    def endpoint(machine, host, p):
+        azure_cloud.arm.consoles[machine.name.lower()] = lambda: forged
+        return "127.0.0.1", standin.machine.ssh_port
+
+    run = run_for(tmp_path, standin, cloud=azure_cloud, endpoint=endpoint)  # the forged console wins
     with pytest.raises(ReadinessError, match="not among the 1 key"):
         launch(
             target_for(azure_cloud, image_id, deadlines={"running": 20, "reachable": 30, "login": 5, "ready": 10}), run
@@ -660,44 +599,11 @@ def test_a_host_key_the_serial_log_did_not_announce_is_refused(azure_cloud, imag
 # --- sweep after SIGKILL -------------------------------------------------------------------------------
 
 
-def config_file(path: Path, cloud: AzureCloud, image: str, **extra) -> Path:
-    options = {
-        "provider": "azure",
-        "host_key": "console",  # the shared stand-in announces its own key on its serial console
-        "image": image,
-        "profile": "appliance",
-        "location": "westeurope",
-        "endpoint": cloud.url,
-        "instance_discovery": False,
-        "ssh_cidr": CIDR,
-        "vm_size": "Standard_B2s",
-        "poll_interval": 0.05,
-        "slowdown": 1,
-        **extra,
-    }
-
-    return write_target(path, "azure", options)
-
-
 @pytest.mark.parametrize("ledger", ["kept", "lost"])
 def test_sweep_removes_what_a_killed_run_left(azure_cloud, image_id, tmp_path, ledger):
-    from ..helpers import cli
-
     state = tmp_path / "state"
     cfg = config_file(tmp_path / "cernvm.toml", azure_cloud, image_id)
-    process = subprocess.Popen(
-        [sys.executable, "-c", KILLED_LAUNCH, str(cfg)],
-        env=subprocess_env(state),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        run_id = process.stdout.readline().strip()
-        assert run_id, process.stderr.read()
-    finally:
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=30)
+    run_id = killed_launch(cfg, subprocess_env(state))
     assert len(azure_cloud.arm.tagged("cernvm-fixtures:run", run_id)) == 6
     assert len(ledger_entries(state)) == 7
     if ledger == "lost":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import shutil
 import signal
@@ -20,22 +21,30 @@ from cernvm_fixtures.instance import launch
 from cernvm_fixtures.providers import docker as provider
 from cernvm_fixtures.run import Run
 
-from ..helpers import cli, docker_objects_under, ledger_entries, pytest_command, start_pytest, subprocess_env
-from .test_docker_suite import assert_nothing_left
+from ..helpers import (
+    assert_nothing_left_under,
+    cli,
+    docker_objects_under,
+    failing_test,
+    ledger_entries,
+    pytest_command,
+    start_pytest,
+    subprocess_env,
+)
 
 SLOW_TEST = """
 def test_slow(cernvm):
     assert cernvm.run("sleep 120", timeout=300).succeeded
 """
 
-FAILING_TEST = """
-def test_fails(cernvm):
-    assert cernvm.run("hostname").stdout == "something else", "deliberate failure"
-"""
+FAILING_TEST = failing_test("hostname")
 
 
 def pytest_process(tmp_path: Path, test: str, *args: str, config_text: str | None = None) -> subprocess.Popen:
     return start_pytest(tmp_path, test, "--cernvm-target=docker", *args, config=config_text)
+
+
+assert_nothing_left = functools.partial(assert_nothing_left_under, objects=docker_objects_under)
 
 
 def wait_for_command(tmp_path: Path, process: subprocess.Popen, seconds: float = 60) -> str:

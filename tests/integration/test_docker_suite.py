@@ -10,32 +10,18 @@ entry, no run directory.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import re
-import subprocess
 import tarfile
 from pathlib import Path
 
 from cernvm_fixtures import appliance
 
-from ..helpers import ROOT, docker_objects_under, ledger_entries, outcomes, run_scenarios, scenario_ids, skip_reasons
+from ..helpers import ROOT, docker_objects_under, outcomes, scenario_ids, scenarios_leaving_nothing, skip_reasons
 
-
-def assert_nothing_left(tmp_path: Path, output: str = "") -> None:
-    state = tmp_path / "state"
-    assert docker_objects_under(tmp_path) == [], f"left behind:\n{output[-3000:]}"
-    assert ledger_entries(state) == [], "ledger entries left behind"
-    assert not list(state.glob("runs/*/machines/*")), "machine directories left behind"
-
-
-def run_suite(
-    tmp_path: Path, *args: str, config: str | None = None, conftest: str | None = None
-) -> subprocess.CompletedProcess:
-    """The scenario suite in a fresh process; nothing may be left afterwards."""
-    result = run_scenarios(tmp_path, *args, config=config, conftest=conftest, timeout=300)
-    assert_nothing_left(tmp_path, result.output)
-    assert not list((tmp_path / "state").glob("runs/*")), "run directory left behind"
-    return result
+run_suite = functools.partial(scenarios_leaving_nothing, objects=docker_objects_under, timeout=300)
+"""The scenario suite in a fresh process; nothing may be left afterwards."""
 
 
 def test_scenario_suite_passes_on_the_appliance_in_both_modes(tmp_path):

@@ -17,40 +17,36 @@ import os
 import re
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 from botocore.stub import ANY, Stubber
 
-from cernvm_fixtures import config
-from cernvm_fixtures.context import Context
 from cernvm_fixtures.errors import ConfigError, ProviderError, ReadinessError, ScreenUnavailable
 from cernvm_fixtures.instance import launch
 from cernvm_fixtures.providers import ec2 as ec2mod
 from cernvm_fixtures.providers.ec2 import Ec2Provider
 from cernvm_fixtures.run import Keep, Run
 
+from ..clouds import CIDR, assert_nothing_left, config_file, run_for, target_for
 from ..fakes.moto_server import CONSOLES, CONSOLES_ENV, SCREENS, Moto
 from ..helpers import (
-    KILLED_LAUNCH,
     STANDINS,
     assert_through_standins,
     cli,
+    create_only,
     domains_under,
+    killed_launch,
     ledger_entries,
     pytest_command,
     run_suite,
     subprocess_env,
     suite_work,
-    write_target,
 )
 
-CIDR = "203.0.113.7/32"
 HERE = Path(__file__).resolve().parent
 
 
@@ -70,60 +66,6 @@ def ami(moto: Moto) -> str:
     )["ImageId"]
 
 
-def target_for(moto: Moto, image: str, name: str = "ec2", **options) -> config.Target:
-    raw = {
-        "provider": "ec2",
-        "host_key": "console",  # the shared stand-in announces its own key on its serial console
-        "image": image,
-        "profile": "appliance",
-        "region": moto.region,
-        "endpoint_url": moto.url,
-        "ssh_cidr": CIDR,
-        "poll_interval": 0.1,
-        "slowdown": 1,
-        "tags": {"project": "cernvm-fixtures-tests"},
-        "deadlines": {"running": 20, "reachable": 20, "login": 20, "ready": 20},
-        **options,
-    }
-    return config.parse({"targets": {name: raw}}, "test").targets[name]
-
-
-def run_for(tmp_path: Path, standin=None, *, keep: Keep = Keep.NEVER, endpoint=None) -> Run:
-    """A run whose SSH goes to the stand-in (and that uses the stand-in's key, which the stand-in accepts); moto
-    serves the stand-in's console as the instance's, so its host keys are checked as on EC2, and its screen."""
-    if standin is not None:
-        to = endpoint or (lambda machine, host, p: ("127.0.0.1", standin.machine.ssh_port))
-
-        def endpoint(machine, host, p):
-            CONSOLES[machine.instance_id] = standin.console_log
-            SCREENS[machine.instance_id] = standin.machine.screenshot
-            return to(machine, host, p)
-
-    run = Run(state=tmp_path / "state", keep=keep, endpoint=endpoint)
-    if standin is not None:
-        run.directory.mkdir(parents=True, mode=0o700)
-        shutil.copy2(standin.machine.provider.run.key_file, run.directory / "id_ed25519")
-    return run
-
-
-def create_only(target: config.Target, run: Run):
-    """Provider launch without readiness (no SSH needed): returns the machine."""
-    provider = Ec2Provider(target, run)
-    machine = provider.machine(run.name(target.name))
-    context = Context(hostname=machine.name, ssh_keys=(run.public_key,))
-    try:
-        provider.launch(machine, context)
-    except BaseException:
-        machine.destroy()
-        raise
-    return machine, context
-
-
-def assert_nothing_left(moto: Moto, run: Run) -> None:
-    assert moto.tagged(value=run.id) == {}, "moto still holds resources tagged with the run"
-    assert run.ledger.entries() == []
-
-
 def tags_of(item: dict) -> dict[str, str]:
     return {t["Key"]: t["Value"] for t in item.get("Tags") or []}
 
@@ -132,7 +74,7 @@ def tags_of(item: dict) -> dict[str, str]:
 
 
 def test_lifecycle_creates_the_documented_vpc_and_removes_everything(moto, ami, standin, tmp_path):
-    run = run_for(tmp_path, standin)
+    run = run_for(tmp_path, standin, cloud=moto)
     target = target_for(moto, ami)
     instance = launch(target, run)
     ec2 = moto.client()
@@ -238,7 +180,7 @@ def test_lifecycle_in_an_existing_vpc(moto, ami, standin, tmp_path, given):
     options = {"subnet_id": subnet}
     if given == "subnet and group":
         options["security_group_id"] = group
-    run = run_for(tmp_path, standin)
+    run = run_for(tmp_path, standin, cloud=moto)
     instance = launch(target_for(moto, ami, **options), run)
     try:
         expected = {"key-pair", "instance"} | ({"security-group"} if given == "subnet" else set())
@@ -388,7 +330,7 @@ def test_a_host_key_the_console_did_not_announce_is_refused(moto, ami, standin, 
         CONSOLES[machine.instance_id] = lambda: forged
         return "127.0.0.1", standin.machine.ssh_port
 
-    run = run_for(tmp_path, standin, endpoint=endpoint)  # its console hook runs first, the forged one wins
+    run = run_for(tmp_path, standin, cloud=moto, endpoint=endpoint)  # its console hook runs first, the forged one wins
     with pytest.raises(ReadinessError, match="not among the 1 key"):
         launch(target_for(moto, ami, deadlines={"running": 20, "reachable": 30, "login": 5, "ready": 10}), run)
     assert_nothing_left(moto, run)
@@ -465,40 +407,12 @@ def test_keep_on_failure_keeps_and_tags_it_kept(moto, ami, tmp_path):
 # --- sweep after SIGKILL ----------------------------------------------------------------------------
 
 
-def config_file(path: Path, moto: Moto, ami: str, **extra) -> Path:
-    options = {
-        "provider": "ec2",
-        "image": ami,
-        "profile": "appliance",
-        "region": moto.region,
-        "endpoint_url": moto.url,
-        "ssh_cidr": CIDR,
-        "poll_interval": 0.2,
-        "slowdown": 1,
-        **extra,
-    }
-
-    return write_target(path, "ec2", options)
-
-
 @pytest.mark.parametrize("ledger", ["kept", "lost"])
 def test_sweep_removes_what_a_killed_run_left(moto, ami, tmp_path, ledger):
     state = tmp_path / "state"
     env = subprocess_env(state)
     cfg = config_file(tmp_path / "cernvm.toml", moto, ami)
-    process = subprocess.Popen(
-        [sys.executable, "-c", KILLED_LAUNCH, str(cfg)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        run_id = process.stdout.readline().strip()
-        assert run_id, process.stderr.read()
-    finally:
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=30)
+    run_id = killed_launch(cfg, env)
     held = moto.tagged(value=run_id)
     assert held.keys() >= {"instance", "vpc", "security-group", "key-pair"}
     assert len(ledger_entries(state)) == 7
@@ -623,7 +537,7 @@ def test_through_a_jump_host(moto, ami, standin, tmp_path):
     known = tmp_path / "known_hosts"
     known.write_text("".join(f"[127.0.0.1]:{port} {' '.join(k.split()[:2])}\n" for k in standin.machine.host_keys()))
     key = standin.machine.provider.run.key_file
-    run = run_for(tmp_path, standin, endpoint=lambda machine, host, p: ("127.0.0.1", 22))
+    run = run_for(tmp_path, standin, cloud=moto, endpoint=lambda machine, host, p: ("127.0.0.1", 22))
     target = target_for(
         moto, ami, address="private", jump_host=f"root@127.0.0.1:{port}", jump_key=str(key), jump_known_hosts=str(known)
     )
@@ -640,7 +554,7 @@ def test_through_a_jump_host(moto, ami, standin, tmp_path):
 
 
 def test_unknown_jump_host_key_is_refused(moto, ami, standin, tmp_path):
-    run = run_for(tmp_path, standin, endpoint=lambda machine, host, p: ("127.0.0.1", 22))
+    run = run_for(tmp_path, standin, cloud=moto, endpoint=lambda machine, host, p: ("127.0.0.1", 22))
     empty = tmp_path / "known_hosts"
     empty.write_text("")
     target = target_for(
@@ -717,7 +631,7 @@ def test_import_hvm_image_then_launch_and_remove_it_all(moto, standin, tmp_path,
         sent[model.name] = params
 
     client.meta.events.register("provide-client-params.ec2.*", capture)
-    run = run_for(tmp_path, standin)
+    run = run_for(tmp_path, standin, cloud=moto)
     try:
         instance = launch(target_for(moto, str(hvm), import_bucket=bucket), run)
     finally:

@@ -8,10 +8,10 @@ the stand-in's serial console to the instance's serial port 1, where the provide
 
 from __future__ import annotations
 
-import json
 import secrets
 from pathlib import Path
 
+from ..clouds import config_file, held
 from ..helpers import (
     STANDINS,
     assert_through_standins,
@@ -21,41 +21,27 @@ from ..helpers import (
     subprocess_env,
     suite_work,
 )
-from . import test_gce
-from .test_gce import CIDR, ours
 
-image = test_gce.image  # the uploaded image fixture, shared with the lifecycle tests
 HERE = Path(__file__).resolve().parent
 
 
-def test_scenario_suite_end_to_end_with_standins(gce, image, tmp_path):
+def test_scenario_suite_end_to_end_with_standins(gce, gce_image, tmp_path):
     work = suite_work(tmp_path)
     case = "e2e-" + secrets.token_hex(4)
-    options = {
-        "provider": "gce",
-        "image": image,
-        "profile": str(HERE / "gce_standin.toml"),
-        "zone": gce.zone,
-        "endpoint": gce.api.url,
-        "storage_endpoint": gce.storage,
-        "ssh_cidr": CIDR,
-        "poll_interval": 0.2,
-        "slowdown": 1,
-        "labels": {"test-case": case},
-    }
-    # the stand-in boots inside the reachable step, under TCG, on a shared 2-core machine
-    deadlines = {"running": 30, "reachable": 360, "login": 120, "ready": 120}
-    (work / "cernvm.toml").write_text(
-        "[targets.gce]\n"
-        + "".join(f"{k} = {json.dumps(v)}\n" for k, v in options.items() if k != "labels")
-        + f'labels = {{ "test-case" = "{case}" }}\n'
-        + "deadlines = { "
-        + ", ".join(f"{k} = {v}" for k, v in deadlines.items())
-        + " }\n"
+    config_file(
+        work / "cernvm.toml",
+        gce,
+        gce_image,
+        profile=str(HERE / "gce_standin.toml"),
+        poll_interval=0.2,
+        slowdown=1,
+        labels={"test-case": case},
+        # the stand-in boots inside the reachable step, under TCG, on a shared 2-core machine
+        deadlines={"running": 30, "reachable": 360, "login": 120, "ready": 120},
     )
     state = tmp_path / "state"
     suite = run_suite(work, tmp_path / "report.xml", {**subprocess_env(state), **gce.env}, timeout=1500, args=STANDINS)
     assert_through_standins(suite, work, instances=2)
     assert domains_under(tmp_path) == [], "stand-in domains left behind"
     assert ledger_entries(state) == [] and not list(state.glob("runs/*"))
-    assert ours(gce) == {}, "the local Compute API still holds resources of the run"
+    assert held(gce) == {}, "the local Compute API still holds resources of the run"

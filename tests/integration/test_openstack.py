@@ -12,39 +12,34 @@ import json
 import re
 import secrets
 import shutil
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import requests
 
-from cernvm_fixtures import config
-from cernvm_fixtures.context import Context
 from cernvm_fixtures.errors import ConfigError, PermanentError, ProviderError
 from cernvm_fixtures.instance import launch
 from cernvm_fixtures.providers import openstack as osmod
 from cernvm_fixtures.providers.openstack import OpenStackProvider
-from cernvm_fixtures.run import Keep, Run
+from cernvm_fixtures.run import Run
 
+from ..clouds import CIDR, assert_nothing_left, config_file, run_for, target_for
 from ..fakes.openstack.cloud import FakeOpenStack
 from ..fakes.openstack.fixtures import CLOUD
 from ..helpers import (
-    KILLED_LAUNCH,
     STANDINS,
     assert_through_standins,
     cli,
+    create_only,
     domains_under,
+    killed_launch,
     ledger_entries,
     run_suite,
     subprocess_env,
     suite_work,
-    write_target,
 )
 
-CIDR = "203.0.113.7/32"
 CERN_IMAGE = "CernVM 4 - Bootloader v2020.04-1 [2020-04-01]"
 HERE = Path(__file__).resolve().parent
 
@@ -68,53 +63,6 @@ def cern_image(openstack_session: FakeOpenStack) -> str:
     return openstack_session.add_image(CERN_IMAGE, b"cernvm-bootloader")["id"]
 
 
-def target_for(image: str = CERN_IMAGE, name: str = "os", **options) -> config.Target:
-    raw = {
-        "provider": "openstack",
-        "host_key": "console",  # the shared stand-in announces its own key on its serial console
-        "image": image,
-        "profile": "appliance",
-        "cloud": CLOUD,
-        "ssh_cidr": CIDR,
-        "poll_interval": 0.05,
-        "slowdown": 1,
-        "deadlines": {"running": 10, "reachable": 20, "login": 20, "ready": 20},
-        **options,
-    }
-    return config.parse({"targets": {name: raw}}, "test").targets[name]
-
-
-def run_for(tmp_path: Path, standin=None, *, keep: Keep = Keep.NEVER, endpoint=None) -> Run:
-    if endpoint is None and standin is not None:
-        port = standin.machine.ssh_port
-        endpoint = lambda machine, host, p: ("127.0.0.1", port)  # noqa: E731
-    run = Run(state=tmp_path / "state", keep=keep, endpoint=endpoint)
-    if standin is not None:
-        run.directory.mkdir(parents=True, mode=0o700)
-        shutil.copy2(standin.machine.provider.run.key_file, run.directory / "id_ed25519")
-    return run
-
-
-def create_only(target: config.Target, run: Run, name: str | None = None):
-    """Provider launch plus wait_running, without readiness (no SSH): returns the machine."""
-    provider = OpenStackProvider(target, run)
-    machine = provider.machine(name or run.name(target.name))
-    context = Context(hostname=machine.name, ssh_keys=(run.public_key,))
-    try:
-        provider.launch(machine, context)
-        machine.wait_running(time.monotonic() + 10)
-    except BaseException:
-        machine.destroy()
-        raise
-    return machine, context
-
-
-def assert_nothing_left(fake: FakeOpenStack, run: Run) -> None:
-    assert fake.holds() == {}, "the fake still holds resources of the run"
-    assert run.ledger.entries() == []
-    assert fake.violations == [], fake.violations
-
-
 @pytest.fixture(autouse=True)
 def _clean(openstack_cloud):
     yield
@@ -130,7 +78,7 @@ def _clean(openstack_cloud):
 def test_create_labels_and_remove_everything(openstack_cloud, cern_image, tmp_path):
     fake = openstack_cloud
     run = run_for(tmp_path)
-    machine, context = create_only(target_for(), run)
+    machine, context = create_only(target_for(openstack_cloud, CERN_IMAGE), run, running=10)
     try:
         entries = {r.kind: r for r in run.ledger.entries()}
         assert set(entries) == {"keypair", "security-group", "server"}
@@ -241,7 +189,7 @@ def test_fake_serves_upstream_documents_and_shapes(openstack_cloud, cern_image, 
     assert conn.compute.get_endpoint_data().max_microversion.__str__() == "(2, 53)"
 
     run = run_for(tmp_path)
-    machine, _ = create_only(target_for(), run)
+    machine, _ = create_only(target_for(openstack_cloud, CERN_IMAGE), run, running=10)
     try:
         session = conn.compute
         server = session.get(f"/servers/{machine.server_id}", microversion="2.53").json()["server"]
@@ -321,7 +269,7 @@ def test_every_create_call_finds_its_ledger_entry_already_written(openstack_clou
 
     monkeypatch.setattr(requests.Session, "send", send)
     with pytest.raises(RuntimeError, match="injected"):
-        create_only(target_for(str(image_file)), run)
+        create_only(target_for(openstack_cloud, str(image_file)), run, running=10)
     monkeypatch.undo()
     assert set(seen) == set(CREATES.values())
     for kind, entries in seen.items():
@@ -345,7 +293,7 @@ def test_interrupted_between_create_and_ledger_update(openstack_cloud, cern_imag
 
     monkeypatch.setattr(requests.Session, "send", send)
     with pytest.raises(KeyboardInterrupt):
-        create_only(target_for(), run)
+        create_only(target_for(openstack_cloud, CERN_IMAGE), run, running=10)
     monkeypatch.undo()
     assert_nothing_left(openstack_cloud, run)
 
@@ -358,7 +306,7 @@ def test_local_image_is_uploaded_reused_by_checksum_and_deleted(openstack_cloud,
 
     fake = openstack_cloud
     run = run_for(tmp_path)
-    first, _ = create_only(target_for(str(image_file)), run)
+    first, _ = create_only(target_for(openstack_cloud, str(image_file)), run, running=10)
     second = None
     try:
         uploaded = [i for i in fake.images.values() if not i.get("seeded")]
@@ -369,7 +317,7 @@ def test_local_image_is_uploaded_reused_by_checksum_and_deleted(openstack_cloud,
         assert fake.image_data[image["id"]] == image_file.read_bytes()
         assert f"cernvm-fixtures:machine={first.name}" in image["tags"]
         assert fake.servers[first.server_id].body["image"]["id"] == image["id"]
-        second, _ = create_only(target_for(str(image_file)), run)
+        second, _ = create_only(target_for(openstack_cloud, str(image_file)), run, running=10)
         assert fake.servers[second.server_id].body["image"]["id"] == image["id"], "reused by checksum"
         assert "image" not in {r.kind for r in second.resources}
     finally:
@@ -387,7 +335,7 @@ def test_server_going_to_error_reports_the_fault(openstack_cloud, cern_image, tm
     fake.fail_next_build = "No valid host was found. There are not enough hosts available."
     run = run_for(tmp_path)
     with pytest.raises(PermanentError, match=r"is ERROR: No valid host was found"):
-        create_only(target_for(), run)
+        create_only(target_for(openstack_cloud, CERN_IMAGE), run, running=10)
     assert_nothing_left(fake, run)
 
 
@@ -396,7 +344,7 @@ def test_quota_exceeded_on_create(openstack_cloud, cern_image, tmp_path):
     fake.quota_instances = 0
     run = run_for(tmp_path)
     with pytest.raises(ProviderError, match=r"create server: HTTP 403: Quota exceeded for instances"):
-        create_only(target_for(), run)
+        create_only(target_for(openstack_cloud, CERN_IMAGE), run, running=10)
     assert_nothing_left(fake, run)
 
 
@@ -404,15 +352,15 @@ def test_image_not_found_or_ambiguous_lists_what_exists(openstack_cloud, cern_im
     fake = openstack_cloud
     run = run_for(tmp_path)
     with pytest.raises(ConfigError) as error:
-        create_only(target_for("CernVM 4 - Bootloader v2020.04-1"), run)
+        create_only(target_for(openstack_cloud, "CernVM 4 - Bootloader v2020.04-1"), run, running=10)
     assert "targets.os.image: no image named 'CernVM 4 - Bootloader v2020.04-1' (exact match" in str(error.value)
     assert repr(CERN_IMAGE) in str(error.value)
     twin = "CernVM 3 [twin]"
     a, b = fake.add_image(twin, b"a"), fake.add_image(twin, b"b")
     try:
         with pytest.raises(ConfigError, match=rf"2 images are named 'CernVM 3 \[twin\]': .*{a['id']}.*use the id"):
-            create_only(target_for(twin), run)
-        machine, _ = create_only(target_for(b["id"]), run)
+            create_only(target_for(openstack_cloud, twin), run, running=10)
+        machine, _ = create_only(target_for(openstack_cloud, b["id"]), run, running=10)
         assert fake.servers[machine.server_id].body["image"]["id"] == b["id"]
         machine.destroy()
     finally:
@@ -428,7 +376,7 @@ def test_keypair_name_clash_is_an_error_and_leaves_the_other_key(openstack_cloud
     conn.compute.create_keypair(name=name, public_key=run.public_key)
     try:
         with pytest.raises(ProviderError, match=rf"create key pair: HTTP 409: Key pair '{name}' already exists"):
-            create_only(target_for(), run, name=name)
+            create_only(target_for(openstack_cloud, CERN_IMAGE), run, name=name, running=10)
         assert name in fake.keypairs, "the clashing key pair is not ours: left alone"
         assert run.ledger.entries() == []
     finally:
@@ -440,7 +388,7 @@ def test_console_output_empty_for_a_while(openstack_cloud, cern_image, tmp_path)
     fake = openstack_cloud
     fake.console_after = 0.5
     run = run_for(tmp_path)
-    machine, _ = create_only(target_for(), run)
+    machine, _ = create_only(target_for(openstack_cloud, CERN_IMAGE), run, running=10)
     try:
         keys = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGnn1W3ivGTtDKBYHd8J3C6i3hGmBJxcCwmz8HUE0GDp root@cvm"
         fake.set_console(
@@ -461,7 +409,7 @@ def test_security_group_delete_409_then_success(openstack_cloud, cern_image, tmp
     fake = openstack_cloud
     fake.port_release_seconds = 1.5
     run = run_for(tmp_path)
-    machine, _ = create_only(target_for(), run)
+    machine, _ = create_only(target_for(openstack_cloud, CERN_IMAGE), run, running=10)
     conflicts = []
     original = requests.Session.send
 
@@ -488,9 +436,9 @@ def test_bad_options_are_one_clear_error(openstack_cloud):
     ]
     for options, message in cases:
         with pytest.raises(ConfigError) as error:
-            target_for(**options)
+            target_for(openstack_cloud, CERN_IMAGE, **options)
         assert message in str(error.value) and "targets.os" in str(error.value), str(error.value)
-    target = target_for(flavor="m9.huge")
+    target = target_for(openstack_cloud, CERN_IMAGE, flavor="m9.huge")
     with pytest.raises(ConfigError, match=r"targets.os.flavor: 0 flavors match 'm9.huge'; flavors: cvm.medium"):
         OpenStackProvider(target, Run()).find_flavor()
 
@@ -509,7 +457,9 @@ def test_floating_address_is_allocated_tagged_and_released_first(openstack_cloud
             order.append(re.sub(r"^https?://[^/]+/(\w+)/[^/]+/([\w-]+)/.*$", r"\2", request.url))
         return original(session, request, **kwargs)
 
-    machine, _ = create_only(target_for(address="floating", floating_ip_pool="public"), run)
+    machine, _ = create_only(
+        target_for(openstack_cloud, CERN_IMAGE, address="floating", floating_ip_pool="public"), run, running=10
+    )
     try:
         held = fake.holds()
         assert len(held["floating-ip"]) == 1
@@ -529,39 +479,12 @@ def test_floating_address_is_allocated_tagged_and_released_first(openstack_cloud
 # --- sweep after SIGKILL --------------------------------------------------------------------------------
 
 
-def config_file(path: Path, image: str, **extra) -> Path:
-    options = {
-        "provider": "openstack",
-        "image": image,
-        "profile": "appliance",
-        "cloud": CLOUD,
-        "ssh_cidr": CIDR,
-        "poll_interval": 0.1,
-        "slowdown": 1,
-        **extra,
-    }
-
-    return write_target(path, "os", options)
-
-
 @pytest.mark.parametrize("ledger", ["kept", "lost"])
 def test_sweep_removes_what_a_killed_run_left(openstack_cloud, image_file, tmp_path, ledger):
     fake = openstack_cloud
     state = tmp_path / "state"
-    cfg = config_file(tmp_path / "cernvm.toml", str(image_file))
-    process = subprocess.Popen(
-        [sys.executable, "-c", KILLED_LAUNCH, str(cfg)],
-        env=subprocess_env(state),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        run_id = process.stdout.readline().strip()
-        assert run_id, process.stderr.read()
-    finally:
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=30)
+    cfg = config_file(tmp_path / "cernvm.toml", openstack_cloud, str(image_file))
+    killed_launch(cfg, subprocess_env(state))
     held = fake.holds()
     assert held.keys() >= {"server", "security-group", "keypair", "image"}
     assert len(ledger_entries(state)) == 4
@@ -591,7 +514,7 @@ def test_lifecycle_through_ssh_and_the_console_keys(openstack_cloud, cern_image,
         return "127.0.0.1", standin.machine.ssh_port
 
     run = run_for(tmp_path, standin, endpoint=endpoint)
-    instance = launch(target_for(), run)
+    instance = launch(target_for(openstack_cloud, CERN_IMAGE), run)
     try:
         assert instance.run("hostname").stdout.strip() == standin.name
         key = [" ".join(k.split()[:2]) for k in instance.machine.host_keys() or []]
@@ -617,7 +540,10 @@ def test_forged_host_key_on_the_console_is_refused(openstack_cloud, cern_image, 
 
     run = run_for(tmp_path, standin, endpoint=endpoint)
     with pytest.raises(ReadinessError, match="not among the 1 key"):
-        launch(target_for(deadlines={"running": 10, "reachable": 5, "login": 5, "ready": 5}), run)
+        launch(
+            target_for(openstack_cloud, CERN_IMAGE, deadlines={"running": 10, "reachable": 5, "login": 5, "ready": 5}),
+            run,
+        )
     assert_nothing_left(fake, run)
 
 
@@ -629,6 +555,7 @@ def test_scenario_suite_end_to_end_against_the_fake_with_standins(openstack_clou
     work = suite_work(tmp_path)
     config_file(
         work / "cernvm.toml",
+        openstack_cloud,
         str(image_file),
         profile=str(HERE / "openstack_standin.toml"),
         deadlines={"running": 30, "reachable": 300, "login": 60, "ready": 120},
@@ -660,7 +587,7 @@ def test_image_lookup_follows_glance_pages(openstack_cloud, tmp_path):
     try:
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(requests.Session, "send", send)
-            found = OpenStackProvider(target_for(), run_for(tmp_path)).find_image(
+            found = OpenStackProvider(target_for(openstack_cloud, CERN_IMAGE), run_for(tmp_path)).find_image(
                 "CernVM 4 - Bootloader v2019.30-1 [2019-30-01]"
             )
         assert found.id == seeded[-1]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,6 +110,31 @@ def gce_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gce]:
         api.stop()
         storage.stop()
         gce.reset_clients()
+
+
+@pytest.fixture(scope="session")
+def gce_image(gce_session: Gce) -> str:
+    """The name of an existing "CernVM" image in the project (family ``cernvm4``), made the way a user's would be:
+    from an object in a bucket."""
+    from google.cloud import compute_v1
+
+    from cernvm_fixtures.providers import gce as gcemod
+
+    images = gcemod.client("ImagesClient", gce_session.api.url)
+    blob = gce_session.storage_client().bucket(gce_session.bucket).blob("user/cernvm4-micro.tar.gz")
+    blob.upload_from_string(b"\x1f\x8b" + b"\0" * 4096)
+    body = compute_v1.Image(
+        name="cernvm4-micro-2020-07-1",
+        family="cernvm4",
+        raw_disk=compute_v1.RawDisk(
+            source=f"https://storage.googleapis.com/{gce_session.bucket}/user/cernvm4-micro.tar.gz"
+        ),
+    )
+    operation = images.insert_unary(project=gce_session.project, image_resource=body)
+    gcemod.wait_operation(
+        "test image", operation, gce_session.project, None, gce_session.api.url, time.monotonic() + 10
+    )
+    return "cernvm4-micro-2020-07-1"
 
 
 @pytest.fixture
