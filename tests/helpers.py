@@ -3,6 +3,7 @@ and find what it left behind."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -15,7 +16,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from xml.etree import ElementTree
+
+import pytest
 
 from cernvm_fixtures import config, providers
 from cernvm_fixtures.context import Context
@@ -131,8 +135,28 @@ def killed_launch(toml: Path, env: dict[str, str]) -> str:
     return run_id
 
 
+def sweep_killed(toml: Path, state: Path, lose_ledger: bool) -> subprocess.CompletedProcess:
+    """``cernvm-fixtures sweep --config toml`` (in its directory) after a killed launch, once the state directory
+    (the ledger) is deleted if ``lose_ledger``: it must succeed."""
+    if lose_ledger:
+        shutil.rmtree(state)
+    sweep = cli(state, "sweep", "--config", str(toml), cwd=toml.parent)
+    assert sweep.returncode == 0, sweep.stdout + sweep.stderr
+    return sweep
+
+
 def pytest_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rA", *CHILD, *args]
+
+
+def run_pytest(work: Path, env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """``pytest ARGS`` with the plugin, run in ``work`` by a process of its own (``env``: see ``subprocess_env``).
+
+    The result carries ``output`` (stdout and stderr).
+    """
+    result = subprocess.run(pytest_command(*args), cwd=work, env=env, capture_output=True, text=True, timeout=timeout)
+    result.output = result.stdout + result.stderr
+    return result
 
 
 def write_work(tmp_path: Path, *, config: str | None = None, tests: dict[str, str] | None = None) -> Path:
@@ -156,16 +180,7 @@ def run_scenarios(
     shutil.copytree(ROOT / "scenarios", work / "scenarios")
     if conftest is not None:
         (work / "scenarios" / "conftest.py").write_text(textwrap.dedent(conftest))
-    result = subprocess.run(
-        pytest_command("scenarios", *args),
-        cwd=work,
-        env=subprocess_env(tmp_path / "state"),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    result.output = result.stdout + result.stderr
-    return result
+    return run_pytest(work, subprocess_env(tmp_path / "state"), "scenarios", *args, timeout=timeout)
 
 
 def assert_nothing_left_under(tmp_path: Path, output: str = "", *, objects: Callable[[Path], list[str]]) -> None:
@@ -207,72 +222,10 @@ class SuiteReport:
     properties: dict[str, str]
 
 
-CLOUD_CELLS = {
-    "test_kernel_release",
-    "test_kernel_command_line",
-    "test_repositories_mounted_read_only",
-    "test_os_repository_is_the_root_source",
-    "test_probe",
-    "test_content_readable",
-    "test_scratch_disk_mounted",
-    "test_bootloader_version_file",
-    "test_hostname",
-    "test_user_data_recorded",
-    "test_ucernvm_block_delivered",
-}
-"""Scenarios a cloud's suite through stand-ins runs for real."""
-SHARED_FOLDER_CELLS = {"test_shared_folders_mounted", "test_host_to_guest", "test_guest_to_host"}
-CHECKLIST_CELLS = {
-    "test_no_error_messages_at_boot",
-    "test_clock_matches_the_host",
-    "test_time_daemon_running",
-    "test_dev_shm_is_a_writable_tmpfs",
-    "test_password_authentication_as_the_profile_says",
-    "test_root_cannot_log_in_with_a_password",
-    "test_power_button_powers_off",
-    "test_profile_workloads_succeed",
-}
-"""The release checklist's scenarios: a stand-in's profile declares none of their keys (skipped: "sets no ..."),
-and no cloud provider presses a power button yet (skipped with its no_power_button)."""
-
-
-def assert_through_standins(suite: SuiteReport, work: Path, instances: int) -> None:
-    """A cloud's suite through stand-ins ran CLOUD_CELLS, skipped what only the real cloud shows (naming the
-    stand-in) and the shared folders no cloud has, and booted one stand-in per instance."""
-    skipped = dict(suite.skipped)
-    assert set(suite.cases) - set(skipped) >= CLOUD_CELLS, skipped
-    assert "stand-in" in skipped.pop("test_network_driver") and "stand-in" in skipped.pop("test_user_data_source")
-    checklist = {name: skipped.pop(name) for name in CHECKLIST_CELLS if name in skipped}
-    assert set(checklist) == CHECKLIST_CELLS, checklist
-    assert all("sets no" in why or "not implemented" in why for why in checklist.values()), checklist
-    assert set(skipped) == SHARED_FOLDER_CELLS, skipped
-    assert all("no shared folders" in why for why in skipped.values()), skipped
-    standins = (work / "standins.log").read_text().splitlines()
-    assert len(standins) == instances, f"one stand-in per instance: {standins}"
-
-
-def suite_work(tmp_path: Path) -> Path:
-    """A work directory holding a copy of the scenario suite."""
-    work = tmp_path / "work"
-    shutil.copytree(ROOT / "scenarios", work / "scenarios")
-    return work
-
-
-STANDINS = ("-p", "tests.standins")
-"""Arguments of a scenario run through stand-ins of cloud instances (tests/standins.py)."""
-
-
 def run_suite(work: Path, report: Path, env: dict[str, str], timeout: float, args: tuple[str, ...] = ()) -> SuiteReport:
     """Run the scenario suite in ``work`` in a fresh process (with ``args``); it must pass with no failed case."""
-    result = subprocess.run(
-        pytest_command("scenarios", "--junitxml", str(report), *args),
-        cwd=work,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    output = result.stdout + result.stderr
+    result = run_pytest(work, env, "scenarios", "--junitxml", str(report), *args, timeout=timeout)
+    output = result.output
     assert result.returncode == 0, output[-6000:]
     cases = {c.get("name").split("[")[0]: c for c in ElementTree.parse(report).iter("testcase")}
     skipped = {name: c.find("skipped").get("message") for name, c in cases.items() if c.find("skipped") is not None}
@@ -280,6 +233,43 @@ def run_suite(work: Path, report: Path, env: dict[str, str], timeout: float, arg
     assert not failed and cases, output[-6000:]
     properties = {p.get("name"): p.get("value") for c in cases.values() for p in c.iter("property")}
     return SuiteReport(output, cases, skipped, properties)
+
+
+def assert_framed(handle: Any, out: bytes, err: bytes, status: int) -> None:
+    """A command printing ``out`` and ``err`` (any bytes) and exiting with ``status`` comes back through the
+    instance ``handle`` as it was, byte for byte."""
+    command = (
+        f"printf %s {base64.b64encode(out).decode()} | base64 -d; "
+        f"printf %s {base64.b64encode(err).decode()} | base64 -d >&2; exit {status}"
+    )
+    result = handle.run(command)
+    assert (result.stdout_bytes, result.stderr_bytes, result.exit_status) == (out, err, status)
+
+
+def assert_threads_share(handle: Any, threads: int, commands: int) -> None:
+    """``threads`` threads running ``commands`` commands each through the instance ``handle`` at once: every
+    command gets its own output and exit status back."""
+    import concurrent.futures
+
+    def work(n: int) -> list[Any]:
+        return [handle.run(f"echo {n}-{i}; echo e{n}-{i} >&2; exit {i}") for i in range(commands)]
+
+    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+        futures = {n: pool.submit(work, n) for n in range(threads)}
+    for n, future in futures.items():
+        for i, result in enumerate(future.result()):
+            assert (result.stdout, result.stderr, result.exit_status) == (f"{n}-{i}\n", f"e{n}-{i}\n", i)
+
+
+def assert_timeout_leaves_nothing(handle: Any, command: str, pattern: str, why: str) -> None:
+    """``command`` through the instance ``handle`` times out after a second, and then no process of the guest
+    whose arguments match ``pattern`` is left (``why``, if one is)."""
+    from cernvm_fixtures.errors import CommandTimeout
+
+    with pytest.raises(CommandTimeout):
+        handle.run(command, timeout=1)
+    left = handle.run(f"ps -o args | grep -c '{pattern}'").stdout.strip()
+    assert left == "0", why
 
 
 def default_sigint() -> None:

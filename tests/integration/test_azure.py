@@ -14,7 +14,6 @@ import hashlib
 import json
 import re
 import shlex
-import shutil
 import socket
 import subprocess
 import time
@@ -30,26 +29,20 @@ from cernvm_fixtures.providers import azure as azmod
 from cernvm_fixtures.providers.azure import AzureProvider
 from cernvm_fixtures.run import Run
 
-from ..clouds import CIDR, assert_nothing_left, config_file, run_for, target_for
+from ..clouds import CIDR, assert_nothing_left, config_file, run_for, suite_through_standins, target_for
 from ..fakes.azure import wire
 from ..fakes.azure.certificate import make_certificate
 from ..fakes.azure.fixtures import CONTAINER, SUBSCRIPTION, AzureCloud
 from ..fakes.azure.vhd import make_vhd
 from ..fakes.server import Call
 from ..helpers import (
-    STANDINS,
-    assert_through_standins,
-    cli,
     create_only,
-    domains_under,
     killed_launch,
     ledger_entries,
-    run_suite,
     subprocess_env,
-    suite_work,
+    sweep_killed,
 )
 
-HERE = Path(__file__).resolve().parent
 IMAGE_GROUP = "cernvm-images"
 
 
@@ -214,14 +207,16 @@ def vhd_target(cloud: AzureCloud, vhd: Path, **options) -> config.Target:
     return target_for(cloud, str(vhd), blob_endpoint=cloud.azurite.account_url, **options)
 
 
-def content_blob(cloud: AzureCloud, vhd: Path):
+def content_blob(cloud: AzureCloud, path: Path, mark: bytes):
+    """A VHD at ``path`` (its content marked with ``mark``), the blob client of the name its content gives it, and
+    its SHA-256."""
+    vhd = make_vhd(path, mark=mark)
     digest = hashlib.sha256(vhd.read_bytes()).hexdigest()
-    return cloud.blobs().get_blob_client(CONTAINER, f"cernvm-fixtures/{digest}.vhd"), digest
+    return vhd, cloud.blobs().get_blob_client(CONTAINER, f"cernvm-fixtures/{digest}.vhd"), digest
 
 
 def test_a_second_launch_of_the_same_vhd_reuses_the_image_and_uploads_nothing(azure_cloud, tmp_path):
-    vhd = make_vhd(tmp_path / "same.vhd", mark=b"reuse")
-    blob, digest = content_blob(azure_cloud, vhd)
+    vhd, blob, digest = content_blob(azure_cloud, tmp_path / "same.vhd", b"reuse")
     run = run_for(tmp_path)
     first, _ = create_only(vhd_target(azure_cloud, vhd), run)
     second = None
@@ -264,8 +259,7 @@ def test_fake_refuses_an_image_delete_only_while_a_vm_is_provisioned_from_it(azu
 
 
 def test_a_blob_of_the_same_content_is_made_into_an_image_without_uploading(azure_cloud, tmp_path):
-    vhd = make_vhd(tmp_path / "kept.vhd", mark=b"kept blob")
-    blob, digest = content_blob(azure_cloud, vhd)
+    vhd, blob, digest = content_blob(azure_cloud, tmp_path / "kept.vhd", b"kept blob")
     blob.create_page_blob(vhd.stat().st_size, metadata={"sha256": digest, "cernvm_fixtures_complete": "true"})
     blob.upload_page(vhd.read_bytes()[:512], offset=0, length=512)  # what the test reads back below
     run = run_for(tmp_path)
@@ -284,23 +278,16 @@ def test_a_blob_of_the_same_content_is_made_into_an_image_without_uploading(azur
 
 
 def test_an_upload_whose_uploader_was_killed_is_continued_where_it_stopped(azure_cloud, tmp_path):
-    vhd = make_vhd(tmp_path / "resume.vhd", mark=b"resume")
-    blob, digest = content_blob(azure_cloud, vhd)
+    vhd, blob, digest = content_blob(azure_cloud, tmp_path / "resume.vhd", b"resume")
     gone = subprocess.Popen(["true"])
     gone.wait()
-    earlier = Resource(
-        provider="azure",
-        kind="blob",
-        name="cvmfx-earlier",
-        run="earlier",
-        target="azure",
-        data={
-            "account_url": azure_cloud.azurite.account_url,
-            "container": CONTAINER,
-            "blob": blob.blob_name,
-            "instance_discovery": False,
-        },
-    )
+    data = {
+        "account_url": azure_cloud.azurite.account_url,
+        "container": CONTAINER,
+        "blob": blob.blob_name,
+        "instance_discovery": False,
+    }
+    earlier = Resource(provider="azure", kind="blob", name="cvmfx-earlier", run="earlier", target="azure", data=data)
     blob.create_page_blob(
         vhd.stat().st_size,
         metadata={
@@ -332,8 +319,7 @@ def test_an_upload_error_the_sdk_did_not_cure_is_continued(azure_cloud, tmp_path
     from azure.core.exceptions import ServiceResponseError
     from azure.storage.blob import BlobClient
 
-    vhd = make_vhd(tmp_path / "flaky.vhd", mark=b"flaky")
-    blob, _ = content_blob(azure_cloud, vhd)
+    vhd, blob, _ = content_blob(azure_cloud, tmp_path / "flaky.vhd", b"flaky")
     real, offsets = BlobClient.upload_page, []
 
     def flaky(self, page, offset, length, **kwargs):
@@ -355,8 +341,7 @@ def test_an_upload_error_the_sdk_did_not_cure_is_continued(azure_cloud, tmp_path
 
 
 def test_an_upload_another_live_machine_is_making_is_waited_for_then_a_clear_error(azure_cloud, tmp_path):
-    vhd = make_vhd(tmp_path / "busy.vhd", mark=b"busy")
-    blob, digest = content_blob(azure_cloud, vhd)
+    vhd, blob, digest = content_blob(azure_cloud, tmp_path / "busy.vhd", b"busy")
     me = Owner.current()
     metadata = {"sha256": digest, "cernvm_fixtures_owner": f"{me.host}/{me.pid}/{me.start or '-'}"}
     blob.create_page_blob(vhd.stat().st_size, metadata={**metadata, "cernvm_fixtures_owner_machine": me.machine or ""})
@@ -371,8 +356,7 @@ def test_an_upload_another_live_machine_is_making_is_waited_for_then_a_clear_err
 
 
 def test_a_blob_of_that_name_with_other_content_is_left_alone(azure_cloud, tmp_path):
-    vhd = make_vhd(tmp_path / "clash.vhd", mark=b"clash")
-    blob, _ = content_blob(azure_cloud, vhd)
+    vhd, blob, _ = content_blob(azure_cloud, tmp_path / "clash.vhd", b"clash")
     blob.create_page_blob(vhd.stat().st_size, metadata={"sha256": "0" * 64})
     run = run_for(tmp_path)
     try:
@@ -478,8 +462,7 @@ def test_leftovers_are_found_by_tags_alone_and_swept(azure_cloud, image_id, tmp_
 
 
 def test_an_uploaded_vhd_is_found_by_its_metadata_alone_and_swept(azure_cloud, tmp_path):
-    vhd = make_vhd(tmp_path / "swept.vhd", mark=b"swept")
-    blob, _ = content_blob(azure_cloud, vhd)
+    vhd, blob, _ = content_blob(azure_cloud, tmp_path / "swept.vhd", b"swept")
     run = run_for(tmp_path)
     machine, _ = create_only(vhd_target(azure_cloud, vhd), run)
     target = vhd_target(azure_cloud, vhd)
@@ -552,12 +535,8 @@ def test_boot_diagnostics_screenshot_is_the_standins_screen(azure_cloud, image_i
     """Boot diagnostics' screenshot (a blob behind a SAS URI, which the fake serves as a BMP of the stand-in's real
     screen, in process or through its test hook for a stand-in of another process) becomes a PNG of its size."""
     import requests
-    from PIL import Image
 
-    def assert_screen(path: Path) -> None:
-        with Image.open(path) as picture:
-            assert (picture.format, picture.size) == ("PNG", (720, 400)), "the stand-in's VGA text screen"
-            assert len(picture.convert("RGB").getcolors(1 << 16) or ()) > 1, "blank: one colour"
+    from ..clouds import assert_standin_screen
 
     run = Run(state=tmp_path / "state")
     machine, _ = create_only(target_for(azure_cloud, image_id), run)
@@ -566,34 +545,22 @@ def test_boot_diagnostics_screenshot_is_the_standins_screen(azure_cloud, image_i
         with pytest.raises(ScreenUnavailable, match="the boot diagnostics screenshot: HTTP 404"):
             machine.screenshot(tmp_path / "none.png")
         azure_cloud.arm.screens[key] = standin.machine.screenshot
-        assert_screen(machine.screenshot(tmp_path / "live.png"))
+        assert_standin_screen(machine.screenshot(tmp_path / "live.png"))
         del azure_cloud.arm.screens[key]
         hook = f"{azure_cloud.url}/_test/screen/{machine.name}"
         assert requests.put(hook, json={"domain": standin.name}, timeout=10).status_code == 204
         (entry,) = [r for r in machine.resources if r.kind == "vm"]
-        assert_screen(AzureProvider.screenshot_resource(entry, tmp_path / "from-ledger.png"))
+        assert_standin_screen(AzureProvider.screenshot_resource(entry, tmp_path / "from-ledger.png"))
     finally:
         machine.destroy()
     assert_nothing_left(azure_cloud, run)
 
 
 def test_a_host_key_the_serial_log_did_not_announce_is_refused(azure_cloud, image_id, standin, tmp_path):
-    forged = (
-        "-----BEGIN SSH HOST KEY KEYS-----\n"
-        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl root@forged\n"
-        "-----END SSH HOST KEY KEYS-----\n"
-    )
+    from ..clouds import assert_forged_host_key_refused
 
-    def endpoint(machine, host, p):
-        azure_cloud.arm.consoles[machine.name.lower()] = lambda: forged
-        return "127.0.0.1", standin.machine.ssh_port
-
-    run = run_for(tmp_path, standin, cloud=azure_cloud, endpoint=endpoint)  # the forged console wins
-    with pytest.raises(ReadinessError, match="not among the 1 key"):
-        launch(
-            target_for(azure_cloud, image_id, deadlines={"running": 20, "reachable": 30, "login": 5, "ready": 10}), run
-        )
-    assert_nothing_left(azure_cloud, run)
+    target = target_for(azure_cloud, image_id, deadlines={"running": 20, "reachable": 30, "login": 5, "ready": 10})
+    assert_forged_host_key_refused(tmp_path, azure_cloud, standin, target)
 
 
 # --- sweep after SIGKILL -------------------------------------------------------------------------------
@@ -606,10 +573,7 @@ def test_sweep_removes_what_a_killed_run_left(azure_cloud, image_id, tmp_path, l
     run_id = killed_launch(cfg, subprocess_env(state))
     assert len(azure_cloud.arm.tagged("cernvm-fixtures:run", run_id)) == 6
     assert len(ledger_entries(state)) == 7
-    if ledger == "lost":
-        shutil.rmtree(state)
-    sweep = cli(state, "sweep", "--config", str(cfg), cwd=tmp_path)
-    assert sweep.returncode == 0, sweep.stdout + sweep.stderr
+    sweep = sweep_killed(cfg, state, lose_ledger=ledger == "lost")
     assert azure_cloud.arm.tagged("cernvm-fixtures:run", run_id) == [], sweep.stdout
     assert ledger_entries(state) == [] and not list(state.glob("runs/*"))
     order = re.findall(r"destroyed azure (\S+)", sweep.stdout)
@@ -626,18 +590,7 @@ def test_sweep_removes_what_a_killed_run_left(azure_cloud, image_id, tmp_path, l
 
 
 def test_scenario_suite_end_to_end_against_the_fake_with_standins(azure_cloud, image_id, tmp_path):
-    work = suite_work(tmp_path)
-    config_file(
-        work / "cernvm.toml",
-        azure_cloud,
-        image_id,
-        profile=str(HERE / "azure_standin.toml"),
-        deadlines={"running": 30, "reachable": 300, "login": 120, "ready": 120},
-    )
-    state = tmp_path / "state"
-    suite = run_suite(work, tmp_path / "report.xml", subprocess_env(state), timeout=1500, args=STANDINS)
-    assert_through_standins(suite, work, instances=2)
+    deadlines = {"running": 30, "reachable": 300, "login": 120, "ready": 120}
+    suite = suite_through_standins(tmp_path, azure_cloud, image_id, deadlines=deadlines)
     assert azure_cloud.env["AZURE_CLIENT_SECRET"] not in suite.output
-    assert domains_under(tmp_path) == [], "stand-in domains left behind"
-    assert ledger_entries(state) == [] and not list(state.glob("runs/*"))
     assert azure_cloud.arm.tagged("cernvm-fixtures:target", "azure") == [], "the fake still holds resources"

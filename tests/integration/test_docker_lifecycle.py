@@ -27,7 +27,7 @@ from ..helpers import (
     docker_objects_under,
     failing_test,
     ledger_entries,
-    pytest_command,
+    run_pytest,
     start_pytest,
     subprocess_env,
 )
@@ -187,15 +187,8 @@ def test_no_docker_daemon_through_the_plugin(tmp_path):
     (tmp_path / "work" / "test_it.py").write_text(textwrap.dedent(FAILING_TEST))
     env = subprocess_env(tmp_path / "state")
     env["DOCKER_HOST"] = "unix:///nonexistent/docker.sock"
-    result = subprocess.run(
-        pytest_command("test_it.py", "--cernvm-target=docker"),
-        cwd=tmp_path / "work",
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    output = result.stdout + result.stderr
+    result = run_pytest(tmp_path / "work", env, "test_it.py", "--cernvm-target=docker")
+    output = result.output
     assert result.returncode == 4, output  # the doctor's check stops the session once, before any test runs
     assert "daemon" in output and "unix:///nonexistent/docker.sock" in output and "dockerd" in output, output
     assert "Traceback" not in output

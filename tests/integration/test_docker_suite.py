@@ -97,6 +97,22 @@ def test_parrot_mode_without_seccomp_relaxation_fails_visibly(tmp_path):
     assert result.returncode == 1
 
 
+def without_mounts(prefix: str) -> str:
+    """A conftest standing in for a provider bug: the container lacks its bind mounts under ``prefix``."""
+    return f"""
+        from cernvm_fixtures.providers import docker as provider
+
+        real = provider.container_spec
+
+        def buggy(**kwargs):
+            spec = real(**kwargs)
+            spec["mounts"] = [m for m in spec["mounts"] if not m["Target"].startswith({prefix!r})]
+            return spec
+
+        provider.container_spec = buggy
+    """
+
+
 def test_bindmount_without_the_repository_mount_fails_visibly(tmp_path):
     """Without its /cvmfs bind mount, /init falls back to parrot (as CernVM's does), which the filter stops."""
     result = run_suite(
@@ -110,18 +126,7 @@ def test_bindmount_without_the_repository_mount_fails_visibly(tmp_path):
             repositories = { "cernvm-prod.cern.ch" = "" }
             deadlines = { running = 3 }
         """,
-        conftest="""
-            from cernvm_fixtures.providers import docker as provider
-
-            real = provider.container_spec
-
-            def buggy(**kwargs):
-                spec = real(**kwargs)
-                spec["mounts"] = [m for m in spec["mounts"] if not m["Target"].startswith("/cvmfs/")]
-                return spec
-
-            provider.container_spec = buggy
-        """,
+        conftest=without_mounts("/cvmfs/"),
     )
     assert outcomes(result.output) == {"test_probe[docker-bindmount]": "ERROR"}, result.output[-4000:]
     assert "a seccomp filter is active" in result.output
@@ -188,19 +193,7 @@ def test_missing_bind_mount_fails_the_shared_folder_scenario(tmp_path):
         tmp_path,
         "-k",
         "docker and shared",
-        conftest="""
-            # a provider bug: the shared folders are not bind-mounted
-            from cernvm_fixtures.providers import docker as provider
-
-            real = provider.container_spec
-
-            def buggy(**kwargs):
-                spec = real(**kwargs)
-                spec["mounts"] = [m for m in spec["mounts"] if not m["Target"].startswith("/mnt/shared/")]
-                return spec
-
-            provider.container_spec = buggy
-        """,
+        conftest=without_mounts("/mnt/shared/"),  # a provider bug: the shared folders are not bind-mounted
     )
     found = outcomes(result.output)
     expected = {

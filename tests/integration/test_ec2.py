@@ -16,9 +16,7 @@ import logging
 import os
 import re
 import secrets
-import shutil
 import socket
-import subprocess
 import time
 from pathlib import Path
 
@@ -31,24 +29,16 @@ from cernvm_fixtures.providers import ec2 as ec2mod
 from cernvm_fixtures.providers.ec2 import Ec2Provider
 from cernvm_fixtures.run import Keep, Run
 
-from ..clouds import CIDR, assert_nothing_left, config_file, run_for, target_for
-from ..fakes.moto_server import CONSOLES, CONSOLES_ENV, SCREENS, Moto
+from ..clouds import CIDR, assert_nothing_left, config_file, run_for, suite_through_standins, target_for
+from ..fakes.moto_server import CONSOLES_ENV, SCREENS, Moto
 from ..helpers import (
-    STANDINS,
-    assert_through_standins,
-    cli,
     create_only,
-    domains_under,
     killed_launch,
     ledger_entries,
-    pytest_command,
-    run_suite,
+    run_pytest,
     subprocess_env,
-    suite_work,
+    sweep_killed,
 )
-
-HERE = Path(__file__).resolve().parent
-
 
 # --- fixtures and helpers -------------------------------------------------------------------------
 
@@ -320,43 +310,28 @@ def test_instance_terminated_while_waiting_is_an_error(moto, ami, tmp_path):
 
 
 def test_a_host_key_the_console_did_not_announce_is_refused(moto, ami, standin, tmp_path):
-    forged = (
-        "-----BEGIN SSH HOST KEY KEYS-----\n"
-        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl root@forged\n"
-        "-----END SSH HOST KEY KEYS-----\n"
-    )
+    from ..clouds import assert_forged_host_key_refused
 
-    def endpoint(machine, host, p):
-        CONSOLES[machine.instance_id] = lambda: forged
-        return "127.0.0.1", standin.machine.ssh_port
-
-    run = run_for(tmp_path, standin, cloud=moto, endpoint=endpoint)  # its console hook runs first, the forged one wins
-    with pytest.raises(ReadinessError, match="not among the 1 key"):
-        launch(target_for(moto, ami, deadlines={"running": 20, "reachable": 30, "login": 5, "ready": 10}), run)
-    assert_nothing_left(moto, run)
+    deadlines = {"running": 20, "reachable": 30, "login": 5, "ready": 10}
+    assert_forged_host_key_refused(tmp_path, moto, standin, target_for(moto, ami, deadlines=deadlines))
 
 
 def test_console_screenshot_is_the_standins_screen(moto, ami, standin, tmp_path):
     """GetConsoleScreenshot (a JPG in base64, which moto answers with the stand-in's real screen, in process or
     named in the hook directory for a stand-in of another process) becomes a PNG of the screen's size."""
-    from PIL import Image
-
-    def assert_screen(path: Path) -> None:
-        with Image.open(path) as image:
-            assert (image.format, image.size) == ("PNG", (720, 400)), "the stand-in's VGA text screen"
-            assert len(image.convert("RGB").getcolors(1 << 16) or ()) > 1, "blank: one colour"
+    from ..clouds import assert_standin_screen
 
     run = Run(state=tmp_path / "state")
     machine, _ = create_only(target_for(moto, ami), run)
     try:
         SCREENS[machine.instance_id] = standin.machine.screenshot
-        assert_screen(machine.screenshot(tmp_path / "live.png"))
+        assert_standin_screen(machine.screenshot(tmp_path / "live.png"))
         del SCREENS[machine.instance_id]  # from here on, only the hook directory names the stand-in
         (entry,) = [r for r in machine.resources if r.kind == "instance"]
         hook = Path(os.environ[CONSOLES_ENV]) / f"{machine.instance_id}.screen"
         hook.write_text(standin.name)
         try:
-            assert_screen(Ec2Provider.screenshot_resource(entry, tmp_path / "from-ledger.png"))
+            assert_standin_screen(Ec2Provider.screenshot_resource(entry, tmp_path / "from-ledger.png"))
         finally:
             hook.unlink()
         with pytest.raises(ScreenUnavailable, match=f"EC2 gave no screenshot: .*{machine.instance_id} has no stand-in"):
@@ -416,10 +391,7 @@ def test_sweep_removes_what_a_killed_run_left(moto, ami, tmp_path, ledger):
     held = moto.tagged(value=run_id)
     assert held.keys() >= {"instance", "vpc", "security-group", "key-pair"}
     assert len(ledger_entries(state)) == 7
-    if ledger == "lost":
-        shutil.rmtree(state)
-    sweep = cli(state, "sweep", "--config", str(cfg), cwd=tmp_path)
-    assert sweep.returncode == 0, sweep.stdout + sweep.stderr
+    sweep = sweep_killed(cfg, state, lose_ledger=ledger == "lost")
     assert "destroyed ec2 instance" in sweep.stdout and "destroyed ec2 vpc" in sweep.stdout
     assert moto.tagged(value=run_id) == {}, sweep.stdout
     assert ledger_entries(state) == [] and not list(state.glob("runs/*"))
@@ -675,27 +647,20 @@ def test_import_hvm_image_then_launch_and_remove_it_all(moto, standin, tmp_path,
 
 
 def test_scenario_suite_end_to_end_against_moto_with_standins(moto, ami, tmp_path):
-    work = suite_work(tmp_path)
     case = "e2e-" + secrets.token_hex(4)
-    config_file(
-        work / "cernvm.toml",
+    marker = "SECRET-" + secrets.token_hex(12)
+    suite = suite_through_standins(
+        tmp_path,
         moto,
         ami,
-        profile=str(HERE / "ec2_standin.toml"),
+        {"AWS_SECRET_ACCESS_KEY": marker},
+        timeout=600,
         tags={"test-case": case},
         deadlines={"running": 30, "reachable": 120, "login": 60, "ready": 60},
         verification="stand-in",
     )
-    state = tmp_path / "state"
-    marker = "SECRET-" + secrets.token_hex(12)
-    env = dict(subprocess_env(state), AWS_SECRET_ACCESS_KEY=marker)
-    suite = run_suite(work, tmp_path / "report.xml", env, timeout=600, args=STANDINS)
     assert suite.properties["cernvm_verification"] == "stand-in", "the report says what the cells really ran on"
-    assert_through_standins(suite, work, instances=2)
     assert marker not in suite.output
-
-    assert domains_under(tmp_path) == [], "stand-in domains left behind"
-    assert ledger_entries(state) == [] and not list(state.glob("runs/*"))
     assert moto.tagged("test-case", case) == {}, "moto still holds resources of the run"
     instances = [
         i
@@ -710,15 +675,8 @@ def test_bad_config_in_a_pytest_run_is_one_clear_error(moto, tmp_path):
     work.mkdir()
     (work / "test_it.py").write_text("def test_it(cernvm):\n    pass\n")
     config_file(work / "cernvm.toml", moto, "ami-0123456789abcdef0", tags={"test-case": "bad-ami"})
-    result = subprocess.run(
-        pytest_command("test_it.py"),
-        cwd=work,
-        env=subprocess_env(tmp_path / "state"),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    output = result.stdout + result.stderr
+    result = run_pytest(work, subprocess_env(tmp_path / "state"), "test_it.py")
+    output = result.output
     assert result.returncode == 4, output  # the doctor's check stops the session once, before any test
     assert "ami-0123456789abcdef0" in output and "is not visible in eu-west-1" in output, output
     assert "Traceback" not in output

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 
@@ -25,7 +23,7 @@ from cernvm_fixtures.run import Run
 from ..clouds import CIDR, assert_nothing_left, config_file, held, target_for
 from ..fakes.gce.fixtures import Gce
 from ..fakes.server import Call
-from ..helpers import cli, create_only, killed_launch, ledger_entries, subprocess_env
+from ..helpers import create_only, killed_launch, ledger_entries, subprocess_env, sweep_killed
 
 # --- lifecycle ------------------------------------------------------------------------------------
 
@@ -98,12 +96,7 @@ def test_screenshot_is_the_standins_screen_on_an_instance_with_a_display(gce, gc
     """instances.getScreenshot (a PNG in base64) of an instance made with a display device, which the local API
     answers with the stand-in's real screen (registered in process, or named through its test hook by a stand-in of
     another process); an instance without one has no screen, and says so."""
-    from PIL import Image
-
-    def assert_screen(path: Path) -> None:
-        with Image.open(path) as picture:
-            assert (picture.format, picture.size) == ("PNG", (720, 400)), "the stand-in's VGA text screen"
-            assert len(picture.convert("RGB").getcolors(1 << 16) or ()) > 1, "blank: one colour"
+    from ..clouds import assert_standin_screen
 
     run = Run(state=tmp_path / "state")
     machine, _ = create_only(target_for(gce, "family/cernvm4"), run)
@@ -111,12 +104,12 @@ def test_screenshot_is_the_standins_screen_on_an_instance_with_a_display(gce, gc
     try:
         assert gce.api.instance(machine.name).body["displayDevice"] == {"enableDisplay": True}
         gce.api.screens[machine.name] = standin.machine.screenshot
-        assert_screen(machine.screenshot(tmp_path / "live.png"))
+        assert_standin_screen(machine.screenshot(tmp_path / "live.png"))
         del gce.api.screens[machine.name]
         hook = urllib.request.Request(f"{gce.api.url}/_test/screen/{machine.name}", standin.name.encode())
         urllib.request.urlopen(hook, timeout=10).read()
         (entry,) = [r for r in machine.resources if r.kind == "instance"]
-        assert_screen(GceProvider.screenshot_resource(entry, tmp_path / "from-ledger.png"))
+        assert_standin_screen(GceProvider.screenshot_resource(entry, tmp_path / "from-ledger.png"))
 
         assert gce.api.instance(dark.name).body["displayDevice"] == {"enableDisplay": False}
         with pytest.raises(ScreenUnavailable, match="no display device .*display = false"):
@@ -284,10 +277,7 @@ def test_sweep_removes_what_a_killed_run_left(gce, tmp_path, ledger):
     killed_launch(cfg, env)
     assert set(held(gce)) == {"instance", "image", "firewall", "object"}
     assert len(ledger_entries(state)) == 4
-    if ledger == "lost":
-        shutil.rmtree(state)
-    sweep = cli(state, "sweep", "--config", str(cfg), cwd=tmp_path)
-    assert sweep.returncode == 0, sweep.stdout + sweep.stderr
+    sweep = sweep_killed(cfg, state, lose_ledger=ledger == "lost")
     assert held(gce) == {}, sweep.stdout
     order = re.findall(r"destroyed gce (\S+)", sweep.stdout)
     assert order == ["instance", "firewall", "image", "object"], sweep.stdout

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import re
 import secrets
-import shutil
 import time
 from pathlib import Path
 
@@ -24,24 +23,26 @@ from cernvm_fixtures.providers import openstack as osmod
 from cernvm_fixtures.providers.openstack import OpenStackProvider
 from cernvm_fixtures.run import Run
 
-from ..clouds import CIDR, assert_nothing_left, config_file, run_for, target_for
+from ..clouds import (
+    CIDR,
+    assert_launch_fails,
+    assert_nothing_left,
+    config_file,
+    run_for,
+    suite_through_standins,
+    target_for,
+)
 from ..fakes.openstack.cloud import FakeOpenStack
 from ..fakes.openstack.fixtures import CLOUD
 from ..helpers import (
-    STANDINS,
-    assert_through_standins,
-    cli,
     create_only,
-    domains_under,
     killed_launch,
     ledger_entries,
-    run_suite,
     subprocess_env,
-    suite_work,
+    sweep_killed,
 )
 
 CERN_IMAGE = "CernVM 4 - Bootloader v2020.04-1 [2020-04-01]"
-HERE = Path(__file__).resolve().parent
 
 
 # --- fixtures and helpers -----------------------------------------------------------------------------
@@ -331,21 +332,17 @@ def test_local_image_is_uploaded_reused_by_checksum_and_deleted(openstack_cloud,
 
 
 def test_server_going_to_error_reports_the_fault(openstack_cloud, cern_image, tmp_path):
-    fake = openstack_cloud
-    fake.fail_next_build = "No valid host was found. There are not enough hosts available."
-    run = run_for(tmp_path)
-    with pytest.raises(PermanentError, match=r"is ERROR: No valid host was found"):
-        create_only(target_for(openstack_cloud, CERN_IMAGE), run, running=10)
-    assert_nothing_left(fake, run)
+    openstack_cloud.fail_next_build = "No valid host was found. There are not enough hosts available."
+    fault = r"is ERROR: No valid host was found"
+    target = target_for(openstack_cloud, CERN_IMAGE)
+    assert_launch_fails(tmp_path, openstack_cloud, target, PermanentError, fault, running=10)
 
 
 def test_quota_exceeded_on_create(openstack_cloud, cern_image, tmp_path):
-    fake = openstack_cloud
-    fake.quota_instances = 0
-    run = run_for(tmp_path)
-    with pytest.raises(ProviderError, match=r"create server: HTTP 403: Quota exceeded for instances"):
-        create_only(target_for(openstack_cloud, CERN_IMAGE), run, running=10)
-    assert_nothing_left(fake, run)
+    openstack_cloud.quota_instances = 0
+    quota = r"create server: HTTP 403: Quota exceeded for instances"
+    target = target_for(openstack_cloud, CERN_IMAGE)
+    assert_launch_fails(tmp_path, openstack_cloud, target, ProviderError, quota, running=10)
 
 
 def test_image_not_found_or_ambiguous_lists_what_exists(openstack_cloud, cern_image, tmp_path):
@@ -406,8 +403,7 @@ def test_console_output_empty_for_a_while(openstack_cloud, cern_image, tmp_path)
 
 
 def test_security_group_delete_409_then_success(openstack_cloud, cern_image, tmp_path):
-    fake = openstack_cloud
-    fake.port_release_seconds = 1.5
+    openstack_cloud.port_release_seconds = 1.5
     run = run_for(tmp_path)
     machine, _ = create_only(target_for(openstack_cloud, CERN_IMAGE), run, running=10)
     conflicts = []
@@ -423,7 +419,7 @@ def test_security_group_delete_409_then_success(openstack_cloud, cern_image, tmp
         patch.setattr(requests.Session, "send", send)
         machine.destroy()
     assert conflicts and set(conflicts) == {"SecurityGroupInUse"}
-    assert_nothing_left(fake, run)
+    assert_nothing_left(openstack_cloud, run)
 
 
 def test_bad_options_are_one_clear_error(openstack_cloud):
@@ -488,10 +484,7 @@ def test_sweep_removes_what_a_killed_run_left(openstack_cloud, image_file, tmp_p
     held = fake.holds()
     assert held.keys() >= {"server", "security-group", "keypair", "image"}
     assert len(ledger_entries(state)) == 4
-    if ledger == "lost":
-        shutil.rmtree(state)
-    sweep = cli(state, "sweep", "--config", str(cfg), cwd=tmp_path)
-    assert sweep.returncode == 0, sweep.stdout + sweep.stderr
+    sweep = sweep_killed(cfg, state, lose_ledger=ledger == "lost")
     assert fake.holds() == {}, sweep.stdout + sweep.stderr
     assert ledger_entries(state) == [] and not list(state.glob("runs/*"))
     order = re.findall(r"destroyed openstack (\S+)", sweep.stdout)
@@ -526,25 +519,11 @@ def test_lifecycle_through_ssh_and_the_console_keys(openstack_cloud, cern_image,
 
 
 def test_forged_host_key_on_the_console_is_refused(openstack_cloud, cern_image, standin, tmp_path):
-    from cernvm_fixtures.errors import ReadinessError
+    from ..clouds import assert_forged_host_key_refused
 
-    fake = openstack_cloud
-    forged = (
-        "-----BEGIN SSH HOST KEY KEYS-----\nssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGnn1W3ivGTtDKBYHd8J3C6i3hGmBJxc"
-        "Cwmz8HUE0GDp root@forged\n-----END SSH HOST KEY KEYS-----\n"
-    )
-
-    def endpoint(machine, host, port):
-        fake.set_console(machine.server_id, forged)
-        return "127.0.0.1", standin.machine.ssh_port
-
-    run = run_for(tmp_path, standin, endpoint=endpoint)
-    with pytest.raises(ReadinessError, match="not among the 1 key"):
-        launch(
-            target_for(openstack_cloud, CERN_IMAGE, deadlines={"running": 10, "reachable": 5, "login": 5, "ready": 5}),
-            run,
-        )
-    assert_nothing_left(fake, run)
+    deadlines = {"running": 10, "reachable": 5, "login": 5, "ready": 5}
+    target = target_for(openstack_cloud, CERN_IMAGE, deadlines=deadlines)
+    assert_forged_host_key_refused(tmp_path, openstack_cloud, standin, target)
 
 
 # --- the scenario suite end to end: the fake + one stand-in per server, booted from the fake's user data
@@ -552,20 +531,9 @@ def test_forged_host_key_on_the_console_is_refused(openstack_cloud, cern_image, 
 
 def test_scenario_suite_end_to_end_against_the_fake_with_standins(openstack_cloud, image_file, tmp_path):
     fake = openstack_cloud
-    work = suite_work(tmp_path)
-    config_file(
-        work / "cernvm.toml",
-        openstack_cloud,
-        str(image_file),
-        profile=str(HERE / "openstack_standin.toml"),
-        deadlines={"running": 30, "reachable": 300, "login": 60, "ready": 120},
-    )
-    state = tmp_path / "state"
-    suite = run_suite(work, tmp_path / "report.xml", subprocess_env(state), timeout=1500, args=STANDINS)
-    assert_through_standins(suite, work, instances=2)
+    deadlines = {"running": 30, "reachable": 300, "login": 60, "ready": 120}
+    suite = suite_through_standins(tmp_path, fake, str(image_file), deadlines=deadlines)
     assert "fake-openstack-password" not in suite.output
-    assert domains_under(tmp_path) == [], "stand-in domains left behind"
-    assert ledger_entries(state) == [] and not list(state.glob("runs/*"))
     assert fake.holds() == {}, "the fake still holds resources of the run"
     assert fake.violations == []
 

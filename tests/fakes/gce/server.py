@@ -537,11 +537,8 @@ class FakeCompute(FakeServer):
     # --- images --------------------------------------------------------------------------------------
 
     def _images_insert(self, path: dict[str, str], params: dict[str, str], body: dict[str, Any]) -> dict:
-        project, name = path["project"], body["name"]
-        if (project, name) in self.images:
-            raise Failure(
-                409, "alreadyExists", f"The resource 'projects/{project}/global/images/{name}' already exists"
-            )
+        project = path["project"]
+        target = self._name_free(self.images, project, "images", body["name"])
         source = (body.get("rawDisk") or {}).get("source")
         if not source:
             raise Failure(
@@ -550,23 +547,30 @@ class FakeCompute(FakeServer):
         size = self._object_size(source)
         for key, value in (body.get("labels") or {}).items():
             self._check_label(key, value)
-        target = f"projects/{project}/global/images/{name}"
+        made = {"status": "READY", "archiveSizeBytes": str(size), "diskSizeGb": "20", "sourceType": "RAW"}
+        return self._insert_global("compute.images.insert", "compute#image", self.images, target, body, made)
+
+    def _name_free(self, store: dict[tuple[str, str], Any], project: str, collection: str, name: str) -> str:
+        """The path of global resource ``name`` of ``collection`` (images, firewalls); 409 if one has that name."""
+        target = f"projects/{project}/global/{collection}/{name}"
+        if (project, name) in store:
+            raise Failure(409, "alreadyExists", f"The resource '{target}' already exists")
+        return target
+
+    def _insert_global(
+        self, method: str, kind: str, store: dict, target: str, body: dict[str, Any], made: dict[str, Any]
+    ) -> dict:
+        """The operation of ``method`` that, once done, keeps in ``store`` a copy of ``body`` with Compute's own
+        fields (``kind``, id, selfLink, creation time) and ``made``."""
+        project, name = target.split("/")[1], body["name"]
 
         def create() -> None:
             stored = json.loads(json.dumps(body))
-            stored.update(
-                kind="compute#image",
-                id=str(next(self.ids)),
-                selfLink=self.link(target),
-                status="READY",
-                creationTimestamp=stamp(time.time()),
-                archiveSizeBytes=str(size),
-                diskSizeGb="20",
-                sourceType="RAW",
-            )
-            self.images[(project, name)] = stored
+            stored.update(kind=kind, id=str(next(self.ids)), selfLink=self.link(target), **made)
+            stored.update(creationTimestamp=stamp(time.time()))
+            store[(project, name)] = stored
 
-        return self._operation("compute.images.insert", project, None, target, create)
+        return self._operation(method, project, None, target, create)
 
     def _object_size(self, source: str) -> int:
         """The size of ``gs://`` / storage URL ``source`` in the Cloud Storage emulator (400 if it is not there)."""
@@ -618,35 +622,26 @@ class FakeCompute(FakeServer):
     # --- firewalls and networks ----------------------------------------------------------------------
 
     def _firewalls_insert(self, path: dict[str, str], params: dict[str, str], body: dict[str, Any]) -> dict:
-        project, name = path["project"], body["name"]
-        if (project, name) in self.firewalls:
-            raise Failure(
-                409, "alreadyExists", f"The resource 'projects/{project}/global/firewalls/{name}' already exists"
-            )
+        project = path["project"]
+        target = self._name_free(self.firewalls, project, "firewalls", body["name"])
         network = self._resolve(body.get("network", "global/networks/default"), project, "networks")
         if (project, network) not in self.networks:
             raise self._missing(f"projects/{project}/global/networks/{network}")
-        target = f"projects/{project}/global/firewalls/{name}"
-
-        def create() -> None:
-            stored = json.loads(json.dumps(body))
-            stored.update(
-                kind="compute#firewall",
-                id=str(next(self.ids)),
-                selfLink=self.link(target),
-                creationTimestamp=stamp(time.time()),
-                direction=body.get("direction", "INGRESS"),
-                priority=body.get("priority", 1000),
-                network=self.link(f"projects/{project}/global/networks/{network}"),
-            )
-            self.firewalls[(project, name)] = stored
-
-        return self._operation("compute.firewalls.insert", project, None, target, create)
+        made = {
+            "direction": body.get("direction", "INGRESS"),
+            "priority": body.get("priority", 1000),
+            "network": self.link(f"projects/{project}/global/networks/{network}"),
+        }
+        return self._insert_global("compute.firewalls.insert", "compute#firewall", self.firewalls, target, body, made)
 
     def _firewalls_get(self, path: dict[str, str], params: dict[str, str], body: None) -> dict:
-        found = self.firewalls.get((path["project"], path["firewall"]))
+        return self._global_get(self.firewalls, path["project"], "firewalls", path["firewall"])
+
+    def _global_get(self, store: dict[tuple[str, str], Any], project: str, collection: str, name: str) -> dict:
+        """The global resource ``name`` of ``collection`` (firewalls, networks) in ``store``; 404 if there is none."""
+        found = store.get((project, name))
         if found is None:
-            raise self._missing(f"projects/{path['project']}/global/firewalls/{path['firewall']}")
+            raise self._missing(f"projects/{project}/global/{collection}/{name}")
         return found
 
     def _firewalls_delete(self, path: dict[str, str], params: dict[str, str], body: None) -> dict:
@@ -665,10 +660,7 @@ class FakeCompute(FakeServer):
         return self._page("compute#firewallList", path, params, items, "global/firewalls")
 
     def _networks_get(self, path: dict[str, str], params: dict[str, str], body: None) -> dict:
-        found = self.networks.get((path["project"], path["network"]))
-        if found is None:
-            raise self._missing(f"projects/{path['project']}/global/networks/{path['network']}")
-        return found
+        return self._global_get(self.networks, path["project"], "networks", path["network"])
 
     def _machineTypes_get(self, path: dict[str, str], params: dict[str, str], body: None) -> dict:
         name = path["machineType"]
