@@ -43,7 +43,8 @@ repositories = { "cernvm-prod.cern.ch" = "" }
 shared_folders = { data = "" }
 """
 CELLS = ["kvm-appliance", "kvm-sshfs", "docker", "docker-bindmount"]
-LOOPBACK = ["--allow-hosts=127.0.0.1,::1", "--allow-unix-socket"]
+NETWORK_RULE = ["-p", "tests.network_rule"]
+"""Loopback only, as in the project's tests (tests/network_rule.py: this checkout goes on the suite's PYTHONPATH)."""
 SELECT = ["-k", "not shared"]
 """Every scenario but the shared folders: the sshfs variant's come from reverse SSHFS, which a run mounts itself
 (see tests/appliance/test_sshfs_kvm.py), not from the harness."""
@@ -54,7 +55,9 @@ def suite(workdir: Path, label: str, *args: str) -> float:
     state = workdir / f"state-{label}"
     env = dict(os.environ, CERNVM_FIXTURES_STATE=str(state))
     env.pop("PYTEST_ADDOPTS", None)
-    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *LOOPBACK, "scenarios", *SELECT, *args]
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *NETWORK_RULE, "scenarios", *SELECT]
+    command += args
     started = time.monotonic()
     result = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True)
     elapsed = time.monotonic() - started

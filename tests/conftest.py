@@ -1,4 +1,5 @@
-"""Fixtures shared by the harness's own tests."""
+"""Fixtures shared by the harness's own tests (the fakes' and emulators' come from the plugins the root conftest
+declares), and the provider contract's fault and attack matrix."""
 
 from __future__ import annotations
 
@@ -10,31 +11,21 @@ from pathlib import Path
 
 import pytest
 
-from cernvm_fixtures import config
 from cernvm_fixtures.instance import Instance, launch
 from cernvm_fixtures.run import Run
 from cernvm_fixtures.testing import register_provider
-from cernvm_fixtures.testing.local import PROFILE, machines_under
+from cernvm_fixtures.testing.local import machines_under
 
-# Fixtures of the emulators and fakes, for every test module that asks for them.
-from .fakes.azure.fixtures import azure_cloud  # noqa: F401
-from .fakes.gce.fixtures import gce, gce_session  # noqa: F401
-from .fakes.openstack import openstack_cloud  # noqa: F401
-from .helpers import domains_under
-from .integration.moto_server import moto  # noqa: F401
+from .helpers import ROOT, domains_under
+from .standins import standin_target
 
-pytest_plugins = ["pytester"]
 
-LOCAL_TARGETS = f"""
-[targets.alpha]
-provider = "local"
-profile = "{PROFILE}"
-
-[targets.beta]
-provider = "local"
-profile = "{PROFILE}"
-"""
-"""Two targets of the local provider, for the plugin's tests."""
+@pytest.fixture(scope="session", autouse=True)
+def plugins_on_the_path() -> Iterator[None]:
+    """Every process a test starts finds this checkout's test plugins (``-p tests.network_rule``)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+        yield
 
 
 @pytest.fixture(scope="session")
@@ -42,21 +33,8 @@ def standin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Instance]:
     """One test appliance under KVM standing in for the cloud VMs of every suite that needs one (EC2, OpenStack,
     Azure and their contract tests): booted once per session, reached over its 127.0.0.1 forward."""
     state = tmp_path_factory.mktemp("standin")
-    slow = {"running": 120, "reachable": 300, "login": 120, "ready": 120}  # TCG on a shared 2-core machine
-    # KVM hangs when nested: TCG. Booted directly with console=ttyS0, as CernVM's hvm, tar.gz and vhd images boot
-    # (the ISO has no console=): the cloud suites check host keys against the serial console the fakes serve.
-    raw = {
-        "standin": {
-            "provider": "kvm",
-            "domain_type": "qemu",
-            "deadlines": slow,
-            "boot": "kernel",
-            "kernel_args": "console=ttyS0",
-        }
-    }
-    target = config.parse({"targets": raw}, "cloud stand-in").targets["standin"]
     run = Run(state=state)
-    instance = launch(target, run)
+    instance = launch(standin_target("cloud stand-in"), run)
     yield instance
     instance.destroy()
     run.finish()

@@ -3,6 +3,7 @@ and find what it left behind."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -11,18 +12,38 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from xml.etree import ElementTree
+
+import pytest
+
+from cernvm_fixtures import config, providers
+from cernvm_fixtures.context import Context
+from cernvm_fixtures.run import Run
+from cernvm_fixtures.testing.local import PROFILE
 
 ROOT = Path(__file__).resolve().parent.parent
 
-LOOPBACK = ["--allow-hosts=127.0.0.1,::1", "--allow-unix-socket"]
-"""The test command's network rule, passed on to every pytest these tests start."""
+CHILD = ["-p", "tests.network_rule", "-p", "no:hypothesispytest"]
+"""Arguments of every pytest these tests start: the network rule (a plugin of this checkout, which every
+process the tests start finds on its PYTHONPATH), and without Hypothesis's plugin (no child test uses it, and its import
+costs about 1.5 s per pytest process and per xdist worker)."""
 
-CHILD = [*LOOPBACK, "-p", "no:hypothesispytest"]
-"""Arguments of every pytest these tests start: the network rule, and without Hypothesis's plugin (no child
-test uses it, and its import costs about 1.5 s per pytest process and per xdist worker)."""
+
+LOCAL_TARGETS = f"""
+[targets.alpha]
+provider = "local"
+profile = "{PROFILE}"
+
+[targets.beta]
+provider = "local"
+profile = "{PROFILE}"
+"""
+"""Two targets of the local provider, for the plugin's tests."""
 
 
 def subprocess_env(state: Path) -> dict[str, str]:
@@ -79,8 +100,63 @@ def docker_objects_under(directory: Path, run: str | None = None) -> list[str]:
         client.close()
 
 
+def create_only(target: config.Target, run: Run, name: str | None = None, *, running: float | None = None):
+    """The provider's launch without readiness (no SSH needed), and with ``running`` its wait (that many seconds)
+    until the platform runs the machine: the machine and its context. A launch that fails destroys the machine."""
+    provider = providers.get(target.provider)(target, run)
+    machine = provider.machine(name or run.name(target.name))
+    context = Context(hostname=machine.name, ssh_keys=(run.public_key,))
+    try:
+        provider.launch(machine, context)
+        if running is not None:
+            machine.wait_running(time.monotonic() + running)
+    except BaseException:
+        machine.destroy()
+        raise
+    return machine, context
+
+
+def killed_launch(toml: Path, env: dict[str, str]) -> str:
+    """The config's first target's machine made by a process of its own, SIGKILLed once it has made it (what sweep
+    must then find from the ledger, or from the platform's labels alone); returns the killed run's id."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", KILLED_LAUNCH, str(toml)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        run_id = process.stdout.readline().strip()
+        assert run_id, process.stderr.read()
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+    return run_id
+
+
+def sweep_killed(toml: Path, state: Path, lose_ledger: bool) -> subprocess.CompletedProcess:
+    """``cernvm-fixtures sweep --config toml`` (in its directory) after a killed launch, once the state directory
+    (the ledger) is deleted if ``lose_ledger``: it must succeed."""
+    if lose_ledger:
+        shutil.rmtree(state)
+    sweep = cli(state, "sweep", "--config", str(toml), cwd=toml.parent)
+    assert sweep.returncode == 0, sweep.stdout + sweep.stderr
+    return sweep
+
+
 def pytest_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rA", *CHILD, *args]
+
+
+def run_pytest(work: Path, env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """``pytest ARGS`` with the plugin, run in ``work`` by a process of its own (``env``: see ``subprocess_env``).
+
+    The result carries ``output`` (stdout and stderr).
+    """
+    result = subprocess.run(pytest_command(*args), cwd=work, env=env, capture_output=True, text=True, timeout=timeout)
+    result.output = result.stdout + result.stderr
+    return result
 
 
 def write_work(tmp_path: Path, *, config: str | None = None, tests: dict[str, str] | None = None) -> Path:
@@ -104,16 +180,35 @@ def run_scenarios(
     shutil.copytree(ROOT / "scenarios", work / "scenarios")
     if conftest is not None:
         (work / "scenarios" / "conftest.py").write_text(textwrap.dedent(conftest))
-    result = subprocess.run(
-        pytest_command("scenarios", *args),
-        cwd=work,
-        env=subprocess_env(tmp_path / "state"),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    result.output = result.stdout + result.stderr
+    return run_pytest(work, subprocess_env(tmp_path / "state"), "scenarios", *args, timeout=timeout)
+
+
+def assert_nothing_left_under(tmp_path: Path, output: str = "", *, objects: Callable[[Path], list[str]]) -> None:
+    """Nothing the test's runs made is left: no engine object under ``tmp_path`` (``objects``: its libvirt domains,
+    Docker objects...), no ledger entry, no machine directory."""
+    state = tmp_path / "state"
+    assert objects(tmp_path) == [], f"left behind:\n{output[-3000:]}"
+    assert ledger_entries(state) == [], "ledger entries left behind"
+    assert not list(state.glob("runs/*/machines/*")), "machine directories left behind"
+
+
+def scenarios_leaving_nothing(
+    tmp_path: Path, *args: str, objects: Callable[[Path], list[str]], timeout: float = 900, **files: str | None
+) -> subprocess.CompletedProcess:
+    """``run_scenarios``, after which nothing may be left: no engine object (``objects``), ledger entry, machine or
+    run directory."""
+    result = run_scenarios(tmp_path, *args, timeout=timeout, **files)
+    assert_nothing_left_under(tmp_path, result.output, objects=objects)
+    assert not list((tmp_path / "state").glob("runs/*")), "run directory left behind"
     return result
+
+
+def failing_test(command: str) -> str:
+    """A test file whose one test fails on purpose, after running ``command`` on its instance."""
+    return f"""
+def test_fails(cernvm):
+    assert cernvm.run({command!r}).stdout == "something else", "deliberate failure"
+"""
 
 
 @dataclass
@@ -127,71 +222,10 @@ class SuiteReport:
     properties: dict[str, str]
 
 
-CLOUD_CELLS = {
-    "test_kernel_release",
-    "test_kernel_command_line",
-    "test_repositories_mounted_read_only",
-    "test_os_repository_is_the_root_source",
-    "test_probe",
-    "test_content_readable",
-    "test_scratch_disk_mounted",
-    "test_bootloader_version_file",
-    "test_hostname",
-    "test_user_data_recorded",
-    "test_ucernvm_block_delivered",
-}
-"""Scenarios a cloud's suite through stand-ins runs for real."""
-SHARED_FOLDER_CELLS = {"test_shared_folders_mounted", "test_host_to_guest", "test_guest_to_host"}
-CHECKLIST_CELLS = {
-    "test_no_error_messages_at_boot",
-    "test_clock_matches_the_host",
-    "test_time_daemon_running",
-    "test_dev_shm_is_a_writable_tmpfs",
-    "test_password_authentication_as_the_profile_says",
-    "test_root_cannot_log_in_with_a_password",
-    "test_power_button_powers_off",
-    "test_profile_workloads_succeed",
-    "test_reboot_after_contextualization_keeps_scratch_and_context",
-}
-"""The release checklist's scenarios: a stand-in's profile declares none of their keys (skipped: "sets no ..."),
-and no cloud provider presses a power button yet (skipped with its no_power_button)."""
-
-
-def assert_through_standins(suite: SuiteReport, work: Path, instances: int) -> None:
-    """A cloud's suite through stand-ins ran CLOUD_CELLS, skipped what only the real cloud shows (naming the
-    stand-in) and the shared folders no cloud has, and booted one stand-in per instance."""
-    skipped = dict(suite.skipped)
-    assert set(suite.cases) - set(skipped) >= CLOUD_CELLS, skipped
-    assert "stand-in" in skipped.pop("test_network_driver") and "stand-in" in skipped.pop("test_user_data_source")
-    checklist = {name: skipped.pop(name) for name in CHECKLIST_CELLS if name in skipped}
-    assert set(checklist) == CHECKLIST_CELLS, checklist
-    assert all("sets no" in why or "not implemented" in why for why in checklist.values()), checklist
-    assert set(skipped) == SHARED_FOLDER_CELLS, skipped
-    assert all("no shared folders" in why for why in skipped.values()), skipped
-    standins = (work / "standins.log").read_text().splitlines()
-    assert len(standins) == instances, f"one stand-in per instance: {standins}"
-
-
-def standin_work(tmp_path: Path, conftest: str) -> Path:
-    """A work directory for the scenario suite through stand-ins: the suite, ``conftest`` and ``standins.py``."""
-    work = tmp_path / "work"
-    shutil.copytree(ROOT / "scenarios", work / "scenarios")
-    (work / "conftest.py").write_text(conftest)
-    shutil.copy(ROOT / "tests" / "integration" / "standins.py", work)
-    return work
-
-
-def run_suite(work: Path, report: Path, env: dict[str, str], timeout: float) -> SuiteReport:
-    """Run the scenario suite in ``work`` in a fresh process; it must pass with no failed case."""
-    result = subprocess.run(
-        pytest_command("scenarios", "--junitxml", str(report)),
-        cwd=work,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    output = result.stdout + result.stderr
+def run_suite(work: Path, report: Path, env: dict[str, str], timeout: float, args: tuple[str, ...] = ()) -> SuiteReport:
+    """Run the scenario suite in ``work`` in a fresh process (with ``args``); it must pass with no failed case."""
+    result = run_pytest(work, env, "scenarios", "--junitxml", str(report), *args, timeout=timeout)
+    output = result.output
     assert result.returncode == 0, output[-6000:]
     cases = {c.get("name").split("[")[0]: c for c in ElementTree.parse(report).iter("testcase")}
     skipped = {name: c.find("skipped").get("message") for name, c in cases.items() if c.find("skipped") is not None}
@@ -199,6 +233,43 @@ def run_suite(work: Path, report: Path, env: dict[str, str], timeout: float) -> 
     assert not failed and cases, output[-6000:]
     properties = {p.get("name"): p.get("value") for c in cases.values() for p in c.iter("property")}
     return SuiteReport(output, cases, skipped, properties)
+
+
+def assert_framed(handle: Any, out: bytes, err: bytes, status: int) -> None:
+    """A command printing ``out`` and ``err`` (any bytes) and exiting with ``status`` comes back through the
+    instance ``handle`` as it was, byte for byte."""
+    command = (
+        f"printf %s {base64.b64encode(out).decode()} | base64 -d; "
+        f"printf %s {base64.b64encode(err).decode()} | base64 -d >&2; exit {status}"
+    )
+    result = handle.run(command)
+    assert (result.stdout_bytes, result.stderr_bytes, result.exit_status) == (out, err, status)
+
+
+def assert_threads_share(handle: Any, threads: int, commands: int) -> None:
+    """``threads`` threads running ``commands`` commands each through the instance ``handle`` at once: every
+    command gets its own output and exit status back."""
+    import concurrent.futures
+
+    def work(n: int) -> list[Any]:
+        return [handle.run(f"echo {n}-{i}; echo e{n}-{i} >&2; exit {i}") for i in range(commands)]
+
+    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+        futures = {n: pool.submit(work, n) for n in range(threads)}
+    for n, future in futures.items():
+        for i, result in enumerate(future.result()):
+            assert (result.stdout, result.stderr, result.exit_status) == (f"{n}-{i}\n", f"e{n}-{i}\n", i)
+
+
+def assert_timeout_leaves_nothing(handle: Any, command: str, pattern: str, why: str) -> None:
+    """``command`` through the instance ``handle`` times out after a second, and then no process of the guest
+    whose arguments match ``pattern`` is left (``why``, if one is)."""
+    from cernvm_fixtures.errors import CommandTimeout
+
+    with pytest.raises(CommandTimeout):
+        handle.run(command, timeout=1)
+    left = handle.run(f"ps -o args | grep -c '{pattern}'").stdout.strip()
+    assert left == "0", why
 
 
 def default_sigint() -> None:

@@ -20,8 +20,6 @@ import pytest
 from cernvm_fixtures import appliance
 from cernvm_fixtures.appliance import _archive, _builder, _host
 
-pytestmark = [pytest.mark.appliance, pytest.mark.integration]
-
 MB = 1000 * 1000
 REQUIRED_MODULES = (
     "virtio_pci",

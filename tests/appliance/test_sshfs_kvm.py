@@ -7,11 +7,7 @@ once the instance is ready. On the ok appliance (9p, no sshfs) the same setup fa
 
 from __future__ import annotations
 
-import pytest
-
 from tests.helpers import ROOT, domains_under, ledger_entries, outcomes, run_scenarios
-
-pytestmark = [pytest.mark.integration, pytest.mark.appliance]
 
 CONFTEST = """
     import pytest

@@ -14,58 +14,49 @@ import hashlib
 import json
 import re
 import shlex
-import shutil
-import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from cernvm_fixtures import config
-from cernvm_fixtures.context import Context
 from cernvm_fixtures.errors import ConfigError, ProviderError, ReadinessError, ScreenUnavailable
 from cernvm_fixtures.instance import launch
 from cernvm_fixtures.ledger import Owner, Resource, machine_identity
 from cernvm_fixtures.providers import azure as azmod
 from cernvm_fixtures.providers.azure import AzureProvider
-from cernvm_fixtures.run import Keep, Run
+from cernvm_fixtures.run import Run
 from cernvm_fixtures.sweep import teardown_key
 
+from ..clouds import CIDR, assert_nothing_left, config_file, run_for, suite_through_standins, target_for
 from ..fakes.azure import wire
 from ..fakes.azure.certificate import make_certificate
 from ..fakes.azure.fixtures import CONTAINER, SUBSCRIPTION, AzureCloud
 from ..fakes.azure.vhd import make_vhd
+from ..fakes.server import Call
 from ..helpers import (
-    KILLED_LAUNCH,
-    assert_through_standins,
-    domains_under,
+    create_only,
+    killed_launch,
     ledger_entries,
-    run_suite,
-    standin_work,
     subprocess_env,
-    write_target,
+    sweep_killed,
 )
 
-pytestmark = pytest.mark.integration
-
-CIDR = "203.0.113.7/32"
-HERE = Path(__file__).resolve().parent
 IMAGE_GROUP = "cernvm-images"
 
 
 @pytest.fixture(scope="module")
-def image_id(azure_cloud: AzureCloud, tmp_path_factory) -> str:
+def image_id(azure_session: AzureCloud, tmp_path_factory) -> str:
     """A managed image in the fake, made from a VHD page blob in Azurite (as a user's existing image)."""
     from azure.mgmt.compute import models
 
     vhd = make_vhd(tmp_path_factory.mktemp("vhd") / "existing.vhd")
-    blob = azure_cloud.blobs().get_blob_client(CONTAINER, "existing.vhd")
+    blob = azure_session.blobs().get_blob_client(CONTAINER, "existing.vhd")
     blob.create_page_blob(vhd.stat().st_size)
     blob.upload_page(vhd.read_bytes()[-512:], offset=vhd.stat().st_size - 512, length=512)
-    azure_cloud.client("resource").resource_groups.create_or_update(IMAGE_GROUP, {"location": "westeurope"})
+    azure_session.client("resource").resource_groups.create_or_update(IMAGE_GROUP, {"location": "westeurope"})
     image = models.Image(
         location="westeurope",
         properties=models.ImageProperties(
@@ -74,74 +65,24 @@ def image_id(azure_cloud: AzureCloud, tmp_path_factory) -> str:
             )
         ),
     )
-    return azure_cloud.client("compute").images.begin_create_or_update(IMAGE_GROUP, "cernvm", image).result().id
-
-
-def target_for(cloud: AzureCloud, image: str, name: str = "azure", **options) -> config.Target:
-    raw = {
-        "provider": "azure",
-        "host_key": "console",  # the shared stand-in announces its own key on its serial console
-        "image": image,
-        "profile": "appliance",
-        "location": "westeurope",
-        "endpoint": cloud.url,
-        "instance_discovery": False,
-        "ssh_cidr": CIDR,
-        "vm_size": "Standard_B2s",
-        "poll_interval": 0.05,
-        "slowdown": 1,
-        "tags": {"project": "cernvm-fixtures-tests"},
-        "deadlines": {"running": 20, "reachable": 60, "login": 60, "ready": 60},
-        **options,
-    }
-    return config.parse({"targets": {name: raw}}, "test").targets[name]
-
-
-def run_for(tmp_path: Path, standin=None, *, keep: Keep = Keep.NEVER) -> Run:
-    endpoint = None
-    if standin is not None:
-        port = standin.machine.ssh_port
-        endpoint = lambda machine, host, p: ("127.0.0.1", port)  # noqa: E731
-    run = Run(state=tmp_path / "state", keep=keep, endpoint=endpoint)
-    if standin is not None:
-        run.directory.mkdir(parents=True, mode=0o700)
-        shutil.copy2(standin.machine.provider.run.key_file, run.directory / "id_ed25519")
-    return run
-
-
-def create_only(target: config.Target, run: Run):
-    provider = AzureProvider(target, run)
-    machine = provider.machine(run.name(target.name))
-    context = Context(hostname=machine.name, ssh_keys=(run.public_key,))
-    try:
-        provider.launch(machine, context)
-    except BaseException:
-        machine.destroy()
-        raise
-    return machine, context
-
-
-def assert_nothing_left(cloud: AzureCloud, run: Run) -> None:
-    assert cloud.arm.tagged("cvmfx-run", run.id) == [], "the fake still holds resources of the run"
-    assert cloud.blob_names(run.id) == [], "Azurite still holds blobs of the run"
-    assert run.ledger.entries() == []
+    return azure_session.client("compute").images.begin_create_or_update(IMAGE_GROUP, "cernvm", image).result().id
 
 
 def ledger_before_create(cloud: AzureCloud, run: Run) -> list[str]:
     """Install a hook in the fake: every create request must find its resource id in the ledger already."""
     missing: list[str] = []
 
-    def check(method: str, path: str) -> None:
-        if method == "PUT":
+    def check(call: Call) -> None:
+        if call.method == "PUT":
             ids = {str(r.data.get("id", "")).lower() for r in run.ledger.entries()}
             ids |= {
                 f"/subscriptions/{SUBSCRIPTION}/resourcegroups/{r.data.get('group', '')}".lower()
                 for r in run.ledger.entries()
             }
-            if path.split("?")[0].lower() not in ids:
-                missing.append(path)
+            if call.path.split("?")[0].lower() not in ids:
+                missing.append(call.path)
 
-    cloud.arm.on_request = check
+    cloud.arm.hooks.append(check)
     return missing
 
 
@@ -163,6 +104,9 @@ def test_fake_rejects_a_snake_case_dict_where_a_model_belongs(azure_cloud):
     with pytest.raises(HttpResponseError, match="admin_username: unknown field of OSProfile .*adminUsername"):
         azure_cloud.client("compute").virtual_machines.begin_create_or_update("wire-check", "vm", vm)
     azure_cloud.client("resource").resource_groups.begin_delete("wire-check").result()
+    violations = list(azure_cloud.arm.violations)
+    azure_cloud.arm.violations.clear()
+    assert any("admin_username: unknown field of OSProfile" in v for v in violations), violations
 
 
 def test_fake_rejects_api_versions_the_sdk_does_not_send(azure_cloud, image_id):
@@ -171,6 +115,9 @@ def test_fake_rejects_api_versions_the_sdk_does_not_send(azure_cloud, image_id):
     compute = azure_cloud.client("compute")
     with pytest.raises(HttpResponseError, match="NoRegisteredProviderFound"):
         compute.images.get(IMAGE_GROUP, "cernvm", params={"api-version": "2015-06-15"})
+    violations = list(azure_cloud.arm.violations)
+    azure_cloud.arm.violations.clear()
+    assert len(violations) == 1 and "api-version '2015-06-15' is not the SDK's" in violations[0], violations
 
 
 @pytest.mark.parametrize(
@@ -213,7 +160,7 @@ def test_create_records_first_and_teardown_removes_everything(azure_cloud, image
     try:
         machine, context = create_only(target_for(azure_cloud, image_id), run)
     finally:
-        azure_cloud.arm.on_request = None
+        azure_cloud.arm.hooks.clear()
     try:
         assert missing == [], "created before the ledger had it"
         kinds = [r.kind for r in run.ledger.entries()]
@@ -279,14 +226,16 @@ def vhd_target(cloud: AzureCloud, vhd: Path, **options) -> config.Target:
     return target_for(cloud, str(vhd), blob_endpoint=cloud.azurite.account_url, **options)
 
 
-def content_blob(cloud: AzureCloud, vhd: Path):
+def content_blob(cloud: AzureCloud, path: Path, mark: bytes):
+    """A VHD at ``path`` (its content marked with ``mark``), the blob client of the name its content gives it, and
+    its SHA-256."""
+    vhd = make_vhd(path, mark=mark)
     digest = hashlib.sha256(vhd.read_bytes()).hexdigest()
-    return cloud.blobs().get_blob_client(CONTAINER, f"cernvm-fixtures/{digest}.vhd"), digest
+    return vhd, cloud.blobs().get_blob_client(CONTAINER, f"cernvm-fixtures/{digest}.vhd"), digest
 
 
 def test_a_second_launch_of_the_same_vhd_reuses_the_image_and_uploads_nothing(azure_cloud, tmp_path):
-    vhd = make_vhd(tmp_path / "same.vhd", mark=b"reuse")
-    blob, digest = content_blob(azure_cloud, vhd)
+    vhd, blob, digest = content_blob(azure_cloud, tmp_path / "same.vhd", b"reuse")
     run = run_for(tmp_path)
     first, _ = create_only(vhd_target(azure_cloud, vhd), run)
     second = None
@@ -329,8 +278,7 @@ def test_fake_refuses_an_image_delete_only_while_a_vm_is_provisioned_from_it(azu
 
 
 def test_a_blob_of_the_same_content_is_made_into_an_image_without_uploading(azure_cloud, tmp_path):
-    vhd = make_vhd(tmp_path / "kept.vhd", mark=b"kept blob")
-    blob, digest = content_blob(azure_cloud, vhd)
+    vhd, blob, digest = content_blob(azure_cloud, tmp_path / "kept.vhd", b"kept blob")
     blob.create_page_blob(vhd.stat().st_size, metadata={"cvmfx_sha256": digest, "cvmfx_complete": "true"})
     blob.upload_page(vhd.read_bytes()[:512], offset=0, length=512)  # what the test reads back below
     run = run_for(tmp_path)
@@ -349,8 +297,7 @@ def test_a_blob_of_the_same_content_is_made_into_an_image_without_uploading(azur
 
 
 def test_an_upload_whose_uploader_was_killed_is_continued_where_it_stopped(azure_cloud, tmp_path):
-    vhd = make_vhd(tmp_path / "resume.vhd", mark=b"resume")
-    blob, digest = content_blob(azure_cloud, vhd)
+    vhd, blob, digest = content_blob(azure_cloud, tmp_path / "resume.vhd", b"resume")
     gone = subprocess.Popen(["true"])
     gone.wait()
     earlier = Resource(
@@ -389,8 +336,7 @@ def test_an_upload_error_the_sdk_did_not_cure_is_continued(azure_cloud, tmp_path
     from azure.core.exceptions import ServiceResponseError
     from azure.storage.blob import BlobClient
 
-    vhd = make_vhd(tmp_path / "flaky.vhd", mark=b"flaky")
-    blob, _ = content_blob(azure_cloud, vhd)
+    vhd, blob, _ = content_blob(azure_cloud, tmp_path / "flaky.vhd", b"flaky")
     real, offsets = BlobClient.upload_page, []
 
     def flaky(self, page, offset, length, **kwargs):
@@ -412,8 +358,7 @@ def test_an_upload_error_the_sdk_did_not_cure_is_continued(azure_cloud, tmp_path
 
 
 def test_an_upload_another_live_machine_is_making_is_waited_for_then_a_clear_error(azure_cloud, tmp_path):
-    vhd = make_vhd(tmp_path / "busy.vhd", mark=b"busy")
-    blob, digest = content_blob(azure_cloud, vhd)
+    vhd, blob, digest = content_blob(azure_cloud, tmp_path / "busy.vhd", b"busy")
     uploading = Resource(provider="azure", kind="blob", name="cvmfx-uploading", run="uploading", target="azure")
     metadata = azmod.blob_metadata(uploading, digest)  # its uploader: this process, alive
     blob.create_page_blob(vhd.stat().st_size, metadata=metadata)
@@ -428,8 +373,7 @@ def test_an_upload_another_live_machine_is_making_is_waited_for_then_a_clear_err
 
 
 def test_a_blob_of_that_name_with_other_content_is_left_alone(azure_cloud, tmp_path):
-    vhd = make_vhd(tmp_path / "clash.vhd", mark=b"clash")
-    blob, _ = content_blob(azure_cloud, vhd)
+    vhd, blob, _ = content_blob(azure_cloud, tmp_path / "clash.vhd", b"clash")
     blob.create_page_blob(vhd.stat().st_size, metadata={"cvmfx_sha256": "0" * 64})
     run = run_for(tmp_path)
     try:
@@ -557,8 +501,7 @@ def test_keep_tags_the_resources_kept(azure_cloud, tmp_path):
 
 
 def test_an_uploaded_vhd_is_found_by_its_metadata_alone_and_swept(azure_cloud, tmp_path):
-    vhd = make_vhd(tmp_path / "swept.vhd", mark=b"swept")
-    blob, _ = content_blob(azure_cloud, vhd)
+    vhd, blob, _ = content_blob(azure_cloud, tmp_path / "swept.vhd", b"swept")
     run = run_for(tmp_path)
     machine, _ = create_only(vhd_target(azure_cloud, vhd), run)
     target = vhd_target(azure_cloud, vhd)
@@ -578,22 +521,8 @@ def test_an_uploaded_vhd_is_found_by_its_metadata_alone_and_swept(azure_cloud, t
 # --- SSH through a KVM stand-in, host keys from the serial log -----------------------------------------
 
 
-def run_with_standin(tmp_path: Path, cloud: AzureCloud, standin, console=None) -> Run:
-    """A run whose SSH goes to the stand-in; the fake serves ``console`` (default: the stand-in's) as serial log."""
-    port = standin.machine.ssh_port
-
-    def endpoint(machine, host, p):
-        cloud.arm.consoles[machine.name.lower()] = console or standin.console_log
-        return "127.0.0.1", port
-
-    run = Run(state=tmp_path / "state", endpoint=endpoint)
-    run.directory.mkdir(parents=True, mode=0o700)
-    shutil.copy2(standin.machine.provider.run.key_file, run.directory / "id_ed25519")
-    return run
-
-
 def test_lifecycle_over_ssh_with_host_keys_from_the_serial_log(azure_cloud, image_id, standin, tmp_path):
-    run = run_with_standin(tmp_path, azure_cloud, standin)
+    run = run_for(tmp_path, standin, cloud=azure_cloud)
     instance = launch(target_for(azure_cloud, image_id), run)
     try:
         assert instance.run("hostname").stdout.strip() == standin.name, "SSH went through the endpoint hook"
@@ -645,12 +574,8 @@ def test_boot_diagnostics_screenshot_is_the_standins_screen(azure_cloud, image_i
     """Boot diagnostics' screenshot (a blob behind a SAS URI, which the fake serves as a BMP of the stand-in's real
     screen, in process or through its test hook for a stand-in of another process) becomes a PNG of its size."""
     import requests
-    from PIL import Image
 
-    def assert_screen(path: Path) -> None:
-        with Image.open(path) as picture:
-            assert (picture.format, picture.size) == ("PNG", (720, 400)), "the stand-in's VGA text screen"
-            assert len(picture.convert("RGB").getcolors(1 << 16) or ()) > 1, "blank: one colour"
+    from ..clouds import assert_standin_screen
 
     run = Run(state=tmp_path / "state")
     machine, _ = create_only(target_for(azure_cloud, image_id), run)
@@ -659,78 +584,35 @@ def test_boot_diagnostics_screenshot_is_the_standins_screen(azure_cloud, image_i
         with pytest.raises(ScreenUnavailable, match="the boot diagnostics screenshot: HTTP 404"):
             machine.screenshot(tmp_path / "none.png")
         azure_cloud.arm.screens[key] = standin.machine.screenshot
-        assert_screen(machine.screenshot(tmp_path / "live.png"))
+        assert_standin_screen(machine.screenshot(tmp_path / "live.png"))
         del azure_cloud.arm.screens[key]
-        hook = f"{azure_cloud.url}/_test/screens/{machine.name}"
+        hook = f"{azure_cloud.url}/_test/screen/{machine.name}"
         assert requests.put(hook, json={"domain": standin.name}, timeout=10).status_code == 204
         (entry,) = [r for r in machine.resources if r.kind == "vm"]
-        assert_screen(AzureProvider.screenshot_resource(entry, tmp_path / "from-ledger.png"))
+        assert_standin_screen(AzureProvider.screenshot_resource(entry, tmp_path / "from-ledger.png"))
     finally:
         machine.destroy()
     assert_nothing_left(azure_cloud, run)
 
 
 def test_a_host_key_the_serial_log_did_not_announce_is_refused(azure_cloud, image_id, standin, tmp_path):
-    forged = (
-        "-----BEGIN SSH HOST KEY KEYS-----\n"
-        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl root@forged\n"
-        "-----END SSH HOST KEY KEYS-----\n"
-    )
-    run = run_with_standin(tmp_path, azure_cloud, standin, console=lambda: forged)
-    with pytest.raises(ReadinessError, match="not among the 1 key"):
-        launch(
-            target_for(azure_cloud, image_id, deadlines={"running": 20, "reachable": 30, "login": 5, "ready": 10}), run
-        )
-    assert_nothing_left(azure_cloud, run)
+    from ..clouds import assert_forged_host_key_refused
+
+    target = target_for(azure_cloud, image_id, deadlines={"running": 20, "reachable": 30, "login": 5, "ready": 10})
+    assert_forged_host_key_refused(tmp_path, azure_cloud, standin, target)
 
 
 # --- sweep after SIGKILL -------------------------------------------------------------------------------
 
 
-def config_file(path: Path, cloud: AzureCloud, image: str, **extra) -> Path:
-    options = {
-        "provider": "azure",
-        "host_key": "console",  # the shared stand-in announces its own key on its serial console
-        "image": image,
-        "profile": "appliance",
-        "location": "westeurope",
-        "endpoint": cloud.url,
-        "instance_discovery": False,
-        "ssh_cidr": CIDR,
-        "vm_size": "Standard_B2s",
-        "poll_interval": 0.05,
-        "slowdown": 1,
-        **extra,
-    }
-
-    return write_target(path, "azure", options)
-
-
 @pytest.mark.parametrize("ledger", ["kept", "lost"])
 def test_sweep_removes_what_a_killed_run_left(azure_cloud, image_id, tmp_path, ledger):
-    from ..helpers import cli
-
     state = tmp_path / "state"
     cfg = config_file(tmp_path / "cernvm.toml", azure_cloud, image_id)
-    process = subprocess.Popen(
-        [sys.executable, "-c", KILLED_LAUNCH, str(cfg)],
-        env=subprocess_env(state),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        run_id = process.stdout.readline().strip()
-        assert run_id, process.stderr.read()
-    finally:
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=30)
+    run_id = killed_launch(cfg, subprocess_env(state))
     assert len(azure_cloud.arm.tagged("cvmfx-run", run_id)) == 6
     assert len(ledger_entries(state)) == 7
-    if ledger == "lost":
-        shutil.rmtree(state)
-    sweep = cli(state, "sweep", "--config", str(cfg), cwd=tmp_path)
-    assert sweep.returncode == 0, sweep.stdout + sweep.stderr
+    sweep = sweep_killed(cfg, state, lose_ledger=ledger == "lost")
     assert azure_cloud.arm.tagged("cvmfx-run", run_id) == [], sweep.stdout
     assert ledger_entries(state) == [] and not list(state.glob("runs/*"))
     order = re.findall(r"destroyed azure (\S+)", sweep.stdout)
@@ -746,62 +628,8 @@ def test_sweep_removes_what_a_killed_run_left(azure_cloud, image_id, tmp_path, l
 # --- the scenario suite end to end: the fake + one stand-in per VM, booted from the fake's custom data ---
 
 
-STANDIN_CONFTEST = '''
-"""Stand-ins for Azure VMs that the fake ARM only pretends to run, each booted from the custom data the fake
-holds for that VM (read back through the SDK with a service principal from the environment); the stand-in's
-console file becomes the VM's serial log in the fake, so host keys are checked strictly."""
-import base64
-import os
-
-import requests
-from azure.identity import ClientSecretCredential
-from azure.mgmt.compute import ComputeManagementClient
-from standins import StandIns
-
-
-def user_data(machine, host):
-    url = machine.options.endpoint
-    credential = ClientSecretCredential(os.environ["AZURE_TENANT_ID"], os.environ["AZURE_CLIENT_ID"],
-                                        os.environ["AZURE_CLIENT_SECRET"], authority=url,
-                                        disable_instance_discovery=True)
-    compute = ComputeManagementClient(credential, os.environ["AZURE_SUBSCRIPTION_ID"], base_url=url,
-                                      credential_scopes=["https://management.azure.com/.default"])
-    vm = compute.virtual_machines.get(machine.group, machine.name)
-    return base64.b64decode(vm.properties.os_profile.custom_data)
-
-
-def booted(machine, standin):
-    url = f"{machine.options.endpoint}/_test/consoles/{machine.name}"
-    requests.put(url, json={"file": str(standin.console_file)}, timeout=10)
-    url = f"{machine.options.endpoint}/_test/screens/{machine.name}"
-    requests.put(url, json={"domain": standin.name}, timeout=10)
-
-
-STANDINS = StandIns("azure", user_data, booted)
-
-
-def pytest_cernvm_endpoint(machine, host, port):
-    return STANDINS.endpoint(machine, host)
-
-
-def pytest_sessionfinish(session):
-    STANDINS.finish()
-'''
-
-
 def test_scenario_suite_end_to_end_against_the_fake_with_standins(azure_cloud, image_id, tmp_path):
-    work = standin_work(tmp_path, STANDIN_CONFTEST)
-    config_file(
-        work / "cernvm.toml",
-        azure_cloud,
-        image_id,
-        profile=str(HERE / "azure_standin.toml"),
-        deadlines={"running": 30, "reachable": 300, "login": 120, "ready": 120},
-    )
-    state = tmp_path / "state"
-    suite = run_suite(work, tmp_path / "report.xml", subprocess_env(state), timeout=1500)
-    assert_through_standins(suite, work, instances=2)
+    deadlines = {"running": 30, "reachable": 300, "login": 120, "ready": 120}
+    suite = suite_through_standins(tmp_path, azure_cloud, image_id, deadlines=deadlines)
     assert azure_cloud.env["AZURE_CLIENT_SECRET"] not in suite.output
-    assert domains_under(tmp_path) == [], "stand-in domains left behind"
-    assert ledger_entries(state) == [] and not list(state.glob("runs/*"))
     assert azure_cloud.arm.tagged("cvmfx-target", "azure") == [], "the fake still holds resources"

@@ -35,8 +35,6 @@ from cernvm_fixtures.run import Run
 from ..helpers import ROOT, domains_under, ledger_entries, run_suite, subprocess_env, write_work
 from ..images import cloudinit
 
-pytestmark = pytest.mark.integration
-
 PROFILE = ROOT / "tests" / "images" / "cloudinit.toml"
 KEY_BLOCK = "-----BEGIN SSH HOST KEY KEYS-----"
 IMAGE_WARNING = "Invalid cloud-config provided"

@@ -11,7 +11,6 @@ labels or domain XML name, or the run tag), and an interceptor at the SDK's crea
 from __future__ import annotations
 
 import secrets
-import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,15 +21,11 @@ from cernvm_fixtures import config
 from cernvm_fixtures.run import Run
 from cernvm_fixtures.testing.contract import Intercept, Objects, ProviderContract
 
+from ..clouds import run_in, target_for
+from ..fakes import virtualbox as vbox
 from ..fakes.azure.fixtures import CONTAINER
 from ..fakes.azure.vhd import make_vhd
-from ..fakes.openstack import CLOUD
 from ..helpers import docker_objects_under, domains_under
-from . import moto_server
-from . import test_virtualbox as vbox
-from .test_gce import existing_image
-
-pytestmark = pytest.mark.integration
 
 
 @contextmanager
@@ -136,8 +131,7 @@ class TestVirtualBoxContract(ProviderContract):
     @pytest.fixture(scope="class")
     @classmethod
     def contract_target(cls) -> config.Target:
-        raw = {"provider": "virtualbox", "vboxmanage": vbox.STANDIN, "profile": str(vbox.PROFILE), "slowdown": 4}
-        return config.parse_target("contract", raw, "virtualbox contract")
+        return vbox.target("contract", shared_folders={})
 
     @pytest.fixture(scope="class")
     @classmethod
@@ -199,27 +193,12 @@ class TestEc2Contract(ProviderContract):
             VirtualizationType="hvm",
             EnaSupport=True,
         )["ImageId"]
-        raw = {
-            "provider": "ec2",
-            "host_key": "console",  # the shared stand-in announces its own key on its serial console
-            "image": image,
-            "profile": "appliance",
-            "region": moto.region,
-            "endpoint_url": moto.url,
-            "ssh_cidr": "203.0.113.7/32",
-            "poll_interval": 0.1,
-            "slowdown": 1,
-            "deadlines": {"running": 20, "reachable": 20, "login": 20, "ready": 20},
-        }
-        return config.parse_target("contract", raw, "ec2 contract")
+        return target_for(moto, image, "contract", tags={})
 
     @pytest.fixture(scope="class")
     @classmethod
-    def contract_run(cls, standin) -> Callable[[Path], Run]:
-        def serve_console(machine) -> None:
-            moto_server.CONSOLES[machine.instance_id] = standin.console_log
-
-        return standin_run(standin, serve_console)
+    def contract_run(cls, standin, moto) -> Callable[[Path], Run]:
+        return lambda state: run_in(state, standin, cloud=moto)
 
     @pytest.fixture(scope="class")
     @classmethod
@@ -247,24 +226,6 @@ class TestEc2Contract(ProviderContract):
         return intercept
 
 
-def standin_run(standin, on_connect: Callable[[object], None] = lambda machine: None) -> Callable[[Path], Run]:
-    """Runs whose SSH goes to the stand-in (with its key); ``on_connect`` lets a fake serve the stand-in's
-    console for the machine (its host-key block), so the keys are checked, not trusted on first use."""
-    port = standin.machine.ssh_port
-
-    def endpoint(machine, host: str, p: int) -> tuple[str, int]:
-        on_connect(machine)
-        return "127.0.0.1", port
-
-    def make(state: Path) -> Run:
-        run = Run(state=state, endpoint=endpoint)
-        run.directory.mkdir(parents=True, mode=0o700)
-        shutil.copy2(standin.machine.provider.run.key_file, run.directory / "id_ed25519")
-        return run
-
-    return make
-
-
 class TestOpenStackContract(ProviderContract):
     """OpenStack through openstacksdk against the fake cloud; the fake serves the stand-in's console."""
 
@@ -273,35 +234,26 @@ class TestOpenStackContract(ProviderContract):
         "test_sigkill_then_sweep": "a child pytest cannot reach the stand-in; test_openstack.py sweeps a killed run",
     }
 
-    @pytest.fixture(scope="class")
-    @classmethod
-    def contract_target(cls, openstack_cloud) -> config.Target:
-        image = openstack_cloud.add_image(f"CernVM 4 contract [{secrets.token_hex(3)}]", b"cernvm-bootloader")
-        raw = {
-            "provider": "openstack",
-            "host_key": "console",  # the shared stand-in announces its own key on its serial console
-            "image": image["id"],
-            "profile": "appliance",
-            "cloud": CLOUD,
-            "ssh_cidr": "203.0.113.7/32",
-            "poll_interval": 0.05,
-            "slowdown": 1,
-            "deadlines": {"running": 10, "reachable": 20, "login": 20, "ready": 20},
-        }
-        return config.parse_target("contract", raw, "openstack contract")
+    @pytest.fixture(autouse=True)
+    def no_failures_of_the_fake(self, openstack_cloud) -> None:
+        """Each test's failures of the fake itself fail the test (``openstack_cloud``)."""
 
     @pytest.fixture(scope="class")
     @classmethod
-    def contract_run(cls, standin, openstack_cloud) -> Callable[[Path], Run]:
-        return standin_run(
-            standin, lambda machine: openstack_cloud.set_console(machine.server_id, standin.console_log())
-        )
+    def contract_target(cls, openstack_session) -> config.Target:
+        image = openstack_session.add_image(f"CernVM 4 contract [{secrets.token_hex(3)}]", b"cernvm-bootloader")
+        return target_for(openstack_session, image["id"], "contract")
 
     @pytest.fixture(scope="class")
     @classmethod
-    def contract_objects(cls, openstack_cloud) -> Objects:
+    def contract_run(cls, standin, openstack_session) -> Callable[[Path], Run]:
+        return lambda state: run_in(state, standin, cloud=openstack_session)
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def contract_objects(cls, openstack_session) -> Objects:
         def objects(run: Run) -> set[str]:
-            fake = openstack_cloud
+            fake = openstack_session
             with fake.lock:
                 named = [("server", s.body.get("name", "")) for s in fake.servers.values()]
                 named += [("keypair", k) for k in fake.keypairs]
@@ -343,27 +295,14 @@ class TestGceContract(ProviderContract):
 
     @pytest.fixture(scope="class")
     @classmethod
-    def contract_target(cls, gce_session) -> config.Target:
-        raw = {
-            "provider": "gce",
-            "host_key": "console",  # the shared stand-in announces its own key on its serial console
-            "image": existing_image(gce_session),
-            "profile": "appliance",
-            "zone": gce_session.zone,
-            "endpoint": gce_session.api.url,
-            "storage_endpoint": gce_session.storage,
-            "bucket": gce_session.bucket,
-            "ssh_cidr": "203.0.113.7/32",
-            "poll_interval": 0.05,
-            "slowdown": 1,
-            "deadlines": {"running": 10, "reachable": 20, "login": 20, "ready": 20},
-        }
-        return config.parse_target("contract", raw, "gce contract")
+    def contract_target(cls, gce_session, gce_image) -> config.Target:
+        deadlines = {"running": 10, "reachable": 20, "login": 20, "ready": 20}
+        return target_for(gce_session, gce_image, "contract", labels={}, deadlines=deadlines)
 
     @pytest.fixture(scope="class")
     @classmethod
     def contract_run(cls, standin, gce_session) -> Callable[[Path], Run]:
-        return standin_run(standin, lambda machine: gce_session.api.write_serial(machine.name, standin.console_log()))
+        return lambda state: run_in(state, standin, cloud=gce_session)
 
     @pytest.fixture(scope="class")
     @classmethod
@@ -397,53 +336,40 @@ class TestAzureContract(ProviderContract):
         "test_sigkill_then_sweep": "a child pytest cannot reach the stand-in; test_azure.py sweeps a killed run",
     }
 
+    @pytest.fixture(autouse=True)
+    def held_to_the_sdk_models(self, azure_cloud) -> None:
+        """Each test's requests and responses are checked against the SDK's models (``azure_cloud``)."""
+
     @pytest.fixture(scope="class")
     @classmethod
-    def contract_target(cls, azure_cloud, tmp_path_factory) -> config.Target:
+    def contract_target(cls, azure_session, tmp_path_factory) -> config.Target:
         from azure.mgmt.compute import models
 
         vhd = make_vhd(tmp_path_factory.mktemp("vhd") / "contract.vhd")
-        blob = azure_cloud.blobs().get_blob_client(CONTAINER, f"contract-{secrets.token_hex(3)}.vhd")
+        blob = azure_session.blobs().get_blob_client(CONTAINER, f"contract-{secrets.token_hex(3)}.vhd")
         blob.create_page_blob(vhd.stat().st_size)
         blob.upload_page(vhd.read_bytes()[-512:], offset=vhd.stat().st_size - 512, length=512)
         group = "cernvm-contract-images"
-        azure_cloud.client("resource").resource_groups.create_or_update(group, {"location": "westeurope"})
+        azure_session.client("resource").resource_groups.create_or_update(group, {"location": "westeurope"})
         disk = models.ImageOSDisk(os_type="Linux", os_state="Generalized", blob_uri=blob.url)
         image = models.Image(
             location="westeurope",
             properties=models.ImageProperties(storage_profile=models.ImageStorageProfile(os_disk=disk)),
         )
-        image_id = azure_cloud.client("compute").images.begin_create_or_update(group, "cernvm", image).result().id
-        raw = {
-            "provider": "azure",
-            "host_key": "console",  # the shared stand-in announces its own key on its serial console
-            "image": image_id,
-            "profile": "appliance",
-            "location": "westeurope",
-            "endpoint": azure_cloud.url,
-            "instance_discovery": False,
-            "ssh_cidr": "203.0.113.7/32",
-            "vm_size": "Standard_B2s",
-            "poll_interval": 0.05,
-            "slowdown": 1,
-            "deadlines": {"running": 20, "reachable": 60, "login": 60, "ready": 60},
-        }
-        return config.parse_target("contract", raw, "azure contract")
+        image_id = azure_session.client("compute").images.begin_create_or_update(group, "cernvm", image).result().id
+        return target_for(azure_session, image_id, "contract", tags={})
 
     @pytest.fixture(scope="class")
     @classmethod
-    def contract_run(cls, standin, azure_cloud) -> Callable[[Path], Run]:
-        def serve_console(machine) -> None:
-            azure_cloud.arm.consoles[machine.name.lower()] = standin.console_log
-
-        return standin_run(standin, serve_console)
+    def contract_run(cls, standin, azure_session) -> Callable[[Path], Run]:
+        return lambda state: run_in(state, standin, cloud=azure_session)
 
     @pytest.fixture(scope="class")
     @classmethod
-    def contract_objects(cls, azure_cloud) -> Objects:
+    def contract_objects(cls, azure_session) -> Objects:
         def objects(run: Run) -> set[str]:
-            found = {f"arm {r}" for r in azure_cloud.arm.tagged("cvmfx-run", run.id)}
-            return found | {f"blob {b}" for b in azure_cloud.blob_names(run.id)}
+            found = {f"arm {r}" for r in azure_session.arm.tagged("cvmfx-run", run.id)}
+            return found | {f"blob {b}" for b in azure_session.blob_names(run.id)}
 
         return objects
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import subprocess
 import threading
 import time
@@ -20,9 +19,7 @@ from cernvm_fixtures.run import Run
 from cernvm_fixtures.transport.docker import DockerTransport
 from cernvm_fixtures.transport.shell import SessionLost
 
-from ..helpers import docker_objects_under
-
-pytestmark = pytest.mark.integration
+from ..helpers import assert_framed, assert_threads_share, docker_objects_under
 
 
 def docker_target(state, name: str, **keys) -> config.Target:
@@ -254,26 +251,11 @@ def test_local_image_by_name(module_state):
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(out=st.binary(max_size=4096), err=st.binary(max_size=4096), status=st.integers(0, 255))
 def test_framing_properties_through_the_session(parrot, out, err, status):
-    command = (
-        f"printf %s {base64.b64encode(out).decode()} | base64 -d; "
-        f"printf %s {base64.b64encode(err).decode()} | base64 -d >&2; exit {status}"
-    )
-    result = parrot.run(command)
-    assert (result.stdout_bytes, result.stderr_bytes, result.exit_status) == (out, err, status)
+    assert_framed(parrot, out, err, status)
 
 
 def test_session_keeps_commands_apart_and_threads_share_it(parrot):
-    import concurrent.futures
-
     before = parrot.run("pwd; umask; echo x${LEAK-unset}; trap").stdout
     parrot.run("cd /tmp; umask 077; LEAK=1; export LEAK; trap 'echo trapped' EXIT")
     assert parrot.run("pwd; umask; echo x${LEAK-unset}; trap").stdout == before
-
-    def work(n):
-        return [parrot.run(f"echo {n}-{i}; echo e{n}-{i} >&2; exit {i}") for i in range(25)]
-
-    with concurrent.futures.ThreadPoolExecutor(6) as pool:
-        futures = {n: pool.submit(work, n) for n in range(6)}
-    for n, future in futures.items():
-        for i, result in enumerate(future.result()):
-            assert (result.stdout, result.stderr, result.exit_status) == (f"{n}-{i}\n", f"e{n}-{i}\n", i)
+    assert_threads_share(parrot, threads=6, commands=25)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import shutil
 import signal
@@ -20,24 +21,30 @@ from cernvm_fixtures.instance import launch
 from cernvm_fixtures.providers import docker as provider
 from cernvm_fixtures.run import Run
 
-from ..helpers import cli, docker_objects_under, ledger_entries, pytest_command, start_pytest, subprocess_env
-from .test_docker_suite import assert_nothing_left
-
-pytestmark = pytest.mark.integration
+from ..helpers import (
+    assert_nothing_left_under,
+    cli,
+    docker_objects_under,
+    failing_test,
+    ledger_entries,
+    run_pytest,
+    start_pytest,
+    subprocess_env,
+)
 
 SLOW_TEST = """
 def test_slow(cernvm):
     assert cernvm.run("sleep 120", timeout=300).succeeded
 """
 
-FAILING_TEST = """
-def test_fails(cernvm):
-    assert cernvm.run("hostname").stdout == "something else", "deliberate failure"
-"""
+FAILING_TEST = failing_test("hostname")
 
 
 def pytest_process(tmp_path: Path, test: str, *args: str, config_text: str | None = None) -> subprocess.Popen:
     return start_pytest(tmp_path, test, "--cernvm-target=docker", *args, config=config_text)
+
+
+assert_nothing_left = functools.partial(assert_nothing_left_under, objects=docker_objects_under)
 
 
 def wait_for_command(tmp_path: Path, process: subprocess.Popen, seconds: float = 60) -> str:
@@ -180,15 +187,8 @@ def test_no_docker_daemon_through_the_plugin(tmp_path):
     (tmp_path / "work" / "test_it.py").write_text(textwrap.dedent(FAILING_TEST))
     env = subprocess_env(tmp_path / "state")
     env["DOCKER_HOST"] = "unix:///nonexistent/docker.sock"
-    result = subprocess.run(
-        pytest_command("test_it.py", "--cernvm-target=docker"),
-        cwd=tmp_path / "work",
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    output = result.stdout + result.stderr
+    result = run_pytest(tmp_path / "work", env, "test_it.py", "--cernvm-target=docker")
+    output = result.output
     assert result.returncode == 4, output  # the doctor's check stops the session once, before any test runs
     assert "daemon" in output and "unix:///nonexistent/docker.sock" in output and "dockerd" in output, output
     assert "Traceback" not in output

@@ -10,36 +10,18 @@ entry, no run directory.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import re
-import subprocess
 import tarfile
 from pathlib import Path
 
-import pytest
-
 from cernvm_fixtures import appliance
 
-from ..helpers import ROOT, docker_objects_under, ledger_entries, outcomes, run_scenarios, scenario_ids, skip_reasons
+from ..helpers import ROOT, docker_objects_under, outcomes, scenario_ids, scenarios_leaving_nothing, skip_reasons
 
-pytestmark = pytest.mark.integration
-
-
-def assert_nothing_left(tmp_path: Path, output: str = "") -> None:
-    state = tmp_path / "state"
-    assert docker_objects_under(tmp_path) == [], f"left behind:\n{output[-3000:]}"
-    assert ledger_entries(state) == [], "ledger entries left behind"
-    assert not list(state.glob("runs/*/machines/*")), "machine directories left behind"
-
-
-def run_suite(
-    tmp_path: Path, *args: str, config: str | None = None, conftest: str | None = None
-) -> subprocess.CompletedProcess:
-    """The scenario suite in a fresh process; nothing may be left afterwards."""
-    result = run_scenarios(tmp_path, *args, config=config, conftest=conftest, timeout=300)
-    assert_nothing_left(tmp_path, result.output)
-    assert not list((tmp_path / "state").glob("runs/*")), "run directory left behind"
-    return result
+run_suite = functools.partial(scenarios_leaving_nothing, objects=docker_objects_under, timeout=300)
+"""The scenario suite in a fresh process; nothing may be left afterwards."""
 
 
 def test_scenario_suite_passes_on_the_appliance_in_both_modes(tmp_path):
@@ -115,6 +97,22 @@ def test_parrot_mode_without_seccomp_relaxation_fails_visibly(tmp_path):
     assert result.returncode == 1
 
 
+def without_mounts(prefix: str) -> str:
+    """A conftest standing in for a provider bug: the container lacks its bind mounts under ``prefix``."""
+    return f"""
+        from cernvm_fixtures.providers import docker as provider
+
+        real = provider.container_spec
+
+        def buggy(**kwargs):
+            spec = real(**kwargs)
+            spec["mounts"] = [m for m in spec["mounts"] if not m["Target"].startswith({prefix!r})]
+            return spec
+
+        provider.container_spec = buggy
+    """
+
+
 def test_bindmount_without_the_repository_mount_fails_visibly(tmp_path):
     """Without its /cvmfs bind mount, /init falls back to parrot (as CernVM's does), which the filter stops."""
     result = run_suite(
@@ -128,18 +126,7 @@ def test_bindmount_without_the_repository_mount_fails_visibly(tmp_path):
             repositories = { "cernvm-prod.cern.ch" = "" }
             deadlines = { running = 3 }
         """,
-        conftest="""
-            from cernvm_fixtures.providers import docker as provider
-
-            real = provider.container_spec
-
-            def buggy(**kwargs):
-                spec = real(**kwargs)
-                spec["mounts"] = [m for m in spec["mounts"] if not m["Target"].startswith("/cvmfs/")]
-                return spec
-
-            provider.container_spec = buggy
-        """,
+        conftest=without_mounts("/cvmfs/"),
     )
     assert outcomes(result.output) == {"test_probe[docker-bindmount]": "ERROR"}, result.output[-4000:]
     assert "a seccomp filter is active" in result.output
@@ -206,19 +193,7 @@ def test_missing_bind_mount_fails_the_shared_folder_scenario(tmp_path):
         tmp_path,
         "-k",
         "docker and shared",
-        conftest="""
-            # a provider bug: the shared folders are not bind-mounted
-            from cernvm_fixtures.providers import docker as provider
-
-            real = provider.container_spec
-
-            def buggy(**kwargs):
-                spec = real(**kwargs)
-                spec["mounts"] = [m for m in spec["mounts"] if not m["Target"].startswith("/mnt/shared/")]
-                return spec
-
-            provider.container_spec = buggy
-        """,
+        conftest=without_mounts("/mnt/shared/"),  # a provider bug: the shared folders are not bind-mounted
     )
     found = outcomes(result.output)
     expected = {

@@ -6,14 +6,10 @@ import grp
 import stat
 from pathlib import Path
 
-import pytest
-
 from cernvm_fixtures import config
 from cernvm_fixtures.doctor import checks
 
-from .moto_server import Moto
-
-pytestmark = pytest.mark.integration
+from ..fakes.moto_server import Moto
 
 
 def target(name: str, **raw) -> config.Target:

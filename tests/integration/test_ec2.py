@@ -16,44 +16,29 @@ import logging
 import os
 import re
 import secrets
-import shutil
-import signal
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 from botocore.stub import ANY, Stubber
 
-from cernvm_fixtures import config
-from cernvm_fixtures.context import Context
 from cernvm_fixtures.errors import ConfigError, ProviderError, ReadinessError, ScreenUnavailable
 from cernvm_fixtures.instance import launch
 from cernvm_fixtures.providers import ec2 as ec2mod
 from cernvm_fixtures.providers.ec2 import Ec2Provider
 from cernvm_fixtures.run import Keep, Run
 
+from ..clouds import CIDR, assert_nothing_left, config_file, run_for, suite_through_standins, target_for
+from ..fakes.moto_server import CONSOLES_ENV, SCREENS, Moto
 from ..helpers import (
-    KILLED_LAUNCH,
-    assert_through_standins,
-    cli,
-    domains_under,
+    create_only,
+    killed_launch,
     ledger_entries,
-    pytest_command,
-    run_suite,
-    standin_work,
+    run_pytest,
     subprocess_env,
-    write_target,
+    sweep_killed,
 )
-from .moto_server import CONSOLES, CONSOLES_ENV, SCREENS, Moto
-
-pytestmark = pytest.mark.integration
-
-CIDR = "203.0.113.7/32"
-HERE = Path(__file__).resolve().parent
-
 
 # --- fixtures and helpers -------------------------------------------------------------------------
 
@@ -71,60 +56,6 @@ def ami(moto: Moto) -> str:
     )["ImageId"]
 
 
-def target_for(moto: Moto, image: str, name: str = "ec2", **options) -> config.Target:
-    raw = {
-        "provider": "ec2",
-        "host_key": "console",  # the shared stand-in announces its own key on its serial console
-        "image": image,
-        "profile": "appliance",
-        "region": moto.region,
-        "endpoint_url": moto.url,
-        "ssh_cidr": CIDR,
-        "poll_interval": 0.1,
-        "slowdown": 1,
-        "tags": {"project": "cernvm-fixtures-tests"},
-        "deadlines": {"running": 20, "reachable": 20, "login": 20, "ready": 20},
-        **options,
-    }
-    return config.parse({"targets": {name: raw}}, "test").targets[name]
-
-
-def run_for(tmp_path: Path, standin=None, *, keep: Keep = Keep.NEVER, endpoint=None) -> Run:
-    """A run whose SSH goes to the stand-in (and that uses the stand-in's key, which the stand-in accepts); moto
-    serves the stand-in's console as the instance's, so its host keys are checked as on EC2, and its screen."""
-    if standin is not None:
-        to = endpoint or (lambda machine, host, p: ("127.0.0.1", standin.machine.ssh_port))
-
-        def endpoint(machine, host, p):
-            CONSOLES[machine.instance_id] = standin.console_log
-            SCREENS[machine.instance_id] = standin.machine.screenshot
-            return to(machine, host, p)
-
-    run = Run(state=tmp_path / "state", keep=keep, endpoint=endpoint)
-    if standin is not None:
-        run.directory.mkdir(parents=True, mode=0o700)
-        shutil.copy2(standin.machine.provider.run.key_file, run.directory / "id_ed25519")
-    return run
-
-
-def create_only(target: config.Target, run: Run):
-    """Provider launch without readiness (no SSH needed): returns the machine."""
-    provider = Ec2Provider(target, run)
-    machine = provider.machine(run.name(target.name))
-    context = Context(hostname=machine.name, ssh_keys=(run.public_key,))
-    try:
-        provider.launch(machine, context)
-    except BaseException:
-        machine.destroy()
-        raise
-    return machine, context
-
-
-def assert_nothing_left(moto: Moto, run: Run) -> None:
-    assert moto.tagged(value=run.id) == {}, "moto still holds resources tagged with the run"
-    assert run.ledger.entries() == []
-
-
 def tags_of(item: dict) -> dict[str, str]:
     return {t["Key"]: t["Value"] for t in item.get("Tags") or []}
 
@@ -133,7 +64,7 @@ def tags_of(item: dict) -> dict[str, str]:
 
 
 def test_lifecycle_creates_the_documented_vpc_and_removes_everything(moto, ami, standin, tmp_path):
-    run = run_for(tmp_path, standin)
+    run = run_for(tmp_path, standin, cloud=moto)
     target = target_for(moto, ami)
     instance = launch(target, run)
     ec2 = moto.client()
@@ -239,7 +170,7 @@ def test_lifecycle_in_an_existing_vpc(moto, ami, standin, tmp_path, given):
     options = {"subnet_id": subnet}
     if given == "subnet and group":
         options["security_group_id"] = group
-    run = run_for(tmp_path, standin)
+    run = run_for(tmp_path, standin, cloud=moto)
     instance = launch(target_for(moto, ami, **options), run)
     try:
         expected = {"key-pair", "instance"} | ({"security-group"} if given == "subnet" else set())
@@ -379,43 +310,28 @@ def test_instance_terminated_while_waiting_is_an_error(moto, ami, tmp_path):
 
 
 def test_a_host_key_the_console_did_not_announce_is_refused(moto, ami, standin, tmp_path):
-    forged = (
-        "-----BEGIN SSH HOST KEY KEYS-----\n"
-        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl root@forged\n"
-        "-----END SSH HOST KEY KEYS-----\n"
-    )
+    from ..clouds import assert_forged_host_key_refused
 
-    def endpoint(machine, host, p):
-        CONSOLES[machine.instance_id] = lambda: forged
-        return "127.0.0.1", standin.machine.ssh_port
-
-    run = run_for(tmp_path, standin, endpoint=endpoint)  # its console hook runs first, the forged one wins
-    with pytest.raises(ReadinessError, match="not among the 1 key"):
-        launch(target_for(moto, ami, deadlines={"running": 20, "reachable": 30, "login": 5, "ready": 10}), run)
-    assert_nothing_left(moto, run)
+    deadlines = {"running": 20, "reachable": 30, "login": 5, "ready": 10}
+    assert_forged_host_key_refused(tmp_path, moto, standin, target_for(moto, ami, deadlines=deadlines))
 
 
 def test_console_screenshot_is_the_standins_screen(moto, ami, standin, tmp_path):
     """GetConsoleScreenshot (a JPG in base64, which moto answers with the stand-in's real screen, in process or
     named in the hook directory for a stand-in of another process) becomes a PNG of the screen's size."""
-    from PIL import Image
-
-    def assert_screen(path: Path) -> None:
-        with Image.open(path) as image:
-            assert (image.format, image.size) == ("PNG", (720, 400)), "the stand-in's VGA text screen"
-            assert len(image.convert("RGB").getcolors(1 << 16) or ()) > 1, "blank: one colour"
+    from ..clouds import assert_standin_screen
 
     run = Run(state=tmp_path / "state")
     machine, _ = create_only(target_for(moto, ami), run)
     try:
         SCREENS[machine.instance_id] = standin.machine.screenshot
-        assert_screen(machine.screenshot(tmp_path / "live.png"))
+        assert_standin_screen(machine.screenshot(tmp_path / "live.png"))
         del SCREENS[machine.instance_id]  # from here on, only the hook directory names the stand-in
         (entry,) = [r for r in machine.resources if r.kind == "instance"]
         hook = Path(os.environ[CONSOLES_ENV]) / f"{machine.instance_id}.screen"
         hook.write_text(standin.name)
         try:
-            assert_screen(Ec2Provider.screenshot_resource(entry, tmp_path / "from-ledger.png"))
+            assert_standin_screen(Ec2Provider.screenshot_resource(entry, tmp_path / "from-ledger.png"))
         finally:
             hook.unlink()
         with pytest.raises(ScreenUnavailable, match=f"EC2 gave no screenshot: .*{machine.instance_id} has no stand-in"):
@@ -466,47 +382,16 @@ def test_keep_on_failure_keeps_and_tags_it_kept(moto, ami, tmp_path):
 # --- sweep after SIGKILL ----------------------------------------------------------------------------
 
 
-def config_file(path: Path, moto: Moto, ami: str, **extra) -> Path:
-    options = {
-        "provider": "ec2",
-        "image": ami,
-        "profile": "appliance",
-        "region": moto.region,
-        "endpoint_url": moto.url,
-        "ssh_cidr": CIDR,
-        "poll_interval": 0.2,
-        "slowdown": 1,
-        **extra,
-    }
-
-    return write_target(path, "ec2", options)
-
-
 @pytest.mark.parametrize("ledger", ["kept", "lost"])
 def test_sweep_removes_what_a_killed_run_left(moto, ami, tmp_path, ledger):
     state = tmp_path / "state"
     env = subprocess_env(state)
     cfg = config_file(tmp_path / "cernvm.toml", moto, ami)
-    process = subprocess.Popen(
-        [sys.executable, "-c", KILLED_LAUNCH, str(cfg)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        run_id = process.stdout.readline().strip()
-        assert run_id, process.stderr.read()
-    finally:
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=30)
+    run_id = killed_launch(cfg, env)
     held = moto.tagged(value=run_id)
     assert held.keys() >= {"instance", "vpc", "security-group", "key-pair"}
     assert len(ledger_entries(state)) == 7
-    if ledger == "lost":
-        shutil.rmtree(state)
-    sweep = cli(state, "sweep", "--config", str(cfg), cwd=tmp_path)
-    assert sweep.returncode == 0, sweep.stdout + sweep.stderr
+    sweep = sweep_killed(cfg, state, lose_ledger=ledger == "lost")
     assert "destroyed ec2 instance" in sweep.stdout and "destroyed ec2 vpc" in sweep.stdout
     assert moto.tagged(value=run_id) == {}, sweep.stdout
     assert ledger_entries(state) == [] and not list(state.glob("runs/*"))
@@ -599,7 +484,7 @@ def test_connecting_to_an_address_moto_made_up_is_blocked(moto, ami, tmp_path, p
 
     allowed = pytestconfig.getoption("allow_hosts")
     if not allowed or set(allowed.split(",")) - {"127.0.0.1", "::1", "localhost"}:
-        pytest.fail("run the tests with --allow-hosts=127.0.0.1,::1 --allow-unix-socket (never reach out)")
+        pytest.fail("run the tests under the network rule (tests/network_rule.py: loopback only, never reach out)")
     run = run_for(tmp_path)
     machine, _ = create_only(target_for(moto, ami), run)
     try:
@@ -624,7 +509,7 @@ def test_through_a_jump_host(moto, ami, standin, tmp_path):
     known = tmp_path / "known_hosts"
     known.write_text("".join(f"[127.0.0.1]:{port} {' '.join(k.split()[:2])}\n" for k in standin.machine.host_keys()))
     key = standin.machine.provider.run.key_file
-    run = run_for(tmp_path, standin, endpoint=lambda machine, host, p: ("127.0.0.1", 22))
+    run = run_for(tmp_path, standin, cloud=moto, endpoint=lambda machine, host, p: ("127.0.0.1", 22))
     target = target_for(
         moto, ami, address="private", jump_host=f"root@127.0.0.1:{port}", jump_key=str(key), jump_known_hosts=str(known)
     )
@@ -641,7 +526,7 @@ def test_through_a_jump_host(moto, ami, standin, tmp_path):
 
 
 def test_unknown_jump_host_key_is_refused(moto, ami, standin, tmp_path):
-    run = run_for(tmp_path, standin, endpoint=lambda machine, host, p: ("127.0.0.1", 22))
+    run = run_for(tmp_path, standin, cloud=moto, endpoint=lambda machine, host, p: ("127.0.0.1", 22))
     empty = tmp_path / "known_hosts"
     empty.write_text("")
     target = target_for(
@@ -718,7 +603,7 @@ def test_import_hvm_image_then_launch_and_remove_it_all(moto, standin, tmp_path,
         sent[model.name] = params
 
     client.meta.events.register("provide-client-params.ec2.*", capture)
-    run = run_for(tmp_path, standin)
+    run = run_for(tmp_path, standin, cloud=moto)
     try:
         instance = launch(target_for(moto, str(hvm), import_bucket=bucket), run)
     finally:
@@ -761,65 +646,21 @@ def test_import_hvm_image_then_launch_and_remove_it_all(moto, standin, tmp_path,
 # --- the scenario suite end to end: moto + one stand-in per instance, booted from moto's user data --
 
 
-STANDIN_CONFTEST = '''
-"""Stand-ins for EC2 instances that moto only pretends to run, each booted from the user data moto holds for
-that instance (read back with describe_instance_attribute)."""
-import base64
-import os
-from pathlib import Path
-
-import boto3
-from standins import StandIns
-
-
-def user_data(machine, host):
-    ec2 = boto3.client("ec2", endpoint_url=machine.options.endpoint_url, region_name=machine.traits["region"])
-    value = ec2.describe_instance_attribute(InstanceId=machine.instance_id, Attribute="userData")["UserData"]["Value"]
-    return base64.b64decode(value)
-
-
-def booted(machine, standin):
-    """moto serves the stand-in's console as the instance's console output and its screen as the instance's
-    screenshot (the tests' hooks in moto_server.py)."""
-    hooks = Path(os.environ["CVMFX_TEST_MOTO_CONSOLES"])
-    (hooks / machine.instance_id).write_text(str(standin.console_file))
-    (hooks / f"{machine.instance_id}.screen").write_text(standin.name)
-
-
-STANDINS = StandIns("ec2", user_data, booted)
-
-
-def pytest_cernvm_endpoint(machine, host, port):
-    return STANDINS.endpoint(machine, host)
-
-
-def pytest_sessionfinish(session):
-    STANDINS.finish()
-'''
-
-
 def test_scenario_suite_end_to_end_against_moto_with_standins(moto, ami, tmp_path):
-    work = standin_work(tmp_path, STANDIN_CONFTEST)
     case = "e2e-" + secrets.token_hex(4)
-    config_file(
-        work / "cernvm.toml",
+    marker = "SECRET-" + secrets.token_hex(12)
+    suite = suite_through_standins(
+        tmp_path,
         moto,
         ami,
-        profile=str(HERE / "ec2_standin.toml"),
+        {"AWS_SECRET_ACCESS_KEY": marker},
+        timeout=600,
         tags={"test-case": case},
         deadlines={"running": 30, "reachable": 120, "login": 60, "ready": 60},
         verification="stand-in",
     )
-    state = tmp_path / "state"
-    marker = "SECRET-" + secrets.token_hex(12)
-    env = dict(subprocess_env(state), AWS_SECRET_ACCESS_KEY=marker)
-    suite = run_suite(work, tmp_path / "report.xml", env, timeout=600)
     assert suite.properties["cernvm_verification"] == "stand-in", "the report says what the cells really ran on"
-    assert_through_standins(suite, work, instances=2)
     assert marker not in suite.output
-
-    assert domains_under(tmp_path) == [], "stand-in domains left behind"
-    assert ledger_entries(state) == [] and not list(state.glob("runs/*"))
     assert moto.tagged("test-case", case) == {}, "moto still holds resources of the run"
     instances = [
         i
@@ -834,15 +675,8 @@ def test_bad_config_in_a_pytest_run_is_one_clear_error(moto, tmp_path):
     work.mkdir()
     (work / "test_it.py").write_text("def test_it(cernvm):\n    pass\n")
     config_file(work / "cernvm.toml", moto, "ami-0123456789abcdef0", tags={"test-case": "bad-ami"})
-    result = subprocess.run(
-        pytest_command("test_it.py"),
-        cwd=work,
-        env=subprocess_env(tmp_path / "state"),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    output = result.stdout + result.stderr
+    result = run_pytest(work, subprocess_env(tmp_path / "state"), "test_it.py")
+    output = result.output
     assert result.returncode == 4, output  # the doctor's check stops the session once, before any test
     assert "ami-0123456789abcdef0" in output and "is not visible in eu-west-1" in output, output
     assert "Traceback" not in output

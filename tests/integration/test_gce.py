@@ -9,17 +9,11 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import signal
-import subprocess
-import sys
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 
-from cernvm_fixtures import config
 from cernvm_fixtures.context import Context
 from cernvm_fixtures.errors import ConfigError, PermanentError, ProviderError, ScreenUnavailable
 from cernvm_fixtures.providers import gce as gcemod
@@ -27,92 +21,10 @@ from cernvm_fixtures.providers.gce import GceProvider, teardown
 from cernvm_fixtures.providers.kit import decode_fields
 from cernvm_fixtures.run import Run
 
+from ..clouds import CIDR, assert_nothing_left, config_file, held, target_for
 from ..fakes.gce.fixtures import Gce
-from ..helpers import KILLED_LAUNCH, cli, ledger_entries, subprocess_env, write_target
-
-pytestmark = pytest.mark.integration
-
-CIDR = "203.0.113.7/32"
-
-
-@pytest.fixture(scope="module")
-def image(gce_session: Gce) -> str:
-    """An existing "CernVM" image in the project, made the way a user's would be: from an object in a bucket."""
-    return existing_image(gce_session)
-
-
-def existing_image(gce_session: Gce) -> str:
-    """The name of a "CernVM" image in the project (made once per session: the local API lives as long)."""
-    from google.cloud import compute_v1
-
-    images = gcemod.client("ImagesClient", gce_session.api.url)
-    if (
-        gcemod.ERRORS.call(
-            "find test image", images.get, missing_ok=True, project=gce_session.project, image="cernvm4-micro-2020-07-1"
-        )
-        is not None
-    ):
-        return "cernvm4-micro-2020-07-1"  # made by another module of this session (the local API lives as long)
-    blob = gce_session.storage_client().bucket(gce_session.bucket).blob("user/cernvm4-micro.tar.gz")
-    blob.upload_from_string(b"\x1f\x8b" + b"\0" * 4096)
-    body = compute_v1.Image(
-        name="cernvm4-micro-2020-07-1",
-        family="cernvm4",
-        raw_disk=compute_v1.RawDisk(
-            source=f"https://storage.googleapis.com/{gce_session.bucket}/user/cernvm4-micro.tar.gz"
-        ),
-    )
-    operation = images.insert_unary(project=gce_session.project, image_resource=body)
-    gcemod.wait_operation(
-        "test image", operation, gce_session.project, None, gce_session.api.url, time.monotonic() + 10
-    )
-    return "cernvm4-micro-2020-07-1"
-
-
-def target_for(gce: Gce, image: str, name: str = "gce", **options) -> config.Target:
-    raw = {
-        "provider": "gce",
-        "host_key": "console",  # the shared stand-in announces its own key on its serial console
-        "image": image,
-        "profile": "appliance",
-        "zone": gce.zone,
-        "endpoint": gce.api.url,
-        "storage_endpoint": gce.storage,
-        "bucket": gce.bucket,
-        "ssh_cidr": CIDR,
-        "poll_interval": 0.05,
-        "slowdown": 1,
-        "labels": {"project": "cernvm-fixtures-tests"},
-        "deadlines": {"running": 10, "reachable": 10, "login": 10, "ready": 10},
-        **options,
-    }
-    return config.parse({"targets": {name: raw}}, "test").targets[name]
-
-
-def create_only(target: config.Target, run: Run):
-    """Provider launch without readiness (no SSH needed): returns the machine."""
-    provider = GceProvider(target, run)
-    machine = provider.machine(run.name(target.name))
-    try:
-        provider.launch(machine, Context(hostname=machine.name, ssh_keys=(run.public_key,)))
-    except BaseException:
-        machine.destroy()
-        raise
-    return machine
-
-
-def ours(gce: Gce) -> dict[str, list[str]]:
-    """What the APIs hold that cernvm-fixtures made (the module's user image and its object excepted)."""
-    held = gce.api.held()
-    held["image"] = [i for i in held.get("image", []) if i.startswith("cvmfx-")]
-    objects = [o for o in gce.objects() if o.startswith("cernvm-fixtures/")]
-    return {k: v for k, v in {**held, "object": objects}.items() if v}
-
-
-def assert_nothing_left(gce: Gce, run: Run) -> None:
-    assert ours(gce) == {}, "the APIs still hold what the run made"
-    assert run.ledger.entries() == []
-
+from ..fakes.server import Call
+from ..helpers import create_only, killed_launch, ledger_entries, subprocess_env, sweep_killed
 
 # --- lifecycle ------------------------------------------------------------------------------------
 
@@ -121,14 +33,14 @@ def test_lifecycle_with_an_uploaded_image(gce, tmp_path):
     tarball = tmp_path / "cernvm4-micro-2020.07-1.tar.gz"
     tarball.write_bytes(b"\x1f\x8b" + bytes(range(256)) * (36 << 10))  # > 8 MiB: a resumable upload
     run = Run(state=tmp_path / "state")
-    machine = create_only(target_for(gce, str(tarball)), run)
+    machine, _ = create_only(target_for(gce, str(tarball)), run)
     try:
         machine.wait_running(time.monotonic() + 5)
         entries = {r.kind: r for r in run.ledger.entries()}
         assert set(entries) == {"object", "image", "firewall", "instance"}
-        held = ours(gce)
+        holds = held(gce)
         image_name = entries["image"].data["gce_name"]
-        assert held == {
+        assert holds == {
             "instance": [machine.name],
             "image": [image_name],
             "firewall": [f"{machine.name}-ssh"],
@@ -173,7 +85,7 @@ def test_lifecycle_with_an_uploaded_image(gce, tmp_path):
         assert starts == [0, 18, 110], "each read starts where the last one ended"
 
         # a second machine of the same tarball reuses the image and uploads nothing
-        second = create_only(target_for(gce, str(tarball)), run)
+        second, _ = create_only(target_for(gce, str(tarball)), run)
         assert {r.kind for r in second.resources} == {"firewall", "instance"}
         second.destroy()
     finally:
@@ -181,29 +93,24 @@ def test_lifecycle_with_an_uploaded_image(gce, tmp_path):
     assert_nothing_left(gce, run)
 
 
-def test_screenshot_is_the_standins_screen_on_an_instance_with_a_display(gce, image, standin, tmp_path):
+def test_screenshot_is_the_standins_screen_on_an_instance_with_a_display(gce, gce_image, standin, tmp_path):
     """instances.getScreenshot (a PNG in base64) of an instance made with a display device, which the local API
     answers with the stand-in's real screen (registered in process, or named through its test hook by a stand-in of
     another process); an instance without one has no screen, and says so."""
-    from PIL import Image
-
-    def assert_screen(path: Path) -> None:
-        with Image.open(path) as picture:
-            assert (picture.format, picture.size) == ("PNG", (720, 400)), "the stand-in's VGA text screen"
-            assert len(picture.convert("RGB").getcolors(1 << 16) or ()) > 1, "blank: one colour"
+    from ..clouds import assert_standin_screen
 
     run = Run(state=tmp_path / "state")
-    machine = create_only(target_for(gce, "family/cernvm4"), run)
-    dark = create_only(target_for(gce, "family/cernvm4", display=False), run)
+    machine, _ = create_only(target_for(gce, "family/cernvm4"), run)
+    dark, _ = create_only(target_for(gce, "family/cernvm4", display=False), run)
     try:
         assert gce.api.instance(machine.name).body["displayDevice"] == {"enableDisplay": True}
         gce.api.screens[machine.name] = standin.machine.screenshot
-        assert_screen(machine.screenshot(tmp_path / "live.png"))
+        assert_standin_screen(machine.screenshot(tmp_path / "live.png"))
         del gce.api.screens[machine.name]
         hook = urllib.request.Request(f"{gce.api.url}/_test/screen/{machine.name}", standin.name.encode())
         urllib.request.urlopen(hook, timeout=10).read()
         (entry,) = [r for r in machine.resources if r.kind == "instance"]
-        assert_screen(GceProvider.screenshot_resource(entry, tmp_path / "from-ledger.png"))
+        assert_standin_screen(GceProvider.screenshot_resource(entry, tmp_path / "from-ledger.png"))
 
         assert gce.api.instance(dark.name).body["displayDevice"] == {"enableDisplay": False}
         with pytest.raises(ScreenUnavailable, match="no display device .*display = false"):
@@ -223,19 +130,19 @@ def serial_queries(gce: Gce, instance: str) -> list[list[tuple[str, str]]]:
     return [sorted(q.items()) for q in gce.api.queries if q.get("__method") == method and q.get("instance") == instance]
 
 
-def test_lifecycle_with_an_existing_image_family(gce, image, tmp_path):
+def test_lifecycle_with_an_existing_image_family(gce, gce_image, tmp_path):
     run = Run(state=tmp_path / "state")
-    machine = create_only(target_for(gce, "family/cernvm4", address="internal"), run)
+    machine, _ = create_only(target_for(gce, "family/cernvm4", address="internal"), run)
     try:
         assert {r.kind for r in machine.resources} == {"firewall", "instance"}
-        assert gce.api.instance(machine.name).image.endswith(f"/global/images/{image}")
+        assert gce.api.instance(machine.name).image.endswith(f"/global/images/{gce_image}")
         assert "accessConfigs" not in gce.api.instance(machine.name).body["networkInterfaces"][0]
         machine.wait_running(time.monotonic() + 5)
         assert machine.platform_address().startswith("10.")
     finally:
         machine.destroy()
     assert_nothing_left(gce, run)
-    assert (gce.project, image) in gce.api.images, "an image the run did not make is never deleted"
+    assert (gce.project, gce_image) in gce.api.images, "an image the run did not make is never deleted"
 
 
 def test_every_create_call_finds_its_ledger_entry_already_written(gce, tmp_path):
@@ -249,13 +156,13 @@ def test_every_create_call_finds_its_ledger_entry_already_written(gce, tmp_path)
         "compute.instances.insert": "instance",
     }
 
-    def before(method: str, path: dict, body: dict | None) -> None:
-        if method in creates:
+    def before(call: Call) -> None:
+        if call.name in creates:
             on_disk = [json.loads(p.read_text()) for p in (run.directory / "ledger").glob("*.json")]
-            seen[method] = [(e["kind"], "operation" in e["data"]) for e in on_disk]
+            seen[call.name] = [(e["kind"], "operation" in e["data"]) for e in on_disk]
 
-    gce.api.before.append(before)
-    machine = create_only(target_for(gce, str(tarball)), run)
+    gce.api.hooks.append(before)
+    machine, _ = create_only(target_for(gce, str(tarball)), run)
     machine.destroy()
     assert set(seen) == set(creates)
     for method, kind in creates.items():
@@ -264,9 +171,9 @@ def test_every_create_call_finds_its_ledger_entry_already_written(gce, tmp_path)
     assert_nothing_left(gce, run)
 
 
-def test_keep_labels_the_instance_kept(gce, image, tmp_path):
+def test_keep_labels_the_instance_kept(gce, gce_image, tmp_path):
     run = Run(state=tmp_path / "state")
-    machine = create_only(target_for(gce, image), run)
+    machine, _ = create_only(target_for(gce, gce_image), run)
     try:
         machine.keep()
         labels = gce.api.instance(machine.name).body["labels"]
@@ -282,11 +189,11 @@ def test_keep_labels_the_instance_kept(gce, image, tmp_path):
 
 
 @pytest.mark.parametrize("code", ["QUOTA_EXCEEDED", "ZONE_RESOURCE_POOL_EXHAUSTED"])
-def test_instance_insert_operation_ending_in_error(gce, image, tmp_path, code):
+def test_instance_insert_operation_ending_in_error(gce, gce_image, tmp_path, code):
     run = Run(state=tmp_path / "state")
     gce.api.fail_operation("compute.instances.insert", code, f"injected: {code.lower()}")
     with pytest.raises(ProviderError, match=rf"create instance \S+: {code}: injected"):
-        create_only(target_for(gce, image), run)
+        create_only(target_for(gce, gce_image), run)
     assert_nothing_left(gce, run)
 
 
@@ -300,9 +207,9 @@ def test_image_creation_ending_in_error(gce, tmp_path):
     assert_nothing_left(gce, run)
 
 
-def test_instance_terminated_during_boot_is_permanent(gce, image, tmp_path):
+def test_instance_terminated_during_boot_is_permanent(gce, gce_image, tmp_path):
     run = Run(state=tmp_path / "state")
-    machine = create_only(target_for(gce, image), run)
+    machine, _ = create_only(target_for(gce, gce_image), run)
     try:
         gce.api.set_status(machine.name, "TERMINATED", "Instance was preempted.")
         with pytest.raises(PermanentError, match="is TERMINATED: Instance was preempted"):
@@ -312,11 +219,11 @@ def test_instance_terminated_during_boot_is_permanent(gce, image, tmp_path):
     assert_nothing_left(gce, run)
 
 
-def test_firewall_name_clash_leaves_the_other_rule_alone(gce, image, tmp_path):
+def test_firewall_name_clash_leaves_the_other_rule_alone(gce, gce_image, tmp_path):
     from google.cloud import compute_v1
 
     run = Run(state=tmp_path / "state")
-    target = target_for(gce, image)
+    target = target_for(gce, gce_image)
     provider = GceProvider(target, run)
     machine = provider.machine(run.name(target.name))
     foreign = compute_v1.Firewall(
@@ -344,7 +251,7 @@ def test_teardown_survives_resources_already_gone_and_retries_an_image_in_use(gc
     tarball = tmp_path / "cernvm4-micro-2020.07-4.tar.gz"
     tarball.write_bytes(b"\x1f\x8b" + b"gone" * 100)
     run = Run(state=tmp_path / "state")
-    machine = create_only(target_for(gce, str(tarball)), run)
+    machine, _ = create_only(target_for(gce, str(tarball)), run)
     entries = run.ledger.entries()
     image = next(r for r in entries if r.kind == "image")
     with pytest.raises(ProviderError, match=r"delete image \S+: still in use"):
@@ -361,21 +268,6 @@ def test_teardown_survives_resources_already_gone_and_retries_an_image_in_use(gc
 # --- sweep after SIGKILL ----------------------------------------------------------------------------
 
 
-def config_file(path: Path, gce: Gce, image: str) -> Path:
-    options = {
-        "provider": "gce",
-        "image": image,
-        "profile": "appliance",
-        "zone": gce.zone,
-        "endpoint": gce.api.url,
-        "storage_endpoint": gce.storage,
-        "bucket": gce.bucket,
-        "ssh_cidr": CIDR,
-        "poll_interval": 0.1,
-    }
-    return write_target(path, "gce", options)
-
-
 @pytest.mark.parametrize("ledger", ["kept", "lost"])
 def test_sweep_removes_what_a_killed_run_left(gce, tmp_path, ledger):
     tarball = tmp_path / f"cernvm4-micro-2020.07-{ledger}.tar.gz"
@@ -383,26 +275,11 @@ def test_sweep_removes_what_a_killed_run_left(gce, tmp_path, ledger):
     state = tmp_path / "state"
     env = {**subprocess_env(state), **gce.env}
     cfg = config_file(tmp_path / "cernvm.toml", gce, str(tarball))
-    process = subprocess.Popen(
-        [sys.executable, "-c", KILLED_LAUNCH, str(cfg)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        run_id = process.stdout.readline().strip()
-        assert run_id, process.stderr.read()
-    finally:
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=30)
-    assert set(ours(gce)) == {"instance", "image", "firewall", "object"}
+    killed_launch(cfg, env)
+    assert set(held(gce)) == {"instance", "image", "firewall", "object"}
     assert len(ledger_entries(state)) == 4
-    if ledger == "lost":
-        shutil.rmtree(state)
-    sweep = cli(state, "sweep", "--config", str(cfg), cwd=tmp_path)
-    assert sweep.returncode == 0, sweep.stdout + sweep.stderr
-    assert ours(gce) == {}, sweep.stdout
+    sweep = sweep_killed(cfg, state, lose_ledger=ledger == "lost")
+    assert held(gce) == {}, sweep.stdout
     order = re.findall(r"destroyed gce (\S+)", sweep.stdout)
     assert order == ["instance", "firewall", "image", "object"], sweep.stdout
 
@@ -410,7 +287,7 @@ def test_sweep_removes_what_a_killed_run_left(gce, tmp_path, ledger):
 # --- configuration and credentials ----------------------------------------------------------------
 
 
-def test_bad_configs_fail_before_anything_is_created(gce, image, tmp_path):
+def test_bad_configs_fail_before_anything_is_created(gce, gce_image, tmp_path):
     tarball = tmp_path / "cernvm4.tar.gz"
     tarball.write_bytes(b"\x1f\x8b")
     cases = [
@@ -431,29 +308,9 @@ def test_bad_configs_fail_before_anything_is_created(gce, image, tmp_path):
     for options, message in cases:
         run = Run(state=tmp_path / "state")
         with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(".", r"\.")):
-            if options.get("bucket", "") is None:  # files are checked when the config loads, the rest before creating
-                target = _without_bucket(gce, str(tarball))
-            else:
-                target = target_for(gce, options.pop("image", image), **options)
-            create_only(target, run)
+            # files are checked when the config loads, the rest before creating
+            create_only(target_for(gce, options.pop("image", gce_image), **options), run)
         assert_nothing_left(gce, run)
-
-
-def _raw(gce: Gce, image: str) -> dict:
-    return {
-        "provider": "gce",
-        "host_key": "console",  # the shared stand-in announces its own key on its serial console
-        "image": image,
-        "profile": "appliance",
-        "zone": gce.zone,
-        "endpoint": gce.api.url,
-        "storage_endpoint": gce.storage,
-        "ssh_cidr": CIDR,
-    }
-
-
-def _without_bucket(gce: Gce, image: str) -> config.Target:
-    return config.parse({"targets": {"gce": _raw(gce, image)}}, "test").targets["gce"]
 
 
 def test_options_are_checked_with_clear_errors(gce):
@@ -466,10 +323,10 @@ def test_options_are_checked_with_clear_errors(gce):
     ]
     for options, message in cases:
         with pytest.raises(ConfigError, match=message):
-            config.parse({"targets": {"gce": {**_raw(gce, "x"), **options}}}, "test")
+            target_for(gce, "x", **options)
 
 
-def test_no_credentials_is_a_clear_error(gce, image, tmp_path, monkeypatch):
+def test_no_credentials_is_a_clear_error(gce, gce_image, tmp_path, monkeypatch):
     monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS")
     monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path / "empty-gcloud"))
     # google.auth reads NO_GCE_CHECK once at import: without it, it would ask 169.254.169.254 (blocked here)
@@ -477,12 +334,12 @@ def test_no_credentials_is_a_clear_error(gce, image, tmp_path, monkeypatch):
     gcemod.reset_clients()
     try:
         with pytest.raises(ProviderError, match="found no Application Default Credentials"):
-            create_only(target_for(gce, image), Run(state=tmp_path / "state"))
+            create_only(target_for(gce, gce_image), Run(state=tmp_path / "state"))
     finally:
         gcemod.reset_clients()
 
 
-def test_the_local_api_rejects_what_the_discovery_document_does_not_allow(gce, image):
+def test_the_local_api_rejects_what_the_discovery_document_does_not_allow(gce, gce_image):
     """The checks can fail: a body with an unknown field and a wrong type is answered 400 and reported."""
     import requests
 
@@ -494,9 +351,11 @@ def test_the_local_api_rejects_what_the_discovery_document_does_not_allow(gce, i
         timeout=10,
     )
     assert answer.status_code == 400 and answer.json()["error"]["errors"][0]["reason"] == "invalid"
-    problems = list(gce.api.problems)
-    gce.api.problems.clear()
+    problems = list(gce.api.violations)
+    gce.api.violations.clear()
     assert any("unknown field 'sourceRange'" in p for p in problems), problems
     assert any("priority: expected an int32 integer, got 'high'" in p for p in problems), problems
-    unauthenticated = requests.get(f"{gce.api.url}/compute/v1/projects/{gce.project}/global/images/{image}", timeout=10)
+    unauthenticated = requests.get(
+        f"{gce.api.url}/compute/v1/projects/{gce.project}/global/images/{gce_image}", timeout=10
+    )
     assert unauthenticated.status_code == 401

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import shutil
 import subprocess
 import time
@@ -18,9 +17,7 @@ from cernvm_fixtures.instance import launch
 from cernvm_fixtures.run import Run
 from cernvm_fixtures.transport.ssh import HostKeyMismatch, SSHTransport
 
-from ..helpers import domains_under
-
-pytestmark = pytest.mark.integration
+from ..helpers import assert_framed, assert_threads_share, assert_timeout_leaves_nothing, domains_under
 
 
 @pytest.fixture(scope="module")
@@ -115,23 +112,12 @@ def test_fast_path_keeps_commands_apart(vm):
 
 
 def test_timeout_stops_the_whole_command_tree(vm):
-    with pytest.raises(CommandTimeout):
-        vm.run("sh -c 'sleep 301' & sleep 302", timeout=1)
-    left = vm.run("ps -o args | grep -c '^sleep 30[12]'").stdout.strip()
-    assert left == "0", "the timed-out command's processes are still running"
+    why = "the timed-out command's processes are still running"
+    assert_timeout_leaves_nothing(vm, "sh -c 'sleep 301' & sleep 302", "^sleep 30[12]", why)
 
 
 def test_many_threads_share_one_handle(vm):
-    import concurrent.futures
-
-    def work(n):
-        return [vm.run(f"echo {n}-{i}; echo e{n}-{i} >&2; exit {i}") for i in range(20)]
-
-    with concurrent.futures.ThreadPoolExecutor(8) as pool:
-        results = {n: pool.submit(work, n) for n in range(8)}
-    for n, future in results.items():
-        for i, result in enumerate(future.result()):
-            assert (result.stdout, result.stderr, result.exit_status) == (f"{n}-{i}\n", f"e{n}-{i}\n", i)
+    assert_threads_share(vm, threads=8, commands=20)
 
 
 def test_reconnects_after_the_connection_drops(vm):
@@ -146,12 +132,7 @@ def test_reconnects_after_the_connection_drops(vm):
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(out=st.binary(max_size=2048), err=st.binary(max_size=2048), status=st.integers(0, 255))
 def test_framing_properties_over_ssh(vm, out, err, status):
-    command = (
-        f"printf %s {base64.b64encode(out).decode()} | base64 -d; "
-        f"printf %s {base64.b64encode(err).decode()} | base64 -d >&2; exit {status}"
-    )
-    result = vm.run(command)
-    assert (result.stdout_bytes, result.stderr_bytes, result.exit_status) == (out, err, status)
+    assert_framed(vm, out, err, status)
 
 
 def test_reboot_is_confirmed_by_a_new_boot_id_and_renews_cached_facts(vm):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import signal
@@ -16,19 +17,14 @@ from cernvm_fixtures.errors import ReadinessError
 from cernvm_fixtures.instance import launch
 from cernvm_fixtures.run import Run
 
-from ..helpers import cli, domains_under, ledger_entries, start_pytest
-
-pytestmark = pytest.mark.integration
+from ..helpers import assert_nothing_left_under, cli, domains_under, failing_test, ledger_entries, start_pytest
 
 A_TEST = """
 def test_uname(cernvm):
     assert cernvm.run("uname -s").stdout.strip() == "Linux"
 """
 
-FAILING_TEST = """
-def test_fails(cernvm):
-    assert cernvm.run("cat /etc/hostname").stdout == "something else", "deliberate failure"
-"""
+FAILING_TEST = failing_test("cat /etc/hostname")
 
 
 def pytest_process(tmp_path: Path, test: str, *args: str, config_text: str | None = None) -> subprocess.Popen:
@@ -47,10 +43,7 @@ def wait_for_domain(tmp_path: Path, process: subprocess.Popen, seconds: float = 
     raise AssertionError("the domain never appeared")
 
 
-def assert_nothing_left(tmp_path: Path) -> None:
-    assert domains_under(tmp_path) == []
-    assert ledger_entries(tmp_path / "state") == []
-    assert not list((tmp_path / "state").glob("runs/*/machines/*")), "machine files left behind"
+assert_nothing_left = functools.partial(assert_nothing_left_under, objects=domains_under)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])

@@ -15,8 +15,6 @@ from cernvm_fixtures.run import Run
 
 from ..helpers import domains_under, ledger_entries
 
-pytestmark = pytest.mark.integration
-
 
 def test_appliance_boots_on_q35_with_the_config_drive_on_sata(tmp_path):
     state = tmp_path / "state"

@@ -5,15 +5,10 @@ again from the kept domain."""
 from __future__ import annotations
 
 import re
-import subprocess
 from pathlib import Path
 from xml.etree import ElementTree
 
-import pytest
-
-from ..helpers import cli, domains_under, ledger_entries, pytest_command, subprocess_env, write_work
-
-pytestmark = pytest.mark.integration
+from ..helpers import cli, domains_under, ledger_entries, run_pytest, subprocess_env, write_work
 
 REASON = "Unable to mount cvmfs root filesystem!"
 CONFIG = """
@@ -89,15 +84,10 @@ def test_a_boot_that_stops_reports_the_screen_showing_why(tmp_path):
     state = tmp_path / "state"
     work = write_work(tmp_path, config=CONFIG, tests={"test_it.py": TEST})
     junit = work / "junit.xml"
-    result = subprocess.run(
-        pytest_command("test_it.py", f"--junitxml={junit}", "--cernvm-keep=on-failure"),
-        cwd=work,
-        env=subprocess_env(state),
-        capture_output=True,
-        text=True,
-        timeout=900,
+    result = run_pytest(
+        work, subprocess_env(state), "test_it.py", f"--junitxml={junit}", "--cernvm-keep=on-failure", timeout=900
     )
-    output = result.stdout + result.stderr
+    output = result.output
     names = sorted({e["name"] for e in ledger_entries(state)})
     try:
         (case,) = ElementTree.parse(junit).iter("testcase")

@@ -7,24 +7,15 @@ its scenario fail, with a message naming what is wrong.
 
 from __future__ import annotations
 
+import functools
 import re
 import subprocess
 from pathlib import Path
 
-import pytest
+from ..helpers import ROOT, domains_under, outcomes, scenario_ids, scenarios_leaving_nothing
 
-from ..helpers import ROOT, domains_under, ledger_entries, outcomes, run_scenarios, scenario_ids
-
-pytestmark = pytest.mark.integration
-
-
-def run_suite(tmp_path: Path, *args: str, config: str | None = None) -> subprocess.CompletedProcess:
-    """The scenario suite in a fresh process; no domain, ledger entry or run directory may be left."""
-    result = run_scenarios(tmp_path, *args, config=config)
-    assert domains_under(tmp_path) == [], f"domains left behind:\n{result.output[-3000:]}"
-    assert ledger_entries(tmp_path / "state") == [], "ledger entries left behind"
-    assert not list((tmp_path / "state").glob("runs/*")), "run directory left behind"
-    return result
+run_suite = functools.partial(scenarios_leaving_nothing, objects=domains_under)
+"""The scenario suite in a fresh process; no domain, ledger entry or run directory may be left."""
 
 
 def test_scenario_suite_passes_on_the_appliance(tmp_path):

@@ -11,44 +11,40 @@ from __future__ import annotations
 import json
 import re
 import secrets
-import shutil
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import requests
 
-from cernvm_fixtures import config
 from cernvm_fixtures.context import Context
 from cernvm_fixtures.errors import ConfigError, PermanentError, ProviderError
 from cernvm_fixtures.instance import launch
 from cernvm_fixtures.providers import openstack as osmod
 from cernvm_fixtures.providers.kit import decode_fields
 from cernvm_fixtures.providers.openstack import OpenStackProvider
-from cernvm_fixtures.run import Keep, Run
+from cernvm_fixtures.run import Run
 
-from ..fakes.openstack import CLOUD
+from ..clouds import (
+    CIDR,
+    assert_launch_fails,
+    assert_nothing_left,
+    config_file,
+    run_for,
+    suite_through_standins,
+    target_for,
+)
 from ..fakes.openstack.cloud import FakeOpenStack
+from ..fakes.openstack.fixtures import CLOUD
 from ..helpers import (
-    KILLED_LAUNCH,
-    assert_through_standins,
-    cli,
-    domains_under,
+    create_only,
+    killed_launch,
     ledger_entries,
-    run_suite,
-    standin_work,
     subprocess_env,
-    write_target,
+    sweep_killed,
 )
 
-pytestmark = pytest.mark.integration
-
-CIDR = "203.0.113.7/32"
 CERN_IMAGE = "CernVM 4 - Bootloader v2020.04-1 [2020-04-01]"
-HERE = Path(__file__).resolve().parent
 
 
 # --- fixtures and helpers -----------------------------------------------------------------------------
@@ -65,56 +61,9 @@ def image_file(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def cern_image(openstack_cloud: FakeOpenStack) -> str:
+def cern_image(openstack_session: FakeOpenStack) -> str:
     """An image as CERN's cloud offers it, under its documented kind of name."""
-    return openstack_cloud.add_image(CERN_IMAGE, b"cernvm-bootloader")["id"]
-
-
-def target_for(image: str = CERN_IMAGE, name: str = "os", **options) -> config.Target:
-    raw = {
-        "provider": "openstack",
-        "host_key": "console",  # the shared stand-in announces its own key on its serial console
-        "image": image,
-        "profile": "appliance",
-        "cloud": CLOUD,
-        "ssh_cidr": CIDR,
-        "poll_interval": 0.05,
-        "slowdown": 1,
-        "deadlines": {"running": 10, "reachable": 20, "login": 20, "ready": 20},
-        **options,
-    }
-    return config.parse({"targets": {name: raw}}, "test").targets[name]
-
-
-def run_for(tmp_path: Path, standin=None, *, keep: Keep = Keep.NEVER, endpoint=None) -> Run:
-    if endpoint is None and standin is not None:
-        port = standin.machine.ssh_port
-        endpoint = lambda machine, host, p: ("127.0.0.1", port)  # noqa: E731
-    run = Run(state=tmp_path / "state", keep=keep, endpoint=endpoint)
-    if standin is not None:
-        run.directory.mkdir(parents=True, mode=0o700)
-        shutil.copy2(standin.machine.provider.run.key_file, run.directory / "id_ed25519")
-    return run
-
-
-def create_only(target: config.Target, run: Run, name: str | None = None):
-    """Provider launch plus wait_running, without readiness (no SSH): returns the machine."""
-    provider = OpenStackProvider(target, run)
-    machine = provider.machine(name or run.name(target.name))
-    context = Context(hostname=machine.name, ssh_keys=(run.public_key,))
-    try:
-        provider.launch(machine, context)
-        machine.wait_running(time.monotonic() + 10)
-    except BaseException:
-        machine.destroy()
-        raise
-    return machine, context
-
-
-def assert_nothing_left(fake: FakeOpenStack, run: Run) -> None:
-    assert fake.holds() == {}, "the fake still holds resources of the run"
-    assert run.ledger.entries() == []
-    assert fake.errors == [], fake.errors
+    return openstack_session.add_image(CERN_IMAGE, b"cernvm-bootloader")["id"]
 
 
 @pytest.fixture(autouse=True)
@@ -132,7 +81,7 @@ def _clean(openstack_cloud):
 def test_create_labels_and_remove_everything(openstack_cloud, cern_image, tmp_path):
     fake = openstack_cloud
     run = run_for(tmp_path)
-    machine, context = create_only(target_for(), run)
+    machine, context = create_only(target_for(openstack_cloud, CERN_IMAGE), run, running=10)
     try:
         entries = {r.kind: r for r in run.ledger.entries()}
         assert set(entries) == {"keypair", "security-group", "server"}
@@ -236,14 +185,14 @@ def test_fake_serves_upstream_documents_and_shapes(openstack_cloud, cern_image, 
     fake = openstack_cloud
     conn = osmod.connection(CLOUD)
     fixtures = Path(osmod.openstacksdk().__file__).parent / "tests" / "unit" / "fixtures"
-    served = requests.get(f"{fake.base}/compute", timeout=10).json()
+    served = requests.get(f"{fake.url}/compute", timeout=10).json()
     upstream_doc = json.loads((fixtures / "compute-version.json").read_text())
-    assert json.dumps(served).replace(fake.base + "/compute", "https://compute.example.com") == json.dumps(upstream_doc)
-    assert requests.get(f"{fake.base}/image", timeout=10).status_code == 300
+    assert json.dumps(served).replace(fake.url + "/compute", "https://compute.example.com") == json.dumps(upstream_doc)
+    assert requests.get(f"{fake.url}/image", timeout=10).status_code == 300
     assert conn.compute.get_endpoint_data().max_microversion.__str__() == "(2, 53)"
 
     run = run_for(tmp_path)
-    machine, _ = create_only(target_for(), run)
+    machine, _ = create_only(target_for(openstack_cloud, CERN_IMAGE), run, running=10)
     try:
         session = conn.compute
         server = session.get(f"/servers/{machine.server_id}", microversion="2.53").json()["server"]
@@ -323,7 +272,7 @@ def test_every_create_call_finds_its_ledger_entry_already_written(openstack_clou
 
     monkeypatch.setattr(requests.Session, "send", send)
     with pytest.raises(RuntimeError, match="injected"):
-        create_only(target_for(str(image_file)), run)
+        create_only(target_for(openstack_cloud, str(image_file)), run, running=10)
     monkeypatch.undo()
     assert set(seen) == set(CREATES.values())
     for kind, entries in seen.items():
@@ -347,7 +296,7 @@ def test_interrupted_between_create_and_ledger_update(openstack_cloud, cern_imag
 
     monkeypatch.setattr(requests.Session, "send", send)
     with pytest.raises(KeyboardInterrupt):
-        create_only(target_for(), run)
+        create_only(target_for(openstack_cloud, CERN_IMAGE), run, running=10)
     monkeypatch.undo()
     assert_nothing_left(openstack_cloud, run)
 
@@ -360,7 +309,7 @@ def test_local_image_is_uploaded_reused_by_checksum_and_deleted(openstack_cloud,
 
     fake = openstack_cloud
     run = run_for(tmp_path)
-    first, _ = create_only(target_for(str(image_file)), run)
+    first, _ = create_only(target_for(openstack_cloud, str(image_file)), run, running=10)
     second = None
     try:
         uploaded = [i for i in fake.images.values() if not i.get("seeded")]
@@ -371,7 +320,7 @@ def test_local_image_is_uploaded_reused_by_checksum_and_deleted(openstack_cloud,
         assert fake.image_data[image["id"]] == image_file.read_bytes()
         assert f"cvmfx-name={first.name}" in image["tags"]
         assert fake.servers[first.server_id].body["image"]["id"] == image["id"]
-        second, _ = create_only(target_for(str(image_file)), run)
+        second, _ = create_only(target_for(openstack_cloud, str(image_file)), run, running=10)
         assert fake.servers[second.server_id].body["image"]["id"] == image["id"], "reused by checksum"
         assert "image" not in {r.kind for r in second.resources}
     finally:
@@ -390,36 +339,32 @@ FLOATING = {"address": "floating", "floating_ip_pool": "public"}
 @pytest.mark.parametrize("address", [{}, FLOATING], ids=["fixed", "floating"])
 def test_server_going_to_error_reports_the_fault(openstack_cloud, cern_image, tmp_path, address):
     """With a floating IP, the launch waits for the server's port: a build failing before it has one ends that wait."""
-    fake = openstack_cloud
-    fake.fail_next_build = "No valid host was found. There are not enough hosts available."
-    run = run_for(tmp_path)
-    with pytest.raises(PermanentError, match=r"is ERROR: No valid host was found"):
-        create_only(target_for(**address), run)
-    assert_nothing_left(fake, run)
+    openstack_cloud.fail_next_build = "No valid host was found. There are not enough hosts available."
+    fault = r"is ERROR: No valid host was found"
+    target = target_for(openstack_cloud, CERN_IMAGE, **address)
+    assert_launch_fails(tmp_path, openstack_cloud, target, PermanentError, fault, running=10)
 
 
 def test_quota_exceeded_on_create(openstack_cloud, cern_image, tmp_path):
-    fake = openstack_cloud
-    fake.quota_instances = 0
-    run = run_for(tmp_path)
-    with pytest.raises(ProviderError, match=r"create server: HTTP 403: Quota exceeded for instances"):
-        create_only(target_for(), run)
-    assert_nothing_left(fake, run)
+    openstack_cloud.quota_instances = 0
+    quota = r"create server: HTTP 403: Quota exceeded for instances"
+    target = target_for(openstack_cloud, CERN_IMAGE)
+    assert_launch_fails(tmp_path, openstack_cloud, target, ProviderError, quota, running=10)
 
 
 def test_image_not_found_or_ambiguous_lists_what_exists(openstack_cloud, cern_image, tmp_path):
     fake = openstack_cloud
     run = run_for(tmp_path)
     with pytest.raises(ConfigError) as error:
-        create_only(target_for("CernVM 4 - Bootloader v2020.04-1"), run)
+        create_only(target_for(openstack_cloud, "CernVM 4 - Bootloader v2020.04-1"), run, running=10)
     assert "targets.os.image: no image named 'CernVM 4 - Bootloader v2020.04-1' (exact match" in str(error.value)
     assert repr(CERN_IMAGE) in str(error.value)
     twin = "CernVM 3 [twin]"
     a, b = fake.add_image(twin, b"a"), fake.add_image(twin, b"b")
     try:
         with pytest.raises(ConfigError, match=rf"2 images are named 'CernVM 3 \[twin\]': .*{a['id']}.*use the id"):
-            create_only(target_for(twin), run)
-        machine, _ = create_only(target_for(b["id"]), run)
+            create_only(target_for(openstack_cloud, twin), run, running=10)
+        machine, _ = create_only(target_for(openstack_cloud, b["id"]), run, running=10)
         assert fake.servers[machine.server_id].body["image"]["id"] == b["id"]
         machine.destroy()
     finally:
@@ -435,7 +380,7 @@ def test_keypair_name_clash_is_an_error_and_leaves_the_other_key(openstack_cloud
     conn.compute.create_keypair(name=name, public_key=run.public_key)
     try:
         with pytest.raises(ProviderError, match=rf"create key pair: HTTP 409: Key pair '{name}' already exists"):
-            create_only(target_for(), run, name=name)
+            create_only(target_for(openstack_cloud, CERN_IMAGE), run, name=name, running=10)
         assert name in fake.keypairs, "the clashing key pair is not ours: left alone"
         assert run.ledger.entries() == []
     finally:
@@ -447,7 +392,7 @@ def test_console_output_empty_for_a_while(openstack_cloud, cern_image, tmp_path)
     fake = openstack_cloud
     fake.console_after = 0.5
     run = run_for(tmp_path)
-    machine, _ = create_only(target_for(), run)
+    machine, _ = create_only(target_for(openstack_cloud, CERN_IMAGE), run, running=10)
     try:
         keys = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGnn1W3ivGTtDKBYHd8J3C6i3hGmBJxcCwmz8HUE0GDp root@cvm"
         fake.set_console(
@@ -465,10 +410,9 @@ def test_console_output_empty_for_a_while(openstack_cloud, cern_image, tmp_path)
 
 
 def test_security_group_delete_409_then_success(openstack_cloud, cern_image, tmp_path):
-    fake = openstack_cloud
-    fake.port_release_seconds = 1.5
+    openstack_cloud.port_release_seconds = 1.5
     run = run_for(tmp_path)
-    machine, _ = create_only(target_for(), run)
+    machine, _ = create_only(target_for(openstack_cloud, CERN_IMAGE), run, running=10)
     conflicts = []
     original = requests.Session.send
 
@@ -482,7 +426,7 @@ def test_security_group_delete_409_then_success(openstack_cloud, cern_image, tmp
         patch.setattr(requests.Session, "send", send)
         machine.destroy()
     assert conflicts and set(conflicts) == {"SecurityGroupInUse"}
-    assert_nothing_left(fake, run)
+    assert_nothing_left(openstack_cloud, run)
 
 
 def test_bad_options_are_one_clear_error(openstack_cloud):
@@ -495,9 +439,9 @@ def test_bad_options_are_one_clear_error(openstack_cloud):
     ]
     for options, message in cases:
         with pytest.raises(ConfigError) as error:
-            target_for(**options)
+            target_for(openstack_cloud, CERN_IMAGE, **options)
         assert message in str(error.value) and "targets.os" in str(error.value), str(error.value)
-    target = target_for(flavor="m9.huge")
+    target = target_for(openstack_cloud, CERN_IMAGE, flavor="m9.huge")
     with pytest.raises(ConfigError, match=r"targets.os.flavor: 0 flavors match 'm9.huge'; flavors: cvm.medium"):
         OpenStackProvider(target, Run()).find_flavor()
 
@@ -516,7 +460,9 @@ def test_floating_address_is_allocated_tagged_and_released_first(openstack_cloud
             order.append(re.sub(r"^https?://[^/]+/(\w+)/[^/]+/([\w-]+)/.*$", r"\2", request.url))
         return original(session, request, **kwargs)
 
-    machine, _ = create_only(target_for(address="floating", floating_ip_pool="public"), run)
+    machine, _ = create_only(
+        target_for(openstack_cloud, CERN_IMAGE, address="floating", floating_ip_pool="public"), run, running=10
+    )
     try:
         held = fake.holds()
         assert len(held["floating-ip"]) == 1
@@ -537,7 +483,7 @@ def test_the_floating_ip_is_attached_in_the_launch_and_the_wait_creates_nothing(
     fake = openstack_cloud
     fake.build_seconds = 2.0  # the port comes after network_seconds, long before the server is ACTIVE
     run = run_for(tmp_path)
-    provider = OpenStackProvider(target_for(address="floating", floating_ip_pool="public"), run)
+    provider = OpenStackProvider(target_for(fake, CERN_IMAGE, address="floating", floating_ip_pool="public"), run)
     machine = provider.machine(run.name("os"))
     try:
         provider.launch(machine, Context(hostname=machine.name, ssh_keys=(run.public_key,)))
@@ -559,10 +505,11 @@ def test_keep_marks_every_tagged_resource_so_a_sweep_from_the_platform_leaves_th
     openstack_cloud, image_file, tmp_path
 ):
     run = run_for(tmp_path)
-    machine, _ = create_only(target_for(str(image_file), address="floating", floating_ip_pool="public"), run)
+    target = target_for(openstack_cloud, str(image_file), address="floating", floating_ip_pool="public")
+    machine, _ = create_only(target, run)
     try:
         machine.keep()
-        found = [r for r in OpenStackProvider.leftovers(target_for(), set()) if r.name == machine.name]
+        found = [r for r in OpenStackProvider.leftovers(target, set()) if r.name == machine.name]
         assert sorted(r.kind for r in found) == sorted(osmod.CREATION_ORDER), found
         assert all(r.kept and r.expires > time.time() + 23 * 3600 for r in found), found
     finally:
@@ -573,52 +520,22 @@ def test_keep_marks_every_tagged_resource_so_a_sweep_from_the_platform_leaves_th
 # --- sweep after SIGKILL --------------------------------------------------------------------------------
 
 
-def config_file(path: Path, image: str, **extra) -> Path:
-    options = {
-        "provider": "openstack",
-        "image": image,
-        "profile": "appliance",
-        "cloud": CLOUD,
-        "ssh_cidr": CIDR,
-        "poll_interval": 0.1,
-        "slowdown": 1,
-        **extra,
-    }
-
-    return write_target(path, "os", options)
-
-
 @pytest.mark.parametrize("ledger", ["kept", "lost"])
 def test_sweep_removes_what_a_killed_run_left(openstack_cloud, image_file, tmp_path, ledger):
     fake = openstack_cloud
     state = tmp_path / "state"
-    cfg = config_file(tmp_path / "cernvm.toml", str(image_file))
-    process = subprocess.Popen(
-        [sys.executable, "-c", KILLED_LAUNCH, str(cfg)],
-        env=subprocess_env(state),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        run_id = process.stdout.readline().strip()
-        assert run_id, process.stderr.read()
-    finally:
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=30)
+    cfg = config_file(tmp_path / "cernvm.toml", openstack_cloud, str(image_file))
+    killed_launch(cfg, subprocess_env(state))
     held = fake.holds()
     assert held.keys() >= {"server", "security-group", "keypair", "image"}
     assert len(ledger_entries(state)) == 4
-    if ledger == "lost":
-        shutil.rmtree(state)
-    sweep = cli(state, "sweep", "--config", str(cfg), cwd=tmp_path)
-    assert sweep.returncode == 0, sweep.stdout + sweep.stderr
+    sweep = sweep_killed(cfg, state, lose_ledger=ledger == "lost")
     assert fake.holds() == {}, sweep.stdout + sweep.stderr
     assert ledger_entries(state) == [] and not list(state.glob("runs/*"))
     order = re.findall(r"destroyed openstack (\S+)", sweep.stdout)
     assert order.index("server") < order.index("security-group") < order.index("image"), order
     assert order.index("server") < order.index("keypair"), order
-    assert fake.errors == []
+    assert fake.violations == []
 
 
 # --- with SSH: a KVM stand-in reached through the endpoint hook -----------------------------------------
@@ -635,7 +552,7 @@ def test_lifecycle_through_ssh_and_the_console_keys(openstack_cloud, cern_image,
         return "127.0.0.1", standin.machine.ssh_port
 
     run = run_for(tmp_path, standin, endpoint=endpoint)
-    instance = launch(target_for(), run)
+    instance = launch(target_for(openstack_cloud, CERN_IMAGE), run)
     try:
         assert instance.run("hostname").stdout.strip() == standin.name
         key = [" ".join(k.split()[:2]) for k in instance.machine.host_keys() or []]
@@ -647,79 +564,23 @@ def test_lifecycle_through_ssh_and_the_console_keys(openstack_cloud, cern_image,
 
 
 def test_forged_host_key_on_the_console_is_refused(openstack_cloud, cern_image, standin, tmp_path):
-    from cernvm_fixtures.errors import ReadinessError
+    from ..clouds import assert_forged_host_key_refused
 
-    fake = openstack_cloud
-    forged = (
-        "-----BEGIN SSH HOST KEY KEYS-----\nssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGnn1W3ivGTtDKBYHd8J3C6i3hGmBJxc"
-        "Cwmz8HUE0GDp root@forged\n-----END SSH HOST KEY KEYS-----\n"
-    )
-
-    def endpoint(machine, host, port):
-        fake.set_console(machine.server_id, forged)
-        return "127.0.0.1", standin.machine.ssh_port
-
-    run = run_for(tmp_path, standin, endpoint=endpoint)
-    with pytest.raises(ReadinessError, match="not among the 1 key"):
-        launch(target_for(deadlines={"running": 10, "reachable": 5, "login": 5, "ready": 5}), run)
-    assert_nothing_left(fake, run)
+    deadlines = {"running": 10, "reachable": 5, "login": 5, "ready": 5}
+    target = target_for(openstack_cloud, CERN_IMAGE, deadlines=deadlines)
+    assert_forged_host_key_refused(tmp_path, openstack_cloud, standin, target)
 
 
 # --- the scenario suite end to end: the fake + one stand-in per server, booted from the fake's user data
 
 
-STANDIN_CONFTEST = '''
-"""Stand-ins for OpenStack servers that the local fake only records, each booted from the user data the fake
-holds for that server (read back through openstacksdk as Nova's OS-EXT-SRV-ATTR:user_data); what a stand-in
-prints on its console goes to the server's console log (the fake's test hook), where the provider reads the
-host keys from."""
-import base64
-
-from standins import StandIns
-
-from cernvm_fixtures.providers import openstack
-
-
-def user_data(machine, host):
-    assert host.startswith("192.0.2."), host
-    server = openstack.connection(machine.options.cloud).compute.get_server(machine.server_id)
-    return base64.b64decode(server.user_data)
-
-
-def booted(machine, standin):
-    base = openstack.connection(machine.options.cloud).config.get_auth_args()["auth_url"].rsplit("/identity", 1)[0]
-    STANDINS.forward_console(standin, f"{base}/_test/console/{machine.server_id}")
-
-
-STANDINS = StandIns("openstack", user_data, booted)
-
-
-def pytest_cernvm_endpoint(machine, host, port):
-    return STANDINS.endpoint(machine, host)
-
-
-def pytest_sessionfinish(session):
-    STANDINS.finish()
-'''
-
-
 def test_scenario_suite_end_to_end_against_the_fake_with_standins(openstack_cloud, image_file, tmp_path):
     fake = openstack_cloud
-    work = standin_work(tmp_path, STANDIN_CONFTEST)
-    config_file(
-        work / "cernvm.toml",
-        str(image_file),
-        profile=str(HERE / "openstack_standin.toml"),
-        deadlines={"running": 30, "reachable": 300, "login": 60, "ready": 120},
-    )
-    state = tmp_path / "state"
-    suite = run_suite(work, tmp_path / "report.xml", subprocess_env(state), timeout=1500)
-    assert_through_standins(suite, work, instances=2)
+    deadlines = {"running": 30, "reachable": 300, "login": 60, "ready": 120}
+    suite = suite_through_standins(tmp_path, fake, str(image_file), deadlines=deadlines)
     assert "fake-openstack-password" not in suite.output
-    assert domains_under(tmp_path) == [], "stand-in domains left behind"
-    assert ledger_entries(state) == [] and not list(state.glob("runs/*"))
     assert fake.holds() == {}, "the fake still holds resources of the run"
-    assert fake.errors == []
+    assert fake.violations == []
 
 
 def test_image_lookup_follows_glance_pages(openstack_cloud, tmp_path):
@@ -739,7 +600,7 @@ def test_image_lookup_follows_glance_pages(openstack_cloud, tmp_path):
     try:
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(requests.Session, "send", send)
-            found = OpenStackProvider(target_for(), run_for(tmp_path)).find_image(
+            found = OpenStackProvider(target_for(openstack_cloud, CERN_IMAGE), run_for(tmp_path)).find_image(
                 "CernVM 4 - Bootloader v2019.30-1 [2019-30-01]"
             )
         assert found.id == seeded[-1]

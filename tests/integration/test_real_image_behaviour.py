@@ -20,8 +20,6 @@ from cernvm_fixtures.run import Run
 
 from ..helpers import domains_under
 
-pytestmark = pytest.mark.integration
-
 
 def boot(tmp_path: Path, user_data: UserData | None = None, **options) -> tuple[Instance, Run]:
     raw = {"kvm": {"provider": "kvm", "domain_type": "qemu", **options}}

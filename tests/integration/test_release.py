@@ -13,13 +13,9 @@ from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import pytest
-
 from cernvm_fixtures import appliance, download
 
 from ..helpers import domains_under, ledger_entries, outcomes, run_scenarios
-
-pytestmark = pytest.mark.integration
 
 RELEASE = "2099.01-1"
 FILES = {

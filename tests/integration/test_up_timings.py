@@ -5,11 +5,7 @@ from __future__ import annotations
 import re
 import time
 
-import pytest
-
 from tests.helpers import cli, docker_objects_under
-
-pytestmark = pytest.mark.integration
 
 
 def test_up_splits_its_wall_time_into_the_steps(tmp_path):

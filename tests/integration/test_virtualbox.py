@@ -21,20 +21,13 @@ from xml.etree import ElementTree
 
 import pytest
 
-from cernvm_fixtures import config
-from cernvm_fixtures.context import Context
 from cernvm_fixtures.errors import ScreenUnavailable
 from cernvm_fixtures.providers import virtualbox as vb
 from cernvm_fixtures.run import Run
 
-from ..helpers import ROOT, cli, ledger_entries, outcomes, run_scenarios, skip_reasons
+from ..fakes.virtualbox import CHROOT, PROFILE, REAL, STANDIN, media, qemus_under, target, vms
+from ..helpers import ROOT, cli, create_only, ledger_entries, outcomes, run_scenarios, skip_reasons
 
-pytestmark = pytest.mark.integration
-
-CHROOT = Path(os.environ.get("CERNVM_FIXTURES_VBOX_ROOT", "/var/cache/cernvm-fixtures/vbox-sid"))
-REAL = ["chroot", str(CHROOT), vb.DEBIAN_VBOXMANAGE]
-STANDIN = [sys.executable, str(ROOT / "tests" / "fakes" / "virtualbox" / "vboxmanage.py")]
-PROFILE = ROOT / "tests" / "integration" / "virtualbox_standin.toml"
 NS = {"vb": "http://www.virtualbox.org/"}
 
 
@@ -45,56 +38,6 @@ def real_vboxmanage():
     assert vb.version(tuple(REAL)).startswith("7."), vb.version(tuple(REAL))
 
 
-def target(**options) -> config.Target:
-    raw = {
-        "provider": "virtualbox",
-        "vboxmanage": STANDIN,
-        "profile": str(PROFILE),
-        "slowdown": 4,
-        "shared_folders": {"data": ""},
-        **options,
-    }
-    return config.parse({"targets": {"vbox": raw}}, "test").targets["vbox"]
-
-
-def vms() -> list[str]:
-    return [
-        line.split('"')[1]
-        for line in subprocess.run(
-            [*REAL, "list", "vms"], capture_output=True, text=True, check=True
-        ).stdout.splitlines()
-        if '"' in line
-    ]
-
-
-def vm_files() -> list[str]:
-    """The settings file of every registered VM, inaccessible ones included (their folder is gone)."""
-    listed = subprocess.run([*REAL, "list", "--long", "vms"], capture_output=True, text=True, check=True).stdout
-    return [line.split(":", 1)[1].strip() for line in listed.splitlines() if line.startswith("Config file:")]
-
-
-def media() -> str:
-    return "".join(
-        subprocess.run([*REAL, "list", kind], capture_output=True, text=True).stdout for kind in ("hdds", "dvds")
-    )
-
-
-def qemus_under(directory: Path) -> list[str]:
-    found = subprocess.run(["pgrep", "-af", "qemu-system"], capture_output=True, text=True).stdout.splitlines()
-    return [line for line in found if str(directory) in line]
-
-
-def create(target_: config.Target, run: Run) -> vb.VirtualBoxMachine:
-    provider = vb.VirtualBoxProvider(target_, run)
-    machine = provider.machine(run.name(target_.name))
-    try:
-        provider.launch(machine, Context(hostname=machine.name, ssh_keys=(run.public_key,)))
-    except BaseException:
-        machine.destroy()
-        raise
-    return machine
-
-
 def assert_nothing_left(directory: Path, names: list[str]) -> None:
     assert not set(names) & set(vms()), "VMs still registered"
     assert str(directory) not in media(), "media still registered"
@@ -103,7 +46,7 @@ def assert_nothing_left(directory: Path, names: list[str]) -> None:
 
 def test_the_real_vboxmanage_writes_the_documented_machine(tmp_path):
     run = Run(state=tmp_path / "state")
-    machine = create(target(), run)
+    machine, _ = create_only(target(), run)
     try:
         info = vb.VBoxManage(REAL).info(machine.name)
         assert info["VMState"] == "poweroff", "the real VirtualBox did not start it: the stand-in did"
@@ -163,7 +106,7 @@ def test_every_resource_is_recorded_before_vboxmanage_creates_it(tmp_path, monke
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(vb.VBoxManage, "__call__", intercept)
-    machine = create(target(), run)
+    machine, _ = create_only(target(), run)
     machine.destroy()
     assert seen == [("createmedium", {"directory", "disk"}), ("createvm", {"directory", "disk", "vm"})]
     assert_nothing_left(run.directory, [machine.name])
@@ -173,9 +116,10 @@ KILLED = """
 import os, signal, sys
 from cernvm_fixtures import config
 from cernvm_fixtures.run import Run
-from tests.integration.test_virtualbox import create, target
+from tests.fakes.virtualbox import target
+from tests.helpers import create_only
 run = Run()
-machine = create(target(), run)
+machine, _ = create_only(target(), run)
 print(machine.name, run.directory, flush=True)
 os.kill(os.getpid(), signal.SIGKILL)
 """
@@ -290,7 +234,7 @@ def test_screenshot_of_the_running_vm_through_controlvm_screenshotpng(tmp_path):
             return len(image.convert("RGB").getcolors(1 << 16) or ())
 
     run = Run(state=tmp_path / "state")
-    machine = create(target(), run)
+    machine, _ = create_only(target(), run)
     try:
         deadline = time.monotonic() + 300
         while colours(machine.screenshot(tmp_path / "live.png")) < 2:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import grp
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from cernvm_fixtures import config
 from cernvm_fixtures.doctor import Check, blocking, device_access, report, running
-from tests.helpers import cli, pytest_command, subprocess_env, write_work
+from tests.helpers import cli, run_pytest, subprocess_env, write_work
 
 UNREACHABLE = """
 [targets.box]
@@ -74,14 +73,7 @@ def test_the_plugin_stops_the_session_with_the_doctors_message(tmp_path):
     work = write_work(
         tmp_path, config=UNREACHABLE, tests={"test_it.py": "def test_a(cernvm): pass\ndef test_b(cernvm): pass\n"}
     )
-    result = subprocess.run(
-        pytest_command("test_it.py"),
-        cwd=work,
-        env=subprocess_env(tmp_path / "state"),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_pytest(work, subprocess_env(tmp_path / "state"), "test_it.py")
     assert result.returncode == 4, result.stdout + result.stderr
     assert "box  problem  daemon: cannot reach the Docker daemon" in result.stderr
     assert "test_a" not in result.stdout
@@ -89,12 +81,5 @@ def test_the_plugin_stops_the_session_with_the_doctors_message(tmp_path):
 
 def test_the_plugin_runs_no_checks_when_no_test_uses_an_instance(tmp_path):
     work = write_work(tmp_path, config=UNREACHABLE, tests={"test_it.py": "def test_plain(): pass\n"})
-    result = subprocess.run(
-        pytest_command("test_it.py"),
-        cwd=work,
-        env=subprocess_env(tmp_path / "state"),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_pytest(work, subprocess_env(tmp_path / "state"), "test_it.py")
     assert result.returncode == 0, result.stdout + result.stderr

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ..conftest import LOCAL_TARGETS
-from ..helpers import CHILD
+from ..helpers import CHILD, LOCAL_TARGETS
 
 A_TEST = """
 def test_uname(cernvm):

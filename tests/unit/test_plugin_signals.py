@@ -12,8 +12,7 @@ import pytest
 
 from cernvm_fixtures.testing.local import machines_under
 
-from ..conftest import LOCAL_TARGETS
-from ..helpers import CHILD, start_pytest
+from ..helpers import CHILD, LOCAL_TARGETS, start_pytest
 
 WAITING = """
 import time

@@ -144,6 +144,17 @@ def test_parentheses_cannot_escape_into_the_session(session):
     assert session.run("pwd", timeout=10).stdout.strip() == os.getcwd()
 
 
+def kill_and_wait_gone(session: ShellSession, marker: str, why: str) -> None:
+    """Run the session's kill command, then wait (5 s at most, else fail with ``why``) until no process whose
+    command line holds ``marker`` is left; close the session."""
+    subprocess.run(["sh", "-c", session.kill_command()], check=True, timeout=10)
+    deadline = time.monotonic() + 5
+    while subprocess.run(["pgrep", "-f", marker], capture_output=True).returncode == 0:
+        assert time.monotonic() < deadline, why
+        time.sleep(0.05)
+    session.close()
+
+
 def test_timeout_kills_the_command_tree():
     channel = LocalChannel(["sh"])
     session = ShellSession(channel)
@@ -153,12 +164,7 @@ def test_timeout_kills_the_command_tree():
         session.run(f"sh -c 'sleep 300; : {marker}' & sleep 301; : {marker}", timeout=0.5)
     assert time.monotonic() - started < 5
     assert not session.alive
-    subprocess.run(["sh", "-c", session.kill_command()], check=True, timeout=10)
-    deadline = time.monotonic() + 5
-    while subprocess.run(["pgrep", "-f", marker], capture_output=True).returncode == 0:
-        assert time.monotonic() < deadline, "the timed-out command's processes survived"
-        time.sleep(0.05)
-    session.close()
+    kill_and_wait_gone(session, marker, "the timed-out command's processes survived")
 
 
 def test_a_dead_shell_is_reported():
@@ -328,12 +334,7 @@ def test_timeout_kills_double_forked_processes(shell):
     marker = f"cvmfx-test-{os.getpid()}-{time.monotonic_ns()}"
     with pytest.raises(CommandTimeout):
         session.run(f"(sh -c 'sleep 300; : {marker}' &); sleep 301; : {marker}", timeout=0.5)
-    subprocess.run(["sh", "-c", session.kill_command()], check=True, timeout=10)
-    deadline = time.monotonic() + 5
-    while subprocess.run(["pgrep", "-f", marker], capture_output=True).returncode == 0:
-        assert time.monotonic() < deadline, "a double-forked process survived the timeout kill"
-        time.sleep(0.05)
-    session.close()
+    kill_and_wait_gone(session, marker, "a double-forked process survived the timeout kill")
 
 
 def test_a_timeout_spares_what_earlier_commands_left_running_on_purpose(tmp_path):

@@ -22,19 +22,21 @@ What it serves, as the real azure-mgmt-* and azure-identity clients call it:
 
 Every request body is checked against the installed SDK's model of the resource
 (:mod:`.wire`) for the api-version in the URL, which must be one that SDK sends; every response body
-is checked against the same model before it leaves (a fake that drifts from the SDK fails loudly).
+is checked against the same model before it leaves (a fake that drifts from the SDK fails loudly). What fails
+those checks is answered with ARM's error and kept in ``violations`` (the fake protocol of tests/fakes/server.py),
+which the fixture asserts empty after each test.
 """
 
 from __future__ import annotations
 
 import base64
-import http.server
 import json
 import re
 import secrets
 import ssl
 import threading
 import time
+import traceback
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -42,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from ..screens import standin_screen
+from ..server import Call, FakeHandler, FakeServer, decoded
 from . import wire
 
 TYPES = {
@@ -137,11 +140,13 @@ class Faults:
     skus: dict[str, int] = field(default_factory=lambda: dict(SKUS))
 
 
-class Arm:
+class Arm(FakeServer):
     """The fake's state and its HTTPS server."""
 
     def __init__(self, directory: Path, *, tenant: str, client_id: str, secret: str, polls: int = 1) -> None:
         import trustme
+
+        super().__init__()
 
         self.ca = trustme.CA()
         cert = self.ca.issue_cert("127.0.0.1", "localhost")
@@ -150,8 +155,8 @@ class Arm:
         self.cert_file, self.key_file = directory / "cert.pem", directory / "key.pem"
         cert.private_key_and_cert_chain_pem.write_to_path(str(self.cert_file))
         cert.private_key_pem.write_to_path(str(self.key_file))
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        cert.configure_cert(context)
+        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        cert.configure_cert(self.context)
         self.tenant, self.client_id, self.secret = tenant, client_id, secret
         self.polls = polls
         self.lock = threading.RLock()
@@ -166,22 +171,13 @@ class Arm:
         self.faults = Faults()
         self.requests: list[tuple[str, str, Any]] = []
         self.blob_exists: Callable[[str], bool] | None = None
-        self.on_request: Callable[[str, str], None] | None = None
-        """Called with method and path before an ARM request is handled (tests: ledger-before-create)."""
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        self.server.daemon_threads = True
-        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
-        self.server.arm = self  # type: ignore[attr-defined]
-        self.url = f"https://127.0.0.1:{self.server.server_address[1]}"
-        self._thread = threading.Thread(target=self.server.serve_forever, name="fake-arm", daemon=True)
 
-    def start(self) -> Arm:
-        self._thread.start()
-        return self
+    def handler(self) -> type[FakeHandler]:
+        return _Handler
 
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+    def start(self, tls: ssl.SSLContext | None = None) -> Arm:
+        """Serve over HTTPS with the fake's certificate (its CA in ``ca_file``)."""
+        return super().start(tls or self.context)
 
     # -- tokens
 
@@ -229,34 +225,10 @@ class Arm:
         return f"{self.url}/subscriptions/{{sub}}/providers/{namespace}/locations/{location}/operations/{op.id}"
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: Any
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
-        pass
-
+class _Handler(FakeHandler):
     @property
     def arm(self) -> Arm:
-        return self.server.arm
-
-    def do_GET(self) -> None:
-        self.dispatch("GET")
-
-    def do_PUT(self) -> None:
-        self.dispatch("PUT")
-
-    def do_PATCH(self) -> None:
-        self.dispatch("PATCH")
-
-    def do_DELETE(self) -> None:
-        self.dispatch("DELETE")
-
-    def do_POST(self) -> None:
-        self.dispatch("POST")
-
-    def do_HEAD(self) -> None:
-        self.dispatch("HEAD")
+        return self.fake
 
     def send(
         self,
@@ -277,18 +249,20 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(data)
 
-    def dispatch(self, method: str) -> None:
+    def answer(self) -> None:
         parsed = urllib.parse.urlsplit(self.path)
         query = {k.lower(): v[0] for k, v in urllib.parse.parse_qs(parsed.query).items()}
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
+        raw = self.read_body()
         try:
-            self.route(method, parsed.path, query, raw)
+            self.route(self.command, parsed.path, query, raw)
         except ArmError as e:
             body = {"error": {"code": e.code, "message": e.message}}
             if e.code.startswith("invalid_"):
                 body = {"error": e.code, "error_description": e.message}
             self.send(e.status, body)
+        except Exception as e:  # noqa: BLE001 - a bug in the fake answers 500, as ARM would
+            self.arm.violations.append(traceback.format_exc())
+            self.send(500, {"error": {"code": "InternalServerError", "message": repr(e)}})
 
     def route(self, method: str, path: str, query: dict[str, str], raw: bytes) -> None:
         arm = self.arm
@@ -310,14 +284,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if len(parts) == 4 and lower[1:] == ["oauth2", "v2.0", "token"] and method == "POST":
             form = {k: v[0] for k, v in urllib.parse.parse_qs(raw.decode()).items()}
             return self.send(200, arm.token(form, parts[0]))
-        if lower[:2] == ["_test", "consoles"] and method == "PUT" and len(parts) == 3:
-            # Not ARM: the tests' control channel (like moto's /moto-api), used by a stand-in conftest in
+        if lower[:2] == ["_test", "console"] and method == "PUT" and len(parts) == 3:
+            # Not ARM: the tests' control channel (like moto's /moto-api), used by the stand-ins plugin in
             # another process to make a KVM stand-in's console file the VM's serial log.
             console = Path(json.loads(raw)["file"])
             arm.consoles[parts[2].lower()] = lambda: console.read_text(errors="replace") if console.exists() else ""
             return self.send(204)
-        if lower[:2] == ["_test", "screens"] and method == "PUT" and len(parts) == 3:
-            # Not ARM: the tests' control channel, for a stand-in conftest in another process to make a KVM
+        if lower[:2] == ["_test", "screen"] and method == "PUT" and len(parts) == 3:
+            # Not ARM: the tests' control channel, for the stand-ins plugin in another process to make a KVM
             # stand-in's screen the VM's boot diagnostics screenshot.
             arm.screens[parts[2].lower()] = standin_screen(json.loads(raw)["domain"])
             return self.send(204)
@@ -337,8 +311,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             raise ArmError(404, "NotFound", f"no route for {path}")
         with arm.lock:
             arm.requests.append((method, path, json.loads(raw) if raw else None))
-            if arm.on_request is not None:
-                arm.on_request(method, path)
+            arm.called(Call(method, path, decoded(raw)))
             return self.route_subscription(method, parts, lower, query, raw)
 
     def route_subscription(
@@ -377,6 +350,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         version = query.get("api-version")
         known = wire.api_versions(namespace)
         if version not in known:
+            self.arm.violations.append(f"{self.command} {self.path}: api-version {version!r} is not the SDK's")
             raise ArmError(
                 400,
                 "NoRegisteredProviderFound",
@@ -392,6 +366,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             raise ArmError(400, "InvalidRequestContent", f"The request content was invalid JSON: {e}") from None
         found = wire.model_problems(body, cls)
         if found:
+            self.arm.violations += [f"{self.command} {self.path}: {cls.__name__} {p}" for p in found]
             raise ArmError(
                 400,
                 "InvalidRequestContent",
@@ -402,6 +377,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def reply(self, status: int, body: dict[str, Any], cls: type, headers: dict[str, str] | None = None) -> None:
         found = wire.model_problems(body, cls, request=False)
         if found:
+            self.arm.violations += [f"response to {self.command} {self.path}: {cls.__name__} {p}" for p in found]
             raise ArmError(500, "FakeResponseInvalid", f"the fake's own {cls.__name__} is not the SDK's: {found}")
         self.send(status, body, headers)
 

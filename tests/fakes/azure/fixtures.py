@@ -1,7 +1,7 @@
 """pytest fixtures: the fake ARM and Azurite on 127.0.0.1 over HTTPS, with service-principal credentials in the
 environment, so the provider's DefaultAzureCredential takes the environment path to the fake's token endpoint.
 
-Use from a test module with ``from ..fakes.azure.fixtures import azure_cloud  # noqa: F401``.
+A pytest plugin (the root conftest declares it).
 """
 
 from __future__ import annotations
@@ -87,8 +87,10 @@ def _blob_exists(cloud_credential, url: str) -> bool:
 
 
 @pytest.fixture(scope="session")
-def azure_cloud(tmp_path_factory) -> Iterator[AzureCloud]:
+def azure_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AzureCloud]:
     """The fake ARM and Azurite, each on a free port of 127.0.0.1 with one trustme CA; credentials in the env."""
+    from cernvm_fixtures.providers import azure
+
     directory: Path = tmp_path_factory.mktemp("azure-cloud")
     secret = "fake-secret-" + secrets.token_hex(8)
     arm = Arm(directory, tenant=TENANT, client_id=CLIENT, secret=secret, polls=1).start()
@@ -115,8 +117,6 @@ def azure_cloud(tmp_path_factory) -> Iterator[AzureCloud]:
     checker = cloud.credential()
     arm.blob_exists = lambda url: _blob_exists(checker, url)
     cloud.blobs().create_container(CONTAINER)
-    from cernvm_fixtures.providers import azure
-
     azure.reset_clients()
     try:
         yield cloud
@@ -125,3 +125,10 @@ def azure_cloud(tmp_path_factory) -> Iterator[AzureCloud]:
         arm.stop()
         patch.undo()
         azure.reset_clients()
+
+
+@pytest.fixture
+def azure_cloud(azure_session: AzureCloud) -> Iterator[AzureCloud]:
+    """The session's fake ARM, with each test's requests and responses held to the SDK's models."""
+    with azure_session.arm.checked():
+        yield azure_session

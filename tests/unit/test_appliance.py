@@ -243,32 +243,24 @@ def _tools(bindir: Path) -> _host.HostTools:
 
 
 def test_no_apt_lists_says_apt_get_update(tmp_path, monkeypatch):
-    bindir = _fake_path(
-        tmp_path,
-        monkeypatch,
-        {
-            "apt-cache": 'echo "E: No packages found" >&2; exit 100',
-            "dpkg": "exit 1",
-        },
-    )
+    tools = {"apt-cache": 'echo "E: No packages found" >&2; exit 100', "dpkg": "exit 1"}
+    bindir = _fake_path(tmp_path, monkeypatch, tools)
     with pytest.raises(ApplianceError) as err:
         _host.resolve_kernel(_tools(bindir), tmp_path / "cache", lambda m: None)
     assert "apt-get update" in str(err.value)
 
 
-def test_kernel_resolved_through_metapackage(tmp_path, monkeypatch):
-    bindir = _fake_path(
-        tmp_path,
-        monkeypatch,
-        {
-            "apt-cache": r"""
+APT_CACHE_SHOW = r"""
 case "$3" in
   linux-image-amd64) printf 'Package: linux-image-amd64\nVersion: 6.1.99-1\nDepends: linux-image-6.1.0-99-amd64 (= 6.1.99-1)\n\n' ;;
   linux-image-6.1.0-99-amd64=6.1.99-1) printf 'Package: linux-image-6.1.0-99-amd64\nVersion: 6.1.99-1\nFilename: pool/main/l/linux-signed-amd64/linux-image-6.1.0-99-amd64_6.1.99-1_amd64.deb\nSHA256: %s\n\n' 0123 ;;
   *) exit 100 ;;
 esac"""  # noqa: E501
-        },
-    )
+"""``apt-cache show`` of a kernel metapackage and the kernel package it depends on."""
+
+
+def test_kernel_resolved_through_metapackage(tmp_path, monkeypatch):
+    bindir = _fake_path(tmp_path, monkeypatch, {"apt-cache": APT_CACHE_SHOW})
     monkeypatch.setattr(_host, "APT_LISTS", tmp_path / "lists")
     kernel = _host.resolve_kernel(_tools(bindir), tmp_path / "cache", lambda m: None)
     assert (kernel.name, kernel.version, kernel.sha256, kernel.origin) == (
@@ -284,14 +276,8 @@ esac"""  # noqa: E501
 
 
 def test_kernel_falls_back_to_cached_package(tmp_path, monkeypatch):
-    bindir = _fake_path(
-        tmp_path,
-        monkeypatch,
-        {
-            "apt-cache": "exit 100",
-            "dpkg": '[ "$1" = --compare-versions ] && case "$2/$4" in 6.1.5-1/6.1.10-1) exit 0;; esac; exit 1',
-        },
-    )
+    newer = '[ "$1" = --compare-versions ] && case "$2/$4" in 6.1.5-1/6.1.10-1) exit 0;; esac; exit 1'
+    bindir = _fake_path(tmp_path, monkeypatch, {"apt-cache": "exit 100", "dpkg": newer})
     downloads = tmp_path / "cache/downloads"
     downloads.mkdir(parents=True)
     for version, abi in (("6.1.5-1", 5), ("6.1.10-1", 10)):
@@ -303,13 +289,8 @@ def test_kernel_falls_back_to_cached_package(tmp_path, monkeypatch):
 
 
 def test_download_failure_is_actionable(tmp_path, monkeypatch):
-    bindir = _fake_path(
-        tmp_path,
-        monkeypatch,
-        {
-            "apt-get": 'echo "E: Failed to fetch http://mirror/x.deb  404  Not Found" >&2; exit 100',
-        },
-    )
+    failing = 'echo "E: Failed to fetch http://mirror/x.deb  404  Not Found" >&2; exit 100'
+    bindir = _fake_path(tmp_path, monkeypatch, {"apt-get": failing})
     kernel = _host.KernelPackage("linux-image-6.1.0-1-amd64", "6.1.1-1", "", "k.deb", "apt")
     with pytest.raises(ApplianceError) as err:
         _host.ensure_kernel_deb(_tools(bindir), kernel, tmp_path / "cache", lambda m: None)
@@ -326,15 +307,13 @@ def test_unwritable_cache(tmp_path):
     assert "CERNVM_FIXTURES_CACHE" in str(err.value)
 
 
-def test_ldd_parsing(tmp_path, monkeypatch):
-    bindir = _fake_path(
-        tmp_path,
-        monkeypatch,
-        {
-            "ldd": r"""
+LDD = r"""
 printf '\tlinux-vdso.so.1 (0x00007ffd)\n\tlibz.so.1 => /lib/x86_64-linux-gnu/libz.so.1 (0x00007f)\n\tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f)\n\t/lib64/ld-linux-x86-64.so.2 (0x00007f)\n' """  # noqa: E501
-        },
-    )
+"""``ldd`` of a dynamically linked dropbear."""
+
+
+def test_ldd_parsing(tmp_path, monkeypatch):
+    bindir = _fake_path(tmp_path, monkeypatch, {"ldd": LDD})
     libs = _host.ldd_libraries("/usr/sbin/dropbear", str(bindir / "ldd"))
     assert libs == ["/lib/x86_64-linux-gnu/libz.so.1", "/lib/x86_64-linux-gnu/libc.so.6", "/lib64/ld-linux-x86-64.so.2"]
 

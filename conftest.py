@@ -1,0 +1,41 @@
+"""The project's own tests (``tests/``): the plugins they use, the markers their directories give, and the network
+rule they run under. The scenario suite needs none of it (the cernvm plugin registers itself); a run of the
+scenarios from this checkout only loads the test plugins' modules, which import no SDK until a fixture is used.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).resolve().parent / "tests"
+
+pytest_plugins = [
+    "pytester",
+    "tests.fakes.moto_server",
+    "tests.fakes.openstack.fixtures",
+    "tests.fakes.gce.fixtures",
+    "tests.fakes.azure.fixtures",
+]
+"""The emulators' and fakes' fixtures (``moto``, ``openstack_cloud``, ``gce``, ``azure_cloud``, ...) for every
+test that asks for them, and pytest's own ``pytester``."""
+
+DIRECTORY_MARKERS = {"integration": ("integration",), "appliance": ("appliance", "integration")}
+"""The markers every test under ``tests/<directory>`` carries: ``-m "not integration and not slow"`` is the fast
+tier (``./dev test``, ``tox -e unit``), ``-m "integration or slow"`` the real engines."""
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-socket's pytest_configure reads its options
+def pytest_configure(config: pytest.Config) -> None:
+    """A run of anything under ``tests/`` follows the network rule (tests/network_rule.py)."""
+    where = config.invocation_params.dir
+    paths = [(where / arg.split("::")[0]).resolve() for arg in config.args]
+    if any(path == TESTS or TESTS in path.parents for path in paths):
+        config.pluginmanager.import_plugin("tests.network_rule")
+
+
+def pytest_itemcollected(item: pytest.Item) -> None:
+    if TESTS in item.path.parents:
+        for marker in DIRECTORY_MARKERS.get(item.path.relative_to(TESTS).parts[0], ()):
+            item.add_marker(marker)
