@@ -15,8 +15,6 @@ import pytest
 
 from ..helpers import ROOT, domains_under, ledger_entries
 
-pytestmark = pytest.mark.integration
-
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
