@@ -187,20 +187,17 @@ def test_owned_directory_is_the_runs_own_machine_directory():
     assert not kit.owned_directory(Path("/s/runs/r1/machines/m1/../../../../etc"), "r1", "m1")
 
 
-# --- creation order -------------------------------------------------------------------------------
-
-
-def test_machine_destroy_follows_the_declared_creation_order(tmp_path):
+def fake_provider(tmp_path, machine_class, *, creation_order=(), options=None):
+    """A provider of ``machine_class`` machines on a run in ``tmp_path``, and the kinds it destroyed, in order."""
     from cernvm_fixtures.run import Run
 
-    destroyed = []
+    destroyed: list[str] = []
 
     class Fake(Provider):
         name = "fake"
-        creation_order = ("network", "disk", "vm")
 
         def machine(self, name):
-            return FakeMachine(self, name)
+            return machine_class(self, name)
 
         def launch(self, machine, context):
             raise NotImplementedError
@@ -208,6 +205,20 @@ def test_machine_destroy_follows_the_declared_creation_order(tmp_path):
         @classmethod
         def destroy_resource(cls, resource):
             destroyed.append(resource.kind)
+
+    Fake.creation_order = creation_order
+
+    class Target:
+        name = "fake"
+
+    Target.options = options
+    return Fake(Target(), Run("r", state=tmp_path)), destroyed
+
+
+# --- creation order -------------------------------------------------------------------------------
+
+
+def test_machine_destroy_follows_the_declared_creation_order(tmp_path):
 
     class FakeMachine(Machine):
         def wait_running(self, deadline):
@@ -219,11 +230,7 @@ def test_machine_destroy_follows_the_declared_creation_order(tmp_path):
         def login_command(self):
             return ""
 
-    class Target:
-        name = "fake"
-        options = None
-
-    provider = Fake(Target(), Run("r", state=tmp_path))
+    provider, destroyed = fake_provider(tmp_path, FakeMachine, creation_order=("network", "disk", "vm"))
     machine = provider.machine("m")
     for kind in ("vm", "network", "disk", "mystery"):
         provider.record(machine, kind, "m")
@@ -420,22 +427,6 @@ def test_a_delete_waiting_for_a_busy_resource_is_called_off(tmp_path):
 
 def remote_provider(tmp_path, states, marked):
     from cernvm_fixtures.providers.base import PlatformState, RemoteMachine, RemoteOptions
-    from cernvm_fixtures.run import Run
-
-    destroyed = []
-
-    class Fake(Provider):
-        name = "fake"
-
-        def machine(self, name):
-            return FakeMachine(self, name)
-
-        def launch(self, machine, context):
-            raise NotImplementedError
-
-        @classmethod
-        def destroy_resource(cls, resource):
-            destroyed.append(resource.kind)
 
     class FakeMachine(RemoteMachine):
         def __init__(self, provider, name):
@@ -457,11 +448,7 @@ def remote_provider(tmp_path, states, marked):
             marked.append([r.kept for r in self.resources])
             raise ProviderError("tags are read-only today")
 
-    class Target:
-        name = "fake"
-        options = RemoteOptions(poll_interval=0.01)
-
-    return Fake(Target(), Run("r", state=tmp_path)), destroyed
+    return fake_provider(tmp_path, FakeMachine, options=RemoteOptions(poll_interval=0.01))
 
 
 def test_forget_and_drop(tmp_path):
