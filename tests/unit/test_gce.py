@@ -241,3 +241,21 @@ def test_discovery_checks_can_fail():
         "compute.instances.getSerialPortOutput query port: 9 is outside 1..4",
         "compute.instances.getSerialPortOutput: unknown query parameter 'nope'",
     ]
+
+
+def test_a_long_machine_name_survives_the_labels_so_teardown_recognises_its_instance():
+    """Issue 26.7: the old labels cut the machine name at 63 characters after escaping, so teardown of an image
+    matrix cell (``gce-eu-nightly-cernvm5``) judged its own instance foreign, left it alone and leaked it. The kit's
+    fields continue a long value in ``_2``: the whole name comes back and the ownership check holds."""
+    from cernvm_fixtures.ledger import Resource
+    from cernvm_fixtures.providers.gce.labels import LABEL_KEY, LABEL_VALUE, ours
+    from cernvm_fixtures.providers.kit import decode_fields, encode_fields
+
+    name = "cvmfx-0b973455-gce-eu-nightly-cernvm5-with-a-long-label-e0585fdf03833edd"
+    assert len(name) > 63
+    entry = Resource(provider="gce", kind="instance", name=name, run="0b973455", target="gce-eu-nightly-cernvm5")
+    labels = encode_fields(entry)
+    assert all(LABEL_KEY.match(k) and LABEL_VALUE.match(v) for k, v in labels.items()), labels
+    decoded = decode_fields(labels)
+    assert decoded is not None and decoded.name == name
+    assert ours(labels, entry)
