@@ -172,6 +172,13 @@ class Instance:
         self.transport.close()
         self.machine.press_power_button()
 
+    def set_link(self, up: bool) -> None:
+        """Plug or pull the instance's network cable (Unsupported where the platform has none: the provider's
+        ``no_cable`` says why); pulling it drops the transport first (SSH goes through the instance's NIC)."""
+        if not up:
+            self.transport.close()
+        self.machine.set_link(up)
+
     def is_running(self) -> bool:
         """Whether the platform still runs the instance (False once it powered off)."""
         return self.machine.is_running()

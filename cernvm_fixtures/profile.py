@@ -205,6 +205,17 @@ class Reboot(_Section):
     ready again; it must come back on the same scratch disk with the same context (and boot without errors)."""
 
 
+class Cable(_Section):
+    """The release checklist's "pull the network cable and reboot: should take longer but should not hang"."""
+
+    deadline: Seconds = None
+    """Seconds (before the provider's slowdown) a boot with the network cable pulled may take until the screen shows
+    ``ready_screen``; then the cable goes back in and the instance must be ready again."""
+    ready_screen: Text = None
+    """A regular expression the screen's text matches once a boot is complete (a login prompt, a ready line): the
+    only thing a boot without network shows the harness (no SSH without the network)."""
+
+
 class Workloads(_Section):
     """The release checklist's "experiment workloads": commands that must succeed on the instance."""
 
@@ -234,6 +245,7 @@ class Profile(_Section):
     ssh: Ssh = Ssh()
     power: Power = Power()
     reboot: Reboot = Reboot()
+    cable: Cable = Cable()
     workloads: Workloads = Workloads()
     origin: str = ""
 

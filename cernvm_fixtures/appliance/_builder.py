@@ -108,6 +108,11 @@ _VARIANTS: dict[str, tuple[str, dict[str, int]]] = {
         "there (files, the recorded context) is gone",
         {"UCVM_SCRATCH_KEEP": 0},
     ),
+    "cable-hang": (
+        "the bootloader waits for a DHCP lease as long as it takes: a boot with the network cable pulled never "
+        "completes (it goes on once the cable is back)",
+        {"UCVM_BOOT_OFFLINE": 0},
+    ),
     "no-acpi": (
         "nothing handles the ACPI power button (no acpid): the instance ignores a shutdown request",
         {"UCVM_ACPI": 0},
@@ -129,6 +134,7 @@ _FLAGS = (
     "UCVM_ROOT_LOCKED",
     "UCVM_ACPI",
     "UCVM_SCRATCH_KEEP",
+    "UCVM_BOOT_OFFLINE",
 )
 
 # where the OS tree gets the host binaries (path in the tree)

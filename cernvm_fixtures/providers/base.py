@@ -123,6 +123,9 @@ class Provider(ABC, Generic[OptionsT, MachineT]):
     no_power_button: ClassVar[str | None] = "the provider has no ACPI power button call"
     """Why this platform's machines have no power button the harness can press, as a sentence; None: they have one
     (:meth:`Machine.press_power_button`). Scenarios read it before booting a machine for the power button."""
+    no_cable: ClassVar[str | None] = "the platform has no network cable the harness can pull (no link-state call)"
+    """Why this platform's machines have no network cable the harness can pull, as a sentence; None: they have one
+    (:meth:`Machine.set_link`). Scenarios read it before booting a machine for the cable."""
     creation_order: ClassVar[tuple[str, ...]] = ()
     """Resource kinds in the order they depend on each other; teardown and sweep go the other way."""
     instance_kind: ClassVar[str] = "vm"
@@ -304,6 +307,16 @@ class Machine(ABC):
         """
         provider = type(self.provider)
         raise Unsupported(f"{provider.name}: {provider.no_power_button or 'no ACPI power button call'}")
+
+    def set_link(self, up: bool) -> None:
+        """Plug (``up``) or pull the network cable of the machine's first NIC: the guest sees its link go down or
+        come back (``virsh domif-setlink``, ``VBoxManage controlvm setlinkstate1``), nothing else changes.
+
+        Raises:
+            Unsupported: the platform has no cable to pull (the provider's ``no_cable`` says why).
+        """
+        provider = type(self.provider)
+        raise Unsupported(f"{provider.name}: {provider.no_cable or 'no network cable to pull'}")
 
     def is_running(self) -> bool:
         """Whether the platform still runs the machine (False once the guest powered off, or the machine is gone).

@@ -107,6 +107,12 @@ CHECKLIST_NEGATIVE = [
         "written on the scratch disk (/mnt/.rw) before the reboot, is gone after it",
     ),
     (
+        "appliance:cable-hang",
+        "test_cable",
+        {"test_a_boot_without_network_completes_and_the_network_comes_back"},
+        "a boot with the network cable pulled did not complete within",
+    ),
+    (
         "appliance:no-acpi",
         "test_power_button",
         {"test_power_button_powers_off"},

@@ -47,6 +47,7 @@ def test_variants_ok_first_and_described():
         "root-password",
         "no-acpi",
         "reboot-reformats",
+        "cable-hang",
     }
     assert all(isinstance(d, str) and d and "\n" not in d for d in appliance.VARIANTS.values())
 

@@ -241,6 +241,7 @@ class DockerProvider(Provider[DockerOptions, "DockerMachine"]):
     no_screen = "a Docker container has no display"
     no_power_button = "a container has no ACPI power button (docker stop signals its init instead)"
     instance_kind = "container"
+    no_cable = "a container has no network cable (the harness runs it with network none)"
     creation_order = ("directory", "image", "container", "volume")
 
     @classmethod

@@ -58,7 +58,16 @@ from ..kit import (
     wait_until,
 )
 from .checks import cpu_checks, device_check
-from .domain import NS, VGA_TEXT_MEMORY, VGA_TEXT_SIZE, domain_xml, probe_xml, stratum1_forward, vga_text
+from .domain import (
+    NS,
+    USER_NETDEV,
+    VGA_TEXT_MEMORY,
+    VGA_TEXT_SIZE,
+    domain_xml,
+    probe_xml,
+    stratum1_forward,
+    vga_text,
+)
 from .options import KvmOptions
 
 if TYPE_CHECKING:
@@ -265,6 +274,7 @@ class KvmProvider(Provider[KvmOptions, "KvmMachine"]):
     parallel_boots = max(1, os.cpu_count() or 1)  # a TCG guest keeps a core busy while it boots
     creation_order = ("directory", "domain")
     no_power_button = None  # libvirt's ACPI shutdown (virsh shutdown --mode acpi), CernVM's KVM guide's "shutdown"
+    no_cable = None  # the NIC's link state (virsh domif-setlink; QEMU's set_link for the user-mode network)
 
     @property
     def uri(self) -> str:
@@ -606,6 +616,28 @@ class KvmMachine(Machine):
             raise ProviderError(f"{self.name}: the domain was not started")
         what = f"{self.name}: libvirt could not press the power button"
         LIBVIRT.call(what, self.domain.shutdownFlags, _libvirt().VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN)
+
+    def set_link(self, up: bool) -> None:
+        """The NIC's link up or down: libvirt's ``domif-setlink`` for a libvirt network; for the user-mode network
+        (a QEMU netdev libvirt does not manage), QEMU's own ``set_link`` through libvirt's monitor passthrough."""
+        if self.domain is None:
+            raise ProviderError(f"{self.name}: the domain was not started")
+        what = f"{self.name}: could not {'plug' if up else 'pull'} the network cable"
+        if self.options.network == "user":
+            qemu = sdk("kvm", "kvm", "libvirt_qemu")
+            command = json.dumps({"execute": "set_link", "arguments": {"name": USER_NETDEV, "up": up}})
+            LIBVIRT.call(what, qemu.qemuMonitorCommand, self.domain, command, 0)
+            return
+        root = ElementTree.fromstring(LIBVIRT.call(what, self.domain.XMLDesc, 0))
+        interface = root.find("devices/interface")
+        if interface is None:
+            raise ProviderError(f"{what}: the domain has no network interface")
+        link = interface.find("link")
+        if link is None:
+            link = ElementTree.SubElement(interface, "link")
+        link.set("state", "up" if up else "down")
+        xml = ElementTree.tostring(interface, encoding="unicode")
+        LIBVIRT.call(what, self.domain.updateDeviceFlags, xml, _libvirt().VIR_DOMAIN_AFFECT_LIVE)
 
     def is_running(self) -> bool:
         """Whether the domain is still active (a guest that powered off ends its transient domain)."""

@@ -19,6 +19,8 @@ from .options import KvmOptions
 NS = "https://cernvm-fixtures.invalid/ns/libvirt/1"
 """XML namespace of the metadata element that lets sweep recognise our domains."""
 QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
+USER_NETDEV = "n0"
+"""The id of the user-mode network's QEMU netdev (QEMU's ``set_link`` names it to pull the cable)."""
 ElementTree.register_namespace("qemu", QEMU_NS)
 ElementTree.register_namespace("cvmfx", NS)
 
@@ -164,14 +166,14 @@ def domain_xml(
     _seclabel(domain, uri)
     if options.network == "user":
         device = {"virtio": "virtio-net-pci", "e1000": "e1000", "rtl8139": "rtl8139"}[options.nic_model]
-        netdev = f"user,id=n0,restrict={'on' if restrict else 'off'},hostfwd=tcp:127.0.0.1:{ssh_port}-:22"
+        netdev = f"user,id={USER_NETDEV},restrict={'on' if restrict else 'off'},hostfwd=tcp:127.0.0.1:{ssh_port}-:22"
         if stratum1 is not None:
             netdev += "," + stratum1_forward(stratum1)
         args = [
             "-netdev",
             netdev,
             "-device",
-            f"{device},netdev=n0,bus={layout.nic_bus},addr={layout.nic_addr}",
+            f"{device},netdev={USER_NETDEV},bus={layout.nic_bus},addr={layout.nic_addr}",
         ]
         commandline = _element(domain, f"{{{QEMU_NS}}}commandline")
         for arg in args:

@@ -111,6 +111,7 @@ class VirtualBoxProvider(Provider[VirtualBoxOptions, "VirtualBoxMachine"]):
 
     name = "virtualbox"
     no_power_button = "not implemented for VirtualBox yet (VBoxManage controlvm <vm> acpipowerbutton would press it)"
+    no_cable = "not implemented for VirtualBox yet (VBoxManage controlvm <vm> setlinkstate1 off would pull it)"
     Options = VirtualBoxOptions
     shares_folders = True
     parallel_boots = max(1, os.cpu_count() or 1)
