@@ -479,8 +479,7 @@ def test_leftovers_are_found_by_tags_alone_and_swept(azure_cloud, image_id, tmp_
 
 
 def test_keep_tags_the_resources_kept(azure_cloud, tmp_path):
-    vhd = make_vhd(tmp_path / "kept.vhd", mark=b"kept machine")
-    blob, _ = content_blob(azure_cloud, vhd)
+    vhd, blob, _ = content_blob(azure_cloud, tmp_path / "kept.vhd", b"kept machine")
     run = run_for(tmp_path)
     machine, _ = create_only(vhd_target(azure_cloud, vhd), run)
     try:

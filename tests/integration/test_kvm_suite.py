@@ -31,13 +31,13 @@ NEGATIVE = [
     # (variant or config, -k selection, failing tests, a phrase of the message)
     (
         "appliance:no-cvmfs",
-        "cvmfs",
+        "test_cvmfs",
         {"test_repositories_mounted_read_only", "test_probe", "test_content_readable"},
         "/cvmfs/cernvm-prod.cern.ch is not mounted",
     ),
     (
         "appliance:no-scratch",
-        "scratch",
+        "test_scratch",
         {"test_scratch_disk_mounted", "test_bootloader_version_file"},
         "/mnt/.rw is a tmpfs mount of tmpfs, expected the ext4 scratch disk",
     ),
@@ -55,13 +55,13 @@ NEGATIVE = [
     ),
     (
         "appliance:no-context",
-        "context and not ucernvm",
+        "test_context and not ucernvm",
         {"test_hostname", "test_user_data_source", "test_user_data_recorded"},
         "no record of where the user data came from",
     ),
     (
         "appliance:nocloud-only",
-        "context and not ucernvm",
+        "test_context and not ucernvm",
         {"test_user_data_source"},
         "user data source is 'NoCloud', expected 'ConfigDrive'",
     ),

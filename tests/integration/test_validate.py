@@ -42,6 +42,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
         [sys.executable, "-m", "pip", "--python", str(venv / "bin/python"), "install", "-q", "--no-deps", str(wheel)],
         check=True,
         capture_output=True,
+        env=outside_env(work),  # else pip finds the checkout on PYTHONPATH and calls the package installed
     )
     where = subprocess.run(
         [venv / "bin/python", "-c", "import cernvm_fixtures.scenarios as s; print(s.__file__)"],
@@ -49,14 +50,24 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
         capture_output=True,
         text=True,
         cwd=work,
+        env=outside_env(work),
     ).stdout.strip()
     assert where.startswith(str(site)), f"the scenarios must come from the wheel, not the checkout: {where}"
     return venv / "bin"
 
 
+def outside_env(work: Path) -> dict[str, str]:
+    """This environment without a way back into the checkout (the test session puts it on PYTHONPATH for its own
+    child runs), with a state directory of its own, and the network rule for the scenario run validate starts (its
+    pytest-socket comes with the dependencies)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTEST_ADDOPTS", "PYTEST_PLUGINS")}
+    env["CERNVM_FIXTURES_STATE"] = str(work / "state")
+    env["PYTEST_ADDOPTS"] = "--allow-hosts=127.0.0.1,::1 --allow-unix-socket"
+    return env
+
+
 def validate(bin_dir: Path, work: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, CERNVM_FIXTURES_STATE=str(work / "state"))
-    env.pop("PYTEST_ADDOPTS", None)
+    env = outside_env(work)
     outside = work / "elsewhere"
     outside.mkdir(exist_ok=True)
     result = subprocess.run(
