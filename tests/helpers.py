@@ -86,7 +86,7 @@ def docker_objects_under(directory: Path, run: str | None = None) -> list[str]:
     try:
         found = []
         selector = {"label": f"{LABEL_RUN}={run}" if run else LABEL_RUN}
-        for container in client.containers.list(all=True, filters=selector):
+        for container in client.containers.list(all=True, filters=selector, ignore_removed=True):  # others come and go
             if ours(container.labels):
                 found.append(f"container {container.name}")
         for image in client.images.list(filters=selector):

@@ -467,7 +467,8 @@ class DockerProvider(Provider[DockerOptions, "DockerMachine"]):
         client = connect(url)
         found: list[Resource] = []
         selector = {"label": LABEL_RUN}
-        for container in client.containers.list(all=True, filters=selector):
+        # a container removed between the listing and its inspection (another run's teardown) is not a leftover
+        for container in client.containers.list(all=True, filters=selector, ignore_removed=True):
             resource = resource_from_labels(container.labels)
             if resource is None or resource.name in recorded or resource.kind != "container":
                 continue
