@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from .instance import Instance
 
@@ -34,3 +35,18 @@ def boot_errors(instance: Instance) -> BootErrors:
             if line.strip() and not any(pattern.search(line) for pattern in harmless):
                 found.append(f"{name}: {line.strip()}")
     return BootErrors(found, unreadable)
+
+
+def fresh_instance(request: Any, target: Any, key: str, no_capability: str | None = None) -> Instance:
+    """A fresh instance of ``target`` for a destructive check (``request``: the test's pytest request), booted only
+    where the check can apply: skipped first, naming why, where the provider lacks what it needs (``no_capability``:
+    its reason, e.g. the provider's ``no_power_button``) or the profile does not ask for ``key``."""
+    import pytest
+
+    from . import expect_ahead
+
+    if no_capability:
+        pytest.skip(f"{target.name}: {no_capability}")
+    expect_ahead(target, key)
+    instance: Instance = request.getfixturevalue("cernvm_fresh")
+    return instance

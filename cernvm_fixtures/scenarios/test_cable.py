@@ -12,7 +12,8 @@ import time
 
 import pytest
 
-from cernvm_fixtures import expect, expect_ahead, providers
+from cernvm_fixtures import expect, providers
+from cernvm_fixtures.checklist import fresh_instance
 
 POLL = 1.0
 
@@ -30,11 +31,8 @@ def wait_for_screen(instance, wanted: bool, pattern: re.Pattern, seconds: float)
 
 
 def test_a_boot_without_network_completes_and_the_network_comes_back(request, cernvm_target):
-    reason = providers.get(cernvm_target.provider).no_cable
-    if reason:
-        pytest.skip(f"{cernvm_target.name}: {reason}")
-    expect_ahead(cernvm_target, "cable.ready_screen")  # before booting a fresh instance for nothing
-    instance = request.getfixturevalue("cernvm_fresh")
+    no_cable = providers.get(cernvm_target.provider).no_cable
+    instance = fresh_instance(request, cernvm_target, "cable.ready_screen", no_cable)
     pattern = re.compile(expect(instance, "cable.ready_screen"))
     deadline = expect(instance, "cable.deadline") * instance.slowdown
     if instance.machine.screen_text() is None:

@@ -7,17 +7,13 @@ Destructive, so on a fresh instance of its own, booted only where the provider c
 
 import time
 
-import pytest
-
-from cernvm_fixtures import expect, expect_ahead, providers
+from cernvm_fixtures import expect, providers
+from cernvm_fixtures.checklist import fresh_instance
 
 
 def test_power_button_powers_off(request, cernvm_target):
-    reason = providers.get(cernvm_target.provider).no_power_button
-    if reason:
-        pytest.skip(f"{cernvm_target.name}: {reason}")
-    expect_ahead(cernvm_target, "power.button_deadline")  # before booting a fresh instance for nothing
-    instance = request.getfixturevalue("cernvm_fresh")
+    no_button = providers.get(cernvm_target.provider).no_power_button
+    instance = fresh_instance(request, cernvm_target, "power.button_deadline", no_button)
     deadline = expect(instance, "power.button_deadline")
     seconds = deadline * instance.slowdown
     pressed = time.monotonic()

@@ -9,8 +9,8 @@ import secrets
 import shlex
 import time
 
-from cernvm_fixtures import expect, expect_ahead
-from cernvm_fixtures.checklist import boot_errors
+from cernvm_fixtures import expect
+from cernvm_fixtures.checklist import boot_errors, fresh_instance
 
 
 def snapshot(instance, paths):
@@ -23,8 +23,7 @@ def snapshot(instance, paths):
 
 
 def test_reboot_after_contextualization_keeps_scratch_and_context(request, cernvm_target):
-    expect_ahead(cernvm_target, "reboot.deadline")  # before booting a fresh instance for nothing
-    instance = request.getfixturevalue("cernvm_fresh")
+    instance = fresh_instance(request, cernvm_target, "reboot.deadline")
     deadline = expect(instance, "reboot.deadline") * instance.slowdown
     scratch = expect(instance, "scratch.mountpoint")
     context = [p for p in (instance.expected(f"context.{k}") for k in ("user_data_file", "ucontext_file")) if p]
