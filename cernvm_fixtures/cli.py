@@ -154,7 +154,7 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from .sweep import find_leftovers
+    from .sweep import find_leftovers, platform_id
 
     found = find_leftovers(_config(args), include_kept=args.include_kept)
     if not found:
@@ -163,13 +163,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     failed = 0
     for ledger, r in found:
         if args.dry_run:
-            print(f"would destroy {r.provider} {r.kind} {r.name} (run {r.run})")
+            print(f"would destroy {r.provider} {r.kind} {r.name} (run {r.run}): {platform_id(r)}")
             continue
         try:
             get_provider(r.provider).destroy_resource(r)
-        except CernvmError as e:
+        except Exception as e:  # noqa: BLE001 - one resource's error (ours or an SDK's) must not stop the sweep
             failed += 1
-            print(f"could not destroy {r.provider} {r.kind} {r.name}: {e}", file=sys.stderr)
+            print(f"could not destroy {r.provider} {r.kind} {r.name} ({platform_id(r)}): {e}", file=sys.stderr)
             continue
         if ledger is not None:
             ledger.forget(r)

@@ -41,7 +41,7 @@ def find_leftovers(config: Config, *, include_kept: bool = False) -> list[tuple[
     for target in config.targets.values():
         try:
             platform = providers.get(target.provider).leftovers(target, recorded)
-        except CernvmError as e:
+        except Exception as e:  # noqa: BLE001 - one target's error (ours or an SDK's) must not stop the sweep
             log.warning("cannot scan target %s for leftovers: %s", target.name, e)
             continue
         for resource in platform:
@@ -51,6 +51,20 @@ def find_leftovers(config: Config, *, include_kept: bool = False) -> list[tuple[
                 found.append((None, resource))
     found.sort(key=lambda pair: teardown_key(pair[1]), reverse=True)
     return found
+
+
+ID_KEYS = ("id", "ids", "gce_name", "group", "key", "blob", "domain", "container")
+"""Ledger data keys holding the platform's own id or name of a resource, in the order to show them."""
+
+
+def platform_id(resource: Resource) -> str:
+    """What the platform itself calls the resource (its id, ARM id, object key...), for ``sweep --dry-run`` to show
+    the real thing about to be deleted, not only the machine name its tags claim."""
+    for key in ID_KEYS:
+        value = resource.data.get(key)
+        if value:
+            return ", ".join(map(str, value)) if isinstance(value, list) else str(value)
+    return resource.name
 
 
 def owned_by_caller(resource: Resource) -> bool:

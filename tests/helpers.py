@@ -136,10 +136,13 @@ def killed_launch(toml: Path, env: dict[str, str]) -> str:
 
 
 def sweep_killed(toml: Path, state: Path, lose_ledger: bool) -> subprocess.CompletedProcess:
-    """``cernvm-fixtures sweep --config toml`` (in its directory) after a killed launch, once the state directory
-    (the ledger) is deleted if ``lose_ledger``: it must succeed."""
+    """``cernvm-fixtures sweep --config toml`` (in its directory) after a killed launch, once the ledger is deleted
+    if ``lose_ledger`` (the state directory's mark key survives): it must succeed. A sweep from another state
+    directory (another key) first must find nothing to destroy: the resources' marks are not its own."""
     if lose_ledger:
-        shutil.rmtree(state)
+        shutil.rmtree(state / "runs")
+        elsewhere = cli(state.parent / "another-state", "sweep", "--config", str(toml), cwd=toml.parent)
+        assert elsewhere.returncode == 0 and "no leftovers" in elsewhere.stdout, elsewhere.stdout + elsewhere.stderr
     sweep = cli(state, "sweep", "--config", str(toml), cwd=toml.parent)
     assert sweep.returncode == 0, sweep.stdout + sweep.stderr
     return sweep

@@ -46,7 +46,9 @@ class InstanceCache:
             except CernvmError as e:
                 self.broken[key] = str(e)
                 raise
-        return self.shared[key]
+        instance = self.shared[key]
+        instance.machine.prolong()  # a run longer than the expiry: carried to the platform's fields too
+        return instance
 
     def release(self, target: str) -> None:
         """Done with a target (pytest moved on): finish its shared instances."""

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Generic, TypeVar
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo
 
 from ..errors import PermanentError, ProviderError, ScreenUnavailable, Unsupported
-from ..ledger import Resource
+from ..ledger import DEFAULT_LIFETIME, Resource
 from ..transport.base import Login
 
 if TYPE_CHECKING:
@@ -377,9 +377,28 @@ class Machine(ABC):
         except ProviderError as e:
             log.warning("%s: could not mark it kept on the %s platform: %s", self.name, self.provider.name, e)
 
+    def prolong(self, now: float | None = None) -> bool:
+        """Move the expiry of this machine's entries a lifetime ahead once less than half of one is left: in the
+        ledger, then on the platform (:meth:`mark_kept` writes the expiry with the kept mark), so a sweep elsewhere,
+        which sees only the platform's fields, does not take a live run's resources after a lifetime. True if it did.
+        """
+        now = time.time() if now is None else now
+        due = [r for r in self.resources if r.expires - now < DEFAULT_LIFETIME / 2]
+        if not due:
+            return False
+        for resource in due:
+            resource.expires = now + DEFAULT_LIFETIME
+            self.provider.run.ledger.update(resource)
+        try:
+            self.mark_kept()
+        except ProviderError as e:
+            log.warning("%s: could not carry the new expiry to the %s platform: %s", self.name, self.provider.name, e)
+        return True
+
     def mark_kept(self) -> None:  # noqa: B027 - a hook: a no-op where the platform stores no ledger fields
-        """Write the kept mark and new expiry of :attr:`resources` where the platform stores our ledger fields
-        (tags, labels, metadata), so a sweep from the platform alone leaves them too; a no-op where it stores none.
+        """Write the kept mark and expiry of :attr:`resources` where the platform stores our ledger fields (tags,
+        labels, metadata), so a sweep from the platform alone sees them as the ledger does (after :meth:`keep` and
+        :meth:`prolong`); a no-op where it stores none.
 
         Raises:
             ProviderError: the platform refused (:meth:`keep` logs it).

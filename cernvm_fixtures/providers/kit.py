@@ -21,6 +21,7 @@ from typing import Any, Generic, Literal, TypeVar, overload
 from ..errors import ConfigError, ProviderError
 from ..interrupts import calls_in_flight, checkpoint
 from ..ledger import Owner, Resource
+from ..marks import mark, proven
 
 log = logging.getLogger(__name__)
 
@@ -271,6 +272,7 @@ def encode_fields(resource: Resource, **extra: str) -> dict[str, str]:
         ("kept", "true" if resource.kept else "false"),
         *(() if owner.start is None else (("owner-start", owner.start),)),
         *(() if owner.machine is None else (("owner-machine", owner.machine),)),
+        ("mark", mark(resource)),
         *extra.items(),
     ):
         _put(fields, name, value)
@@ -280,7 +282,12 @@ def encode_fields(resource: Resource, **extra: str) -> dict[str, str]:
 
 
 def decode_fields(fields: Mapping[str, str]) -> Resource | None:
-    """The ledger entry :func:`encode_fields` stored (without provider data), None if the fields are not ours."""
+    """The ledger entry :func:`encode_fields` stored (without provider data), None if the fields are not ours: not a
+    whole entry, or without the mark of this key (forged, invented, or made with another state directory's key).
+
+    A verbatim copy of a real entry's fields onto another object still decodes: a sweep also checks the object's own
+    name (:func:`named_as`) before it trusts them.
+    """
     try:
         values = {
             name: _get(fields, name)
@@ -302,7 +309,7 @@ def decode_fields(fields: Mapping[str, str]) -> Resource | None:
         required = ("provider", "kind", "name", "run", "owner-host", "owner-pid", "created", "expires")
         if any(values[name] is None for name in required):
             return None
-        return Resource(
+        found = Resource(
             provider=str(values["provider"]),
             kind=str(values["kind"]),
             name=str(values["name"]),
@@ -317,6 +324,26 @@ def decode_fields(fields: Mapping[str, str]) -> Resource | None:
         )
     except (ValueError, UnicodeDecodeError):
         return None
+    if not proven(found, _get(fields, "mark")):
+        log.debug("fields naming %s %s carry no mark of this key: not ours", found.provider, found.name)
+        return None
+    return found
+
+
+def named_as(found: Resource, own: str | None, expected: str) -> bool:
+    """Whether an object whose fields decoded to ``found`` is the one they were written on: its ``own`` name (what
+    the platform calls it, which its tags cannot change) is the name the provider gives that entry's object
+    (``expected``). Tags copied onto a foreign object fail here; logged, so a sweep's reader sees why."""
+    if own == expected:
+        return True
+    log.warning(
+        "%s: carries the fields of %s's %s but is not named %s: tags copied onto a foreign object; left alone",
+        own,
+        found.name,
+        found.kind,
+        expected,
+    )
+    return False
 
 
 def field(fields: Mapping[str, str], name: str) -> str | None:

@@ -478,6 +478,40 @@ def test_leftovers_are_found_by_tags_alone_and_swept(azure_cloud, image_id, tmp_
     machine.destroy()  # idempotent: everything is gone already
 
 
+def test_sweep_leaves_foreign_groups_and_resources_that_carry_our_tags(azure_cloud, image_id, tmp_path):
+    """Issue 26.2: whoever may set tags (Azure's Tag Contributor) copies a machine's tags onto their own group and
+    network security group, or invents a group named like ours: sweep lists none of them, only the real ones."""
+    run = run_for(tmp_path)
+    machine, _ = create_only(target_for(azure_cloud, image_id), run)
+    groups = azure_cloud.client("resource").resource_groups
+    group_tags = groups.get(f"{machine.name}-rg").tags
+    network = azure_cloud.client("network")
+    nsg_tags = network.network_security_groups.get(f"{machine.name}-rg", f"{machine.name}-nsg").tags
+    invented = {k: v for k, v in group_tags.items() if k != "cvmfx-mark"}
+    lookalike = machine.name[:-4] + "0000"
+    try:
+        groups.create_or_update("their-project", {"location": "westeurope", "tags": group_tags})
+        groups.create_or_update(
+            f"{lookalike}-rg", {"location": "westeurope", "tags": {**invented, "cvmfx-name": lookalike}}
+        )
+        network.network_security_groups.begin_create_or_update(
+            "their-project", "their-firewall", {"location": "westeurope", "tags": nsg_tags}
+        ).result()
+        network.network_security_groups.begin_create_or_update(
+            "their-project", f"{machine.name}-nsg", {"location": "westeurope", "tags": nsg_tags}
+        ).result()
+        found = AzureProvider.leftovers(target_for(azure_cloud, image_id), set())
+        ids = sorted(r.data["id"] for r in found if r.run == run.id)
+        assert not [i for i in ids if "their-" in i or lookalike in i], ids
+        assert f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{machine.name}-rg" in ids
+        assert len([r for r in found if r.run == run.id]) == 6, "every real resource is still found"
+    finally:
+        groups.begin_delete("their-project").result()
+        groups.begin_delete(f"{lookalike}-rg").result()
+        machine.destroy()
+    assert_nothing_left(azure_cloud, run)
+
+
 def test_keep_tags_the_resources_kept(azure_cloud, tmp_path):
     vhd, blob, _ = content_blob(azure_cloud, tmp_path / "kept.vhd", b"kept machine")
     run = run_for(tmp_path)

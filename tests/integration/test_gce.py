@@ -180,6 +180,9 @@ def test_keep_labels_the_instance_kept(gce, gce_image, tmp_path):
         assert labels["cvmfx-kept"] == "true" and labels["project"] == "cernvm-fixtures-tests"
         assert decode_fields(labels).kept, "a label-only sweep sees it as kept"
         assert all(r.kept and "login" in r.data for r in run.ledger.entries())
+        found = [r for r in GceProvider.leftovers(target_for(gce, gce_image), set()) if r.name == machine.name]
+        assert sorted(r.kind for r in found) == ["firewall", "instance"], "issue 26.5: the rule is kept as well"
+        assert all(r.kept and r.expires > time.time() + 23 * 3600 for r in found), found
     finally:
         machine.destroy()
     assert_nothing_left(gce, run)
@@ -245,6 +248,38 @@ def test_firewall_name_clash_leaves_the_other_rule_alone(gce, gce_image, tmp_pat
         assert run.ledger.entries() == [] and "instance" not in gce.api.held()
     finally:
         firewalls.delete_unary(project=gce.project, firewall=f"{machine.name}-ssh")
+
+
+def test_sweep_leaves_a_foreign_rule_that_carries_our_description(gce, gce_image, tmp_path):
+    """Issue 26.2: a firewall rule is judged by its description; a copy of ours on a foreign rule, or one naming a
+    machine like ours without our mark, is not listed for sweep; the real rule and instance are."""
+    from google.cloud import compute_v1
+
+    run = Run(state=tmp_path / "state")
+    target = target_for(gce, gce_image)
+    machine, _ = create_only(target, run)
+    firewalls = gcemod.client("FirewallsClient", gce.api.url)
+    ours = firewalls.get(project=gce.project, firewall=f"{machine.name}-ssh")
+    invented = ours.description.replace('"cvmfx-mark"', '"cvmfx-nomark"')
+    rules = {"their-https": ours.description, f"{machine.name[:-4]}0000-ssh": invented}
+    for name, description in rules.items():
+        foreign = compute_v1.Firewall(
+            name=name,
+            network="global/networks/default",
+            allowed=[compute_v1.Allowed(I_p_protocol="tcp", ports=["443"])],
+            source_ranges=["198.51.100.0/24"],
+            description=description,
+        )
+        operation = firewalls.insert_unary(project=gce.project, firewall_resource=foreign)
+        gcemod.wait_operation("foreign rule", operation, gce.project, None, gce.api.url, time.monotonic() + 10)
+    try:
+        found = [r for r in GceProvider.leftovers(target, set()) if r.name.startswith(machine.name[:-4])]
+        assert sorted(r.data["gce_name"] for r in found) == sorted([machine.name, f"{machine.name}-ssh"])
+    finally:
+        for name in rules:
+            firewalls.delete_unary(project=gce.project, firewall=name)
+        machine.destroy()
+    assert_nothing_left(gce, run)
 
 
 def test_teardown_survives_resources_already_gone_and_retries_an_image_in_use(gce, tmp_path, monkeypatch):

@@ -517,6 +517,31 @@ def test_keep_marks_every_tagged_resource_so_a_sweep_from_the_platform_leaves_th
     assert_nothing_left(openstack_cloud, run)
 
 
+def test_sweep_leaves_foreign_resources_that_carry_our_tags(openstack_cloud, image_file, tmp_path):
+    """Issue 26.2: our security group's tags copied onto a foreign group, or invented without our mark, get nothing
+    listed for sweep; the machine's real resources still are."""
+    run = run_for(tmp_path)
+    target = target_for(openstack_cloud, str(image_file))
+    machine, _ = create_only(target, run)
+    conn = osmod.connection(CLOUD)
+    ours = next(g for g in conn.network.security_groups(name=machine.name))
+    invented = [t for t in ours.tags if not t.startswith("cvmfx-mark=")]
+    made = []
+    try:
+        for name, tags in (("their-web", ours.tags), (machine.name[:-4] + "0000", invented)):
+            group = conn.network.create_security_group(name=name)
+            made.append(group)
+            conn.network.set_tags(group, list(tags))
+        found = [r for r in OpenStackProvider.leftovers(target, set()) if r.kind == "security-group"]
+        assert [r.data["id"] for r in found if r.run == run.id] == [ours.id]
+        assert not [r for r in found if r.data["id"] in {g.id for g in made}]
+    finally:
+        for group in made:
+            conn.network.delete_security_group(group)
+        machine.destroy()
+    assert_nothing_left(openstack_cloud, run)
+
+
 # --- sweep after SIGKILL --------------------------------------------------------------------------------
 
 

@@ -15,7 +15,7 @@ import pytest
 from botocore.stub import Stubber
 from moto import mock_aws
 
-from cernvm_fixtures import config, sweep
+from cernvm_fixtures import config, marks, sweep
 from cernvm_fixtures import profile as profiles
 from cernvm_fixtures.errors import ConfigError, PermanentError, ProviderError
 from cernvm_fixtures.images import Resolved
@@ -302,6 +302,7 @@ def test_tags_carry_run_owner_expiry_and_cannot_be_overridden():
         "cvmfx-created": "1700000000000000",
         "cvmfx-expires": "1700021600000000",
         "cvmfx-kept": "false",
+        "cvmfx-mark": marks.mark(r),
     }
     kept = resource()
     kept.kept = True
@@ -762,5 +763,39 @@ def test_leftovers_finds_only_whole_entries_by_their_tags(moto_credentials):
             found = Ec2Provider.leftovers(target(), set())
             assert [(r.kind, r.name, r.data["ids"]) for r in found] == [("vpc", ours.name, [vpc])]
             assert Ec2Provider.leftovers(target(), {ours.name}) == [], "a machine the ledger covers is not a leftover"
+    finally:
+        ec2.reset_clients()
+
+
+def test_leftovers_take_only_marked_tags_on_the_resource_they_were_written_for(moto_credentials, monkeypatch):
+    """Issue 26.2: forged tags (no mark, another key's mark) and our real tags copied onto a foreign security group
+    or instance get nothing listed for sweep; the real ones still are."""
+    ec2.reset_clients()
+    try:
+        with mock_aws():
+            client = boto3.client("ec2", region_name="eu-west-1")
+            vpc = client.create_vpc(CidrBlock="10.9.0.0/16")["Vpc"]["VpcId"]
+            ours = resource("security-group", region="eu-west-1")
+            tags = ec2.tag_dict(ours)
+
+            def group(name: str, with_tags: dict[str, str]) -> str:
+                spec = [{"ResourceType": "security-group", "Tags": ec2.tag_list(with_tags)}]
+                made = client.create_security_group(GroupName=name, Description="x", VpcId=vpc, TagSpecifications=spec)
+                return made["GroupId"]
+
+            real = group(ours.name, tags)
+            group("their-database", tags)  # a verbatim copy onto a foreign group
+            unmarked = resource("security-group", region="eu-west-1")
+            unmarked.name = "cvmfx-ab12cd34-ec2-f00d"
+            group(unmarked.name, {k: v for k, v in ec2.tag_dict(unmarked).items() if k != "cvmfx-mark"})
+            monkeypatch.setenv(marks.KEY_ENV, "someone else's key")
+            elsewhere = resource("security-group", region="eu-west-1")
+            elsewhere.name = "cvmfx-ab12cd34-ec2-cafe"
+            group(elsewhere.name, ec2.tag_dict(elsewhere))  # marked with a key this sweep does not hold
+            monkeypatch.delenv(marks.KEY_ENV)
+            found = Ec2Provider.leftovers(target(), set())
+            assert [(r.kind, r.name, r.data["ids"]) for r in found] == [("security-group", ours.name, [real])]
+            monkeypatch.setenv(marks.KEY_ENV, "someone else's key")
+            assert [r.name for r in Ec2Provider.leftovers(target(), set())] == [elsewhere.name], "a shared key"
     finally:
         ec2.reset_clients()

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cernvm_fixtures import interrupts
+from cernvm_fixtures import interrupts, marks
 from cernvm_fixtures.errors import PermanentError, ProviderError
 from cernvm_fixtures.ledger import Owner, Resource
 from cernvm_fixtures.providers import kit
@@ -54,6 +54,34 @@ def test_decode_of_encode_round_trips_what_sweep_needs(resource):
     for name in ("provider", "kind", "name", "run", "target", "owner", "kept"):
         assert getattr(back, name) == getattr(resource, name), name
     assert abs(back.created - resource.created) <= 1e-6 and abs(back.expires - resource.expires) <= 1e-6
+
+
+def test_fields_without_this_keys_mark_are_not_ours(tmp_path, monkeypatch):
+    """Issue 26.2: anyone who may tag can write our fields, but not our mark: invented, altered or another key's
+    fields decode to nothing; the key is the state directory's own (0600) or the shared one in the environment."""
+    monkeypatch.setenv("CERNVM_FIXTURES_STATE", str(tmp_path / "state"))
+    monkeypatch.delenv(marks.KEY_ENV, raising=False)
+    resource = Resource(provider="gce", kind="instance", name="cvmfx-ab12cd34-gce-beef", run="ab12cd34")
+    fields = kit.encode_fields(resource)
+    assert kit.decode_fields(fields) is not None
+    assert oct((tmp_path / "state" / marks.KEY_FILE).stat().st_mode & 0o777) == "0o600"
+    assert kit.decode_fields({k: v for k, v in fields.items() if k != "cvmfx-mark"}) is None, "invented"
+    assert kit.decode_fields({**fields, "cvmfx-name": "their-database"}) is None, "renamed"
+    assert kit.decode_fields({**fields, "cvmfx-run": "00000000"}) is None, "moved to another run"
+    assert kit.decode_fields({**fields, "cvmfx-kept": "true"}) is not None, "kept and expiry change: not covered"
+    monkeypatch.setenv("CERNVM_FIXTURES_STATE", str(tmp_path / "another"))
+    assert kit.decode_fields(fields) is None, "another state directory's key"
+    monkeypatch.setenv(marks.KEY_ENV, "from the CI's secret store")
+    shared = kit.encode_fields(resource)
+    monkeypatch.setenv("CERNVM_FIXTURES_STATE", str(tmp_path / "state"))
+    assert kit.decode_fields(shared) is not None, "the shared key works from any state directory"
+
+
+def test_an_object_is_ours_only_under_the_name_its_entry_gives_it(caplog):
+    resource = Resource(provider="azure", kind="security-group", name="cvmfx-ab12cd34-azure-beef", run="ab12cd34")
+    assert kit.named_as(resource, "cvmfx-ab12cd34-azure-beef-nsg", "cvmfx-ab12cd34-azure-beef-nsg")
+    assert not kit.named_as(resource, "their-firewall", "cvmfx-ab12cd34-azure-beef-nsg")
+    assert "their-firewall" in caplog.text and "left alone" in caplog.text
 
 
 @settings(max_examples=300, deadline=None)
@@ -482,3 +510,20 @@ def test_keep_marks_the_ledger_then_the_platform_and_a_refusal_is_a_warning(tmp_
     machine.keep()
     assert marked == [[True]] and all(r.kept for r in provider.run.ledger.entries())
     assert "could not mark it kept on the fake platform: tags are read-only today" in caplog.text
+
+
+def test_a_long_run_carries_its_new_expiry_to_the_platform(tmp_path, caplog):
+    """Issue 26.5: a sweep elsewhere sees only the platform's fields; past half a lifetime the machine's entries get
+    a new expiry in the ledger and on the platform (a refusal there is a warning), and not before."""
+    from cernvm_fixtures.ledger import DEFAULT_LIFETIME
+
+    marked: list[list[bool]] = []
+    provider, _ = remote_provider(tmp_path, iter(()), marked)
+    machine = provider.machine("m")
+    entry = provider.record(machine, "server", "m")
+    assert not machine.prolong(entry.created + DEFAULT_LIFETIME / 4) and marked == []
+    later = entry.created + DEFAULT_LIFETIME * 0.6
+    assert machine.prolong(later)
+    assert marked == [[False]], "written to the platform, still not kept"
+    assert [r.expires for r in provider.run.ledger.entries()] == [later + DEFAULT_LIFETIME]
+    assert "could not carry the new expiry to the fake platform" in caplog.text

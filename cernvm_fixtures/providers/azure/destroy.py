@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING, Any
 
 from ...errors import ProviderError
 from ...ledger import Resource
-from ..kit import field
+from ..kit import field, named_as
 from .clients import BUSY_TIMEOUT, ERRORS, client, entry_data, subscription_id
-from .tags import ARM, KIND_OF_TYPE, RUN_TAG, resource_from_tags, split_id
+from .tags import ARM, KIND_OF_TYPE, RUN_TAG, resource_from_tags, resource_name, split_id
 from .vhd import blob_account_url, blob_leftovers, destroy_blob
 
 if TYPE_CHECKING:
@@ -57,7 +57,9 @@ def destroy_group(resource: Resource) -> None:
 
 def leftovers(target: Target, recorded: set[str]) -> list[Resource]:
     """Resources and groups tagged by cernvm-fixtures, and VHDs it uploaded (by their metadata), whose machine no
-    ledger entry names."""
+    ledger entry names: only those whose tags carry this key's mark, whose own name is the one the entry's machine
+    gives that kind, inside the target's ``resource_group`` or the machine's own group (so forged or copied tags on a
+    foreign group or resource get nothing deleted)."""
     options = target.options
     data = entry_data(subscription_id(target), options)
     resources = client("resource", data)
@@ -66,11 +68,26 @@ def leftovers(target: Target, recorded: set[str]) -> list[Resource]:
 
     def add(kind: str | None, tags: dict[str, str] | None, where: dict[str, Any]) -> None:
         entry = resource_from_tags(kind, tags or {}, {**data, **where}) if kind else None
-        if entry is not None and entry.name not in recorded:
+        if entry is None or entry.name in recorded:
+            return
+        group, name = split_id(where["id"] + ("/x" if kind == "resource-group" else ""))
+        if kind == "resource-group":
+            name = group
+        allowed = {options.resource_group} if options.resource_group else {resource_name(entry.name, "resource-group")}
+        if group not in allowed:
+            log.warning(
+                "%s: tagged as %s's but outside its resource group %s; left alone",
+                where["id"],
+                entry.name,
+                " or ".join(sorted(allowed)),
+            )
+            return
+        if named_as(entry, name, resource_name(entry.name, entry.kind)):
             found.append(entry)
 
     for group in ERRORS.call("list resource groups", lambda: list(resources.resource_groups.list(filter=ours))):
-        add("resource-group", group.tags, {"id": group.id, "group": group.name})
+        if not options.resource_group:  # a configured group is the user's: never ours to delete
+            add("resource-group", group.tags, {"id": group.id, "group": group.name})
     for item in ERRORS.call("list resources", lambda: list(resources.resources.list(filter=ours))):
         add(KIND_OF_TYPE.get((item.type or "").lower()), item.tags, {"id": item.id})
     if options.storage_account or options.blob_endpoint:

@@ -8,6 +8,7 @@ Functions take a blob client and the machine's :class:`~.tags.Recorder`, never t
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,8 @@ CHUNK = 4 * 1024 * 1024
 """Largest page range one Put Page call may write."""
 BLOB_PREFIX = "cernvm-fixtures/"
 """Uploaded VHDs are named by content: ``cernvm-fixtures/<sha256>.vhd`` in the container."""
+BLOB_NAME = re.compile(re.escape(BLOB_PREFIX) + r"[0-9a-f]{64}\.vhd")
+"""The name of every blob cernvm-fixtures uploads."""
 UPLOAD_ATTEMPTS = 5
 """Times an upload continues after an error the SDK's own retries did not cure."""
 
@@ -211,6 +214,9 @@ def blob_leftovers(account_url: str, container: str, data: dict[str, Any], recor
     for blob in listing or []:
         where = {"account_url": account_url, "container": container, "blob": blob.name}
         entry = resource_from_tags("blob", from_metadata(blob.metadata or {}), {**data, **where})
+        if entry is not None and not BLOB_NAME.fullmatch(blob.name):
+            log.warning("%s: carries %s's metadata but is not named as an upload; left alone", blob.name, entry.name)
+            continue
         if entry is not None and entry.name not in recorded:
             found.append(entry)
     return found

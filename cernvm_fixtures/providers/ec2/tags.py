@@ -9,7 +9,7 @@ from dataclasses import replace
 from typing import Any, Protocol
 
 from ...ledger import Resource
-from ..kit import FIELD_BUDGET, FIELD_PREFIX, decode_fields, encode_fields, escape, field
+from ..kit import FIELD_BUDGET, FIELD_PREFIX, decode_fields, encode_fields, escape, field, named_as
 from .aws import AWS, BUSY_TIMEOUT, DESTROY_POLL, client, pages
 
 RUN_TAG = FIELD_PREFIX + "run"
@@ -163,6 +163,18 @@ LISTED = (
 """Kinds listed by a paginated describe call: (kind, operation, key of the list, key of the id)."""
 
 
+OWN_NAME: dict[str, Any] = {
+    "instance": lambda machine: f"{machine}-run",  # the ClientToken it was launched with
+    "security-group": lambda machine: machine,  # GroupName
+    "key-pair": lambda machine: machine,
+    "image": lambda machine: machine,
+    "s3-object": lambda machine: f"cernvm-fixtures/{machine}/",  # the key's folder
+}
+"""Kinds whose own name (which tags cannot change) the entry's machine name fixes: a sweep checks it. The others
+(VPC, subnet, route table, internet gateway, volume, snapshot) have none; their mark alone vouches for them, and EC2
+refuses to delete one still in use."""
+
+
 def tagged_resources(
     ec2: Any, recorded: set[str], uploads: list[tuple[str, dict[str, str]]], bucket: str | None, **data: Any
 ) -> list[Resource]:
@@ -171,28 +183,30 @@ def tagged_resources(
     ours = [{"Name": "tag-key", "Values": [RUN_TAG]}]
     found: dict[tuple[Any, ...], tuple[dict[str, str], list[str]]] = {}
 
-    def add(kind: str, tags: list[dict[str, str]] | None, ident: str) -> None:
+    def add(kind: str, tags: list[dict[str, str]] | None, ident: str, own: str | None = None) -> None:
         fields = {t["Key"]: t["Value"] for t in tags or []}
         entry = resource_from_tags(kind, fields, {})
         if entry is None or entry.name in recorded:
             return  # not a whole entry of ours: never grouped with one that is
+        if kind in OWN_NAME and not named_as(entry, own, OWN_NAME[kind](entry.name)):
+            return  # our tags on a foreign resource
         found.setdefault((kind, entry.name, entry.run, entry.owner), (fields, []))[1].append(ident)
 
     for reservation in pages(ec2, "describe_instances", "Reservations", Filters=ours):
         for instance in reservation["Instances"]:
             if instance["State"]["Name"] != "terminated":
-                add("instance", instance.get("Tags"), instance["InstanceId"])
+                add("instance", instance.get("Tags"), instance["InstanceId"], instance.get("ClientToken"))
     for kind, operation, key, ident in LISTED:
         for item in pages(ec2, operation, key, Filters=ours):
-            add(kind, item.get("Tags"), item[ident])
+            add(kind, item.get("Tags"), item[ident], item.get("GroupName"))
     for item in AWS.call("describe-key-pairs", ec2.describe_key_pairs, Filters=ours).get("KeyPairs", []):
-        add("key-pair", item.get("Tags"), item["KeyName"])
+        add("key-pair", item.get("Tags"), item["KeyName"], item["KeyName"])
     for item in AWS.call("describe-images", ec2.describe_images, Owners=["self"], Filters=ours).get("Images", []):
-        add("image", item.get("Tags"), item["ImageId"])
+        add("image", item.get("Tags"), item["ImageId"], item.get("Name"))
     for item in pages(ec2, "describe_snapshots", "Snapshots", OwnerIds=["self"], Filters=ours):
         add("snapshot", item.get("Tags"), item["SnapshotId"])
     for key, metadata in uploads:
-        add("s3-object", tag_list(metadata), key)
+        add("s3-object", tag_list(metadata), key, key.rsplit("/", 1)[0] + "/")
 
     resources = []
     for (kind, *_), (fields, idents) in found.items():

@@ -14,6 +14,7 @@ from ...screen import write_png
 from ..base import PlatformState, Provider, RemoteMachine, console_text
 from ..kit import encode_fields
 from .api import ERRORS, client, compute_v1, wait_operation
+from .labels import description_for
 from .options import GceOptions
 
 log = logging.getLogger(__name__)
@@ -130,22 +131,33 @@ class GceMachine(RemoteMachine):
         return instance_screenshot(self._instances(), self.project, self.options.zone, self.name, path)
 
     def mark_kept(self) -> None:
-        """The instance's entry fields (kept, the new expiry) onto its labels, so a label sweep leaves it alone."""
-        entry = next((r for r in self.resources if r.kind == "instance"), None)
-        instance = self.describe() if self.project is not None and entry is not None else None
-        if entry is None or instance is None:
+        """The entry fields (kept, the expiry) onto the instance's labels and into its firewall rule's description
+        (a rule has no labels), so a sweep by label leaves both alone as long as the ledger does."""
+        if self.project is None:
             return
-        request = compute_v1().InstancesSetLabelsRequest(
-            labels={**instance.labels, **encode_fields(entry)}, label_fingerprint=instance.label_fingerprint
-        )
-        what = f"label {self.name} kept"
-        operation = ERRORS.call(
-            what,
-            self._instances().set_labels_unary,
-            project=self.project,
-            zone=self.options.zone,
-            instance=self.name,
-            instances_set_labels_request_resource=request,
-        )
         deadline = time.monotonic() + self.options.operation_timeout
-        wait_operation(what, operation, str(self.project), self.options.zone, self.options.endpoint, deadline)
+        entry = next((r for r in self.resources if r.kind == "instance"), None)
+        instance = self.describe() if entry is not None else None
+        if entry is not None and instance is not None:
+            request = compute_v1().InstancesSetLabelsRequest(
+                labels={**instance.labels, **encode_fields(entry)}, label_fingerprint=instance.label_fingerprint
+            )
+            what = f"label {self.name} kept"
+            operation = ERRORS.call(
+                what,
+                self._instances().set_labels_unary,
+                project=self.project,
+                zone=self.options.zone,
+                instance=self.name,
+                instances_set_labels_request_resource=request,
+            )
+            wait_operation(what, operation, str(self.project), self.options.zone, self.options.endpoint, deadline)
+        for rule in (r for r in self.resources if r.kind == "firewall"):
+            name = rule.data.get("gce_name") or f"{self.name}-ssh"
+            what = f"describe firewall rule {name} kept"
+            body = compute_v1().Firewall(name=name, description=description_for(rule))
+            firewalls = client("FirewallsClient", self.options.endpoint)
+            operation = ERRORS.call(
+                what, firewalls.patch_unary, project=self.project, firewall=name, firewall_resource=body
+            )
+            wait_operation(what, operation, str(self.project), None, self.options.endpoint, deadline)

@@ -8,6 +8,7 @@ else's, left alone) and waits for the delete's operation; "already gone" is fine
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -15,7 +16,7 @@ from typing import Any, TypeVar
 
 from ...errors import ProviderError
 from ...ledger import Resource
-from ..kit import decode_fields
+from ..kit import decode_fields, named_as
 from .api import ERRORS, client, compute_v1, finished_operation, wait_operation
 from .labels import CREATION_ORDER, OBJECT_PREFIX, labels_in_description, ours
 from .options import GceOptions
@@ -123,6 +124,26 @@ def destroy(resource: Resource) -> None:
     handler(resource)
 
 
+IMAGE_NAME = re.compile(r"cvmfx-[0-9a-f]{24}")
+"""An uploaded image's name: its content's hash (see :func:`.image.upload_image`)."""
+
+
+def expected_name(entry: Resource, own: str) -> str:
+    """The name GCE knows the entry's resource by when cernvm-fixtures made it: the machine's for an instance, plus
+    ``-ssh`` for its firewall rule; an image and its object are named by content (``own``, if it has that form)."""
+    if entry.kind == "image":
+        return own if IMAGE_NAME.fullmatch(own) else "cvmfx-<24 hex digits>"
+    if entry.kind == "object":
+        return (
+            own
+            if own.startswith(OBJECT_PREFIX)
+            and IMAGE_NAME.fullmatch(own[len(OBJECT_PREFIX) : -7])
+            and own.endswith(".tar.gz")
+            else f"{OBJECT_PREFIX}cvmfx-<24 hex digits>.tar.gz"
+        )
+    return entry.name + COMPUTE[entry.kind].suffix
+
+
 def leftovers(options: GceOptions, project: str, recorded: set[str]) -> list[Resource]:
     """Resources labelled by cernvm-fixtures in the project and zone whose machine no ledger names."""
     data = {
@@ -157,6 +178,8 @@ def leftovers(options: GceOptions, project: str, recorded: set[str]) -> list[Res
     for labels, name in found:
         entry = decode_fields(labels)
         if entry is None or entry.provider != "gce" or entry.kind not in CREATION_ORDER or entry.name in recorded:
+            continue
+        if not named_as(entry, name, expected_name(entry, name)):
             continue
         extra = {"bucket": options.bucket} if entry.kind == "object" else {}
         resources.append(replace(entry, data={**data, **extra, "gce_name": name}))

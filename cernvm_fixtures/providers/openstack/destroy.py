@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from ...errors import ProviderError
 from ...ledger import Resource
-from ..kit import FIELD_PREFIX, encode_fields, plain, wait_until
+from ..kit import FIELD_PREFIX, encode_fields, named_as, plain, wait_until
 from .api import SDK, connection
 from .fields import MARKER, from_fields, keypair_leftover, tag_fields, tag_list
 
@@ -41,24 +41,34 @@ def leftovers(target: Target, recorded: set[str]) -> list[Resource]:
     data = {"cloud": cloud}
     found: list[Resource] = []
 
-    def add(kind: str, fields: Mapping[str, str], ident: str) -> None:
+    def add(kind: str, fields: Mapping[str, str], ident: str, own: str | None) -> None:
         resource = from_fields(kind, fields, {**data, "id": ident})
-        if resource is not None and resource.name not in recorded:
+        if resource is None or resource.name in recorded:
+            return
+        if named_as(resource, own, expected_name(resource, own)):
             found.append(resource)
 
     for server in SDK.call("list servers", conn.compute.servers, tags=MARKER):
-        add("server", server.metadata or {}, server.id)
+        add("server", server.metadata or {}, server.id, server.name)
     for group in SDK.call("list security groups", conn.network.security_groups, tags=MARKER):
-        add("security-group", tag_fields(group.tags), group.id)
+        add("security-group", tag_fields(group.tags), group.id, group.name)
     for ip in SDK.call("list floating ips", conn.network.ips, tags=MARKER):
-        add("floating-ip", tag_fields(ip.tags), ip.id)
+        add("floating-ip", tag_fields(ip.tags), ip.id, ip.description)  # an address has no name: its description
     for image in SDK.call("list images", conn.image.images, tag=MARKER):
-        add("image", tag_fields(image.tags), image.id)
+        add("image", tag_fields(image.tags), image.id, image.name)
     machines = {r.name: r for r in found}
     for key in SDK.call("list key pairs", conn.compute.keypairs):
         if RUN_NAME.match(key.name) and key.name not in recorded:
             found.append(keypair_leftover(key, machines.get(key.name), target.name, data))
     return found
+
+
+def expected_name(entry: Resource, own: str | None) -> str:
+    """The name cernvm-fixtures gives the entry's resource: the machine's (server, security group; a floating IP's
+    description), the machine's plus ``-<file>`` for an image it uploaded."""
+    if entry.kind == "image" and own and own.startswith(entry.name + "-"):
+        return own
+    return entry.name + ("-<file name>" if entry.kind == "image" else "")
 
 
 def _ids(resource: Resource, found: Iterable[Any]) -> list[str]:

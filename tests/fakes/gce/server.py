@@ -655,6 +655,15 @@ class FakeCompute(FakeServer):
             lambda: self.firewalls.pop(key, None),
         )
 
+    def _firewalls_patch(self, path: dict[str, str], params: dict[str, str], body: dict[str, Any]) -> dict:
+        """PATCH semantics (the fields given replace the rule's; ``name`` may not change)."""
+        rule = self._firewalls_get(path, params, None)
+        key = (path["project"], path["firewall"])
+        if body.get("name") not in (None, key[1]):
+            raise Failure(400, "invalid", f"Invalid value for field 'resource.name': '{body['name']}'.")
+        target = f"projects/{key[0]}/global/firewalls/{key[1]}"
+        return self._operation("compute.firewalls.patch", key[0], None, target, lambda: rule.update(body))
+
     def _firewalls_list(self, path: dict[str, str], params: dict[str, str], body: None) -> dict:
         items = [f for (p, _), f in sorted(self.firewalls.items()) if p == path["project"]]
         return self._page("compute#firewallList", path, params, items, "global/firewalls")

@@ -1,0 +1,85 @@
+"""The mark on everything cernvm-fixtures creates: an HMAC of the ledger entry's identity, keyed by a secret that only
+this user's state directory (or a CI secret store) holds, so a sweep by tags deletes only what it can prove it made.
+
+Tags, labels and metadata can be set by anyone with a tagging permission (Azure's Tag Contributor, ``ec2:CreateTags``)
+and are readable by everyone in the account; the key is neither. A leaf module: the ledger's directories only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .dirs import state_dir
+
+if TYPE_CHECKING:
+    from .ledger import Resource
+
+KEY_ENV = "CERNVM_FIXTURES_MARK_KEY"
+"""A shared secret (any string) that replaces the state directory's key: set it from the CI's secret store where runs
+on several machines (or throw-away runners) must sweep each other's leftovers."""
+KEY_FILE = "mark.key"
+"""The state directory's own key: 32 random bytes, created once, mode 0600."""
+MARK_LENGTH = 32
+"""Hex digits of the mark (128 bits): one tag or label value on every platform."""
+
+
+def key() -> bytes:
+    """The mark key: ``$CERNVM_FIXTURES_MARK_KEY``, else the state directory's key file (created on first use)."""
+    shared = os.environ.get(KEY_ENV)
+    if shared:
+        return hashlib.sha256(b"cernvm-fixtures mark key\0" + shared.encode()).digest()
+    path = state_dir() / KEY_FILE
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fresh = secrets.token_bytes(32)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process made it first: use theirs
+        return _read_whole(path)
+    with os.fdopen(fd, "wb") as f:
+        f.write(fresh)
+        f.flush()
+        os.fsync(f.fileno())
+    return fresh
+
+
+def _read_whole(path: Path) -> bytes:
+    """The key another process is writing: read until its 32 bytes are there."""
+    for _ in range(1000):
+        data = path.read_bytes()
+        if len(data) >= 32:
+            return data
+    raise OSError(f"{path}: mark key incomplete")
+
+
+def identity(resource: Resource) -> bytes:
+    """What the mark covers: the entry fields that never change (not its expiry or kept state, which do)."""
+    owner = resource.owner
+    parts = (
+        resource.provider,
+        resource.name,
+        resource.run,
+        owner.host,
+        str(owner.pid),
+        str(round(resource.created * 1e6)),
+    )
+    return "\0".join(parts).encode()
+
+
+def mark(resource: Resource) -> str:
+    """The mark of ``resource``'s ledger entry (hex)."""
+    return hmac.new(key(), identity(resource), hashlib.sha256).hexdigest()[:MARK_LENGTH]
+
+
+def proven(resource: Resource, value: str | None) -> bool:
+    """Whether ``value`` (a mark found on the platform) is the mark of ``resource``: the entry was written by a holder
+    of this key, not forged or invented."""
+    return value is not None and hmac.compare_digest(value, mark(resource))
