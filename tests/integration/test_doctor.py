@@ -9,6 +9,7 @@ from pathlib import Path
 from cernvm_fixtures import config
 from cernvm_fixtures.doctor import checks
 
+from ..clouds import options, target_for
 from ..fakes.moto_server import Moto
 
 
@@ -120,3 +121,48 @@ def test_ec2_vpc_quota_full_is_a_problem(moto):  # noqa: F811
         for vpc in created:
             client.delete_vpc(VpcId=vpc)
         client.deregister_image(ImageId=image)
+
+
+# --- issue 26.10: the clouds without an emulator, through their fakes and the SDKs' own credential chains -------
+
+
+def test_gce_credentials_and_project_from_adc(gce, monkeypatch):
+    from cernvm_fixtures.providers.gce import api as gce_api
+
+    for name, value in gce.env.items():
+        monkeypatch.setenv(name, value)
+    found = by_what(checks(target_for(gce, "cernvm4-micro-2020-07-1")))
+    assert found["credentials"].severity == "ok" and "Credentials" in found["credentials"].found
+    assert "BEGIN" not in found["credentials"].found, "nothing of the key is printed"
+    assert found["project"].severity == "ok"
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", "/nonexistent/key.json")
+    monkeypatch.setattr(gce_api, "credentials", gce_api.credentials)  # no cached credentials anywhere
+    found = by_what(checks(target_for(gce, "cernvm4-micro-2020-07-1")))
+    assert found["credentials"].severity == "problem" and "/nonexistent/key.json" in found["credentials"].found
+
+
+def test_openstack_cloud_configuration(openstack_cloud, tmp_path):
+    image_file = tmp_path / "cernvm.qcow2"
+    image_file.write_bytes(b"QFI\xfb" + b"\0" * 4092)
+    found = by_what(checks(target_for(openstack_cloud, str(image_file))))
+    assert found["cloud configuration"].severity == "ok", found
+    assert "http://127.0.0.1:" in found["cloud configuration"].found
+    found = by_what(checks(target("os", **{**options(openstack_cloud, str(image_file)), "cloud": "no-such-cloud"})))
+    assert found["cloud configuration"].severity == "problem"
+    assert "no-such-cloud" in found["cloud configuration"].found
+
+
+def test_azure_subscription_and_a_token_from_the_credential_chain(azure_cloud, monkeypatch):
+    from cernvm_fixtures.providers.azure import clients
+
+    image = "/subscriptions/x/resourceGroups/g/providers/Microsoft.Compute/images/i"
+    found = by_what(checks(target_for(azure_cloud, image)))
+    assert found["subscription"].severity == "ok" and found["credentials"].severity == "ok", found
+    assert "Credential" in found["credentials"].found
+    monkeypatch.delenv("AZURE_CLIENT_CERTIFICATE_PATH", raising=False)
+    monkeypatch.delenv("AZURE_CLIENT_SECRET", raising=False)
+    monkeypatch.setattr(clients, "_credentials", clients.ClientCache(clients._new_credential))
+    monkeypatch.setenv("AZURE_CLIENT_SECRET", "not-the-secret")
+    found = by_what(checks(target_for(azure_cloud, image)))
+    assert found["credentials"].severity == "problem", found
+    assert "not-the-secret" not in found["credentials"].found

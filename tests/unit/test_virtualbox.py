@@ -321,3 +321,25 @@ def test_leftovers_are_vms_with_our_entry_in_their_own_machine_directory(tmp_pat
         ("vm", "cvmfx-r1-vb-1", "r1", {"directory": directory, "vboxmanage": vbox.command}),
         ("directory", "cvmfx-r1-vb-1", "r1", {"path": directory}),
     ]
+
+
+def test_doctor_checks_vboxmanage_the_driver_and_kvm(tmp_path, monkeypatch):
+    """Issue 26.10: the doctor (and the pre-session check) speaks for virtualbox: no VBoxManage is a problem; no
+    kernel driver is a problem with VirtualBox's own command, a warning with a command of the target's own."""
+    import importlib
+
+    from cernvm_fixtures.providers import virtualbox as vbox
+
+    vbm = importlib.import_module("cernvm_fixtures.providers.virtualbox.vboxmanage")
+
+    missing = vbox.host_checks([str(tmp_path / "no-VBoxManage")])
+    assert [(c.what, c.severity) for c in missing] == [("VBoxManage", "problem")]
+    fake = tmp_path / "VBoxManage"
+    fake.write_text("#!/bin/sh\necho 7.1.4r165100\n")
+    fake.chmod(0o755)
+    monkeypatch.setattr(vbox, "DRIVER", tmp_path / "no-vboxdrv")
+    own = {c.what: c for c in vbox.host_checks([str(fake)])}
+    assert own["VBoxManage"].severity == "ok" and own["kernel driver"].severity == "warning"
+    monkeypatch.setattr(vbm, "default_command", lambda: [str(fake)])
+    default = {c.what: c for c in vbox.host_checks(None)}
+    assert default["kernel driver"].severity == "problem" and "modprobe vboxdrv" in default["kernel driver"].fix

@@ -35,6 +35,7 @@ from .vhd import check_vhd, tag_blob
 if TYPE_CHECKING:
     from ...config import Target
     from ...context import Context
+    from ...doctor import Check
 
 log = logging.getLogger(__name__)
 
@@ -190,6 +191,13 @@ class AzureProvider(Provider[AzureOptions, "AzureMachine"]):
         if resource.kind != "vm" or not resource.data.get("subscription") or not resource.data.get("id"):
             raise ScreenUnavailable(f"{resource.name}: an azure {resource.kind} has no screen (its VM has)")
         return boot_screenshot(client("compute", resource.data), *split_id(resource.data["id"]), path)
+
+    @classmethod
+    def checks(cls, target: Target) -> list[Check]:
+        """SDK, credentials and where they point, as the SDK's own chain resolves them (:mod:`.checks`)."""
+        from .checks import azure_checks
+
+        return azure_checks(target)
 
     @classmethod
     def leftovers(cls, target: Target, recorded: set[str]) -> list[Resource]:

@@ -83,9 +83,9 @@ def credentials() -> tuple[Any, str | None]:
     auth = sdk("gce", "gce", "google.auth")
     try:
         return auth.default(scopes=SCOPES)
-    except exceptions.DefaultCredentialsError:
+    except exceptions.DefaultCredentialsError as e:
         raise ProviderError(
-            "google.auth found no Application Default Credentials (it looks at GOOGLE_APPLICATION_CREDENTIALS, "
+            f"google.auth found no Application Default Credentials ({e}; it looks at GOOGLE_APPLICATION_CREDENTIALS, "
             "gcloud's `gcloud auth application-default login` and the GCE metadata server); cernvm-fixtures never "
             "reads them from its own config"
         ) from None

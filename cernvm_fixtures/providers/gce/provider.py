@@ -27,6 +27,7 @@ from .options import GceOptions
 if TYPE_CHECKING:
     from ...config import Target
     from ...context import Context
+    from ...doctor import Check
 
 log = logging.getLogger(__name__)
 
@@ -185,6 +186,13 @@ class GceProvider(Provider[GceOptions, GceMachine]):
         instances = client("InstancesClient", data.get("endpoint"))
         name = data.get("gce_name") or resource.name
         return instance_screenshot(instances, data["project"], data["zone"], name, path)
+
+    @classmethod
+    def checks(cls, target: Target) -> list[Check]:
+        """SDK, credentials and where they point, as the SDK's own chain resolves them (:mod:`.checks`)."""
+        from .checks import gce_checks
+
+        return gce_checks(target)
 
     @classmethod
     def leftovers(cls, target: Target, recorded: set[str]) -> list[Resource]:

@@ -24,6 +24,7 @@ from .options import OpenStackOptions
 if TYPE_CHECKING:
     from ...config import Target
     from ...context import Context
+    from ...doctor import Check
 
 log = logging.getLogger(__name__)
 
@@ -291,6 +292,13 @@ class OpenStackProvider(Provider[OpenStackOptions, "OpenStackMachine"]):
     @classmethod
     def destroy_resource(cls, resource: Resource) -> None:
         destroy.destroy(resource)
+
+    @classmethod
+    def checks(cls, target: Target) -> list[Check]:
+        """SDK, credentials and where they point, as the SDK's own chain resolves them (:mod:`.checks`)."""
+        from .checks import openstack_checks
+
+        return openstack_checks(target)
 
     @classmethod
     def leftovers(cls, target: Target, recorded: set[str]) -> list[Resource]:

@@ -28,6 +28,7 @@ from typing import Any
 from ... import images
 from ...context import Context
 from ...context.nocloud import write_seed
+from ...doctor import Check
 from ...errors import ConfigError, PermanentError, ProviderError, ScreenUnavailable
 from ...ledger import Resource
 from ...screen import write_png
@@ -77,7 +78,7 @@ __all__ = [
     "family",
     "modifyvm",
     "parse_machinereadable",
-    "preflight",
+    "host_checks",
     "setextradata",
     "sharedfolder",
     "startvm",
@@ -194,6 +195,11 @@ class VirtualBoxProvider(Provider[VirtualBoxOptions, "VirtualBoxMachine"]):
         if found is None:
             raise ScreenUnavailable(f"{resource.name}: no VM of this run by that name is registered in VirtualBox")
         return screenshot(vbox, found[0], path, resource.name)
+
+    @classmethod
+    def checks(cls, target: Any) -> list[Check]:
+        """VBoxManage, the kernel driver, VT-x/AMD-V (:func:`host_checks`)."""
+        return host_checks(target.options.vboxmanage or None)
 
     @classmethod
     def leftovers(cls, target: Any, recorded: set[str]) -> list[Resource]:
@@ -339,30 +345,48 @@ class VirtualBoxMachine(Machine):
         return ssh_login(self.options.user, "127.0.0.1", port, key_file, self.host_keys() or [], self.directory)
 
 
-def preflight(command: Sequence[str] | None = None) -> list[str]:
-    """What keeps VirtualBox from starting a VM here, each as one sentence with what to do (empty: nothing)."""
-    problems = []
+DRIVER = Path("/dev/vboxdrv")
+"""VirtualBox's kernel driver: VBoxManage works without it, starting a VM does not."""
+
+
+def host_checks(command: Sequence[str] | None = None) -> list[Check]:
+    """What this host needs for VirtualBox to start a VM: VBoxManage, its kernel driver, VT-x/AMD-V not held by
+    KVM. With a VBoxManage command of the target's own (a wrapper, a stand-in) the last two are only warnings: that
+    command may start machines some other way."""
+
+    own = bool(command)
     try:
-        vboxmanage(command)
+        found = [Check.ok("VBoxManage", f"{' '.join(vboxmanage(command).command)} ({vboxmanage(command).family})")]
     except (ConfigError, ProviderError) as e:
-        problems.append(str(e))
-    if not Path("/dev/vboxdrv").exists():
-        problems.append(
-            "the VirtualBox kernel driver is not loaded (/dev/vboxdrv missing): install the virtualbox-dkms "
-            "package for your kernel and run `modprobe vboxdrv` (VBoxManage works without it, startvm does not)"
+        fix = "install VirtualBox (7.x), or set vboxmanage = [...] in the target"
+        return [Check.problem("VBoxManage", str(e), fix)]
+    flag = Check.warning if own else Check.problem
+    if DRIVER.exists():
+        found.append(Check.ok("kernel driver", str(DRIVER)))
+    else:
+        found.append(
+            flag(
+                "kernel driver",
+                "/dev/vboxdrv missing: VBoxManage works, startvm does not"
+                + (" (unless the target's own vboxmanage command starts machines otherwise)" if own else ""),
+                "install the virtualbox-dkms package for your kernel and run `modprobe vboxdrv`",
+            )
         )
     try:
-        users = [line.split()[0] for line in Path("/proc/modules").read_text().splitlines()]
+        modules = [line.split()[0] for line in Path("/proc/modules").read_text().splitlines()]
     except OSError:
-        users = []
-    if "kvm_intel" in users or "kvm_amd" in users:
-        in_use = any(Path(f"/proc/{p}/fd").exists() and _uses_kvm(p) for p in os.listdir("/proc") if p.isdigit())
-        if in_use:
-            problems.append(
-                "VT-x/AMD-V is in use by KVM (a process holds /dev/kvm): stop the KVM guests, or "
-                "`modprobe -r kvm_intel kvm_amd` before starting VirtualBox VMs"
+        modules = []
+    if "kvm_intel" in modules or "kvm_amd" in modules:
+        holders = [p for p in os.listdir("/proc") if p.isdigit() and _uses_kvm(p)]
+        if holders:
+            found.append(
+                flag(
+                    "VT-x/AMD-V",
+                    f"in use by KVM (process {', '.join(holders[:3])} holds /dev/kvm)",
+                    "stop the KVM guests, or `modprobe -r kvm_intel kvm_amd` before starting VirtualBox VMs",
+                )
             )
-    return problems
+    return found
 
 
 def _uses_kvm(pid: str) -> bool:
