@@ -52,12 +52,40 @@ class Cell:
 
     @property
     def reason(self) -> str:
-        """The first line that says what went wrong (or why it was skipped)."""
+        """What went wrong (or why it was skipped): the first paragraph that says it, whole (a message's advice
+        comes after its finding and must not be cut off), not the test code pytest quotes around it."""
+        kept: list[str] = []
         for line in (self.message or self.detail).splitlines():
             line = line.strip()
-            if line and not line.startswith(("def ", "@", ">")):
-                return line[:240]
-        return ""
+            if not line:
+                if kept:
+                    break
+                continue
+            if line.startswith(("def ", "@", ">", "Traceback ", 'File "')):
+                if kept:
+                    break
+                continue
+            kept.append(line.removeprefix("E ").strip())
+        text = " ".join(kept)
+        return text if len(text) <= REASON_LIMIT else text[: REASON_LIMIT - 1] + "…"
+
+
+REASON_LIMIT = 2000
+"""Characters of a reason shown in a report (a runaway message is cut here, with an ellipsis)."""
+COLUMN_FACTS = (("image", "cernvm_image"), ("profile", "cernvm_profile"), ("verified on", "cernvm_verification"))
+"""What each grid column names under its title: the image, the profile and the verification level."""
+
+
+def column_facts(cells: Sequence[Cell]) -> dict[str, dict[str, str]]:
+    """Per column: its image, profile and verification level as its cells' properties give them (the first cell
+    that has each; a skipped cell that booted nothing may have none)."""
+    found: dict[str, dict[str, str]] = {}
+    for cell in cells:
+        facts = found.setdefault(cell.column, {})
+        for label, key in COLUMN_FACTS:
+            if cell.properties.get(key) and label not in facts:
+                facts[label] = cell.properties[key]
+    return found
 
 
 def column_of(properties: dict[str, str]) -> str | None:
@@ -199,6 +227,24 @@ def markdown(cells: Sequence[Cell]) -> str:
     for scenario in scenarios:
         row = [MARK[at[scenario, col].outcome] if (scenario, col) in at else "-" for col in columns]
         lines.append(f"| {md_code(scenario, cell=True)} | " + " | ".join(row) + " |")
+    facts = column_facts(cells)
+    lines += ["", "## Columns", "", "| column | " + " | ".join(label for label, _ in COLUMN_FACTS) + " |"]
+    lines.append("|---|" + "---|" * len(COLUMN_FACTS))
+    for column in columns:
+        known = facts.get(column, {})
+        lines.append(
+            f"| {md_text(column)} | " + " | ".join(md_text(known.get(label, "?")) for label, _ in COLUMN_FACTS) + " |"
+        )
+    skipped: dict[tuple[str, str], list[str]] = {}
+    for cell in cells:
+        if cell.outcome == "skipped":
+            skipped.setdefault((cell.column, cell.reason or "no reason given"), []).append(cell.scenario)
+    if skipped:
+        lines += ["", "## Skipped", ""]
+        lines += [
+            f"- **{md_text(column)}** {', '.join(md_code(s) for s in names)}: {md_text(reason)}"
+            for (column, reason), names in skipped.items()
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -266,7 +312,16 @@ def to_html(
     ``base``: the directory the page is written to, for links to screenshots too large to embed.
     """
     columns, scenarios, at = grid(cells)
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    facts = column_facts(cells)
+
+    def heading(column: str) -> str:
+        known = facts.get(column, {})
+        lines = "".join(
+            f"<br><small>{label}: {html.escape(known.get(label, '?'))}</small>" for label, _ in COLUMN_FACTS
+        )
+        return f"<th>{html.escape(column)}{lines}</th>"
+
+    head = "".join(heading(c) for c in columns)
     body = []
     for scenario in scenarios:
         tds = []
@@ -280,9 +335,11 @@ def to_html(
                     f"<p>{html.escape(cell.reason)}</p>{_screens(cell, base, embed_limit)}"
                     f"<pre>{html.escape(cell.detail or cell.message)}</pre></details></td>"
                 )
+            elif cell.outcome == "skipped":
+                reason = html.escape(cell.reason or "no reason given")
+                tds.append(f'<td class="skipped">{MARK["skipped"]}<br><small>{reason}</small></td>')
             else:
-                title = f' title="{html.escape(cell.reason)}"' if cell.reason else ""
-                tds.append(f'<td class="{cell.outcome}"{title}>{MARK[cell.outcome]}</td>')
+                tds.append(f'<td class="{cell.outcome}">{MARK[cell.outcome]}</td>')
         body.append(f"<tr><th><code>{html.escape(scenario)}</code></th>{''.join(tds)}</tr>")
     return (
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>cernvm-fixtures report</title>"

@@ -40,6 +40,7 @@ from typing import Any, ClassVar
 
 import pytest
 
+from .. import marks
 from ..config import Config, Target
 from ..context import UserData
 from ..errors import CommandTimeout
@@ -141,15 +142,18 @@ class ProviderContract:
         contract_run: Callable[[Path], Run],
         contract_objects: Objects,
     ) -> Iterator[Instance]:
-        """One instance shared by the read-only tests of the class."""
+        """One instance shared by the read-only tests of the class, its fields marked with a key of the class's own
+        (per-test state directories come and go around it)."""
         run = contract_run(tmp_path_factory.mktemp("state"))
-        instance = launch(contract_target, run)
-        try:
-            yield instance
-        finally:
-            instance.destroy()
-            end_of_run(run)
-            assert_nothing_left(run, contract_objects)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv(marks.KEY_ENV, f"contract {run.id}")
+            instance = launch(contract_target, run)
+            try:
+                yield instance
+            finally:
+                instance.destroy()
+                end_of_run(run)
+                assert_nothing_left(run, contract_objects)
 
     def test_readiness_steps_in_order(
         self, run: Run, contract_target: Target, caplog: pytest.LogCaptureFixture
@@ -330,6 +334,19 @@ class ProviderContract:
             logging.getLogger(__name__).info("a reused name was refused: %s", e)
         assert contract_objects(instance.machine.provider.run) == before, "the other machine's objects changed"
         assert instance.run("echo alive", timeout=60).stdout == "alive\n", "the other machine stopped answering"
+
+    def test_fields_without_our_mark_are_not_swept(
+        self, instance: Instance, contract_target: Target, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The platform holds the instance's ledger fields (tags, labels, metadata) for a sweep without the ledger:
+        with this key they name the machine; to a sweep with another key (a forger, who may write tags but not the
+        mark, or another state directory) they name nothing, so nothing of it would be deleted."""
+        provider = get_provider(contract_target.provider)
+        ours = {r.name for r in provider.leftovers(contract_target, set())}
+        assert instance.name in ours, f"a sweep with the key does not find {instance.name} on the platform"
+        monkeypatch.setenv(marks.KEY_ENV, "a key that wrote none of these fields")
+        theirs = {r.name for r in provider.leftovers(contract_target, set())}
+        assert instance.name not in theirs, f"fields without this key's mark were taken as {instance.name}'s"
 
     def test_sigkill_then_sweep(
         self, tmp_path: Path, contract_child: tuple[str, dict[str, str]] | None, contract_objects: Objects

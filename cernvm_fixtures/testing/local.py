@@ -25,6 +25,7 @@ from typing import ClassVar
 
 from pydantic import Field
 
+from .. import marks
 from ..context import Context
 from ..errors import CommandTimeout, PermanentError, ProviderError, ScreenUnavailable
 from ..interrupts import signals_deferred
@@ -39,6 +40,8 @@ PROFILE = str(resources.files(__package__) / "local.toml")
 """The profile of a local machine (its ready command), for a target's ``profile`` key."""
 MACHINE_ENV = "CVMFX_MACHINE"
 RESOURCE_ENV = "CVMFX_RESOURCE"
+MARK_ENV = "CVMFX_MARK"
+"""The entry's mark (:mod:`cernvm_fixtures.marks`) beside it: a sweep takes only what it can prove it made."""
 INIT = str(resources.files(__package__) / "_init.py")
 """The machine's init program, run by path on the standard library alone (no import of this package: a tenth of
 the start-up time, which every local machine's boot pays)."""
@@ -76,6 +79,7 @@ class LocalProvider(Provider[LocalOptions, "LocalMachine"]):
         (bin_dir / "reboot").chmod(0o755)
         env = machine.environment()
         env[RESOURCE_ENV] = resource.to_json()
+        env[MARK_ENV] = marks.mark(resource)
         self.start(directory, env)
 
     def start(self, directory: Path, env: dict[str, str]) -> None:
@@ -121,10 +125,11 @@ class LocalProvider(Provider[LocalOptions, "LocalMachine"]):
         """Machines found in the process table by the ledger entry their init process carries."""
         found = []
         for pid in machine_processes(None):
-            text = _environ(pid).get(RESOURCE_ENV)
+            environ = _environ(pid)
+            text = environ.get(RESOURCE_ENV)
             if text:
                 resource = Resource.from_json(text)
-                if resource.name not in recorded:
+                if resource.name not in recorded and marks.proven(resource, environ.get(MARK_ENV)):
                     found.append(resource)
         return found
 

@@ -105,7 +105,7 @@ def test_markdown_shows_names_and_reasons_as_text_not_markup():
     assert not unescaped.search(failure.split("**", 2)[2].split("`")[-1]), failure
     assert "\\<img src=x onerror=alert(1)\\>" in failure and "\\[log in\\](https://evil.example)" in failure
     assert "``test_a::test_`x`|y``" in failure, "a fence longer than any backtick run in the name"
-    header, _, *rows = text.split("## Target x scenario\n\n")[1].splitlines()
+    header, _, *rows = text.split("## Target x scenario\n\n")[1].split("\n\n")[0].splitlines()
     assert [len(re.split(r"(?<!\\)\|", line)) for line in (header, *rows)] == [5, 5, 5], "one cell per column"
     assert "kvm\\|\\<b\\>ec2\\</b\\>" in header and "``test_a::test_`x`\\|y``" in rows[0]
 
@@ -305,3 +305,30 @@ def test_the_kept_lines_say_how_to_log_in_and_remove():
         "  log in:  ssh -p 2222 root@127.0.0.1",
         "  remove:  cernvm-fixtures down cvmfx-1-kvm-2",
     ]
+
+
+def test_columns_name_image_profile_and_verification_and_skips_say_why():
+    """Issue 28: a release engineer reads what each column ran (image, profile, real engine / emulator / stand-in),
+    why a cell was skipped, and a failure's whole first paragraph, advice included."""
+    advice = "scratch disk /dev/vdb is 19 GiB, expected 20 GiB\nfix: give the target disk_size = 20 (GiB)\n\nlater"
+    facts = {
+        "cernvm_image": "ucernvm-prod.2021.05-1.iso",
+        "cernvm_profile": "cernvm4",
+        "cernvm_verification": "stand-in",
+    }
+    cells = [
+        report.Cell("test_scratch::test_size", "ec2", "failed", message=advice, properties=facts),
+        report.Cell(
+            "test_cable::test_cable", "ec2", "skipped", message="ec2 cannot pull a cable: a cloud", properties={}
+        ),
+        report.Cell("test_kernel::test_release", "kvm", "passed", properties={"cernvm_verification": "real engine"}),
+    ]
+    text = report.markdown(cells)
+    assert "| ec2 | ucernvm-prod.2021.05-1.iso | cernvm4 | stand-in |" in text
+    assert "| kvm | ? | ? | real engine |" in text
+    assert "expected 20 GiB fix: give the target disk\\_size = 20 (GiB)" in text, "the advice is not cut off"
+    assert "later" not in text, "the first paragraph only"
+    assert "`test_cable::test_cable`: ec2 cannot pull a cable: a cloud" in text
+    page = report.to_html(cells)
+    assert "verified on: stand-in" in page and "ec2 cannot pull a cable: a cloud" in page
+    assert "fix: give the target disk_size = 20 (GiB)" in page
