@@ -1,7 +1,8 @@
 """The image an instance boots: one GCE already has (a name, ``family/F`` or a ``projects/...`` link, looked up by
-:func:`find_image`), or one made from a local ``.tar.gz`` holding ``disk.raw`` (:func:`upload_image`: the tarball
-as an object in the bucket, then ``images.insert`` with ``rawDisk.source``, both named by the tarball's content
-hash, so a later run reuses them).
+:func:`find_image`), or one made from a local file (:func:`upload_image`): a disk is archived the way GCE imports it
+(:mod:`.tarball`), a given ``.tar.gz`` is checked to be such an archive, and the tarball becomes an object in the
+bucket, then ``images.insert`` with ``rawDisk.source``, both named by the tarball's content hash, so a later run
+reuses them.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from ..kit import encode_fields
 from .api import ERRORS, compute_v1, wait_operation
 from .labels import OBJECT_PREFIX
 from .options import GceOptions
+from .tarball import DISKS, build, check, is_disk
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +46,9 @@ def platform_image(image: str) -> bool:
 TARBALL = Accepts(
     ".tar.gz",
     "an image name, family/FAMILY, projects/P/global/images/[family/]NAME, or uploads a .tar.gz holding disk.raw "
-    "(ucernvm-<branch>.<V>-<R>.cernvm.x86_64.tar.gz)",
+    "(ucernvm-<branch>.<V>-<R>.cernvm.x86_64.tar.gz), or a disk it archives so (" + "/".join(DISKS) + ")",
     platform=platform_image,
+    other_files=DISKS,
 )
 """What the gce provider boots (:func:`..images.resolve`)."""
 
@@ -86,6 +89,12 @@ def check_bucket(storage: Any, bucket: str | None, tarball: Path, where: str) ->
     return bucket
 
 
+def tarball_of(image: Path, where: str) -> Path:
+    """The tarball to upload for a local image file: a disk archived as GCE imports it (cached), or the given
+    ``.tar.gz`` as it is (:func:`upload_image` checks it before uploading)."""
+    return build(image, where) if is_disk(image) else image
+
+
 def content_hash(path: Path) -> str:
     """The SHA-256 of a file, hex (names the uploaded object and the image made from it)."""
     with path.open("rb") as f:
@@ -102,10 +111,12 @@ def upload_image(
     record: Callable[..., Resource],
     created: Callable[..., None],
     machine: str,
+    where: str,
 ) -> str:
     """The link of the image made from ``tarball`` for ``machine``: an image of that content is reused, else the
-    tarball is uploaded to the target's bucket and the image made from it, each recorded first (``record(kind,
-    name, **data)``, then ``created(resource, **data)``) and carrying the target's labels and its entry's fields."""
+    tarball is checked (:func:`.tarball.check`: a ConfigError starting with ``where`` before anything is created),
+    uploaded to the target's bucket and the image made from it, each recorded first (``record(kind, name, **data)``,
+    then ``created(resource, **data)``) and carrying the target's labels and its entry's fields."""
     bucket = options.bucket
     assert bucket is not None, "check_bucket first"
     name = f"cvmfx-{content_hash(tarball)[:24]}"
@@ -113,6 +124,8 @@ def upload_image(
     if ERRORS.call(f"get image {name}", images.get, missing_ok=True, project=project, image=name) is not None:
         log.info("%s: reusing image %s (same content)", machine, name)
         return link
+    disk_size = check(tarball, where)
+    log.info("%s: %s holds a %d GiB disk.raw", machine, tarball.name, disk_size >> 30)
     key = f"{OBJECT_PREFIX}{name}.tar.gz"
     upload = record("object", key, bucket=bucket)
     blob = storage.bucket(bucket).blob(key, chunk_size=8 << 20)
