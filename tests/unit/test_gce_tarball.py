@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import shutil
 import subprocess
 import tarfile
@@ -19,7 +18,7 @@ from cernvm_fixtures.errors import ConfigError
 from cernvm_fixtures.providers.gce import tarball
 
 from ..fakes.gce.server import NOT_AN_IMAGE, imported_disk
-from ..fakes.gce.tarballs import GIB, gnu_tarball, gzip_of, not_a_tarball, sparse_disk
+from ..fakes.gce.tarballs import GIB, broken_tarball, gnu_tarball, sparse_disk
 
 needs_gnu_tar = pytest.mark.skipif(shutil.which("tar") is None, reason="GNU tar makes the reference tarballs")
 
@@ -116,30 +115,6 @@ def test_a_tarball_made_by_gnu_tar_passes_as_it_is(tmp_path):
     assert tarball.build.__name__ and not tarball.is_disk(made)
 
 
-def broken(tmp_path: Path, case: str) -> Path:
-    """A tarball GCE cannot import, made the way a user would get it wrong."""
-    path = tmp_path / f"{case}.tar.gz"
-    if case == "not-gzip":
-        return not_a_tarball(path)
-    if case == "gzip-of-nothing":
-        return gzip_of(path, b"just some text\n")
-    if case == "truncated":
-        whole = gnu_tarball(tmp_path / "whole.tar.gz", head=os.urandom(64 << 10))
-        path.write_bytes(whole.read_bytes()[:-200])
-        return path
-    if case == "pax":
-        return gnu_tarball(path, fmt="pax")
-    if case == "ustar":
-        return gnu_tarball(path, fmt="ustar", size=1 << 20)
-    if case == "wrong-name":
-        return gnu_tarball(path, name="disk.img")
-    if case == "two-members":
-        return gnu_tarball(path, extra="README")
-    if case == "not-whole-gib":
-        return gnu_tarball(path, size=GIB + GIB // 2)
-    raise AssertionError(case)
-
-
 REFUSED = {
     "not-gzip": r"not a gzip file .*tar --format=oldgnu -Sczf",
     "gzip-of-nothing": r"the tar archive ends inside its first header",
@@ -156,7 +131,7 @@ REFUSED = {
 @needs_gnu_tar
 @pytest.mark.parametrize("case", list(REFUSED))
 def test_a_given_tarball_gce_cannot_import_is_refused_naming_the_file_and_the_fault(tmp_path, case):
-    path = broken(tmp_path, case)
+    path = broken_tarball(tmp_path, case)
     with pytest.raises(ConfigError, match=rf"^targets\.gce\.image: {path}: {REFUSED[case]}"):
         tarball.check(path, "targets.gce.image")
 
@@ -165,7 +140,7 @@ def test_a_given_tarball_gce_cannot_import_is_refused_naming_the_file_and_the_fa
 @pytest.mark.parametrize("case", list(REFUSED))
 def test_the_local_compute_api_refuses_the_same_objects_with_gces_error(tmp_path, case):
     """Its reader is Python's tarfile, not the provider's: the two agree on every case."""
-    found = imported_disk(io.BytesIO(broken(tmp_path, case).read_bytes()))
+    found = imported_disk(io.BytesIO(broken_tarball(tmp_path, case).read_bytes()))
     if case == "wrong-name":
         assert found == (
             "INVALID_IMAGE_TAR",

@@ -5,6 +5,7 @@ bytes."""
 from __future__ import annotations
 
 import gzip
+import secrets
 import shutil
 import subprocess
 from pathlib import Path
@@ -61,3 +62,27 @@ def gzip_of(path: Path, content: bytes) -> Path:
     """``content`` gzipped (a gzip file that holds no tar archive)."""
     path.write_bytes(gzip.compress(content, mtime=0))
     return path
+
+
+def broken_tarball(tmp_path: Path, case: str) -> Path:
+    """A tarball GCE cannot import, made the way a user would get it wrong."""
+    path = tmp_path / f"{case}.tar.gz"
+    if case == "not-gzip":
+        return not_a_tarball(path)
+    if case == "gzip-of-nothing":
+        return gzip_of(path, b"just some text\n")
+    if case == "truncated":
+        whole = gnu_tarball(tmp_path / "whole.tar.gz", head=secrets.token_bytes(64 << 10))
+        path.write_bytes(whole.read_bytes()[:-200])
+        return path
+    if case == "pax":
+        return gnu_tarball(path, fmt="pax")
+    if case == "ustar":
+        return gnu_tarball(path, fmt="ustar", size=1 << 20)
+    if case == "wrong-name":
+        return gnu_tarball(path, name="disk.img")
+    if case == "two-members":
+        return gnu_tarball(path, extra="README")
+    if case == "not-whole-gib":
+        return gnu_tarball(path, size=GIB + GIB // 2)
+    raise AssertionError(case)
