@@ -243,6 +243,16 @@ def test_a_tarball_gce_cannot_import_is_refused_before_anything_is_created(gce, 
     assert not [o for o in gce.objects() if o.startswith("cernvm-fixtures/")], "nothing was uploaded"
 
 
+def test_a_tarball_larger_than_the_boot_disk_is_refused_before_it_is_uploaded(gce, tmp_path):
+    tarball = gnu_tarball(tmp_path / "cernvm-21g.tar.gz", size=21 * GIB, head=b"21 GiB")
+    run = Run(state=tmp_path / "state")
+    refused = "targets.gce.disk_size_gb: 20 GB is smaller than image cernvm-21g.tar.gz (21 GB)"
+    with pytest.raises(ConfigError, match=re.escape(refused) + ".*set disk_size_gb = 21 or more"):
+        create_only(target_for(gce, str(tarball)), run)
+    assert_nothing_left(gce, run)
+    assert not [o for o in gce.objects() if o.startswith("cernvm-fixtures/")], "nothing was uploaded"
+
+
 def user_image(gce: Gce, path, name: str):
     """images.insert of the object ``path`` uploaded as a user would (not through the provider); its operation."""
     from google.cloud import compute_v1
@@ -268,20 +278,39 @@ def test_the_local_api_ends_the_import_of_an_object_gce_cannot_read_in_gces_erro
 
 
 def test_an_image_is_as_large_as_its_disk_raw_and_no_boot_disk_is_smaller(gce, tmp_path):
-    """A 21 GiB sparse disk.raw (a few hundred bytes of tarball) makes a 21 GB image; an instance whose boot disk is
-    the target's 20 GB is refused with GCE's own message."""
+    """A 21 GiB sparse disk.raw (a few hundred bytes of tarball) makes a 21 GB image. A target whose boot disk is
+    20 GB is refused before anything is created, naming disk_size_gb; the local API refuses such an instance with
+    GCE's own message whoever sends it."""
+    from google.api_core import exceptions
+    from google.cloud import compute_v1
+
     operation = user_image(gce, gnu_tarball(tmp_path / "big.tar.gz", size=21 * GIB, head=b"big"), "big-21")
     gcemod.wait_operation("user image", operation, gce.project, None, gce.api.url, time.monotonic() + 10)
     try:
         assert gce.api.images[(gce.project, "big-21")]["diskSizeGb"] == "21"
         run = Run(state=tmp_path / "state")
-        smaller = r"Requested disk size cannot be smaller than the image size \(21 GB\)"
-        with pytest.raises(ProviderError, match=rf"initializeParams.diskSizeGb': '20'\. {smaller}"):
+        refused = (
+            f"targets.gce.disk_size_gb: 20 GB is smaller than image projects/{gce.project}/global/images/big-21 "
+            "(21 GB), and GCE makes no boot disk smaller than its image: set disk_size_gb = 21 or more"
+        )
+        with pytest.raises(ConfigError, match=re.escape(refused)):
             create_only(target_for(gce, "big-21", disk_size_gb=20), run)
         assert_nothing_left(gce, run)
         machine, _ = create_only(target_for(gce, "big-21", disk_size_gb=21), run)
         machine.destroy()
         assert_nothing_left(gce, run)
+
+        disk = compute_v1.AttachedDiskInitializeParams(source_image="global/images/big-21", disk_size_gb=20)
+        body = compute_v1.Instance(
+            name="too-small",
+            machine_type=f"zones/{gce.zone}/machineTypes/e2-small",
+            disks=[compute_v1.AttachedDisk(boot=True, initialize_params=disk)],
+        )
+        smaller = "'20'. Requested disk size cannot be smaller than the image size (21 GB)"
+        with pytest.raises(exceptions.BadRequest, match=re.escape(smaller)):
+            gcemod.client("InstancesClient", gce.api.url).insert_unary(
+                project=gce.project, zone=gce.zone, instance_resource=body
+            )
     finally:
         gcemod.client("ImagesClient", gce.api.url).delete_unary(project=gce.project, image="big-21")
         gce.storage_client().bucket(gce.bucket).blob("user/big-21.tar.gz").delete()

@@ -19,7 +19,7 @@ from ..kit import encode_fields
 from . import teardown
 from .api import ERRORS, client, credentials, insert, wait_operation
 from .bodies import firewall_body, instance_body
-from .image import TARBALL, check_bucket, find_image, image_link, tarball_of, upload_image
+from .image import TARBALL, check_bucket, check_disk_size, find_image, image_link, tarball_of, upload_image
 from .labels import CREATION_ORDER, description_for
 from .machine import GceMachine, instance_screenshot
 from .options import SUBNETWORK, GceOptions
@@ -131,7 +131,8 @@ class GceProvider(Provider[GceOptions, GceMachine]):
         if image.file is not None:
             check_bucket(storage, self.options.bucket, image.file, self.target.where("bucket"))
         else:
-            source = find_image(images, image_link(str(image.platform), project), self.target.where("image"))
+            source, image_gb = find_image(images, image_link(str(image.platform), project), self.target.where("image"))
+            check_disk_size(self.options, image_gb, source, self.target.where("disk_size_gb"))
         self.check_placement(project)
         if image.file is not None:
             source = upload_image(
@@ -143,7 +144,7 @@ class GceProvider(Provider[GceOptions, GceMachine]):
                 record=functools.partial(self._record, machine),
                 created=self.created,
                 machine=machine.name,
-                where=self.target.where("image"),
+                where=self.target.where,
             )
         self._create_firewall(machine, project)
         self._create_instance(machine, project, source, user_data)
