@@ -53,7 +53,7 @@ def convert(source: Path, suffix: str, where: str) -> Path:
         raise ConfigError(
             f"{where}: converting {source.name} to {suffix} needs qemu-img (Debian: apt-get install qemu-utils)"
         )
-    folder = images_dir() / "converted" / _digest(source)
+    folder = images_dir() / "converted" / digest(source)
     final = folder / (source.name.rsplit(".", 1)[0] + suffix)
     if final.is_file():
         touch_used(final)
@@ -145,7 +145,7 @@ def _run(argv: list[str], where: str, timeout: float | None = None) -> str:
     return done.stdout
 
 
-def _digest(path: Path) -> str:
+def digest(path: Path) -> str:
     """The SHA-256 of ``path``: the folder name when it is a download in the cache, else hashed."""
     if DIGEST.match(path.parent.name) and path.parent.parent == images_dir():
         return path.parent.name

@@ -8,6 +8,7 @@ account key made for the session, found by ``google.auth.default()`` like any AD
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 import urllib.request
@@ -23,6 +24,7 @@ from cernvm_fixtures.run import Run
 
 from ..clouds import CIDR, assert_nothing_left, config_file, held, target_for
 from ..fakes.gce.fixtures import Gce
+from ..fakes.gce.tarballs import GIB, broken_tarball, gnu_tarball, sparse_disk
 from ..fakes.server import Call
 from ..helpers import create_only, killed_launch, ledger_entries, subprocess_env, sweep_killed
 
@@ -30,8 +32,9 @@ from ..helpers import create_only, killed_launch, ledger_entries, subprocess_env
 
 
 def test_lifecycle_with_an_uploaded_image(gce, tmp_path):
-    tarball = tmp_path / "cernvm4-micro-2020.07-1.tar.gz"
-    tarball.write_bytes(b"\x1f\x8b" + bytes(range(256)) * (36 << 10))  # > 8 MiB: a resumable upload
+    # Google's recipe, a 1 GiB disk.raw whose first 9 MiB do not compress: over 8 MiB, a resumable upload
+    tarball = gnu_tarball(tmp_path / "cernvm4-micro-2020.07-1.tar.gz", head=os.urandom(9 << 20))
+    assert tarball.stat().st_size > 8 << 20
     run = Run(state=tmp_path / "state")
     machine, _ = create_only(target_for(gce, str(tarball)), run)
     try:
@@ -49,6 +52,7 @@ def test_lifecycle_with_an_uploaded_image(gce, tmp_path):
         assert image_name == "cvmfx-" + gcemod.content_hash(tarball)[:24], "the image is named by content"
         made = gce.api.images[(gce.project, image_name)]
         assert made["archiveSizeBytes"] == str(tarball.stat().st_size), "images.insert read the whole upload"
+        assert made["diskSizeGb"] == "1", "the size of disk.raw, in GB"
         assert made["rawDisk"]["source"].endswith(f"/{gce.bucket}/cernvm-fixtures/{image_name}.tar.gz")
 
         instance = gce.api.instance(machine.name)
@@ -146,8 +150,7 @@ def test_lifecycle_with_an_existing_image_family(gce, gce_image, tmp_path):
 
 
 def test_every_create_call_finds_its_ledger_entry_already_written(gce, tmp_path):
-    tarball = tmp_path / "cernvm4-micro-2020.07-2.tar.gz"
-    tarball.write_bytes(b"\x1f\x8b" + b"ledger" * 100)
+    tarball = gnu_tarball(tmp_path / "cernvm4-micro-2020.07-2.tar.gz", head=b"ledger")
     run = Run(state=tmp_path / "state")
     seen: dict[str, list[tuple[str, bool]]] = {}
     creates = {
@@ -188,6 +191,191 @@ def test_keep_labels_the_instance_kept(gce, gce_image, tmp_path):
     assert_nothing_left(gce, run)
 
 
+# --- the image tarball (issue 27) -----------------------------------------------------------------
+
+
+def test_a_raw_disk_is_archived_uploaded_and_imported_the_way_gce_imports_it(gce, tmp_path, monkeypatch):
+    """A CernVM .hdd becomes the tarball GCE imports: the object the local API reads back is a gzipped tar of one
+    sparse disk.raw padded to 1 GiB, and the image's diskSizeGb is that disk's. Made again from scratch (no cache),
+    the tarball is the same, so the image is reused."""
+    import shutil
+    import tarfile
+
+    monkeypatch.setenv("CERNVM_FIXTURES_CACHE", str(tmp_path / "cache"))
+    disk = tmp_path / "ucernvm-prod.2021.05-1.cernvm.x86_64.hdd"
+    sparse_disk(disk, 3 << 20, b"\xeb\x63\x90" + os.urandom(8192))
+    run = Run(state=tmp_path / "state")
+    machine, _ = create_only(target_for(gce, str(disk)), run)
+    try:
+        image_name = next(r for r in run.ledger.entries() if r.kind == "image").data["gce_name"]
+        assert gce.api.images[(gce.project, image_name)]["diskSizeGb"] == "1"
+        uploaded = tmp_path / "uploaded.tar.gz"
+        gce.storage_client().bucket(gce.bucket).blob(f"cernvm-fixtures/{image_name}.tar.gz").download_to_filename(
+            str(uploaded)
+        )
+        assert image_name == "cvmfx-" + gcemod.content_hash(uploaded)[:24] and uploaded.stat().st_size < 64 << 10
+        with tarfile.open(uploaded) as archive:
+            (member,) = archive.getmembers()
+            assert (member.name, member.size, member.type) == ("disk.raw", GIB, tarfile.GNUTYPE_SPARSE)
+            assert archive.extractfile(member).read(3 << 20) == disk.read_bytes()
+
+        shutil.rmtree(tmp_path / "cache")
+        second, _ = create_only(target_for(gce, str(disk)), run)
+        assert {r.kind for r in second.resources} == {"firewall", "instance"}, "same disk, same tarball, same image"
+        second.destroy()
+    finally:
+        machine.destroy()
+    assert_nothing_left(gce, run)
+
+
+REFUSED = {
+    "pax": "a PAX archive",
+    "wrong-name": "the member is named 'disk.img', not 'disk.raw'",
+    "not-whole-gib": f"disk.raw is {GIB + GIB // 2} bytes, not a whole number of GiB",
+}
+
+
+@pytest.mark.parametrize("case", list(REFUSED))
+def test_a_tarball_gce_cannot_import_is_refused_before_anything_is_created(gce, tmp_path, case):
+    tarball = broken_tarball(tmp_path, case)
+    run = Run(state=tmp_path / "state")
+    refused = rf"^test: targets\.gce\.image: {re.escape(str(tarball))}: {re.escape(REFUSED[case])}"
+    with pytest.raises(ConfigError, match=refused):
+        create_only(target_for(gce, str(tarball)), run)
+    assert_nothing_left(gce, run)
+    assert not [o for o in gce.objects() if o.startswith("cernvm-fixtures/")], "nothing was uploaded"
+
+
+def test_a_tarball_larger_than_the_boot_disk_is_refused_before_it_is_uploaded(gce, tmp_path):
+    tarball = gnu_tarball(tmp_path / "cernvm-21g.tar.gz", size=21 * GIB, head=b"21 GiB")
+    run = Run(state=tmp_path / "state")
+    refused = "targets.gce.disk_size_gb: 20 GB is smaller than image cernvm-21g.tar.gz (21 GB)"
+    with pytest.raises(ConfigError, match=re.escape(refused) + ".*set disk_size_gb = 21 or more"):
+        create_only(target_for(gce, str(tarball)), run)
+    assert_nothing_left(gce, run)
+    assert not [o for o in gce.objects() if o.startswith("cernvm-fixtures/")], "nothing was uploaded"
+
+
+def user_image(gce: Gce, path, name: str):
+    """images.insert of the object ``path`` uploaded as a user would (not through the provider); its operation."""
+    from google.cloud import compute_v1
+
+    key = f"user/{name}.tar.gz"
+    gce.storage_client().bucket(gce.bucket).blob(key).upload_from_filename(str(path))
+    body = compute_v1.Image(
+        name=name, raw_disk=compute_v1.RawDisk(source=f"https://storage.googleapis.com/{gce.bucket}/{key}")
+    )
+    return gcemod.client("ImagesClient", gce.api.url).insert_unary(project=gce.project, image_resource=body)
+
+
+@pytest.mark.parametrize("case", ["not-gzip", "pax", "wrong-name", "two-members", "not-whole-gib"])
+def test_the_local_api_ends_the_import_of_an_object_gce_cannot_read_in_gces_error(gce, tmp_path, case):
+    operation = user_image(gce, broken_tarball(tmp_path, case), f"broken-{case}")
+    text = "The tar archive is not a valid image."
+    if case == "wrong-name":
+        text = "The file inside the tar archive was named 'disk.img'. It should be named 'disk.raw'."
+    with pytest.raises(ProviderError, match=f"^user image: INVALID_IMAGE_TAR: {re.escape(text)}$"):
+        gcemod.wait_operation("user image", operation, gce.project, None, gce.api.url, time.monotonic() + 10)
+    assert (gce.project, f"broken-{case}") not in gce.api.images
+    gce.storage_client().bucket(gce.bucket).blob(f"user/broken-{case}.tar.gz").delete()
+
+
+def test_an_image_is_as_large_as_its_disk_raw_and_no_boot_disk_is_smaller(gce, tmp_path):
+    """A 21 GiB sparse disk.raw (a few hundred bytes of tarball) makes a 21 GB image. A target whose boot disk is
+    20 GB is refused before anything is created, naming disk_size_gb; the local API refuses such an instance with
+    GCE's own message whoever sends it."""
+    from google.api_core import exceptions
+    from google.cloud import compute_v1
+
+    operation = user_image(gce, gnu_tarball(tmp_path / "big.tar.gz", size=21 * GIB, head=b"big"), "big-21")
+    gcemod.wait_operation("user image", operation, gce.project, None, gce.api.url, time.monotonic() + 10)
+    try:
+        assert gce.api.images[(gce.project, "big-21")]["diskSizeGb"] == "21"
+        run = Run(state=tmp_path / "state")
+        refused = (
+            f"targets.gce.disk_size_gb: 20 GB is smaller than image projects/{gce.project}/global/images/big-21 "
+            "(21 GB), and GCE makes no boot disk smaller than its image: set disk_size_gb = 21 or more"
+        )
+        with pytest.raises(ConfigError, match=re.escape(refused)):
+            create_only(target_for(gce, "big-21", disk_size_gb=20), run)
+        assert_nothing_left(gce, run)
+        machine, _ = create_only(target_for(gce, "big-21", disk_size_gb=21), run)
+        machine.destroy()
+        assert_nothing_left(gce, run)
+
+        disk = compute_v1.AttachedDiskInitializeParams(source_image="global/images/big-21", disk_size_gb=20)
+        body = compute_v1.Instance(
+            name="too-small",
+            machine_type=f"zones/{gce.zone}/machineTypes/e2-small",
+            disks=[compute_v1.AttachedDisk(boot=True, initialize_params=disk)],
+        )
+        smaller = "'20'. Requested disk size cannot be smaller than the image size (21 GB)"
+        with pytest.raises(exceptions.BadRequest, match=re.escape(smaller)):
+            gcemod.client("InstancesClient", gce.api.url).insert_unary(
+                project=gce.project, zone=gce.zone, instance_resource=body
+            )
+    finally:
+        gcemod.client("ImagesClient", gce.api.url).delete_unary(project=gce.project, image="big-21")
+        gce.storage_client().bucket(gce.bucket).blob("user/big-21.tar.gz").delete()
+
+
+# --- subnetwork -------------------------------------------------------------------------------------
+
+
+def test_the_instance_joins_the_subnetwork_the_target_names(gce, gce_image, tmp_path):
+    from google.api_core import exceptions
+    from google.cloud import compute_v1
+
+    gce.api.add_subnetwork(gce.project, "europe-west1", "cvmfx-subnet")
+    gce.api.add_subnetwork(gce.project, "us-central1", "far-away")
+    link = "regions/europe-west1/subnetworks/cvmfx-subnet"
+    run = Run(state=tmp_path / "state")
+    for value in ("cvmfx-subnet", f"projects/{gce.project}/{link}"):
+        machine, _ = create_only(target_for(gce, gce_image, subnetwork=value), run)
+        try:
+            assert gce.api.instance(machine.name).body["networkInterfaces"][0]["subnetwork"] in (link, value)
+        finally:
+            machine.destroy()
+    assert_nothing_left(gce, run)
+
+    cases = [
+        ("nowhere", "targets.gce.subnetwork: subnetwork 'nowhere' not found in region europe-west1 of project"),
+        (
+            "regions/us-central1/subnetworks/far-away",
+            "targets.gce.subnetwork: 'regions/us-central1/subnetworks/far-away' is in region us-central1, but zone "
+            "europe-west1-b is in europe-west1",
+        ),
+    ]
+    for value, message in cases:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            create_only(target_for(gce, gce_image, subnetwork=value), run)
+        assert_nothing_left(gce, run)
+
+    # whoever sends it, the local API holds a subnetwork to the document's URL forms, its region and existence
+    instances = gcemod.client("InstancesClient", gce.api.url)
+    for subnetwork, answer in [
+        ("cvmfx-subnet", "The URL is malformed"),
+        ("regions/us-central1/subnetworks/far-away", "Subnetwork must be in region europe-west1"),
+        ("regions/europe-west1/subnetworks/nope", "subnetworks/nope' was not found"),
+    ]:
+        body = compute_v1.Instance(
+            name="subnetwork-probe",
+            machine_type=f"zones/{gce.zone}/machineTypes/e2-small",
+            disks=[
+                compute_v1.AttachedDisk(
+                    boot=True,
+                    initialize_params=compute_v1.AttachedDiskInitializeParams(
+                        source_image=f"global/images/{gce_image}"
+                    ),
+                )
+            ],
+            network_interfaces=[compute_v1.NetworkInterface(network="global/networks/default", subnetwork=subnetwork)],
+        )
+        with pytest.raises((exceptions.BadRequest, exceptions.NotFound), match=re.escape(answer)):
+            instances.insert_unary(project=gce.project, zone=gce.zone, instance_resource=body)
+    assert "instance" not in gce.api.held()
+
+
 # --- failures -------------------------------------------------------------------------------------
 
 
@@ -201,11 +389,10 @@ def test_instance_insert_operation_ending_in_error(gce, gce_image, tmp_path, cod
 
 
 def test_image_creation_ending_in_error(gce, tmp_path):
-    tarball = tmp_path / "cernvm4-micro-2020.07-3.tar.gz"
-    tarball.write_bytes(b"\x1f\x8b" + b"broken" * 100)
+    tarball = gnu_tarball(tmp_path / "cernvm4-micro-2020.07-3.tar.gz", head=b"broken")
     run = Run(state=tmp_path / "state")
-    gce.api.fail_operation("compute.images.insert", "INVALID_IMAGE_FILE", "injected: not a disk.raw tarball")
-    with pytest.raises(ProviderError, match=r"create image cvmfx-\w+: INVALID_IMAGE_FILE"):
+    gce.api.fail_operation("compute.images.insert", "INVALID_IMAGE_TAR", "injected: not a valid image")
+    with pytest.raises(ProviderError, match=r"create image cvmfx-\w+: INVALID_IMAGE_TAR: injected"):
         create_only(target_for(gce, str(tarball)), run)
     assert_nothing_left(gce, run)
 
@@ -283,8 +470,7 @@ def test_sweep_leaves_a_foreign_rule_that_carries_our_description(gce, gce_image
 
 
 def test_teardown_survives_resources_already_gone_and_retries_an_image_in_use(gce, tmp_path, monkeypatch):
-    tarball = tmp_path / "cernvm4-micro-2020.07-4.tar.gz"
-    tarball.write_bytes(b"\x1f\x8b" + b"gone" * 100)
+    tarball = gnu_tarball(tmp_path / "cernvm4-micro-2020.07-4.tar.gz", head=b"gone")
     run = Run(state=tmp_path / "state")
     machine, _ = create_only(target_for(gce, str(tarball)), run)
     entries = run.ledger.entries()
@@ -305,8 +491,7 @@ def test_teardown_survives_resources_already_gone_and_retries_an_image_in_use(gc
 
 @pytest.mark.parametrize("ledger", ["kept", "lost"])
 def test_sweep_removes_what_a_killed_run_left(gce, tmp_path, ledger):
-    tarball = tmp_path / f"cernvm4-micro-2020.07-{ledger}.tar.gz"
-    tarball.write_bytes(b"\x1f\x8b" + ledger.encode() * 100)
+    tarball = gnu_tarball(tmp_path / f"cernvm4-micro-2020.07-{ledger}.tar.gz", head=ledger.encode())
     state = tmp_path / "state"
     env = {**subprocess_env(state), **gce.env}
     cfg = config_file(tmp_path / "cernvm.toml", gce, str(tarball))
@@ -323,8 +508,7 @@ def test_sweep_removes_what_a_killed_run_left(gce, tmp_path, ledger):
 
 
 def test_bad_configs_fail_before_anything_is_created(gce, gce_image, tmp_path):
-    tarball = tmp_path / "cernvm4.tar.gz"
-    tarball.write_bytes(b"\x1f\x8b")
+    tarball = gnu_tarball(tmp_path / "cernvm4.tar.gz")
     cases = [
         (
             {"image": "no-such-image"},

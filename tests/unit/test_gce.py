@@ -192,6 +192,7 @@ def raw(**options):
         ({"labels": {"x" * 64: "v"}}, "targets.gce.labels.*is not a lowercase letter"),
         ({"labels": {"cvmfx-kind": "v"}}, "targets.gce.labels.*cernvm-fixtures sets itself"),
         ({"address": "public"}, "targets.gce.address"),
+        ({"subnetwork": "subnetworks/x"}, "targets.gce.subnetwork.*a subnetwork name .*regions/REGION/subnetworks"),
         ({"endpoint": "127.0.0.1:1"}, "targets.gce.endpoint.*http"),
         ({"endpoint": "http://compute.example.org"}, "targets.gce.endpoint.*plain http would send the bearer token"),
         ({"storage_endpoint": "http://10.0.0.7:4443"}, "targets.gce.storage_endpoint.*plain http.*use https://"),

@@ -3,8 +3,9 @@
 What a launch creates (each recorded in the ledger *before* its create call, and labelled with the ledger
 entry's fields within GCE's label rules):
 
-* if ``image`` is a local ``.tar.gz``: the tarball as an object in ``bucket`` and an image made from it
-  (``images.insert`` with ``rawDisk.source``), both named by the tarball's content hash, so a later run
+* if ``image`` is a local file: the tarball (a ``.tar.gz`` checked to hold only ``disk.raw``, GNU format, a whole
+  number of GiB; or one made so from a disk, see :mod:`.tarball`) as an object in ``bucket`` and an image made
+  from it (``images.insert`` with ``rawDisk.source``), both named by the tarball's content hash, so a later run
   reuses them; the run deletes them at the end only when it made them (see :mod:`.image`);
 * a firewall rule admitting tcp/22 from ``ssh_cidr`` alone, to a network tag no other instance has
   (firewall rules carry no labels: the ledger entry goes into the rule's description);
@@ -20,7 +21,7 @@ GOOGLE_APPLICATION_CREDENTIALS file, gcloud's ADC, or the metadata server; nothi
 recorded or written.
 
 Modules, leaf first: :mod:`.api` (the SDK: clients, errors, operations), :mod:`.labels` (names, the ledger entry
-on the platform), :mod:`.options`, :mod:`.image`, :mod:`.bodies`, :mod:`.teardown`, :mod:`.machine`,
+on the platform), :mod:`.options`, :mod:`.tarball`, :mod:`.image`, :mod:`.bodies`, :mod:`.teardown`, :mod:`.machine`,
 :mod:`.provider`.
 """
 

@@ -41,10 +41,9 @@ def instance_body(
     target reaches it so), its own SSH key and user data, network tag ``name``, no automatic restart."""
     compute = compute_v1()
     interface = compute.NetworkInterface(network=options.network_link(project))
-    if options.subnetwork:
-        region = options.zone.rsplit("-", 1)[0]
-        subnetwork = options.subnetwork
-        interface.subnetwork = subnetwork if "/" in subnetwork else f"regions/{region}/subnetworks/{subnetwork}"
+    subnetwork = options.subnetwork_link()
+    if subnetwork:
+        interface.subnetwork = subnetwork
     if options.address == "external":
         interface.access_configs = [compute.AccessConfig(name="External NAT", type_="ONE_TO_ONE_NAT")]
     disk = compute.AttachedDiskInitializeParams(source_image=source, disk_size_gb=options.disk_size_gb, labels=labels)

@@ -1,7 +1,8 @@
 """The image an instance boots: one GCE already has (a name, ``family/F`` or a ``projects/...`` link, looked up by
-:func:`find_image`), or one made from a local ``.tar.gz`` holding ``disk.raw`` (:func:`upload_image`: the tarball
-as an object in the bucket, then ``images.insert`` with ``rawDisk.source``, both named by the tarball's content
-hash, so a later run reuses them).
+:func:`find_image`), or one made from a local file (:func:`upload_image`): a disk is archived the way GCE imports it
+(:mod:`.tarball`), a given ``.tar.gz`` is checked to be such an archive, and the tarball becomes an object in the
+bucket, then ``images.insert`` with ``rawDisk.source``, both named by the tarball's content hash, so a later run
+reuses them.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from ..kit import encode_fields
 from .api import ERRORS, compute_v1, wait_operation
 from .labels import OBJECT_PREFIX
 from .options import GceOptions
+from .tarball import DISKS, GIB, build, check, is_disk
 
 log = logging.getLogger(__name__)
 
@@ -44,14 +46,26 @@ def platform_image(image: str) -> bool:
 TARBALL = Accepts(
     ".tar.gz",
     "an image name, family/FAMILY, projects/P/global/images/[family/]NAME, or uploads a .tar.gz holding disk.raw "
-    "(ucernvm-<branch>.<V>-<R>.cernvm.x86_64.tar.gz)",
+    "(ucernvm-<branch>.<V>-<R>.cernvm.x86_64.tar.gz), or a disk it archives so (" + "/".join(DISKS) + ")",
     platform=platform_image,
+    other_files=DISKS,
 )
 """What the gce provider boots (:func:`..images.resolve`)."""
 
 
-def find_image(images: Any, link: str, where: str) -> str:
-    """The image or family ``link`` names, checked to exist and be READY; ConfigError starting with ``where``."""
+def check_disk_size(options: GceOptions, image_gb: int, image: str, where: str) -> None:
+    """GCE refuses a boot disk smaller than its image ("Requested disk size cannot be smaller than the image
+    size"): say so before anything is created, naming ``disk_size_gb`` (``where``) and the size that would do."""
+    if options.disk_size_gb < image_gb:
+        raise ConfigError(
+            f"{where}: {options.disk_size_gb} GB is smaller than image {image} ({image_gb} GB), and GCE makes no "
+            f"boot disk smaller than its image: set disk_size_gb = {image_gb} or more"
+        )
+
+
+def find_image(images: Any, link: str, where: str) -> tuple[str, int]:
+    """The image or family ``link`` names, checked to exist and be READY, with its size in GB (0 if GCE does not
+    say); ConfigError starting with ``where``."""
     match = LINK.match(link)
     assert match is not None, f"not an image link: {link}"
     if match["family"]:
@@ -72,7 +86,7 @@ def find_image(images: Any, link: str, where: str) -> str:
         )
     if found.status and found.status != "READY":
         raise ConfigError(f"{where}: image {link} is {found.status}, not READY")
-    return link
+    return link, int(found.disk_size_gb or 0)
 
 
 def check_bucket(storage: Any, bucket: str | None, tarball: Path, where: str) -> str:
@@ -84,6 +98,12 @@ def check_bucket(storage: Any, bucket: str | None, tarball: Path, where: str) ->
     if ERRORS.call("get bucket", storage.lookup_bucket, bucket_name=bucket) is None:
         raise ConfigError(f"{where}: Cloud Storage bucket {bucket!r} does not exist (or you may not read it)")
     return bucket
+
+
+def tarball_of(image: Path, where: str) -> Path:
+    """The tarball to upload for a local image file: a disk archived as GCE imports it (cached), or the given
+    ``.tar.gz`` as it is (:func:`upload_image` checks it before uploading)."""
+    return build(image, where) if is_disk(image) else image
 
 
 def content_hash(path: Path) -> str:
@@ -102,17 +122,25 @@ def upload_image(
     record: Callable[..., Resource],
     created: Callable[..., None],
     machine: str,
+    where: Callable[[str], str],
 ) -> str:
     """The link of the image made from ``tarball`` for ``machine``: an image of that content is reused, else the
-    tarball is uploaded to the target's bucket and the image made from it, each recorded first (``record(kind,
-    name, **data)``, then ``created(resource, **data)``) and carrying the target's labels and its entry's fields."""
+    tarball is checked (:func:`.tarball.check`, and that ``disk_size_gb`` holds its disk: a ConfigError starting with
+    ``where(key)`` before anything is created), uploaded to the target's bucket and the image made from it, each
+    recorded first (``record(kind, name, **data)``, then ``created(resource, **data)``) and carrying the target's
+    labels and its entry's fields."""
     bucket = options.bucket
     assert bucket is not None, "check_bucket first"
     name = f"cvmfx-{content_hash(tarball)[:24]}"
     link = f"projects/{project}/global/images/{name}"
-    if ERRORS.call(f"get image {name}", images.get, missing_ok=True, project=project, image=name) is not None:
+    found = ERRORS.call(f"get image {name}", images.get, missing_ok=True, project=project, image=name)
+    if found is not None:
         log.info("%s: reusing image %s (same content)", machine, name)
+        check_disk_size(options, int(found.disk_size_gb or 0), name, where("disk_size_gb"))
         return link
+    disk_gb = check(tarball, where("image")) // GIB
+    check_disk_size(options, disk_gb, tarball.name, where("disk_size_gb"))
+    log.info("%s: %s holds a %d GiB disk.raw", machine, tarball.name, disk_gb)
     key = f"{OBJECT_PREFIX}{name}.tar.gz"
     upload = record("object", key, bucket=bucket)
     blob = storage.bucket(bucket).blob(key, chunk_size=8 << 20)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field
@@ -21,6 +22,22 @@ def _name(value: str) -> str:
     if not NAME.match(value.rsplit("/", 1)[-1]):
         raise ValueError("a GCE resource name (lowercase letters, digits and '-', starting with a letter)")
     return value
+
+
+SUBNETWORK = re.compile(
+    r"^(?:https://[^/]+/compute/v1/)?(?:projects/(?P<project>[^/]+)/)?"
+    r"regions/(?P<region>[^/]+)/subnetworks/(?P<name>[^/]+)$"
+)
+"""A subnetwork as the Compute API's NetworkInterface.subnetwork takes it (a full or partial URL), with its parts."""
+
+
+def _subnetwork(value: str | None) -> str | None:
+    if value is None or NAME.match(value) or SUBNETWORK.match(value):
+        return value
+    raise ValueError(
+        "a subnetwork name (of the zone's region), regions/REGION/subnetworks/NAME or "
+        "projects/PROJECT/regions/REGION/subnetworks/NAME"
+    )
 
 
 def _endpoint(value: str | None) -> str | None:
@@ -50,7 +67,7 @@ class GceOptions(RemoteOptions):
     bucket: str | None = None
     """Cloud Storage bucket a local ``.tar.gz`` image is uploaded to (needed when ``image`` is a file)."""
     network: Name = "default"
-    subnetwork: str | None = None
+    subnetwork: Annotated[str | None, AfterValidator(_subnetwork)] = None
     """``regions/REGION/subnetworks/NAME`` or a name in the zone's region; default: the network's own."""
     ssh_cidr: SshCidr
     """The runner's own public address (``203.0.113.7/32``): the firewall rule admits tcp/22 from it alone."""
@@ -71,6 +88,14 @@ class GceOptions(RemoteOptions):
     display: bool = True
     """A virtual display device (``displayDevice.enableDisplay``): the screen instances.getScreenshot reads, where a
     CernVM image shows what it prints on tty0. No console listener comes with it."""
+
+    def subnetwork_link(self) -> str | None:
+        """The subnetwork as a partial URL (a bare name is the one of that name in the zone's region), or None."""
+        if not self.subnetwork:
+            return None
+        if "/" in self.subnetwork:
+            return self.subnetwork
+        return f"regions/{self.zone.rsplit('-', 1)[0]}/subnetworks/{self.subnetwork}"
 
     def network_link(self, project: str) -> str:
         """The network as a partial URL (a bare name is the project's own)."""

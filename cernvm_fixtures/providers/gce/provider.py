@@ -19,10 +19,10 @@ from ..kit import encode_fields
 from . import teardown
 from .api import ERRORS, client, credentials, insert, wait_operation
 from .bodies import firewall_body, instance_body
-from .image import TARBALL, check_bucket, find_image, image_link, upload_image
+from .image import TARBALL, check_bucket, check_disk_size, find_image, image_link, tarball_of, upload_image
 from .labels import CREATION_ORDER, description_for
 from .machine import GceMachine, instance_screenshot
-from .options import GceOptions
+from .options import SUBNETWORK, GceOptions
 
 if TYPE_CHECKING:
     from ...config import Target
@@ -86,7 +86,8 @@ class GceProvider(Provider[GceOptions, GceMachine]):
         return time.monotonic() + self.options.operation_timeout
 
     def check_placement(self, project: str) -> None:
-        """The machine type exists in the zone and the network in the project (else ConfigError naming the key)."""
+        """The machine type exists in the zone, the network in the project, the subnetwork (if one is set) in the
+        zone's region (else ConfigError naming the key)."""
         options = self.options
         machine_type = options.machine_type.rsplit("/", 1)[-1]
         where = {"project": project, "zone": options.zone, "machine_type": machine_type}
@@ -99,6 +100,22 @@ class GceProvider(Provider[GceOptions, GceMachine]):
         networks = self.compute("NetworksClient")
         if ERRORS.call("get network", networks.get, missing_ok=True, project=project, network=network) is None:
             raise ConfigError(f"{self.target.where('network')}: network {network!r} not found in project {project}")
+        subnetwork = options.subnetwork_link()
+        found = SUBNETWORK.match(subnetwork or "")
+        if subnetwork and found:
+            region = options.zone.rsplit("-", 1)[0]
+            subnetworks = self.compute("SubnetworksClient")
+            where = {"project": found["project"] or project, "region": found["region"], "subnetwork": found["name"]}
+            if ERRORS.call("get subnetwork", subnetworks.get, missing_ok=True, **where) is None:
+                raise ConfigError(
+                    f"{self.target.where('subnetwork')}: subnetwork {found['name']!r} not found in region "
+                    f"{found['region']} of project {where['project']}"
+                )
+            if found["region"] != region:
+                raise ConfigError(
+                    f"{self.target.where('subnetwork')}: {subnetwork!r} is in region {found['region']}, but zone "
+                    f"{options.zone} is in {region}: name a subnetwork of {region}"
+                )
 
     def launch(self, machine: GceMachine, context: Context) -> None:
         """Check the image, bucket, machine type and network; then upload the image (a file), make the firewall
@@ -115,18 +132,20 @@ class GceProvider(Provider[GceOptions, GceMachine]):
         if image.file is not None:
             check_bucket(storage, self.options.bucket, image.file, self.target.where("bucket"))
         else:
-            source = find_image(images, image_link(str(image.platform), project), self.target.where("image"))
+            source, image_gb = find_image(images, image_link(str(image.platform), project), self.target.where("image"))
+            check_disk_size(self.options, image_gb, source, self.target.where("disk_size_gb"))
         self.check_placement(project)
         if image.file is not None:
             source = upload_image(
                 images,
                 storage,
-                image.file,
+                tarball_of(image.file, self.target.where("image")),
                 self.options,
                 project,
                 record=functools.partial(self._record, machine),
                 created=self.created,
                 machine=machine.name,
+                where=self.target.where,
             )
         self._create_firewall(machine, project)
         self._create_instance(machine, project, source, user_data)

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from .server import FakeCompute
+from .tarballs import gnu_tarball
 
 PROJECT = "cvmfx-tests"
 ZONE = "europe-west1-b"
@@ -113,16 +114,17 @@ def gce_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gce]:
 
 
 @pytest.fixture(scope="session")
-def gce_image(gce_session: Gce) -> str:
+def gce_image(gce_session: Gce, tmp_path_factory: pytest.TempPathFactory) -> str:
     """The name of an existing "CernVM" image in the project (family ``cernvm4``), made the way a user's would be:
-    from an object in a bucket."""
+    a tarball made with Google's recipe (a sparse 1 GiB disk.raw), uploaded to a bucket."""
     from google.cloud import compute_v1
 
     from cernvm_fixtures.providers import gce as gcemod
 
     images = gcemod.client("ImagesClient", gce_session.api.url)
     blob = gce_session.storage_client().bucket(gce_session.bucket).blob("user/cernvm4-micro.tar.gz")
-    blob.upload_from_string(b"\x1f\x8b" + b"\0" * 4096)
+    made = gnu_tarball(tmp_path_factory.mktemp("gce-image") / "cernvm4-micro.tar.gz", head=b"cernvm4-micro")
+    blob.upload_from_filename(str(made))
     body = compute_v1.Image(
         name="cernvm4-micro-2020-07-1",
         family="cernvm4",

@@ -8,11 +8,13 @@ answered with Google's 400 error and kept in ``violations``, which the fixture a
 
 What it models: instances (PROVISIONING -> STAGING -> RUNNING on a clock, serial port 1 with Google's
 ``start``/``next`` offsets and 1 MiB buffer, the screenshot of an instance with a display device: its
-stand-in's), images (from a ``rawDisk`` object that must exist in the Cloud
-Storage emulator; families; 409 while an instance uses one), firewalls, zone and global operations with numeric
-ids (PENDING -> RUNNING -> DONE, ``wait``), label filters on list, a token endpoint for the service account the tests
-hand out as ADC (every Compute call must carry a token it issued or a JWT that account signed), and failures a
-test injects.
+stand-in's; a boot disk no smaller than its image), images (from a ``rawDisk`` object that must exist in the Cloud
+Storage emulator and hold what GCE imports, see :func:`imported_disk`: else the operation ends in GCE's
+``INVALID_IMAGE_TAR``; ``diskSizeGb`` from disk.raw's size; families; 409 while an instance uses one), firewalls,
+subnetworks (an instance's must be a URL of the document's forms, exist, and lie in its zone's region and its
+network), zone and global operations with numeric ids (PENDING -> RUNNING -> DONE, ``wait``), label filters on
+list, a token endpoint for the service account the tests hand out as ADC (every Compute call must carry a token it
+issued or a JWT that account signed), and failures a test injects.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import itertools
 import json
 import re
 import secrets
+import tarfile
 import tempfile
 import threading
 import time
@@ -46,6 +49,38 @@ MACHINE_TYPES = {
     "n2-standard-2": (2, 8192),
     "n1-standard-1": (1, 3840),
 }
+GIB = 1 << 30
+"""GCE's GB (gcloud's ``BYTES_IN_ONE_GB``)."""
+NOT_AN_IMAGE = ("INVALID_IMAGE_TAR", "The tar archive is not a valid image.")
+"""How GCE ends an images.insert whose rawDisk.source it cannot import (the code and text users report for a PAX
+archive, a gzip cut short, a disk.raw of no whole number of GB)."""
+
+
+def imported_disk(stream: Any) -> int | tuple[str, str]:
+    """The size of the disk GCE would import from a ``rawDisk.source`` object (read as a stream), or the operation
+    error it ends with. Read with Python's tarfile (not the provider's reader): a gzipped tar whose only member is the
+    regular (or GNU sparse) file ``disk.raw`` with no PAX header, of a whole number of GiB; a member of another name
+    gets the text Google gives for it ("The file inside the tar archive was named ..."; the code is assumed)."""
+    try:
+        with tarfile.open(fileobj=stream, mode="r|gz") as archive:
+            members = []
+            for member in archive:
+                members.append(member)
+                if member.pax_headers or archive.pax_headers:
+                    return NOT_AN_IMAGE
+            if len(members) != 1 or not members[0].isreg():
+                return NOT_AN_IMAGE
+    except (tarfile.TarError, EOFError, OSError):
+        return NOT_AN_IMAGE
+    disk = members[0]
+    if disk.name != "disk.raw":
+        named = f"The file inside the tar archive was named '{disk.name}'. It should be named 'disk.raw'."
+        return NOT_AN_IMAGE[0], named
+    if disk.size == 0 or disk.size % GIB:
+        return NOT_AN_IMAGE
+    return disk.size
+
+
 REGIONS = {"europe-west1": ("europe-west1-b", "europe-west1-c"), "us-central1": ("us-central1-a", "us-central1-f")}
 ZONES = {zone: region for region, zones in REGIONS.items() for zone in zones}
 
@@ -75,6 +110,10 @@ class Failure(Exception):
                 "errors": [{"message": self.message, "domain": "global", "reason": self.reason}],
             }
         }
+
+
+HTTP_ERRORS = {"QUOTA_EXCEEDED": (403, "FORBIDDEN"), "INVALID_IMAGE_TAR": (400, "BAD REQUEST")}
+"""The HTTP status an operation ending in that error code carries (others: 503)."""
 
 
 def stamp(when: float) -> str:
@@ -132,6 +171,8 @@ class FakeCompute(FakeServer):
         self.images: dict[tuple[str, str], dict[str, Any]] = {}
         self.firewalls: dict[tuple[str, str], dict[str, Any]] = {}
         self.networks: dict[tuple[str, str], dict[str, Any]] = {}
+        self.subnetworks: dict[tuple[str, str, str], dict[str, Any]] = {}
+        """(project, region, name) -> subnetwork."""
         self.operations: dict[tuple[str, str], Operation] = {}
         self.tokens: set[str] = set()
         self.certs: dict[str, str] = {}
@@ -167,6 +208,20 @@ class FakeCompute(FakeServer):
                 "name": name,
                 "selfLink": self.link(f"projects/{project}/global/networks/{name}"),
                 "autoCreateSubnetworks": True,
+                "creationTimestamp": stamp(time.time()),
+            }
+
+    def add_subnetwork(self, project: str, region: str, name: str, network: str = "default") -> None:
+        with self.lock:
+            self.subnetworks[(project, region, name)] = {
+                "kind": "compute#subnetwork",
+                "id": str(next(self.ids)),
+                "name": name,
+                "network": self.link(f"projects/{project}/global/networks/{network}"),
+                "region": self.link(f"projects/{project}/regions/{region}"),
+                "ipCidrRange": "10.132.0.0/20",
+                "gatewayAddress": "10.132.0.1",
+                "selfLink": self.link(f"projects/{project}/regions/{region}/subnetworks/{name}"),
                 "creationTimestamp": stamp(time.time()),
             }
 
@@ -234,7 +289,16 @@ class FakeCompute(FakeServer):
                 age = now - instance.born
                 instance.status = "PROVISIONING" if age < self.step else "STAGING" if age < 2 * self.step else "RUNNING"
 
-    def _operation(self, method: str, project: str, zone: str | None, target: str, effect: Callable[[], None]) -> dict:
+    def _operation(
+        self,
+        method: str,
+        project: str,
+        zone: str | None,
+        target: str,
+        effect: Callable[[], None],
+        error: tuple[str, str] | None = None,
+    ) -> dict:
+        """A new operation of ``method`` that runs ``effect`` when done, or ends in ``error`` (or an injected one)."""
         op_id = next(self.ids)
         name = f"operation-{int(time.time() * 1000)}-{secrets.token_hex(6)}-{secrets.token_hex(4)}"
         operation = Operation(
@@ -243,6 +307,8 @@ class FakeCompute(FakeServer):
         failures = self.operation_failures.get(method)
         if failures:
             operation.error = failures.pop(0)
+        elif error is not None:
+            operation.error = error
         self.operations[(project, name)] = operation
         return self._operation_body(project, operation)
 
@@ -269,8 +335,8 @@ class FakeCompute(FakeServer):
             if operation.error:
                 code, message = operation.error
                 body["error"] = {"errors": [{"code": code, "message": message}]}
-                body["httpErrorStatusCode"] = 403 if code == "QUOTA_EXCEEDED" else 503
-                body["httpErrorMessage"] = "FORBIDDEN" if code == "QUOTA_EXCEEDED" else "SERVICE UNAVAILABLE"
+                status, text = HTTP_ERRORS.get(code, (503, "SERVICE UNAVAILABLE"))
+                body["httpErrorStatusCode"], body["httpErrorMessage"] = status, text
         return body
 
     # --- requests ------------------------------------------------------------------------------------
@@ -420,10 +486,21 @@ class FakeCompute(FakeServer):
                 "initializeParams.sourceImage is needed",
             )
         image = self._image_by_link(boot[0]["initializeParams"]["sourceImage"], project)
-        for nic in body.get("networkInterfaces", []):
+        wanted = boot[0]["initializeParams"].get("diskSizeGb")
+        if wanted is not None and int(wanted) < int(image.get("diskSizeGb") or 0):
+            where = f"resource.disks[{body['disks'].index(boot[0])}].initializeParams.diskSizeGb"
+            raise Failure(
+                400,
+                "invalid",
+                f"Invalid value for field '{where}': '{wanted}'. Requested disk size cannot be smaller than the "
+                f"image size ({image['diskSizeGb']} GB)",
+            )
+        for i, nic in enumerate(body.get("networkInterfaces", [])):
             network = self._resolve(nic.get("network", "global/networks/default"), project, "networks")
             if (project, network) not in self.networks:
                 raise self._missing(f"projects/{project}/global/networks/{network}")
+            if "subnetwork" in nic:
+                self._check_subnetwork(nic["subnetwork"], project, zone, network, i)
         for key, value in (body.get("labels") or {}).items():
             self._check_label(key, value)
         target = f"projects/{project}/zones/{zone}/instances/{name}"
@@ -460,6 +537,47 @@ class FakeCompute(FakeServer):
             self.instances[(project, zone, name)] = Instance(stored, zone, now, image["selfLink"])
 
         return self._operation("compute.instances.insert", project, zone, target, create)
+
+    SUBNETWORK = re.compile(
+        r"^(?:https://www\.googleapis\.com/compute/v1/)?(?:projects/(?P<project>[^/]+)/)?"
+        r"regions/(?P<region>[^/]+)/subnetworks/(?P<name>[^/]+)$"
+    )
+    """A subnetwork as the discovery document says NetworkInterface.subnetwork takes it: a full or partial URL
+    (``https://www.googleapis.com/compute/v1/projects/P/regions/R/subnetworks/S``, ``regions/R/subnetworks/S``)."""
+
+    def _check_subnetwork(self, link: str, project: str, zone: str, network: str, nic: int) -> None:
+        """An instance's subnetwork: a URL of the document's forms, existing, in the zone's region and the NIC's
+        network (the messages of the last two are ours: Google's own text was not found)."""
+        field = f"resource.networkInterfaces[{nic}].subnetwork"
+        match = self.SUBNETWORK.match(link)
+        if not match:
+            raise Failure(
+                400,
+                "invalid",
+                f"Invalid value for field '{field}': '{link}'. The URL is malformed "
+                "(a full or partial URL: regions/REGION/subnetworks/SUBNETWORK)",
+            )
+        owner, region, name = match["project"] or project, match["region"], match["name"]
+        found = self.subnetworks.get((owner, region, name))
+        if found is None:
+            raise self._missing(f"projects/{owner}/regions/{region}/subnetworks/{name}")
+        if region != ZONES[zone]:
+            raise Failure(
+                400,
+                "invalid",
+                f"Invalid value for field '{field}': '{link}'. Subnetwork must be in region {ZONES[zone]} "
+                f"of zone {zone}",
+            )
+        if found["network"] != self.link(f"projects/{project}/global/networks/{network}"):
+            raise Failure(
+                400, "invalid", f"Invalid value for field '{field}': '{link}'. Subnetwork is not in network {network}"
+            )
+
+    def _subnetworks_get(self, path: dict[str, str], params: dict[str, str], body: None) -> dict:
+        found = self.subnetworks.get((path["project"], path["region"], path["subnetwork"]))
+        if found is None:
+            raise self._missing(f"projects/{path['project']}/regions/{path['region']}/subnetworks/{path['subnetwork']}")
+        return found
 
     def _instance(self, path: dict[str, str]) -> Instance:
         found = self.instances.get((path["project"], path["zone"], path["instance"]))
@@ -544,10 +662,12 @@ class FakeCompute(FakeServer):
             raise Failure(
                 400, "invalid", "Invalid value for field 'resource.rawDisk.source': required for this test API"
             )
-        size = self._object_size(source)
+        size, disk = self._object_disk(source)
         for key, value in (body.get("labels") or {}).items():
             self._check_label(key, value)
-        made = {"status": "READY", "archiveSizeBytes": str(size), "diskSizeGb": "20", "sourceType": "RAW"}
+        if not isinstance(disk, int):
+            return self._operation("compute.images.insert", project, None, target, lambda: None, disk)
+        made = {"status": "READY", "archiveSizeBytes": str(size), "diskSizeGb": str(disk // GIB), "sourceType": "RAW"}
         return self._insert_global("compute.images.insert", "compute#image", self.images, target, body, made)
 
     def _name_free(self, store: dict[tuple[str, str], Any], project: str, collection: str, name: str) -> str:
@@ -572,8 +692,9 @@ class FakeCompute(FakeServer):
 
         return self._operation(method, project, None, target, create)
 
-    def _object_size(self, source: str) -> int:
-        """The size of ``gs://`` / storage URL ``source`` in the Cloud Storage emulator (400 if it is not there)."""
+    def _object_disk(self, source: str) -> tuple[int, int | tuple[str, str]]:
+        """The size of ``gs://`` / storage URL ``source`` in the Cloud Storage emulator (400 if it is not there) and
+        what GCE imports from it (:func:`imported_disk`), read from the emulator as a stream."""
         match = re.match(r"^(?:gs://|https://storage\.googleapis\.com/)([^/]+)/(.+)$", source)
         if not match or self.storage is None:
             raise Failure(400, "invalid", f"Invalid value for field 'resource.rawDisk.source': '{source}'")
@@ -581,7 +702,9 @@ class FakeCompute(FakeServer):
         url = f"{self.storage}/storage/v1/b/{bucket}/o/{urllib.parse.quote(name, safe='')}"
         try:
             with urllib.request.urlopen(url, timeout=10) as answer:
-                return int(json.load(answer)["size"])
+                size = int(json.load(answer)["size"])
+            with urllib.request.urlopen(url + "?alt=media", timeout=60) as content:
+                return size, imported_disk(content)
         except urllib.error.HTTPError:
             raise Failure(
                 400,
