@@ -83,3 +83,18 @@ def proven(resource: Resource, value: str | None) -> bool:
     """Whether ``value`` (a mark found on the platform) is the mark of ``resource``: the entry was written by a holder
     of this key, not forged or invented."""
     return value is not None and hmac.compare_digest(value, mark(resource))
+
+
+NAME_MARK_LENGTH = 16
+"""Hex digits of a name's mark (64 bits): short enough for a name, too many to guess."""
+
+
+def name_mark(name: str) -> str:
+    """The mark of an object's own name, for objects that carry nothing but a name (an OpenStack key pair): the
+    provider names it ``<name>-k<mark>``, which no one without the key can forge."""
+    return hmac.new(key(), b"name\0" + name.encode(), hashlib.sha256).hexdigest()[:NAME_MARK_LENGTH]
+
+
+def proven_name(name: str, value: str) -> bool:
+    """Whether ``value`` is the mark of ``name`` under this key."""
+    return hmac.compare_digest(value, name_mark(name))

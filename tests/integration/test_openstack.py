@@ -23,6 +23,7 @@ from cernvm_fixtures.instance import launch
 from cernvm_fixtures.providers import openstack as osmod
 from cernvm_fixtures.providers.kit import decode_fields
 from cernvm_fixtures.providers.openstack import OpenStackProvider
+from cernvm_fixtures.providers.openstack.fields import keypair_name
 from cernvm_fixtures.run import Run
 
 from ..clouds import (
@@ -97,8 +98,8 @@ def test_create_labels_and_remove_everything(openstack_cloud, cern_image, tmp_pa
         assert fields is not None and (fields.kind, fields.run, fields.name) == ("server", run.id, machine.name)
         assert abs(fields.expires - entries["server"].expires) < 1e-3
         assert set(body["tags"]) == {"cvmfx-provider=openstack", f"cvmfx-run={run.id}", f"cvmfx-name={machine.name}"}
-        assert body["key_name"] == machine.name
-        assert fake.keypairs[machine.name]["public_key"] == run.public_key
+        assert body["key_name"] == keypair_name(machine.name) != machine.name, "the key pair's name carries its mark"
+        assert fake.keypairs[keypair_name(machine.name)]["public_key"] == run.public_key
         # least privilege: one ingress rule, tcp/22 from the configured CIDR
         group = fake.groups[held["security-group"][0]]
         rules = [r for r in fake.rules.values() if r["security_group_id"] == group["id"]]
@@ -198,7 +199,7 @@ def test_fake_serves_upstream_documents_and_shapes(openstack_cloud, cern_image, 
         server = session.get(f"/servers/{machine.server_id}", microversion="2.53").json()["server"]
         missing = set(upstream("base.py", "make_fake_server", "id", "name")) - set(server)
         assert not missing, f"the fake's server lacks keys upstream's example has: {missing}"
-        keypair = session.get(f"/os-keypairs/{machine.name}", microversion="2.53").json()["keypair"]
+        keypair = session.get(f"/os-keypairs/{keypair_name(machine.name)}", microversion="2.53").json()["keypair"]
         assert not set(upstream("cloud/test_keypair.py", "make_fake_keypair", "n")) - set(keypair)
         flavor = session.get("/flavors/1").json()["flavor"]
         assert not set(upstream("cloud/fakes.py", "make_fake_flavor", "1", "f")) - set(flavor)
@@ -376,15 +377,16 @@ def test_keypair_name_clash_is_an_error_and_leaves_the_other_key(openstack_cloud
     fake = openstack_cloud
     run = run_for(tmp_path)
     name = run.name("os")
+    key = keypair_name(name)
     conn = osmod.connection(CLOUD)
-    conn.compute.create_keypair(name=name, public_key=run.public_key)
+    conn.compute.create_keypair(name=key, public_key=run.public_key)
     try:
-        with pytest.raises(ProviderError, match=rf"create key pair: HTTP 409: Key pair '{name}' already exists"):
+        with pytest.raises(ProviderError, match=rf"create key pair: HTTP 409: Key pair '{key}' already exists"):
             create_only(target_for(openstack_cloud, CERN_IMAGE), run, name=name, running=10)
-        assert name in fake.keypairs, "the clashing key pair is not ours: left alone"
+        assert key in fake.keypairs, "the clashing key pair is not ours: left alone"
         assert run.ledger.entries() == []
     finally:
-        conn.compute.delete_keypair(name)
+        conn.compute.delete_keypair(key)
     assert_nothing_left(fake, run)
 
 
@@ -526,7 +528,7 @@ def test_sweep_leaves_foreign_resources_that_carry_our_tags(openstack_cloud, ima
     conn = osmod.connection(CLOUD)
     ours = next(g for g in conn.network.security_groups(name=machine.name))
     invented = [t for t in ours.tags if not t.startswith("cvmfx-mark=")]
-    made = []
+    made, made_keys = [], []
     try:
         for name, tags in (("their-web", ours.tags), (machine.name[:-4] + "0000", invented)):
             group = conn.network.create_security_group(name=name)
@@ -535,9 +537,16 @@ def test_sweep_leaves_foreign_resources_that_carry_our_tags(openstack_cloud, ima
         found = [r for r in OpenStackProvider.leftovers(target, set()) if r.kind == "security-group"]
         assert [r.data["id"] for r in found if r.run == run.id] == [ours.id]
         assert not [r for r in found if r.data["id"] in {g.id for g in made}]
+        lookalike = f"{machine.name[:-4]}0000-k{'0' * 16}"  # our name pattern, not our mark: a key pair has no tags
+        conn.compute.create_keypair(name=lookalike, public_key=run.public_key)
+        made_keys.append(lookalike)
+        keys = [r.data["key_name"] for r in OpenStackProvider.leftovers(target, set()) if r.kind == "keypair"]
+        assert keypair_name(machine.name) in keys and lookalike not in keys
     finally:
         for group in made:
             conn.network.delete_security_group(group)
+        for name in made_keys:
+            conn.compute.delete_keypair(name)
         machine.destroy()
     assert_nothing_left(openstack_cloud, run)
 

@@ -3,7 +3,6 @@ resource whose id never reached the ledger goes too), and the leftovers a sweep 
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -12,13 +11,11 @@ from ...errors import ProviderError
 from ...ledger import Resource
 from ..kit import FIELD_PREFIX, encode_fields, named_as, plain, wait_until
 from .api import SDK, connection
-from .fields import MARKER, from_fields, keypair_leftover, tag_fields, tag_list
+from .fields import MARKER, from_fields, keypair_leftover, keypair_machine, tag_fields, tag_list
 
 if TYPE_CHECKING:
     from ...config import Target
 
-RUN_NAME = re.compile(r"^cvmfx-[0-9a-f]{8}-")
-"""Machine names as Run.name() makes them: what a key pair of ours (which has no tags) is called."""
 DESTROY_TIMEOUT = 600.0
 """How long teardown waits for Nova to delete a server."""
 BUSY_TIMEOUT = 300.0
@@ -58,8 +55,9 @@ def leftovers(target: Target, recorded: set[str]) -> list[Resource]:
         add("image", tag_fields(image.tags), image.id, image.name)
     machines = {r.name: r for r in found}
     for key in SDK.call("list key pairs", conn.compute.keypairs):
-        if RUN_NAME.match(key.name) and key.name not in recorded:
-            found.append(keypair_leftover(key, machines.get(key.name), target.name, data))
+        machine = keypair_machine(key.name)  # None: not named with this key's mark (another's, or forged)
+        if machine is not None and machine not in recorded:
+            found.append(keypair_leftover(key, machines.get(machine), target.name, data))
     return found
 
 

@@ -4,12 +4,14 @@ server metadata on Nova servers (with the few a listing filters on as server tag
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 from ...ledger import DEFAULT_LIFETIME, Owner, Resource
+from ...marks import name_mark, proven_name
 from ..kit import FIELD_PREFIX, decode_fields, encode_fields
 from .api import SDK
 
@@ -47,14 +49,31 @@ def from_fields(kind: str, fields: Mapping[str, str], data: dict[str, Any]) -> R
     return replace(found, kind=kind, data=data)
 
 
+KEYPAIR_NAME = re.compile(r"^(cvmfx-[0-9a-f]{8}-[a-z0-9-]+)-k([0-9a-f]{16})$")
+"""A key pair of ours: ``<machine>-k<the machine name's mark>`` (:func:`keypair_name`)."""
+
+
+def keypair_name(machine: str) -> str:
+    """The name of a machine's key pair: the machine's, plus the mark of its name (a key pair has no tags, so its
+    name carries the proof that this key made it)."""
+    return f"{machine}-k{name_mark(machine)}"
+
+
+def keypair_machine(name: str) -> str | None:
+    """The machine a key pair named by :func:`keypair_name` with this key belongs to; None for any other name."""
+    found = KEYPAIR_NAME.match(name)
+    return found.group(1) if found and proven_name(found.group(1), found.group(2)) else None
+
+
 def keypair_leftover(key: Any, twin: Resource | None, target: str, data: dict[str, Any]) -> Resource:
     """A key pair of ours has only its name: it shares owner and expiry with its machine's other resources, or
     without any, expires a lifetime after Nova's created_at (so a live run elsewhere keeps its key)."""
-    base = {
+    machine = keypair_machine(key.name) or key.name
+    base: dict[str, Any] = {
         "provider": "openstack",
         "kind": "keypair",
-        "name": key.name,
-        "run": key.name.split("-")[1],
+        "name": machine,
+        "run": machine.split("-")[1],
         "data": {**data, "id": key.name, "key_name": key.name},
     }
     if twin is not None:

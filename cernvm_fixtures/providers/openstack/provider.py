@@ -18,7 +18,7 @@ from ..base import Machine, PlatformState, Provider, RemoteMachine, console_text
 from ..kit import encode_fields, wait_until
 from . import destroy
 from .api import SDK, conflict, connection, openstacksdk
-from .fields import mark_kept, server_tags, tag_list
+from .fields import keypair_name, mark_kept, server_tags, tag_list
 from .options import OpenStackOptions
 
 if TYPE_CHECKING:
@@ -169,7 +169,7 @@ class OpenStackProvider(Provider[OpenStackOptions, "OpenStackMachine"]):
             image_id=glance.id,
             flavor_id=flavor.id,
             networks=[{"uuid": network.id}],
-            key_name=machine.name,
+            key_name=keypair_name(machine.name),
             security_groups=[{"name": group_id}],
             user_data=user_data,
             metadata={**options.properties, **fields},
@@ -183,15 +183,15 @@ class OpenStackProvider(Provider[OpenStackOptions, "OpenStackMachine"]):
             machine.floating = self.attach_floating_ip(machine, pool.id)
 
     def create_keypair(self, machine: Machine) -> None:
-        """A key pair holding the run's public key, named as the machine."""
-        key = self._record(machine, "keypair", key_name=machine.name)
+        """A key pair holding the run's public key, named as the machine plus its name's mark (``keypair_name``)."""
+        key = self._record(machine, "keypair", key_name=keypair_name(machine.name))
         try:
-            self.conn().compute.create_keypair(name=machine.name, public_key=self.run.public_key)
+            self.conn().compute.create_keypair(name=key.data["key_name"], public_key=self.run.public_key)
         except SDK.errors() as e:
             if conflict(e):  # a key pair of that name exists and is not ours (it has no tags to tell): keep it
                 self.forget(machine, key)
             raise ProviderError(f"create key pair: {SDK.message(e)}") from None
-        self.created(key, id=machine.name)
+        self.created(key, id=key.data["key_name"])
 
     def upload_image(self, machine: Machine, path: Path) -> Any:
         """The Glance image holding ``path``: one with the same SHA-512, else uploaded now (and recorded)."""
