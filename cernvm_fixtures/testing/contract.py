@@ -43,7 +43,7 @@ import pytest
 from .. import marks
 from ..config import Config, Target
 from ..context import UserData
-from ..errors import CommandTimeout
+from ..errors import CommandTimeout, Unsupported
 from ..harness import Harness
 from ..instance import Instance, launch
 from ..interrupts import interrupt
@@ -334,6 +334,11 @@ class ProviderContract:
             logging.getLogger(__name__).info("a reused name was refused: %s", e)
         assert contract_objects(instance.machine.provider.run) == before, "the other machine's objects changed"
         assert instance.run("echo alive", timeout=60).stdout == "alive\n", "the other machine stopped answering"
+        try:
+            running = instance.is_running()
+        except Unsupported:
+            running = True  # the platform cannot tell; the command above answered
+        assert running, "the platform no longer runs the other machine (its destroy reached it)"
 
     def test_fields_without_our_mark_are_not_swept(
         self, instance: Instance, contract_target: Target, monkeypatch: pytest.MonkeyPatch

@@ -102,7 +102,7 @@ class LocalProvider(Provider[LocalOptions, "LocalMachine"]):
         found the next round; each round stops them all before killing, so none can fork again), then remove its
         directory (only a run's machine directory)."""
         deadline = time.monotonic() + 30
-        while pids := machine_processes(resource.name):
+        while pids := machine_processes(resource.name, resource.data.get("directory")):
             if time.monotonic() > deadline:
                 raise ProviderError(f"{resource.name}: processes {pids} are still there 30 s after SIGKILL")
             for sent in (signal.SIGSTOP, signal.SIGKILL):
@@ -147,6 +147,10 @@ class LocalMachine(Machine):
         path = f"{self.directory / 'bin'}:{os.environ.get('PATH', '/usr/bin:/bin')}"
         directory = str(self.directory)
         return {"PATH": path, "HOME": directory, MACHINE_ENV: self.name, "CVMFX_DIRECTORY": directory}
+
+    def is_running(self) -> bool:
+        """Whether the machine's init process still runs."""
+        return self.init_pid() is not None
 
     def init_pid(self) -> int | None:
         """The pid of the machine's init process while it runs, else None."""
@@ -303,14 +307,18 @@ def _environ(pid: int) -> dict[str, str]:
     return {k.decode(errors="replace"): v.decode(errors="replace") for k, _, v in pairs}
 
 
-def machine_processes(name: str | None) -> list[int]:
-    """Pids of the processes of machine ``name`` (of every local machine if None), from their environment."""
+def machine_processes(name: str | None, directory: str | None = None) -> list[int]:
+    """Pids of the processes of machine ``name`` (of every local machine if None), from their environment; with
+    ``directory``, only that machine's (another run's machine may bear the same name)."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
-        value = _environ(int(entry.name)).get(MACHINE_ENV)
-        if value is not None and (name is None or value == name):
+        environ = _environ(int(entry.name))
+        value = environ.get(MACHINE_ENV)
+        if value is None or name is not None and value != name:
+            continue
+        if directory is None or environ.get("CVMFX_DIRECTORY") == directory:
             found.append(int(entry.name))
     return found
 
