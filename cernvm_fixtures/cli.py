@@ -227,7 +227,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     command += [f"--cernvm-profile={args.profile}"] if args.profile else []
     command += [f"--cernvm-config={Path(args.config).expanduser().resolve()}"] if args.config else []
     command += ["-k", args.k] if args.k else []
-    command += ["-n", str(args.workers), "--dist", "loadgroup"] if args.workers else []
+    command += [f"--cernvm-workers={args.workers}"] if args.workers is not None else []
     print(f"cernvm-fixtures: validating {download.redact(args.image)}: {' '.join(command[1:])}", flush=True)
     finished = subprocess.run(command, check=False)
     if not junit.is_file():
@@ -367,7 +367,12 @@ def parser() -> argparse.ArgumentParser:
     validate.add_argument("--previous", metavar="DIR|JUNIT", help="a previous validate's report, to print what changed")
     validate.add_argument("--keep", choices=[k.value for k in Keep], default="never", help="leave instances running")
     validate.add_argument("-k", metavar="EXPRESSION", help="only the scenarios pytest -k selects")
-    validate.add_argument("--workers", type=int, metavar="N", help="run targets on N pytest-xdist workers")
+    validate.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="pytest-xdist workers (default: one per target, at most one per core; 0: none)",
+    )
     validate.set_defaults(func=cmd_validate)
 
     image = sub.add_parser("image", help="images downloaded once, verified and cached").add_subparsers(

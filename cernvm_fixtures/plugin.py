@@ -98,6 +98,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         help="boot each instance when its first test needs it, instead of all of them in parallel at the start",
     )
+    group.addoption(
+        "--cernvm-workers",
+        dest="cernvm_workers",
+        metavar="auto|N",
+        help="pytest-xdist workers for a run of several targets: auto (default: one per target, at most one per "
+        "core), N, or 0 for none; -n/--dist given wins",
+    )
+    parser.addini("cernvm_workers", "auto | number of xdist workers for several targets (0: none)", default="")
     parser.addini("cernvm_targets", "targets to run (default: all enabled)", type="args", default=[])
     parser.addini(
         "cernvm_boot_ahead", "boot the run's shared instances in parallel at the start", type="bool", default=True
@@ -107,6 +115,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("cernvm_keep", "never | on-failure | always", default="never")
     parser.addini("cernvm_config", "config file declaring the targets", default="")
     parser.addini("cernvm_screens", "directory for screenshots of failing instances", default="")
+
+
+def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Parser, args: list[str]) -> None:
+    """Several targets: their tests on pytest-xdist workers, each target's on one (``--dist loadgroup``), so the
+    matrix overlaps tests and not only boots (see :func:`.harness.options.auto_workers`)."""
+    from .harness.options import auto_workers
+
+    workers = auto_workers(early_config)
+    if workers >= 2:
+        args[:] = [*args, "-n", str(workers), "--dist", "loadgroup"]
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -28,10 +28,11 @@ from cernvm_fixtures.testing.local import PROFILE
 
 ROOT = Path(__file__).resolve().parent.parent
 
-CHILD = ["-p", "tests.network_rule", "-p", "no:hypothesispytest"]
+CHILD = ["-p", "tests.network_rule", "-p", "no:hypothesispytest", "--cernvm-workers=0"]
 """Arguments of every pytest these tests start: the network rule (a plugin of this checkout, which every
 process the tests start finds on its PYTHONPATH), and without Hypothesis's plugin (no child test uses it, and its import
-costs about 1.5 s per pytest process and per xdist worker)."""
+costs about 1.5 s per pytest process and per xdist worker), and without the workers a run of several targets gets
+by default (a test that wants them says -n)."""
 
 
 LOCAL_TARGETS = f"""

@@ -6,6 +6,7 @@ A bad value stops the run with one error naming it as given, before anything is 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -89,6 +90,7 @@ def read(config: pytest.Config) -> Selection:
     keep = _keep(getattr(option, "cernvm_keep", None), config.getini("cernvm_keep"), ini)
     _check_image_base(getattr(option, "cernvm_image_base", None))
     _check_screens(config, ini)
+    check_workers(config)
     return Selection(loaded, targets, wanted, refused, keep, _screens(config))
 
 
@@ -159,3 +161,47 @@ def per_target(
             for cell in (c for cells in aliases.values() for c in cells):
                 found[cell] = Override(value, f"{source} {redact(value)} (target {cell})", every=True)
     return found
+
+
+WORKERS_OPTION = "--cernvm-workers"
+
+
+def auto_workers(early: pytest.Config) -> int:
+    """How many pytest-xdist workers a run of several targets gets by default: one per selected target (or image
+    cell), at most one per core, so targets' tests overlap and not only their boots. 0 (no workers) with one
+    target or core, without pytest-xdist, on a worker, when the user chose ``-n``/``--dist`` or ``-p no:xdist``,
+    or with ``--cernvm-workers=0`` (ini ``cernvm_workers = 0``). A config this cannot read gets none: its error is
+    reported when the run configures."""
+    known = early.known_args_namespace
+    if os.environ.get("PYTEST_XDIST_WORKER") or not early.pluginmanager.hasplugin("xdist"):
+        return 0
+    if getattr(known, "numprocesses", None) is not None or getattr(known, "dist", "no") != "no":
+        return 0
+    if getattr(known, "collectonly", False) or getattr(known, "help", False) or getattr(known, "version", False):
+        return 0
+    chosen = getattr(known, "cernvm_workers", None) or early.getini("cernvm_workers") or "auto"
+    cores = len(os.sched_getaffinity(0))
+    if chosen != "auto":
+        try:
+            return max(0, int(chosen))
+        except ValueError:
+            return 0  # refused with its name when the run configures (check_workers)
+    try:
+        path = getattr(known, "cernvm_config", None) or early.getini("cernvm_config") or None
+        loaded = configuration.load(Path(path) if path else None, early.rootpath)
+    except Exception:  # noqa: BLE001 - reported by the run's own configuration, with its name
+        return 0
+    asked = [n for arg in (getattr(known, "cernvm_targets", None) or []) for n in arg.split(",") if n]
+    asked = asked or list(early.getini("cernvm_targets")) or loaded.enabled
+    aliases = loaded.aliases()
+    cells = {cell for name in asked for cell in aliases.get(name, [])}
+    return min(cores, len(cells)) if len(cells) >= 2 and cores >= 2 else 0
+
+
+def check_workers(config: pytest.Config) -> None:
+    """``--cernvm-workers`` / ini ``cernvm_workers``: ``auto`` or a number of workers, else an error naming it."""
+    option = getattr(config.option, "cernvm_workers", None)
+    chosen = option or config.getini("cernvm_workers")
+    if chosen and chosen != "auto" and not (chosen.isdigit()):
+        origin = WORKERS_OPTION if option else "ini: cernvm_workers ="
+        raise configuration.ConfigError(f"{origin} {chosen!r}: expected auto or a number of workers (0: none)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -292,6 +293,48 @@ def where(cernvm):
         assert len(workers) == 1 and len(instances) == 1, f"{target} ran on {workers} with {instances}"
     assert ledger(local_provider) == []
     assert not list(local_provider.glob("runs/*")), "run directory left behind"
+
+
+@pytest.mark.slow
+def test_several_targets_get_workers_by_default_and_the_users_choice_wins(project, local_provider, monkeypatch):
+    """Issue 28: a run of several targets overlaps their tests: one xdist worker per target (at most one per core),
+    each target's tests on one; one target, --cernvm-workers=0 or the user's own -n get no extra workers."""
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("one core: no workers by default")
+    project.makeconftest("""
+import os
+import pytest
+
+@pytest.fixture(autouse=True)
+def where(cernvm):
+    print("WHERE", os.environ.get("PYTEST_XDIST_WORKER", "main"), cernvm.target.name)
+""")
+    project.makepyfile(test_it=A_TEST)
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)  # this test may run on a worker: its child is not one
+    child = [a for a in CHILD if a != "--cernvm-workers=0"]
+
+    def workers(*args: str) -> dict[str, set[str]]:
+        result = project.runpytest_subprocess("-p", "no:cacheprovider", "-rA", *child, *args)
+        result.assert_outcomes(passed=2 if "--cernvm-target=alpha" in args else 4)
+        seen: dict[str, set[str]] = {}
+        for worker, target in re.findall(r"^WHERE (\S+) (alpha|beta)$", result.stdout.str(), re.M):
+            seen.setdefault(target, set()).add(worker)
+        return seen
+
+    auto = workers()
+    assert auto.keys() == {"alpha", "beta"} and all(len(w) == 1 and "main" not in w for w in auto.values()), auto
+    assert auto["alpha"] != auto["beta"], "two targets on two cores: on two workers"
+    assert workers("--cernvm-workers=0") == {"alpha": {"main"}, "beta": {"main"}}
+    assert workers("--cernvm-target=alpha") == {"alpha": {"main"}}, "one target: no workers"
+    assert workers("-n", "0") == {"alpha": {"main"}, "beta": {"main"}}, "the user's -n wins"
+    assert ledger(local_provider) == []
+
+
+def test_a_bad_workers_value_is_refused_with_its_name(project):
+    project.makepyfile(test_it=A_TEST)
+    result = run(project, "--cernvm-workers=many")
+    assert result.ret != 0
+    result.stderr.fnmatch_lines(["*--cernvm-workers 'many': expected auto or a number of workers (0: none)*"])
 
 
 def test_the_xdist_scheduler_groups_a_target_test_by_its_target_longest_name_first():
