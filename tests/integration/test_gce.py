@@ -469,6 +469,33 @@ def test_sweep_leaves_a_foreign_rule_that_carries_our_description(gce, gce_image
     assert_nothing_left(gce, run)
 
 
+def test_a_planted_image_named_as_ours_is_not_booted(gce, tmp_path):
+    """Issue 26.4: the image name is the content's hash, which anyone who can create images in the project can
+    take first (with our labels copied, or none); the run refuses to boot it, naming it, and creates nothing."""
+    from google.cloud import compute_v1
+
+    tarball = gnu_tarball(tmp_path / "planted.tar.gz", head=b"the real content")
+    name = "cvmfx-" + gcemod.content_hash(tarball)[:24]
+    images = gcemod.client("ImagesClient", gce.api.url)
+    theirs = gnu_tarball(tmp_path / "theirs.tar.gz", head=b"someone else's OS")
+    gce.storage_client().bucket(gce.bucket).blob("theirs.tar.gz").upload_from_filename(str(theirs))
+    body = compute_v1.Image(
+        name=name,
+        raw_disk=compute_v1.RawDisk(source=f"https://storage.googleapis.com/{gce.bucket}/theirs.tar.gz"),
+        labels={"cvmfx-run": "00000000"},
+    )
+    operation = images.insert_unary(project=gce.project, image_resource=body)
+    gcemod.wait_operation("planted image", operation, gce.project, None, gce.api.url, time.monotonic() + 30)
+    run = Run(state=tmp_path / "state")
+    try:
+        with pytest.raises(ProviderError, match=rf"image {name} exists .* not made by cernvm-fixtures with this key"):
+            create_only(target_for(gce, str(tarball)), run)
+        assert run.ledger.entries() == [] and "instance" not in gce.api.held()
+    finally:
+        images.delete_unary(project=gce.project, image=name)
+        gce.storage_client().bucket(gce.bucket).blob("theirs.tar.gz").delete()
+
+
 def test_teardown_survives_resources_already_gone_and_retries_an_image_in_use(gce, tmp_path, monkeypatch):
     tarball = gnu_tarball(tmp_path / "cernvm4-micro-2020.07-4.tar.gz", head=b"gone")
     run = Run(state=tmp_path / "state")

@@ -15,15 +15,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ...errors import ConfigError
+from ...errors import ConfigError, ProviderError
 from ...images import Accepts
 from ...interrupts import signals_deferred
 from ...ledger import Resource
-from ..kit import encode_fields
+from ..kit import decode_fields, encode_fields
 from .api import ERRORS, compute_v1, wait_operation
 from .labels import OBJECT_PREFIX
 from .options import GceOptions
 from .tarball import DISKS, GIB, build, check, is_disk
+
+STORAGE = "https://storage.googleapis.com"
+"""How an image's ``rawDisk.source`` names a Cloud Storage object."""
 
 log = logging.getLogger(__name__)
 
@@ -134,14 +137,22 @@ def upload_image(
     name = f"cvmfx-{content_hash(tarball)[:24]}"
     link = f"projects/{project}/global/images/{name}"
     found = ERRORS.call(f"get image {name}", images.get, missing_ok=True, project=project, image=name)
+    key = f"{OBJECT_PREFIX}{name}.tar.gz"
     if found is not None:
-        log.info("%s: reusing image %s (same content)", machine, name)
+        source = found.raw_disk.source if found.raw_disk else ""
+        if decode_fields(dict(found.labels)) is None or source != f"{STORAGE}/{bucket}/{key}":
+            raise ProviderError(
+                f"{where('image')}: image {name} exists in project {project} but was not made by cernvm-fixtures with "
+                f"this key from gs://{bucket}/{key} (its labels carry no mark of this state directory's key, or it "
+                f"was made from {source or 'something else'}): it is not reused, since whoever made it chose what "
+                "boots with the run's key; delete it, or set CERNVM_FIXTURES_MARK_KEY to the key that made it"
+            )
+        log.info("%s: reusing image %s (same content, made by this key)", machine, name)
         check_disk_size(options, int(found.disk_size_gb or 0), name, where("disk_size_gb"))
         return link
     disk_gb = check(tarball, where("image")) // GIB
     check_disk_size(options, disk_gb, tarball.name, where("disk_size_gb"))
     log.info("%s: %s holds a %d GiB disk.raw", machine, tarball.name, disk_gb)
-    key = f"{OBJECT_PREFIX}{name}.tar.gz"
     upload = record("object", key, bucket=bucket)
     blob = storage.bucket(bucket).blob(key, chunk_size=8 << 20)
     blob.metadata = {**options.labels, **encode_fields(upload)}
@@ -155,7 +166,7 @@ def upload_image(
     compute = compute_v1()
     body = compute.Image(
         name=name,
-        raw_disk=compute.RawDisk(source=f"https://storage.googleapis.com/{bucket}/{key}"),
+        raw_disk=compute.RawDisk(source=f"{STORAGE}/{bucket}/{key}"),
         labels={**options.labels, **encode_fields(image)},
         guest_os_features=[compute.GuestOsFeature(type_="VIRTIO_SCSI_MULTIQUEUE")],
         description=f"CernVM image uploaded by cernvm-fixtures from {tarball.name}",
