@@ -166,6 +166,11 @@ class Instance:
         once; the password is never logged). Unsupported where the instance is not reached over SSH."""
         return self.transport.password_login(user, password)
 
+    def key_login(self, user: str) -> str | None:
+        """Log in as ``user`` with the run's key on a connection of its own: who ``id -un`` says is logged in, or
+        None when the key is refused. Unsupported where the instance is not reached over SSH."""
+        return self.transport.key_login(user)
+
     def press_power_button(self) -> None:
         """Press the ACPI power button (Unsupported where the platform has none: the provider's
         ``no_power_button`` says why); the guest decides whether it powers off (:meth:`is_running`)."""

@@ -117,6 +117,15 @@ _VARIANTS: dict[str, tuple[str, dict[str, int]]] = {
         "nothing handles the ACPI power button (no acpid): the instance ignores a shutdown request",
         {"UCVM_ACPI": 0},
     ),
+    "scratch-unpartitioned": (
+        "the bootloader formats the whole empty disk without a partition table, whatever its size and the "
+        "context's resize_rootfs (µCernVM partitions it)",
+        {"UCVM_SCRATCH_PARTITION": 0},
+    ),
+    "no-users": (
+        "the OS stage ignores amiconfig's [cernvm] users= (no user is created from it; cloud-config users: still are)",
+        {"UCVM_USERS": 0},
+    ),
 }
 VARIANTS: dict[str, str] = {name: desc for name, (desc, _) in _VARIANTS.items()}
 _FLAGS = (
@@ -135,6 +144,8 @@ _FLAGS = (
     "UCVM_ACPI",
     "UCVM_SCRATCH_KEEP",
     "UCVM_BOOT_OFFLINE",
+    "UCVM_SCRATCH_PARTITION",
+    "UCVM_USERS",
 )
 
 # where the OS tree gets the host binaries (path in the tree)
