@@ -60,7 +60,6 @@ def fresh_instance_with_disk(request: Any, target: Any, key: str, disk_size: int
     import pytest
 
     from . import expect_ahead
-    from .items import item_user_data
 
     expect_ahead(target, key)
     if not hasattr(target.options, "disk_size"):
@@ -69,8 +68,26 @@ def fresh_instance_with_disk(request: Any, target: Any, key: str, disk_size: int
             "chosen"
         )
     sized = dataclasses.replace(target, options=target.options.model_copy(update={"disk_size": disk_size}))
+    return _boot_fresh(request, sized)
+
+
+def fresh_instance_of(request: Any, target: Any, image: str, no_capability: str | None = None) -> Instance:
+    """A fresh instance of ``target`` booted from ``image`` instead of the target's own (e.g. the previous release,
+    for an upgrade), finished when the test ends; skipped first where the provider lacks what the check needs
+    (``no_capability``: its reason)."""
+    import pytest
+
+    if no_capability:
+        pytest.skip(f"{target.name}: {no_capability}")
+    return _boot_fresh(request, dataclasses.replace(target, image=image))
+
+
+def _boot_fresh(request: Any, target: Any) -> Instance:
+    """Boot a fresh instance of ``target`` with the test's marker's user data; the harness finishes it at the end."""
+    from .items import item_user_data
+
     harness = request.getfixturevalue("cernvm_harness")
-    instance: Instance = harness.fresh(sized, item_user_data(request.node))
+    instance: Instance = harness.fresh(target, item_user_data(request.node))
     harness.instances.used_by[request.node.nodeid].append(instance)
     request.addfinalizer(lambda: harness.finish(instance))
     return instance

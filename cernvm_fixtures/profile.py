@@ -226,6 +226,13 @@ class ProtectedContext(_Section):
     """Whether the image has a mechanism of its own for it (CernVM's is the CernVM Online server's: false, why)."""
 
 
+class Upgrade(_Section):
+    """The release checklist's "upgrade from last production release"."""
+
+    previous: Text = None
+    """The image of the release before (booted first; then the target's own image on the same scratch disk)."""
+
+
 class Power(_Section):
     """The release checklist's "test reaction to power button"."""
 
@@ -282,6 +289,7 @@ class Profile(_Section):
     ssh: Ssh = Ssh()
     users: Users = Users()
     protected_context: ProtectedContext = ProtectedContext()
+    upgrade: Upgrade = Upgrade()
     power: Power = Power()
     reboot: Reboot = Reboot()
     cable: Cable = Cable()

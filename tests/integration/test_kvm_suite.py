@@ -128,6 +128,13 @@ CHECKLIST_NEGATIVE = [
         "user 'repomgr' (from amiconfig [cernvm] users=) does not exist on the instance",
     ),
     (
+        # the previous release as the target: "upgrading" it to itself leaves the bootloader version as it was
+        "appliance:previous",
+        "test_upgrade",
+        {"test_upgrade_from_the_previous_release_keeps_the_scratch_disk"},
+        "the bootloader version in /mnt/.rw/aux/ucernvm-version is still '2026.05-1.appliance.x86_64'",
+    ),
+    (
         "appliance:scratch-unpartitioned",
         "test_scratch_size",
         {"test_scratch_file_system_size[{target}-small]", "test_scratch_file_system_size[{target}-large]"},

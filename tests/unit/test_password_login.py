@@ -155,7 +155,7 @@ class KeyServer(paramiko.ServerInterface):
         def answer() -> None:
             channel.sendall(f"{self.user}\n".encode() if command == b"id -un" else b"")
             channel.send_exit_status(0)
-            channel.close()
+            channel.shutdown_write()  # EOF, not a close: the client may not have seen the exec request's answer yet
 
         threading.Thread(target=answer, daemon=True).start()
         return True

@@ -379,6 +379,9 @@ def test_checklist_users_scratch_sizes_and_protected_context():
         assert p.expect("scratch.disk_sizes", vm).value == {"small": 20, "large": 100}
         protected = p.expect("protected_context.supported", vm)
         assert protected.value is None and "CernVM Online server" in protected.why
+    assert profile.load("appliance").expect("upgrade.previous", vm).value == "appliance:previous"
+    assert "copy of this profile" in profile.load("cernvm4").expect("upgrade.previous", vm).why
+    assert profile.load("appliance").expect("upgrade.previous", container).value is None
 
 
 def test_checklist_keys_refuse_bad_values(tmp_path):
