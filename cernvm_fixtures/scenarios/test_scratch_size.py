@@ -12,7 +12,7 @@ import shlex
 
 import pytest
 
-from cernvm_fixtures import expect
+from cernvm_fixtures import expect, expect_ahead
 from cernvm_fixtures.checklist import fresh_instance_with_disk
 
 MIB = 1024**2
@@ -57,10 +57,17 @@ def layout(instance, device):
 
 
 @pytest.mark.cernvm_context(ucernvm={"resize_rootfs": RESIZE_ROOTFS})
-@pytest.mark.parametrize("size", ["small", "large"])
-def test_scratch_file_system_size(request, cernvm_target, size):
-    from cernvm_fixtures import expect_ahead
+def test_small_scratch_disk(request, cernvm_target):
+    check_scratch_size(request, cernvm_target, "small")
 
+
+@pytest.mark.cernvm_context(ucernvm={"resize_rootfs": RESIZE_ROOTFS})
+def test_large_scratch_disk(request, cernvm_target):
+    check_scratch_size(request, cernvm_target, "large")
+
+
+def check_scratch_size(request, cernvm_target, size):
+    """Boot a fresh instance with the profile's ``size`` disk and check its scratch file system's size and layout."""
     gib = expect_ahead(cernvm_target, "scratch.disk_sizes")[size]
     instance = fresh_instance_with_disk(request, cernvm_target, "scratch.partitions", gib)
     rule = expect(instance, "scratch.partitions")

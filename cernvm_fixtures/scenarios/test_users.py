@@ -10,7 +10,7 @@ import shlex
 
 import pytest
 
-from cernvm_fixtures import expect
+from cernvm_fixtures import expect, expect_ahead
 from cernvm_fixtures.context import RUN_KEYS
 from cernvm_fixtures.errors import Unsupported
 
@@ -35,8 +35,16 @@ def created_users(instance):
     return users
 
 
+def instance_for(request, cernvm_target):
+    """The instance booted with this scenario's context, only where the profile lists users (skipped before
+    booting elsewhere; so not booted ahead)."""
+    expect_ahead(cernvm_target, "users.created")
+    return request.getfixturevalue("cernvm")
+
+
 @pytest.mark.cernvm_context(**CONTEXT)
-def test_context_users_exist_with_their_group(cernvm):
+def test_context_users_exist_with_their_group(request, cernvm_target):
+    cernvm = instance_for(request, cernvm_target)
     problems = []
     for user in created_users(cernvm):
         name, group = user.name, user.group
@@ -52,7 +60,8 @@ def test_context_users_exist_with_their_group(cernvm):
 
 
 @pytest.mark.cernvm_context(**CONTEXT)
-def test_context_users_log_in_as_the_profile_says(cernvm):
+def test_context_users_log_in_as_the_profile_says(request, cernvm_target):
+    cernvm = instance_for(request, cernvm_target)
     users = created_users(cernvm)
     problems = []
     try:
