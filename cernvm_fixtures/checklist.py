@@ -3,6 +3,7 @@ reboot), so a scenario module never imports another."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -49,4 +50,44 @@ def fresh_instance(request: Any, target: Any, key: str, no_capability: str | Non
         pytest.skip(f"{target.name}: {no_capability}")
     expect_ahead(target, key)
     instance: Instance = request.getfixturevalue("cernvm_fresh")
+    return instance
+
+
+def fresh_instance_with_disk(request: Any, target: Any, key: str, disk_size: int) -> Instance:
+    """A fresh instance of ``target`` whose scratch disk is ``disk_size`` GiB, with the test's marker's user data,
+    finished when the test ends; skipped first where the profile does not ask for ``key`` or the provider's targets
+    have no ``disk_size`` option (GiB: KVM, VirtualBox) to choose the disk's size with."""
+    import pytest
+
+    from . import expect_ahead
+
+    expect_ahead(target, key)
+    if not hasattr(target.options, "disk_size"):
+        pytest.skip(
+            f"{target.name}: provider {target.provider!r} has no disk_size option: the scratch disk's size cannot be "
+            "chosen"
+        )
+    sized = dataclasses.replace(target, options=target.options.model_copy(update={"disk_size": disk_size}))
+    return _boot_fresh(request, sized)
+
+
+def fresh_instance_of(request: Any, target: Any, image: str, no_capability: str | None = None) -> Instance:
+    """A fresh instance of ``target`` booted from ``image`` instead of the target's own (e.g. the previous release,
+    for an upgrade), finished when the test ends; skipped first where the provider lacks what the check needs
+    (``no_capability``: its reason)."""
+    import pytest
+
+    if no_capability:
+        pytest.skip(f"{target.name}: {no_capability}")
+    return _boot_fresh(request, dataclasses.replace(target, image=image))
+
+
+def _boot_fresh(request: Any, target: Any) -> Instance:
+    """Boot a fresh instance of ``target`` with the test's marker's user data; the harness finishes it at the end."""
+    from .items import item_user_data
+
+    harness = request.getfixturevalue("cernvm_harness")
+    instance: Instance = harness.fresh(target, item_user_data(request.node))
+    harness.instances.used_by[request.node.nodeid].append(instance)
+    request.addfinalizer(lambda: harness.finish(instance))
     return instance

@@ -166,6 +166,16 @@ class Instance:
         once; the password is never logged). Unsupported where the instance is not reached over SSH."""
         return self.transport.password_login(user, password)
 
+    def change_image(self, target: Target) -> None:
+        """Put ``target``'s image where the instance boots from, keeping its disks: its next reboot is an upgrade to
+        that image (Unsupported where the platform cannot: the provider's ``no_upgrade`` says why)."""
+        self.machine.change_image(target)
+
+    def key_login(self, user: str) -> str | None:
+        """Log in as ``user`` with the run's key on a connection of its own: who ``id -un`` says is logged in, or
+        None when the key is refused. Unsupported where the instance is not reached over SSH."""
+        return self.transport.key_login(user)
+
     def press_power_button(self) -> None:
         """Press the ACPI power button (Unsupported where the platform has none: the provider's
         ``no_power_button`` says why); the guest decides whether it powers off (:meth:`is_running`)."""

@@ -109,6 +109,16 @@ class Cvmfs(_Section):
     """Whether ``cvmfs_config probe`` can see the repositories (not under parrot: no cvmfs2 mount there)."""
 
 
+class Partitions(_Section):
+    """µCernVM's partitioning of the scratch disk: with ``resize_rootfs=0`` and a disk larger than ``default_size``,
+    partition 1 has that size and partition 2 the rest, else partition 1 spans the disk."""
+
+    default_size: int = Field(gt=0)
+    """MiB."""
+    slack: int = Field(0, ge=0)
+    """MiB partition 1 may lose to its start's alignment and the partitioner's rounding."""
+
+
 class Scratch(_Section):
     mountpoint: Text = None
     label: Text = None
@@ -116,6 +126,9 @@ class Scratch(_Section):
     version_file: Text = None
     version: Text = None
     files: Words = []
+    partitions: Partitions | list[Rule[Partitions]] | None = None
+    disk_sizes: dict[Literal["small", "large"], int] | list[Rule[dict[Literal["small", "large"], int]]] | None = None
+    """GiB of the small and the large scratch disk the scratch size scenario boots."""
 
 
 class Root(_Section):
@@ -189,6 +202,37 @@ class Ssh(_Section):
     """Passwords tried for root, every one of which must be refused (e.g. the one a debug boot sets)."""
 
 
+class ContextUser(_Section):
+    """A user the users scenario's context creates, and how the image must let it log in over SSH."""
+
+    name: str
+    group: str
+    key: bool
+    """Whether the run's key logs in (the context gave the user that key)."""
+    password: bool
+    """Whether the password the context gave logs in."""
+
+
+class Users(_Section):
+    """The release checklist's "login as repomgr": users created by the context."""
+
+    created: list[ContextUser] | list[Rule[list[ContextUser]]] | None = None
+
+
+class ProtectedContext(_Section):
+    """The release checklist's "contextualize with a password protected context"."""
+
+    supported: bool | list[Rule[bool]] | None = None
+    """Whether the image has a mechanism of its own for it (CernVM's is the CernVM Online server's: false, why)."""
+
+
+class Upgrade(_Section):
+    """The release checklist's "upgrade from last production release"."""
+
+    previous: Text = None
+    """The image of the release before (booted first; then the target's own image on the same scratch disk)."""
+
+
 class Power(_Section):
     """The release checklist's "test reaction to power button"."""
 
@@ -243,6 +287,9 @@ class Profile(_Section):
     time: Time = Time()
     shm: Shm = Shm()
     ssh: Ssh = Ssh()
+    users: Users = Users()
+    protected_context: ProtectedContext = ProtectedContext()
+    upgrade: Upgrade = Upgrade()
     power: Power = Power()
     reboot: Reboot = Reboot()
     cable: Cable = Cable()

@@ -285,6 +285,12 @@ CHECKLIST_CELLS = {
     "test_profile_workloads_succeed",
     "test_reboot_after_contextualization_keeps_scratch_and_context",
     "test_a_boot_without_network_completes_and_the_network_comes_back",
+    "test_context_users_exist_with_their_group",
+    "test_context_users_log_in_as_the_profile_says",
+    "test_small_scratch_disk",
+    "test_large_scratch_disk",
+    "test_upgrade_from_the_previous_release_keeps_the_scratch_disk",
+    "test_password_protected_context",
 }
 """The release checklist's scenarios: a stand-in's profile declares none of their keys (skipped: "sets no ..."),
 and no cloud provider presses a power button yet (skipped with its no_power_button)."""

@@ -40,6 +40,9 @@ FILES = PACKAGE_DIR / "files"
 #: bootloader version (bump when the appliance changes in a way users notice)
 RELEASE = "2026.11-1"
 VERSION = f"{RELEASE}.appliance.x86_64"
+PREVIOUS_RELEASE = "2026.05-1"
+"""The release before :data:`RELEASE`: the variant ``previous`` boots as it (same OS repository, older bootloader),
+so that an upgrade (the same scratch disk, then this release's ISO) can be tested."""
 #: timestamp of every file in every artifact (reproducible builds)
 SOURCE_DATE_EPOCH = 1793491200  # 2026-11-01T00:00:00Z
 OS_REPO = "cernvm-prod.cern.ch"
@@ -117,6 +120,20 @@ _VARIANTS: dict[str, tuple[str, dict[str, int]]] = {
         "nothing handles the ACPI power button (no acpid): the instance ignores a shutdown request",
         {"UCVM_ACPI": 0},
     ),
+    "previous": (
+        f"the previous release ({PREVIOUS_RELEASE}): the same appliance with an older bootloader version, to "
+        "upgrade from (not broken)",
+        {},
+    ),
+    "scratch-unpartitioned": (
+        "the bootloader formats the whole empty disk without a partition table, whatever its size and the "
+        "context's resize_rootfs (µCernVM partitions it)",
+        {"UCVM_SCRATCH_PARTITION": 0},
+    ),
+    "no-users": (
+        "the OS stage ignores amiconfig's [cernvm] users= (no user is created from it; cloud-config users: still are)",
+        {"UCVM_USERS": 0},
+    ),
 }
 VARIANTS: dict[str, str] = {name: desc for name, (desc, _) in _VARIANTS.items()}
 _FLAGS = (
@@ -135,6 +152,8 @@ _FLAGS = (
     "UCVM_ACPI",
     "UCVM_SCRATCH_KEEP",
     "UCVM_BOOT_OFFLINE",
+    "UCVM_SCRATCH_PARTITION",
+    "UCVM_USERS",
 )
 
 # where the OS tree gets the host binaries (path in the tree)
@@ -160,10 +179,17 @@ def cmdline_for(variant: str) -> str:
     return f"{CVMFS_ARGS} cvmfs_server={server}"
 
 
+def version_for(variant: str) -> str:
+    """The bootloader version a variant reports (aux/ucernvm-version): the previous release's for ``previous``."""
+    return f"{PREVIOUS_RELEASE}.appliance.x86_64" if variant == "previous" else VERSION
+
+
 def variant_conf(variant: str) -> str:
     flags = {flag: 1 for flag in _FLAGS}
     flags.update(_VARIANTS[variant][1])
     lines = [f"UCVM_VARIANT={variant}"] + [f"{k}={v}" for k, v in flags.items()]
+    if version_for(variant) != VERSION:
+        lines.append(f"UCVM_VERSION={version_for(variant)}")  # after build.conf's, which it overrides
     return "\n".join(lines) + "\n"
 
 
@@ -647,15 +673,15 @@ def _build_variant(inputs: Inputs, variant: str, base: Path, out: Path, log: Log
     _copy(tools["isolinux.bin"], stage / "isolinux/isolinux.bin", 0o644)
     _copy(tools["ldlinux.c32"], stage / "isolinux/ldlinux.c32", 0o644)
     cfg = (FILES / "iso/isolinux.cfg").read_text()
-    cfg = cfg.replace("@VERSION@", VERSION).replace("@VARIANT@", variant)
+    cfg = cfg.replace("@VERSION@", version_for(variant)).replace("@VARIANT@", variant)
     cfg = cfg.replace("@CMDLINE@", cmdline)
     (stage / "isolinux/isolinux.cfg").write_text(cfg)
     _link_or_copy(out / "vmlinuz", stage / "boot/vmlinuz")
     _link_or_copy(initrd, stage / "boot/initrd.img")
-    (stage / "VERSION").write_text(f"{VERSION} {variant}\n")
+    (stage / "VERSION").write_text(f"{version_for(variant)} {variant}\n")
     for p in [stage, *stage.rglob("*")]:
         os.utime(p, (SOURCE_DATE_EPOCH, SOURCE_DATE_EPOCH), follow_symlinks=False)
-    iso = out / f"ucernvm-{variant}.{VERSION}.iso"
+    iso = out / f"ucernvm-{variant}.{version_for(variant)}.iso"
     _run(
         [
             tools["xorriso"],
@@ -686,7 +712,7 @@ def _build_variant(inputs: Inputs, variant: str, base: Path, out: Path, log: Log
     timer.step(f"variant {variant}: initrd and ISO written")
     return {
         "variant": variant,
-        "version": VERSION,
+        "version": version_for(variant),
         "cmdline": cmdline,
         "iso": iso.name,
         "kernel": "vmlinuz",

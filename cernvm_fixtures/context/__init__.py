@@ -21,6 +21,10 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+RUN_KEYS = "cvmfx:run-keys"
+"""Stands, in a ``users:`` entry's ``ssh_authorized_keys`` of a test's cloud-config, for the run's SSH public keys
+(known only when the instance is launched): a scenario's context can create a user who logs in with the run's key."""
+
 
 class _Dumper(yaml.SafeDumper):
     """Indents list items under their key, the way cloud-config examples are written."""
@@ -110,7 +114,17 @@ class Context:
                 "ed25519_public": self.host_key.public,
             }
         config.update(self.user_data.cloud_config)
+        if isinstance(config.get("users"), list):
+            config["users"] = [self._with_run_keys(user) for user in config["users"]]
         return config
+
+    def _with_run_keys(self, user: Any) -> Any:
+        """A ``users:`` entry with :data:`RUN_KEYS` in its ``ssh_authorized_keys`` replaced by the run's keys."""
+        keys = user.get("ssh_authorized_keys") if isinstance(user, Mapping) else None
+        if not isinstance(keys, list) or RUN_KEYS not in keys:
+            return user
+        wanted = [k for key in keys for k in (self.ssh_keys if key == RUN_KEYS else (key,))]
+        return {**user, "ssh_authorized_keys": wanted}
 
     def parts(self) -> list[tuple[str, str]]:
         """(MIME subtype, text) of every part, harness's cloud-config first."""

@@ -126,6 +126,9 @@ class Provider(ABC, Generic[OptionsT, MachineT]):
     no_cable: ClassVar[str | None] = "the platform has no network cable the harness can pull (no link-state call)"
     """Why this platform's machines have no network cable the harness can pull, as a sentence; None: they have one
     (:meth:`Machine.set_link`). Scenarios read it before booting a machine for the cable."""
+    no_upgrade: ClassVar[str | None] = "the provider cannot boot another image on a machine's scratch disk"
+    """Why this platform's machines cannot boot another image on the same scratch disk (an upgrade: the new ISO in
+    the CD drive), as a sentence; None: they can (:meth:`Machine.change_image`)."""
     creation_order: ClassVar[tuple[str, ...]] = ()
     """Resource kinds in the order they depend on each other; teardown and sweep go the other way."""
     instance_kind: ClassVar[str] = "vm"
@@ -307,6 +310,16 @@ class Machine(ABC):
         """
         provider = type(self.provider)
         raise Unsupported(f"{provider.name}: {provider.no_power_button or 'no ACPI power button call'}")
+
+    def change_image(self, target: Target) -> None:
+        """Put ``target``'s image where the machine boots from (the CD drive), keeping its disks, so that the next
+        boot (the guest's reboot) starts that image on the same scratch disk: an upgrade.
+
+        Raises:
+            Unsupported: the platform cannot (the provider's ``no_upgrade`` says why).
+        """
+        provider = type(self.provider)
+        raise Unsupported(f"{provider.name}: {provider.no_upgrade or 'no way to boot another image on the machine'}")
 
     def set_link(self, up: bool) -> None:
         """Plug (``up``) or pull the network cable of the machine's first NIC: the guest sees its link go down or

@@ -136,6 +136,15 @@ class Transport(ABC):
         """
         raise Unsupported(f"{self} reaches the instance without a login service (no SSH): no password login to try")
 
+    def key_login(self, user: str) -> str | None:
+        """Log in as ``user`` with the run's key on a connection of its own (closed at once) and return what
+        ``id -un`` prints there; None when the login service refuses the key.
+
+        Raises:
+            Unsupported: the transport has no login service to try (e.g. Docker exec).
+        """
+        raise Unsupported(f"{self} reaches the instance without a login service (no SSH): no key login to try")
+
     def put(self, data: bytes, remote: str, mode: int | None = None) -> None:
         """Write bytes to a file on the instance, through the command channel (binary safe)."""
         command = f"cat > {shlex.quote(remote)}"

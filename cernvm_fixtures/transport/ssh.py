@@ -160,6 +160,25 @@ class SSHTransport(Transport):
         finally:
             client.close()
 
+    def key_login(self, user: str) -> str | None:
+        """A login as ``user`` with the run's key on a connection of its own (after the host key check), closed at
+        once: what ``id -un`` prints there, or None when the server refuses the key."""
+        client = self._handshake()
+        try:
+            try:
+                client.auth_publickey(user, paramiko.PKey.from_path(self.key_file))
+            except paramiko.AuthenticationException:
+                return None
+            chan = client.open_session(timeout=self.connect_timeout)
+            try:
+                chan.settimeout(self.connect_timeout)
+                chan.exec_command("id -un")
+                return chan.makefile("rb").read().decode(errors="replace").strip()
+            finally:
+                chan.close()
+        finally:
+            client.close()
+
     def _read_boot_id(self, client: paramiko.Transport) -> str | None:
         chan = client.open_session(timeout=self.connect_timeout)
         try:

@@ -48,6 +48,9 @@ def test_variants_ok_first_and_described():
         "no-acpi",
         "reboot-reformats",
         "cable-hang",
+        "scratch-unpartitioned",
+        "no-users",
+        "previous",
     }
     assert all(isinstance(d, str) and d and "\n" not in d for d in appliance.VARIANTS.values())
 
@@ -69,7 +72,7 @@ def test_each_broken_variant_drops_exactly_one_property():
         conf = _builder.variant_conf(variant).splitlines()
         assert conf[0] == f"UCVM_VARIANT={variant}"
         zeros = [line for line in conf[1:] if line.endswith("=0")]
-        if variant in ("ok", "bad-cmdline", "no-stratum1"):  # the last two differ on the kernel line
+        if variant in ("ok", "bad-cmdline", "no-stratum1", "previous"):  # two differ on the kernel line, one in version
             assert zeros == []
         else:
             assert len(zeros) == 1, (variant, zeros)
@@ -439,14 +442,40 @@ users:
   - name: other
 other_keys: [x]
 """
+    # root's keys are the top-level list; a user's own list (root's too) is users.awk's
     assert _awk("ssh-keys.awk", text) == [
         "ssh-ed25519 AAAA1 one@host",
         "ssh-rsa AAAA2 two@host",
         "ssh-ed25519 AAAA3",
-        "ssh-ed25519 AAAA4 four",
     ]
     flow = 'ssh_authorized_keys: [ssh-ed25519 AAAA5 five, "ssh-rsa AAAA6"]\n'
     assert _awk("ssh-keys.awk", flow) == ["ssh-ed25519 AAAA5 five", "ssh-rsa AAAA6"]
+    assert _awk("users.awk", text) == [
+        "user\troot\t-\ttrue\t-",
+        "key\troot\tssh-ed25519 AAAA4 four",
+        "user\tother\t-\ttrue\t-",
+    ]
+
+
+@needs_busybox
+def test_cloud_config_users_as_the_harness_writes_them():
+    """users.awk reads the users: list of the cloud-config the harness renders (the run's key in a user's list),
+    skipping plain string items (cloud-init's "default") and keys it does not implement."""
+    from cernvm_fixtures.context import RUN_KEYS, Context, UserData
+
+    users = [
+        "default",
+        {"name": "alice", "ssh_authorized_keys": [RUN_KEYS], "shell": "/bin/sh"},
+        {"name": "bob", "primary_group": "physics", "lock_passwd": False, "passwd": "$6$salt$hash"},
+    ]
+    context = Context("vm", ("ssh-ed25519 AAAArun run@host",), UserData(cloud_config={"users": users}))
+    text = context.parts()[0][1]
+    assert _awk("users.awk", text) == [
+        "user\talice\t-\ttrue\t-",
+        "key\talice\tssh-ed25519 AAAArun run@host",
+        "user\tbob\tphysics\tfalse\t$6$salt$hash",
+    ]
+    assert _awk("ssh-keys.awk", text) == ["ssh-ed25519 AAAArun run@host"], "root keeps the run's key"
 
 
 @needs_busybox

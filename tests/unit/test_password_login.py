@@ -123,6 +123,8 @@ def test_transports_without_a_login_service_say_so():
         Exec().password_login("root", SECRET)
     with pytest.raises(Unsupported, match="no SSH"):
         Exec().auth_methods("root")
+    with pytest.raises(Unsupported, match="no SSH"):
+        Exec().key_login("alice")
 
 
 def test_keyboard_interactive_only_is_answered_with_the_password(server):
@@ -131,3 +133,66 @@ def test_keyboard_interactive_only_is_answered_with_the_password(server):
     assert transport.password_login("root", "wrong") is False
     assert transport.password_login("root", SECRET) is True
     assert received == ["wrong", SECRET]
+
+
+class KeyServer(paramiko.ServerInterface):
+    """Lets ``user`` in with ``key`` only, and answers ``id -un`` with the user's name."""
+
+    def __init__(self, user: str, key: paramiko.PKey) -> None:
+        self.user, self.key = user, key
+
+    def get_allowed_auths(self, username: str) -> str:
+        return "publickey"
+
+    def check_auth_publickey(self, username: str, key: paramiko.PKey) -> int:
+        ok = username == self.user and key.get_base64() == self.key.get_base64()
+        return paramiko.AUTH_SUCCESSFUL if ok else paramiko.AUTH_FAILED
+
+    def check_channel_request(self, kind: str, chanid: int) -> int:
+        return paramiko.OPEN_SUCCEEDED
+
+    def check_channel_exec_request(self, channel: paramiko.Channel, command: bytes) -> bool:
+        def answer() -> None:
+            channel.sendall(f"{self.user}\n".encode() if command == b"id -un" else b"")
+            channel.send_exit_status(0)
+            channel.shutdown_write()  # EOF, not a close: the client may not have seen the exec request's answer yet
+
+        threading.Thread(target=answer, daemon=True).start()
+        return True
+
+
+def test_key_login_as_a_user_of_the_context(tmp_path):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    pem = Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+    )
+    key_file = tmp_path / "run_key"
+    key_file.write_bytes(pem)
+    run_key = paramiko.PKey.from_path(key_file)
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            transport = paramiko.Transport(conn)
+            transport.add_server_key(HOST_KEY)
+            try:
+                transport.start_server(server=KeyServer("alice", run_key))
+            except (paramiko.SSHException, EOFError, OSError):
+                continue
+
+    threading.Thread(target=serve, daemon=True).start()
+    announced = [f"{HOST_KEY.get_name()} {HOST_KEY.get_base64()}"]
+    transport = SSHTransport(
+        "127.0.0.1", listener.getsockname()[1], "root", key_file, lambda: announced, connect_timeout=5
+    )
+    try:
+        assert transport.key_login("alice") == "alice"
+        assert transport.key_login("bob") is None, "a user the key is not authorized for is refused"
+    finally:
+        listener.close()

@@ -360,3 +360,39 @@ def test_appliance_histogram_workload_runs_on_the_repository_files(tmp_path):
     corrupt.write_text("42.0\nnot-a-number\n")
     failed = subprocess.run([*run, str(corrupt)], capture_output=True, text=True)
     assert failed.returncode == 1 and "bad event: not-a-number" in failed.stderr
+
+
+def test_checklist_users_scratch_sizes_and_protected_context():
+    vm, container = {"provider": "kvm", "kind": "vm"}, {"provider": "docker", "kind": "container"}
+    for name, repomgr_password in (("appliance", False), ("cernvm4", True)):
+        p = profile.load(name)
+        users = {u.name: u for u in p.expect("users.created", vm).value}
+        assert (users["repomgr"].group, users["repomgr"].key, users["repomgr"].password) == (
+            "repomgr",
+            False,
+            repomgr_password,
+        )
+        assert users["cvmfx"].key and not users["cvmfx"].password
+        assert p.expect("users.created", container).value is None
+        rule = p.expect("scratch.partitions", vm).value
+        assert (rule.default_size, rule.slack) == (20480, 2)
+        assert p.expect("scratch.disk_sizes", vm).value == {"small": 20, "large": 100}
+        protected = p.expect("protected_context.supported", vm)
+        assert protected.value is None and "CernVM Online server" in protected.why
+    assert profile.load("appliance").expect("upgrade.previous", vm).value == "appliance:previous"
+    assert "copy of this profile" in profile.load("cernvm4").expect("upgrade.previous", vm).why
+    assert profile.load("appliance").expect("upgrade.previous", container).value is None
+
+
+def test_checklist_keys_refuse_bad_values(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text(
+        'name = "x"\n[users]\ncreated = [{ name = "a", group = "a", key = "maybe", password = false }]\n'
+        "[scratch]\npartitions = { default_size = 0 }\ndisk_sizes = { tiny = 1 }\n"
+    )
+    with pytest.raises(ConfigError) as e:
+        profile.load(str(path))
+    message = str(e.value)
+    assert "users.created" in message and "maybe" in message
+    assert "scratch.partitions" in message and "greater than 0" in message
+    assert "scratch.disk_sizes" in message and "tiny" in message

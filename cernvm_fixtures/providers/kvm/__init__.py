@@ -39,7 +39,7 @@ from ...context.nocloud import write_seed
 from ...dirs import cache_dir, state_dir
 from ...doctor import Check, running
 from ...download import redact
-from ...errors import ConfigError, PermanentError, ProviderError, ScreenUnavailable
+from ...errors import ConfigError, PermanentError, ProviderError, ScreenUnavailable, Unsupported
 from ...images import appliance_variant
 from ...interrupts import abandoned, interruptible
 from ...ledger import Resource
@@ -59,6 +59,7 @@ from ..kit import (
 )
 from .checks import cpu_checks, device_check
 from .domain import (
+    MACHINE_LAYOUTS,
     NS,
     USER_NETDEV,
     VGA_TEXT_MEMORY,
@@ -275,6 +276,7 @@ class KvmProvider(Provider[KvmOptions, "KvmMachine"]):
     creation_order = ("directory", "domain")
     no_power_button = None  # libvirt's ACPI shutdown (virsh shutdown --mode acpi), CernVM's KVM guide's "shutdown"
     no_cable = None  # the NIC's link state (virsh domif-setlink; QEMU's set_link for the user-mode network)
+    no_upgrade = None  # the CD drive's medium changed on the running domain (virsh change-media), then a reboot
 
     @property
     def uri(self) -> str:
@@ -637,6 +639,31 @@ class KvmMachine(Machine):
             link = ElementTree.SubElement(interface, "link")
         link.set("state", "up" if up else "down")
         xml = ElementTree.tostring(interface, encoding="unicode")
+        LIBVIRT.call(what, self.domain.updateDeviceFlags, xml, _libvirt().VIR_DOMAIN_AFFECT_LIVE)
+
+    def change_image(self, target: Target) -> None:
+        """Change the medium in the CD drive the domain boots from to ``target``'s ISO (libvirt's ``change-media``:
+        the cdrom disk's source, live); the guest's next reboot starts it on the same scratch disk. The appliance's
+        CernVM-FS server keeps running (every appliance version serves the same OS repository)."""
+        if self.domain is None:
+            raise ProviderError(f"{self.name}: the domain was not started")
+        if self.options.boot != "cdrom":
+            raise Unsupported(f"{self.name}: boots its kernel directly (boot = {self.options.boot!r}), not from the CD")
+        iso, _, _ = KvmProvider(target, self.provider.run)._boot_source()
+        if iso is None:
+            raise Unsupported(f"{self.name}: target {target.name!r} has no ISO to put in the CD drive")
+        what = f"{self.name}: could not change the CD drive's medium to {iso}"
+        root = ElementTree.fromstring(LIBVIRT.call(what, self.domain.XMLDesc, 0))
+        wanted = MACHINE_LAYOUTS[self.options.machine].iso_target
+        disk = next(
+            (d for d in root.findall("devices/disk") if (t := d.find("target")) is not None and t.get("dev") == wanted),
+            None,
+        )
+        source = disk.find("source") if disk is not None else None
+        if disk is None or source is None:
+            raise ProviderError(f"{what}: the domain has no CD drive {wanted} with a medium")
+        source.set("file", str(iso))
+        xml = ElementTree.tostring(disk, encoding="unicode")
         LIBVIRT.call(what, self.domain.updateDeviceFlags, xml, _libvirt().VIR_DOMAIN_AFFECT_LIVE)
 
     def is_running(self) -> bool:

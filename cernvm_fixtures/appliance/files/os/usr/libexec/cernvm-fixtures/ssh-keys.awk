@@ -1,4 +1,5 @@
-# Print the items of every "ssh_authorized_keys:" list of a cloud-config,
+# Print the items of the top-level "ssh_authorized_keys:" list of a cloud-config (root's keys; a user's own list
+# under users: is users.awk's),
 # block style ("- key" lines) or flow style ("[key, key]").
 function trim(s) { gsub(/^[ \t]+|[ \t]+$/, "", s); return s }
 function unquote(s) {
@@ -19,12 +20,12 @@ inlist {
     if ($0 ~ /^[ \t]*(#.*)?$/) next
     inlist = 0
 }
-/^[ \t]*(- )?ssh_authorized_keys:[ \t]*(#.*)?$/ {
+/^ssh_authorized_keys:[ \t]*(#.*)?$/ {
     inlist = 1
     keyindent = indent($0)
     next
 }
-/^[ \t]*(- )?ssh_authorized_keys:[ \t]*\[/ {
+/^ssh_authorized_keys:[ \t]*\[/ {
     s = $0
     sub(/^[^[]*\[/, "", s)
     sub(/\][ \t]*(#.*)?$/, "", s)
