@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import shutil
 import subprocess
 import tarfile
@@ -46,12 +47,17 @@ def test_a_raw_disk_becomes_a_sparse_oldgnu_tarball_of_disk_raw_padded_to_a_whol
     with open(disk, "r+b") as f:  # data in the middle, a hole at the end
         f.seek(2 << 20)
         f.write(b"scratch" * 1000)
+    disk.chmod(0o600)
+    before = disk.read_bytes()
     made = tarball.build(disk, "targets.gce.image")
+    assert disk.read_bytes() == before and disk.stat().st_size == 3 << 20, "the user's disk is not padded in place"
     assert made.name == "ucernvm-prod.2021.05-1.cernvm.x86_64.tar.gz" and made.stat().st_size < 64 << 10
     assert made.read_bytes()[:2] == b"\x1f\x8b"
     with tarfile.open(made) as archive:
         (member,) = archive.getmembers()
         assert (member.name, member.size, member.type) == ("disk.raw", GIB, tarfile.GNUTYPE_SPARSE)
+        assert (member.mtime, member.uid, member.gid, member.mode) == (0, 0, 0, 0o644), "nothing of when or by whom"
+    assert made.read_bytes()[3:8] == bytes(5), "gzip -n: no file name, no time"
     with open(made, "rb") as f:
         import gzip
 
@@ -79,6 +85,44 @@ def test_a_qcow2_goes_through_qemu_img_to_the_same_disk(tmp_path):
     out = extracted(made, tmp_path / "x")
     assert out.stat().st_size == GIB and digest(out, 4 << 20) == digest(raw, 4 << 20)
     assert tarball.check(made, "w") == GIB
+    (converted,) = made.parent.glob("*.raw")
+    assert converted.stat().st_size == GIB, "the converter's own raw disk is padded in place, with a hole"
+    assert converted.stat().st_blocks * 512 < 1 << 20
+    assert sorted(p.name for p in made.parent.iterdir()) == [".lock", "cernvm.raw", "cernvm.tar.gz"], "no copy left"
+
+
+@needs_gnu_tar
+def test_a_raw_disk_of_a_whole_gib_is_archived_as_it_is(tmp_path):
+    disk = sparse_disk(tmp_path / "whole.img", 2 * GIB, b"CernVM", at=GIB)
+    made = tarball.build(disk, "w")
+    assert tarball.check(made, "w") == 2 * GIB and disk.stat().st_size == 2 * GIB
+    with tarfile.open(made) as archive:
+        (member,) = archive.getmembers()
+        assert member.name == "disk.raw" and (GIB, 4096) in member.sparse, member.sparse
+    assert sorted(p.name for p in made.parent.iterdir()) == [".lock", "whole.tar.gz"], "no copy made"
+
+
+def test_without_tar_or_gzip_on_path_the_tarball_is_a_config_error_naming_them(tmp_path, monkeypatch):
+    disk = sparse_disk(tmp_path / "cernvm.hdd", 1 << 20, b"CernVM")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "cp").symlink_to(shutil.which("cp") or "/bin/cp")
+    monkeypatch.setenv("PATH", str(bin_dir))
+    with pytest.raises(ConfigError, match=r"^w: making the GCE tarball of cernvm.hdd needs tar and gzip on PATH"):
+        tarball.build(disk, "w")
+
+
+def test_a_tar_that_fails_is_a_config_error_with_what_it_said(tmp_path, monkeypatch):
+    """A tar that is not GNU tar (here a script that answers like BSD tar does) fails with its own words."""
+    disk = sparse_disk(tmp_path / "cernvm.hdd", 1 << 20, b"CernVM")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "tar").write_text("#!/bin/sh\necho 'tar: Option --format=oldgnu is not supported' >&2\nexit 1\n")
+    (bin_dir / "tar").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    with pytest.raises(ConfigError, match=r"^w: tar .* failed \(exit 1\): tar: Option --format=oldgnu is not"):
+        tarball.build(disk, "w")
+    assert not list((tmp_path / "cache").rglob("*.part")), "nothing half-made is left"
 
 
 def test_beyond_8_gib_sizes_take_gnu_base_256_and_every_reader_agrees(tmp_path):
@@ -118,6 +162,11 @@ def test_a_tarball_made_by_gnu_tar_passes_as_it_is(tmp_path):
 REFUSED = {
     "not-gzip": r"not a gzip file .*tar --format=oldgnu -Sczf",
     "gzip-of-nothing": r"the tar archive ends inside its first header",
+    "not-tar": r"not a tar archive \(invalid header\)",
+    "empty": r"an empty tar archive",
+    "cut-tar": r"the tar archive ends inside disk.raw",
+    "v7": r"not a GNU tar archive \(magic b'\\x00.*'\)",
+    "directory": r"disk.raw is not a file \(tar type '5'\)",
     "truncated": r"truncated \(the gzip stream ends early\)",
     "pax": r"a PAX archive \(its extended header is a member of its own, which GCE refuses\)",
     "ustar": r"a POSIX ustar archive, not the GNU \(oldgnu\) format GCE documents",
@@ -134,6 +183,17 @@ def test_a_given_tarball_gce_cannot_import_is_refused_naming_the_file_and_the_fa
     path = broken_tarball(tmp_path, case)
     with pytest.raises(ConfigError, match=rf"^targets\.gce\.image: {path}: {REFUSED[case]}"):
         tarball.check(path, "targets.gce.image")
+
+
+@needs_gnu_tar
+def test_a_tarball_whose_gzip_check_fails_at_its_very_end_is_refused(tmp_path):
+    """The whole stream is read, so gzip's CRC of the content, in the last 8 bytes, is checked too."""
+    data = bytearray(gnu_tarball(tmp_path / "good.tar.gz").read_bytes())
+    data[-8] ^= 0xFF
+    path = tmp_path / "bad-crc.tar.gz"
+    path.write_bytes(bytes(data))
+    with pytest.raises(ConfigError, match=rf"^w: {path}: not a gzip file \(CRC check failed"):
+        tarball.check(path, "w")
 
 
 @needs_gnu_tar

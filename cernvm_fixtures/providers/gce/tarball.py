@@ -1,11 +1,11 @@
 """The file GCE makes an image from: a gzipped tar whose one member is ``disk.raw``, in GNU (oldgnu) format, the raw
 disk a whole number of GB (GCE's GB is 2**30: gcloud's ``BYTES_IN_ONE_GB``). :func:`build` makes one from any disk
-qemu-img reads (sparse: holes, and the padding to a whole GB, are not stored), :func:`check` refuses a given
-``.tar.gz`` that is not one, before it is uploaded; both stream (a disk is gigabytes).
+qemu-img reads with GNU tar and gzip, Google's own recipe (``tar --format=oldgnu -Sczf image.tar.gz disk.raw``:
+holes, and the padding to a whole GB, are not stored); :func:`check` refuses a given ``.tar.gz`` that is not one,
+before it is uploaded, reading it with Python's tarfile; both stream (a disk is gigabytes).
 
-Google's recipe is ``tar --format=oldgnu -Sczf image.tar.gz disk.raw``; an archive GCE cannot read ends the
-image's insert operation in ``INVALID_IMAGE_TAR: The tar archive is not a valid image.`` (a PAX archive, Python
-tarfile's default, among them: its extended header is a member of its own).
+An archive GCE cannot read ends the image's insert operation in ``INVALID_IMAGE_TAR: The tar archive is not a valid
+image.`` (a PAX archive, Python tarfile's default, among them: its extended header is a member of its own).
 """
 
 from __future__ import annotations
@@ -14,8 +14,10 @@ import errno
 import fcntl
 import gzip
 import hashlib
-import io
 import os
+import shutil
+import subprocess
+import tarfile
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,17 +30,18 @@ from ...errors import ConfigError
 GIB = 1 << 30
 MEMBER = "disk.raw"
 BLOCK = 512
-RECORD = 20 * BLOCK
-"""GNU tar's default record: the archive is padded to a whole number of them."""
 RAW = (".hdd", ".raw", ".img", ".hvm")
 """Suffixes of raw disks, archived as they are (CernVM publishes .hdd and .hvm raw)."""
 DISKS = (*RAW, ".qcow2", ".vmdk", ".vdi", ".vhd")
 """Every disk the provider turns into a tarball (the others through qemu-img, see :mod:`cernvm_fixtures.convert`)."""
 GNU_MAGIC = b"ustar  \0"
 USTAR_MAGIC = b"ustar\x0000"
-SPARSE = b"S"
-REGULAR = (b"0", b"\0")
+FILES = (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.GNUTYPE_SPARSE)
+CHUNK = 8 << 20
 HOW = "make one with: tar --format=oldgnu -Sczf NAME.tar.gz disk.raw (disk.raw padded with truncate -s <N>G)"
+TOOLS = ("tar", "gzip", "cp")
+"""What :func:`build` runs: GNU tar, gzip and coreutils' cp, in every Debian base (essential packages), so no
+dependency of ours."""
 
 
 def is_disk(path: Path) -> bool:
@@ -50,10 +53,17 @@ def build(disk: Path, where: str) -> Path:
     """The cached tarball of ``disk`` (raw, or converted to raw by qemu-img once), made the first time: written to a
     temporary name and renamed when complete, under the conversion cache's lock, identical for identical content
     (no times or owners in it), so the image named by its hash is reused by every later run."""
+    tools = {name: shutil.which(name) or "" for name in TOOLS}
+    missing = [name for name, found in tools.items() if not found]
+    if missing:
+        raise ConfigError(
+            f"{where}: making the GCE tarball of {disk.name} needs {' and '.join(missing)} on PATH "
+            "(GNU tar, gzip and coreutils: apt-get install tar gzip coreutils)"
+        )
     if disk.name.lower().endswith(RAW):
-        raw, key = disk, "gce-" + sparse_digest(disk)
+        raw, ours, key = disk, False, "gce-" + sparse_digest(disk)
     else:
-        raw, key = convert.convert(disk, ".raw", where), convert.digest(disk)
+        raw, ours, key = convert.convert(disk, ".raw", where), True, convert.digest(disk)
     folder = images_dir() / "converted" / key
     final = folder / (disk.name.rsplit(".", 1)[0] + ".tar.gz")
     if final.is_file():
@@ -63,17 +73,65 @@ def build(disk: Path, where: str) -> Path:
     with open(folder / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not final.is_file():
-            part = final.with_name(final.name + ".part")
+            part, copy = final.with_name(final.name + ".part"), final.with_name(final.name + ".raw.part")
             try:
-                with open(raw, "rb") as source, open(part, "wb") as out:
-                    write(source, out)
+                padded = whole_gib(raw, None if ours else copy, tools["cp"], where)
+                archive(padded, part, tools["tar"], where)
                 os.replace(part, final)
             except OSError as e:
                 raise ConfigError(f"{where}: making the GCE tarball of {disk.name}: {e.strerror or e}") from None
             finally:
                 part.unlink(missing_ok=True)
+                copy.unlink(missing_ok=True)
     touch_used(final)
     return final
+
+
+def whole_gib(raw: Path, copy: Path | None, cp: str, where: str) -> Path:
+    """``raw`` grown with a hole to a whole GiB (at least one): in place when it is ours (the converter's output),
+    else a sparse copy at ``copy`` (the user's file is never modified); ``raw`` itself when it already is."""
+    size = raw.stat().st_size
+    whole = max(1, -(-size // GIB)) * GIB
+    if size == whole:
+        return raw
+    if copy is not None:
+        _run([cp, "--sparse=always", "--reflink=auto", "--", str(raw), str(copy)], where)
+        raw = copy
+    os.truncate(raw, whole)
+    return raw
+
+
+def archive(raw: Path, out: Path, tar: str, where: str) -> None:
+    """``raw`` as ``out``: GNU tar's sparse oldgnu archive of it named ``disk.raw``, gzipped, with nothing of when or
+    by whom it was made (times 0, owner root, mode 0644, gzip -n: no name or time)."""
+    _run(
+        [
+            tar,
+            "--create",
+            f"--file={out}",
+            "--force-local",  # a colon in the cache's path does not name a remote host
+            "--format=oldgnu",
+            "--sparse",
+            "--use-compress-program=gzip -n",
+            "--mtime=@0",
+            "--owner=0",
+            "--group=0",
+            "--numeric-owner",
+            "--mode=0644",
+            f"--transform=s|.*|{MEMBER}|",
+            f"--directory={raw.parent}",
+            "--",
+            raw.name,
+        ],
+        where,
+    )
+
+
+def _run(argv: list[str], where: str) -> None:
+    done = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    if done.returncode != 0:
+        name = os.path.basename(argv[0])
+        raise ConfigError(f"{where}: {name} {argv[-1]} failed (exit {done.returncode}): {done.stderr.strip()}")
 
 
 def sparse_digest(disk: Path) -> str:
@@ -88,36 +146,12 @@ def sparse_digest(disk: Path) -> str:
             source.seek(offset)
             left = length
             while left:
-                chunk = source.read(min(left, 8 << 20))
+                chunk = source.read(min(left, CHUNK))
                 if not chunk:
                     break
                 digest.update(chunk)
                 left -= len(chunk)
     return digest.hexdigest()
-
-
-def write(source: BinaryIO, out: BinaryIO) -> None:
-    """``source`` (a raw disk) as a gzipped oldgnu tar holding ``disk.raw``, padded with a hole to a whole GiB."""
-    size = os.fstat(source.fileno()).st_size
-    realsize = max(1, -(-size // GIB)) * GIB
-    regions = list(data_regions(source, size))
-    with gzip.GzipFile(filename="", mode="wb", fileobj=out, mtime=0, compresslevel=6) as archive:
-        written = 0
-        for block in headers(realsize, regions):
-            archive.write(block)
-            written += len(block)
-        for offset, length in regions:
-            source.seek(offset)
-            left = length
-            while left:
-                chunk = source.read(min(left, 8 << 20))
-                if not chunk:
-                    raise OSError(errno.EIO, f"{source.name} shrank while it was archived")
-                archive.write(chunk)
-                left -= len(chunk)
-            written += length
-        end = written + (-written % BLOCK) + 2 * BLOCK
-        archive.write(bytes(end + (-end % RECORD) - written))
 
 
 def data_regions(source: BinaryIO, size: int) -> Iterator[tuple[int, int]]:
@@ -137,54 +171,6 @@ def data_regions(source: BinaryIO, size: int) -> Iterator[tuple[int, int]]:
         end = min(os.lseek(fd, start, os.SEEK_HOLE), size)
         yield start, end - start
         offset = end
-
-
-def number(value: int, width: int) -> bytes:
-    """A tar header number field: octal digits and a NUL, or GNU's base-256 where they do not fit (from 8 GiB)."""
-    if value < 8 ** (width - 1):
-        return b"%0*o\0" % (width - 1, value)
-    return b"\x80" + value.to_bytes(width - 1, "big")
-
-
-def headers(realsize: int, regions: list[tuple[int, int]]) -> Iterator[bytes]:
-    """The member's header and its sparse map's extension blocks, as GNU tar's oldgnu format writes them (type
-    ``S``; the map ends with a zero-length region at the end of the disk, which is a hole)."""
-    stored = sum(length for _, length in regions)
-    sparse = regions != [(0, realsize)]
-    entries = [*regions, (realsize, 0)] if sparse and (not regions or sum(regions[-1]) < realsize) else regions
-    header = bytearray(BLOCK)
-    for offset, value in ((0, MEMBER.encode()), (265, b"root"), (297, b"root"), (257, GNU_MAGIC)):
-        header[offset : offset + len(value)] = value
-    for offset, value in ((100, number(0o644, 8)), (108, number(0, 8)), (116, number(0, 8))):
-        header[offset : offset + 8] = value
-    header[124:136] = number(stored, 12)
-    header[136:148] = number(0, 12)
-    header[156:157] = SPARSE if sparse else REGULAR[0]
-    if sparse:
-        first, rest = entries[:4], entries[4:]
-        for i, (offset, length) in enumerate(first):
-            header[386 + 24 * i : 410 + 24 * i] = number(offset, 12) + number(length, 12)
-        header[482] = 1 if rest else 0
-        header[483:495] = number(realsize, 12)
-    header[148:156] = b" " * 8
-    header[148:156] = b"%06o\0 " % sum(header)
-    yield bytes(header)
-    if sparse:
-        while rest:
-            block = bytearray(BLOCK)
-            chunk, rest = rest[:21], rest[21:]
-            for i, (offset, length) in enumerate(chunk):
-                block[24 * i : 24 * i + 24] = number(offset, 12) + number(length, 12)
-            block[504] = 1 if rest else 0
-            yield bytes(block)
-
-
-def parse_number(field: bytes) -> int:
-    """A tar header number field (octal, or GNU base-256 when its first byte has the high bit set)."""
-    if field[:1] and field[0] & 0x80:
-        return int.from_bytes(bytes([field[0] & 0x7F]) + field[1:], "big")
-    digits = field.split(b"\0", 1)[0].strip()
-    return int(digits, 8) if digits else 0
 
 
 class _Refused(Exception):
@@ -215,52 +201,41 @@ def check(tarball: Path, where: str) -> int:
     return size
 
 
-def _block(stream: io.BufferedIOBase, what: str) -> bytes:
-    block = stream.read(BLOCK)
-    if len(block) != BLOCK:
-        raise _Refused(f"the tar archive ends inside {what}")
-    return block
+def _archive(stream: gzip.GzipFile) -> int:
+    """disk.raw's size, after walking the whole archive with tarfile (so gzip's own check of its end runs too). The
+    first header's type flag and magic are looked at directly: tarfile reads PAX, ustar and GNU alike and does not
+    say which it read."""
+    header = stream.read(BLOCK)
+    if len(header) != BLOCK:
+        raise _Refused("the tar archive ends inside its first header")
+    stream.seek(0)  # gzip starts over: only the first block is read twice
+    try:
+        with tarfile.open(fileobj=stream, mode="r|", bufsize=CHUNK) as tar:
+            disk = _first(header, tar.next())
+            if (other := tar.next()) is not None:
+                raise _Refused(f"it holds another member after disk.raw ({other.name!r})")
+    except tarfile.ReadError as e:
+        if str(e) == "unexpected end of data":
+            raise _Refused("the tar archive ends inside disk.raw") from None
+        raise _Refused(f"not a tar archive ({e})") from None
+    while stream.read(CHUNK):
+        pass
+    return disk.size
 
 
-def _archive(stream: io.BufferedIOBase) -> int:
-    """disk.raw's size, after walking the whole archive (so gzip's own check of its end runs too)."""
-    header = _block(stream, "its first header")
-    if not any(header):
+def _first(header: bytes, disk: tarfile.TarInfo | None) -> tarfile.TarInfo:
+    """The first member, refused unless it is the file disk.raw in the GNU format (``header`` is its first block)."""
+    if disk is None:
         raise _Refused("an empty tar archive")
-    kept = parse_number(header[148:156])
-    if kept != sum(header[:148]) + 8 * 0x20 + sum(header[156:]):
-        raise _Refused("not a tar archive (the first header's checksum does not match)")
     kind, magic = header[156:157], header[257:265]
-    if kind in (b"x", b"g"):
+    if kind in (tarfile.XHDTYPE, tarfile.XGLTYPE):
         raise _Refused("a PAX archive (its extended header is a member of its own, which GCE refuses)")
     if magic == USTAR_MAGIC:
         raise _Refused("a POSIX ustar archive, not the GNU (oldgnu) format GCE documents")
     if magic != GNU_MAGIC:
-        raise _Refused(f"not a GNU tar archive (magic {bytes(magic)!r})")
-    if kind in (b"L", b"K"):
-        raise _Refused("the first member has a long name, not 'disk.raw'")
-    name = header[:100].split(b"\0", 1)[0].decode("utf-8", "replace")
-    if name != MEMBER:
-        raise _Refused(f"the member is named {name!r}, not 'disk.raw'")
-    if kind not in (*REGULAR, SPARSE):
-        raise _Refused(f"disk.raw is not a file (tar type {kind.decode('ascii', 'replace')!r})")
-    stored = parse_number(header[124:136])
-    size = stored
-    if kind == SPARSE:
-        size = parse_number(header[483:495])
-        extended = header[482]
-        while extended:
-            extended = _block(stream, "disk.raw's sparse map")[504]
-    left = stored + (-stored % BLOCK)
-    while left:
-        chunk = stream.read(min(left, 8 << 20))
-        if not chunk:
-            raise _Refused("the tar archive ends inside disk.raw")
-        left -= len(chunk)
-    following = stream.read(BLOCK)
-    if len(following) == BLOCK and any(following):
-        other = following[:100].split(b"\0", 1)[0].decode("utf-8", "replace")
-        raise _Refused(f"it holds another member after disk.raw ({other!r})")
-    while stream.read(8 << 20):
-        pass
-    return size
+        raise _Refused(f"not a GNU tar archive (magic {magic!r})")
+    if disk.name != MEMBER:
+        raise _Refused(f"the member is named {disk.name!r}, not 'disk.raw'")
+    if disk.type not in FILES:
+        raise _Refused(f"disk.raw is not a file (tar type {disk.type.decode('ascii', 'replace')!r})")
+    return disk

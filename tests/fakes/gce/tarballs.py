@@ -42,7 +42,7 @@ def gnu_tarball(
         if extra:
             (folder / extra).write_text("another file\n")
             members.append(extra)
-        sparse = [] if fmt == "ustar" else ["-S"]
+        sparse = [] if fmt in ("ustar", "v7") else ["-S"]
         subprocess.run(
             ["tar", f"--format={fmt}", *sparse, "-czf", str(path), "-C", str(folder), *members],
             check=True,
@@ -71,6 +71,20 @@ def broken_tarball(tmp_path: Path, case: str) -> Path:
         return not_a_tarball(path)
     if case == "gzip-of-nothing":
         return gzip_of(path, b"just some text\n")
+    if case == "not-tar":
+        return gzip_of(path, b"just some text\n" * 100)
+    if case == "empty":
+        return gzip_of(path, bytes(10240))
+    if case == "cut-tar":
+        whole = gnu_tarball(tmp_path / "whole.tar.gz", size=GIB, head=secrets.token_bytes(8192))
+        return gzip_of(path, gzip.decompress(whole.read_bytes())[:4096])
+    if case == "v7":
+        return gnu_tarball(path, fmt="v7", size=GIB // 1024)
+    if case == "directory":
+        folder = tmp_path / "directory.d"
+        (folder / "disk.raw").mkdir(parents=True)
+        subprocess.run(["tar", "--format=oldgnu", "-czf", str(path), "-C", str(folder), "disk.raw"], check=True)
+        return path
     if case == "truncated":
         whole = gnu_tarball(tmp_path / "whole.tar.gz", head=secrets.token_bytes(64 << 10))
         path.write_bytes(whole.read_bytes()[:-200])
