@@ -34,7 +34,7 @@ from ..clouds import (
     suite_through_standins,
     target_for,
 )
-from ..fakes.openstack.cloud import FakeOpenStack
+from ..fakes.openstack.cloud import CURRENT_MICROVERSION, MAX_MICROVERSION, FakeOpenStack
 from ..fakes.openstack.fixtures import CLOUD
 from ..helpers import (
     create_only,
@@ -73,6 +73,9 @@ def _clean(openstack_cloud):
     openstack_cloud.quota_instances = 10
     openstack_cloud.console_after = 0.0
     openstack_cloud.port_release_seconds = 0.0
+    if openstack_cloud.max_microversion != MAX_MICROVERSION:
+        openstack_cloud.max_microversion = MAX_MICROVERSION
+        osmod.reset_connections()  # the next connection discovers the default maximum again
 
 
 # --- lifecycle ----------------------------------------------------------------------------------------
@@ -241,6 +244,112 @@ def test_fake_errors_come_in_the_services_shapes(openstack_cloud):
         conn.compute.get_server("00000000-0000-0000-0000-000000000000")
     too_new = conn.compute.get("/servers", microversion="2.99")
     assert too_new.status_code == 406
+
+
+# --- the services' own rules ----------------------------------------------------------------------------
+
+
+def server_body(fake: FakeOpenStack, image: str, **server) -> dict:
+    """A server-create body Nova accepts at any microversion from 2.37 on, with ``server`` keys changed."""
+    network = next(n["id"] for n in fake.networks.values() if not n["router:external"])
+    return {
+        "server": {"name": "cvmfx-x", "flavorRef": "1", "imageRef": image, "networks": [{"uuid": network}], **server}
+    }
+
+
+def delete_server(fake: FakeOpenStack, sid: str) -> None:
+    """Delete a server made by a raw call, and wait until Nova (and Neutron, its port) have let it go."""
+    osmod.connection(CLOUD).compute.delete(f"/servers/{sid}")
+    deadline = time.monotonic() + 10
+    while sid in fake.holds().get("server", []) or any(p["device_id"] == sid for p in fake.ports.values()):
+        assert time.monotonic() < deadline, f"server {sid} is not gone"
+        time.sleep(0.05)
+
+
+def nova_refusal(message: str) -> dict:
+    return {"badRequest": {"code": 400, "message": message}}
+
+
+@pytest.mark.parametrize("microversion", ["2.53", "2.100"])
+def test_nova_refuses_what_its_own_schema_refuses(openstack_cloud, cern_image, microversion):
+    """Nova's request schema of the microversion (tests/fakes/openstack/nova_schemas.py), with Nova's 400."""
+    fake = openstack_cloud
+    fake.max_microversion = CURRENT_MICROVERSION
+    compute = osmod.connection(CLOUD).compute
+    before = set(fake.servers)
+    unknown = server_body(fake, cern_image, bogus=1)
+    answer = compute.post("/servers", json=unknown, microversion=microversion)
+    assert answer.status_code == 400
+    assert answer.json() == nova_refusal(
+        f"Invalid input for field/attribute server. Value: {unknown['server']}. "
+        "Additional properties are not allowed ('bogus' was unexpected)"
+    )
+    no_networks = server_body(fake, cern_image)
+    del no_networks["server"]["networks"]
+    answer = compute.post("/servers", json=no_networks, microversion=microversion)
+    assert answer.status_code == 400
+    assert answer.json() == nova_refusal(
+        f"Invalid input for field/attribute server. Value: {no_networks['server']}. 'networks' is a required property"
+    )
+    slash = server_body(fake, cern_image, metadata={"a/b": "x"})
+    answer = compute.post("/servers", json=slash, microversion=microversion)
+    assert answer.status_code == 400
+    assert answer.json() == nova_refusal(
+        "Invalid input for field/attribute metadata. Value: {'a/b': 'x'}. "
+        "'a/b' does not match any of the regexes: '^[a-zA-Z0-9-_:. ]{1,255}$'"
+    )
+    assert set(fake.servers) == before, "nothing refused was created"
+    made = compute.post(
+        "/servers", json=server_body(fake, cern_image, metadata={"a:b": "x"}), microversion=microversion
+    )
+    assert made.status_code == 202, made.text
+    sid = made.json()["server"]["id"]
+    try:
+        assert fake.servers[sid].microversion == tuple(int(x) for x in microversion.split("."))
+        answer = compute.post(f"/servers/{sid}/metadata", json={"metadata": {"a/b": "x"}}, microversion=microversion)
+        assert (
+            answer.status_code == 400
+            and "'a/b' does not match any of the regexes" in answer.json()["badRequest"]["message"]
+        )
+    finally:
+        delete_server(fake, sid)
+
+
+def test_before_2_37_a_server_without_networks_gets_one(openstack_cloud, cern_image):
+    """The rule is the microversion's: Nova allocates a network itself for a 2.36 request without ``networks``."""
+    body = server_body(openstack_cloud, cern_image)
+    del body["server"]["networks"]
+    compute = osmod.connection(CLOUD).compute
+    made = compute.post("/servers", json=body, microversion="2.36")
+    assert made.status_code == 202, made.text
+    delete_server(openstack_cloud, made.json()["server"]["id"])
+
+
+@pytest.mark.parametrize("announced", [MAX_MICROVERSION, CURRENT_MICROVERSION])
+def test_the_provider_works_with_the_old_and_a_current_microversion(openstack_cloud, cern_image, tmp_path, announced):
+    """The fake announces 2.53 (upstream's fixture) or current Nova's maximum; the SDK negotiates the lower of it
+    and its own maximum for servers, and the whole launch, wait, console and teardown work at either."""
+    from openstack.compute.v2.server import Server as SdkServer
+
+    fake = openstack_cloud
+    fake.max_microversion = announced
+    osmod.reset_connections()
+    versions = requests.get(f"{fake.url}/compute", timeout=10).json()["versions"]
+    assert [v["version"] for v in versions if v["id"] == "v2.1"] == [announced]
+    expected = min(
+        (tuple(int(x) for x in v.split(".")) for v in (announced, SdkServer._max_microversion)),
+    )
+    run = run_for(tmp_path)
+    machine, _ = create_only(target_for(fake, CERN_IMAGE), run, running=10)
+    try:
+        server = fake.servers[machine.server_id]
+        assert server.microversion == expected, f"created at {server.microversion}, the SDK should use {expected}"
+        assert machine.platform_address().startswith("192.0.2.")
+        fake.set_console(machine.server_id, "Linux version 6.1\r\n")
+        assert "Linux version" in machine.console_log()
+    finally:
+        machine.destroy()
+    assert_nothing_left(fake, run)
 
 
 # --- the ledger is written first ------------------------------------------------------------------------

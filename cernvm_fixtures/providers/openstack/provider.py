@@ -161,6 +161,7 @@ class OpenStackProvider(Provider[OpenStackOptions, "OpenStackMachine"]):
 
         server = self._record(machine, "server")
         fields = encode_fields(server)
+        drive: dict[str, Any] = {"config_drive": True} if options.config_drive else {}  # Nova refuses null
         made = SDK.call(
             "create server",
             self.conn().compute.create_server,
@@ -173,7 +174,7 @@ class OpenStackProvider(Provider[OpenStackOptions, "OpenStackMachine"]):
             user_data=user_data,
             metadata={**options.properties, **fields},
             tags=server_tags(fields),
-            config_drive=options.config_drive or None,
+            **drive,
         )
         machine.server_id = made.id
         self.created(server, id=made.id)

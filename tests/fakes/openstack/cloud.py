@@ -6,7 +6,10 @@ as against a cloud. The version documents are the ones openstacksdk's own unit
 tests use (``openstack/tests/unit/fixtures/*.json``, shipped in its wheel), with
 their example hosts replaced by this server; the token is keystoneauth's own
 ``fixture.v3.Token``. Resource bodies follow the API reference; a test checks
-them against the SDK's own example bodies. Errors come in Nova's
+them against the SDK's own example bodies. Server-create and server-metadata
+requests are validated by Nova's own schemas for the requested microversion
+(:mod:`.nova_schemas`, with Nova's 400 message); the maximum microversion is a
+knob (upstream's 2.53, or current Nova's). Errors come in Nova's
 (``{"itemNotFound": {...}}``) and Neutron's (``{"NeutronError": {...}}``) shapes.
 
 Nothing here runs a machine: servers are records. Addresses are taken from the
@@ -32,11 +35,14 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from ..server import Call, FakeHandler, FakeServer, decoded
+from . import nova_schemas
 
 PROJECT_ID = uuid.uuid4().hex
 USER_ID = uuid.uuid4().hex
 MAX_MICROVERSION = "2.53"
-"""What compute-version.json (upstream) announces; the fake serves no newer microversion."""
+"""What compute-version.json (upstream) announces: the fake's default maximum microversion."""
+CURRENT_MICROVERSION = "2.104"
+"""Nova's maximum at the commit :mod:`.nova_schemas` cites (``_MAX_API_VERSION``), for a fake of a current cloud."""
 MAX_SERVER_TAGS = 50
 MAX_TAG_LENGTH = 60
 """Nova's limits on server tags (nova.objects.instance / the API schema: no ',' or '/', 1-60 characters)."""
@@ -101,6 +107,8 @@ class Server:
     ports_at: float = 0.0
     deleting_since: float | None = None
     console: str = ""
+    microversion: tuple[int, int] = (2, 1)
+    """The compute microversion the create call asked for."""
 
 
 @dataclass(eq=False)
@@ -116,6 +124,8 @@ class FakeOpenStack(FakeServer):
     """Ports (and so security groups) stay in use this long after their server is gone, as with Neutron's
     asynchronous unbinding: deleting the group in that window is a 409."""
     quota_instances: int = 10
+    max_microversion: str = MAX_MICROVERSION
+    """The newest compute microversion announced and served (:data:`CURRENT_MICROVERSION` for a current cloud)."""
     lock: threading.RLock = field(default_factory=threading.RLock)
     servers: dict[str, Server] = field(default_factory=dict)
     keypairs: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -361,15 +371,35 @@ class FakeOpenStack(FakeServer):
 
     # -- Nova
 
-    def server_view(self, server: Server, microversion: tuple[int, int]) -> dict[str, Any]:
+    def server_view(self, server: Server, microversion: tuple[int, int], detail: bool = False) -> dict[str, Any]:
+        """A server as ``GET /servers/{id}`` (or, ``detail``, as an item of ``/servers/detail``) shows it at
+        ``microversion``: the fields Nova's response schemas add at 2.71, 2.73, 2.96, 2.98 and 2.100."""
         body = dict(server.body)
+        if microversion >= (2, 71) and not detail:
+            body["server_groups"] = []
+        if microversion >= (2, 73):
+            body["locked_reason"] = None
+        if microversion >= (2, 96):
+            body["pinned_availability_zone"] = None
+        if microversion >= (2, 98):
+            image = self.images.get(body["image"]["id"], {})
+            keys = ("container_format", "disk_format", "min_disk", "min_ram")
+            properties = {k: str(image[k]) for k in keys if image.get(k) is not None}
+            body["image"] = {**body["image"], "properties": properties}
+        if microversion >= (2, 100):
+            body["scheduler_hints"] = {}
         if microversion < (2, 26):
             body.pop("tags", None)
         if microversion < (2, 3):
             body = {k: v for k, v in body.items() if not k.startswith("OS-EXT-SRV-ATTR:") or k.endswith("host")}
         return body
 
-    def create_server(self, req: dict[str, Any], microversion: tuple[int, int]) -> Server:
+    def create_server(self, body: dict[str, Any], microversion: tuple[int, int]) -> Server:
+        """``POST /servers``: Nova's own schema for the microversion first (400 with its message), then the rest."""
+        problem = nova_schemas.problem(nova_schemas.server_create(microversion), body)
+        if problem is not None:
+            raise nova_error(400, problem)
+        req = body["server"]
         live = [s for s in self.servers.values() if s.deleting_since is None]
         if len(live) >= self.quota_instances:
             raise nova_error(
@@ -377,13 +407,6 @@ class FakeOpenStack(FakeServer):
                 f"Quota exceeded for instances: Requested 1, but already used {len(live)} of "
                 f"{self.quota_instances} instances",
             )
-        for key in ("name", "flavorRef"):
-            if not req.get(key):
-                raise nova_error(
-                    400,
-                    f"Invalid input for field/attribute server. Value: {json.dumps(req)}. "
-                    f"'{key}' is a required property",
-                )
         flavor = self.flavors.get(str(req["flavorRef"]))
         if flavor is None:
             raise nova_error(400, f"Flavor {req['flavorRef']} could not be found.")
@@ -393,9 +416,6 @@ class FakeOpenStack(FakeServer):
         if req.get("key_name") and req["key_name"] not in self.keypairs:
             raise nova_error(400, "Invalid key_name provided.")
         tags = req.get("tags", [])
-        if tags and microversion < (2, 52):
-            raise nova_error(400, "Additional properties are not allowed ('tags' was unexpected)")
-        self._check_tags(tags)
         metadata = req.get("metadata", {})
         self._check_metadata(metadata)
         user_data = base64.b64decode(req["user_data"], validate=True) if req.get("user_data") else b""
@@ -410,8 +430,10 @@ class FakeOpenStack(FakeServer):
                 raise nova_error(400, f"Security group {ref['name']} not found for project {PROJECT_ID}.")
             group_ids.append(found[0]["id"])
         networks = req.get("networks", "auto")
-        if networks in ("auto", "none"):
+        if networks == "auto":
             networks = [{"uuid": next(n for n in self.networks.values() if not n["router:external"])["id"]}]
+        elif networks == "none":
+            networks = []
         sid = str(uuid.uuid4())
         for net in networks:
             if net.get("uuid") not in self.networks:
@@ -486,6 +508,7 @@ class FakeOpenStack(FakeServer):
             networks=[net["uuid"] for net in networks],
             groups=group_ids,
             ports_at=created + min(self.network_seconds, self.build_seconds),
+            microversion=microversion,
         )
         self.servers[sid] = server
         return server
@@ -502,11 +525,9 @@ class FakeOpenStack(FakeServer):
                 )
 
     def _check_metadata(self, metadata: dict[str, Any]) -> None:
+        """The metadata quota (keys and values are Nova's schema's business)."""
         if len(metadata) > MAX_METADATA_ITEMS:
             raise nova_error(403, f"Quota exceeded for metadata_items: allowed {MAX_METADATA_ITEMS}")
-        for key, value in metadata.items():
-            if not isinstance(value, str) or not 1 <= len(key) <= 255 or len(value) > 255:
-                raise nova_error(400, f"Invalid input for field/attribute metadata. Value: {key}={value!r}")
 
     def keypair_view(self, kp: dict[str, Any], microversion: tuple[int, int]) -> dict[str, Any]:
         body = dict(kp)
@@ -763,23 +784,31 @@ class FakeOpenStack(FakeServer):
         return {k: v for k, v in image.items() if k != "seeded"}
 
 
-def _microversion(headers: Any) -> tuple[int, int]:
+def _microversion(headers: Any, maximum: str) -> tuple[int, int]:
     value = headers.get("OpenStack-API-Version", "") or ""
     legacy = headers.get("X-OpenStack-Nova-API-Version", "") or ""
     match = re.match(r"compute\s+(\d+)\.(\d+)", value) or re.match(r"(\d+)\.(\d+)", legacy)
+    top = (int(maximum.split(".")[0]), int(maximum.split(".")[1]))
     if value.strip().endswith("latest"):
-        return tuple(int(x) for x in MAX_MICROVERSION.split("."))  # type: ignore[return-value]
+        return top
     if not match:
         return (2, 1)
     wanted = (int(match[1]), int(match[2]))
-    top = tuple(int(x) for x in MAX_MICROVERSION.split("."))
     if wanted > top or wanted < (2, 1):
         message = (
-            f"Version {wanted[0]}.{wanted[1]} is not supported by the API. Minimum is 2.1 and maximum "
-            f"is {MAX_MICROVERSION}."
+            f"Version {wanted[0]}.{wanted[1]} is not supported by the API. Minimum is 2.1 and maximum is {maximum}."
         )
         raise Fault(406, {"computeFault": {"code": 406, "message": message}})
     return wanted
+
+
+def _compute_versions(cloud: FakeOpenStack) -> dict[str, Any]:
+    """Upstream's compute version document, its v2.1 entry announcing the fake's maximum microversion."""
+    doc = json.loads(_version_doc("compute-version.json", cloud.url, "compute"))
+    for version in doc["versions"]:
+        if version["id"] == "v2.1":
+            version["version"] = cloud.max_microversion
+    return doc
 
 
 def _version_doc(name: str, base: str, service: str) -> str:
@@ -835,17 +864,18 @@ class _Handler(FakeHandler):
                 cloud.violations.append(traceback.format_exc())
                 status, body, headers = 500, {"computeFault": {"code": 500, "message": repr(e)}}, {}
         if path.startswith("/compute"):
+            served = _safe_mv(self.headers, cloud.max_microversion)
             headers = {
-                "OpenStack-API-Version": f"compute {'.'.join(map(str, _safe_mv(self.headers)))}",
+                "OpenStack-API-Version": f"compute {served[0]}.{served[1]}",
                 "Vary": "OpenStack-API-Version",
                 **headers,
             }
         self._send(status, body, headers)
 
 
-def _safe_mv(headers: Any) -> tuple[int, int]:
+def _safe_mv(headers: Any, maximum: str) -> tuple[int, int]:
     try:
-        return _microversion(headers)
+        return _microversion(headers, maximum)
     except Fault:
         return (2, 1)
 
@@ -871,9 +901,10 @@ def route(
 
     # Nova
     if path == "/compute" and method == "GET":
-        return 200, json.loads(_version_doc("compute-version.json", base, "compute")), {}
+        return 200, _compute_versions(cloud), {}
     if path.startswith("/compute/v2.1"):
-        return _nova(cloud, method, path[len("/compute/v2.1") :] or "/", req, query, _microversion(headers))
+        mv = _microversion(headers, cloud.max_microversion)
+        return _nova(cloud, method, path[len("/compute/v2.1") :] or "/", req, query, mv)
 
     # Neutron
     if path == "/network" and method == "GET":
@@ -920,14 +951,14 @@ def _nova(
 ) -> tuple[int, Any, dict[str, str]]:
     base = cloud.url
     if path == "/" and method == "GET":
-        doc = json.loads(_version_doc("compute-version.json", base, "compute"))["versions"][1]
+        doc = _compute_versions(cloud)["versions"][1]
         return 200, {"version": doc}, {}
     m = re.match(r"^/servers(?:/(detail|[^/]+))?(?:/(action|tags|metadata|os-interface))?(?:/([^/]+))?$", path)
     if m:
         sid, sub, item = m.groups()
         if sid in (None, "detail"):
             if method == "POST" and sid is None:
-                server = cloud.create_server(req.get("server", {}), mv)
+                server = cloud.create_server(req, mv)
                 return (
                     202,
                     {
@@ -941,7 +972,7 @@ def _nova(
                     {"Location": f"{base}/compute/v2.1/servers/{server.id}"},
                 )
             if method == "GET":
-                servers = [cloud.server_view(s, mv) for s in cloud.servers.values()]
+                servers = [cloud.server_view(s, mv, detail=True) for s in cloud.servers.values()]
                 servers = _filtered(servers, query, ("status",))
                 if "name" in query:  # Nova matches the name as a regular expression
                     servers = [s for s in servers if re.search(query["name"][0], s["name"])]
@@ -998,6 +1029,9 @@ def _nova(
             if method == "GET":
                 return 200, {"metadata": server.body["metadata"]}, {}
             if method == "POST":
+                problem = nova_schemas.problem(nova_schemas.server_metadata, req)
+                if problem is not None:
+                    raise nova_error(400, problem)
                 merged = {**server.body["metadata"], **req.get("metadata", {})}
                 cloud._check_metadata(merged)
                 server.body["metadata"] = merged
