@@ -352,6 +352,65 @@ def test_the_provider_works_with_the_old_and_a_current_microversion(openstack_cl
     assert_nothing_left(fake, run)
 
 
+def neutron_refusal(kind: str, message: str) -> dict:
+    return {"NeutronError": {"type": kind, "message": message, "detail": ""}}
+
+
+def test_neutron_refuses_bad_and_duplicate_security_group_rules(openstack_cloud):
+    """Neutron's own rule checks (tests/fakes/openstack/neutron_rules.py), with its status, type and message."""
+    from openstack import exceptions
+
+    network = osmod.connection(CLOUD).network
+    group = network.create_security_group(name="cvmfx-rules", description="rule checks")
+    try:
+        ssh = {"security_group_id": group.id, "direction": "ingress", "protocol": "tcp"}
+        ssh |= {"port_range_min": 22, "port_range_max": 22, "ethertype": "IPv4"}
+        supported = (None, "any", "ah", "dccp", "egp", "esp", "gre", "hopopt", "icmp", "igmp", "ip", "ipip")
+        supported += ("ipv6-encap", "ipv6-frag", "ipv6-icmp", "icmpv6", "ipv6-nonxt", "ipv6-opts", "ipv6-route")
+        supported += ("ospf", "pgm", "rsvp", "sctp", "tcp", "udp", "udplite", "vrrp")
+        cases = [
+            (
+                {"protocol": "bogus"},
+                "SecurityGroupRuleInvalidProtocol",
+                f"Security group rule protocol bogus not supported. Only protocol values {supported} and integer "
+                "representations [0 to 255] are supported.",
+            ),
+            (
+                {"port_range_min": 23, "port_range_max": 22},
+                "SecurityGroupInvalidPortRange",
+                "For TCP/UDP protocols, port_range_min must be <= port_range_max",
+            ),
+            (
+                {"remote_ip_prefix": "2001:db8::/32"},
+                "SecurityGroupRuleParameterConflict",
+                "Conflicting value ethertype IPv4 for CIDR 2001:db8::/32",
+            ),
+            (
+                {"remote_ip_prefix": "ssh-from-anywhere"},
+                "InvalidCIDR",
+                "Invalid CIDR ssh-from-anywhere given as IP prefix.",
+            ),
+        ]
+        for change, kind, message in cases:
+            answer = network.post("/security-group-rules", json={"security_group_rule": ssh | change})
+            assert (answer.status_code, answer.json()) == (400, neutron_refusal(kind, message)), change
+        first = network.create_security_group_rule(**ssh, remote_ip_prefix="203.0.113.7/32")
+        assert first.remote_ip_prefix == "203.0.113.7/32"
+        answer = network.post(
+            "/security-group-rules", json={"security_group_rule": ssh | {"remote_ip_prefix": "203.0.113.7"}}
+        )
+        assert (answer.status_code, answer.json()) == (
+            409,
+            neutron_refusal("SecurityGroupRuleExists", f"Security group rule already exists. Rule id is {first.id}."),
+        ), "203.0.113.7 is 203.0.113.7/32: the same rule"
+        with pytest.raises(exceptions.ConflictException, match="Security group rule already exists"):
+            network.create_security_group_rule(**ssh, remote_ip_prefix="203.0.113.7/32")
+        with pytest.raises(exceptions.BadRequestException, match="port_range_min must be <= port_range_max"):
+            network.create_security_group_rule(**(ssh | {"port_range_min": 8080, "port_range_max": 80}))
+    finally:
+        network.delete_security_group(group)
+
+
 # --- the ledger is written first ------------------------------------------------------------------------
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import ipaddress
 import json
 import re
 import threading
@@ -35,7 +36,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from ..server import Call, FakeHandler, FakeServer, decoded
-from . import nova_schemas
+from . import neutron_rules, nova_schemas
 
 PROJECT_ID = uuid.uuid4().hex
 USER_ID = uuid.uuid4().hex
@@ -626,27 +627,30 @@ class FakeOpenStack(FakeServer):
         return {**group, "security_group_rules": rules}
 
     def create_rule(self, req: dict[str, Any]) -> dict[str, Any]:
-        gid = req.get("security_group_id")
-        if gid not in self.groups:
-            raise neutron_error(404, "SecurityGroupNotFound", f"Security group {gid} does not exist")
-        if req.get("direction") not in ("ingress", "egress"):
-            raise neutron_error(
-                400,
-                "HTTPBadRequest",
-                f"Invalid input for direction. Reason: '{req.get('direction')}' is not in ['ingress', 'egress'].",
-            )
+        """Neutron's checks (:mod:`.neutron_rules`: conversions, rule validation, the group, duplicates), then the
+        rule."""
+        try:
+            checked = neutron_rules.converted(req)
+            neutron_rules.validate(checked)
+            gid = checked["security_group_id"]
+            if gid not in self.groups:
+                raise neutron_rules.Refused(404, "SecurityGroupNotFound", f"Security group {gid} does not exist")
+            neutron_rules.check_duplicate(checked, [r for r in self.rules.values() if r["security_group_id"] == gid])
+        except neutron_rules.Refused as refused:
+            raise neutron_error(refused.status, refused.kind, refused.message) from None
+        prefix = checked["remote_ip_prefix"]
         rule = {
             "id": str(uuid.uuid4()),
             "security_group_id": gid,
-            "direction": req["direction"],
-            "ethertype": req.get("ethertype", "IPv4"),
-            "protocol": req.get("protocol"),
-            "port_range_min": req.get("port_range_min"),
-            "port_range_max": req.get("port_range_max"),
-            "remote_ip_prefix": req.get("remote_ip_prefix"),
-            "remote_group_id": req.get("remote_group_id"),
-            "remote_address_group_id": None,
-            "normalized_cidr": req.get("remote_ip_prefix"),
+            "direction": checked["direction"],
+            "ethertype": checked["ethertype"],
+            "protocol": checked["protocol"],
+            "port_range_min": checked["port_range_min"],
+            "port_range_max": checked["port_range_max"],
+            "remote_ip_prefix": prefix,
+            "remote_group_id": checked["remote_group_id"],
+            "remote_address_group_id": checked["remote_address_group_id"],
+            "normalized_cidr": str(ipaddress.ip_network(prefix, strict=False)) if prefix else None,
             "description": req.get("description", ""),
             "project_id": PROJECT_ID,
             "tenant_id": PROJECT_ID,
