@@ -73,6 +73,7 @@ def _clean(openstack_cloud):
     openstack_cloud.quota_instances = 10
     openstack_cloud.console_after = 0.0
     openstack_cloud.port_release_seconds = 0.0
+    openstack_cloud.hash_algo = "sha512"
     if openstack_cloud.max_microversion != MAX_MICROVERSION:
         openstack_cloud.max_microversion = MAX_MICROVERSION
         osmod.reset_connections()  # the next connection discovers the default maximum again
@@ -472,10 +473,14 @@ def test_interrupted_between_create_and_ledger_update(openstack_cloud, cern_imag
 # --- image upload ---------------------------------------------------------------------------------------
 
 
-def test_local_image_is_uploaded_reused_by_checksum_and_deleted(openstack_cloud, image_file, tmp_path):
+@pytest.mark.parametrize("algo", ["sha512", "sha256"])
+def test_local_image_is_uploaded_reused_by_checksum_and_deleted(openstack_cloud, image_file, tmp_path, algo):
+    """Glance hashes with its ``hashing_algorithm`` (sha512 by default, sha256 on some clouds): the provider checks
+    the upload and finds the image again by the digest in the image's own algorithm."""
     import hashlib
 
     fake = openstack_cloud
+    fake.hash_algo = algo
     run = run_for(tmp_path)
     first, _ = create_only(target_for(openstack_cloud, str(image_file)), run, running=10)
     second = None
@@ -484,7 +489,8 @@ def test_local_image_is_uploaded_reused_by_checksum_and_deleted(openstack_cloud,
         assert len(uploaded) == 1
         image = uploaded[0]
         assert (image["disk_format"], image["container_format"], image["status"]) == ("iso", "bare", "active")
-        assert image["os_hash_value"] == hashlib.sha512(image_file.read_bytes()).hexdigest()
+        assert image["os_hash_algo"] == algo
+        assert image["os_hash_value"] == hashlib.new(algo, image_file.read_bytes()).hexdigest()
         assert fake.image_data[image["id"]] == image_file.read_bytes()
         assert f"cvmfx-name={first.name}" in image["tags"]
         assert fake.servers[first.server_id].body["image"]["id"] == image["id"]
@@ -496,6 +502,37 @@ def test_local_image_is_uploaded_reused_by_checksum_and_deleted(openstack_cloud,
             second.destroy()
         first.destroy()
     assert_nothing_left(fake, run)
+
+
+def test_an_upload_glance_hashed_otherwise_is_refused_and_removed(openstack_cloud, image_file, tmp_path, monkeypatch):
+    """Glance's digest of the upload differs from the file's (data corrupted on the way): the launch fails naming
+    both digests and the algorithm, and the uploaded image is deleted."""
+    fake = openstack_cloud
+    fake.hash_algo = "sha256"
+    store = fake._store_image
+
+    def corrupted(iid: str, data: bytes) -> None:
+        store(iid, data[:-1])
+
+    monkeypatch.setattr(fake, "_store_image", corrupted)
+    target = target_for(fake, str(image_file))
+    match = rf"Glance computed sha256 [0-9a-f]{{64}} for {image_file.name}, expected [0-9a-f]{{64}}"
+    assert_launch_fails(tmp_path, fake, target, ProviderError, match, running=10)
+
+
+def test_glance_refuses_data_for_an_image_without_disk_format(openstack_cloud):
+    """Glance accepts an image record without disk_format, but not its data (the image stays queued)."""
+    image = osmod.connection(CLOUD).image
+    made = image.post("/images", json={"name": "cvmfx-no-format", "container_format": "bare"})
+    assert made.status_code == 201, made.text
+    iid = made.json()["id"]
+    try:
+        answer = image.put(f"/images/{iid}/file", data=b"disk", headers={"Content-Type": "application/octet-stream"})
+        assert answer.status_code == 400
+        assert answer.json()["message"] == "Property disk_format must be set prior to saving data."
+        assert image.get(f"/images/{iid}").json()["status"] == "queued"
+    finally:
+        image.delete(f"/images/{iid}")
 
 
 # --- failures -------------------------------------------------------------------------------------------

@@ -64,8 +64,9 @@ def disk_format(path: Path) -> str:
     return DISK_FORMATS[path.suffix.lower()]
 
 
-def sha512(path: Path) -> str:
-    digest = hashlib.sha512()
+def file_digest(path: Path, algo: str) -> str:
+    """The hexdigest of ``path`` in ``algo`` (a hashlib name, as Glance's ``os_hash_algo`` is)."""
+    digest = hashlib.new(algo)
     with path.open("rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
@@ -194,12 +195,21 @@ class OpenStackProvider(Provider[OpenStackOptions, "OpenStackMachine"]):
         self.created(key, id=machine.name)
 
     def upload_image(self, machine: Machine, path: Path) -> Any:
-        """The Glance image holding ``path``: one with the same SHA-512, else uploaded now (and recorded)."""
+        """The Glance image holding ``path``: one with the same digest in its ``os_hash_algo`` (Glance's
+        ``hashing_algorithm``: sha512 by default, sha256 on some clouds), else uploaded now (and recorded)."""
         conn = self.conn()
-        digest = sha512(path)
+        digests: dict[str, str] = {}
+
+        def digest(algo: str) -> str | None:
+            if algo not in hashlib.algorithms_available:
+                return None
+            if algo not in digests:
+                digests[algo] = file_digest(path, algo)
+            return digests[algo]
+
         for found in SDK.call("list images", conn.image.images):
-            if found.hash_value == digest and found.status == "active":
-                log.info("%s: reusing image %s (same sha512 as %s)", machine.name, found.id, path.name)
+            if found.status == "active" and found.hash_algo and found.hash_value == digest(found.hash_algo):
+                log.info("%s: reusing image %s (same %s as %s)", machine.name, found.id, found.hash_algo, path.name)
                 return found
         resource = self._record(machine, "image", file=str(path))
         made = SDK.call(
@@ -226,10 +236,18 @@ class OpenStackProvider(Provider[OpenStackOptions, "OpenStackMachine"]):
 
         deadline = time.monotonic() + UPLOAD_TIMEOUT
         done = wait_until(f"{machine.name}: image {made.id} active", active, deadline, self.options.poll_interval)
-        if done.hash_value not in (None, digest):
-            raise ProviderError(
-                f"{machine.name}: Glance computed sha512 {done.hash_value} for {path.name}, expected {digest}"
-            )
+        if done.hash_value is not None:
+            expected = digest(done.hash_algo or "")
+            if expected is None:
+                raise ProviderError(
+                    f"{machine.name}: Glance hashed {path.name} with {done.hash_algo!r}, which hashlib does not offer "
+                    f"({', '.join(sorted(hashlib.algorithms_guaranteed))}): the upload cannot be checked"
+                )
+            if done.hash_value != expected:
+                raise ProviderError(
+                    f"{machine.name}: Glance computed {done.hash_algo} {done.hash_value} for {path.name}, "
+                    f"expected {expected}"
+                )
         return done
 
     def create_security_group(self, machine: Machine) -> str:

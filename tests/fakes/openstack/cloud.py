@@ -126,6 +126,9 @@ class FakeOpenStack(FakeServer):
     asynchronous unbinding: deleting the group in that window is a 409."""
     quota_instances: int = 10
     max_microversion: str = MAX_MICROVERSION
+    hash_algo: str = "sha512"
+    """Glance's ``hashing_algorithm`` (glance/common/config.py, default sha512): the ``os_hash_algo`` of every
+    upload, ``os_hash_value`` its hexdigest."""
     """The newest compute microversion announced and served (:data:`CURRENT_MICROVERSION` for a current cloud)."""
     lock: threading.RLock = field(default_factory=threading.RLock)
     servers: dict[str, Server] = field(default_factory=dict)
@@ -778,8 +781,8 @@ class FakeOpenStack(FakeServer):
             status="active",
             size=len(data),
             checksum=hashlib.md5(data, usedforsecurity=False).hexdigest(),
-            os_hash_algo="sha512",
-            os_hash_value=hashlib.sha512(data).hexdigest(),
+            os_hash_algo=self.hash_algo,
+            os_hash_value=hashlib.new(self.hash_algo, data).hexdigest(),
             updated_at=now(),
             stores="file",
         )
@@ -1216,6 +1219,10 @@ def _glance(
     if sub == "/file" and method == "PUT":
         if image["status"] != "queued":
             raise glance_error(409, f"Image status transition from {image['status']} to saving is not allowed")
+        missing = [k for k in ("disk_format", "container_format") if not image.get(k)]
+        if missing:  # glance/domain/__init__.py 159-170 (Image.status), 400 from glance/api/v2/image_data.py 222-228
+            prop = "Properties" if len(missing) > 1 else "Property"
+            raise glance_error(400, f"{prop} {', '.join(missing)} must be set prior to saving data.")
         cloud._store_image(iid, raw)
         return 204, None, {}
     if sub == "/file" and method == "GET":
