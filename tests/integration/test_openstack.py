@@ -412,6 +412,29 @@ def test_neutron_refuses_bad_and_duplicate_security_group_rules(openstack_cloud)
         network.delete_security_group(group)
 
 
+@pytest.mark.parametrize("drive", [True, False], ids=["config-drive", "metadata-service"])
+def test_config_drive_is_asked_for_only_when_configured(openstack_cloud, cern_image, tmp_path, drive):
+    """``config_drive = true`` asks Nova for a config drive (Nova shows "True"); without it the request has no
+    config_drive at all (Nova's schema refuses null), and the context reaches the server as user data either way."""
+    fake = openstack_cloud
+    sent: list[dict] = []
+    fake.hooks.append(lambda call: sent.append(call.body) if (call.method, call.path) == SERVERS else None)
+    run = run_for(tmp_path)
+    machine, context = create_only(target_for(fake, CERN_IMAGE, config_drive=drive), run, running=10)
+    try:
+        [body] = sent
+        assert body["server"].get("config_drive", "absent") == (True if drive else "absent")
+        server = fake.servers[machine.server_id]
+        assert server.body["config_drive"] == ("True" if drive else "")
+        assert server.user_data == context.render()
+    finally:
+        machine.destroy()
+    assert_nothing_left(fake, run)
+
+
+SERVERS = ("POST", "/compute/v2.1/servers")
+
+
 # --- the ledger is written first ------------------------------------------------------------------------
 
 
