@@ -10,7 +10,6 @@ from pydantic import Field, field_validator, model_validator
 from ..base import RemoteOptions, SshCidr
 from ..kit import FIELD_PREFIX
 
-
 METADATA_KEY = "^[a-zA-Z0-9-_:. ]{1,255}$"
 """Nova's pattern for a server metadata key (``parameter_types.metadata``, every microversion): no '/', for one."""
 
