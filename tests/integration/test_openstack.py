@@ -696,6 +696,8 @@ def test_floating_address_is_allocated_tagged_and_released_first(openstack_cloud
         assert len(held["floating-ip"]) == 1
         ip = fake.floating_ips[held["floating-ip"][0]]
         assert machine.platform_address() == ip["floating_ip_address"] and ip["port_id"] == held["port"][0]
+        router = fake.routers[ip["router_id"]]
+        assert router["external_gateway_info"]["network_id"] == ip["floating_network_id"], "through the router"
         assert f"cvmfx-run={run.id}" in ip["tags"]
         assert [r.kind for r in run.ledger.entries()][-1] == "floating-ip"
     finally:
@@ -705,6 +707,26 @@ def test_floating_address_is_allocated_tagged_and_released_first(openstack_cloud
     assert order[:2] == ["floatingips", "servers"] and order.index("security-groups") > 1
     assert order[-1] == "os-keypairs", order
     assert_nothing_left(fake, run)
+
+
+def test_a_floating_ip_needs_a_router_from_the_servers_subnet(openstack_cloud, cern_image, tmp_path):
+    """Without a router joining the private subnet to the pool's network, Neutron refuses the association (404
+    ExternalGatewayForFloatingIPNotFound): the launch fails with its message and leaves nothing."""
+    fake = openstack_cloud
+    routers = dict(fake.routers)
+    fake.routers.clear()
+    try:
+        listed = osmod.connection(CLOUD).network.get("/routers").json()["routers"]
+        assert listed == []
+        target = target_for(fake, CERN_IMAGE, **FLOATING)
+        match = (
+            r"create floating ip: not found: HTTP 404: External network [\w-]+ is not reachable from subnet [\w-]+\."
+        )
+        assert_launch_fails(tmp_path, fake, target, ProviderError, match, running=10)
+    finally:
+        fake.routers.update(routers)
+    [router] = osmod.connection(CLOUD).network.routers()
+    assert router.name == "router1" and router.external_gateway_info["network_id"] in fake.networks
 
 
 def test_the_floating_ip_is_attached_in_the_launch_and_the_wait_creates_nothing(openstack_cloud, cern_image, tmp_path):

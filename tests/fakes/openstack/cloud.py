@@ -142,6 +142,9 @@ class FakeOpenStack(FakeServer):
     ports: dict[str, dict[str, Any]] = field(default_factory=dict)
     released: dict[str, float] = field(default_factory=dict)
     floating_ips: dict[str, dict[str, Any]] = field(default_factory=dict)
+    routers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Routers: a floating IP reaches a port only through one with a gateway on the floating IP's network and an
+    interface on the port's subnet (Neutron's ``get_router_for_floatingip``)."""
     fail_next_build: str | None = None
     """A fault message: the next server created goes BUILD -> ERROR with it."""
     console_after: float = 0.0
@@ -155,12 +158,14 @@ class FakeOpenStack(FakeServer):
         return _Handler
 
     def start(self, tls: Any = None) -> FakeOpenStack:
-        """Serve, with the flavors and networks a cloud has (two flavors; ``private`` and the external ``public``)."""
+        """Serve, with the flavors, networks and router a project has (two flavors; ``private`` and the external
+        ``public``, joined by ``router1``)."""
         super().start(tls)
         self.flavor("cvm.medium", vcpus=2, ram=4096, disk=20, ephemeral=20)
         self.flavor("m1.small", vcpus=1, ram=2048, disk=20)
-        self.network("private")
-        self.network("public", external=True)
+        private = self.network("private")
+        public = self.network("public", external=True)
+        self.router("router1", gateway=public["id"], subnets=private["subnets"])
         return self
 
     def cloud_config(self) -> dict[str, Any]:
@@ -205,6 +210,46 @@ class FakeOpenStack(FakeServer):
             ],
         }
         return self.flavors[fid]
+
+    def router(self, name: str, *, gateway: str, subnets: list[str]) -> dict[str, Any]:
+        """A router with its gateway on the external network ``gateway`` and an interface on each of ``subnets``."""
+        rid = str(uuid.uuid4())
+        self.routers[rid] = {
+            "id": rid,
+            "name": name,
+            "status": "ACTIVE",
+            "admin_state_up": True,
+            "external_gateway_info": {"network_id": gateway, "enable_snat": True, "external_fixed_ips": []},
+            "_interfaces": list(subnets),  # Neutron's router interface ports, which the fake does not list
+            "routes": [],
+            "distributed": False,
+            "ha": False,
+            "flavor_id": None,
+            "availability_zones": ["nova"],
+            "availability_zone_hints": [],
+            "project_id": PROJECT_ID,
+            "tenant_id": PROJECT_ID,
+            "description": "",
+            "tags": [],
+            "created_at": now(),
+            "updated_at": now(),
+            "revision_number": 1,
+        }
+        return self.routers[rid]
+
+    def router_for(self, port: dict[str, Any], external: str) -> str:
+        """The router joining the port's subnet to the external network; else Neutron's 404
+        (neutron/db/l3_db.py ``get_router_for_floatingip``, neutron-lib ``ExternalGatewayForFloatingIPNotFound``)."""
+        subnet = port["fixed_ips"][0]["subnet_id"]
+        for rid, router in self.routers.items():
+            if router["external_gateway_info"]["network_id"] == external and subnet in router["_interfaces"]:
+                return rid
+        raise neutron_error(
+            404,
+            "ExternalGatewayForFloatingIPNotFound",
+            f"External network {external} is not reachable from subnet {subnet}.  Therefore, cannot associate "
+            f"Port {port['id']} with a Floating IP.",
+        )
 
     def network(self, name: str, *, external: bool = False) -> dict[str, Any]:
         nid = str(uuid.uuid4())
@@ -306,7 +351,7 @@ class FakeOpenStack(FakeServer):
         self.ports.pop(pid, None)
         for fip in self.floating_ips.values():
             if fip["port_id"] == pid:
-                fip.update(port_id=None, fixed_ip_address=None, status="DOWN")
+                fip.update(port_id=None, fixed_ip_address=None, router_id=None, status="DOWN")
 
     def _addresses(self, server: Server) -> dict[str, list[dict[str, Any]]]:
         addresses: dict[str, list[dict[str, Any]]] = {}
@@ -688,13 +733,16 @@ class FakeOpenStack(FakeServer):
             )
         fid = str(uuid.uuid4())
         port = self.ports.get(req.get("port_id") or "")
+        if req.get("port_id") and port is None:
+            raise neutron_error(404, "PortNotFound", f"Port {req['port_id']} could not be found.")
+        router = self.router_for(port, net["id"]) if port else None
         self.floating_ips[fid] = {
             "id": fid,
             "floating_network_id": net["id"],
             "floating_ip_address": f"198.51.100.{self._next() % 250 + 2}",
             "port_id": port and port["id"],
             "fixed_ip_address": port and port["fixed_ips"][0]["ip_address"],
-            "router_id": None,
+            "router_id": router,
             "status": "ACTIVE" if port else "DOWN",
             "description": req.get("description", ""),
             "project_id": PROJECT_ID,
@@ -1107,7 +1155,7 @@ def _neutron(
             },
             {},
         )
-    collections = "networks|security-groups|security-group-rules|ports|floatingips"
+    collections = "networks|security-groups|security-group-rules|ports|floatingips|routers"
     m = re.match(rf"^/({collections})(?:/([^/]+))?(?:/tags(?:/([^/]+))?)?$", path)
     if not m:
         raise neutron_error(404, "HTTPNotFound", f"The resource could not be found: {method} {path}")
@@ -1118,9 +1166,11 @@ def _neutron(
         "security-group-rules": (cloud.rules, "security_group_rule", "SecurityGroupRuleNotFound"),
         "ports": (cloud.ports, "port", "PortNotFound"),
         "floatingips": (cloud.floating_ips, "floatingip", "FloatingIPNotFound"),
+        "routers": (cloud.routers, "router", "RouterNotFound"),
     }
     table, key, missing = tables[collection]
-    view = cloud.group_view if collection == "security-groups" else dict
+    views = {"security-groups": cloud.group_view, "routers": lambda r: {k: v for k, v in r.items() if k[0] != "_"}}
+    view = views.get(collection, dict)
     if rid is None:
         if method == "GET":
             items = [view(v) for v in table.values()]
@@ -1177,6 +1227,13 @@ def _neutron(
         extra = set(req.get(key, {})) - allowed.get(collection, set())
         if extra:
             raise neutron_error(400, "HTTPBadRequest", f"Cannot update read-only attribute {sorted(extra)}")
+        if collection == "floatingips" and req[key].get("port_id"):
+            port = cloud.ports.get(req[key]["port_id"])
+            if port is None:
+                raise neutron_error(404, "PortNotFound", f"Port {req[key]['port_id']} could not be found.")
+            req[key]["router_id"] = cloud.router_for(port, table[rid]["floating_network_id"])
+        elif collection == "floatingips" and "port_id" in req[key]:
+            req[key]["router_id"] = None
         table[rid].update(req.get(key, {}))
         return 200, {key: view(table[rid])}, {}
     if method == "DELETE":
