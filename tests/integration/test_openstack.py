@@ -435,6 +435,58 @@ def test_config_drive_is_asked_for_only_when_configured(openstack_cloud, cern_im
 SERVERS = ("POST", "/compute/v2.1/servers")
 
 
+def test_an_iso_image_boots_as_nova_boots_one(openstack_cloud, cern_image, tmp_path):
+    """Nova's libvirt mapping (tests/fakes/openstack/cloud.py disk_mapping): CERN's ISO image is the root device as
+    a cdrom on IDE in a disk of the flavor's size, the flavor's ephemeral disk the first virtio disk (CernVM's
+    scratch), the config drive the next cdrom; a qcow2 image is a virtio root disk instead."""
+    fake = openstack_cloud
+    run = run_for(tmp_path)
+    iso, _ = create_only(target_for(fake, CERN_IMAGE, config_drive=True), run, running=10)
+    qcow2 = fake.add_image("CernVM 4 qcow2", b"qcow2", disk_format="qcow2")
+    disk = None
+    try:
+        server = fake.servers[iso.server_id]
+        root = {"type": "cdrom", "bus": "ide", "dev": "hda", "boot_index": "1", "image": cern_image, "size_gb": 20}
+        assert server.disks == {
+            "root": root,
+            "disk": root,
+            "disk.local": {"type": "disk", "bus": "virtio", "dev": "vda", "size_gb": 20},
+            "disk.config": {"type": "cdrom", "bus": "ide", "dev": "hdb"},
+        }
+        assert server.body["OS-EXT-SRV-ATTR:root_device_name"] == "/dev/hda"
+        disk, _ = create_only(target_for(fake, qcow2["id"], flavor="m1.small"), run, running=10)
+        server = fake.servers[disk.server_id]
+        root = {"type": "disk", "bus": "virtio", "dev": "vda", "boot_index": "1", "image": qcow2["id"], "size_gb": 20}
+        assert server.disks == {"root": root, "disk": root}, "m1.small has no ephemeral disk, no config drive asked"
+    finally:
+        if disk is not None:
+            disk.destroy()
+        iso.destroy()
+        del fake.images[qcow2["id"]]
+    assert_nothing_left(fake, run)
+
+
+def test_the_flavor_disk_must_hold_the_image(openstack_cloud, cern_image, tmp_path):
+    """Nova's checks of an image-backed server's flavor: a zero-disk flavor is refused (403, volume-backed servers
+    only), and so is an image whose min_disk exceeds the flavor's disk (400)."""
+    fake = openstack_cloud
+    fake.flavor("zero.disk", vcpus=1, ram=2048, disk=0, ephemeral=20)
+    big = fake.add_image("CernVM 4 min 40 GB", b"x", min_disk=40)
+    try:
+        zero = target_for(fake, CERN_IMAGE, flavor="zero.disk")
+        refused = r"create server: HTTP 403: Only volume-backed servers are allowed for flavors with zero disk\."
+        assert_launch_fails(tmp_path, fake, zero, ProviderError, refused, running=10)
+        small = target_for(fake, big["id"], flavor="m1.small")
+        refused = (
+            r"create server: HTTP 400: Flavor's disk is smaller than the minimum size specified in image metadata\. "
+            rf"Flavor disk is {20 * 1024**3} bytes, minimum size is {40 * 1024**3} bytes\."
+        )
+        assert_launch_fails(tmp_path, fake, small, ProviderError, refused, running=10)
+    finally:
+        del fake.flavors[next(f for f, v in fake.flavors.items() if v["name"] == "zero.disk")]
+        del fake.images[big["id"]]
+
+
 # --- the ledger is written first ------------------------------------------------------------------------
 
 

@@ -110,6 +110,8 @@ class Server:
     console: str = ""
     microversion: tuple[int, int] = (2, 1)
     """The compute microversion the create call asked for."""
+    disks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """The guest's disks as Nova's libvirt driver maps them (:func:`disk_mapping`)."""
 
 
 @dataclass(eq=False)
@@ -462,6 +464,7 @@ class FakeOpenStack(FakeServer):
         image = self.images.get(req.get("imageRef", ""))
         if image is None or image["status"] != "active":
             raise nova_error(400, f"Image {req.get('imageRef')} could not be found.")
+        self._check_flavor_disk(flavor, image)
         if req.get("key_name") and req["key_name"] not in self.keypairs:
             raise nova_error(400, "Invalid key_name provided.")
         tags = req.get("tags", [])
@@ -488,6 +491,7 @@ class FakeOpenStack(FakeServer):
             if net.get("uuid") not in self.networks:
                 raise nova_error(400, f"Network {net.get('uuid')} could not be found.")
         failure, self.fail_next_build = self.fail_next_build, None
+        disks = disk_mapping(image, flavor, config_drive=req.get("config_drive") in nova_schemas.TRUE)
         body = {
             "id": sid,
             "name": req["name"],
@@ -522,7 +526,7 @@ class FakeOpenStack(FakeServer):
             "OS-DCF:diskConfig": "MANUAL",
             "progress": 0,
             "OS-EXT-AZ:availability_zone": "nova",
-            "config_drive": "True" if req.get("config_drive") else "",
+            "config_drive": "True" if "disk.config" in disks else "",
             "key_name": req.get("key_name"),
             "OS-SRV-USG:launched_at": None,
             "OS-SRV-USG:terminated_at": None,
@@ -542,7 +546,7 @@ class FakeOpenStack(FakeServer):
             "OS-EXT-SRV-ATTR:launch_index": 0,
             "OS-EXT-SRV-ATTR:kernel_id": "",
             "OS-EXT-SRV-ATTR:ramdisk_id": "",
-            "OS-EXT-SRV-ATTR:root_device_name": "/dev/vda",
+            "OS-EXT-SRV-ATTR:root_device_name": "/dev/" + disks["root"]["dev"],
             "OS-EXT-SRV-ATTR:user_data": req.get("user_data"),
             "trusted_image_certificates": None,
         }
@@ -558,9 +562,32 @@ class FakeOpenStack(FakeServer):
             groups=group_ids,
             ports_at=created + min(self.network_seconds, self.build_seconds),
             microversion=microversion,
+            disks=disks,
         )
         self.servers[sid] = server
         return server
+
+    def _check_flavor_disk(self, flavor: dict[str, Any], image: dict[str, Any]) -> None:
+        """nova/compute/api.py ``_validate_flavor_image_nostatus`` (lines 866-889 at the commit nova_schemas cites)
+        for an image-backed server: the image fits the flavor's root disk; a zero-disk flavor is for volume-backed
+        servers only (policy ``create:zero_disk_flavor``, admin by default); messages from nova/exception.py
+        1338-1357."""
+        size = flavor["disk"] * 1024**3
+        image_size, min_disk = int(image.get("size") or 0), int(image.get("min_disk") or 0) * 1024**3
+        if size == 0:
+            raise nova_error(403, "Only volume-backed servers are allowed for flavors with zero disk.")
+        if image_size > size:
+            raise nova_error(
+                400,
+                f"Flavor's disk is too small for requested image. Flavor disk is {size} bytes, "
+                f"image is {image_size} bytes.",
+            )
+        if min_disk > size:
+            raise nova_error(
+                400,
+                "Flavor's disk is smaller than the minimum size specified in image metadata. Flavor disk is "
+                f"{size} bytes, minimum size is {min_disk} bytes.",
+            )
 
     def _check_tags(self, tags: list[str]) -> None:
         if len(tags) > MAX_SERVER_TAGS:
@@ -837,6 +864,33 @@ class FakeOpenStack(FakeServer):
 
     def image_view(self, image: dict[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in image.items() if k != "seeded"}
+
+
+def disk_mapping(image: dict[str, Any], flavor: dict[str, Any], config_drive: bool) -> dict[str, dict[str, Any]]:
+    """The disks Nova's libvirt driver gives an image-backed server on x86_64 (no block device mapping), as
+    nova/virt/libvirt/blockinfo.py ``_get_disk_mapping`` builds them (lines 567-665 at the commit nova_schemas
+    cites): an ISO image is the root device as a cdrom on the cdrom bus (``get_root_info`` 427-451: IDE, since
+    x86_64's default machine type is still 'pc', nova/virt/libvirt/utils.py 671-682), any other image a virtio
+    disk; the root holds the image in a disk of the flavor's size (libvirt driver ``_create_and_inject_local_root``);
+    the flavor's ephemeral disk is the next virtio disk (``disk.local``), the config drive the next cdrom."""
+    iso = image.get("disk_format") == "iso"
+    root = {"type": "cdrom" if iso else "disk", "bus": "ide" if iso else "virtio", "dev": "hda" if iso else "vda"}
+    mapping = {"root": {**root, "boot_index": "1", "image": image["id"], "size_gb": flavor["disk"]}}
+    mapping["disk"] = mapping["root"]
+    used = {root["dev"]}
+
+    def next_dev(bus: str) -> str:
+        prefix = {"ide": "hd", "virtio": "vd"}[bus]
+        dev = next(f"{prefix}{c}" for c in "abcdefghijklmnopqrstuvwxyz" if f"{prefix}{c}" not in used)
+        used.add(dev)
+        return dev
+
+    ephemeral = flavor["OS-FLV-EXT-DATA:ephemeral"]
+    if ephemeral:
+        mapping["disk.local"] = {"type": "disk", "bus": "virtio", "dev": next_dev("virtio"), "size_gb": ephemeral}
+    if config_drive:
+        mapping["disk.config"] = {"type": "cdrom", "bus": "ide", "dev": next_dev("ide")}
+    return mapping
 
 
 def _microversion(headers: Any, maximum: str) -> tuple[int, int]:

@@ -85,10 +85,11 @@ NAME_REASON = "printable characters. Can not start or end with whitespace."
 # -- parameter_types.py 206-535
 
 
+TRUE = (True, "True", "TRUE", "true", "1", "ON", "On", "on", "YES", "Yes", "yes")
+"""The true half of ``boolean`` (strutils.bool_from_string's, as Nova reads config_drive)."""
 boolean = {
     "type": ["boolean", "string"],
-    "enum": [True, "True", "TRUE", "true", "1", "ON", "On", "on", "YES", "Yes", "yes"]
-    + [False, "False", "FALSE", "false", "0", "OFF", "Off", "off", "NO", "No", "no"],
+    "enum": [*TRUE] + [False, "False", "FALSE", "false", "0", "OFF", "Off", "off", "NO", "No", "no"],
 }
 positive_integer = {"type": ["integer", "string"], "pattern": "^[0-9]*$", "minimum": 1, "minLength": 1}
 hostname = {"type": "string", "pattern": "^[a-zA-Z0-9]+[a-zA-Z0-9-]*[a-zA-Z0-9]+$", "minLength": 2, "maxLength": 63}
