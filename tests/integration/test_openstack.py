@@ -468,7 +468,8 @@ def test_an_iso_image_boots_as_nova_boots_one(openstack_cloud, cern_image, tmp_p
 
 def test_the_flavor_disk_must_hold_the_image(openstack_cloud, cern_image, tmp_path):
     """Nova's checks of an image-backed server's flavor: a zero-disk flavor is refused (403, volume-backed servers
-    only), and so is an image whose min_disk exceeds the flavor's disk (400)."""
+    only), and so is an image whose min_disk exceeds the flavor's disk (400); the provider finds the latter itself
+    before it creates anything."""
     fake = openstack_cloud
     fake.flavor("zero.disk", vcpus=1, ram=2048, disk=0, ephemeral=20)
     big = fake.add_image("CernVM 4 min 40 GB", b"x", min_disk=40)
@@ -478,12 +479,30 @@ def test_the_flavor_disk_must_hold_the_image(openstack_cloud, cern_image, tmp_pa
         assert_launch_fails(tmp_path, fake, zero, ProviderError, refused, running=10)
         small = target_for(fake, big["id"], flavor="m1.small")
         refused = (
-            r"create server: HTTP 400: Flavor's disk is smaller than the minimum size specified in image metadata\. "
-            rf"Flavor disk is {20 * 1024**3} bytes, minimum size is {40 * 1024**3} bytes\."
+            r"targets.os.flavor: flavor 'm1.small' has a 20 GB root disk, image 'CernVM 4 min 40 GB' \(.*\) needs "
+            rf"{40 * 1024**3} bytes \(size 1, min_disk 40 GB\): Nova would refuse the server"
         )
-        assert_launch_fails(tmp_path, fake, small, ProviderError, refused, running=10)
+        before = len(fake.requests)
+        assert_launch_fails(tmp_path, fake, small, ConfigError, refused, running=10)
+        assert not [r for r in fake.requests[before:] if r[0] == "POST"], "nothing was created"
+        body = server_body(fake, big["id"])
+        answer = osmod.connection(CLOUD).compute.post("/servers", json=body, microversion="2.53")
+        assert answer.json() == {
+            "badRequest": {
+                "code": 400,
+                "message": "Flavor's disk is smaller than the minimum size specified in image metadata. "
+                f"Flavor disk is {20 * 1024**3} bytes, minimum size is {40 * 1024**3} bytes.",
+            }
+        }
+        tiny = fake.flavor("tiny.disk", vcpus=1, ram=2048, disk=1)
+        raw = tmp_path / "cernvm.raw"
+        with raw.open("wb") as f:  # sparse: one byte over 1 GiB
+            f.truncate(1024**3 + 1)
+        refused = rf"targets.os.flavor: flavor 'tiny.disk' has a 1 GB root disk, {raw} needs {1024**3 + 1} bytes"
+        assert_launch_fails(tmp_path, fake, target_for(fake, str(raw), flavor=tiny["name"]), ConfigError, refused)
     finally:
-        del fake.flavors[next(f for f, v in fake.flavors.items() if v["name"] == "zero.disk")]
+        for fid in [f for f, v in fake.flavors.items() if v["name"] in ("zero.disk", "tiny.disk")]:
+            del fake.flavors[fid]
         del fake.images[big["id"]]
 
 

@@ -56,6 +56,7 @@ FAILED = ("ERROR", "DELETED", "SHUTOFF", "SOFT_DELETED")
 """Server states from which a server being built never becomes ACTIVE."""
 UPLOAD_TIMEOUT = 3600.0
 """How long Glance may take to make an uploaded image active."""
+GIB = 1024**3
 PORT_TIMEOUT = 600.0
 """How long a launch with a floating IP waits for Nova to allocate the server's port (scheduling comes first)."""
 
@@ -119,6 +120,17 @@ class OpenStackProvider(Provider[OpenStackOptions, "OpenStackMachine"]):
             )
         return found[0]
 
+    def check_root_disk(self, flavor: Any, size: int, min_disk: int, what: str) -> None:
+        """The image fits the flavor's root disk as Nova checks it (size and ``min_disk``; a 0 GB root disk is
+        Nova's policy question, not checked here): else a ConfigError naming both, before anything is created."""
+        disk = int(flavor.disk or 0)
+        needed = max(size, min_disk * GIB)
+        if disk and needed > disk * GIB:
+            raise ConfigError(
+                f"{self.target.where('flavor')}: flavor {flavor.name!r} has a {disk} GB root disk, {what} needs "
+                f"{needed} bytes (size {size}, min_disk {min_disk} GB): Nova would refuse the server"
+            )
+
     def find_network(self, wanted: str | None, key: str, external: bool) -> Any:
         listed = SDK.call("list networks", self.conn().network.networks)
         networks = [n for n in listed if bool(n.is_router_external) == external]
@@ -154,8 +166,14 @@ class OpenStackProvider(Provider[OpenStackOptions, "OpenStackMachine"]):
         if options.floating_ip_pool:
             pool = self.find_network(options.floating_ip_pool, "floating_ip_pool", external=True)
         machine.traits["flavor"] = flavor.name
-        if glance is None:
+        if glance is not None:
+            what = f"image {glance.name!r} ({glance.id})"
+            self.check_root_disk(flavor, int(glance.size or 0), int(glance.min_disk or 0), what)
+        else:
             assert image.file is not None, "images.resolve gives a file or a platform image"
+            self.check_root_disk(flavor, image.file.stat().st_size, 0, str(image.file))
+        if glance is None:
+            assert image.file is not None
             glance = self.upload_image(machine, image.file)
         self.create_keypair(machine)
         group_id = self.create_security_group(machine)
