@@ -35,7 +35,7 @@ from ..clouds import (
     suite_through_standins,
     target_for,
 )
-from ..fakes.openstack.cloud import FakeOpenStack
+from ..fakes.openstack.cloud import CURRENT_MICROVERSION, MAX_MICROVERSION, FakeOpenStack
 from ..fakes.openstack.fixtures import CLOUD
 from ..helpers import (
     create_only,
@@ -74,6 +74,10 @@ def _clean(openstack_cloud):
     openstack_cloud.quota_instances = 10
     openstack_cloud.console_after = 0.0
     openstack_cloud.port_release_seconds = 0.0
+    openstack_cloud.hash_algo = "sha512"
+    if openstack_cloud.max_microversion != MAX_MICROVERSION:
+        openstack_cloud.max_microversion = MAX_MICROVERSION
+        osmod.reset_connections()  # the next connection discovers the default maximum again
 
 
 # --- lifecycle ----------------------------------------------------------------------------------------
@@ -244,6 +248,265 @@ def test_fake_errors_come_in_the_services_shapes(openstack_cloud):
     assert too_new.status_code == 406
 
 
+# --- the services' own rules ----------------------------------------------------------------------------
+
+
+def server_body(fake: FakeOpenStack, image: str, **server) -> dict:
+    """A server-create body Nova accepts at any microversion from 2.37 on, with ``server`` keys changed."""
+    network = next(n["id"] for n in fake.networks.values() if not n["router:external"])
+    return {
+        "server": {"name": "cvmfx-x", "flavorRef": "1", "imageRef": image, "networks": [{"uuid": network}], **server}
+    }
+
+
+def delete_server(fake: FakeOpenStack, sid: str) -> None:
+    """Delete a server made by a raw call, and wait until Nova (and Neutron, its port) have let it go."""
+    osmod.connection(CLOUD).compute.delete(f"/servers/{sid}")
+    deadline = time.monotonic() + 10
+    while sid in fake.holds().get("server", []) or any(p["device_id"] == sid for p in fake.ports.values()):
+        assert time.monotonic() < deadline, f"server {sid} is not gone"
+        time.sleep(0.05)
+
+
+def nova_refusal(message: str) -> dict:
+    return {"badRequest": {"code": 400, "message": message}}
+
+
+@pytest.mark.parametrize("microversion", ["2.53", "2.100"])
+def test_nova_refuses_what_its_own_schema_refuses(openstack_cloud, cern_image, microversion):
+    """Nova's request schema of the microversion (tests/fakes/openstack/nova_schemas.py), with Nova's 400."""
+    fake = openstack_cloud
+    fake.max_microversion = CURRENT_MICROVERSION
+    compute = osmod.connection(CLOUD).compute
+    before = set(fake.servers)
+    unknown = server_body(fake, cern_image, bogus=1)
+    answer = compute.post("/servers", json=unknown, microversion=microversion)
+    assert answer.status_code == 400
+    assert answer.json() == nova_refusal(
+        f"Invalid input for field/attribute server. Value: {unknown['server']}. "
+        "Additional properties are not allowed ('bogus' was unexpected)"
+    )
+    no_networks = server_body(fake, cern_image)
+    del no_networks["server"]["networks"]
+    answer = compute.post("/servers", json=no_networks, microversion=microversion)
+    assert answer.status_code == 400
+    assert answer.json() == nova_refusal(
+        f"Invalid input for field/attribute server. Value: {no_networks['server']}. 'networks' is a required property"
+    )
+    slash = server_body(fake, cern_image, metadata={"a/b": "x"})
+    answer = compute.post("/servers", json=slash, microversion=microversion)
+    assert answer.status_code == 400
+    assert answer.json() == nova_refusal(
+        "Invalid input for field/attribute metadata. Value: {'a/b': 'x'}. "
+        "'a/b' does not match any of the regexes: '^[a-zA-Z0-9-_:. ]{1,255}$'"
+    )
+    assert set(fake.servers) == before, "nothing refused was created"
+    made = compute.post(
+        "/servers", json=server_body(fake, cern_image, metadata={"a:b": "x"}), microversion=microversion
+    )
+    assert made.status_code == 202, made.text
+    sid = made.json()["server"]["id"]
+    try:
+        assert fake.servers[sid].microversion == tuple(int(x) for x in microversion.split("."))
+        answer = compute.post(f"/servers/{sid}/metadata", json={"metadata": {"a/b": "x"}}, microversion=microversion)
+        assert (
+            answer.status_code == 400
+            and "'a/b' does not match any of the regexes" in answer.json()["badRequest"]["message"]
+        )
+    finally:
+        delete_server(fake, sid)
+
+
+def test_before_2_37_a_server_without_networks_gets_one(openstack_cloud, cern_image):
+    """The rule is the microversion's: Nova allocates a network itself for a 2.36 request without ``networks``."""
+    body = server_body(openstack_cloud, cern_image)
+    del body["server"]["networks"]
+    compute = osmod.connection(CLOUD).compute
+    made = compute.post("/servers", json=body, microversion="2.36")
+    assert made.status_code == 202, made.text
+    delete_server(openstack_cloud, made.json()["server"]["id"])
+
+
+@pytest.mark.parametrize("announced", [MAX_MICROVERSION, CURRENT_MICROVERSION])
+def test_the_provider_works_with_the_old_and_a_current_microversion(openstack_cloud, cern_image, tmp_path, announced):
+    """The fake announces 2.53 (upstream's fixture) or current Nova's maximum; the SDK negotiates the lower of it
+    and its own maximum for servers, and the whole launch, wait, console and teardown work at either."""
+    from openstack.compute.v2.server import Server as SdkServer
+
+    fake = openstack_cloud
+    fake.max_microversion = announced
+    osmod.reset_connections()
+    versions = requests.get(f"{fake.url}/compute", timeout=10).json()["versions"]
+    assert [v["version"] for v in versions if v["id"] == "v2.1"] == [announced]
+    expected = min(
+        (tuple(int(x) for x in v.split(".")) for v in (announced, SdkServer._max_microversion)),
+    )
+    run = run_for(tmp_path)
+    machine, _ = create_only(target_for(fake, CERN_IMAGE), run, running=10)
+    try:
+        server = fake.servers[machine.server_id]
+        assert server.microversion == expected, f"created at {server.microversion}, the SDK should use {expected}"
+        assert machine.platform_address().startswith("192.0.2.")
+        fake.set_console(machine.server_id, "Linux version 6.1\r\n")
+        assert "Linux version" in machine.console_log()
+    finally:
+        machine.destroy()
+    assert_nothing_left(fake, run)
+
+
+def neutron_refusal(kind: str, message: str) -> dict:
+    return {"NeutronError": {"type": kind, "message": message, "detail": ""}}
+
+
+def test_neutron_refuses_bad_and_duplicate_security_group_rules(openstack_cloud):
+    """Neutron's own rule checks (tests/fakes/openstack/neutron_rules.py), with its status, type and message."""
+    from openstack import exceptions
+
+    network = osmod.connection(CLOUD).network
+    group = network.create_security_group(name="cvmfx-rules", description="rule checks")
+    try:
+        ssh = {"security_group_id": group.id, "direction": "ingress", "protocol": "tcp"}
+        ssh |= {"port_range_min": 22, "port_range_max": 22, "ethertype": "IPv4"}
+        supported = (None, "any", "ah", "dccp", "egp", "esp", "gre", "hopopt", "icmp", "igmp", "ip", "ipip")
+        supported += ("ipv6-encap", "ipv6-frag", "ipv6-icmp", "icmpv6", "ipv6-nonxt", "ipv6-opts", "ipv6-route")
+        supported += ("ospf", "pgm", "rsvp", "sctp", "tcp", "udp", "udplite", "vrrp")
+        cases = [
+            (
+                {"protocol": "bogus"},
+                "SecurityGroupRuleInvalidProtocol",
+                f"Security group rule protocol bogus not supported. Only protocol values {supported} and integer "
+                "representations [0 to 255] are supported.",
+            ),
+            (
+                {"port_range_min": 23, "port_range_max": 22},
+                "SecurityGroupInvalidPortRange",
+                "For TCP/UDP protocols, port_range_min must be <= port_range_max",
+            ),
+            (
+                {"remote_ip_prefix": "2001:db8::/32"},
+                "SecurityGroupRuleParameterConflict",
+                "Conflicting value ethertype IPv4 for CIDR 2001:db8::/32",
+            ),
+            (
+                {"remote_ip_prefix": "ssh-from-anywhere"},
+                "InvalidCIDR",
+                "Invalid CIDR ssh-from-anywhere given as IP prefix.",
+            ),
+        ]
+        for change, kind, message in cases:
+            answer = network.post("/security-group-rules", json={"security_group_rule": ssh | change})
+            assert (answer.status_code, answer.json()) == (400, neutron_refusal(kind, message)), change
+        first = network.create_security_group_rule(**ssh, remote_ip_prefix="203.0.113.7/32")
+        assert first.remote_ip_prefix == "203.0.113.7/32"
+        answer = network.post(
+            "/security-group-rules", json={"security_group_rule": ssh | {"remote_ip_prefix": "203.0.113.7"}}
+        )
+        assert (answer.status_code, answer.json()) == (
+            409,
+            neutron_refusal("SecurityGroupRuleExists", f"Security group rule already exists. Rule id is {first.id}."),
+        ), "203.0.113.7 is 203.0.113.7/32: the same rule"
+        with pytest.raises(exceptions.ConflictException, match="Security group rule already exists"):
+            network.create_security_group_rule(**ssh, remote_ip_prefix="203.0.113.7/32")
+        with pytest.raises(exceptions.BadRequestException, match="port_range_min must be <= port_range_max"):
+            network.create_security_group_rule(**(ssh | {"port_range_min": 8080, "port_range_max": 80}))
+    finally:
+        network.delete_security_group(group)
+
+
+@pytest.mark.parametrize("drive", [True, False], ids=["config-drive", "metadata-service"])
+def test_config_drive_is_asked_for_only_when_configured(openstack_cloud, cern_image, tmp_path, drive):
+    """``config_drive = true`` asks Nova for a config drive (Nova shows "True"); without it the request has no
+    config_drive at all (Nova's schema refuses null), and the context reaches the server as user data either way."""
+    fake = openstack_cloud
+    sent: list[dict] = []
+    fake.hooks.append(lambda call: sent.append(call.body) if (call.method, call.path) == SERVERS else None)
+    run = run_for(tmp_path)
+    machine, context = create_only(target_for(fake, CERN_IMAGE, config_drive=drive), run, running=10)
+    try:
+        [body] = sent
+        assert body["server"].get("config_drive", "absent") == (True if drive else "absent")
+        server = fake.servers[machine.server_id]
+        assert server.body["config_drive"] == ("True" if drive else "")
+        assert server.user_data == context.render()
+    finally:
+        machine.destroy()
+    assert_nothing_left(fake, run)
+
+
+SERVERS = ("POST", "/compute/v2.1/servers")
+
+
+def test_an_iso_image_boots_as_nova_boots_one(openstack_cloud, cern_image, tmp_path):
+    """Nova's libvirt mapping (tests/fakes/openstack/cloud.py disk_mapping): CERN's ISO image is the root device as
+    a cdrom on IDE in a disk of the flavor's size, the flavor's ephemeral disk the first virtio disk (CernVM's
+    scratch), the config drive the next cdrom; a qcow2 image is a virtio root disk instead."""
+    fake = openstack_cloud
+    run = run_for(tmp_path)
+    iso, _ = create_only(target_for(fake, CERN_IMAGE, config_drive=True), run, running=10)
+    qcow2 = fake.add_image("CernVM 4 qcow2", b"qcow2", disk_format="qcow2")
+    disk = None
+    try:
+        server = fake.servers[iso.server_id]
+        root = {"type": "cdrom", "bus": "ide", "dev": "hda", "boot_index": "1", "image": cern_image, "size_gb": 20}
+        assert server.disks == {
+            "root": root,
+            "disk": root,
+            "disk.local": {"type": "disk", "bus": "virtio", "dev": "vda", "size_gb": 20},
+            "disk.config": {"type": "cdrom", "bus": "ide", "dev": "hdb"},
+        }
+        assert server.body["OS-EXT-SRV-ATTR:root_device_name"] == "/dev/hda"
+        disk, _ = create_only(target_for(fake, qcow2["id"], flavor="m1.small"), run, running=10)
+        server = fake.servers[disk.server_id]
+        root = {"type": "disk", "bus": "virtio", "dev": "vda", "boot_index": "1", "image": qcow2["id"], "size_gb": 20}
+        assert server.disks == {"root": root, "disk": root}, "m1.small has no ephemeral disk, no config drive asked"
+    finally:
+        if disk is not None:
+            disk.destroy()
+        iso.destroy()
+        del fake.images[qcow2["id"]]
+    assert_nothing_left(fake, run)
+
+
+def test_the_flavor_disk_must_hold_the_image(openstack_cloud, cern_image, tmp_path):
+    """Nova's checks of an image-backed server's flavor: a zero-disk flavor is refused (403, volume-backed servers
+    only), and so is an image whose min_disk exceeds the flavor's disk (400); the provider finds the latter itself
+    before it creates anything."""
+    fake = openstack_cloud
+    fake.flavor("zero.disk", vcpus=1, ram=2048, disk=0, ephemeral=20)
+    big = fake.add_image("CernVM 4 min 40 GB", b"x", min_disk=40)
+    try:
+        zero = target_for(fake, CERN_IMAGE, flavor="zero.disk")
+        refused = r"create server: HTTP 403: Only volume-backed servers are allowed for flavors with zero disk\."
+        assert_launch_fails(tmp_path, fake, zero, ProviderError, refused, running=10)
+        small = target_for(fake, big["id"], flavor="m1.small")
+        refused = (
+            r"targets.os.flavor: flavor 'm1.small' has a 20 GB root disk, image 'CernVM 4 min 40 GB' \(.*\) needs "
+            rf"{40 * 1024**3} bytes \(size 1, min_disk 40 GB\): Nova would refuse the server"
+        )
+        before = len(fake.requests)
+        assert_launch_fails(tmp_path, fake, small, ConfigError, refused, running=10)
+        assert not [r for r in fake.requests[before:] if r[0] == "POST"], "nothing was created"
+        body = server_body(fake, big["id"])
+        answer = osmod.connection(CLOUD).compute.post("/servers", json=body, microversion="2.53")
+        assert answer.json() == {
+            "badRequest": {
+                "code": 400,
+                "message": "Flavor's disk is smaller than the minimum size specified in image metadata. "
+                f"Flavor disk is {20 * 1024**3} bytes, minimum size is {40 * 1024**3} bytes.",
+            }
+        }
+        tiny = fake.flavor("tiny.disk", vcpus=1, ram=2048, disk=1)
+        raw = tmp_path / "cernvm.raw"
+        with raw.open("wb") as f:  # sparse: one byte over 1 GiB
+            f.truncate(1024**3 + 1)
+        refused = rf"targets.os.flavor: flavor 'tiny.disk' has a 1 GB root disk, {raw} needs {1024**3 + 1} bytes"
+        assert_launch_fails(tmp_path, fake, target_for(fake, str(raw), flavor=tiny["name"]), ConfigError, refused)
+    finally:
+        for fid in [f for f, v in fake.flavors.items() if v["name"] in ("zero.disk", "tiny.disk")]:
+            del fake.flavors[fid]
+        del fake.images[big["id"]]
+
+
 # --- the ledger is written first ------------------------------------------------------------------------
 
 
@@ -305,10 +568,14 @@ def test_interrupted_between_create_and_ledger_update(openstack_cloud, cern_imag
 # --- image upload ---------------------------------------------------------------------------------------
 
 
-def test_local_image_is_uploaded_reused_by_checksum_and_deleted(openstack_cloud, image_file, tmp_path):
+@pytest.mark.parametrize("algo", ["sha512", "sha256"])
+def test_local_image_is_uploaded_reused_by_checksum_and_deleted(openstack_cloud, image_file, tmp_path, algo):
+    """Glance hashes with its ``hashing_algorithm`` (sha512 by default, sha256 on some clouds): the provider checks
+    the upload and finds the image again by the digest in the image's own algorithm."""
     import hashlib
 
     fake = openstack_cloud
+    fake.hash_algo = algo
     run = run_for(tmp_path)
     first, _ = create_only(target_for(openstack_cloud, str(image_file)), run, running=10)
     second = None
@@ -317,7 +584,8 @@ def test_local_image_is_uploaded_reused_by_checksum_and_deleted(openstack_cloud,
         assert len(uploaded) == 1
         image = uploaded[0]
         assert (image["disk_format"], image["container_format"], image["status"]) == ("iso", "bare", "active")
-        assert image["os_hash_value"] == hashlib.sha512(image_file.read_bytes()).hexdigest()
+        assert image["os_hash_algo"] == algo
+        assert image["os_hash_value"] == hashlib.new(algo, image_file.read_bytes()).hexdigest()
         assert fake.image_data[image["id"]] == image_file.read_bytes()
         assert f"cvmfx-name={first.name}" in image["tags"]
         assert fake.servers[first.server_id].body["image"]["id"] == image["id"]
@@ -329,6 +597,37 @@ def test_local_image_is_uploaded_reused_by_checksum_and_deleted(openstack_cloud,
             second.destroy()
         first.destroy()
     assert_nothing_left(fake, run)
+
+
+def test_an_upload_glance_hashed_otherwise_is_refused_and_removed(openstack_cloud, image_file, tmp_path, monkeypatch):
+    """Glance's digest of the upload differs from the file's (data corrupted on the way): the launch fails naming
+    both digests and the algorithm, and the uploaded image is deleted."""
+    fake = openstack_cloud
+    fake.hash_algo = "sha256"
+    store = fake._store_image
+
+    def corrupted(iid: str, data: bytes) -> None:
+        store(iid, data[:-1])
+
+    monkeypatch.setattr(fake, "_store_image", corrupted)
+    target = target_for(fake, str(image_file))
+    match = rf"Glance computed sha256 [0-9a-f]{{64}} for {image_file.name}, expected [0-9a-f]{{64}}"
+    assert_launch_fails(tmp_path, fake, target, ProviderError, match, running=10)
+
+
+def test_glance_refuses_data_for_an_image_without_disk_format(openstack_cloud):
+    """Glance accepts an image record without disk_format, but not its data (the image stays queued)."""
+    image = osmod.connection(CLOUD).image
+    made = image.post("/images", json={"name": "cvmfx-no-format", "container_format": "bare"})
+    assert made.status_code == 201, made.text
+    iid = made.json()["id"]
+    try:
+        answer = image.put(f"/images/{iid}/file", data=b"disk", headers={"Content-Type": "application/octet-stream"})
+        assert answer.status_code == 400
+        assert answer.json()["message"] == "Property disk_format must be set prior to saving data."
+        assert image.get(f"/images/{iid}").json()["status"] == "queued"
+    finally:
+        image.delete(f"/images/{iid}")
 
 
 # --- failures -------------------------------------------------------------------------------------------
@@ -470,6 +769,8 @@ def test_floating_address_is_allocated_tagged_and_released_first(openstack_cloud
         assert len(held["floating-ip"]) == 1
         ip = fake.floating_ips[held["floating-ip"][0]]
         assert machine.platform_address() == ip["floating_ip_address"] and ip["port_id"] == held["port"][0]
+        router = fake.routers[ip["router_id"]]
+        assert router["external_gateway_info"]["network_id"] == ip["floating_network_id"], "through the router"
         assert f"cvmfx-run={run.id}" in ip["tags"]
         assert [r.kind for r in run.ledger.entries()][-1] == "floating-ip"
     finally:
@@ -479,6 +780,26 @@ def test_floating_address_is_allocated_tagged_and_released_first(openstack_cloud
     assert order[:2] == ["floatingips", "servers"] and order.index("security-groups") > 1
     assert order[-1] == "os-keypairs", order
     assert_nothing_left(fake, run)
+
+
+def test_a_floating_ip_needs_a_router_from_the_servers_subnet(openstack_cloud, cern_image, tmp_path):
+    """Without a router joining the private subnet to the pool's network, Neutron refuses the association (404
+    ExternalGatewayForFloatingIPNotFound): the launch fails with its message and leaves nothing."""
+    fake = openstack_cloud
+    routers = dict(fake.routers)
+    fake.routers.clear()
+    try:
+        listed = osmod.connection(CLOUD).network.get("/routers").json()["routers"]
+        assert listed == []
+        target = target_for(fake, CERN_IMAGE, **FLOATING)
+        match = (
+            r"create floating ip: not found: HTTP 404: External network [\w-]+ is not reachable from subnet [\w-]+\."
+        )
+        assert_launch_fails(tmp_path, fake, target, ProviderError, match, running=10)
+    finally:
+        fake.routers.update(routers)
+    [router] = osmod.connection(CLOUD).network.routers()
+    assert router.name == "router1" and router.external_gateway_info["network_id"] in fake.networks
 
 
 def test_the_floating_ip_is_attached_in_the_launch_and_the_wait_creates_nothing(openstack_cloud, cern_image, tmp_path):

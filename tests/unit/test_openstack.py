@@ -41,12 +41,19 @@ def test_defaults_follow_the_documentation():
         ({"address": "floating"}, "needs floating_ip_pool"),
         ({"password": "secret"}, "targets.cern.password"),
         ({"properties": {"x" * 256: "v"}}, "1-255"),
+        ({"properties": {"a/b": "v"}}, "key 'a/b' does not match Nova's pattern ^[a-zA-Z0-9-_:. ]{1,255}$"),
+        ({"properties": {"cern-services": "false", "ünï": "v"}}, "key 'ünï' does not match Nova's pattern"),
     ],
 )
 def test_bad_options_name_the_key(options, message):
     with pytest.raises(ConfigError) as error:
         target(**options)
     assert message in str(error.value)
+
+
+def test_property_keys_nova_accepts_load():
+    keys = {"cern-services": "false", "a:b.c_d e-f": "v", "x" * 255: ""}
+    assert target(properties=keys).options.properties == keys
 
 
 def test_ssh_cidr_is_required():

@@ -5,7 +5,7 @@ fields, :func:`..kit.encode_fields`: provider, run, machine, target, kind, owner
 
 * if ``image`` is a local file (``.iso``, ``.qcow2``, ``.raw``; a release's ``.hdd``;
   the appliance ISO in tests): a Glance image uploaded from it, unless an image
-  with the same SHA-512 (Glance's ``os_hash_value``) exists already; deleted at
+  with the same digest (Glance's ``os_hash_value`` in its ``os_hash_algo``) exists already; deleted at
   the end only when this run uploaded it; anything else names a Glance image;
 * a key pair holding the run's public key (Nova gives key pairs no tags: ours are known by name);
 * a security group whose only ingress rule is tcp/22 from ``ssh_cidr`` (never

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from ..base import RemoteOptions, SshCidr
 from ..kit import FIELD_PREFIX
+
+METADATA_KEY = "^[a-zA-Z0-9-_:. ]{1,255}$"
+"""Nova's pattern for a server metadata key (``parameter_types.metadata``, every microversion): no '/', for one."""
 
 
 class OpenStackOptions(RemoteOptions):
@@ -41,6 +45,11 @@ class OpenStackOptions(RemoteOptions):
             f"{k!r}: keys and values are 1-255 and 0-255 characters"
             for k, v in value.items()
             if not 1 <= len(k) <= 255 or len(v) > 255
+        ]
+        problems += [
+            f"key {k!r} does not match Nova's pattern {METADATA_KEY} (letters, digits, '-', '_', ':', '.', ' ')"
+            for k in value
+            if 1 <= len(k) <= 255 and not re.search(METADATA_KEY, k)
         ]
         problems += [f"{k!r} is set by cernvm-fixtures itself" for k in value if k.startswith(FIELD_PREFIX)]
         if problems:

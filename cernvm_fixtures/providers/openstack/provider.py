@@ -57,6 +57,7 @@ FAILED = ("ERROR", "DELETED", "SHUTOFF", "SOFT_DELETED")
 """Server states from which a server being built never becomes ACTIVE."""
 UPLOAD_TIMEOUT = 3600.0
 """How long Glance may take to make an uploaded image active."""
+GIB = 1024**3
 PORT_TIMEOUT = 600.0
 """How long a launch with a floating IP waits for Nova to allocate the server's port (scheduling comes first)."""
 
@@ -65,8 +66,9 @@ def disk_format(path: Path) -> str:
     return DISK_FORMATS[path.suffix.lower()]
 
 
-def sha512(path: Path) -> str:
-    digest = hashlib.sha512()
+def file_digest(path: Path, algo: str) -> str:
+    """The hexdigest of ``path`` in ``algo`` (a hashlib name, as Glance's ``os_hash_algo`` is)."""
+    digest = hashlib.new(algo)
     with path.open("rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
@@ -119,6 +121,17 @@ class OpenStackProvider(Provider[OpenStackOptions, "OpenStackMachine"]):
             )
         return found[0]
 
+    def check_root_disk(self, flavor: Any, size: int, min_disk: int, what: str) -> None:
+        """The image fits the flavor's root disk as Nova checks it (size and ``min_disk``; a 0 GB root disk is
+        Nova's policy question, not checked here): else a ConfigError naming both, before anything is created."""
+        disk = int(flavor.disk or 0)
+        needed = max(size, min_disk * GIB)
+        if disk and needed > disk * GIB:
+            raise ConfigError(
+                f"{self.target.where('flavor')}: flavor {flavor.name!r} has a {disk} GB root disk, {what} needs "
+                f"{needed} bytes (size {size}, min_disk {min_disk} GB): Nova would refuse the server"
+            )
+
     def find_network(self, wanted: str | None, key: str, external: bool) -> Any:
         listed = SDK.call("list networks", self.conn().network.networks)
         networks = [n for n in listed if bool(n.is_router_external) == external]
@@ -154,14 +167,21 @@ class OpenStackProvider(Provider[OpenStackOptions, "OpenStackMachine"]):
         if options.floating_ip_pool:
             pool = self.find_network(options.floating_ip_pool, "floating_ip_pool", external=True)
         machine.traits["flavor"] = flavor.name
-        if glance is None:
+        if glance is not None:
+            what = f"image {glance.name!r} ({glance.id})"
+            self.check_root_disk(flavor, int(glance.size or 0), int(glance.min_disk or 0), what)
+        else:
             assert image.file is not None, "images.resolve gives a file or a platform image"
+            self.check_root_disk(flavor, image.file.stat().st_size, 0, str(image.file))
+        if glance is None:
+            assert image.file is not None
             glance = self.upload_image(machine, image.file)
         self.create_keypair(machine)
         group_id = self.create_security_group(machine)
 
         server = self._record(machine, "server")
         fields = encode_fields(server)
+        drive: dict[str, Any] = {"config_drive": True} if options.config_drive else {}  # Nova refuses null
         made = SDK.call(
             "create server",
             self.conn().compute.create_server,
@@ -174,7 +194,7 @@ class OpenStackProvider(Provider[OpenStackOptions, "OpenStackMachine"]):
             user_data=user_data,
             metadata={**options.properties, **fields},
             tags=server_tags(fields),
-            config_drive=options.config_drive or None,
+            **drive,
         )
         machine.server_id = made.id
         self.created(server, id=made.id)
@@ -194,12 +214,21 @@ class OpenStackProvider(Provider[OpenStackOptions, "OpenStackMachine"]):
         self.created(key, id=key.data["key_name"])
 
     def upload_image(self, machine: Machine, path: Path) -> Any:
-        """The Glance image holding ``path``: one with the same SHA-512, else uploaded now (and recorded)."""
+        """The Glance image holding ``path``: one with the same digest in its ``os_hash_algo`` (Glance's
+        ``hashing_algorithm``: sha512 by default, sha256 on some clouds), else uploaded now (and recorded)."""
         conn = self.conn()
-        digest = sha512(path)
+        digests: dict[str, str] = {}
+
+        def digest(algo: str) -> str | None:
+            if algo not in hashlib.algorithms_available:
+                return None
+            if algo not in digests:
+                digests[algo] = file_digest(path, algo)
+            return digests[algo]
+
         for found in SDK.call("list images", conn.image.images):
-            if found.hash_value == digest and found.status == "active":
-                log.info("%s: reusing image %s (same sha512 as %s)", machine.name, found.id, path.name)
+            if found.status == "active" and found.hash_algo and found.hash_value == digest(found.hash_algo):
+                log.info("%s: reusing image %s (same %s as %s)", machine.name, found.id, found.hash_algo, path.name)
                 return found
         resource = self._record(machine, "image", file=str(path))
         made = SDK.call(
@@ -226,10 +255,18 @@ class OpenStackProvider(Provider[OpenStackOptions, "OpenStackMachine"]):
 
         deadline = time.monotonic() + UPLOAD_TIMEOUT
         done = wait_until(f"{machine.name}: image {made.id} active", active, deadline, self.options.poll_interval)
-        if done.hash_value not in (None, digest):
-            raise ProviderError(
-                f"{machine.name}: Glance computed sha512 {done.hash_value} for {path.name}, expected {digest}"
-            )
+        if done.hash_value is not None:
+            expected = digest(done.hash_algo or "")
+            if expected is None:
+                raise ProviderError(
+                    f"{machine.name}: Glance hashed {path.name} with {done.hash_algo!r}, which hashlib does not offer "
+                    f"({', '.join(sorted(hashlib.algorithms_guaranteed))}): the upload cannot be checked"
+                )
+            if done.hash_value != expected:
+                raise ProviderError(
+                    f"{machine.name}: Glance computed {done.hash_algo} {done.hash_value} for {path.name}, "
+                    f"expected {expected}"
+                )
         return done
 
     def create_security_group(self, machine: Machine) -> str:

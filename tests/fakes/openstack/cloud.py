@@ -6,7 +6,10 @@ as against a cloud. The version documents are the ones openstacksdk's own unit
 tests use (``openstack/tests/unit/fixtures/*.json``, shipped in its wheel), with
 their example hosts replaced by this server; the token is keystoneauth's own
 ``fixture.v3.Token``. Resource bodies follow the API reference; a test checks
-them against the SDK's own example bodies. Errors come in Nova's
+them against the SDK's own example bodies. Server-create and server-metadata
+requests are validated by Nova's own schemas for the requested microversion
+(:mod:`.nova_schemas`, with Nova's 400 message); the maximum microversion is a
+knob (upstream's 2.53, or current Nova's). Errors come in Nova's
 (``{"itemNotFound": {...}}``) and Neutron's (``{"NeutronError": {...}}``) shapes.
 
 Nothing here runs a machine: servers are records. Addresses are taken from the
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import ipaddress
 import json
 import re
 import threading
@@ -32,11 +36,14 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from ..server import Call, FakeHandler, FakeServer, decoded
+from . import neutron_rules, nova_schemas
 
 PROJECT_ID = uuid.uuid4().hex
 USER_ID = uuid.uuid4().hex
 MAX_MICROVERSION = "2.53"
-"""What compute-version.json (upstream) announces; the fake serves no newer microversion."""
+"""What compute-version.json (upstream) announces: the fake's default maximum microversion."""
+CURRENT_MICROVERSION = "2.104"
+"""Nova's maximum at the commit :mod:`.nova_schemas` cites (``_MAX_API_VERSION``), for a fake of a current cloud."""
 MAX_SERVER_TAGS = 50
 MAX_TAG_LENGTH = 60
 """Nova's limits on server tags (nova.objects.instance / the API schema: no ',' or '/', 1-60 characters)."""
@@ -101,6 +108,10 @@ class Server:
     ports_at: float = 0.0
     deleting_since: float | None = None
     console: str = ""
+    microversion: tuple[int, int] = (2, 1)
+    """The compute microversion the create call asked for."""
+    disks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """The guest's disks as Nova's libvirt driver maps them (:func:`disk_mapping`)."""
 
 
 @dataclass(eq=False)
@@ -116,6 +127,11 @@ class FakeOpenStack(FakeServer):
     """Ports (and so security groups) stay in use this long after their server is gone, as with Neutron's
     asynchronous unbinding: deleting the group in that window is a 409."""
     quota_instances: int = 10
+    max_microversion: str = MAX_MICROVERSION
+    hash_algo: str = "sha512"
+    """Glance's ``hashing_algorithm`` (glance/common/config.py, default sha512): the ``os_hash_algo`` of every
+    upload, ``os_hash_value`` its hexdigest."""
+    """The newest compute microversion announced and served (:data:`CURRENT_MICROVERSION` for a current cloud)."""
     lock: threading.RLock = field(default_factory=threading.RLock)
     servers: dict[str, Server] = field(default_factory=dict)
     keypairs: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -128,6 +144,9 @@ class FakeOpenStack(FakeServer):
     ports: dict[str, dict[str, Any]] = field(default_factory=dict)
     released: dict[str, float] = field(default_factory=dict)
     floating_ips: dict[str, dict[str, Any]] = field(default_factory=dict)
+    routers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Routers: a floating IP reaches a port only through one with a gateway on the floating IP's network and an
+    interface on the port's subnet (Neutron's ``get_router_for_floatingip``)."""
     fail_next_build: str | None = None
     """A fault message: the next server created goes BUILD -> ERROR with it."""
     console_after: float = 0.0
@@ -141,12 +160,14 @@ class FakeOpenStack(FakeServer):
         return _Handler
 
     def start(self, tls: Any = None) -> FakeOpenStack:
-        """Serve, with the flavors and networks a cloud has (two flavors; ``private`` and the external ``public``)."""
+        """Serve, with the flavors, networks and router a project has (two flavors; ``private`` and the external
+        ``public``, joined by ``router1``)."""
         super().start(tls)
         self.flavor("cvm.medium", vcpus=2, ram=4096, disk=20, ephemeral=20)
         self.flavor("m1.small", vcpus=1, ram=2048, disk=20)
-        self.network("private")
-        self.network("public", external=True)
+        private = self.network("private")
+        public = self.network("public", external=True)
+        self.router("router1", gateway=public["id"], subnets=private["subnets"])
         return self
 
     def cloud_config(self) -> dict[str, Any]:
@@ -191,6 +212,46 @@ class FakeOpenStack(FakeServer):
             ],
         }
         return self.flavors[fid]
+
+    def router(self, name: str, *, gateway: str, subnets: list[str]) -> dict[str, Any]:
+        """A router with its gateway on the external network ``gateway`` and an interface on each of ``subnets``."""
+        rid = str(uuid.uuid4())
+        self.routers[rid] = {
+            "id": rid,
+            "name": name,
+            "status": "ACTIVE",
+            "admin_state_up": True,
+            "external_gateway_info": {"network_id": gateway, "enable_snat": True, "external_fixed_ips": []},
+            "_interfaces": list(subnets),  # Neutron's router interface ports, which the fake does not list
+            "routes": [],
+            "distributed": False,
+            "ha": False,
+            "flavor_id": None,
+            "availability_zones": ["nova"],
+            "availability_zone_hints": [],
+            "project_id": PROJECT_ID,
+            "tenant_id": PROJECT_ID,
+            "description": "",
+            "tags": [],
+            "created_at": now(),
+            "updated_at": now(),
+            "revision_number": 1,
+        }
+        return self.routers[rid]
+
+    def router_for(self, port: dict[str, Any], external: str) -> str:
+        """The router joining the port's subnet to the external network; else Neutron's 404
+        (neutron/db/l3_db.py ``get_router_for_floatingip``, neutron-lib ``ExternalGatewayForFloatingIPNotFound``)."""
+        subnet = port["fixed_ips"][0]["subnet_id"]
+        for rid, router in self.routers.items():
+            if router["external_gateway_info"]["network_id"] == external and subnet in router["_interfaces"]:
+                return rid
+        raise neutron_error(
+            404,
+            "ExternalGatewayForFloatingIPNotFound",
+            f"External network {external} is not reachable from subnet {subnet}.  Therefore, cannot associate "
+            f"Port {port['id']} with a Floating IP.",
+        )
 
     def network(self, name: str, *, external: bool = False) -> dict[str, Any]:
         nid = str(uuid.uuid4())
@@ -292,7 +353,7 @@ class FakeOpenStack(FakeServer):
         self.ports.pop(pid, None)
         for fip in self.floating_ips.values():
             if fip["port_id"] == pid:
-                fip.update(port_id=None, fixed_ip_address=None, status="DOWN")
+                fip.update(port_id=None, fixed_ip_address=None, router_id=None, status="DOWN")
 
     def _addresses(self, server: Server) -> dict[str, list[dict[str, Any]]]:
         addresses: dict[str, list[dict[str, Any]]] = {}
@@ -361,15 +422,35 @@ class FakeOpenStack(FakeServer):
 
     # -- Nova
 
-    def server_view(self, server: Server, microversion: tuple[int, int]) -> dict[str, Any]:
+    def server_view(self, server: Server, microversion: tuple[int, int], detail: bool = False) -> dict[str, Any]:
+        """A server as ``GET /servers/{id}`` (or, ``detail``, as an item of ``/servers/detail``) shows it at
+        ``microversion``: the fields Nova's response schemas add at 2.71, 2.73, 2.96, 2.98 and 2.100."""
         body = dict(server.body)
+        if microversion >= (2, 71) and not detail:
+            body["server_groups"] = []
+        if microversion >= (2, 73):
+            body["locked_reason"] = None
+        if microversion >= (2, 96):
+            body["pinned_availability_zone"] = None
+        if microversion >= (2, 98):
+            image = self.images.get(body["image"]["id"], {})
+            keys = ("container_format", "disk_format", "min_disk", "min_ram")
+            properties = {k: str(image[k]) for k in keys if image.get(k) is not None}
+            body["image"] = {**body["image"], "properties": properties}
+        if microversion >= (2, 100):
+            body["scheduler_hints"] = {}
         if microversion < (2, 26):
             body.pop("tags", None)
         if microversion < (2, 3):
             body = {k: v for k, v in body.items() if not k.startswith("OS-EXT-SRV-ATTR:") or k.endswith("host")}
         return body
 
-    def create_server(self, req: dict[str, Any], microversion: tuple[int, int]) -> Server:
+    def create_server(self, body: dict[str, Any], microversion: tuple[int, int]) -> Server:
+        """``POST /servers``: Nova's own schema for the microversion first (400 with its message), then the rest."""
+        problem = nova_schemas.problem(nova_schemas.server_create(microversion), body)
+        if problem is not None:
+            raise nova_error(400, problem)
+        req = body["server"]
         live = [s for s in self.servers.values() if s.deleting_since is None]
         if len(live) >= self.quota_instances:
             raise nova_error(
@@ -377,25 +458,16 @@ class FakeOpenStack(FakeServer):
                 f"Quota exceeded for instances: Requested 1, but already used {len(live)} of "
                 f"{self.quota_instances} instances",
             )
-        for key in ("name", "flavorRef"):
-            if not req.get(key):
-                raise nova_error(
-                    400,
-                    f"Invalid input for field/attribute server. Value: {json.dumps(req)}. "
-                    f"'{key}' is a required property",
-                )
         flavor = self.flavors.get(str(req["flavorRef"]))
         if flavor is None:
             raise nova_error(400, f"Flavor {req['flavorRef']} could not be found.")
         image = self.images.get(req.get("imageRef", ""))
         if image is None or image["status"] != "active":
             raise nova_error(400, f"Image {req.get('imageRef')} could not be found.")
+        self._check_flavor_disk(flavor, image)
         if req.get("key_name") and req["key_name"] not in self.keypairs:
             raise nova_error(400, "Invalid key_name provided.")
         tags = req.get("tags", [])
-        if tags and microversion < (2, 52):
-            raise nova_error(400, "Additional properties are not allowed ('tags' was unexpected)")
-        self._check_tags(tags)
         metadata = req.get("metadata", {})
         self._check_metadata(metadata)
         user_data = base64.b64decode(req["user_data"], validate=True) if req.get("user_data") else b""
@@ -410,13 +482,16 @@ class FakeOpenStack(FakeServer):
                 raise nova_error(400, f"Security group {ref['name']} not found for project {PROJECT_ID}.")
             group_ids.append(found[0]["id"])
         networks = req.get("networks", "auto")
-        if networks in ("auto", "none"):
+        if networks == "auto":
             networks = [{"uuid": next(n for n in self.networks.values() if not n["router:external"])["id"]}]
+        elif networks == "none":
+            networks = []
         sid = str(uuid.uuid4())
         for net in networks:
             if net.get("uuid") not in self.networks:
                 raise nova_error(400, f"Network {net.get('uuid')} could not be found.")
         failure, self.fail_next_build = self.fail_next_build, None
+        disks = disk_mapping(image, flavor, config_drive=req.get("config_drive") in nova_schemas.TRUE)
         body = {
             "id": sid,
             "name": req["name"],
@@ -451,7 +526,7 @@ class FakeOpenStack(FakeServer):
             "OS-DCF:diskConfig": "MANUAL",
             "progress": 0,
             "OS-EXT-AZ:availability_zone": "nova",
-            "config_drive": "True" if req.get("config_drive") else "",
+            "config_drive": "True" if "disk.config" in disks else "",
             "key_name": req.get("key_name"),
             "OS-SRV-USG:launched_at": None,
             "OS-SRV-USG:terminated_at": None,
@@ -471,7 +546,7 @@ class FakeOpenStack(FakeServer):
             "OS-EXT-SRV-ATTR:launch_index": 0,
             "OS-EXT-SRV-ATTR:kernel_id": "",
             "OS-EXT-SRV-ATTR:ramdisk_id": "",
-            "OS-EXT-SRV-ATTR:root_device_name": "/dev/vda",
+            "OS-EXT-SRV-ATTR:root_device_name": "/dev/" + disks["root"]["dev"],
             "OS-EXT-SRV-ATTR:user_data": req.get("user_data"),
             "trusted_image_certificates": None,
         }
@@ -486,9 +561,33 @@ class FakeOpenStack(FakeServer):
             networks=[net["uuid"] for net in networks],
             groups=group_ids,
             ports_at=created + min(self.network_seconds, self.build_seconds),
+            microversion=microversion,
+            disks=disks,
         )
         self.servers[sid] = server
         return server
+
+    def _check_flavor_disk(self, flavor: dict[str, Any], image: dict[str, Any]) -> None:
+        """nova/compute/api.py ``_validate_flavor_image_nostatus`` (lines 866-889 at the commit nova_schemas cites)
+        for an image-backed server: the image fits the flavor's root disk; a zero-disk flavor is for volume-backed
+        servers only (policy ``create:zero_disk_flavor``, admin by default); messages from nova/exception.py
+        1338-1357."""
+        size = flavor["disk"] * 1024**3
+        image_size, min_disk = int(image.get("size") or 0), int(image.get("min_disk") or 0) * 1024**3
+        if size == 0:
+            raise nova_error(403, "Only volume-backed servers are allowed for flavors with zero disk.")
+        if image_size > size:
+            raise nova_error(
+                400,
+                f"Flavor's disk is too small for requested image. Flavor disk is {size} bytes, "
+                f"image is {image_size} bytes.",
+            )
+        if min_disk > size:
+            raise nova_error(
+                400,
+                "Flavor's disk is smaller than the minimum size specified in image metadata. Flavor disk is "
+                f"{size} bytes, minimum size is {min_disk} bytes.",
+            )
 
     def _check_tags(self, tags: list[str]) -> None:
         if len(tags) > MAX_SERVER_TAGS:
@@ -502,11 +601,9 @@ class FakeOpenStack(FakeServer):
                 )
 
     def _check_metadata(self, metadata: dict[str, Any]) -> None:
+        """The metadata quota (keys and values are Nova's schema's business)."""
         if len(metadata) > MAX_METADATA_ITEMS:
             raise nova_error(403, f"Quota exceeded for metadata_items: allowed {MAX_METADATA_ITEMS}")
-        for key, value in metadata.items():
-            if not isinstance(value, str) or not 1 <= len(key) <= 255 or len(value) > 255:
-                raise nova_error(400, f"Invalid input for field/attribute metadata. Value: {key}={value!r}")
 
     def keypair_view(self, kp: dict[str, Any], microversion: tuple[int, int]) -> dict[str, Any]:
         body = dict(kp)
@@ -605,27 +702,30 @@ class FakeOpenStack(FakeServer):
         return {**group, "security_group_rules": rules}
 
     def create_rule(self, req: dict[str, Any]) -> dict[str, Any]:
-        gid = req.get("security_group_id")
-        if gid not in self.groups:
-            raise neutron_error(404, "SecurityGroupNotFound", f"Security group {gid} does not exist")
-        if req.get("direction") not in ("ingress", "egress"):
-            raise neutron_error(
-                400,
-                "HTTPBadRequest",
-                f"Invalid input for direction. Reason: '{req.get('direction')}' is not in ['ingress', 'egress'].",
-            )
+        """Neutron's checks (:mod:`.neutron_rules`: conversions, rule validation, the group, duplicates), then the
+        rule."""
+        try:
+            checked = neutron_rules.converted(req)
+            neutron_rules.validate(checked)
+            gid = checked["security_group_id"]
+            if gid not in self.groups:
+                raise neutron_rules.Refused(404, "SecurityGroupNotFound", f"Security group {gid} does not exist")
+            neutron_rules.check_duplicate(checked, [r for r in self.rules.values() if r["security_group_id"] == gid])
+        except neutron_rules.Refused as refused:
+            raise neutron_error(refused.status, refused.kind, refused.message) from None
+        prefix = checked["remote_ip_prefix"]
         rule = {
             "id": str(uuid.uuid4()),
             "security_group_id": gid,
-            "direction": req["direction"],
-            "ethertype": req.get("ethertype", "IPv4"),
-            "protocol": req.get("protocol"),
-            "port_range_min": req.get("port_range_min"),
-            "port_range_max": req.get("port_range_max"),
-            "remote_ip_prefix": req.get("remote_ip_prefix"),
-            "remote_group_id": req.get("remote_group_id"),
-            "remote_address_group_id": None,
-            "normalized_cidr": req.get("remote_ip_prefix"),
+            "direction": checked["direction"],
+            "ethertype": checked["ethertype"],
+            "protocol": checked["protocol"],
+            "port_range_min": checked["port_range_min"],
+            "port_range_max": checked["port_range_max"],
+            "remote_ip_prefix": prefix,
+            "remote_group_id": checked["remote_group_id"],
+            "remote_address_group_id": checked["remote_address_group_id"],
+            "normalized_cidr": str(ipaddress.ip_network(prefix, strict=False)) if prefix else None,
             "description": req.get("description", ""),
             "project_id": PROJECT_ID,
             "tenant_id": PROJECT_ID,
@@ -660,13 +760,16 @@ class FakeOpenStack(FakeServer):
             )
         fid = str(uuid.uuid4())
         port = self.ports.get(req.get("port_id") or "")
+        if req.get("port_id") and port is None:
+            raise neutron_error(404, "PortNotFound", f"Port {req['port_id']} could not be found.")
+        router = self.router_for(port, net["id"]) if port else None
         self.floating_ips[fid] = {
             "id": fid,
             "floating_network_id": net["id"],
             "floating_ip_address": f"198.51.100.{self._next() % 250 + 2}",
             "port_id": port and port["id"],
             "fixed_ip_address": port and port["fixed_ips"][0]["ip_address"],
-            "router_id": None,
+            "router_id": router,
             "status": "ACTIVE" if port else "DOWN",
             "description": req.get("description", ""),
             "project_id": PROJECT_ID,
@@ -753,8 +856,8 @@ class FakeOpenStack(FakeServer):
             status="active",
             size=len(data),
             checksum=hashlib.md5(data, usedforsecurity=False).hexdigest(),
-            os_hash_algo="sha512",
-            os_hash_value=hashlib.sha512(data).hexdigest(),
+            os_hash_algo=self.hash_algo,
+            os_hash_value=hashlib.new(self.hash_algo, data).hexdigest(),
             updated_at=now(),
             stores="file",
         )
@@ -763,23 +866,58 @@ class FakeOpenStack(FakeServer):
         return {k: v for k, v in image.items() if k != "seeded"}
 
 
-def _microversion(headers: Any) -> tuple[int, int]:
+def disk_mapping(image: dict[str, Any], flavor: dict[str, Any], config_drive: bool) -> dict[str, dict[str, Any]]:
+    """The disks Nova's libvirt driver gives an image-backed server on x86_64 (no block device mapping), as
+    nova/virt/libvirt/blockinfo.py ``_get_disk_mapping`` builds them (lines 567-665 at the commit nova_schemas
+    cites): an ISO image is the root device as a cdrom on the cdrom bus (``get_root_info`` 427-451: IDE, since
+    x86_64's default machine type is still 'pc', nova/virt/libvirt/utils.py 671-682), any other image a virtio
+    disk; the root holds the image in a disk of the flavor's size (libvirt driver ``_create_and_inject_local_root``);
+    the flavor's ephemeral disk is the next virtio disk (``disk.local``), the config drive the next cdrom."""
+    iso = image.get("disk_format") == "iso"
+    root = {"type": "cdrom" if iso else "disk", "bus": "ide" if iso else "virtio", "dev": "hda" if iso else "vda"}
+    mapping = {"root": {**root, "boot_index": "1", "image": image["id"], "size_gb": flavor["disk"]}}
+    mapping["disk"] = mapping["root"]
+    used = {root["dev"]}
+
+    def next_dev(bus: str) -> str:
+        prefix = {"ide": "hd", "virtio": "vd"}[bus]
+        dev = next(f"{prefix}{c}" for c in "abcdefghijklmnopqrstuvwxyz" if f"{prefix}{c}" not in used)
+        used.add(dev)
+        return dev
+
+    ephemeral = flavor["OS-FLV-EXT-DATA:ephemeral"]
+    if ephemeral:
+        mapping["disk.local"] = {"type": "disk", "bus": "virtio", "dev": next_dev("virtio"), "size_gb": ephemeral}
+    if config_drive:
+        mapping["disk.config"] = {"type": "cdrom", "bus": "ide", "dev": next_dev("ide")}
+    return mapping
+
+
+def _microversion(headers: Any, maximum: str) -> tuple[int, int]:
     value = headers.get("OpenStack-API-Version", "") or ""
     legacy = headers.get("X-OpenStack-Nova-API-Version", "") or ""
     match = re.match(r"compute\s+(\d+)\.(\d+)", value) or re.match(r"(\d+)\.(\d+)", legacy)
+    top = (int(maximum.split(".")[0]), int(maximum.split(".")[1]))
     if value.strip().endswith("latest"):
-        return tuple(int(x) for x in MAX_MICROVERSION.split("."))  # type: ignore[return-value]
+        return top
     if not match:
         return (2, 1)
     wanted = (int(match[1]), int(match[2]))
-    top = tuple(int(x) for x in MAX_MICROVERSION.split("."))
     if wanted > top or wanted < (2, 1):
         message = (
-            f"Version {wanted[0]}.{wanted[1]} is not supported by the API. Minimum is 2.1 and maximum "
-            f"is {MAX_MICROVERSION}."
+            f"Version {wanted[0]}.{wanted[1]} is not supported by the API. Minimum is 2.1 and maximum is {maximum}."
         )
         raise Fault(406, {"computeFault": {"code": 406, "message": message}})
     return wanted
+
+
+def _compute_versions(cloud: FakeOpenStack) -> dict[str, Any]:
+    """Upstream's compute version document, its v2.1 entry announcing the fake's maximum microversion."""
+    doc = json.loads(_version_doc("compute-version.json", cloud.url, "compute"))
+    for version in doc["versions"]:
+        if version["id"] == "v2.1":
+            version["version"] = cloud.max_microversion
+    return doc
 
 
 def _version_doc(name: str, base: str, service: str) -> str:
@@ -835,17 +973,18 @@ class _Handler(FakeHandler):
                 cloud.violations.append(traceback.format_exc())
                 status, body, headers = 500, {"computeFault": {"code": 500, "message": repr(e)}}, {}
         if path.startswith("/compute"):
+            served = _safe_mv(self.headers, cloud.max_microversion)
             headers = {
-                "OpenStack-API-Version": f"compute {'.'.join(map(str, _safe_mv(self.headers)))}",
+                "OpenStack-API-Version": f"compute {served[0]}.{served[1]}",
                 "Vary": "OpenStack-API-Version",
                 **headers,
             }
         self._send(status, body, headers)
 
 
-def _safe_mv(headers: Any) -> tuple[int, int]:
+def _safe_mv(headers: Any, maximum: str) -> tuple[int, int]:
     try:
-        return _microversion(headers)
+        return _microversion(headers, maximum)
     except Fault:
         return (2, 1)
 
@@ -871,9 +1010,10 @@ def route(
 
     # Nova
     if path == "/compute" and method == "GET":
-        return 200, json.loads(_version_doc("compute-version.json", base, "compute")), {}
+        return 200, _compute_versions(cloud), {}
     if path.startswith("/compute/v2.1"):
-        return _nova(cloud, method, path[len("/compute/v2.1") :] or "/", req, query, _microversion(headers))
+        mv = _microversion(headers, cloud.max_microversion)
+        return _nova(cloud, method, path[len("/compute/v2.1") :] or "/", req, query, mv)
 
     # Neutron
     if path == "/network" and method == "GET":
@@ -920,14 +1060,14 @@ def _nova(
 ) -> tuple[int, Any, dict[str, str]]:
     base = cloud.url
     if path == "/" and method == "GET":
-        doc = json.loads(_version_doc("compute-version.json", base, "compute"))["versions"][1]
+        doc = _compute_versions(cloud)["versions"][1]
         return 200, {"version": doc}, {}
     m = re.match(r"^/servers(?:/(detail|[^/]+))?(?:/(action|tags|metadata|os-interface))?(?:/([^/]+))?$", path)
     if m:
         sid, sub, item = m.groups()
         if sid in (None, "detail"):
             if method == "POST" and sid is None:
-                server = cloud.create_server(req.get("server", {}), mv)
+                server = cloud.create_server(req, mv)
                 return (
                     202,
                     {
@@ -941,7 +1081,7 @@ def _nova(
                     {"Location": f"{base}/compute/v2.1/servers/{server.id}"},
                 )
             if method == "GET":
-                servers = [cloud.server_view(s, mv) for s in cloud.servers.values()]
+                servers = [cloud.server_view(s, mv, detail=True) for s in cloud.servers.values()]
                 servers = _filtered(servers, query, ("status",))
                 if "name" in query:  # Nova matches the name as a regular expression
                     servers = [s for s in servers if re.search(query["name"][0], s["name"])]
@@ -998,6 +1138,9 @@ def _nova(
             if method == "GET":
                 return 200, {"metadata": server.body["metadata"]}, {}
             if method == "POST":
+                problem = nova_schemas.problem(nova_schemas.server_metadata, req)
+                if problem is not None:
+                    raise nova_error(400, problem)
                 merged = {**server.body["metadata"], **req.get("metadata", {})}
                 cloud._check_metadata(merged)
                 server.body["metadata"] = merged
@@ -1066,7 +1209,7 @@ def _neutron(
             },
             {},
         )
-    collections = "networks|security-groups|security-group-rules|ports|floatingips"
+    collections = "networks|security-groups|security-group-rules|ports|floatingips|routers"
     m = re.match(rf"^/({collections})(?:/([^/]+))?(?:/tags(?:/([^/]+))?)?$", path)
     if not m:
         raise neutron_error(404, "HTTPNotFound", f"The resource could not be found: {method} {path}")
@@ -1077,9 +1220,11 @@ def _neutron(
         "security-group-rules": (cloud.rules, "security_group_rule", "SecurityGroupRuleNotFound"),
         "ports": (cloud.ports, "port", "PortNotFound"),
         "floatingips": (cloud.floating_ips, "floatingip", "FloatingIPNotFound"),
+        "routers": (cloud.routers, "router", "RouterNotFound"),
     }
     table, key, missing = tables[collection]
-    view = cloud.group_view if collection == "security-groups" else dict
+    views = {"security-groups": cloud.group_view, "routers": lambda r: {k: v for k, v in r.items() if k[0] != "_"}}
+    view = views.get(collection, dict)
     if rid is None:
         if method == "GET":
             items = [view(v) for v in table.values()]
@@ -1136,6 +1281,13 @@ def _neutron(
         extra = set(req.get(key, {})) - allowed.get(collection, set())
         if extra:
             raise neutron_error(400, "HTTPBadRequest", f"Cannot update read-only attribute {sorted(extra)}")
+        if collection == "floatingips" and req[key].get("port_id"):
+            port = cloud.ports.get(req[key]["port_id"])
+            if port is None:
+                raise neutron_error(404, "PortNotFound", f"Port {req[key]['port_id']} could not be found.")
+            req[key]["router_id"] = cloud.router_for(port, table[rid]["floating_network_id"])
+        elif collection == "floatingips" and "port_id" in req[key]:
+            req[key]["router_id"] = None
         table[rid].update(req.get(key, {}))
         return 200, {key: view(table[rid])}, {}
     if method == "DELETE":
@@ -1178,6 +1330,10 @@ def _glance(
     if sub == "/file" and method == "PUT":
         if image["status"] != "queued":
             raise glance_error(409, f"Image status transition from {image['status']} to saving is not allowed")
+        missing = [k for k in ("disk_format", "container_format") if not image.get(k)]
+        if missing:  # glance/domain/__init__.py 159-170 (Image.status), 400 from glance/api/v2/image_data.py 222-228
+            prop = "Properties" if len(missing) > 1 else "Property"
+            raise glance_error(400, f"{prop} {', '.join(missing)} must be set prior to saving data.")
         cloud._store_image(iid, raw)
         return 204, None, {}
     if sub == "/file" and method == "GET":
