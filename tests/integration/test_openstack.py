@@ -599,6 +599,30 @@ def test_local_image_is_uploaded_reused_by_checksum_and_deleted(openstack_cloud,
     assert_nothing_left(fake, run)
 
 
+def test_an_image_of_the_same_content_not_made_by_us_is_not_reused(openstack_cloud, image_file, tmp_path):
+    """Issue 26.4: Glance's digest proves the bytes, not the properties that choose what boots (kernel_id,
+    os_command_line, hw_*); an image of the same content planted in the project without our mark (or shared by
+    another project) is passed over and the file uploaded as our own image."""
+    import hashlib
+
+    fake = openstack_cloud
+    conn = osmod.connection(CLOUD)
+    planted = conn.image.create_image(
+        "planted", disk_format="iso", container_format="bare", tags=["cvmfx-provider=openstack"], data=b"x"
+    )
+    planted = conn.image.get_image(planted.id)
+    fake.images[planted.id]["os_hash_value"] = hashlib.new(fake.hash_algo, image_file.read_bytes()).hexdigest()
+    run = run_for(tmp_path)
+    machine, _ = create_only(target_for(openstack_cloud, str(image_file)), run, running=10)
+    try:
+        used = fake.servers[machine.server_id].body["image"]["id"]
+        assert used != planted.id and "image" in {r.kind for r in machine.resources}, "uploaded, not the planted one"
+    finally:
+        machine.destroy()
+        conn.image.delete_image(planted.id)
+    assert_nothing_left(fake, run)
+
+
 def test_an_upload_glance_hashed_otherwise_is_refused_and_removed(openstack_cloud, image_file, tmp_path, monkeypatch):
     """Glance's digest of the upload differs from the file's (data corrupted on the way): the launch fails naming
     both digests and the algorithm, and the uploaded image is deleted."""

@@ -18,7 +18,7 @@ from ..base import Machine, PlatformState, Provider, RemoteMachine, console_text
 from ..kit import encode_fields, wait_until
 from . import destroy
 from .api import SDK, conflict, connection, openstacksdk
-from .fields import keypair_name, mark_kept, server_tags, tag_list
+from .fields import MARKER, from_fields, keypair_name, mark_kept, server_tags, tag_fields, tag_list
 from .options import OpenStackOptions
 
 if TYPE_CHECKING:
@@ -226,10 +226,22 @@ class OpenStackProvider(Provider[OpenStackOptions, "OpenStackMachine"]):
                 digests[algo] = file_digest(path, algo)
             return digests[algo]
 
-        for found in SDK.call("list images", conn.image.images):
-            if found.status == "active" and found.hash_algo and found.hash_value == digest(found.hash_algo):
-                log.info("%s: reusing image %s (same %s as %s)", machine.name, found.id, found.hash_algo, path.name)
-                return found
+        project = conn.current_project_id
+        for found in SDK.call("list images", conn.image.images, tag=MARKER):
+            if found.status != "active" or not found.hash_algo or found.hash_value != digest(found.hash_algo):
+                continue
+            # the same bytes, but an image's properties (kernel_id, os_command_line, hw_*) choose what boots too:
+            # only one this project made with this key's mark is reused, never a shared or planted one
+            if found.owner != project or from_fields("image", tag_fields(found.tags or []), {}) is None:
+                log.info(
+                    "%s: image %s has the content of %s but is not provably ours: not reused",
+                    machine.name,
+                    found.id,
+                    path.name,
+                )
+                continue
+            log.info("%s: reusing image %s (same %s as %s)", machine.name, found.id, found.hash_algo, path.name)
+            return found
         resource = self._record(machine, "image", file=str(path))
         made = SDK.call(
             "create image",
