@@ -120,6 +120,130 @@ def test_fake_rejects_api_versions_the_sdk_does_not_send(azure_cloud, image_id):
     assert len(violations) == 1 and "api-version '2015-06-15' is not the SDK's" in violations[0], violations
 
 
+VM_BODY = {
+    "location": "westeurope",
+    "properties": {
+        "hardwareProfile": {"vmSize": "Standard_B2s"},
+        "storageProfile": {"osDisk": {"createOption": "FromImage", "caching": "ReadWrite"}},
+        "osProfile": {"computerName": "wire", "adminUsername": "cernvm", "customData": "Y2VybnZt"},
+    },
+}
+RULE = {"protocol": "Tcp", "access": "Allow", "direction": "Inbound", "priority": 100, "destinationPortRange": "22"}
+
+
+def changed(body: dict, path: str, value: object) -> dict:
+    """A deep copy of ``body`` with the dotted ``path`` set to ``value`` (removed where ``value`` is ``...``)."""
+    body = json.loads(json.dumps(body))
+    *parents, last = path.split(".")
+    node = body
+    for key in parents:
+        node = node[key]
+    if value is ...:
+        del node[last]
+    else:
+        node[last] = value
+    return body
+
+
+@pytest.mark.parametrize(
+    "kind, body, message",
+    [
+        ("vm", changed(VM_BODY, "location", ...), "location: required field of VirtualMachine missing"),
+        (
+            "vm",
+            changed(VM_BODY, "properties.storageProfile.osDisk.createOption", ...),
+            "properties.storageProfile.osDisk.createOption: required field of OSDisk missing",
+        ),
+        (
+            "vm",
+            changed(VM_BODY, "properties.storageProfile.osDisk.caching", "Bogus"),
+            r"caching: 'Bogus' is not one of \['None', 'ReadOnly', 'ReadWrite'\] \(CachingTypes\)",
+        ),
+        ("vm", changed(VM_BODY, "id", "/subscriptions/x"), "id: read-only field of VirtualMachine"),
+        *[
+            (
+                "nsg",
+                {"location": "westeurope", "properties": {"securityRules": [{"name": "ssh", "properties": rule}]}},
+                f"securityRules\\[0\\].properties.{missing}: required field of SecurityRulePropertiesFormat missing",
+            )
+            for missing in ("protocol", "access", "direction", "priority")
+            for rule in [{k: v for k, v in RULE.items() if k != missing}]
+        ],
+    ],
+)
+def test_fake_refuses_what_the_sdk_models_forbid(azure_cloud, kind, body, message):
+    from azure.core.exceptions import HttpResponseError
+
+    azure_cloud.client("resource").resource_groups.create_or_update("wire-check", {"location": "westeurope"})
+    try:
+        create = {
+            "vm": azure_cloud.client("compute").virtual_machines.begin_create_or_update,
+            "nsg": azure_cloud.client("network").network_security_groups.begin_create_or_update,
+        }[kind]
+        with pytest.raises(HttpResponseError) as refused:
+            create("wire-check", "refused", body)
+        assert refused.value.status_code == 400 and refused.value.error.code == "InvalidRequestContent"
+        assert re.search(message, refused.value.error.message), refused.value.error.message
+    finally:
+        azure_cloud.client("resource").resource_groups.begin_delete("wire-check").result()
+    violations = list(azure_cloud.arm.violations)
+    azure_cloud.arm.violations.clear()
+    assert len(violations) == 1 and re.search(message, violations[0]), violations
+
+
+@pytest.mark.parametrize(
+    "kind, body, code, target",
+    [
+        ("vm", changed(VM_BODY, "properties.osProfile.customData", "not base64!"), "InvalidParameter", "customData"),
+        (
+            "vm",
+            changed(VM_BODY, "properties.osProfile.customData", base64.b64encode(b"x" * 65536).decode()),
+            "InvalidParameter",
+            "customData",
+        ),
+        *[
+            (
+                "nsg",
+                {
+                    "location": "westeurope",
+                    "properties": {"securityRules": [{"name": "ssh", "properties": {**RULE, "priority": priority}}]},
+                },
+                "SecurityRuleInvalidPriority",
+                None,
+            )
+            for priority in (99, 4097)
+        ],
+    ],
+)
+def test_fake_refuses_what_the_services_refuse(azure_cloud, kind, body, code, target):
+    from azure.core.exceptions import HttpResponseError
+
+    azure_cloud.client("resource").resource_groups.create_or_update("wire-check", {"location": "westeurope"})
+    try:
+        create = {
+            "vm": azure_cloud.client("compute").virtual_machines.begin_create_or_update,
+            "nsg": azure_cloud.client("network").network_security_groups.begin_create_or_update,
+        }[kind]
+        with pytest.raises(HttpResponseError) as refused:
+            create("wire-check", "refused", body)
+        error = refused.value.error
+        assert (refused.value.status_code, error.code, error.target) == (400, code, target), error.message
+    finally:
+        azure_cloud.client("resource").resource_groups.begin_delete("wire-check").result()
+
+
+def test_custom_data_beyond_azures_limit_is_refused_before_anything_exists(azure_cloud, image_id, tmp_path):
+    from cernvm_fixtures.context import Context, UserData
+
+    run = run_for(tmp_path)
+    provider = AzureProvider(target_for(azure_cloud, image_id), run)
+    machine = provider.machine(run.name("azure"))
+    big = Context(hostname=machine.name, user_data=UserData(raw="#" * 65536))
+    with pytest.raises(ProviderError, match=r"custom data is \d+ bytes; Azure accepts 65535"):
+        provider.launch(machine, big)
+    assert run.ledger.entries() == []
+
+
 @pytest.mark.parametrize(
     "tags, code",
     [
@@ -146,9 +270,10 @@ def test_responses_deserialize_into_the_sdk_models(azure_cloud, image_id):
     body = json.loads(json.dumps(raw.as_dict() if hasattr(raw, "as_dict") else raw))
     assert wire.model_problems(body, models.Image, request=False) == []
     assert models.Image(body).properties.storage_profile.os_disk.blob_uri.endswith("/existing.vhd")
-    assert wire.model_problems({"properties": {"storageProfile": {"osDisk": {"blobUri": 7}}}}, models.Image) == [
-        "properties.storageProfile.osDisk.blobUri: 7 is not a string"
-    ]
+    disk = {"osType": "Linux", "osState": "Generalized", "blobUri": 7}
+    assert wire.model_problems(
+        {"location": "westeurope", "properties": {"storageProfile": {"osDisk": disk}}}, models.Image
+    ) == ["properties.storageProfile.osDisk.blobUri: 7 is not a string"]
 
 
 # --- lifecycle -----------------------------------------------------------------------------------------

@@ -38,8 +38,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CUSTOM_DATA_LIMIT = 64 * 1024
-"""Bytes of custom data Azure accepts (before base64)."""
+CUSTOM_DATA_LIMIT = 65535
+"""Bytes of custom data Azure accepts (before base64): the SDK's OSProfile.custom_data says "The maximum length of the
+binary array is 65535 bytes"."""
 KEPT_FIELDS = (FIELD_PREFIX + "kept", FIELD_PREFIX + "expires")
 """The fields :meth:`AzureMachine.mark_kept` rewrites."""
 

@@ -77,9 +77,9 @@ def bitmap(take: Callable[[Path], Path]) -> bytes:
 
 
 class ArmError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, target: str | None = None) -> None:
         super().__init__(f"{code}: {message}")
-        self.status, self.code, self.message = status, code, message
+        self.status, self.code, self.message, self.target = status, code, message, target
 
 
 def check_tags(tags: dict[str, str] | None) -> None:
@@ -115,6 +115,43 @@ def check_tags(tags: dict[str, str] | None) -> None:
                 f"Tag value too large. Following tag value '{value}' "
                 "exceeded the maximum length. Maximum allowed length for tag value - '256' characters.",
             )
+
+
+CUSTOM_DATA_BYTES = 65535
+"""The SDK's OSProfile.custom_data: "The maximum length of the binary array is 65535 bytes" (base64: 87380 characters,
+the number in ARM's message)."""
+PRIORITIES = range(100, 4097)
+"""The SDK's SecurityRulePropertiesFormat.priority: "The value can be between 100 and 4096"."""
+
+
+def check_custom_data(value: str | None) -> None:
+    """Refuse custom data as ARM does: not base64, or more than 65535 bytes once decoded."""
+    if value is None:
+        return
+    try:
+        size = len(base64.b64decode(value, validate=True))
+    except (TypeError, ValueError):
+        size = -1
+    if not 0 <= size <= CUSTOM_DATA_BYTES:
+        raise ArmError(
+            400,
+            "InvalidParameter",
+            "Custom data in OSProfile must be in Base64 encoding and with a maximum length of "
+            f"{4 * -(-CUSTOM_DATA_BYTES // 3)} characters.",
+            target="customData",
+        )
+
+
+def check_priority(rule: dict[str, Any]) -> None:
+    """Refuse a security rule whose priority is outside 100..4096, as the Network RP does."""
+    priority = (rule.get("properties") or {}).get("priority")
+    if priority not in PRIORITIES:
+        raise ArmError(
+            400,
+            "SecurityRuleInvalidPriority",
+            f"Security rule {rule.get('name')} has invalid Priority. Value provided: {priority} "
+            f"Allowed range {PRIORITIES.start}-{PRIORITIES.stop - 1}.",
+        )
 
 
 @dataclass
@@ -256,7 +293,7 @@ class _Handler(FakeHandler):
         try:
             self.route(self.command, parsed.path, query, raw)
         except ArmError as e:
-            body = {"error": {"code": e.code, "message": e.message}}
+            body = {"error": {"code": e.code, "message": e.message, **({"target": e.target} if e.target else {})}}
             if e.code.startswith("invalid_"):
                 body = {"error": e.code, "error_description": e.message}
             self.send(e.status, body)
@@ -325,7 +362,7 @@ class _Handler(FakeHandler):
         if lrest[:1] == ["providers"] and len(rest) >= 5 and lrest[2] == "locations" and lrest[4] == "operations":
             return self.operation_status(rest[5] if len(rest) > 5 else "")
         if lrest == ["providers", "microsoft.compute", "skus"]:
-            self.check_version("Microsoft.Compute", query)
+            self.check_version("Microsoft.Compute", query, "microsoft.compute/skus")
             return self.send(200, {"value": self.skus(query.get("$filter", ""))})
         if lrest == ["resources"]:
             self.check_version("Microsoft.Resources", query)
@@ -346,9 +383,11 @@ class _Handler(FakeHandler):
 
     # -- helpers
 
-    def check_version(self, namespace: str, query: dict[str, str]) -> str:
+    def check_version(self, namespace: str, query: dict[str, str], type_path: str | None = None) -> str:
+        """The request's api-version, which must be one the installed SDK sends for that resource type (its models
+        are of that version), else ARM's NoRegisteredProviderFound."""
         version = query.get("api-version")
-        known = wire.api_versions(namespace)
+        known = wire.type_versions(namespace).get(type_path or "") or wire.api_versions(namespace)
         if version not in known:
             self.arm.violations.append(f"{self.command} {self.path}: api-version {version!r} is not the SDK's")
             raise ArmError(
@@ -545,7 +584,7 @@ class _Handler(FakeHandler):
         if type_path not in TYPES:
             raise ArmError(400, "InvalidResourceType", f"The resource type '{type_path}' could not be found.")
         ns, model_name, _ = TYPES[type_path]
-        version = self.check_version(ns, query)
+        version = self.check_version(ns, query, type_path)
         cls = wire.model(ns, model_name)
         base = f"/subscriptions/{sub}/resourceGroups/{arm.groups[group.lower()]['name']}/providers/{ns}"
         if len(kinds) % 2 == 1:  # a collection
@@ -647,6 +686,7 @@ class _Handler(FakeHandler):
             props["ipAddress"] = f"203.0.113.{secrets.randbelow(250) + 2}"
         elif type_path == "microsoft.network/networksecuritygroups":
             for rule in props.get("securityRules") or []:
+                check_priority(rule)
                 rule["id"] = f"{rid}/securityRules/{rule.get('name')}"
                 rule.setdefault("properties", {})["provisioningState"] = "Succeeded"
         elif type_path == "microsoft.network/virtualnetworks":
@@ -657,7 +697,9 @@ class _Handler(FakeHandler):
         item = {**body, "id": rid, "name": name, "type": f"{ns}/{'/'.join(kinds[0::2])}", "location": location}
         if type_path.endswith("/subnets"):
             item.pop("location")
-        props["provisioningState"] = "Creating" if existing is None else "Updating"
+        # Compute says Creating; Microsoft.Network's ProvisioningState has no such value: it says Updating
+        creating = "Creating" if ns == "Microsoft.Compute" and existing is None else "Updating"
+        props["provisioningState"] = creating
         arm.resources[rid.lower()] = item
         if type_path == "microsoft.network/virtualnetworks":
             for subnet in props.get("subnets") or []:
@@ -702,6 +744,7 @@ class _Handler(FakeHandler):
         image = (props.get("storageProfile") or {}).get("imageReference") or {}
         if image.get("id"):
             self.ref(image, f"VM {name}")
+        check_custom_data((props.get("osProfile") or {}).get("customData"))
         linux = (props.get("osProfile") or {}).get("linuxConfiguration") or {}
         if linux.get("disablePasswordAuthentication") and (props.get("osProfile") or {}).get("adminPassword"):
             raise ArmError(
@@ -828,7 +871,7 @@ class _Handler(FakeHandler):
 
     def vm_action(self, sub: str, group: str, namespace: str, name: str, action: str, query: dict[str, str]) -> None:
         arm = self.arm
-        self.check_version("Microsoft.Compute", query)
+        self.check_version("Microsoft.Compute", query, f"microsoft.compute/virtualmachines/{action.lower()}")
         rid = f"/subscriptions/{sub}/resourceGroups/{group}/providers/Microsoft.Compute/virtualMachines/{name}"
         vm = arm.get(rid)
         if vm is None:
