@@ -232,6 +232,62 @@ def test_fake_refuses_what_the_services_refuse(azure_cloud, kind, body, code, ta
         azure_cloud.client("resource").resource_groups.begin_delete("wire-check").result()
 
 
+def admin_key(run: Run) -> str:
+    """The public half of the run's RSA admin key (the private key file in the run directory, 0600)."""
+    from cryptography.hazmat.primitives import serialization
+
+    path = run.directory / "id_rsa"
+    assert path.stat().st_mode & 0o777 == 0o600
+    key = serialization.load_ssh_private_key(path.read_bytes(), None)
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    return f"{public.decode()} cernvm-fixtures-{run.id}"
+
+
+def rsa_bits(line: str) -> int:
+    from cryptography.hazmat.primitives.serialization import load_ssh_public_key
+
+    return load_ssh_public_key(line.encode()).key_size
+
+
+def public_line(key) -> str:
+    from cryptography.hazmat.primitives import serialization
+
+    return key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
+
+
+@pytest.mark.parametrize("kind", ["ed25519", "rsa-1024", "not a key", "ssh2-rsa-2048"])
+def test_fake_takes_only_ssh_rsa_keys_of_2048_bits_or_more(azure_cloud, kind):
+    """The SDK's keyData: "The key needs to be at least 2048-bit and in ssh-rsa format" (an SSH2 block too)."""
+    from azure.core.exceptions import HttpResponseError
+    from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
+    if kind == "ed25519":
+        key = public_line(ed25519.Ed25519PrivateKey.generate())
+    elif kind == "not a key":
+        key = "ssh-rsa AAAAnot-base64"
+    else:
+        key = public_line(rsa.generate_private_key(public_exponent=65537, key_size=int(kind.split("-")[-1])))
+    if kind.startswith("ssh2"):
+        key = "\n".join(
+            ["---- BEGIN SSH2 PUBLIC KEY ----", 'Comment: "test"', key.split()[1], "---- END SSH2 PUBLIC KEY ----"]
+        )
+    linux = {"disablePasswordAuthentication": True, "ssh": {"publicKeys": [{"path": "/k", "keyData": key}]}}
+    body = changed(VM_BODY, "properties.osProfile.linuxConfiguration", linux)
+    body = changed(body, "properties.hardwareProfile.vmSize", "Standard_NC6")  # past the key check: SkuNotAvailable
+    azure_cloud.client("resource").resource_groups.create_or_update("wire-check", {"location": "westeurope"})
+    try:
+        with pytest.raises(HttpResponseError) as refused:
+            azure_cloud.client("compute").virtual_machines.begin_create_or_update("wire-check", "vm", body)
+    finally:
+        azure_cloud.client("resource").resource_groups.begin_delete("wire-check").result()
+    error = refused.value.error
+    if kind.startswith("ssh2"):
+        assert error.code == "SkuNotAvailable", error.message
+        return
+    assert (error.code, error.target) == ("InvalidParameter", "linuxConfiguration.ssh.publicKeys.keyData")
+    assert error.message == "The value of parameter linuxConfiguration.ssh.publicKeys.keyData is invalid."
+
+
 def test_custom_data_beyond_azures_limit_is_refused_before_anything_exists(azure_cloud, image_id, tmp_path):
     from cernvm_fixtures.context import Context, UserData
 
@@ -304,7 +360,10 @@ def test_create_records_first_and_teardown_removes_everything(azure_cloud, image
         assert base64.b64decode(props["osProfile"]["customData"]) == context.render()
         linux = props["osProfile"]["linuxConfiguration"]
         assert linux["disablePasswordAuthentication"] is True and "adminPassword" not in props["osProfile"]
-        assert [k["keyData"] for k in linux["ssh"]["publicKeys"]] == [run.public_key]
+        assert [k["keyData"] for k in linux["ssh"]["publicKeys"]] == [admin_key(run)]
+        assert admin_key(run).startswith("ssh-rsa ") and rsa_bits(admin_key(run)) == 3072
+        assert machine.key_file == run.key_file, "root logs in with the key the custom data's cloud-config carries"
+        assert context.cloud_config()["ssh_authorized_keys"] == [run.public_key]
         assert props["diagnosticsProfile"]["bootDiagnostics"]["enabled"] is True
         assert vm["tags"]["cvmfx-run"] == run.id and vm["tags"]["project"] == "cernvm-fixtures-tests"
         nsg = azure_cloud.arm.get(machine.resources[2].data["id"])

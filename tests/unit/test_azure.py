@@ -138,6 +138,20 @@ def test_the_certificates_public_key_is_the_vms_key(tmp_path):
     assert expected.startswith("ssh-rsa ")
 
 
+def test_the_runs_admin_key_is_rsa_3072_made_once(tmp_path):
+    from cryptography.hazmat.primitives.serialization import load_ssh_private_key, load_ssh_public_key
+
+    from cernvm_fixtures.providers.azure.options import run_admin_key
+
+    path, line = run_admin_key(tmp_path / "run", "cernvm-fixtures-x")
+    assert path.stat().st_mode & 0o777 == 0o600 and line.startswith("ssh-rsa ") and line.endswith(" cernvm-fixtures-x")
+    assert load_ssh_public_key(line.encode()).key_size == 3072
+    assert load_ssh_private_key(path.read_bytes(), None).public_key().public_numbers() == (
+        load_ssh_public_key(line.encode()).public_numbers()
+    )
+    assert run_admin_key(tmp_path / "run", "cernvm-fixtures-x") == (path, line), "made once, then read"
+
+
 def _other_key(tmp_path: Path) -> Path:
     return make_certificate(tmp_path / "other")[1]
 
@@ -164,13 +178,17 @@ def _encrypted_key(tmp_path: Path) -> Path:
         ("no certificate", "targets.azure.ssh_key: expected no ssh_key without ssh_certificate"),
         ("other key", r"ssh_key: expected the private key .*cert.pem was made from \(their public keys differ\)"),
         ("small key", r"ssh_certificate: expected a certificate of an RSA key of 2048 bits .*\(1024-bit RSA key\)"),
+        (
+            "ed25519 key",
+            r"ssh_certificate: expected .*'at least 2048-bit and in ssh-rsa format' \(Ed25519PublicKey key\)",
+        ),
         ("not a certificate", r"ssh_certificate: expected an X.509 certificate .*openssl req -x509"),
         ("encrypted key", r"ssh_key: expected an unencrypted private key \(.*encrypted is encrypted"),
         ("missing certificate", r"ssh_certificate: expected a readable certificate file \(.*nothing.pem: No such"),
     ],
 )
 def test_certificate_problems_are_clear_config_errors(tmp_path, case, message):
-    cert, key = make_certificate(tmp_path, 1024 if case == "small key" else 2048)
+    cert, key = make_certificate(tmp_path, 1024 if case == "small key" else 2048, ed25519=case == "ed25519 key")
     options = {"ssh_certificate": str(cert), "ssh_key": str(key)}
     if case == "no key":
         del options["ssh_key"]

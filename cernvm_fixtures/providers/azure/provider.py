@@ -28,7 +28,7 @@ from .clients import (
 from .destroy import destroy_resource, leftovers
 from .image import IMAGE_ID, VHD, image_from_file
 from .network import create_network, create_nic
-from .options import AzureOptions, certificate_public_key
+from .options import AzureOptions, certificate_public_key, run_admin_key
 from .tags import ARM, CREATION_ORDER, Recorder, arm_id, resource_name, split_id, tag_dict
 from .vhd import check_vhd, tag_blob
 
@@ -80,10 +80,11 @@ class AzureProvider(Provider[AzureOptions, "AzureMachine"]):
 
     @functools.cached_property
     def public_key(self) -> str:
-        """The admin user's SSH key: the certificate's (``ssh_certificate``), else the run's own."""
+        """The admin user's SSH key: the certificate's (``ssh_certificate``), else the run's RSA admin key (Azure
+        refuses the run's own Ed25519 key: the SDK's keyData wants "at least 2048-bit and in ssh-rsa format")."""
         options = self.options
         if options.ssh_certificate is None:
-            return self.run.public_key
+            return run_admin_key(self.run.directory, f"cernvm-fixtures-{self.run.id}")[1]
         try:
             return certificate_public_key(options.ssh_certificate, options.ssh_key)
         except ValueError as e:  # the files changed since the config was loaded
@@ -292,7 +293,9 @@ class AzureMachine(RemoteMachine):
 
     @property
     def key_file(self) -> Path:
-        """The private key SSH logs in with: ``ssh_key`` (the certificate's), else the run's own."""
+        """The private key SSH logs in with: ``ssh_key`` (the certificate's), else the run's own, whose public key the
+        custom data's cloud-config carries (CernVM's cloud-init installs it for root: ``users: []``, ``disable_root:
+        false``). The run's RSA admin key (``id_rsa`` in the run directory) is the one Azure gives ``admin_user``."""
         return Path(self.options.ssh_key).expanduser() if self.options.ssh_key else self.provider.run.key_file
 
     def record(self, kind: str, **data: Any) -> Resource:

@@ -120,6 +120,8 @@ def check_tags(tags: dict[str, str] | None) -> None:
 CUSTOM_DATA_BYTES = 65535
 """The SDK's OSProfile.custom_data: "The maximum length of the binary array is 65535 bytes" (base64: 87380 characters,
 the number in ARM's message)."""
+KEY_BITS = 2048
+"""The SDK's SshPublicKey.key_data: "The key needs to be at least 2048-bit and in ssh-rsa format"."""
 PRIORITIES = range(100, 4097)
 """The SDK's SecurityRulePropertiesFormat.priority: "The value can be between 100 and 4096"."""
 
@@ -140,6 +142,29 @@ def check_custom_data(value: str | None) -> None:
             f"{4 * -(-CUSTOM_DATA_BYTES // 3)} characters.",
             target="customData",
         )
+
+
+def check_ssh_keys(linux: dict[str, Any]) -> None:
+    """Refuse an admin SSH key as ARM does: not ssh-rsa (an OpenSSH line or an SSH2 block), or under 2048 bits."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.hazmat.primitives.serialization import load_ssh_public_key
+
+    for key in ((linux.get("ssh") or {}).get("publicKeys")) or []:
+        data = (key.get("keyData") or "").strip()
+        if data.startswith("---- BEGIN SSH2 PUBLIC KEY ----"):  # RFC 4716, which Azure takes too
+            lines = [line for line in data.splitlines()[1:-1] if ":" not in line and not line.startswith(" ")]
+            data = "ssh-rsa " + "".join(lines)
+        try:
+            public = load_ssh_public_key(data.encode()) if data.startswith("ssh-rsa ") else None
+        except (ValueError, TypeError):  # cryptography's refusals of a malformed key
+            public = None
+        if not isinstance(public, rsa.RSAPublicKey) or public.key_size < KEY_BITS:
+            raise ArmError(
+                400,
+                "InvalidParameter",
+                "The value of parameter linuxConfiguration.ssh.publicKeys.keyData is invalid.",
+                target="linuxConfiguration.ssh.publicKeys.keyData",
+            )
 
 
 def check_priority(rule: dict[str, Any]) -> None:
@@ -716,6 +741,8 @@ class _Handler(FakeHandler):
 
     def check_vm(self, rid: str, name: str, location: str, props: dict[str, Any]) -> dict[str, str] | None:
         arm = self.arm
+        check_custom_data((props.get("osProfile") or {}).get("customData"))  # the request's parameters first
+        check_ssh_keys((props.get("osProfile") or {}).get("linuxConfiguration") or {})
         size = (props.get("hardwareProfile") or {}).get("vmSize")
         if size not in arm.faults.skus:
             raise ArmError(
@@ -744,7 +771,6 @@ class _Handler(FakeHandler):
         image = (props.get("storageProfile") or {}).get("imageReference") or {}
         if image.get("id"):
             self.ref(image, f"VM {name}")
-        check_custom_data((props.get("osProfile") or {}).get("customData"))
         linux = (props.get("osProfile") or {}).get("linuxConfiguration") or {}
         if linux.get("disablePasswordAuthentication") and (props.get("osProfile") or {}).get("adminPassword"):
             raise ArmError(
