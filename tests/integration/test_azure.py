@@ -388,7 +388,7 @@ def test_create_records_first_and_teardown_removes_everything(azure_cloud, image
 def test_vhd_upload_as_page_blob_then_image_then_gone(azure_cloud, tmp_path):
     vhd = make_vhd(tmp_path / "ucernvm-prod.2021.05-1.cernvm.x86_64.vhd")
     run = run_for(tmp_path)
-    machine, _ = create_only(target_for(azure_cloud, str(vhd), blob_endpoint=azure_cloud.azurite.account_url), run)
+    machine, _ = create_only(target_for(azure_cloud, str(vhd), blob_endpoint=azure_cloud.blob_endpoint), run)
     try:
         blob = next(r for r in machine.resources if r.kind == "blob")
         assert blob.data["sent"] == 512 + 1536 + 512, "only the non-empty pages were sent"
@@ -403,11 +403,55 @@ def test_vhd_upload_as_page_blob_then_image_then_gone(azure_cloud, tmp_path):
     assert_nothing_left(azure_cloud, run)
 
 
+@pytest.mark.parametrize("roles", [set(), {"Storage Blob Data Reader"}])
+def test_a_principal_without_the_blob_data_role_fails_before_the_upload_naming_the_role(
+    azure_cloud, tmp_path, monkeypatch, roles
+):
+    """Azure RBAC: a principal with no data role, or a reader's only, gets 403 AuthorizationPermissionMismatch from
+    the blob service; the pre-flight's 512-byte page blob meets it before any page of the VHD is sent."""
+    from ..fakes.azure.fixtures import CLIENT
+
+    monkeypatch.setitem(azure_cloud.roles.roles, CLIENT, roles)
+    vhd = make_vhd(tmp_path / "ucernvm-prod.2021.05-1.cernvm.x86_64.vhd", mark=b"no role")
+    sent: list[str] = []
+    real = azmod.vhd.send_pages
+    monkeypatch.setattr(azmod.vhd, "send_pages", lambda *a, **k: sent.append("pages") or real(*a, **k))
+    run = run_for(tmp_path)
+    message = (
+        r"may not write blobs in container 'cernvm-images' of https://127\.0\.0\.1:\d+/devstoreaccount1 "
+        r"\(HTTP 403 AuthorizationPermissionMismatch\): it needs the role \"Storage Blob Data Contributor\""
+    )
+    with pytest.raises(ProviderError, match=message):
+        create_only(target_for(azure_cloud, str(vhd), blob_endpoint=azure_cloud.blob_endpoint), run)
+    assert sent == [], "nothing of the VHD was sent"
+    assert not [b for b in azure_cloud.blob_names() if "preflight" in b or b.endswith(".vhd") and "no role" in b]
+    assert_nothing_left(azure_cloud, run)
+
+
+def test_the_pre_flight_blob_is_made_and_deleted_before_the_upload(azure_cloud, tmp_path):
+    """With the role, the pre-flight's page blob (512 bytes, recorded first like every upload) is made and deleted
+    before the VHD's blob is created, and neither it nor its ledger entry is left."""
+    vhd = make_vhd(tmp_path / "ucernvm-prod.2021.05-1.cernvm.x86_64.vhd", mark=b"pre-flight")
+    run = run_for(tmp_path)
+    azure_cloud.roles.requests.clear()
+    machine, _ = create_only(target_for(azure_cloud, str(vhd), blob_endpoint=azure_cloud.blob_endpoint), run)
+    try:
+        writes = [(m, p.rsplit("/", 1)[1]) for m, p in azure_cloud.roles.requests if m in ("PUT", "DELETE")]
+        probe = next(name for _, name in writes if name.startswith("preflight-"))
+        upload = next(r for r in machine.resources if r.kind == "blob").data["blob"].rsplit("/", 1)[1]
+        assert writes[:3] == [("PUT", probe), ("DELETE", probe), ("PUT", upload)], writes
+        assert probe.endswith(f"-{machine.name}.vhd") and probe not in "".join(azure_cloud.blob_names())
+        assert [r.kind for r in machine.resources].count("blob") == 1
+    finally:
+        machine.destroy()
+    assert_nothing_left(azure_cloud, run)
+
+
 # --- one upload per content: reuse, resume -----------------------------------------------------------
 
 
 def vhd_target(cloud: AzureCloud, vhd: Path, **options) -> config.Target:
-    return target_for(cloud, str(vhd), blob_endpoint=cloud.azurite.account_url, **options)
+    return target_for(cloud, str(vhd), blob_endpoint=cloud.blob_endpoint, **options)
 
 
 def content_blob(cloud: AzureCloud, path: Path, mark: bytes):
@@ -471,7 +515,8 @@ def test_a_blob_of_the_same_content_is_made_into_an_image_without_uploading(azur
         try:
             assert [r.kind for r in machine.resources if r.kind in ("blob", "image")] == ["image"]
             image = azure_cloud.arm.get(next(r for r in machine.resources if r.kind == "image").data["id"])
-            assert image["properties"]["storageProfile"]["osDisk"]["blobUri"] == blob.url
+            through = blob.url.replace(azure_cloud.azurite.url, azure_cloud.roles.url)  # the provider's endpoint
+            assert image["properties"]["storageProfile"]["osDisk"]["blobUri"] == through
         finally:
             machine.destroy()
         assert blob.exists(), "a blob the run did not make is left alone"
@@ -491,7 +536,7 @@ def test_an_upload_whose_uploader_was_killed_is_continued_where_it_stopped(azure
         run="earlier",
         target="azure",
         data={
-            "account_url": azure_cloud.azurite.account_url,
+            "account_url": azure_cloud.blob_endpoint,
             "container": CONTAINER,
             "blob": blob.blob_name,
             "instance_discovery": False,
@@ -587,7 +632,7 @@ def test_bad_vhd_is_a_clear_error_before_anything_exists(azure_cloud, tmp_path, 
         make_vhd(vhd, size=2 * 1024 * 1024 - 512)
     run = run_for(tmp_path)
     with pytest.raises(ConfigError, match=message):
-        create_only(target_for(azure_cloud, str(vhd), blob_endpoint=azure_cloud.azurite.account_url), run)
+        create_only(target_for(azure_cloud, str(vhd), blob_endpoint=azure_cloud.blob_endpoint), run)
     assert run.ledger.entries() == []
 
 

@@ -27,6 +27,8 @@ CHUNK = 4 * 1024 * 1024
 """Largest page range one Put Page call may write."""
 BLOB_PREFIX = "cernvm-fixtures/"
 """Uploaded VHDs are named by content: ``cernvm-fixtures/<sha256>.vhd`` in the container."""
+BLOB_WRITER = "Storage Blob Data Contributor"
+"""The Azure built-in role a principal needs to write blobs with an Entra token (RBAC on the data plane)."""
 UPLOAD_ATTEMPTS = 5
 """Times an upload continues after an error the SDK's own retries did not cure."""
 
@@ -107,7 +109,16 @@ def upload_blob(machine: Recorder, blob_client: Any, account_url: str, path: Pat
     exceptions = azure_module("azure.core.exceptions")
     size = path.stat().st_size
     url = blob_client.url.split("?")[0]
-    props = ERRORS.call(f"read blob {blob_client.blob_name}", blob_client.get_blob_properties, missing_ok=True)
+
+    def read() -> Any:
+        try:
+            return blob_client.get_blob_properties()
+        except exceptions.HttpResponseError as e:
+            if e.status_code == 403:  # no data role at all: even reading is refused
+                raise role_error(machine.name, blob_client.container_name, account_url, e) from None
+            raise
+
+    props = ERRORS.call(f"read blob {blob_client.blob_name}", read, missing_ok=True)
     if props is not None:
         tags = from_metadata(props.metadata or {})
         if tags.get(DIGEST_TAG) != digest or props.size != size or props.blob_type != "PageBlob":
@@ -121,6 +132,7 @@ def upload_blob(machine: Recorder, blob_client: Any, account_url: str, path: Pat
         uploader = decode_fields(tags)
         if uploader is None or uploader.owner.alive():  # an uploader it cannot name may run: assume it does
             return None
+    check_blob_role(machine, blob_client, account_url, digest)
     blob = machine.record(
         "blob", account_url=account_url, container=blob_client.container_name, blob=blob_client.blob_name
     )
@@ -142,6 +154,39 @@ def upload_blob(machine: Recorder, blob_client: Any, account_url: str, path: Pat
     log.info("%s: uploaded %s (%d bytes sent of %d)", machine.name, path.name, sent, size)
     machine.created(blob, sent=sent)
     return url
+
+
+def role_error(name: str, container: str, account_url: str, error: Any) -> ProviderError:
+    """What a 403 from the blob service means for an Entra principal: the data role is missing (Azure RBAC)."""
+    code = getattr(error, "error_code", None) or "AuthorizationPermissionMismatch"
+    return ProviderError(
+        f"{name}: the identity may not write blobs in container {container!r} of {account_url} (HTTP 403 {code}): "
+        f'it needs the role "{BLOB_WRITER}" on that storage account or container (az role assignment create '
+        f'--role "{BLOB_WRITER}" --assignee <principal> --scope <storage account id>); Contributor or Owner on '
+        "the account do not let it read or write blob data"
+    )
+
+
+def check_blob_role(machine: Recorder, blob_client: Any, account_url: str, digest: str) -> None:
+    """Before an upload: create and delete a 512-byte page blob next to it (recorded first, like every upload), so
+    that a principal without a data role on the container fails at once, naming the role, instead of at the first
+    page of a multi-GB upload. Azure answers 403 (AuthorizationPermissionMismatch) to one that has only, e.g.,
+    Contributor on the account: writing blobs with an Entra token needs "Storage Blob Data Contributor"."""
+    exceptions = azure_module("azure.core.exceptions")
+    blob_module = azure_module("azure.storage.blob")
+    container = blob_client.container_name
+    name = f"{BLOB_PREFIX}preflight-{digest[:16]}-{machine.name}.vhd"
+    probe = blob_module.BlobClient(account_url, container, name, credential=blob_client.credential)
+    entry = machine.record("blob", account_url=account_url, container=container, blob=name)
+    try:
+        probe.create_page_blob(PAGE, metadata=blob_metadata(entry, digest))
+    except exceptions.HttpResponseError as e:
+        machine.forget(entry)  # nothing was made
+        if e.status_code == 403:
+            raise role_error(machine.name, container, account_url, e) from None
+        raise ProviderError(f"{machine.name}: blob pre-flight in {container}: {ERRORS.message(e)}") from None
+    ERRORS.call(f"delete blob {name}", probe.delete_blob, missing_ok=True)  # its entry stays if this fails
+    machine.forget(entry)
 
 
 def send_pages(machine: str, blob_client: Any, path: Path, resume: bool) -> int:

@@ -7,6 +7,7 @@ A pytest plugin (the root conftest declares it).
 from __future__ import annotations
 
 import secrets
+import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 
 from . import azurite as azurite_mod
 from .arm import Arm
+from .rbac import WRITER, BlobRoles
 
 SUBSCRIPTION = "00000000-0000-4000-8000-00000000c0de"
 TENANT = "11111111-1111-4111-8111-11111111c0de"
@@ -39,10 +41,19 @@ class AzureCloud:
     azurite: azurite_mod.Azurite
     secret: str
     env: dict[str, str]
+    roles: BlobRoles | None = None
+    """Azure RBAC's data-plane check in front of Azurite; the tests' principal holds Storage Blob Data Contributor."""
 
     @property
     def url(self) -> str:
         return self.arm.url
+
+    @property
+    def blob_endpoint(self) -> str:
+        """The blob service the provider is given: Azurite behind the role check (the tests' own ``blobs()`` reach
+        Azurite directly)."""
+        assert self.roles is not None
+        return f"{self.roles.url}/{azurite_mod.ACCOUNT}"
 
     def credential(self):
         from azure.identity import ClientSecretCredential
@@ -113,7 +124,10 @@ def azure_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AzureClo
         arm.stop()
         patch.undo()
         pytest.fail(str(e))
-    cloud = AzureCloud(arm, emulator, secret, env)
+    trusted = ssl.create_default_context(cafile=str(arm.ca_file))
+    roles = BlobRoles(emulator.url, trusted, arm.context).start()
+    roles.roles[CLIENT] = {WRITER}
+    cloud = AzureCloud(arm, emulator, secret, env, roles)
     checker = cloud.credential()
     arm.blob_exists = lambda url: _blob_exists(checker, url)
     cloud.blobs().create_container(CONTAINER)
@@ -121,6 +135,7 @@ def azure_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AzureClo
     try:
         yield cloud
     finally:
+        roles.stop()
         emulator.stop()
         arm.stop()
         patch.undo()
