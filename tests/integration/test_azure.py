@@ -509,6 +509,7 @@ def test_a_blob_of_the_same_content_is_made_into_an_image_without_uploading(azur
     vhd, blob, digest = content_blob(azure_cloud, tmp_path / "kept.vhd", b"kept blob")
     blob.create_page_blob(vhd.stat().st_size, metadata={"cvmfx_sha256": digest, "cvmfx_complete": "true"})
     blob.upload_page(vhd.read_bytes()[:512], offset=0, length=512)  # what the test reads back below
+    blob.upload_page(vhd.read_bytes()[-512:], offset=vhd.stat().st_size - 512, length=512)  # what ARM reads
     run = run_for(tmp_path)
     try:
         machine, _ = create_only(vhd_target(azure_cloud, vhd), run)
@@ -620,6 +621,7 @@ def test_a_blob_of_that_name_with_other_content_is_left_alone(azure_cloud, tmp_p
         ("dynamic", "is a dynamic VHD; Azure takes fixed-size VHDs only"),
         ("no footer", "has no VHD footer"),
         ("odd size", "is not a whole number of MiB"),
+        ("checksum", r"has footer checksum 0x[0-9a-f]{8}, not 0x[0-9a-f]{8} \(a damaged footer\)"),
     ],
 )
 def test_bad_vhd_is_a_clear_error_before_anything_exists(azure_cloud, tmp_path, problem, message):
@@ -628,12 +630,70 @@ def test_bad_vhd_is_a_clear_error_before_anything_exists(azure_cloud, tmp_path, 
         make_vhd(vhd, fixed=False)
     elif problem == "no footer":
         vhd.write_bytes(b"\1" * (2 * 1024 * 1024 + 512))
+    elif problem == "checksum":
+        data = bytearray(make_vhd(vhd).read_bytes())
+        data[-512 + 100] ^= 0xFF
+        vhd.write_bytes(bytes(data))
     else:
         make_vhd(vhd, size=2 * 1024 * 1024 - 512)
     run = run_for(tmp_path)
     with pytest.raises(ConfigError, match=message):
         create_only(target_for(azure_cloud, str(vhd), blob_endpoint=azure_cloud.blob_endpoint), run)
     assert run.ledger.entries() == []
+
+
+@pytest.mark.parametrize(
+    "problem, message",
+    [
+        (
+            "no footer",
+            r"cookie value in VHD footer indicates that disk 'bad-no footer\.vhd' with blob https://\S+ "
+            r"is not a supported VHD\. Disk is expected to have cookie value 'conectix'\.",
+        ),
+        ("dynamic", r"^Only blobs formatted as VHDs can be imported\.$"),
+        ("odd size", r"has an unsupported virtual size of 2096640 bytes\.  The size must be a whole number \(in MBs\)"),
+        ("checksum", r"^Only blobs formatted as VHDs can be imported\.$"),
+        ("good", None),
+    ],
+)
+def test_fake_makes_images_only_of_fixed_vhds_read_from_the_blob(azure_cloud, image_id, tmp_path, problem, message):
+    """Image creation reads the blob's footer from Azurite (not only that it exists) and answers as Azure does."""
+    from azure.core.exceptions import HttpResponseError
+    from azure.mgmt.compute import models
+
+    vhd = tmp_path / "bad.vhd"
+    if problem == "no footer":
+        vhd.write_bytes(b"\1" * (2 * 1024 * 1024 + 512))
+    else:
+        make_vhd(vhd, fixed=problem != "dynamic", size=2 * 1024 * 1024 - 512 if problem == "odd size" else None)
+    if problem == "checksum":
+        data = bytearray(vhd.read_bytes())
+        data[-512 + 100] ^= 0xFF  # a reserved byte of the footer: only the checksum can tell
+        vhd.write_bytes(bytes(data))
+    blob = azure_cloud.blobs().get_blob_client(CONTAINER, f"bad-{problem}.vhd")
+    blob.create_page_blob(vhd.stat().st_size)
+    blob.upload_page(vhd.read_bytes()[-512:], offset=vhd.stat().st_size - 512, length=512)
+    image = models.Image(
+        location="westeurope",
+        properties=models.ImageProperties(
+            storage_profile=models.ImageStorageProfile(
+                os_disk=models.ImageOSDisk(os_type="Linux", os_state="Generalized", blob_uri=blob.url)
+            )
+        ),
+    )
+    images = azure_cloud.client("compute").images
+    try:
+        if message is None:
+            made = images.begin_create_or_update(IMAGE_GROUP, "footer-check", image).result()
+            assert made.provisioning_state == "Succeeded"
+            images.begin_delete(IMAGE_GROUP, "footer-check").result()
+            return
+        with pytest.raises(HttpResponseError) as refused:
+            images.begin_create_or_update(IMAGE_GROUP, "footer-check", image)
+        assert (refused.value.status_code, refused.value.error.code) == (400, "InvalidParameter")
+        assert re.search(message, refused.value.error.message), refused.value.error.message
+    finally:
+        blob.delete_blob()
 
 
 # --- failures ------------------------------------------------------------------------------------------

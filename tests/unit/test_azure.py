@@ -75,6 +75,26 @@ def test_vhd_checks(tmp_path: Path):
     raw.write_bytes(b"\1" * (2 * 1024 * 1024 + 512))
     with pytest.raises(ConfigError, match="no VHD footer"):
         azure.check_vhd(raw, "w")
+    damaged = bytearray(good.read_bytes())
+    damaged[-512 + 100] ^= 0xFF  # a reserved byte: only the checksum tells
+    raw.write_bytes(bytes(damaged))
+    with pytest.raises(ConfigError, match=r"raw.vhd has footer checksum 0x[0-9a-f]{8}, not 0x[0-9a-f]{8}"):
+        azure.check_vhd(raw, "w")
+
+
+def test_footer_problem_names_the_kind():
+    from cernvm_fixtures.providers.azure.vhd import footer_problem
+
+    footer = bytearray(512)
+    footer[0:8], footer[60:64], footer[48:56] = b"conectix", (2).to_bytes(4, "big"), (1 << 20).to_bytes(8, "big")
+    footer[64:68] = (~sum(footer) & 0xFFFFFFFF).to_bytes(4, "big")
+    assert footer_problem(bytes(footer), 1 << 20) is None
+    assert footer_problem(bytes(footer), (1 << 20) + 512)[0] == "size"
+    assert footer_problem(b"conectix"[:7], 1 << 20)[0] == "cookie"
+    assert footer_problem(bytes(footer[:60]) + (3).to_bytes(4, "big") + bytes(footer[64:]), 1 << 20) == (
+        "type",
+        "is a dynamic VHD",
+    )
 
 
 def test_pages_skip_empty_512_byte_pages(tmp_path: Path):

@@ -33,33 +33,55 @@ UPLOAD_ATTEMPTS = 5
 """Times an upload continues after an error the SDK's own retries did not cure."""
 
 
+FIXED = 2
+"""The footer's disk type of a fixed-size VHD (3: dynamic, 4: differencing), the only kind Azure takes."""
+MIB = 1024 * 1024
+
+
+def footer_problem(footer: bytes, data_size: int) -> tuple[str, str] | None:
+    """What is wrong with a VHD's last 512 bytes for Azure, given the size of the data before them: None, or (kind,
+    what is wrong as a predicate), kind ``cookie``, ``type``, ``size`` or ``checksum`` (the VHD specification's
+    hard disk footer: cookie ``conectix`` at 0, current size at 48, disk type at 60, checksum at 64: the one's
+    complement of the sum of the footer's other bytes). The one reading of the footer: the provider's check before
+    an upload and the tests' fake ARM's check of the blob an image is made from."""
+    if len(footer) != VHD_FOOTER or footer[:8] != b"conectix":
+        return "cookie", "has no VHD footer ('conectix' in its last 512 bytes)"
+    disk_type = int.from_bytes(footer[60:64], "big")
+    if disk_type != FIXED:
+        return "type", f"is a {'dynamic' if disk_type == 3 else f'type {disk_type}'} VHD"
+    virtual = int.from_bytes(footer[48:56], "big")
+    if virtual != data_size or virtual % MIB:
+        return "size", (
+            f"has virtual size {virtual} bytes, which is not a whole number of MiB matching the {data_size} bytes of "
+            "data"
+        )
+    checksum = int.from_bytes(footer[64:68], "big")
+    computed = ~sum(footer[:64] + footer[68:]) & 0xFFFFFFFF
+    if checksum != computed:
+        return "checksum", f"has footer checksum {checksum:#010x}, not {computed:#010x} (a damaged footer)"
+    return None
+
+
 def check_vhd(path: Path, where: str) -> int:
-    """The size of a fixed-size VHD Azure accepts (footer ``conectix``, whole MiB of data); else a clear error."""
+    """The size of a fixed-size VHD Azure accepts (footer ``conectix``, fixed, whole MiB of data, its checksum
+    right); else a clear error."""
     size = path.stat().st_size
-    if size < VHD_FOOTER + 1024 * 1024:
+    if size < VHD_FOOTER + MIB:
         raise ConfigError(f"{where}: {path} is {size} bytes: too small for a VHD (at least 1 MiB and a footer)")
     with open(path, "rb") as f:
         f.seek(size - VHD_FOOTER)
         footer = f.read(VHD_FOOTER)
-    if footer[:8] != b"conectix":
-        raise ConfigError(
-            f"{where}: {path} has no VHD footer ('conectix' in its last 512 bytes); convert it with "
-            "qemu-img convert -f raw -O vpc -o subformat=fixed,force_size"
-        )
-    disk_type = int.from_bytes(footer[60:64], "big")
-    if disk_type != 2:
-        raise ConfigError(
-            f"{where}: {path} is a {'dynamic' if disk_type == 3 else f'type {disk_type}'} VHD; Azure "
-            "takes fixed-size VHDs only (qemu-img convert -O vpc -o subformat=fixed,force_size)"
-        )
-    virtual = int.from_bytes(footer[48:56], "big")
-    if virtual != size - VHD_FOOTER or virtual % (1024 * 1024):
-        raise ConfigError(
-            f"{where}: {path}: virtual size {virtual} bytes is not a whole number of MiB matching the "
-            f"file ({size - VHD_FOOTER} bytes of data); Azure requires that (qemu-img resize, then "
-            "convert with force_size)"
-        )
-    return size
+    found = footer_problem(footer, size - VHD_FOOTER)
+    if found is None:
+        return size
+    kind, what = found
+    remedy = {
+        "cookie": "convert it with qemu-img convert -f raw -O vpc -o subformat=fixed,force_size",
+        "type": "Azure takes fixed-size VHDs only (qemu-img convert -O vpc -o subformat=fixed,force_size)",
+        "size": "Azure requires that (qemu-img resize, then convert with force_size)",
+        "checksum": "Azure refuses it (convert it again)",
+    }[kind]
+    raise ConfigError(f"{where}: {path} {what}; {remedy}")
 
 
 def written_ranges(blob_client: Any) -> list[tuple[int, int]]:

@@ -167,6 +167,32 @@ def check_ssh_keys(linux: dict[str, Any]) -> None:
             )
 
 
+def check_vhd_blob(url: str, size: int, footer: bytes) -> None:
+    """Refuse to make an image of a blob that is not a fixed, MiB-aligned VHD with a sound footer, with the errors
+    Azure gives (the footer read by the provider's own :func:`footer_problem`, the one reading of it)."""
+    from cernvm_fixtures.providers.azure.vhd import footer_problem
+
+    found = footer_problem(footer, size - len(footer))
+    if found is None:
+        return
+    kind = found[0]
+    name = urllib.parse.unquote(url.split("?")[0].rsplit("/", 1)[-1])
+    if kind == "cookie":
+        message = (
+            f"The specified cookie value in VHD footer indicates that disk '{name}' with blob {url} is not a "
+            "supported VHD. Disk is expected to have cookie value 'conectix'."
+        )
+    elif kind == "size":
+        virtual = int.from_bytes(footer[48:56], "big")
+        message = (
+            f"The VHD {url} has an unsupported virtual size of {virtual} bytes.  The size must be a whole number "
+            "(in MBs)."
+        )
+    else:  # a dynamic or differencing VHD, a damaged footer
+        message = "Only blobs formatted as VHDs can be imported."
+    raise ArmError(400, "InvalidParameter", message, target="disks" if kind == "cookie" else None)
+
+
 def check_priority(rule: dict[str, Any]) -> None:
     """Refuse a security rule whose priority is outside 100..4096, as the Network RP does."""
     priority = (rule.get("properties") or {}).get("priority")
@@ -232,7 +258,8 @@ class Arm(FakeServer):
         boot diagnostics screenshot (a BMP); a test points it at the VM's KVM stand-in."""
         self.faults = Faults()
         self.requests: list[tuple[str, str, Any]] = []
-        self.blob_exists: Callable[[str], bool] | None = None
+        self.blob_footer: Callable[[str], tuple[int, bytes] | None] | None = None
+        """(size, last 512 bytes) of the blob at a URL, None if there is none: read from Azurite by the fixture."""
 
     def handler(self) -> type[FakeHandler]:
         return _Handler
@@ -688,13 +715,15 @@ class _Handler(FakeHandler):
             error = self.check_vm(rid, name, location, props)
         elif type_path == "microsoft.compute/images":
             blob = ((props.get("storageProfile") or {}).get("osDisk") or {}).get("blobUri", "")
-            if not blob or (arm.blob_exists is not None and not arm.blob_exists(blob)):
+            found = arm.blob_footer(blob) if blob and arm.blob_footer is not None else None
+            if found is None:
                 raise ArmError(
                     400,
                     "InvalidParameter",
                     f"The blob {blob or '(none)'} does not exist or is not "
                     "readable (properties.storageProfile.osDisk.blobUri).",
                 )
+            check_vhd_blob(blob, *found)
         elif type_path == "microsoft.network/networkinterfaces":
             for config in props.get("ipConfigurations") or []:
                 cprops = config.setdefault("properties", {})

@@ -91,10 +91,18 @@ class AzureCloud:
         return sorted(b.name for b in found if run is None or (b.metadata or {}).get("cvmfx_run") == run)
 
 
-def _blob_exists(cloud_credential, url: str) -> bool:
+def _blob_footer(cloud_credential, url: str) -> tuple[int, bytes] | None:
+    """(size, last 512 bytes) of the blob at ``url``, None if there is none: what ARM reads to make an image."""
+    from azure.core.exceptions import ResourceNotFoundError
     from azure.storage.blob import BlobClient
 
-    return BlobClient.from_blob_url(url, credential=cloud_credential).exists()
+    blob = BlobClient.from_blob_url(url, credential=cloud_credential)
+    try:
+        size = blob.get_blob_properties().size
+    except ResourceNotFoundError:
+        return None
+    tail = min(size, 512)
+    return size, blob.download_blob(offset=size - tail, length=tail).readall() if tail else b""
 
 
 @pytest.fixture(scope="session")
@@ -129,7 +137,7 @@ def azure_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AzureClo
     roles.roles[CLIENT] = {WRITER}
     cloud = AzureCloud(arm, emulator, secret, env, roles)
     checker = cloud.credential()
-    arm.blob_exists = lambda url: _blob_exists(checker, url)
+    arm.blob_footer = lambda url: _blob_footer(checker, url)
     cloud.blobs().create_container(CONTAINER)
     azure.reset_clients()
     try:
