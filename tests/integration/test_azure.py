@@ -729,7 +729,7 @@ def test_provisioning_failed_stops_readiness_at_once(azure_cloud, image_id, tmp_
     monkeypatch.setattr(Run, "name", lambda self, target: f"cvmfx-{self.id}-{target}-fail")
     run = run_for(tmp_path)
     azure_cloud.arm.faults.fail_provisioning.add(f"cvmfx-{run.id}-azure-fail")
-    with pytest.raises(ReadinessError, match="provisioning failed: OSProvisioningTimedOut"):
+    with pytest.raises(ReadinessError, match="provisioning failed: OSProvisioningTimedOut: .*never reported ready"):
         launch(target_for(azure_cloud, image_id), run)
     assert_nothing_left(azure_cloud, run)
 

@@ -23,6 +23,7 @@ from .clients import (
     client,
     credential,
     entry_data,
+    error_code,
     subscription_id,
 )
 from .destroy import destroy_resource, leftovers
@@ -41,6 +42,14 @@ log = logging.getLogger(__name__)
 CUSTOM_DATA_LIMIT = 65535
 """Bytes of custom data Azure accepts (before base64): the SDK's OSProfile.custom_data says "The maximum length of the
 binary array is 65535 bytes"."""
+PROVISIONING_TIMED_OUT = (
+    " (the guest never reported ready to Azure: CernVM 4 reports it through cloud-init's Azure datasource, which "
+    "cernvm-config enables only when µCernVM found its context on Azure's provisioning ISO, and disables "
+    "walinuxagent; the VM may still be running: its serial log, from boot diagnostics, shows how far it got)"
+)
+"""What OSProvisioningTimedOut means for a CernVM image (Azure gives it 20-40 minutes after the create, Azure/azure-cli
+#6254): what reports ready (cernvm-micro 06context and 13context_epilog, cernvm-config .ucernvm_bootstrap and
+postinstall, branch cernvm-4)."""
 KEPT_FIELDS = (FIELD_PREFIX + "kept", FIELD_PREFIX + "expires")
 """The fields :meth:`AzureMachine.mark_kept` rewrites."""
 
@@ -324,7 +333,8 @@ class AzureMachine(RemoteMachine):
         try:
             poller.result(timeout=0)
         except ERRORS.errors() as e:
-            return PlatformState("Failed", failure=f"provisioning failed: {ERRORS.message(e)}")
+            why = PROVISIONING_TIMED_OUT if error_code(e) == "OSProvisioningTimedOut" else ""
+            return PlatformState("Failed", failure=f"provisioning failed: {ERRORS.message(e)}{why}")
         return PlatformState(str(poller.status()), running=True)
 
     def platform_address(self) -> str:
