@@ -120,6 +120,186 @@ def test_fake_rejects_api_versions_the_sdk_does_not_send(azure_cloud, image_id):
     assert len(violations) == 1 and "api-version '2015-06-15' is not the SDK's" in violations[0], violations
 
 
+VM_BODY = {
+    "location": "westeurope",
+    "properties": {
+        "hardwareProfile": {"vmSize": "Standard_B2s"},
+        "storageProfile": {"osDisk": {"createOption": "FromImage", "caching": "ReadWrite"}},
+        "osProfile": {"computerName": "wire", "adminUsername": "cernvm", "customData": "Y2VybnZt"},
+    },
+}
+RULE = {"protocol": "Tcp", "access": "Allow", "direction": "Inbound", "priority": 100, "destinationPortRange": "22"}
+
+
+def changed(body: dict, path: str, value: object) -> dict:
+    """A deep copy of ``body`` with the dotted ``path`` set to ``value`` (removed where ``value`` is ``...``)."""
+    body = json.loads(json.dumps(body))
+    *parents, last = path.split(".")
+    node = body
+    for key in parents:
+        node = node[key]
+    if value is ...:
+        del node[last]
+    else:
+        node[last] = value
+    return body
+
+
+@pytest.mark.parametrize(
+    "kind, body, message",
+    [
+        ("vm", changed(VM_BODY, "location", ...), "location: required field of VirtualMachine missing"),
+        (
+            "vm",
+            changed(VM_BODY, "properties.storageProfile.osDisk.createOption", ...),
+            "properties.storageProfile.osDisk.createOption: required field of OSDisk missing",
+        ),
+        (
+            "vm",
+            changed(VM_BODY, "properties.storageProfile.osDisk.caching", "Bogus"),
+            r"caching: 'Bogus' is not one of \['None', 'ReadOnly', 'ReadWrite'\] \(CachingTypes\)",
+        ),
+        ("vm", changed(VM_BODY, "id", "/subscriptions/x"), "id: read-only field of VirtualMachine"),
+        *[
+            (
+                "nsg",
+                {"location": "westeurope", "properties": {"securityRules": [{"name": "ssh", "properties": rule}]}},
+                f"securityRules\\[0\\].properties.{missing}: required field of SecurityRulePropertiesFormat missing",
+            )
+            for missing in ("protocol", "access", "direction", "priority")
+            for rule in [{k: v for k, v in RULE.items() if k != missing}]
+        ],
+    ],
+)
+def test_fake_refuses_what_the_sdk_models_forbid(azure_cloud, kind, body, message):
+    from azure.core.exceptions import HttpResponseError
+
+    azure_cloud.client("resource").resource_groups.create_or_update("wire-check", {"location": "westeurope"})
+    try:
+        create = {
+            "vm": azure_cloud.client("compute").virtual_machines.begin_create_or_update,
+            "nsg": azure_cloud.client("network").network_security_groups.begin_create_or_update,
+        }[kind]
+        with pytest.raises(HttpResponseError) as refused:
+            create("wire-check", "refused", body)
+        assert refused.value.status_code == 400 and refused.value.error.code == "InvalidRequestContent"
+        assert re.search(message, refused.value.error.message), refused.value.error.message
+    finally:
+        azure_cloud.client("resource").resource_groups.begin_delete("wire-check").result()
+    violations = list(azure_cloud.arm.violations)
+    azure_cloud.arm.violations.clear()
+    assert len(violations) == 1 and re.search(message, violations[0]), violations
+
+
+@pytest.mark.parametrize(
+    "kind, body, code, target",
+    [
+        ("vm", changed(VM_BODY, "properties.osProfile.customData", "not base64!"), "InvalidParameter", "customData"),
+        (
+            "vm",
+            changed(VM_BODY, "properties.osProfile.customData", base64.b64encode(b"x" * 65536).decode()),
+            "InvalidParameter",
+            "customData",
+        ),
+        *[
+            (
+                "nsg",
+                {
+                    "location": "westeurope",
+                    "properties": {"securityRules": [{"name": "ssh", "properties": {**RULE, "priority": priority}}]},
+                },
+                "SecurityRuleInvalidPriority",
+                None,
+            )
+            for priority in (99, 4097)
+        ],
+    ],
+)
+def test_fake_refuses_what_the_services_refuse(azure_cloud, kind, body, code, target):
+    from azure.core.exceptions import HttpResponseError
+
+    azure_cloud.client("resource").resource_groups.create_or_update("wire-check", {"location": "westeurope"})
+    try:
+        create = {
+            "vm": azure_cloud.client("compute").virtual_machines.begin_create_or_update,
+            "nsg": azure_cloud.client("network").network_security_groups.begin_create_or_update,
+        }[kind]
+        with pytest.raises(HttpResponseError) as refused:
+            create("wire-check", "refused", body)
+        error = refused.value.error
+        assert (refused.value.status_code, error.code, error.target) == (400, code, target), error.message
+    finally:
+        azure_cloud.client("resource").resource_groups.begin_delete("wire-check").result()
+
+
+def admin_key(run: Run) -> str:
+    """The public half of the run's RSA admin key (the private key file in the run directory, 0600)."""
+    from cryptography.hazmat.primitives import serialization
+
+    path = run.directory / "id_rsa"
+    assert path.stat().st_mode & 0o777 == 0o600
+    key = serialization.load_ssh_private_key(path.read_bytes(), None)
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    return f"{public.decode()} cernvm-fixtures-{run.id}"
+
+
+def rsa_bits(line: str) -> int:
+    from cryptography.hazmat.primitives.serialization import load_ssh_public_key
+
+    return load_ssh_public_key(line.encode()).key_size
+
+
+def public_line(key) -> str:
+    from cryptography.hazmat.primitives import serialization
+
+    return key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
+
+
+@pytest.mark.parametrize("kind", ["ed25519", "rsa-1024", "not a key", "ssh2-rsa-2048"])
+def test_fake_takes_only_ssh_rsa_keys_of_2048_bits_or_more(azure_cloud, kind):
+    """The SDK's keyData: "The key needs to be at least 2048-bit and in ssh-rsa format" (an SSH2 block too)."""
+    from azure.core.exceptions import HttpResponseError
+    from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
+    if kind == "ed25519":
+        key = public_line(ed25519.Ed25519PrivateKey.generate())
+    elif kind == "not a key":
+        key = "ssh-rsa AAAAnot-base64"
+    else:
+        key = public_line(rsa.generate_private_key(public_exponent=65537, key_size=int(kind.split("-")[-1])))
+    if kind.startswith("ssh2"):
+        key = "\n".join(
+            ["---- BEGIN SSH2 PUBLIC KEY ----", 'Comment: "test"', key.split()[1], "---- END SSH2 PUBLIC KEY ----"]
+        )
+    linux = {"disablePasswordAuthentication": True, "ssh": {"publicKeys": [{"path": "/k", "keyData": key}]}}
+    body = changed(VM_BODY, "properties.osProfile.linuxConfiguration", linux)
+    body = changed(body, "properties.hardwareProfile.vmSize", "Standard_NC6")  # past the key check: SkuNotAvailable
+    azure_cloud.client("resource").resource_groups.create_or_update("wire-check", {"location": "westeurope"})
+    try:
+        with pytest.raises(HttpResponseError) as refused:
+            azure_cloud.client("compute").virtual_machines.begin_create_or_update("wire-check", "vm", body)
+    finally:
+        azure_cloud.client("resource").resource_groups.begin_delete("wire-check").result()
+    error = refused.value.error
+    if kind.startswith("ssh2"):
+        assert error.code == "SkuNotAvailable", error.message
+        return
+    assert (error.code, error.target) == ("InvalidParameter", "linuxConfiguration.ssh.publicKeys.keyData")
+    assert error.message == "The value of parameter linuxConfiguration.ssh.publicKeys.keyData is invalid."
+
+
+def test_custom_data_beyond_azures_limit_is_refused_before_anything_exists(azure_cloud, image_id, tmp_path):
+    from cernvm_fixtures.context import Context, UserData
+
+    run = run_for(tmp_path)
+    provider = AzureProvider(target_for(azure_cloud, image_id), run)
+    machine = provider.machine(run.name("azure"))
+    big = Context(hostname=machine.name, user_data=UserData(raw="#" * 65536))
+    with pytest.raises(ProviderError, match=r"custom data is \d+ bytes; Azure accepts 65535"):
+        provider.launch(machine, big)
+    assert run.ledger.entries() == []
+
+
 @pytest.mark.parametrize(
     "tags, code",
     [
@@ -146,9 +326,10 @@ def test_responses_deserialize_into_the_sdk_models(azure_cloud, image_id):
     body = json.loads(json.dumps(raw.as_dict() if hasattr(raw, "as_dict") else raw))
     assert wire.model_problems(body, models.Image, request=False) == []
     assert models.Image(body).properties.storage_profile.os_disk.blob_uri.endswith("/existing.vhd")
-    assert wire.model_problems({"properties": {"storageProfile": {"osDisk": {"blobUri": 7}}}}, models.Image) == [
-        "properties.storageProfile.osDisk.blobUri: 7 is not a string"
-    ]
+    disk = {"osType": "Linux", "osState": "Generalized", "blobUri": 7}
+    assert wire.model_problems(
+        {"location": "westeurope", "properties": {"storageProfile": {"osDisk": disk}}}, models.Image
+    ) == ["properties.storageProfile.osDisk.blobUri: 7 is not a string"]
 
 
 # --- lifecycle -----------------------------------------------------------------------------------------
@@ -179,7 +360,10 @@ def test_create_records_first_and_teardown_removes_everything(azure_cloud, image
         assert base64.b64decode(props["osProfile"]["customData"]) == context.render()
         linux = props["osProfile"]["linuxConfiguration"]
         assert linux["disablePasswordAuthentication"] is True and "adminPassword" not in props["osProfile"]
-        assert [k["keyData"] for k in linux["ssh"]["publicKeys"]] == [run.public_key]
+        assert [k["keyData"] for k in linux["ssh"]["publicKeys"]] == [admin_key(run)]
+        assert admin_key(run).startswith("ssh-rsa ") and rsa_bits(admin_key(run)) == 3072
+        assert machine.key_file == run.key_file, "root logs in with the key the custom data's cloud-config carries"
+        assert context.cloud_config()["ssh_authorized_keys"] == [run.public_key]
         assert props["diagnosticsProfile"]["bootDiagnostics"]["enabled"] is True
         assert vm["tags"]["cvmfx-run"] == run.id and vm["tags"]["project"] == "cernvm-fixtures-tests"
         nsg = azure_cloud.arm.get(machine.resources[2].data["id"])
@@ -204,7 +388,7 @@ def test_create_records_first_and_teardown_removes_everything(azure_cloud, image
 def test_vhd_upload_as_page_blob_then_image_then_gone(azure_cloud, tmp_path):
     vhd = make_vhd(tmp_path / "ucernvm-prod.2021.05-1.cernvm.x86_64.vhd")
     run = run_for(tmp_path)
-    machine, _ = create_only(target_for(azure_cloud, str(vhd), blob_endpoint=azure_cloud.azurite.account_url), run)
+    machine, _ = create_only(target_for(azure_cloud, str(vhd), blob_endpoint=azure_cloud.blob_endpoint), run)
     try:
         blob = next(r for r in machine.resources if r.kind == "blob")
         assert blob.data["sent"] == 512 + 1536 + 512, "only the non-empty pages were sent"
@@ -219,11 +403,55 @@ def test_vhd_upload_as_page_blob_then_image_then_gone(azure_cloud, tmp_path):
     assert_nothing_left(azure_cloud, run)
 
 
+@pytest.mark.parametrize("roles", [set(), {"Storage Blob Data Reader"}])
+def test_a_principal_without_the_blob_data_role_fails_before_the_upload_naming_the_role(
+    azure_cloud, tmp_path, monkeypatch, roles
+):
+    """Azure RBAC: a principal with no data role, or a reader's only, gets 403 AuthorizationPermissionMismatch from
+    the blob service; the pre-flight's 512-byte page blob meets it before any page of the VHD is sent."""
+    from ..fakes.azure.fixtures import CLIENT
+
+    monkeypatch.setitem(azure_cloud.roles.roles, CLIENT, roles)
+    vhd = make_vhd(tmp_path / "ucernvm-prod.2021.05-1.cernvm.x86_64.vhd", mark=b"no role")
+    sent: list[str] = []
+    real = azmod.vhd.send_pages
+    monkeypatch.setattr(azmod.vhd, "send_pages", lambda *a, **k: sent.append("pages") or real(*a, **k))
+    run = run_for(tmp_path)
+    message = (
+        r"may not write blobs in container 'cernvm-images' of https://127\.0\.0\.1:\d+/devstoreaccount1 "
+        r"\(HTTP 403 AuthorizationPermissionMismatch\): it needs the role \"Storage Blob Data Contributor\""
+    )
+    with pytest.raises(ProviderError, match=message):
+        create_only(target_for(azure_cloud, str(vhd), blob_endpoint=azure_cloud.blob_endpoint), run)
+    assert sent == [], "nothing of the VHD was sent"
+    assert not [b for b in azure_cloud.blob_names() if "preflight" in b or b.endswith(".vhd") and "no role" in b]
+    assert_nothing_left(azure_cloud, run)
+
+
+def test_the_pre_flight_blob_is_made_and_deleted_before_the_upload(azure_cloud, tmp_path):
+    """With the role, the pre-flight's page blob (512 bytes, recorded first like every upload) is made and deleted
+    before the VHD's blob is created, and neither it nor its ledger entry is left."""
+    vhd = make_vhd(tmp_path / "ucernvm-prod.2021.05-1.cernvm.x86_64.vhd", mark=b"pre-flight")
+    run = run_for(tmp_path)
+    azure_cloud.roles.requests.clear()
+    machine, _ = create_only(target_for(azure_cloud, str(vhd), blob_endpoint=azure_cloud.blob_endpoint), run)
+    try:
+        writes = [(m, p.rsplit("/", 1)[1]) for m, p in azure_cloud.roles.requests if m in ("PUT", "DELETE")]
+        probe = next(name for _, name in writes if name.startswith("preflight-"))
+        upload = next(r for r in machine.resources if r.kind == "blob").data["blob"].rsplit("/", 1)[1]
+        assert writes[:3] == [("PUT", probe), ("DELETE", probe), ("PUT", upload)], writes
+        assert probe.endswith(f"-{machine.name}.vhd") and probe not in "".join(azure_cloud.blob_names())
+        assert [r.kind for r in machine.resources].count("blob") == 1
+    finally:
+        machine.destroy()
+    assert_nothing_left(azure_cloud, run)
+
+
 # --- one upload per content: reuse, resume -----------------------------------------------------------
 
 
 def vhd_target(cloud: AzureCloud, vhd: Path, **options) -> config.Target:
-    return target_for(cloud, str(vhd), blob_endpoint=cloud.azurite.account_url, **options)
+    return target_for(cloud, str(vhd), blob_endpoint=cloud.blob_endpoint, **options)
 
 
 def content_blob(cloud: AzureCloud, path: Path, mark: bytes):
@@ -281,13 +509,15 @@ def test_a_blob_of_the_same_content_is_made_into_an_image_without_uploading(azur
     vhd, blob, digest = content_blob(azure_cloud, tmp_path / "kept.vhd", b"kept blob")
     blob.create_page_blob(vhd.stat().st_size, metadata={"cvmfx_sha256": digest, "cvmfx_complete": "true"})
     blob.upload_page(vhd.read_bytes()[:512], offset=0, length=512)  # what the test reads back below
+    blob.upload_page(vhd.read_bytes()[-512:], offset=vhd.stat().st_size - 512, length=512)  # what ARM reads
     run = run_for(tmp_path)
     try:
         machine, _ = create_only(vhd_target(azure_cloud, vhd), run)
         try:
             assert [r.kind for r in machine.resources if r.kind in ("blob", "image")] == ["image"]
             image = azure_cloud.arm.get(next(r for r in machine.resources if r.kind == "image").data["id"])
-            assert image["properties"]["storageProfile"]["osDisk"]["blobUri"] == blob.url
+            through = blob.url.replace(azure_cloud.azurite.url, azure_cloud.roles.url)  # the provider's endpoint
+            assert image["properties"]["storageProfile"]["osDisk"]["blobUri"] == through
         finally:
             machine.destroy()
         assert blob.exists(), "a blob the run did not make is left alone"
@@ -307,7 +537,7 @@ def test_an_upload_whose_uploader_was_killed_is_continued_where_it_stopped(azure
         run="earlier",
         target="azure",
         data={
-            "account_url": azure_cloud.azurite.account_url,
+            "account_url": azure_cloud.blob_endpoint,
             "container": CONTAINER,
             "blob": blob.blob_name,
             "instance_discovery": False,
@@ -391,6 +621,7 @@ def test_a_blob_of_that_name_with_other_content_is_left_alone(azure_cloud, tmp_p
         ("dynamic", "is a dynamic VHD; Azure takes fixed-size VHDs only"),
         ("no footer", "has no VHD footer"),
         ("odd size", "is not a whole number of MiB"),
+        ("checksum", r"has footer checksum 0x[0-9a-f]{8}, not 0x[0-9a-f]{8} \(a damaged footer\)"),
     ],
 )
 def test_bad_vhd_is_a_clear_error_before_anything_exists(azure_cloud, tmp_path, problem, message):
@@ -399,12 +630,70 @@ def test_bad_vhd_is_a_clear_error_before_anything_exists(azure_cloud, tmp_path, 
         make_vhd(vhd, fixed=False)
     elif problem == "no footer":
         vhd.write_bytes(b"\1" * (2 * 1024 * 1024 + 512))
+    elif problem == "checksum":
+        data = bytearray(make_vhd(vhd).read_bytes())
+        data[-512 + 100] ^= 0xFF
+        vhd.write_bytes(bytes(data))
     else:
         make_vhd(vhd, size=2 * 1024 * 1024 - 512)
     run = run_for(tmp_path)
     with pytest.raises(ConfigError, match=message):
-        create_only(target_for(azure_cloud, str(vhd), blob_endpoint=azure_cloud.azurite.account_url), run)
+        create_only(target_for(azure_cloud, str(vhd), blob_endpoint=azure_cloud.blob_endpoint), run)
     assert run.ledger.entries() == []
+
+
+@pytest.mark.parametrize(
+    "problem, message",
+    [
+        (
+            "no footer",
+            r"cookie value in VHD footer indicates that disk 'bad-no footer\.vhd' with blob https://\S+ "
+            r"is not a supported VHD\. Disk is expected to have cookie value 'conectix'\.",
+        ),
+        ("dynamic", r"^Only blobs formatted as VHDs can be imported\.$"),
+        ("odd size", r"has an unsupported virtual size of 2096640 bytes\.  The size must be a whole number \(in MBs\)"),
+        ("checksum", r"^Only blobs formatted as VHDs can be imported\.$"),
+        ("good", None),
+    ],
+)
+def test_fake_makes_images_only_of_fixed_vhds_read_from_the_blob(azure_cloud, image_id, tmp_path, problem, message):
+    """Image creation reads the blob's footer from Azurite (not only that it exists) and answers as Azure does."""
+    from azure.core.exceptions import HttpResponseError
+    from azure.mgmt.compute import models
+
+    vhd = tmp_path / "bad.vhd"
+    if problem == "no footer":
+        vhd.write_bytes(b"\1" * (2 * 1024 * 1024 + 512))
+    else:
+        make_vhd(vhd, fixed=problem != "dynamic", size=2 * 1024 * 1024 - 512 if problem == "odd size" else None)
+    if problem == "checksum":
+        data = bytearray(vhd.read_bytes())
+        data[-512 + 100] ^= 0xFF  # a reserved byte of the footer: only the checksum can tell
+        vhd.write_bytes(bytes(data))
+    blob = azure_cloud.blobs().get_blob_client(CONTAINER, f"bad-{problem}.vhd")
+    blob.create_page_blob(vhd.stat().st_size)
+    blob.upload_page(vhd.read_bytes()[-512:], offset=vhd.stat().st_size - 512, length=512)
+    image = models.Image(
+        location="westeurope",
+        properties=models.ImageProperties(
+            storage_profile=models.ImageStorageProfile(
+                os_disk=models.ImageOSDisk(os_type="Linux", os_state="Generalized", blob_uri=blob.url)
+            )
+        ),
+    )
+    images = azure_cloud.client("compute").images
+    try:
+        if message is None:
+            made = images.begin_create_or_update(IMAGE_GROUP, "footer-check", image).result()
+            assert made.provisioning_state == "Succeeded"
+            images.begin_delete(IMAGE_GROUP, "footer-check").result()
+            return
+        with pytest.raises(HttpResponseError) as refused:
+            images.begin_create_or_update(IMAGE_GROUP, "footer-check", image)
+        assert (refused.value.status_code, refused.value.error.code) == (400, "InvalidParameter")
+        assert re.search(message, refused.value.error.message), refused.value.error.message
+    finally:
+        blob.delete_blob()
 
 
 # --- failures ------------------------------------------------------------------------------------------
@@ -440,7 +729,7 @@ def test_provisioning_failed_stops_readiness_at_once(azure_cloud, image_id, tmp_
     monkeypatch.setattr(Run, "name", lambda self, target: f"cvmfx-{self.id}-{target}-fail")
     run = run_for(tmp_path)
     azure_cloud.arm.faults.fail_provisioning.add(f"cvmfx-{run.id}-azure-fail")
-    with pytest.raises(ReadinessError, match="provisioning failed: OSProvisioningTimedOut"):
+    with pytest.raises(ReadinessError, match="provisioning failed: OSProvisioningTimedOut: .*never reported ready"):
         launch(target_for(azure_cloud, image_id), run)
     assert_nothing_left(azure_cloud, run)
 

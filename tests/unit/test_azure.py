@@ -75,6 +75,26 @@ def test_vhd_checks(tmp_path: Path):
     raw.write_bytes(b"\1" * (2 * 1024 * 1024 + 512))
     with pytest.raises(ConfigError, match="no VHD footer"):
         azure.check_vhd(raw, "w")
+    damaged = bytearray(good.read_bytes())
+    damaged[-512 + 100] ^= 0xFF  # a reserved byte: only the checksum tells
+    raw.write_bytes(bytes(damaged))
+    with pytest.raises(ConfigError, match=r"raw.vhd has footer checksum 0x[0-9a-f]{8}, not 0x[0-9a-f]{8}"):
+        azure.check_vhd(raw, "w")
+
+
+def test_footer_problem_names_the_kind():
+    from cernvm_fixtures.providers.azure.vhd import footer_problem
+
+    footer = bytearray(512)
+    footer[0:8], footer[60:64], footer[48:56] = b"conectix", (2).to_bytes(4, "big"), (1 << 20).to_bytes(8, "big")
+    footer[64:68] = (~sum(footer) & 0xFFFFFFFF).to_bytes(4, "big")
+    assert footer_problem(bytes(footer), 1 << 20) is None
+    assert footer_problem(bytes(footer), (1 << 20) + 512)[0] == "size"
+    assert footer_problem(b"conectix"[:7], 1 << 20)[0] == "cookie"
+    assert footer_problem(bytes(footer[:60]) + (3).to_bytes(4, "big") + bytes(footer[64:]), 1 << 20) == (
+        "type",
+        "is a dynamic VHD",
+    )
 
 
 def test_pages_skip_empty_512_byte_pages(tmp_path: Path):
@@ -138,6 +158,20 @@ def test_the_certificates_public_key_is_the_vms_key(tmp_path):
     assert expected.startswith("ssh-rsa ")
 
 
+def test_the_runs_admin_key_is_rsa_3072_made_once(tmp_path):
+    from cryptography.hazmat.primitives.serialization import load_ssh_private_key, load_ssh_public_key
+
+    from cernvm_fixtures.providers.azure.options import run_admin_key
+
+    path, line = run_admin_key(tmp_path / "run", "cernvm-fixtures-x")
+    assert path.stat().st_mode & 0o777 == 0o600 and line.startswith("ssh-rsa ") and line.endswith(" cernvm-fixtures-x")
+    assert load_ssh_public_key(line.encode()).key_size == 3072
+    assert load_ssh_private_key(path.read_bytes(), None).public_key().public_numbers() == (
+        load_ssh_public_key(line.encode()).public_numbers()
+    )
+    assert run_admin_key(tmp_path / "run", "cernvm-fixtures-x") == (path, line), "made once, then read"
+
+
 def _other_key(tmp_path: Path) -> Path:
     return make_certificate(tmp_path / "other")[1]
 
@@ -164,13 +198,17 @@ def _encrypted_key(tmp_path: Path) -> Path:
         ("no certificate", "targets.azure.ssh_key: expected no ssh_key without ssh_certificate"),
         ("other key", r"ssh_key: expected the private key .*cert.pem was made from \(their public keys differ\)"),
         ("small key", r"ssh_certificate: expected a certificate of an RSA key of 2048 bits .*\(1024-bit RSA key\)"),
+        (
+            "ed25519 key",
+            r"ssh_certificate: expected .*'at least 2048-bit and in ssh-rsa format' \(Ed25519PublicKey key\)",
+        ),
         ("not a certificate", r"ssh_certificate: expected an X.509 certificate .*openssl req -x509"),
         ("encrypted key", r"ssh_key: expected an unencrypted private key \(.*encrypted is encrypted"),
         ("missing certificate", r"ssh_certificate: expected a readable certificate file \(.*nothing.pem: No such"),
     ],
 )
 def test_certificate_problems_are_clear_config_errors(tmp_path, case, message):
-    cert, key = make_certificate(tmp_path, 1024 if case == "small key" else 2048)
+    cert, key = make_certificate(tmp_path, 1024 if case == "small key" else 2048, ed25519=case == "ed25519 key")
     options = {"ssh_certificate": str(cert), "ssh_key": str(key)}
     if case == "no key":
         del options["ssh_key"]

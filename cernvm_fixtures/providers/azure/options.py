@@ -83,7 +83,8 @@ class AzureOptions(RemoteOptions):
     """Seconds a launch waits for another machine's upload or image of the same VHD before giving up."""
     ssh_certificate: str | None = None
     """An X.509 certificate made from your SSH key, as CernVM's Azure recipe has it (``openssl req -x509 -new
-    -key ~/.ssh/id_rsa -out cert.pem``): the admin user gets the certificate's public key, not the run's."""
+    -key ~/.ssh/id_rsa -out cert.pem``): the admin user gets the certificate's public key (RSA, 2048 bits or more),
+    not the run's own RSA key."""
     ssh_key: str | None = Field(None, validate_default=True)
     """The unencrypted private key ``ssh_certificate`` was made from; the harness logs in with it."""
 
@@ -145,13 +146,48 @@ class AzureOptions(RemoteOptions):
         return value
 
 
+RSA_BITS = 3072
+"""The admin key's size when the run makes one (Azure takes at least 2048; 3072 is ssh-keygen's default)."""
+KEY_RULE = "at least 2048-bit and in ssh-rsa format"
+"""Azure's rule for an admin SSH key, in the words of the SDK's SshPublicKey.key_data docstring."""
+
+
+def run_admin_key(directory: Path, comment: str) -> tuple[Path, str]:
+    """(private key file, OpenSSH public key line) of a run's Azure admin key: RSA of RSA_BITS bits, made once in
+    ``directory`` (0600, first writer wins, as the run's own key), since Azure refuses the run's Ed25519 key."""
+    import os
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    path = directory / "id_rsa"
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if not path.exists():
+        private = rsa.generate_private_key(public_exponent=65537, key_size=RSA_BITS).private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+        )
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(private)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+    key = serialization.load_ssh_private_key(path.read_bytes(), password=None)
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    return path, f"{public.decode()} {comment}"
+
+
 def certificate_public_key(certificate: str, key: str | None = None) -> str:
-    """The OpenSSH public key an X.509 certificate holds (RSA of 2048 bits or more, or Ed25519: what Azure
-    takes), checked against ``key``, the private key it was made from, which the SSH transport must read.
-    Problems are ValueErrors saying what was expected."""
+    """The OpenSSH public key an X.509 certificate holds (RSA of 2048 bits or more: what Azure takes), checked
+    against ``key``, the private key it was made from, which the SSH transport must read. Problems are ValueErrors
+    saying what was expected."""
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+    from cryptography.hazmat.primitives.asymmetric import rsa
 
     cert_path = Path(certificate).expanduser()
     try:
@@ -167,10 +203,8 @@ def certificate_public_key(certificate: str, key: str | None = None) -> str:
         ) from None
     public = cert.public_key()
     held = f"{public.key_size}-bit RSA" if isinstance(public, rsa.RSAPublicKey) else type(public).__name__
-    if not (isinstance(public, rsa.RSAPublicKey) and public.key_size >= 2048) and not isinstance(
-        public, ed25519.Ed25519PublicKey
-    ):
-        raise ValueError(f"a certificate of an RSA key of 2048 bits or more or of an Ed25519 key ({held} key)")
+    if not (isinstance(public, rsa.RSAPublicKey) and public.key_size >= 2048):
+        raise ValueError(f"a certificate of an RSA key of 2048 bits or more: Azure's rule is {KEY_RULE!r} ({held} key)")
     line = public.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
     if key is not None:
         _check_private_key(Path(key).expanduser(), line, cert_path)

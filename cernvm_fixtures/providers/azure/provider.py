@@ -23,12 +23,13 @@ from .clients import (
     client,
     credential,
     entry_data,
+    error_code,
     subscription_id,
 )
 from .destroy import destroy_resource, leftovers
 from .image import IMAGE_ID, VHD, image_from_file
 from .network import create_network, create_nic
-from .options import AzureOptions, certificate_public_key
+from .options import AzureOptions, certificate_public_key, run_admin_key
 from .tags import ARM, CREATION_ORDER, Recorder, arm_id, resource_name, split_id, tag_dict
 from .vhd import check_vhd, tag_blob
 
@@ -39,8 +40,17 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CUSTOM_DATA_LIMIT = 64 * 1024
-"""Bytes of custom data Azure accepts (before base64)."""
+CUSTOM_DATA_LIMIT = 65535
+"""Bytes of custom data Azure accepts (before base64): the SDK's OSProfile.custom_data says "The maximum length of the
+binary array is 65535 bytes"."""
+PROVISIONING_TIMED_OUT = (
+    " (the guest never reported ready to Azure: CernVM 4 reports it through cloud-init's Azure datasource, which "
+    "cernvm-config enables only when µCernVM found its context on Azure's provisioning ISO, and disables "
+    "walinuxagent; the VM may still be running: its serial log, from boot diagnostics, shows how far it got)"
+)
+"""What OSProvisioningTimedOut means for a CernVM image (Azure gives it 20-40 minutes after the create, Azure/azure-cli
+#6254): what reports ready (cernvm-micro 06context and 13context_epilog, cernvm-config .ucernvm_bootstrap and
+postinstall, branch cernvm-4)."""
 KEPT_FIELDS = (FIELD_PREFIX + "kept", FIELD_PREFIX + "expires")
 """The fields :meth:`AzureMachine.mark_kept` rewrites."""
 
@@ -80,10 +90,11 @@ class AzureProvider(Provider[AzureOptions, "AzureMachine"]):
 
     @functools.cached_property
     def public_key(self) -> str:
-        """The admin user's SSH key: the certificate's (``ssh_certificate``), else the run's own."""
+        """The admin user's SSH key: the certificate's (``ssh_certificate``), else the run's RSA admin key (Azure
+        refuses the run's own Ed25519 key: the SDK's keyData wants "at least 2048-bit and in ssh-rsa format")."""
         options = self.options
         if options.ssh_certificate is None:
-            return self.run.public_key
+            return run_admin_key(self.run.directory, f"cernvm-fixtures-{self.run.id}")[1]
         try:
             return certificate_public_key(options.ssh_certificate, options.ssh_key)
         except ValueError as e:  # the files changed since the config was loaded
@@ -299,7 +310,9 @@ class AzureMachine(RemoteMachine):
 
     @property
     def key_file(self) -> Path:
-        """The private key SSH logs in with: ``ssh_key`` (the certificate's), else the run's own."""
+        """The private key SSH logs in with: ``ssh_key`` (the certificate's), else the run's own, whose public key the
+        custom data's cloud-config carries (CernVM's cloud-init installs it for root: ``users: []``, ``disable_root:
+        false``). The run's RSA admin key (``id_rsa`` in the run directory) is the one Azure gives ``admin_user``."""
         return Path(self.options.ssh_key).expanduser() if self.options.ssh_key else self.provider.run.key_file
 
     def record(self, kind: str, **data: Any) -> Resource:
@@ -328,7 +341,8 @@ class AzureMachine(RemoteMachine):
         try:
             poller.result(timeout=0)
         except ERRORS.errors() as e:
-            return PlatformState("Failed", failure=f"provisioning failed: {ERRORS.message(e)}")
+            why = PROVISIONING_TIMED_OUT if error_code(e) == "OSProvisioningTimedOut" else ""
+            return PlatformState("Failed", failure=f"provisioning failed: {ERRORS.message(e)}{why}")
         return PlatformState(str(poller.status()), running=True)
 
     def platform_address(self) -> str:

@@ -30,37 +30,61 @@ BLOB_PREFIX = "cernvm-fixtures/"
 """Uploaded VHDs are named by content: ``cernvm-fixtures/<sha256>.vhd`` in the container."""
 BLOB_NAME = re.compile(re.escape(BLOB_PREFIX) + r"[0-9a-f]{64}\.vhd")
 """The name of every blob cernvm-fixtures uploads."""
+BLOB_WRITER = "Storage Blob Data Contributor"
+"""The Azure built-in role a principal needs to write blobs with an Entra token (RBAC on the data plane)."""
 UPLOAD_ATTEMPTS = 5
 """Times an upload continues after an error the SDK's own retries did not cure."""
 
 
+FIXED = 2
+"""The footer's disk type of a fixed-size VHD (3: dynamic, 4: differencing), the only kind Azure takes."""
+MIB = 1024 * 1024
+
+
+def footer_problem(footer: bytes, data_size: int) -> tuple[str, str] | None:
+    """What is wrong with a VHD's last 512 bytes for Azure, given the size of the data before them: None, or (kind,
+    what is wrong as a predicate), kind ``cookie``, ``type``, ``size`` or ``checksum`` (the VHD specification's
+    hard disk footer: cookie ``conectix`` at 0, current size at 48, disk type at 60, checksum at 64: the one's
+    complement of the sum of the footer's other bytes). The one reading of the footer: the provider's check before
+    an upload and the tests' fake ARM's check of the blob an image is made from."""
+    if len(footer) != VHD_FOOTER or footer[:8] != b"conectix":
+        return "cookie", "has no VHD footer ('conectix' in its last 512 bytes)"
+    disk_type = int.from_bytes(footer[60:64], "big")
+    if disk_type != FIXED:
+        return "type", f"is a {'dynamic' if disk_type == 3 else f'type {disk_type}'} VHD"
+    virtual = int.from_bytes(footer[48:56], "big")
+    if virtual != data_size or virtual % MIB:
+        return "size", (
+            f"has virtual size {virtual} bytes, which is not a whole number of MiB matching the {data_size} bytes of "
+            "data"
+        )
+    checksum = int.from_bytes(footer[64:68], "big")
+    computed = ~sum(footer[:64] + footer[68:]) & 0xFFFFFFFF
+    if checksum != computed:
+        return "checksum", f"has footer checksum {checksum:#010x}, not {computed:#010x} (a damaged footer)"
+    return None
+
+
 def check_vhd(path: Path, where: str) -> int:
-    """The size of a fixed-size VHD Azure accepts (footer ``conectix``, whole MiB of data); else a clear error."""
+    """The size of a fixed-size VHD Azure accepts (footer ``conectix``, fixed, whole MiB of data, its checksum
+    right); else a clear error."""
     size = path.stat().st_size
-    if size < VHD_FOOTER + 1024 * 1024:
+    if size < VHD_FOOTER + MIB:
         raise ConfigError(f"{where}: {path} is {size} bytes: too small for a VHD (at least 1 MiB and a footer)")
     with open(path, "rb") as f:
         f.seek(size - VHD_FOOTER)
         footer = f.read(VHD_FOOTER)
-    if footer[:8] != b"conectix":
-        raise ConfigError(
-            f"{where}: {path} has no VHD footer ('conectix' in its last 512 bytes); convert it with "
-            "qemu-img convert -f raw -O vpc -o subformat=fixed,force_size"
-        )
-    disk_type = int.from_bytes(footer[60:64], "big")
-    if disk_type != 2:
-        raise ConfigError(
-            f"{where}: {path} is a {'dynamic' if disk_type == 3 else f'type {disk_type}'} VHD; Azure "
-            "takes fixed-size VHDs only (qemu-img convert -O vpc -o subformat=fixed,force_size)"
-        )
-    virtual = int.from_bytes(footer[48:56], "big")
-    if virtual != size - VHD_FOOTER or virtual % (1024 * 1024):
-        raise ConfigError(
-            f"{where}: {path}: virtual size {virtual} bytes is not a whole number of MiB matching the "
-            f"file ({size - VHD_FOOTER} bytes of data); Azure requires that (qemu-img resize, then "
-            "convert with force_size)"
-        )
-    return size
+    found = footer_problem(footer, size - VHD_FOOTER)
+    if found is None:
+        return size
+    kind, what = found
+    remedy = {
+        "cookie": "convert it with qemu-img convert -f raw -O vpc -o subformat=fixed,force_size",
+        "type": "Azure takes fixed-size VHDs only (qemu-img convert -O vpc -o subformat=fixed,force_size)",
+        "size": "Azure requires that (qemu-img resize, then convert with force_size)",
+        "checksum": "Azure refuses it (convert it again)",
+    }[kind]
+    raise ConfigError(f"{where}: {path} {what}; {remedy}")
 
 
 def written_ranges(blob_client: Any) -> list[tuple[int, int]]:
@@ -110,7 +134,16 @@ def upload_blob(machine: Recorder, blob_client: Any, account_url: str, path: Pat
     exceptions = azure_module("azure.core.exceptions")
     size = path.stat().st_size
     url = blob_client.url.split("?")[0]
-    props = ERRORS.call(f"read blob {blob_client.blob_name}", blob_client.get_blob_properties, missing_ok=True)
+
+    def read() -> Any:
+        try:
+            return blob_client.get_blob_properties()
+        except exceptions.HttpResponseError as e:
+            if e.status_code == 403:  # no data role at all: even reading is refused
+                raise role_error(machine.name, blob_client.container_name, account_url, e) from None
+            raise
+
+    props = ERRORS.call(f"read blob {blob_client.blob_name}", read, missing_ok=True)
     if props is not None:
         tags = from_metadata(props.metadata or {})
         if tags.get(DIGEST_TAG) != digest or props.size != size or props.blob_type != "PageBlob":
@@ -124,6 +157,7 @@ def upload_blob(machine: Recorder, blob_client: Any, account_url: str, path: Pat
         uploader = decode_fields(tags)
         if uploader is None or uploader.owner.alive():  # an uploader it cannot name may run: assume it does
             return None
+    check_blob_role(machine, blob_client, account_url, digest)
     blob = machine.record(
         "blob", account_url=account_url, container=blob_client.container_name, blob=blob_client.blob_name
     )
@@ -145,6 +179,39 @@ def upload_blob(machine: Recorder, blob_client: Any, account_url: str, path: Pat
     log.info("%s: uploaded %s (%d bytes sent of %d)", machine.name, path.name, sent, size)
     machine.created(blob, sent=sent)
     return url
+
+
+def role_error(name: str, container: str, account_url: str, error: Any) -> ProviderError:
+    """What a 403 from the blob service means for an Entra principal: the data role is missing (Azure RBAC)."""
+    code = getattr(error, "error_code", None) or "AuthorizationPermissionMismatch"
+    return ProviderError(
+        f"{name}: the identity may not write blobs in container {container!r} of {account_url} (HTTP 403 {code}): "
+        f'it needs the role "{BLOB_WRITER}" on that storage account or container (az role assignment create '
+        f'--role "{BLOB_WRITER}" --assignee <principal> --scope <storage account id>); Contributor or Owner on '
+        "the account do not let it read or write blob data"
+    )
+
+
+def check_blob_role(machine: Recorder, blob_client: Any, account_url: str, digest: str) -> None:
+    """Before an upload: create and delete a 512-byte page blob next to it (recorded first, like every upload), so
+    that a principal without a data role on the container fails at once, naming the role, instead of at the first
+    page of a multi-GB upload. Azure answers 403 (AuthorizationPermissionMismatch) to one that has only, e.g.,
+    Contributor on the account: writing blobs with an Entra token needs "Storage Blob Data Contributor"."""
+    exceptions = azure_module("azure.core.exceptions")
+    blob_module = azure_module("azure.storage.blob")
+    container = blob_client.container_name
+    name = f"{BLOB_PREFIX}preflight-{digest[:16]}-{machine.name}.vhd"
+    probe = blob_module.BlobClient(account_url, container, name, credential=blob_client.credential)
+    entry = machine.record("blob", account_url=account_url, container=container, blob=name)
+    try:
+        probe.create_page_blob(PAGE, metadata=blob_metadata(entry, digest))
+    except exceptions.HttpResponseError as e:
+        machine.forget(entry)  # nothing was made
+        if e.status_code == 403:
+            raise role_error(machine.name, container, account_url, e) from None
+        raise ProviderError(f"{machine.name}: blob pre-flight in {container}: {ERRORS.message(e)}") from None
+    ERRORS.call(f"delete blob {name}", probe.delete_blob, missing_ok=True)  # its entry stays if this fails
+    machine.forget(entry)
 
 
 def send_pages(machine: str, blob_client: Any, path: Path, resume: bool) -> int:

@@ -77,9 +77,9 @@ def bitmap(take: Callable[[Path], Path]) -> bytes:
 
 
 class ArmError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, target: str | None = None) -> None:
         super().__init__(f"{code}: {message}")
-        self.status, self.code, self.message = status, code, message
+        self.status, self.code, self.message, self.target = status, code, message, target
 
 
 def check_tags(tags: dict[str, str] | None) -> None:
@@ -115,6 +115,94 @@ def check_tags(tags: dict[str, str] | None) -> None:
                 f"Tag value too large. Following tag value '{value}' "
                 "exceeded the maximum length. Maximum allowed length for tag value - '256' characters.",
             )
+
+
+CUSTOM_DATA_BYTES = 65535
+"""The SDK's OSProfile.custom_data: "The maximum length of the binary array is 65535 bytes" (base64: 87380 characters,
+the number in ARM's message)."""
+KEY_BITS = 2048
+"""The SDK's SshPublicKey.key_data: "The key needs to be at least 2048-bit and in ssh-rsa format"."""
+PRIORITIES = range(100, 4097)
+"""The SDK's SecurityRulePropertiesFormat.priority: "The value can be between 100 and 4096"."""
+
+
+def check_custom_data(value: str | None) -> None:
+    """Refuse custom data as ARM does: not base64, or more than 65535 bytes once decoded."""
+    if value is None:
+        return
+    try:
+        size = len(base64.b64decode(value, validate=True))
+    except (TypeError, ValueError):
+        size = -1
+    if not 0 <= size <= CUSTOM_DATA_BYTES:
+        raise ArmError(
+            400,
+            "InvalidParameter",
+            "Custom data in OSProfile must be in Base64 encoding and with a maximum length of "
+            f"{4 * -(-CUSTOM_DATA_BYTES // 3)} characters.",
+            target="customData",
+        )
+
+
+def check_ssh_keys(linux: dict[str, Any]) -> None:
+    """Refuse an admin SSH key as ARM does: not ssh-rsa (an OpenSSH line or an SSH2 block), or under 2048 bits."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.hazmat.primitives.serialization import load_ssh_public_key
+
+    for key in ((linux.get("ssh") or {}).get("publicKeys")) or []:
+        data = (key.get("keyData") or "").strip()
+        if data.startswith("---- BEGIN SSH2 PUBLIC KEY ----"):  # RFC 4716, which Azure takes too
+            lines = [line for line in data.splitlines()[1:-1] if ":" not in line and not line.startswith(" ")]
+            data = "ssh-rsa " + "".join(lines)
+        try:
+            public = load_ssh_public_key(data.encode()) if data.startswith("ssh-rsa ") else None
+        except (ValueError, TypeError):  # cryptography's refusals of a malformed key
+            public = None
+        if not isinstance(public, rsa.RSAPublicKey) or public.key_size < KEY_BITS:
+            raise ArmError(
+                400,
+                "InvalidParameter",
+                "The value of parameter linuxConfiguration.ssh.publicKeys.keyData is invalid.",
+                target="linuxConfiguration.ssh.publicKeys.keyData",
+            )
+
+
+def check_vhd_blob(url: str, size: int, footer: bytes) -> None:
+    """Refuse to make an image of a blob that is not a fixed, MiB-aligned VHD with a sound footer, with the errors
+    Azure gives (the footer read by the provider's own :func:`footer_problem`, the one reading of it)."""
+    from cernvm_fixtures.providers.azure.vhd import footer_problem
+
+    found = footer_problem(footer, size - len(footer))
+    if found is None:
+        return
+    kind = found[0]
+    name = urllib.parse.unquote(url.split("?")[0].rsplit("/", 1)[-1])
+    if kind == "cookie":
+        message = (
+            f"The specified cookie value in VHD footer indicates that disk '{name}' with blob {url} is not a "
+            "supported VHD. Disk is expected to have cookie value 'conectix'."
+        )
+    elif kind == "size":
+        virtual = int.from_bytes(footer[48:56], "big")
+        message = (
+            f"The VHD {url} has an unsupported virtual size of {virtual} bytes.  The size must be a whole number "
+            "(in MBs)."
+        )
+    else:  # a dynamic or differencing VHD, a damaged footer
+        message = "Only blobs formatted as VHDs can be imported."
+    raise ArmError(400, "InvalidParameter", message, target="disks" if kind == "cookie" else None)
+
+
+def check_priority(rule: dict[str, Any]) -> None:
+    """Refuse a security rule whose priority is outside 100..4096, as the Network RP does."""
+    priority = (rule.get("properties") or {}).get("priority")
+    if priority not in PRIORITIES:
+        raise ArmError(
+            400,
+            "SecurityRuleInvalidPriority",
+            f"Security rule {rule.get('name')} has invalid Priority. Value provided: {priority} "
+            f"Allowed range {PRIORITIES.start}-{PRIORITIES.stop - 1}.",
+        )
 
 
 @dataclass
@@ -170,7 +258,8 @@ class Arm(FakeServer):
         boot diagnostics screenshot (a BMP); a test points it at the VM's KVM stand-in."""
         self.faults = Faults()
         self.requests: list[tuple[str, str, Any]] = []
-        self.blob_exists: Callable[[str], bool] | None = None
+        self.blob_footer: Callable[[str], tuple[int, bytes] | None] | None = None
+        """(size, last 512 bytes) of the blob at a URL, None if there is none: read from Azurite by the fixture."""
 
     def handler(self) -> type[FakeHandler]:
         return _Handler
@@ -256,7 +345,7 @@ class _Handler(FakeHandler):
         try:
             self.route(self.command, parsed.path, query, raw)
         except ArmError as e:
-            body = {"error": {"code": e.code, "message": e.message}}
+            body = {"error": {"code": e.code, "message": e.message, **({"target": e.target} if e.target else {})}}
             if e.code.startswith("invalid_"):
                 body = {"error": e.code, "error_description": e.message}
             self.send(e.status, body)
@@ -325,7 +414,7 @@ class _Handler(FakeHandler):
         if lrest[:1] == ["providers"] and len(rest) >= 5 and lrest[2] == "locations" and lrest[4] == "operations":
             return self.operation_status(rest[5] if len(rest) > 5 else "")
         if lrest == ["providers", "microsoft.compute", "skus"]:
-            self.check_version("Microsoft.Compute", query)
+            self.check_version("Microsoft.Compute", query, "microsoft.compute/skus")
             return self.send(200, {"value": self.skus(query.get("$filter", ""))})
         if lrest == ["resources"]:
             self.check_version("Microsoft.Resources", query)
@@ -346,9 +435,11 @@ class _Handler(FakeHandler):
 
     # -- helpers
 
-    def check_version(self, namespace: str, query: dict[str, str]) -> str:
+    def check_version(self, namespace: str, query: dict[str, str], type_path: str | None = None) -> str:
+        """The request's api-version, which must be one the installed SDK sends for that resource type (its models
+        are of that version), else ARM's NoRegisteredProviderFound."""
         version = query.get("api-version")
-        known = wire.api_versions(namespace)
+        known = wire.type_versions(namespace).get(type_path or "") or wire.api_versions(namespace)
         if version not in known:
             self.arm.violations.append(f"{self.command} {self.path}: api-version {version!r} is not the SDK's")
             raise ArmError(
@@ -545,7 +636,7 @@ class _Handler(FakeHandler):
         if type_path not in TYPES:
             raise ArmError(400, "InvalidResourceType", f"The resource type '{type_path}' could not be found.")
         ns, model_name, _ = TYPES[type_path]
-        version = self.check_version(ns, query)
+        version = self.check_version(ns, query, type_path)
         cls = wire.model(ns, model_name)
         base = f"/subscriptions/{sub}/resourceGroups/{arm.groups[group.lower()]['name']}/providers/{ns}"
         if len(kinds) % 2 == 1:  # a collection
@@ -624,13 +715,15 @@ class _Handler(FakeHandler):
             error = self.check_vm(rid, name, location, props)
         elif type_path == "microsoft.compute/images":
             blob = ((props.get("storageProfile") or {}).get("osDisk") or {}).get("blobUri", "")
-            if not blob or (arm.blob_exists is not None and not arm.blob_exists(blob)):
+            found = arm.blob_footer(blob) if blob and arm.blob_footer is not None else None
+            if found is None:
                 raise ArmError(
                     400,
                     "InvalidParameter",
                     f"The blob {blob or '(none)'} does not exist or is not "
                     "readable (properties.storageProfile.osDisk.blobUri).",
                 )
+            check_vhd_blob(blob, *found)
         elif type_path == "microsoft.network/networkinterfaces":
             for config in props.get("ipConfigurations") or []:
                 cprops = config.setdefault("properties", {})
@@ -647,6 +740,7 @@ class _Handler(FakeHandler):
             props["ipAddress"] = f"203.0.113.{secrets.randbelow(250) + 2}"
         elif type_path == "microsoft.network/networksecuritygroups":
             for rule in props.get("securityRules") or []:
+                check_priority(rule)
                 rule["id"] = f"{rid}/securityRules/{rule.get('name')}"
                 rule.setdefault("properties", {})["provisioningState"] = "Succeeded"
         elif type_path == "microsoft.network/virtualnetworks":
@@ -657,7 +751,9 @@ class _Handler(FakeHandler):
         item = {**body, "id": rid, "name": name, "type": f"{ns}/{'/'.join(kinds[0::2])}", "location": location}
         if type_path.endswith("/subnets"):
             item.pop("location")
-        props["provisioningState"] = "Creating" if existing is None else "Updating"
+        # Compute says Creating; Microsoft.Network's ProvisioningState has no such value: it says Updating
+        creating = "Creating" if ns == "Microsoft.Compute" and existing is None else "Updating"
+        props["provisioningState"] = creating
         arm.resources[rid.lower()] = item
         if type_path == "microsoft.network/virtualnetworks":
             for subnet in props.get("subnets") or []:
@@ -674,6 +770,8 @@ class _Handler(FakeHandler):
 
     def check_vm(self, rid: str, name: str, location: str, props: dict[str, Any]) -> dict[str, str] | None:
         arm = self.arm
+        check_custom_data((props.get("osProfile") or {}).get("customData"))  # the request's parameters first
+        check_ssh_keys((props.get("osProfile") or {}).get("linuxConfiguration") or {})
         size = (props.get("hardwareProfile") or {}).get("vmSize")
         if size not in arm.faults.skus:
             raise ArmError(
@@ -828,7 +926,7 @@ class _Handler(FakeHandler):
 
     def vm_action(self, sub: str, group: str, namespace: str, name: str, action: str, query: dict[str, str]) -> None:
         arm = self.arm
-        self.check_version("Microsoft.Compute", query)
+        self.check_version("Microsoft.Compute", query, f"microsoft.compute/virtualmachines/{action.lower()}")
         rid = f"/subscriptions/{sub}/resourceGroups/{group}/providers/Microsoft.Compute/virtualMachines/{name}"
         vm = arm.get(rid)
         if vm is None:

@@ -7,6 +7,7 @@ A pytest plugin (the root conftest declares it).
 from __future__ import annotations
 
 import secrets
+import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 
 from . import azurite as azurite_mod
 from .arm import Arm
+from .rbac import WRITER, BlobRoles
 
 SUBSCRIPTION = "00000000-0000-4000-8000-00000000c0de"
 TENANT = "11111111-1111-4111-8111-11111111c0de"
@@ -39,10 +41,19 @@ class AzureCloud:
     azurite: azurite_mod.Azurite
     secret: str
     env: dict[str, str]
+    roles: BlobRoles | None = None
+    """Azure RBAC's data-plane check in front of Azurite; the tests' principal holds Storage Blob Data Contributor."""
 
     @property
     def url(self) -> str:
         return self.arm.url
+
+    @property
+    def blob_endpoint(self) -> str:
+        """The blob service the provider is given: Azurite behind the role check (the tests' own ``blobs()`` reach
+        Azurite directly)."""
+        assert self.roles is not None
+        return f"{self.roles.url}/{azurite_mod.ACCOUNT}"
 
     def credential(self):
         from azure.identity import ClientSecretCredential
@@ -80,10 +91,18 @@ class AzureCloud:
         return sorted(b.name for b in found if run is None or (b.metadata or {}).get("cvmfx_run") == run)
 
 
-def _blob_exists(cloud_credential, url: str) -> bool:
+def _blob_footer(cloud_credential, url: str) -> tuple[int, bytes] | None:
+    """(size, last 512 bytes) of the blob at ``url``, None if there is none: what ARM reads to make an image."""
+    from azure.core.exceptions import ResourceNotFoundError
     from azure.storage.blob import BlobClient
 
-    return BlobClient.from_blob_url(url, credential=cloud_credential).exists()
+    blob = BlobClient.from_blob_url(url, credential=cloud_credential)
+    try:
+        size = blob.get_blob_properties().size
+    except ResourceNotFoundError:
+        return None
+    tail = min(size, 512)
+    return size, blob.download_blob(offset=size - tail, length=tail).readall() if tail else b""
 
 
 @pytest.fixture(scope="session")
@@ -113,14 +132,18 @@ def azure_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AzureClo
         arm.stop()
         patch.undo()
         pytest.fail(str(e))
-    cloud = AzureCloud(arm, emulator, secret, env)
+    trusted = ssl.create_default_context(cafile=str(arm.ca_file))
+    roles = BlobRoles(emulator.url, trusted, arm.context).start()
+    roles.roles[CLIENT] = {WRITER}
+    cloud = AzureCloud(arm, emulator, secret, env, roles)
     checker = cloud.credential()
-    arm.blob_exists = lambda url: _blob_exists(checker, url)
+    arm.blob_footer = lambda url: _blob_footer(checker, url)
     cloud.blobs().create_container(CONTAINER)
     azure.reset_clients()
     try:
         yield cloud
     finally:
+        roles.stop()
         emulator.stop()
         arm.stop()
         patch.undo()

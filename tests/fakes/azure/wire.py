@@ -1,10 +1,19 @@
 """The Azure SDK's own models as the definition of ARM's wire format: strict checks of request and response bodies.
 
 The azure-mgmt-* packages generate one model class per ARM schema (``rest_field`` names are the wire
-names, annotations the types). ``problems`` walks a JSON body against such a class and lists every
-field the schema does not know (e.g. ``admin_username`` where the wire says ``adminUsername``: what
-a plain dict passed where a model is expected produces), every mistyped value and every missing
-required field. Real ARM ignores some unknown fields; this fake refuses them, on purpose.
+names, annotations the types, ``visibility`` what a request may carry). ``problems`` walks a JSON body against
+such a class and lists every field the schema does not know (e.g. ``admin_username`` where the wire says
+``adminUsername``: what a plain dict passed where a model is expected produces), every mistyped value, every
+required field missing (annotated without ``Optional``, as the SDK's constructors require it), every value outside
+the SDK's enum class where the annotation names one (``Union[str, CachingTypes]``: closed here, as the services
+refuse an unknown ``caching``), and in a request every read-only field (visibility ``["read"]`` only).
+
+Stricter than ARM on purpose: real ARM ignores some unknown fields and many services ignore read-only ones in a PUT
+(Microsoft's own traffic validator, oav, flags them: READONLY_PROPERTY_NOT_ALLOWED_IN_REQUEST); a client that sends
+either has mistaken the schema.
+
+The azure-mgmt-* packages ship one model set each; each resource type's operations send one api-version
+(:func:`type_versions`), so the models are those of that api-version and a request at another is refused.
 """
 
 from __future__ import annotations
@@ -35,6 +44,22 @@ def api_versions(namespace: str) -> frozenset[str]:
     return frozenset(re.findall(r'"api-version", "([0-9]{4}-[0-9]{2}-[0-9]{2}(?:-preview)?)"', text))
 
 
+@functools.cache
+def type_versions(namespace: str) -> dict[str, frozenset[str]]:
+    """Resource type path (``microsoft.compute/virtualmachines``, lowercase) -> the api-versions the installed SDK's
+    operations on it send: read from each generated request builder's URL template and api-version default."""
+    package = importlib.import_module(PACKAGES[namespace])
+    text = "".join(p.read_text() for p in (Path(package.__file__).parent / "operations").glob("*.py"))
+    found: dict[str, set[str]] = {}
+    for builder in re.split(r"\ndef build_", text)[1:]:
+        version = re.search(r'"api-version", "([0-9]{4}-[0-9]{2}-[0-9]{2}(?:-preview)?)"', builder)
+        url = re.search(r'_url = "[^"]*/providers/(Microsoft\.[A-Za-z]+)/([^"]*)"', builder)
+        if version and url:
+            kinds = [s for s in url[2].split("/") if s and not s.startswith("{")]
+            found.setdefault(f"{url[1]}/{'/'.join(kinds)}".lower(), set()).add(version[1])
+    return {k: frozenset(v) for k, v in found.items()}
+
+
 def model(namespace: str, name: str) -> type:
     return getattr(importlib.import_module(PACKAGES[namespace] + ".models"), name)
 
@@ -56,6 +81,47 @@ def fields(cls: type) -> dict[str, tuple[Any, list[str] | None]]:
     return found
 
 
+@functools.cache
+def source(module: str) -> str:
+    """The text of a generated models module (read once: ``inspect.getsource`` parses the whole of it per class)."""
+    return Path(str(importlib.import_module(module).__file__)).read_text()
+
+
+def class_source(cls: type) -> str:
+    """The text of one generated model class: from its ``class`` line to the next top-level statement."""
+    text = source(cls.__module__)
+    start = text.index(f"\nclass {cls.__name__}(")
+    end = re.compile(r"\n(?=\S)").search(text, start + 1)
+    return text[start : end.start() if end else len(text)]
+
+
+@functools.cache
+def open_enums(cls: type) -> frozenset[str]:
+    """Wire names of ``cls``'s enum fields the SDK documents as not closed: its docstring says "The enum data type is
+    currently deprecated" (``HardwareProfile.vmSize``: Azure has sizes its VirtualMachineSizeTypes never listed)."""
+    found = set()
+    for klass in cls.__mro__:
+        if klass.__module__ != cls.__module__:
+            continue
+        pattern = r'\n    (\w+): [^\n]*= rest_field\([^)]*\)\n    """(.*?)"""'
+        for attr, doc in re.findall(pattern, class_source(klass), re.S):
+            if "enum data type is currently deprecated" in " ".join(doc.split()):
+                rest = vars(klass).get(attr)
+                found.add(getattr(rest, "_rest_name_input", None) or attr)
+    return frozenset(found)
+
+
+def optional(annotation: Any) -> bool:
+    """Whether the SDK annotates a field as ``Optional`` (else its constructor requires it: a required field)."""
+    union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+    return union and type(None) in typing.get_args(annotation)
+
+
+def read_only(visibility: list[str] | None) -> bool:
+    """Whether a field's visibility is ``["read"]`` alone: the service sets it, a request never carries it."""
+    return visibility == ["read"]
+
+
 def snake(name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
@@ -71,6 +137,9 @@ def problems(value: Any, annotation: Any, path: str = "", *, request: bool = Tru
         if value is None and type(None) in args:
             return []
         options = [a for a in args if a is not type(None)]
+        closed = [a for a in options if isinstance(a, type) and issubclass(a, enum.Enum)]
+        if closed and str in options:  # the SDK's "str or SomeEnum": the enum's known values are the valid ones
+            return problems(value, closed[0], path, request=request)
         found = [problems(value, a, path, request=request) for a in options]
         if any(not p for p in found):
             return []
@@ -90,7 +159,8 @@ def problems(value: Any, annotation: Any, path: str = "", *, request: bool = Tru
     if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
         known = {str(m.value).lower() for m in annotation}
         ok = isinstance(value, str) and value.lower() in known
-        return [] if ok else [f"{where}: {value!r} is not one of {sorted(m.value for m in annotation)}"]
+        valid = sorted(m.value for m in annotation)
+        return [] if ok else [f"{where}: {value!r} is not one of {valid} ({annotation.__name__})"]
     if annotation is bool:
         return [] if isinstance(value, bool) else [f"{where}: {value!r} is not a boolean"]
     if annotation is int:
@@ -139,14 +209,23 @@ def model_problems(value: Any, cls: type, path: str = "", *, request: bool = Tru
                 break
     known = fields(cls)
     found = []
+    prefix = path + "." if path else ""
     for key, item in value.items():
         if key not in known:
             camel = {snake(k): k for k in known}.get(key)
             hint = f" (the wire name is {camel!r}: a snake_case dict was sent where a model belongs)" if camel else ""
-            found.append(f"{path + '.' if path else ''}{key}: unknown field of {cls.__name__}{hint}")
+            found.append(f"{prefix}{key}: unknown field of {cls.__name__}{hint}")
             continue
-        annotation, _visibility = known[key]
-        found.extend(problems(item, annotation, f"{path + '.' if path else ''}{key}", request=request))
+        annotation, visibility = known[key]
+        if request and read_only(visibility):
+            found.append(f"{prefix}{key}: read-only field of {cls.__name__} (set by the service, never sent)")
+            continue
+        if key in open_enums(cls):
+            annotation = str | None
+        found.extend(problems(item, annotation, f"{prefix}{key}", request=request))
+    for key, (annotation, visibility) in known.items():
+        if key not in value and not optional(annotation) and not (request and read_only(visibility)):
+            found.append(f"{prefix}{key}: required field of {cls.__name__} missing")
     return found
 
 
