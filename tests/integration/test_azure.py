@@ -507,7 +507,8 @@ def test_fake_refuses_an_image_delete_only_while_a_vm_is_provisioned_from_it(azu
 
 def test_a_blob_of_the_same_content_is_made_into_an_image_without_uploading(azure_cloud, tmp_path):
     vhd, blob, digest = content_blob(azure_cloud, tmp_path / "kept.vhd", b"kept blob")
-    blob.create_page_blob(vhd.stat().st_size, metadata={"cvmfx_sha256": digest, "cvmfx_complete": "true"})
+    earlier = Resource(provider="azure", kind="blob", name="cvmfx-earlier", run="earlier", target="azure")
+    blob.create_page_blob(vhd.stat().st_size, metadata=azmod.blob_metadata(earlier, digest, complete=True))
     blob.upload_page(vhd.read_bytes()[:512], offset=0, length=512)  # what the test reads back below
     blob.upload_page(vhd.read_bytes()[-512:], offset=vhd.stat().st_size - 512, length=512)  # what ARM reads
     run = run_for(tmp_path)
@@ -599,6 +600,88 @@ def test_an_upload_another_live_machine_is_making_is_waited_for_then_a_clear_err
         assert blob.get_blob_properties().metadata == metadata, "the live uploader's blob was taken over"
     finally:
         blob.delete_blob()
+    assert_nothing_left(azure_cloud, run)
+
+
+def test_a_planted_blob_named_by_the_content_is_not_trusted(azure_cloud, tmp_path):
+    """Issue 26.4: the blob's name and digest are public; a complete-looking blob without this key's mark (planted,
+    or whose "owner" looks dead) is neither reused nor taken over: a clear error, nothing created."""
+    vhd, blob, digest = content_blob(azure_cloud, tmp_path / "planted.vhd", b"planted")
+    blob.create_page_blob(vhd.stat().st_size, metadata={"cvmfx_sha256": digest, "cvmfx_complete": "true"})
+    run = run_for(tmp_path)
+    try:
+        with pytest.raises(ProviderError, match="no mark of this key: .* pages are not trusted; it was left alone"):
+            create_only(vhd_target(azure_cloud, vhd), run)
+        assert blob.get_blob_properties().metadata["cvmfx_complete"] == "true", "left alone"
+    finally:
+        blob.delete_blob()
+    assert_nothing_left(azure_cloud, run)
+
+
+def test_a_silent_upload_of_another_machine_is_taken_over_and_verified(azure_cloud, tmp_path, monkeypatch):
+    """Issue 26.4: an uploader on another machine cannot be asked whether it lives; one whose blob has had no page
+    written for UPLOAD_STALE is taken over (instead of waiting share_timeout and failing), and what it wrote is
+    read back and checked against the content's digest before the blob is used."""
+    from cernvm_fixtures.providers.azure import vhd as vhd_module
+
+    vhd, blob, digest = content_blob(azure_cloud, tmp_path / "silent.vhd", b"silent")
+    elsewhere = Resource(
+        provider="azure",
+        kind="blob",
+        name="cvmfx-elsewhere",
+        run="elsewhere",
+        target="azure",
+        owner=Owner("another-host", 4242, "1", "another-machine-id"),
+    )
+    blob.create_page_blob(vhd.stat().st_size, metadata=azmod.blob_metadata(elsewhere, digest))
+    blob.upload_page(b"\xff" * 512, offset=0, length=512)  # what it wrote is not the file's first page
+    monkeypatch.setattr(vhd_module, "UPLOAD_STALE", 0.0)
+    run = run_for(tmp_path)
+    with pytest.raises(ProviderError, match="reads back as sha256 .* pages the earlier uploader wrote differ"):
+        create_only(vhd_target(azure_cloud, vhd), run)
+    assert not blob.exists(), "the taken-over blob that failed its check was removed, never made into an image"
+    blob.create_page_blob(vhd.stat().st_size, metadata=azmod.blob_metadata(elsewhere, digest))
+    blob.upload_page(vhd.read_bytes()[:512], offset=0, length=512)  # now what it wrote is right
+    machine, _ = create_only(vhd_target(azure_cloud, vhd), run)
+    try:
+        assert blob.get_blob_properties().metadata["cvmfx_complete"] == "true"
+    finally:
+        machine.destroy()
+    assert_nothing_left(azure_cloud, run)
+
+
+def test_an_image_tagged_with_the_digest_but_not_marked_is_not_booted(azure_cloud, tmp_path):
+    """Issue 26.4: the digest tag is public; an image in the subscription carrying it without this key's mark is
+    passed over, and the run makes its own image."""
+    from azure.mgmt.compute import models
+
+    vhd, blob, digest = content_blob(azure_cloud, tmp_path / "tagged.vhd", b"tagged")
+    theirs = azure_cloud.blobs().get_blob_client(CONTAINER, "theirs.vhd")
+    theirs.create_page_blob(vhd.stat().st_size)
+    theirs.upload_page(vhd.read_bytes()[-512:], offset=vhd.stat().st_size - 512, length=512)
+    azure_cloud.client("resource").resource_groups.create_or_update("their-images", {"location": "westeurope"})
+    image = models.Image(
+        location="westeurope",
+        tags={"cvmfx-sha256": digest},
+        properties=models.ImageProperties(
+            storage_profile=models.ImageStorageProfile(
+                os_disk=models.ImageOSDisk(os_type="Linux", os_state="Generalized", blob_uri=theirs.url)
+            )
+        ),
+    )
+    azure_cloud.client("compute").images.begin_create_or_update("their-images", "their-image", image).result()
+    run = run_for(tmp_path)
+    machine = None
+    try:
+        machine, _ = create_only(vhd_target(azure_cloud, vhd), run)
+        vm = azure_cloud.arm.get(next(r for r in machine.resources if r.kind == "vm").data["id"])
+        assert "their-image" not in vm["properties"]["storageProfile"]["imageReference"]["id"]
+        assert [r.kind for r in machine.resources if r.kind == "image"] == ["image"], "its own image"
+    finally:
+        if machine is not None:
+            machine.destroy()
+        azure_cloud.client("resource").resource_groups.begin_delete("their-images").result()
+        theirs.delete_blob()
     assert_nothing_left(azure_cloud, run)
 
 

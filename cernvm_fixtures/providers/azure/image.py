@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ...images import Accepts
-from ..kit import wait_until
+from ..kit import decode_fields, wait_until
 from .clients import ERRORS, azure_module, blob_service, create_recorded
 from .options import AzureOptions
 from .tags import ARM, DIGEST_TAG, Recorder, split_id
@@ -44,6 +44,9 @@ def find_image(resources: Any, images: Any, digest: str, location: str) -> tuple
     best: tuple[str, str | None] = ("", None)
     for item in ERRORS.call("list images by content", lambda: list(resources.list(filter=ours))):
         if (item.type or "").lower() != ARM["image"].type.lower() or item.location != location:
+            continue
+        if decode_fields(item.tags or {}) is None:  # the digest tag is public: anyone may set it on their image
+            log.info("image %s carries the content's digest but no mark of this key: not reused", item.id)
             continue
         found = ERRORS.call(f"get image {item.name}", images.get, *split_id(item.id), missing_ok=True)
         state = getattr(found, "provisioning_state", None)

@@ -7,8 +7,10 @@ Functions take a blob client and the machine's :class:`~.tags.Recorder`, never t
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -28,10 +30,13 @@ CHUNK = 4 * 1024 * 1024
 """Largest page range one Put Page call may write."""
 BLOB_PREFIX = "cernvm-fixtures/"
 """Uploaded VHDs are named by content: ``cernvm-fixtures/<sha256>.vhd`` in the container."""
-BLOB_NAME = re.compile(re.escape(BLOB_PREFIX) + r"[0-9a-f]{64}\.vhd")
+BLOB_NAME = re.compile(re.escape(BLOB_PREFIX) + r"([0-9a-f]{64}|preflight-[0-9a-f]{16}-[a-z0-9-]+)\.vhd")
 """The name of every blob cernvm-fixtures uploads."""
 BLOB_WRITER = "Storage Blob Data Contributor"
 """The Azure built-in role a principal needs to write blobs with an Entra token (RBAC on the data plane)."""
+UPLOAD_STALE = 900.0
+"""Seconds without a page written after which an unfinished upload's uploader counts as gone, wherever it ran (on
+another machine its process cannot be asked): every page written moves the blob's Last-Modified."""
 UPLOAD_ATTEMPTS = 5
 """Times an upload continues after an error the SDK's own retries did not cure."""
 
@@ -151,11 +156,19 @@ def upload_blob(machine: Recorder, blob_client: Any, account_url: str, path: Pat
                 f"{machine.name}: blob {blob_client.blob_name} exists but does not hold {path.name} "
                 f"(sha256 {tags.get(DIGEST_TAG)}, {props.size} bytes); it was left alone"
             )
+        uploader = decode_fields(tags)
+        if uploader is None:
+            raise ProviderError(
+                f"{machine.name}: blob {blob_client.blob_name} has the name and digest of {path.name}'s upload but "
+                "no mark of this key: cernvm-fixtures with this key did not upload it (or it was planted), so its "
+                "pages are not trusted; it was left alone (delete it, or set CERNVM_FIXTURES_MARK_KEY to the key "
+                "that uploaded it)"
+            )
         if tags.get(COMPLETE_TAG) == "true":
             log.info("%s: reusing blob %s (same content as %s)", machine.name, blob_client.blob_name, path.name)
             return url
-        uploader = decode_fields(tags)
-        if uploader is None or uploader.owner.alive():  # an uploader it cannot name may run: assume it does
+        idle = time.time() - props.last_modified.timestamp() if props.last_modified else 0.0
+        if uploader.owner.alive() and idle < UPLOAD_STALE:  # on another machine, only its silence tells
             return None
     check_blob_role(machine, blob_client, account_url, digest)
     blob = machine.record(
@@ -175,10 +188,26 @@ def upload_blob(machine: Recorder, blob_client: Any, account_url: str, path: Pat
         raise ProviderError(f"create page blob {blob_client.blob_name}: {ERRORS.message(e)}") from None
     machine.created(blob, url=url)
     sent = send_pages(machine.name, blob_client, path, resume=props is not None)
+    if props is not None:  # pages another uploader wrote: trusted only once the whole blob has the content's digest
+        verify_blob(machine.name, blob_client, digest)
     ERRORS.call("mark the upload complete", blob_client.set_blob_metadata, blob_metadata(blob, digest, complete=True))
     log.info("%s: uploaded %s (%d bytes sent of %d)", machine.name, path.name, sent, size)
     machine.created(blob, sent=sent)
     return url
+
+
+def verify_blob(machine: str, blob_client: Any, digest: str) -> None:
+    """The SHA-256 of the whole blob, read back (streamed), must be ``digest``: a taken-over upload is checked
+    before it is marked complete and made into the image every later run reuses."""
+    found = hashlib.sha256()
+    stream = ERRORS.call(f"read back {blob_client.blob_name}", blob_client.download_blob)
+    for chunk in stream.chunks():
+        found.update(chunk)
+    if found.hexdigest() != digest:
+        raise ProviderError(
+            f"{machine}: the continued upload {blob_client.blob_name} reads back as sha256 {found.hexdigest()}, not "
+            f"{digest}: pages the earlier uploader wrote differ from the file; it is not used"
+        )
 
 
 def role_error(name: str, container: str, account_url: str, error: Any) -> ProviderError:
