@@ -17,6 +17,7 @@ pytest_plugins = [
     "tests.fakes.openstack.fixtures",
     "tests.fakes.gce.fixtures",
     "tests.fakes.azure.fixtures",
+    "tests.attack_matrix",
 ]
 """The emulators' and fakes' fixtures (``moto``, ``openstack_cloud``, ``gce``, ``azure_cloud``, ...) for every
 test that asks for them, and pytest's own ``pytester``."""

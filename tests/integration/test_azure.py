@@ -603,6 +603,7 @@ def test_an_upload_another_live_machine_is_making_is_waited_for_then_a_clear_err
     assert_nothing_left(azure_cloud, run)
 
 
+@pytest.mark.attack_row("a planted upload", "azure")
 def test_a_planted_blob_named_by_the_content_is_not_trusted(azure_cloud, tmp_path):
     """Issue 26.4: the blob's name and digest are public; a complete-looking blob without this key's mark (planted,
     or whose "owner" looks dead) is neither reused nor taken over: a clear error, nothing created."""
@@ -650,6 +651,7 @@ def test_a_silent_upload_of_another_machine_is_taken_over_and_verified(azure_clo
     assert_nothing_left(azure_cloud, run)
 
 
+@pytest.mark.attack_row("a planted upload", "azure")
 def test_an_image_tagged_with_the_digest_but_not_marked_is_not_booted(azure_cloud, tmp_path):
     """Issue 26.4: the digest tag is public; an image in the subscription carrying it without this key's mark is
     passed over, and the run makes its own image."""
@@ -850,6 +852,7 @@ def test_leftovers_are_found_by_tags_alone_and_swept(azure_cloud, image_id, tmp_
     machine.destroy()  # idempotent: everything is gone already
 
 
+@pytest.mark.attack_row("forged tags on a foreign resource", "azure")
 def test_sweep_leaves_foreign_groups_and_resources_that_carry_our_tags(azure_cloud, image_id, tmp_path):
     """Issue 26.2: whoever may set tags (Azure's Tag Contributor) copies a machine's tags onto their own group and
     network security group, or invents a group named like ours: sweep lists none of them, only the real ones."""

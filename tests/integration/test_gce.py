@@ -437,6 +437,7 @@ def test_firewall_name_clash_leaves_the_other_rule_alone(gce, gce_image, tmp_pat
         firewalls.delete_unary(project=gce.project, firewall=f"{machine.name}-ssh")
 
 
+@pytest.mark.attack_row("forged tags on a foreign resource", "gce")
 def test_sweep_leaves_a_foreign_rule_that_carries_our_description(gce, gce_image, tmp_path):
     """Issue 26.2: a firewall rule is judged by its description; a copy of ours on a foreign rule, or one naming a
     machine like ours without our mark, is not listed for sweep; the real rule and instance are."""
@@ -469,6 +470,7 @@ def test_sweep_leaves_a_foreign_rule_that_carries_our_description(gce, gce_image
     assert_nothing_left(gce, run)
 
 
+@pytest.mark.attack_row("a planted upload", "gce")
 def test_a_planted_image_named_as_ours_is_not_booted(gce, tmp_path):
     """Issue 26.4: the image name is the content's hash, which anyone who can create images in the project can
     take first (with our labels copied, or none); the run refuses to boot it, naming it, and creates nothing."""

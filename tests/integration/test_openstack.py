@@ -599,6 +599,7 @@ def test_local_image_is_uploaded_reused_by_checksum_and_deleted(openstack_cloud,
     assert_nothing_left(fake, run)
 
 
+@pytest.mark.attack_row("a planted upload", "openstack")
 def test_an_image_of_the_same_content_not_made_by_us_is_not_reused(openstack_cloud, image_file, tmp_path):
     """Issue 26.4: Glance's digest proves the bytes, not the properties that choose what boots (kernel_id,
     os_command_line, hw_*); an image of the same content planted in the project without our mark (or shared by
@@ -864,6 +865,8 @@ def test_keep_marks_every_tagged_resource_so_a_sweep_from_the_platform_leaves_th
     assert_nothing_left(openstack_cloud, run)
 
 
+@pytest.mark.attack_row("forged tags on a foreign resource", "openstack")
+@pytest.mark.attack_row("a foreign resource with our name pattern", "openstack")
 def test_sweep_leaves_foreign_resources_that_carry_our_tags(openstack_cloud, image_file, tmp_path):
     """Issue 26.2: our security group's tags copied onto a foreign group, or invented without our mark, get nothing
     listed for sweep; the machine's real resources still are."""

@@ -140,6 +140,7 @@ def assert_nothing_written(tmp_path: Path) -> None:
     assert left == [], f"a refused image left {left}"
 
 
+@pytest.mark.attack_row("a malicious image (backing file, extent)", "ec2", "gce", "azure")
 def test_a_qcow2_with_a_backing_file_is_refused(tmp_path, secret):
     image = tmp_path / "cernvm.qcow2"
     qemu_img("create", "-q", "-f", "qcow2", "-b", str(secret), "-F", "raw", str(image))
@@ -156,6 +157,7 @@ def test_a_qcow2_with_an_external_data_file_is_refused(tmp_path, secret):
     assert_nothing_written(tmp_path)
 
 
+@pytest.mark.attack_row("a malicious image (backing file, extent)", "ec2", "gce", "azure")
 def test_a_vmdk_naming_an_extent_elsewhere_is_refused(tmp_path, secret):
     image = tmp_path / "cernvm.vmdk"
     image.write_text(

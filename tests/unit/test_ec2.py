@@ -767,6 +767,7 @@ def test_leftovers_finds_only_whole_entries_by_their_tags(moto_credentials):
         ec2.reset_clients()
 
 
+@pytest.mark.attack_row("forged tags on a foreign resource", "ec2")
 def test_leftovers_take_only_marked_tags_on_the_resource_they_were_written_for(moto_credentials, monkeypatch):
     """Issue 26.2: forged tags (no mark, another key's mark) and our real tags copied onto a foreign security group
     or instance get nothing listed for sweep; the real ones still are."""

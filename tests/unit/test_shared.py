@@ -182,6 +182,7 @@ def outside_paths(s: Served, name: str) -> list[str]:
     return [f"{s.root}/../{s.outside.name}/{name}", str(s.outside / name), f"/proc/self/root{s.outside / name}"]
 
 
+@pytest.mark.attack_row("a hostile guest through a shared folder", "kvm")
 def test_a_guest_cannot_read_outside_the_share(served):
     for path in outside_paths(served, "secret"):
         with pytest.raises(OSError):
@@ -192,6 +193,7 @@ def test_a_guest_cannot_read_outside_the_share(served):
     assert served.outside.name not in served.sftp.listdir(f"{served.root}/.."), "the guest lists the share's parent"
 
 
+@pytest.mark.attack_row("a hostile guest through a shared folder", "kvm")
 def test_a_guest_cannot_write_outside_the_share(served):
     for i, path in enumerate(outside_paths(served, "planted")):
         with pytest.raises(OSError):
@@ -205,6 +207,7 @@ def test_a_guest_cannot_write_outside_the_share(served):
     assert (served.share / "inside").read_text() == "shared"
 
 
+@pytest.mark.attack_row("a hostile guest through a shared folder", "kvm")
 def test_a_guest_cannot_link_to_outside_the_share(served):
     targets = [str(served.secret), f"../{served.outside.name}/secret", f"{served.root}/../{served.outside.name}/secret"]
     for i, target in enumerate(targets):
@@ -223,6 +226,7 @@ def test_a_guest_cannot_link_to_outside_the_share(served):
     assert served.secret.stat().st_nlink == 1
 
 
+@pytest.mark.attack_row("a hostile guest through a shared folder", "kvm")
 def test_a_symlink_already_in_the_share_does_not_lead_outside(served):
     # placed by the host, or by the guest some other way: absolute, relative, and to a directory
     (served.share / "absolute").symlink_to(served.secret)
