@@ -22,7 +22,11 @@ pytest_plugins = [
 """The emulators' and fakes' fixtures (``moto``, ``openstack_cloud``, ``gce``, ``azure_cloud``, ...) for every
 test that asks for them, and pytest's own ``pytester``."""
 
-DIRECTORY_MARKERS = {"integration": ("integration",), "appliance": ("appliance", "integration")}
+DIRECTORY_MARKERS = {
+    "integration": ("integration",),
+    "appliance": ("appliance", "integration"),
+    "live": ("live",),
+}
 """The markers every test under ``tests/<directory>`` carries: ``-m "not integration and not slow"`` is the fast
 tier (``./dev test``, ``tox -e unit``), ``-m "integration or slow"`` the real engines."""
 
