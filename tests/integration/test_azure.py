@@ -887,6 +887,38 @@ def test_sweep_leaves_foreign_groups_and_resources_that_carry_our_tags(azure_clo
     assert_nothing_left(azure_cloud, run)
 
 
+def test_an_existing_subnet_and_a_private_address(azure_cloud, image_id, tmp_path):
+    """Issue 27, options never exercised before: ``subnet_id`` puts the NIC on the user's subnet (no network of the
+    machine's own is made, and the user's is left alone at teardown); ``address = "private"`` makes no public IP and
+    reaches the VM at its NIC's private address."""
+    from azure.mgmt.network import models
+
+    network = azure_cloud.client("network")
+    azure_cloud.client("resource").resource_groups.create_or_update("shared-net", {"location": "westeurope"})
+    vnet = models.VirtualNetwork(
+        location="westeurope",
+        address_space=models.AddressSpace(address_prefixes=["10.88.0.0/16"]),
+        subnets=[models.Subnet(name="runners", address_prefix="10.88.1.0/24")],
+    )
+    made = network.virtual_networks.begin_create_or_update("shared-net", "shared", vnet).result()
+    subnet_id = made.subnets[0].id
+    run = run_for(tmp_path)
+    machine, _ = create_only(target_for(azure_cloud, image_id, subnet_id=subnet_id, address="private"), run)
+    try:
+        kinds = {r.kind for r in machine.resources}
+        assert "virtual-network" not in kinds and "public-ip" not in kinds, kinds
+        nic = network.network_interfaces.get(f"{machine.name}-rg", f"{machine.name}-nic")
+        config = nic.ip_configurations[0]
+        assert config.subnet.id == subnet_id and config.public_ip_address is None
+        machine.wait_running(time.monotonic() + 20)
+        assert machine.platform_address() == config.private_ip_address
+    finally:
+        machine.destroy()
+    assert network.virtual_networks.get("shared-net", "shared").id == made.id, "the user's network is left alone"
+    azure_cloud.client("resource").resource_groups.begin_delete("shared-net").result()
+    assert_nothing_left(azure_cloud, run)
+
+
 def test_keep_tags_the_resources_kept(azure_cloud, tmp_path):
     vhd, blob, _ = content_blob(azure_cloud, tmp_path / "kept.vhd", b"kept machine")
     run = run_for(tmp_path)
