@@ -46,6 +46,7 @@ from .vboxmanage import (
     VBOX,
     VBoxError,
     VBoxManage,
+    acpipowerbutton,
     createmedium,
     createvm,
     family,
@@ -53,6 +54,7 @@ from .vboxmanage import (
     parse_machinereadable,
     screenshotpng,
     setextradata,
+    setlinkstate,
     sharedfolder,
     startvm,
     storageattach,
@@ -111,8 +113,6 @@ class VirtualBoxProvider(Provider[VirtualBoxOptions, "VirtualBoxMachine"]):
     """Boots images in VirtualBox VMs on this host through VBoxManage."""
 
     name = "virtualbox"
-    no_power_button = "not implemented for VirtualBox yet (VBoxManage controlvm <vm> acpipowerbutton would press it)"
-    no_cable = "not implemented for VirtualBox yet (VBoxManage controlvm <vm> setlinkstate1 off would pull it)"
     Options = VirtualBoxOptions
     shares_folders = True
     parallel_boots = max(1, os.cpu_count() or 1)
@@ -326,6 +326,18 @@ class VirtualBoxMachine(Machine):
 
     def screenshot(self, path: Path) -> Path:
         return screenshot(self.provider.vbox, self.name, path, self.name)
+
+    def press_power_button(self) -> None:
+        """VirtualBox's ACPI power button (``controlvm <vm> acpipowerbutton``): the guest decides what happens."""
+        self.provider.vbox(*acpipowerbutton(self.name))
+
+    def set_link(self, up: bool) -> None:
+        """The cable of the NAT adapter (adapter 1) plugged or pulled (``controlvm <vm> setlinkstate1 on|off``)."""
+        self.provider.vbox(*setlinkstate(self.name, 1, up))
+
+    def is_running(self) -> bool:
+        """Whether VirtualBox still runs the VM (a guest that powered off leaves it ``poweroff``)."""
+        return self.provider.vbox.info(self.name).get("VMState") in ("running", "paused", "starting", "stuck")
 
     def screen_text(self) -> str | None:
         """The VGA text screen through VirtualBox's debugger (``debugvm ... info vgatext``), read from outside:

@@ -309,6 +309,17 @@ def startvm(name: str, headless: bool) -> list[str]:
     return ["startvm", name, "--type", "headless" if headless else "gui"]
 
 
+def acpipowerbutton(vm: str) -> list[str]:
+    """The ACPI power button of the running VM (``controlvm ... acpipowerbutton``, the same in 6.1 and 7.x): the
+    guest decides what happens."""
+    return ["controlvm", vm, "acpipowerbutton"]
+
+
+def setlinkstate(vm: str, adapter: int, up: bool) -> list[str]:
+    """Plug (``on``) or pull (``off``) the cable of network adapter ``adapter`` (1-based) of the running VM."""
+    return ["controlvm", vm, f"setlinkstate{adapter}", "on" if up else "off"]
+
+
 def screenshotpng(vm: str, path: Path) -> list[str]:
     """The running VM's screen 0 as a PNG file (``controlvm ... screenshotpng``, the same in 6.1 and 7.x)."""
     return ["controlvm", vm, "screenshotpng", str(path)]

@@ -1,12 +1,13 @@
 """A VBoxManage for hosts without VirtualBox's kernel driver: the real VBoxManage for everything but running.
 
 Every command goes to the real VBoxManage (VirtualBox 7.2 from Debian unstable, in
-the chroot ``./dev setup`` builds), except the three that need the hypervisor:
+the chroot ``./dev setup`` builds), except those that need the hypervisor:
 ``startvm`` reads the ``.vbox`` file the real VBoxManage wrote and boots the same
 media under QEMU (TCG) instead: the boot ISO, the scratch VDI (QEMU reads and
 writes VDI), the context ISO, the NAT rule's 127.0.0.1 forward, the serial port's
 file and the shared folders (as 9p, standing in for vboxsf), with a standard VGA
-card for VBoxSVGA; ``controlvm NAME poweroff`` stops that QEMU; ``controlvm NAME
+card for VBoxSVGA; ``controlvm NAME poweroff`` stops that QEMU, ``acpipowerbutton`` and ``setlinkstate<N>`` are
+QEMU's ``system_powerdown`` and ``set_link``; ``controlvm NAME
 screenshotpng FILE`` writes that QEMU's real screen (QMP ``screendump``, PNG); ``debugvm NAME info vgatext``
 prints the text in its VGA memory (QMP ``pmemsave``);
 ``showvminfo`` reports ``VMState="running"`` while it runs. So everything up to
@@ -63,7 +64,7 @@ def qmp_socket(config: str) -> Path:
     return Path(tempfile.gettempdir()) / f"cvmfx-vbox-standin-{digest}.qmp"
 
 
-def qmp(config: str, command: str, **arguments: str) -> dict:
+def qmp(config: str, command: str, **arguments: object) -> dict:
     """One QMP command to the stand-in QEMU; its answer (``return`` or ``error``), events skipped."""
     with socket.socket(socket.AF_UNIX) as sock:
         sock.settimeout(60)
@@ -198,6 +199,22 @@ def main(args: list[str]) -> int:
                 break
             time.sleep(0.05)
         qmp_socket(info(args[1])["CfgFile"]).unlink(missing_ok=True)
+        return 0
+    if args[:1] == ["controlvm"] and (
+        args[2:3] == ["acpipowerbutton"] or args[2:3] and args[2].startswith("setlinkstate")
+    ):
+        config = info(args[1])["CfgFile"]
+        if running(config) is None:
+            sys.stderr.write(f"VBoxManage: error: Machine '{args[1]}' is not currently running\n")
+            return 1
+        if args[2] == "acpipowerbutton":
+            reply = qmp(config, "system_powerdown")
+        else:  # setlinkstate<N> on|off: adapter N is the stand-in's netdev n<N-1> (VirtualBox's slot)
+            slot = int(args[2].removeprefix("setlinkstate")) - 1
+            reply = qmp(config, "set_link", name=f"n{slot}", up=args[3] == "on")
+        if "error" in reply:
+            sys.stderr.write(f"VBoxManage: error: stand-in QEMU: {reply['error']}\n")
+            return 1
         return 0
     if args[:1] == ["controlvm"] and args[2:3] == ["screenshotpng"]:
         config = info(args[1])["CfgFile"]
