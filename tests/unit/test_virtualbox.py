@@ -343,3 +343,12 @@ def test_doctor_checks_vboxmanage_the_driver_and_kvm(tmp_path, monkeypatch):
     monkeypatch.setattr(vbm, "default_command", lambda: [str(fake)])
     default = {c.what: c for c in vbox.host_checks(None)}
     assert default["kernel driver"].severity == "problem" and "modprobe vboxdrv" in default["kernel driver"].fix
+
+
+def test_power_button_and_cable_argv():
+    import importlib
+
+    vbm = importlib.import_module("cernvm_fixtures.providers.virtualbox.vboxmanage")
+    assert vbm.acpipowerbutton("vm") == ["controlvm", "vm", "acpipowerbutton"]
+    assert vbm.setlinkstate("vm", 1, False) == ["controlvm", "vm", "setlinkstate1", "off"]
+    assert vbm.setlinkstate("vm", 2, True) == ["controlvm", "vm", "setlinkstate2", "on"]
