@@ -113,6 +113,8 @@ class VirtualBoxProvider(Provider[VirtualBoxOptions, "VirtualBoxMachine"]):
     """Boots images in VirtualBox VMs on this host through VBoxManage."""
 
     name = "virtualbox"
+    no_power_button = None
+    no_cable = None
     Options = VirtualBoxOptions
     shares_folders = True
     parallel_boots = max(1, os.cpu_count() or 1)
