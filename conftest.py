@@ -44,3 +44,24 @@ def pytest_itemcollected(item: pytest.Item) -> None:
     if TESTS in item.path.parents:
         for marker in DIRECTORY_MARKERS.get(item.path.relative_to(TESTS).parts[0], ()):
             item.add_marker(marker)
+
+
+LONG_FIRST = (
+    "integration/test_kvm_suite.py",
+    "integration/test_validate.py",
+    "integration/test_virtualbox.py",
+    "integration/test_docker_suite.py",
+    "integration/test_cloudinit.py",
+    "integration/test_real_image_behaviour.py",
+)
+"""Modules whose tests each run a scenario suite (minutes of TCG boots): collected first, so that under
+``--dist loadscope`` they start at once and the many short modules fill the other worker, instead of ending the
+run with one worker busy and the other idle."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        relative = item.path.relative_to(TESTS).as_posix() if TESTS in item.path.parents else ""
+        return LONG_FIRST.index(relative) if relative in LONG_FIRST else len(LONG_FIRST)
+
+    items.sort(key=rank)  # stable: each module keeps its own order
