@@ -105,7 +105,12 @@ def test_sweep_finds_a_killed_runs_containers_by_label_alone(tmp_path):
     name = wait_for_command(tmp_path, process)
     process.kill()
     process.wait(timeout=30)
+    key = (tmp_path / "state" / "mark.key").read_bytes()
     shutil.rmtree(tmp_path / "state")  # the ledger is lost: only the labels tell
+    stranger = sweep(tmp_path, tmp_path / "stranger-state")  # another key: the labels' mark is not its own
+    assert name not in stranger.stdout, stranger.stdout
+    (tmp_path / "other-state").mkdir()
+    (tmp_path / "other-state" / "mark.key").write_bytes(key)  # the same user's key, its ledger gone
     result = sweep(tmp_path, tmp_path / "other-state")
     assert result.returncode == 0, result.stderr
     assert f"destroyed docker container {name}" in result.stdout, result.stdout

@@ -14,7 +14,9 @@ from pathlib import Path
 
 from ..helpers import ROOT, domains_under, outcomes, scenario_ids, scenarios_leaving_nothing, skip_reasons
 
-run_suite = functools.partial(scenarios_leaving_nothing, objects=domains_under)
+run_suite = functools.partial(scenarios_leaving_nothing, objects=domains_under, timeout=1800)
+"""Every suite here may take up to 30 min: besides the shared instances, the release checklist boots fresh ones (power
+button, reboot, cable, users, two scratch sizes, upgrade), each under TCG, while CI's other worker boots guests too."""
 """The scenario suite in a fresh process; no domain, ledger entry or run directory may be left."""
 
 
