@@ -48,6 +48,7 @@ def pytest_itemcollected(item: pytest.Item) -> None:
 
 LONG_FIRST = (
     "integration/test_kvm_suite.py",
+    "integration/test_kvm_checklist.py",
     "integration/test_validate.py",
     "integration/test_virtualbox.py",
     "integration/test_docker_suite.py",
