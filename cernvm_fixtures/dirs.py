@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 
@@ -22,3 +23,21 @@ def state_dir() -> Path:
         return Path(root)
     base = os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
     return Path(base) / "cernvm-fixtures"
+
+
+def write_once(path: Path, data: bytes) -> None:
+    """Create ``path`` holding ``data``, mode 0600, whole or not at all (a temporary file linked into place); if
+    another process made it first, theirs stays (first writer wins). For secrets: keys, never rewritten."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # 0600, unique to this thread's call
+    tmp = Path(name)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink()

@@ -11,10 +11,9 @@ import hashlib
 import hmac
 import os
 import secrets
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .dirs import state_dir
+from .dirs import state_dir, write_once
 
 if TYPE_CHECKING:
     from .ledger import Resource
@@ -34,30 +33,9 @@ def key() -> bytes:
     if shared:
         return hashlib.sha256(b"cernvm-fixtures mark key\0" + shared.encode()).digest()
     path = state_dir() / KEY_FILE
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fresh = secrets.token_bytes(32)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process made it first: use theirs
-        return _read_whole(path)
-    with os.fdopen(fd, "wb") as f:
-        f.write(fresh)
-        f.flush()
-        os.fsync(f.fileno())
-    return fresh
-
-
-def _read_whole(path: Path) -> bytes:
-    """The key another process is writing: read until its 32 bytes are there."""
-    for _ in range(1000):
-        data = path.read_bytes()
-        if len(data) >= 32:
-            return data
-    raise OSError(f"{path}: mark key incomplete")
+    if not path.exists():
+        write_once(path, secrets.token_bytes(32))  # another process may win: its key is the one read back
+    return path.read_bytes()
 
 
 def identity(resource: Resource) -> bytes:

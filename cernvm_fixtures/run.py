@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import enum
-import os
 import secrets
 import shutil
 from collections.abc import Callable
@@ -14,7 +13,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from .dirs import state_dir
+from .dirs import state_dir, write_once
 from .ledger import Ledger
 
 
@@ -77,16 +76,7 @@ class Run:
             private = Ed25519PrivateKey.generate().private_bytes(
                 serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
             )
-            tmp = path.with_name(f".{path.name}.{os.getpid()}")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "wb") as f:
-                f.write(private)
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                pass
-            finally:
-                tmp.unlink()
+            write_once(path, private)
         return path
 
     @cached_property

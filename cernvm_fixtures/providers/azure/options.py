@@ -9,6 +9,7 @@ from typing import Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
+from ...dirs import write_once
 from ..base import RemoteOptions, SshCidr
 from ..kit import FIELD_PREFIX
 from .tags import OUR_TAGS
@@ -155,7 +156,6 @@ KEY_RULE = "at least 2048-bit and in ssh-rsa format"
 def run_admin_key(directory: Path, comment: str) -> tuple[Path, str]:
     """(private key file, OpenSSH public key line) of a run's Azure admin key: RSA of RSA_BITS bits, made once in
     ``directory`` (0600, first writer wins, as the run's own key), since Azure refuses the run's Ed25519 key."""
-    import os
 
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
@@ -166,16 +166,7 @@ def run_admin_key(directory: Path, comment: str) -> tuple[Path, str]:
         private = rsa.generate_private_key(public_exponent=65537, key_size=RSA_BITS).private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
         )
-        tmp = path.with_name(f".{path.name}.{os.getpid()}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(private)
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            pass
-        finally:
-            tmp.unlink()
+        write_once(path, private)
     key = serialization.load_ssh_private_key(path.read_bytes(), password=None)
     public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
     return path, f"{public.decode()} {comment}"
