@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import os
 import secrets
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .dirs import state_dir, write_once
@@ -33,9 +34,19 @@ def key() -> bytes:
     if shared:
         return hashlib.sha256(b"cernvm-fixtures mark key\0" + shared.encode()).digest()
     path = state_dir() / KEY_FILE
-    if not path.exists():
+    try:
+        found = path.stat()
+    except FileNotFoundError:
         write_once(path, secrets.token_bytes(32))  # another process may win: its key is the one read back
-    return path.read_bytes()
+        found = path.stat()
+    seen = (path, found.st_ino, found.st_mtime_ns)
+    if seen not in _read:  # a sweep decodes every resource's fields: read the file once, not each time
+        _read[seen] = path.read_bytes()
+    return _read[seen]
+
+
+_read: dict[tuple[Path, int, int], bytes] = {}
+"""Key files read, by path and the file's identity (a state directory made again gets its new key read)."""
 
 
 def identity(resource: Resource) -> bytes:

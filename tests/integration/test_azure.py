@@ -18,6 +18,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -145,6 +146,24 @@ def changed(body: dict, path: str, value: object) -> dict:
     return body
 
 
+def refusal(cloud: AzureCloud, kind: str, body: dict) -> Any:
+    """The HttpResponseError the fake answers to creating a ``vm`` or ``nsg`` from ``body`` (in a group of its own,
+    deleted after)."""
+    from azure.core.exceptions import HttpResponseError
+
+    cloud.client("resource").resource_groups.create_or_update("wire-check", {"location": "westeurope"})
+    try:
+        create = {
+            "vm": cloud.client("compute").virtual_machines.begin_create_or_update,
+            "nsg": cloud.client("network").network_security_groups.begin_create_or_update,
+        }[kind]
+        with pytest.raises(HttpResponseError) as refused:
+            create("wire-check", "refused", body)
+        return refused.value
+    finally:
+        cloud.client("resource").resource_groups.begin_delete("wire-check").result()
+
+
 @pytest.mark.parametrize(
     "kind, body, message",
     [
@@ -172,20 +191,9 @@ def changed(body: dict, path: str, value: object) -> dict:
     ],
 )
 def test_fake_refuses_what_the_sdk_models_forbid(azure_cloud, kind, body, message):
-    from azure.core.exceptions import HttpResponseError
-
-    azure_cloud.client("resource").resource_groups.create_or_update("wire-check", {"location": "westeurope"})
-    try:
-        create = {
-            "vm": azure_cloud.client("compute").virtual_machines.begin_create_or_update,
-            "nsg": azure_cloud.client("network").network_security_groups.begin_create_or_update,
-        }[kind]
-        with pytest.raises(HttpResponseError) as refused:
-            create("wire-check", "refused", body)
-        assert refused.value.status_code == 400 and refused.value.error.code == "InvalidRequestContent"
-        assert re.search(message, refused.value.error.message), refused.value.error.message
-    finally:
-        azure_cloud.client("resource").resource_groups.begin_delete("wire-check").result()
+    refused = refusal(azure_cloud, kind, body)
+    assert refused.status_code == 400 and refused.error.code == "InvalidRequestContent"
+    assert re.search(message, refused.error.message), refused.error.message
     violations = list(azure_cloud.arm.violations)
     azure_cloud.arm.violations.clear()
     assert len(violations) == 1 and re.search(message, violations[0]), violations
@@ -216,20 +224,9 @@ def test_fake_refuses_what_the_sdk_models_forbid(azure_cloud, kind, body, messag
     ],
 )
 def test_fake_refuses_what_the_services_refuse(azure_cloud, kind, body, code, target):
-    from azure.core.exceptions import HttpResponseError
-
-    azure_cloud.client("resource").resource_groups.create_or_update("wire-check", {"location": "westeurope"})
-    try:
-        create = {
-            "vm": azure_cloud.client("compute").virtual_machines.begin_create_or_update,
-            "nsg": azure_cloud.client("network").network_security_groups.begin_create_or_update,
-        }[kind]
-        with pytest.raises(HttpResponseError) as refused:
-            create("wire-check", "refused", body)
-        error = refused.value.error
-        assert (refused.value.status_code, error.code, error.target) == (400, code, target), error.message
-    finally:
-        azure_cloud.client("resource").resource_groups.begin_delete("wire-check").result()
+    refused = refusal(azure_cloud, kind, body)
+    error = refused.error
+    assert (refused.status_code, error.code, error.target) == (400, code, target), error.message
 
 
 def admin_key(run: Run) -> str:
