@@ -109,6 +109,21 @@ def stratum1_forward(media: object) -> list[str]:
     return []
 
 
+def location(images: dict[str, str], uuid: str) -> str:
+    """Where medium ``uuid`` lives: this machine's media registry, else VirtualBox's (a medium is recorded in the
+    registry of the first machine it was attached to, so a boot ISO shared by several machines is often in another
+    machine's file, or in the global one)."""
+    if uuid in images:
+        return images[uuid]
+    for kind in ("dvd", "disk"):
+        done = real(["showmediuminfo", kind, uuid.strip("{}")], capture=True)
+        for line in done.stdout.splitlines():
+            key, sep, value = line.partition(":")
+            if sep and key.strip() == "Location":
+                return value.strip()
+    raise SystemExit(f"VBoxManage: error: stand-in: medium {uuid} is in no media registry: {done.stderr.strip()}")
+
+
 def qemu_argv(config: str) -> list[str]:
     """QEMU booting what the .vbox file describes."""
     machine = ElementTree.parse(config).getroot().find("vb:Machine", NS)
@@ -142,7 +157,7 @@ def qemu_argv(config: str) -> list[str]:
         if bus:
             argv += ["-device", "ahci,id=ahci"]
         for dev in controller.iterfind("vb:AttachedDevice", NS):
-            path = images[dev.find("vb:Image", NS).get("uuid")]
+            path = location(images, dev.find("vb:Image", NS).get("uuid"))
             port, unit = int(dev.get("port")), int(dev.get("device"))
             ident = f"{controller.get('name')}{port}{unit}".lower()
             if dev.get("type") == "HardDisk":
