@@ -25,8 +25,8 @@ from cernvm_fixtures.errors import ScreenUnavailable
 from cernvm_fixtures.providers import virtualbox as vb
 from cernvm_fixtures.run import Run
 
-from ..fakes.virtualbox import vboxmanage as standin_vboxmanage
 from ..fakes.virtualbox import CHROOT, PROFILE, REAL, STANDIN, media, qemus_under, target, vms
+from ..fakes.virtualbox import vboxmanage as standin_vboxmanage
 from ..helpers import ROOT, cli, create_only, ledger_entries, outcomes, run_scenarios, skip_reasons
 
 NS = {"vb": "http://www.virtualbox.org/"}
