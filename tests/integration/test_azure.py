@@ -977,7 +977,7 @@ def test_a_vm_boots_from_a_gallery_image_which_is_never_deleted_or_swept(azure_c
     machine, _ = create_only(target_for(azure_cloud, image), run)
     try:
         assert {r.kind for r in machine.resources}.isdisjoint({"image", "blob"}), "nothing uploaded or imaged"
-        vm = compute.virtual_machines.get(f"{machine.name}-rg", f"{machine.name}-vm")
+        vm = compute.virtual_machines.get(f"{machine.name}-rg", machine.name)
         assert vm.storage_profile.image_reference.id == image
         found = AzureProvider.leftovers(target_for(azure_cloud, image), set())
         assert not [r for r in found if "/galleries/" in str(r.data.get("id", "")).lower()], found

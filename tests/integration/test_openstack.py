@@ -287,7 +287,7 @@ def test_a_nova_response_outside_tempests_schema_fails_the_test(openstack_cloud,
             drift(fake, conn, cern_image)
         assert caught.value.status_code == 500
         assert f"tempest's schema for {client} at 2." in str(caught.value) and message in str(caught.value)
-        assert len(fake.violations) == 1 and message in fake.violations[0], fake.violations
+        assert fake.violations and all(message in v for v in fake.violations), fake.violations
         fake.violations.clear()  # seen: this test caused it on purpose
     finally:
         fake.flavors["1"] = flavor

@@ -118,6 +118,7 @@ class Server:
     disks: dict[str, dict[str, Any]] = field(default_factory=dict)
     """The guest's disks as Nova's libvirt driver maps them (:func:`disk_mapping`)."""
     flavor_id: str = ""
+    """The flavor the server was created with (shown by id before 2.47)."""
 
 
 @dataclass(eq=False)
