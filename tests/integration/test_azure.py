@@ -31,7 +31,15 @@ from cernvm_fixtures.providers.azure import AzureProvider
 from cernvm_fixtures.run import Run
 from cernvm_fixtures.sweep import teardown_key
 
-from ..clouds import CIDR, assert_nothing_left, config_file, run_for, suite_through_standins, target_for
+from ..clouds import (
+    CIDR,
+    assert_launch_fails,
+    assert_nothing_left,
+    config_file,
+    run_for,
+    suite_through_standins,
+    target_for,
+)
 from ..fakes.azure import wire
 from ..fakes.azure.certificate import make_certificate
 from ..fakes.azure.fixtures import CONTAINER, SUBSCRIPTION, AzureCloud
@@ -914,6 +922,102 @@ def test_an_existing_subnet_and_a_private_address(azure_cloud, image_id, tmp_pat
     assert network.virtual_networks.get("shared-net", "shared").id == made.id, "the user's network is left alone"
     azure_cloud.client("resource").resource_groups.begin_delete("shared-net").result()
     assert_nothing_left(azure_cloud, run)
+
+
+GALLERY = "cernvm_images"
+"""A Compute Gallery an operator publishes CernVM in (the provider never makes one: it only boots from it)."""
+
+
+@pytest.fixture(scope="module")
+def gallery_version(azure_session: AzureCloud, image_id: str) -> str:
+    """The id of a gallery image version, made from the managed image through the SDK as an operator would, replicated
+    to westeurope; its image definition holds a second version replicated to northeurope only (not the latest)."""
+    from azure.mgmt.compute import models
+
+    compute = azure_session.client("compute")
+    compute.galleries.begin_create_or_update(IMAGE_GROUP, GALLERY, models.Gallery(location="westeurope")).result()
+    identifier = models.GalleryImageIdentifier(publisher="cern", offer="cernvm", sku="4")
+    definition = models.GalleryImageProperties(
+        os_type="Linux", os_state="Generalized", hyper_v_generation="V1", identifier=identifier
+    )
+    compute.gallery_images.begin_create_or_update(
+        IMAGE_GROUP, GALLERY, "cernvm-4", models.GalleryImage(location="westeurope", properties=definition)
+    ).result()
+
+    def version(name: str, region: str) -> str:
+        properties = models.GalleryImageVersionProperties(
+            storage_profile=models.GalleryImageVersionStorageProfile(
+                source=models.GalleryArtifactVersionFullSource(id=image_id)
+            ),
+            publishing_profile=models.GalleryImageVersionPublishingProfile(
+                target_regions=[models.TargetRegion(name=region)]
+            ),
+        )
+        made = compute.gallery_image_versions.begin_create_or_update(
+            IMAGE_GROUP,
+            GALLERY,
+            "cernvm-4",
+            name,
+            models.GalleryImageVersion(location="westeurope", properties=properties),
+        )
+        return made.result().id
+
+    version("2020.1.1", "northeurope")
+    return version("2020.4.1", "westeurope")
+
+
+@pytest.mark.parametrize("which", ["version", "definition"])
+def test_a_vm_boots_from_a_gallery_image_which_is_never_deleted_or_swept(azure_cloud, gallery_version, which, tmp_path):
+    """Issue 27, an option never exercised: ``image`` naming a Compute Gallery image version (or its definition:
+    the latest version) is the VM's imageReference, nothing is uploaded, and nothing of the gallery is deleted at
+    teardown or listed by the sweep (it carries no mark: the run did not make it)."""
+    image = gallery_version if which == "version" else gallery_version.rsplit("/versions/", 1)[0]
+    compute = azure_cloud.client("compute")
+    run = run_for(tmp_path)
+    machine, _ = create_only(target_for(azure_cloud, image), run)
+    try:
+        assert {r.kind for r in machine.resources}.isdisjoint({"image", "blob"}), "nothing uploaded or imaged"
+        vm = compute.virtual_machines.get(f"{machine.name}-rg", machine.name)
+        assert vm.storage_profile.image_reference.id == image
+        found = AzureProvider.leftovers(target_for(azure_cloud, image), set())
+        assert not [r for r in found if "/galleries/" in str(r.data.get("id", "")).lower()], found
+    finally:
+        machine.destroy()
+    assert_nothing_left(azure_cloud, run)
+    deletes = [path for method, path, _ in azure_cloud.arm.requests if method == "DELETE" and "/galleries/" in path]
+    assert deletes == []
+    assert compute.gallery_image_versions.get(IMAGE_GROUP, GALLERY, "cernvm-4", "2020.4.1").id == gallery_version
+
+
+@pytest.mark.parametrize("version", ["9.9.9", "2020.1.1"], ids=["missing", "not-replicated-here"])
+def test_a_gallery_image_the_location_does_not_have_is_refused_naming_it(
+    azure_cloud, gallery_version, version, tmp_path
+):
+    """A VM from a gallery image version that does not exist, or is not replicated to the VM's location, is refused
+    with Azure's GalleryImageNotFound naming the id; nothing is left."""
+    image = gallery_version.rsplit("/", 1)[0] + "/" + version
+    match = f"GalleryImageNotFound: The gallery image {re.escape(image)} is not available in westeurope region"
+    assert_launch_fails(tmp_path, azure_cloud, target_for(azure_cloud, image), ProviderError, match)
+
+
+@pytest.mark.parametrize(
+    "tail, message",
+    [
+        (
+            "galleries/my-gallery/images/cernvm-4/versions/1.0.0",
+            "the gallery name 'my-gallery' is not valid; Azure takes",
+        ),
+        ("galleries/g/images/cernvm-4-/versions/1.0.0", "the image definition name 'cernvm-4-' is not valid"),
+        ("galleries/g/images/cernvm-4/versions/latest", "the version 'latest' is not valid; Azure takes <major>"),
+        ("galleries/g/images/cernvm-4/versions", "is not a managed image id (/subscriptions/<id>/resourceGroups/"),
+        ("galleries/g/cernvm-4", "or a Compute Gallery image id (.../providers/Microsoft.Compute/galleries/<gallery>"),
+    ],
+)
+def test_a_malformed_gallery_image_id_is_refused_at_load(azure_cloud, tail, message):
+    image = f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{IMAGE_GROUP}/providers/Microsoft.Compute/{tail}"
+    with pytest.raises(ConfigError) as refused:
+        target_for(azure_cloud, image)
+    assert str(refused.value).startswith("test: targets.azure.image: ") and message in str(refused.value)
 
 
 def test_keep_tags_the_resources_kept(azure_cloud, tmp_path):

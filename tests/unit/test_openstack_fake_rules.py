@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from ..fakes.openstack import neutron_rules, nova_schemas
+from ..fakes.openstack import neutron_rules, nova_schemas, tempest_schemas
 
 NET = "6f1b9bd2-6d4c-4a54-9f6b-6a1d3f0f4f11"
 IMAGE = "0b5e1c3a-8d7f-4c2e-9a61-3f2d4e5b6c7d"
@@ -110,3 +110,78 @@ def test_neutron_conversions_and_duplicates():
     any_address = [{**neutron(SSH | {"remote_ip_prefix": "0.0.0.0/0"}), "id": "r2"}]
     with pytest.raises(neutron_rules.Refused, match="r2"):
         neutron_rules.check_duplicate(neutron(SSH), any_address)
+
+
+# -- tempest's response schemas (tempest_schemas.py)
+
+
+def test_tempest_schema_per_microversion_follows_tempests_client_tables():
+    from tempest.lib.api_schema.response.compute.v2_1 import servers as v21
+    from tempest.lib.api_schema.response.compute.v2_2 import keypairs as k22
+    from tempest.lib.api_schema.response.compute.v2_51 import servers as v251
+    from tempest.lib.api_schema.response.compute.v2_98 import servers as v298
+    from tempest.lib.api_schema.response.compute.v2_100 import servers as v2100
+
+    show = tempest_schemas.checked("GET", "/v2.1/servers/0b5e")
+    assert show is not None and show.pick((2, 1)) is v21.get_server
+    assert show.pick((2, 53)) is v251.get_server and show.pick((2, 104)) is v2100.get_server
+    assert tempest_schemas.checked("GET", "/v2.1/servers/detail").name == "list_servers_detail"
+    assert tempest_schemas.checked("POST", "/v2.1/os-keypairs").pick((2, 2)) is k22.create_keypair
+    # tempest's 2.99/2.100 modules lack the tag schemas: the newest module that has them stands in
+    assert tempest_schemas.checked("GET", "/v2.1/servers/0b5e/tags").pick((2, 100)) is v298.list_tags
+    assert tempest_schemas.checked("GET", "/v2.1/os-hypervisors") is None
+
+
+@pytest.mark.parametrize(
+    "call, microversion, status, body, headers, message",
+    [
+        (("POST", "/v2.1/os-keypairs"), (2, 2), 200, None, {}, "Unexpected http success status code 200"),
+        (("PUT", "/v2.1/servers/s/tags/t"), (2, 53), 201, None, {}, "'location' is a required property"),
+        (("GET", "/v2.1/flavors/1/os-extra_specs"), (2, 53), 200, {"extra_specs": {"k": 1}}, {}, "is not of type"),
+        (("DELETE", "/v2.1/servers/s"), (2, 53), 204, {"x": 1}, {}, "HTTP response body should not exist"),
+    ],
+)
+def test_tempest_refuses_a_drifted_response_with_its_own_message(call, microversion, status, body, headers, message):
+    found = tempest_schemas.problem(*call, microversion, status, body, headers)
+    assert found is not None and message in found and found.startswith("tempest's schema for "), found
+
+
+def test_tempest_checks_successes_of_calls_it_has_schemas_for_only():
+    assert tempest_schemas.problem("GET", "/v2.1/servers/s", (2, 53), 404, {"itemNotFound": {}}, {}) is None
+    assert tempest_schemas.problem("GET", "/v2.1/os-hypervisors", (2, 53), 200, {"anything": 1}, {}) is None
+    location = {"Location": "http://127.0.0.1/compute/v2.1/servers/s/tags/t"}
+    assert tempest_schemas.problem("PUT", "/v2.1/servers/s/tags/t", (2, 53), 204, None, location) is None
+
+
+@pytest.mark.parametrize("microversion", [(2, 1), (2, 9), (2, 37), (2, 53), (2, 61), (2, 96), (2, 100), (2, 104)])
+def test_the_fakes_nova_views_pass_tempests_schemas(microversion):
+    from ..fakes.openstack.cloud import FakeOpenStack
+
+    fake = FakeOpenStack(build_seconds=0).start()
+    try:
+        image = fake.add_image("cvm", b"x")["id"]
+        fake.default_group()
+        network = next(n["id"] for n in fake.networks.values() if not n["router:external"])
+        req = body(imageRef=image, metadata={"a": "b"}, networks=[{"uuid": network}])
+        server = fake.create_server(req, (2, 53))
+        fake._settle()
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ed25519
+
+        public = ed25519.Ed25519PrivateKey.generate().public_key()
+        key = public.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
+        keypair = fake.create_keypair({"name": "k", "public_key": key})
+        listed = fake.keypair_view(keypair, microversion, "index")
+        views = [
+            ("GET", f"/v2.1/servers/{server.id}", {"server": fake.server_view(server, microversion)}),
+            ("GET", "/v2.1/servers/detail", {"servers": [fake.server_view(server, microversion, detail=True)]}),
+            ("GET", "/v2.1/flavors/1", {"flavor": fake.flavor_view(fake.flavors["1"], microversion)}),
+            ("GET", "/v2.1/flavors", {"flavors": [fake.flavor_view(fake.flavors["1"], microversion, detail=False)]}),
+            ("GET", "/v2.1/limits", {"limits": {"rate": [], "absolute": fake.absolute_limits(microversion)}}),
+            ("GET", "/v2.1/os-keypairs/k", {"keypair": fake.keypair_view(keypair, microversion)}),
+            ("GET", "/v2.1/os-keypairs", {"keypairs": [{"keypair": listed}]}),
+        ]
+        for method, path, view in views:
+            assert tempest_schemas.problem(method, path, microversion, 200, view, {}) is None, path
+    finally:
+        fake.stop()

@@ -24,9 +24,30 @@ log = logging.getLogger(__name__)
 
 IMAGE_ID = re.compile(
     r"^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.Compute/"
-    r"(images|galleries/[^/]+/images/[^/]+(/versions/[^/]+)?)(/[^/]+)?$",
+    r"(images/[^/]+|galleries/(?P<gallery>[^/]+)/images/(?P<definition>[^/]+)(/versions/(?P<version>[^/]+))?)$",
     re.I,
 )
+"""An ARM id the VM's ``imageReference.id`` can name: a managed image, or a Compute Gallery image definition (its
+latest version) or image version; the names are checked by :func:`image_id_problem`."""
+IMAGE_ID_FORMS = (
+    "a managed image id (/subscriptions/<id>/resourceGroups/<group>/providers/Microsoft.Compute/images/<name>) or a "
+    "Compute Gallery image id (.../providers/Microsoft.Compute/galleries/<gallery>/images/<definition>, optionally "
+    "followed by /versions/<major>.<minor>.<patch>)"
+)
+GALLERY_NAMES = {
+    "gallery": (
+        re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.]{0,78}[A-Za-z0-9])?$"),
+        "1-80 letters, digits, '_' and '.', starting and ending with a letter or digit",
+    ),
+    "definition": (
+        re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.-]{0,78}[A-Za-z0-9])?$"),
+        "1-80 letters, digits, '_', '-' and '.', starting and ending with a letter or digit",
+    ),
+    "version": (re.compile(r"^[0-9]+\.[0-9]+\.[0-9]+$"), "<major>.<minor>.<patch>, three integers (e.g. 1.0.0)"),
+}
+"""Azure's rules for the names in a gallery image id, as its errors state them (MicrosoftDocs/azure-docs,
+articles/virtual-machines/troubleshooting-shared-images.md: "Gallery name is invalid ...", the image definition's
+name, "The image version name should follow Major(int).Minor(int).Patch(int) format")."""
 VHD = Accepts(
     ".vhd",
     "an image id (/subscriptions/.../images/...) or uploads a fixed-size VHD "
@@ -35,6 +56,26 @@ VHD = Accepts(
     platform=lambda image: IMAGE_ID.match(image) is not None,
 )
 """What the azure provider boots (:func:`cernvm_fixtures.images.resolve`)."""
+
+
+def image_id_problem(image: str) -> str | None:
+    """What is wrong with ``image`` as an ARM image id (None when it is a well-formed one, or no ARM id at all: a
+    file or the appliance, which :data:`VHD` judges)."""
+    if not image.lower().startswith("/subscriptions/"):
+        return None
+    found = IMAGE_ID.match(image)
+    if found is None:
+        return f"{image!r} is not {IMAGE_ID_FORMS}"
+    for part, (rule, valid) in GALLERY_NAMES.items():
+        name = found[part]
+        if name is None:
+            continue
+        too_big = part == "version" and rule.match(name) and any(int(n) > 2**31 - 1 for n in name.split("."))
+        if not rule.match(name) or too_big:
+            what = {"gallery": "gallery name", "definition": "image definition name", "version": "version"}[part]
+            limit = " (each at most 2147483647)" if too_big else ""
+            return f"{image!r}: the {what} {name!r} is not valid; Azure takes {valid}{limit}"
+    return None
 
 
 def find_image(resources: Any, images: Any, digest: str, location: str) -> tuple[str, str | None]:

@@ -27,7 +27,7 @@ from .clients import (
     subscription_id,
 )
 from .destroy import destroy_resource, leftovers
-from .image import IMAGE_ID, VHD, image_from_file
+from .image import IMAGE_ID, VHD, image_from_file, image_id_problem
 from .network import create_network, create_nic
 from .options import AzureOptions, certificate_public_key, run_admin_key
 from .tags import ARM, CREATION_ORDER, Recorder, arm_id, resource_name, split_id, tag_dict
@@ -129,12 +129,18 @@ class AzureProvider(Provider[AzureOptions, "AzureMachine"]):
                 f"{options.location} (available: {', '.join(sorted(names))})"
             )
 
+    @classmethod
+    def check_image_name(cls, target: Target) -> None:
+        """An ARM id given as ``image`` names a managed image or a Compute Gallery image (version) by Azure's naming
+        rules (at load: a malformed id would otherwise fail only at the VM's create)."""
+        problem = image_id_problem(target.image)
+        if problem is not None:
+            raise ConfigError(f"{target.where('image')}: {problem}")
+
     def resolve_image(self) -> images.Resolved:
         """The target's image: a managed or gallery image id, or a fixed-size VHD to upload (checked, and with a
         storage account to upload it to); local checks only."""
-        image = self.target.image
-        if image.lower().startswith("/subscriptions/") and not IMAGE_ID.match(image):
-            raise ConfigError(f"{self.target.where('image')}: {image!r} is not a managed image or gallery image id")
+        self.check_image_name(self.target)
         resolved = images.resolve(self.target, VHD)
         if resolved.file is None:
             if not IMAGE_ID.match(resolved.platform or ""):  # the appliance: Azure boots no build of it

@@ -5,7 +5,10 @@ What it serves, as the real azure-mgmt-* and azure-identity clients call it:
 * a Microsoft Entra token endpoint (``{authority}/{tenant}/oauth2/v2.0/token`` plus the OpenID
   configuration MSAL reads), checking the client id and secret, issuing JWTs Azurite's
   ``--oauth basic`` accepts;
-* resource groups, managed images and disks, virtual machines (with boot diagnostics: the serial log
+* resource groups, managed images and disks, Compute Galleries with their image definitions and versions (a
+  nested one created only in an existing parent, else ParentResourceNotFound; a VM whose ``imageReference.id``
+  names a gallery image that does not exist or is not replicated to the VM's location is refused with Azure's
+  GalleryImageNotFound), virtual machines (with boot diagnostics: the serial log
   and the screenshot, a stand-in's where a test names one), network
   interfaces, public IP addresses, network security groups, virtual networks and subnets; tag
   filtered listing (``/resources?$filter=tagName eq ...``); tags at a resource's or group's scope
@@ -51,6 +54,9 @@ TYPES = {
     "microsoft.compute/virtualmachines": ("Microsoft.Compute", "VirtualMachine", "virtualMachines"),
     "microsoft.compute/images": ("Microsoft.Compute", "Image", "images"),
     "microsoft.compute/disks": ("Microsoft.Compute", "Disk", "disks"),
+    "microsoft.compute/galleries": ("Microsoft.Compute", "Gallery", "galleries"),
+    "microsoft.compute/galleries/images": ("Microsoft.Compute", "GalleryImage", "images"),
+    "microsoft.compute/galleries/images/versions": ("Microsoft.Compute", "GalleryImageVersion", "versions"),
     "microsoft.network/networkinterfaces": ("Microsoft.Network", "NetworkInterface", "networkInterfaces"),
     "microsoft.network/publicipaddresses": ("Microsoft.Network", "PublicIPAddress", "publicIPAddresses"),
     "microsoft.network/networksecuritygroups": ("Microsoft.Network", "NetworkSecurityGroup", "networkSecurityGroups"),
@@ -711,6 +717,15 @@ class _Handler(FakeHandler):
         location = body.get("location") or rg["location"]
         name = kinds[-1]
         error = None
+        if type_path.startswith("microsoft.compute/galleries/"):
+            parent = rid.rsplit("/", 2)[0]
+            if arm.get(parent) is None:  # troubleshooting-shared-images.md: "Parent resource ... not found"
+                nested = "/".join(parent.split("/galleries/", 1)[1].split("/")[0::2])
+                raise ArmError(
+                    404,
+                    "ParentResourceNotFound",
+                    f"Can not perform requested operation on nested resource. Parent resource '{nested}' not found.",
+                )
         if type_path == "microsoft.compute/virtualmachines":
             error = self.check_vm(rid, name, location, props)
         elif type_path == "microsoft.compute/images":
@@ -798,7 +813,9 @@ class _Handler(FakeHandler):
         for nic in (props.get("networkProfile") or {}).get("networkInterfaces") or []:
             self.ref(nic, f"VM {name}")
         image = (props.get("storageProfile") or {}).get("imageReference") or {}
-        if image.get("id"):
+        if "/galleries/" in image.get("id", "").lower():
+            self.gallery_image(image["id"], location)
+        elif image.get("id"):
             self.ref(image, f"VM {name}")
         linux = (props.get("osProfile") or {}).get("linuxConfiguration") or {}
         if linux.get("disablePasswordAuthentication") and (props.get("osProfile") or {}).get("adminPassword"):
@@ -812,6 +829,32 @@ class _Handler(FakeHandler):
                 "message": f"OS Provisioning for VM '{name}' did not finish in the allotted time.",
             }
         return None
+
+    def gallery_image(self, image_id: str, location: str) -> dict[str, Any]:
+        """The gallery image version a VM in ``location`` boots from ``image_id`` (an image version's id, or an image
+        definition's: its latest version), replicated there; else Azure's refusal, which names the id
+        (MicrosoftDocs/azure-docs, articles/virtual-machines/troubleshooting-shared-images.md, "Issues creating or
+        updating a VM ... from image version"; the code is GalleryImageNotFound, 404)."""
+        arm = self.arm
+        found = arm.get(image_id)
+        if found is not None and found["type"].lower() == "microsoft.compute/galleries/images":
+            prefix = image_id.lower() + "/versions/"
+            named = [r for k, r in arm.resources.items() if k.startswith(prefix)]
+            versions = [r for r in named if re.fullmatch(r"\d+\.\d+\.\d+", r["name"])]
+            latest = max(versions, key=lambda r: tuple(int(n) for n in r["name"].split(".")), default=None)
+            found = latest
+        regions = []
+        if found is not None:
+            targets = ((found["properties"].get("publishingProfile") or {}).get("targetRegions")) or []
+            regions = [t["name"] for t in targets] or [found["location"]]
+        if found is None or location.replace(" ", "").lower() not in {r.replace(" ", "").lower() for r in regions}:
+            raise ArmError(
+                404,
+                "GalleryImageNotFound",
+                f"The gallery image {image_id} is not available in {location} region. Please contact image owner "
+                "to replicate to this region, or change your requested region.",
+            )
+        return found
 
     def link_vm(self, vm: dict[str, Any]) -> None:
         """What Azure does once a VM exists: its OS disk becomes a resource, its NICs point back to it."""

@@ -5,11 +5,15 @@ catalog, microversion negotiation, pagination, waiters and error mapping all run
 as against a cloud. The version documents are the ones openstacksdk's own unit
 tests use (``openstack/tests/unit/fixtures/*.json``, shipped in its wheel), with
 their example hosts replaced by this server; the token is keystoneauth's own
-``fixture.v3.Token``. Resource bodies follow the API reference; a test checks
-them against the SDK's own example bodies. Server-create and server-metadata
-requests are validated by Nova's own schemas for the requested microversion
-(:mod:`.nova_schemas`, with Nova's 400 message); the maximum microversion is a
-knob (upstream's 2.53, or current Nova's). Errors come in Nova's
+``fixture.v3.Token``. Resource bodies follow the API reference. Every Nova
+response is checked, before it leaves, against tempest's response schema for
+the request's microversion (:mod:`.tempest_schemas`): one that drifts is answered
+500 with tempest's message and recorded as a violation; Neutron and Glance bodies
+(tempest has no schemas for them) are compared in a test with the SDK's own
+example bodies. Server-create and server-metadata requests are validated by
+Nova's own schemas for the requested microversion (:mod:`.nova_schemas`, with
+Nova's 400 message); the maximum microversion is a knob (upstream's 2.53, or
+current Nova's). Errors come in Nova's
 (``{"itemNotFound": {...}}``) and Neutron's (``{"NeutronError": {...}}``) shapes.
 
 Nothing here runs a machine: servers are records. Addresses are taken from the
@@ -25,6 +29,7 @@ import hashlib
 import ipaddress
 import json
 import re
+import secrets
 import threading
 import time
 import traceback
@@ -36,7 +41,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from ..server import Call, FakeHandler, FakeServer, decoded
-from . import neutron_rules, nova_schemas
+from . import neutron_rules, nova_schemas, tempest_schemas
 
 PROJECT_ID = uuid.uuid4().hex
 USER_ID = uuid.uuid4().hex
@@ -112,6 +117,8 @@ class Server:
     """The compute microversion the create call asked for."""
     disks: dict[str, dict[str, Any]] = field(default_factory=dict)
     """The guest's disks as Nova's libvirt driver maps them (:func:`disk_mapping`)."""
+    flavor_id: str = ""
+    """The flavor the server was created with (shown by id before 2.47)."""
 
 
 @dataclass(eq=False)
@@ -424,8 +431,17 @@ class FakeOpenStack(FakeServer):
 
     def server_view(self, server: Server, microversion: tuple[int, int], detail: bool = False) -> dict[str, Any]:
         """A server as ``GET /servers/{id}`` (or, ``detail``, as an item of ``/servers/detail``) shows it at
-        ``microversion``: the fields Nova's response schemas add at 2.71, 2.73, 2.96, 2.98 and 2.100."""
+        ``microversion``: the fields Nova's views add at 2.9, 2.16, 2.19, 2.63, 2.71, 2.73, 2.96, 2.98 and 2.100, the
+        flavor's id and link before 2.47 (tempest's response schemas for each range hold the fake to it)."""
         body = dict(server.body)
+        for key, since in (("locked", (2, 9)), ("host_status", (2, 16)), ("description", (2, 19))):
+            if microversion < since:
+                body.pop(key)
+        if microversion < (2, 63):
+            body.pop("trusted_image_certificates")
+        if microversion < (2, 47):  # the flavor's id and links; its copy in the server since 2.47
+            flavor = self.flavors[server.flavor_id]
+            body["flavor"] = {"id": flavor["id"], "links": [flavor["links"][1]]}
         if microversion >= (2, 71) and not detail:
             body["server_groups"] = []
         if microversion >= (2, 73):
@@ -563,6 +579,7 @@ class FakeOpenStack(FakeServer):
             ports_at=created + min(self.network_seconds, self.build_seconds),
             microversion=microversion,
             disks=disks,
+            flavor_id=flavor["id"],
         )
         self.servers[sid] = server
         return server
@@ -605,11 +622,69 @@ class FakeOpenStack(FakeServer):
         if len(metadata) > MAX_METADATA_ITEMS:
             raise nova_error(403, f"Quota exceeded for metadata_items: allowed {MAX_METADATA_ITEMS}")
 
-    def keypair_view(self, kp: dict[str, Any], microversion: tuple[int, int]) -> dict[str, Any]:
-        body = dict(kp)
-        if microversion < (2, 2):
-            body.pop("type")
+    def absolute_limits(self, microversion: tuple[int, int]) -> dict[str, int]:
+        """``GET /limits``' absolute limits at ``microversion`` (nova/api/openstack/compute/views/limits.py): Nova's
+        default quotas, the instance quota and usage from the fake; 2.36 dropped the network ones, 2.39
+        ``maxImageMeta``, 2.57 the personality ones."""
+        live = [s for s in self.servers.values() if s.deleting_since is None]
+        limits = {
+            "maxImageMeta": MAX_METADATA_ITEMS,
+            "maxPersonality": 5,
+            "maxPersonalitySize": 10240,
+            "maxSecurityGroupRules": 20,
+            "maxSecurityGroups": 10,
+            "maxServerMeta": MAX_METADATA_ITEMS,
+            "maxTotalCores": 20,
+            "maxTotalFloatingIps": 10,
+            "maxTotalInstances": self.quota_instances,
+            "maxTotalKeypairs": 100,
+            "maxTotalRAMSize": 51200,
+            "maxServerGroups": 10,
+            "maxServerGroupMembers": 10,
+            "totalCoresUsed": sum(s.body["flavor"]["vcpus"] for s in live),
+            "totalFloatingIpsUsed": 0,
+            "totalInstancesUsed": len(live),
+            "totalRAMUsed": sum(s.body["flavor"]["ram"] for s in live),
+            "totalSecurityGroupsUsed": 0,
+            "totalServerGroupsUsed": 0,
+        }
+        dropped = {
+            (2, 36): (
+                "maxSecurityGroupRules",
+                "maxSecurityGroups",
+                "maxTotalFloatingIps",
+                "totalFloatingIpsUsed",
+                "totalSecurityGroupsUsed",
+            ),
+            (2, 39): ("maxImageMeta",),
+            (2, 57): ("maxPersonality", "maxPersonalitySize"),
+        }
+        gone = {key for since, keys in dropped.items() if microversion >= since for key in keys}
+        return {k: v for k, v in limits.items() if k not in gone}
+
+    def flavor_view(self, flavor: dict[str, Any], microversion: tuple[int, int], detail: bool = True) -> dict[str, Any]:
+        """A flavor as ``GET /flavors/{id}`` or ``/flavors/detail`` (``detail``), or an item of ``/flavors``, shows
+        it at ``microversion`` (nova/api/openstack/compute/views/flavors.py): ``description`` from 2.55 on,
+        ``extra_specs`` from 2.61 on."""
+        body = dict(flavor) if detail else {k: flavor[k] for k in ("id", "name", "links", "description")}
+        if microversion < (2, 55):
+            body.pop("description")
+        if microversion < (2, 61):
+            body.pop("extra_specs", None)
         return body
+
+    def keypair_view(self, kp: dict[str, Any], microversion: tuple[int, int], view: str = "show") -> dict[str, Any]:
+        """A key pair as Nova's view builder shows it (nova/api/openstack/compute/views/keypairs.py): ``index``
+        (list items) name, public key and fingerprint; ``create`` adds the user; ``show`` every field; ``type``
+        from 2.2 on."""
+        keys = ["name", "public_key", "fingerprint"]
+        if view in ("create", "show"):
+            keys.append("user_id")
+        if view == "show":
+            keys += ["created_at", "deleted", "deleted_at", "id", "updated_at"]
+        if microversion >= (2, 2):
+            keys.append("type")
+        return {k: kp[k] for k in keys}
 
     def create_keypair(self, req: dict[str, Any]) -> dict[str, Any]:
         name = req.get("name", "")
@@ -635,6 +710,8 @@ class FakeOpenStack(FakeServer):
             "user_id": USER_ID,
             "fingerprint": ":".join(digest[i : i + 2] for i in range(0, 32, 2)),
             "created_at": now(),
+            "updated_at": None,
+            "deleted_at": None,
             "deleted": False,
             "id": self._next(),
         }
@@ -979,6 +1056,14 @@ class _Handler(FakeHandler):
                 "Vary": "OpenStack-API-Version",
                 **headers,
             }
+            try:
+                found = tempest_schemas.problem(method, path[len("/compute") :], served, status, body, headers)
+            except Exception:  # noqa: BLE001 - a bug in the check is the fake's own failure
+                found = traceback.format_exc()
+            if found is not None:  # the fake drifted from Nova: the test that caused it fails with tempest's message
+                with cloud.lock:
+                    cloud.violations.append(f"response to {method} {parts.path}: {found}")
+                status, body, headers = 500, {"computeFault": {"code": 500, "message": found}}, {}
         self._send(status, body, headers)
 
 
@@ -1076,6 +1161,9 @@ def _nova(
                             "links": server.body["links"],
                             "OS-DCF:diskConfig": "MANUAL",
                             "security_groups": server.body["security_groups"],
+                            # Nova's default ([api]enable_instance_password): a generated root password, which
+                            # CernVM ignores (its users come from the context)
+                            "adminPass": secrets.token_urlsafe(9),
                         }
                     },
                     {"Location": f"{base}/compute/v2.1/servers/{server.id}"},
@@ -1129,11 +1217,13 @@ def _nova(
                 cloud._check_tags(req.get("tags", []))
                 server.body["tags"] = list(req.get("tags", []))
                 return 200, {"tags": server.body["tags"]}, {}
-            if method == "PUT":
+            if method == "PUT":  # nova/api/openstack/compute/server_tags.py: 201, or 204 if it is there; a Location
+                location = {"Location": f"{base}/compute/v2.1/servers/{sid}/tags/{item}"}
+                if item in server.body["tags"]:
+                    return 204, None, location
                 cloud._check_tags(server.body["tags"] + [item])
-                if item not in server.body["tags"]:
-                    server.body["tags"].append(item)
-                return 201, None, {}
+                server.body["tags"].append(item)
+                return 201, None, location
         if sub == "metadata":
             if method == "GET":
                 return 200, {"metadata": server.body["metadata"]}, {}
@@ -1148,10 +1238,13 @@ def _nova(
     m = re.match(r"^/os-keypairs(?:/([^/]+))?$", path)
     if m:
         name = m.group(1)
+        new = mv >= (2, 2)  # 2.2 made create 201 and delete 204 (were 200 and 202)
         if name is None and method == "POST":
-            return 200, {"keypair": cloud.keypair_view(cloud.create_keypair(req.get("keypair", {})), mv)}, {}
+            made = cloud.create_keypair(req.get("keypair", {}))
+            return 201 if new else 200, {"keypair": cloud.keypair_view(made, mv, "create")}, {}
         if name is None and method == "GET":
-            return 200, {"keypairs": [{"keypair": cloud.keypair_view(k, mv)} for k in cloud.keypairs.values()]}, {}
+            listed = [{"keypair": cloud.keypair_view(k, mv, "index")} for k in cloud.keypairs.values()]
+            return 200, {"keypairs": listed}, {}
         name = unquote(name or "")
         if name not in cloud.keypairs:
             raise nova_error(404, f"Keypair {name} not found for user {USER_ID}")
@@ -1159,38 +1252,20 @@ def _nova(
             return 200, {"keypair": cloud.keypair_view(cloud.keypairs[name], mv)}, {}
         if method == "DELETE":
             del cloud.keypairs[name]
-            return 202, None, {}
+            return 204 if new else 202, None, {}
     m = re.match(r"^/flavors(?:/(detail|[^/]+))?(/os-extra_specs)?$", path)
     if m and method == "GET":
         fid, specs = m.groups()
         if fid in (None, "detail"):
             flavors = _paged(list(cloud.flavors.values()), query, "id")
-            return (
-                200,
-                {
-                    "flavors": flavors
-                    if fid
-                    else [{"id": f["id"], "name": f["name"], "links": f["links"], "description": None} for f in flavors]
-                },
-                {},
-            )
+            return 200, {"flavors": [cloud.flavor_view(f, mv, detail=fid is not None) for f in flavors]}, {}
         if fid not in cloud.flavors:
             raise nova_error(404, f"Flavor {fid} could not be found.")
         if specs:
             return 200, {"extra_specs": {}}, {}
-        return 200, {"flavor": cloud.flavors[fid]}, {}
+        return 200, {"flavor": cloud.flavor_view(cloud.flavors[fid], mv)}, {}
     if path == "/limits" and method == "GET":
-        used = len([s for s in cloud.servers.values() if s.deleting_since is None])
-        return (
-            200,
-            {
-                "limits": {
-                    "rate": [],
-                    "absolute": {"maxTotalInstances": cloud.quota_instances, "totalInstancesUsed": used},
-                }
-            },
-            {},
-        )
+        return 200, {"limits": {"rate": [], "absolute": cloud.absolute_limits(mv)}}, {}
     raise nova_error(404, f"The resource could not be found: {method} {path}")
 
 
