@@ -832,12 +832,18 @@ class _Handler(FakeHandler):
             deadline = time.monotonic() + arm.provisioning_timeout
 
             def pending() -> bool:
-                return not wireserver.ready.is_set() and time.monotonic() < deadline
+                alive = rid.lower() in arm.wireservers
+                return alive and not wireserver.ready.is_set() and time.monotonic() < deadline
 
             if arm.guest is not None:
                 threading.Thread(target=arm.guest, args=(name, wireserver), daemon=True).start()
 
         def done() -> dict[str, str] | None:
+            if wireserver is not None and rid.lower() not in arm.resources:  # deleted while it was being created
+                return {
+                    "code": "OperationPreempted",
+                    "message": "Operation execution has been preempted by a more recent operation.",
+                }
             failed = error
             if failed is None and wireserver is not None and not wireserver.ready.is_set():
                 failed = provisioning_timed_out(name)
