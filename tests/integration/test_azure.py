@@ -1128,6 +1128,6 @@ def test_scenario_suite_end_to_end_against_the_fake_with_standins(azure_cloud, i
     monkeypatch.setattr(azure_cloud.arm, "guest", None)  # the child's stand-ins report, nothing in this process
     monkeypatch.setattr(azure_cloud.arm, "provisioning_timeout", 420)
     deadlines = {"running": 400, "reachable": 300, "login": 120, "ready": 120}
-    suite = suite_through_standins(tmp_path, azure_cloud, image_id, deadlines=deadlines)
+    suite = suite_through_standins(tmp_path, azure_cloud, image_id, source=True, deadlines=deadlines)
     assert azure_cloud.env["AZURE_CLIENT_SECRET"] not in suite.output
     assert azure_cloud.arm.tagged("cvmfx-target", "azure") == [], "the fake still holds resources"
