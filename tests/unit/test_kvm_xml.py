@@ -280,3 +280,11 @@ def test_a_forward_qemu_cannot_make_is_refused_at_load(forwards, message):
     raw = {"targets": {"k": {"provider": "kvm", "guest_forwards": forwards}}}
     with pytest.raises(ConfigError, match=message):
         config.parse(raw, "test")
+
+
+def test_a_forward_the_network_cannot_make_or_on_the_appliances_server_is_refused_at_load():
+    with pytest.raises(ConfigError, match=r"targets\.kvm\.guest_forwards: forwards are made by QEMU's user-mode"):
+        kvm_target("appliance", network="nat", guest_forwards={"10.0.2.16:80": 1234}).load_profile()
+    with pytest.raises(ConfigError, match=r"10\.0\.2\.100:80 is the test appliance's CernVM-FS server"):
+        kvm_target("appliance", guest_forwards={"10.0.2.100:80": 1234}).load_profile()
+    kvm_target("appliance", guest_forwards={"10.0.2.16:80": 1234}).load_profile()

@@ -14,7 +14,9 @@ What it serves, as the real azure-mgmt-* and azure-identity clients call it:
   control characters, values of at most 256 characters (InvalidTags, InvalidTagName,
   InvalidTagNameCharacters, InvalidTagValueLength);
 * long-running operations: PUT and DELETE answer with ``Azure-AsyncOperation`` and complete after
-  ``polls`` status reads;
+  ``polls`` status reads; a VM's create only once its guest reported ready to the VM's own WireServer
+  (:mod:`.wireserver`), else it ends OSProvisioningTimedOut after ``provisioning_timeout`` seconds (the VM stays,
+  as on Azure); a VM deleted while it is created ends its create OperationPreempted;
 * ARM's error shape (``{"error": {"code", "message"}}``) with the codes Azure uses: ResourceNotFound,
   ResourceGroupNotFound, InUseSubnetCannotBeDeleted, InUseNetworkSecurityGroupCannotBeDeleted,
   NicInUse, OperationNotAllowed (core quota), SkuNotAvailable, InvalidRequestContent;
