@@ -47,7 +47,7 @@ def replaced(old: str, new: str) -> bytes:
     ("body", "message"),
     [
         (b"<Health><Container>", "not well-formed XML"),
-        (replaced("<Health>", "<Report>").replace(b"</Health></Role>", b"</Report></Role>"), "root element"),
+        (b"<Report><GoalStateIncarnation>1</GoalStateIncarnation></Report>", "root element is 'Report'"),
         (replaced("<GoalStateIncarnation>1</GoalStateIncarnation>", ""), "no GoalStateIncarnation .*'1'"),
         (replaced(">1</GoalStateIncarnation>", ">2</GoalStateIncarnation>"), "GoalStateIncarnation is '2'.*'1'"),
         (replaced(GOAL.container_id, "another"), "ContainerId is 'another'; the goal state's is '5f1c8a3e"),
