@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import email
 import os
+import sys
 import threading
 import urllib.error
 import urllib.request
@@ -245,10 +246,11 @@ def gce_booted(machine: Any, standin: Any) -> None:
 
 # --- Azure: VMs the fake ARM only pretends to run ------------------------------------------------------------
 
-WIRESERVER = "10.0.2.16"
+WIRESERVER = "10.0.2.16:8016"
 """Where an Azure stand-in's guest reaches its VM's WireServer (named on its kernel line, ``cvmfx_wireserver=``):
-Azure's is 168.63.129.16, but QEMU's user network forwards only addresses of its own 10.0.2.0/24 (libslirp refuses
-a guestfwd to 168.63.129.16: "Conflicting/invalid host:port in guest forwarding rule")."""
+Azure's is 168.63.129.16:80, but QEMU's user network forwards only addresses of its own 10.0.2.0/24 (libslirp refuses
+a guestfwd to 168.63.129.16: "Conflicting/invalid host:port in guest forwarding rule"), and names a forward's device
+by its guest port, which 80 already has (the appliance's CernVM-FS server: "duplicate yank instance")."""
 
 
 def azure_compute(url: str) -> Any:
@@ -301,7 +303,7 @@ def azure_target(port: int) -> config.Target:
     return standin_target(
         "azure stand-in",
         context_medium="azure",
-        guest_forwards={f"{WIRESERVER}:80": port},
+        guest_forwards={WIRESERVER: port},
         kernel_args=f"console=ttyS0 cvmfx_wireserver={WIRESERVER}",
     )
 
@@ -335,8 +337,8 @@ def boot_azure(url: str, vm: dict[str, Any]) -> None:
 
     try:
         STANDINS.standin(vm["name"], "(created)", boot)
-    except BaseException:  # noqa: BLE001 - kept in STANDINS.failed, raised where the VM's SSH asks for it
-        pass
+    except BaseException as e:  # noqa: BLE001 - kept in STANDINS.failed, raised where the VM's SSH asks for it
+        print(f"stand-in of {vm['name']} did not boot: {type(e).__name__}: {e}", file=sys.stderr)
 
 
 CLOUDS = {

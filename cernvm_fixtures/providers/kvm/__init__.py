@@ -334,10 +334,12 @@ class KvmProvider(Provider[KvmOptions, "KvmMachine"]):
             raise ConfigError(
                 f"{target.where('guest_forwards')}: forwards are made by QEMU's user-mode network; use network = 'user'"
             )
-        if appliance and f"{_appliance.STRATUM1}:80" in options.guest_forwards:
+        taken = [where for where in options.guest_forwards if where.rpartition(":")[2] == "80"]
+        if appliance and taken:
             raise ConfigError(
-                f"{target.where('guest_forwards')}: {_appliance.STRATUM1}:80 is the test appliance's CernVM-FS server; "
-                "forward another address"
+                f"{target.where('guest_forwards')}: {taken[0]!r}: guest port 80 is the test appliance's CernVM-FS "
+                f"server's ({_appliance.STRATUM1}:80, and QEMU names a forward's device by its guest port); "
+                "forward another port"
             )
         if appliance and options.network == "nat":
             raise ConfigError(
@@ -403,7 +405,7 @@ class KvmProvider(Provider[KvmOptions, "KvmMachine"]):
                 )
             except libvirt.libvirtError as e:
                 message = e.get_error_message()
-                if "hostfwd" in message or "host forwarding" in message:
+                if "Could not set up host forwarding rule" in message:  # QEMU's words for a port taken meanwhile
                     continue
                 raise ProviderError(f"{name}: libvirt could not start the domain: {message}") from None
             machine.ssh_port = port

@@ -45,7 +45,9 @@ class KvmOptions(ProviderOptions):
     guest_forwards: dict[str, int] = {}
     """User-mode networking only: guest ``address:port`` -> port on 127.0.0.1 that a guest's TCP connection to it
     reaches (QEMU's ``guestfwd``, one connection at a time), e.g. a cloud's host service for a stand-in. QEMU forwards
-    only addresses inside its user network, 10.0.2.0/24, and not its own (.2 gateway, .3 DNS)."""
+    only addresses inside its user network, 10.0.2.0/24, and not its own (.2 gateway, .3 DNS), and names each
+    forward's device by its guest port (``guestfwd.tcp.PORT``): one forward per port, and not the test appliance's
+    port 80 (its CernVM-FS server)."""
     slowdown: float = Field(4.0, ge=1.0)
     """Readiness deadlines are multiplied by this under software emulation (domain type qemu)."""
     user: str = "root"
@@ -68,6 +70,9 @@ class KvmOptions(ProviderOptions):
                 )
             if not 0 < port < 65536:
                 raise ValueError(f"{where!r}: port {port} on 127.0.0.1 is not a TCP port (1-65535)")
+        ports = [where.rpartition(":")[2] for where in value]
+        if len(set(ports)) < len(ports):
+            raise ValueError(f"{sorted(value)}: QEMU names a forward's device by its guest port; give each its own")
         return value
 
 
