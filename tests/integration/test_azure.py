@@ -19,6 +19,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,7 @@ from ..fakes.azure import wire
 from ..fakes.azure.certificate import make_certificate
 from ..fakes.azure.fixtures import CONTAINER, SUBSCRIPTION, AzureCloud
 from ..fakes.azure.vhd import make_vhd
-from ..fakes.azure.wireserver import HEADERS, health_report, read_goal_state, report_ready
+from ..fakes.azure.wireserver import HEADERS, GoalState, WireServer, health_report, read_goal_state, report_ready
 from ..fakes.server import Call
 from ..helpers import (
     create_only,
@@ -1120,6 +1121,44 @@ def test_sweep_removes_what_a_killed_run_left(azure_cloud, image_id, tmp_path, l
 
 
 # --- the scenario suite end to end: the fake + one stand-in per VM, booted from the fake's custom data ---
+
+
+def test_the_appliance_reports_ready_only_with_its_context_from_azures_provisioning_disc():
+    """As CernVM 4's cloud-init reports ready only when µCernVM found its context on Azure's provisioning disc, the
+    appliance booted from an Azure-shaped disc reports to the WireServer forwarded to it; from a config drive, with the
+    same forward, it never does (such a VM would end OSProvisioningTimedOut). Both boot at once."""
+    from ..standins import WIRESERVER, StandIns, standin_target
+
+    media = ("azure", "config-drive")
+    servers = {m: WireServer(goal=GoalState(str(uuid.uuid4()), f"0._cvmfx-{m}")).start() for m in media}
+    standins = StandIns()
+    try:
+        booted = {}
+        for medium, server in servers.items():
+            target = standin_target(
+                "azure stand-in",
+                context_medium=medium,
+                guest_forwards={WIRESERVER: server.port},
+                kernel_args=f"console=ttyS0 cvmfx_wireserver={WIRESERVER}",
+            )
+            booted[medium] = standins.launch(target, f"#cloud-config\nhostname: cvmfx-{medium}\n".encode())
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and not all(
+            "contextualization complete" in b.console_log() for b in booted.values()
+        ):
+            time.sleep(1)
+        servers["azure"].ready.wait(30)
+        time.sleep(10)  # the config drive's guest would have reported by now: the Azure one did within seconds
+        for medium, standin in booted.items():
+            console, server = standin.console_log(), servers[medium]
+            source = "Azure" if medium == "azure" else "ConfigDrive"
+            assert f"context: user data from {source}" in console, console[-3000:]
+            assert server.ready.is_set() is (medium == "azure"), (medium, server.states, console[-3000:])
+            assert server.refused == [] and server.states == (["Ready"] if medium == "azure" else [])
+    finally:
+        standins.finish()
+        for server in servers.values():
+            server.stop()
 
 
 def test_scenario_suite_end_to_end_against_the_fake_with_standins(azure_cloud, image_id, tmp_path, monkeypatch):
