@@ -1132,8 +1132,8 @@ def test_the_appliance_reports_ready_only_with_its_context_from_azures_provision
     media = ("azure", "config-drive")
     servers = {m: WireServer(goal=GoalState(str(uuid.uuid4()), f"0._cvmfx-{m}")).start() for m in media}
     standins = StandIns()
+    booted = {}
     try:
-        booted = {}
         for medium, server in servers.items():
             target = standin_target(
                 "azure stand-in",
@@ -1156,6 +1156,8 @@ def test_the_appliance_reports_ready_only_with_its_context_from_azures_provision
             assert server.ready.is_set() is (medium == "azure"), (medium, server.states, console[-3000:])
             assert server.refused == [] and server.states == (["Ready"] if medium == "azure" else [])
     finally:
+        for standin in booted.values():
+            standin.destroy()
         standins.finish()
         for server in servers.values():
             server.stop()
