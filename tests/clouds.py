@@ -296,12 +296,17 @@ CHECKLIST_CELLS = {
 and no cloud provider presses a power button yet (skipped with its no_power_button)."""
 
 
-def assert_through_standins(suite: SuiteReport, work: Path, instances: int) -> None:
+def assert_through_standins(suite: SuiteReport, work: Path, instances: int, source: bool = False) -> None:
     """A cloud's suite through stand-ins ran CLOUD_CELLS, skipped what only the real cloud shows (naming the
-    stand-in) and the shared folders no cloud has, and booted one stand-in per instance."""
+    stand-in) and the shared folders no cloud has, and booted one stand-in per instance. With ``source``, the
+    stand-in got its context the cloud's way, so the user data's source was checked, not skipped."""
     skipped = dict(suite.skipped)
     assert set(suite.cases) - set(skipped) >= CLOUD_CELLS, skipped
-    assert "stand-in" in skipped.pop("test_network_driver") and "stand-in" in skipped.pop("test_user_data_source")
+    assert "stand-in" in skipped.pop("test_network_driver")
+    if source:
+        assert "test_user_data_source" in suite.cases and "test_user_data_source" not in skipped
+    else:
+        assert "stand-in" in skipped.pop("test_user_data_source")
     checklist = {name: skipped.pop(name) for name in CHECKLIST_CELLS if name in skipped}
     assert set(checklist) == CHECKLIST_CELLS, checklist
     assert all(
@@ -314,7 +319,13 @@ def assert_through_standins(suite: SuiteReport, work: Path, instances: int) -> N
 
 
 def suite_through_standins(
-    tmp_path: Path, cloud: Any, image: str, env: Mapping[str, str] = {}, timeout: float = 1500, **options: Any
+    tmp_path: Path,
+    cloud: Any,
+    image: str,
+    env: Mapping[str, str] = {},
+    timeout: float = 1500,
+    source: bool = False,
+    **options: Any,
 ) -> SuiteReport:
     """The scenario suite in a child process against the cloud's fake, through one stand-in per instance (the
     plugin tests/standins.py), from a config file with the cloud's stand-in profile and ``options`` (the child's
@@ -328,7 +339,7 @@ def suite_through_standins(
     state = tmp_path / "state"
     environment = {**subprocess_env(state), **env}
     suite = run_suite(work, tmp_path / "report.xml", environment, timeout, args=("-p", "tests.standins"))
-    assert_through_standins(suite, work, instances=2)
+    assert_through_standins(suite, work, instances=2, source=source)
     assert domains_under(tmp_path) == [], "stand-in domains left behind"
     assert ledger_entries(state) == [] and not list(state.glob("runs/*"))
     return suite

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import email
 import os
+import sys
 import threading
 import urllib.error
 import urllib.request
@@ -31,10 +32,10 @@ DEADLINES = {"running": 120, "reachable": 300, "login": 120, "ready": 120}
 """TCG on a shared 2-core machine."""
 
 
-def standin_target(what: str) -> config.Target:
-    """The KVM target of a stand-in (``what`` names it in config errors). KVM hangs when nested: TCG. Booted
-    directly with console=ttyS0, as CernVM's hvm, tar.gz and vhd images boot (the ISO has no console=): the
-    cloud suites check host keys against the serial console the fakes serve."""
+def standin_target(what: str, **options: Any) -> config.Target:
+    """The KVM target of a stand-in (``what`` names it in config errors), with ``options``. KVM hangs when nested:
+    TCG. Booted directly with console=ttyS0, as CernVM's hvm, tar.gz and vhd images boot (the ISO has no console=):
+    the cloud suites check host keys against the serial console the fakes serve."""
     raw = {
         "standin": {
             "provider": "kvm",
@@ -42,6 +43,7 @@ def standin_target(what: str) -> config.Target:
             "deadlines": DEADLINES,
             "boot": "kernel",
             "kernel_args": "console=ttyS0",
+            **options,
         }
     }
     return config.parse({"targets": raw}, what).targets["standin"]
@@ -81,35 +83,67 @@ class StandIns:
 
     def __init__(self) -> None:
         self.standins: dict[str, Any] = {}
+        self.booting: dict[str, threading.Event] = {}
+        self.failed: dict[str, str] = {}
+        self.lock = threading.Lock()
         self.run: Run | None = None
         self.stop = threading.Event()
 
     def endpoint(self, machine: Any, host: str) -> tuple[str, int] | None:
-        """Where SSH to ``machine`` goes: its stand-in's 127.0.0.1 forward (booted on first use); None for a
-        machine of no cloud here."""
+        """Where SSH to ``machine`` goes: its stand-in's 127.0.0.1 forward (booted on first use, unless the
+        Azure watcher booted it when the VM was created); None for a machine of no cloud here."""
         cloud = CLOUDS.get(machine.provider.name)
         if cloud is None:
             return None
-        if machine.name not in self.standins:
-            self.standins[machine.name] = self.boot(machine, host, cloud)
-            with open("standins.log", "a") as log:
-                print(machine.name, host, "->", self.standins[machine.name].name, file=log)
-        return "127.0.0.1", self.standins[machine.name].ssh_port
+        standin = self.standin(machine.name, host, lambda target: self.boot(machine, host, cloud, target))
+        return "127.0.0.1", standin.ssh_port
 
-    def boot(self, machine: Any, host: str, cloud: Cloud) -> Any:
+    def standin(self, name: str, host: str, boot: Callable[[config.Target | None], Any]) -> Any:
+        """The stand-in of instance ``name``, booted by ``boot`` once; a caller asking while another boots it
+        waits for that boot."""
+        with self.lock:
+            event = self.booting.get(name)
+            first = event is None
+            if first:
+                event = self.booting[name] = threading.Event()
+        assert event is not None
+        if not first:
+            event.wait()
+        else:
+            try:
+                self.standins[name] = boot(None)
+                with open("standins.log", "a") as log:
+                    print(name, host, "->", self.standins[name].name, file=log)
+            except BaseException as e:
+                self.failed[name] = f"{type(e).__name__}: {e}"
+                raise
+            finally:
+                event.set()
+        if name not in self.standins:
+            raise AssertionError(f"{name}: its stand-in did not boot: {self.failed.get(name)}")
+        return self.standins[name]
+
+    def boot(self, machine: Any, host: str, cloud: Cloud, target: config.Target | None = None) -> Any:
+        blob = cloud.user_data(machine, host)
+        standin = self.launch(target or standin_target(f"{machine.provider.name} stand-in"), blob)
+        cloud.booted(machine, standin)
+        return standin
+
+    def launch(self, target: config.Target, blob: bytes) -> Any:
+        """A KVM stand-in of ``target`` booted with the user data ``blob`` (not waited for)."""
         from cernvm_fixtures.providers.kvm import KvmProvider
 
-        blob = cloud.user_data(machine, host)
-        if self.run is None:
-            self.run = Run()
-        provider = KvmProvider(standin_target(f"{machine.provider.name} stand-in"), self.run)
-        standin = provider.machine(self.run.name("standin"))
+        with self.lock:
+            if self.run is None:
+                self.run = Run()
+            run = self.run
+        provider = KvmProvider(target, run)
+        standin = provider.machine(run.name("standin"))
         try:
             provider.launch(standin, UserData(hostname=cloud_config(blob)["hostname"], blob=blob))
         except BaseException:
             standin.destroy()
             raise
-        cloud.booted(machine, standin)
         return standin
 
     def forward_console(self, standin: Any, url: str) -> None:
@@ -125,6 +159,8 @@ class StandIns:
 
     def finish(self) -> None:
         self.stop.set()
+        for event in list(self.booting.values()):
+            event.wait(300)  # a boot the Azure watcher started: its stand-in is destroyed with the others
         while self.standins:
             self.standins.popitem()[1].destroy()
         if self.run is not None:
@@ -210,14 +246,18 @@ def gce_booted(machine: Any, standin: Any) -> None:
 
 # --- Azure: VMs the fake ARM only pretends to run ------------------------------------------------------------
 
+WIRESERVER = "10.0.2.16:8016"
+"""Where an Azure stand-in's guest reaches its VM's WireServer (named on its kernel line, ``cvmfx_wireserver=``):
+Azure's is 168.63.129.16:80, but QEMU's user network forwards only addresses of its own 10.0.2.0/24 (libslirp refuses
+a guestfwd to 168.63.129.16: "Conflicting/invalid host:port in guest forwarding rule"), and names a forward's device
+by its guest port, which 80 already has (the appliance's CernVM-FS server: "duplicate yank instance")."""
 
-def azure_user_data(machine: Any, host: str) -> bytes:
-    """The custom data the fake holds for the VM (through the SDK, with the service principal of the
-    environment)."""
+
+def azure_compute(url: str) -> Any:
+    """The fake ARM's compute client, with the service principal of the environment."""
     from azure.identity import ClientSecretCredential
     from azure.mgmt.compute import ComputeManagementClient
 
-    url = machine.options.endpoint
     credential = ClientSecretCredential(
         os.environ["AZURE_TENANT_ID"],
         os.environ["AZURE_CLIENT_ID"],
@@ -225,25 +265,80 @@ def azure_user_data(machine: Any, host: str) -> bytes:
         authority=url,
         disable_instance_discovery=True,
     )
-    compute = ComputeManagementClient(
+    return ComputeManagementClient(
         credential,
         os.environ["AZURE_SUBSCRIPTION_ID"],
         base_url=url,
         credential_scopes=["https://management.azure.com/.default"],
     )
-    vm = compute.virtual_machines.get(machine.group, machine.name)
+
+
+def azure_custom_data(url: str, group: str, name: str) -> bytes:
+    """The custom data the fake holds for the VM (through the SDK)."""
+    vm = azure_compute(url).virtual_machines.get(group, name)
     return base64.b64decode(vm.properties.os_profile.custom_data)
 
 
-def azure_booted(machine: Any, standin: Any) -> None:
+def azure_user_data(machine: Any, host: str) -> bytes:
+    """The custom data the fake holds for the machine's VM."""
+    return azure_custom_data(machine.options.endpoint, machine.group, machine.name)
+
+
+def azure_serve(url: str, name: str, standin: Any) -> None:
     """The stand-in's console file becomes the VM's serial log in the fake (host keys are checked strictly), its
     screen the boot diagnostics screenshot."""
     import requests
 
-    url = f"{machine.options.endpoint}/_test/console/{machine.name}"
-    requests.put(url, json={"file": str(standin.console_file)}, timeout=10)
-    url = f"{machine.options.endpoint}/_test/screen/{machine.name}"
-    requests.put(url, json={"domain": standin.name}, timeout=10)
+    requests.put(f"{url}/_test/console/{name}", json={"file": str(standin.console_file)}, timeout=10)
+    requests.put(f"{url}/_test/screen/{name}", json={"domain": standin.name}, timeout=10)
+
+
+def azure_booted(machine: Any, standin: Any) -> None:
+    azure_serve(machine.options.endpoint, machine.name, standin)
+
+
+def azure_target(port: int) -> config.Target:
+    """An Azure stand-in's KVM target: its context on a disc shaped like Azure's provisioning disc, and its VM's
+    WireServer (on 127.0.0.1:``port``) forwarded to :data:`WIRESERVER`, named on the kernel line."""
+    return standin_target(
+        "azure stand-in",
+        context_medium="azure",
+        guest_forwards={WIRESERVER: port},
+        kernel_args=f"console=ttyS0 cvmfx_wireserver={WIRESERVER}",
+    )
+
+
+def watch_azure(url: str, stop: threading.Event) -> None:
+    """Boot a stand-in for each VM the fake ARM at ``url`` holds in creation, waiting for its guest's ready report
+    (its test hook ``/_test/provisioning``), until ``stop`` is set: on Azure the guest boots while the VM is
+    created, and its report ends the creation, so the stand-in cannot wait for the first SSH."""
+    import requests
+
+    seen: set[str] = set()
+    while not stop.wait(0.5):
+        try:
+            waiting = requests.get(f"{url}/_test/provisioning", timeout=10).json()
+        except requests.RequestException:
+            continue
+        for vm in waiting:
+            if vm["name"] in seen:
+                continue
+            seen.add(vm["name"])
+            threading.Thread(target=boot_azure, args=(url, vm), daemon=True).start()
+
+
+def boot_azure(url: str, vm: dict[str, Any]) -> None:
+    """The stand-in of one VM being created (its failure is kept for the SSH that would have reached it)."""
+
+    def boot(_: Any) -> Any:
+        standin = STANDINS.launch(azure_target(vm["port"]), azure_custom_data(url, vm["group"], vm["name"]))
+        azure_serve(url, vm["name"], standin)
+        return standin
+
+    try:
+        STANDINS.standin(vm["name"], "(created)", boot)
+    except BaseException as e:  # noqa: BLE001 - kept in STANDINS.failed, raised where the VM's SSH asks for it
+        print(f"stand-in of {vm['name']} did not boot: {type(e).__name__}: {e}", file=sys.stderr)
 
 
 CLOUDS = {
@@ -257,6 +352,13 @@ STANDINS = StandIns()
 
 def pytest_cernvm_endpoint(machine: Any, host: str, port: int) -> tuple[str, int] | None:
     return STANDINS.endpoint(machine, host)
+
+
+def pytest_sessionstart(session: Any) -> None:
+    """Against the fake ARM (its URL is the environment's Azure authority), watch for VMs being created."""
+    url = os.environ.get("AZURE_AUTHORITY_HOST", "")
+    if url.startswith("https://127.0.0.1:"):
+        threading.Thread(target=watch_azure, args=(url, STANDINS.stop), daemon=True).start()
 
 
 def pytest_sessionfinish(session: Any) -> None:

@@ -17,6 +17,9 @@ import shlex
 import socket
 import subprocess
 import time
+import urllib.error
+import urllib.request
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +31,7 @@ from cernvm_fixtures.instance import launch
 from cernvm_fixtures.ledger import Owner, Resource, machine_identity
 from cernvm_fixtures.providers import azure as azmod
 from cernvm_fixtures.providers.azure import AzureProvider
+from cernvm_fixtures.providers.azure.provider import PROVISIONING_TIMED_OUT
 from cernvm_fixtures.run import Run
 from cernvm_fixtures.sweep import teardown_key
 
@@ -44,6 +48,7 @@ from ..fakes.azure import wire
 from ..fakes.azure.certificate import make_certificate
 from ..fakes.azure.fixtures import CONTAINER, SUBSCRIPTION, AzureCloud
 from ..fakes.azure.vhd import make_vhd
+from ..fakes.azure.wireserver import HEADERS, GoalState, WireServer, health_report, read_goal_state, report_ready
 from ..fakes.server import Call
 from ..helpers import (
     create_only,
@@ -815,12 +820,65 @@ def test_sku_not_available_at_create_is_reported(azure_cloud, image_id, tmp_path
     assert_nothing_left(azure_cloud, run)
 
 
-def test_provisioning_failed_stops_readiness_at_once(azure_cloud, image_id, tmp_path, monkeypatch):
-    monkeypatch.setattr(Run, "name", lambda self, target: f"cvmfx-{self.id}-{target}-fail")
+def test_a_guest_that_never_reports_ready_ends_os_provisioning_timed_out(azure_cloud, image_id, tmp_path, monkeypatch):
+    """No guest reports ready (none boots): the create stays in progress until the fake's provisioning time-out, then
+    ends OSProvisioningTimedOut with Azure's message; readiness stops at once with what that means for a CernVM
+    image, and nothing is left."""
+    monkeypatch.setattr(azure_cloud.arm, "guest", None)
+    monkeypatch.setattr(azure_cloud.arm, "provisioning_timeout", 2)
     run = run_for(tmp_path)
-    azure_cloud.arm.faults.fail_provisioning.add(f"cvmfx-{run.id}-azure-fail")
-    with pytest.raises(ReadinessError, match="provisioning failed: OSProvisioningTimedOut: .*never reported ready"):
+    started = time.monotonic()
+    with pytest.raises(ReadinessError) as failed:
         launch(target_for(azure_cloud, image_id), run)
+    message = str(failed.value)
+    assert "provisioning failed: OSProvisioningTimedOut: OS Provisioning for VM 'cvmfx-" in message, message
+    assert "did not finish in the allotted time" in message and PROVISIONING_TIMED_OUT in message, message
+    assert time.monotonic() - started < 20, "failed at the fake's time-out, not at the harness's running deadline"
+    assert azure_cloud.arm.wireservers == {}, "the VM's WireServer outlived the VM"
+    assert_nothing_left(azure_cloud, run)
+
+
+def test_a_running_deadline_before_azures_time_out_says_what_the_create_waits_for(
+    azure_cloud, image_id, tmp_path, monkeypatch
+):
+    """The harness's running deadline passes while Azure still waits for the guest: the error says so."""
+    monkeypatch.setattr(azure_cloud.arm, "guest", None)
+    run = run_for(tmp_path)
+    deadlines = {"running": 1, "reachable": 10, "login": 10, "ready": 10}
+    with pytest.raises(ProviderError, match=r"still InProgress \(Azure ends a VM's creation when its guest reports"):
+        launch(target_for(azure_cloud, image_id, deadlines=deadlines), run)
+    assert_nothing_left(azure_cloud, run)
+
+
+def test_a_malformed_health_report_is_refused_and_the_vm_stays_creating(azure_cloud, image_id, tmp_path, monkeypatch):
+    """The VM's WireServer serves its goal state and refuses (400) a report that is not well formed or names
+    another container: the VM stays Creating, its create operation in progress; the guest's Ready report ends
+    it Succeeded."""
+    monkeypatch.setattr(azure_cloud.arm, "guest", None)
+    run = run_for(tmp_path)
+    machine, _ = create_only(target_for(azure_cloud, image_id), run)
+    try:
+        vm_id = next(r for r in machine.resources if r.kind == "vm").data["id"]
+        server = azure_cloud.arm.wireservers[vm_id.lower()]
+        url = f"http://127.0.0.1:{server.port}"
+        request = urllib.request.Request(f"{url}/machine/?comp=goalstate", headers=HEADERS)
+        goal = read_goal_state(urllib.request.urlopen(request, timeout=10).read())
+        wrong = health_report(goal).replace(goal.container_id.encode(), b"another-container")
+        for body in (b"<Health><Container>", wrong):
+            post = urllib.request.Request(f"{url}/machine?comp=health", data=body, headers=HEADERS)
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(post, timeout=10)
+            assert refused.value.code == 400
+        assert "not well-formed XML" in server.refused[0] and "'another-container'" in server.refused[1]
+        time.sleep(0.5)  # the SDK's poller reads the operation every 0.05 s
+        compute = azure_cloud.client("compute")
+        assert compute.virtual_machines.get(machine.group, machine.name).provisioning_state == "Creating"
+        assert not machine.poller.done() and machine.platform_state().running is False
+        assert report_ready(url) == 200
+        machine.wait_running(time.monotonic() + 20)
+        assert compute.virtual_machines.get(machine.group, machine.name).provisioning_state == "Succeeded"
+    finally:
+        machine.destroy()
     assert_nothing_left(azure_cloud, run)
 
 
@@ -1169,8 +1227,52 @@ def test_sweep_removes_what_a_killed_run_left(azure_cloud, image_id, tmp_path, l
 # --- the scenario suite end to end: the fake + one stand-in per VM, booted from the fake's custom data ---
 
 
-def test_scenario_suite_end_to_end_against_the_fake_with_standins(azure_cloud, image_id, tmp_path):
-    deadlines = {"running": 30, "reachable": 300, "login": 120, "ready": 120}
-    suite = suite_through_standins(tmp_path, azure_cloud, image_id, deadlines=deadlines)
+def test_the_appliance_reports_ready_only_with_its_context_from_azures_provisioning_disc():
+    """As CernVM 4's cloud-init reports ready only when µCernVM found its context on Azure's provisioning disc, the
+    appliance booted from an Azure-shaped disc reports to the WireServer forwarded to it; from a config drive, with the
+    same forward, it never does (such a VM would end OSProvisioningTimedOut). Both boot at once."""
+    from ..standins import WIRESERVER, StandIns, standin_target
+
+    media = ("azure", "config-drive")
+    servers = {m: WireServer(goal=GoalState(str(uuid.uuid4()), f"0._cvmfx-{m}")).start() for m in media}
+    standins = StandIns()
+    booted = {}
+    try:
+        for medium, server in servers.items():
+            target = standin_target(
+                "azure stand-in",
+                context_medium=medium,
+                guest_forwards={WIRESERVER: server.port},
+                kernel_args=f"console=ttyS0 cvmfx_wireserver={WIRESERVER}",
+            )
+            booted[medium] = standins.launch(target, f"#cloud-config\nhostname: cvmfx-{medium}\n".encode())
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and not all(
+            "contextualization complete" in b.console_log() for b in booted.values()
+        ):
+            time.sleep(1)
+        servers["azure"].ready.wait(30)
+        time.sleep(10)  # the config drive's guest would have reported by now: the Azure one did within seconds
+        for medium, standin in booted.items():
+            console, server = standin.console_log(), servers[medium]
+            source = "Azure" if medium == "azure" else "ConfigDrive"
+            assert f"context: user data from {source}" in console, console[-3000:]
+            assert server.ready.is_set() is (medium == "azure"), (medium, server.states, console[-3000:])
+            assert server.refused == [] and server.states == (["Ready"] if medium == "azure" else [])
+    finally:
+        for standin in booted.values():
+            standin.destroy()
+        standins.finish()
+        for server in servers.values():
+            server.stop()
+
+
+def test_scenario_suite_end_to_end_against_the_fake_with_standins(azure_cloud, image_id, tmp_path, monkeypatch):
+    """Each VM's create ends only when its stand-in, booted by the stand-ins plugin as the VM is created from a disc
+    shaped like Azure's provisioning disc, reports ready to the VM's WireServer as CernVM's cloud-init would."""
+    monkeypatch.setattr(azure_cloud.arm, "guest", None)  # the child's stand-ins report, nothing in this process
+    monkeypatch.setattr(azure_cloud.arm, "provisioning_timeout", 420)
+    deadlines = {"running": 400, "reachable": 300, "login": 120, "ready": 120}
+    suite = suite_through_standins(tmp_path, azure_cloud, image_id, source=True, deadlines=deadlines)
     assert azure_cloud.env["AZURE_CLIENT_SECRET"] not in suite.output
     assert azure_cloud.arm.tagged("cvmfx-target", "azure") == [], "the fake still holds resources"

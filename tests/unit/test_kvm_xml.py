@@ -259,3 +259,33 @@ def test_vga_text_memory_rows_and_graphics_mode():
     assert vga_text(screen) == "boot\nUnable to mount cvmfs root filesystem!"
     assert vga_text(bytes(0x8000)) is None, "nothing written"
     assert vga_text(bytes(range(256)) * 128) is None, "pixels, not text"
+
+
+def test_a_guest_forward_reaches_127_0_0_1_and_the_guest_stays_isolated():
+    value = netdev(render(options={"guest_forwards": {"10.0.2.16:8016": 41235}}))
+    assert "guestfwd=tcp:10.0.2.16:8016-tcp:127.0.0.1:41235,,reconnect=1" in value
+    assert "restrict=on" in value.split(",")
+
+
+@pytest.mark.parametrize(
+    ("forwards", "message"),
+    [
+        ({"168.63.129.16:80": 1234}, "QEMU forwards only addresses of its user network 10.0.2.0/24"),
+        ({"10.0.2.2:80": 1234}, "other than 10.0.2.2, 10.0.2.3"),
+        ({"wireserver:80": 1234}, "'wireserver:80' is not a guest IPv4 address:port"),
+        ({"10.0.2.16:80": 0}, "port 0 on 127.0.0.1 is not a TCP port"),
+        ({"10.0.2.16:81": 1234, "10.0.2.17:81": 1235}, "QEMU names a forward's device by its guest port"),
+    ],
+)
+def test_a_forward_qemu_cannot_make_is_refused_at_load(forwards, message):
+    raw = {"targets": {"k": {"provider": "kvm", "guest_forwards": forwards}}}
+    with pytest.raises(ConfigError, match=message):
+        config.parse(raw, "test")
+
+
+def test_a_forward_the_network_cannot_make_or_on_the_appliances_server_is_refused_at_load():
+    with pytest.raises(ConfigError, match=r"targets\.kvm\.guest_forwards: forwards are made by QEMU's user-mode"):
+        kvm_target("appliance", network="nat", guest_forwards={"10.0.2.16:80": 1234}).load_profile()
+    with pytest.raises(ConfigError, match=r"'10\.0\.2\.16:80': guest port 80 is the test appliance's CernVM-FS"):
+        kvm_target("appliance", guest_forwards={"10.0.2.16:80": 1234}).load_profile()
+    kvm_target("appliance", guest_forwards={"10.0.2.16:8016": 1234}).load_profile()

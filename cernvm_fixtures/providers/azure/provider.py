@@ -49,8 +49,17 @@ PROVISIONING_TIMED_OUT = (
     "walinuxagent; the VM may still be running: its serial log, from boot diagnostics, shows how far it got)"
 )
 """What OSProvisioningTimedOut means for a CernVM image (Azure gives it 20-40 minutes after the create, Azure/azure-cli
-#6254): what reports ready (cernvm-micro 06context and 13context_epilog, cernvm-config .ucernvm_bootstrap and
-postinstall, branch cernvm-4)."""
+#6254): what reports ready. µCernVM takes a UDF device holding Azure's tag file as the provisioning ISO, reads
+CustomData.bin and records the source ``Azure`` (cernvm-micro scripts.d/06context ``fetch_azure``, branches master,
+devel, cvm5); cernvm-config then adds Azure to cloud-init's datasource list (.ucernvm_bootstrap) and its default
+``disable_services`` disables walinuxagent (etc/cernvm/postinstall, branch cernvm-4); cloud-init's Azure datasource
+reports ready to the WireServer (GET ``/machine/?comp=goalstate``, POST ``/machine?comp=health``). An image whose
+context came any other way reports nothing, so Azure times out."""
+WAITING_FOR_READY = (
+    " (Azure ends a VM's creation when its guest reports ready; CernVM 4 does only when its context came from Azure's "
+    "provisioning ISO)"
+)
+"""Said of a create still in progress: what it waits for (see :data:`PROVISIONING_TIMED_OUT`)."""
 KEPT_FIELDS = (FIELD_PREFIX + "kept", FIELD_PREFIX + "expires")
 """The fields :meth:`AzureMachine.mark_kept` rewrites."""
 
@@ -343,7 +352,7 @@ class AzureMachine(RemoteMachine):
         if poller is None:
             raise ProviderError(f"{self.name}: no VM was created")
         if not poller.done():
-            return PlatformState(str(poller.status()))
+            return PlatformState(f"{poller.status()}{WAITING_FOR_READY}")
         try:
             poller.result(timeout=0)
         except ERRORS.errors() as e:

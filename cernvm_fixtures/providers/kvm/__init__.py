@@ -36,6 +36,7 @@ from xml.etree import ElementTree
 from ... import images
 from ...context import Context
 from ...context.nocloud import write_seed
+from ...context.provisioning_iso import write_provisioning_iso
 from ...dirs import cache_dir, state_dir
 from ...doctor import Check, running
 from ...download import redact
@@ -329,6 +330,17 @@ class KvmProvider(Provider[KvmOptions, "KvmMachine"]):
         image = Path(target.image).expanduser()
         appliance = appliance_variant(target.image) is not None or _appliance.is_appliance_iso(image)
         needs = f"profile {profile.name!r} says the image loads its OS over the network at boot (boot.network)"
+        if options.guest_forwards and options.network != "user":
+            raise ConfigError(
+                f"{target.where('guest_forwards')}: forwards are made by QEMU's user-mode network; use network = 'user'"
+            )
+        taken = [where for where in options.guest_forwards if where.rpartition(":")[2] == "80"]
+        if appliance and taken:
+            raise ConfigError(
+                f"{target.where('guest_forwards')}: {taken[0]!r}: guest port 80 is the test appliance's CernVM-FS "
+                f"server's ({_appliance.STRATUM1}:80, and QEMU names a forward's device by its guest port); "
+                "forward another port"
+            )
         if appliance and options.network == "nat":
             raise ConfigError(
                 f"{target.where('network')}: 'nat' cannot reach the test appliance's CernVM-FS server (a process "
@@ -358,7 +370,10 @@ class KvmProvider(Provider[KvmOptions, "KvmMachine"]):
         disk = directory / "scratch.img"
         with open(disk, "wb") as f:
             f.truncate(self.options.disk_size * 1024**3)
-        write_seed(context, directory / "seed.iso")
+        if self.options.context_medium == "azure":
+            write_provisioning_iso(context, directory / "seed.iso")
+        else:
+            write_seed(context, directory / "seed.iso")
         machine.make_shared_folders(directory)
         keep = self.run.keep.value != "never"
         resource = self.record(machine, "domain", name, uri=self.uri, directory=str(directory))
@@ -390,7 +405,7 @@ class KvmProvider(Provider[KvmOptions, "KvmMachine"]):
                 )
             except libvirt.libvirtError as e:
                 message = e.get_error_message()
-                if "hostfwd" in message or "host forwarding" in message:
+                if "Could not set up host forwarding rule" in message:  # QEMU's words for a port taken meanwhile
                     continue
                 raise ProviderError(f"{name}: libvirt could not start the domain: {message}") from None
             machine.ssh_port = port

@@ -169,6 +169,8 @@ def domain_xml(
         netdev = f"user,id={USER_NETDEV},restrict={'on' if restrict else 'off'},hostfwd=tcp:127.0.0.1:{ssh_port}-:22"
         if stratum1 is not None:
             netdev += "," + stratum1_forward(stratum1)
+        for where, port in options.guest_forwards.items():
+            netdev += f",guestfwd=tcp:{where}-tcp:127.0.0.1:{port},,reconnect=1"  # as stratum1_forward
         args = [
             "-netdev",
             netdev,

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from ..base import ProviderOptions
 
@@ -37,6 +38,44 @@ class KvmOptions(ProviderOptions):
     CernVM's hvm, tar.gz and vhd images have, and its ISO has not)."""
     graphics: bool = False
     """A VNC display on 127.0.0.1 (it has no password; the harness uses the serial console), off unless asked."""
+    context_medium: Literal["config-drive", "azure"] = "config-drive"
+    """The disc the context reaches the guest on: ``config-drive`` (config-drive layout plus the NoCloud files, what
+    µCernVM and cloud-init read on KVM), or ``azure``: Azure's provisioning disc (UDF: ovf-env.xml, CustomData.bin and
+    the tag file µCernVM looks for), for a guest standing in for an Azure VM."""
+    guest_forwards: dict[str, int] = {}
+    """User-mode networking only: guest ``address:port`` -> port on 127.0.0.1 that a guest's TCP connection to it
+    reaches (QEMU's ``guestfwd``, one connection at a time), e.g. a cloud's host service for a stand-in. QEMU forwards
+    only addresses inside its user network, 10.0.2.0/24, and not its own (.2 gateway, .3 DNS), and names each
+    forward's device by its guest port (``guestfwd.tcp.PORT``): one forward per port, and not the test appliance's
+    port 80 (its CernVM-FS server)."""
     slowdown: float = Field(4.0, ge=1.0)
     """Readiness deadlines are multiplied by this under software emulation (domain type qemu)."""
     user: str = "root"
+
+    @field_validator("guest_forwards")
+    @classmethod
+    def _forwards(cls, value: dict[str, int]) -> dict[str, int]:
+        for where, port in value.items():
+            address, _, guest_port = where.rpartition(":")
+            try:
+                ip = ipaddress.IPv4Address(address)
+            except ValueError:
+                ip = None
+            if ip is None or not guest_port.isdigit() or not 0 < int(guest_port) < 65536:
+                raise ValueError(f"{where!r} is not a guest IPv4 address:port (e.g. '10.0.2.16:80')")
+            if ip not in USER_NETWORK or ip in QEMU_OWN:
+                raise ValueError(
+                    f"{where!r}: QEMU forwards only addresses of its user network {USER_NETWORK} other than "
+                    f"{', '.join(map(str, QEMU_OWN))} (its gateway and DNS)"
+                )
+            if not 0 < port < 65536:
+                raise ValueError(f"{where!r}: port {port} on 127.0.0.1 is not a TCP port (1-65535)")
+        ports = [where.rpartition(":")[2] for where in value]
+        if len(set(ports)) < len(ports):
+            raise ValueError(f"{sorted(value)}: QEMU names a forward's device by its guest port; give each its own")
+        return value
+
+
+USER_NETWORK = ipaddress.IPv4Network("10.0.2.0/24")
+"""QEMU's default user network (libslirp refuses a guestfwd outside it: "Conflicting/invalid host:port")."""
+QEMU_OWN = (ipaddress.IPv4Address("10.0.2.2"), ipaddress.IPv4Address("10.0.2.3"))

@@ -17,7 +17,9 @@ What it serves, as the real azure-mgmt-* and azure-identity clients call it:
   control characters, values of at most 256 characters (InvalidTags, InvalidTagName,
   InvalidTagNameCharacters, InvalidTagValueLength);
 * long-running operations: PUT and DELETE answer with ``Azure-AsyncOperation`` and complete after
-  ``polls`` status reads;
+  ``polls`` status reads; a VM's create only once its guest reported ready to the VM's own WireServer
+  (:mod:`.wireserver`), else it ends OSProvisioningTimedOut after ``provisioning_timeout`` seconds (the VM stays,
+  as on Azure); a VM deleted while it is created ends its create OperationPreempted;
 * ARM's error shape (``{"error": {"code", "message"}}``) with the codes Azure uses: ResourceNotFound,
   ResourceGroupNotFound, InUseSubnetCannotBeDeleted, InUseNetworkSecurityGroupCannotBeDeleted,
   NicInUse, OperationNotAllowed (core quota), SkuNotAvailable, InvalidRequestContent;
@@ -34,6 +36,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
 import secrets
 import ssl
@@ -41,6 +44,7 @@ import threading
 import time
 import traceback
 import urllib.parse
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +53,7 @@ from typing import Any
 from ..screens import standin_screen
 from ..server import Call, FakeHandler, FakeServer, decoded
 from . import wire
+from .wireserver import GoalState, WireServer
 
 TYPES = {
     "microsoft.compute/virtualmachines": ("Microsoft.Compute", "VirtualMachine", "virtualMachines"),
@@ -211,13 +216,35 @@ def check_priority(rule: dict[str, Any]) -> None:
         )
 
 
+PROVISIONING_TIMEOUT = float(os.environ.get("CVMFX_TEST_AZURE_PROVISIONING_TIMEOUT", "600"))
+"""Seconds a VM create waits for its guest's Ready report before it ends OSProvisioningTimedOut (Azure: 40 minutes);
+tests that expect the time-out set the fake's ``provisioning_timeout`` to a few seconds."""
+
+
+def provisioning_timed_out(name: str) -> dict[str, str]:
+    """The error a VM create ends with when its guest never reported ready: Azure's code and message (as quoted in
+    berops/claudie#386 and Azure/aks-engine#3694)."""
+    return {
+        "code": "OSProvisioningTimedOut",
+        "message": (
+            f"OS Provisioning for VM '{name}' did not finish in the allotted time. The VM may still finish "
+            "provisioning successfully. Please check provisioning state later. For details on how to check current "
+            "provisioning state of Windows VMs, refer to https://aka.ms/WindowsVMLifecycle and Linux VMs, refer to "
+            "https://aka.ms/LinuxVMLifecycle."
+        ),
+    }
+
+
 @dataclass
 class Operation:
     id: str
     polls: int
-    done: Callable[[], None]
+    done: Callable[[], dict[str, str] | None]
+    """Carries the operation out once it ends; may return the error it ended with."""
     error: dict[str, str] | None = None
     status: str = "InProgress"
+    pending: Callable[[], bool] = lambda: False
+    """Whether the operation must stay in progress whatever the polls (a VM waiting for its guest's report)."""
 
 
 @dataclass
@@ -226,8 +253,6 @@ class Faults:
 
     cores: int = 100
     """Regional vCPU quota: a VM beyond it is refused with OperationNotAllowed."""
-    fail_provisioning: set[str] = field(default_factory=set)
-    """VM names whose creation ends in provisioning state Failed (an OS provisioning time-out)."""
     nsg_busy: int = 0
     """How many NSG deletes are refused as in use although nothing refers to it any more (Azure releases a
     deleted NIC's references a while after the NIC is gone)."""
@@ -266,6 +291,13 @@ class Arm(FakeServer):
         self.requests: list[tuple[str, str, Any]] = []
         self.blob_footer: Callable[[str], tuple[int, bytes] | None] | None = None
         """(size, last 512 bytes) of the blob at a URL, None if there is none: read from Azurite by the fixture."""
+        self.wireservers: dict[str, WireServer] = {}
+        """Each VM's WireServer, by the VM's id (lowercase), from its create until it is gone."""
+        self.provisioning_timeout = PROVISIONING_TIMEOUT
+        self.guest: Callable[[str, WireServer], None] | None = None
+        """What boots a guest for a VM just created (with the VM's name and WireServer): the fixture's Python agent
+        for tests whose SSH goes to the session's shared stand-in; None: no guest (the create times out) or one
+        booted by the stand-ins plugin of a child process, which finds the VM through ``/_test/provisioning``."""
 
     def handler(self) -> type[FakeHandler]:
         return _Handler
@@ -312,10 +344,38 @@ class Arm(FakeServer):
                 r["id"] for r in found if key in (r.get("tags") or {}) and (value is None or r["tags"][key] == value)
             )
 
+    def stop(self) -> None:
+        for rid in list(self.wireservers):
+            self.drop_wireserver(rid)
+        super().stop()
+
+    def drop_wireserver(self, rid: str) -> None:
+        """Stop and forget the WireServer of the VM ``rid`` (gone, or its group deleted)."""
+        found = self.wireservers.pop(rid.lower(), None)
+        if found is not None:
+            found.stop()
+
+    def awaiting(self) -> list[dict[str, Any]]:
+        """VMs whose create waits for their guest's report: name, resource group, id and WireServer port."""
+        with self.lock:
+            found = [(rid, w) for rid, w in self.wireservers.items() if not w.ready.is_set()]
+            return [
+                {"name": r["name"], "group": r["id"].split("/")[4], "id": r["id"], "port": w.port}
+                for rid, w in found
+                if (r := self.resources.get(rid)) is not None and r["properties"]["provisioningState"] == "Creating"
+            ]
+
     def operation(
-        self, namespace: str, location: str, done: Callable[[], None], error: dict[str, str] | None = None
+        self,
+        namespace: str,
+        location: str,
+        done: Callable[[], dict[str, str] | None],
+        error: dict[str, str] | None = None,
+        pending: Callable[[], bool] | None = None,
     ) -> str:
         op = Operation(secrets.token_hex(8), self.polls, done, error)
+        if pending is not None:
+            op.pending = pending
         self.operations[op.id] = op
         return f"{self.url}/subscriptions/{{sub}}/providers/{namespace}/locations/{location}/operations/{op.id}"
 
@@ -390,6 +450,10 @@ class _Handler(FakeHandler):
             # stand-in's screen the VM's boot diagnostics screenshot.
             arm.screens[parts[2].lower()] = standin_screen(json.loads(raw)["domain"])
             return self.send(204)
+        if lower == ["_test", "provisioning"] and method == "GET":
+            # Not ARM: the tests' control channel, for the stand-ins plugin in another process to boot a guest for
+            # each VM waiting for its guest's report, forwarded to the VM's WireServer.
+            return self.send(200, arm.awaiting())
         if lower[:1] == ["consoles"] and method == "GET" and lower[1].endswith(".bmp"):
             take = arm.screens.get(lower[1].removesuffix(".bmp"))
             if take is None:
@@ -533,8 +597,8 @@ class _Handler(FakeHandler):
             raise ArmError(404, "ResourceNotFound", f"operation {op_id} not found")
         if op.status == "InProgress":
             op.polls -= 1
-            if op.polls <= 0:
-                op.done()
+            if op.polls <= 0 and not op.pending():
+                op.error = op.done() or op.error
                 op.status = "Failed" if op.error else "Succeeded"
         body: dict[str, Any] = {"name": op.id, "status": op.status}
         if op.error:
@@ -547,10 +611,11 @@ class _Handler(FakeHandler):
         location: str,
         sub: str,
         version: str,
-        done: Callable[[], None],
+        done: Callable[[], dict[str, str] | None],
         error: dict[str, str] | None = None,
+        pending: Callable[[], bool] | None = None,
     ) -> dict[str, str]:
-        url = self.arm.operation(namespace, location, done, error).replace("{sub}", sub)
+        url = self.arm.operation(namespace, location, done, error, pending).replace("{sub}", sub)
         return {"Azure-AsyncOperation": f"{url}?api-version={version}"}
 
     # -- tags at a scope
@@ -622,6 +687,7 @@ class _Handler(FakeHandler):
                 prefix = f"/subscriptions/{sub}/resourcegroups/{key}/".lower()
                 for rid in [r for r in arm.resources if r.startswith(prefix)]:
                     del arm.resources[rid]
+                    arm.drop_wireserver(rid)
                 arm.groups.pop(key, None)
 
             headers = self.async_headers("Microsoft.Resources", group["location"], sub, version, done)
@@ -683,6 +749,7 @@ class _Handler(FakeHandler):
 
             def done() -> None:
                 self.forget(type_path, item)
+                arm.drop_wireserver(item["id"])
 
             headers = self.async_headers(ns, item.get("location") or "westeurope", sub, version, done)
             headers["Location"] = headers["Azure-AsyncOperation"]
@@ -773,14 +840,36 @@ class _Handler(FakeHandler):
         if type_path == "microsoft.network/virtualnetworks":
             for subnet in props.get("subnets") or []:
                 arm.resources[subnet["id"].lower()] = subnet
-        final = "Failed" if error else "Succeeded"
+        pending = None
+        wireserver: WireServer | None = None
+        if type_path == "microsoft.compute/virtualmachines" and existing is None:
+            # created from an image: in progress until the guest reports ready to the VM's WireServer
+            wireserver = WireServer(goal=GoalState(str(uuid.uuid4()), f"{props['vmId']}._{name}")).start()
+            arm.wireservers[rid.lower()] = wireserver
+            deadline = time.monotonic() + arm.provisioning_timeout
 
-        def done() -> None:
-            props["provisioningState"] = final
+            def pending() -> bool:
+                alive = rid.lower() in arm.wireservers
+                return alive and not wireserver.ready.is_set() and time.monotonic() < deadline
+
+            if arm.guest is not None:
+                threading.Thread(target=arm.guest, args=(name, wireserver), daemon=True).start()
+
+        def done() -> dict[str, str] | None:
+            if wireserver is not None and rid.lower() not in arm.resources:  # deleted while it was being created
+                return {
+                    "code": "OperationPreempted",
+                    "message": "Operation execution has been preempted by a more recent operation.",
+                }
+            failed = error
+            if failed is None and wireserver is not None and not wireserver.ready.is_set():
+                failed = provisioning_timed_out(name)
+            props["provisioningState"] = "Failed" if failed else "Succeeded"
             if type_path == "microsoft.compute/virtualmachines" and not error:
-                self.link_vm(item)
+                self.link_vm(item)  # a VM whose guest never reported exists all the same (and runs)
+            return failed
 
-        headers = self.async_headers(ns, location, sub, version, done, error)
+        headers = self.async_headers(ns, location, sub, version, done, error, pending)
         self.reply(201 if existing is None else 200, item, cls, headers)
 
     def check_vm(self, rid: str, name: str, location: str, props: dict[str, Any]) -> dict[str, str] | None:
@@ -822,12 +911,7 @@ class _Handler(FakeHandler):
             raise ArmError(
                 400, "InvalidParameter", "adminPassword must not be set with password authentication disabled."
             )
-        props["vmId"] = secrets.token_hex(16)
-        if name in arm.faults.fail_provisioning:
-            return {
-                "code": "OSProvisioningTimedOut",
-                "message": f"OS Provisioning for VM '{name}' did not finish in the allotted time.",
-            }
+        props["vmId"] = str(uuid.uuid4())
         return None
 
     def gallery_image(self, image_id: str, location: str) -> dict[str, Any]:

@@ -17,6 +17,7 @@ import pytest
 from . import azurite as azurite_mod
 from .arm import Arm
 from .rbac import WRITER, BlobRoles
+from .wireserver import WireServer, report_ready
 
 SUBSCRIPTION = "00000000-0000-4000-8000-00000000c0de"
 TENANT = "11111111-1111-4111-8111-11111111c0de"
@@ -91,6 +92,16 @@ class AzureCloud:
         return sorted(b.name for b in found if run is None or (b.metadata or {}).get("cvmfx_run") == run)
 
 
+def agent(name: str, wireserver: WireServer) -> None:
+    """The guest's ready report for a VM just created, made from this process over the WireServer protocol: for the
+    tests whose SSH goes to the session's shared stand-in (booted once, so it cannot be each VM's guest). Tests of a
+    guest that never reports set the fake's ``guest`` to None; the suite's child process boots a real one per VM."""
+    try:
+        report_ready(f"http://127.0.0.1:{wireserver.port}")
+    except OSError:  # the VM (and its WireServer) went before its guest reported: as for a real guest, nothing to do
+        pass
+
+
 def _blob_footer(cloud_credential, url: str) -> tuple[int, bytes] | None:
     """(size, last 512 bytes) of the blob at ``url``, None if there is none: what ARM reads to make an image."""
     from azure.core.exceptions import ResourceNotFoundError
@@ -113,6 +124,7 @@ def azure_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AzureClo
     directory: Path = tmp_path_factory.mktemp("azure-cloud")
     secret = "fake-secret-" + secrets.token_hex(8)
     arm = Arm(directory, tenant=TENANT, client_id=CLIENT, secret=secret, polls=1).start()
+    arm.guest = agent
     patch = pytest.MonkeyPatch()
     for name in UNSET:
         patch.delenv(name, raising=False)
