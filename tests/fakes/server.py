@@ -9,7 +9,8 @@
 * ``violations``: what the fake records that the real cloud would not have accepted or answered (a request or a
   response outside the cloud's schema), and the fake's own failures (a bug of the fake answers 500);
   ``checked()``, each fake's per-test fixture, fails a test that leaves any.
-* :class:`FakeHandler`: a fake's request handler: HTTP/1.1, quiet, every method to ``answer``.
+* :class:`FakeHandler`: a fake's request handler: HTTP/1.1, quiet, every method to ``answer``; a request whose
+  body never fully arrived is dropped (:class:`ClientGone`).
 """
 
 from __future__ import annotations
@@ -100,6 +101,11 @@ class FakeServer:
         assert found == [], f"{type(self).__name__} recorded what the real cloud would not do:\n" + "\n".join(found)
 
 
+class ClientGone(Exception):
+    """The client closed its connection before its request's body arrived (a Ctrl-C in the middle of a request): a
+    real service never sees that request, so the fake neither carries it out nor records it as a violation."""
+
+
 class FakeHandler(BaseHTTPRequestHandler):
     """Answers every request of a :class:`FakeServer` with its ``answer()``."""
 
@@ -114,14 +120,21 @@ class FakeHandler(BaseHTTPRequestHandler):
         pass
 
     def read_body(self) -> bytes:
+        """The request's body; :class:`ClientGone` if the connection closed before all of it arrived."""
         length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length else b""
+        raw = self.rfile.read(length) if length else b""
+        if len(raw) < length:
+            raise ClientGone(f"{self.command} {self.path}: {len(raw)} of {length} bytes of the body arrived")
+        return raw
 
     def answer(self) -> None:
         """Answer the request (method ``self.command``, path ``self.path``)."""
         raise NotImplementedError
 
     def _answer(self) -> None:
-        self.answer()
+        try:
+            self.answer()
+        except ClientGone:
+            self.close_connection = True  # nothing to answer, and nothing the cloud would have judged
 
     do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _answer
