@@ -95,10 +95,10 @@ class StandIns:
         cloud = CLOUDS.get(machine.provider.name)
         if cloud is None:
             return None
-        standin = self.standin(machine.name, host, lambda target: self.boot(machine, host, cloud, target))
+        standin = self.standin(machine.name, host, lambda: self.boot(machine, host, cloud))
         return "127.0.0.1", standin.ssh_port
 
-    def standin(self, name: str, host: str, boot: Callable[[config.Target | None], Any]) -> Any:
+    def standin(self, name: str, host: str, boot: Callable[[], Any]) -> Any:
         """The stand-in of instance ``name``, booted by ``boot`` once; a caller asking while another boots it
         waits for that boot."""
         with self.lock:
@@ -111,7 +111,7 @@ class StandIns:
             event.wait()
         else:
             try:
-                self.standins[name] = boot(None)
+                self.standins[name] = boot()
                 with open("standins.log", "a") as log:
                     print(name, host, "->", self.standins[name].name, file=log)
             except BaseException as e:
@@ -123,9 +123,9 @@ class StandIns:
             raise AssertionError(f"{name}: its stand-in did not boot: {self.failed.get(name)}")
         return self.standins[name]
 
-    def boot(self, machine: Any, host: str, cloud: Cloud, target: config.Target | None = None) -> Any:
+    def boot(self, machine: Any, host: str, cloud: Cloud) -> Any:
         blob = cloud.user_data(machine, host)
-        standin = self.launch(target or standin_target(f"{machine.provider.name} stand-in"), blob)
+        standin = self.launch(standin_target(f"{machine.provider.name} stand-in"), blob)
         cloud.booted(machine, standin)
         return standin
 
@@ -330,7 +330,7 @@ def watch_azure(url: str, stop: threading.Event) -> None:
 def boot_azure(url: str, vm: dict[str, Any]) -> None:
     """The stand-in of one VM being created (its failure is kept for the SSH that would have reached it)."""
 
-    def boot(_: Any) -> Any:
+    def boot() -> Any:
         standin = STANDINS.launch(azure_target(vm["port"]), azure_custom_data(url, vm["group"], vm["name"]))
         azure_serve(url, vm["name"], standin)
         return standin
