@@ -128,6 +128,16 @@ def test_the_standin_finds_media_recorded_in_another_registry(tmp_path):
             assert standin_vboxmanage.location({}, uuid) == path
         with pytest.raises(SystemExit, match="is in no media registry"):
             standin_vboxmanage.location({}, "{00000000-1111-2222-3333-444444444444}")
+        # the appliance's CernVM-FS server is forwarded for a boot ISO registered elsewhere too (in CI, without
+        # it, the guest stopped at "Unable to mount cvmfs root filesystem!")
+        tree = ElementTree.parse(config)
+        for registry in tree.getroot().iterfind(".//vb:MediaRegistry", NS):
+            registry.clear()
+        elsewhere = tmp_path / "elsewhere.vbox"
+        tree.write(elsewhere)
+        argv = standin_vboxmanage.qemu_argv(str(elsewhere))
+        netdev = argv[argv.index("-netdev") + 1]
+        assert "guestfwd=tcp:10.0.2.100:80-cmd:" in netdev, netdev
     finally:
         machine.destroy()
     assert_nothing_left(run.directory, [machine.name])

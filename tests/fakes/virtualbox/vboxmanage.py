@@ -152,12 +152,14 @@ def qemu_argv(config: str) -> list[str]:
         "-boot",
         "order=dc",
     ]
+    attached: list[str] = []  # where the attached media live, wherever they are registered
     for controller in hardware.iterfind("vb:StorageControllers/vb:StorageController", NS):
         bus = "ahci" if controller.get("type") == "AHCI" else None
         if bus:
             argv += ["-device", "ahci,id=ahci"]
         for dev in controller.iterfind("vb:AttachedDevice", NS):
             path = location(images, dev.find("vb:Image", NS).get("uuid"))
+            attached.append(path)
             port, unit = int(dev.get("port")), int(dev.get("device"))
             ident = f"{controller.get('name')}{port}{unit}".lower()
             if dev.get("type") == "HardDisk":
@@ -179,7 +181,7 @@ def qemu_argv(config: str) -> list[str]:
         slot = int(adapter.get("slot"))
         argv += [
             "-netdev",
-            ",".join([f"user,id=n{slot},restrict=on", *forwards, *stratum1_forward(images.values())]),
+            ",".join([f"user,id=n{slot},restrict=on", *forwards, *stratum1_forward(attached)]),
             "-device",
             f"{NIC.get(adapter.get('type'), 'e1000')},netdev=n{slot}",
         ]
