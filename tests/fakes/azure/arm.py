@@ -918,7 +918,8 @@ class _Handler(FakeHandler):
         """The gallery image version a VM in ``location`` boots from ``image_id`` (an image version's id, or an image
         definition's: its latest version), replicated there; else Azure's refusal, which names the id
         (MicrosoftDocs/azure-docs, articles/virtual-machines/troubleshooting-shared-images.md, "Issues creating or
-        updating a VM ... from image version"; the code is GalleryImageNotFound, 404)."""
+        updating a VM ... from image version"; the status, code and message as a real ARM error quotes them:
+        ``Status=404 Code="GalleryImageNotFound"`` in pulumi/pulumi-aws#5129, January 2025)."""
         arm = self.arm
         found = arm.get(image_id)
         if found is not None and found["type"].lower() == "microsoft.compute/galleries/images":
