@@ -378,7 +378,7 @@ class Machine(ABC):
 
     def keep(self) -> None:
         """Mark everything this machine owns as intentionally kept (sweep leaves it alone until it expires): in the
-        ledger, then on the platform (:meth:`mark_kept`; a failure there is a warning, the ledger still says so)."""
+        ledger, then on the platform (:meth:`publish_lifetime`; a failure there is a warning, the ledger says so)."""
         login = self.login_command()
         for resource in self.resources:
             resource.kept = True
@@ -386,14 +386,15 @@ class Machine(ABC):
             resource.expires = time.time() + 24 * 3600
             self.provider.run.ledger.update(resource)
         try:
-            self.mark_kept()
+            self.publish_lifetime()
         except ProviderError as e:
             log.warning("%s: could not mark it kept on the %s platform: %s", self.name, self.provider.name, e)
 
     def prolong(self, now: float | None = None) -> bool:
         """Move the expiry of this machine's entries a lifetime ahead once less than half of one is left: in the
-        ledger, then on the platform (:meth:`mark_kept` writes the expiry with the kept mark), so a sweep elsewhere,
-        which sees only the platform's fields, does not take a live run's resources after a lifetime. True if it did.
+        ledger, then on the platform (:meth:`publish_lifetime` writes the expiry with the kept mark), so a sweep
+        elsewhere, which sees only the platform's fields, does not take a live run's resources after a lifetime. True
+        if it did.
         """
         now = time.time() if now is None else now
         due = [r for r in self.resources if r.expires - now < DEFAULT_LIFETIME / 2]
@@ -403,12 +404,12 @@ class Machine(ABC):
             resource.expires = now + DEFAULT_LIFETIME
             self.provider.run.ledger.update(resource)
         try:
-            self.mark_kept()
+            self.publish_lifetime()
         except ProviderError as e:
             log.warning("%s: could not carry the new expiry to the %s platform: %s", self.name, self.provider.name, e)
         return True
 
-    def mark_kept(self) -> None:  # noqa: B027 - a hook: a no-op where the platform stores no ledger fields
+    def publish_lifetime(self) -> None:  # noqa: B027 - a hook: a no-op where the platform stores no ledger fields
         """Write the kept mark and expiry of :attr:`resources` where the platform stores our ledger fields (tags,
         labels, metadata), so a sweep from the platform alone sees them as the ledger does (after :meth:`keep` and
         :meth:`prolong`); a no-op where it stores none.

@@ -472,7 +472,7 @@ def remote_provider(tmp_path, states, marked):
             found = next(states)
             return found if found is None else PlatformState(*found)
 
-        def mark_kept(self):
+        def publish_lifetime(self):
             marked.append([r.kept for r in self.resources])
             raise ProviderError("tags are read-only today")
 

@@ -61,7 +61,7 @@ WAITING_FOR_READY = (
 )
 """Said of a create still in progress: what it waits for (see :data:`PROVISIONING_TIMED_OUT`)."""
 KEPT_FIELDS = (FIELD_PREFIX + "kept", FIELD_PREFIX + "expires")
-"""The fields :meth:`AzureMachine.mark_kept` rewrites."""
+"""The fields :meth:`AzureMachine.publish_lifetime` rewrites."""
 
 
 class AzureProvider(Provider[AzureOptions, "AzureMachine"]):
@@ -404,7 +404,7 @@ class AzureMachine(RemoteMachine):
             log.debug("%s: no serial log: %s", self.name, type(e).__name__)
         return self._console
 
-    def mark_kept(self) -> None:
+    def publish_lifetime(self) -> None:
         """Merge the kept mark and new expiry into the tags of each resource Azure holds our tags on (the OS disk,
         made by Azure from the VM, has none), and into an uploaded VHD's metadata."""
         tags = self.provider.client("resource").tags

@@ -513,7 +513,7 @@ class Ec2Machine(RemoteMachine):
     def exists(self) -> bool:
         return self.instance_id is not None
 
-    def mark_kept(self) -> None:
+    def publish_lifetime(self) -> None:
         """The kept mark and new expiry as tags on every resource with an id (an S3 upload has no tags to set)."""
         ec2 = self._ec2()
         refused = []

@@ -130,7 +130,7 @@ class GceMachine(RemoteMachine):
             raise ScreenUnavailable(f"{self.name}: the instance has no display device (the target's display = false)")
         return instance_screenshot(self._instances(), self.project, self.options.zone, self.name, path)
 
-    def mark_kept(self) -> None:
+    def publish_lifetime(self) -> None:
         """The entry fields (kept, the expiry) onto the instance's labels and into its firewall rule's description
         (a rule has no labels), so a sweep by label leaves both alone as long as the ledger does."""
         if self.project is None:

@@ -693,7 +693,7 @@ class KvmMachine(Machine):
             raise ScreenUnavailable(f"{self.name}: the domain was not started")
         return domain_screenshot(connect(self.uri), self.domain, path, self.name)
 
-    def mark_kept(self) -> None:
+    def publish_lifetime(self) -> None:
         """The kept mark in the domain's own metadata (a sweep from metadata alone leaves it)."""
         entry = next((r for r in self.resources if r.kind == "domain"), None)
         if self.domain is None or entry is None:

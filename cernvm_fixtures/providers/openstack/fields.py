@@ -93,7 +93,7 @@ def keypair_leftover(key: Any, twin: Resource | None, target: str, data: dict[st
     )
 
 
-def mark_kept(conn: Any, resource: Resource) -> None:
+def publish_resource_lifetime(conn: Any, resource: Resource) -> None:
     """Write a resource's fields (now kept, with a later expiry) onto it again: a server's metadata, Neutron's and
     Glance's tags (a key pair has none). Raises ProviderError if the cloud refuses."""
     ident, kind = resource.data.get("id"), resource.kind

@@ -18,7 +18,7 @@ from ..base import Machine, PlatformState, Provider, RemoteMachine, console_text
 from ..kit import encode_fields, wait_until
 from . import destroy
 from .api import SDK, conflict, connection, openstacksdk
-from .fields import MARKER, from_fields, keypair_name, mark_kept, server_tags, tag_fields, tag_list
+from .fields import MARKER, from_fields, keypair_name, publish_resource_lifetime, server_tags, tag_fields, tag_list
 from .options import OpenStackOptions
 
 if TYPE_CHECKING:
@@ -415,13 +415,13 @@ class OpenStackMachine(RemoteMachine):
             lambda: console_text(self._conn().compute.get_server_console_output(server_id).get("output") or "")
         )
 
-    def mark_kept(self) -> None:
+    def publish_lifetime(self) -> None:
         """The kept mark and new expiry onto the server's metadata and the tags of its security group, floating IP
         and uploaded image, so a sweep from the platform alone leaves them too; tries each, then raises one error."""
         refused = []
         for resource in self.resources:
             try:
-                mark_kept(self._conn(), resource)
+                publish_resource_lifetime(self._conn(), resource)
             except ProviderError as e:
                 refused.append(str(e))
         if refused:
